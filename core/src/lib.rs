@@ -1,0 +1,31 @@
+//! smsotp-core: everything the PAM module and the RADIUS server share.
+//!
+//! A login is a conversation driven by [`flow`]: [`flow::Engine::start`]
+//! decides whether the user needs a code (policy, lockout, phone lookup in
+//! [`directory`]), takes one SMS from the rate-limit windows in [`store`],
+//! makes a code ([`otp`]: OS CSPRNG, stored only as an HMAC bound to user,
+//! service and challenge) and sends it through the provider chain in
+//! [`sms`]; [`flow::Engine::answer`] checks the reply in constant time,
+//! counts failures towards lockout, and handles resends and expiry. Every
+//! decision becomes one [`audit`] line.
+//!
+//! The core is synchronous and starts no threads: it runs inside sshd's
+//! forked PAM child. Time ([`clock`]) and randomness ([`random`]) are
+//! injected, so expiry, windows and lockouts are tested without sleeping.
+//! [`config`] turns the TOML file into validated types once; [`files`]
+//! refuses files that others could read or change.
+
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod directory;
+pub mod files;
+pub mod flow;
+pub mod otp;
+pub mod phone;
+pub mod random;
+pub mod sms;
+pub mod store;
+
+pub use config::Config;
+pub use flow::{Engine, LoginContext, Verdict};

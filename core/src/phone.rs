@@ -1,0 +1,149 @@
+//! Phone numbers: E.164 normalisation with a default region, the country
+//! allow-list, and masking for anything a person or a log sees.
+
+use std::fmt;
+
+use phonenumber::country::Id;
+use phonenumber::Mode;
+
+use crate::config::PhoneSettings;
+
+/// A valid number in E.164 form ("+15550100123"). `Display` masks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Phone {
+    e164: String,
+    region: Option<Id>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PhoneError {
+    #[error("\"{0}\" is not a phone number; write it in international form, e.g. \"+15550100123\"")]
+    Unparsable(String),
+    #[error("\"{0}\" has no country code and no phone.default_region is set; write it as \"+<country code><number>\" or set phone.default_region")]
+    NoRegion(String),
+    #[error("{0} is not a valid number for its country; check the digits")]
+    Invalid(String),
+}
+
+impl Phone {
+    /// Parses `text` (international, or national in `default_region`).
+    pub fn parse(text: &str, default_region: Option<Id>) -> Result<Phone, PhoneError> {
+        let t = text.trim();
+        if t.is_empty() || t.len() > 40 {
+            return Err(PhoneError::Unparsable(mask_raw(t)));
+        }
+        let looks_like_number = t.chars().filter(char::is_ascii_digit).count() >= 3
+            && t.chars().all(|c| c.is_ascii_digit() || " +-.()/".contains(c));
+        if !looks_like_number {
+            return Err(PhoneError::Unparsable(mask_raw(t)));
+        }
+        let international = t.starts_with('+') || t.starts_with("00");
+        if !international && default_region.is_none() {
+            return Err(PhoneError::NoRegion(mask_raw(t)));
+        }
+        let normalised = match t.strip_prefix("00") {
+            Some(rest) => format!("+{rest}"),
+            None => t.to_owned(),
+        };
+        let n = phonenumber::parse(default_region, &normalised)
+            .map_err(|_| PhoneError::Unparsable(mask_raw(t)))?;
+        if !n.is_valid() {
+            return Err(PhoneError::Invalid(mask_raw(t)));
+        }
+        Ok(Phone {
+            e164: n.format().mode(Mode::E164).to_string(),
+            region: n.country().id(),
+        })
+    }
+
+    /// "+15550100123".
+    pub fn e164(&self) -> &str {
+        &self.e164
+    }
+
+    /// "15550100123": E.164 without the plus (what many gateways want).
+    pub fn digits(&self) -> &str {
+        self.e164.trim_start_matches('+')
+    }
+
+    pub fn region(&self) -> Option<Id> {
+        self.region
+    }
+
+    /// "******0123": safe to show and to log.
+    pub fn masked(&self) -> String {
+        mask_raw(&self.e164)
+    }
+
+    /// Is this number in one of the allowed countries (empty list: all)?
+    pub fn allowed(&self, settings: &PhoneSettings) -> bool {
+        settings.allowed_countries.is_empty()
+            || self.region.is_some_and(|r| settings.allowed_countries.contains(&r))
+    }
+}
+
+/// Six stars and the last four digits, whatever the input.
+pub fn mask_raw(text: &str) -> String {
+    let digits: Vec<char> = text.chars().filter(char::is_ascii_digit).collect();
+    let tail: String = digits[digits.len().saturating_sub(4)..].iter().collect();
+    format!("******{tail}")
+}
+
+impl fmt::Display for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Phone({})", self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_to_e164() {
+        let p = Phone::parse("+1 (202) 555-0143", None).unwrap();
+        assert_eq!(p.e164(), "+12025550143");
+        assert_eq!(p.digits(), "12025550143");
+        assert_eq!(p.region(), Some(Id::US));
+        let p = Phone::parse("030 1234567", Some(Id::DE)).unwrap();
+        assert_eq!(p.e164(), "+49301234567");
+        let p = Phone::parse("0049 30 1234567", None).unwrap();
+        assert_eq!(p.e164(), "+49301234567");
+    }
+
+    #[test]
+    fn refuses_garbage_and_regionless_national_numbers() {
+        assert!(matches!(Phone::parse("call me", None), Err(PhoneError::Unparsable(_))));
+        assert!(matches!(Phone::parse("2025550143", None), Err(PhoneError::NoRegion(_))));
+        assert!(matches!(Phone::parse("+1 123", None), Err(PhoneError::Invalid(_))));
+    }
+
+    #[test]
+    fn masks_all_but_last_four() {
+        let p = Phone::parse("+12025550143", None).unwrap();
+        assert_eq!(p.masked(), "******0143");
+        assert_eq!(format!("{p}"), "******0143");
+        assert_eq!(format!("{p:?}"), "Phone(******0143)");
+        // Errors mask the number too.
+        let e = Phone::parse("+1 123 4567", None).unwrap_err().to_string();
+        assert!(!e.contains("123 4567"), "{e}");
+    }
+
+    #[test]
+    fn allow_list() {
+        let us = Phone::parse("+12025550143", None).unwrap();
+        let de = Phone::parse("+49301234567", None).unwrap();
+        let settings = PhoneSettings { default_region: None, allowed_countries: vec![Id::US, Id::CA] };
+        assert!(us.allowed(&settings));
+        assert!(!de.allowed(&settings));
+        let open = PhoneSettings { default_region: None, allowed_countries: vec![] };
+        assert!(de.allowed(&open));
+    }
+}

@@ -1,0 +1,224 @@
+//! pam_smsotp.so: after the password, ask for a code sent by SMS.
+//!
+//! This crate only translates: PAM items and the conversation in, one
+//! exhaustive match from the core's verdict to a PAM code out. Every rule
+//! about codes lives in `smsotp_core::flow`.
+//!
+//! ```text
+//! auth requisite pam_unix.so
+//! auth required  pam_smsotp.so [config=/etc/smsotp/smsotp.toml] [debug]
+//! ```
+//!
+//! Safety at the boundary: each hook runs inside `catch_unwind` (a panic
+//! becomes PAM_SYSTEM_ERR and a log line, never an abort of sshd), starts no
+//! threads, and any error fails closed: PAM_SUCCESS only for a verified code
+//! or a policy the admin chose (`no_phone`/`provider_down = "allow"`),
+//! PAM_IGNORE only for exempt users.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use pam::constants::{PamFlag, PamResultCode, PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO};
+use pam::conv::Conv;
+use pam::items::{RHost, Service};
+use pam::module::{PamHandle, PamHooks};
+use pam::pam_hooks;
+use smsotp_core::audit::{AuditSink, Event, Level, SyslogSink};
+use smsotp_core::config::DEFAULT_CONFIG_PATH;
+use smsotp_core::flow::{self, Conversation, FlowError, LogOptions, LoginContext, OpenError, Verdict};
+use zeroize::Zeroizing;
+
+const IDENT: &str = "pam_smsotp";
+
+struct SmsOtp;
+pam_hooks!(SmsOtp);
+
+impl PamHooks for SmsOtp {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        guard("authenticate", || authenticate(pamh, &args, flags))
+    }
+
+    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_SUCCESS
+    }
+}
+
+/// Runs a hook body; a panic becomes PAM_SYSTEM_ERR and a log line.
+fn guard(hook: &str, body: impl FnOnce() -> PamResultCode) -> PamResultCode {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(code) => code,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            syslog_error("panic", "", "", &format!("{hook}: internal error ({what}); failing closed"));
+            PamResultCode::PAM_SYSTEM_ERR
+        }
+    }
+}
+
+/// Module arguments.
+#[derive(Debug, PartialEq, Eq)]
+struct Args {
+    config: PathBuf,
+    debug: bool,
+}
+
+fn parse_args(args: &[&CStr]) -> Result<Args, String> {
+    let mut out = Args { config: PathBuf::from(DEFAULT_CONFIG_PATH), debug: false };
+    for a in args {
+        let a = a.to_str().map_err(|_| "a module argument is not valid UTF-8".to_owned())?;
+        if a == "debug" {
+            out.debug = true;
+        } else if let Some(p) = a.strip_prefix("config=") {
+            if !p.starts_with('/') {
+                return Err(format!("config={p}: the path must be absolute"));
+            }
+            out.config = PathBuf::from(p);
+        } else {
+            return Err(format!("unknown module argument \"{a}\"; known: config=PATH, debug"));
+        }
+    }
+    Ok(out)
+}
+
+/// The PAM conversation, as the core wants it.
+struct PamConversation<'a> {
+    conv: Conv<'a>,
+    silent: bool,
+}
+
+impl Conversation for PamConversation<'_> {
+    fn info(&mut self, text: &str) -> Result<(), String> {
+        if self.silent {
+            return Ok(());
+        }
+        self.conv.send(PAM_TEXT_INFO, text).map(drop).map_err(|c| format!("{c:?}"))
+    }
+
+    fn error(&mut self, text: &str) -> Result<(), String> {
+        self.conv.send(PAM_ERROR_MSG, text).map(drop).map_err(|c| format!("{c:?}"))
+    }
+
+    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+        let reply = self.conv.send(PAM_PROMPT_ECHO_OFF, prompt).map_err(|c| format!("{c:?}"))?;
+        // No reply at all is an empty answer; bytes that are not UTF-8
+        // cannot be a code and are checked (and counted) as a wrong one.
+        Ok(Zeroizing::new(match reply {
+            None => String::new(),
+            Some(r) => r.as_str().map(str::to_owned).unwrap_or_else(|_| "\u{fffd}".into()),
+        }))
+    }
+}
+
+fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            syslog_error("bad_arguments", "", "", &e);
+            return PamResultCode::PAM_SERVICE_ERR;
+        }
+    };
+    let user = match pamh.get_user(None) {
+        Ok(u) if !u.is_empty() => u,
+        Ok(_) => return PamResultCode::PAM_USER_UNKNOWN,
+        Err(e) => return e,
+    };
+    let service = item_string(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
+    let rhost = item_string(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0));
+    let ctx = LoginContext {
+        user,
+        service: if service.is_empty() { "unknown".into() } else { service },
+        rhost: (!rhost.is_empty()).then_some(rhost),
+    };
+
+    let conv = match pamh.get_item::<Conv>() {
+        Ok(Some(c)) => c,
+        Ok(None) => return PamResultCode::PAM_CONV_ERR,
+        Err(e) => return e,
+    };
+    let mut conv = PamConversation { conv, silent: flags & PAM_SILENT != 0 };
+
+    let log = LogOptions { ident: IDENT.into(), debug: args.debug };
+    let engine = match flow::open_from_path(&args.config, &log) {
+        Ok(e) => e,
+        Err(e) => {
+            let (event, code) = match &e {
+                OpenError::Config(_) => ("config_error", PamResultCode::PAM_SYSTEM_ERR),
+                OpenError::Flow(_) => ("unavailable", PamResultCode::PAM_AUTHINFO_UNAVAIL),
+            };
+            syslog_error(event, &ctx.user, &ctx.service, &e.to_string());
+            let _ = conv.error("SMS login is not available (configuration problem). Contact your administrator.");
+            return code;
+        }
+    };
+
+    match flow::run(&engine, &mut conv, &ctx) {
+        Ok(Verdict::Accept(_)) => PamResultCode::PAM_SUCCESS,
+        Ok(Verdict::Reject(_)) => PamResultCode::PAM_AUTH_ERR,
+        Ok(Verdict::NotApplicable(_)) => PamResultCode::PAM_IGNORE,
+        Err(e) => {
+            engine.log_error(&ctx, &e);
+            match e {
+                FlowError::Conversation(_) => PamResultCode::PAM_CONV_ERR,
+                FlowError::Store(_) | FlowError::Directory(_) | FlowError::Accounts { .. } => {
+                    let _ = conv.error("SMS login is not available right now. Contact your administrator.");
+                    PamResultCode::PAM_AUTHINFO_UNAVAIL
+                }
+                FlowError::Random(_) | FlowError::Key(_) => PamResultCode::PAM_SYSTEM_ERR,
+                _ => PamResultCode::PAM_SYSTEM_ERR,
+            }
+        }
+    }
+}
+
+fn item_string(item: Option<&CStr>) -> String {
+    item.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// For errors before the engine (and its configured audit sinks) exist.
+fn syslog_error(event: &'static str, user: &str, service: &str, detail: &str) {
+    let sink = SyslogSink { ident: IDENT.into(), debug: false };
+    let e = Event {
+        event,
+        user: user.into(),
+        service: service.into(),
+        outcome: Some("failure"),
+        detail: Some(detail.into()),
+        ..Event::default()
+    };
+    sink.record(Level::Error, 0, &e);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse_and_refuse_unknown() {
+        assert_eq!(
+            parse_args(&[]).unwrap_or_else(|e| unreachable!("{e}")),
+            Args { config: DEFAULT_CONFIG_PATH.into(), debug: false }
+        );
+        let a = parse_args(&[c"config=/tmp/x.toml", c"debug"]).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(a, Args { config: "/tmp/x.toml".into(), debug: true });
+        assert!(parse_args(&[c"conifg=/tmp/x"]).is_err());
+        assert!(parse_args(&[c"config=relative.toml"]).is_err());
+    }
+
+    #[test]
+    fn a_panic_becomes_system_err() {
+        let code = guard("test", || {
+            let v: Vec<u8> = Vec::new();
+            #[allow(clippy::indexing_slicing)]
+            let _ = v[1];
+            PamResultCode::PAM_SUCCESS
+        });
+        assert_eq!(code, PamResultCode::PAM_SYSTEM_ERR);
+    }
+}

@@ -1,0 +1,222 @@
+//! Shared helpers for the end-to-end tests: where the built module is, a
+//! scratch directory with a config, and reading codes from the outbox.
+//!
+//! Every server or program a test starts is bound to loopback, bounded in
+//! time, and stopped when the guard that owns it is dropped.
+
+pub mod pamenv;
+pub mod sshd;
+
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The built PAM module. `SMSOTP_PAM_MODULE` overrides (e.g. an installed one);
+/// otherwise target/{debug,release}/libpam_smsotp.so, whichever is newer.
+/// The README's test command runs `cargo build --workspace` first.
+pub fn module_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SMSOTP_PAM_MODULE") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let candidates = [
+        target.join("debug/libpam_smsotp.so"),
+        target.join("release/libpam_smsotp.so"),
+    ];
+    let newest = candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p.clone());
+    newest.unwrap_or_else(|| {
+        panic!(
+            "libpam_smsotp.so not found under {}; run `cargo build --workspace` first",
+            target.display()
+        )
+    })
+}
+
+/// A scratch directory for one test: config, phones, store, outbox.
+/// Files are created with the modes the module insists on.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("smsotp-e2e-")
+            .tempdir()
+            .expect("create temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temp dir");
+        Scratch { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `name` with `contents` and `mode`.
+    pub fn write(&self, name: &str, contents: &str, mode: u32) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, contents).expect("write scratch file");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+
+    /// Writes phones.toml (user -> number) with mode 0644.
+    pub fn phones(&self, entries: &[(&str, &str)]) -> PathBuf {
+        let text: String = entries
+            .iter()
+            .map(|(u, n)| format!("{u} = \"{n}\"\n"))
+            .collect();
+        self.write("phones.toml", &text, 0o644)
+    }
+
+    /// Writes smsotp.toml (mode 0600): store, key, outbox, phones and audit
+    /// file all inside this scratch dir, followed by `extra` TOML.
+    /// `extra` must not repeat [store], [[directory]] or [[provider]] unless
+    /// `with_defaults` is false.
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            "{extra}\n{}",
+            self.base_tables(true, true)
+        );
+        self.write("smsotp.toml", &text, 0o600)
+    }
+
+    /// The [store], [[directory]], [[provider]] and [audit] tables that point
+    /// into this dir; `directory` and `provider` can be left out so a test can
+    /// write its own.
+    pub fn base_tables(&self, directory: bool, provider: bool) -> String {
+        let d = self.dir.path().display();
+        let mut t = format!(
+            "[audit]\nsyslog = false\nfile = \"{d}/audit.jsonl\"\n\n[store]\nkind = \"sqlite\"\npath = \"{d}/state.db\"\n\n"
+        );
+        if directory {
+            t.push_str(&format!("[[directory]]\nkind = \"file\"\npath = \"{d}/phones.toml\"\n\n"));
+        }
+        if provider {
+            t.push_str(&format!("[[provider]]\nkind = \"outbox\"\npath = \"{d}/outbox.jsonl\"\n\n"));
+        }
+        t
+    }
+
+    /// The key file lives with the store unless configured.
+    pub fn key_toml(&self) -> String {
+        format!("key_file = \"{}/otp.key\"\n", self.dir.path().display())
+    }
+
+    pub fn outbox(&self) -> Outbox {
+        Outbox { path: self.path("outbox.jsonl") }
+    }
+}
+
+/// One SMS as the outbox provider wrote it.
+#[derive(Debug, Clone)]
+pub struct Sms {
+    pub to: String,
+    pub message: String,
+    pub at: String,
+}
+
+impl Sms {
+    /// The first run of 6-10 code characters in the message.
+    pub fn code(&self) -> String {
+        extract_code(&self.message).unwrap_or_else(|| panic!("no code in SMS {:?}", self.message))
+    }
+}
+
+/// Finds the code in an SMS text: the first word of 6-10 digits or
+/// upper-case letters and digits.
+pub fn extract_code(message: &str) -> Option<String> {
+    message
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| {
+            (6..=10).contains(&w.len())
+                && w.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+                && w.chars().any(|c| c.is_ascii_digit())
+        })
+        .map(str::to_owned)
+}
+
+/// The outbox file: one JSON line per SMS.
+pub struct Outbox {
+    pub path: PathBuf,
+}
+
+impl Outbox {
+    pub fn all(&self) -> Vec<Sms> {
+        let Ok(f) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        std::io::BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad outbox line {l:?}: {e}"));
+                let s = |k: &str| {
+                    v[k].as_str()
+                        .unwrap_or_else(|| panic!("outbox line lacks {k}: {l}"))
+                        .to_owned()
+                };
+                Sms { to: s("to"), message: s("message"), at: s("at") }
+            })
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.all().len()
+    }
+
+    /// Waits until the outbox holds more than `seen` messages and returns the
+    /// newest; panics after `timeout`.
+    pub fn wait_beyond(&self, seen: usize, timeout: Duration) -> Sms {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.all();
+            if all.len() > seen {
+                return all.last().cloned().expect("non-empty");
+            }
+            if Instant::now() > deadline {
+                panic!("no new SMS in {} after {timeout:?}", self.path.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_codes() {
+        assert_eq!(
+            extract_code("123456 is your login code for web1. It expires in 5 minutes.").as_deref(),
+            Some("123456")
+        );
+        assert_eq!(extract_code("Code: K7PX9QRT").as_deref(), Some("K7PX9QRT"));
+        assert_eq!(extract_code("no code here"), None);
+    }
+}
