@@ -102,6 +102,18 @@ pub trait AuditSink {
 pub struct SyslogSink {
     pub ident: String,
     pub debug: bool,
+    /// The local syslog socket, normally /dev/log.
+    pub socket: PathBuf,
+}
+
+impl SyslogSink {
+    pub fn new(ident: &str, debug: bool) -> Self {
+        SyslogSink {
+            ident: ident.to_owned(),
+            debug,
+            socket: PathBuf::from("/dev/log"),
+        }
+    }
 }
 
 impl AuditSink for SyslogSink {
@@ -116,7 +128,7 @@ impl AuditSink for SyslogSink {
             pid: std::process::id(),
         };
         // Logging must never break a login: errors are dropped.
-        if let Ok(mut logger) = syslog::unix(formatter) {
+        if let Ok(mut logger) = syslog::unix_custom(formatter, &self.socket) {
             let line = event.to_line();
             let _ = match level {
                 Level::Info => logger.info(line),
@@ -180,6 +192,44 @@ pub(crate) mod tests {
         fn record(&self, level: Level, _at: Millis, event: &Event) {
             self.0.borrow_mut().push((level, event.clone()));
         }
+    }
+
+    #[test]
+    fn syslog_lines_go_to_authpriv() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("log");
+        let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let sink = SyslogSink {
+            ident: "pam_smsotp".into(),
+            debug: false,
+            socket: sock,
+        };
+        let e = Event {
+            event: "accept",
+            user: "alice".into(),
+            service: "sshd".into(),
+            ..Event::default()
+        };
+        sink.record(Level::Info, 0, &e);
+        sink.record(Level::Debug, 0, &e); // dropped: debug is off
+        sink.record(Level::Warning, 0, &e);
+        let mut buf = [0u8; 512];
+        let n = rx.recv(&mut buf).unwrap();
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // authpriv (10) * 8 + info (6) = 86
+        assert!(line.starts_with("<86>"), "{line}");
+        assert!(line.contains("pam_smsotp["), "{line}");
+        assert!(
+            line.ends_with("event=accept user=alice service=sshd"),
+            "{line}"
+        );
+        let n = rx.recv(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("<84>"),
+            "warning next, debug skipped"
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ struct RawConfig {
     #[serde(default)]
     directory: Vec<Spanned<RawDirectory>>,
     #[serde(default)]
-    store: Option<Spanned<RawStore>>,
+    store: RawStore,
     #[serde(default)]
     provider: Vec<Spanned<RawProvider>>,
     #[serde(default)]
@@ -155,13 +155,13 @@ enum RawDirectory {
     Gecos { field: Option<String> },
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum RawStore {
-    Sqlite {
-        path: Option<String>,
-        busy_timeout: Option<String>,
-    },
+/// Flat rather than tagged: `kind` may be left out (sqlite).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    kind: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    busy_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -483,7 +483,12 @@ impl Checker<'_> {
         Ok(d)
     }
 
-    fn rate(&self, v: &Option<Spanned<String>>, key: &str, default: Rate) -> Result<Rate, ConfigError> {
+    fn rate(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Rate,
+    ) -> Result<Rate, ConfigError> {
         let Some(s) = v else { return Ok(default) };
         parse_rate(s.get_ref()).map_err(|m| self.err(s.span(), key, m))
     }
@@ -505,12 +510,20 @@ impl Checker<'_> {
                 self.err(
                     s.span(),
                     key,
-                    format!("\"{}\" is not allowed; use one of {}", s.get_ref(), names.join(", ")),
+                    format!(
+                        "\"{}\" is not allowed; use one of {}",
+                        s.get_ref(),
+                        names.join(", ")
+                    ),
                 )
             })
     }
 
-    fn region(&self, s: &Spanned<String>, key: &str) -> Result<phonenumber::country::Id, ConfigError> {
+    fn region(
+        &self,
+        s: &Spanned<String>,
+        key: &str,
+    ) -> Result<phonenumber::country::Id, ConfigError> {
         s.get_ref().to_ascii_uppercase().parse().map_err(|_| {
             self.err(
                 s.span(),
@@ -526,7 +539,11 @@ impl Checker<'_> {
     fn absolute(&self, raw: &str, span: Range<usize>, key: &str) -> Result<PathBuf, ConfigError> {
         let p = PathBuf::from(raw);
         if !p.is_absolute() {
-            return Err(self.err(span, key, format!("\"{raw}\" is not an absolute path; write the full path, starting with /")));
+            return Err(self.err(
+                span,
+                key,
+                format!("\"{raw}\" is not an absolute path; write the full path, starting with /"),
+            ));
         }
         Ok(p)
     }
@@ -541,7 +558,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses "5/1h": at most 5 in any hour.
 pub fn parse_rate(text: &str) -> Result<Rate, String> {
-    let bad = || format!("\"{text}\" is not a rate; write COUNT/WINDOW such as \"5/1h\" or \"1000/1d\"");
+    let bad =
+        || format!("\"{text}\" is not a rate; write COUNT/WINDOW such as \"5/1h\" or \"1000/1d\"");
     let (count, window) = text.split_once('/').ok_or_else(bad)?;
     let count: u32 = count.trim().parse().map_err(|_| bad())?;
     let count = NonZeroU32::new(count).ok_or_else(bad)?;
@@ -569,7 +587,10 @@ impl Config {
                 path: path.to_owned(),
                 location: Location::of(text, span.start),
                 key: key_at(text, span.start),
-                message: format!("{}; see the config reference in README.md", e.message().trim_end()),
+                message: format!(
+                    "{}; see the config reference in README.md",
+                    e.message().trim_end()
+                ),
             }
         })?;
         let c = Checker { path, text };
@@ -580,7 +601,10 @@ impl Config {
         let alphabet = c.choice(
             &o.alphabet,
             "otp.alphabet",
-            &[("digits", Alphabet::Digits), ("alphanumeric", Alphabet::Alphanumeric)],
+            &[
+                ("digits", Alphabet::Digits),
+                ("alphanumeric", Alphabet::Alphanumeric),
+            ],
             Alphabet::Digits,
         )?;
         let ttl = c.duration_in(
@@ -592,7 +616,12 @@ impl Config {
         )?;
         let max_attempts = c.int_in(&o.max_attempts, "otp.max_attempts", 1..=10, 3)? as u32;
         let resend = o.resend.as_ref();
-        let resend_max = c.int_in(&resend.and_then(|r| r.max.clone()), "otp.resend.max", 0..=10, 2)? as u32;
+        let resend_max = c.int_in(
+            &resend.and_then(|r| r.max.clone()),
+            "otp.resend.max",
+            0..=10,
+            2,
+        )? as u32;
         let resend_cooldown = c.duration_in(
             &resend.and_then(|r| r.cooldown.clone()),
             "otp.resend.cooldown",
@@ -601,11 +630,12 @@ impl Config {
             Duration::from_secs(30),
         )?;
         let message = match &o.message {
-            None => MessageTemplate::parse(
-                "{code} is your login code for {host}. It expires in {ttl}.",
-            )
-            .map_err(|m| c.err(0..0, "otp.message", m))?,
-            Some(s) => MessageTemplate::parse(s.get_ref()).map_err(|m| c.err(s.span(), "otp.message", m))?,
+            None => {
+                MessageTemplate::parse("{code} is your login code for {host}. It expires in {ttl}.")
+                    .map_err(|m| c.err(0..0, "otp.message", m))?
+            }
+            Some(s) => MessageTemplate::parse(s.get_ref())
+                .map_err(|m| c.err(s.span(), "otp.message", m))?,
         };
         let key_file = match &o.key_file {
             None => None,
@@ -659,14 +689,22 @@ impl Config {
             sms_per_user: c.rate(
                 &l.sms_per_user,
                 "limits.sms_per_user",
-                Rate { count: nz(5), window: Duration::from_secs(3600) },
+                Rate {
+                    count: nz(5),
+                    window: Duration::from_secs(3600),
+                },
             )?,
             sms_global: c.rate(
                 &l.sms_global,
                 "limits.sms_global",
-                Rate { count: nz(1000), window: Duration::from_secs(3600) },
+                Rate {
+                    count: nz(1000),
+                    window: Duration::from_secs(3600),
+                },
             )?,
-            lockout_after: nz(c.int_in(&l.lockout_after, "limits.lockout_after", 1..=1000, 10)? as u32),
+            lockout_after: nz(
+                c.int_in(&l.lockout_after, "limits.lockout_after", 1..=1000, 10)? as u32,
+            ),
             lockout: c.duration_in(
                 &l.lockout,
                 "limits.lockout",
@@ -694,34 +732,34 @@ impl Config {
             });
         }
         if directories.is_empty() {
-            directories.push(DirectorySpec::File { path: PathBuf::from("/etc/smsotp/phones.toml") });
+            directories.push(DirectorySpec::File {
+                path: PathBuf::from("/etc/smsotp/phones.toml"),
+            });
         }
 
-        let store = match &raw.store {
-            None => StoreSpec::Sqlite { path: state.join("state.db"), busy_timeout: Duration::from_secs(5) },
-            Some(s) => match s.get_ref() {
-                RawStore::Sqlite { path, busy_timeout } => StoreSpec::Sqlite {
-                    path: match path {
-                        None => state.join("state.db"),
-                        Some(p) => c.absolute(p, s.span(), "store.path")?,
-                    },
-                    busy_timeout: c.duration_in(
-                        &busy_timeout.clone().map(|b| Spanned::new(s.span(), b)),
-                        "store.busy_timeout",
-                        Duration::from_millis(100),
-                        Duration::from_secs(60),
-                        Duration::from_secs(5),
-                    )?,
-                },
+        let st = &raw.store;
+        c.choice(&st.kind, "store.kind", &[("sqlite", ())], ())?;
+        let store = StoreSpec::Sqlite {
+            path: match &st.path {
+                None => state.join("state.db"),
+                Some(p) => c.absolute(p.get_ref(), p.span(), "store.path")?,
             },
+            busy_timeout: c.duration_in(
+                &st.busy_timeout,
+                "store.busy_timeout",
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+                Duration::from_secs(5),
+            )?,
         };
 
         // The code key lives beside the store unless configured elsewhere.
-        let StoreSpec::Sqlite { path: store_path, .. } = &store;
+        let StoreSpec::Sqlite {
+            path: store_path, ..
+        } = &store;
         let mut otp = otp;
-        otp.key_file = key_file.unwrap_or_else(|| {
-            store_path.parent().unwrap_or(state).join("otp.key")
-        });
+        otp.key_file =
+            key_file.unwrap_or_else(|| store_path.parent().unwrap_or(state).join("otp.key"));
 
         let mut providers = Vec::new();
         let mut seen_names = BTreeSet::new();
@@ -735,7 +773,12 @@ impl Config {
                         Some(x) => c.absolute(x, p.span(), &format!("{key}.path"))?,
                     },
                 },
-                RawProvider::Command { name, program, args, timeout } => ProviderSpec::Command {
+                RawProvider::Command {
+                    name,
+                    program,
+                    args,
+                    timeout,
+                } => ProviderSpec::Command {
                     name: name.clone().unwrap_or_else(|| "command".into()),
                     program: c.absolute(program, p.span(), &format!("{key}.program"))?,
                     args: args.clone(),
@@ -752,13 +795,19 @@ impl Config {
                 return Err(c.err(
                     p.span(),
                     &format!("{key}.name"),
-                    format!("\"{}\" names two providers; give each a distinct name", spec.name()),
+                    format!(
+                        "\"{}\" names two providers; give each a distinct name",
+                        spec.name()
+                    ),
                 ));
             }
             providers.push(spec);
         }
         if providers.is_empty() {
-            providers.push(ProviderSpec::Outbox { name: "outbox".into(), path: state.join("outbox.jsonl") });
+            providers.push(ProviderSpec::Outbox {
+                name: "outbox".into(),
+                path: state.join("outbox.jsonl"),
+            });
         }
 
         let audit = AuditSettings {
@@ -789,12 +838,23 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
-fn names(c: &Checker<'_>, list: &[Spanned<String>], key: &str) -> Result<BTreeSet<String>, ConfigError> {
+fn names(
+    c: &Checker<'_>,
+    list: &[Spanned<String>],
+    key: &str,
+) -> Result<BTreeSet<String>, ConfigError> {
     let mut out = BTreeSet::new();
     for s in list {
         let n = s.get_ref();
-        if n.is_empty() || n.chars().any(|ch| ch.is_whitespace() || ch == ':' || ch.is_control()) {
-            return Err(c.err(s.span(), key, format!("\"{n}\" is not a valid user or group name")));
+        if n.is_empty()
+            || n.chars()
+                .any(|ch| ch.is_whitespace() || ch == ':' || ch.is_control())
+        {
+            return Err(c.err(
+                s.span(),
+                key,
+                format!("\"{n}\" is not a valid user or group name"),
+            ));
         }
         out.insert(n.clone());
     }
@@ -902,7 +962,10 @@ mod tests {
             assert!(e.contains("otp.ttl"), "{e}");
             assert!(e.contains("out of range"), "{e}");
         }
-        assert_eq!(parse("[otp]\nttl = \"30s\"\n").unwrap().otp.ttl, Duration::from_secs(30));
+        assert_eq!(
+            parse("[otp]\nttl = \"30s\"\n").unwrap().otp.ttl,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
@@ -915,16 +978,23 @@ mod tests {
     #[test]
     fn bad_rate_and_choice() {
         let e = err_of("[limits]\nsms_per_user = \"5 per hour\"\n");
-        assert!(e.contains("limits.sms_per_user") && e.contains("COUNT/WINDOW"), "{e}");
+        assert!(
+            e.contains("limits.sms_per_user") && e.contains("COUNT/WINDOW"),
+            "{e}"
+        );
         let e = err_of("[policy]\nno_phone = \"maybe\"\n");
-        assert!(e.contains("policy.no_phone") && e.contains("\"deny\", \"allow\""), "{e}");
+        assert!(
+            e.contains("policy.no_phone") && e.contains("\"deny\", \"allow\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn region_must_be_known() {
         let e = err_of("[phone]\ndefault_region = \"XX\"\n");
         assert!(e.contains("phone.default_region"), "{e}");
-        let c = parse("[phone]\ndefault_region = \"de\"\nallowed_countries = [\"DE\", \"AT\"]\n").unwrap();
+        let c = parse("[phone]\ndefault_region = \"de\"\nallowed_countries = [\"DE\", \"AT\"]\n")
+            .unwrap();
         assert_eq!(c.phone.default_region, Some(phonenumber::country::Id::DE));
         assert_eq!(c.phone.allowed_countries.len(), 2);
     }
@@ -943,7 +1013,10 @@ mod tests {
             user: "alice",
             service: "sshd",
         });
-        assert_eq!(&*text, "123456 is your login code for web1. It expires in 5 minutes.");
+        assert_eq!(
+            &*text,
+            "123456 is your login code for web1. It expires in 5 minutes."
+        );
     }
 
     #[test]
@@ -955,7 +1028,10 @@ mod tests {
     #[test]
     fn relative_paths_are_refused() {
         let e = err_of("[[provider]]\nkind = \"outbox\"\npath = \"outbox.jsonl\"\n");
-        assert!(e.contains("provider[0].path") && e.contains("absolute"), "{e}");
+        assert!(
+            e.contains("provider[0].path") && e.contains("absolute"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -970,7 +1046,9 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") && !path.ends_with("phones.example.toml") {
+            if path.extension().is_some_and(|e| e == "toml")
+                && !path.ends_with("phones.example.toml")
+            {
                 let text = std::fs::read_to_string(&path).unwrap();
                 if let Err(e) = Config::from_toml(&path, &text) {
                     panic!("shipped config {} does not load: {e}", path.display());

@@ -97,19 +97,22 @@ impl Directory for FileDirectory {
             }
             Err(e) => return Err(ConfigError::from(e).into()),
         };
-        let table: BTreeMap<String, toml::Spanned<String>> = toml::from_str(&text).map_err(|e| {
-            let at = e.span().map_or(0, |s| s.start);
-            ConfigError::Invalid {
-                path: self.path.clone(),
-                location: location(&text, at),
-                key: "(phone list)".into(),
-                message: format!(
-                    "{}; each line must look like: alice = \"+15550100123\"",
-                    e.message().trim_end()
-                ),
-            }
-        })?;
-        let Some(raw) = table.get(user) else { return Ok(None) };
+        let table: BTreeMap<String, toml::Spanned<String>> =
+            toml::from_str(&text).map_err(|e| {
+                let at = e.span().map_or(0, |s| s.start);
+                ConfigError::Invalid {
+                    path: self.path.clone(),
+                    location: location(&text, at),
+                    key: "(phone list)".into(),
+                    message: format!(
+                        "{}; each line must look like: alice = \"+15550100123\"",
+                        e.message().trim_end()
+                    ),
+                }
+            })?;
+        let Some(raw) = table.get(user) else {
+            return Ok(None);
+        };
         let phone = Phone::parse(raw.get_ref(), self.default_region).map_err(|error| {
             let loc = location(&text, raw.span().start);
             DirectoryError::BadNumber {
@@ -118,7 +121,10 @@ impl Directory for FileDirectory {
                 error,
             }
         })?;
-        Ok(Some(Found { phone, source: self.name() }))
+        Ok(Some(Found {
+            phone,
+            source: self.name(),
+        }))
     }
 }
 
@@ -146,18 +152,29 @@ impl<A: Accounts> Directory for GecosDirectory<A> {
         let gecos = self
             .accounts
             .gecos(user)
-            .map_err(|message| DirectoryError::Accounts { user: user.to_owned(), message })?;
+            .map_err(|message| DirectoryError::Accounts {
+                user: user.to_owned(),
+                message,
+            })?;
         let Some(gecos) = gecos else { return Ok(None) };
-        let Some(raw) = gecos.split(',').nth(self.field).map(str::trim).filter(|s| !s.is_empty())
+        let Some(raw) = gecos
+            .split(',')
+            .nth(self.field)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
         else {
             return Ok(None);
         };
-        let phone = Phone::parse(raw, self.default_region).map_err(|error| DirectoryError::BadNumber {
-            source_name: self.name(),
-            user: user.to_owned(),
-            error,
-        })?;
-        Ok(Some(Found { phone, source: self.name() }))
+        let phone =
+            Phone::parse(raw, self.default_region).map_err(|error| DirectoryError::BadNumber {
+                source_name: self.name(),
+                user: user.to_owned(),
+                error,
+            })?;
+        Ok(Some(Found {
+            phone,
+            source: self.name(),
+        }))
     }
 }
 
@@ -170,7 +187,10 @@ pub fn from_config(
         .iter()
         .map(|s| -> Box<dyn Directory> {
             match s {
-                DirectorySpec::File { path } => Box::new(FileDirectory { path: path.clone(), default_region }),
+                DirectorySpec::File { path } => Box::new(FileDirectory {
+                    path: path.clone(),
+                    default_region,
+                }),
                 DirectorySpec::Gecos { field } => Box::new(GecosDirectory {
                     field: *field,
                     accounts: SystemAccounts,
@@ -220,18 +240,38 @@ pub(crate) mod tests {
     #[test]
     fn file_directory_finds_and_normalises() {
         let d = tempfile::tempdir().unwrap();
-        let path = phones_file(d.path(), "alice = \"+1 202 555 0143\"\nbob = \"030 1234567\"\n", 0o644);
-        let dir = FileDirectory { path, default_region: Some(phonenumber::country::Id::DE) };
-        assert_eq!(dir.lookup("alice").unwrap().unwrap().phone.e164(), "+12025550143");
-        assert_eq!(dir.lookup("bob").unwrap().unwrap().phone.e164(), "+49301234567");
+        let path = phones_file(
+            d.path(),
+            "alice = \"+1 202 555 0143\"\nbob = \"030 1234567\"\n",
+            0o644,
+        );
+        let dir = FileDirectory {
+            path,
+            default_region: Some(phonenumber::country::Id::DE),
+        };
+        assert_eq!(
+            dir.lookup("alice").unwrap().unwrap().phone.e164(),
+            "+12025550143"
+        );
+        assert_eq!(
+            dir.lookup("bob").unwrap().unwrap().phone.e164(),
+            "+49301234567"
+        );
         assert!(dir.lookup("carol").unwrap().is_none());
     }
 
     #[test]
     fn file_directory_errors_name_line_and_fix() {
         let d = tempfile::tempdir().unwrap();
-        let path = phones_file(d.path(), "alice = \"+1 202 555 0143\"\nbob = \"not a number\"\n", 0o644);
-        let dir = FileDirectory { path: path.clone(), default_region: None };
+        let path = phones_file(
+            d.path(),
+            "alice = \"+1 202 555 0143\"\nbob = \"not a number\"\n",
+            0o644,
+        );
+        let dir = FileDirectory {
+            path: path.clone(),
+            default_region: None,
+        };
         let e = dir.lookup("bob").unwrap_err().to_string();
         assert!(e.contains("phones.toml:2:7"), "{e}");
         assert!(e.contains("international form"), "{e}");
@@ -239,34 +279,63 @@ pub(crate) mod tests {
         assert!(dir.lookup("alice").unwrap().is_some());
 
         let path = phones_file(d.path(), "alice = +1202\n", 0o644);
-        let e = FileDirectory { path, default_region: None }.lookup("alice").unwrap_err().to_string();
+        let e = FileDirectory {
+            path,
+            default_region: None,
+        }
+        .lookup("alice")
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("phones.toml:1:"), "{e}");
 
         let path = phones_file(d.path(), "alice = \"+12025550143\"\n", 0o666);
-        let e = FileDirectory { path, default_region: None }.lookup("alice").unwrap_err().to_string();
+        let e = FileDirectory {
+            path,
+            default_region: None,
+        }
+        .lookup("alice")
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("writable by group or others"), "{e}");
     }
 
     #[test]
     fn missing_file_means_no_number() {
-        let dir = FileDirectory { path: "/nonexistent/phones.toml".into(), default_region: None };
+        let dir = FileDirectory {
+            path: "/nonexistent/phones.toml".into(),
+            default_region: None,
+        };
         assert!(dir.lookup("alice").unwrap().is_none());
     }
 
     #[test]
     fn gecos_field_and_order() {
         let mut accounts = FakeAccounts::default();
-        accounts.0.insert("alice".into(), ("Alice A,,,,+12025550143".into(), vec![]));
+        accounts
+            .0
+            .insert("alice".into(), ("Alice A,,,,+12025550143".into(), vec![]));
         accounts.0.insert("bob".into(), ("Bob,,,".into(), vec![]));
-        let gecos = GecosDirectory { field: 4, accounts, default_region: None };
-        assert_eq!(gecos.lookup("alice").unwrap().unwrap().phone.e164(), "+12025550143");
+        let gecos = GecosDirectory {
+            field: 4,
+            accounts,
+            default_region: None,
+        };
+        assert_eq!(
+            gecos.lookup("alice").unwrap().unwrap().phone.e164(),
+            "+12025550143"
+        );
         assert!(gecos.lookup("bob").unwrap().is_none());
         assert!(gecos.lookup("nobody").unwrap().is_none());
 
         let d = tempfile::tempdir().unwrap();
         let path = phones_file(d.path(), "alice = \"+12025550199\"\n", 0o644);
-        let dirs: Vec<Box<dyn Directory>> =
-            vec![Box::new(FileDirectory { path, default_region: None }), Box::new(gecos)];
+        let dirs: Vec<Box<dyn Directory>> = vec![
+            Box::new(FileDirectory {
+                path,
+                default_region: None,
+            }),
+            Box::new(gecos),
+        ];
         let found = lookup(&dirs, "alice").unwrap().unwrap();
         assert_eq!(found.phone.e164(), "+12025550199");
         assert!(found.source.starts_with("file "));

@@ -88,7 +88,10 @@ pub fn read_checked(path: &Path, rule: FileRule) -> Result<String, FileError> {
 
 /// Reads a file's bytes (zeroized when dropped) after checking it.
 pub fn read_bytes_checked(path: &Path, rule: FileRule) -> Result<Zeroizing<Vec<u8>>, FileError> {
-    let read_err = |source| FileError::Read { path: path.to_owned(), source };
+    let read_err = |source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let mut f = std::fs::File::open(path).map_err(read_err)?;
     let meta = f.metadata().map_err(read_err)?;
     if !meta.is_file() {
@@ -100,7 +103,10 @@ pub fn read_bytes_checked(path: &Path, rule: FileRule) -> Result<Zeroizing<Vec<u
     check(path, &meta, rule)?;
     // Bounded: nothing we read legitimately comes near this.
     let mut buf = Zeroizing::new(Vec::with_capacity(meta.len().min(1 << 20) as usize));
-    f.by_ref().take(4 << 20).read_to_end(&mut buf).map_err(read_err)?;
+    f.by_ref()
+        .take(4 << 20)
+        .read_to_end(&mut buf)
+        .map_err(read_err)?;
     Ok(buf)
 }
 
@@ -160,6 +166,10 @@ mod tests {
     #[test]
     fn missing_file_names_path() {
         let e = read_checked(Path::new("/nonexistent/smsotp.toml"), FileRule::Config).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/smsotp.toml: cannot read"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/smsotp.toml: cannot read"),
+            "{e}"
+        );
     }
 }

@@ -107,7 +107,9 @@ impl Reject {
             Reject::NoPhone => {
                 "No phone number is registered for this account. Contact your administrator."
             }
-            Reject::ProviderDown | Reject::SendRefused => "The code could not be sent. Try again later.",
+            Reject::ProviderDown | Reject::SendRefused => {
+                "The code could not be sent. Try again later."
+            }
             Reject::CountryNotAllowed => {
                 "The code could not be sent to your number. Contact your administrator."
             }
@@ -151,7 +153,10 @@ impl Retry {
             Retry::Resent { phone_masked } => format!("New code sent to {phone_masked}."),
             Retry::Cooldown { wait } => {
                 let s = wait.as_secs().max(1);
-                format!("Wait {s} second{} before asking for a new code.", if s == 1 { "" } else { "s" })
+                format!(
+                    "Wait {s} second{} before asking for a new code.",
+                    if s == 1 { "" } else { "s" }
+                )
             }
             Retry::NoResendsLeft => "No new code can be sent; enter the code you received.".into(),
             Retry::ResendLimited => {
@@ -235,10 +240,13 @@ fn system_clock() -> Box<dyn Clock> {
 pub fn audit_from_config(cfg: &Config, log: &LogOptions) -> Audit {
     let mut sinks: Vec<Box<dyn AuditSink>> = Vec::new();
     if cfg.audit.syslog {
-        sinks.push(Box::new(SyslogSink { ident: log.ident.clone(), debug: log.debug }));
+        sinks.push(Box::new(SyslogSink::new(&log.ident, log.debug)));
     }
     if let Some(path) = &cfg.audit.file {
-        sinks.push(Box::new(FileSink { path: path.clone(), debug: log.debug }));
+        sinks.push(Box::new(FileSink {
+            path: path.clone(),
+            debug: log.debug,
+        }));
     }
     Audit { sinks }
 }
@@ -302,7 +310,7 @@ impl Engine {
     }
 
     /// Logs a final verdict and returns it.
-    fn finish(&self, ctx: &LoginContext, v: Verdict, phone: Option<&str>) -> Verdict {
+    pub(crate) fn finish(&self, ctx: &LoginContext, v: Verdict, phone: Option<&str>) -> Verdict {
         let mut e = self.event(ctx, "");
         e.phone = phone.map(str::to_owned);
         let level = match v {
@@ -361,22 +369,42 @@ impl Engine {
     pub fn start(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
         let policy = &self.cfg.policy;
         if policy.exempt_users.contains(&ctx.user) {
-            return Ok(Start::Done(self.finish(ctx, Verdict::NotApplicable(Skip::ExemptUser), None)));
+            return Ok(Start::Done(self.finish(
+                ctx,
+                Verdict::NotApplicable(Skip::ExemptUser),
+                None,
+            )));
         }
         if !policy.exempt_groups.is_empty() {
-            let groups = self.accounts.groups(&ctx.user).map_err(|message| FlowError::Accounts {
-                user: ctx.user.clone(),
-                message,
-            })?;
+            let groups =
+                self.accounts
+                    .groups(&ctx.user)
+                    .map_err(|message| FlowError::Accounts {
+                        user: ctx.user.clone(),
+                        message,
+                    })?;
             if groups.iter().any(|g| policy.exempt_groups.contains(g)) {
-                return Ok(Start::Done(self.finish(ctx, Verdict::NotApplicable(Skip::ExemptGroup), None)));
+                return Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::NotApplicable(Skip::ExemptGroup),
+                    None,
+                )));
             }
         }
         let now = self.now();
-        let keep = self.cfg.limits.sms_per_user.window.max(self.cfg.limits.sms_global.window);
+        let keep = self
+            .cfg
+            .limits
+            .sms_per_user
+            .window
+            .max(self.cfg.limits.sms_global.window);
         self.store.purge(now, keep)?;
         if self.store.locked_until(&ctx.user, now)?.is_some() {
-            return Ok(Start::Done(self.finish(ctx, Verdict::Reject(Reject::LockedOut), None)));
+            return Ok(Start::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::LockedOut),
+                None,
+            )));
         }
         let Some(found) = directory::lookup(&self.directories, &ctx.user)? else {
             let v = match policy.no_phone {
@@ -394,16 +422,27 @@ impl Engine {
                 Some(&masked),
             )));
         }
-        match self.store.reserve_sms(&ctx.user, now, self.cfg.limits.sms_per_user, self.cfg.limits.sms_global)? {
+        match self.store.reserve_sms(
+            &ctx.user,
+            now,
+            self.cfg.limits.sms_per_user,
+            self.cfg.limits.sms_global,
+        )? {
             SendPermit::Granted => {}
             limit => {
                 let mut e = self.event(ctx, "rate_limit");
                 e.detail = Some(match limit {
-                    SendPermit::GlobalLimit => format!("global limit {} reached", self.cfg.limits.sms_global),
+                    SendPermit::GlobalLimit => {
+                        format!("global limit {} reached", self.cfg.limits.sms_global)
+                    }
                     _ => format!("per-user limit {} reached", self.cfg.limits.sms_per_user),
                 });
                 self.log(Level::Warning, &e);
-                return Ok(Start::Done(self.finish(ctx, Verdict::Reject(Reject::RateLimited), Some(&masked))));
+                return Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::Reject(Reject::RateLimited),
+                    Some(&masked),
+                )));
             }
         }
         let id = ChallengeId::random(&*self.rng)?;
@@ -434,7 +473,13 @@ impl Engine {
     }
 
     /// Sends `code`; on failure returns the verdict the policy asks for.
-    fn deliver(&self, ctx: &LoginContext, phone: &crate::phone::Phone, code: &str, event: &'static str) -> Option<Verdict> {
+    fn deliver(
+        &self,
+        ctx: &LoginContext,
+        phone: &crate::phone::Phone,
+        code: &str,
+        event: &'static str,
+    ) -> Option<Verdict> {
         let text = self.cfg.otp.message.render(&MessageValues {
             code,
             host: &self.host,
@@ -442,9 +487,18 @@ impl Engine {
             user: &ctx.user,
             service: &ctx.service,
         });
-        let outcome = sms::send_with_failover(&self.providers, &Sms { to: phone, text: &text });
+        let outcome = sms::send_with_failover(
+            &self.providers,
+            &Sms {
+                to: phone,
+                text: &text,
+            },
+        );
         match &outcome {
-            ChainOutcome::Sent { provider, failed_over_from } => {
+            ChainOutcome::Sent {
+                provider,
+                failed_over_from,
+            } => {
                 if let Some((from, err)) = failed_over_from {
                     let mut e = self.event(ctx, "failover");
                     e.provider = Some(from.clone());
@@ -489,22 +543,42 @@ impl Engine {
 
     /// Step two: the user's answer to challenge `id`. An empty answer asks
     /// for a new code.
-    pub fn answer(&self, ctx: &LoginContext, id: &ChallengeId, input: &str) -> Result<Answer, FlowError> {
+    pub fn answer(
+        &self,
+        ctx: &LoginContext,
+        id: &ChallengeId,
+        input: &str,
+    ) -> Result<Answer, FlowError> {
         let now = self.now();
         let Some(rec) = self.store.challenge(id)? else {
-            return Ok(Answer::Done(self.finish(ctx, Verdict::Reject(Reject::UnknownChallenge), None)));
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                None,
+            )));
         };
         if rec.user != ctx.user || rec.service != ctx.service {
             // Someone else's challenge: leave it alone, refuse this one.
             let mut e = self.event(ctx, "challenge_mismatch");
-            e.detail = Some(format!("challenge belongs to another user or service ({})", rec.service));
+            e.detail = Some(format!(
+                "challenge belongs to another user or service ({})",
+                rec.service
+            ));
             self.log(Level::Warning, &e);
-            return Ok(Answer::Done(self.finish(ctx, Verdict::Reject(Reject::UnknownChallenge), None)));
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                None,
+            )));
         }
         let masked = rec.phone_masked.clone();
         if self.store.locked_until(&ctx.user, now)?.is_some() {
             self.store.delete_challenge(id)?;
-            return Ok(Answer::Done(self.finish(ctx, Verdict::Reject(Reject::LockedOut), Some(&masked))));
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::LockedOut),
+                Some(&masked),
+            )));
         }
         if input.trim().is_empty() {
             return self.resend(ctx, rec, now);
@@ -514,7 +588,11 @@ impl Engine {
                 return Ok(Answer::Retry(Retry::Expired, self.info(&rec, now)));
             }
             self.store.delete_challenge(id)?;
-            return Ok(Answer::Done(self.finish(ctx, Verdict::Reject(Reject::Expired), Some(&masked))));
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::Expired),
+                Some(&masked),
+            )));
         }
         let matches = otp::normalise(input, self.cfg.otp.alphabet).is_some_and(|code| {
             let mac = self.key.mac(id, &ctx.user, &ctx.service, &code);
@@ -525,16 +603,33 @@ impl Engine {
             // concurrent right answers, exactly one deletes it.
             if self.store.consume(id, &rec.code_mac)? {
                 self.store.clear_failures(&ctx.user)?;
-                return Ok(Answer::Done(self.finish(ctx, Verdict::Accept(Accept::CodeVerified), Some(&masked))));
+                return Ok(Answer::Done(self.finish(
+                    ctx,
+                    Verdict::Accept(Accept::CodeVerified),
+                    Some(&masked),
+                )));
             }
-            return Ok(Answer::Done(self.finish(ctx, Verdict::Reject(Reject::UnknownChallenge), Some(&masked))));
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                Some(&masked),
+            )));
         }
         let left = self.store.wrong_attempt(id)?;
         let limits = &self.cfg.limits;
-        let failures = self.store.record_failure(&ctx.user, now, limits.lockout_after.get(), limits.lockout)?;
+        let failures = self.store.record_failure(
+            &ctx.user,
+            now,
+            limits.lockout_after.get(),
+            limits.lockout,
+        )?;
         let mut e = self.event(ctx, "wrong_code");
         e.phone = Some(masked.clone());
-        e.detail = Some(format!("tries left: {}; consecutive failures: {}", left.unwrap_or(0), failures.count));
+        e.detail = Some(format!(
+            "tries left: {}; consecutive failures: {}",
+            left.unwrap_or(0),
+            failures.count
+        ));
         self.log(Level::Info, &e);
         if failures.locked_until.is_some() {
             self.store.delete_challenge(id)?;
@@ -545,7 +640,11 @@ impl Engine {
                 humantime::format_duration(limits.lockout)
             ));
             self.log(Level::Warning, &e);
-            return Ok(Answer::Done(self.finish(ctx, Verdict::Reject(Reject::LockedOut), Some(&masked))));
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::LockedOut),
+                Some(&masked),
+            )));
         }
         match left {
             Some(n) if n > 0 => {
@@ -553,15 +652,28 @@ impl Engine {
                 info.attempts_left = n;
                 Ok(Answer::Retry(Retry::WrongCode { tries_left: n }, info))
             }
-            _ => Ok(Answer::Done(self.finish(ctx, Verdict::Reject(Reject::WrongCode), Some(&masked)))),
+            _ => Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::WrongCode),
+                Some(&masked),
+            ))),
         }
     }
 
-    fn resend(&self, ctx: &LoginContext, rec: ChallengeRecord, now: Millis) -> Result<Answer, FlowError> {
+    fn resend(
+        &self,
+        ctx: &LoginContext,
+        rec: ChallengeRecord,
+        now: Millis,
+    ) -> Result<Answer, FlowError> {
         let expired = now >= rec.expires_at;
         let give_up = |this: &Self, v: Reject| -> Result<Answer, FlowError> {
             this.store.delete_challenge(&rec.id)?;
-            Ok(Answer::Done(this.finish(ctx, Verdict::Reject(v), Some(&rec.phone_masked))))
+            Ok(Answer::Done(this.finish(
+                ctx,
+                Verdict::Reject(v),
+                Some(&rec.phone_masked),
+            )))
         };
         if rec.resends_used >= self.cfg.otp.resend_max {
             if expired {
@@ -572,10 +684,17 @@ impl Engine {
         let ready_at = rec.sent_at + ms(self.cfg.otp.resend_cooldown);
         if now < ready_at {
             let wait = Duration::from_millis((ready_at - now) as u64 + 999);
-            return Ok(Answer::Retry(Retry::Cooldown { wait }, self.info(&rec, now)));
+            return Ok(Answer::Retry(
+                Retry::Cooldown { wait },
+                self.info(&rec, now),
+            ));
         }
         let limits = &self.cfg.limits;
-        if self.store.reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)? != SendPermit::Granted {
+        if self
+            .store
+            .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?
+            != SendPermit::Granted
+        {
             if expired {
                 return give_up(self, Reject::RateLimited);
             }
@@ -586,11 +705,24 @@ impl Engine {
             return give_up(self, Reject::NoPhone);
         };
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
-        let mac = self.key.mac(&rec.id, &ctx.user, &ctx.service, code.as_str());
+        let mac = self
+            .key
+            .mac(&rec.id, &ctx.user, &ctx.service, code.as_str());
         let expires_at = now + ms(self.cfg.otp.ttl);
         let attempts = self.cfg.otp.max_attempts.get();
-        if !self.store.replace_code(&rec.id, &mac, now, expires_at, attempts, rec.resends_used + 1)? {
-            return Ok(Answer::Done(self.finish(ctx, Verdict::Reject(Reject::UnknownChallenge), None)));
+        if !self.store.replace_code(
+            &rec.id,
+            &mac,
+            now,
+            expires_at,
+            attempts,
+            rec.resends_used + 1,
+        )? {
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                None,
+            )));
         }
         if let Some(v) = self.deliver(ctx, &found.phone, code.as_str(), "resent") {
             self.store.delete_challenge(&rec.id)?;
@@ -605,7 +737,9 @@ impl Engine {
             ..rec
         };
         Ok(Answer::Retry(
-            Retry::Resent { phone_masked: updated.phone_masked.clone() },
+            Retry::Resent {
+                phone_masked: updated.phone_masked.clone(),
+            },
             self.info(&updated, now),
         ))
     }
@@ -642,7 +776,11 @@ pub const CODE_PROMPT: &str = "SMS code: ";
 /// Runs a whole login through `conv`: send, ask, verify, resend, until a
 /// verdict. The number of prompts is bounded so a client cannot hold the
 /// login open forever.
-pub fn run(engine: &Engine, conv: &mut dyn Conversation, ctx: &LoginContext) -> Result<Verdict, FlowError> {
+pub fn run(
+    engine: &Engine,
+    conv: &mut dyn Conversation,
+    ctx: &LoginContext,
+) -> Result<Verdict, FlowError> {
     let challenge = match engine.start(ctx)? {
         Start::Done(v) => {
             tell_verdict(conv, &v);
@@ -665,18 +803,31 @@ pub fn run(engine: &Engine, conv: &mut dyn Conversation, ctx: &LoginContext) -> 
             }
             Answer::Retry(r, _) => {
                 let msg = r.user_message();
-                let sent = if r.is_info() { conv.info(&msg) } else { conv.error(&msg) };
+                let sent = if r.is_info() {
+                    conv.info(&msg)
+                } else {
+                    conv.error(&msg)
+                };
                 sent.map_err(|e| conversation_failed(engine, ctx, &challenge.id, e))?;
             }
         }
     }
     engine.abandon(ctx, &challenge.id, "too many prompts");
-    let v = Verdict::Reject(Reject::WrongCode);
+    let v = engine.finish(
+        ctx,
+        Verdict::Reject(Reject::WrongCode),
+        Some(&challenge.phone_masked),
+    );
     tell_verdict(conv, &v);
     Ok(v)
 }
 
-fn conversation_failed(engine: &Engine, ctx: &LoginContext, id: &ChallengeId, e: String) -> FlowError {
+fn conversation_failed(
+    engine: &Engine,
+    ctx: &LoginContext,
+    id: &ChallengeId,
+    e: String,
+) -> FlowError {
     engine.abandon(ctx, id, &format!("conversation failed: {e}"));
     FlowError::Conversation(e)
 }

@@ -1,1 +1,662 @@
+//! The login rules, with a fixed clock, fake SMS providers and accounts, and
+//! an in-memory store.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::*;
+use crate::audit::tests::MemorySink;
+use crate::clock::FixedClock;
+use crate::directory::tests::FakeAccounts;
+use crate::directory::FileDirectory;
+use crate::random::FixedRandom;
+use crate::sms::tests::FakeSms;
+use crate::sms::SendError;
+
+/// A clock the test keeps a handle to while the engine owns a box of it.
+#[derive(Clone)]
+struct SharedClock(Rc<FixedClock>);
+
+impl Clock for SharedClock {
+    fn now_ms(&self) -> Millis {
+        self.0.now_ms()
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    clock: Rc<FixedClock>,
+    sms: FakeSms,
+    audit: MemorySink,
+    _dir: tempfile::TempDir,
+}
+
+const ALICE: &str = "+12025550123";
+
+fn harness(extra_toml: &str) -> Harness {
+    harness_with(extra_toml, vec![])
+}
+
+fn harness_with(extra_toml: &str, providers: Vec<Box<dyn SmsProvider>>) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let phones = dir.path().join("phones.toml");
+    std::fs::write(
+        &phones,
+        format!("alice = \"{ALICE}\"\nbob = \"+12025550199\"\nerin = \"+49301234567\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&phones, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = Config::from_toml(Path::new("/test/smsotp.toml"), extra_toml).unwrap();
+    let clock = Rc::new(FixedClock::at(1_700_000_000_000));
+    let sms = FakeSms::named("fake");
+    let providers = if providers.is_empty() {
+        vec![Box::new(sms.clone()) as Box<dyn SmsProvider>]
+    } else {
+        providers
+    };
+    let audit = MemorySink::default();
+    let mut accounts = FakeAccounts::default();
+    accounts.0.insert(
+        "alice".into(),
+        (String::new(), vec!["alice".into(), "staff".into()]),
+    );
+    accounts
+        .0
+        .insert("svc".into(), (String::new(), vec!["svc-backup".into()]));
+    let parts = Parts {
+        store: Box::new(SqliteStore::open_in_memory().unwrap()),
+        directories: vec![Box::new(FileDirectory {
+            path: phones,
+            default_region: None,
+        })],
+        providers,
+        accounts: Box::new(accounts),
+        clock: Box::new(SharedClock(clock.clone())),
+        rng: Box::new(FixedRandom::new(42)),
+        audit: Audit {
+            sinks: vec![Box::new(audit.clone())],
+        },
+        key: OtpKey::from_bytes(&[3u8; 32]),
+        host: "web1".into(),
+    };
+    Harness {
+        engine: Engine::with_parts(cfg, parts),
+        clock,
+        sms,
+        audit,
+        _dir: dir,
+    }
+}
+
+fn ctx(user: &str, service: &str) -> LoginContext {
+    LoginContext {
+        user: user.into(),
+        service: service.into(),
+        rhost: Some("192.0.2.7".into()),
+    }
+}
+
+impl Harness {
+    fn start(&self, c: &LoginContext) -> ChallengeInfo {
+        match self.engine.start(c).unwrap() {
+            Start::Challenge(ch) => ch,
+            Start::Done(v) => panic!("expected a challenge, got {v:?}"),
+        }
+    }
+
+    fn last_code(&self) -> String {
+        let sent = self.sms.sent.borrow();
+        let (_, text) = sent.last().expect("an SMS was sent");
+        text.split(' ').next().unwrap().to_owned()
+    }
+
+    fn sent_count(&self) -> usize {
+        self.sms.sent.borrow().len()
+    }
+
+    fn answer(&self, c: &LoginContext, ch: &ChallengeInfo, input: &str) -> Answer {
+        self.engine.answer(c, &ch.id, input).unwrap()
+    }
+
+    fn audit_text(&self) -> String {
+        self.audit
+            .0
+            .borrow()
+            .iter()
+            .map(|(_, e)| format!("{}\n", e.to_line()))
+            .collect()
+    }
+}
+
+fn wrong(code: &str) -> String {
+    // A different code of the same shape.
+    code.chars()
+        .map(|c| {
+            if c == '9' {
+                '0'
+            } else {
+                ((c as u8) + 1) as char
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn right_code_is_accepted_once() {
+    let h = harness("");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    assert_eq!(ch.phone_masked, "******0123");
+    assert_eq!(ch.attempts_left, 3);
+    assert_eq!(ch.expires_in, Duration::from_secs(300));
+    let (to, text) = h.sms.sent.borrow()[0].clone();
+    assert_eq!(to, ALICE);
+    assert!(
+        text.ends_with(" is your login code for web1. It expires in 5 minutes."),
+        "{text}"
+    );
+    let code = h.last_code();
+    assert_eq!(code.len(), 6);
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+    // Single use: the same code again is refused.
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Reject(Reject::UnknownChallenge))
+    );
+    // No log line holds the code.
+    assert!(!h.audit_text().contains(&code), "{}", h.audit_text());
+    assert!(
+        h.audit_text()
+            .contains("event=accept user=alice service=sshd"),
+        "{}",
+        h.audit_text()
+    );
+}
+
+#[test]
+fn wrong_codes_count_down_then_reject() {
+    let h = harness("");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let bad = wrong(&h.last_code());
+    assert!(matches!(
+        h.answer(&c, &ch, &bad),
+        Answer::Retry(Retry::WrongCode { tries_left: 2 }, _)
+    ));
+    assert!(matches!(
+        h.answer(&c, &ch, "not-a-code!"),
+        Answer::Retry(Retry::WrongCode { tries_left: 1 }, _)
+    ));
+    assert_eq!(
+        h.answer(&c, &ch, &bad),
+        Answer::Done(Verdict::Reject(Reject::WrongCode))
+    );
+    // The right code no longer helps once the tries are used up.
+    let code = h.last_code();
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Reject(Reject::UnknownChallenge))
+    );
+    assert_eq!(
+        Retry::WrongCode { tries_left: 1 }.user_message(),
+        "Wrong code, 1 try left."
+    );
+    assert_eq!(
+        Retry::WrongCode { tries_left: 2 }.user_message(),
+        "Wrong code, 2 tries left."
+    );
+}
+
+#[test]
+fn code_is_bound_to_user_and_service() {
+    let h = harness("");
+    let alice_sshd = ctx("alice", "sshd");
+    let ch = h.start(&alice_sshd);
+    let code = h.last_code();
+    assert_eq!(
+        h.answer(&ctx("alice", "sudo"), &ch, &code),
+        Answer::Done(Verdict::Reject(Reject::UnknownChallenge))
+    );
+    assert_eq!(
+        h.answer(&ctx("bob", "sshd"), &ch, &code),
+        Answer::Done(Verdict::Reject(Reject::UnknownChallenge))
+    );
+    // A code sent for sshd is worthless in a sudo challenge of the same user.
+    let sudo = ctx("alice", "sudo");
+    let ch2 = h.start(&sudo);
+    assert!(matches!(
+        h.answer(&sudo, &ch2, &code),
+        Answer::Retry(Retry::WrongCode { .. }, _)
+    ));
+    // The sshd challenge itself was left intact by the foreign attempts.
+    assert_eq!(
+        h.answer(&alice_sshd, &ch, &code),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+}
+
+#[test]
+fn expired_code_offers_a_new_one() {
+    let h = harness("[otp]\nttl = \"1m\"\nresend = { max = 1, cooldown = \"30s\" }\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let code = h.last_code();
+    h.clock.advance(Duration::from_secs(60));
+    assert!(matches!(
+        h.answer(&c, &ch, &code),
+        Answer::Retry(Retry::Expired, _)
+    ));
+    assert!(matches!(
+        h.answer(&c, &ch, ""),
+        Answer::Retry(Retry::Resent { .. }, _)
+    ));
+    assert_eq!(h.sent_count(), 2);
+    let new = h.last_code();
+    assert_ne!(new, code);
+    // The old code is dead; the new one works.
+    assert!(matches!(
+        h.answer(&c, &ch, &code),
+        Answer::Retry(Retry::WrongCode { .. }, _)
+    ));
+    assert_eq!(
+        h.answer(&c, &ch, &new),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+}
+
+#[test]
+fn expired_without_resends_left_rejects() {
+    let h = harness("[otp]\nttl = \"30s\"\nresend = { max = 0 }\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let code = h.last_code();
+    h.clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Reject(Reject::Expired))
+    );
+}
+
+#[test]
+fn resend_respects_cooldown_and_count() {
+    let h = harness("[otp]\nresend = { max = 2, cooldown = \"30s\" }\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    match h.answer(&c, &ch, "") {
+        Answer::Retry(r @ Retry::Cooldown { .. }, _) => {
+            assert_eq!(
+                r.user_message(),
+                "Wait 30 seconds before asking for a new code."
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.sent_count(), 1);
+    h.clock.advance(Duration::from_secs(30));
+    assert!(matches!(
+        h.answer(&c, &ch, ""),
+        Answer::Retry(Retry::Resent { .. }, _)
+    ));
+    h.clock.advance(Duration::from_secs(30));
+    assert!(matches!(
+        h.answer(&c, &ch, "  "),
+        Answer::Retry(Retry::Resent { .. }, _)
+    ));
+    h.clock.advance(Duration::from_secs(30));
+    assert!(matches!(
+        h.answer(&c, &ch, ""),
+        Answer::Retry(Retry::NoResendsLeft, _)
+    ));
+    assert_eq!(h.sent_count(), 3);
+    let code = h.last_code();
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+}
+
+#[test]
+fn exempt_users_and_groups_get_no_code() {
+    let h = harness("[policy]\nexempt_users = [\"bob\"]\nexempt_groups = [\"svc-backup\"]\n");
+    assert_eq!(
+        h.engine.start(&ctx("bob", "sshd")).unwrap(),
+        Start::Done(Verdict::NotApplicable(Skip::ExemptUser))
+    );
+    assert_eq!(
+        h.engine.start(&ctx("svc", "sshd")).unwrap(),
+        Start::Done(Verdict::NotApplicable(Skip::ExemptGroup))
+    );
+    assert_eq!(h.sent_count(), 0);
+    // Members of other groups still need a code.
+    h.start(&ctx("alice", "sshd"));
+    assert_eq!(h.sent_count(), 1);
+}
+
+#[test]
+fn no_phone_follows_policy() {
+    let deny = harness("");
+    assert_eq!(
+        deny.engine.start(&ctx("nobody", "sshd")).unwrap(),
+        Start::Done(Verdict::Reject(Reject::NoPhone))
+    );
+    let allow = harness("[policy]\nno_phone = \"allow\"\n");
+    assert_eq!(
+        allow.engine.start(&ctx("nobody", "sshd")).unwrap(),
+        Start::Done(Verdict::Accept(Accept::NoPhoneAllowed))
+    );
+    assert!(
+        allow.audit_text().contains("event=fail_open"),
+        "{}",
+        allow.audit_text()
+    );
+    assert_eq!(allow.sent_count() + deny.sent_count(), 0);
+}
+
+#[test]
+fn provider_down_follows_policy_but_refusals_always_deny() {
+    let down = || -> Vec<Box<dyn SmsProvider>> {
+        vec![Box::new(FakeSms::failing(
+            "gw",
+            SendError::Transient("connection refused".into()),
+        ))]
+    };
+    let h = harness_with("", down());
+    assert_eq!(
+        h.engine.start(&ctx("alice", "sshd")).unwrap(),
+        Start::Done(Verdict::Reject(Reject::ProviderDown))
+    );
+    let h = harness_with("[policy]\nprovider_down = \"allow\"\n", down());
+    assert_eq!(
+        h.engine.start(&ctx("alice", "sshd")).unwrap(),
+        Start::Done(Verdict::Accept(Accept::ProviderDownAllowed))
+    );
+    let loud = h
+        .audit
+        .0
+        .borrow()
+        .iter()
+        .any(|(l, e)| *l == Level::Error && e.event == "fail_open");
+    assert!(loud, "{}", h.audit_text());
+    // A refused number is not an outage: never let in.
+    let refused: Vec<Box<dyn SmsProvider>> = vec![Box::new(FakeSms::failing(
+        "gw",
+        SendError::Rejected("invalid destination".into()),
+    ))];
+    let h = harness_with("[policy]\nprovider_down = \"allow\"\n", refused);
+    assert_eq!(
+        h.engine.start(&ctx("alice", "sshd")).unwrap(),
+        Start::Done(Verdict::Reject(Reject::SendRefused))
+    );
+}
+
+#[test]
+fn failover_sends_the_same_code_once() {
+    let primary = FakeSms::failing("primary", SendError::Transient("timeout".into()));
+    let backup = FakeSms::named("backup");
+    let h = harness_with(
+        "",
+        vec![Box::new(primary.clone()), Box::new(backup.clone())],
+    );
+    let c = ctx("alice", "sshd");
+    let ch = h.engine.start(&c).unwrap();
+    let Start::Challenge(ch) = ch else {
+        panic!("{ch:?}")
+    };
+    assert_eq!(backup.sent.borrow().len(), 1);
+    let code = backup.sent.borrow()[0]
+        .1
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+    assert!(
+        h.audit_text().contains("event=failover"),
+        "{}",
+        h.audit_text()
+    );
+}
+
+#[test]
+fn per_user_sms_limit() {
+    let h = harness("[limits]\nsms_per_user = \"2/1h\"\n");
+    let c = ctx("alice", "sshd");
+    h.start(&c);
+    h.start(&c);
+    assert_eq!(
+        h.engine.start(&c).unwrap(),
+        Start::Done(Verdict::Reject(Reject::RateLimited))
+    );
+    assert_eq!(h.sent_count(), 2);
+    // Other users are not affected; the window slides.
+    h.start(&ctx("bob", "sshd"));
+    h.clock.advance(Duration::from_secs(3601));
+    h.start(&c);
+}
+
+#[test]
+fn global_sms_limit() {
+    let h = harness("[limits]\nsms_global = \"2/1m\"\n");
+    h.start(&ctx("alice", "sshd"));
+    h.start(&ctx("bob", "sshd"));
+    assert_eq!(
+        h.engine.start(&ctx("erin", "sshd")).unwrap(),
+        Start::Done(Verdict::Reject(Reject::RateLimited))
+    );
+}
+
+#[test]
+fn lockout_after_consecutive_failures_and_its_end() {
+    let h = harness("[limits]\nlockout_after = 4\nlockout = \"10m\"\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let bad = wrong(&h.last_code());
+    h.answer(&c, &ch, &bad);
+    h.answer(&c, &ch, &bad);
+    assert_eq!(
+        h.answer(&c, &ch, &bad),
+        Answer::Done(Verdict::Reject(Reject::WrongCode))
+    );
+    let ch = h.start(&c);
+    assert_eq!(
+        h.answer(&c, &ch, &wrong(&h.last_code())),
+        Answer::Done(Verdict::Reject(Reject::LockedOut))
+    );
+    // Locked: no SMS, whatever service.
+    let before = h.sent_count();
+    assert_eq!(
+        h.engine.start(&ctx("alice", "sudo")).unwrap(),
+        Start::Done(Verdict::Reject(Reject::LockedOut))
+    );
+    assert_eq!(h.sent_count(), before);
+    assert_eq!(
+        Reject::LockedOut.user_message(),
+        Reject::RateLimited.user_message()
+    );
+    h.clock.advance(Duration::from_secs(600));
+    let ch = h.start(&c);
+    assert_eq!(
+        h.answer(&c, &ch, &h.last_code()),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+}
+
+#[test]
+fn success_resets_the_failure_count() {
+    let h = harness("[limits]\nlockout_after = 3\nsms_per_user = \"100/1h\"\n");
+    let c = ctx("alice", "sshd");
+    for _ in 0..3 {
+        let ch = h.start(&c);
+        h.answer(&c, &ch, &wrong(&h.last_code()));
+        h.answer(&c, &ch, &wrong(&h.last_code()));
+        // Stop before the third consecutive failure... by succeeding.
+        let ch = h.start(&c);
+        assert_eq!(
+            h.answer(&c, &ch, &h.last_code()),
+            Answer::Done(Verdict::Accept(Accept::CodeVerified))
+        );
+        h.clock.advance(Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn country_allow_list_is_enforced_at_send_time() {
+    let h = harness("[phone]\nallowed_countries = [\"US\"]\n");
+    assert_eq!(
+        h.engine.start(&ctx("erin", "sshd")).unwrap(),
+        Start::Done(Verdict::Reject(Reject::CountryNotAllowed))
+    );
+    assert_eq!(h.sent_count(), 0);
+    h.start(&ctx("alice", "sshd"));
+}
+
+#[test]
+fn codes_are_alphanumeric_when_configured() {
+    let h = harness("[otp]\nalphabet = \"alphanumeric\"\nlength = 8\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let code = h.last_code();
+    assert_eq!(code.len(), 8);
+    // Typed in lower case with a space: still right.
+    let typed = format!("{} {}", code[..4].to_lowercase(), code[4..].to_lowercase());
+    assert_eq!(
+        h.answer(&c, &ch, &typed),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+}
+
+/// One scripted answer, computed when the prompt comes.
+type Reply = Box<dyn Fn(&Harness) -> String>;
+
+/// A scripted user: answers in order, records what it was shown.
+struct ScriptedConversation {
+    answers: VecDeque<Reply>,
+    shown: Rc<RefCell<Vec<String>>>,
+    harness: Rc<Harness>,
+}
+
+impl Conversation for ScriptedConversation {
+    fn info(&mut self, text: &str) -> Result<(), String> {
+        self.shown.borrow_mut().push(format!("info: {text}"));
+        Ok(())
+    }
+    fn error(&mut self, text: &str) -> Result<(), String> {
+        self.shown.borrow_mut().push(format!("error: {text}"));
+        Ok(())
+    }
+    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+        self.shown.borrow_mut().push(format!("prompt: {prompt}"));
+        match self.answers.pop_front() {
+            Some(f) => Ok(Zeroizing::new(f(&self.harness))),
+            None => Err("user hung up".into()),
+        }
+    }
+}
+
+fn converse(
+    h: Harness,
+    answers: Vec<Reply>,
+) -> (Result<Verdict, FlowError>, Vec<String>, Rc<Harness>) {
+    let h = Rc::new(h);
+    let shown = Rc::new(RefCell::new(Vec::new()));
+    let answers_len = answers.len();
+    let mut conv = ScriptedConversation {
+        answers: answers.into(),
+        shown: shown.clone(),
+        harness: h.clone(),
+    };
+    let r = run(&h.engine, &mut conv, &ctx("alice", "sshd"));
+    assert!(
+        conv.answers.is_empty() || r.is_err(),
+        "{} of {answers_len} answers unused",
+        conv.answers.len()
+    );
+    let shown = shown.borrow().clone();
+    (r, shown, h)
+}
+
+#[test]
+fn conversation_wrong_then_resend_then_right() {
+    let h = harness("[otp]\nresend = { max = 1, cooldown = \"0s\" }\n");
+    let (r, shown, _) = converse(
+        h,
+        vec![
+            Box::new(|h: &Harness| wrong(&h.last_code())),
+            Box::new(|_: &Harness| String::new()),
+            Box::new(|h: &Harness| h.last_code()),
+        ],
+    );
+    assert_eq!(r.unwrap(), Verdict::Accept(Accept::CodeVerified));
+    assert_eq!(
+        shown,
+        vec![
+            "info: Code sent to ******0123.",
+            "prompt: SMS code: ",
+            "error: Wrong code, 2 tries left.",
+            "prompt: SMS code: ",
+            "info: New code sent to ******0123.",
+            "prompt: SMS code: ",
+        ]
+    );
+}
+
+#[test]
+fn conversation_hang_up_abandons_the_challenge() {
+    let h = harness("");
+    let (r, _, h) = converse(h, vec![]);
+    assert!(matches!(r, Err(FlowError::Conversation(_))), "{r:?}");
+    assert!(
+        h.audit_text().contains("event=abandoned"),
+        "{}",
+        h.audit_text()
+    );
+}
+
+#[test]
+fn conversation_tells_why_it_refused() {
+    let h = harness("[policy]\nexempt_users = []\n");
+    let (r, shown, _) = converse(
+        h,
+        vec![
+            Box::new(|_: &Harness| "000000".into()),
+            Box::new(|_: &Harness| "000001".into()),
+            Box::new(|_: &Harness| "000002".into()),
+        ],
+    );
+    // The fixed RNG never draws these three codes for alice.
+    assert_eq!(r.unwrap(), Verdict::Reject(Reject::WrongCode));
+    assert_eq!(shown.last().unwrap(), "error: Too many wrong codes.");
+}
+
+#[test]
+fn prompts_are_bounded() {
+    // A client that presses Enter forever during the cooldown is cut off.
+    let h = harness("[otp]\nresend = { max = 2, cooldown = \"5m\" }\n");
+    let answers: Vec<Reply> = (0..200)
+        .map(|_| Box::new(|_: &Harness| String::new()) as Reply)
+        .collect();
+    let h = Rc::new(h);
+    let shown = Rc::new(RefCell::new(Vec::new()));
+    let mut conv = ScriptedConversation {
+        answers: answers.into(),
+        shown: shown.clone(),
+        harness: h.clone(),
+    };
+    let r = run(&h.engine, &mut conv, &ctx("alice", "sshd")).unwrap();
+    assert_eq!(r, Verdict::Reject(Reject::WrongCode));
+    assert!(
+        conv.answers.len() > 150,
+        "only {} answers left",
+        conv.answers.len()
+    );
+}

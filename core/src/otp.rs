@@ -173,7 +173,10 @@ impl OtpKey {
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        let create_err = |source| KeyError::Create { path: path.display().to_string(), source };
+        let create_err = |source| KeyError::Create {
+            path: path.display().to_string(),
+            source,
+        };
         let dir = path.parent().unwrap_or(Path::new("/"));
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -203,7 +206,9 @@ impl OtpKey {
 
     fn checked(path: &Path, bytes: Zeroizing<Vec<u8>>) -> Result<Self, KeyError> {
         if bytes.len() < 32 {
-            return Err(KeyError::TooShort { path: path.display().to_string() });
+            return Err(KeyError::TooShort {
+                path: path.display().to_string(),
+            });
         }
         Ok(OtpKey(bytes))
     }
@@ -211,8 +216,8 @@ impl OtpKey {
     /// The MAC of a code, bound to the challenge it was issued for, the user
     /// and the service (or NAS), so it is worth nothing anywhere else.
     pub fn mac(&self, challenge: &ChallengeId, user: &str, service: &str, code: &str) -> [u8; 32] {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable_hmac());
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
         m.update(b"smsotp-code-v1\0");
         m.update(&challenge.0);
         for part in [user, service, code] {
@@ -224,8 +229,8 @@ impl OtpKey {
 
     /// A MAC for things other than codes (e.g. backup codes' lookup keys).
     pub fn mac_labelled(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable_hmac());
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
         m.update(label.as_bytes());
         m.update(b"\0");
         for p in parts {
@@ -260,7 +265,11 @@ mod tests {
             assert_eq!(c.as_str().len(), len);
             assert!(c.as_str().bytes().all(|b| b.is_ascii_digit()));
             let c = generate(&rng, len, Alphabet::Alphanumeric).unwrap();
-            assert!(c.as_str().bytes().all(|b| ALPHANUMERIC.contains(&b)), "{}", c.as_str());
+            assert!(
+                c.as_str().bytes().all(|b| ALPHANUMERIC.contains(&b)),
+                "{}",
+                c.as_str()
+            );
         }
     }
 
@@ -272,7 +281,11 @@ mod tests {
         let rng = FixedRandom::new(0x1234_5678);
         let mut counts = [0u32; 10];
         for _ in 0..10_000 {
-            for b in generate(&rng, 6, Alphabet::Digits).unwrap().as_str().bytes() {
+            for b in generate(&rng, 6, Alphabet::Digits)
+                .unwrap()
+                .as_str()
+                .bytes()
+            {
                 counts[(b - b'0') as usize] += 1;
             }
         }
@@ -287,8 +300,16 @@ mod tests {
 
     #[test]
     fn normalise_accepts_spaced_input() {
-        assert_eq!(normalise(" 123 456\n", Alphabet::Digits).unwrap().as_str(), "123456");
-        assert_eq!(normalise("k7p-x9q", Alphabet::Alphanumeric).unwrap().as_str(), "K7PX9Q");
+        assert_eq!(
+            normalise(" 123 456\n", Alphabet::Digits).unwrap().as_str(),
+            "123456"
+        );
+        assert_eq!(
+            normalise("k7p-x9q", Alphabet::Alphanumeric)
+                .unwrap()
+                .as_str(),
+            "K7PX9Q"
+        );
         assert!(normalise("", Alphabet::Digits).is_none());
         assert!(normalise("12;drop", Alphabet::Digits).is_none());
     }
@@ -301,12 +322,21 @@ mod tests {
         assert!(macs_equal(&base, &key.mac(&id, "alice", "sshd", "123456")));
         assert!(!macs_equal(&base, &key.mac(&id, "alice", "sudo", "123456")));
         assert!(!macs_equal(&base, &key.mac(&id, "bob", "sshd", "123456")));
-        assert!(!macs_equal(&base, &key.mac(&ChallengeId([2u8; 16]), "alice", "sshd", "123456")));
+        assert!(!macs_equal(
+            &base,
+            &key.mac(&ChallengeId([2u8; 16]), "alice", "sshd", "123456")
+        ));
         assert!(!macs_equal(&base, &key.mac(&id, "alice", "sshd", "123457")));
         // Length-prefixing: moving a character between parts changes the MAC.
-        assert!(!macs_equal(&key.mac(&id, "ab", "c", "1"), &key.mac(&id, "a", "bc", "1")));
+        assert!(!macs_equal(
+            &key.mac(&id, "ab", "c", "1"),
+            &key.mac(&id, "a", "bc", "1")
+        ));
         let other = OtpKey::from_bytes(&[8u8; 32]);
-        assert!(!macs_equal(&base, &other.mac(&id, "alice", "sshd", "123456")));
+        assert!(!macs_equal(
+            &base,
+            &other.mac(&id, "alice", "sshd", "123456")
+        ));
     }
 
     #[test]

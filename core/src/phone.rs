@@ -18,7 +18,9 @@ pub struct Phone {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PhoneError {
-    #[error("\"{0}\" is not a phone number; write it in international form, e.g. \"+15550100123\"")]
+    #[error(
+        "\"{0}\" is not a phone number; write it in international form, e.g. \"+15550100123\""
+    )]
     Unparsable(String),
     #[error("\"{0}\" has no country code and no phone.default_region is set; write it as \"+<country code><number>\" or set phone.default_region")]
     NoRegion(String),
@@ -34,7 +36,8 @@ impl Phone {
             return Err(PhoneError::Unparsable(mask_raw(t)));
         }
         let looks_like_number = t.chars().filter(char::is_ascii_digit).count() >= 3
-            && t.chars().all(|c| c.is_ascii_digit() || " +-.()/".contains(c));
+            && t.chars()
+                .all(|c| c.is_ascii_digit() || " +-.()/".contains(c));
         if !looks_like_number {
             return Err(PhoneError::Unparsable(mask_raw(t)));
         }
@@ -79,7 +82,9 @@ impl Phone {
     /// Is this number in one of the allowed countries (empty list: all)?
     pub fn allowed(&self, settings: &PhoneSettings) -> bool {
         settings.allowed_countries.is_empty()
-            || self.region.is_some_and(|r| settings.allowed_countries.contains(&r))
+            || self
+                .region
+                .is_some_and(|r| settings.allowed_countries.contains(&r))
     }
 }
 
@@ -120,9 +125,18 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_regionless_national_numbers() {
-        assert!(matches!(Phone::parse("call me", None), Err(PhoneError::Unparsable(_))));
-        assert!(matches!(Phone::parse("2025550143", None), Err(PhoneError::NoRegion(_))));
-        assert!(matches!(Phone::parse("+1 123", None), Err(PhoneError::Invalid(_))));
+        assert!(matches!(
+            Phone::parse("call me", None),
+            Err(PhoneError::Unparsable(_))
+        ));
+        assert!(matches!(
+            Phone::parse("2025550143", None),
+            Err(PhoneError::NoRegion(_))
+        ));
+        assert!(matches!(
+            Phone::parse("+1 123", None),
+            Err(PhoneError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -140,10 +154,16 @@ mod tests {
     fn allow_list() {
         let us = Phone::parse("+12025550143", None).unwrap();
         let de = Phone::parse("+49301234567", None).unwrap();
-        let settings = PhoneSettings { default_region: None, allowed_countries: vec![Id::US, Id::CA] };
+        let settings = PhoneSettings {
+            default_region: None,
+            allowed_countries: vec![Id::US, Id::CA],
+        };
         assert!(us.allowed(&settings));
         assert!(!de.allowed(&settings));
-        let open = PhoneSettings { default_region: None, allowed_countries: vec![] };
+        let open = PhoneSettings {
+            default_region: None,
+            allowed_countries: vec![],
+        };
         assert!(de.allowed(&open));
     }
 }

@@ -32,7 +32,9 @@ pub struct FixedRandom {
 
 impl FixedRandom {
     pub fn new(seed: u64) -> Self {
-        FixedRandom { state: RefCell::new(seed) }
+        FixedRandom {
+            state: RefCell::new(seed),
+        }
     }
 }
 

@@ -68,7 +68,9 @@ impl SmsProvider for OutboxProvider {
             .mode(0o600)
             .open(&self.path)
             .map_err(|e| {
-                SendError::Misconfigured(format!("cannot open outbox {where_}: {e}; create its directory"))
+                SendError::Misconfigured(format!(
+                    "cannot open outbox {where_}: {e}; create its directory"
+                ))
             })?;
         // One write of the whole line: O_APPEND keeps concurrent lines whole.
         let r = f.write_all(&bytes);
@@ -106,7 +108,10 @@ impl SmsProvider for CommandProvider {
             .args(&self.args)
             // A clean environment: nothing of the login's (LD_PRELOAD, …) leaks in.
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("SMSOTP_NUMBER", sms.to.e164())
             .env("SMSOTP_NUMBER_DIGITS", sms.to.digits())
             .env("SMSOTP_MESSAGE", sms.text)
@@ -128,7 +133,11 @@ impl SmsProvider for CommandProvider {
                     )));
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(SendError::Transient(format!("{prog}: cannot wait for it: {e}"))),
+                Err(e) => {
+                    return Err(SendError::Transient(format!(
+                        "{prog}: cannot wait for it: {e}"
+                    )))
+                }
             }
         };
         if status.success() {
@@ -142,7 +151,11 @@ impl SmsProvider for CommandProvider {
             Some(c) => format!("{prog} exited with status {c}"),
             None => format!("{prog} was killed by a signal"),
         };
-        let msg = if excerpt.is_empty() { what } else { format!("{what}: {excerpt}") };
+        let msg = if excerpt.is_empty() {
+            what
+        } else {
+            format!("{what}: {excerpt}")
+        };
         Err(match status.code() {
             Some(65) => SendError::Rejected(msg),
             Some(78) => SendError::Misconfigured(msg),
@@ -152,15 +165,25 @@ impl SmsProvider for CommandProvider {
 }
 
 /// Builds the configured providers, in order.
-pub fn from_config(specs: &[ProviderSpec], clock: fn() -> Box<dyn Clock>) -> Vec<Box<dyn SmsProvider>> {
+pub fn from_config(
+    specs: &[ProviderSpec],
+    clock: fn() -> Box<dyn Clock>,
+) -> Vec<Box<dyn SmsProvider>> {
     specs
         .iter()
         .map(|s| -> Box<dyn SmsProvider> {
             match s {
-                ProviderSpec::Outbox { name, path } => {
-                    Box::new(OutboxProvider { name: name.clone(), path: path.clone(), clock: clock() })
-                }
-                ProviderSpec::Command { name, program, args, timeout } => Box::new(CommandProvider {
+                ProviderSpec::Outbox { name, path } => Box::new(OutboxProvider {
+                    name: name.clone(),
+                    path: path.clone(),
+                    clock: clock(),
+                }),
+                ProviderSpec::Command {
+                    name,
+                    program,
+                    args,
+                    timeout,
+                } => Box::new(CommandProvider {
                     name: name.clone(),
                     program: program.clone(),
                     args: args.clone(),
@@ -174,7 +197,10 @@ pub fn from_config(specs: &[ProviderSpec], clock: fn() -> Box<dyn Clock>) -> Vec
 /// What the chain did: who sent it, or every failure in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainOutcome {
-    Sent { provider: String, failed_over_from: Option<(String, SendError)> },
+    Sent {
+        provider: String,
+        failed_over_from: Option<(String, SendError)>,
+    },
     Failed(Vec<(String, SendError)>),
 }
 
@@ -184,9 +210,9 @@ impl ChainOutcome {
     pub fn is_outage(&self) -> bool {
         match self {
             ChainOutcome::Sent { .. } => false,
-            ChainOutcome::Failed(errors) => {
-                errors.iter().all(|(_, e)| !matches!(e, SendError::Rejected(_)))
-            }
+            ChainOutcome::Failed(errors) => errors
+                .iter()
+                .all(|(_, e)| !matches!(e, SendError::Rejected(_))),
         }
     }
 }
@@ -232,7 +258,10 @@ pub(crate) mod tests {
 
     impl FakeSms {
         pub fn named(name: &str) -> Self {
-            FakeSms { name: name.into(), ..Default::default() }
+            FakeSms {
+                name: name.into(),
+                ..Default::default()
+            }
         }
         pub fn failing(name: &str, e: SendError) -> Self {
             let f = Self::named(name);
@@ -249,7 +278,9 @@ pub(crate) mod tests {
             if let Some(e) = self.fail_with.borrow().clone() {
                 return Err(e);
             }
-            self.sent.borrow_mut().push((sms.to.e164().into(), sms.text.into()));
+            self.sent
+                .borrow_mut()
+                .push((sms.to.e164().into(), sms.text.into()));
             Ok(())
         }
     }
@@ -261,13 +292,19 @@ pub(crate) mod tests {
     #[test]
     fn failover_once_on_transient_only() {
         let p = phone();
-        let sms = Sms { to: &p, text: "123456 is your code" };
+        let sms = Sms {
+            to: &p,
+            text: "123456 is your code",
+        };
         let a = FakeSms::failing("a", SendError::Transient("timeout".into()));
         let b = FakeSms::named("b");
         let c = FakeSms::named("c");
-        let chain: Vec<Box<dyn SmsProvider>> = vec![Box::new(a), Box::new(b.clone()), Box::new(c.clone())];
+        let chain: Vec<Box<dyn SmsProvider>> =
+            vec![Box::new(a), Box::new(b.clone()), Box::new(c.clone())];
         let out = send_with_failover(&chain, &sms);
-        assert!(matches!(out, ChainOutcome::Sent { ref provider, failed_over_from: Some(_) } if provider == "b"));
+        assert!(
+            matches!(out, ChainOutcome::Sent { ref provider, failed_over_from: Some(_) } if provider == "b")
+        );
         assert_eq!(b.sent.borrow().len(), 1);
 
         // A rejection does not fail over: the number is the problem.
@@ -295,17 +332,35 @@ pub(crate) mod tests {
     fn outbox_appends_json_lines_with_mode_0600() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("outbox.jsonl");
-        let o = OutboxProvider { name: "outbox".into(), path: path.clone(), clock: Box::new(FixedClock::at(0)) };
+        let o = OutboxProvider {
+            name: "outbox".into(),
+            path: path.clone(),
+            clock: Box::new(FixedClock::at(0)),
+        };
         let p = phone();
-        o.send(&Sms { to: &p, text: "111111 \"quoted\"\nline" }).unwrap();
-        o.send(&Sms { to: &p, text: "222222" }).unwrap();
+        o.send(&Sms {
+            to: &p,
+            text: "111111 \"quoted\"\nline",
+        })
+        .unwrap();
+        o.send(&Sms {
+            to: &p,
+            text: "222222",
+        })
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["to"], "+12025550143");
         assert_eq!(lines[0]["message"], "111111 \"quoted\"\nline");
         assert_eq!(lines[0]["at"], "1970-01-01T00:00:00.000Z");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     fn script(dir: &std::path::Path, body: &str) -> PathBuf {
@@ -323,10 +378,22 @@ pub(crate) mod tests {
             d.path(),
             &format!("printf '%s|%s|%s' \"$SMSOTP_NUMBER\" \"$SMSOTP_NUMBER_DIGITS\" \"$SMSOTP_MESSAGE\" > {}", out.display()),
         );
-        let c = CommandProvider { name: "cmd".into(), program: prog, args: vec![], timeout: Duration::from_secs(5) };
+        let c = CommandProvider {
+            name: "cmd".into(),
+            program: prog,
+            args: vec![],
+            timeout: Duration::from_secs(5),
+        };
         let p = phone();
-        c.send(&Sms { to: &p, text: "123456 it's yours" }).unwrap();
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "+12025550143|12025550143|123456 it's yours");
+        c.send(&Sms {
+            to: &p,
+            text: "123456 it's yours",
+        })
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "+12025550143|12025550143|123456 it's yours"
+        );
 
         for (body, want) in [
             ("echo 'gateway down' >&2; exit 1", "Transient"),
@@ -334,8 +401,18 @@ pub(crate) mod tests {
             ("exit 78", "Misconfigured"),
         ] {
             let prog = script(d.path(), body);
-            let c = CommandProvider { name: "cmd".into(), program: prog, args: vec![], timeout: Duration::from_secs(5) };
-            let e = c.send(&Sms { to: &p, text: "123456" }).unwrap_err();
+            let c = CommandProvider {
+                name: "cmd".into(),
+                program: prog,
+                args: vec![],
+                timeout: Duration::from_secs(5),
+            };
+            let e = c
+                .send(&Sms {
+                    to: &p,
+                    text: "123456",
+                })
+                .unwrap_err();
             assert!(format!("{e:?}").starts_with(want), "{body}: {e:?}");
             if want == "Transient" {
                 assert!(e.to_string().contains("gateway down"), "{e}");
@@ -346,10 +423,24 @@ pub(crate) mod tests {
     #[test]
     fn command_provider_never_logs_the_message() {
         let d = tempfile::tempdir().unwrap();
-        let prog = script(d.path(), "echo \"failed to send $SMSOTP_MESSAGE\" >&2; exit 1");
-        let c = CommandProvider { name: "cmd".into(), program: prog, args: vec![], timeout: Duration::from_secs(5) };
+        let prog = script(
+            d.path(),
+            "echo \"failed to send $SMSOTP_MESSAGE\" >&2; exit 1",
+        );
+        let c = CommandProvider {
+            name: "cmd".into(),
+            program: prog,
+            args: vec![],
+            timeout: Duration::from_secs(5),
+        };
         let p = phone();
-        let e = c.send(&Sms { to: &p, text: "987654 is your code" }).unwrap_err().to_string();
+        let e = c
+            .send(&Sms {
+                to: &p,
+                text: "987654 is your code",
+            })
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("987654"), "{e}");
     }
 
@@ -357,7 +448,12 @@ pub(crate) mod tests {
     fn command_provider_times_out() {
         let d = tempfile::tempdir().unwrap();
         let prog = script(d.path(), "sleep 10");
-        let c = CommandProvider { name: "cmd".into(), program: prog, args: vec![], timeout: Duration::from_millis(200) };
+        let c = CommandProvider {
+            name: "cmd".into(),
+            program: prog,
+            args: vec![],
+            timeout: Duration::from_millis(200),
+        };
         let p = phone();
         let started = Instant::now();
         let e = c.send(&Sms { to: &p, text: "1" }).unwrap_err();
@@ -369,6 +465,9 @@ pub(crate) mod tests {
             args: vec![],
             timeout: Duration::from_secs(1),
         };
-        assert!(matches!(missing.send(&Sms { to: &p, text: "1" }), Err(SendError::Misconfigured(_))));
+        assert!(matches!(
+            missing.send(&Sms { to: &p, text: "1" }),
+            Err(SendError::Misconfigured(_))
+        ));
     }
 }

@@ -158,21 +158,29 @@ impl SqliteStore {
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                    .map_err(|source| StoreError::Dir { path: display.clone(), source })?;
+                    .map_err(|source| StoreError::Dir {
+                        path: display.clone(),
+                        source,
+                    })?;
             }
         }
         // SQLite creates files with 0644 unless told otherwise by the umask.
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
         let conn = Connection::open(path);
         nix::sys::stat::umask(old);
-        let conn = conn.map_err(|source| StoreError::Sqlite { path: display.clone(), source })?;
+        let conn = conn.map_err(|source| StoreError::Sqlite {
+            path: display.clone(),
+            source,
+        })?;
         Self::init(conn, display, busy_timeout)
     }
 
     /// A private in-memory store (tests, benchmarks).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        let conn = Connection::open_in_memory()
-            .map_err(|source| StoreError::Sqlite { path: ":memory:".into(), source })?;
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Sqlite {
+            path: ":memory:".into(),
+            source,
+        })?;
         Self::init(conn, ":memory:".into(), Duration::from_secs(5))
     }
 
@@ -185,13 +193,18 @@ impl SqliteStore {
             .pragma_update(None, "journal_mode", "WAL")
             .or_else(|e| if s.path == ":memory:" { Ok(()) } else { Err(e) })
             .map_err(|e| s.err(e))?;
-        s.conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| s.err(e))?;
+        s.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| s.err(e))?;
         s.conn.execute_batch(SCHEMA).map_err(|e| s.err(e))?;
         Ok(s)
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite { path: self.path.clone(), source }
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction.
@@ -234,7 +247,11 @@ impl Store for SqliteStore {
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         let until: Option<Option<Millis>> = self
             .conn
-            .query_row("SELECT locked_until FROM failure WHERE user = ?1", [user], |r| r.get(0))
+            .query_row(
+                "SELECT locked_until FROM failure WHERE user = ?1",
+                [user],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         Ok(until.flatten().filter(|&u| u > now))
@@ -249,9 +266,11 @@ impl Store for SqliteStore {
     ) -> Result<FailureState, StoreError> {
         self.write(|tx| {
             let prev: Option<(u32, Option<Millis>)> = tx
-                .query_row("SELECT count, locked_until FROM failure WHERE user = ?1", [user], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_row(
+                    "SELECT count, locked_until FROM failure WHERE user = ?1",
+                    [user],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
             // A lockout that has ended starts a fresh count.
             let count = match prev {
@@ -259,13 +278,20 @@ impl Store for SqliteStore {
                 Some((c, _)) => c.saturating_add(1),
                 None => 1,
             };
-            let locked_until = if count >= lockout_after { Some(now + ms(lockout)) } else { None };
+            let locked_until = if count >= lockout_after {
+                Some(now + ms(lockout))
+            } else {
+                None
+            };
             tx.execute(
                 "INSERT INTO failure (user, count, locked_until) VALUES (?1, ?2, ?3)
                  ON CONFLICT(user) DO UPDATE SET count = ?2, locked_until = ?3",
                 params![user, count, locked_until],
             )?;
-            Ok(FailureState { count, locked_until })
+            Ok(FailureState {
+                count,
+                locked_until,
+            })
         })
     }
 
@@ -283,16 +309,19 @@ impl Store for SqliteStore {
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
         let row: Option<(u32, Option<Millis>)> = self
             .conn
-            .query_row("SELECT count, locked_until FROM failure WHERE user = ?1", [user], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT count, locked_until FROM failure WHERE user = ?1",
+                [user],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         Ok(match row {
             None => FailureState::default(),
-            Some((count, locked_until)) => {
-                FailureState { count, locked_until: locked_until.filter(|&u| u > now) }
-            }
+            Some((count, locked_until)) => FailureState {
+                count,
+                locked_until: locked_until.filter(|&u| u > now),
+            },
         })
     }
 
@@ -321,7 +350,10 @@ impl Store for SqliteStore {
             if n_all >= global.count.get() {
                 return Ok(SendPermit::GlobalLimit);
             }
-            tx.execute("INSERT INTO sms_sent (user, at) VALUES (?1, ?2)", params![user, now])?;
+            tx.execute(
+                "INSERT INTO sms_sent (user, at) VALUES (?1, ?2)",
+                params![user, now],
+            )?;
             Ok(SendPermit::Granted)
         })
     }
@@ -375,7 +407,14 @@ impl Store for SqliteStore {
             .execute(
                 "UPDATE challenge SET code_mac = ?2, sent_at = ?3, expires_at = ?4,
                    attempts_left = ?5, resends_used = ?6 WHERE id = ?1",
-                params![id.to_hex(), &code_mac[..], sent_at, expires_at, attempts_left, resends_used],
+                params![
+                    id.to_hex(),
+                    &code_mac[..],
+                    sent_at,
+                    expires_at,
+                    attempts_left,
+                    resends_used
+                ],
             )
             .map(|n| n == 1)
             .map_err(|e| self.err(e))
@@ -385,14 +424,21 @@ impl Store for SqliteStore {
         let hex = id.to_hex();
         self.write(|tx| {
             let left: Option<u32> = tx
-                .query_row("SELECT attempts_left FROM challenge WHERE id = ?1", [&hex], |r| r.get(0))
+                .query_row(
+                    "SELECT attempts_left FROM challenge WHERE id = ?1",
+                    [&hex],
+                    |r| r.get(0),
+                )
                 .optional()?;
             let Some(left) = left else { return Ok(None) };
             let left = left.saturating_sub(1);
             if left == 0 {
                 tx.execute("DELETE FROM challenge WHERE id = ?1", [&hex])?;
             } else {
-                tx.execute("UPDATE challenge SET attempts_left = ?2 WHERE id = ?1", params![hex, left])?;
+                tx.execute(
+                    "UPDATE challenge SET attempts_left = ?2 WHERE id = ?1",
+                    params![hex, left],
+                )?;
             }
             Ok(Some(left))
         })
@@ -430,7 +476,10 @@ mod tests {
     use std::num::NonZeroU32;
 
     fn rate(n: u32, secs: u64) -> Rate {
-        Rate { count: NonZeroU32::new(n).unwrap(), window: Duration::from_secs(secs) }
+        Rate {
+            count: NonZeroU32::new(n).unwrap(),
+            window: Duration::from_secs(secs),
+        }
     }
 
     fn record(id: u8, user: &str) -> ChallengeRecord {
@@ -452,14 +501,32 @@ mod tests {
     fn per_user_and_global_windows() {
         let s = SqliteStore::open_in_memory().unwrap();
         let (user, global) = (rate(2, 3600), rate(3, 3600));
-        assert_eq!(s.reserve_sms("alice", 0, user, global).unwrap(), SendPermit::Granted);
-        assert_eq!(s.reserve_sms("alice", 1, user, global).unwrap(), SendPermit::Granted);
-        assert_eq!(s.reserve_sms("alice", 2, user, global).unwrap(), SendPermit::UserLimit);
-        assert_eq!(s.reserve_sms("bob", 3, user, global).unwrap(), SendPermit::Granted);
-        assert_eq!(s.reserve_sms("carol", 4, user, global).unwrap(), SendPermit::GlobalLimit);
+        assert_eq!(
+            s.reserve_sms("alice", 0, user, global).unwrap(),
+            SendPermit::Granted
+        );
+        assert_eq!(
+            s.reserve_sms("alice", 1, user, global).unwrap(),
+            SendPermit::Granted
+        );
+        assert_eq!(
+            s.reserve_sms("alice", 2, user, global).unwrap(),
+            SendPermit::UserLimit
+        );
+        assert_eq!(
+            s.reserve_sms("bob", 3, user, global).unwrap(),
+            SendPermit::Granted
+        );
+        assert_eq!(
+            s.reserve_sms("carol", 4, user, global).unwrap(),
+            SendPermit::GlobalLimit
+        );
         // The window slides: an hour after the first sends, they no longer count.
         let later = 3_600_001;
-        assert_eq!(s.reserve_sms("alice", later, user, global).unwrap(), SendPermit::Granted);
+        assert_eq!(
+            s.reserve_sms("alice", later, user, global).unwrap(),
+            SendPermit::Granted
+        );
     }
 
     #[test]
@@ -467,15 +534,27 @@ mod tests {
         let s = SqliteStore::open_in_memory().unwrap();
         let lock = Duration::from_secs(60);
         assert_eq!(s.record_failure("alice", 0, 3, lock).unwrap().count, 1);
-        assert_eq!(s.record_failure("alice", 1, 3, lock).unwrap().locked_until, None);
+        assert_eq!(
+            s.record_failure("alice", 1, 3, lock).unwrap().locked_until,
+            None
+        );
         let st = s.record_failure("alice", 2, 3, lock).unwrap();
-        assert_eq!(st, FailureState { count: 3, locked_until: Some(60_002) });
+        assert_eq!(
+            st,
+            FailureState {
+                count: 3,
+                locked_until: Some(60_002)
+            }
+        );
         assert_eq!(s.locked_until("alice", 30_000).unwrap(), Some(60_002));
         assert_eq!(s.locked_until("alice", 60_002).unwrap(), None);
         // After the lockout, counting starts over.
         assert_eq!(s.record_failure("alice", 70_000, 3, lock).unwrap().count, 1);
         s.clear_failures("alice").unwrap();
-        assert_eq!(s.failures("alice", 70_000).unwrap(), FailureState::default());
+        assert_eq!(
+            s.failures("alice", 70_000).unwrap(),
+            FailureState::default()
+        );
     }
 
     #[test]
@@ -497,8 +576,13 @@ mod tests {
         let c = record(2, "alice");
         s.insert_challenge(&c).unwrap();
         assert!(!s.consume(&c.id, &[9; 32]).unwrap());
-        assert!(s.replace_code(&c.id, &[5; 32], 2_000, 302_000, 3, 1).unwrap());
-        assert!(!s.consume(&c.id, &c.code_mac).unwrap(), "old code after resend");
+        assert!(s
+            .replace_code(&c.id, &[5; 32], 2_000, 302_000, 3, 1)
+            .unwrap());
+        assert!(
+            !s.consume(&c.id, &c.code_mac).unwrap(),
+            "old code after resend"
+        );
         assert!(s.consume(&c.id, &[5; 32]).unwrap());
         assert!(!s.consume(&c.id, &[5; 32]).unwrap(), "second use");
     }
@@ -512,7 +596,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let dmode = std::fs::metadata(p.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
         let c = record(3, "alice");
         a.insert_challenge(&c).unwrap();
@@ -534,7 +622,8 @@ mod tests {
                     let s = SqliteStore::open(&p, Duration::from_secs(10)).unwrap();
                     (0..5)
                         .filter(|i| {
-                            s.reserve_sms("alice", *i, rate(10, 3600), rate(100, 3600)).unwrap()
+                            s.reserve_sms("alice", *i, rate(10, 3600), rate(100, 3600))
+                                .unwrap()
                                 == SendPermit::Granted
                         })
                         .count()

@@ -21,14 +21,18 @@ use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use pam::constants::{PamFlag, PamResultCode, PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO};
+use pam::constants::{
+    PamFlag, PamResultCode, PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO,
+};
 use pam::conv::Conv;
 use pam::items::{RHost, Service};
 use pam::module::{PamHandle, PamHooks};
 use pam::pam_hooks;
 use smsotp_core::audit::{AuditSink, Event, Level, SyslogSink};
 use smsotp_core::config::DEFAULT_CONFIG_PATH;
-use smsotp_core::flow::{self, Conversation, FlowError, LogOptions, LoginContext, OpenError, Verdict};
+use smsotp_core::flow::{
+    self, Conversation, FlowError, LogOptions, LoginContext, OpenError, Verdict,
+};
 use zeroize::Zeroizing;
 
 const IDENT: &str = "pam_smsotp";
@@ -56,7 +60,12 @@ fn guard(hook: &str, body: impl FnOnce() -> PamResultCode) -> PamResultCode {
                 .map(|s| (*s).to_owned())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            syslog_error("panic", "", "", &format!("{hook}: internal error ({what}); failing closed"));
+            syslog_error(
+                "panic",
+                "",
+                "",
+                &format!("{hook}: internal error ({what}); failing closed"),
+            );
             PamResultCode::PAM_SYSTEM_ERR
         }
     }
@@ -70,9 +79,14 @@ struct Args {
 }
 
 fn parse_args(args: &[&CStr]) -> Result<Args, String> {
-    let mut out = Args { config: PathBuf::from(DEFAULT_CONFIG_PATH), debug: false };
+    let mut out = Args {
+        config: PathBuf::from(DEFAULT_CONFIG_PATH),
+        debug: false,
+    };
     for a in args {
-        let a = a.to_str().map_err(|_| "a module argument is not valid UTF-8".to_owned())?;
+        let a = a
+            .to_str()
+            .map_err(|_| "a module argument is not valid UTF-8".to_owned())?;
         if a == "debug" {
             out.debug = true;
         } else if let Some(p) = a.strip_prefix("config=") {
@@ -81,7 +95,9 @@ fn parse_args(args: &[&CStr]) -> Result<Args, String> {
             }
             out.config = PathBuf::from(p);
         } else {
-            return Err(format!("unknown module argument \"{a}\"; known: config=PATH, debug"));
+            return Err(format!(
+                "unknown module argument \"{a}\"; known: config=PATH, debug"
+            ));
         }
     }
     Ok(out)
@@ -98,20 +114,32 @@ impl Conversation for PamConversation<'_> {
         if self.silent {
             return Ok(());
         }
-        self.conv.send(PAM_TEXT_INFO, text).map(drop).map_err(|c| format!("{c:?}"))
+        self.conv
+            .send(PAM_TEXT_INFO, text)
+            .map(drop)
+            .map_err(|c| format!("{c:?}"))
     }
 
     fn error(&mut self, text: &str) -> Result<(), String> {
-        self.conv.send(PAM_ERROR_MSG, text).map(drop).map_err(|c| format!("{c:?}"))
+        self.conv
+            .send(PAM_ERROR_MSG, text)
+            .map(drop)
+            .map_err(|c| format!("{c:?}"))
     }
 
     fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
-        let reply = self.conv.send(PAM_PROMPT_ECHO_OFF, prompt).map_err(|c| format!("{c:?}"))?;
+        let reply = self
+            .conv
+            .send(PAM_PROMPT_ECHO_OFF, prompt)
+            .map_err(|c| format!("{c:?}"))?;
         // No reply at all is an empty answer; bytes that are not UTF-8
         // cannot be a code and are checked (and counted) as a wrong one.
         Ok(Zeroizing::new(match reply {
             None => String::new(),
-            Some(r) => r.as_str().map(str::to_owned).unwrap_or_else(|_| "\u{fffd}".into()),
+            Some(r) => r
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|_| "\u{fffd}".into()),
         }))
     }
 }
@@ -133,7 +161,11 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let rhost = item_string(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0));
     let ctx = LoginContext {
         user,
-        service: if service.is_empty() { "unknown".into() } else { service },
+        service: if service.is_empty() {
+            "unknown".into()
+        } else {
+            service
+        },
         rhost: (!rhost.is_empty()).then_some(rhost),
     };
 
@@ -142,9 +174,15 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         Ok(None) => return PamResultCode::PAM_CONV_ERR,
         Err(e) => return e,
     };
-    let mut conv = PamConversation { conv, silent: flags & PAM_SILENT != 0 };
+    let mut conv = PamConversation {
+        conv,
+        silent: flags & PAM_SILENT != 0,
+    };
 
-    let log = LogOptions { ident: IDENT.into(), debug: args.debug };
+    let log = LogOptions {
+        ident: IDENT.into(),
+        debug: args.debug,
+    };
     let engine = match flow::open_from_path(&args.config, &log) {
         Ok(e) => e,
         Err(e) => {
@@ -153,7 +191,9 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
                 OpenError::Flow(_) => ("unavailable", PamResultCode::PAM_AUTHINFO_UNAVAIL),
             };
             syslog_error(event, &ctx.user, &ctx.service, &e.to_string());
-            let _ = conv.error("SMS login is not available (configuration problem). Contact your administrator.");
+            let _ = conv.error(
+                "SMS login is not available (configuration problem). Contact your administrator.",
+            );
             return code;
         }
     };
@@ -167,7 +207,8 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             match e {
                 FlowError::Conversation(_) => PamResultCode::PAM_CONV_ERR,
                 FlowError::Store(_) | FlowError::Directory(_) | FlowError::Accounts { .. } => {
-                    let _ = conv.error("SMS login is not available right now. Contact your administrator.");
+                    let _ = conv
+                        .error("SMS login is not available right now. Contact your administrator.");
                     PamResultCode::PAM_AUTHINFO_UNAVAIL
                 }
                 FlowError::Random(_) | FlowError::Key(_) => PamResultCode::PAM_SYSTEM_ERR,
@@ -178,12 +219,13 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
 }
 
 fn item_string(item: Option<&CStr>) -> String {
-    item.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    item.map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// For errors before the engine (and its configured audit sinks) exist.
 fn syslog_error(event: &'static str, user: &str, service: &str, detail: &str) {
-    let sink = SyslogSink { ident: IDENT.into(), debug: false };
+    let sink = SyslogSink::new(IDENT, false);
     let e = Event {
         event,
         user: user.into(),
@@ -203,10 +245,20 @@ mod tests {
     fn args_parse_and_refuse_unknown() {
         assert_eq!(
             parse_args(&[]).unwrap_or_else(|e| unreachable!("{e}")),
-            Args { config: DEFAULT_CONFIG_PATH.into(), debug: false }
+            Args {
+                config: DEFAULT_CONFIG_PATH.into(),
+                debug: false
+            }
         );
-        let a = parse_args(&[c"config=/tmp/x.toml", c"debug"]).unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(a, Args { config: "/tmp/x.toml".into(), debug: true });
+        let a =
+            parse_args(&[c"config=/tmp/x.toml", c"debug"]).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            a,
+            Args {
+                config: "/tmp/x.toml".into(),
+                debug: true
+            }
+        );
         assert!(parse_args(&[c"conifg=/tmp/x"]).is_err());
         assert!(parse_args(&[c"config=relative.toml"]).is_err());
     }
