@@ -640,9 +640,11 @@ impl Engine {
                 humantime::format_duration(limits.lockout)
             ));
             self.log(Level::Warning, &e);
+            // This login ends as a wrong code (the user knows they typed
+            // it); the next one meets the lockout.
             return Ok(Answer::Done(self.finish(
                 ctx,
-                Verdict::Reject(Reject::LockedOut),
+                Verdict::Reject(Reject::WrongCode),
                 Some(&masked),
             )));
         }

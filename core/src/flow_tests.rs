@@ -470,8 +470,9 @@ fn lockout_after_consecutive_failures_and_its_end() {
     let ch = h.start(&c);
     assert_eq!(
         h.answer(&c, &ch, &wrong(&h.last_code())),
-        Answer::Done(Verdict::Reject(Reject::LockedOut))
+        Answer::Done(Verdict::Reject(Reject::WrongCode))
     );
+    assert!(h.audit_text().contains("event=locked_out"), "{}", h.audit_text());
     // Locked: no SMS, whatever service.
     let before = h.sent_count();
     assert_eq!(
