@@ -93,8 +93,8 @@ impl Scratch {
 
     /// Writes smsotp.toml (mode 0600): store, key, outbox, phones and audit
     /// file all inside this scratch dir, followed by `extra` TOML.
-    /// `extra` must not repeat [store], [[directory]] or [[provider]] unless
-    /// `with_defaults` is false.
+    /// `extra` must not repeat [store], [audit], [[directory]] or [[provider]];
+    /// the code key is created beside the store (otp.key).
     pub fn config(&self, extra: &str) -> PathBuf {
         let text = format!(
             "{extra}\n{}",
@@ -118,11 +118,6 @@ impl Scratch {
             t.push_str(&format!("[[provider]]\nkind = \"outbox\"\npath = \"{d}/outbox.jsonl\"\n\n"));
         }
         t
-    }
-
-    /// The key file lives with the store unless configured.
-    pub fn key_toml(&self) -> String {
-        format!("key_file = \"{}/otp.key\"\n", self.dir.path().display())
     }
 
     pub fn outbox(&self) -> Outbox {

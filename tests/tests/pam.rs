@@ -1,0 +1,681 @@
+//! pam_smsotp.so end to end: the real module, driven by `pamtester` under
+//! pam_wrapper (service files in a temp dir) and nss_wrapper (fake users and
+//! groups), after pam_matrix has checked the password. No system file is
+//! touched.
+//!
+//! Needs the Debian packages `pamtester libpam-wrapper libnss-wrapper` and a
+//! built module (`cargo build -p pam_smsotp`, or `SMSOTP_PAM_MODULE=path`).
+//! The `harness_*` tests check the harness itself with system modules only.
+//!
+//! Each test has its own scratch dir (config, store, outbox, audit) and its
+//! own service names, so they run in parallel. Only `expired_code_*` sleeps
+//! (31 s, the minimum ttl of 30 s plus one).
+
+use std::time::{Duration, Instant};
+
+use smsotp_e2e::pamenv::{audit_lines, Login, Outcome, PamEnv, PASSWORD};
+
+const ALICE_PHONE: &str = "+12015550123";
+const CODE_SENT: &str = "Code sent to ******0123.";
+const NEW_CODE_SENT: &str = "New code sent to ******0123.";
+const PROMPT: &str = "SMS code";
+const TRY_LATER: &str = "A code cannot be used for this login now. Try again later.";
+
+/// Everyone but bob has a phone. The numbers are valid (libphonenumber's
+/// US example 201-555-0123 and neighbours); +1 555 numbers are refused as
+/// invalid, since 555 is no area code.
+fn phones(env: &PamEnv) {
+    env.scratch.phones(&[
+        ("alice", ALICE_PHONE),
+        ("carol", "+12015551123"),
+        ("dave", "+12015552123"),
+        ("erin", "+12015553123"),
+    ]);
+}
+
+/// A scratch env with phones, the default config plus `extra`, and one
+/// service `name` running pam_matrix then pam_smsotp.
+fn setup(name: &str, extra: &str) -> (PamEnv, String) {
+    let mut env = PamEnv::new();
+    phones(&env);
+    env.scratch.config(extra);
+    let service = env.smsotp_service(name, "");
+    (env, service)
+}
+
+/// Password, then the module says it sent a code and prompts for it.
+fn up_to_code_prompt(env: &PamEnv, service: &str, user: &str) -> Login {
+    let mut login = env.login(service, user);
+    login
+        .password()
+        .expect_text(CODE_SENT)
+        .expect_prompt(PROMPT);
+    login
+}
+
+/// A code of the same shape that is not `code`.
+fn wrong(code: &str) -> String {
+    code.chars()
+        .enumerate()
+        .map(|(i, c)| match (i, c) {
+            (0, '9') => '1',
+            (0, d) if d.is_ascii_digit() => char::from(d as u8 + 1),
+            (0, _) => '2',
+            (_, c) => c,
+        })
+        .collect()
+}
+
+/// Every audit line has the expected keys, none holds a code or the full
+/// number; returns the lines.
+fn check_audit(env: &PamEnv, codes: &[String]) -> Vec<serde_json::Value> {
+    let lines = audit_lines(&env.scratch);
+    for line in &lines {
+        for key in ["event", "user", "service", "outcome"] {
+            assert!(line.get(key).is_some(), "audit line lacks {key:?}: {line}");
+        }
+        let text = line.to_string();
+        assert!(
+            !text.contains("2015550123"),
+            "audit line holds a full phone number: {text}"
+        );
+        let mut words = Vec::new();
+        collect_words(line, &mut words);
+        for code in codes {
+            assert!(
+                !words.iter().any(|w| w == code),
+                "audit line holds the code {code}: {text}"
+            );
+        }
+    }
+    lines
+}
+
+/// Alphanumeric words of every string and number in `v`, except time stamps
+/// (whose fractions could look like a code).
+fn collect_words(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.extend(
+            s.split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned),
+        ),
+        serde_json::Value::Number(n) => out.push(n.to_string()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_words(x, out)),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "at" | "time" | "ts" | "timestamp"))
+            .for_each(|(_, x)| collect_words(x, out)),
+        _ => {}
+    }
+}
+
+/// The audit has at least one line about `user` on `service`.
+fn audit_mentions(lines: &[serde_json::Value], user: &str, service: &str) {
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["user"] == user && l["service"] == service),
+        "no audit line for user {user} on {service}: {lines:#?}"
+    );
+}
+
+fn assert_no_prompt(out: &Outcome) {
+    out.assert_not_saw(PROMPT).assert_not_saw("Code sent");
+}
+
+// ------------------------------------------------------------------ harness
+
+#[test]
+fn harness_password_then_permit() {
+    let mut env = PamEnv::new();
+    let lines = [
+        env.matrix_line(),
+        env.system_line("required", "pam_permit.so", ""),
+    ];
+    let svc = env.service("h-permit", &lines);
+    let mut login = env.login(&svc, "alice");
+    login.password();
+    let out = login.finish();
+    out.assert_success();
+    assert_eq!(out.pam_result(), Some("successfully authenticated"));
+    assert!(out.dialog.contains(&format!("«{PASSWORD}»")), "{out}");
+}
+
+#[test]
+fn harness_wrong_password_fails() {
+    let mut env = PamEnv::new();
+    let lines = [
+        env.matrix_line(),
+        env.system_line("required", "pam_permit.so", ""),
+    ];
+    let svc = env.service("h-wrongpw", &lines);
+    let mut login = env.login(&svc, "alice");
+    login.expect_prompt("Password").answer("not-the-password");
+    let out = login.finish();
+    out.assert_failure();
+    assert_eq!(out.pam_result(), Some("Authentication failure"));
+}
+
+#[test]
+fn harness_deny_after_password_fails() {
+    let mut env = PamEnv::new();
+    let lines = [
+        env.matrix_line(),
+        env.system_line("required", "pam_deny.so", ""),
+    ];
+    let svc = env.service("h-deny", &lines);
+    let mut login = env.login(&svc, "alice");
+    login.password();
+    login.finish().assert_failure();
+}
+
+#[test]
+fn harness_unknown_service_is_denied() {
+    let env = PamEnv::new();
+    let mut login = env.login("h-no-such-service", "alice");
+    login.close_stdin();
+    login.finish().assert_failure();
+}
+
+/// nss_wrapper's group file is what modules see: dave is a listed member of
+/// svc-backup, erin has it as primary group, alice is in neither.
+#[test]
+fn harness_nss_wrapper_groups() {
+    let mut env = PamEnv::new();
+    let lines = [
+        env.matrix_line(),
+        env.system_line("required", "pam_succeed_if.so", "user ingroup svc-backup"),
+    ];
+    let svc = env.service("h-groups", &lines);
+    for (user, ok) in [("dave", true), ("erin", true), ("alice", false)] {
+        let mut login = env.login(&svc, user);
+        login.password();
+        let out = login.finish();
+        assert_eq!(out.success, ok, "{user}: {out}");
+    }
+}
+
+#[test]
+fn harness_watchdog_kills_a_hung_login() {
+    let mut env = PamEnv::new();
+    let lines = [
+        env.matrix_line(),
+        env.system_line("required", "pam_permit.so", ""),
+    ];
+    let svc = env.service("h-hang", &lines);
+    let started = Instant::now();
+    let mut login = env.login_with_timeout(&svc, "alice", Duration::from_secs(1));
+    login.expect_prompt("Password");
+    // Never answer, never close stdin.
+    let out = login.wait();
+    assert!(out.timed_out && !out.success, "{out}");
+    assert!(out.signal.is_some(), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+#[should_panic(expected = "expected text \"SMS code\"")]
+fn harness_expect_fails_fast_when_the_text_never_comes() {
+    let mut env = PamEnv::new();
+    let lines = [
+        env.matrix_line(),
+        env.system_line("required", "pam_deny.so", ""),
+    ];
+    let svc = env.service("h-panic", &lines);
+    let mut login = env.login(&svc, "alice");
+    login.password().expect_text("SMS code");
+}
+
+// --------------------------------------------------------------- the module
+
+#[test]
+fn right_code_succeeds() {
+    let (env, svc) = setup("e2e-right", "");
+    let outbox = env.scratch.outbox();
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    let sms = login.answer_code_from_outbox(&outbox, 0);
+    let out = login.finish();
+    out.assert_success();
+    assert_eq!(sms.to, ALICE_PHONE);
+    assert_eq!(outbox.count(), 1, "exactly one SMS");
+    let code = sms.code();
+    assert!(
+        !out.transcript.contains(&code),
+        "the code was shown to the user: {out}"
+    );
+    assert!(
+        !out.transcript.contains("201555"),
+        "the full number was shown: {out}"
+    );
+    let audit = check_audit(&env, &[code]);
+    audit_mentions(&audit, "alice", &svc);
+}
+
+#[test]
+fn debug_argument_is_accepted() {
+    let mut env = PamEnv::new();
+    phones(&env);
+    env.scratch.config("");
+    let svc = env.smsotp_service("e2e-debug", "debug");
+    let outbox = env.scratch.outbox();
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    let sms = login.answer_code_from_outbox(&outbox, 0);
+    let out = login.finish();
+    out.assert_success();
+    assert!(
+        !out.transcript.contains(&sms.code()),
+        "debug showed the code: {out}"
+    );
+    check_audit(&env, &[sms.code()]);
+}
+
+#[test]
+fn a_used_code_is_refused_the_second_time() {
+    let (env, svc) = setup("e2e-reuse", "");
+    let outbox = env.scratch.outbox();
+    let mut first = up_to_code_prompt(&env, &svc, "alice");
+    let old = first.answer_code_from_outbox(&outbox, 0).code();
+    first.finish().assert_success();
+
+    let mut second = up_to_code_prompt(&env, &svc, "alice");
+    let new = outbox.wait_beyond(1, Duration::from_secs(10)).code();
+    if new == old {
+        eprintln!("the two codes happen to be equal; nothing to check");
+        return;
+    }
+    second.answer(&old).expect_text("Wrong code, 2 tries left.");
+    second.expect_prompt(PROMPT).answer(&new);
+    second.finish().assert_success();
+    check_audit(&env, &[old, new]);
+}
+
+#[test]
+fn wrong_codes_up_to_the_limit_fail() {
+    let (env, svc) = setup("e2e-wrong", "");
+    let outbox = env.scratch.outbox();
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    let code = outbox.wait_beyond(0, Duration::from_secs(10)).code();
+    let bad = wrong(&code);
+    login.answer(&bad).expect_text("Wrong code, 2 tries left.");
+    login
+        .expect_prompt(PROMPT)
+        .answer(&bad)
+        .expect_text("Wrong code, 1 try left.");
+    login
+        .expect_prompt(PROMPT)
+        .answer(&bad)
+        .expect_text("Too many wrong codes.");
+    let out = login.finish();
+    out.assert_failure();
+    out.assert_not_saw("0 tries left");
+    let after = out
+        .transcript
+        .split("Too many wrong codes.")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        !after.contains(PROMPT),
+        "prompted again after the last try: {out}"
+    );
+    assert_eq!(outbox.count(), 1, "no new SMS after wrong codes");
+    let audit = check_audit(&env, &[code, bad]);
+    audit_mentions(&audit, "alice", &svc);
+}
+
+#[test]
+fn expired_code_is_refused_and_enter_sends_a_new_one() {
+    let (env, svc) = setup(
+        "e2e-expired",
+        "[otp]\nttl = \"30s\"\nresend = { max = 2, cooldown = \"0s\" }\n",
+    );
+    let outbox = env.scratch.outbox();
+    let mut login = env.login_with_timeout(&svc, "alice", Duration::from_secs(60));
+    login
+        .password()
+        .expect_text(CODE_SENT)
+        .expect_prompt(PROMPT);
+    let old = outbox.wait_beyond(0, Duration::from_secs(10)).code();
+    std::thread::sleep(Duration::from_secs(31));
+    login
+        .answer(&old)
+        .expect_text("The code has expired. Press Enter for a new one.");
+    login
+        .expect_prompt(PROMPT)
+        .answer("")
+        .expect_text(NEW_CODE_SENT);
+    login.expect_prompt(PROMPT);
+    let new = login.answer_code_from_outbox(&outbox, 1).code();
+    let out = login.finish();
+    out.assert_success();
+    assert_eq!(outbox.count(), 2, "one SMS at the start, one on Enter");
+    check_audit(&env, &[old, new]);
+}
+
+#[test]
+fn empty_answer_sends_a_new_code_and_the_old_one_stops_working() {
+    let (env, svc) = setup(
+        "e2e-resend",
+        "[otp]\nresend = { max = 2, cooldown = \"0s\" }\n",
+    );
+    let outbox = env.scratch.outbox();
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    let old = outbox.wait_beyond(0, Duration::from_secs(10));
+    login.answer("").expect_text(NEW_CODE_SENT);
+    let new = outbox.wait_beyond(1, Duration::from_secs(10));
+    assert_eq!(new.to, ALICE_PHONE);
+    login.expect_prompt(PROMPT);
+    if old.code() != new.code() {
+        login.answer(&old.code()).expect_text("Wrong code");
+        login.expect_prompt(PROMPT);
+    }
+    login.answer(&new.code());
+    let out = login.finish();
+    out.assert_success();
+    assert_eq!(outbox.count(), 2);
+    check_audit(&env, &[old.code(), new.code()]);
+}
+
+#[test]
+fn empty_answer_during_the_cooldown_sends_nothing() {
+    // Default cooldown: 30 s.
+    let (env, svc) = setup("e2e-cooldown", "");
+    let outbox = env.scratch.outbox();
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    login
+        .answer("")
+        .expect_text("Wait ")
+        .expect_text(" before asking for a new code.");
+    login.expect_prompt(PROMPT);
+    assert_eq!(outbox.count(), 1, "no SMS during the cooldown");
+    login.answer_code_from_outbox(&outbox, 0);
+    let out = login.finish();
+    out.assert_success().assert_not_saw(NEW_CODE_SENT);
+    assert_eq!(outbox.count(), 1);
+}
+
+#[test]
+fn exempt_user_gets_no_sms_and_the_rest_of_the_stack_decides() {
+    let (env, svc) = setup("e2e-exempt-user", "[policy]\nexempt_users = [\"carol\"]\n");
+    let outbox = env.scratch.outbox();
+
+    let mut login = env.login(&svc, "carol");
+    login.password();
+    let out = login.finish();
+    out.assert_success();
+    assert_no_prompt(&out);
+
+    let mut login = env.login(&svc, "carol");
+    login.expect_prompt("Password").answer("not-the-password");
+    let out = login.finish();
+    out.assert_failure();
+    assert_no_prompt(&out);
+    assert_eq!(outbox.count(), 0, "no SMS for an exempt user");
+
+    // Control: alice is not exempt.
+    let login = up_to_code_prompt(&env, &svc, "alice");
+    login.abort();
+    assert_eq!(outbox.count(), 1);
+    check_audit(&env, &[]);
+}
+
+fn exempt_group_case(svc: &str, user: &str) {
+    let (env, svc) = setup(svc, "[policy]\nexempt_groups = [\"svc-backup\"]\n");
+    let outbox = env.scratch.outbox();
+    let mut login = env.login(&svc, user);
+    login.password();
+    let out = login.finish();
+    out.assert_success();
+    assert_no_prompt(&out);
+    assert_eq!(outbox.count(), 0, "no SMS for a member of an exempt group");
+
+    // Control: alice is in no exempt group.
+    let login = up_to_code_prompt(&env, &svc, "alice");
+    login.abort();
+    assert_eq!(outbox.count(), 1);
+    check_audit(&env, &[]);
+}
+
+#[test]
+fn exempt_group_member_gets_no_sms() {
+    exempt_group_case("e2e-exempt-group", "dave");
+}
+
+#[test]
+fn exempt_group_as_primary_group_gets_no_sms() {
+    exempt_group_case("e2e-exempt-pgroup", "erin");
+}
+
+#[test]
+fn no_phone_deny_refuses() {
+    let (env, svc) = setup("e2e-nophone-deny", "[policy]\nno_phone = \"deny\"\n");
+    let mut login = env.login(&svc, "bob");
+    login
+        .password()
+        .expect_text("No phone number is registered for this account. Contact your administrator.");
+    let out = login.finish();
+    out.assert_failure();
+    assert_no_prompt(&out);
+    assert_eq!(env.scratch.outbox().count(), 0);
+    let audit = check_audit(&env, &[]);
+    audit_mentions(&audit, "bob", &svc);
+}
+
+#[test]
+fn no_phone_allow_lets_in_without_sms() {
+    let (env, svc) = setup("e2e-nophone-allow", "[policy]\nno_phone = \"allow\"\n");
+    let mut login = env.login(&svc, "bob");
+    login.password();
+    let out = login.finish();
+    out.assert_success();
+    assert_no_prompt(&out);
+    assert_eq!(env.scratch.outbox().count(), 0);
+    let audit = check_audit(&env, &[]);
+    audit_mentions(&audit, "bob", &svc);
+}
+
+/// A config whose only provider is a command that records the call and
+/// exits 1.
+fn failing_provider(name: &str, provider_down: &str) -> (PamEnv, String) {
+    let mut env = PamEnv::new();
+    phones(&env);
+    let calls = env.scratch.path("calls");
+    let script = env.scratch.write(
+        "fail-sms.sh",
+        &format!("#!/bin/sh\necho called >> {}\nexit 1\n", calls.display()),
+        0o755,
+    );
+    let text = format!(
+        "[policy]\nprovider_down = \"{provider_down}\"\n\n{}[[provider]]\nkind = \"command\"\nprogram = \"{}\"\ntimeout = \"5s\"\n",
+        env.scratch.base_tables(true, false),
+        script.display()
+    );
+    env.scratch.write("smsotp.toml", &text, 0o600);
+    let svc = env.smsotp_service(name, "");
+    (env, svc)
+}
+
+fn provider_calls(env: &PamEnv) -> usize {
+    std::fs::read_to_string(env.scratch.path("calls"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn provider_down_deny_refuses() {
+    let (env, svc) = failing_provider("e2e-down-deny", "deny");
+    let mut login = env.login(&svc, "alice");
+    login
+        .password()
+        .expect_text("The code could not be sent. Try again later.");
+    let out = login.finish();
+    out.assert_failure();
+    assert_no_prompt(&out);
+    assert!(
+        provider_calls(&env) >= 1,
+        "the provider command was never run: {out}"
+    );
+    let audit = check_audit(&env, &[]);
+    audit_mentions(&audit, "alice", &svc);
+}
+
+#[test]
+fn provider_down_allow_lets_in() {
+    let (env, svc) = failing_provider("e2e-down-allow", "allow");
+    let mut login = env.login(&svc, "alice");
+    login.password();
+    let out = login.finish();
+    out.assert_success();
+    assert_no_prompt(&out);
+    assert!(
+        provider_calls(&env) >= 1,
+        "the provider command was never run: {out}"
+    );
+    let audit = check_audit(&env, &[]);
+    audit_mentions(&audit, "alice", &svc);
+}
+
+#[test]
+fn sms_per_user_limit_refuses_the_third_login() {
+    let (env, svc) = setup("e2e-ratelimit", "[limits]\nsms_per_user = \"2/1h\"\n");
+    let outbox = env.scratch.outbox();
+    let mut codes = Vec::new();
+    for seen in 0..2 {
+        let mut login = up_to_code_prompt(&env, &svc, "alice");
+        codes.push(login.answer_code_from_outbox(&outbox, seen).code());
+        login.finish().assert_success();
+    }
+    let mut login = env.login(&svc, "alice");
+    login.password().expect_text(TRY_LATER);
+    let out = login.finish();
+    out.assert_failure();
+    assert_no_prompt(&out);
+    assert_eq!(outbox.count(), 2, "no third SMS");
+    check_audit(&env, &codes);
+}
+
+#[test]
+fn lockout_after_wrong_codes_then_it_ends() {
+    let (env, svc) = setup(
+        "e2e-lockout",
+        "[limits]\nlockout_after = 3\nlockout = \"2s\"\n",
+    );
+    let outbox = env.scratch.outbox();
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    let code = outbox.wait_beyond(0, Duration::from_secs(10)).code();
+    let bad = wrong(&code);
+    login.answer(&bad).expect_text("Wrong code, 2 tries left.");
+    login
+        .expect_prompt(PROMPT)
+        .answer(&bad)
+        .expect_text("Wrong code, 1 try left.");
+    login
+        .expect_prompt(PROMPT)
+        .answer(&bad)
+        .expect_text("Too many wrong codes.");
+    login.finish().assert_failure();
+    let locked_at = Instant::now();
+
+    let mut login = env.login(&svc, "alice");
+    login.password().expect_text(TRY_LATER);
+    let out = login.finish();
+    out.assert_failure();
+    assert_no_prompt(&out);
+    assert_eq!(outbox.count(), 1, "no SMS while locked out");
+    assert!(
+        locked_at.elapsed() < Duration::from_secs(2),
+        "too slow to observe a 2 s lockout"
+    );
+
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(locked_at.elapsed()));
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    let sms = login.answer_code_from_outbox(&outbox, 1);
+    login.finish().assert_success();
+    check_audit(&env, &[code, bad, sms.code()]);
+}
+
+/// A broken config never lets anyone in, never crashes pamtester, and sends
+/// nothing.
+fn assert_refused_without_sms(env: &PamEnv, svc: &str) -> Outcome {
+    let mut login = env.login(svc, "alice");
+    login.password();
+    let out = login.finish();
+    out.assert_failure();
+    assert_no_prompt(&out);
+    assert_eq!(env.scratch.outbox().count(), 0, "an SMS was sent: {out}");
+    out
+}
+
+#[test]
+fn missing_config_refuses() {
+    let mut env = PamEnv::new();
+    phones(&env);
+    let missing = env.scratch.path("no-such-config.toml");
+    let lines = [env.matrix_line(), env.smsotp_line_with_config(&missing, "")];
+    let svc = env.service("e2e-noconfig", &lines);
+    assert_refused_without_sms(&env, &svc);
+}
+
+#[test]
+fn corrupt_config_refuses() {
+    let mut env = PamEnv::new();
+    phones(&env);
+    let text = format!(
+        "[otp\nlength = 6\n\n{}",
+        env.scratch.base_tables(true, true)
+    );
+    env.scratch.write("smsotp.toml", &text, 0o600);
+    let svc = env.smsotp_service("e2e-badconfig", "");
+    assert_refused_without_sms(&env, &svc);
+}
+
+#[test]
+fn world_readable_config_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = PamEnv::new();
+    phones(&env);
+    let config = env.scratch.config("");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let svc = env.smsotp_service("e2e-config0644", "");
+    assert_refused_without_sms(&env, &svc);
+
+    // Control: the same config at 0600 works.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let login = up_to_code_prompt(&env, &svc, "alice");
+    login.abort();
+    assert_eq!(env.scratch.outbox().count(), 1);
+}
+
+#[test]
+fn a_code_sent_for_one_service_is_refused_by_another() {
+    let mut env = PamEnv::new();
+    phones(&env);
+    env.scratch.config("");
+    let svc_a = env.smsotp_service("e2e-bind-a", "");
+    let svc_b = env.smsotp_service("e2e-bind-b", "");
+    let outbox = env.scratch.outbox();
+
+    let login_a = up_to_code_prompt(&env, &svc_a, "alice");
+    let code_a = outbox.wait_beyond(0, Duration::from_secs(10)).code();
+    login_a.abort();
+
+    let mut login_b = up_to_code_prompt(&env, &svc_b, "alice");
+    let code_b = outbox.wait_beyond(1, Duration::from_secs(10)).code();
+    if code_a == code_b {
+        eprintln!("the two codes happen to be equal; nothing to check");
+        return;
+    }
+    login_b
+        .answer(&code_a)
+        .expect_text("Wrong code, 2 tries left.");
+    login_b.expect_prompt(PROMPT).answer(&code_b);
+    let out = login_b.finish();
+    out.assert_success();
+    assert_eq!(outbox.count(), 2);
+    let audit = check_audit(&env, &[code_a, code_b]);
+    audit_mentions(&audit, "alice", &svc_b);
+}
