@@ -96,10 +96,7 @@ impl Scratch {
     /// `extra` must not repeat [store], [audit], [[directory]] or [[provider]];
     /// the code key is created beside the store (otp.key).
     pub fn config(&self, extra: &str) -> PathBuf {
-        let text = format!(
-            "{extra}\n{}",
-            self.base_tables(true, true)
-        );
+        let text = format!("{extra}\n{}", self.base_tables(true, true));
         self.write("smsotp.toml", &text, 0o600)
     }
 
@@ -112,16 +109,22 @@ impl Scratch {
             "[audit]\nsyslog = false\nfile = \"{d}/audit.jsonl\"\n\n[store]\nkind = \"sqlite\"\npath = \"{d}/state.db\"\n\n"
         );
         if directory {
-            t.push_str(&format!("[[directory]]\nkind = \"file\"\npath = \"{d}/phones.toml\"\n\n"));
+            t.push_str(&format!(
+                "[[directory]]\nkind = \"file\"\npath = \"{d}/phones.toml\"\n\n"
+            ));
         }
         if provider {
-            t.push_str(&format!("[[provider]]\nkind = \"outbox\"\npath = \"{d}/outbox.jsonl\"\n\n"));
+            t.push_str(&format!(
+                "[[provider]]\nkind = \"outbox\"\npath = \"{d}/outbox.jsonl\"\n\n"
+            ));
         }
         t
     }
 
     pub fn outbox(&self) -> Outbox {
-        Outbox { path: self.path("outbox.jsonl") }
+        Outbox {
+            path: self.path("outbox.jsonl"),
+        }
     }
 }
 
@@ -147,7 +150,8 @@ pub fn extract_code(message: &str) -> Option<String> {
         .split(|c: char| !c.is_ascii_alphanumeric())
         .find(|w| {
             (6..=10).contains(&w.len())
-                && w.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+                && w.chars()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
                 && w.chars().any(|c| c.is_ascii_digit())
         })
         .map(str::to_owned)
@@ -168,14 +172,18 @@ impl Outbox {
             .map_while(Result::ok)
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
-                let v: serde_json::Value =
-                    serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad outbox line {l:?}: {e}"));
+                let v: serde_json::Value = serde_json::from_str(&l)
+                    .unwrap_or_else(|e| panic!("bad outbox line {l:?}: {e}"));
                 let s = |k: &str| {
                     v[k].as_str()
                         .unwrap_or_else(|| panic!("outbox line lacks {k}: {l}"))
                         .to_owned()
                 };
-                Sms { to: s("to"), message: s("message"), at: s("at") }
+                Sms {
+                    to: s("to"),
+                    message: s("message"),
+                    at: s("at"),
+                }
             })
             .collect()
     }
