@@ -8,13 +8,23 @@ use std::path::PathBuf;
 
 use crate::config::{ConfigError, DirectorySpec, Location};
 use crate::files::{self, FileRule};
-use crate::phone::{Phone, PhoneError};
+use crate::phone::{NumberCache, Phone, PhoneError};
 
 /// A number found for a user, and where it came from (for `user show` and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub phone: Phone,
     pub source: String,
+}
+
+/// A number as a directory holds it, not yet validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub raw: String,
+    /// "file /etc/smsotp/phones.toml", "gecos field 5".
+    pub source: String,
+    /// Where exactly, for error messages ("/etc/smsotp/phones.toml:2:7").
+    pub location: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +82,12 @@ impl Accounts for SystemAccounts {
 pub trait Directory {
     /// A short name for messages, e.g. "file /etc/smsotp/phones.toml".
     fn name(&self) -> String;
-    fn lookup(&self, user: &str) -> Result<Option<Found>, DirectoryError>;
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError>;
 }
 
 /// `alice = "+15550100123"` lines in a TOML file.
 pub struct FileDirectory {
     pub path: PathBuf,
-    pub default_region: Option<phonenumber::country::Id>,
 }
 
 impl Directory for FileDirectory {
@@ -86,7 +95,7 @@ impl Directory for FileDirectory {
         format!("file {}", self.path.display())
     }
 
-    fn lookup(&self, user: &str) -> Result<Option<Found>, DirectoryError> {
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
         let text = match files::read_checked(&self.path, FileRule::Data) {
             Ok(t) => t,
             // No file yet means nobody has a number here: not an error.
@@ -113,17 +122,11 @@ impl Directory for FileDirectory {
         let Some(raw) = table.get(user) else {
             return Ok(None);
         };
-        let phone = Phone::parse(raw.get_ref(), self.default_region).map_err(|error| {
-            let loc = location(&text, raw.span().start);
-            DirectoryError::BadNumber {
-                source_name: format!("{}:{}:{}", self.path.display(), loc.line, loc.column),
-                user: user.to_owned(),
-                error,
-            }
-        })?;
-        Ok(Some(Found {
-            phone,
+        let loc = location(&text, raw.span().start);
+        Ok(Some(Entry {
+            raw: raw.get_ref().clone(),
             source: self.name(),
+            location: format!("{}:{}:{}", self.path.display(), loc.line, loc.column),
         }))
     }
 }
@@ -140,7 +143,6 @@ fn location(text: &str, offset: usize) -> Location {
 pub struct GecosDirectory<A> {
     pub field: usize,
     pub accounts: A,
-    pub default_region: Option<phonenumber::country::Id>,
 }
 
 impl<A: Accounts> Directory for GecosDirectory<A> {
@@ -148,7 +150,7 @@ impl<A: Accounts> Directory for GecosDirectory<A> {
         format!("gecos field {}", self.field + 1)
     }
 
-    fn lookup(&self, user: &str) -> Result<Option<Found>, DirectoryError> {
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
         let gecos = self
             .accounts
             .gecos(user)
@@ -165,47 +167,52 @@ impl<A: Accounts> Directory for GecosDirectory<A> {
         else {
             return Ok(None);
         };
-        let phone =
-            Phone::parse(raw, self.default_region).map_err(|error| DirectoryError::BadNumber {
-                source_name: self.name(),
-                user: user.to_owned(),
-                error,
-            })?;
-        Ok(Some(Found {
-            phone,
+        Ok(Some(Entry {
+            raw: raw.to_owned(),
             source: self.name(),
+            location: self.name(),
         }))
     }
 }
 
 /// Builds the configured sources, in order.
-pub fn from_config(
-    specs: &[DirectorySpec],
-    default_region: Option<phonenumber::country::Id>,
-) -> Vec<Box<dyn Directory>> {
+pub fn from_config(specs: &[DirectorySpec]) -> Vec<Box<dyn Directory>> {
     specs
         .iter()
         .map(|s| -> Box<dyn Directory> {
             match s {
-                DirectorySpec::File { path } => Box::new(FileDirectory {
-                    path: path.clone(),
-                    default_region,
-                }),
+                DirectorySpec::File { path } => Box::new(FileDirectory { path: path.clone() }),
                 DirectorySpec::Gecos { field } => Box::new(GecosDirectory {
                     field: *field,
                     accounts: SystemAccounts,
-                    default_region,
                 }),
             }
         })
         .collect()
 }
 
-/// Asks each source in order; the first that knows the user answers.
-pub fn lookup(dirs: &[Box<dyn Directory>], user: &str) -> Result<Option<Found>, DirectoryError> {
+/// Asks each source in order; the first that knows the user answers, and
+/// its number is validated (through `cache`).
+pub fn lookup(
+    dirs: &[Box<dyn Directory>],
+    user: &str,
+    default_region: Option<phonenumber::country::Id>,
+    cache: &dyn NumberCache,
+) -> Result<Option<Found>, DirectoryError> {
     for d in dirs {
-        if let Some(found) = d.lookup(user)? {
-            return Ok(Some(found));
+        if let Some(entry) = d.lookup(user)? {
+            let phone =
+                Phone::parse_cached(&entry.raw, default_region, cache).map_err(|error| {
+                    DirectoryError::BadNumber {
+                        source_name: entry.location.clone(),
+                        user: user.to_owned(),
+                        error,
+                    }
+                })?;
+            return Ok(Some(Found {
+                phone,
+                source: entry.source,
+            }));
         }
     }
     Ok(None)
@@ -214,6 +221,7 @@ pub fn lookup(dirs: &[Box<dyn Directory>], user: &str) -> Result<Option<Found>, 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::phone::NoCache;
     use std::collections::HashMap;
     use std::os::unix::fs::PermissionsExt;
 
@@ -237,75 +245,55 @@ pub(crate) mod tests {
         p
     }
 
+    fn find(dirs: &[Box<dyn Directory>], user: &str) -> Result<Option<Found>, DirectoryError> {
+        lookup(dirs, user, Some(phonenumber::country::Id::DE), &NoCache)
+    }
+
+    fn file(path: PathBuf) -> Vec<Box<dyn Directory>> {
+        vec![Box::new(FileDirectory { path })]
+    }
+
     #[test]
     fn file_directory_finds_and_normalises() {
         let d = tempfile::tempdir().unwrap();
-        let path = phones_file(
-            d.path(),
-            "alice = \"+1 202 555 0143\"\nbob = \"030 1234567\"\n",
-            0o644,
-        );
-        let dir = FileDirectory {
-            path,
-            default_region: Some(phonenumber::country::Id::DE),
-        };
+        let text = "alice = \"+1 202 555 0143\"\nbob = \"030 1234567\"\n";
+        let dirs = file(phones_file(d.path(), text, 0o644));
         assert_eq!(
-            dir.lookup("alice").unwrap().unwrap().phone.e164(),
+            find(&dirs, "alice").unwrap().unwrap().phone.e164(),
             "+12025550143"
         );
         assert_eq!(
-            dir.lookup("bob").unwrap().unwrap().phone.e164(),
+            find(&dirs, "bob").unwrap().unwrap().phone.e164(),
             "+49301234567"
         );
-        assert!(dir.lookup("carol").unwrap().is_none());
+        assert!(find(&dirs, "carol").unwrap().is_none());
     }
 
     #[test]
     fn file_directory_errors_name_line_and_fix() {
         let d = tempfile::tempdir().unwrap();
-        let path = phones_file(
-            d.path(),
-            "alice = \"+1 202 555 0143\"\nbob = \"not a number\"\n",
-            0o644,
-        );
-        let dir = FileDirectory {
-            path: path.clone(),
-            default_region: None,
-        };
-        let e = dir.lookup("bob").unwrap_err().to_string();
+        let text = "alice = \"+1 202 555 0143\"\nbob = \"not a number\"\n";
+        let dirs = file(phones_file(d.path(), text, 0o644));
+        let e = find(&dirs, "bob").unwrap_err().to_string();
         assert!(e.contains("phones.toml:2:7"), "{e}");
         assert!(e.contains("international form"), "{e}");
         // A bad entry for bob does not lock alice out.
-        assert!(dir.lookup("alice").unwrap().is_some());
+        assert!(find(&dirs, "alice").unwrap().is_some());
 
-        let path = phones_file(d.path(), "alice = +1202\n", 0o644);
-        let e = FileDirectory {
-            path,
-            default_region: None,
-        }
-        .lookup("alice")
-        .unwrap_err()
-        .to_string();
+        let dirs = file(phones_file(d.path(), "alice = +1202\n", 0o644));
+        let e = find(&dirs, "alice").unwrap_err().to_string();
         assert!(e.contains("phones.toml:1:"), "{e}");
 
-        let path = phones_file(d.path(), "alice = \"+12025550143\"\n", 0o666);
-        let e = FileDirectory {
-            path,
-            default_region: None,
-        }
-        .lookup("alice")
-        .unwrap_err()
-        .to_string();
+        let dirs = file(phones_file(d.path(), "alice = \"+12025550143\"\n", 0o666));
+        let e = find(&dirs, "alice").unwrap_err().to_string();
         assert!(e.contains("writable by group or others"), "{e}");
     }
 
     #[test]
     fn missing_file_means_no_number() {
-        let dir = FileDirectory {
-            path: "/nonexistent/phones.toml".into(),
-            default_region: None,
-        };
-        assert!(dir.lookup("alice").unwrap().is_none());
+        assert!(find(&file("/nonexistent/phones.toml".into()), "alice")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -315,28 +303,18 @@ pub(crate) mod tests {
             .0
             .insert("alice".into(), ("Alice A,,,,+12025550143".into(), vec![]));
         accounts.0.insert("bob".into(), ("Bob,,,".into(), vec![]));
-        let gecos = GecosDirectory {
-            field: 4,
-            accounts,
-            default_region: None,
-        };
+        let gecos: Vec<Box<dyn Directory>> = vec![Box::new(GecosDirectory { field: 4, accounts })];
         assert_eq!(
-            gecos.lookup("alice").unwrap().unwrap().phone.e164(),
+            find(&gecos, "alice").unwrap().unwrap().phone.e164(),
             "+12025550143"
         );
-        assert!(gecos.lookup("bob").unwrap().is_none());
-        assert!(gecos.lookup("nobody").unwrap().is_none());
+        assert!(find(&gecos, "bob").unwrap().is_none());
+        assert!(find(&gecos, "nobody").unwrap().is_none());
 
         let d = tempfile::tempdir().unwrap();
-        let path = phones_file(d.path(), "alice = \"+12025550199\"\n", 0o644);
-        let dirs: Vec<Box<dyn Directory>> = vec![
-            Box::new(FileDirectory {
-                path,
-                default_region: None,
-            }),
-            Box::new(gecos),
-        ];
-        let found = lookup(&dirs, "alice").unwrap().unwrap();
+        let mut dirs = file(phones_file(d.path(), "alice = \"+12025550199\"\n", 0o644));
+        dirs.extend(gecos);
+        let found = find(&dirs, "alice").unwrap().unwrap();
         assert_eq!(found.phone.e164(), "+12025550199");
         assert!(found.source.starts_with("file "));
     }

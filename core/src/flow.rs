@@ -18,7 +18,7 @@ use crate::directory::{self, Accounts, Directory, DirectoryError, SystemAccounts
 use crate::otp::{self, ChallengeId, KeyError, OtpKey};
 use crate::random::{OsRandom, RandomError, RandomSource};
 use crate::sms::{self, ChainOutcome, Sms, SmsProvider};
-use crate::store::{ChallengeRecord, SendPermit, SqliteStore, Store, StoreError};
+use crate::store::{ChallengeRecord, SendPermit, SqliteStore, Store, StoreCache, StoreError};
 
 /// Who is logging in, to what, from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,8 @@ pub enum Reject {
     CountryNotAllowed,
     /// The challenge is unknown, used, or belongs to another user or service.
     UnknownChallenge,
+    /// Only empty answers while no new code could be sent.
+    NoCodeEntered,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +92,7 @@ impl Reason for Reject {
             Reject::SendRefused => "send_refused",
             Reject::CountryNotAllowed => "country_not_allowed",
             Reject::UnknownChallenge => "unknown_challenge",
+            Reject::NoCodeEntered => "no_code_entered",
         }
     }
 }
@@ -114,6 +117,7 @@ impl Reject {
                 "The code could not be sent to your number. Contact your administrator."
             }
             Reject::UnknownChallenge => "This login attempt is no longer valid. Start again.",
+            Reject::NoCodeEntered => "No code was entered.",
         }
     }
 }
@@ -168,6 +172,14 @@ impl Retry {
     /// Informational (not an error) messages.
     pub fn is_info(&self) -> bool {
         matches!(self, Retry::Resent { .. })
+    }
+
+    /// An empty answer that could not bring a new code.
+    pub fn is_idle(&self) -> bool {
+        matches!(
+            self,
+            Retry::Cooldown { .. } | Retry::NoResendsLeft | Retry::ResendLimited
+        )
     }
 }
 
@@ -260,7 +272,7 @@ impl Engine {
         let key = OtpKey::load_or_create(&cfg.otp.key_file, &OsRandom)?;
         let parts = Parts {
             store: Box::new(store),
-            directories: directory::from_config(&cfg.directories, cfg.phone.default_region),
+            directories: directory::from_config(&cfg.directories),
             providers: sms::from_config(&cfg.providers, system_clock),
             accounts: Box::new(SystemAccounts),
             clock: system_clock(),
@@ -398,7 +410,13 @@ impl Engine {
             .sms_per_user
             .window
             .max(self.cfg.limits.sms_global.window);
-        self.store.purge(now, keep)?;
+        // Housekeeping on about one login in 32: every query already
+        // ignores stale rows, so this only keeps the file small.
+        let mut dice = [0u8; 1];
+        self.rng.fill(&mut dice)?;
+        if dice[0] < 8 {
+            self.store.purge(now, keep)?;
+        }
         if self.store.locked_until(&ctx.user, now)?.is_some() {
             return Ok(Start::Done(self.finish(
                 ctx,
@@ -406,13 +424,23 @@ impl Engine {
                 None,
             )));
         }
-        let Some(found) = directory::lookup(&self.directories, &ctx.user)? else {
+        let Some(found) = directory::lookup(
+            &self.directories,
+            &ctx.user,
+            self.cfg.phone.default_region,
+            &StoreCache(&*self.store),
+        )?
+        else {
             let v = match policy.no_phone {
                 NoPhone::Allow => Verdict::Accept(Accept::NoPhoneAllowed),
                 NoPhone::Deny => Verdict::Reject(Reject::NoPhone),
             };
             return Ok(Start::Done(self.finish(ctx, v, None)));
         };
+        let mut e = self.event(ctx, "phone_found");
+        e.phone = Some(found.phone.masked());
+        e.detail = Some(format!("from {}", found.source));
+        self.log(Level::Debug, &e);
         let phone = found.phone;
         let masked = phone.masked();
         if !phone.allowed(&self.cfg.phone) {
@@ -703,7 +731,13 @@ impl Engine {
             return Ok(Answer::Retry(Retry::ResendLimited, self.info(&rec, now)));
         }
         // Phone lookup again: the number may have changed since.
-        let Some(found) = directory::lookup(&self.directories, &ctx.user)? else {
+        let Some(found) = directory::lookup(
+            &self.directories,
+            &ctx.user,
+            self.cfg.phone.default_region,
+            &StoreCache(&*self.store),
+        )?
+        else {
             return give_up(self, Reject::NoPhone);
         };
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
@@ -772,6 +806,10 @@ pub trait Conversation {
     fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
 }
 
+/// Consecutive empty answers that cannot bring a new code before the login
+/// ends.
+const MAX_IDLE_ANSWERS: u32 = 3;
+
 /// The prompt for the code.
 pub const CODE_PROMPT: &str = "SMS code: ";
 
@@ -794,6 +832,7 @@ pub fn run(
         .map_err(|e| conversation_failed(engine, ctx, &challenge.id, e))?;
     let otp = &engine.cfg.otp;
     let max_prompts = (otp.max_attempts.get() + 2) * (otp.resend_max + 1) + 5;
+    let mut idle = 0;
     for _ in 0..max_prompts {
         let input = conv
             .ask_secret(CODE_PROMPT)
@@ -804,6 +843,19 @@ pub fn run(
                 return Ok(v);
             }
             Answer::Retry(r, _) => {
+                // A client that only sends empty answers (or hit end of
+                // input) is not kept waiting for ever.
+                idle = if r.is_idle() { idle + 1 } else { 0 };
+                if idle > MAX_IDLE_ANSWERS {
+                    engine.abandon(ctx, &challenge.id, "only empty answers");
+                    let v = engine.finish(
+                        ctx,
+                        Verdict::Reject(Reject::NoCodeEntered),
+                        Some(&challenge.phone_masked),
+                    );
+                    tell_verdict(conv, &v);
+                    return Ok(v);
+                }
                 let msg = r.user_message();
                 let sent = if r.is_info() {
                     conv.info(&msg)

@@ -88,6 +88,52 @@ impl Phone {
     }
 }
 
+/// Remembers numbers already validated. Full validation builds the
+/// metadata of every country (about 100 ms), and sshd runs each login in a
+/// fresh process: without a cache every login would pay it.
+pub trait NumberCache {
+    /// The E.164 form and region of `key`, if validated before.
+    fn get(&self, key: &str) -> Option<(String, Option<String>)>;
+    fn put(&self, key: &str, e164: &str, region: Option<&str>);
+}
+
+/// A cache that remembers nothing.
+pub struct NoCache;
+
+impl NumberCache for NoCache {
+    fn get(&self, _key: &str) -> Option<(String, Option<String>)> {
+        None
+    }
+    fn put(&self, _key: &str, _e164: &str, _region: Option<&str>) {}
+}
+
+impl Phone {
+    /// [`Phone::parse`], remembering the result in `cache`. Only valid
+    /// numbers are cached; the key includes this build's version (and so its
+    /// numbering metadata) and the default region.
+    pub fn parse_cached(
+        text: &str,
+        default_region: Option<Id>,
+        cache: &dyn NumberCache,
+    ) -> Result<Phone, PhoneError> {
+        let key = format!(
+            "v1|{}|{}|{}",
+            env!("CARGO_PKG_VERSION"),
+            default_region.as_ref().map_or("", |r| r.as_ref()),
+            text.trim()
+        );
+        if let Some((e164, region)) = cache.get(&key) {
+            return Ok(Phone {
+                e164,
+                region: region.and_then(|r| r.parse().ok()),
+            });
+        }
+        let phone = Phone::parse(text, default_region)?;
+        cache.put(&key, &phone.e164, phone.region.as_ref().map(|r| r.as_ref()));
+        Ok(phone)
+    }
+}
+
 /// Six stars and the last four digits, whatever the input.
 pub fn mask_raw(text: &str) -> String {
     let digits: Vec<char> = text.chars().filter(char::is_ascii_digit).collect();
@@ -148,6 +194,34 @@ mod tests {
         // Errors mask the number too.
         let e = Phone::parse("+1 123 4567", None).unwrap_err().to_string();
         assert!(!e.contains("123 4567"), "{e}");
+    }
+
+    #[test]
+    fn cache_is_used_and_filled() {
+        use std::cell::RefCell;
+        use std::collections::HashMap;
+        #[derive(Default)]
+        struct Memory(RefCell<HashMap<String, (String, Option<String>)>>);
+        impl NumberCache for Memory {
+            fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+                self.0.borrow().get(key).cloned()
+            }
+            fn put(&self, key: &str, e164: &str, region: Option<&str>) {
+                self.0
+                    .borrow_mut()
+                    .insert(key.into(), (e164.into(), region.map(Into::into)));
+            }
+        }
+        let cache = Memory::default();
+        let p = Phone::parse_cached("030 1234567", Some(Id::DE), &cache).unwrap();
+        assert_eq!(p.e164(), "+49301234567");
+        assert_eq!(cache.0.borrow().len(), 1);
+        let again = Phone::parse_cached("030 1234567", Some(Id::DE), &cache).unwrap();
+        assert_eq!(again, p);
+        assert_eq!(again.region(), Some(Id::DE));
+        // Another default region is another key.
+        assert!(Phone::parse_cached("030 1234567", None, &cache).is_err());
+        assert_eq!(cache.0.borrow().len(), 1, "invalid numbers are not cached");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::clock::{ms, Millis};
 use crate::config::Rate;
 use crate::otp::ChallengeId;
+use crate::phone::NumberCache;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -113,6 +114,22 @@ pub trait Store {
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError>;
     /// Forgets expired challenges and send records older than `keep`.
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError>;
+    /// A validated phone number remembered under `key`.
+    fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
+    fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError>;
+}
+
+/// The store as the cache of validated numbers. A failing cache is only
+/// slower, never wrong, so its errors are ignored.
+pub struct StoreCache<'a>(pub &'a dyn Store);
+
+impl NumberCache for StoreCache<'_> {
+    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+        self.0.cached_number(key).ok().flatten()
+    }
+    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
+        let _ = self.0.cache_number(key, e164, region);
+    }
 }
 
 /// SQLite in WAL mode with a busy timeout.
@@ -141,6 +158,11 @@ CREATE TABLE IF NOT EXISTS sms_sent (
 );
 CREATE INDEX IF NOT EXISTS sms_sent_at ON sms_sent(at);
 CREATE INDEX IF NOT EXISTS sms_sent_user ON sms_sent(user, at);
+CREATE TABLE IF NOT EXISTS number_cache (
+    key    TEXT PRIMARY KEY,
+    e164   TEXT NOT NULL,
+    region TEXT
+);
 CREATE TABLE IF NOT EXISTS failure (
     user         TEXT PRIMARY KEY,
     count        INTEGER NOT NULL,
@@ -196,6 +218,25 @@ impl SqliteStore {
         s.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| s.err(e))?;
+        if s.path != ":memory:" {
+            // Each sshd login is a short-lived process. By default the last
+            // connection to close checkpoints and deletes the WAL (several
+            // fsyncs per login); keep the WAL and let SQLite's automatic
+            // checkpoints (every 1000 pages) do that work instead.
+            s.conn
+                .set_db_config(
+                    rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                    true,
+                )
+                .map_err(|e| s.err(e))?;
+            let mut persist: std::os::raw::c_int = 1;
+            s.conn
+                .file_control(
+                    Some(rusqlite::MAIN_DB),
+                    rusqlite::FileControl::PersistWal(&mut persist),
+                )
+                .map_err(|e| s.err(e))?;
+        }
         s.conn.execute_batch(SCHEMA).map_err(|e| s.err(e))?;
         Ok(s)
     }
@@ -461,6 +502,27 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT e164, region FROM number_cache WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO number_cache (key, e164, region) VALUES (?1, ?2, ?3)",
+                params![key, e164, region],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute("DELETE FROM challenge WHERE expires_at <= ?1", [now])?;
@@ -472,6 +534,19 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn number_cache_round_trip() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let cache = StoreCache(&s);
+        assert_eq!(cache.get("k"), None);
+        cache.put("k", "+12025550143", Some("US"));
+        cache.put("k", "+12025550143", Some("US"));
+        assert_eq!(
+            cache.get("k"),
+            Some(("+12025550143".into(), Some("US".into())))
+        );
+    }
+
     use super::*;
     use std::num::NonZeroU32;
 
