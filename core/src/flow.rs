@@ -780,6 +780,16 @@ impl Engine {
         ))
     }
 
+    /// The newest pending challenge of this user for this service, if any
+    /// (for front ends that cannot carry the challenge id between rounds).
+    pub fn pending(&self, ctx: &LoginContext) -> Result<Option<ChallengeInfo>, FlowError> {
+        let now = self.now();
+        Ok(self
+            .store
+            .latest_challenge(&ctx.user, &ctx.service, now)?
+            .map(|rec| self.info(&rec, now)))
+    }
+
     /// The user went away in the middle: forget the challenge.
     pub fn abandon(&self, ctx: &LoginContext, id: &ChallengeId, why: &str) {
         let _ = self.store.delete_challenge(id);

@@ -95,6 +95,14 @@ pub trait Store {
     ) -> Result<SendPermit, StoreError>;
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError>;
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
+    /// The newest challenge of `user` for `service` that has not expired at
+    /// `now` (RADIUS append mode, where no State links the two requests).
+    fn latest_challenge(
+        &self,
+        user: &str,
+        service: &str,
+        now: Millis,
+    ) -> Result<Option<ChallengeRecord>, StoreError>;
     /// Replaces the code of a challenge (a resend). False if it is gone.
     fn replace_code(
         &self,
@@ -152,6 +160,7 @@ CREATE TABLE IF NOT EXISTS challenge (
     resends_used  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS challenge_expires ON challenge(expires_at);
+CREATE INDEX IF NOT EXISTS challenge_user ON challenge(user, service, created_at);
 CREATE TABLE IF NOT EXISTS sms_sent (
     user TEXT NOT NULL,
     at   INTEGER NOT NULL
@@ -435,6 +444,25 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn latest_challenge(
+        &self,
+        user: &str,
+        service: &str,
+        now: Millis,
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, user, service, code_mac, phone_masked, created_at, sent_at,
+                        expires_at, attempts_left, resends_used
+                 FROM challenge WHERE user = ?1 AND service = ?2 AND expires_at > ?3
+                 ORDER BY created_at DESC LIMIT 1",
+                params![user, service, now],
+                row_to_challenge,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     fn replace_code(
         &self,
         id: &ChallengeId,
@@ -707,6 +735,27 @@ mod tests {
             .collect();
         let granted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(granted, 10);
+    }
+
+    #[test]
+    fn latest_challenge_is_per_user_and_service_and_unexpired() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let mut a = record(5, "alice");
+        s.insert_challenge(&a).unwrap();
+        a.id = ChallengeId([6; 16]);
+        a.created_at += 10;
+        s.insert_challenge(&a).unwrap();
+        let got = s.latest_challenge("alice", "sshd", 2_000).unwrap().unwrap();
+        assert_eq!(got.id, ChallengeId([6; 16]));
+        assert!(s
+            .latest_challenge("alice", "sudo", 2_000)
+            .unwrap()
+            .is_none());
+        assert!(s.latest_challenge("bob", "sshd", 2_000).unwrap().is_none());
+        assert!(s
+            .latest_challenge("alice", "sshd", a.expires_at)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
