@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [build|demo|test|bench]   (default: test)
 set -euo pipefail
 what=${1:-test}
-pkgs=(libpam0g-dev pkg-config)
+pkgs=(libpam0g-dev libclang-dev pkg-config)
 case "$what" in
   build) ;;
   demo) pkgs+=(pamtester libpam-wrapper python3) ;;

@@ -51,8 +51,11 @@ impl Event {
             }
         };
         kv("event", self.event);
-        kv("user", &self.user);
-        kv("service", &self.service);
+        // Server-level events (start, reload) concern no login.
+        if !self.user.is_empty() || !self.service.is_empty() {
+            kv("user", &self.user);
+            kv("service", &self.service);
+        }
         if let Some(v) = &self.rhost {
             kv("rhost", v);
         }
@@ -137,6 +140,29 @@ impl AuditSink for SyslogSink {
                 Level::Debug => logger.debug(line),
             };
         }
+    }
+}
+
+/// One line per event on standard error, for daemons whose stderr goes to
+/// the journal.
+pub struct StderrSink {
+    pub ident: String,
+    pub debug: bool,
+}
+
+impl AuditSink for StderrSink {
+    fn record(&self, level: Level, _at: Millis, event: &Event) {
+        if level == Level::Debug && !self.debug {
+            return;
+        }
+        let tag = match level {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+            Level::Debug => "debug",
+        };
+        let line = format!("{}: {tag}: {}\n", self.ident, event.to_line());
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
 

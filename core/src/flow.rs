@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::audit::{Audit, AuditSink, Event, FileSink, Level, SyslogSink};
+use crate::audit::{Audit, AuditSink, Event, FileSink, Level, StderrSink, SyslogSink};
 use crate::clock::{ms, Clock, Millis, SystemClock};
 use crate::config::{Config, MessageValues, NoPhone, ProviderDown, StoreSpec};
 use crate::directory::{self, Accounts, Directory, DirectoryError, SystemAccounts};
@@ -242,6 +242,8 @@ pub struct LogOptions {
     pub ident: String,
     /// Also log debug events.
     pub debug: bool,
+    /// Also write every event to standard error (daemons).
+    pub stderr: bool,
 }
 
 fn system_clock() -> Box<dyn Clock> {
@@ -253,6 +255,12 @@ pub fn audit_from_config(cfg: &Config, log: &LogOptions) -> Audit {
     let mut sinks: Vec<Box<dyn AuditSink>> = Vec::new();
     if cfg.audit.syslog {
         sinks.push(Box::new(SyslogSink::new(&log.ident, log.debug)));
+    }
+    if log.stderr {
+        sinks.push(Box::new(StderrSink {
+            ident: log.ident.clone(),
+            debug: log.debug,
+        }));
     }
     if let Some(path) = &cfg.audit.file {
         sinks.push(Box::new(FileSink {
@@ -319,6 +327,17 @@ impl Engine {
 
     fn log(&self, level: Level, e: &Event) {
         self.audit.record(level, self.now(), e);
+    }
+
+    /// Records an event of the front end's own (e.g. a RADIUS password
+    /// check) in the same audit trail.
+    pub fn record(&self, level: Level, e: &Event) {
+        self.log(level, e);
+    }
+
+    /// An event about this login, to fill in and [`Engine::record`].
+    pub fn event_for(&self, ctx: &LoginContext, event: &'static str) -> Event {
+        self.event(ctx, event)
     }
 
     /// Logs a final verdict and returns it.

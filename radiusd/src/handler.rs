@@ -1,0 +1,232 @@
+//! One Access-Request in, one decision out. No sockets, no secrets, no
+//! duplicate cache: those belong to the server loop. The login rules are
+//! the core's ([`Engine::start`], [`Engine::answer`]); this module only
+//! translates between packets and those calls, in one match per outcome.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use smsotp_core::audit::Level;
+use smsotp_core::config::ClientMode;
+use smsotp_core::flow::{Answer, ChallengeInfo, Retry, Start, Verdict};
+use smsotp_core::otp::ChallengeId;
+use smsotp_core::{Engine, LoginContext};
+
+use crate::primary::PrimaryAuth;
+use crate::wire::{Request, RequestCode};
+
+/// What to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept {
+        message: Option<String>,
+    },
+    Reject {
+        message: Option<String>,
+    },
+    Challenge {
+        state: [u8; 16],
+        message: String,
+        session_timeout: u32,
+    },
+}
+
+/// The NAS a request came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub name: String,
+    pub mode: ClientMode,
+}
+
+/// Message when the service itself failed (store unreadable, …).
+const UNAVAILABLE: &str = "SMS login is not available right now. Contact your administrator.";
+
+/// Decides the answer to one request.
+pub fn handle(
+    engine: &Engine,
+    primary: &dyn PrimaryAuth,
+    client: &ClientInfo,
+    req: &Request,
+    from: IpAddr,
+) -> Decision {
+    if req.code == RequestCode::StatusServer {
+        return Decision::Accept { message: None };
+    }
+    let Some(user) = req
+        .user_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| valid_user(u))
+    else {
+        return Decision::Reject { message: None };
+    };
+    let ctx = LoginContext {
+        user: user.to_owned(),
+        service: format!("radius:{}", client.name),
+        rhost: req
+            .calling_station_id
+            .clone()
+            .or_else(|| Some(req.nas_ip_address.unwrap_or(from).to_string())),
+    };
+    let password: &[u8] = req.user_password.as_deref().map_or(&[], |p| p.as_slice());
+    let result = match (&req.state, client.mode) {
+        (Some(state), _) => answer_state(engine, &ctx, state, password),
+        (None, ClientMode::Challenge) => first_round(engine, primary, &ctx, password),
+        (None, ClientMode::Append) => append(engine, primary, &ctx, password),
+    };
+    result.unwrap_or_else(|e| {
+        engine.log_error(&ctx, &e);
+        Decision::Reject {
+            message: Some(UNAVAILABLE.into()),
+        }
+    })
+}
+
+/// A user name worth looking up: printable, no path or field separators.
+fn valid_user(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 256 && !u.chars().any(|c| c.is_control() || c == ':' || c == '/')
+}
+
+type Flow<T> = Result<T, smsotp_core::flow::FlowError>;
+
+/// Checks the password; a failure is logged and rejected without a hint
+/// whether the user exists.
+fn password_ok(
+    engine: &Engine,
+    primary: &dyn PrimaryAuth,
+    ctx: &LoginContext,
+    password: &[u8],
+) -> bool {
+    match primary.check(&ctx.user, password) {
+        Ok(true) => true,
+        Ok(false) => {
+            let mut e = engine.event_for(ctx, "reject");
+            e.outcome = Some("failure");
+            e.reason = Some("bad_password");
+            engine.record(Level::Info, &e);
+            false
+        }
+        Err(msg) => {
+            let mut e = engine.event_for(ctx, "error");
+            e.outcome = Some("failure");
+            e.detail = Some(msg);
+            engine.record(Level::Error, &e);
+            false
+        }
+    }
+}
+
+fn first_round(
+    engine: &Engine,
+    primary: &dyn PrimaryAuth,
+    ctx: &LoginContext,
+    password: &[u8],
+) -> Flow<Decision> {
+    if !password_ok(engine, primary, ctx, password) {
+        return Ok(Decision::Reject { message: None });
+    }
+    Ok(match engine.start(ctx)? {
+        Start::Challenge(info) => challenge(
+            &info,
+            format!(
+                "Code sent to {}. {}",
+                info.phone_masked,
+                tries(info.attempts_left)
+            ),
+        ),
+        Start::Done(v) => verdict(v),
+    })
+}
+
+fn answer_state(engine: &Engine, ctx: &LoginContext, state: &[u8], code: &[u8]) -> Flow<Decision> {
+    let Ok(id) = <[u8; 16]>::try_from(state) else {
+        // Not a State we ever sent: same answer as an unknown one.
+        let mut e = engine.event_for(ctx, "reject");
+        e.outcome = Some("failure");
+        e.reason = Some("unknown_challenge");
+        engine.record(Level::Info, &e);
+        return Ok(Decision::Reject { message: None });
+    };
+    let code = String::from_utf8_lossy(code);
+    Ok(match engine.answer(ctx, &ChallengeId(id), &code)? {
+        Answer::Done(v) => verdict(v),
+        Answer::Retry(r, info) => challenge(&info, retry_message(&r, &info)),
+    })
+}
+
+/// For NASes that cannot do challenges: the password alone sends a code
+/// and is rejected ("Code sent"); password followed by the code logs in.
+fn append(
+    engine: &Engine,
+    primary: &dyn PrimaryAuth,
+    ctx: &LoginContext,
+    field: &[u8],
+) -> Flow<Decision> {
+    let code_len = engine.cfg.otp.length;
+    if let Some(pending) = engine.pending(ctx)? {
+        if field.len() >= code_len && (field.len() > code_len || !primary.checks_password()) {
+            let (password, code) = field.split_at(field.len() - code_len);
+            if password_ok(engine, primary, ctx, password) {
+                let code = String::from_utf8_lossy(code);
+                return Ok(match engine.answer(ctx, &pending.id, &code)? {
+                    Answer::Done(v) => verdict(v),
+                    Answer::Retry(r, info) => Decision::Reject {
+                        message: Some(format!("{} {}", retry_message(&r, &info), APPEND_HINT)),
+                    },
+                });
+            }
+            // Perhaps the whole field is the password (a fresh attempt):
+            // fall through, checking it as such.
+        }
+    }
+    if !password_ok(engine, primary, ctx, field) {
+        return Ok(Decision::Reject { message: None });
+    }
+    Ok(match engine.start(ctx)? {
+        Start::Challenge(info) => Decision::Reject {
+            message: Some(format!("Code sent to {}. {APPEND_HINT}", info.phone_masked)),
+        },
+        Start::Done(v) => verdict(v),
+    })
+}
+
+const APPEND_HINT: &str = "Log in again with your password followed by the code.";
+
+fn tries(n: u32) -> String {
+    if n == 1 {
+        "1 try left.".into()
+    } else {
+        format!("{n} tries left.")
+    }
+}
+
+fn retry_message(r: &Retry, _info: &ChallengeInfo) -> String {
+    r.user_message()
+}
+
+fn challenge(info: &ChallengeInfo, message: String) -> Decision {
+    // Session-Timeout: how long the NAS should wait for the answer, which is
+    // the code's remaining life (at least one second).
+    let secs = info.expires_in.max(Duration::from_secs(1)).as_secs();
+    Decision::Challenge {
+        state: info.id.0,
+        message,
+        session_timeout: u32::try_from(secs).unwrap_or(u32::MAX),
+    }
+}
+
+/// The one mapping from a core verdict to a RADIUS decision.
+fn verdict(v: Verdict) -> Decision {
+    match v {
+        Verdict::Accept(_) => Decision::Accept { message: None },
+        // Exempt users have passed the first factor (ours or the NAS's).
+        Verdict::NotApplicable(_) => Decision::Accept { message: None },
+        Verdict::Reject(r) => Decision::Reject {
+            message: Some(r.user_message().to_owned()),
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+mod tests;

@@ -1,0 +1,13 @@
+//! smsotp-radiusd: the RADIUS front end of smsotp.
+//!
+//! Three layers, kept apart: [`server`] owns sockets, secrets, the
+//! duplicate cache ([`dedup`]), workers, reload and shutdown; [`wire`]
+//! decodes and checks packets (bounds, Message-Authenticator) and encodes
+//! replies; [`handler`] turns one decoded request into a decision by
+//! calling the core's login flow, with the first factor from [`primary`].
+
+pub mod dedup;
+pub mod handler;
+pub mod primary;
+pub mod server;
+pub mod wire;

@@ -1,0 +1,584 @@
+//! The socket side: one receiver thread per listening socket, a pool of
+//! worker threads each with its own [`Engine`] (and so its own store
+//! connection), the duplicate cache, reload and shutdown.
+//!
+//! A datagram goes: client lookup by source address (unknown: dropped, with
+//! a rate-limited log line) → decode and Message-Authenticator check with
+//! that client's secret (bad: dropped, logged) → duplicate cache (a
+//! retransmit gets the cached reply, or nothing while the first copy is in
+//! flight) → a worker runs [`handler::handle`] → the reply is encoded,
+//! cached and sent. Only requests that pass the checks reach the cache, so
+//! forged packets cannot fill it or pin a key.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use smsotp_core::audit::{AuditSink, Event, FileSink, Level, StderrSink, SyslogSink};
+use smsotp_core::config::{Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings};
+use smsotp_core::files;
+use smsotp_core::flow::LogOptions;
+use smsotp_core::Engine;
+use zeroize::Zeroizing;
+
+use crate::dedup::{DedupCache, DedupKey, Seen};
+use crate::handler::{self, ClientInfo, Decision};
+use crate::primary::{NoPrimary, PamPrimary, PrimaryAuth};
+use crate::wire::{self, DecodeOptions, Reply, ReplyCode, Request};
+
+pub const IDENT: &str = "smsotp-radiusd";
+/// RFC 5080: a retransmit within this window gets the cached reply.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(30);
+const DEDUP_MAX: usize = 65_536;
+/// Requests waiting for a worker; beyond this, new requests are dropped
+/// (the NAS retransmits) rather than queued without bound.
+const QUEUE: usize = 4096;
+
+/// A NAS with its secret.
+pub struct Client {
+    pub spec: RadiusClient,
+    pub secret: Zeroizing<Vec<u8>>,
+}
+
+/// One generation of configuration: what a reload replaces as a whole.
+pub struct Runtime {
+    pub config: Config,
+    pub radius: RadiusSettings,
+    pub clients: Vec<Client>,
+    pub primary: Box<dyn PrimaryAuth>,
+    pub generation: u64,
+    pub debug: bool,
+}
+
+impl Runtime {
+    /// Loads and checks the config and every client secret. Returns the
+    /// runtime and warnings worth printing.
+    pub fn load(
+        path: &Path,
+        generation: u64,
+        debug: bool,
+    ) -> Result<(Runtime, Vec<String>), String> {
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let Some(radius) = config.radius.clone() else {
+            return Err(format!(
+                "{}: no [radius] table; add one with at least one [[radius.client]] (see README)",
+                path.display()
+            ));
+        };
+        if radius.clients.is_empty() {
+            return Err(format!(
+                "{}: no [[radius.client]]; add one for each NAS (name, address, secret_file)",
+                path.display()
+            ));
+        }
+        let mut warnings = Vec::new();
+        let mut clients = Vec::new();
+        for spec in &radius.clients {
+            let secret = files::read_secret(&spec.secret_file)
+                .map_err(|e| format!("radius client \"{}\": secret_file {e}", spec.name))?;
+            if secret.is_empty() {
+                return Err(format!(
+                    "radius client \"{}\": secret_file {} is empty; put the shared secret in it",
+                    spec.name,
+                    spec.secret_file.display()
+                ));
+            }
+            if secret.len() < 12 {
+                warnings.push(format!(
+                    "radius client \"{}\": the shared secret is only {} bytes; use at least 16 random characters",
+                    spec.name,
+                    secret.len()
+                ));
+            }
+            if !spec.require_message_authenticator {
+                warnings.push(format!(
+                    "radius client \"{}\": Message-Authenticator is not required (limit_proxy_state on); \
+                     configure the NAS to send it and remove require_message_authenticator = false",
+                    spec.name
+                ));
+            }
+            clients.push(Client {
+                spec: spec.clone(),
+                secret: Zeroizing::new(secret.as_bytes().to_vec()),
+            });
+        }
+        let primary: Box<dyn PrimaryAuth> = match &radius.primary {
+            PrimarySpec::None => Box::new(NoPrimary),
+            PrimarySpec::Pam { service } => Box::new(PamPrimary {
+                service: service.clone(),
+            }),
+        };
+        Ok((
+            Runtime {
+                config,
+                radius,
+                clients,
+                primary,
+                generation,
+                debug,
+            },
+            warnings,
+        ))
+    }
+
+    fn client_for(&self, ip: IpAddr) -> Option<&Client> {
+        let spec = self.radius.client_for(ip)?;
+        self.clients.iter().find(|c| c.spec.name == spec.name)
+    }
+
+    fn log_options(&self) -> LogOptions {
+        LogOptions {
+            ident: IDENT.into(),
+            debug: self.debug,
+            stderr: true,
+        }
+    }
+
+    /// Logs a server-level event (not about a login decision) to the same
+    /// places the engine logs to.
+    pub fn log(&self, level: Level, event: &Event) {
+        let now = smsotp_core::clock::Clock::now_ms(&smsotp_core::clock::SystemClock);
+        StderrSink {
+            ident: IDENT.into(),
+            debug: self.debug,
+        }
+        .record(level, now, event);
+        if self.config.audit.syslog {
+            SyslogSink::new(IDENT, self.debug).record(level, now, event);
+        }
+        if let Some(path) = &self.config.audit.file {
+            FileSink {
+                path: path.clone(),
+                debug: self.debug,
+            }
+            .record(level, now, event);
+        }
+    }
+}
+
+fn event(name: &'static str, detail: String) -> Event {
+    Event {
+        event: name,
+        detail: Some(detail),
+        ..Event::default()
+    }
+}
+
+/// At most `per_minute` lines a minute; the rest are counted and reported
+/// with the next line that gets through.
+struct LogLimiter {
+    window_start: Instant,
+    lines: u32,
+    suppressed: u64,
+    per_minute: u32,
+}
+
+impl LogLimiter {
+    fn new(per_minute: u32) -> Self {
+        LogLimiter {
+            window_start: Instant::now(),
+            lines: 0,
+            suppressed: 0,
+            per_minute,
+        }
+    }
+
+    /// `Some(suppressed so far)` if this line may be written.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if now.duration_since(self.window_start) >= Duration::from_secs(60) {
+            self.window_start = now;
+            self.lines = 0;
+        }
+        if self.lines < self.per_minute {
+            self.lines += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+struct Job {
+    runtime: Arc<Runtime>,
+    client: usize,
+    request: Request,
+    key: DedupKey,
+    from: SocketAddr,
+    socket: Arc<UdpSocket>,
+}
+
+/// Shared by every thread.
+struct Shared {
+    runtime: RwLock<Arc<Runtime>>,
+    dedup: Mutex<DedupCache>,
+    stop: AtomicBool,
+    unknown_log: Mutex<LogLimiter>,
+    bad_log: Mutex<LogLimiter>,
+    handled: AtomicU64,
+}
+
+impl Shared {
+    fn runtime(&self) -> Arc<Runtime> {
+        match self.runtime.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn dedup(&self) -> std::sync::MutexGuard<'_, DedupCache> {
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Binds a UDP socket; IPv6 sockets are IPv6-only so `0.0.0.0:1812` and
+/// `[::]:1812` can both be listed.
+pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Bursts of requests (a VPN concentrator after a restart) should queue
+    // in the kernel rather than be dropped.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    let s: UdpSocket = s.into();
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(s)
+}
+
+/// Signals the server reacts to, set by handlers (see main).
+pub struct Signals {
+    pub terminate: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
+}
+
+/// Runs until `signals.terminate`; reloads on `signals.reload`.
+pub fn run(
+    config_path: PathBuf,
+    sockets: Vec<UdpSocket>,
+    runtime: Runtime,
+    signals: Signals,
+) -> std::io::Result<()> {
+    let workers = runtime.radius.workers;
+    let shared = Arc::new(Shared {
+        runtime: RwLock::new(Arc::new(runtime)),
+        dedup: Mutex::new(DedupCache::new(DEDUP_WINDOW, DEDUP_MAX)),
+        stop: AtomicBool::new(false),
+        unknown_log: Mutex::new(LogLimiter::new(20)),
+        bad_log: Mutex::new(LogLimiter::new(60)),
+        handled: AtomicU64::new(0),
+    });
+    let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+
+    let mut worker_threads = Vec::new();
+    for i in 0..workers {
+        let rx = rx.clone();
+        let shared = shared.clone();
+        worker_threads.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker(&shared, &rx))?,
+        );
+    }
+    let mut receivers: Vec<JoinHandle<()>> = Vec::new();
+    for sock in sockets {
+        let sock = Arc::new(sock);
+        let shared = shared.clone();
+        let tx = tx.clone();
+        receivers.push(
+            std::thread::Builder::new()
+                .name(format!("recv-{}", sock.local_addr()?))
+                .spawn(move || receiver(&shared, &sock, &tx))?,
+        );
+    }
+    drop(tx);
+
+    while !signals.terminate.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            reload(&shared, &config_path);
+        }
+    }
+    let rt = shared.runtime();
+    rt.log(
+        Level::Info,
+        &event("stopping", "finishing requests in flight".into()),
+    );
+    shared.stop.store(true, Ordering::Relaxed);
+    for r in receivers {
+        let _ = r.join();
+    }
+    // The receivers held the only senders: workers drain the queue and end.
+    for w in worker_threads {
+        let _ = w.join();
+    }
+    rt.log(
+        Level::Info,
+        &event(
+            "stopped",
+            format!(
+                "{} requests handled",
+                shared.handled.load(Ordering::Relaxed)
+            ),
+        ),
+    );
+    Ok(())
+}
+
+fn reload(shared: &Shared, path: &Path) {
+    let old = shared.runtime();
+    match Runtime::load(path, old.generation + 1, old.debug) {
+        Ok((new, warnings)) => {
+            for w in warnings {
+                new.log(Level::Warning, &event("config_warning", w));
+            }
+            if new.radius.listen != old.radius.listen {
+                new.log(
+                    Level::Warning,
+                    &event(
+                        "reload",
+                        "radius.listen changed: restart the server to listen on the new addresses"
+                            .into(),
+                    ),
+                );
+            }
+            new.log(
+                Level::Info,
+                &event("reloaded", format!("configuration from {}", path.display())),
+            );
+            if let Ok(mut w) = shared.runtime.write() {
+                *w = Arc::new(new);
+            }
+        }
+        Err(e) => old.log(
+            Level::Error,
+            &event(
+                "reload_failed",
+                format!("reload failed: {e}; still running the previous configuration"),
+            ),
+        ),
+    }
+}
+
+fn receiver(shared: &Shared, sock: &Arc<UdpSocket>, tx: &SyncSender<Job>) {
+    // One byte more than the largest legal packet, to see oversized ones.
+    let mut buf = vec![0u8; wire::MAX_PACKET + 1];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                shared
+                    .runtime()
+                    .log(Level::Error, &event("socket_error", e.to_string()));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let rt = shared.runtime();
+        let Some((index, client)) = rt.client_for(from.ip()).and_then(|c| {
+            rt.clients
+                .iter()
+                .position(|x| std::ptr::eq(x, c))
+                .map(|i| (i, c))
+        }) else {
+            let admitted = shared
+                .unknown_log
+                .lock()
+                .ok()
+                .and_then(|mut l| l.admit(Instant::now()));
+            if let Some(suppressed) = admitted {
+                rt.log(
+                    Level::Warning,
+                    &event(
+                        "unknown_client",
+                        format!("dropped a packet from {from}: no [[radius.client]] matches ({suppressed} more not logged)"),
+                    ),
+                );
+            }
+            continue;
+        };
+        let opts = DecodeOptions {
+            require_message_authenticator: client.spec.require_message_authenticator,
+            limit_proxy_state: client.spec.limit_proxy_state,
+        };
+        let decoded = if n > wire::MAX_PACKET {
+            Err(wire::WireError::Malformed(format!(
+                "datagram of {n}+ bytes exceeds {}",
+                wire::MAX_PACKET
+            )))
+        } else {
+            wire::decode_request(&buf[..n], &client.secret, opts)
+        };
+        let request = match decoded {
+            Ok(r) => r,
+            Err(e) => {
+                let admitted = shared
+                    .bad_log
+                    .lock()
+                    .ok()
+                    .and_then(|mut l| l.admit(Instant::now()));
+                if let Some(suppressed) = admitted {
+                    rt.log(
+                        Level::Warning,
+                        &event(
+                            "dropped",
+                            format!(
+                                "client {} ({from}): {e}; packet dropped ({suppressed} more not logged)",
+                                client.spec.name
+                            ),
+                        ),
+                    );
+                }
+                continue;
+            }
+        };
+        let key = DedupKey {
+            client: from,
+            identifier: request.identifier,
+            authenticator: request.authenticator,
+        };
+        match shared.dedup().check(key, Instant::now()) {
+            Seen::New => {}
+            Seen::InFlight => continue,
+            Seen::Done(reply) => {
+                let _ = sock.send_to(&reply, from);
+                continue;
+            }
+        }
+        let job = Job {
+            runtime: rt.clone(),
+            client: index,
+            request,
+            key,
+            from,
+            socket: sock.clone(),
+        };
+        match tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => {
+                shared.dedup().forget(&job.key);
+                let admitted = shared
+                    .bad_log
+                    .lock()
+                    .ok()
+                    .and_then(|mut l| l.admit(Instant::now()));
+                if admitted.is_some() {
+                    rt.log(
+                        Level::Warning,
+                        &event(
+                            "overload",
+                            format!("queue full; dropped a request from {from}"),
+                        ),
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+fn worker(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
+    let mut engine: Option<(u64, Engine)> = None;
+    loop {
+        let job = {
+            let Ok(guard) = rx.lock() else { return };
+            match guard.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        let rt = &job.runtime;
+        if engine.as_ref().map(|(g, _)| *g) != Some(rt.generation) {
+            engine = match Engine::open(rt.config.clone(), &rt.log_options()) {
+                Ok(e) => Some((rt.generation, e)),
+                Err(e) => {
+                    rt.log(
+                        Level::Error,
+                        &event("unavailable", format!("cannot open the engine: {e}")),
+                    );
+                    None
+                }
+            };
+        }
+        let client = &rt.clients[job.client];
+        let decision = match &engine {
+            Some((_, e)) => {
+                let info = ClientInfo {
+                    name: client.spec.name.clone(),
+                    mode: client.spec.mode,
+                };
+                catch_unwind(AssertUnwindSafe(|| {
+                    handler::handle(e, &*rt.primary, &info, &job.request, job.from.ip())
+                }))
+                .unwrap_or_else(|_| {
+                    rt.log(
+                        Level::Error,
+                        &event(
+                            "panic",
+                            "internal error while handling a request; rejected".into(),
+                        ),
+                    );
+                    Decision::Reject { message: None }
+                })
+            }
+            None => Decision::Reject {
+                message: Some("SMS login is not available right now.".into()),
+            },
+        };
+        let reply = to_reply(decision);
+        let bytes = wire::encode_reply(&job.request, &reply, &client.secret);
+        shared
+            .dedup()
+            .complete(job.key, bytes.clone(), Instant::now());
+        let _ = job.socket.send_to(&bytes, job.from);
+        shared.handled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The wire form of a decision.
+fn to_reply(d: Decision) -> Reply {
+    match d {
+        Decision::Accept { message } => Reply {
+            code: Some(ReplyCode::Accept),
+            reply_message: message,
+            ..Reply::default()
+        },
+        Decision::Reject { message } => Reply {
+            code: Some(ReplyCode::Reject),
+            reply_message: message,
+            ..Reply::default()
+        },
+        Decision::Challenge {
+            state,
+            message,
+            session_timeout,
+        } => Reply {
+            code: Some(ReplyCode::Challenge),
+            reply_message: Some(message),
+            state: Some(state.to_vec()),
+            session_timeout: Some(session_timeout),
+        },
+    }
+}
