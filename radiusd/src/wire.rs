@@ -1544,6 +1544,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn sixty_four_byte_secret_and_long_password_work() {
+        // Secrets longer than the 16-byte MD5 block and the HMAC block
+        // boundary, and a password of several 16-byte blocks.
+        let secret: Vec<u8> = (0..64u8).map(|i| b'!' + (i % 90)).collect();
+        let auth = ra(21);
+        let password = b"correct horse battery staple, and more";
+        let hidden = hide_password(password, &secret, &auth);
+        let p = packet(1, 9, auth, &[(1, b"dave"), (2, &hidden)], true, &secret);
+        let req = decode_request(&p, &secret, STRICT).expect("decodes");
+        assert_eq!(
+            req.user_password.as_deref().map(|v| v.as_slice()),
+            Some(&password[..])
+        );
+        let bytes = encode_reply(&req, &decided(ReplyCode::Accept), &secret);
+        assert_reply_signed(&bytes, &req.authenticator, &secret);
+        assert!(radius::core::packet::Packet::is_authentic_response(
+            &bytes, &p, &secret
+        ));
+    }
+
     // ---- no panics on arbitrary input ---------------------------------
 
     /// xorshift64*: deterministic, no dependency.
