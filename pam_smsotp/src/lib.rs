@@ -182,6 +182,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let log = LogOptions {
         ident: IDENT.into(),
         debug: args.debug,
+        stderr: false,
     };
     let engine = match flow::open_from_path(&args.config, &log) {
         Ok(e) => e,
