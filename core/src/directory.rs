@@ -3,7 +3,8 @@
 //! user wins; a source that fails makes the lookup fail (closed), so a
 //! broken file never silently falls through to another number.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::config::{ConfigError, DirectorySpec, Location};
@@ -88,6 +89,75 @@ pub trait Directory {
 /// `alice = "+15550100123"` lines in a TOML file.
 pub struct FileDirectory {
     pub path: PathBuf,
+    /// The parsed file, kept while the file does not change: a server
+    /// looks numbers up thousands of times a second, and a phone list can
+    /// have thousands of lines.
+    cache: RefCell<Option<Parsed>>,
+}
+
+struct Parsed {
+    stamp: Stamp,
+    entries: HashMap<String, Entry>,
+}
+
+/// Identity and version of a file: any edit changes one of these.
+#[derive(PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+impl FileDirectory {
+    pub fn new(path: PathBuf) -> Self {
+        FileDirectory {
+            path,
+            cache: RefCell::new(None),
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<HashMap<String, Entry>, DirectoryError> {
+        let table: BTreeMap<String, toml::Spanned<String>> = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            ConfigError::Invalid {
+                path: self.path.clone(),
+                location: location(text, at),
+                key: "(phone list)".into(),
+                message: format!(
+                    "{}; each line must look like: alice = \"+12025550123\"",
+                    e.message().trim_end()
+                ),
+            }
+        })?;
+        let source = self.name();
+        Ok(table
+            .into_iter()
+            .map(|(user, raw)| {
+                let loc = location(text, raw.span().start);
+                let entry = Entry {
+                    raw: raw.into_inner(),
+                    source: source.clone(),
+                    location: format!("{}:{}:{}", self.path.display(), loc.line, loc.column),
+                };
+                (user, entry)
+            })
+            .collect())
+    }
 }
 
 impl Directory for FileDirectory {
@@ -96,9 +166,29 @@ impl Directory for FileDirectory {
     }
 
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            // No file yet means nobody has a number here: not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.cache.replace(None);
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(ConfigError::from(files::FileError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+                .into())
+            }
+        };
+        // Ownership and mode are checked on every lookup, cached or not.
+        files::check(&self.path, &meta, FileRule::Data).map_err(ConfigError::from)?;
+        let stamp = Stamp::of(&meta);
+        if let Some(p) = self.cache.borrow().as_ref().filter(|p| p.stamp == stamp) {
+            return Ok(p.entries.get(user).cloned());
+        }
         let text = match files::read_checked(&self.path, FileRule::Data) {
             Ok(t) => t,
-            // No file yet means nobody has a number here: not an error.
             Err(files::FileError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -106,28 +196,10 @@ impl Directory for FileDirectory {
             }
             Err(e) => return Err(ConfigError::from(e).into()),
         };
-        let table: BTreeMap<String, toml::Spanned<String>> =
-            toml::from_str(&text).map_err(|e| {
-                let at = e.span().map_or(0, |s| s.start);
-                ConfigError::Invalid {
-                    path: self.path.clone(),
-                    location: location(&text, at),
-                    key: "(phone list)".into(),
-                    message: format!(
-                        "{}; each line must look like: alice = \"+15550100123\"",
-                        e.message().trim_end()
-                    ),
-                }
-            })?;
-        let Some(raw) = table.get(user) else {
-            return Ok(None);
-        };
-        let loc = location(&text, raw.span().start);
-        Ok(Some(Entry {
-            raw: raw.get_ref().clone(),
-            source: self.name(),
-            location: format!("{}:{}:{}", self.path.display(), loc.line, loc.column),
-        }))
+        let entries = self.parse(&text)?;
+        let found = entries.get(user).cloned();
+        self.cache.replace(Some(Parsed { stamp, entries }));
+        Ok(found)
     }
 }
 
@@ -181,7 +253,7 @@ pub fn from_config(specs: &[DirectorySpec]) -> Vec<Box<dyn Directory>> {
         .iter()
         .map(|s| -> Box<dyn Directory> {
             match s {
-                DirectorySpec::File { path } => Box::new(FileDirectory { path: path.clone() }),
+                DirectorySpec::File { path } => Box::new(FileDirectory::new(path.clone())),
                 DirectorySpec::Gecos { field } => Box::new(GecosDirectory {
                     field: *field,
                     accounts: SystemAccounts,
@@ -250,7 +322,7 @@ pub(crate) mod tests {
     }
 
     fn file(path: PathBuf) -> Vec<Box<dyn Directory>> {
-        vec![Box::new(FileDirectory { path })]
+        vec![Box::new(FileDirectory::new(path))]
     }
 
     #[test]
@@ -287,6 +359,33 @@ pub(crate) mod tests {
         let dirs = file(phones_file(d.path(), "alice = \"+12025550143\"\n", 0o666));
         let e = find(&dirs, "alice").unwrap_err().to_string();
         assert!(e.contains("writable by group or others"), "{e}");
+    }
+
+    #[test]
+    fn edits_are_seen_despite_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let path = phones_file(d.path(), "alice = \"+12025550143\"\n", 0o644);
+        let dirs = file(path.clone());
+        assert_eq!(
+            find(&dirs, "alice").unwrap().unwrap().phone.e164(),
+            "+12025550143"
+        );
+        assert!(find(&dirs, "bob").unwrap().is_none());
+        phones_file(
+            d.path(),
+            "alice = \"+12025550199\"\nbob = \"+12025550100\"\n",
+            0o644,
+        );
+        assert_eq!(
+            find(&dirs, "alice").unwrap().unwrap().phone.e164(),
+            "+12025550199"
+        );
+        assert!(find(&dirs, "bob").unwrap().is_some());
+        // A mode change is caught even when the contents are unchanged.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(find(&dirs, "alice").is_err());
+        std::fs::remove_file(&path).unwrap();
+        assert!(find(&dirs, "alice").unwrap().is_none());
     }
 
     #[test]

@@ -183,6 +183,16 @@ impl Retry {
     }
 }
 
+/// What an answer that comes after the code expired gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Say so and offer a new code (an interactive prompt: PAM).
+    OfferNew,
+    /// Refuse and end the challenge (RADIUS: the NAS gave up on it at
+    /// Session-Timeout, and an old State must not come back to life).
+    Reject,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Done(Verdict),
@@ -277,9 +287,19 @@ impl Engine {
     pub fn open(cfg: Config, log: &LogOptions) -> Result<Engine, FlowError> {
         let StoreSpec::Sqlite { path, busy_timeout } = &cfg.store;
         let store = SqliteStore::open(path, *busy_timeout)?;
+        Engine::open_with_store(cfg, log, Box::new(store))
+    }
+
+    /// [`Engine::open`] with a store the caller opened (a server shares one
+    /// between its threads).
+    pub fn open_with_store(
+        cfg: Config,
+        log: &LogOptions,
+        store: Box<dyn Store>,
+    ) -> Result<Engine, FlowError> {
         let key = OtpKey::load_or_create(&cfg.otp.key_file, &OsRandom)?;
         let parts = Parts {
-            store: Box::new(store),
+            store,
             directories: directory::from_config(&cfg.directories),
             providers: sms::from_config(&cfg.providers, system_clock),
             accounts: Box::new(SystemAccounts),
@@ -469,29 +489,6 @@ impl Engine {
                 Some(&masked),
             )));
         }
-        match self.store.reserve_sms(
-            &ctx.user,
-            now,
-            self.cfg.limits.sms_per_user,
-            self.cfg.limits.sms_global,
-        )? {
-            SendPermit::Granted => {}
-            limit => {
-                let mut e = self.event(ctx, "rate_limit");
-                e.detail = Some(match limit {
-                    SendPermit::GlobalLimit => {
-                        format!("global limit {} reached", self.cfg.limits.sms_global)
-                    }
-                    _ => format!("per-user limit {} reached", self.cfg.limits.sms_per_user),
-                });
-                self.log(Level::Warning, &e);
-                return Ok(Start::Done(self.finish(
-                    ctx,
-                    Verdict::Reject(Reject::RateLimited),
-                    Some(&masked),
-                )));
-            }
-        }
         let id = ChallengeId::random(&*self.rng)?;
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
         let ttl = self.cfg.otp.ttl;
@@ -507,9 +504,32 @@ impl Engine {
             attempts_left: self.cfg.otp.max_attempts.get(),
             resends_used: 0,
         };
-        // Stored before it is sent: a store that cannot take it fails the
-        // login before anyone receives a code that could never work.
-        self.store.insert_challenge(&rec)?;
+        // The SMS is counted against the limits and the challenge stored in
+        // one transaction, before anything is sent: a store that cannot take
+        // it fails the login before anyone receives a code that could never
+        // work.
+        let limits = &self.cfg.limits;
+        match self
+            .store
+            .start_challenge(&rec, limits.sms_per_user, limits.sms_global)?
+        {
+            SendPermit::Granted => {}
+            limit => {
+                let mut e = self.event(ctx, "rate_limit");
+                e.detail = Some(match limit {
+                    SendPermit::GlobalLimit => {
+                        format!("global limit {} reached", limits.sms_global)
+                    }
+                    _ => format!("per-user limit {} reached", limits.sms_per_user),
+                });
+                self.log(Level::Warning, &e);
+                return Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::Reject(Reject::RateLimited),
+                    Some(&masked),
+                )));
+            }
+        }
         match self.deliver(ctx, &phone, code.as_str(), "sent") {
             None => Ok(Start::Challenge(self.info(&rec, now))),
             Some(v) => {
@@ -596,6 +616,17 @@ impl Engine {
         id: &ChallengeId,
         input: &str,
     ) -> Result<Answer, FlowError> {
+        self.answer_with(ctx, id, input, Expired::OfferNew)
+    }
+
+    /// [`Engine::answer`], choosing what an answer after expiry gets.
+    pub fn answer_with(
+        &self,
+        ctx: &LoginContext,
+        id: &ChallengeId,
+        input: &str,
+        expired: Expired,
+    ) -> Result<Answer, FlowError> {
         let now = self.now();
         let Some(rec) = self.store.challenge(id)? else {
             return Ok(Answer::Done(self.finish(
@@ -627,6 +658,14 @@ impl Engine {
                 Some(&masked),
             )));
         }
+        if expired == Expired::Reject && now >= rec.expires_at {
+            self.store.delete_challenge(id)?;
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::Expired),
+                Some(&masked),
+            )));
+        }
         if input.trim().is_empty() {
             return self.resend(ctx, rec, now);
         }
@@ -648,8 +687,7 @@ impl Engine {
         if matches {
             // Deleting the row is what makes the code single-use: of two
             // concurrent right answers, exactly one deletes it.
-            if self.store.consume(id, &rec.code_mac)? {
-                self.store.clear_failures(&ctx.user)?;
+            if self.store.consume(id, &rec.code_mac, &ctx.user)? {
                 return Ok(Answer::Done(self.finish(
                     ctx,
                     Verdict::Accept(Accept::CodeVerified),

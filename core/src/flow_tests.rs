@@ -69,7 +69,7 @@ fn harness_with(extra_toml: &str, providers: Vec<Box<dyn SmsProvider>>) -> Harne
         .insert("svc".into(), (String::new(), vec!["svc-backup".into()]));
     let parts = Parts {
         store: Box::new(SqliteStore::open_in_memory().unwrap()),
-        directories: vec![Box::new(FileDirectory { path: phones })],
+        directories: vec![Box::new(FileDirectory::new(phones))],
         providers,
         accounts: Box::new(accounts),
         clock: Box::new(SharedClock(clock.clone())),
@@ -266,6 +266,28 @@ fn expired_code_offers_a_new_one() {
         h.answer(&c, &ch, &new),
         Answer::Done(Verdict::Accept(Accept::CodeVerified))
     );
+}
+
+#[test]
+fn strict_expiry_rejects_even_with_resends_left() {
+    let h = harness("[otp]\nttl = \"30s\"\nresend = { max = 2, cooldown = \"0s\" }\n");
+    let c = ctx("alice", "radius:vpn");
+    let ch = h.start(&c);
+    let code = h.last_code();
+    h.clock.advance(Duration::from_secs(30));
+    for input in [code.as_str(), ""] {
+        let a = h
+            .engine
+            .answer_with(&c, &ch.id, input, Expired::Reject)
+            .unwrap();
+        let want = if input.is_empty() {
+            Reject::UnknownChallenge
+        } else {
+            Reject::Expired
+        };
+        assert_eq!(a, Answer::Done(Verdict::Reject(want)), "{input:?}");
+    }
+    assert_eq!(h.sent_count(), 1);
 }
 
 #[test]

@@ -26,6 +26,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("state store {path}: its layout version {found} is newer than this smsotp understands ({supported}); upgrade smsotp, or move the file away to start afresh")]
+    Layout {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
     #[error("state store {path}: cannot create its directory: {source}")]
     Dir {
         path: String,
@@ -94,6 +100,14 @@ pub trait Store {
         global: Rate,
     ) -> Result<SendPermit, StoreError>;
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError>;
+    /// [`Store::reserve_sms`] and, if granted, [`Store::insert_challenge`],
+    /// in one transaction.
+    fn start_challenge(
+        &self,
+        c: &ChallengeRecord,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError>;
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
     /// The newest challenge of `user` for `service` that has not expired at
     /// `now` (RADIUS append mode, where no State links the two requests).
@@ -116,9 +130,15 @@ pub trait Store {
     /// Counts a wrong code against the challenge; returns the tries left
     /// (the challenge is deleted at zero), or `None` if it is gone.
     fn wrong_attempt(&self, id: &ChallengeId) -> Result<Option<u32>, StoreError>;
-    /// Deletes the challenge if its code MAC is still `code_mac`: true for
-    /// exactly one caller, which makes each code single-use.
-    fn consume(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Deletes the challenge if its code MAC is still `code_mac` and, if so,
+    /// clears `user`'s failure count, in one transaction: true for exactly
+    /// one caller, which makes each code single-use.
+    fn consume(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+    ) -> Result<bool, StoreError>;
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError>;
     /// Forgets expired challenges and send records older than `keep`.
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError>;
@@ -146,9 +166,15 @@ pub struct SqliteStore {
     path: String,
 }
 
+/// The layout version, in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Tables are `WITHOUT ROWID` and carry few indexes: every page a write
+/// touches is copied into the WAL, so fewer B-trees means less I/O per
+/// login.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS challenge (
-    id            TEXT PRIMARY KEY,
+    id            BLOB PRIMARY KEY,
     user          TEXT NOT NULL,
     service       TEXT NOT NULL,
     code_mac      BLOB NOT NULL,
@@ -158,25 +184,30 @@ CREATE TABLE IF NOT EXISTS challenge (
     expires_at    INTEGER NOT NULL,
     attempts_left INTEGER NOT NULL,
     resends_used  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS challenge_expires ON challenge(expires_at);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS challenge_user ON challenge(user, service, created_at);
 CREATE TABLE IF NOT EXISTS sms_sent (
     user TEXT NOT NULL,
-    at   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sms_sent_at ON sms_sent(at);
-CREATE INDEX IF NOT EXISTS sms_sent_user ON sms_sent(user, at);
+    at   INTEGER NOT NULL,
+    n    INTEGER NOT NULL,
+    PRIMARY KEY (user, at)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sms_global (
+    size   INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    count  INTEGER NOT NULL,
+    PRIMARY KEY (size, bucket)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS number_cache (
     key    TEXT PRIMARY KEY,
     e164   TEXT NOT NULL,
     region TEXT
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS failure (
     user         TEXT PRIMARY KEY,
     count        INTEGER NOT NULL,
     locked_until INTEGER
-);
+) WITHOUT ROWID;
 ";
 
 impl SqliteStore {
@@ -218,6 +249,11 @@ impl SqliteStore {
     fn init(conn: Connection, path: String, busy_timeout: Duration) -> Result<Self, StoreError> {
         let s = SqliteStore { conn, path };
         s.conn.busy_timeout(busy_timeout).map_err(|e| s.err(e))?;
+        // Small pages: rows are ~150 bytes, and every page a commit touches
+        // is written whole to the WAL. Only takes effect on a new file.
+        s.conn
+            .pragma_update(None, "page_size", 1024)
+            .map_err(|e| s.err(e))?;
         // WAL lets readers and one writer proceed together; NORMAL sync is
         // durable across process crashes, which is what matters here.
         s.conn
@@ -246,8 +282,42 @@ impl SqliteStore {
                 )
                 .map_err(|e| s.err(e))?;
         }
-        s.conn.execute_batch(SCHEMA).map_err(|e| s.err(e))?;
+        s.migrate()?;
         Ok(s)
+    }
+
+    /// Creates the tables, or replaces those of an older layout. The store
+    /// holds only short-lived state (pending codes, send windows, failure
+    /// counts, a cache), so an older layout is rebuilt rather than migrated.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Layout {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        self.write(|tx| {
+            // Another process may have done it meanwhile.
+            let v: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if v == SCHEMA_VERSION {
+                return Ok(());
+            }
+            tx.execute_batch(
+                "DROP TABLE IF EXISTS challenge; DROP TABLE IF EXISTS sms_sent;
+                 DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;
+                 DROP TABLE IF EXISTS failure;",
+            )?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        })
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -273,14 +343,14 @@ impl SqliteStore {
 }
 
 fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRecord> {
-    let id: String = r.get(0)?;
+    let id: Vec<u8> = r.get(0)?;
     let mac: Vec<u8> = r.get(3)?;
     let mut code_mac = [0u8; 32];
     if mac.len() == 32 {
         code_mac.copy_from_slice(&mac);
     }
     Ok(ChallengeRecord {
-        id: ChallengeId::from_hex(&id).unwrap_or(ChallengeId([0; 16])),
+        id: ChallengeId(<[u8; 16]>::try_from(id.as_slice()).unwrap_or([0; 16])),
         user: r.get(1)?,
         service: r.get(2)?,
         code_mac,
@@ -293,18 +363,83 @@ fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRecord> 
     })
 }
 
+const SELECT_CHALLENGE: &str =
+    "SELECT id, user, service, code_mac, phone_masked, created_at, sent_at,
+        expires_at, attempts_left, resends_used FROM challenge";
+
+/// Global sends are counted in 60 buckets per window rather than row by
+/// row: a busy host's count stays a sum over at most 61 rows.
+fn global_bucket_ms(window: Duration) -> Millis {
+    (ms(window) / 60).max(1000)
+}
+
+fn count_user_sends(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    since: Millis,
+) -> rusqlite::Result<u32> {
+    tx.prepare_cached("SELECT COALESCE(SUM(n), 0) FROM sms_sent WHERE user = ?1 AND at > ?2")?
+        .query_row(params![user, since], |r| r.get(0))
+}
+
+/// The checks and bookkeeping of one SMS, inside a write transaction.
+fn reserve_in(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    now: Millis,
+    per_user: Rate,
+    global: Rate,
+) -> rusqlite::Result<SendPermit> {
+    if count_user_sends(tx, user, now - ms(per_user.window))? >= per_user.count.get() {
+        return Ok(SendPermit::UserLimit);
+    }
+    let size = global_bucket_ms(global.window);
+    let oldest = (now - ms(global.window)) / size;
+    let n_all: u32 = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(count), 0) FROM sms_global WHERE size = ?1 AND bucket > ?2",
+        )?
+        .query_row(params![size, oldest], |r| r.get(0))?;
+    if n_all >= global.count.get() {
+        return Ok(SendPermit::GlobalLimit);
+    }
+    tx.prepare_cached(
+        "INSERT INTO sms_sent (user, at, n) VALUES (?1, ?2, 1)
+         ON CONFLICT(user, at) DO UPDATE SET n = n + 1",
+    )?
+    .execute(params![user, now])?;
+    tx.prepare_cached(
+        "INSERT INTO sms_global (size, bucket, count) VALUES (?1, ?2, 1)
+         ON CONFLICT(size, bucket) DO UPDATE SET count = count + 1",
+    )?
+    .execute(params![size, now / size])?;
+    Ok(SendPermit::Granted)
+}
+
+fn insert_in(conn: &Connection, c: &ChallengeRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO challenge (id, user, service, code_mac, phone_masked, created_at,
+           sent_at, expires_at, attempts_left, resends_used)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        &c.id.0[..],
+        c.user,
+        c.service,
+        &c.code_mac[..],
+        c.phone_masked,
+        c.created_at,
+        c.sent_at,
+        c.expires_at,
+        c.attempts_left,
+        c.resends_used
+    ])
+    .map(drop)
+}
+
 impl Store for SqliteStore {
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
-        let until: Option<Option<Millis>> = self
-            .conn
-            .query_row(
-                "SELECT locked_until FROM failure WHERE user = ?1",
-                [user],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(until.flatten().filter(|&u| u > now))
+        Ok(self.failures(user, now)?.locked_until)
     }
 
     fn record_failure(
@@ -316,11 +451,8 @@ impl Store for SqliteStore {
     ) -> Result<FailureState, StoreError> {
         self.write(|tx| {
             let prev: Option<(u32, Option<Millis>)> = tx
-                .query_row(
-                    "SELECT count, locked_until FROM failure WHERE user = ?1",
-                    [user],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .prepare_cached("SELECT count, locked_until FROM failure WHERE user = ?1")?
+                .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             // A lockout that has ended starts a fresh count.
             let count = match prev {
@@ -333,11 +465,11 @@ impl Store for SqliteStore {
             } else {
                 None
             };
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO failure (user, count, locked_until) VALUES (?1, ?2, ?3)
                  ON CONFLICT(user) DO UPDATE SET count = ?2, locked_until = ?3",
-                params![user, count, locked_until],
-            )?;
+            )?
+            .execute(params![user, count, locked_until])?;
             Ok(FailureState {
                 count,
                 locked_until,
@@ -347,7 +479,8 @@ impl Store for SqliteStore {
 
     fn clear_failures(&self, user: &str) -> Result<(), StoreError> {
         self.conn
-            .execute("DELETE FROM failure WHERE user = ?1", [user])
+            .prepare_cached("DELETE FROM failure WHERE user = ?1")
+            .and_then(|mut st| st.execute([user]))
             .map(drop)
             .map_err(|e| self.err(e))
     }
@@ -359,12 +492,11 @@ impl Store for SqliteStore {
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
         let row: Option<(u32, Option<Millis>)> = self
             .conn
-            .query_row(
-                "SELECT count, locked_until FROM failure WHERE user = ?1",
-                [user],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            .prepare_cached("SELECT count, locked_until FROM failure WHERE user = ?1")
+            .and_then(|mut st| {
+                st.query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(|e| self.err(e))?;
         Ok(match row {
             None => FailureState::default(),
@@ -382,65 +514,32 @@ impl Store for SqliteStore {
         per_user: Rate,
         global: Rate,
     ) -> Result<SendPermit, StoreError> {
-        self.write(|tx| {
-            let user_since = now - ms(per_user.window);
-            let n_user: u32 = tx.query_row(
-                "SELECT COUNT(*) FROM sms_sent WHERE user = ?1 AND at > ?2",
-                params![user, user_since],
-                |r| r.get(0),
-            )?;
-            if n_user >= per_user.count.get() {
-                return Ok(SendPermit::UserLimit);
-            }
-            let n_all: u32 = tx.query_row(
-                "SELECT COUNT(*) FROM sms_sent WHERE at > ?1",
-                [now - ms(global.window)],
-                |r| r.get(0),
-            )?;
-            if n_all >= global.count.get() {
-                return Ok(SendPermit::GlobalLimit);
-            }
-            tx.execute(
-                "INSERT INTO sms_sent (user, at) VALUES (?1, ?2)",
-                params![user, now],
-            )?;
-            Ok(SendPermit::Granted)
-        })
+        self.write(|tx| reserve_in(tx, user, now, per_user, global))
     }
 
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO challenge (id, user, service, code_mac, phone_masked, created_at,
-                   sent_at, expires_at, attempts_left, resends_used)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    c.id.to_hex(),
-                    c.user,
-                    c.service,
-                    &c.code_mac[..],
-                    c.phone_masked,
-                    c.created_at,
-                    c.sent_at,
-                    c.expires_at,
-                    c.attempts_left,
-                    c.resends_used
-                ],
-            )
-            .map(drop)
-            .map_err(|e| self.err(e))
+        insert_in(&self.conn, c).map_err(|e| self.err(e))
+    }
+
+    fn start_challenge(
+        &self,
+        c: &ChallengeRecord,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        self.write(|tx| {
+            let permit = reserve_in(tx, &c.user, c.created_at, per_user, global)?;
+            if permit == SendPermit::Granted {
+                insert_in(tx, c)?;
+            }
+            Ok(permit)
+        })
     }
 
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT id, user, service, code_mac, phone_masked, created_at, sent_at,
-                        expires_at, attempts_left, resends_used
-                 FROM challenge WHERE id = ?1",
-                [id.to_hex()],
-                row_to_challenge,
-            )
-            .optional()
+            .prepare_cached(&format!("{SELECT_CHALLENGE} WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([&id.0[..]], row_to_challenge).optional())
             .map_err(|e| self.err(e))
     }
 
@@ -451,15 +550,14 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Option<ChallengeRecord>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT id, user, service, code_mac, phone_masked, created_at, sent_at,
-                        expires_at, attempts_left, resends_used
-                 FROM challenge WHERE user = ?1 AND service = ?2 AND expires_at > ?3
-                 ORDER BY created_at DESC LIMIT 1",
-                params![user, service, now],
-                row_to_challenge,
-            )
-            .optional()
+            .prepare_cached(&format!(
+                "{SELECT_CHALLENGE} WHERE user = ?1 AND service = ?2 AND expires_at > ?3
+                 ORDER BY created_at DESC LIMIT 1"
+            ))
+            .and_then(|mut st| {
+                st.query_row(params![user, service, now], row_to_challenge)
+                    .optional()
+            })
             .map_err(|e| self.err(e))
     }
 
@@ -473,80 +571,86 @@ impl Store for SqliteStore {
         resends_used: u32,
     ) -> Result<bool, StoreError> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "UPDATE challenge SET code_mac = ?2, sent_at = ?3, expires_at = ?4,
                    attempts_left = ?5, resends_used = ?6 WHERE id = ?1",
-                params![
-                    id.to_hex(),
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    &id.0[..],
                     &code_mac[..],
                     sent_at,
                     expires_at,
                     attempts_left,
                     resends_used
-                ],
-            )
+                ])
+            })
             .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
 
     fn wrong_attempt(&self, id: &ChallengeId) -> Result<Option<u32>, StoreError> {
-        let hex = id.to_hex();
+        let hex = &id.0[..];
         self.write(|tx| {
             let left: Option<u32> = tx
-                .query_row(
-                    "SELECT attempts_left FROM challenge WHERE id = ?1",
-                    [&hex],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT attempts_left FROM challenge WHERE id = ?1")?
+                .query_row([hex], |r| r.get(0))
                 .optional()?;
             let Some(left) = left else { return Ok(None) };
             let left = left.saturating_sub(1);
             if left == 0 {
-                tx.execute("DELETE FROM challenge WHERE id = ?1", [&hex])?;
+                tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                    .execute([hex])?;
             } else {
-                tx.execute(
-                    "UPDATE challenge SET attempts_left = ?2 WHERE id = ?1",
-                    params![hex, left],
-                )?;
+                tx.prepare_cached("UPDATE challenge SET attempts_left = ?2 WHERE id = ?1")?
+                    .execute(params![hex, left])?;
             }
             Ok(Some(left))
         })
     }
 
-    fn consume(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError> {
-        self.conn
-            .execute(
-                "DELETE FROM challenge WHERE id = ?1 AND code_mac = ?2",
-                params![id.to_hex(), &code_mac[..]],
-            )
-            .map(|n| n == 1)
-            .map_err(|e| self.err(e))
+    fn consume(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM challenge WHERE id = ?1 AND code_mac = ?2")?
+                .execute(params![&id.0[..], &code_mac[..]])?;
+            if n == 1 {
+                tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                    .execute([user])?;
+            }
+            Ok(n == 1)
+        })
     }
 
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
         self.conn
-            .execute("DELETE FROM challenge WHERE id = ?1", [id.to_hex()])
+            .prepare_cached("DELETE FROM challenge WHERE id = ?1")
+            .and_then(|mut st| st.execute([&id.0[..]]))
             .map(drop)
             .map_err(|e| self.err(e))
     }
 
     fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT e164, region FROM number_cache WHERE key = ?1",
-                [key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            .prepare_cached("SELECT e164, region FROM number_cache WHERE key = ?1")
+            .and_then(|mut st| {
+                st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(|e| self.err(e))
     }
 
     fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO number_cache (key, e164, region) VALUES (?1, ?2, ?3)",
-                params![key, e164, region],
             )
+            .and_then(|mut st| st.execute(params![key, e164, region]))
             .map(drop)
             .map_err(|e| self.err(e))
     }
@@ -555,8 +659,129 @@ impl Store for SqliteStore {
         self.write(|tx| {
             tx.execute("DELETE FROM challenge WHERE expires_at <= ?1", [now])?;
             tx.execute("DELETE FROM sms_sent WHERE at <= ?1", [now - ms(keep)])?;
+            // Buckets hold their start / size; anything older than `keep`
+            // (the longest window) counts for nothing.
+            tx.execute(
+                "DELETE FROM sms_global WHERE (bucket + 1) * size <= ?1",
+                [now - ms(keep)],
+            )?;
             Ok(())
         })
+    }
+}
+
+/// One store shared by the threads of a long-running server: a single
+/// connection behind a mutex. SQLite would serialise the writers anyway;
+/// one connection spares them its busy-wait sleeps.
+#[derive(Clone)]
+pub struct SharedStore(pub std::sync::Arc<std::sync::Mutex<SqliteStore>>);
+
+impl SharedStore {
+    pub fn new(store: SqliteStore) -> Self {
+        SharedStore(std::sync::Arc::new(std::sync::Mutex::new(store)))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&SqliteStore) -> T) -> T {
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+}
+
+impl Store for SharedStore {
+    fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+        self.with(|s| s.locked_until(user, now))
+    }
+    fn record_failure(
+        &self,
+        user: &str,
+        now: Millis,
+        after: u32,
+        lockout: Duration,
+    ) -> Result<FailureState, StoreError> {
+        self.with(|s| s.record_failure(user, now, after, lockout))
+    }
+    fn clear_failures(&self, user: &str) -> Result<(), StoreError> {
+        self.with(|s| s.clear_failures(user))
+    }
+    fn unlock(&self, user: &str) -> Result<(), StoreError> {
+        self.with(|s| s.unlock(user))
+    }
+    fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
+        self.with(|s| s.failures(user, now))
+    }
+    fn reserve_sms(
+        &self,
+        user: &str,
+        now: Millis,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        self.with(|s| s.reserve_sms(user, now, per_user, global))
+    }
+    fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
+        self.with(|s| s.insert_challenge(c))
+    }
+    fn start_challenge(
+        &self,
+        c: &ChallengeRecord,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        self.with(|s| s.start_challenge(c, per_user, global))
+    }
+    fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
+        self.with(|s| s.challenge(id))
+    }
+    fn latest_challenge(
+        &self,
+        user: &str,
+        service: &str,
+        now: Millis,
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
+        self.with(|s| s.latest_challenge(user, service, now))
+    }
+    fn replace_code(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+        resends_used: u32,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| {
+            s.replace_code(
+                id,
+                code_mac,
+                sent_at,
+                expires_at,
+                attempts_left,
+                resends_used,
+            )
+        })
+    }
+    fn wrong_attempt(&self, id: &ChallengeId) -> Result<Option<u32>, StoreError> {
+        self.with(|s| s.wrong_attempt(id))
+    }
+    fn consume(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| s.consume(id, code_mac, user))
+    }
+    fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
+        self.with(|s| s.delete_challenge(id))
+    }
+    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
+        self.with(|s| s.purge(now, keep))
+    }
+    fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.with(|s| s.cached_number(key))
+    }
+    fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
+        self.with(|s| s.cache_number(key, e164, region))
     }
 }
 
@@ -678,16 +903,16 @@ mod tests {
         let s = SqliteStore::open_in_memory().unwrap();
         let c = record(2, "alice");
         s.insert_challenge(&c).unwrap();
-        assert!(!s.consume(&c.id, &[9; 32]).unwrap());
+        assert!(!s.consume(&c.id, &[9; 32], "alice").unwrap());
         assert!(s
             .replace_code(&c.id, &[5; 32], 2_000, 302_000, 3, 1)
             .unwrap());
         assert!(
-            !s.consume(&c.id, &c.code_mac).unwrap(),
+            !s.consume(&c.id, &c.code_mac, "alice").unwrap(),
             "old code after resend"
         );
-        assert!(s.consume(&c.id, &[5; 32]).unwrap());
-        assert!(!s.consume(&c.id, &[5; 32]).unwrap(), "second use");
+        assert!(s.consume(&c.id, &[5; 32], "alice").unwrap());
+        assert!(!s.consume(&c.id, &[5; 32], "alice").unwrap(), "second use");
     }
 
     #[test]
@@ -707,8 +932,8 @@ mod tests {
         assert_eq!(dmode, 0o700);
         let c = record(3, "alice");
         a.insert_challenge(&c).unwrap();
-        assert!(b.consume(&c.id, &c.code_mac).unwrap());
-        assert!(!a.consume(&c.id, &c.code_mac).unwrap());
+        assert!(b.consume(&c.id, &c.code_mac, "alice").unwrap());
+        assert!(!a.consume(&c.id, &c.code_mac, "alice").unwrap());
     }
 
     #[test]
@@ -756,6 +981,30 @@ mod tests {
             .latest_challenge("alice", "sshd", a.expires_at)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn older_layout_is_rebuilt_and_newer_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch("CREATE TABLE challenge (id TEXT PRIMARY KEY); CREATE TABLE sms_sent (user TEXT, at INTEGER);")
+                .unwrap();
+        }
+        let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+        s.insert_challenge(&record(7, "alice")).unwrap();
+        assert!(s.challenge(&ChallengeId([7; 16])).unwrap().is_some());
+        drop(s);
+        Connection::open(&p)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let e = SqliteStore::open(&p, Duration::from_secs(5))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("newer"), "{e}");
     }
 
     #[test]

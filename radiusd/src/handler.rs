@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use smsotp_core::audit::Level;
 use smsotp_core::config::ClientMode;
-use smsotp_core::flow::{Answer, ChallengeInfo, Retry, Start, Verdict};
+use smsotp_core::flow::{Answer, ChallengeInfo, Expired, Retry, Start, Verdict};
 use smsotp_core::otp::ChallengeId;
 use smsotp_core::{Engine, LoginContext};
 
@@ -148,10 +148,12 @@ fn answer_state(engine: &Engine, ctx: &LoginContext, state: &[u8], code: &[u8]) 
         return Ok(Decision::Reject { message: None });
     };
     let code = String::from_utf8_lossy(code);
-    Ok(match engine.answer(ctx, &ChallengeId(id), &code)? {
-        Answer::Done(v) => verdict(v),
-        Answer::Retry(r, info) => challenge(&info, retry_message(&r, &info)),
-    })
+    Ok(
+        match engine.answer_with(ctx, &ChallengeId(id), &code, Expired::Reject)? {
+            Answer::Done(v) => verdict(v),
+            Answer::Retry(r, info) => challenge(&info, retry_message(&r, &info)),
+        },
+    )
 }
 
 /// For NASes that cannot do challenges: the password alone sends a code
@@ -168,12 +170,14 @@ fn append(
             let (password, code) = field.split_at(field.len() - code_len);
             if password_ok(engine, primary, ctx, password) {
                 let code = String::from_utf8_lossy(code);
-                return Ok(match engine.answer(ctx, &pending.id, &code)? {
-                    Answer::Done(v) => verdict(v),
-                    Answer::Retry(r, info) => Decision::Reject {
-                        message: Some(format!("{} {}", retry_message(&r, &info), APPEND_HINT)),
+                return Ok(
+                    match engine.answer_with(ctx, &pending.id, &code, Expired::Reject)? {
+                        Answer::Done(v) => verdict(v),
+                        Answer::Retry(r, info) => Decision::Reject {
+                            message: Some(format!("{} {}", retry_message(&r, &info), APPEND_HINT)),
+                        },
                     },
-                });
+                );
             }
             // Perhaps the whole field is the password (a fresh attempt):
             // fall through, checking it as such.

@@ -38,7 +38,7 @@ fn fixture(extra: &str) -> Fixture {
     let cfg = Config::from_toml(Path::new("/test.toml"), extra).unwrap();
     let parts = Parts {
         store: Box::new(SqliteStore::open_in_memory().unwrap()),
-        directories: vec![Box::new(FileDirectory { path: phones })],
+        directories: vec![Box::new(FileDirectory::new(phones))],
         providers: vec![Box::new(OutboxProvider {
             name: "outbox".into(),
             path: outbox.clone(),

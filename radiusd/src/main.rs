@@ -38,6 +38,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Worker threads would each get a malloc arena of their own; two are
+    // plenty for a server whose threads mostly wait on one store.
+    // SAFETY: mallopt only adjusts allocator parameters, before any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let args = Args::parse();
     let (runtime, warnings) = match Runtime::load(&args.config, 1, args.debug) {
         Ok(x) => x,

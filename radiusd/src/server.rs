@@ -20,9 +20,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use smsotp_core::audit::{AuditSink, Event, FileSink, Level, StderrSink, SyslogSink};
-use smsotp_core::config::{Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings};
+use smsotp_core::config::{
+    Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings, StoreSpec,
+};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
+use smsotp_core::store::{SharedStore, SqliteStore};
 use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
@@ -51,6 +54,8 @@ pub struct Runtime {
     pub radius: RadiusSettings,
     pub clients: Vec<Client>,
     pub primary: Box<dyn PrimaryAuth>,
+    /// One store connection for all workers of this generation.
+    pub store: SharedStore,
     pub generation: u64,
     pub debug: bool,
 }
@@ -113,12 +118,18 @@ impl Runtime {
                 service: service.clone(),
             }),
         };
+        let StoreSpec::Sqlite {
+            path: store_path,
+            busy_timeout,
+        } = &config.store;
+        let store = SqliteStore::open(store_path, *busy_timeout).map_err(|e| e.to_string())?;
         Ok((
             Runtime {
                 config,
                 radius,
                 clients,
                 primary,
+                store: SharedStore::new(store),
                 generation,
                 debug,
             },
@@ -355,13 +366,17 @@ fn reload(shared: &Shared, path: &Path) {
                     ),
                 );
             }
+            // Swap first, then say so: whoever reads "reloaded" in the log
+            // must find the new configuration in force.
+            let new = Arc::new(new);
+            match shared.runtime.write() {
+                Ok(mut w) => *w = new.clone(),
+                Err(poisoned) => *poisoned.into_inner() = new.clone(),
+            }
             new.log(
                 Level::Info,
                 &event("reloaded", format!("configuration from {}", path.display())),
             );
-            if let Ok(mut w) = shared.runtime.write() {
-                *w = Arc::new(new);
-            }
         }
         Err(e) => old.log(
             Level::Error,
@@ -511,7 +526,8 @@ fn worker(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
         };
         let rt = &job.runtime;
         if engine.as_ref().map(|(g, _)| *g) != Some(rt.generation) {
-            engine = match Engine::open(rt.config.clone(), &rt.log_options()) {
+            let store = Box::new(rt.store.clone());
+            engine = match Engine::open_with_store(rt.config.clone(), &rt.log_options(), store) {
                 Ok(e) => Some((rt.generation, e)),
                 Err(e) => {
                     rt.log(
@@ -548,7 +564,8 @@ fn worker(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
             },
         };
         let reply = to_reply(decision);
-        let bytes = wire::encode_reply(&job.request, &reply, &client.secret);
+        let mut bytes = wire::encode_reply(&job.request, &reply, &client.secret);
+        bytes.shrink_to_fit();
         shared
             .dedup()
             .complete(job.key, bytes.clone(), Instant::now());

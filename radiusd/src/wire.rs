@@ -614,7 +614,9 @@ fn encode(
         ReplyCode::Reject => CODE_ACCESS_REJECT,
         ReplyCode::Challenge => CODE_ACCESS_CHALLENGE,
     };
-    let mut out = Vec::with_capacity(MAX_PACKET);
+    // Typical replies are ~100 bytes and sit in the duplicate cache for 30 s:
+    // start small rather than at MAX_PACKET.
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[code, req.identifier, 0, 0]);
     out.extend_from_slice(&req.authenticator);
     push_attr(&mut out, MESSAGE_AUTHENTICATOR, &[0u8; 16]);

@@ -5,6 +5,7 @@
 //! time, and stopped when the guard that owns it is dropped.
 
 pub mod pamenv;
+pub mod radiusd;
 pub mod sshd;
 
 use std::io::BufRead;
