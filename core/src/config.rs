@@ -16,6 +16,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::files::{self, FileRule};
+use crate::http::{
+    self, BodyRule, BodySpec, ContentType, Gateway, HttpSpec, JsonTemplate, Method, Pattern,
+    PlivoSender, Preset, Template, TemplateSpec, TransportSpec, TwilioSender,
+};
 
 /// Where the config lives unless the front end is told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smsotp/smsotp.toml";
@@ -165,20 +169,114 @@ struct RawStore {
     busy_timeout: Option<Spanned<String>>,
 }
 
+/// Flat rather than tagged: every key keeps its own position for error
+/// messages, and a key that belongs to another kind is named as such.
+/// `kind` decides which keys apply (see [`provider_keys`]).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum RawProvider {
-    Outbox {
-        name: Option<String>,
-        path: Option<String>,
-    },
-    Command {
-        name: Option<String>,
-        program: String,
-        #[serde(default)]
-        args: Vec<String>,
-        timeout: Option<String>,
-    },
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    kind: Spanned<String>,
+    name: Option<Spanned<String>>,
+    // outbox
+    path: Option<Spanned<String>>,
+    // command
+    program: Option<Spanned<String>>,
+    args: Option<Spanned<Vec<String>>>,
+    // command, http and presets
+    timeout: Option<Spanned<String>>,
+    // http and presets
+    connect_timeout: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    proxy: Option<Spanned<String>>,
+    // http
+    url: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    content_type: Option<Spanned<String>>,
+    headers: Option<Spanned<toml::Table>>,
+    basic_auth: Option<Spanned<RawBasicAuth>>,
+    body: Option<Spanned<toml::Value>>,
+    secret_file: Option<Spanned<String>>,
+    secrets: Option<Spanned<toml::Table>>,
+    success_status: Option<Spanned<Vec<Spanned<i64>>>>,
+    success_body: Option<Spanned<RawSuccessBody>>,
+    allow_http: Option<Spanned<bool>>,
+    // presets
+    base_url: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    account_sid: Option<Spanned<String>>,
+    auth_token_file: Option<Spanned<String>>,
+    messaging_service_sid: Option<Spanned<String>>,
+    api_key: Option<Spanned<String>>,
+    api_secret_file: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    auth_id: Option<Spanned<String>>,
+    powerpack_uuid: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+}
+
+impl RawProvider {
+    /// The keys set in this table, with where each stands.
+    fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        let mut v = Vec::new();
+        macro_rules! keys {
+            ($($f:ident),*) => {$(
+                if let Some(x) = &self.$f {
+                    v.push((stringify!($f), x.span()));
+                }
+            )*};
+        }
+        keys!(
+            name,
+            path,
+            program,
+            args,
+            timeout,
+            connect_timeout,
+            ca_file,
+            proxy,
+            url,
+            method,
+            content_type,
+            headers,
+            basic_auth,
+            body,
+            secret_file,
+            secrets,
+            success_status,
+            success_body,
+            allow_http,
+            base_url,
+            from,
+            account_sid,
+            auth_token_file,
+            messaging_service_sid,
+            api_key,
+            api_secret_file,
+            api_key_file,
+            auth_id,
+            powerpack_uuid,
+            username,
+            password_file
+        );
+        v
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuccessBody {
+    contains: Option<String>,
+    regex: Option<String>,
+    json_pointer: Option<String>,
+    equals: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -432,12 +530,15 @@ pub enum ProviderSpec {
         args: Vec<String>,
         timeout: Duration,
     },
+    /// `kind = "http"` or a vendor preset (`twilio`, `vonage`, …).
+    Http(Box<HttpSpec>),
 }
 
 impl ProviderSpec {
     pub fn name(&self) -> &str {
         match self {
             ProviderSpec::Outbox { name, .. } | ProviderSpec::Command { name, .. } => name,
+            ProviderSpec::Http(h) => &h.name,
         }
     }
 }
@@ -849,32 +950,7 @@ impl Config {
         let mut seen_names = BTreeSet::new();
         for (i, p) in raw.provider.iter().enumerate() {
             let key = format!("provider[{i}]");
-            let spec = match p.get_ref() {
-                RawProvider::Outbox { name, path } => ProviderSpec::Outbox {
-                    name: name.clone().unwrap_or_else(|| "outbox".into()),
-                    path: match path {
-                        None => state.join("outbox.jsonl"),
-                        Some(x) => c.absolute(x, p.span(), &format!("{key}.path"))?,
-                    },
-                },
-                RawProvider::Command {
-                    name,
-                    program,
-                    args,
-                    timeout,
-                } => ProviderSpec::Command {
-                    name: name.clone().unwrap_or_else(|| "command".into()),
-                    program: c.absolute(program, p.span(), &format!("{key}.program"))?,
-                    args: args.clone(),
-                    timeout: c.duration_in(
-                        &timeout.clone().map(|t| Spanned::new(p.span(), t)),
-                        &format!("{key}.timeout"),
-                        Duration::from_millis(100),
-                        Duration::from_secs(60),
-                        Duration::from_secs(10),
-                    )?,
-                },
-            };
+            let spec = provider_spec(&c, &key, p)?;
             if !seen_names.insert(spec.name().to_owned()) {
                 return Err(c.err(
                     p.span(),
@@ -1035,6 +1111,788 @@ fn radius_settings(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings, Con
     })
 }
 
+const TRANSPORT_KEYS: [&str; 4] = ["timeout", "connect_timeout", "ca_file", "proxy"];
+
+const PROVIDER_KINDS: &str =
+    "\"outbox\", \"command\", \"http\", \"twilio\", \"vonage\" (or \"nexmo\"), \
+                              \"clickatell\", \"plivo\" or \"bulksms\"";
+
+/// The keys each provider kind takes, besides `kind`.
+fn provider_keys(kind: &str) -> Option<Vec<&'static str>> {
+    let (own, transport): (&[&str], bool) = match kind {
+        "outbox" => (&["name", "path"], false),
+        "command" => (&["name", "program", "args", "timeout"], false),
+        "http" => (
+            &[
+                "name",
+                "url",
+                "method",
+                "content_type",
+                "headers",
+                "basic_auth",
+                "body",
+                "secret_file",
+                "secrets",
+                "success_status",
+                "success_body",
+                "allow_http",
+            ],
+            true,
+        ),
+        "twilio" => (
+            &[
+                "name",
+                "base_url",
+                "account_sid",
+                "auth_token_file",
+                "from",
+                "messaging_service_sid",
+            ],
+            true,
+        ),
+        "vonage" | "nexmo" => (
+            &["name", "base_url", "api_key", "api_secret_file", "from"],
+            true,
+        ),
+        "clickatell" => (&["name", "base_url", "api_key_file", "from"], true),
+        "plivo" => (
+            &[
+                "name",
+                "base_url",
+                "auth_id",
+                "auth_token_file",
+                "from",
+                "powerpack_uuid",
+            ],
+            true,
+        ),
+        "bulksms" => (
+            &["name", "base_url", "username", "password_file", "from"],
+            true,
+        ),
+        _ => return None,
+    };
+    let mut v = own.to_vec();
+    if transport {
+        v.extend_from_slice(&TRANSPORT_KEYS);
+    }
+    Some(v)
+}
+
+/// Validates one `[[provider]]` table.
+fn provider_spec(
+    c: &Checker<'_>,
+    key: &str,
+    p: &Spanned<RawProvider>,
+) -> Result<ProviderSpec, ConfigError> {
+    let r = p.get_ref();
+    let kind = r.kind.get_ref().as_str();
+    let k = |field: &str| format!("{key}.{field}");
+    let Some(allowed) = provider_keys(kind) else {
+        return Err(c.err(
+            r.kind.span(),
+            &k("kind"),
+            format!("\"{kind}\" is not a provider kind; use {PROVIDER_KINDS}"),
+        ));
+    };
+    for (field, span) in r.present() {
+        if !allowed.contains(&field) {
+            return Err(c.err(
+                span,
+                &k(field),
+                format!(
+                    "is not a key of kind \"{kind}\"; remove it (kind \"{kind}\" takes: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    let name = match &r.name {
+        None => kind.to_owned(),
+        Some(n) => {
+            let v = n.get_ref().trim();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                return Err(c.err(n.span(), &k("name"), "use letters, digits, '-', '_' or '.'"));
+            }
+            v.to_owned()
+        }
+    };
+    let required = |v: &'_ Option<Spanned<String>>, field: &str, hint: &str| {
+        v.clone().ok_or_else(|| {
+            c.err(
+                p.span(),
+                &k(field),
+                format!("is missing; kind \"{kind}\" needs {field} = {hint}"),
+            )
+        })
+    };
+    let text = |v: &Spanned<String>, field: &str| -> Result<String, ConfigError> {
+        let t = v.get_ref().trim();
+        if t.is_empty() || t.chars().any(char::is_control) {
+            return Err(c.err(v.span(), &k(field), "must be a non-empty value on one line"));
+        }
+        Ok(t.to_owned())
+    };
+    let file = |v: &Spanned<String>, field: &str| c.absolute(v.get_ref(), v.span(), &k(field));
+
+    let spec = match kind {
+        "outbox" => ProviderSpec::Outbox {
+            name,
+            path: match &r.path {
+                None => Path::new(DEFAULT_STATE_DIR).join("outbox.jsonl"),
+                Some(x) => file(x, "path")?,
+            },
+        },
+        "command" => ProviderSpec::Command {
+            name,
+            program: file(
+                &required(&r.program, "program", "\"/usr/local/sbin/send-sms\"")?,
+                "program",
+            )?,
+            args: r
+                .args
+                .as_ref()
+                .map(|a| a.get_ref().clone())
+                .unwrap_or_default(),
+            timeout: c.duration_in(
+                &r.timeout,
+                &k("timeout"),
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+                Duration::from_secs(10),
+            )?,
+        },
+        "http" => {
+            let allow_http = r.allow_http.as_ref().is_some_and(|b| *b.get_ref());
+            let transport = transport_spec(c, key, r, allow_http)?;
+            let gateway = Gateway::Template(template_spec(c, key, p, allow_http)?);
+            ProviderSpec::Http(Box::new(HttpSpec {
+                name,
+                gateway,
+                transport,
+            }))
+        }
+        _ => {
+            let transport = transport_spec(c, key, r, false)?;
+            let preset = match kind {
+                "twilio" => Preset::Twilio {
+                    account_sid: text(
+                        &required(&r.account_sid, "account_sid", "\"AC…\" (from the Twilio console)")?,
+                        "account_sid",
+                    )?,
+                    auth_token_file: file(
+                        &required(
+                            &r.auth_token_file,
+                            "auth_token_file",
+                            "\"/etc/smsotp/secrets/twilio\" (the Auth Token, mode 0600)",
+                        )?,
+                        "auth_token_file",
+                    )?,
+                    sender: match (&r.from, &r.messaging_service_sid) {
+                        (Some(f), None) => TwilioSender::From(text(f, "from")?),
+                        (None, Some(m)) => {
+                            TwilioSender::MessagingService(text(m, "messaging_service_sid")?)
+                        }
+                        (Some(_), Some(m)) => {
+                            return Err(c.err(
+                                m.span(),
+                                &k("messaging_service_sid"),
+                                "set either from or messaging_service_sid, not both",
+                            ))
+                        }
+                        (None, None) => {
+                            return Err(c.err(
+                                p.span(),
+                                &k("from"),
+                                "is missing; kind \"twilio\" needs from = \"+1…\" (your Twilio number) \
+                                 or messaging_service_sid = \"MG…\"",
+                            ))
+                        }
+                    },
+                },
+                "vonage" | "nexmo" => Preset::Vonage {
+                    api_key: text(
+                        &required(&r.api_key, "api_key", "\"…\" (from the Vonage dashboard)")?,
+                        "api_key",
+                    )?,
+                    api_secret_file: file(
+                        &required(
+                            &r.api_secret_file,
+                            "api_secret_file",
+                            "\"/etc/smsotp/secrets/vonage\" (the API secret, mode 0600)",
+                        )?,
+                        "api_secret_file",
+                    )?,
+                    from: text(
+                        &required(&r.from, "from", "\"ACME\" or a number")?,
+                        "from",
+                    )?,
+                },
+                "clickatell" => Preset::Clickatell {
+                    api_key_file: file(
+                        &required(
+                            &r.api_key_file,
+                            "api_key_file",
+                            "\"/etc/smsotp/secrets/clickatell\" (the API key, mode 0600)",
+                        )?,
+                        "api_key_file",
+                    )?,
+                    from: r.from.as_ref().map(|f| text(f, "from")).transpose()?,
+                },
+                "plivo" => Preset::Plivo {
+                    auth_id: text(
+                        &required(&r.auth_id, "auth_id", "\"MA…\" (from the Plivo console)")?,
+                        "auth_id",
+                    )?,
+                    auth_token_file: file(
+                        &required(
+                            &r.auth_token_file,
+                            "auth_token_file",
+                            "\"/etc/smsotp/secrets/plivo\" (the Auth Token, mode 0600)",
+                        )?,
+                        "auth_token_file",
+                    )?,
+                    sender: match (&r.from, &r.powerpack_uuid) {
+                        (Some(f), None) => PlivoSender::Src(text(f, "from")?),
+                        (None, Some(u)) => PlivoSender::Powerpack(text(u, "powerpack_uuid")?),
+                        (Some(_), Some(u)) => {
+                            return Err(c.err(
+                                u.span(),
+                                &k("powerpack_uuid"),
+                                "set either from or powerpack_uuid, not both",
+                            ))
+                        }
+                        (None, None) => {
+                            return Err(c.err(
+                                p.span(),
+                                &k("from"),
+                                "is missing; kind \"plivo\" needs from = \"+1…\" (a Plivo number or sender ID) \
+                                 or powerpack_uuid = \"…\"",
+                            ))
+                        }
+                    },
+                },
+                _ => Preset::Bulksms {
+                    username: text(
+                        &required(&r.username, "username", "\"…\" (or an API token id)")?,
+                        "username",
+                    )?,
+                    password_file: file(
+                        &required(
+                            &r.password_file,
+                            "password_file",
+                            "\"/etc/smsotp/secrets/bulksms\" (password or token secret, mode 0600)",
+                        )?,
+                        "password_file",
+                    )?,
+                    from: r.from.as_ref().map(|f| text(f, "from")).transpose()?,
+                },
+            };
+            let base_url = match &r.base_url {
+                None => preset.default_base_url().to_owned(),
+                Some(b) => {
+                    http::check_base(b.get_ref(), false, false)
+                        .map_err(|m| c.err(b.span(), &k("base_url"), m))?;
+                    b.get_ref().trim_end_matches('/').to_owned()
+                }
+            };
+            ProviderSpec::Http(Box::new(HttpSpec {
+                name,
+                gateway: Gateway::Preset { preset, base_url },
+                transport,
+            }))
+        }
+    };
+    Ok(spec)
+}
+
+/// Timeouts, extra CA and proxy of an HTTP provider.
+fn transport_spec(
+    c: &Checker<'_>,
+    key: &str,
+    r: &RawProvider,
+    allow_http: bool,
+) -> Result<TransportSpec, ConfigError> {
+    let k = |field: &str| format!("{key}.{field}");
+    let timeout = c.duration_in(
+        &r.timeout,
+        &k("timeout"),
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+        TransportSpec::DEFAULT_TIMEOUT,
+    )?;
+    let connect_timeout = match &r.connect_timeout {
+        // The default never outlasts a shorter total.
+        None => TransportSpec::DEFAULT_CONNECT_TIMEOUT.min(timeout),
+        Some(s) => {
+            let d = c.duration_in(
+                &r.connect_timeout,
+                &k("connect_timeout"),
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+                TransportSpec::DEFAULT_CONNECT_TIMEOUT,
+            )?;
+            if d > timeout {
+                return Err(c.err(
+                    s.span(),
+                    &k("connect_timeout"),
+                    format!(
+                        "is longer than timeout ({}), which bounds the whole exchange; make it shorter",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            d
+        }
+    };
+    let ca_file = r
+        .ca_file
+        .as_ref()
+        .map(|f| c.absolute(f.get_ref(), f.span(), &k("ca_file")))
+        .transpose()?;
+    let proxy = match &r.proxy {
+        None => None,
+        Some(s) => {
+            let v = s.get_ref().trim();
+            let ok = (v.starts_with("http://") || v.starts_with("https://"))
+                && ureq::Proxy::new(v).is_ok();
+            if !ok {
+                return Err(c.err(
+                    s.span(),
+                    &k("proxy"),
+                    format!("\"{v}\" is not a proxy URL; write \"http://proxy.example:3128\" or \"https://…\""),
+                ));
+            }
+            Some(v.to_owned())
+        }
+    };
+    Ok(TransportSpec {
+        ca_file,
+        timeout,
+        connect_timeout,
+        proxy,
+        allow_http,
+    })
+}
+
+/// The request and success rule of `kind = "http"`.
+fn template_spec(
+    c: &Checker<'_>,
+    key: &str,
+    p: &Spanned<RawProvider>,
+    allow_http: bool,
+) -> Result<TemplateSpec, ConfigError> {
+    let r = p.get_ref();
+    let k = |field: &str| format!("{key}.{field}");
+    let tpl = |text: &str, span: Range<usize>, field: &str| {
+        Template::parse(text).map_err(|m| c.err(span, &k(field), m))
+    };
+    // Every template with where it stands, for the placeholder checks below.
+    let mut used: Vec<(String, Range<usize>, Template)> = Vec::new();
+
+    let Some(url_s) = &r.url else {
+        return Err(c.err(
+            p.span(),
+            &k("url"),
+            "is missing; kind \"http\" needs url = \"https://api.example.net/send?to={number}\"",
+        ));
+    };
+    let url = tpl(url_s.get_ref(), url_s.span(), "url")?;
+    http::check_url(&url, allow_http).map_err(|m| c.err(url_s.span(), &k("url"), m))?;
+    used.push((k("url"), url_s.span(), url.clone()));
+
+    let method = match &r.method {
+        None => Method::Post,
+        Some(m) => c.choice(
+            &Some(Spanned::new(m.span(), m.get_ref().to_ascii_uppercase())),
+            &k("method"),
+            &[
+                ("GET", Method::Get),
+                ("POST", Method::Post),
+                ("PUT", Method::Put),
+            ],
+            Method::Post,
+        )?,
+    };
+    let content_type = r
+        .content_type
+        .as_ref()
+        .map(|ct| {
+            c.choice(
+                &Some(ct.clone()),
+                &k("content_type"),
+                &[
+                    ("form", ContentType::Form),
+                    ("json", ContentType::Json),
+                    ("raw", ContentType::Raw),
+                ],
+                ContentType::Form,
+            )
+        })
+        .transpose()?;
+
+    let mut headers = Vec::new();
+    if let Some(h) = &r.headers {
+        for (name, value) in h.get_ref() {
+            let field = format!("headers.{name}");
+            if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(c.err(h.span(), &k(&field), "is not a valid header name"));
+            }
+            let Some(v) = value.as_str() else {
+                return Err(c.err(h.span(), &k(&field), "must be a string"));
+            };
+            let t = tpl(v, h.span(), &field)?;
+            http::check_header(&t).map_err(|m| c.err(h.span(), &k(&field), m))?;
+            used.push((k(&field), h.span(), t.clone()));
+            headers.push((name.clone(), t));
+        }
+    }
+
+    let basic_auth = match &r.basic_auth {
+        None => None,
+        Some(b) => {
+            if headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("Authorization"))
+            {
+                return Err(c.err(
+                    b.span(),
+                    &k("basic_auth"),
+                    "and headers.Authorization both set the Authorization header; keep one",
+                ));
+            }
+            let user = tpl(&b.get_ref().username, b.span(), "basic_auth.username")?;
+            let pass = tpl(&b.get_ref().password, b.span(), "basic_auth.password")?;
+            for t in [&user, &pass] {
+                if t.uses_sms_values() {
+                    return Err(c.err(
+                        b.span(),
+                        &k("basic_auth"),
+                        "may hold literal text and {secret} placeholders only",
+                    ));
+                }
+                http::check_header(t).map_err(|m| c.err(b.span(), &k("basic_auth"), m))?;
+            }
+            used.push((k("basic_auth"), b.span(), user.clone()));
+            used.push((k("basic_auth"), b.span(), pass.clone()));
+            Some((user, pass))
+        }
+    };
+
+    // Without content_type, a Content-Type header says how the body is
+    // encoded (as in configs copied from elsewhere); the two must agree.
+    let header_ct = r.headers.as_ref().and_then(|h| {
+        let (name, v) = h
+            .get_ref()
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))?;
+        let v = v.as_str()?.to_ascii_lowercase();
+        let ct = if v.contains("json") {
+            ContentType::Json
+        } else if v.contains("x-www-form-urlencoded") {
+            ContentType::Form
+        } else {
+            ContentType::Raw
+        };
+        Some((name.clone(), ct, h.span()))
+    });
+    let content_type = match (content_type, &header_ct) {
+        (Some(ct), Some((name, hct, span)))
+            if ct != ContentType::Raw && *hct != ContentType::Raw && ct != *hct =>
+        {
+            return Err(c.err(
+                span.clone(),
+                &k(&format!("headers.{name}")),
+                format!(
+                    "says {} but content_type is \"{}\"; make them agree (or drop the header)",
+                    if *hct == ContentType::Json {
+                        "JSON"
+                    } else {
+                        "form"
+                    },
+                    if ct == ContentType::Json {
+                        "json"
+                    } else {
+                        "form"
+                    },
+                ),
+            ));
+        }
+        (Some(ct), _) => Some(ct),
+        (None, Some((_, hct, _))) if r.body.is_some() => Some(*hct),
+        (None, _) => None,
+    };
+
+    let body = match &r.body {
+        None => {
+            if let Some(ct) = &r.content_type {
+                return Err(c.err(
+                    ct.span(),
+                    &k("content_type"),
+                    "is set but there is no body; remove it or add body",
+                ));
+            }
+            None
+        }
+        Some(b) => {
+            if method == Method::Get {
+                return Err(c.err(
+                    b.span(),
+                    &k("body"),
+                    "a GET request sends no body; use method = \"POST\", or put the values in url",
+                ));
+            }
+            let spec = match b.get_ref() {
+                toml::Value::String(s) => {
+                    let Some(ct) = content_type else {
+                        return Err(c.err(
+                            b.span(),
+                            &k("body"),
+                            "is a string: set content_type = \"form\", \"json\" or \"raw\" (or a Content-Type header) to say how it is encoded",
+                        ));
+                    };
+                    let t = tpl(s, b.span(), "body")?;
+                    http::check_text_body(&t, ct).map_err(|m| c.err(b.span(), &k("body"), m))?;
+                    BodySpec::Text {
+                        template: t,
+                        content_type: ct,
+                    }
+                }
+                toml::Value::Table(table) => match content_type.unwrap_or(ContentType::Form) {
+                    ContentType::Form => {
+                        let mut fields = Vec::new();
+                        for (name, v) in table {
+                            let field = format!("body.{name}");
+                            let text = match v {
+                                toml::Value::String(s) => s.clone(),
+                                toml::Value::Integer(_) | toml::Value::Boolean(_) => v.to_string(),
+                                _ => {
+                                    return Err(c.err(
+                                        b.span(),
+                                        &k(&field),
+                                        "a form field must be a string, a number or a boolean",
+                                    ))
+                                }
+                            };
+                            fields.push((name.clone(), tpl(&text, b.span(), &field)?));
+                        }
+                        BodySpec::Form(fields)
+                    }
+                    ContentType::Json => BodySpec::Json(
+                        json_template(b.get_ref()).map_err(|m| c.err(b.span(), &k("body"), m))?,
+                    ),
+                    ContentType::Raw => {
+                        return Err(c.err(
+                            b.span(),
+                            &k("body"),
+                            "a table is sent as a form or as JSON; set content_type = \"form\" or \"json\", \
+                             or write a raw body as a string",
+                        ))
+                    }
+                },
+                _ => {
+                    return Err(c.err(
+                        b.span(),
+                        &k("body"),
+                        "must be a string or a table",
+                    ))
+                }
+            };
+            for t in spec.templates() {
+                used.push((k("body"), b.span(), t.clone()));
+            }
+            Some(spec)
+        }
+    };
+
+    // Secrets: each one used is declared, each one declared is used.
+    let mut secrets: Vec<(String, PathBuf, String, Range<usize>)> = Vec::new();
+    if let Some(f) = &r.secret_file {
+        secrets.push((
+            String::new(),
+            c.absolute(f.get_ref(), f.span(), &k("secret_file"))?,
+            k("secret_file"),
+            f.span(),
+        ));
+    }
+    if let Some(t) = &r.secrets {
+        for (name, v) in t.get_ref() {
+            let field = format!("secrets.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            {
+                return Err(c.err(
+                    t.span(),
+                    &k(&field),
+                    "a secret's name uses letters, digits, '_' or '-'",
+                ));
+            }
+            let Some(path) = v.as_str() else {
+                return Err(c.err(
+                    t.span(),
+                    &k(&field),
+                    "must be the path of a file holding the secret",
+                ));
+            };
+            secrets.push((
+                name.clone(),
+                c.absolute(path, t.span(), &k(&field))?,
+                k(&field),
+                t.span(),
+            ));
+        }
+    }
+    for (field, span, t) in &used {
+        for name in t.secret_names() {
+            if !secrets.iter().any(|(n, ..)| n == name) {
+                let fix = if name.is_empty() {
+                    "{secret} needs secret_file = \"/etc/smsotp/secrets/…\" (mode 0600)".to_owned()
+                } else {
+                    format!("{{secret:{name}}} needs secrets = {{ {name} = \"/etc/smsotp/secrets/…\" }}")
+                };
+                return Err(c.err(span.clone(), field, fix));
+            }
+        }
+    }
+    for (name, _, field, span) in &secrets {
+        if !used
+            .iter()
+            .any(|(_, _, t)| t.secret_names().any(|n| n == name))
+        {
+            let ph = if name.is_empty() {
+                "{secret}".to_owned()
+            } else {
+                format!("{{secret:{name}}}")
+            };
+            return Err(c.err(
+                span.clone(),
+                field,
+                format!("is never used; put {ph} in url, headers or body, or remove it"),
+            ));
+        }
+    }
+    let in_url_or_body = |f: &String| *f == k("url") || *f == k("body");
+    if !used
+        .iter()
+        .any(|(f, _, t)| in_url_or_body(f) && t.uses_message())
+    {
+        return Err(c.err(
+            url_s.span(),
+            &k("url"),
+            "{message} (or $ctx.msg) is in neither url nor body, so the SMS would have no text; add it",
+        ));
+    }
+    if !used.iter().any(|(_, _, t)| t.uses_number()) {
+        return Err(c.err(
+            url_s.span(),
+            &k("url"),
+            "{number} (or {number_digits}, $ctx.num) is in none of url, headers and body; \
+             add it where the gateway wants the recipient",
+        ));
+    }
+
+    let success_status = match &r.success_status {
+        None => vec![200, 201, 202],
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(c.err(
+                    list.span(),
+                    &k("success_status"),
+                    "is empty; list the statuses that mean sent, e.g. [200, 201, 202]",
+                ));
+            }
+            let mut v = Vec::new();
+            for s in list.get_ref() {
+                let n = *s.get_ref();
+                if !(100..=599).contains(&n) {
+                    return Err(c.err(
+                        s.span(),
+                        &k("success_status"),
+                        format!("{n} is not an HTTP status; use numbers from 100 to 599"),
+                    ));
+                }
+                v.push(n as u16);
+            }
+            v
+        }
+    };
+    let success_body = r
+        .success_body
+        .as_ref()
+        .map(|b| body_rule(b.get_ref()).map_err(|m| c.err(b.span(), &k("success_body"), m)))
+        .transpose()?;
+
+    Ok(TemplateSpec {
+        url,
+        method,
+        headers,
+        basic_auth,
+        body,
+        secrets: secrets.into_iter().map(|(n, p, ..)| (n, p)).collect(),
+        success_status,
+        success_body,
+    })
+}
+
+/// A TOML value as a JSON body whose strings are templates.
+fn json_template(v: &toml::Value) -> Result<JsonTemplate, String> {
+    Ok(match v {
+        toml::Value::String(s) => JsonTemplate::Str(Template::parse(s)?),
+        toml::Value::Integer(i) => JsonTemplate::Number((*i).into()),
+        toml::Value::Float(f) => {
+            JsonTemplate::Number(serde_json::Number::from_f64(*f).ok_or("a number must be finite")?)
+        }
+        toml::Value::Boolean(b) => JsonTemplate::Bool(*b),
+        toml::Value::Datetime(d) => JsonTemplate::Str(Template::parse(&d.to_string())?),
+        toml::Value::Array(a) => {
+            JsonTemplate::Array(a.iter().map(json_template).collect::<Result<_, _>>()?)
+        }
+        toml::Value::Table(t) => JsonTemplate::Object(
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), json_template(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+fn body_rule(b: &RawSuccessBody) -> Result<BodyRule, String> {
+    let how = "write { contains = \"OK\" }, { regex = \"^OK\" } or { json_pointer = \"/status\", equals = \"0\" }";
+    match (&b.contains, &b.regex, &b.json_pointer, &b.equals) {
+        (Some(s), None, None, None) if !s.is_empty() => Ok(BodyRule::Contains(s.clone())),
+        (None, Some(re), None, None) => regex::Regex::new(re)
+            .map(|r| BodyRule::Regex(Pattern(r)))
+            .map_err(|e| format!("regex does not compile: {e}")),
+        (None, None, Some(ptr), Some(eq)) => {
+            if !ptr.starts_with('/') {
+                return Err(format!(
+                    "json_pointer {ptr:?} must start with \"/\", like \"/messages/0/status\""
+                ));
+            }
+            let equals = match eq {
+                toml::Value::String(s) => serde_json::Value::from(s.clone()),
+                toml::Value::Integer(i) => serde_json::Value::from(*i),
+                toml::Value::Boolean(b) => serde_json::Value::from(*b),
+                toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+                    .map(serde_json::Value::Number)
+                    .ok_or("equals must be finite")?,
+                _ => return Err("equals must be a string, a number or a boolean".into()),
+            };
+            Ok(BodyRule::JsonPointer {
+                pointer: ptr.clone(),
+                equals,
+            })
+        }
+        (None, None, Some(_), None) => Err(format!("json_pointer needs equals; {how}")),
+        _ => Err(format!("takes exactly one rule; {how}")),
+    }
+}
+
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
@@ -1105,6 +1963,7 @@ fn key_at(text: &str, offset: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{Gateway, Method};
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), text)
@@ -1260,6 +2119,31 @@ mod tests {
         assert!(seen >= 1, "no config found in {}", dir.display());
     }
 
+    /// The commented `[[provider]]` examples of the shipped config work
+    /// once uncommented.
+    #[test]
+    fn shipped_provider_examples_parse() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/smsotp.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut blocks: Vec<String> = Vec::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            if line == "# [[provider]]" {
+                current = Some(String::from("[[provider]]\n"));
+            } else if let (Some(b), Some(rest)) = (current.as_mut(), line.strip_prefix("# ")) {
+                b.push_str(rest);
+                b.push('\n');
+            } else if let Some(b) = current.take() {
+                blocks.push(b);
+            }
+        }
+        assert!(blocks.len() >= 8, "{blocks:?}");
+        for b in &blocks {
+            let c = parse(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+            assert_eq!(c.providers.len(), 1);
+        }
+    }
+
     #[test]
     fn radius_clients_are_validated() {
         let base = "[radius]\nlisten = [\"127.0.0.1:1812\", \"[::1]:1812\"]\nprimary = { kind = \"pam\" }\n";
@@ -1309,6 +2193,215 @@ mod tests {
         let e = err_of("[radius]\nlisten = [\"1812\"]\n");
         assert!(e.contains("radius.listen"), "{e}");
         assert!(parse("").unwrap().radius.is_none());
+    }
+
+    fn http(extra: &str) -> String {
+        format!("[[provider]]\nkind = \"http\"\nurl = \"https://api.example.net/send?to={{number}}&text={{message}}\"\n{extra}")
+    }
+
+    #[test]
+    fn http_provider_defaults() {
+        let c = parse(&http("")).unwrap();
+        let ProviderSpec::Http(h) = &c.providers[0] else {
+            panic!("{:?}", c.providers)
+        };
+        assert_eq!(h.name, "http");
+        assert_eq!(h.transport.timeout, Duration::from_secs(10));
+        assert_eq!(h.transport.connect_timeout, Duration::from_secs(3));
+        assert!(!h.transport.allow_http && h.transport.proxy.is_none());
+        let Gateway::Template(t) = &h.gateway else {
+            panic!()
+        };
+        assert_eq!(t.method, Method::Post);
+        assert_eq!(t.success_status, [200, 201, 202]);
+        // A short total timeout also bounds the default connect timeout.
+        let c = parse(&http("timeout = \"1s\"\n")).unwrap();
+        let ProviderSpec::Http(h) = &c.providers[0] else {
+            panic!()
+        };
+        assert_eq!(h.transport.connect_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn http_provider_errors_name_the_key_and_where_it_is() {
+        let e = err_of("[[provider]]\nkind = \"http\"\nurl = \"https://x.example/?to={nubmer}\"\n");
+        assert!(
+            e.starts_with(
+                "/etc/smsotp/smsotp.toml:3:7: provider[0].url: unknown placeholder {nubmer}"
+            ),
+            "{e}"
+        );
+        let cases = [
+            ("url = \"https://x.example/?to={number}\"", "{message}"),
+            ("url = \"https://x.example/?text={message}\"", "{number}"),
+            (
+                "url = \"http://x.example/?to={number}&m={message}\"",
+                "allow_http = true",
+            ),
+            (
+                "url = \"https://{number}.example/?m={message}\"",
+                "in the host",
+            ),
+            ("url = \"ftp://x/{number}{message}\"", "https://"),
+        ];
+        for (url, says) in cases {
+            let e = err_of(&format!("[[provider]]\nkind = \"http\"\n{url}\n"));
+            assert!(
+                e.contains("provider[0].url") && e.contains(says),
+                "{url}: {e}"
+            );
+        }
+        assert!(parse(
+            "[[provider]]\nkind = \"http\"\nurl = \"http://10.0.0.1/?to={number}&m={message}\"\nallow_http = true\n"
+        )
+        .is_ok());
+        let cases = [
+            (
+                "method = \"DELETE\"",
+                "provider[0].method",
+                "\"GET\", \"POST\", \"PUT\"",
+            ),
+            (
+                "content_type = \"xml\"\nbody = \"x\"",
+                "provider[0].content_type",
+                "\"form\", \"json\", \"raw\"",
+            ),
+            (
+                "body = \"x={number}\"",
+                "provider[0].body",
+                "set content_type",
+            ),
+            (
+                "method = \"GET\"\nbody = { a = \"b\" }",
+                "provider[0].body",
+                "GET",
+            ),
+            (
+                "content_type = \"json\"",
+                "provider[0].content_type",
+                "no body",
+            ),
+            (
+                "content_type = \"json\"\nbody = '{\"to\": {number}}'",
+                "provider[0].body",
+                "outside a JSON string",
+            ),
+            (
+                "success_status = [200, 600]",
+                "provider[0].success_status",
+                "600 is not an HTTP status",
+            ),
+            (
+                "success_body = { regex = \"(\" }",
+                "provider[0].success_body",
+                "does not compile",
+            ),
+            (
+                "success_body = { json_pointer = \"status\", equals = \"0\" }",
+                "provider[0].success_body",
+                "start with \"/\"",
+            ),
+            (
+                "success_body = { json_pointer = \"/s\" }",
+                "provider[0].success_body",
+                "needs equals",
+            ),
+            (
+                "success_body = { contains = \"OK\", regex = \"OK\" }",
+                "provider[0].success_body",
+                "exactly one",
+            ),
+            (
+                "headers = { Authorization = \"Bearer {secret}\" }",
+                "provider[0].headers.Authorization",
+                "secret_file",
+            ),
+            (
+                "headers = { X = \"{message}\" }",
+                "provider[0].headers.X",
+                "{message}",
+            ),
+            (
+                "secret_file = \"/etc/smsotp/secrets/x\"",
+                "provider[0].secret_file",
+                "never used",
+            ),
+            (
+                "secrets = { tok = \"/s\" }\nheaders = { A = \"{secret:other}\" }",
+                "provider[0].headers.A",
+                "secrets = { other",
+            ),
+            (
+                "connect_timeout = \"5s\"\ntimeout = \"2s\"",
+                "provider[0].connect_timeout",
+                "longer than timeout",
+            ),
+            ("timeout = \"2m\"", "provider[0].timeout", "out of range"),
+            (
+                "proxy = \"socks5://p:1080\"",
+                "provider[0].proxy",
+                "http://proxy.example:3128",
+            ),
+            ("ca_file = \"ca.pem\"", "provider[0].ca_file", "absolute"),
+            (
+                "account_sid = \"AC1\"",
+                "provider[0].account_sid",
+                "not a key of kind \"http\"",
+            ),
+        ];
+        for (extra, key, says) in cases {
+            let e = err_of(&http(&format!("{extra}\n")));
+            assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
+        }
+        // A Content-Type header stands for content_type, and must agree with it.
+        let design = "[[provider]]\nkind = \"http\"\nurl = \"https://api.example.net/send?to={number}\"\n\
+            headers = { Authorization = \"Bearer {secret}\", \"Content-Type\" = \"application/json\" }\n\
+            body = '{\"to\": \"{number}\", \"text\": \"{message}\"}'\nsecret_file = \"/etc/smsotp/secrets/example\"\n";
+        parse(design).unwrap();
+        let e = err_of(&format!("{design}content_type = \"form\"\n"));
+        assert!(
+            e.contains("provider[0].headers.Content-Type") && e.contains("make them agree"),
+            "{e}"
+        );
+        // The position is the offending value's.
+        let e = err_of(&http("success_status = [200,\n  700]\n"));
+        assert!(e.contains(":5:3: provider[0].success_status"), "{e}");
+    }
+
+    #[test]
+    fn presets_take_three_lines_and_check_their_keys() {
+        let twilio = "[[provider]]\nkind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token_file = \"/etc/smsotp/secrets/twilio\"\nfrom = \"+12015550100\"\n";
+        let c = parse(twilio).unwrap();
+        let ProviderSpec::Http(h) = &c.providers[0] else {
+            panic!()
+        };
+        assert_eq!(h.name, "twilio");
+        assert!(
+            matches!(&h.gateway, Gateway::Preset { base_url, .. } if base_url == "https://api.twilio.com")
+        );
+        for ok in [
+            "kind = \"vonage\"\napi_key = \"k\"\napi_secret_file = \"/s\"\nfrom = \"ACME\"",
+            "kind = \"nexmo\"\napi_key = \"k\"\napi_secret_file = \"/s\"\nfrom = \"ACME\"",
+            "kind = \"clickatell\"\napi_key_file = \"/s\"",
+            "kind = \"plivo\"\nauth_id = \"MA1\"\nauth_token_file = \"/s\"\npowerpack_uuid = \"u\"",
+            "kind = \"bulksms\"\nusername = \"u\"\npassword_file = \"/s\"\nbase_url = \"https://api.bulksms.example/\"\ntimeout = \"5s\"\nproxy = \"http://proxy.example:3128\"",
+        ] {
+            parse(&format!("[[provider]]\n{ok}\n")).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let cases = [
+            ("kind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token_file = \"/s\"", "provider[0].from", "messaging_service_sid"),
+            ("kind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token_file = \"/s\"\nfrom = \"+1\"\nmessaging_service_sid = \"MG1\"", "provider[0].messaging_service_sid", "not both"),
+            ("kind = \"vonage\"\napi_key = \"k\"\nfrom = \"A\"", "provider[0].api_secret_file", "is missing"),
+            ("kind = \"clickatell\"\napi_key_file = \"key\"", "provider[0].api_key_file", "absolute"),
+            ("kind = \"clickatell\"\napi_key_file = \"/k\"\nurl = \"https://x\"", "provider[0].url", "not a key of kind \"clickatell\""),
+            ("kind = \"plivo\"\nauth_id = \"MA1\"\nauth_token_file = \"/s\"\nfrom = \"\"", "provider[0].from", "non-empty"),
+            ("kind = \"bulksms\"\nusername = \"u\"\npassword_file = \"/s\"\nbase_url = \"http://api.bulksms.com\"", "provider[0].base_url", "https"),
+            ("kind = \"sms77\"", "provider[0].kind", "not a provider kind"),
+        ];
+        for (t, key, says) in cases {
+            let e = err_of(&format!("[[provider]]\n{t}\n"));
+            assert!(e.contains(key) && e.contains(says), "{t}: {e}");
+        }
     }
 
     #[test]

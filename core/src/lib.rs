@@ -21,6 +21,7 @@ pub mod config;
 pub mod directory;
 pub mod files;
 pub mod flow;
+pub mod http;
 pub mod otp;
 pub mod phone;
 pub mod random;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{rfc3339, Clock};
 use crate::config::ProviderSpec;
+use crate::http::HttpProvider;
 use crate::phone::Phone;
 
 /// One message to send. The text contains the code: never log it.
@@ -189,6 +190,7 @@ pub fn from_config(
                     args: args.clone(),
                     timeout: *timeout,
                 }),
+                ProviderSpec::Http(spec) => Box::new(HttpProvider::new((**spec).clone())),
             }
         })
         .collect()
