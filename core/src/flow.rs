@@ -229,6 +229,8 @@ pub struct Engine {
     audit: Audit,
     key: OtpKey,
     host: String,
+    /// When this engine last purged the store (0: never).
+    last_purge: std::cell::Cell<Millis>,
 }
 
 /// The parts of an [`Engine`], for tests and for front ends that build their
@@ -324,6 +326,7 @@ impl Engine {
             audit: p.audit,
             key: p.key,
             host: p.host,
+            last_purge: std::cell::Cell::new(0),
         }
     }
 
@@ -449,11 +452,13 @@ impl Engine {
             .sms_per_user
             .window
             .max(self.cfg.limits.sms_global.window);
-        // Housekeeping on about one login in 32: every query already
-        // ignores stale rows, so this only keeps the file small.
+        // Housekeeping on about one login in 32, and at most every 30 s
+        // for a long-lived engine: every query already ignores stale rows,
+        // so this only keeps the file small, and it scans whole tables.
         let mut dice = [0u8; 1];
         self.rng.fill(&mut dice)?;
-        if dice[0] < 8 {
+        if dice[0] < 8 && now - self.last_purge.get() >= 30_000 {
+            self.last_purge.set(now);
             self.store.purge(now, keep)?;
         }
         if self.store.locked_until(&ctx.user, now)?.is_some() {
