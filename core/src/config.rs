@@ -20,6 +20,7 @@ use crate::http::{
     self, BodyRule, BodySpec, ContentType, Gateway, HttpSpec, JsonTemplate, Method, Pattern,
     PlivoSender, Preset, Template, TemplateSpec, TransportSpec, TwilioSender,
 };
+use crate::smpp::{self, Coding, LongMessages, SmppSpec};
 
 /// Where the config lives unless the front end is told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smsotp/smsotp.toml";
@@ -134,6 +135,9 @@ struct RawPolicy {
     exempt_groups: Vec<Spanned<String>>,
     no_phone: Option<Spanned<String>>,
     provider_down: Option<Spanned<String>>,
+    user_opt_out: Option<bool>,
+    mandatory: Option<bool>,
+    backup_codes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +217,21 @@ struct RawProvider {
     powerpack_uuid: Option<Spanned<String>>,
     username: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
+    // smpp (besides password_file, timeout, connect_timeout, ca_file)
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    tls: Option<Spanned<bool>>,
+    system_id: Option<Spanned<String>>,
+    system_type: Option<Spanned<String>>,
+    source_addr: Option<Spanned<String>>,
+    source_addr_ton: Option<Spanned<toml::Value>>,
+    source_addr_npi: Option<Spanned<toml::Value>>,
+    dest_addr_ton: Option<Spanned<toml::Value>>,
+    dest_addr_npi: Option<Spanned<toml::Value>>,
+    registered_delivery: Option<Spanned<i64>>,
+    data_coding: Option<Spanned<String>>,
+    long_messages: Option<Spanned<String>>,
+    enquire_link_interval: Option<Spanned<String>>,
 }
 
 impl RawProvider {
@@ -257,7 +276,21 @@ impl RawProvider {
             auth_id,
             powerpack_uuid,
             username,
-            password_file
+            password_file,
+            host,
+            port,
+            tls,
+            system_id,
+            system_type,
+            source_addr,
+            source_addr_ton,
+            source_addr_npi,
+            dest_addr_ton,
+            dest_addr_npi,
+            registered_delivery,
+            data_coding,
+            long_messages,
+            enquire_link_interval
         );
         v
     }
@@ -449,6 +482,9 @@ pub enum NoPhone {
     Deny,
     /// Let the user in without a second factor (logged every time).
     Allow,
+    /// Ask for a number at login, send a code to it, and register it once
+    /// that code is entered (WSO2's CaptureAndUpdateMobileNumber).
+    Enroll,
 }
 
 /// What to do when no provider could send the code.
@@ -466,6 +502,22 @@ pub struct PolicySettings {
     pub exempt_groups: BTreeSet<String>,
     pub no_phone: NoPhone,
     pub provider_down: ProviderDown,
+    /// Admins may mark users as opted out (WSO2's SMSOTPEnableByUserClaim).
+    /// Default false.
+    pub user_opt_out: bool,
+    /// Everyone not exempt must use the second factor, opt-outs or not
+    /// (WSO2's SMSOTPMandatory). Default false; opt-outs only count when
+    /// `user_opt_out` is true as well.
+    pub mandatory: bool,
+    /// Backup codes are accepted in place of the SMS code. Default true.
+    pub backup_codes: bool,
+}
+
+impl PolicySettings {
+    /// Are opt-outs recorded in the store honoured?
+    pub fn opt_out_honoured(&self) -> bool {
+        self.user_opt_out && !self.mandatory
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -532,6 +584,8 @@ pub enum ProviderSpec {
     },
     /// `kind = "http"` or a vendor preset (`twilio`, `vonage`, …).
     Http(Box<HttpSpec>),
+    /// `kind = "smpp"`: an SMSC over SMPP 3.4.
+    Smpp(Box<SmppSpec>),
 }
 
 impl ProviderSpec {
@@ -539,6 +593,7 @@ impl ProviderSpec {
         match self {
             ProviderSpec::Outbox { name, .. } | ProviderSpec::Command { name, .. } => name,
             ProviderSpec::Http(h) => &h.name,
+            ProviderSpec::Smpp(s) => &s.name,
         }
     }
 }
@@ -844,7 +899,11 @@ impl Config {
             no_phone: c.choice(
                 &p.no_phone,
                 "policy.no_phone",
-                &[("deny", NoPhone::Deny), ("allow", NoPhone::Allow)],
+                &[
+                    ("deny", NoPhone::Deny),
+                    ("allow", NoPhone::Allow),
+                    ("enroll", NoPhone::Enroll),
+                ],
                 NoPhone::Deny,
             )?,
             provider_down: c.choice(
@@ -853,6 +912,9 @@ impl Config {
                 &[("deny", ProviderDown::Deny), ("allow", ProviderDown::Allow)],
                 ProviderDown::Deny,
             )?,
+            user_opt_out: p.user_opt_out.unwrap_or(false),
+            mandatory: p.mandatory.unwrap_or(false),
+            backup_codes: p.backup_codes.unwrap_or(true),
         };
 
         let ph = &raw.phone;
@@ -1114,7 +1176,7 @@ fn radius_settings(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings, Con
 const TRANSPORT_KEYS: [&str; 4] = ["timeout", "connect_timeout", "ca_file", "proxy"];
 
 const PROVIDER_KINDS: &str =
-    "\"outbox\", \"command\", \"http\", \"twilio\", \"vonage\" (or \"nexmo\"), \
+    "\"outbox\", \"command\", \"http\", \"smpp\", \"twilio\", \"vonage\" (or \"nexmo\"), \
                               \"clickatell\", \"plivo\" or \"bulksms\"";
 
 /// The keys each provider kind takes, besides `kind`.
@@ -1138,6 +1200,30 @@ fn provider_keys(kind: &str) -> Option<Vec<&'static str>> {
                 "allow_http",
             ],
             true,
+        ),
+        "smpp" => (
+            &[
+                "name",
+                "host",
+                "port",
+                "tls",
+                "ca_file",
+                "system_id",
+                "password_file",
+                "system_type",
+                "source_addr",
+                "source_addr_ton",
+                "source_addr_npi",
+                "dest_addr_ton",
+                "dest_addr_npi",
+                "registered_delivery",
+                "data_coding",
+                "long_messages",
+                "timeout",
+                "connect_timeout",
+                "enquire_link_interval",
+            ],
+            false,
         ),
         "twilio" => (
             &[
@@ -1266,6 +1352,7 @@ fn provider_spec(
                 Duration::from_secs(10),
             )?,
         },
+        "smpp" => ProviderSpec::Smpp(Box::new(smpp_spec(c, key, p, name)?)),
         "http" => {
             let allow_http = r.allow_http.as_ref().is_some_and(|b| *b.get_ref());
             let transport = transport_spec(c, key, r, allow_http)?;
@@ -1408,6 +1495,230 @@ fn provider_spec(
         }
     };
     Ok(spec)
+}
+
+/// Validates one `kind = "smpp"` table: Gluu's smpp script settings, one
+/// to one (see docs/smpp.md).
+fn smpp_spec(
+    c: &Checker<'_>,
+    key: &str,
+    p: &Spanned<RawProvider>,
+    name: String,
+) -> Result<SmppSpec, ConfigError> {
+    let r = p.get_ref();
+    let k = |field: &str| format!("{key}.{field}");
+    // Printable ASCII of at most `max` characters (SMPP C-Octet strings).
+    let ascii = |v: &Spanned<String>, field: &str, max: usize, empty_ok: bool| {
+        let t = v.get_ref().trim();
+        if (t.is_empty() && !empty_ok) || !t.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ') {
+            return Err(c.err(
+                v.span(),
+                &k(field),
+                "must be printable ASCII on one line (SMPP sends no other characters)",
+            ));
+        }
+        if t.len() > max {
+            return Err(c.err(
+                v.span(),
+                &k(field),
+                format!(
+                    "\"{t}\" is {} characters; SMPP 3.4 allows at most {max}",
+                    t.len()
+                ),
+            ));
+        }
+        Ok(t.to_owned())
+    };
+    let host = match &r.host {
+        None => {
+            return Err(c.err(
+                p.span(),
+                &k("host"),
+                "is missing; kind \"smpp\" needs host = \"smsc.example.net\" (Gluu: smpp_server)",
+            ))
+        }
+        Some(h) => {
+            let t = h.get_ref().trim();
+            if t.is_empty()
+                || t.contains(|ch: char| {
+                    ch.is_whitespace() || ch.is_control() || "/:@".contains(ch)
+                }) && t.parse::<std::net::Ipv6Addr>().is_err()
+            {
+                return Err(c.err(
+                    h.span(),
+                    &k("host"),
+                    format!("\"{t}\" is not a host name or address; write it like \"smsc.example.net\" (no port: set port)"),
+                ));
+            }
+            t.to_owned()
+        }
+    };
+    let port = c.int_in(
+        &r.port,
+        &k("port"),
+        1..=65535,
+        i64::from(SmppSpec::DEFAULT_PORT),
+    )? as u16;
+    let system_id =
+        match &r.system_id {
+            None => return Err(c.err(
+                p.span(),
+                &k("system_id"),
+                "is missing; kind \"smpp\" needs system_id = \"…\" (the account the SMSC gave you)",
+            )),
+            Some(v) => ascii(v, "system_id", 15, false)?,
+        };
+    let system_type = match &r.system_type {
+        None => String::new(),
+        Some(v) => ascii(v, "system_type", 12, true)?,
+    };
+    let source_addr_ton = smpp_code(c, &r.source_addr_ton, &k("source_addr_ton"), &smpp::TONS, 5)?;
+    let source_addr = match &r.source_addr {
+        None => String::new(),
+        Some(v) => {
+            // An alphanumeric sender shows as at most 11 characters.
+            let max = if source_addr_ton == 5 { 11 } else { 20 };
+            ascii(v, "source_addr", max, true)?
+        }
+    };
+    // NPI has no meaning for an alphanumeric sender: unknown, as SMSCs expect.
+    let source_npi_default = if source_addr_ton == 5 { 0 } else { 1 };
+    let source_addr_npi = smpp_code(
+        c,
+        &r.source_addr_npi,
+        &k("source_addr_npi"),
+        &smpp::NPIS,
+        source_npi_default,
+    )?;
+    let dest_addr_ton = smpp_code(c, &r.dest_addr_ton, &k("dest_addr_ton"), &smpp::TONS, 1)?;
+    let dest_addr_npi = smpp_code(c, &r.dest_addr_npi, &k("dest_addr_npi"), &smpp::NPIS, 1)?;
+    let registered_delivery =
+        c.int_in(&r.registered_delivery, &k("registered_delivery"), 0..=31, 0)? as u8;
+    let data_coding = c.choice(
+        &r.data_coding,
+        &k("data_coding"),
+        &[
+            ("gsm7", Coding::Gsm7),
+            ("latin1", Coding::Latin1),
+            ("ia5", Coding::Ia5),
+            ("ucs2", Coding::Ucs2),
+        ],
+        Coding::Gsm7,
+    )?;
+    let long_messages = c.choice(
+        &r.long_messages,
+        &k("long_messages"),
+        &[
+            ("udh", LongMessages::Udh),
+            ("payload", LongMessages::Payload),
+        ],
+        LongMessages::Udh,
+    )?;
+    let tls = r.tls.as_ref().is_some_and(|b| *b.get_ref());
+    if let (false, Some(f)) = (tls, &r.ca_file) {
+        return Err(c.err(
+            f.span(),
+            &k("ca_file"),
+            "only applies with tls = true; set tls = true or remove it",
+        ));
+    }
+    let ca_file = r
+        .ca_file
+        .as_ref()
+        .map(|f| c.absolute(f.get_ref(), f.span(), &k("ca_file")))
+        .transpose()?;
+    let password_file = r
+        .password_file
+        .as_ref()
+        .map(|f| c.absolute(f.get_ref(), f.span(), &k("password_file")))
+        .transpose()?;
+    let timeout = c.duration_in(
+        &r.timeout,
+        &k("timeout"),
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+        SmppSpec::DEFAULT_TIMEOUT,
+    )?;
+    let connect_timeout = match &r.connect_timeout {
+        None => SmppSpec::DEFAULT_CONNECT_TIMEOUT.min(timeout),
+        Some(s) => {
+            let d = c.duration_in(
+                &r.connect_timeout,
+                &k("connect_timeout"),
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+                SmppSpec::DEFAULT_CONNECT_TIMEOUT,
+            )?;
+            if d > timeout {
+                return Err(c.err(
+                    s.span(),
+                    &k("connect_timeout"),
+                    format!(
+                        "is longer than timeout ({}), which bounds the whole send; make it shorter",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            d
+        }
+    };
+    let enquire_link_interval = c.duration_in(
+        &r.enquire_link_interval,
+        &k("enquire_link_interval"),
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        SmppSpec::DEFAULT_ENQUIRE_LINK_INTERVAL,
+    )?;
+    Ok(SmppSpec {
+        name,
+        host,
+        port,
+        tls,
+        ca_file,
+        system_id,
+        password_file,
+        system_type,
+        source_addr,
+        source_addr_ton,
+        source_addr_npi,
+        dest_addr_ton,
+        dest_addr_npi,
+        registered_delivery,
+        data_coding,
+        long_messages,
+        connect_timeout,
+        timeout,
+        enquire_link_interval,
+    })
+}
+
+/// A TON or NPI: a name as jsmpp (and so Gluu) spells it, in any case, or
+/// its number.
+fn smpp_code(
+    c: &Checker<'_>,
+    v: &Option<Spanned<toml::Value>>,
+    key: &str,
+    table: &[(&str, u8)],
+    default: u8,
+) -> Result<u8, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    let found = match v.get_ref() {
+        toml::Value::String(s) => smpp::code_of(table, s),
+        toml::Value::Integer(i) => u8::try_from(*i).ok(),
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        let names: Vec<String> = table.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        c.err(
+            v.span(),
+            key,
+            format!(
+                "{} is not allowed; use one of {} (or its number, 0 to 255)",
+                v.get_ref(),
+                names.join(", ")
+            ),
+        )
+    })
 }
 
 /// Timeouts, extra CA and proxy of an HTTP provider.

@@ -3,9 +3,9 @@
 //! user wins; a source that fails makes the lookup fail (closed), so a
 //! broken file never silently falls through to another number.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{ConfigError, DirectorySpec, Location};
 use crate::files::{self, FileRule};
@@ -91,13 +91,18 @@ pub struct FileDirectory {
     pub path: PathBuf,
     /// The parsed file, kept while the file does not change: a server
     /// looks numbers up thousands of times a second, and a phone list can
-    /// have thousands of lines.
-    cache: RefCell<Option<Parsed>>,
+    /// have thousands of lines. A mutex, so a server's threads can share
+    /// one copy.
+    cache: Mutex<Option<Parsed>>,
 }
+
+/// user -> (number as written, line, column): compact, since a server
+/// keeps it for every user.
+type Entries = HashMap<Box<str>, (Box<str>, u32, u32)>;
 
 struct Parsed {
     stamp: Stamp,
-    entries: HashMap<String, Entry>,
+    entries: Entries,
 }
 
 /// Identity and version of a file: any edit changes one of these.
@@ -127,11 +132,11 @@ impl FileDirectory {
     pub fn new(path: PathBuf) -> Self {
         FileDirectory {
             path,
-            cache: RefCell::new(None),
+            cache: Mutex::new(None),
         }
     }
 
-    fn parse(&self, text: &str) -> Result<HashMap<String, Entry>, DirectoryError> {
+    fn parse(&self, text: &str) -> Result<Entries, DirectoryError> {
         let table: BTreeMap<String, toml::Spanned<String>> = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             ConfigError::Invalid {
@@ -144,19 +149,30 @@ impl FileDirectory {
                 ),
             }
         })?;
-        let source = self.name();
         Ok(table
             .into_iter()
             .map(|(user, raw)| {
                 let loc = location(text, raw.span().start);
-                let entry = Entry {
-                    raw: raw.into_inner(),
-                    source: source.clone(),
-                    location: format!("{}:{}:{}", self.path.display(), loc.line, loc.column),
-                };
-                (user, entry)
+                let value = (
+                    raw.into_inner().into_boxed_str(),
+                    loc.line as u32,
+                    loc.column as u32,
+                );
+                (user.into_boxed_str(), value)
             })
             .collect())
+    }
+
+    fn entry(&self, found: Option<&(Box<str>, u32, u32)>) -> Option<Entry> {
+        found.map(|(raw, line, col)| Entry {
+            raw: raw.to_string(),
+            source: self.name(),
+            location: format!("{}:{line}:{col}", self.path.display()),
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Option<Parsed>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -170,7 +186,7 @@ impl Directory for FileDirectory {
             Ok(m) => m,
             // No file yet means nobody has a number here: not an error.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.cache.replace(None);
+                *self.cache() = None;
                 return Ok(None);
             }
             Err(source) => {
@@ -184,8 +200,8 @@ impl Directory for FileDirectory {
         // Ownership and mode are checked on every lookup, cached or not.
         files::check(&self.path, &meta, FileRule::Data).map_err(ConfigError::from)?;
         let stamp = Stamp::of(&meta);
-        if let Some(p) = self.cache.borrow().as_ref().filter(|p| p.stamp == stamp) {
-            return Ok(p.entries.get(user).cloned());
+        if let Some(p) = self.cache().as_ref().filter(|p| p.stamp == stamp) {
+            return Ok(self.entry(p.entries.get(user)));
         }
         let text = match files::read_checked(&self.path, FileRule::Data) {
             Ok(t) => t,
@@ -197,8 +213,8 @@ impl Directory for FileDirectory {
             Err(e) => return Err(ConfigError::from(e).into()),
         };
         let entries = self.parse(&text)?;
-        let found = entries.get(user).cloned();
-        self.cache.replace(Some(Parsed { stamp, entries }));
+        let found = self.entry(entries.get(user));
+        *self.cache() = Some(Parsed { stamp, entries });
         Ok(found)
     }
 }
@@ -245,6 +261,34 @@ impl<A: Accounts> Directory for GecosDirectory<A> {
             location: self.name(),
         }))
     }
+}
+
+/// A source shared by several engines (a server's worker threads), so a
+/// large phone list is parsed and held once.
+impl<D: Directory + ?Sized> Directory for Arc<D> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
+        (**self).lookup(user)
+    }
+}
+
+/// The configured sources, built once to be shared between threads; give
+/// each engine `shared.iter().map(|d| Box::new(d.clone()) as Box<dyn Directory>)`.
+pub fn shared_from_config(specs: &[DirectorySpec]) -> Vec<Arc<dyn Directory + Send + Sync>> {
+    specs
+        .iter()
+        .map(|s| -> Arc<dyn Directory + Send + Sync> {
+            match s {
+                DirectorySpec::File { path } => Arc::new(FileDirectory::new(path.clone())),
+                DirectorySpec::Gecos { field } => Arc::new(GecosDirectory {
+                    field: *field,
+                    accounts: SystemAccounts,
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Builds the configured sources, in order.

@@ -1,5 +1,17 @@
 //! The login conversation as a state machine both front ends drive:
-//! start → sent → verify / resend → accept or reject.
+//! start → sent → verify / resend / backup code → accept or reject, and for
+//! a user without a number (`no_phone = "enroll"`): number → code → the
+//! number is registered and the login accepted.
+//!
+//! Where a number comes from: the store's `phone` table (set by `smsotp
+//! user set-phone` or by enrollment) first, then the configured
+//! directories in order. An admin's explicit setting wins over a file; a
+//! login never changes a number that exists anywhere.
+//!
+//! Backup codes are accepted wherever a code is asked for (shape tells them
+//! apart: 10 characters, `xxxxx-xxxxx`). A user with backup codes but no
+//! number under `no_phone = "deny"`, or whose SMS could not be sent under
+//! `provider_down = "deny"`, is asked for a backup code instead.
 //!
 //! [`Engine::start`] and [`Engine::answer`] are single steps whose state lives
 //! in the store (RADIUS carries the challenge id in State between packets);
@@ -12,12 +24,15 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::audit::{Audit, AuditSink, Event, FileSink, Level, StderrSink, SyslogSink};
+use crate::backup::{self, BackupError, Redeemed};
 use crate::clock::{ms, Clock, Millis, SystemClock};
 use crate::config::{Config, MessageValues, NoPhone, ProviderDown, StoreSpec};
-use crate::directory::{self, Accounts, Directory, DirectoryError, SystemAccounts};
+use crate::directory::{self, Accounts, Directory, DirectoryError, Found, SystemAccounts};
 use crate::otp::{self, ChallengeId, KeyError, OtpKey};
+use crate::phone::{NoCache, Phone};
 use crate::random::{OsRandom, RandomError, RandomSource};
 use crate::sms::{self, ChainOutcome, Sms, SmsProvider};
+pub use crate::store::Step;
 use crate::store::{ChallengeRecord, SendPermit, SqliteStore, Store, StoreCache, StoreError};
 
 /// Who is logging in, to what, from where.
@@ -46,6 +61,31 @@ pub enum Accept {
     NoPhoneAllowed,
     /// `provider_down = "allow"` let the user in while no SMS could be sent.
     ProviderDownAllowed,
+    /// A backup code was used up; `left` remain.
+    BackupCode {
+        left: u32,
+    },
+    /// The code sent to a newly entered number was right; the number is
+    /// now registered.
+    Enrolled,
+}
+
+impl Accept {
+    /// What the user is told on success, if anything.
+    pub fn user_message(&self) -> Option<String> {
+        match self {
+            Accept::CodeVerified | Accept::NoPhoneAllowed | Accept::ProviderDownAllowed => None,
+            Accept::BackupCode { left } => Some(format!(
+                "Backup code accepted; {left} left.{}",
+                if *left <= 2 {
+                    " Ask your administrator for new ones."
+                } else {
+                    ""
+                }
+            )),
+            Accept::Enrolled => Some("Your mobile number is now registered for SMS codes.".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +113,8 @@ pub enum Reject {
 pub enum Skip {
     ExemptUser,
     ExemptGroup,
+    /// Marked opted out by an admin (`policy.user_opt_out`, not mandatory).
+    OptedOut,
 }
 
 /// A fixed word for logs.
@@ -126,9 +168,53 @@ impl Reject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChallengeInfo {
     pub id: ChallengeId,
+    /// Empty when no number is known (backup code only, enrollment).
     pub phone_masked: String,
     pub expires_in: Duration,
     pub attempts_left: u32,
+    /// What the next answer should be.
+    pub step: Step,
+}
+
+/// The prompt for a backup code (no SMS was sent).
+pub const BACKUP_PROMPT: &str = "Backup code: ";
+/// The prompt for a number to enroll (shown as typed).
+pub const ENROLL_PROMPT: &str = "Mobile number for SMS codes: ";
+
+impl ChallengeInfo {
+    /// What to tell the user when the challenge opens.
+    pub fn intro(&self) -> String {
+        match self.step {
+            Step::Code => format!("Code sent to {}.", self.phone_masked),
+            Step::EnrollCode => format!(
+                "Code sent to {}. Enter it to register this number.",
+                self.phone_masked
+            ),
+            Step::BackupOnly if self.phone_masked.is_empty() => {
+                "No phone number is registered for this account. Enter one of your backup codes."
+                    .into()
+            }
+            Step::BackupOnly => {
+                "The code could not be sent. Enter one of your backup codes.".into()
+            }
+            Step::EnrollNumber => "No phone number is registered for this account.                  Enter your mobile number to register it for SMS codes."
+                .into(),
+        }
+    }
+
+    /// The prompt for the next answer.
+    pub fn prompt(&self) -> &'static str {
+        match self.step {
+            Step::Code | Step::EnrollCode => CODE_PROMPT,
+            Step::BackupOnly => BACKUP_PROMPT,
+            Step::EnrollNumber => ENROLL_PROMPT,
+        }
+    }
+
+    /// Is the answer shown as typed (a phone number, not a secret)?
+    pub fn echo(&self) -> bool {
+        self.step == Step::EnrollNumber
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,12 +226,30 @@ pub enum Start {
 /// Why the user is asked again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Retry {
-    WrongCode { tries_left: u32 },
+    WrongCode {
+        tries_left: u32,
+    },
     Expired,
-    Resent { phone_masked: String },
-    Cooldown { wait: Duration },
+    Resent {
+        phone_masked: String,
+    },
+    Cooldown {
+        wait: Duration,
+    },
     NoResendsLeft,
     ResendLimited,
+    /// An empty answer where only a backup code will do.
+    NeedBackupCode,
+    /// An empty answer at the enrollment number prompt.
+    NeedNumber,
+    /// The number entered for enrollment is not a number (why, masked).
+    BadNumber(String),
+    /// The number entered for enrollment is in a country not allowed.
+    CountryNotAllowed,
+    /// A code went to the number entered for enrollment.
+    EnrollCodeSent {
+        phone_masked: String,
+    },
 }
 
 impl Retry {
@@ -166,19 +270,34 @@ impl Retry {
             Retry::ResendLimited => {
                 "No new code can be sent now; enter the code you received.".into()
             }
+            Retry::NeedBackupCode => "Enter one of your backup codes.".into(),
+            Retry::NeedNumber => {
+                "Enter your mobile number in international form, e.g. +12025550123.".into()
+            }
+            Retry::BadNumber(why) => format!("{why}."),
+            Retry::CountryNotAllowed => {
+                "Numbers of that country cannot receive codes here; enter another number.".into()
+            }
+            Retry::EnrollCodeSent { phone_masked } => {
+                format!("Code sent to {phone_masked}. Enter it to register this number.")
+            }
         }
     }
 
     /// Informational (not an error) messages.
     pub fn is_info(&self) -> bool {
-        matches!(self, Retry::Resent { .. })
+        matches!(self, Retry::Resent { .. } | Retry::EnrollCodeSent { .. })
     }
 
     /// An empty answer that could not bring a new code.
     pub fn is_idle(&self) -> bool {
         matches!(
             self,
-            Retry::Cooldown { .. } | Retry::NoResendsLeft | Retry::ResendLimited
+            Retry::Cooldown { .. }
+                | Retry::NoResendsLeft
+                | Retry::ResendLimited
+                | Retry::NeedBackupCode
+                | Retry::NeedNumber
         )
     }
 }
@@ -215,6 +334,8 @@ pub enum FlowError {
     Key(#[from] KeyError),
     #[error("the conversation with the user failed: {0}")]
     Conversation(String),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
 }
 
 /// Everything a login needs, built once per PAM call or per server.
@@ -314,6 +435,25 @@ impl Engine {
         Ok(Engine::with_parts(cfg, parts))
     }
 
+    /// [`Engine::open_with_store`] with directory sources and provider state
+    /// (SMPP sessions) shared between engines, as a server's workers need
+    /// (see [`directory::shared_from_config`]).
+    pub fn open_shared(
+        cfg: Config,
+        log: &LogOptions,
+        store: Box<dyn Store>,
+        directories: &[std::sync::Arc<dyn Directory + Send + Sync>],
+        providers: &sms::ProviderContext,
+    ) -> Result<Engine, FlowError> {
+        let mut engine = Engine::open_with_store(cfg, log, store)?;
+        engine.providers = sms::from_config_with(&engine.cfg.providers, system_clock, providers);
+        engine.directories = directories
+            .iter()
+            .map(|d| Box::new(d.clone()) as Box<dyn Directory>)
+            .collect();
+        Ok(engine)
+    }
+
     pub fn with_parts(cfg: Config, p: Parts) -> Engine {
         Engine {
             cfg,
@@ -381,6 +521,20 @@ impl Engine {
                 e.detail = Some("no_phone = \"allow\": let in without a second factor".into());
                 Level::Warning
             }
+            Verdict::Accept(Accept::BackupCode { left }) => {
+                e.event = "accept";
+                e.outcome = Some("success");
+                e.reason = Some("backup_code");
+                e.detail = Some(format!("backup codes left: {left}"));
+                Level::Info
+            }
+            Verdict::Accept(Accept::Enrolled) => {
+                e.event = "accept";
+                e.outcome = Some("success");
+                e.reason = Some("enrolled");
+                e.detail = Some("code to the new number verified; number registered".into());
+                Level::Info
+            }
             Verdict::Accept(Accept::ProviderDownAllowed) => {
                 e.event = "fail_open";
                 e.outcome = Some("success");
@@ -403,6 +557,7 @@ impl Engine {
                 e.reason = Some(match s {
                     Skip::ExemptUser => "exempt_user",
                     Skip::ExemptGroup => "exempt_group",
+                    Skip::OptedOut => "opted_out",
                 });
                 Level::Info
             }
@@ -417,6 +572,66 @@ impl Engine {
         e.outcome = Some("failure");
         e.detail = Some(err.to_string());
         self.log(Level::Error, &e);
+    }
+
+    /// The user's number and where it came from: the store (set by an
+    /// admin or by enrollment) first, then the configured directories.
+    pub fn find_phone(&self, user: &str) -> Result<Option<Found>, FlowError> {
+        if let Some(rec) = self.store.phone(user)? {
+            // Stored numbers were validated when set; parse again (cached)
+            // for the region, and never let a bad row fall through to
+            // another source.
+            let phone = Phone::parse_cached(&rec.e164, None, &StoreCache(&*self.store)).map_err(
+                |error| DirectoryError::BadNumber {
+                    source_name: "the smsotp store".into(),
+                    user: user.to_owned(),
+                    error,
+                },
+            )?;
+            return Ok(Some(Found {
+                phone,
+                source: format!("store (set by {})", rec.set_by),
+            }));
+        }
+        Ok(directory::lookup(
+            &self.directories,
+            user,
+            self.cfg.phone.default_region,
+            &StoreCache(&*self.store),
+        )?)
+    }
+
+    /// The configured directories alone (for `user clear-phone`: does a
+    /// number remain once the store's is gone?).
+    pub fn find_phone_in_directories(&self, user: &str) -> Result<Option<Found>, FlowError> {
+        Ok(directory::lookup(
+            &self.directories,
+            user,
+            self.cfg.phone.default_region,
+            &NoCache,
+        )?)
+    }
+
+    /// Makes `count` new backup codes for `user` (replacing the old ones)
+    /// and returns them, to be shown once.
+    pub fn generate_backup_codes(
+        &self,
+        user: &str,
+        count: usize,
+    ) -> Result<Vec<Zeroizing<String>>, FlowError> {
+        Ok(backup::generate(
+            &*self.store,
+            &self.key,
+            &*self.rng,
+            user,
+            count,
+            self.now(),
+        )?)
+    }
+
+    /// Whether a backup code could log `user` in now.
+    fn backup_usable(&self, user: &str) -> Result<bool, FlowError> {
+        Ok(self.cfg.policy.backup_codes && self.store.backup_codes_left(user)? > 0)
     }
 
     /// Step one: decide whether the user needs a code, and send it.
@@ -445,6 +660,13 @@ impl Engine {
                 )));
             }
         }
+        if policy.opt_out_honoured() && self.store.opt_out(&ctx.user)?.is_some() {
+            return Ok(Start::Done(self.finish(
+                ctx,
+                Verdict::NotApplicable(Skip::OptedOut),
+                None,
+            )));
+        }
         let now = self.now();
         let keep = self
             .cfg
@@ -468,18 +690,23 @@ impl Engine {
                 None,
             )));
         }
-        let Some(found) = directory::lookup(
-            &self.directories,
-            &ctx.user,
-            self.cfg.phone.default_region,
-            &StoreCache(&*self.store),
-        )?
-        else {
-            let v = match policy.no_phone {
-                NoPhone::Allow => Verdict::Accept(Accept::NoPhoneAllowed),
-                NoPhone::Deny => Verdict::Reject(Reject::NoPhone),
+        let Some(found) = self.find_phone(&ctx.user)? else {
+            return match policy.no_phone {
+                NoPhone::Allow => Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::Accept(Accept::NoPhoneAllowed),
+                    None,
+                ))),
+                NoPhone::Enroll => self.open_without_sms(ctx, now, Step::EnrollNumber),
+                NoPhone::Deny if self.backup_usable(&ctx.user)? => {
+                    self.open_without_sms(ctx, now, Step::BackupOnly)
+                }
+                NoPhone::Deny => Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::Reject(Reject::NoPhone),
+                    None,
+                ))),
             };
-            return Ok(Start::Done(self.finish(ctx, v, None)));
         };
         let mut e = self.event(ctx, "phone_found");
         e.phone = Some(found.phone.masked());
@@ -508,6 +735,8 @@ impl Engine {
             expires_at: now + ms(ttl),
             attempts_left: self.cfg.otp.max_attempts.get(),
             resends_used: 0,
+            step: Step::Code,
+            pending_phone: None,
         };
         // The SMS is counted against the limits and the challenge stored in
         // one transaction, before anything is sent: a store that cannot take
@@ -537,14 +766,67 @@ impl Engine {
         }
         match self.deliver(ctx, &phone, code.as_str(), "sent") {
             None => Ok(Start::Challenge(self.info(&rec, now))),
+            Some(Verdict::Reject(r @ (Reject::ProviderDown | Reject::SendRefused)))
+                if self.backup_usable(&ctx.user)? =>
+            {
+                // What backup codes are for: the phone cannot be reached.
+                self.store.set_step(&id, Step::BackupOnly)?;
+                let mut e = self.event(ctx, "backup_fallback");
+                e.phone = Some(masked.clone());
+                e.reason = Some(r.word());
+                e.detail = Some("no SMS could be sent; asking for a backup code".into());
+                self.log(Level::Warning, &e);
+                let mut info = self.info(&rec, now);
+                info.step = Step::BackupOnly;
+                Ok(Start::Challenge(info))
+            }
             Some(v) => {
                 self.store.delete_challenge(&id)?;
-                Ok(Start::Done(v))
+                Ok(Start::Done(self.finish(ctx, v, Some(&masked))))
             }
         }
     }
 
-    /// Sends `code`; on failure returns the verdict the policy asks for.
+    /// A challenge that sends nothing yet: a backup code only, or the first
+    /// step of enrollment.
+    fn open_without_sms(
+        &self,
+        ctx: &LoginContext,
+        now: Millis,
+        step: Step,
+    ) -> Result<Start, FlowError> {
+        let id = ChallengeId::random(&*self.rng)?;
+        // A MAC no code can have: random, and the step decides anyway.
+        let mut code_mac = [0u8; 32];
+        self.rng.fill(&mut code_mac)?;
+        let rec = ChallengeRecord {
+            id,
+            user: ctx.user.clone(),
+            service: ctx.service.clone(),
+            code_mac,
+            phone_masked: String::new(),
+            created_at: now,
+            sent_at: now,
+            expires_at: now + ms(self.cfg.otp.ttl),
+            attempts_left: self.cfg.otp.max_attempts.get(),
+            resends_used: 0,
+            step,
+            pending_phone: None,
+        };
+        self.store.insert_challenge(&rec)?;
+        let e = self.event(
+            ctx,
+            match step {
+                Step::EnrollNumber => "enroll_start",
+                _ => "backup_only",
+            },
+        );
+        self.log(Level::Info, &e);
+        Ok(Start::Challenge(self.info(&rec, now)))
+    }
+
+    /// Sends `code`; on failure returns (without logging it) the verdict
+    /// the policy asks for.
     fn deliver(
         &self,
         ctx: &LoginContext,
@@ -591,15 +873,14 @@ impl Engine {
                     e.detail = Some(err.to_string());
                     self.log(Level::Error, &e);
                 }
-                let v = if !outcome.is_outage() {
+                Some(if !outcome.is_outage() {
                     Verdict::Reject(Reject::SendRefused)
                 } else {
                     match self.cfg.policy.provider_down {
                         ProviderDown::Allow => Verdict::Accept(Accept::ProviderDownAllowed),
                         ProviderDown::Deny => Verdict::Reject(Reject::ProviderDown),
                     }
-                };
-                Some(self.finish(ctx, v, Some(&phone.masked())))
+                })
             }
         }
     }
@@ -610,6 +891,7 @@ impl Engine {
             phone_masked: rec.phone_masked.clone(),
             expires_in: Duration::from_millis(rec.expires_at.saturating_sub(now).max(0) as u64),
             attempts_left: rec.attempts_left,
+            step: rec.step,
         }
     }
 
@@ -655,35 +937,55 @@ impl Engine {
             )));
         }
         let masked = rec.phone_masked.clone();
+        let shown = (!masked.is_empty()).then_some(masked.as_str());
         if self.store.locked_until(&ctx.user, now)?.is_some() {
             self.store.delete_challenge(id)?;
             return Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::LockedOut),
-                Some(&masked),
+                shown,
             )));
         }
-        if expired == Expired::Reject && now >= rec.expires_at {
+        let offers_new = matches!(rec.step, Step::Code | Step::EnrollCode);
+        if now >= rec.expires_at
+            && (expired == Expired::Reject
+                || !offers_new
+                || (!input.trim().is_empty() && rec.resends_used >= self.cfg.otp.resend_max))
+        {
             self.store.delete_challenge(id)?;
             return Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::Expired),
-                Some(&masked),
+                shown,
             )));
         }
         if input.trim().is_empty() {
-            return self.resend(ctx, rec, now);
+            return match rec.step {
+                Step::Code | Step::EnrollCode => self.resend(ctx, rec, now),
+                Step::BackupOnly => Ok(Answer::Retry(Retry::NeedBackupCode, self.info(&rec, now))),
+                Step::EnrollNumber => Ok(Answer::Retry(Retry::NeedNumber, self.info(&rec, now))),
+            };
         }
         if now >= rec.expires_at {
-            if rec.resends_used < self.cfg.otp.resend_max {
-                return Ok(Answer::Retry(Retry::Expired, self.info(&rec, now)));
+            return Ok(Answer::Retry(Retry::Expired, self.info(&rec, now)));
+        }
+        match rec.step {
+            Step::Code | Step::EnrollCode => {}
+            Step::BackupOnly => {
+                if let Some(v) = self.try_backup(ctx, &rec, input)? {
+                    return Ok(Answer::Done(v));
+                }
+                return self.wrong_answer(ctx, &rec, now);
             }
-            self.store.delete_challenge(id)?;
-            return Ok(Answer::Done(self.finish(
-                ctx,
-                Verdict::Reject(Reject::Expired),
-                Some(&masked),
-            )));
+            Step::EnrollNumber => {
+                if backup::parse(input).is_some() {
+                    if let Some(v) = self.try_backup(ctx, &rec, input)? {
+                        return Ok(Answer::Done(v));
+                    }
+                    return self.wrong_answer(ctx, &rec, now);
+                }
+                return self.enroll_number(ctx, &rec, input, now);
+            }
         }
         let matches = otp::normalise(input, self.cfg.otp.alphabet).is_some_and(|code| {
             let mac = self.key.mac(id, &ctx.user, &ctx.service, &code);
@@ -692,19 +994,72 @@ impl Engine {
         if matches {
             // Deleting the row is what makes the code single-use: of two
             // concurrent right answers, exactly one deletes it.
-            if self.store.consume(id, &rec.code_mac, &ctx.user)? {
+            let (used, accept) = if rec.step == Step::EnrollCode {
+                let by = format!("enroll:{}", ctx.service);
+                (
+                    self.store
+                        .complete_enrollment(id, &rec.code_mac, &ctx.user, now, &by)?,
+                    Accept::Enrolled,
+                )
+            } else {
+                (
+                    self.store.consume(id, &rec.code_mac, &ctx.user)?,
+                    Accept::CodeVerified,
+                )
+            };
+            if used {
                 return Ok(Answer::Done(self.finish(
                     ctx,
-                    Verdict::Accept(Accept::CodeVerified),
-                    Some(&masked),
+                    Verdict::Accept(accept),
+                    shown,
                 )));
             }
             return Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::UnknownChallenge),
-                Some(&masked),
+                shown,
             )));
         }
+        if let Some(v) = self.try_backup(ctx, &rec, input)? {
+            return Ok(Answer::Done(v));
+        }
+        self.wrong_answer(ctx, &rec, now)
+    }
+
+    /// A backup code in place of the code, if `input` is one of the user's
+    /// (it is used up, and the challenge with it).
+    fn try_backup(
+        &self,
+        ctx: &LoginContext,
+        rec: &ChallengeRecord,
+        input: &str,
+    ) -> Result<Option<Verdict>, FlowError> {
+        if !self.cfg.policy.backup_codes || backup::parse(input).is_none() {
+            return Ok(None);
+        }
+        match backup::redeem(&*self.store, &self.key, &ctx.user, input, Some(&rec.id))? {
+            Redeemed::Accepted { left } => {
+                let shown = (!rec.phone_masked.is_empty()).then_some(rec.phone_masked.as_str());
+                Ok(Some(self.finish(
+                    ctx,
+                    Verdict::Accept(Accept::BackupCode { left }),
+                    shown,
+                )))
+            }
+            Redeemed::NoMatch => Ok(None),
+        }
+    }
+
+    /// A wrong code: counts against the challenge and towards lockout.
+    fn wrong_answer(
+        &self,
+        ctx: &LoginContext,
+        rec: &ChallengeRecord,
+        now: Millis,
+    ) -> Result<Answer, FlowError> {
+        let id = &rec.id;
+        let masked = rec.phone_masked.clone();
+        let shown = (!masked.is_empty()).then_some(masked.as_str());
         let left = self.store.wrong_attempt(id)?;
         let limits = &self.cfg.limits;
         let failures = self.store.record_failure(
@@ -714,7 +1069,7 @@ impl Engine {
             limits.lockout,
         )?;
         let mut e = self.event(ctx, "wrong_code");
-        e.phone = Some(masked.clone());
+        e.phone = shown.map(str::to_owned);
         e.detail = Some(format!(
             "tries left: {}; consecutive failures: {}",
             left.unwrap_or(0),
@@ -735,21 +1090,110 @@ impl Engine {
             return Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::WrongCode),
-                Some(&masked),
+                shown,
             )));
         }
         match left {
             Some(n) if n > 0 => {
-                let mut info = self.info(&rec, now);
+                let mut info = self.info(rec, now);
                 info.attempts_left = n;
                 Ok(Answer::Retry(Retry::WrongCode { tries_left: n }, info))
             }
             _ => Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::WrongCode),
-                Some(&masked),
+                shown,
             ))),
         }
+    }
+
+    /// Enrollment: the user typed a number. Check it, send a code to it.
+    fn enroll_number(
+        &self,
+        ctx: &LoginContext,
+        rec: &ChallengeRecord,
+        input: &str,
+        now: Millis,
+    ) -> Result<Answer, FlowError> {
+        let refused = |retry: Retry, last: Reject| -> Result<Answer, FlowError> {
+            // Bad numbers use up the challenge's tries (not the lockout
+            // count: they are no guess at a secret).
+            let mut e = self.event(ctx, "enroll_bad_number");
+            e.detail = Some(retry.user_message());
+            self.log(Level::Info, &e);
+            match self.store.wrong_attempt(&rec.id)? {
+                Some(n) if n > 0 => {
+                    let mut info = self.info(rec, now);
+                    info.attempts_left = n;
+                    Ok(Answer::Retry(retry, info))
+                }
+                _ => Ok(Answer::Done(self.finish(ctx, Verdict::Reject(last), None))),
+            }
+        };
+        let phone = match Phone::parse(input, self.cfg.phone.default_region) {
+            Ok(p) => p,
+            Err(e) => return refused(Retry::BadNumber(e.to_string()), Reject::NoPhone),
+        };
+        if !phone.allowed(&self.cfg.phone) {
+            return refused(Retry::CountryNotAllowed, Reject::CountryNotAllowed);
+        }
+        let masked = phone.masked();
+        let give_up = |v: Reject| -> Result<Answer, FlowError> {
+            self.store.delete_challenge(&rec.id)?;
+            Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(v),
+                Some(&masked),
+            )))
+        };
+        // A number registered since the login began (by an admin) is not
+        // for a login to replace: start again with it.
+        if self.find_phone(&ctx.user)?.is_some() {
+            return give_up(Reject::UnknownChallenge);
+        }
+        let limits = &self.cfg.limits;
+        if self
+            .store
+            .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?
+            != SendPermit::Granted
+        {
+            return give_up(Reject::RateLimited);
+        }
+        let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
+        let mac = self
+            .key
+            .mac(&rec.id, &ctx.user, &ctx.service, code.as_str());
+        let expires_at = now + ms(self.cfg.otp.ttl);
+        let attempts = self.cfg.otp.max_attempts.get();
+        if !self
+            .store
+            .enroll_number(&rec.id, phone.e164(), &mac, now, expires_at, attempts)?
+        {
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                None,
+            )));
+        }
+        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "enroll_code_sent") {
+            self.store.delete_challenge(&rec.id)?;
+            return Ok(Answer::Done(self.finish(ctx, v, Some(&masked))));
+        }
+        let updated = ChallengeRecord {
+            phone_masked: masked.clone(),
+            sent_at: now,
+            expires_at,
+            attempts_left: attempts,
+            step: Step::EnrollCode,
+            pending_phone: Some(phone.e164().to_owned()),
+            ..rec.clone()
+        };
+        Ok(Answer::Retry(
+            Retry::EnrollCodeSent {
+                phone_masked: masked,
+            },
+            self.info(&updated, now),
+        ))
     }
 
     fn resend(
@@ -792,14 +1236,15 @@ impl Engine {
             }
             return Ok(Answer::Retry(Retry::ResendLimited, self.info(&rec, now)));
         }
-        // Phone lookup again: the number may have changed since.
-        let Some(found) = directory::lookup(
-            &self.directories,
-            &ctx.user,
-            self.cfg.phone.default_region,
-            &StoreCache(&*self.store),
-        )?
-        else {
+        // Enrollment resends to the number being enrolled; otherwise look
+        // the number up again: it may have changed since.
+        let phone = match (&rec.step, &rec.pending_phone) {
+            (Step::EnrollCode, Some(e164)) => {
+                Phone::parse_cached(e164, None, &StoreCache(&*self.store)).ok()
+            }
+            _ => self.find_phone(&ctx.user)?.map(|f| f.phone),
+        };
+        let Some(phone) = phone else {
             return give_up(self, Reject::NoPhone);
         };
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
@@ -822,12 +1267,12 @@ impl Engine {
                 None,
             )));
         }
-        if let Some(v) = self.deliver(ctx, &found.phone, code.as_str(), "resent") {
+        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "resent") {
             self.store.delete_challenge(&rec.id)?;
-            return Ok(Answer::Done(v));
+            return Ok(Answer::Done(self.finish(ctx, v, Some(&phone.masked()))));
         }
         let updated = ChallengeRecord {
-            phone_masked: found.phone.masked(),
+            phone_masked: phone.masked(),
             sent_at: now,
             expires_at,
             attempts_left: attempts,
@@ -876,6 +1321,8 @@ pub trait Conversation {
     fn error(&mut self, text: &str) -> Result<(), String>;
     /// An echo-off prompt; the answer is zeroized when dropped.
     fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
+    /// An echo-on prompt (a phone number to enroll).
+    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
 }
 
 /// Consecutive empty answers that cannot bring a new code before the login
@@ -893,38 +1340,42 @@ pub fn run(
     conv: &mut dyn Conversation,
     ctx: &LoginContext,
 ) -> Result<Verdict, FlowError> {
-    let challenge = match engine.start(ctx)? {
+    let mut current = match engine.start(ctx)? {
         Start::Done(v) => {
             tell_verdict(conv, &v);
             return Ok(v);
         }
         Start::Challenge(c) => c,
     };
-    conv.info(&format!("Code sent to {}.", challenge.phone_masked))
-        .map_err(|e| conversation_failed(engine, ctx, &challenge.id, e))?;
+    let id = current.id;
+    conv.info(&current.intro())
+        .map_err(|e| conversation_failed(engine, ctx, &id, e))?;
     let otp = &engine.cfg.otp;
-    let max_prompts = (otp.max_attempts.get() + 2) * (otp.resend_max + 1) + 5;
+    // Enrollment adds a number prompt (with its own tries) before the code.
+    let max_prompts =
+        (otp.max_attempts.get() + 2) * (otp.resend_max + 1) + otp.max_attempts.get() + 7;
     let mut idle = 0;
     for _ in 0..max_prompts {
-        let input = conv
-            .ask_secret(CODE_PROMPT)
-            .map_err(|e| conversation_failed(engine, ctx, &challenge.id, e))?;
-        match engine.answer(ctx, &challenge.id, &input)? {
+        let input = if current.echo() {
+            conv.ask_text(current.prompt())
+        } else {
+            conv.ask_secret(current.prompt())
+        }
+        .map_err(|e| conversation_failed(engine, ctx, &id, e))?;
+        match engine.answer(ctx, &id, &input)? {
             Answer::Done(v) => {
                 tell_verdict(conv, &v);
                 return Ok(v);
             }
-            Answer::Retry(r, _) => {
+            Answer::Retry(r, info) => {
                 // A client that only sends empty answers (or hit end of
                 // input) is not kept waiting for ever.
                 idle = if r.is_idle() { idle + 1 } else { 0 };
                 if idle > MAX_IDLE_ANSWERS {
-                    engine.abandon(ctx, &challenge.id, "only empty answers");
-                    let v = engine.finish(
-                        ctx,
-                        Verdict::Reject(Reject::NoCodeEntered),
-                        Some(&challenge.phone_masked),
-                    );
+                    engine.abandon(ctx, &id, "only empty answers");
+                    let shown =
+                        (!info.phone_masked.is_empty()).then_some(info.phone_masked.as_str());
+                    let v = engine.finish(ctx, Verdict::Reject(Reject::NoCodeEntered), shown);
                     tell_verdict(conv, &v);
                     return Ok(v);
                 }
@@ -934,16 +1385,14 @@ pub fn run(
                 } else {
                     conv.error(&msg)
                 };
-                sent.map_err(|e| conversation_failed(engine, ctx, &challenge.id, e))?;
+                sent.map_err(|e| conversation_failed(engine, ctx, &id, e))?;
+                current = info;
             }
         }
     }
-    engine.abandon(ctx, &challenge.id, "too many prompts");
-    let v = engine.finish(
-        ctx,
-        Verdict::Reject(Reject::WrongCode),
-        Some(&challenge.phone_masked),
-    );
+    engine.abandon(ctx, &id, "too many prompts");
+    let shown = (!current.phone_masked.is_empty()).then_some(current.phone_masked.as_str());
+    let v = engine.finish(ctx, Verdict::Reject(Reject::WrongCode), shown);
     tell_verdict(conv, &v);
     Ok(v)
 }
@@ -960,8 +1409,16 @@ fn conversation_failed(
 
 fn tell_verdict(conv: &mut dyn Conversation, v: &Verdict) {
     // Best effort: the verdict stands even if the message cannot be shown.
-    if let Verdict::Reject(r) = v {
-        let _ = conv.error(r.user_message());
+    match v {
+        Verdict::Reject(r) => {
+            let _ = conv.error(r.user_message());
+        }
+        Verdict::Accept(a) => {
+            if let Some(m) = a.user_message() {
+                let _ = conv.info(&m);
+            }
+        }
+        Verdict::NotApplicable(_) => {}
     }
 }
 

@@ -585,6 +585,15 @@ impl Conversation for ScriptedConversation {
             None => Err("user hung up".into()),
         }
     }
+    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+        self.shown
+            .borrow_mut()
+            .push(format!("prompt (echo): {prompt}"));
+        match self.answers.pop_front() {
+            Some(f) => Ok(Zeroizing::new(f(&self.harness))),
+            None => Err("user hung up".into()),
+        }
+    }
 }
 
 fn converse(
@@ -682,5 +691,269 @@ fn empty_answers_during_the_cooldown_end_the_login() {
     assert_eq!(
         shown.borrow().last().unwrap(),
         "error: No code was entered."
+    );
+}
+
+// ------------------------------------------------ backup codes, enrollment
+
+fn backup_codes(h: &Harness, user: &str, n: usize) -> Vec<String> {
+    crate::backup::generate(
+        h.engine.store(),
+        &OtpKey::from_bytes(&[3u8; 32]),
+        &crate::random::OsRandom,
+        user,
+        n,
+        0,
+    )
+    .unwrap()
+    .iter()
+    .map(|c| c.to_string())
+    .collect()
+}
+
+#[test]
+fn backup_code_at_the_code_prompt_is_accepted_once() {
+    let h = harness("");
+    let codes = backup_codes(&h, "alice", 3);
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    assert_eq!(
+        h.answer(&c, &ch, &codes[0]),
+        Answer::Done(Verdict::Accept(Accept::BackupCode { left: 2 }))
+    );
+    assert_eq!(
+        Accept::BackupCode { left: 2 }.user_message().unwrap(),
+        "Backup code accepted; 2 left. Ask your administrator for new ones."
+    );
+    // The same code again is a wrong code.
+    let ch = h.start(&c);
+    assert!(matches!(
+        h.answer(&c, &ch, &codes[0]),
+        Answer::Retry(Retry::WrongCode { tries_left: 2 }, _)
+    ));
+    assert!(
+        h.audit_text().contains("reason=backup_code"),
+        "{}",
+        h.audit_text()
+    );
+    assert!(!h.audit_text().contains(&codes[1]));
+}
+
+#[test]
+fn backup_codes_can_be_turned_off() {
+    let h = harness("[policy]\nbackup_codes = false\n");
+    let codes = backup_codes(&h, "alice", 1);
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    assert!(matches!(
+        h.answer(&c, &ch, &codes[0]),
+        Answer::Retry(Retry::WrongCode { .. }, _)
+    ));
+}
+
+#[test]
+fn no_phone_deny_with_backup_codes_asks_for_one() {
+    let h = harness("");
+    let c = ctx("carol", "sshd");
+    assert_eq!(
+        h.engine.start(&c).unwrap(),
+        Start::Done(Verdict::Reject(Reject::NoPhone))
+    );
+    let codes = backup_codes(&h, "carol", 2);
+    let ch = h.start(&c);
+    assert_eq!(ch.step, Step::BackupOnly);
+    assert_eq!(ch.prompt(), BACKUP_PROMPT);
+    assert_eq!(h.sent_count(), 0);
+    assert!(matches!(
+        h.answer(&c, &ch, ""),
+        Answer::Retry(Retry::NeedBackupCode, _)
+    ));
+    assert!(matches!(
+        h.answer(&c, &ch, "123456"),
+        Answer::Retry(Retry::WrongCode { tries_left: 2 }, _)
+    ));
+    assert_eq!(
+        h.answer(&c, &ch, &codes[1]),
+        Answer::Done(Verdict::Accept(Accept::BackupCode { left: 1 }))
+    );
+}
+
+#[test]
+fn provider_down_falls_back_to_a_backup_code() {
+    let down = FakeSms::failing("down", SendError::Transient("timeout".into()));
+    let h = harness_with("", vec![Box::new(down)]);
+    let c = ctx("alice", "sshd");
+    assert_eq!(
+        h.engine.start(&c).unwrap(),
+        Start::Done(Verdict::Reject(Reject::ProviderDown))
+    );
+    let codes = backup_codes(&h, "alice", 1);
+    let ch = h.start(&c);
+    assert_eq!(ch.step, Step::BackupOnly);
+    assert!(ch.intro().contains("could not be sent"), "{}", ch.intro());
+    assert_eq!(
+        h.answer(&c, &ch, &codes[0]),
+        Answer::Done(Verdict::Accept(Accept::BackupCode { left: 0 }))
+    );
+}
+
+#[test]
+fn opt_out_is_honoured_only_when_allowed_and_not_mandatory() {
+    for (toml, honoured) in [
+        ("", false),
+        ("[policy]\nuser_opt_out = true\n", true),
+        ("[policy]\nuser_opt_out = true\nmandatory = true\n", false),
+    ] {
+        let h = harness(toml);
+        h.engine
+            .store()
+            .set_opt_out("alice", Some(("admin:root", 0)))
+            .unwrap();
+        let r = h.engine.start(&ctx("alice", "sshd")).unwrap();
+        if honoured {
+            assert_eq!(
+                r,
+                Start::Done(Verdict::NotApplicable(Skip::OptedOut)),
+                "{toml}"
+            );
+        } else {
+            assert!(matches!(r, Start::Challenge(_)), "{toml}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn enrollment_saves_the_number_only_after_the_code() {
+    let h = harness("[policy]\nno_phone = \"enroll\"\n[phone]\ndefault_region = \"US\"\nallowed_countries = [\"US\"]\n");
+    let c = ctx("carol", "sshd");
+    let ch = h.start(&c);
+    assert_eq!(ch.step, Step::EnrollNumber);
+    assert!(ch.echo());
+    assert_eq!(h.sent_count(), 0);
+    // Not a number, then a country not allowed: asked again.
+    assert!(matches!(
+        h.answer(&c, &ch, "call me"),
+        Answer::Retry(Retry::BadNumber(_), _)
+    ));
+    assert!(matches!(
+        h.answer(&c, &ch, "+49 30 1234567"),
+        Answer::Retry(Retry::CountryNotAllowed, _)
+    ));
+    // A national number in the default region.
+    let Answer::Retry(Retry::EnrollCodeSent { phone_masked }, info) =
+        h.answer(&c, &ch, "(202) 555-0177")
+    else {
+        panic!("expected a code to the new number")
+    };
+    assert_eq!(phone_masked, "******0177");
+    assert_eq!(info.step, Step::EnrollCode);
+    assert_eq!(h.sms.sent.borrow().last().unwrap().0, "+12025550177");
+    assert!(
+        h.engine.store().phone("carol").unwrap().is_none(),
+        "not before the code"
+    );
+    assert!(matches!(
+        h.answer(&c, &ch, &wrong(&h.last_code())),
+        Answer::Retry(Retry::WrongCode { .. }, _)
+    ));
+    assert!(h.engine.store().phone("carol").unwrap().is_none());
+    assert_eq!(
+        h.answer(&c, &ch, &h.last_code()),
+        Answer::Done(Verdict::Accept(Accept::Enrolled))
+    );
+    let rec = h.engine.store().phone("carol").unwrap().unwrap();
+    assert_eq!(rec.e164, "+12025550177");
+    assert_eq!(rec.set_by, "enroll:sshd");
+    // The next login uses it, and offers no enrollment.
+    let ch = h.start(&c);
+    assert_eq!(ch.step, Step::Code);
+    assert_eq!(ch.phone_masked, "******0177");
+}
+
+#[test]
+fn enrollment_never_replaces_a_registered_number() {
+    let h = harness("[policy]\nno_phone = \"enroll\"\n");
+    let c = ctx("carol", "sshd");
+    let ch = h.start(&c);
+    let Answer::Retry(Retry::EnrollCodeSent { .. }, _) = h.answer(&c, &ch, "+12025550177") else {
+        panic!()
+    };
+    // An admin registers another number meanwhile: it stays.
+    h.engine
+        .store()
+        .set_phone(
+            "carol",
+            &crate::store::PhoneRecord {
+                e164: "+12025550188".into(),
+                set_at: 0,
+                set_by: "admin:root".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        h.answer(&c, &ch, &h.last_code()),
+        Answer::Done(Verdict::Accept(Accept::Enrolled))
+    );
+    assert_eq!(
+        h.engine.store().phone("carol").unwrap().unwrap().e164,
+        "+12025550188"
+    );
+    // Users with a number (from a file) never see enrollment.
+    assert_eq!(h.start(&ctx("alice", "sshd")).step, Step::Code);
+}
+
+#[test]
+fn enrollment_conversation() {
+    let h = harness("[policy]\nno_phone = \"enroll\"\n");
+    let h = Rc::new(h);
+    let shown = Rc::new(RefCell::new(Vec::new()));
+    let answers: Vec<Reply> = vec![
+        Box::new(|_: &Harness| "not a number".into()),
+        Box::new(|_: &Harness| "+1 202 555 0177".into()),
+        Box::new(|h: &Harness| h.last_code()),
+    ];
+    let mut conv = ScriptedConversation {
+        answers: answers.into(),
+        shown: shown.clone(),
+        harness: h.clone(),
+    };
+    let r = run(&h.engine, &mut conv, &ctx("carol", "sshd")).unwrap();
+    assert_eq!(r, Verdict::Accept(Accept::Enrolled));
+    let shown = shown.borrow();
+    assert_eq!(shown[1], "prompt (echo): Mobile number for SMS codes: ");
+    assert!(shown[2].starts_with("error: "), "{shown:?}");
+    assert_eq!(shown[3], "prompt (echo): Mobile number for SMS codes: ");
+    assert_eq!(
+        shown[4],
+        "info: Code sent to ******0177. Enter it to register this number."
+    );
+    assert_eq!(shown[5], "prompt: SMS code: ");
+    assert_eq!(
+        shown[6],
+        "info: Your mobile number is now registered for SMS codes."
+    );
+}
+
+#[test]
+fn store_number_comes_before_the_directories() {
+    let h = harness("");
+    h.engine
+        .store()
+        .set_phone(
+            "alice",
+            &crate::store::PhoneRecord {
+                e164: "+12025550188".into(),
+                set_at: 0,
+                set_by: "admin:root".into(),
+            },
+        )
+        .unwrap();
+    let found = h.engine.find_phone("alice").unwrap().unwrap();
+    assert_eq!(found.phone.e164(), "+12025550188");
+    assert_eq!(found.source, "store (set by admin:root)");
+    assert!(h.engine.store().clear_phone("alice").unwrap());
+    assert_eq!(
+        h.engine.find_phone("alice").unwrap().unwrap().phone.e164(),
+        ALICE
     );
 }

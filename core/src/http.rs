@@ -39,7 +39,7 @@ const MAX_RESPONSE: u64 = 64 * 1024;
 const EXCERPT_CHARS: usize = 200;
 /// Where Linux distributions keep the system's CA bundle, in the order
 /// tried. Fixed paths on purpose: see the module doc.
-const SYSTEM_CA_BUNDLES: [&str; 4] = [
+pub(crate) const SYSTEM_CA_BUNDLES: [&str; 4] = [
     "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu (update-ca-certificates)
     "/etc/pki/tls/certs/ca-bundle.crt",   // RHEL, Fedora
     "/etc/ssl/ca-bundle.pem",             // SUSE
@@ -693,6 +693,25 @@ pub struct HttpSpec {
     pub name: String,
     pub gateway: Gateway,
     pub transport: TransportSpec,
+}
+
+impl HttpSpec {
+    /// Where requests go, without path or query (no secrets): for `smsotp
+    /// doctor` and `check-config`. `https://api.twilio.com`.
+    pub fn endpoint(&self) -> String {
+        let url = match &self.gateway {
+            Gateway::Template(t) => t.url.literal_prefix().to_owned(),
+            Gateway::Preset { base_url, .. } => base_url.clone(),
+        };
+        match url.find("://") {
+            Some(i) => {
+                let rest = &url[i + 3..];
+                let end = rest.find(['/', '?', '{']).unwrap_or(rest.len());
+                format!("{}{}", &url[..i + 3], &rest[..end])
+            }
+            None => url,
+        }
+    }
 }
 
 // ----------------------------------------------------- checks at config load
@@ -1559,4 +1578,4 @@ impl SmsProvider for HttpProvider {
 
 #[cfg(test)]
 #[path = "http_tests.rs"]
-mod tests;
+pub(crate) mod tests;

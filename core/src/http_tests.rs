@@ -1411,14 +1411,14 @@ fn a_send_starts_no_thread() {
     assert_eq!(s.requests().len(), 1);
 }
 
-fn tasks() -> usize {
+pub(crate) fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
 /// From here on this thread (and anything it would start) cannot create a
 /// thread: `clone` with `CLONE_THREAD` fails with EAGAIN, `clone3` with
 /// ENOSYS (so libc falls back to `clone`).
-fn forbid_new_threads() {
+pub(crate) fn forbid_new_threads() {
     #[cfg(target_arch = "x86_64")]
     const ARCH: u32 = 0xC000_003E;
     #[cfg(target_arch = "aarch64")]

@@ -16,6 +16,7 @@
 //! refuses files that others could read or change.
 
 pub mod audit;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod directory;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod otp;
 pub mod phone;
 pub mod random;
+pub mod smpp;
 pub mod sms;
 pub mod store;
 

@@ -1,5 +1,6 @@
 //! Sending the SMS: the `SmsProvider` trait, the `outbox` and `command`
-//! providers, and the failover chain.
+//! providers, and the failover chain (`http` is in [`crate::http`], `smpp`
+//! in [`crate::smpp`]).
 //!
 //! Errors say what the chain should do: `Transient` fails over to the next
 //! provider (once per code, with the same code, so a user never receives two
@@ -15,6 +16,7 @@ use crate::clock::{rfc3339, Clock};
 use crate::config::ProviderSpec;
 use crate::http::HttpProvider;
 use crate::phone::Phone;
+use crate::smpp::{SessionMode, SmppProvider, SmppSessions};
 
 /// One message to send. The text contains the code: never log it.
 pub struct Sms<'a> {
@@ -165,10 +167,29 @@ impl SmsProvider for CommandProvider {
     }
 }
 
-/// Builds the configured providers, in order.
+/// What a front end offers providers beyond their config.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderContext {
+    /// Keep SMPP sessions bound between sends, in this pool (smsotp-radiusd:
+    /// one pool per config generation, shared by every worker). `None`: one
+    /// session per send, as the PAM module needs.
+    pub smpp_sessions: Option<SmppSessions>,
+}
+
+/// Builds the configured providers, in order, for a short-lived process
+/// (one SMPP session per send). See [`from_config_with`].
 pub fn from_config(
     specs: &[ProviderSpec],
     clock: fn() -> Box<dyn Clock>,
+) -> Vec<Box<dyn SmsProvider>> {
+    from_config_with(specs, clock, &ProviderContext::default())
+}
+
+/// Builds the configured providers, in order, with what `ctx` offers.
+pub fn from_config_with(
+    specs: &[ProviderSpec],
+    clock: fn() -> Box<dyn Clock>,
+    ctx: &ProviderContext,
 ) -> Vec<Box<dyn SmsProvider>> {
     specs
         .iter()
@@ -191,6 +212,13 @@ pub fn from_config(
                     timeout: *timeout,
                 }),
                 ProviderSpec::Http(spec) => Box::new(HttpProvider::new((**spec).clone())),
+                ProviderSpec::Smpp(spec) => Box::new(SmppProvider::new(
+                    (**spec).clone(),
+                    match &ctx.smpp_sessions {
+                        None => SessionMode::PerSend,
+                        Some(pool) => SessionMode::Persistent(pool.clone()),
+                    },
+                )),
             }
         })
         .collect()

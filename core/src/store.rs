@@ -1,5 +1,7 @@
 //! State shared by every login on the host (and by both front ends):
-//! pending challenges, SMS send windows, failure counts and lockouts.
+//! pending challenges, SMS send windows, failure counts and lockouts, and
+//! what admins and enrollment decided about users: registered phone
+//! numbers, backup-code hashes and opt-outs.
 //!
 //! `SqliteStore` is the embedded default. Every operation that reads and
 //! then writes runs in one `BEGIN IMMEDIATE` transaction, so many sshd
@@ -55,6 +57,62 @@ pub struct ChallengeRecord {
     pub expires_at: Millis,
     pub attempts_left: u32,
     pub resends_used: u32,
+    /// What the challenge waits for.
+    pub step: Step,
+    /// Enrollment: the number the code was sent to, saved once the code is
+    /// entered.
+    pub pending_phone: Option<String>,
+}
+
+/// What a pending challenge waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The code sent by SMS (or a backup code).
+    Code,
+    /// A backup code: no SMS could or should be sent.
+    BackupOnly,
+    /// Enrollment: the user's mobile number.
+    EnrollNumber,
+    /// Enrollment: the code sent to `pending_phone`.
+    EnrollCode,
+}
+
+impl Step {
+    fn to_db(self) -> i64 {
+        match self {
+            Step::Code => 0,
+            Step::BackupOnly => 1,
+            Step::EnrollNumber => 2,
+            Step::EnrollCode => 3,
+        }
+    }
+
+    fn from_db(v: i64) -> Step {
+        match v {
+            1 => Step::BackupOnly,
+            2 => Step::EnrollNumber,
+            3 => Step::EnrollCode,
+            // Unknown values wait for a code, which nothing matches but
+            // the right MAC: the safe reading.
+            _ => Step::Code,
+        }
+    }
+}
+
+/// A number registered in the store (by an admin or by enrollment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneRecord {
+    pub e164: String,
+    pub set_at: Millis,
+    /// "admin:root", "enroll:sshd", …
+    pub set_by: String,
+}
+
+/// One stored backup code: its lookup tag and argon2id hash (PHC string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupHash {
+    pub tag: [u8; 8],
+    pub hash: String,
 }
 
 /// Result of asking to send one more SMS.
@@ -145,6 +203,73 @@ pub trait Store {
     /// A validated phone number remembered under `key`.
     fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
     fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError>;
+
+    /// The number registered for `user` in the store, if any.
+    fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError>;
+    /// Registers (or replaces) `user`'s number (admin action).
+    fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError>;
+    /// Forgets `user`'s number; true if there was one.
+    fn clear_phone(&self, user: &str) -> Result<bool, StoreError>;
+    /// Turns an enrollment challenge waiting for a number into one waiting
+    /// for the code sent to `e164`. False if it is gone or not waiting for
+    /// a number.
+    fn enroll_number(
+        &self,
+        id: &ChallengeId,
+        e164: &str,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+    ) -> Result<bool, StoreError>;
+    /// [`Store::consume`] for an enrollment code, which also registers the
+    /// challenge's pending number, unless `user` has one by now (a login
+    /// never changes a registered number). True for exactly one caller.
+    fn complete_enrollment(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+        at: Millis,
+        set_by: &str,
+    ) -> Result<bool, StoreError>;
+    /// Changes what a challenge waits for (e.g. to a backup code when no
+    /// SMS could be sent). False if it is gone.
+    fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError>;
+
+    /// Replaces all of `user`'s backup codes with `codes`.
+    fn replace_backup_codes(
+        &self,
+        user: &str,
+        codes: &[BackupHash],
+        at: Millis,
+    ) -> Result<(), StoreError>;
+    /// The stored codes of `user` with lookup tag `tag`: (id, hash).
+    fn backup_candidates(
+        &self,
+        user: &str,
+        tag: &[u8; 8],
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Deletes backup code `id` of `user` and, if it was there, clears the
+    /// user's failures and deletes `challenge`, in one transaction. Returns
+    /// the codes left, or `None` if the code was already gone (used by a
+    /// concurrent login): of two concurrent uses exactly one succeeds.
+    fn consume_backup_code(
+        &self,
+        user: &str,
+        id: i64,
+        challenge: Option<&ChallengeId>,
+    ) -> Result<Option<u32>, StoreError>;
+    fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError>;
+    /// Deletes all of `user`'s backup codes; returns how many there were.
+    fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError>;
+
+    /// Marks (`Some(set_by)`) or unmarks (`None`) `user` as opted out.
+    fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError>;
+    /// Whether `user` is marked opted out, and by whom and when.
+    fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError>;
+    /// Every user marked opted out.
+    fn opted_out_users(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// The store as the cache of validated numbers. A failing cache is only
@@ -167,7 +292,18 @@ pub struct SqliteStore {
 }
 
 /// The layout version, in SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 2;
+///
+/// 3: `phone`, `backup_code` and `opt_out` tables; challenges carry a step
+/// and a pending (enrollment) number.
+const SCHEMA_VERSION: i64 = 3;
+
+/// Tables of short-lived state, dropped and rebuilt when the layout
+/// changes. The others (`phone`, `backup_code`, `opt_out`) hold what admins
+/// and users decided and are never dropped: a later layout must migrate
+/// them with `ALTER TABLE`.
+const EPHEMERAL_TABLES: &str = "DROP TABLE IF EXISTS challenge; DROP TABLE IF EXISTS sms_sent;
+     DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;
+     DROP TABLE IF EXISTS failure;";
 
 /// Tables are `WITHOUT ROWID` and carry few indexes: every page a write
 /// touches is copied into the WAL, so fewer B-trees means less I/O per
@@ -183,7 +319,9 @@ CREATE TABLE IF NOT EXISTS challenge (
     sent_at       INTEGER NOT NULL,
     expires_at    INTEGER NOT NULL,
     attempts_left INTEGER NOT NULL,
-    resends_used  INTEGER NOT NULL
+    resends_used  INTEGER NOT NULL,
+    step          INTEGER NOT NULL DEFAULT 0,
+    pending_phone TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS challenge_user ON challenge(user, service, created_at);
 CREATE TABLE IF NOT EXISTS sms_sent (
@@ -207,6 +345,25 @@ CREATE TABLE IF NOT EXISTS failure (
     user         TEXT PRIMARY KEY,
     count        INTEGER NOT NULL,
     locked_until INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS phone (
+    user   TEXT PRIMARY KEY,
+    e164   TEXT NOT NULL,
+    set_at INTEGER NOT NULL,
+    set_by TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS backup_code (
+    user       TEXT NOT NULL,
+    id         INTEGER NOT NULL,
+    tag        BLOB NOT NULL,
+    hash       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (user, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS opt_out (
+    user   TEXT PRIMARY KEY,
+    set_at INTEGER NOT NULL,
+    set_by TEXT NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -310,11 +467,7 @@ impl SqliteStore {
             if v == SCHEMA_VERSION {
                 return Ok(());
             }
-            tx.execute_batch(
-                "DROP TABLE IF EXISTS challenge; DROP TABLE IF EXISTS sms_sent;
-                 DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;
-                 DROP TABLE IF EXISTS failure;",
-            )?;
+            tx.execute_batch(EPHEMERAL_TABLES)?;
             tx.execute_batch(SCHEMA)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })
@@ -360,12 +513,14 @@ fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRecord> 
         expires_at: r.get(7)?,
         attempts_left: r.get(8)?,
         resends_used: r.get(9)?,
+        step: Step::from_db(r.get(10)?),
+        pending_phone: r.get(11)?,
     })
 }
 
 const SELECT_CHALLENGE: &str =
     "SELECT id, user, service, code_mac, phone_masked, created_at, sent_at,
-        expires_at, attempts_left, resends_used FROM challenge";
+        expires_at, attempts_left, resends_used, step, pending_phone FROM challenge";
 
 /// Global sends are counted in 60 buckets per window rather than row by
 /// row: a busy host's count stays a sum over at most 61 rows.
@@ -419,8 +574,8 @@ fn reserve_in(
 fn insert_in(conn: &Connection, c: &ChallengeRecord) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO challenge (id, user, service, code_mac, phone_masked, created_at,
-           sent_at, expires_at, attempts_left, resends_used)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+           sent_at, expires_at, attempts_left, resends_used, step, pending_phone)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         &c.id.0[..],
@@ -432,7 +587,9 @@ fn insert_in(conn: &Connection, c: &ChallengeRecord) -> rusqlite::Result<()> {
         c.sent_at,
         c.expires_at,
         c.attempts_left,
-        c.resends_used
+        c.resends_used,
+        c.step.to_db(),
+        c.pending_phone
     ])
     .map(drop)
 }
@@ -655,6 +812,223 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT e164, set_at, set_by FROM phone WHERE user = ?1")
+            .and_then(|mut st| {
+                st.query_row([user], |r| {
+                    Ok(PhoneRecord {
+                        e164: r.get(0)?,
+                        set_at: r.get(1)?,
+                        set_by: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO phone (user, e164, set_at, set_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(user) DO UPDATE SET e164 = ?2, set_at = ?3, set_by = ?4",
+            )?
+            .execute(params![user, rec.e164, rec.set_at, rec.set_by])
+            .map(drop)
+        })
+    }
+
+    fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM phone WHERE user = ?1")?
+                .execute([user])
+                .map(|n| n > 0)
+        })
+    }
+
+    fn enroll_number(
+        &self,
+        id: &ChallengeId,
+        e164: &str,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+    ) -> Result<bool, StoreError> {
+        let masked = crate::phone::mask_raw(e164);
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE challenge SET step = ?2, pending_phone = ?3, code_mac = ?4,
+                   phone_masked = ?5, sent_at = ?6, expires_at = ?7, attempts_left = ?8
+                 WHERE id = ?1 AND step = ?9",
+            )?
+            .execute(params![
+                &id.0[..],
+                Step::EnrollCode.to_db(),
+                e164,
+                &code_mac[..],
+                masked,
+                sent_at,
+                expires_at,
+                attempts_left,
+                Step::EnrollNumber.to_db()
+            ])
+            .map(|n| n == 1)
+        })
+    }
+
+    fn complete_enrollment(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+        at: Millis,
+        set_by: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let pending: Option<Option<String>> = tx
+                .prepare_cached(
+                    "SELECT pending_phone FROM challenge
+                     WHERE id = ?1 AND code_mac = ?2 AND user = ?3 AND step = ?4",
+                )?
+                .query_row(
+                    params![&id.0[..], &code_mac[..], user, Step::EnrollCode.to_db()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(Some(e164)) = pending else {
+                return Ok(false);
+            };
+            tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                .execute([&id.0[..]])?;
+            tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                .execute([user])?;
+            // A number registered meanwhile (by an admin) stays.
+            tx.prepare_cached(
+                "INSERT INTO phone (user, e164, set_at, set_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(user) DO NOTHING",
+            )?
+            .execute(params![user, e164, at, set_by])?;
+            Ok(true)
+        })
+    }
+
+    fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("UPDATE challenge SET step = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![&id.0[..], step.to_db()]))
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    fn replace_backup_codes(
+        &self,
+        user: &str,
+        codes: &[BackupHash],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM backup_code WHERE user = ?1")?
+                .execute([user])?;
+            for (i, c) in codes.iter().enumerate() {
+                tx.prepare_cached(
+                    "INSERT INTO backup_code (user, id, tag, hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![user, i as i64 + 1, &c.tag[..], c.hash, at])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn backup_candidates(
+        &self,
+        user: &str,
+        tag: &[u8; 8],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT id, hash FROM backup_code WHERE user = ?1 AND tag = ?2")
+            .and_then(|mut st| {
+                st.query_map(params![user, &tag[..]], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn consume_backup_code(
+        &self,
+        user: &str,
+        id: i64,
+        challenge: Option<&ChallengeId>,
+    ) -> Result<Option<u32>, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM backup_code WHERE user = ?1 AND id = ?2")?
+                .execute(params![user, id])?;
+            if n != 1 {
+                return Ok(None);
+            }
+            tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                .execute([user])?;
+            if let Some(c) = challenge {
+                tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                    .execute([&c.0[..]])?;
+            }
+            tx.prepare_cached("SELECT COUNT(*) FROM backup_code WHERE user = ?1")?
+                .query_row([user], |r| r.get(0))
+                .map(Some)
+        })
+    }
+
+    fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError> {
+        self.conn
+            .prepare_cached("SELECT COUNT(*) FROM backup_code WHERE user = ?1")
+            .and_then(|mut st| st.query_row([user], |r| r.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM backup_code WHERE user = ?1")?
+                .execute([user])
+                .map(|n| n as u32)
+        })
+    }
+
+    fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
+        self.write(|tx| match set {
+            Some((by, at)) => tx
+                .prepare_cached(
+                    "INSERT INTO opt_out (user, set_at, set_by) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(user) DO UPDATE SET set_at = ?2, set_by = ?3",
+                )?
+                .execute(params![user, at, by])
+                .map(drop),
+            None => tx
+                .prepare_cached("DELETE FROM opt_out WHERE user = ?1")?
+                .execute([user])
+                .map(drop),
+        })
+    }
+
+    fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT set_by, set_at FROM opt_out WHERE user = ?1")
+            .and_then(|mut st| {
+                st.query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT user FROM opt_out ORDER BY user")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
+    }
+
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute("DELETE FROM challenge WHERE expires_at <= ?1", [now])?;
@@ -783,6 +1157,77 @@ impl Store for SharedStore {
     fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
         self.with(|s| s.cache_number(key, e164, region))
     }
+    fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
+        self.with(|s| s.phone(user))
+    }
+    fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
+        self.with(|s| s.set_phone(user, rec))
+    }
+    fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
+        self.with(|s| s.clear_phone(user))
+    }
+    fn enroll_number(
+        &self,
+        id: &ChallengeId,
+        e164: &str,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| s.enroll_number(id, e164, code_mac, sent_at, expires_at, attempts_left))
+    }
+    fn complete_enrollment(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+        at: Millis,
+        set_by: &str,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| s.complete_enrollment(id, code_mac, user, at, set_by))
+    }
+    fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError> {
+        self.with(|s| s.set_step(id, step))
+    }
+    fn replace_backup_codes(
+        &self,
+        user: &str,
+        codes: &[BackupHash],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.replace_backup_codes(user, codes, at))
+    }
+    fn backup_candidates(
+        &self,
+        user: &str,
+        tag: &[u8; 8],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.with(|s| s.backup_candidates(user, tag))
+    }
+    fn consume_backup_code(
+        &self,
+        user: &str,
+        id: i64,
+        challenge: Option<&ChallengeId>,
+    ) -> Result<Option<u32>, StoreError> {
+        self.with(|s| s.consume_backup_code(user, id, challenge))
+    }
+    fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError> {
+        self.with(|s| s.backup_codes_left(user))
+    }
+    fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError> {
+        self.with(|s| s.revoke_backup_codes(user))
+    }
+    fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
+        self.with(|s| s.set_opt_out(user, set))
+    }
+    fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError> {
+        self.with(|s| s.opt_out(user))
+    }
+    fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|s| s.opted_out_users())
+    }
 }
 
 #[cfg(test)]
@@ -822,6 +1267,8 @@ mod tests {
             expires_at: 301_000,
             attempts_left: 3,
             resends_used: 0,
+            step: Step::Code,
+            pending_phone: None,
         }
     }
 

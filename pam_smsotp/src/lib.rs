@@ -12,8 +12,9 @@
 //! Safety at the boundary: each hook runs inside `catch_unwind` (a panic
 //! becomes PAM_SYSTEM_ERR and a log line, never an abort of sshd), starts no
 //! threads, and any error fails closed: PAM_SUCCESS only for a verified code
+//! (SMS, backup code, or the code that completes enrollment)
 //! or a policy the admin chose (`no_phone`/`provider_down = "allow"`),
-//! PAM_IGNORE only for exempt users.
+//! PAM_IGNORE only for exempt (or, where the policy allows, opted-out) users.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,7 +23,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use pam::constants::{
-    PamFlag, PamResultCode, PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO,
+    PamFlag, PamResultCode, PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_SILENT,
+    PAM_TEXT_INFO,
 };
 use pam::conv::Conv;
 use pam::items::{RHost, Service};
@@ -128,9 +130,23 @@ impl Conversation for PamConversation<'_> {
     }
 
     fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+        self.ask(PAM_PROMPT_ECHO_OFF, prompt)
+    }
+
+    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+        self.ask(PAM_PROMPT_ECHO_ON, prompt)
+    }
+}
+
+impl PamConversation<'_> {
+    fn ask(
+        &mut self,
+        style: pam::constants::PamMessageStyle,
+        prompt: &str,
+    ) -> Result<Zeroizing<String>, String> {
         let reply = self
             .conv
-            .send(PAM_PROMPT_ECHO_OFF, prompt)
+            .send(style, prompt)
             .map_err(|c| format!("{c:?}"))?;
         // No reply at all is an empty answer; bytes that are not UTF-8
         // cannot be a code and are checked (and counted) as a wrong one.

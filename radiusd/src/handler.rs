@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use smsotp_core::audit::Level;
+use smsotp_core::backup;
 use smsotp_core::config::ClientMode;
-use smsotp_core::flow::{Answer, ChallengeInfo, Expired, Retry, Start, Verdict};
+use smsotp_core::flow::{Answer, ChallengeInfo, Expired, Reject, Retry, Start, Step, Verdict};
 use smsotp_core::otp::ChallengeId;
 use smsotp_core::{Engine, LoginContext};
 
@@ -126,6 +127,11 @@ fn first_round(
         return Ok(Decision::Reject { message: None });
     }
     Ok(match engine.start(ctx)? {
+        // Enrollment and backup-only challenges say what to type instead.
+        Start::Challenge(info) if info.step != Step::Code => {
+            let intro = info.intro();
+            challenge(&info, intro)
+        }
         Start::Challenge(info) => challenge(
             &info,
             format!(
@@ -166,6 +172,24 @@ fn append(
 ) -> Flow<Decision> {
     let code_len = engine.cfg.otp.length;
     if let Some(pending) = engine.pending(ctx)? {
+        // A backup code at the end takes the place of the SMS code: with
+        // its dash ("xxxxx-xxxxx"), since ten characters of a password and
+        // a code could look like one, or without when only a backup code
+        // will do.
+        let backup_tail = |n: usize| {
+            field.len() >= n
+                && std::str::from_utf8(&field[field.len() - n..])
+                    .ok()
+                    .and_then(backup::parse)
+                    .is_some()
+        };
+        let code_len = if backup_tail(11) && field[field.len() - 6] == b'-' {
+            11
+        } else if pending.step == Step::BackupOnly && backup_tail(10) {
+            10
+        } else {
+            code_len
+        };
         if field.len() >= code_len && (field.len() > code_len || !primary.checks_password()) {
             let (password, code) = field.split_at(field.len() - code_len);
             if password_ok(engine, primary, ctx, password) {
@@ -187,12 +211,26 @@ fn append(
         return Ok(Decision::Reject { message: None });
     }
     Ok(match engine.start(ctx)? {
-        Start::Challenge(info) => Decision::Reject {
-            message: Some(format!("Code sent to {}. {APPEND_HINT}", info.phone_masked)),
+        Start::Challenge(info) => match info.step {
+            Step::Code | Step::EnrollCode => Decision::Reject {
+                message: Some(format!("Code sent to {}. {APPEND_HINT}", info.phone_masked)),
+            },
+            Step::BackupOnly => Decision::Reject {
+                message: Some(format!("{} {APPEND_BACKUP_HINT}", info.intro())),
+            },
+            // Enrolling needs a dialogue this NAS cannot hold.
+            Step::EnrollNumber => {
+                engine.abandon(ctx, &info.id, "enrollment needs challenge mode");
+                Decision::Reject {
+                    message: Some(Reject::NoPhone.user_message().to_owned()),
+                }
+            }
         },
         Start::Done(v) => verdict(v),
     })
 }
+
+const APPEND_BACKUP_HINT: &str = "Log in again with your password followed by a backup code.";
 
 const APPEND_HINT: &str = "Log in again with your password followed by the code.";
 
@@ -222,7 +260,9 @@ fn challenge(info: &ChallengeInfo, message: String) -> Decision {
 /// The one mapping from a core verdict to a RADIUS decision.
 fn verdict(v: Verdict) -> Decision {
     match v {
-        Verdict::Accept(_) => Decision::Accept { message: None },
+        Verdict::Accept(a) => Decision::Accept {
+            message: a.user_message(),
+        },
         // Exempt users have passed the first factor (ours or the NAS's).
         Verdict::NotApplicable(_) => Decision::Accept { message: None },
         Verdict::Reject(r) => Decision::Reject {

@@ -23,6 +23,7 @@ use smsotp_core::audit::{AuditSink, Event, FileSink, Level, StderrSink, SyslogSi
 use smsotp_core::config::{
     Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings, StoreSpec,
 };
+use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
 use smsotp_core::store::{SharedStore, SqliteStore};
@@ -56,6 +57,11 @@ pub struct Runtime {
     pub primary: Box<dyn PrimaryAuth>,
     /// One store connection for all workers of this generation.
     pub store: SharedStore,
+    /// Phone sources shared by all workers (one parsed phone list).
+    pub directories: Vec<Arc<dyn Directory + Send + Sync>>,
+    /// Providers' shared state: one pool of bound SMPP sessions, kept and
+    /// reused across sends by every worker of this generation.
+    pub sms: smsotp_core::sms::ProviderContext,
     pub generation: u64,
     pub debug: bool,
 }
@@ -118,6 +124,7 @@ impl Runtime {
                 service: service.clone(),
             }),
         };
+        let directories = directory::shared_from_config(&config.directories);
         let StoreSpec::Sqlite {
             path: store_path,
             busy_timeout,
@@ -130,6 +137,10 @@ impl Runtime {
                 clients,
                 primary,
                 store: SharedStore::new(store),
+                directories,
+                sms: smsotp_core::sms::ProviderContext {
+                    smpp_sessions: Some(smsotp_core::smpp::SmppSessions::new()),
+                },
                 generation,
                 debug,
             },
@@ -527,7 +538,13 @@ fn worker(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
         let rt = &job.runtime;
         if engine.as_ref().map(|(g, _)| *g) != Some(rt.generation) {
             let store = Box::new(rt.store.clone());
-            engine = match Engine::open_with_store(rt.config.clone(), &rt.log_options(), store) {
+            engine = match Engine::open_shared(
+                rt.config.clone(),
+                &rt.log_options(),
+                store,
+                &rt.directories,
+                &rt.sms,
+            ) {
                 Ok(e) => Some((rt.generation, e)),
                 Err(e) => {
                     rt.log(

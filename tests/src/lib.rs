@@ -6,6 +6,7 @@
 
 pub mod pamenv;
 pub mod radiusd;
+pub mod smpp;
 pub mod sshd;
 
 use std::io::BufRead;
@@ -94,14 +95,14 @@ impl Scratch {
 
     /// Writes smsotp.toml (mode 0600): store, key, outbox, phones and audit
     /// file all inside this scratch dir, followed by `extra` TOML.
-    /// `extra` must not repeat [store], [audit], [[directory]] or [[provider]];
+    /// `extra` must not repeat `[store]`, `[audit]`, `[[directory]]` or `[[provider]]`;
     /// the code key is created beside the store (otp.key).
     pub fn config(&self, extra: &str) -> PathBuf {
         let text = format!("{extra}\n{}", self.base_tables(true, true));
         self.write("smsotp.toml", &text, 0o600)
     }
 
-    /// The [store], [[directory]], [[provider]] and [audit] tables that point
+    /// The `[store]`, `[[directory]]`, `[[provider]]` and `[audit]` tables that point
     /// into this dir; `directory` and `provider` can be left out so a test can
     /// write its own.
     pub fn base_tables(&self, directory: bool, provider: bool) -> String {

@@ -851,7 +851,7 @@ pub struct ServerSpec {
     /// Other TOML (`[otp]`, `[limits]`, …) for the config.
     pub extra: String,
     pub workers: u32,
-    /// Also listen on [::1] (same port).
+    /// Also listen on `[::1]` (same port).
     pub ipv6: bool,
     /// `[[provider]]` tables to use instead of the scratch outbox.
     pub providers: Option<String>,

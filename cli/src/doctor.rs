@@ -1,0 +1,464 @@
+//! `smsotp doctor`: the config, then the host. Everything that could lock
+//! an admin out or let someone in without a code is a warning or an error.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use smsotp_core::config::{Config, DirectorySpec, NoPhone, ProviderDown, ProviderSpec, StoreSpec};
+use smsotp_core::files::{self, FileRule};
+use smsotp_core::flow::{Engine, LogOptions};
+
+use crate::host;
+use crate::report::{self, Failure, Finding, Level};
+use crate::Output;
+
+pub fn run(
+    config: &Path,
+    sshd_config: &Path,
+    pam_dir: &Path,
+    no_network: bool,
+) -> Result<Output, Failure> {
+    let mut f = Vec::new();
+    let cfg = match Config::load(config) {
+        Ok(c) => {
+            f.push(Finding::new(
+                Level::Ok,
+                "config",
+                format!("{} is valid", config.display()),
+            ));
+            Some(c)
+        }
+        Err(e) => {
+            f.push(Finding::new(Level::Error, "config", e.to_string()));
+            None
+        }
+    };
+
+    let opts = host::read_sshd(sshd_config, &mut f);
+    host::check_sshd(&opts, &mut f);
+    pam(pam_dir, config, &mut f);
+
+    if let Some(cfg) = &cfg {
+        policy(cfg, &mut f);
+        file_modes(cfg, &mut f);
+        providers(cfg, no_network, &mut f);
+        state(cfg, &mut f);
+    }
+
+    let code = report::findings_exit(&f);
+    let json = json!({
+        "ok": code == 0,
+        "findings": f.iter().map(Finding::to_json).collect::<Vec<_>>(),
+        "errors": f.iter().filter(|x| x.level == Level::Error).count(),
+        "warnings": f.iter().filter(|x| x.level == Level::Warning).count(),
+    });
+    let text = report::findings_text(&f);
+    Ok(Output { text, json, code })
+}
+
+/// Every service file in `dir` whose auth stack loads pam_smsotp.
+fn pam(dir: &Path, config: &Path, f: &mut Vec<Finding>) {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        Err(e) => {
+            f.push(Finding::new(
+                Level::Error,
+                "pam",
+                format!("cannot read {}: {e}", dir.display()),
+            ));
+            return;
+        }
+    };
+    names.sort();
+    let mut any = false;
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &names {
+        // common-* files are included by services; judged through them.
+        if name.starts_with("common-") {
+            continue;
+        }
+        let mut local = Vec::new();
+        let lines = host::read_stack(dir, name, &mut local);
+        if !lines.iter().any(host::AuthLine::is_smsotp) {
+            if name == "sshd" {
+                f.push(
+                    Finding::new(
+                        Level::Warning,
+                        "pam",
+                        format!("{}/sshd does not load pam_smsotp: SSH logins ask no code", dir.display()),
+                    )
+                    .fix("add `auth required pam_smsotp.so` after the password module (or run pam-auth-update)"),
+                );
+            }
+            continue;
+        }
+        any = true;
+        host::check_stack(name, &lines, config, &mut local);
+        for x in local {
+            if seen.insert(x.message.clone()) {
+                f.push(x);
+            }
+        }
+    }
+    if !any {
+        f.push(Finding::new(
+            Level::Warning,
+            "pam",
+            format!("no PAM service in {} loads pam_smsotp", dir.display()),
+        ));
+    }
+}
+
+fn policy(cfg: &Config, f: &mut Vec<Finding>) {
+    let p = &cfg.policy;
+    if p.no_phone == NoPhone::Allow {
+        f.push(
+            Finding::new(
+                Level::Warning,
+                "policy",
+                "no_phone = \"allow\": users without a number log in with the password alone",
+            )
+            .fix("use \"enroll\" or \"deny\""),
+        );
+    }
+    if p.no_phone == NoPhone::Enroll {
+        f.push(Finding::new(
+            Level::Info,
+            "policy",
+            "no_phone = \"enroll\": a user without a number registers one at first login \
+             (whoever knows the password first registers the number)",
+        ));
+    }
+    if p.provider_down == ProviderDown::Allow {
+        f.push(
+            Finding::new(
+                Level::Warning,
+                "policy",
+                "provider_down = \"allow\": during an SMS outage the password alone lets users in",
+            )
+            .fix("use \"deny\" and hand out backup codes"),
+        );
+    } else if !p.backup_codes {
+        f.push(Finding::new(
+            Level::Warning,
+            "policy",
+            "provider_down = \"deny\" and backup_codes = false: an SMS outage locks everyone out",
+        ).fix("set backup_codes = true and hand admins backup codes"));
+    }
+    if p.user_opt_out && p.mandatory {
+        f.push(Finding::new(
+            Level::Warning,
+            "policy",
+            "user_opt_out = true is IGNORED because mandatory = true: opted-out users still need a code",
+        ).fix("set mandatory = false to honour opt-outs, or user_opt_out = false"));
+    }
+    if p.opt_out_honoured() {
+        f.push(Finding::new(
+            Level::Info,
+            "policy",
+            "opt-outs are honoured: users marked with `smsotp user opt-out` log in without a code",
+        ));
+    }
+    if !p.exempt_users.is_empty() || !p.exempt_groups.is_empty() {
+        f.push(Finding::new(
+            Level::Info,
+            "policy",
+            format!(
+                "exempt (no code asked): users [{}], groups [{}]",
+                p.exempt_users
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.exempt_groups
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+}
+
+fn check_file(path: &Path, rule: FileRule, what: &str, f: &mut Vec<Finding>) {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => f.push(Finding::new(
+            Level::Info,
+            "files",
+            format!("{what} {} does not exist yet", path.display()),
+        )),
+        Err(e) => f.push(Finding::new(
+            Level::Error,
+            "files",
+            format!("{what} {}: {e}", path.display()),
+        )),
+        Ok(m) => match files::check(path, &m, rule) {
+            Ok(()) if m.uid() != 0 => f.push(
+                Finding::new(
+                    Level::Warning,
+                    "files",
+                    format!(
+                        "{what} {} is owned by uid {}, not root",
+                        path.display(),
+                        m.uid()
+                    ),
+                )
+                .fix(format!("chown root: {}", path.display())),
+            ),
+            Ok(()) => f.push(Finding::new(
+                Level::Ok,
+                "files",
+                format!(
+                    "{what} {} (mode {:04o}, root)",
+                    path.display(),
+                    m.mode() & 0o7777
+                ),
+            )),
+            Err(files::FileError::Unsafe { problem, fix, .. }) => f.push(
+                Finding::new(
+                    Level::Error,
+                    "files",
+                    format!("{what} {}: {problem}", path.display()),
+                )
+                .fix(fix),
+            ),
+            Err(e) => f.push(Finding::new(Level::Error, "files", e.to_string())),
+        },
+    }
+}
+
+fn file_modes(cfg: &Config, f: &mut Vec<Finding>) {
+    check_file(&cfg.path, FileRule::Config, "config", f);
+    check_file(&cfg.otp.key_file, FileRule::Secret, "code key", f);
+    let StoreSpec::Sqlite { path, .. } = &cfg.store;
+    check_file(path, FileRule::Secret, "state store", f);
+    for d in &cfg.directories {
+        if let DirectorySpec::File { path } = d {
+            check_file(path, FileRule::Data, "phone list", f);
+        }
+    }
+    if let Some(r) = &cfg.radius {
+        for c in &r.clients {
+            check_file(
+                &c.secret_file,
+                FileRule::Secret,
+                &format!("RADIUS secret of {}", c.name),
+                f,
+            );
+        }
+    }
+    if let Some(a) = &cfg.audit.file {
+        check_file(a, FileRule::Secret, "audit file", f);
+    }
+}
+
+fn providers(cfg: &Config, no_network: bool, f: &mut Vec<Finding>) {
+    for p in &cfg.providers {
+        let name = p.name();
+        match p {
+            ProviderSpec::Outbox { path, .. } => {
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                let ok = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
+                f.push(if ok {
+                    Finding::new(
+                        Level::Ok,
+                        "provider",
+                        format!("{name}: outbox {} is writable", path.display()),
+                    )
+                } else {
+                    Finding::new(
+                        Level::Error,
+                        "provider",
+                        format!("{name}: cannot write into {}", dir.display()),
+                    )
+                    .fix(format!("mkdir -p {} (owned by root)", dir.display()))
+                });
+                f.push(Finding::new(
+                    Level::Warning,
+                    "provider",
+                    format!("{name}: the outbox only writes to a file; no real SMS is sent"),
+                ));
+            }
+            ProviderSpec::Command { program, .. } => {
+                let ok =
+                    nix::unistd::access(program.as_path(), nix::unistd::AccessFlags::X_OK).is_ok();
+                f.push(if ok {
+                    Finding::new(
+                        Level::Ok,
+                        "provider",
+                        format!("{name}: {} is executable", program.display()),
+                    )
+                } else {
+                    Finding::new(
+                        Level::Error,
+                        "provider",
+                        format!("{name}: {} is not executable", program.display()),
+                    )
+                });
+            }
+            ProviderSpec::Http(h) => {
+                let endpoint = h.endpoint();
+                if no_network {
+                    f.push(Finding::new(
+                        Level::Info,
+                        "provider",
+                        format!("{name}: {endpoint} not checked (--no-network)"),
+                    ));
+                    continue;
+                }
+                f.push(match connect(&endpoint) {
+                    Ok(addr) => Finding::new(
+                        Level::Ok,
+                        "provider",
+                        format!("{name}: {endpoint} reachable ({addr})"),
+                    ),
+                    Err(e) => Finding::new(
+                        Level::Error,
+                        "provider",
+                        format!("{name}: {endpoint} unreachable: {e}"),
+                    )
+                    .fix("check DNS, the firewall and any proxy setting"),
+                });
+            }
+            #[allow(unreachable_patterns)]
+            _ => f.push(Finding::new(
+                Level::Info,
+                "provider",
+                format!("{name}: not checked by doctor; try `smsotp test-send`"),
+            )),
+        }
+    }
+}
+
+/// TCP connect to the endpoint's host and port within 3 s.
+fn connect(endpoint: &str) -> Result<String, String> {
+    use std::net::ToSocketAddrs;
+    let (scheme, rest) = endpoint.split_once("://").ok_or("not a URL")?;
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let with_port = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{}", if scheme == "http" { 80 } else { 443 })
+    };
+    let addrs: Vec<_> = with_port
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .collect();
+    let mut last = "no address".to_owned();
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(3)) {
+            Ok(_) => return Ok(a.to_string()),
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// The store, and who could be locked out.
+fn state(cfg: &Config, f: &mut Vec<Finding>) {
+    let log = LogOptions {
+        ident: "smsotp".into(),
+        debug: false,
+        stderr: false,
+    };
+    let engine = match Engine::open(cfg.clone(), &log) {
+        Ok(e) => {
+            f.push(Finding::new(
+                Level::Ok,
+                "store",
+                "the state store and the code key open",
+            ));
+            e
+        }
+        Err(e) => {
+            f.push(Finding::new(
+                Level::Error,
+                "store",
+                format!("cannot open the state store: {e}"),
+            ));
+            return;
+        }
+    };
+    let store = engine.store();
+    if let Ok(users) = store.opted_out_users() {
+        if !users.is_empty() && !cfg.policy.opt_out_honoured() {
+            f.push(Finding::new(
+                Level::Warning,
+                "policy",
+                format!(
+                    "{} user(s) marked opted out ({}) but opt-outs are ignored by the policy",
+                    users.len(),
+                    users.join(", ")
+                ),
+            ));
+        }
+    }
+    // Root and the admin running this: can they still get in?
+    let mut admins = vec!["root".to_owned()];
+    if let Ok(u) = std::env::var("SUDO_USER") {
+        if !u.is_empty() && u != "root" {
+            admins.push(u);
+        }
+    }
+    for user in admins {
+        let exempt = cfg.policy.exempt_users.contains(&user);
+        let phone = engine.find_phone(&user);
+        let codes = store.backup_codes_left(&user).unwrap_or(0);
+        let locked = store
+            .failures(&user, engine.now())
+            .map(|s| s.locked_until.is_some())
+            .unwrap_or(false);
+        let (level, msg) = match (&phone, exempt) {
+            (_, true) => (
+                Level::Info,
+                format!("{user} is exempt: never asked for a code"),
+            ),
+            (Ok(Some(p)), _) => (
+                if codes == 0 {
+                    Level::Warning
+                } else {
+                    Level::Ok
+                },
+                format!(
+                    "{user} has {} (from {}) and {codes} backup code(s)",
+                    p.phone.masked(),
+                    p.source
+                ),
+            ),
+            (Ok(None), _) if cfg.policy.no_phone == NoPhone::Deny && codes == 0 => (
+                Level::Warning,
+                format!("{user} has no number and no backup codes: LOCKED OUT once 2FA is on"),
+            ),
+            (Ok(None), _) => (
+                Level::Warning,
+                format!("{user} has no number ({codes} backup code(s))"),
+            ),
+            (Err(e), _) => (
+                Level::Error,
+                format!("{user}: cannot look up the number: {e}"),
+            ),
+        };
+        let mut x = Finding::new(level, "users", msg);
+        if level == Level::Warning {
+            x = x.fix(format!(
+                "smsotp user set-phone {user} NUMBER; smsotp backup-codes generate {user}"
+            ));
+        }
+        f.push(x);
+        if locked {
+            f.push(
+                Finding::new(Level::Warning, "users", format!("{user} is locked out now"))
+                    .fix(format!("smsotp user unlock {user}")),
+            );
+        }
+    }
+}

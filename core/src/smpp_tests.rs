@@ -1,0 +1,343 @@
+//! Unit tests of smpp.rs: the GSM 03.38 tables, splitting, the config keys,
+//! and a send that starts no thread. The provider against a third-party
+//! SMSC is tested end to end in tests/tests/smpp.rs.
+
+use super::*;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::config::{Config, ProviderSpec};
+use crate::phone::Phone;
+
+fn spec(toml: &str) -> SmppSpec {
+    let cfg = Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), toml)
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    match &cfg.providers[0] {
+        ProviderSpec::Smpp(s) => (**s).clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn err_of(toml: &str) -> String {
+    Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), toml)
+        .map(|_| String::new())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+const BASE: &str =
+    "[[provider]]\nkind = \"smpp\"\nhost = \"smsc.example.net\"\nsystem_id = \"acme\"\n";
+
+#[test]
+fn gsm_alphabet_round_trips_and_escapes_the_extension_table() {
+    let all: String = GSM_BASIC.iter().filter(|&&c| c != '\u{1b}').collect();
+    let enc = gsm7_encode(&all).unwrap();
+    assert_eq!(enc.len(), 127);
+    assert_eq!(gsm7_decode(&enc), all);
+    assert_eq!(gsm7_encode("@£$").unwrap(), [0x00, 0x01, 0x02]);
+    assert_eq!(gsm7_encode("A€[").unwrap(), [0x41, 0x1B, 0x65, 0x1B, 0x3C]);
+    assert_eq!(
+        gsm7_decode(&gsm7_encode("{}\\~|^\u{c}").unwrap()),
+        "{}\\~|^\u{c}"
+    );
+    // Not GSM: accented letters outside the table, other scripts, emoji, ESC.
+    for t in ["Kód", "ç", "登录", "😀", "\u{1b}", "`"] {
+        assert!(gsm7_encode(t).is_none(), "{t}");
+    }
+    // GSM text is what http.rs also calls GSM-7.
+    assert!(crate::http::is_gsm7(&all));
+}
+
+#[test]
+fn data_coding_follows_the_text_and_the_setting() {
+    let dc = |t: &str, c: Coding| message_parts(t, c, LongMessages::Udh, 0).unwrap()[0].data_coding;
+    assert_eq!(dc("123456 is your code", Coding::Gsm7), 0);
+    assert_eq!(dc("Kód 123456", Coding::Gsm7), 8);
+    assert_eq!(dc("Kód 123456", Coding::Latin1), 3);
+    assert_eq!(dc("Код 123456", Coding::Latin1), 8);
+    assert_eq!(dc("code 123456", Coding::Ia5), 1);
+    assert_eq!(dc("code 123456", Coding::Ucs2), 8);
+    let p = &message_parts("Kó", Coding::Latin1, LongMessages::Udh, 0).unwrap()[0];
+    assert_eq!(&p.short_message[..], &[b'K', 0xF3]);
+    let p = &message_parts("😀", Coding::Gsm7, LongMessages::Udh, 0).unwrap()[0];
+    assert_eq!(&p.short_message[..], &[0xD8, 0x3D, 0xDE, 0x00]);
+}
+
+#[test]
+fn segment_limits_and_cuts() {
+    let parts = |t: &str| message_parts(t, Coding::Gsm7, LongMessages::Udh, 7).unwrap();
+    // One SMS: 160 septets, or 70 UCS-2 characters.
+    assert_eq!(parts(&"a".repeat(160)).len(), 1);
+    assert_eq!(parts(&"ж".repeat(70)).len(), 1);
+    // Then 153 / 67 per part.
+    let p = parts(&"a".repeat(161));
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[0].short_message.len(), 6 + 153);
+    assert_eq!(&p[1].short_message[..6], &[5, 0, 3, 7, 2, 2]);
+    assert!(p.iter().all(|x| x.esm_class == 0x40));
+    let p = parts(&"ж".repeat(71));
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[0].short_message.len(), 6 + 134);
+    // A surrogate pair is not split: 66 characters, then the emoji.
+    let t = format!("{}😀{}", "ж".repeat(66), "ж".repeat(10));
+    let p = parts(&t);
+    assert_eq!(p[0].short_message.len(), 6 + 132);
+    assert_eq!(&p[1].short_message[6..8], &[0xD8, 0x3D]);
+    // Payload: one submit_sm with everything in message_payload.
+    let p = message_parts(&"a".repeat(400), Coding::Gsm7, LongMessages::Payload, 0).unwrap();
+    assert_eq!(p.len(), 1);
+    assert!(p[0].short_message.is_empty());
+    assert_eq!(p[0].payload.as_ref().unwrap().len(), 400);
+    assert_eq!(p[0].esm_class, 0);
+    // A template that would need more than MAX_PARTS parts is refused.
+    let e = message_parts(&"a".repeat(153 * 11), Coding::Gsm7, LongMessages::Udh, 0).unwrap_err();
+    assert!(e.contains("otp.message"), "{e}");
+    // Debug never shows the text.
+    assert!(!format!("{:?}", parts("123456")).contains("123456"));
+}
+
+#[test]
+fn defaults_are_gluus() {
+    let s = spec(BASE);
+    assert_eq!((s.host.as_str(), s.port), ("smsc.example.net", 2775));
+    assert_eq!(s.name, "smpp");
+    assert_eq!(s.source_addr_ton, 5);
+    assert_eq!(s.source_addr_npi, 0);
+    assert_eq!((s.dest_addr_ton, s.dest_addr_npi), (1, 1));
+    assert_eq!(s.registered_delivery, 0);
+    assert_eq!(s.data_coding, Coding::Gsm7);
+    assert_eq!(s.long_messages, LongMessages::Udh);
+    assert!(!s.tls && s.password_file.is_none() && s.system_type.is_empty());
+    assert_eq!(s.timeout, SmppSpec::DEFAULT_TIMEOUT);
+    assert_eq!(s.connect_timeout, SmppSpec::DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(s.enquire_link_interval, Duration::from_secs(30));
+
+    // Gluu's jsmpp names in any case, or numbers.
+    let s = spec(&format!(
+        "{BASE}source_addr_ton = \"INTERNATIONAL\"\nsource_addr = \"15550100\"\n\
+         dest_addr_ton = \"national\"\ndest_addr_npi = \"LAND_MOBILE\"\nsource_addr_npi = 9\n\
+         port = 3550\ntls = true\nca_file = \"/etc/smsotp/smsc-ca.pem\"\n\
+         password_file = \"/etc/smsotp/secrets/smpp\"\nsystem_type = \"OTP\"\n\
+         registered_delivery = 1\ndata_coding = \"ucs2\"\nlong_messages = \"payload\"\n\
+         timeout = \"4s\"\nconnect_timeout = \"2s\"\nenquire_link_interval = \"1m\"\n"
+    ));
+    assert_eq!((s.source_addr_ton, s.source_addr_npi), (1, 9));
+    assert_eq!((s.dest_addr_ton, s.dest_addr_npi), (2, 6));
+    assert_eq!(s.port, 3550);
+    assert!(s.tls);
+    assert_eq!(s.long_messages, LongMessages::Payload);
+    assert_eq!(s.data_coding, Coding::Ucs2);
+    assert_eq!(s.enquire_link_interval, Duration::from_secs(60));
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    for (toml, key, says) in [
+        (
+            "[[provider]]\nkind = \"smpp\"\nsystem_id = \"a\"\n",
+            "provider[0].host",
+            "smpp_server",
+        ),
+        (
+            "[[provider]]\nkind = \"smpp\"\nhost = \"h\"\n",
+            "provider[0].system_id",
+            "is missing",
+        ),
+        (
+            &format!("{BASE}port = 70000\n"),
+            "provider[0].port",
+            "out of range",
+        ),
+        (&format!("{BASE}host2 = 1\n"), "host2", "unknown field"),
+        (
+            &format!("{BASE}url = \"https://x\"\n"),
+            "provider[0].url",
+            "not a key of kind \"smpp\"",
+        ),
+        (
+            &format!("{BASE}source_addr_ton = \"alpha\"\n"),
+            "provider[0].source_addr_ton",
+            "\"alphanumeric\"",
+        ),
+        (
+            &format!("{BASE}dest_addr_npi = 300\n"),
+            "provider[0].dest_addr_npi",
+            "\"isdn\"",
+        ),
+        (
+            &format!("{BASE}source_addr = \"ACME-LOGIN-CODES\"\n"),
+            "provider[0].source_addr",
+            "at most 11",
+        ),
+        (
+            &format!("{BASE}source_addr = \"Société\"\n"),
+            "provider[0].source_addr",
+            "ASCII",
+        ),
+        (
+            "[[provider]]\nkind = \"smpp\"\nhost = \"h\"\nsystem_id = \"a-very-long-system-id\"\n",
+            "provider[0].system_id",
+            "at most 15",
+        ),
+        (
+            &format!("{BASE}data_coding = \"utf8\"\n"),
+            "provider[0].data_coding",
+            "\"gsm7\"",
+        ),
+        (
+            &format!("{BASE}long_messages = \"split\"\n"),
+            "provider[0].long_messages",
+            "\"payload\"",
+        ),
+        (
+            &format!("{BASE}password_file = \"smpp.pw\"\n"),
+            "provider[0].password_file",
+            "absolute",
+        ),
+        (
+            &format!("{BASE}ca_file = \"/etc/ca.pem\"\n"),
+            "provider[0].ca_file",
+            "tls = true",
+        ),
+        (
+            &format!("{BASE}timeout = \"1s\"\nconnect_timeout = \"2s\"\n"),
+            "provider[0].connect_timeout",
+            "longer than timeout",
+        ),
+        (
+            &format!("{BASE}registered_delivery = 64\n"),
+            "provider[0].registered_delivery",
+            "out of range",
+        ),
+        (
+            "[[provider]]\nkind = \"smpp\"\nhost = \"smsc.example.net:2775\"\nsystem_id = \"a\"\n",
+            "provider[0].host",
+            "set port",
+        ),
+    ] {
+        let e = err_of(toml);
+        assert!(e.contains(key) && e.contains(says), "{toml}\n-> {e}");
+    }
+}
+
+// ------------------------------------------------------------ a tiny SMSC
+
+/// Answers one connection: every request gets its response with status 0
+/// (`system_id`/`message_id` bodies where needed). Returns the command ids
+/// it saw, when the client closes.
+fn tiny_smsc() -> (u16, std::thread::JoinHandle<Vec<u32>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let mut head = [0u8; 16];
+            if s.read_exact(&mut head).is_err() {
+                return seen;
+            }
+            let w = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+            let mut body = vec![0u8; w(0) as usize - 16];
+            s.read_exact(&mut body).unwrap();
+            let id = w(4);
+            seen.push(id);
+            let reply_body: &[u8] = match id {
+                0x02 => b"tiny\0",
+                0x04 => b"1\0",
+                _ => b"",
+            };
+            let mut out = Vec::new();
+            out.extend_from_slice(&(16 + reply_body.len() as u32).to_be_bytes());
+            out.extend_from_slice(&(id | 0x8000_0000).to_be_bytes());
+            out.extend_from_slice(&0u32.to_be_bytes());
+            out.extend_from_slice(&w(12).to_be_bytes());
+            out.extend_from_slice(reply_body);
+            s.write_all(&out).unwrap();
+        }
+    });
+    (port, h)
+}
+
+#[test]
+fn one_session_per_send_binds_submits_and_unbinds() {
+    let (port, h) = tiny_smsc();
+    let s = spec(
+        &format!("{BASE}host = \"127.0.0.1\"\nport = {port}\n")
+            .replace("host = \"smsc.example.net\"\n", ""),
+    );
+    let p = SmppProvider::new(s, SessionMode::PerSend);
+    let to = Phone::parse("+12025550143", None).unwrap();
+    p.send(&Sms {
+        to: &to,
+        text: "123456 is your code",
+    })
+    .unwrap();
+    drop(p);
+    assert_eq!(h.join().unwrap(), [0x02, 0x04, 0x06]);
+}
+
+/// Runs [`thread_probe_child`] in a fresh process of this test binary: a
+/// send there must start no thread (seccomp refuses thread creation).
+#[test]
+fn a_send_starts_no_thread() {
+    let (port, h) = tiny_smsc();
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([
+            "--exact",
+            "smpp::tests::thread_probe_child",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("SMSOTP_SMPP_PROBE_PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("1 passed") && text.contains("probe: sent"),
+        "{text}"
+    );
+    assert_eq!(h.join().unwrap(), [0x02, 0x04, 0x06]);
+}
+
+/// Only does something when run by [`a_send_starts_no_thread`].
+#[test]
+fn thread_probe_child() {
+    let Ok(port) = std::env::var("SMSOTP_SMPP_PROBE_PORT") else {
+        return;
+    };
+    // A host name, so the resolver runs; and the whole provider, from config.
+    let providers = crate::sms::from_config(
+        &Config::from_toml(
+            Path::new("/etc/smsotp/smsotp.toml"),
+            &format!("[[provider]]\nkind = \"smpp\"\nhost = \"localhost\"\nport = {port}\nsystem_id = \"x\"\n"),
+        )
+        .unwrap()
+        .providers,
+        || Box::new(crate::clock::FixedClock::at(0)),
+    );
+    let before = crate::http::tests::tasks();
+    crate::http::tests::forbid_new_threads();
+    assert!(
+        std::thread::Builder::new().spawn(|| ()).is_err(),
+        "the probe must be able to see a thread being started"
+    );
+    let to = Phone::parse("+12025550143", None).unwrap();
+    let r = providers[0].send(&Sms {
+        to: &to,
+        text: "123456 é",
+    });
+    drop(providers);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(crate::http::tests::tasks(), before);
+    println!("probe: sent");
+}
