@@ -256,6 +256,49 @@ fn file_modes(cfg: &Config, f: &mut Vec<Finding>) {
     if let Some(a) = &cfg.audit.file {
         check_file(a, FileRule::Secret, "audit file", f);
     }
+    for p in &cfg.providers {
+        match p {
+            ProviderSpec::Http(h) => {
+                for (key, path) in h.secret_paths() {
+                    check_file(
+                        &path,
+                        FileRule::Secret,
+                        &format!("provider {} secret ({key})", h.name),
+                        f,
+                    );
+                }
+                if let Some(ca) = &h.transport.ca_file {
+                    check_file(
+                        ca,
+                        FileRule::Data,
+                        &format!("provider {} ca_file", h.name),
+                        f,
+                    );
+                }
+            }
+            ProviderSpec::Smpp(s) => {
+                if let Some(pw) = &s.password_file {
+                    check_file(
+                        pw,
+                        FileRule::Secret,
+                        &format!("provider {} password_file", s.name),
+                        f,
+                    );
+                }
+            }
+            ProviderSpec::Command { program, name, .. } => {
+                // An admin's program runs as root at every login: nobody
+                // else may be able to change it.
+                check_file(
+                    program,
+                    FileRule::Data,
+                    &format!("provider {name} program"),
+                    f,
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 fn providers(cfg: &Config, no_network: bool, f: &mut Vec<Finding>) {

@@ -696,6 +696,15 @@ pub struct HttpSpec {
 }
 
 impl HttpSpec {
+    /// Every secret file this provider reads, with the key that names it:
+    /// for `smsotp doctor`'s mode checks.
+    pub fn secret_paths(&self) -> Vec<(String, PathBuf)> {
+        match &self.gateway {
+            Gateway::Template(t) => t.secrets.clone(),
+            Gateway::Preset { preset, .. } => preset.secret_files(),
+        }
+    }
+
     /// Where requests go, without path or query (no secrets): for `smsotp
     /// doctor` and `check-config`. `https://api.twilio.com`.
     pub fn endpoint(&self) -> String {

@@ -321,6 +321,14 @@ fn doctor_reports_each_fault_of_a_broken_host() {
         "-auth requisite pam_unix.so\n-auth [success=ok authinfo_unavail=ignore default=bad] pam_smsotp.so\n",
         0o644,
     );
+    // A vendor token readable by others.
+    let token = s.write("twilio-token", "secret-token\n", 0o644);
+    s.config(&format!(
+        "[policy]\nprovider_down = \"allow\"\nuser_opt_out = true\nmandatory = true\n\
+         [[provider]]\nkind = \"twilio\"\naccount_sid = \"AC00000000000000000000000000000000\"\n\
+         auth_token_file = \"{}\"\nfrom = \"+12015550100\"\n",
+        token.display()
+    ));
     // A world-readable phone list is fine; a group-writable one is not.
     s.write(
         "phones.toml",
@@ -346,6 +354,7 @@ fn doctor_reports_each_fault_of_a_broken_host() {
         "provider_down = \"allow\"",
         "IGNORED because mandatory = true",
         "phones.toml: is writable by group or others",
+        "twilio-token: is readable or writable by group or others",
         "root: cannot look up the number",
     ] {
         assert!(
