@@ -1,0 +1,525 @@
+//! The Debian packages end to end, on this machine: install the two `.deb`
+//! files that `scripts/build-debs.sh` built with `apt-get install`, log in
+//! through the installed module with its shipped config, let
+//! pam-auth-update enable the shipped profile and check that the stack it
+//! writes stops a wrong password before any SMS, start the installed server
+//! the way its unit's ExecStartPre/ExecStart say and answer a challenge with
+//! radclient, then `apt-get remove` (conffiles stay) and `apt-get purge`
+//! (everything goes).
+//!
+//! Needs root (CI runs as root on a throwaway Debian 12 machine), the
+//! packages in target/debian/ (`scripts/build-debs.sh`; `scripts/test.sh`
+//! builds them first) and the Debian packages `pamtester libpam-wrapper
+//! libnss-wrapper freeradius-utils`.
+//!
+//! What it changes on the machine, and how it leaves it: it refuses to run
+//! when libpam-smsotp or smsotp-radiusd is installed, or /etc/smsotp,
+//! /var/lib/smsotp or the module exist (a hand install would be deleted by
+//! the purge); /etc/pam.d/common-* are restored from a copy taken first;
+//! the packages are purged at the end, also when a step fails. Users and
+//! passwords come from nss_wrapper and pam_matrix, as in the other PAM
+//! tests: no account is created. About 15 s.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use smsotp_e2e::pamenv::PamEnv;
+use smsotp_e2e::radiusd::{free_port, radclient, run_bounded};
+use smsotp_e2e::{workspace_root, Outbox};
+
+const PACKAGES: [&str; 2] = ["libpam-smsotp", "smsotp-radiusd"];
+const CONFIG: &str = "/etc/smsotp/smsotp.toml";
+const PHONES: &str = "/etc/smsotp/phones.toml";
+const SECRETS: &str = "/etc/smsotp/secrets";
+const STATE: &str = "/var/lib/smsotp";
+const OUTBOX: &str = "/var/lib/smsotp/outbox.jsonl";
+/// Beside pam_unix.so, which libpam-modules ships in /lib on Debian 12.
+const MODULE: &str = "/lib/x86_64-linux-gnu/security/pam_smsotp.so";
+const PROFILE: &str = "/usr/share/pam-configs/smsotp";
+const UNIT: &str = "/usr/lib/systemd/system/smsotp-radiusd.service";
+const RADIUS_PAM: &str = "/etc/pam.d/smsotp-radius";
+const COMMON: [&str; 5] = [
+    "/etc/pam.d/common-auth",
+    "/etc/pam.d/common-account",
+    "/etc/pam.d/common-password",
+    "/etc/pam.d/common-session",
+    "/etc/pam.d/common-session-noninteractive",
+];
+const ALICE_PHONE: &str = "+12015550123";
+const CODE_SENT: &str = "Code sent to ******0123.";
+const APT_LIMIT: Duration = Duration::from_secs(300);
+const SMS_WAIT: Duration = Duration::from_secs(10);
+const READY: &str = "smsotp-radiusd: ready";
+
+/// Runs `program args` (bounded); panics with its output unless it exits 0.
+fn run(program: &str, args: &[&str], limit: Duration) -> String {
+    let (ok, out) = try_run(program, args, limit);
+    assert!(ok, "`{program} {}` failed:\n{out}", args.join(" "));
+    out
+}
+
+/// Runs `program args` (bounded); returns (exited 0, stdout+stderr).
+fn try_run(program: &str, args: &[&str], limit: Duration) -> (bool, String) {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LANG", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, out, timed_out) = run_bounded(cmd, b"", limit);
+    assert!(
+        !timed_out,
+        "`{program} {}` took over {limit:?}:\n{out}",
+        args.join(" ")
+    );
+    (status.success(), out)
+}
+
+/// dpkg's status of `pkg`: "install ok installed", "deinstall ok
+/// config-files", or "" when dpkg does not know it.
+fn dpkg_status(pkg: &str) -> String {
+    let (_, out) = try_run(
+        "dpkg-query",
+        &["-W", "-f=${Status}", pkg],
+        Duration::from_secs(30),
+    );
+    if out.contains("no packages found") || out.contains("not-installed") {
+        String::new()
+    } else {
+        out.trim().to_owned()
+    }
+}
+
+fn mode(path: &str) -> u32 {
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!((m.uid(), m.gid()), (0, 0), "{path} must be root:root");
+    m.permissions().mode() & 0o7777
+}
+
+fn exists(path: &str) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// The two .deb files of this version, from packaging/debian/changelog's
+/// revision (scripts/build-debs.sh checks that its version is Cargo's).
+fn debs() -> Vec<PathBuf> {
+    let changelog = std::fs::read_to_string(workspace_root().join("packaging/debian/changelog"))
+        .expect("read packaging/debian/changelog");
+    let top = changelog
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('(')?.1.split_once(')').map(|(v, _)| v))
+        .expect("changelog starts with `smsotp (VERSION-REV) ...`");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        top.starts_with(&format!("{version}-")),
+        "packaging/debian/changelog is at {top}, Cargo at {version}"
+    );
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debian");
+    PACKAGES
+        .iter()
+        .map(|p| {
+            let deb = dir.join(format!("{p}_{top}_amd64.deb"));
+            assert!(
+                deb.exists(),
+                "{} not found: run scripts/build-debs.sh first (scripts/test.sh does)",
+                deb.display()
+            );
+            deb
+        })
+        .collect()
+}
+
+/// Undoes what the test did to the machine, whatever step it stopped at:
+/// stops the server, restores /etc/pam.d/common-*, purges the packages.
+struct Machine {
+    common: Vec<(&'static str, Option<Vec<u8>>)>,
+    server: Option<Child>,
+}
+
+impl Machine {
+    /// Checks that the machine has nothing of ours and saves common-*.
+    fn take() -> Machine {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the Debian package test installs packages: run it as root (scripts/test.sh)"
+        );
+        for p in PACKAGES {
+            assert_eq!(
+                dpkg_status(p),
+                "",
+                "{p} is known to dpkg already; this test would purge it. Purge it first (apt-get purge {p}) or use a throwaway machine"
+            );
+        }
+        for p in ["/etc/smsotp", STATE, MODULE] {
+            assert!(
+                !exists(p),
+                "{p} exists (a hand install?); the test's purge would delete it. Move it away or use a throwaway machine"
+            );
+        }
+        Machine {
+            common: COMMON.iter().map(|p| (*p, std::fs::read(p).ok())).collect(),
+            server: None,
+        }
+    }
+
+    fn restore_common(&self) {
+        for (p, saved) in &self.common {
+            match saved {
+                Some(bytes) if std::fs::read(p).ok().as_ref() != Some(bytes) => {
+                    std::fs::write(p, bytes).unwrap_or_else(|e| eprintln!("restore {p}: {e}"));
+                }
+                None if exists(p) => {
+                    let _ = std::fs::remove_file(p);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn stop_server(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            // SAFETY: kill with a pid we own and a valid signal.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.stop_server();
+        // Purge first (its prerm takes the profile out of common-*), then put
+        // back the exact files saved at the start.
+        if PACKAGES.iter().any(|p| !dpkg_status(p).is_empty()) {
+            let mut args = vec!["purge", "-y", "-q"];
+            args.extend(PACKAGES);
+            let (ok, out) = try_run("apt-get", &args, APT_LIMIT);
+            if !ok {
+                eprintln!("cleanup: apt-get purge failed:\n{out}");
+            }
+        }
+        self.restore_common();
+    }
+}
+
+/// The `auth` lines of /etc/pam.d/common-auth, comments dropped.
+fn common_auth_lines() -> Vec<String> {
+    std::fs::read_to_string(COMMON[0])
+        .expect("read common-auth")
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("auth"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// Index of the first line naming `module`.
+fn line_of(lines: &[String], module: &str) -> Option<usize> {
+    lines
+        .iter()
+        .position(|l| l.split_whitespace().any(|w| w == module))
+}
+
+/// A service file with common-auth's auth lines as pam-auth-update wrote
+/// them, pam_unix swapped for pam_matrix (same control field, so the same
+/// jumps), everything else as is: module names without a path, so libpam
+/// finds pam_smsotp.so in its own directory, and the default config.
+fn service_from_common_auth(env: &mut PamEnv, name: &str) -> String {
+    let matrix = format!(
+        "{} passdb={}",
+        env.tools.pam_matrix.display(),
+        env.scratch.path("passdb").display()
+    );
+    let lines: Vec<String> = common_auth_lines()
+        .into_iter()
+        .map(|l| {
+            let Some(at) = l.find("pam_unix.so") else {
+                return l;
+            };
+            // Drop pam_unix's own arguments (nullok, try_first_pass).
+            format!("{}{matrix}", &l[..at])
+        })
+        .collect();
+    env.service(name, &lines)
+}
+
+/// ExecStartPre= and ExecStart= of the installed unit, split into words.
+fn unit_commands() -> (Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string(UNIT).unwrap_or_else(|e| panic!("{UNIT}: {e}"));
+    let get = |key: &str| -> Vec<String> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("{UNIT} has no {key}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    (get("ExecStartPre="), get("ExecStart="))
+}
+
+#[test]
+fn debs_install_log_in_serve_radius_remove_and_purge() {
+    let debs = debs();
+    let mut machine = Machine::take();
+    let t0 = Instant::now();
+
+    // ---------------------------------------------------------------- install
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    let deb_args: Vec<String> = debs.iter().map(|d| d.display().to_string()).collect();
+    args.extend(deb_args.iter().map(String::as_str));
+    run("apt-get", &args, APT_LIMIT);
+    for p in PACKAGES {
+        assert_eq!(dpkg_status(p), "install ok installed", "{p}");
+    }
+    assert!(exists(MODULE), "{MODULE} not installed");
+    assert!(exists("/usr/sbin/smsotp") && exists("/usr/sbin/smsotp-radiusd"));
+    assert!(!exists("/usr/bin/radiusd") && !exists("/usr/sbin/radiusd"));
+    assert_eq!(mode(CONFIG), 0o640, "{CONFIG}");
+    assert_eq!(mode(STATE), 0o700, "{STATE}");
+    assert_eq!(mode(SECRETS), 0o700, "{SECRETS}");
+    let conffiles = run(
+        "dpkg-query",
+        &["-W", "-f=${Conffiles}", "libpam-smsotp"],
+        Duration::from_secs(30),
+    );
+    assert!(conffiles.contains(CONFIG), "conffiles: {conffiles}");
+    let profile = std::fs::read_to_string(PROFILE).expect("pam-auth-update profile");
+    assert!(profile.contains("Default: no"), "{profile}");
+    // Installing changes no PAM stack, and neither enables nor starts the
+    // server (its config has no [radius] table yet).
+    assert_eq!(line_of(&common_auth_lines(), "pam_smsotp.so"), None);
+    assert!(!exists(
+        "/etc/systemd/system/multi-user.target.wants/smsotp-radiusd.service"
+    ));
+    // The admin tool accepts the shipped config.
+    run(
+        "/usr/sbin/smsotp",
+        &["check-config", "--config", CONFIG],
+        Duration::from_secs(30),
+    );
+    let shipped_config = std::fs::read(CONFIG).expect("read config");
+
+    // ------------------------------------- login with the installed module
+    // The shipped config as is: outbox provider in /var/lib/smsotp, phones
+    // from /etc/smsotp/phones.toml. The admin's only step: a phone number.
+    std::fs::write(PHONES, format!("alice = \"{ALICE_PHONE}\"\n")).expect("write phones");
+    std::fs::set_permissions(PHONES, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let outbox = Outbox {
+        path: PathBuf::from(OUTBOX),
+    };
+    let mut env = PamEnv::new();
+    let matrix = env.matrix_line();
+    let direct = env.service(
+        "deb-direct",
+        &[matrix, "auth required pam_smsotp.so".into()],
+    );
+    let seen = outbox.count();
+    let mut login = env.login(&direct, "alice");
+    login
+        .password()
+        .expect_text(CODE_SENT)
+        .expect_prompt("SMS code");
+    login.answer_code_from_outbox(&outbox, seen);
+    login.finish().assert_success();
+    assert_eq!(mode(OUTBOX) & 0o077, 0, "{OUTBOX} must be root-only");
+
+    // ------------------------------------------ the pam-auth-update profile
+    run(
+        "pam-auth-update",
+        &["--enable", "smsotp"],
+        Duration::from_secs(60),
+    );
+    let lines = common_auth_lines();
+    eprintln!(
+        "common-auth with the profile enabled:\n{}",
+        lines.join("\n")
+    );
+    let pos = |m: &str| {
+        line_of(&lines, m).unwrap_or_else(|| panic!("{m} not in common-auth: {lines:#?}"))
+    };
+    let (unix, deny, permit, smsotp) = (
+        pos("pam_unix.so"),
+        pos("pam_deny.so"),
+        pos("pam_permit.so"),
+        pos("pam_smsotp.so"),
+    );
+    assert!(
+        unix < deny && deny < permit && permit < smsotp,
+        "pam_smsotp must come after the password and the pam_deny it skips: {lines:#?}"
+    );
+    assert_eq!(lines[smsotp], "auth required pam_smsotp.so", "{lines:#?}");
+    let service = service_from_common_auth(&mut env, "deb-common-auth");
+    // A wrong password ends at pam_deny: no SMS.
+    let seen = outbox.count();
+    let mut login = env.login(&service, "alice");
+    login.expect_prompt("Password").answer("not-the-password");
+    login.finish().assert_failure().assert_not_saw("SMS code");
+    assert_eq!(outbox.count(), seen, "a wrong password sent an SMS");
+    // The right one goes on to the code.
+    let mut login = env.login(&service, "alice");
+    login
+        .password()
+        .expect_text(CODE_SENT)
+        .expect_prompt("SMS code");
+    login.answer_code_from_outbox(&outbox, seen);
+    login.finish().assert_success();
+
+    // ------------------------------- the installed server, as its unit runs it
+    let port = free_port(false);
+    let secret = "deb-e2e-secret-5c1f";
+    let secret_file = format!("{SECRETS}/deb-e2e");
+    std::fs::write(&secret_file, secret).expect("write secret");
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod secret");
+    let mut radius_config = shipped_config.clone();
+    radius_config.extend_from_slice(
+        format!(
+            "\n[radius]\nlisten = [\"127.0.0.1:{port}\"]\nprimary = {{ kind = \"none\" }}\n\n\
+             [[radius.client]]\nname = \"deb-e2e\"\naddress = \"127.0.0.1\"\nsecret_file = \"{secret_file}\"\n"
+        )
+        .as_bytes(),
+    );
+    std::fs::write(CONFIG, &radius_config).expect("write radius config");
+    let (pre, start) = unit_commands();
+    assert_eq!(
+        start,
+        ["/usr/sbin/smsotp-radiusd", "--config", CONFIG],
+        "ExecStart"
+    );
+    let pre_args: Vec<&str> = pre[1..].iter().map(String::as_str).collect();
+    run(&pre[0], &pre_args, Duration::from_secs(30));
+    let mut child = Command::new(&start[0])
+        .args(&start[1..])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start smsotp-radiusd");
+    let stderr = child.stderr.take().expect("stderr");
+    machine.server = Some(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut log = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(READY) {
+                    break;
+                }
+            }
+            Err(_) => panic!("smsotp-radiusd not ready in 10 s:\n{log}"),
+        }
+    }
+    let server = format!("127.0.0.1:{port}");
+    let rc_secret = std::env::temp_dir().join(format!("smsotp-deb-e2e-{}", std::process::id()));
+    std::fs::write(&rc_secret, secret).expect("write radclient secret");
+    let seen = outbox.count();
+    let first = radclient(
+        &server,
+        "auth",
+        &rc_secret,
+        "User-Name = \"alice\"\nUser-Password = \"vpn-pw\"\nMessage-Authenticator = 0x00\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        first.received.as_deref(),
+        Some("Access-Challenge"),
+        "{}\n--- server ---\n{log}",
+        first.output
+    );
+    assert!(
+        first.output.contains("******0123"),
+        "no masked number in the Reply-Message:\n{}",
+        first.output
+    );
+    let state = first.state();
+    let code = outbox.wait_beyond(seen, SMS_WAIT).code();
+    let second = radclient(
+        &server,
+        "auth",
+        &rc_secret,
+        &format!(
+            "User-Name = \"alice\"\nUser-Password = \"{code}\"\nMessage-Authenticator = 0x00\nState = 0x{}\n",
+            smsotp_e2e::radiusd::hex(&state)
+        ),
+        Duration::from_secs(5),
+    );
+    let _ = std::fs::remove_file(&rc_secret);
+    assert_eq!(
+        second.received.as_deref(),
+        Some("Access-Accept"),
+        "{}\n--- server ---\n{log}",
+        second.output
+    );
+    machine.stop_server();
+    // Back to the shipped bytes and mode, so dpkg sees an unmodified conffile.
+    std::fs::write(CONFIG, &shipped_config).expect("restore config");
+    std::fs::set_permissions(CONFIG, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+
+    // ------------------------------------------------------------- remove
+    // With the profile still enabled: prerm must take pam_smsotp out of
+    // common-auth before the module goes, or every login would fail.
+    let mut args = vec!["remove", "-y", "-q"];
+    args.extend(PACKAGES);
+    run("apt-get", &args, APT_LIMIT);
+    for p in PACKAGES {
+        assert_eq!(dpkg_status(p), "deinstall ok config-files", "{p}");
+    }
+    assert_eq!(
+        line_of(&common_auth_lines(), "pam_smsotp.so"),
+        None,
+        "common-auth still names the removed module"
+    );
+    assert!(!exists(MODULE) && !exists(PROFILE) && !exists("/usr/sbin/smsotp"));
+    assert_eq!(
+        std::fs::read(CONFIG).ok().as_deref(),
+        Some(shipped_config.as_slice()),
+        "remove must keep the conffile"
+    );
+    assert!(exists(RADIUS_PAM), "remove must keep {RADIUS_PAM}");
+    assert!(exists(PHONES) && exists(&secret_file) && exists(STATE));
+
+    // -------------------------------------------------------------- purge
+    let mut args = vec!["purge", "-y", "-q"];
+    args.extend(PACKAGES);
+    run("apt-get", &args, APT_LIMIT);
+    for p in PACKAGES {
+        assert_eq!(dpkg_status(p), "", "{p} still known to dpkg after purge");
+    }
+    for p in ["/etc/smsotp", STATE, RADIUS_PAM] {
+        assert!(!exists(p), "{p} survived the purge");
+    }
+    drop(machine);
+    eprintln!("debian package test: {:?}", t0.elapsed());
+}
