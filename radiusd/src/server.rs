@@ -226,6 +226,23 @@ impl LogLimiter {
     }
 }
 
+/// Logs a warning through `limiter`; `detail` gets the count of lines
+/// suppressed since the last one written.
+fn limited_log(
+    limiter: &Mutex<LogLimiter>,
+    rt: &Runtime,
+    name: &'static str,
+    detail: impl FnOnce(u64) -> String,
+) {
+    let admitted = limiter
+        .lock()
+        .ok()
+        .and_then(|mut l| l.admit(Instant::now()));
+    if let Some(suppressed) = admitted {
+        rt.log(Level::Warning, &event(name, detail(suppressed)));
+    }
+}
+
 struct Job {
     runtime: Arc<Runtime>,
     client: usize,
@@ -429,20 +446,9 @@ fn receiver(shared: &Shared, sock: &Arc<UdpSocket>, tx: &SyncSender<Job>) {
                 .position(|x| std::ptr::eq(x, c))
                 .map(|i| (i, c))
         }) else {
-            let admitted = shared
-                .unknown_log
-                .lock()
-                .ok()
-                .and_then(|mut l| l.admit(Instant::now()));
-            if let Some(suppressed) = admitted {
-                rt.log(
-                    Level::Warning,
-                    &event(
-                        "unknown_client",
-                        format!("dropped a packet from {from}: no [[radius.client]] matches ({suppressed} more not logged)"),
-                    ),
-                );
-            }
+            limited_log(&shared.unknown_log, &rt, "unknown_client", |suppressed| {
+                format!("dropped a packet from {from}: no [[radius.client]] matches ({suppressed} more not logged)")
+            });
             continue;
         };
         let opts = DecodeOptions {
@@ -460,23 +466,12 @@ fn receiver(shared: &Shared, sock: &Arc<UdpSocket>, tx: &SyncSender<Job>) {
         let request = match decoded {
             Ok(r) => r,
             Err(e) => {
-                let admitted = shared
-                    .bad_log
-                    .lock()
-                    .ok()
-                    .and_then(|mut l| l.admit(Instant::now()));
-                if let Some(suppressed) = admitted {
-                    rt.log(
-                        Level::Warning,
-                        &event(
-                            "dropped",
-                            format!(
-                                "client {} ({from}): {e}; packet dropped ({suppressed} more not logged)",
-                                client.spec.name
-                            ),
-                        ),
-                    );
-                }
+                limited_log(&shared.bad_log, &rt, "dropped", |suppressed| {
+                    format!(
+                        "client {} ({from}): {e}; packet dropped ({suppressed} more not logged)",
+                        client.spec.name
+                    )
+                });
                 continue;
             }
         };
@@ -505,20 +500,11 @@ fn receiver(shared: &Shared, sock: &Arc<UdpSocket>, tx: &SyncSender<Job>) {
             Ok(()) => {}
             Err(TrySendError::Full(job)) => {
                 shared.dedup().forget(&job.key);
-                let admitted = shared
-                    .bad_log
-                    .lock()
-                    .ok()
-                    .and_then(|mut l| l.admit(Instant::now()));
-                if admitted.is_some() {
-                    rt.log(
-                        Level::Warning,
-                        &event(
-                            "overload",
-                            format!("queue full; dropped a request from {from}"),
-                        ),
-                    );
-                }
+                limited_log(&shared.bad_log, &rt, "overload", |suppressed| {
+                    format!(
+                        "queue full; dropped a request from {from} ({suppressed} more not logged)"
+                    )
+                });
             }
             Err(TrySendError::Disconnected(_)) => return,
         }
