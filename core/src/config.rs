@@ -1497,6 +1497,49 @@ fn provider_spec(
     Ok(spec)
 }
 
+/// `timeout` and `connect_timeout` of a network provider: the connect
+/// bound defaults to the shorter of its default and the total, and may not
+/// outlast the total (`bounds` names what the total covers).
+fn timeouts(
+    c: &Checker<'_>,
+    r: &RawProvider,
+    k: &dyn Fn(&str) -> String,
+    (default_total, default_connect): (Duration, Duration),
+    bounds: &str,
+) -> Result<(Duration, Duration), ConfigError> {
+    let timeout = c.duration_in(
+        &r.timeout,
+        &k("timeout"),
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+        default_total,
+    )?;
+    let connect_timeout = match &r.connect_timeout {
+        None => default_connect.min(timeout),
+        Some(s) => {
+            let d = c.duration_in(
+                &r.connect_timeout,
+                &k("connect_timeout"),
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+                default_connect,
+            )?;
+            if d > timeout {
+                return Err(c.err(
+                    s.span(),
+                    &k("connect_timeout"),
+                    format!(
+                        "is longer than timeout ({}), which bounds the whole {bounds}; make it shorter",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            d
+        }
+    };
+    Ok((timeout, connect_timeout))
+}
+
 /// Validates one `kind = "smpp"` table: Gluu's smpp script settings, one
 /// to one (see docs/smpp.md).
 fn smpp_spec(
@@ -1632,36 +1675,13 @@ fn smpp_spec(
         .as_ref()
         .map(|f| c.absolute(f.get_ref(), f.span(), &k("password_file")))
         .transpose()?;
-    let timeout = c.duration_in(
-        &r.timeout,
-        &k("timeout"),
-        Duration::from_millis(100),
-        Duration::from_secs(60),
-        SmppSpec::DEFAULT_TIMEOUT,
+    let (timeout, connect_timeout) = timeouts(
+        c,
+        r,
+        &k,
+        (SmppSpec::DEFAULT_TIMEOUT, SmppSpec::DEFAULT_CONNECT_TIMEOUT),
+        "send",
     )?;
-    let connect_timeout = match &r.connect_timeout {
-        None => SmppSpec::DEFAULT_CONNECT_TIMEOUT.min(timeout),
-        Some(s) => {
-            let d = c.duration_in(
-                &r.connect_timeout,
-                &k("connect_timeout"),
-                Duration::from_millis(100),
-                Duration::from_secs(60),
-                SmppSpec::DEFAULT_CONNECT_TIMEOUT,
-            )?;
-            if d > timeout {
-                return Err(c.err(
-                    s.span(),
-                    &k("connect_timeout"),
-                    format!(
-                        "is longer than timeout ({}), which bounds the whole send; make it shorter",
-                        humantime::format_duration(timeout)
-                    ),
-                ));
-            }
-            d
-        }
-    };
     let enquire_link_interval = c.duration_in(
         &r.enquire_link_interval,
         &k("enquire_link_interval"),
@@ -1729,37 +1749,16 @@ fn transport_spec(
     allow_http: bool,
 ) -> Result<TransportSpec, ConfigError> {
     let k = |field: &str| format!("{key}.{field}");
-    let timeout = c.duration_in(
-        &r.timeout,
-        &k("timeout"),
-        Duration::from_millis(100),
-        Duration::from_secs(60),
-        TransportSpec::DEFAULT_TIMEOUT,
+    let (timeout, connect_timeout) = timeouts(
+        c,
+        r,
+        &k,
+        (
+            TransportSpec::DEFAULT_TIMEOUT,
+            TransportSpec::DEFAULT_CONNECT_TIMEOUT,
+        ),
+        "exchange",
     )?;
-    let connect_timeout = match &r.connect_timeout {
-        // The default never outlasts a shorter total.
-        None => TransportSpec::DEFAULT_CONNECT_TIMEOUT.min(timeout),
-        Some(s) => {
-            let d = c.duration_in(
-                &r.connect_timeout,
-                &k("connect_timeout"),
-                Duration::from_millis(100),
-                Duration::from_secs(60),
-                TransportSpec::DEFAULT_CONNECT_TIMEOUT,
-            )?;
-            if d > timeout {
-                return Err(c.err(
-                    s.span(),
-                    &k("connect_timeout"),
-                    format!(
-                        "is longer than timeout ({}), which bounds the whole exchange; make it shorter",
-                        humantime::format_duration(timeout)
-                    ),
-                ));
-            }
-            d
-        }
-    };
     let ca_file = r
         .ca_file
         .as_ref()
