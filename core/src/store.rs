@@ -480,11 +480,16 @@ impl SqliteStore {
         }
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction or, inside a batch
+    /// ([`SharedStore::batched`] keeps one transaction open), in a
+    /// savepoint, so a failed step undoes itself and nothing else.
     fn write<T>(
         &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        if !self.conn.is_autocommit() {
+            return self.in_savepoint(f);
+        }
         // `unchecked_transaction` because the connection is shared behind &self;
         // each process has its own connection and uses it from one thread.
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
@@ -492,6 +497,28 @@ impl SqliteStore {
         let out = f(&tx).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(out)
+    }
+
+    fn in_savepoint<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let run = |sql: &str| self.conn.prepare_cached(sql)?.execute([]).map(drop);
+        run("SAVEPOINT step").map_err(|e| self.err(e))?;
+        match f(&self.conn) {
+            Ok(v) => {
+                run("RELEASE step").map_err(|e| self.err(e))?;
+                Ok(v)
+            }
+            Err(e) => {
+                // The transaction itself may be gone (SQLite rolls back the
+                // whole of it on some errors): then there is nothing to undo.
+                if !self.conn.is_autocommit() {
+                    let _ = run("ROLLBACK TO step").and_then(|()| run("RELEASE step"));
+                }
+                Err(self.err(e))
+            }
+        }
     }
 }
 
@@ -528,18 +555,14 @@ fn global_bucket_ms(window: Duration) -> Millis {
     (ms(window) / 60).max(1000)
 }
 
-fn count_user_sends(
-    tx: &rusqlite::Transaction<'_>,
-    user: &str,
-    since: Millis,
-) -> rusqlite::Result<u32> {
+fn count_user_sends(tx: &Connection, user: &str, since: Millis) -> rusqlite::Result<u32> {
     tx.prepare_cached("SELECT COALESCE(SUM(n), 0) FROM sms_sent WHERE user = ?1 AND at > ?2")?
         .query_row(params![user, since], |r| r.get(0))
 }
 
 /// The checks and bookkeeping of one SMS, inside a write transaction.
 fn reserve_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     user: &str,
     now: Millis,
     per_user: Rate,
@@ -1047,17 +1070,223 @@ impl Store for SqliteStore {
 /// One store shared by the threads of a long-running server: a single
 /// connection behind a mutex. SQLite would serialise the writers anyway;
 /// one connection spares them its busy-wait sleeps.
+///
+/// [`SharedStore::batched`] adds group commit: the steps of many requests
+/// share one transaction, committed by a thread of its own as soon as it
+/// can, and each request's answer waits for that commit
+/// ([`SharedStore::defer`]). Nothing is answered before what it relies on
+/// is on disk, and a busy server pays for one commit per batch rather than
+/// one per step.
 #[derive(Clone)]
-pub struct SharedStore(pub std::sync::Arc<std::sync::Mutex<SqliteStore>>);
+pub struct SharedStore(std::sync::Arc<SharedInner>);
+
+struct SharedInner {
+    state: std::sync::Mutex<SharedState>,
+    /// Wakes the committer: a transaction is open, or work is deferred.
+    wake: std::sync::Condvar,
+    batched: bool,
+}
+
+struct SharedState {
+    store: SqliteStore,
+    /// The transaction steps run in now; counts up at every commit or
+    /// rollback.
+    epoch: u64,
+    /// The newest epoch whose writes were rolled back (0: none), and why.
+    last_failed: u64,
+    failure: String,
+    deferred: Vec<(u64, Deferred)>,
+    stop: bool,
+    /// Tests hold the committer off to interleave requests at will.
+    #[cfg(test)]
+    paused: bool,
+}
+
+/// Work to do once the writes before it are committed: called with
+/// `Ok(())` if they are, or with why they were rolled back.
+pub type Deferred = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+thread_local! {
+    /// The first epoch this thread's steps ran in since its last
+    /// [`SharedStore::defer`], with the store it was in.
+    static TOUCHED: std::cell::Cell<Option<(usize, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Owns the committer thread of a [`SharedStore::batched`] store. Dropping
+/// it commits what is pending, runs what was deferred, and ends the thread.
+pub struct Committer {
+    inner: std::sync::Arc<SharedInner>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
 impl SharedStore {
+    /// Each step commits on its own; [`SharedStore::defer`] runs at once.
     pub fn new(store: SqliteStore) -> Self {
-        SharedStore(std::sync::Arc::new(std::sync::Mutex::new(store)))
+        Self::make(store, false)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&SqliteStore) -> T) -> T {
-        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f(&guard)
+    /// Group commit (see the type). Keep the [`Committer`] for as long as
+    /// the store is used.
+    pub fn batched(store: SqliteStore) -> std::io::Result<(Self, Committer)> {
+        let shared = Self::make(store, true);
+        let inner = shared.0.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-commit".into())
+            .spawn(move || commit_loop(&inner))?;
+        let committer = Committer {
+            inner: shared.0.clone(),
+            thread: Some(thread),
+        };
+        Ok((shared, committer))
+    }
+
+    fn make(store: SqliteStore, batched: bool) -> Self {
+        SharedStore(std::sync::Arc::new(SharedInner {
+            state: std::sync::Mutex::new(SharedState {
+                store,
+                epoch: 1,
+                last_failed: 0,
+                failure: String::new(),
+                deferred: Vec::new(),
+                stop: false,
+                #[cfg(test)]
+                paused: false,
+            }),
+            wake: std::sync::Condvar::new(),
+            batched,
+        }))
+    }
+
+    fn id(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.0) as usize
+    }
+
+    /// Runs `f` once everything this thread wrote since its last `defer`
+    /// is committed, on the committer thread; with an error if it was
+    /// rolled back instead, in which case `f` must answer as for a failed
+    /// store.
+    pub fn defer(&self, f: Deferred) {
+        let touched = TOUCHED
+            .with(|t| t.take())
+            .filter(|(id, _)| *id == self.id());
+        if !self.0.batched {
+            return f(Ok(()));
+        }
+        let mut st = self.0.lock();
+        // Nothing touched: nothing to lose.
+        let first = touched.map_or(u64::MAX, |(_, e)| e);
+        st.deferred.push((first, f));
+        drop(st);
+        self.0.wake.notify_one();
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut st = self.0.lock();
+        if !self.0.batched {
+            return f(&st.store);
+        }
+        if st.store.conn.is_autocommit() {
+            st.store
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| st.store.err(e))?;
+            self.0.wake.notify_one();
+        }
+        let epoch = st.epoch;
+        let id = self.id();
+        TOUCHED.with(|t| {
+            if t.get().filter(|(i, _)| *i == id).is_none() {
+                t.set(Some((id, epoch)));
+            }
+        });
+        let out = f(&st.store);
+        if let Err(e) = &out {
+            if st.store.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (I/O error, disk
+                // full, …): everything since the last commit is gone.
+                st.last_failed = st.epoch;
+                st.failure = e.to_string();
+                st.epoch += 1;
+            }
+        }
+        out
+    }
+}
+
+impl SharedState {
+    #[cfg(test)]
+    fn paused(&self) -> bool {
+        self.paused
+    }
+    #[cfg(not(test))]
+    fn paused(&self) -> bool {
+        false
+    }
+}
+
+impl SharedInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The committer: commits as soon as a transaction is open or work is
+/// deferred. While it commits and runs the deferred work, other threads'
+/// steps gather in the next transaction: the busier the server, the
+/// larger each batch.
+fn commit_loop(inner: &SharedInner) {
+    loop {
+        let mut st = inner.lock();
+        while !st.stop && (st.deferred.is_empty() && st.store.conn.is_autocommit() || st.paused()) {
+            st = inner.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        let stop = st.stop;
+        if !st.store.conn.is_autocommit() {
+            let epoch = st.epoch;
+            if let Err(e) = st.store.conn.execute_batch("COMMIT") {
+                let _ = st.store.conn.execute_batch("ROLLBACK");
+                st.last_failed = epoch;
+                st.failure = format!("state store {}: commit failed: {e}", st.store.path);
+            }
+            st.epoch += 1;
+        }
+        let last_failed = st.last_failed;
+        let failure = if last_failed > 0 {
+            st.failure.clone()
+        } else {
+            String::new()
+        };
+        let deferred = std::mem::take(&mut st.deferred);
+        drop(st);
+        for (first, f) in deferred {
+            let outcome = if first > last_failed {
+                Ok(())
+            } else {
+                Err(failure.as_str())
+            };
+            // A panic in one answer must not stop the others.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(outcome)));
+        }
+        if stop && inner.lock().deferred.is_empty() {
+            return;
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.inner.lock().stop = true;
+        self.inner.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            // The last reference may go away inside deferred work, on the
+            // committer thread itself: it ends on its own.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -1461,5 +1690,131 @@ mod tests {
         s.insert_challenge(&c).unwrap();
         s.purge(c.expires_at, Duration::from_secs(86400)).unwrap();
         assert_eq!(s.challenge(&c.id).unwrap(), None);
+    }
+
+    /// A batched store on a file, and a second connection to look at it as
+    /// another process would.
+    fn batched_pair() -> (tempfile::TempDir, SharedStore, Committer, SqliteStore) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.db");
+        let (shared, committer) =
+            SharedStore::batched(SqliteStore::open(&p, Duration::from_secs(5)).unwrap()).unwrap();
+        let other = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+        (d, shared, committer, other)
+    }
+
+    /// Defers a probe; returns what it was told and whether `id` was
+    /// visible to `other` at that moment.
+    fn probe(
+        shared: &SharedStore,
+        other: SqliteStore,
+        id: ChallengeId,
+    ) -> std::sync::mpsc::Receiver<(Result<(), String>, bool, SqliteStore)> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        shared.defer(Box::new(move |outcome| {
+            let seen = other.challenge(&id).unwrap().is_some();
+            let _ = tx.send((outcome.map_err(str::to_owned), seen, other));
+        }));
+        rx
+    }
+
+    fn wait<T>(rx: &std::sync::mpsc::Receiver<T>) -> T {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("deferred work never ran")
+    }
+
+    #[test]
+    fn deferred_work_runs_once_its_writes_are_committed() {
+        let (_d, shared, _committer, other) = batched_pair();
+        let c = record(1, "alice");
+        shared.insert_challenge(&c).unwrap();
+        let (outcome, seen, other) = wait(&probe(&shared, other, c.id));
+        assert_eq!(outcome, Ok(()));
+        assert!(seen, "another connection must see the challenge by then");
+        // And a consumed code is gone for everyone before the answer.
+        assert!(shared.consume(&c.id, &c.code_mac, "alice").unwrap());
+        let (outcome, seen, _) = wait(&probe(&shared, other, c.id));
+        assert_eq!(outcome, Ok(()));
+        assert!(!seen);
+    }
+
+    #[test]
+    fn deferred_work_of_a_rolled_back_batch_is_told_so() {
+        let (_d, shared, _committer, other) = batched_pair();
+        // Hold the committer off while the batch fails, as a busy server's
+        // requests interleave: one request wrote, another one's step fails.
+        shared.0.lock().paused = true;
+        let c = record(2, "alice");
+        shared.insert_challenge(&c).unwrap();
+        // What SQLite does on some I/O errors: the whole transaction goes.
+        let err = shared.with(|s| {
+            s.conn.execute_batch("ROLLBACK").unwrap();
+            Err::<(), _>(s.err(rusqlite::Error::InvalidQuery))
+        });
+        assert!(err.is_err());
+        let rx = probe(&shared, other, c.id);
+        shared.0.lock().paused = false;
+        shared.0.wake.notify_one();
+        let (outcome, seen, other) = wait(&rx);
+        assert!(
+            outcome.is_err(),
+            "the challenge was rolled back: {outcome:?}"
+        );
+        assert!(!seen);
+        // A later request starts afresh and commits.
+        let c2 = record(3, "bob");
+        shared.insert_challenge(&c2).unwrap();
+        let (outcome, seen, other) = wait(&probe(&shared, other, c2.id));
+        assert_eq!(outcome, Ok(()));
+        assert!(seen);
+        // A request that touched nothing is not failed by others' trouble.
+        let (outcome, _, _) = wait(&probe(&shared, other, c2.id));
+        assert_eq!(outcome, Ok(()));
+    }
+
+    #[test]
+    fn many_threads_share_batches_and_every_answer_follows_its_commit() {
+        let (_d, shared, committer, _other) = batched_pair();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            for t in 0..8u8 {
+                let shared = shared.clone();
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    for i in 0..100u8 {
+                        let mut c = record(i, &format!("user{t}"));
+                        c.id = ChallengeId([t, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+                        shared.insert_challenge(&c).unwrap();
+                        let tx = tx.clone();
+                        shared.defer(Box::new(move |o| {
+                            let _ = tx.send((c.id, o.is_ok()));
+                        }));
+                    }
+                });
+            }
+        });
+        drop(tx);
+        // Dropping the committer commits the rest and runs what is left.
+        drop(committer);
+        let answers: Vec<_> = rx.iter().collect();
+        assert_eq!(answers.len(), 800);
+        assert!(answers.iter().all(|(_, ok)| *ok));
+        let epochs = shared.0.lock().epoch;
+        assert!(epochs > 1, "at least one commit");
+        for (id, _) in answers {
+            assert!(shared.challenge(&id).unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn an_unbatched_shared_store_runs_deferred_work_at_once() {
+        let shared = SharedStore::new(SqliteStore::open_in_memory().unwrap());
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = ran.clone();
+        shared.defer(Box::new(move |o| {
+            assert!(o.is_ok());
+            r.store(true, std::sync::atomic::Ordering::SeqCst);
+        }));
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

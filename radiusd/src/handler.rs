@@ -40,7 +40,8 @@ pub struct ClientInfo {
 }
 
 /// Message when the service itself failed (store unreadable, …).
-const UNAVAILABLE: &str = "SMS login is not available right now. Contact your administrator.";
+pub(crate) const UNAVAILABLE: &str =
+    "SMS login is not available right now. Contact your administrator.";
 
 /// Decides the answer to one request.
 pub fn handle(

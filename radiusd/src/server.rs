@@ -26,7 +26,7 @@ use smsotp_core::config::{
 use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
-use smsotp_core::store::{SharedStore, SqliteStore};
+use smsotp_core::store::{Committer, SharedStore, SqliteStore};
 use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
@@ -55,8 +55,12 @@ pub struct Runtime {
     pub radius: RadiusSettings,
     pub clients: Vec<Client>,
     pub primary: Box<dyn PrimaryAuth>,
-    /// One store connection for all workers of this generation.
+    /// One store connection for all workers of this generation, with group
+    /// commit: replies wait for the commit of what they rely on.
     pub store: SharedStore,
+    /// The store's commit thread; ends (after a last commit) with the
+    /// generation.
+    _committer: Committer,
     /// Phone sources shared by all workers (one parsed phone list).
     pub directories: Vec<Arc<dyn Directory + Send + Sync>>,
     /// Providers' shared state: one pool of bound SMPP sessions, kept and
@@ -130,13 +134,16 @@ impl Runtime {
             busy_timeout,
         } = &config.store;
         let store = SqliteStore::open(store_path, *busy_timeout).map_err(|e| e.to_string())?;
+        let (store, committer) = SharedStore::batched(store)
+            .map_err(|e| format!("cannot start the store's commit thread: {e}"))?;
         Ok((
             Runtime {
                 config,
                 radius,
                 clients,
                 primary,
-                store: SharedStore::new(store),
+                store,
+                _committer: committer,
                 directories,
                 sms: smsotp_core::sms::ProviderContext {
                     smpp_sessions: Some(smsotp_core::smpp::SmppSessions::new()),
@@ -511,7 +518,7 @@ fn receiver(shared: &Shared, sock: &Arc<UdpSocket>, tx: &SyncSender<Job>) {
     }
 }
 
-fn worker(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
+fn worker(shared: &Arc<Shared>, rx: &Mutex<Receiver<Job>>) {
     let mut engine: Option<(u64, Engine)> = None;
     loop {
         let job = {
@@ -569,11 +576,32 @@ fn worker(shared: &Shared, rx: &Mutex<Receiver<Job>>) {
         let reply = to_reply(decision);
         let mut bytes = wire::encode_reply(&job.request, &reply, &client.secret);
         bytes.shrink_to_fit();
-        shared
-            .dedup()
-            .complete(job.key, bytes.clone(), Instant::now());
-        let _ = job.socket.send_to(&bytes, job.from);
-        shared.handled.fetch_add(1, Ordering::Relaxed);
+        // Sent once the store has committed what the decision relies on (a
+        // consumed code, a new challenge): never an answer the disk could
+        // take back.
+        let shared = shared.clone();
+        let store = rt.store.clone();
+        store.defer(Box::new(move |committed| {
+            let bytes = match committed {
+                Ok(()) => bytes,
+                Err(why) => {
+                    let rt = &job.runtime;
+                    rt.log(
+                        Level::Error,
+                        &event("store_failed", format!("{why}; request rejected")),
+                    );
+                    let reject = to_reply(Decision::Reject {
+                        message: Some(handler::UNAVAILABLE.into()),
+                    });
+                    wire::encode_reply(&job.request, &reject, &rt.clients[job.client].secret)
+                }
+            };
+            shared
+                .dedup()
+                .complete(job.key, bytes.clone(), Instant::now());
+            let _ = job.socket.send_to(&bytes, job.from);
+            shared.handled.fetch_add(1, Ordering::Relaxed);
+        }));
     }
 }
 
