@@ -289,6 +289,7 @@ impl NumberCache for StoreCache<'_> {
 pub struct SqliteStore {
     conn: Connection,
     path: String,
+    busy_timeout: Duration,
 }
 
 /// The layout version, in SQLite's `user_version`.
@@ -404,7 +405,11 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection, path: String, busy_timeout: Duration) -> Result<Self, StoreError> {
-        let s = SqliteStore { conn, path };
+        let s = SqliteStore {
+            conn,
+            path,
+            busy_timeout,
+        };
         s.conn.busy_timeout(busy_timeout).map_err(|e| s.err(e))?;
         // Small pages: rows are ~150 bytes, and every page a commit touches
         // is written whole to the WAL. Only takes effect on a new file.
@@ -1097,6 +1102,16 @@ struct SharedState {
     failure: String,
     deferred: Vec<(u64, Deferred)>,
     stop: bool,
+    /// The committer has ended: whoever defers commits.
+    closed: bool,
+    /// The committer sleeps on `wake` (only then is it worth a wake-up).
+    idle: bool,
+    /// Threads amid a request: they used the store and have not deferred
+    /// their answer yet. The committer waits a little for them, so one
+    /// commit serves them too.
+    in_request: usize,
+    /// The committer waits for `in_request` to reach zero.
+    gathering: bool,
     /// Tests hold the committer off to interleave requests at will.
     #[cfg(test)]
     paused: bool,
@@ -1117,6 +1132,8 @@ thread_local! {
 pub struct Committer {
     inner: std::sync::Arc<SharedInner>,
     thread: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SharedStore {
@@ -1128,14 +1145,44 @@ impl SharedStore {
     /// Group commit (see the type). Keep the [`Committer`] for as long as
     /// the store is used.
     pub fn batched(store: SqliteStore) -> std::io::Result<(Self, Committer)> {
+        // Checkpoints (copying the WAL back into the database, with an
+        // fsync) run on a connection and thread of their own, not inside a
+        // commit that every waiting answer depends on.
+        let file = store
+            .conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from);
+        if file.is_some() {
+            store
+                .conn
+                .pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(std::io::Error::other)?;
+        }
+        let busy_timeout = store.busy_timeout;
         let shared = Self::make(store, true);
         let inner = shared.0.clone();
         let thread = std::thread::Builder::new()
             .name("store-commit".into())
             .spawn(move || commit_loop(&inner))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checkpointer = match file {
+            Some(file) => {
+                let stop = stop.clone();
+                let inner = shared.0.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("store-checkpoint".into())
+                        .spawn(move || checkpoint_loop(&file, busy_timeout, &inner, &stop))?,
+                )
+            }
+            None => None,
+        };
         let committer = Committer {
             inner: shared.0.clone(),
             thread: Some(thread),
+            checkpointer,
+            stop,
         };
         Ok((shared, committer))
     }
@@ -1149,6 +1196,10 @@ impl SharedStore {
                 failure: String::new(),
                 deferred: Vec::new(),
                 stop: false,
+                closed: false,
+                idle: false,
+                in_request: 0,
+                gathering: false,
                 #[cfg(test)]
                 paused: false,
             }),
@@ -1173,11 +1224,36 @@ impl SharedStore {
             return f(Ok(()));
         }
         let mut st = self.0.lock();
+        if touched.is_some() {
+            st.in_request = st.in_request.saturating_sub(1);
+        }
         // Nothing touched: nothing to lose.
         let first = touched.map_or(u64::MAX, |(_, e)| e);
         st.deferred.push((first, f));
+        if st.closed {
+            // No committer any more (shutting down): commit here.
+            let done = st.commit();
+            drop(st);
+            done.run();
+            return;
+        }
+        let wake = st.idle || st.gathering && st.in_request == 0;
         drop(st);
-        self.0.wake.notify_one();
+        if wake {
+            self.0.wake.notify_one();
+        }
+    }
+
+    /// Returns once everything deferred so far has run (its writes
+    /// committed or rolled back).
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.defer(Box::new(move |_| {
+            let _ = tx.send(());
+        }));
+        // If the committer is gone, the closure was dropped unrun: nothing
+        // is left to wait for.
+        let _ = rx.recv();
     }
 
     fn with<T>(
@@ -1185,7 +1261,7 @@ impl SharedStore {
         f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut st = self.0.lock();
-        if !self.0.batched {
+        if !self.0.batched || st.closed {
             return f(&st.store);
         }
         if st.store.conn.is_autocommit() {
@@ -1193,15 +1269,19 @@ impl SharedStore {
                 .conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(|e| st.store.err(e))?;
-            self.0.wake.notify_one();
         }
         let epoch = st.epoch;
         let id = self.id();
-        TOUCHED.with(|t| {
-            if t.get().filter(|(i, _)| *i == id).is_none() {
+        let first_step = TOUCHED.with(|t| {
+            let first = t.get().filter(|(i, _)| *i == id).is_none();
+            if first {
                 t.set(Some((id, epoch)));
             }
+            first
         });
+        if first_step {
+            st.in_request += 1;
+        }
         let out = f(&st.store);
         if let Err(e) = &out {
             if st.store.conn.is_autocommit() {
@@ -1240,44 +1320,147 @@ impl SharedInner {
 fn commit_loop(inner: &SharedInner) {
     loop {
         let mut st = inner.lock();
-        while !st.stop && (st.deferred.is_empty() && st.store.conn.is_autocommit() || st.paused()) {
-            st = inner.wake.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        let stop = st.stop;
-        if !st.store.conn.is_autocommit() {
-            let epoch = st.epoch;
-            if let Err(e) = st.store.conn.execute_batch("COMMIT") {
-                let _ = st.store.conn.execute_batch("ROLLBACK");
-                st.last_failed = epoch;
-                st.failure = format!("state store {}: commit failed: {e}", st.store.path);
+        // Commit when an answer waits for it. A transaction no answer
+        // waits for yet gets a moment, then is committed anyway, so the
+        // write lock is never kept from other processes for long.
+        while !st.stop && (st.deferred.is_empty() || st.paused()) {
+            st.idle = true;
+            if st.store.conn.is_autocommit() {
+                st = inner.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            } else {
+                let (guard, timeout) = inner
+                    .wake
+                    .wait_timeout(st, IDLE_COMMIT)
+                    .unwrap_or_else(|p| p.into_inner());
+                st = guard;
+                if timeout.timed_out() && !st.paused() {
+                    st.idle = false;
+                    break;
+                }
             }
-            st.epoch += 1;
+            st.idle = false;
         }
-        let last_failed = st.last_failed;
-        let failure = if last_failed > 0 {
-            st.failure.clone()
-        } else {
-            String::new()
-        };
-        let deferred = std::mem::take(&mut st.deferred);
+        // Gather: requests under way will want this commit too.
+        let since = std::time::Instant::now();
+        while !st.stop && st.in_request > 0 {
+            let left = GATHER.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            st.gathering = true;
+            st = inner
+                .wake
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            st.gathering = false;
+        }
+        if st.stop && st.deferred.is_empty() && st.store.conn.is_autocommit() {
+            st.closed = true;
+            return;
+        }
+        let done = st.commit();
         drop(st);
-        for (first, f) in deferred {
-            let outcome = if first > last_failed {
+        done.run();
+    }
+}
+
+/// How long a commit waits for requests under way to join it.
+const GATHER: Duration = Duration::from_micros(500);
+
+/// How long a transaction may stay open with no answer waiting for it.
+const IDLE_COMMIT: Duration = Duration::from_millis(20);
+
+/// Deferred work taken at a commit, with how its writes ended.
+struct Committed {
+    deferred: Vec<(u64, Deferred)>,
+    last_failed: u64,
+    failure: String,
+}
+
+impl SharedState {
+    /// Commits the open transaction (if any) and takes the deferred work.
+    fn commit(&mut self) -> Committed {
+        if !self.store.conn.is_autocommit() {
+            if let Err(e) = self.store.conn.execute_batch("COMMIT") {
+                let _ = self.store.conn.execute_batch("ROLLBACK");
+                self.last_failed = self.epoch;
+                self.failure = format!("state store {}: commit failed: {e}", self.store.path);
+            }
+            self.epoch += 1;
+        }
+        Committed {
+            deferred: std::mem::take(&mut self.deferred),
+            last_failed: self.last_failed,
+            failure: if self.last_failed > 0 {
+                self.failure.clone()
+            } else {
+                String::new()
+            },
+        }
+    }
+}
+
+impl Committed {
+    /// Runs the deferred work, outside the store's lock.
+    fn run(self) {
+        for (first, f) in self.deferred {
+            let outcome = if first > self.last_failed {
                 Ok(())
             } else {
-                Err(failure.as_str())
+                Err(self.failure.as_str())
             };
             // A panic in one answer must not stop the others.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(outcome)));
         }
-        if stop && inner.lock().deferred.is_empty() {
-            return;
+    }
+}
+
+/// How often the checkpoint thread moves the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints `file`'s WAL every [`CHECKPOINT_EVERY`] until `stop`.
+///
+/// A PASSIVE checkpoint first, which copies most of the log without
+/// holding anyone up; then, with the store's lock (the batch so far
+/// committed), a second one for the few frames written meanwhile. A log
+/// copied in full is started over by the next transaction, so the WAL
+/// file stays small however busy the server is.
+fn checkpoint_loop(
+    file: &Path,
+    busy_timeout: Duration,
+    inner: &SharedInner,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let Ok(store) = SqliteStore::open(file, busy_timeout) else {
+        return;
+    };
+    let checkpoint = || {
+        store
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    };
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::park_timeout(CHECKPOINT_EVERY);
+        let _ = checkpoint();
+        let mut st = inner.lock();
+        if st.closed {
+            continue;
         }
+        let done = st.commit();
+        let _ = checkpoint();
+        drop(st);
+        done.run();
     }
 }
 
 impl Drop for Committer {
     fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.checkpointer.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
         self.inner.lock().stop = true;
         self.inner.wake.notify_all();
         if let Some(t) = self.thread.take() {

@@ -1,20 +1,20 @@
-//! The socket side: one receiver thread per listening socket, a pool of
-//! worker threads each with its own [`Engine`] (and so its own store
-//! connection), the duplicate cache, reload and shutdown.
+//! The socket side: worker threads that each read from a listening socket
+//! and answer what they read, the duplicate cache, reload and shutdown.
 //!
 //! A datagram goes: client lookup by source address (unknown: dropped, with
 //! a rate-limited log line) → decode and Message-Authenticator check with
 //! that client's secret (bad: dropped, logged) → duplicate cache (a
 //! retransmit gets the cached reply, or nothing while the first copy is in
-//! flight) → a worker runs [`handler::handle`] → the reply is encoded,
-//! cached and sent. Only requests that pass the checks reach the cache, so
-//! forged packets cannot fill it or pin a key.
+//! flight) → [`handler::handle`] on the same thread → the reply is encoded
+//! and, once the store has committed the writes it relies on (group
+//! commit, see [`SharedStore::batched`]), cached and sent. Only requests
+//! that pass the checks reach the cache, so forged packets cannot fill it
+//! or pin a key.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,9 +39,6 @@ pub const IDENT: &str = "smsotp-radiusd";
 /// RFC 5080: a retransmit within this window gets the cached reply.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(30);
 const DEDUP_MAX: usize = 65_536;
-/// Requests waiting for a worker; beyond this, new requests are dropped
-/// (the NAS retransmits) rather than queued without bound.
-const QUEUE: usize = 4096;
 
 /// A NAS with its secret.
 pub struct Client {
@@ -326,31 +323,23 @@ pub fn run(
         bad_log: Mutex::new(LogLimiter::new(60)),
         handled: AtomicU64::new(0),
     });
-    let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-    let rx = Arc::new(Mutex::new(rx));
-
-    let mut worker_threads = Vec::new();
-    for i in 0..workers {
-        let rx = rx.clone();
-        let shared = shared.clone();
-        worker_threads.push(
-            std::thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || worker(&shared, &rx))?,
-        );
-    }
-    let mut receivers: Vec<JoinHandle<()>> = Vec::new();
+    // Each worker reads its own datagrams: no hand-off between threads on
+    // the way in, and the kernel's socket buffer is the queue. A worker
+    // held up by a slow SMS gateway leaves the socket to the others.
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
     for sock in sockets {
         let sock = Arc::new(sock);
-        let shared = shared.clone();
-        let tx = tx.clone();
-        receivers.push(
-            std::thread::Builder::new()
-                .name(format!("recv-{}", sock.local_addr()?))
-                .spawn(move || receiver(&shared, &sock, &tx))?,
-        );
+        let local = sock.local_addr()?;
+        for i in 0..workers {
+            let sock = sock.clone();
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{i}-{}", local.port()))
+                    .spawn(move || worker(&shared, &sock))?,
+            );
+        }
     }
-    drop(tx);
 
     while !signals.terminate.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -364,13 +353,12 @@ pub fn run(
         &event("stopping", "finishing requests in flight".into()),
     );
     shared.stop.store(true, Ordering::Relaxed);
-    for r in receivers {
-        let _ = r.join();
+    // Each worker finishes the request it holds; then the replies waiting
+    // for a commit go out.
+    for t in threads {
+        let _ = t.join();
     }
-    // The receivers held the only senders: workers drain the queue and end.
-    for w in worker_threads {
-        let _ = w.join();
-    }
+    shared.runtime().store.flush();
     rt.log(
         Level::Info,
         &event(
@@ -423,9 +411,13 @@ fn reload(shared: &Shared, path: &Path) {
     }
 }
 
-fn receiver(shared: &Shared, sock: &Arc<UdpSocket>, tx: &SyncSender<Job>) {
+/// One worker: reads a datagram, checks it, answers it; again until told
+/// to stop.
+fn worker(shared: &Arc<Shared>, sock: &Arc<UdpSocket>) {
     // One byte more than the largest legal packet, to see oversized ones.
     let mut buf = vec![0u8; wire::MAX_PACKET + 1];
+    // The engine of the runtime generation it was opened for.
+    let mut engine: Option<(u64, Engine)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -446,163 +438,158 @@ fn receiver(shared: &Shared, sock: &Arc<UdpSocket>, tx: &SyncSender<Job>) {
                 continue;
             }
         };
-        let rt = shared.runtime();
-        let Some((index, client)) = rt.client_for(from.ip()).and_then(|c| {
-            rt.clients
-                .iter()
-                .position(|x| std::ptr::eq(x, c))
-                .map(|i| (i, c))
-        }) else {
-            limited_log(&shared.unknown_log, &rt, "unknown_client", |suppressed| {
-                format!("dropped a packet from {from}: no [[radius.client]] matches ({suppressed} more not logged)")
-            });
-            continue;
-        };
-        let opts = DecodeOptions {
-            require_message_authenticator: client.spec.require_message_authenticator,
-            limit_proxy_state: client.spec.limit_proxy_state,
-        };
-        let decoded = if n > wire::MAX_PACKET {
-            Err(wire::WireError::Malformed(format!(
-                "datagram of {n}+ bytes exceeds {}",
-                wire::MAX_PACKET
-            )))
-        } else {
-            wire::decode_request(&buf[..n], &client.secret, opts)
-        };
-        let request = match decoded {
-            Ok(r) => r,
-            Err(e) => {
-                limited_log(&shared.bad_log, &rt, "dropped", |suppressed| {
-                    format!(
-                        "client {} ({from}): {e}; packet dropped ({suppressed} more not logged)",
-                        client.spec.name
-                    )
-                });
-                continue;
-            }
-        };
-        let key = DedupKey {
-            client: from,
-            identifier: request.identifier,
-            authenticator: request.authenticator,
-        };
-        match shared.dedup().check(key, Instant::now()) {
-            Seen::New => {}
-            Seen::InFlight => continue,
-            Seen::Done(reply) => {
-                let _ = sock.send_to(&reply, from);
-                continue;
-            }
-        }
-        let job = Job {
-            runtime: rt.clone(),
-            client: index,
-            request,
-            key,
-            from,
-            socket: sock.clone(),
-        };
-        match tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) => {
-                shared.dedup().forget(&job.key);
-                limited_log(&shared.bad_log, &rt, "overload", |suppressed| {
-                    format!(
-                        "queue full; dropped a request from {from} ({suppressed} more not logged)"
-                    )
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => return,
+        if let Some(job) = admit(shared, sock, &buf[..n.min(buf.len())], n, from) {
+            answer(shared, &mut engine, job);
         }
     }
 }
 
-fn worker(shared: &Arc<Shared>, rx: &Mutex<Receiver<Job>>) {
-    let mut engine: Option<(u64, Engine)> = None;
-    loop {
-        let job = {
-            let Ok(guard) = rx.lock() else { return };
-            match guard.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            }
-        };
-        let rt = &job.runtime;
-        if engine.as_ref().map(|(g, _)| *g) != Some(rt.generation) {
-            let store = Box::new(rt.store.clone());
-            engine = match Engine::open_shared(
-                rt.config.clone(),
-                &rt.log_options(),
-                store,
-                &rt.directories,
-                &rt.sms,
-            ) {
-                Ok(e) => Some((rt.generation, e)),
-                Err(e) => {
-                    rt.log(
-                        Level::Error,
-                        &event("unavailable", format!("cannot open the engine: {e}")),
-                    );
-                    None
-                }
-            };
+/// The checks before any work: a known client, a well-formed packet with
+/// a valid Message-Authenticator, not a duplicate. `n` is the datagram's
+/// size, which may exceed what `datagram` kept of it.
+fn admit(
+    shared: &Shared,
+    sock: &Arc<UdpSocket>,
+    datagram: &[u8],
+    n: usize,
+    from: SocketAddr,
+) -> Option<Job> {
+    let rt = shared.runtime();
+    let Some((index, client)) = rt.client_for(from.ip()).and_then(|c| {
+        rt.clients
+            .iter()
+            .position(|x| std::ptr::eq(x, c))
+            .map(|i| (i, c))
+    }) else {
+        limited_log(&shared.unknown_log, &rt, "unknown_client", |suppressed| {
+            format!("dropped a packet from {from}: no [[radius.client]] matches ({suppressed} more not logged)")
+        });
+        return None;
+    };
+    let opts = DecodeOptions {
+        require_message_authenticator: client.spec.require_message_authenticator,
+        limit_proxy_state: client.spec.limit_proxy_state,
+    };
+    let decoded = if n > wire::MAX_PACKET {
+        Err(wire::WireError::Malformed(format!(
+            "datagram of {n}+ bytes exceeds {}",
+            wire::MAX_PACKET
+        )))
+    } else {
+        wire::decode_request(datagram, &client.secret, opts)
+    };
+    let request = match decoded {
+        Ok(r) => r,
+        Err(e) => {
+            limited_log(&shared.bad_log, &rt, "dropped", |suppressed| {
+                format!(
+                    "client {} ({from}): {e}; packet dropped ({suppressed} more not logged)",
+                    client.spec.name
+                )
+            });
+            return None;
         }
-        let client = &rt.clients[job.client];
-        let decision = match &engine {
-            Some((_, e)) => {
-                let info = ClientInfo {
-                    name: client.spec.name.clone(),
-                    mode: client.spec.mode,
-                };
-                catch_unwind(AssertUnwindSafe(|| {
-                    handler::handle(e, &*rt.primary, &info, &job.request, job.from.ip())
-                }))
-                .unwrap_or_else(|_| {
-                    rt.log(
-                        Level::Error,
-                        &event(
-                            "panic",
-                            "internal error while handling a request; rejected".into(),
-                        ),
-                    );
-                    Decision::Reject { message: None }
-                })
-            }
-            None => Decision::Reject {
-                message: Some("SMS login is not available right now.".into()),
-            },
-        };
-        let reply = to_reply(decision);
-        let mut bytes = wire::encode_reply(&job.request, &reply, &client.secret);
-        bytes.shrink_to_fit();
-        // Sent once the store has committed what the decision relies on (a
-        // consumed code, a new challenge): never an answer the disk could
-        // take back.
-        let shared = shared.clone();
-        let store = rt.store.clone();
-        store.defer(Box::new(move |committed| {
-            let bytes = match committed {
-                Ok(()) => bytes,
-                Err(why) => {
-                    let rt = &job.runtime;
-                    rt.log(
-                        Level::Error,
-                        &event("store_failed", format!("{why}; request rejected")),
-                    );
-                    let reject = to_reply(Decision::Reject {
-                        message: Some(handler::UNAVAILABLE.into()),
-                    });
-                    wire::encode_reply(&job.request, &reject, &rt.clients[job.client].secret)
-                }
-            };
-            shared
-                .dedup()
-                .complete(job.key, bytes.clone(), Instant::now());
-            let _ = job.socket.send_to(&bytes, job.from);
-            shared.handled.fetch_add(1, Ordering::Relaxed);
-        }));
+    };
+    let key = DedupKey {
+        client: from,
+        identifier: request.identifier,
+        authenticator: request.authenticator,
+    };
+    match shared.dedup().check(key, Instant::now()) {
+        Seen::New => {}
+        Seen::InFlight => return None,
+        Seen::Done(reply) => {
+            let _ = sock.send_to(&reply, from);
+            return None;
+        }
     }
+    Some(Job {
+        runtime: rt.clone(),
+        client: index,
+        request,
+        key,
+        from,
+        socket: sock.clone(),
+    })
+}
+
+/// Decides `job` and has the reply sent once the store has committed what
+/// the decision relies on.
+fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
+    let rt = &job.runtime;
+    if engine.as_ref().map(|(g, _)| *g) != Some(rt.generation) {
+        let store = Box::new(rt.store.clone());
+        *engine = match Engine::open_shared(
+            rt.config.clone(),
+            &rt.log_options(),
+            store,
+            &rt.directories,
+            &rt.sms,
+        ) {
+            Ok(e) => Some((rt.generation, e)),
+            Err(e) => {
+                rt.log(
+                    Level::Error,
+                    &event("unavailable", format!("cannot open the engine: {e}")),
+                );
+                None
+            }
+        };
+    }
+    let client = &rt.clients[job.client];
+    let decision = match engine {
+        Some((_, e)) => {
+            let info = ClientInfo {
+                name: client.spec.name.clone(),
+                mode: client.spec.mode,
+            };
+            catch_unwind(AssertUnwindSafe(|| {
+                handler::handle(e, &*rt.primary, &info, &job.request, job.from.ip())
+            }))
+            .unwrap_or_else(|_| {
+                rt.log(
+                    Level::Error,
+                    &event(
+                        "panic",
+                        "internal error while handling a request; rejected".into(),
+                    ),
+                );
+                Decision::Reject { message: None }
+            })
+        }
+        None => Decision::Reject {
+            message: Some("SMS login is not available right now.".into()),
+        },
+    };
+    let reply = to_reply(decision);
+    let mut bytes = wire::encode_reply(&job.request, &reply, &client.secret);
+    bytes.shrink_to_fit();
+    // Sent once the store has committed what the decision relies on (a
+    // consumed code, a new challenge): never an answer the disk could
+    // take back.
+    let shared = shared.clone();
+    let store = rt.store.clone();
+    store.defer(Box::new(move |committed| {
+        let bytes = match committed {
+            Ok(()) => bytes,
+            Err(why) => {
+                let rt = &job.runtime;
+                rt.log(
+                    Level::Error,
+                    &event("store_failed", format!("{why}; request rejected")),
+                );
+                let reject = to_reply(Decision::Reject {
+                    message: Some(handler::UNAVAILABLE.into()),
+                });
+                wire::encode_reply(&job.request, &reject, &rt.clients[job.client].secret)
+            }
+        };
+        shared
+            .dedup()
+            .complete(job.key, bytes.clone(), Instant::now());
+        let _ = job.socket.send_to(&bytes, job.from);
+        shared.handled.fetch_add(1, Ordering::Relaxed);
+    }));
 }
 
 /// The wire form of a decision.
