@@ -84,6 +84,12 @@ pub trait Directory {
     /// A short name for messages, e.g. "file /etc/smsotp/phones.toml".
     fn name(&self) -> String;
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError>;
+    /// Every user this source lists, with its entry, for checking them all
+    /// ahead of any login. Sources that cannot list (the passwd database)
+    /// return none.
+    fn entries(&self) -> Result<Vec<(String, Entry)>, DirectoryError> {
+        Ok(Vec::new())
+    }
 }
 
 /// `alice = "+15550100123"` lines in a TOML file.
@@ -179,12 +185,10 @@ impl FileDirectory {
     }
 }
 
-impl Directory for FileDirectory {
-    fn name(&self) -> String {
-        format!("file {}", self.path.display())
-    }
-
-    fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
+impl FileDirectory {
+    /// Runs `f` on the file's entries (parsed again only when the file
+    /// changed); `None` when there is no file.
+    fn with_entries<T>(&self, f: impl FnOnce(&Entries) -> T) -> Result<Option<T>, DirectoryError> {
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
             // No file yet means nobody has a number here: not an error.
@@ -204,7 +208,7 @@ impl Directory for FileDirectory {
         files::check(&self.path, &meta, FileRule::Data).map_err(ConfigError::from)?;
         let stamp = Stamp::of(&meta);
         if let Some(p) = self.cache().as_ref().filter(|p| p.stamp == stamp) {
-            return Ok(self.entry(p.entries.get(user)));
+            return Ok(Some(f(&p.entries)));
         }
         let text = match files::read_checked(&self.path, FileRule::Data) {
             Ok(t) => t,
@@ -216,9 +220,32 @@ impl Directory for FileDirectory {
             Err(e) => return Err(ConfigError::from(e).into()),
         };
         let entries = self.parse(&text)?;
-        let found = self.entry(entries.get(user));
+        let out = f(&entries);
         *self.cache() = Some(Parsed { stamp, entries });
-        Ok(found)
+        Ok(Some(out))
+    }
+}
+
+impl Directory for FileDirectory {
+    fn name(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
+        Ok(self.with_entries(|e| self.entry(e.get(user)))?.flatten())
+    }
+
+    fn entries(&self) -> Result<Vec<(String, Entry)>, DirectoryError> {
+        Ok(self
+            .with_entries(|entries| {
+                let mut all: Vec<(String, Entry)> = entries
+                    .iter()
+                    .filter_map(|(user, v)| Some((user.to_string(), self.entry(Some(v))?)))
+                    .collect();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                all
+            })?
+            .unwrap_or_default())
     }
 }
 
@@ -295,6 +322,9 @@ impl<D: Directory + ?Sized> Directory for Arc<D> {
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
         (**self).lookup(user)
     }
+    fn entries(&self) -> Result<Vec<(String, Entry)>, DirectoryError> {
+        (**self).entries()
+    }
 }
 
 /// The configured sources, built once to be shared between threads; give
@@ -355,6 +385,49 @@ pub fn lookup(
         }
     }
     Ok(None)
+}
+
+/// What [`check_numbers`] found.
+#[derive(Debug, Default)]
+pub struct NumbersChecked {
+    /// Entries whose number is valid (and now cached).
+    pub valid: usize,
+    /// The others, and sources that could not be read.
+    pub errors: Vec<DirectoryError>,
+}
+
+/// Validates every number the sources list, filling `cache` as a login
+/// would, so that logins find them validated and bad entries are reported
+/// before anyone meets them. `pause` runs after every entry (a server lets
+/// its other work through).
+pub fn check_numbers<'a>(
+    dirs: impl IntoIterator<Item = &'a dyn Directory>,
+    default_region: Option<phonenumber::country::Id>,
+    cache: &dyn NumberCache,
+    mut pause: impl FnMut(),
+) -> NumbersChecked {
+    let mut out = NumbersChecked::default();
+    for d in dirs {
+        let entries = match d.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                out.errors.push(e);
+                continue;
+            }
+        };
+        for (user, entry) in entries {
+            match Phone::parse_cached(&entry.raw, default_region, cache) {
+                Ok(_) => out.valid += 1,
+                Err(error) => out.errors.push(DirectoryError::BadNumber {
+                    source_name: entry.location,
+                    user,
+                    error,
+                }),
+            }
+            pause();
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -424,6 +497,55 @@ pub(crate) mod tests {
         assert_eq!(found.phone.e164(), "+4930123404999");
         let e = dirs[0].lookup("user04999").unwrap().unwrap();
         assert!(e.location.ends_with(":5000:13"), "{}", e.location);
+    }
+
+    /// Remembers what was cached.
+    #[derive(Default)]
+    struct MemoryCache(std::cell::RefCell<HashMap<String, String>>);
+
+    impl NumberCache for MemoryCache {
+        fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+            self.0.borrow().get(key).map(|e| (e.clone(), None))
+        }
+        fn put(&self, key: &str, e164: &str, _region: Option<&str>) {
+            self.0.borrow_mut().insert(key.into(), e164.into());
+        }
+    }
+
+    #[test]
+    fn check_numbers_validates_every_entry_and_names_the_bad_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let path = phones_file(
+            d.path(),
+            "alice = \"+12025550143\"\nbob = \"12\"\ncarol = \"030 1234567\"\n",
+            0o600,
+        );
+        let dirs = file(path);
+        let cache = MemoryCache::default();
+        let mut pauses = 0;
+        let checked = check_numbers(
+            dirs.iter().map(|d| &**d),
+            Some(phonenumber::country::Id::DE),
+            &cache,
+            || pauses += 1,
+        );
+        assert_eq!(checked.valid, 2);
+        assert_eq!(pauses, 3);
+        assert_eq!(checked.errors.len(), 1);
+        let e = checked.errors[0].to_string();
+        assert!(e.contains("bob") && e.contains("phones.toml:2:"), "{e}");
+        // Both good numbers are cached for logins.
+        let cached: Vec<String> = cache.0.borrow().values().cloned().collect();
+        assert!(cached.contains(&"+12025550143".to_string()), "{cached:?}");
+        assert!(cached.contains(&"+49301234567".to_string()), "{cached:?}");
+        // Sources that cannot list add nothing; a missing file is no error.
+        let none = check_numbers(
+            file(d.path().join("absent.toml")).iter().map(|d| &**d),
+            None,
+            &cache,
+            || {},
+        );
+        assert_eq!((none.valid, none.errors.len()), (0, 0));
     }
 
     #[test]

@@ -1112,6 +1112,8 @@ struct SharedState {
     in_request: usize,
     /// The committer waits for `in_request` to reach zero.
     gathering: bool,
+    /// Answers to frequent reads, valid within a transaction.
+    cache: ReadCache,
     /// Tests hold the committer off to interleave requests at will.
     #[cfg(test)]
     paused: bool,
@@ -1200,6 +1202,7 @@ impl SharedStore {
                 idle: false,
                 in_request: 0,
                 gathering: false,
+                cache: ReadCache::default(),
                 #[cfg(test)]
                 paused: false,
             }),
@@ -1260,15 +1263,52 @@ impl SharedStore {
         &self,
         f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.with_state(|st, _| f(&st.store))
+    }
+
+    /// A step that writes `user`'s rows: what the cache holds of them goes
+    /// (also when the step fails: it may have written part).
+    fn forgetting<T>(
+        &self,
+        user: &str,
+        f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_state(|st, _| {
+            st.cache.forget_user(user);
+            f(&st.store)
+        })
+    }
+
+    /// A step given the whole state; `cached` says whether `st.cache` may
+    /// answer (inside a batch's transaction, checked against other
+    /// processes' commits when it began).
+    fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut SharedState, bool) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut st = self.0.lock();
         if !self.0.batched || st.closed {
-            return f(&st.store);
+            return f(&mut st, false);
         }
         if st.store.conn.is_autocommit() {
             st.store
                 .conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(|e| st.store.err(e))?;
+            // Another process (an sshd login, the admin tool) committed
+            // since our last transaction: what we remember may be stale.
+            let version: i64 = st
+                .store
+                .conn
+                .prepare_cached("PRAGMA data_version")
+                .and_then(|mut q| q.query_row([], |r| r.get(0)))
+                .map_err(|e| st.store.err(e))?;
+            if version != st.cache.data_version {
+                st.cache = ReadCache {
+                    data_version: version,
+                    ..ReadCache::default()
+                };
+            }
         }
         let epoch = st.epoch;
         let id = self.id();
@@ -1282,9 +1322,10 @@ impl SharedStore {
         if first_step {
             st.in_request += 1;
         }
-        let out = f(&st.store);
+        let out = f(&mut st, true);
         if let Err(e) = &out {
             if st.store.conn.is_autocommit() {
+                st.cache = ReadCache::default();
                 // SQLite rolled the whole transaction back (I/O error, disk
                 // full, …): everything since the last commit is gone.
                 st.last_failed = st.epoch;
@@ -1294,6 +1335,48 @@ impl SharedStore {
         }
         out
     }
+}
+
+/// What a batched [`SharedStore`] remembers of tables it reads on every
+/// login and rarely writes. Our own writes forget the rows they touch;
+/// other processes' commits empty it (SQLite's `data_version`, checked as
+/// each transaction begins, when no one else can write until it ends).
+#[derive(Default)]
+struct ReadCache {
+    data_version: i64,
+    /// user -> `failure.locked_until` (None: no row, or no lockout).
+    lockouts: std::collections::HashMap<String, Option<Millis>>,
+    phones: std::collections::HashMap<String, Option<PhoneRecord>>,
+    opt_outs: std::collections::HashMap<String, Option<(String, Millis)>>,
+    numbers: std::collections::HashMap<String, (String, Option<String>)>,
+}
+
+impl ReadCache {
+    /// Entries kept at most (each map); beyond, it starts over.
+    const MAX: usize = 100_000;
+
+    fn forget_user(&mut self, user: &str) {
+        self.lockouts.remove(user);
+        self.phones.remove(user);
+        self.opt_outs.remove(user);
+    }
+}
+
+/// Looks `key` up in `map`, or loads it (and keeps it, within bounds).
+fn cached_read<V: Clone>(
+    map: &mut std::collections::HashMap<String, V>,
+    key: &str,
+    load: impl FnOnce() -> Result<V, StoreError>,
+) -> Result<V, StoreError> {
+    if let Some(v) = map.get(key) {
+        return Ok(v.clone());
+    }
+    let v = load()?;
+    if map.len() >= ReadCache::MAX {
+        map.clear();
+    }
+    map.insert(key.to_owned(), v.clone());
+    Ok(v)
 }
 
 impl SharedState {
@@ -1384,6 +1467,7 @@ impl SharedState {
         if !self.store.conn.is_autocommit() {
             if let Err(e) = self.store.conn.execute_batch("COMMIT") {
                 let _ = self.store.conn.execute_batch("ROLLBACK");
+                self.cache = ReadCache::default();
                 self.last_failed = self.epoch;
                 self.failure = format!("state store {}: commit failed: {e}", self.store.path);
             }
@@ -1475,7 +1559,16 @@ impl Drop for Committer {
 
 impl Store for SharedStore {
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
-        self.with(|s| s.locked_until(user, now))
+        let until = self.with_state(|st, cached| {
+            // The row as stored (a time long past filters nothing out).
+            let load = |s: &SqliteStore| s.locked_until(user, Millis::MIN);
+            if !cached {
+                return load(&st.store);
+            }
+            let SharedState { store, cache, .. } = st;
+            cached_read(&mut cache.lockouts, user, || load(store))
+        })?;
+        Ok(until.filter(|&u| u > now))
     }
     fn record_failure(
         &self,
@@ -1484,13 +1577,13 @@ impl Store for SharedStore {
         after: u32,
         lockout: Duration,
     ) -> Result<FailureState, StoreError> {
-        self.with(|s| s.record_failure(user, now, after, lockout))
+        self.forgetting(user, |s| s.record_failure(user, now, after, lockout))
     }
     fn clear_failures(&self, user: &str) -> Result<(), StoreError> {
-        self.with(|s| s.clear_failures(user))
+        self.forgetting(user, |s| s.clear_failures(user))
     }
     fn unlock(&self, user: &str) -> Result<(), StoreError> {
-        self.with(|s| s.unlock(user))
+        self.forgetting(user, |s| s.unlock(user))
     }
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
         self.with(|s| s.failures(user, now))
@@ -1555,28 +1648,53 @@ impl Store for SharedStore {
         code_mac: &[u8; 32],
         user: &str,
     ) -> Result<bool, StoreError> {
-        self.with(|s| s.consume(id, code_mac, user))
+        self.forgetting(user, |s| s.consume(id, code_mac, user))
     }
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
         self.with(|s| s.delete_challenge(id))
     }
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
-        self.with(|s| s.purge(now, keep))
+        self.with_state(|st, _| {
+            st.cache.lockouts.clear();
+            st.store.purge(now, keep)
+        })
     }
     fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        self.with(|s| s.cached_number(key))
+        self.with_state(|st, cached| {
+            if !cached {
+                return st.store.cached_number(key);
+            }
+            let SharedState { store, cache, .. } = st;
+            if let Some(v) = cache.numbers.get(key) {
+                return Ok(Some(v.clone()));
+            }
+            let v = store.cached_number(key)?;
+            if let Some(v) = &v {
+                if cache.numbers.len() >= ReadCache::MAX {
+                    cache.numbers.clear();
+                }
+                cache.numbers.insert(key.to_owned(), v.clone());
+            }
+            Ok(v)
+        })
     }
     fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
         self.with(|s| s.cache_number(key, e164, region))
     }
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
-        self.with(|s| s.phone(user))
+        self.with_state(|st, cached| {
+            if !cached {
+                return st.store.phone(user);
+            }
+            let SharedState { store, cache, .. } = st;
+            cached_read(&mut cache.phones, user, || store.phone(user))
+        })
     }
     fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
-        self.with(|s| s.set_phone(user, rec))
+        self.forgetting(user, |s| s.set_phone(user, rec))
     }
     fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
-        self.with(|s| s.clear_phone(user))
+        self.forgetting(user, |s| s.clear_phone(user))
     }
     fn enroll_number(
         &self,
@@ -1597,7 +1715,9 @@ impl Store for SharedStore {
         at: Millis,
         set_by: &str,
     ) -> Result<bool, StoreError> {
-        self.with(|s| s.complete_enrollment(id, code_mac, user, at, set_by))
+        self.forgetting(user, |s| {
+            s.complete_enrollment(id, code_mac, user, at, set_by)
+        })
     }
     fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError> {
         self.with(|s| s.set_step(id, step))
@@ -1623,7 +1743,7 @@ impl Store for SharedStore {
         id: i64,
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError> {
-        self.with(|s| s.consume_backup_code(user, id, challenge))
+        self.forgetting(user, |s| s.consume_backup_code(user, id, challenge))
     }
     fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError> {
         self.with(|s| s.backup_codes_left(user))
@@ -1632,10 +1752,16 @@ impl Store for SharedStore {
         self.with(|s| s.revoke_backup_codes(user))
     }
     fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
-        self.with(|s| s.set_opt_out(user, set))
+        self.forgetting(user, |s| s.set_opt_out(user, set))
     }
     fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError> {
-        self.with(|s| s.opt_out(user))
+        self.with_state(|st, cached| {
+            if !cached {
+                return st.store.opt_out(user);
+            }
+            let SharedState { store, cache, .. } = st;
+            cached_read(&mut cache.opt_outs, user, || store.opt_out(user))
+        })
     }
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.opted_out_users())
@@ -1999,5 +2125,66 @@ mod tests {
             r.store(true, std::sync::atomic::Ordering::SeqCst);
         }));
         assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    /// Runs `f` as one request's steps and waits for its commit.
+    fn request<T>(shared: &SharedStore, f: impl FnOnce(&SharedStore) -> T) -> T {
+        let out = f(shared);
+        shared.flush();
+        out
+    }
+
+    #[test]
+    fn a_batched_store_sees_other_processes_writes_at_its_next_transaction() {
+        let (_d, shared, _committer, other) = batched_pair();
+        let lock = Duration::from_secs(600);
+        // Remembered: no number, no lockout, no opt-out.
+        request(&shared, |s| {
+            assert_eq!(s.phone("alice").unwrap(), None);
+            assert_eq!(s.locked_until("alice", 1_000).unwrap(), None);
+            assert_eq!(s.opt_out("alice").unwrap(), None);
+            assert_eq!(s.phone("alice").unwrap(), None, "twice: from memory");
+        });
+        // The admin tool and an sshd login, in other processes.
+        let rec = PhoneRecord {
+            e164: "+12025550143".into(),
+            set_at: 1_000,
+            set_by: "admin:root".into(),
+        };
+        other.set_phone("alice", &rec).unwrap();
+        other.record_failure("alice", 1_000, 1, lock).unwrap();
+        other
+            .set_opt_out("alice", Some(("admin:root", 1_000)))
+            .unwrap();
+        request(&shared, |s| {
+            assert_eq!(s.phone("alice").unwrap(), Some(rec.clone()));
+            assert_eq!(s.locked_until("alice", 2_000).unwrap(), Some(601_000));
+            assert!(s.opt_out("alice").unwrap().is_some());
+            // Past the lockout: the remembered time filters by `now`.
+            assert_eq!(s.locked_until("alice", 601_000).unwrap(), None);
+        });
+        // Our own writes are seen at once, in the same transaction.
+        request(&shared, |s| {
+            s.unlock("alice").unwrap();
+            assert_eq!(s.locked_until("alice", 2_000).unwrap(), None);
+            s.clear_phone("alice").unwrap();
+            assert_eq!(s.phone("alice").unwrap(), None);
+            s.set_opt_out("alice", None).unwrap();
+            assert_eq!(s.opt_out("alice").unwrap(), None);
+            s.record_failure("alice", 3_000, 1, lock).unwrap();
+            assert_eq!(s.locked_until("alice", 3_000).unwrap(), Some(603_000));
+            let c = record(9, "alice");
+            s.insert_challenge(&c).unwrap();
+            assert!(s.consume(&c.id, &c.code_mac, "alice").unwrap());
+            assert_eq!(s.failures("alice", 3_000).unwrap().count, 0);
+            assert_eq!(
+                s.locked_until("alice", 3_000).unwrap(),
+                None,
+                "a right code clears them"
+            );
+        });
+        // And other processes see them once committed.
+        assert_eq!(other.phone("alice").unwrap(), None);
+        assert_eq!(other.locked_until("alice", 3_000).unwrap(), None);
     }
 }

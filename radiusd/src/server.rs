@@ -26,7 +26,7 @@ use smsotp_core::config::{
 use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
-use smsotp_core::store::{Committer, SharedStore, SqliteStore};
+use smsotp_core::store::{Committer, SharedStore, SqliteStore, StoreCache};
 use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
@@ -323,6 +323,7 @@ pub fn run(
         bad_log: Mutex::new(LogLimiter::new(60)),
         handled: AtomicU64::new(0),
     });
+    check_phone_lists(shared.runtime());
     // Each worker reads its own datagrams: no hand-off between threads on
     // the way in, and the kernel's socket buffer is the queue. A worker
     // held up by a slow SMS gateway leaves the socket to the others.
@@ -400,6 +401,7 @@ fn reload(shared: &Shared, path: &Path) {
                 Level::Info,
                 &event("reloaded", format!("configuration from {}", path.display())),
             );
+            check_phone_lists(new);
         }
         Err(e) => old.log(
             Level::Error,
@@ -408,6 +410,71 @@ fn reload(shared: &Shared, path: &Path) {
                 format!("reload failed: {e}; still running the previous configuration"),
             ),
         ),
+    }
+}
+
+/// How many bad phone-list entries are logged one by one.
+const BAD_NUMBERS_LOGGED: usize = 20;
+
+/// Validates every number in the phone lists, on a thread of its own: bad
+/// entries are in the log at start (and after each reload) rather than
+/// found by the users they belong to, and logins find their numbers
+/// already validated (parsing one costs more than the rest of a login).
+fn check_phone_lists(rt: Arc<Runtime>) {
+    let for_errors = rt.clone();
+    let spawned = std::thread::Builder::new()
+        .name("phone-check".into())
+        .spawn(move || {
+            let store = rt.store.clone();
+            let mut n = 0u32;
+            let checked = directory::check_numbers(
+                rt.directories.iter().map(|d| &**d as &dyn Directory),
+                rt.config.phone.default_region,
+                &StoreCache(&store),
+                || {
+                    // Let what this thread cached be committed now and
+                    // then, like a request's writes.
+                    n += 1;
+                    if n % 256 == 0 {
+                        store.flush();
+                    }
+                },
+            );
+            store.flush();
+            for e in checked.errors.iter().take(BAD_NUMBERS_LOGGED) {
+                rt.log(Level::Warning, &event("phone_list", e.to_string()));
+            }
+            let bad = checked.errors.len();
+            if checked.valid + bad > 0 {
+                let level = if bad > 0 { Level::Warning } else { Level::Info };
+                let more = if bad > BAD_NUMBERS_LOGGED {
+                    format!(" ({} not shown)", bad - BAD_NUMBERS_LOGGED)
+                } else {
+                    String::new()
+                };
+                rt.log(
+                    level,
+                    &event(
+                        "phone_list",
+                        format!(
+                            "phone lists checked: {} numbers valid, {bad} not{more}",
+                            checked.valid
+                        ),
+                    ),
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        // Only a head start is lost: logins validate numbers as they come.
+        for_errors.log(
+            Level::Warning,
+            &event(
+                "phone_list",
+                format!(
+                    "cannot start the phone-list check: {e}; numbers are checked as users log in"
+                ),
+            ),
+        );
     }
 }
 

@@ -1313,6 +1313,49 @@ fn sighup_keeps_the_old_config_when_the_new_one_is_bad() {
     assert!(srv.running());
 }
 
+#[test]
+fn phone_lists_are_checked_at_start_and_after_a_reload() {
+    let scratch = Scratch::new();
+    // Line 2 is no number at all; the others are fine.
+    scratch.phones(&[
+        ("alice", ALICE_PHONE),
+        ("mallory", "12"),
+        ("bob", BOB_PHONE),
+    ]);
+    let srv = Radiusd::start(&scratch, ServerSpec::new(vec![vpn()]));
+    let wait = Duration::from_secs(10);
+    let Some(end) = srv.wait_log("phone lists checked: 2 numbers valid, 1 not", 0, wait) else {
+        panic!("no phone-list summary at start\n{}", srv.context());
+    };
+    let log = srv.log();
+    let bad = log[..end]
+        .lines()
+        .find(|l| l.contains("event=phone_list") && l.contains("mallory"))
+        .unwrap_or_else(|| panic!("the bad entry is not named\n{log}"));
+    assert!(bad.contains("phones.toml:2:"), "no file:line in {bad}");
+    // Logins go on: alice gets her challenge and her code.
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let outbox = scratch.outbox();
+    let (reply, code) = challenge(&srv, &nas, &outbox, "alice", NAS_PASSWORD);
+    let ok = follow_up(&srv, &nas, "alice", &reply.state(), &code);
+    assert_code(&ok, code::ACCESS_ACCEPT, "alice after the check", &srv);
+
+    // Fixed, then reloaded: checked again, all good.
+    scratch.phones(&[
+        ("alice", ALICE_PHONE),
+        ("mallory", "+12025550188"),
+        ("bob", BOB_PHONE),
+    ]);
+    let mark = srv.log_mark();
+    srv.signal(libc::SIGHUP);
+    assert!(
+        srv.wait_log("phone lists checked: 3 numbers valid, 0 not", mark, wait)
+            .is_some(),
+        "no phone-list summary after the reload\n{}",
+        srv.context()
+    );
+}
+
 // ------------------------------------------------------------------ pam_radius_auth
 
 /// pam_radius_auth.so as the NAS: pamtester asks for the password, the
