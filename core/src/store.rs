@@ -1112,8 +1112,6 @@ struct SharedState {
     in_request: usize,
     /// The committer waits for `in_request` to reach zero.
     gathering: bool,
-    /// Answers to frequent reads, valid within a transaction.
-    cache: ReadCache,
     /// Tests hold the committer off to interleave requests at will.
     #[cfg(test)]
     paused: bool,
@@ -1202,7 +1200,6 @@ impl SharedStore {
                 idle: false,
                 in_request: 0,
                 gathering: false,
-                cache: ReadCache::default(),
                 #[cfg(test)]
                 paused: false,
             }),
@@ -1263,52 +1260,15 @@ impl SharedStore {
         &self,
         f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_state(|st, _| f(&st.store))
-    }
-
-    /// A step that writes `user`'s rows: what the cache holds of them goes
-    /// (also when the step fails: it may have written part).
-    fn forgetting<T>(
-        &self,
-        user: &str,
-        f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.with_state(|st, _| {
-            st.cache.forget_user(user);
-            f(&st.store)
-        })
-    }
-
-    /// A step given the whole state; `cached` says whether `st.cache` may
-    /// answer (inside a batch's transaction, checked against other
-    /// processes' commits when it began).
-    fn with_state<T>(
-        &self,
-        f: impl FnOnce(&mut SharedState, bool) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
         let mut st = self.0.lock();
         if !self.0.batched || st.closed {
-            return f(&mut st, false);
+            return f(&st.store);
         }
         if st.store.conn.is_autocommit() {
             st.store
                 .conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(|e| st.store.err(e))?;
-            // Another process (an sshd login, the admin tool) committed
-            // since our last transaction: what we remember may be stale.
-            let version: i64 = st
-                .store
-                .conn
-                .prepare_cached("PRAGMA data_version")
-                .and_then(|mut q| q.query_row([], |r| r.get(0)))
-                .map_err(|e| st.store.err(e))?;
-            if version != st.cache.data_version {
-                st.cache = ReadCache {
-                    data_version: version,
-                    ..ReadCache::default()
-                };
-            }
         }
         let epoch = st.epoch;
         let id = self.id();
@@ -1322,10 +1282,9 @@ impl SharedStore {
         if first_step {
             st.in_request += 1;
         }
-        let out = f(&mut st, true);
+        let out = f(&st.store);
         if let Err(e) = &out {
             if st.store.conn.is_autocommit() {
-                st.cache = ReadCache::default();
                 // SQLite rolled the whole transaction back (I/O error, disk
                 // full, …): everything since the last commit is gone.
                 st.last_failed = st.epoch;
@@ -1335,48 +1294,6 @@ impl SharedStore {
         }
         out
     }
-}
-
-/// What a batched [`SharedStore`] remembers of tables it reads on every
-/// login and rarely writes. Our own writes forget the rows they touch;
-/// other processes' commits empty it (SQLite's `data_version`, checked as
-/// each transaction begins, when no one else can write until it ends).
-#[derive(Default)]
-struct ReadCache {
-    data_version: i64,
-    /// user -> `failure.locked_until` (None: no row, or no lockout).
-    lockouts: std::collections::HashMap<String, Option<Millis>>,
-    phones: std::collections::HashMap<String, Option<PhoneRecord>>,
-    opt_outs: std::collections::HashMap<String, Option<(String, Millis)>>,
-    numbers: std::collections::HashMap<String, (String, Option<String>)>,
-}
-
-impl ReadCache {
-    /// Entries kept at most (each map); beyond, it starts over.
-    const MAX: usize = 100_000;
-
-    fn forget_user(&mut self, user: &str) {
-        self.lockouts.remove(user);
-        self.phones.remove(user);
-        self.opt_outs.remove(user);
-    }
-}
-
-/// Looks `key` up in `map`, or loads it (and keeps it, within bounds).
-fn cached_read<V: Clone>(
-    map: &mut std::collections::HashMap<String, V>,
-    key: &str,
-    load: impl FnOnce() -> Result<V, StoreError>,
-) -> Result<V, StoreError> {
-    if let Some(v) = map.get(key) {
-        return Ok(v.clone());
-    }
-    let v = load()?;
-    if map.len() >= ReadCache::MAX {
-        map.clear();
-    }
-    map.insert(key.to_owned(), v.clone());
-    Ok(v)
 }
 
 impl SharedState {
@@ -1467,7 +1384,6 @@ impl SharedState {
         if !self.store.conn.is_autocommit() {
             if let Err(e) = self.store.conn.execute_batch("COMMIT") {
                 let _ = self.store.conn.execute_batch("ROLLBACK");
-                self.cache = ReadCache::default();
                 self.last_failed = self.epoch;
                 self.failure = format!("state store {}: commit failed: {e}", self.store.path);
             }
@@ -1559,16 +1475,7 @@ impl Drop for Committer {
 
 impl Store for SharedStore {
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
-        let until = self.with_state(|st, cached| {
-            // The row as stored (a time long past filters nothing out).
-            let load = |s: &SqliteStore| s.locked_until(user, Millis::MIN);
-            if !cached {
-                return load(&st.store);
-            }
-            let SharedState { store, cache, .. } = st;
-            cached_read(&mut cache.lockouts, user, || load(store))
-        })?;
-        Ok(until.filter(|&u| u > now))
+        self.with(|s| s.locked_until(user, now))
     }
     fn record_failure(
         &self,
@@ -1577,13 +1484,13 @@ impl Store for SharedStore {
         after: u32,
         lockout: Duration,
     ) -> Result<FailureState, StoreError> {
-        self.forgetting(user, |s| s.record_failure(user, now, after, lockout))
+        self.with(|s| s.record_failure(user, now, after, lockout))
     }
     fn clear_failures(&self, user: &str) -> Result<(), StoreError> {
-        self.forgetting(user, |s| s.clear_failures(user))
+        self.with(|s| s.clear_failures(user))
     }
     fn unlock(&self, user: &str) -> Result<(), StoreError> {
-        self.forgetting(user, |s| s.unlock(user))
+        self.with(|s| s.unlock(user))
     }
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
         self.with(|s| s.failures(user, now))
@@ -1648,53 +1555,28 @@ impl Store for SharedStore {
         code_mac: &[u8; 32],
         user: &str,
     ) -> Result<bool, StoreError> {
-        self.forgetting(user, |s| s.consume(id, code_mac, user))
+        self.with(|s| s.consume(id, code_mac, user))
     }
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
         self.with(|s| s.delete_challenge(id))
     }
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
-        self.with_state(|st, _| {
-            st.cache.lockouts.clear();
-            st.store.purge(now, keep)
-        })
+        self.with(|s| s.purge(now, keep))
     }
     fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        self.with_state(|st, cached| {
-            if !cached {
-                return st.store.cached_number(key);
-            }
-            let SharedState { store, cache, .. } = st;
-            if let Some(v) = cache.numbers.get(key) {
-                return Ok(Some(v.clone()));
-            }
-            let v = store.cached_number(key)?;
-            if let Some(v) = &v {
-                if cache.numbers.len() >= ReadCache::MAX {
-                    cache.numbers.clear();
-                }
-                cache.numbers.insert(key.to_owned(), v.clone());
-            }
-            Ok(v)
-        })
+        self.with(|s| s.cached_number(key))
     }
     fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
         self.with(|s| s.cache_number(key, e164, region))
     }
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
-        self.with_state(|st, cached| {
-            if !cached {
-                return st.store.phone(user);
-            }
-            let SharedState { store, cache, .. } = st;
-            cached_read(&mut cache.phones, user, || store.phone(user))
-        })
+        self.with(|s| s.phone(user))
     }
     fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
-        self.forgetting(user, |s| s.set_phone(user, rec))
+        self.with(|s| s.set_phone(user, rec))
     }
     fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
-        self.forgetting(user, |s| s.clear_phone(user))
+        self.with(|s| s.clear_phone(user))
     }
     fn enroll_number(
         &self,
@@ -1715,9 +1597,7 @@ impl Store for SharedStore {
         at: Millis,
         set_by: &str,
     ) -> Result<bool, StoreError> {
-        self.forgetting(user, |s| {
-            s.complete_enrollment(id, code_mac, user, at, set_by)
-        })
+        self.with(|s| s.complete_enrollment(id, code_mac, user, at, set_by))
     }
     fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError> {
         self.with(|s| s.set_step(id, step))
@@ -1743,7 +1623,7 @@ impl Store for SharedStore {
         id: i64,
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError> {
-        self.forgetting(user, |s| s.consume_backup_code(user, id, challenge))
+        self.with(|s| s.consume_backup_code(user, id, challenge))
     }
     fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError> {
         self.with(|s| s.backup_codes_left(user))
@@ -1752,16 +1632,10 @@ impl Store for SharedStore {
         self.with(|s| s.revoke_backup_codes(user))
     }
     fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
-        self.forgetting(user, |s| s.set_opt_out(user, set))
+        self.with(|s| s.set_opt_out(user, set))
     }
     fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError> {
-        self.with_state(|st, cached| {
-            if !cached {
-                return st.store.opt_out(user);
-            }
-            let SharedState { store, cache, .. } = st;
-            cached_read(&mut cache.opt_outs, user, || store.opt_out(user))
-        })
+        self.with(|s| s.opt_out(user))
     }
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.opted_out_users())
@@ -2138,12 +2012,14 @@ mod tests {
     fn a_batched_store_sees_other_processes_writes_at_its_next_transaction() {
         let (_d, shared, _committer, other) = batched_pair();
         let lock = Duration::from_secs(600);
-        // Remembered: no number, no lockout, no opt-out.
+        // A batched store keeps one connection and transactions open across
+        // requests; what it reads must still follow other processes'
+        // commits (a guard for any caching added to it).
         request(&shared, |s| {
             assert_eq!(s.phone("alice").unwrap(), None);
             assert_eq!(s.locked_until("alice", 1_000).unwrap(), None);
             assert_eq!(s.opt_out("alice").unwrap(), None);
-            assert_eq!(s.phone("alice").unwrap(), None, "twice: from memory");
+            assert_eq!(s.phone("alice").unwrap(), None, "twice");
         });
         // The admin tool and an sshd login, in other processes.
         let rec = PhoneRecord {
@@ -2160,7 +2036,7 @@ mod tests {
             assert_eq!(s.phone("alice").unwrap(), Some(rec.clone()));
             assert_eq!(s.locked_until("alice", 2_000).unwrap(), Some(601_000));
             assert!(s.opt_out("alice").unwrap().is_some());
-            // Past the lockout: the remembered time filters by `now`.
+            // Past the lockout.
             assert_eq!(s.locked_until("alice", 601_000).unwrap(), None);
         });
         // Our own writes are seen at once, in the same transaction.

@@ -126,7 +126,15 @@ impl DedupCache {
     /// meanwhile is stored afresh.
     pub fn complete(&mut self, key: DedupKey, reply: Vec<u8>, now: Instant) {
         self.purge_expired(now);
-        self.entries.remove(&key);
+        let expires = now.checked_add(self.window).unwrap_or(now);
+        if let Some(entry) = self.entries.get_mut(&key) {
+            // Its queue record (from `check`) stays: when it comes due,
+            // the entry is requeued for the rest of its time rather than
+            // dropped. One record per request, not two, in a busy queue.
+            entry.reply = Some(reply);
+            entry.expires = expires;
+            return;
+        }
         self.insert(key, Some(reply), now);
     }
 
@@ -186,14 +194,23 @@ impl DedupCache {
         }
     }
 
-    /// Pops the front record and drops its entry if the record is live.
-    /// Returns false if the queue was empty.
+    /// Pops the front record and drops its entry if the record is live,
+    /// unless the entry was given more time since (a reply stored): then
+    /// it is queued again for that, behind the others. Returns false if the
+    /// queue was empty.
     fn evict_front(&mut self) -> bool {
         let Some(record) = self.queue.pop_front() else {
             return false;
         };
         if self.is_live(&record) {
-            self.entries.remove(&record.key);
+            match self.entries.get(&record.key).map(|e| e.expires) {
+                Some(expires) if expires > record.expires => {
+                    self.queue.push_back(Record { expires, ..record });
+                }
+                _ => {
+                    self.entries.remove(&record.key);
+                }
+            }
         }
         true
     }
@@ -333,6 +350,25 @@ mod tests {
         // id 1 was evicted, so it is new again (and evicts the next oldest).
         assert_eq!(cache.check(key(1, 1, 0), now), Seen::New);
         assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn an_answered_request_keeps_one_queue_record_and_its_full_window() {
+        let t0 = Instant::now();
+        let mut cache = DedupCache::new(WINDOW, 1000);
+        for id in 0u8..100 {
+            assert_eq!(cache.check(key(1, id, 0), t0), Seen::New);
+            cache.complete(key(1, id, 0), vec![id], t0 + Duration::from_secs(1));
+        }
+        assert_eq!(cache.queue.len(), 100, "one record per request");
+        // Due by the time of the request, kept for the window after the
+        // reply: requeued, not dropped.
+        let late = t0 + WINDOW + Duration::from_millis(500);
+        assert_eq!(cache.check(key(1, 7, 0), late), Seen::Done(vec![7]));
+        assert_eq!(cache.queue.len(), 100);
+        let gone = t0 + WINDOW + Duration::from_secs(1);
+        assert_eq!(cache.check(key(1, 7, 0), gone), Seen::New);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

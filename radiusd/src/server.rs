@@ -441,6 +441,13 @@ fn check_phone_lists(rt: Arc<Runtime>) {
                 },
             );
             store.flush();
+            // The check's working memory (every entry, the parser's tables
+            // built on first use) is freed now; hand it back to the system
+            // rather than keep it in the heap.
+            // SAFETY: malloc_trim only releases free memory of the allocator.
+            unsafe {
+                libc::malloc_trim(0);
+            }
             for e in checked.errors.iter().take(BAD_NUMBERS_LOGGED) {
                 rt.log(Level::Warning, &event("phone_list", e.to_string()));
             }
