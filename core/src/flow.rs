@@ -577,7 +577,16 @@ impl Engine {
     /// The user's number and where it came from: the store (set by an
     /// admin or by enrollment) first, then the configured directories.
     pub fn find_phone(&self, user: &str) -> Result<Option<Found>, FlowError> {
-        if let Some(rec) = self.store.phone(user)? {
+        self.find_phone_given(user, self.store.phone(user)?)
+    }
+
+    /// [`Engine::find_phone`], given what the store holds for `user`.
+    fn find_phone_given(
+        &self,
+        user: &str,
+        stored: Option<crate::store::PhoneRecord>,
+    ) -> Result<Option<Found>, FlowError> {
+        if let Some(rec) = stored {
             // Stored numbers were validated when set; parse again (cached)
             // for the region, and never let a bad row fall through to
             // another source.
@@ -683,14 +692,15 @@ impl Engine {
             self.last_purge.set(now);
             self.store.purge(now, keep)?;
         }
-        if self.store.locked_until(&ctx.user, now)?.is_some() {
+        let (locked, stored_phone) = self.store.lockout_and_phone(&ctx.user, now)?;
+        if locked.is_some() {
             return Ok(Start::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::LockedOut),
                 None,
             )));
         }
-        let Some(found) = self.find_phone(&ctx.user)? else {
+        let Some(found) = self.find_phone_given(&ctx.user, stored_phone)? else {
             return match policy.no_phone {
                 NoPhone::Allow => Ok(Start::Done(self.finish(
                     ctx,
@@ -915,7 +925,8 @@ impl Engine {
         expired: Expired,
     ) -> Result<Answer, FlowError> {
         let now = self.now();
-        let Some(rec) = self.store.challenge(id)? else {
+        let (rec, locked) = self.store.challenge_and_lockout(id, &ctx.user, now)?;
+        let Some(rec) = rec else {
             return Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::UnknownChallenge),
@@ -938,7 +949,7 @@ impl Engine {
         }
         let masked = rec.phone_masked.clone();
         let shown = (!masked.is_empty()).then_some(masked.as_str());
-        if self.store.locked_until(&ctx.user, now)?.is_some() {
+        if locked.is_some() {
             self.store.delete_challenge(id)?;
             return Ok(Answer::Done(self.finish(
                 ctx,

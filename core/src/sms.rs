@@ -49,6 +49,69 @@ pub struct OutboxProvider {
     pub name: String,
     pub path: PathBuf,
     pub clock: Box<dyn Clock>,
+    /// The file last written, while `path` still names it (a server sends
+    /// many; one open per send was a tenth of its work).
+    pub open: std::sync::Mutex<Option<OpenOutbox>>,
+}
+
+/// An open outbox and the identity of the file it is.
+pub struct OpenOutbox {
+    file: std::fs::File,
+    dev: u64,
+    ino: u64,
+}
+
+impl OutboxProvider {
+    pub fn new(name: String, path: PathBuf, clock: Box<dyn Clock>) -> Self {
+        OutboxProvider {
+            name,
+            path,
+            clock,
+            open: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Appends `bytes` in one write (O_APPEND keeps concurrent lines
+    /// whole), through the open file if `path` still names it; a file
+    /// moved away or deleted (rotated, read and removed) is followed.
+    fn append(&self, bytes: &[u8]) -> Result<(), SendError> {
+        use std::os::unix::fs::MetadataExt;
+        let where_ = self.path.display();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let current = std::fs::metadata(&self.path).ok();
+        let same = |o: &OpenOutbox| {
+            current
+                .as_ref()
+                .is_some_and(|m| m.dev() == o.dev && m.ino() == o.ino)
+        };
+        if !open.as_ref().is_some_and(same) {
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&self.path)
+                .map_err(|e| {
+                    SendError::Misconfigured(format!(
+                        "cannot open outbox {where_}: {e}; create its directory"
+                    ))
+                })?;
+            let m = file
+                .metadata()
+                .map_err(|e| SendError::Transient(format!("cannot stat outbox {where_}: {e}")))?;
+            *open = Some(OpenOutbox {
+                file,
+                dev: m.dev(),
+                ino: m.ino(),
+            });
+        }
+        let Some(o) = open.as_mut() else {
+            return Err(SendError::Transient(format!("outbox {where_} is not open")));
+        };
+        o.file.write_all(bytes).map_err(|e| {
+            *open = None;
+            SendError::Transient(format!("cannot write outbox {where_}: {e}"))
+        })
+    }
 }
 
 impl SmsProvider for OutboxProvider {
@@ -64,21 +127,9 @@ impl SmsProvider for OutboxProvider {
         });
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
-        let where_ = self.path.display();
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(|e| {
-                SendError::Misconfigured(format!(
-                    "cannot open outbox {where_}: {e}; create its directory"
-                ))
-            })?;
-        // One write of the whole line: O_APPEND keeps concurrent lines whole.
-        let r = f.write_all(&bytes);
+        let r = self.append(&bytes);
         zeroize::Zeroize::zeroize(&mut bytes);
-        r.map_err(|e| SendError::Transient(format!("cannot write outbox {where_}: {e}")))
+        r
     }
 }
 
@@ -195,11 +246,9 @@ pub fn from_config_with(
         .iter()
         .map(|s| -> Box<dyn SmsProvider> {
             match s {
-                ProviderSpec::Outbox { name, path } => Box::new(OutboxProvider {
-                    name: name.clone(),
-                    path: path.clone(),
-                    clock: clock(),
-                }),
+                ProviderSpec::Outbox { name, path } => {
+                    Box::new(OutboxProvider::new(name.clone(), path.clone(), clock()))
+                }
                 ProviderSpec::Command {
                     name,
                     program,
@@ -359,14 +408,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn outbox_follows_a_file_moved_away_or_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("outbox.jsonl");
+        let o = OutboxProvider::new("outbox".into(), path.clone(), Box::new(FixedClock::at(0)));
+        let p = phone();
+        let send = |text: &str| o.send(&Sms { to: &p, text }).unwrap();
+        send("one");
+        std::fs::rename(&path, d.path().join("outbox.1")).unwrap();
+        send("two");
+        std::fs::remove_file(&path).unwrap();
+        send("three");
+        send("four");
+        let read = |f: &std::path::Path| std::fs::read_to_string(f).unwrap();
+        assert!(read(&d.path().join("outbox.1")).contains("\"one\""));
+        let now = read(&path);
+        assert!(
+            !now.contains("\"two\"") && now.contains("\"three\"") && now.contains("\"four\""),
+            "{now}"
+        );
+        assert_eq!(now.lines().count(), 2);
+    }
+
+    #[test]
     fn outbox_appends_json_lines_with_mode_0600() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("outbox.jsonl");
-        let o = OutboxProvider {
-            name: "outbox".into(),
-            path: path.clone(),
-            clock: Box::new(FixedClock::at(0)),
-        };
+        let o = OutboxProvider::new("outbox".into(), path.clone(), Box::new(FixedClock::at(0)));
         let p = phone();
         o.send(&Sms {
             to: &p,

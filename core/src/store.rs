@@ -134,6 +134,25 @@ pub struct FailureState {
 pub trait Store {
     /// When the user's lockout ends, if they are locked out at `now`.
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError>;
+    /// [`Store::locked_until`] and [`Store::phone`] of `user`, read
+    /// together (a shared store takes its lock once for both).
+    fn lockout_and_phone(
+        &self,
+        user: &str,
+        now: Millis,
+    ) -> Result<(Option<Millis>, Option<PhoneRecord>), StoreError> {
+        Ok((self.locked_until(user, now)?, self.phone(user)?))
+    }
+    /// [`Store::challenge`] and [`Store::locked_until`] of `user`, read
+    /// together.
+    fn challenge_and_lockout(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        now: Millis,
+    ) -> Result<(Option<ChallengeRecord>, Option<Millis>), StoreError> {
+        Ok((self.challenge(id)?, self.locked_until(user, now)?))
+    }
     /// Counts one failure; locks the user once `lockout_after` is reached.
     fn record_failure(
         &self,
@@ -1090,7 +1109,18 @@ struct SharedInner {
     /// Wakes the committer: a transaction is open, or work is deferred.
     wake: std::sync::Condvar,
     batched: bool,
+    /// Validated numbers, as in the `number_cache` table. Its rows never
+    /// change meaning (the key holds the build's version), so they can be
+    /// remembered without asking the store, or taking its lock, again.
+    numbers: std::sync::RwLock<Numbers>,
 }
+
+/// Number-cache key -> (E.164 number, region).
+type Numbers = std::collections::HashMap<Box<str>, (Box<str>, Option<Box<str>>)>;
+
+/// Validated numbers a [`SharedStore`] remembers at most; beyond, it
+/// starts over.
+const NUMBERS_REMEMBERED: usize = 100_000;
 
 struct SharedState {
     store: SqliteStore,
@@ -1205,6 +1235,7 @@ impl SharedStore {
             }),
             wake: std::sync::Condvar::new(),
             batched,
+            numbers: std::sync::RwLock::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -1242,6 +1273,14 @@ impl SharedStore {
         if wake {
             self.0.wake.notify_one();
         }
+    }
+
+    fn remember_number(&self, key: &str, e164: &str, region: Option<&str>) {
+        let mut numbers = self.0.numbers.write().unwrap_or_else(|p| p.into_inner());
+        if numbers.len() >= NUMBERS_REMEMBERED {
+            numbers.clear();
+        }
+        numbers.insert(key.into(), (e164.into(), region.map(Into::into)));
     }
 
     /// Returns once everything deferred so far has run (its writes
@@ -1308,6 +1347,10 @@ impl SharedState {
 }
 
 impl SharedInner {
+    fn numbers(&self) -> std::sync::RwLockReadGuard<'_, Numbers> {
+        self.numbers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -1477,6 +1520,21 @@ impl Store for SharedStore {
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         self.with(|s| s.locked_until(user, now))
     }
+    fn lockout_and_phone(
+        &self,
+        user: &str,
+        now: Millis,
+    ) -> Result<(Option<Millis>, Option<PhoneRecord>), StoreError> {
+        self.with(|s| s.lockout_and_phone(user, now))
+    }
+    fn challenge_and_lockout(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        now: Millis,
+    ) -> Result<(Option<ChallengeRecord>, Option<Millis>), StoreError> {
+        self.with(|s| s.challenge_and_lockout(id, user, now))
+    }
     fn record_failure(
         &self,
         user: &str,
@@ -1564,10 +1622,22 @@ impl Store for SharedStore {
         self.with(|s| s.purge(now, keep))
     }
     fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        self.with(|s| s.cached_number(key))
+        if let Some((e164, region)) = self.0.numbers().get(key) {
+            return Ok(Some((
+                e164.to_string(),
+                region.as_deref().map(str::to_owned),
+            )));
+        }
+        let found = self.with(|s| s.cached_number(key))?;
+        if let Some((e164, region)) = &found {
+            self.remember_number(key, e164, region.as_deref());
+        }
+        Ok(found)
     }
     fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
-        self.with(|s| s.cache_number(key, e164, region))
+        self.with(|s| s.cache_number(key, e164, region))?;
+        self.remember_number(key, e164, region);
+        Ok(())
     }
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
         self.with(|s| s.phone(user))
@@ -2062,5 +2132,24 @@ mod tests {
         // And other processes see them once committed.
         assert_eq!(other.phone("alice").unwrap(), None);
         assert_eq!(other.locked_until("alice", 3_000).unwrap(), None);
+    }
+
+    #[test]
+    fn a_shared_store_remembers_validated_numbers_without_the_store() {
+        let (_d, shared, _committer, other) = batched_pair();
+        request(&shared, |s| {
+            s.cache_number("k", "+12025550143", Some("US")).unwrap();
+        });
+        // Gone from the table (a layout rebuild): still known.
+        other.conn.execute("DELETE FROM number_cache", []).unwrap();
+        let want = Some(("+12025550143".to_string(), Some("US".to_string())));
+        assert_eq!(shared.cached_number("k").unwrap(), want);
+        // A row another process cached is read once, then remembered.
+        other.cache_number("k2", "+12025550144", None).unwrap();
+        assert!(shared.cached_number("k2").unwrap().is_some());
+        shared.flush();
+        other.conn.execute("DELETE FROM number_cache", []).unwrap();
+        assert!(shared.cached_number("k2").unwrap().is_some());
+        shared.flush();
     }
 }

@@ -39,11 +39,11 @@ fn fixture(extra: &str) -> Fixture {
     let parts = Parts {
         store: Box::new(SqliteStore::open_in_memory().unwrap()),
         directories: vec![Box::new(FileDirectory::new(phones))],
-        providers: vec![Box::new(OutboxProvider {
-            name: "outbox".into(),
-            path: outbox.clone(),
-            clock: Box::new(FixedClock::at(0)),
-        })],
+        providers: vec![Box::new(OutboxProvider::new(
+            "outbox".into(),
+            outbox.clone(),
+            Box::new(FixedClock::at(0)),
+        ))],
         accounts: Box::new(SystemAccounts),
         clock: Box::new(smsotp_core::clock::SystemClock),
         rng: Box::new(OsRandom),
