@@ -84,10 +84,9 @@ pub trait Directory {
     /// A short name for messages, e.g. "file /etc/smsotp/phones.toml".
     fn name(&self) -> String;
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError>;
-    /// Every user this source lists, with its entry, for checking them all
-    /// ahead of any login. Sources that cannot list (the passwd database)
-    /// return none.
-    fn entries(&self) -> Result<Vec<(String, Entry)>, DirectoryError> {
+    /// Every user this source lists, for checking them all ahead of any
+    /// login. Sources that cannot list (the passwd database) return none.
+    fn users(&self) -> Result<Vec<String>, DirectoryError> {
         Ok(Vec::new())
     }
 }
@@ -235,14 +234,11 @@ impl Directory for FileDirectory {
         Ok(self.with_entries(|e| self.entry(e.get(user)))?.flatten())
     }
 
-    fn entries(&self) -> Result<Vec<(String, Entry)>, DirectoryError> {
+    fn users(&self) -> Result<Vec<String>, DirectoryError> {
         Ok(self
             .with_entries(|entries| {
-                let mut all: Vec<(String, Entry)> = entries
-                    .iter()
-                    .filter_map(|(user, v)| Some((user.to_string(), self.entry(Some(v))?)))
-                    .collect();
-                all.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut all: Vec<String> = entries.keys().map(|u| u.to_string()).collect();
+                all.sort();
                 all
             })?
             .unwrap_or_default())
@@ -322,8 +318,8 @@ impl<D: Directory + ?Sized> Directory for Arc<D> {
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
         (**self).lookup(user)
     }
-    fn entries(&self) -> Result<Vec<(String, Entry)>, DirectoryError> {
-        (**self).entries()
+    fn users(&self) -> Result<Vec<String>, DirectoryError> {
+        (**self).users()
     }
 }
 
@@ -408,14 +404,25 @@ pub fn check_numbers<'a>(
 ) -> NumbersChecked {
     let mut out = NumbersChecked::default();
     for d in dirs {
-        let entries = match d.entries() {
-            Ok(e) => e,
+        // Names only, each looked up in turn: a large list is not copied
+        // whole, and logins meanwhile are not kept from it.
+        let users = match d.users() {
+            Ok(u) => u,
             Err(e) => {
                 out.errors.push(e);
                 continue;
             }
         };
-        for (user, entry) in entries {
+        for user in users {
+            let entry = match d.lookup(&user) {
+                Ok(Some(e)) => e,
+                // Edited away meanwhile.
+                Ok(None) => continue,
+                Err(e) => {
+                    out.errors.push(e);
+                    break;
+                }
+            };
             match Phone::parse_cached(&entry.raw, default_region, cache) {
                 Ok(_) => out.valid += 1,
                 Err(error) => out.errors.push(DirectoryError::BadNumber {
