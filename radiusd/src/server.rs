@@ -65,6 +65,9 @@ pub struct Runtime {
     pub sms: smsotp_core::sms::ProviderContext,
     pub generation: u64,
     pub debug: bool,
+    /// Log lines also go to stderr (not when stderr is the journal that
+    /// syslog already feeds: one line per decision, not two).
+    pub stderr: bool,
 }
 
 impl Runtime {
@@ -131,6 +134,7 @@ impl Runtime {
             busy_timeout,
         } = &config.store;
         let store = SqliteStore::open(store_path, *busy_timeout).map_err(|e| e.to_string())?;
+        let config_syslog = config.audit.syslog;
         let (store, committer) = SharedStore::batched(store)
             .map_err(|e| format!("cannot start the store's commit thread: {e}"))?;
         Ok((
@@ -147,6 +151,7 @@ impl Runtime {
                 },
                 generation,
                 debug,
+                stderr: stderr_wanted(config_syslog, std::env::var_os("JOURNAL_STREAM").is_some()),
             },
             warnings,
         ))
@@ -161,7 +166,7 @@ impl Runtime {
         LogOptions {
             ident: IDENT.into(),
             debug: self.debug,
-            stderr: true,
+            stderr: self.stderr,
         }
     }
 
@@ -169,11 +174,13 @@ impl Runtime {
     /// places the engine logs to.
     pub fn log(&self, level: Level, event: &Event) {
         let now = smsotp_core::clock::Clock::now_ms(&smsotp_core::clock::SystemClock);
-        StderrSink {
-            ident: IDENT.into(),
-            debug: self.debug,
+        if self.stderr {
+            StderrSink {
+                ident: IDENT.into(),
+                debug: self.debug,
+            }
+            .record(level, now, event);
         }
-        .record(level, now, event);
         if self.config.audit.syslog {
             SyslogSink::new(IDENT, self.debug).record(level, now, event);
         }
@@ -185,6 +192,13 @@ impl Runtime {
             .record(level, now, event);
         }
     }
+}
+
+/// Whether log lines go to stderr too. Under systemd stderr is the
+/// journal (it sets `JOURNAL_STREAM`), which also receives syslog: with
+/// syslog on, stderr would log every decision twice there.
+pub fn stderr_wanted(syslog: bool, stderr_is_journal: bool) -> bool {
+    !(syslog && stderr_is_journal)
 }
 
 fn event(name: &'static str, detail: String) -> Event {
@@ -689,5 +703,21 @@ fn to_reply(d: Decision) -> Reply {
             state: Some(state.to_vec()),
             session_timeout: Some(session_timeout),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stderr_wanted;
+
+    #[test]
+    fn decisions_reach_the_journal_once() {
+        // systemd, syslog on: the journal gets syslog's line only.
+        assert!(!stderr_wanted(true, true));
+        // systemd, syslog off: stderr is the only log.
+        assert!(stderr_wanted(false, true));
+        // A terminal or a file: stderr as well as syslog.
+        assert!(stderr_wanted(true, false));
+        assert!(stderr_wanted(false, false));
     }
 }
