@@ -424,12 +424,16 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection, path: String, busy_timeout: Duration) -> Result<Self, StoreError> {
-        let s = SqliteStore {
+        let mut s = SqliteStore {
             conn,
             path,
             busy_timeout,
         };
-        s.conn.busy_timeout(busy_timeout).map_err(|e| s.err(e))?;
+        // Waiting for the write lock: try again every millisecond (SQLite's
+        // own handler backs off to 100 ms naps, and a busy smsotp-radiusd
+        // frees the lock only for moments; see SharedStore's turn-taking).
+        s.set_busy_timeout();
+        s.conn.busy_handler(Some(busy_wait)).map_err(|e| s.err(e))?;
         // Small pages: rows are ~150 bytes, and every page a commit touches
         // is written whole to the WAL. Only takes effect on a new file.
         s.conn
@@ -511,6 +515,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        self.set_busy_timeout();
         if !self.conn.is_autocommit() {
             return self.in_savepoint(f);
         }
@@ -521,6 +526,11 @@ impl SqliteStore {
         let out = f(&tx).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(out)
+    }
+
+    fn set_busy_timeout(&self) {
+        let ms = u64::try_from(self.busy_timeout.as_millis()).unwrap_or(u64::MAX);
+        BUSY_TIMEOUT_MS.with(|t| t.set(ms));
     }
 
     fn in_savepoint<T>(
@@ -544,6 +554,24 @@ impl SqliteStore {
             }
         }
     }
+}
+
+thread_local! {
+    /// The busy timeout of the store this thread last opened or wrote
+    /// through (SQLite's busy handler gets no context of its own, and runs
+    /// on the thread that waits).
+    static BUSY_TIMEOUT_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(5_000) };
+}
+
+/// SQLite's busy handler: `true` to try again after a millisecond's nap,
+/// `false` (SQLITE_BUSY) once the busy timeout has passed.
+fn busy_wait(attempts: i32) -> bool {
+    let waited_ms = u64::try_from(attempts).unwrap_or(0);
+    if waited_ms >= BUSY_TIMEOUT_MS.with(std::cell::Cell::get) {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
 }
 
 fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRecord> {
@@ -1142,6 +1170,10 @@ struct SharedState {
     in_request: usize,
     /// The committer waits for `in_request` to reach zero.
     gathering: bool,
+    /// When the last commit ended, and since when transactions have
+    /// followed each other with no turn for other processes.
+    last_commit: std::time::Instant,
+    held_since: std::time::Instant,
     /// Tests hold the committer off to interleave requests at will.
     #[cfg(test)]
     paused: bool,
@@ -1230,6 +1262,8 @@ impl SharedStore {
                 idle: false,
                 in_request: 0,
                 gathering: false,
+                last_commit: std::time::Instant::now(),
+                held_since: std::time::Instant::now(),
                 #[cfg(test)]
                 paused: false,
             }),
@@ -1304,6 +1338,8 @@ impl SharedStore {
             return f(&st.store);
         }
         if st.store.conn.is_autocommit() {
+            st.give_others_a_turn();
+            st.store.set_busy_timeout();
             st.store
                 .conn
                 .execute_batch("BEGIN IMMEDIATE")
@@ -1408,6 +1444,11 @@ fn commit_loop(inner: &SharedInner) {
     }
 }
 
+/// Back-to-back transactions of a batched store before it leaves the
+/// write lock to other processes for [`TURN`].
+const HOLD_MAX: Duration = Duration::from_millis(50);
+const TURN: Duration = Duration::from_micros(2_500);
+
 /// How long a commit waits for requests under way to join it.
 const GATHER: Duration = Duration::from_micros(500);
 
@@ -1423,6 +1464,22 @@ struct Committed {
 
 impl SharedState {
     /// Commits the open transaction (if any) and takes the deferred work.
+    /// Under steady load the batches follow each other with no moment
+    /// between them in which another process (an sshd login, the admin
+    /// tool) could take the write lock, and it would wait out its busy
+    /// timeout: after [`HOLD_MAX`] of back-to-back transactions, leave the
+    /// lock free for [`TURN`] (those processes retry every millisecond).
+    fn give_others_a_turn(&mut self) {
+        let now = std::time::Instant::now();
+        let free_for = now.saturating_duration_since(self.last_commit);
+        if free_for >= TURN {
+            self.held_since = now;
+        } else if now.saturating_duration_since(self.held_since) >= HOLD_MAX {
+            std::thread::sleep(TURN - free_for);
+            self.held_since = std::time::Instant::now();
+        }
+    }
+
     fn commit(&mut self) -> Committed {
         if !self.store.conn.is_autocommit() {
             if let Err(e) = self.store.conn.execute_batch("COMMIT") {
@@ -1431,6 +1488,7 @@ impl SharedState {
                 self.failure = format!("state store {}: commit failed: {e}", self.store.path);
             }
             self.epoch += 1;
+            self.last_commit = std::time::Instant::now();
         }
         Committed {
             deferred: std::mem::take(&mut self.deferred),
@@ -2151,5 +2209,54 @@ mod tests {
         other.conn.execute("DELETE FROM number_cache", []).unwrap();
         assert!(shared.cached_number("k2").unwrap().is_some());
         shared.flush();
+    }
+
+    #[test]
+    fn other_processes_get_the_write_lock_while_a_batched_store_is_busy() {
+        let (d, shared, committer, _other) = batched_pair();
+        // Another process with a short busy timeout: an sshd login or the
+        // admin tool while smsotp-radiusd is at full load.
+        let admin =
+            SqliteStore::open(&d.path().join("state.db"), Duration::from_millis(500)).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for t in 0..8u8 {
+                let shared = shared.clone();
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut i: u32 = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        i += 1;
+                        let mut c = record(t, &format!("load{t}"));
+                        c.id.0[..4].copy_from_slice(&i.to_be_bytes());
+                        // A login's steps, then its answer waits for the
+                        // commit: the batch's transaction stays open while
+                        // any of these is under way.
+                        shared.insert_challenge(&c).unwrap();
+                        for _ in 0..4 {
+                            shared.locked_until(&c.user, 1_000).unwrap();
+                        }
+                        shared.delete_challenge(&c.id).unwrap();
+                        shared.defer(Box::new(|_| {}));
+                    }
+                });
+            }
+            let mut failures = Vec::new();
+            for i in 0..40 {
+                std::thread::sleep(Duration::from_millis(5));
+                if let Err(e) =
+                    admin.record_failure(&format!("user{i}"), 1_000, 5, Duration::from_secs(60))
+                {
+                    failures.push(e.to_string());
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                failures.is_empty(),
+                "writes that waited out the busy timeout: {failures:?}"
+            );
+        });
+        drop(committer);
+        assert_eq!(shared.failures("user39", 1_000).unwrap().count, 1);
     }
 }
