@@ -1397,6 +1397,15 @@ impl SharedInner {
 /// steps gather in the next transaction: the busier the server, the
 /// larger each batch.
 fn commit_loop(inner: &SharedInner) {
+    // Should a commit ever panic, the store must not fall silent: whoever
+    // defers commits from then on (as after shutdown), and the thread ends.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_rounds(inner)));
+    if ran.is_err() {
+        inner.lock().closed = true;
+    }
+}
+
+fn commit_rounds(inner: &SharedInner) {
     loop {
         let mut st = inner.lock();
         // Commit when an answer waits for it. A transaction no answer
@@ -2258,5 +2267,19 @@ mod tests {
         });
         drop(committer);
         assert_eq!(shared.failures("user39", 1_000).unwrap().count, 1);
+    }
+
+    #[test]
+    fn without_its_committer_a_batched_store_commits_as_it_goes() {
+        // After shutdown, or should the commit thread ever die: nothing
+        // deferred may wait forever, and nothing written may stay
+        // uncommitted.
+        let (_d, shared, committer, other) = batched_pair();
+        drop(committer);
+        let c = record(5, "alice");
+        shared.insert_challenge(&c).unwrap();
+        let (outcome, seen, _) = wait(&probe(&shared, other, c.id));
+        assert_eq!(outcome, Ok(()));
+        assert!(seen);
     }
 }

@@ -526,8 +526,22 @@ fn worker(shared: &Arc<Shared>, sock: &Arc<UdpSocket>) {
                 continue;
             }
         };
-        if let Some(job) = admit(shared, sock, &buf[..n.min(buf.len())], n, from) {
-            answer(shared, &mut engine, job);
+        // The login itself runs under catch_unwind in `answer`; this keeps a
+        // worker alive through anything else a datagram could trip.
+        let handled = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(job) = admit(shared, sock, &buf[..n.min(buf.len())], n, from) {
+                answer(shared, &mut engine, job);
+            }
+        }));
+        if handled.is_err() {
+            engine = None;
+            shared.runtime().log(
+                Level::Error,
+                &event(
+                    "panic",
+                    format!("internal error on a datagram from {from}; dropped"),
+                ),
+            );
         }
     }
 }
