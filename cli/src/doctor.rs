@@ -412,6 +412,7 @@ fn state(cfg: &Config, f: &mut Vec<Finding>) {
         ident: "smsotp".into(),
         debug: false,
         stderr: false,
+        server: None,
     };
     let engine = match Engine::open(cfg.clone(), &log) {
         Ok(e) => {

@@ -192,6 +192,7 @@ fn open_engine(path: &Path) -> Result<Engine, Failure> {
         ident: "smsotp".into(),
         debug: false,
         stderr: false,
+        server: None,
     };
     Engine::open(cfg, &log).map_err(|e| Failure::new(exit::IOERR, e.to_string()))
 }

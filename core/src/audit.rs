@@ -155,13 +155,7 @@ impl AuditSink for StderrSink {
         if level == Level::Debug && !self.debug {
             return;
         }
-        let tag = match level {
-            Level::Info => "info",
-            Level::Warning => "warning",
-            Level::Error => "error",
-            Level::Debug => "debug",
-        };
-        let line = format!("{}: {tag}: {}\n", self.ident, event.to_line());
+        let line = format!("{}: {}: {}\n", self.ident, tag(level), event.to_line());
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
@@ -190,6 +184,194 @@ impl AuditSink for FileSink {
     }
 }
 
+/// The sinks of a long-running server, shared by its threads and kept
+/// between events: one syslog connection (made again after an error), and
+/// the stderr and audit-file lines gathered and written in one go by
+/// [`ServerSinks::flush`], which the server calls before it sends the
+/// replies those lines are about. Per event, the PAM module's sinks would
+/// cost a connect or an open and a write each: at thousands of decisions a
+/// second, more than the decisions themselves.
+pub struct ServerSinks {
+    ident: String,
+    debug: bool,
+    syslog: Option<std::sync::Mutex<SyslogConnection>>,
+    stderr: bool,
+    file: Option<PathBuf>,
+    pending: std::sync::Mutex<Pending>,
+}
+
+impl std::fmt::Debug for ServerSinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSinks")
+            .field("ident", &self.ident)
+            .field("syslog", &self.syslog.is_some())
+            .field("stderr", &self.stderr)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+struct SyslogConnection {
+    socket: PathBuf,
+    logger: Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    stderr: Vec<u8>,
+    file: Vec<u8>,
+    /// The audit file, kept open while its path still names it (a rotated
+    /// file is let go and the path opened again).
+    open: Option<(std::fs::File, u64, u64)>,
+}
+
+/// Gathered bytes past which a record writes them at once.
+const PENDING_MAX: usize = 64 * 1024;
+
+impl ServerSinks {
+    /// `syslog`: send to this socket (normally /dev/log); `stderr`: write
+    /// lines to standard error; `file`: append JSON lines to it (0600).
+    pub fn new(
+        ident: &str,
+        debug: bool,
+        syslog: Option<PathBuf>,
+        stderr: bool,
+        file: Option<PathBuf>,
+    ) -> Self {
+        ServerSinks {
+            ident: ident.to_owned(),
+            debug,
+            syslog: syslog.map(|socket| {
+                std::sync::Mutex::new(SyslogConnection {
+                    socket,
+                    logger: None,
+                })
+            }),
+            stderr,
+            file,
+            pending: std::sync::Mutex::new(Pending::default()),
+        }
+    }
+
+    /// Writes the gathered stderr and audit-file lines.
+    pub fn flush(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !p.stderr.is_empty() {
+            let _ = std::io::stderr().write_all(&p.stderr);
+            p.stderr.clear();
+        }
+        if !p.file.is_empty() {
+            if let Some(path) = &self.file {
+                append_kept_open(path, &mut p);
+            }
+            p.file.clear();
+        }
+    }
+
+    fn send_syslog(&self, level: Level, event: &Event) {
+        let Some(conn) = &self.syslog else {
+            return;
+        };
+        let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let line = event.to_line();
+        // A syslog daemon restarted meanwhile: connect again, once.
+        for _ in 0..2 {
+            if c.logger.is_none() {
+                let formatter = syslog::Formatter3164 {
+                    facility: syslog::Facility::LOG_AUTHPRIV,
+                    hostname: None,
+                    process: self.ident.clone(),
+                    pid: std::process::id(),
+                };
+                c.logger = syslog::unix_custom(formatter, &c.socket).ok();
+            }
+            let Some(logger) = c.logger.as_mut() else {
+                return;
+            };
+            let sent = match level {
+                Level::Info => logger.info(&line),
+                Level::Warning => logger.warning(&line),
+                Level::Error => logger.err(&line),
+                Level::Debug => logger.debug(&line),
+            };
+            if sent.is_ok() {
+                return;
+            }
+            c.logger = None;
+        }
+    }
+}
+
+/// Appends `p.file` to `path`, through the handle kept in `p` while the
+/// path still names the same file.
+fn append_kept_open(path: &std::path::Path, p: &mut Pending) {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    if p.open.as_ref().map(|(_, d, i)| (*d, *i)) != now || now.is_none() {
+        p.open = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .ok()
+            .and_then(|f| {
+                let m = f.metadata().ok()?;
+                Some((f, m.dev(), m.ino()))
+            });
+    }
+    if let Some((f, _, _)) = p.open.as_mut() {
+        let _ = f.write_all(&p.file);
+    }
+}
+
+impl AuditSink for ServerSinks {
+    fn record(&self, level: Level, at: Millis, event: &Event) {
+        if level == Level::Debug && !self.debug {
+            return;
+        }
+        self.send_syslog(level, event);
+        if !self.stderr && self.file.is_none() {
+            return;
+        }
+        let full = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if self.stderr {
+                let _ = writeln!(
+                    p.stderr,
+                    "{}: {}: {}",
+                    self.ident,
+                    tag(level),
+                    event.to_line()
+                );
+            }
+            if self.file.is_some() {
+                let mut line = event.to_json(at, level).to_string();
+                line.push('\n');
+                p.file.extend_from_slice(line.as_bytes());
+            }
+            p.stderr.len() + p.file.len() > PENDING_MAX
+        };
+        if full {
+            self.flush();
+        }
+    }
+}
+
+impl AuditSink for std::sync::Arc<ServerSinks> {
+    fn record(&self, level: Level, at: Millis, event: &Event) {
+        (**self).record(level, at, event);
+    }
+}
+
+fn tag(level: Level) -> &'static str {
+    match level {
+        Level::Info => "info",
+        Level::Warning => "warning",
+        Level::Error => "error",
+        Level::Debug => "debug",
+    }
+}
+
 /// Sends each event to every sink.
 #[derive(Default)]
 pub struct Audit {
@@ -208,6 +390,7 @@ impl Audit {
 pub(crate) mod tests {
     use super::*;
     use std::cell::RefCell;
+    use std::os::unix::fs::PermissionsExt;
     use std::rc::Rc;
 
     /// Keeps events for assertions.
@@ -256,6 +439,72 @@ pub(crate) mod tests {
             String::from_utf8_lossy(&buf[..n]).starts_with("<84>"),
             "warning next, debug skipped"
         );
+    }
+
+    #[test]
+    fn server_sinks_keep_one_syslog_connection_and_write_the_file_at_flush() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("log");
+        let bind = || {
+            let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+            rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            rx
+        };
+        let rx = bind();
+        let file = d.path().join("audit.jsonl");
+        let sinks = ServerSinks::new(
+            "smsotp-radiusd",
+            false,
+            Some(sock.clone()),
+            false,
+            Some(file.clone()),
+        );
+        let e = |user: &str| Event {
+            event: "accept",
+            user: user.into(),
+            service: "vpn".into(),
+            ..Event::default()
+        };
+        let recv = |rx: &std::os::unix::net::UnixDatagram| {
+            let mut buf = [0u8; 512];
+            let n = rx.recv(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        sinks.record(Level::Info, 0, &e("alice"));
+        sinks.record(Level::Debug, 0, &e("nobody")); // debug is off
+        sinks.record(Level::Warning, 0, &e("bob"));
+        assert!(recv(&rx).ends_with("user=alice service=vpn"));
+        let bob = recv(&rx);
+        assert!(
+            bob.starts_with("<84>") && bob.contains("smsotp-radiusd["),
+            "{bob}"
+        );
+        // The file gets its lines at flush, in one go.
+        assert!(std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .is_empty());
+        sinks.flush();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let users: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["user"].to_string())
+            .collect();
+        assert_eq!(users, ["\"alice\"", "\"bob\""]);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // syslog restarted: the next line connects again and arrives.
+        drop(rx);
+        std::fs::remove_file(&sock).unwrap();
+        let rx = bind();
+        sinks.record(Level::Info, 0, &e("carol"));
+        assert!(recv(&rx).ends_with("user=carol service=vpn"));
+
+        // The file rotated away: the next flush writes to a new one.
+        std::fs::rename(&file, d.path().join("audit.jsonl.1")).unwrap();
+        sinks.flush();
+        assert!(std::fs::read_to_string(&file).unwrap().contains("carol"));
     }
 
     #[test]

@@ -377,6 +377,9 @@ pub struct LogOptions {
     pub debug: bool,
     /// Also write every event to standard error (daemons).
     pub stderr: bool,
+    /// A server's sinks, kept between events and shared by its threads;
+    /// when set, they replace the ones the fields above describe.
+    pub server: Option<std::sync::Arc<crate::audit::ServerSinks>>,
 }
 
 fn system_clock() -> Box<dyn Clock> {
@@ -385,6 +388,11 @@ fn system_clock() -> Box<dyn Clock> {
 
 /// The sinks the config asks for.
 pub fn audit_from_config(cfg: &Config, log: &LogOptions) -> Audit {
+    if let Some(server) = &log.server {
+        return Audit {
+            sinks: vec![Box::new(server.clone())],
+        };
+    }
     let mut sinks: Vec<Box<dyn AuditSink>> = Vec::new();
     if cfg.audit.syslog {
         sinks.push(Box::new(SyslogSink::new(&log.ident, log.debug)));

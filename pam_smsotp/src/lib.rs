@@ -199,6 +199,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         ident: IDENT.into(),
         debug: args.debug,
         stderr: false,
+        server: None,
     };
     let engine = match flow::open_from_path(&args.config, &log) {
         Ok(e) => e,

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use smsotp_core::audit::{AuditSink, Event, FileSink, Level, StderrSink, SyslogSink};
+use smsotp_core::audit::{AuditSink, Event, Level, ServerSinks};
 use smsotp_core::config::{
     Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings, StoreSpec,
 };
@@ -68,6 +68,9 @@ pub struct Runtime {
     /// Log lines also go to stderr (not when stderr is the journal that
     /// syslog already feeds: one line per decision, not two).
     pub stderr: bool,
+    /// Where this generation logs: kept open, stderr and audit-file lines
+    /// written in one go before the replies they are about.
+    pub sinks: Arc<ServerSinks>,
 }
 
 impl Runtime {
@@ -135,6 +138,14 @@ impl Runtime {
         } = &config.store;
         let store = SqliteStore::open(store_path, *busy_timeout).map_err(|e| e.to_string())?;
         let config_syslog = config.audit.syslog;
+        let stderr = stderr_wanted(config_syslog, std::env::var_os("JOURNAL_STREAM").is_some());
+        let sinks = Arc::new(ServerSinks::new(
+            IDENT,
+            debug,
+            config_syslog.then(|| PathBuf::from("/dev/log")),
+            stderr,
+            config.audit.file.clone(),
+        ));
         let (store, committer) = SharedStore::batched(store)
             .map_err(|e| format!("cannot start the store's commit thread: {e}"))?;
         Ok((
@@ -151,7 +162,8 @@ impl Runtime {
                 },
                 generation,
                 debug,
-                stderr: stderr_wanted(config_syslog, std::env::var_os("JOURNAL_STREAM").is_some()),
+                stderr,
+                sinks,
             },
             warnings,
         ))
@@ -167,6 +179,7 @@ impl Runtime {
             ident: IDENT.into(),
             debug: self.debug,
             stderr: self.stderr,
+            server: Some(self.sinks.clone()),
         }
     }
 
@@ -174,23 +187,8 @@ impl Runtime {
     /// places the engine logs to.
     pub fn log(&self, level: Level, event: &Event) {
         let now = smsotp_core::clock::Clock::now_ms(&smsotp_core::clock::SystemClock);
-        if self.stderr {
-            StderrSink {
-                ident: IDENT.into(),
-                debug: self.debug,
-            }
-            .record(level, now, event);
-        }
-        if self.config.audit.syslog {
-            SyslogSink::new(IDENT, self.debug).record(level, now, event);
-        }
-        if let Some(path) = &self.config.audit.file {
-            FileSink {
-                path: path.clone(),
-                debug: self.debug,
-            }
-            .record(level, now, event);
-        }
+        self.sinks.record(level, now, event);
+        self.sinks.flush();
     }
 }
 
@@ -686,6 +684,8 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
                 wire::encode_reply(&job.request, &reject, &rt.clients[job.client].secret)
             }
         };
+        // The decision's log line goes out before its reply.
+        job.runtime.sinks.flush();
         shared
             .dedup()
             .complete(job.key, bytes.clone(), Instant::now());
