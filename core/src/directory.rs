@@ -99,6 +99,9 @@ pub struct FileDirectory {
     /// have thousands of lines. A mutex, so a server's threads can share
     /// one copy.
     cache: Mutex<Option<Parsed>>,
+    /// How long the parsed file is used before it is looked at again
+    /// (zero: at every lookup).
+    recheck: std::time::Duration,
 }
 
 /// user -> (number as written, line, column): compact, since a server
@@ -108,7 +111,15 @@ type Entries = HashMap<Box<str>, (Box<str>, u32, u32)>;
 struct Parsed {
     stamp: Stamp,
     entries: Entries,
+    /// When the file was last found unchanged (and its owner and mode
+    /// checked).
+    checked: std::time::Instant,
 }
+
+/// How long a server uses a parsed phone list before it looks at the file
+/// again: it looks numbers up thousands of times a second, and an edit to
+/// the list takes effect within this time (at once on reload).
+pub const SERVER_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Identity and version of a file: any edit changes one of these.
 #[derive(PartialEq, Eq)]
@@ -134,10 +145,18 @@ impl Stamp {
 }
 
 impl FileDirectory {
+    /// Looks at the file (owner, mode, changes) at every lookup.
     pub fn new(path: PathBuf) -> Self {
+        Self::rechecked_every(path, std::time::Duration::ZERO)
+    }
+
+    /// Uses what it parsed for up to `recheck` before looking at the file
+    /// again.
+    pub fn rechecked_every(path: PathBuf, recheck: std::time::Duration) -> Self {
         FileDirectory {
             path,
             cache: Mutex::new(None),
+            recheck,
         }
     }
 
@@ -188,6 +207,13 @@ impl FileDirectory {
     /// Runs `f` on the file's entries (parsed again only when the file
     /// changed); `None` when there is no file.
     fn with_entries<T>(&self, f: impl FnOnce(&Entries) -> T) -> Result<Option<T>, DirectoryError> {
+        if let Some(p) = self
+            .cache()
+            .as_ref()
+            .filter(|p| p.checked.elapsed() < self.recheck)
+        {
+            return Ok(Some(f(&p.entries)));
+        }
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
             // No file yet means nobody has a number here: not an error.
@@ -203,10 +229,12 @@ impl FileDirectory {
                 .into())
             }
         };
-        // Ownership and mode are checked on every lookup, cached or not.
+        // Ownership and mode are checked whenever the file is looked at,
+        // whether it changed or not.
         files::check(&self.path, &meta, FileRule::Data).map_err(ConfigError::from)?;
         let stamp = Stamp::of(&meta);
-        if let Some(p) = self.cache().as_ref().filter(|p| p.stamp == stamp) {
+        if let Some(p) = self.cache().as_mut().filter(|p| p.stamp == stamp) {
+            p.checked = std::time::Instant::now();
             return Ok(Some(f(&p.entries)));
         }
         let text = match files::read_checked(&self.path, FileRule::Data) {
@@ -220,7 +248,11 @@ impl FileDirectory {
         };
         let entries = self.parse(&text)?;
         let out = f(&entries);
-        *self.cache() = Some(Parsed { stamp, entries });
+        *self.cache() = Some(Parsed {
+            stamp,
+            entries,
+            checked: std::time::Instant::now(),
+        });
         Ok(Some(out))
     }
 }
@@ -330,7 +362,9 @@ pub fn shared_from_config(specs: &[DirectorySpec]) -> Vec<Arc<dyn Directory + Se
         .iter()
         .map(|s| -> Arc<dyn Directory + Send + Sync> {
             match s {
-                DirectorySpec::File { path } => Arc::new(FileDirectory::new(path.clone())),
+                DirectorySpec::File { path } => {
+                    Arc::new(FileDirectory::rechecked_every(path.clone(), SERVER_RECHECK))
+                }
                 DirectorySpec::Gecos { field } => Arc::new(GecosDirectory {
                     field: *field,
                     accounts: SystemAccounts,
@@ -616,6 +650,38 @@ pub(crate) mod tests {
         assert!(find(&dirs, "alice").is_err());
         std::fs::remove_file(&path).unwrap();
         assert!(find(&dirs, "alice").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_server_sees_edits_once_its_recheck_time_is_up() {
+        let d = tempfile::tempdir().unwrap();
+        let path = phones_file(d.path(), "alice = \"+12025550143\"\n", 0o644);
+        let recheck = std::time::Duration::from_millis(300);
+        let dirs: Vec<Box<dyn Directory>> = vec![Box::new(FileDirectory::rechecked_every(
+            path.clone(),
+            recheck,
+        ))];
+        let alice = |dirs: &[Box<dyn Directory>]| {
+            find(dirs, "alice")
+                .unwrap()
+                .unwrap()
+                .phone
+                .e164()
+                .to_string()
+        };
+        assert_eq!(alice(&dirs), "+12025550143");
+        let edited = std::time::Instant::now();
+        phones_file(d.path(), "alice = \"+12025550199\"\n", 0o644);
+        let seen = alice(&dirs);
+        if edited.elapsed() < recheck {
+            assert_eq!(seen, "+12025550143", "looked at the file before its time");
+        }
+        std::thread::sleep(recheck);
+        assert_eq!(alice(&dirs), "+12025550199");
+        // A mode change is caught too, on the next look.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::thread::sleep(recheck);
+        assert!(find(&dirs, "alice").is_err());
     }
 
     #[test]
