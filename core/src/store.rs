@@ -309,6 +309,9 @@ pub struct SqliteStore {
     conn: Connection,
     path: String,
     busy_timeout: Duration,
+    /// Says this process waits for the write lock (none in memory, or if
+    /// the file cannot be made).
+    wait_signal: Option<WaitSignal>,
 }
 
 /// The layout version, in SQLite's `user_version`.
@@ -411,7 +414,9 @@ impl SqliteStore {
             path: display.clone(),
             source,
         })?;
-        Self::init(conn, display, busy_timeout)
+        let mut store = Self::init(conn, display, busy_timeout)?;
+        store.wait_signal = WaitSignal::open(path);
+        Ok(store)
     }
 
     /// A private in-memory store (tests, benchmarks).
@@ -428,6 +433,7 @@ impl SqliteStore {
             conn,
             path,
             busy_timeout,
+            wait_signal: None,
         };
         // Waiting for the write lock: try again every millisecond (SQLite's
         // own handler backs off to 100 ms naps, and a busy smsotp-radiusd
@@ -521,11 +527,32 @@ impl SqliteStore {
         }
         // `unchecked_transaction` because the connection is shared behind &self;
         // each process has its own connection and uses it from one thread.
-        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+        let tx = self
+            .saying_we_wait(|| {
+                rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            })
             .map_err(|e| self.err(e))?;
         let out = f(&tx).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(out)
+    }
+
+    /// Runs `f` (which takes the write lock) with the busy handler saying
+    /// through the [`WaitSignal`] that this process waits, if it does.
+    fn saying_we_wait<T>(&self, f: impl FnOnce() -> T) -> T {
+        use std::os::fd::AsRawFd;
+        let Some(signal) = &self.wait_signal else {
+            return f();
+        };
+        WAIT_SIGNAL.with(|w| w.set((signal.0.as_raw_fd(), false)));
+        let out = f();
+        WAIT_SIGNAL.with(|w| {
+            let (fd, held) = w.replace((-1, false));
+            if held {
+                WaitSignal::set(fd, false);
+            }
+        });
+        out
     }
 
     fn set_busy_timeout(&self) {
@@ -563,15 +590,84 @@ thread_local! {
     static BUSY_TIMEOUT_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(5_000) };
 }
 
+thread_local! {
+    /// The wait-signal file of the store this thread writes through (-1:
+    /// none), and whether this thread holds its shared lock now.
+    static WAIT_SIGNAL: std::cell::Cell<(std::os::fd::RawFd, bool)> = const { std::cell::Cell::new((-1, false)) };
+}
+
 /// SQLite's busy handler: `true` to try again after a millisecond's nap,
-/// `false` (SQLITE_BUSY) once the busy timeout has passed.
+/// `false` (SQLITE_BUSY) once the busy timeout has passed. While it waits,
+/// it says so through the store's [`WaitSignal`].
 fn busy_wait(attempts: i32) -> bool {
     let waited_ms = u64::try_from(attempts).unwrap_or(0);
     if waited_ms >= BUSY_TIMEOUT_MS.with(std::cell::Cell::get) {
         return false;
     }
+    WAIT_SIGNAL.with(|w| {
+        let (fd, held) = w.get();
+        if fd >= 0 && !held {
+            w.set((fd, WaitSignal::set(fd, true)));
+        }
+    });
     std::thread::sleep(Duration::from_millis(1));
     true
+}
+
+/// `<store>-waiting`, a file beside the store on which a process waiting
+/// for the store's write lock holds a shared lock (an open-file-description
+/// lock, so it is per handle and goes with the handle). smsotp-radiusd
+/// keeps the write lock busy almost all the time under load; it leaves it
+/// free for a moment when this says someone waits, instead of at fixed
+/// times, which would hold up every request in flight for nothing.
+struct WaitSignal(std::fs::File);
+
+impl WaitSignal {
+    fn open(store: &Path) -> Option<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut path = store.as_os_str().to_owned();
+        path.push("-waiting");
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .ok()
+            .map(WaitSignal)
+    }
+
+    fn range(kind: libc::c_int) -> libc::flock {
+        libc::flock {
+            l_type: kind as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 1,
+            l_pid: 0,
+        }
+    }
+
+    /// Takes (`on`) or drops the shared lock; true if it is held after.
+    fn set(fd: std::os::fd::RawFd, on: bool) -> bool {
+        let lock = Self::range(if on { libc::F_RDLCK } else { libc::F_UNLCK });
+        let done = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)).is_ok();
+        on && done
+    }
+
+    /// Whether some handle holds the shared lock (someone waits).
+    fn someone_waits(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut probe = Self::range(libc::F_WRLCK);
+        match nix::fcntl::fcntl(
+            self.0.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_OFD_GETLK(&mut probe),
+        ) {
+            Ok(_) => probe.l_type != libc::F_UNLCK as libc::c_short,
+            // Cannot tell: assume someone does.
+            Err(_) => true,
+        }
+    }
 }
 
 fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRecord> {
@@ -710,11 +806,11 @@ impl Store for SqliteStore {
     }
 
     fn clear_failures(&self, user: &str) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM failure WHERE user = ?1")
-            .and_then(|mut st| st.execute([user]))
-            .map(drop)
-            .map_err(|e| self.err(e))
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                .execute([user])
+                .map(drop)
+        })
     }
 
     fn unlock(&self, user: &str) -> Result<(), StoreError> {
@@ -802,23 +898,21 @@ impl Store for SqliteStore {
         attempts_left: u32,
         resends_used: u32,
     ) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached(
+        self.write(|tx| {
+            tx.prepare_cached(
                 "UPDATE challenge SET code_mac = ?2, sent_at = ?3, expires_at = ?4,
                    attempts_left = ?5, resends_used = ?6 WHERE id = ?1",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    &id.0[..],
-                    &code_mac[..],
-                    sent_at,
-                    expires_at,
-                    attempts_left,
-                    resends_used
-                ])
-            })
+            )?
+            .execute(params![
+                &id.0[..],
+                &code_mac[..],
+                sent_at,
+                expires_at,
+                attempts_left,
+                resends_used
+            ])
             .map(|n| n == 1)
-            .map_err(|e| self.err(e))
+        })
     }
 
     fn wrong_attempt(&self, id: &ChallengeId) -> Result<Option<u32>, StoreError> {
@@ -860,11 +954,11 @@ impl Store for SqliteStore {
     }
 
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM challenge WHERE id = ?1")
-            .and_then(|mut st| st.execute([&id.0[..]]))
-            .map(drop)
-            .map_err(|e| self.err(e))
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                .execute([&id.0[..]])
+                .map(drop)
+        })
     }
 
     fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
@@ -878,13 +972,13 @@ impl Store for SqliteStore {
     }
 
     fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
+        self.write(|tx| {
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO number_cache (key, e164, region) VALUES (?1, ?2, ?3)",
-            )
-            .and_then(|mut st| st.execute(params![key, e164, region]))
+            )?
+            .execute(params![key, e164, region])
             .map(drop)
-            .map_err(|e| self.err(e))
+        })
     }
 
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
@@ -990,11 +1084,11 @@ impl Store for SqliteStore {
     }
 
     fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached("UPDATE challenge SET step = ?2 WHERE id = ?1")
-            .and_then(|mut st| st.execute(params![&id.0[..], step.to_db()]))
-            .map(|n| n == 1)
-            .map_err(|e| self.err(e))
+        self.write(|tx| {
+            tx.prepare_cached("UPDATE challenge SET step = ?2 WHERE id = ?1")?
+                .execute(params![&id.0[..], step.to_db()])
+                .map(|n| n == 1)
+        })
     }
 
     fn replace_backup_codes(
@@ -1174,6 +1268,8 @@ struct SharedState {
     /// followed each other with no turn for other processes.
     last_commit: std::time::Instant,
     held_since: std::time::Instant,
+    /// Turns left to other processes so far.
+    turns: u64,
     /// Tests hold the committer off to interleave requests at will.
     #[cfg(test)]
     paused: bool,
@@ -1264,6 +1360,7 @@ impl SharedStore {
                 gathering: false,
                 last_commit: std::time::Instant::now(),
                 held_since: std::time::Instant::now(),
+                turns: 0,
                 #[cfg(test)]
                 paused: false,
             }),
@@ -1388,9 +1485,45 @@ impl SharedInner {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock_spinning(&self.state)
     }
 }
+
+/// Locks `m`, trying for a few dozen microseconds before sleeping.
+///
+/// The store's lock is held for a few microseconds per step, and taken
+/// several times per request by every worker. A thread that sleeps on it
+/// at once must be woken when it is free, which takes longer than the
+/// step it waited for: the lock then sits free while the CPU idles, and
+/// under load requests queue behind wake-ups (a lock convoy). Trying
+/// again for a while, and giving the core away now and then in case the
+/// holder waits for it, avoids most of those sleeps.
+fn lock_spinning<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    let mut started = None;
+    for i in 0u32.. {
+        match m.try_lock() {
+            Ok(g) => return g,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        if i % 16 == 15 {
+            let t0 = *started.get_or_insert_with(std::time::Instant::now);
+            if t0.elapsed() >= SPIN_FOR {
+                break;
+            }
+            if i % 64 == 63 {
+                std::thread::yield_now();
+            }
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long [`lock_spinning`] tries before it sleeps: several times a
+/// step's hold, well under a wake-up's cost.
+const SPIN_FOR: Duration = Duration::from_micros(50);
 
 /// The committer: commits as soon as a transaction is open or work is
 /// deferred. While it commits and runs the deferred work, other threads'
@@ -1454,8 +1587,12 @@ fn commit_rounds(inner: &SharedInner) {
 }
 
 /// Back-to-back transactions of a batched store before it leaves the
-/// write lock to other processes for [`TURN`].
-const HOLD_MAX: Duration = Duration::from_millis(50);
+/// write lock to other processes for [`TURN`], if one says it waits (see
+/// [`WaitSignal`]); and before it does so unasked, for writers that
+/// cannot say so (a store file in a directory where the signal file
+/// cannot be made, a statement outside `write`).
+const HOLD_MAX: Duration = Duration::from_millis(10);
+const HOLD_UNASKED: Duration = Duration::from_millis(500);
 const TURN: Duration = Duration::from_micros(2_500);
 
 /// How long a commit waits for requests under way to join it.
@@ -1477,15 +1614,24 @@ impl SharedState {
     /// between them in which another process (an sshd login, the admin
     /// tool) could take the write lock, and it would wait out its busy
     /// timeout: after [`HOLD_MAX`] of back-to-back transactions, leave the
-    /// lock free for [`TURN`] (those processes retry every millisecond).
+    /// lock free for [`TURN`] (those processes retry every millisecond) if
+    /// one of them waits, and after [`HOLD_UNASKED`] in any case.
     fn give_others_a_turn(&mut self) {
         let now = std::time::Instant::now();
         let free_for = now.saturating_duration_since(self.last_commit);
         if free_for >= TURN {
             self.held_since = now;
-        } else if now.saturating_duration_since(self.held_since) >= HOLD_MAX {
-            std::thread::sleep(TURN - free_for);
-            self.held_since = std::time::Instant::now();
+        } else {
+            let held = now.saturating_duration_since(self.held_since);
+            let waits = || match &self.store.wait_signal {
+                Some(signal) => signal.someone_waits(),
+                None => true,
+            };
+            if held >= HOLD_UNASKED || held >= HOLD_MAX && waits() {
+                std::thread::sleep(TURN.saturating_sub(free_for));
+                self.held_since = std::time::Instant::now();
+                self.turns += 1;
+            }
         }
     }
 
@@ -2220,13 +2366,10 @@ mod tests {
         shared.flush();
     }
 
-    #[test]
-    fn other_processes_get_the_write_lock_while_a_batched_store_is_busy() {
-        let (d, shared, committer, _other) = batched_pair();
-        // Another process with a short busy timeout: an sshd login or the
-        // admin tool while smsotp-radiusd is at full load.
-        let admin =
-            SqliteStore::open(&d.path().join("state.db"), Duration::from_millis(500)).unwrap();
+    /// Keeps `shared` at full load from 8 threads (a login's steps, then
+    /// its answer waits for the commit: the batch's transaction stays open
+    /// while any of them is under way) while `meanwhile` runs.
+    fn under_load<T>(shared: &SharedStore, meanwhile: impl FnOnce() -> T) -> T {
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             for t in 0..8u8 {
@@ -2238,9 +2381,6 @@ mod tests {
                         i += 1;
                         let mut c = record(t, &format!("load{t}"));
                         c.id.0[..4].copy_from_slice(&i.to_be_bytes());
-                        // A login's steps, then its answer waits for the
-                        // commit: the batch's transaction stays open while
-                        // any of these is under way.
                         shared.insert_challenge(&c).unwrap();
                         for _ in 0..4 {
                             shared.locked_until(&c.user, 1_000).unwrap();
@@ -2250,6 +2390,20 @@ mod tests {
                     }
                 });
             }
+            let out = meanwhile();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            out
+        })
+    }
+
+    #[test]
+    fn other_processes_get_the_write_lock_while_a_batched_store_is_busy() {
+        let (d, shared, committer, _other) = batched_pair();
+        // Another process with a short busy timeout: an sshd login or the
+        // admin tool while smsotp-radiusd is at full load.
+        let admin =
+            SqliteStore::open(&d.path().join("state.db"), Duration::from_millis(500)).unwrap();
+        let failures = under_load(&shared, || {
             let mut failures = Vec::new();
             for i in 0..40 {
                 std::thread::sleep(Duration::from_millis(5));
@@ -2259,14 +2413,53 @@ mod tests {
                     failures.push(e.to_string());
                 }
             }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            assert!(
-                failures.is_empty(),
-                "writes that waited out the busy timeout: {failures:?}"
-            );
+            failures
         });
+        assert!(
+            failures.is_empty(),
+            "writes that waited out the busy timeout: {failures:?}"
+        );
+        assert!(
+            shared.0.lock().turns >= 1,
+            "the writes got in without a turn left to them"
+        );
         drop(committer);
         assert_eq!(shared.failures("user39", 1_000).unwrap().count, 1);
+    }
+
+    #[test]
+    fn a_busy_batched_store_takes_no_turns_when_nobody_waits() {
+        // Each turn holds up every request in flight for 2.5 ms: only for
+        // a writer that says it waits (or after HOLD_UNASKED).
+        let (_d, shared, committer, _other) = batched_pair();
+        under_load(&shared, || std::thread::sleep(HOLD_UNASKED / 2));
+        assert_eq!(shared.0.lock().turns, 0, "turns taken with nobody waiting");
+        drop(committer);
+    }
+
+    #[test]
+    fn the_wait_signal_says_whether_someone_waits() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("state.db");
+        let server = WaitSignal::open(&db).unwrap();
+        let login = WaitSignal::open(&db).unwrap();
+        let mode = std::fs::metadata(d.path().join("state.db-waiting"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!server.someone_waits());
+        assert!(WaitSignal::set(login.0.as_raw_fd(), true));
+        assert!(server.someone_waits());
+        WaitSignal::set(login.0.as_raw_fd(), false);
+        assert!(!server.someone_waits());
+        // Closing the handle ends the wait too (a process that dies while
+        // it waits).
+        assert!(WaitSignal::set(login.0.as_raw_fd(), true));
+        drop(login);
+        assert!(!server.someone_waits());
     }
 
     #[test]
