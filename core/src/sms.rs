@@ -120,14 +120,30 @@ impl SmsProvider for OutboxProvider {
     }
 
     fn send(&self, sms: &Sms<'_>) -> Result<(), SendError> {
-        let line = serde_json::json!({
-            "to": sms.to.e164(),
-            "message": sms.text,
-            "at": rfc3339(self.clock.now_ms()),
-        });
-        let mut bytes = line.to_string().into_bytes();
-        bytes.push(b'\n');
-        let r = self.append(&bytes);
+        // Fields in this order, as the outbox has always had them.
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            at: String,
+            message: &'a str,
+            to: &'a str,
+        }
+        let line = Line {
+            at: rfc3339(self.clock.now_ms()),
+            message: sms.text,
+            to: sms.to.e164(),
+        };
+        // Written straight into one buffer (the message holds the code),
+        // which is wiped after.
+        let mut bytes = Vec::with_capacity(96 + sms.text.len());
+        let r = match serde_json::to_writer(&mut bytes, &line) {
+            Ok(()) => {
+                bytes.push(b'\n');
+                self.append(&bytes)
+            }
+            Err(e) => Err(SendError::Transient(format!(
+                "cannot encode an outbox line: {e}"
+            ))),
+        };
         zeroize::Zeroize::zeroize(&mut bytes);
         r
     }
