@@ -4,10 +4,10 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::clock::{rfc3339, Millis};
+use crate::files::AppendFile;
 
 /// Severity of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,23 +124,45 @@ impl AuditSink for SyslogSink {
         if level == Level::Debug && !self.debug {
             return;
         }
-        let formatter = syslog::Formatter3164 {
-            facility: syslog::Facility::LOG_AUTHPRIV,
-            hostname: None,
-            process: self.ident.clone(),
-            pid: std::process::id(),
-        };
         // Logging must never break a login: errors are dropped.
-        if let Ok(mut logger) = syslog::unix_custom(formatter, &self.socket) {
-            let line = event.to_line();
-            let _ = match level {
-                Level::Info => logger.info(line),
-                Level::Warning => logger.warning(line),
-                Level::Error => logger.err(line),
-                Level::Debug => logger.debug(line),
-            };
+        if let Some(mut logger) = syslog_connect(&self.ident, &self.socket) {
+            let _ = syslog_send(&mut logger, level, &event.to_line());
         }
     }
+}
+
+type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+/// A connection to the syslog socket, as `ident`, facility authpriv.
+fn syslog_connect(ident: &str, socket: &std::path::Path) -> Option<SyslogLogger> {
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_AUTHPRIV,
+        hostname: None,
+        process: ident.to_owned(),
+        pid: std::process::id(),
+    };
+    syslog::unix_custom(formatter, socket).ok()
+}
+
+fn syslog_send(logger: &mut SyslogLogger, level: Level, line: &str) -> syslog::Result<()> {
+    match level {
+        Level::Info => logger.info(line),
+        Level::Warning => logger.warning(line),
+        Level::Error => logger.err(line),
+        Level::Debug => logger.debug(line),
+    }
+}
+
+/// An event as a line on standard error.
+fn stderr_line(ident: &str, level: Level, event: &Event) -> String {
+    format!("{ident}: {}: {}\n", tag(level), event.to_line())
+}
+
+/// An event as a line of the JSON-lines audit file.
+fn file_line(at: Millis, level: Level, event: &Event) -> String {
+    let mut line = event.to_json(at, level).to_string();
+    line.push('\n');
+    line
 }
 
 /// One line per event on standard error, for daemons whose stderr goes to
@@ -155,8 +177,7 @@ impl AuditSink for StderrSink {
         if level == Level::Debug && !self.debug {
             return;
         }
-        let line = format!("{}: {}: {}\n", self.ident, tag(level), event.to_line());
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        let _ = std::io::stderr().write_all(stderr_line(&self.ident, level, event).as_bytes());
     }
 }
 
@@ -171,16 +192,7 @@ impl AuditSink for FileSink {
         if level == Level::Debug && !self.debug {
             return;
         }
-        let mut line = event.to_json(at, level).to_string();
-        line.push('\n');
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&self.path)
-        {
-            let _ = f.write_all(line.as_bytes());
-        }
+        let _ = AppendFile::new(self.path.clone()).append(file_line(at, level, event).as_bytes());
     }
 }
 
@@ -194,9 +206,9 @@ impl AuditSink for FileSink {
 pub struct ServerSinks {
     ident: String,
     debug: bool,
-    syslog: Option<std::sync::Mutex<SyslogConnection>>,
+    /// The syslog socket and the connection to it, if syslog is on.
+    syslog: Option<(PathBuf, std::sync::Mutex<Option<SyslogLogger>>)>,
     stderr: bool,
-    file: Option<PathBuf>,
     pending: std::sync::Mutex<Pending>,
 }
 
@@ -204,25 +216,16 @@ impl std::fmt::Debug for ServerSinks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerSinks")
             .field("ident", &self.ident)
-            .field("syslog", &self.syslog.is_some())
+            .field("syslog", &self.syslog.as_ref().map(|(p, _)| p))
             .field("stderr", &self.stderr)
-            .field("file", &self.file)
             .finish_non_exhaustive()
     }
 }
 
-struct SyslogConnection {
-    socket: PathBuf,
-    logger: Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
-}
-
-#[derive(Default)]
 struct Pending {
     stderr: Vec<u8>,
-    file: Vec<u8>,
-    /// The audit file, kept open while its path still names it (a rotated
-    /// file is let go and the path opened again).
-    open: Option<(std::fs::File, u64, u64)>,
+    file_lines: Vec<u8>,
+    file: Option<AppendFile>,
 }
 
 /// Gathered bytes past which a record writes them at once.
@@ -241,86 +244,51 @@ impl ServerSinks {
         ServerSinks {
             ident: ident.to_owned(),
             debug,
-            syslog: syslog.map(|socket| {
-                std::sync::Mutex::new(SyslogConnection {
-                    socket,
-                    logger: None,
-                })
-            }),
+            syslog: syslog.map(|socket| (socket, std::sync::Mutex::new(None))),
             stderr,
-            file,
-            pending: std::sync::Mutex::new(Pending::default()),
+            pending: std::sync::Mutex::new(Pending {
+                stderr: Vec::new(),
+                file_lines: Vec::new(),
+                file: file.map(AppendFile::new),
+            }),
         }
     }
 
     /// Writes the gathered stderr and audit-file lines.
     pub fn flush(&self) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let p = &mut *p;
         if !p.stderr.is_empty() {
             let _ = std::io::stderr().write_all(&p.stderr);
             p.stderr.clear();
         }
-        if !p.file.is_empty() {
-            if let Some(path) = &self.file {
-                append_kept_open(path, &mut p);
+        if !p.file_lines.is_empty() {
+            if let Some(f) = p.file.as_mut() {
+                let _ = f.append(&p.file_lines);
             }
-            p.file.clear();
+            p.file_lines.clear();
         }
     }
 
     fn send_syslog(&self, level: Level, event: &Event) {
-        let Some(conn) = &self.syslog else {
+        let Some((socket, conn)) = &self.syslog else {
             return;
         };
-        let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         let line = event.to_line();
         // A syslog daemon restarted meanwhile: connect again, once.
         for _ in 0..2 {
-            if c.logger.is_none() {
-                let formatter = syslog::Formatter3164 {
-                    facility: syslog::Facility::LOG_AUTHPRIV,
-                    hostname: None,
-                    process: self.ident.clone(),
-                    pid: std::process::id(),
-                };
-                c.logger = syslog::unix_custom(formatter, &c.socket).ok();
+            if conn.is_none() {
+                *conn = syslog_connect(&self.ident, socket);
             }
-            let Some(logger) = c.logger.as_mut() else {
+            let Some(logger) = conn.as_mut() else {
                 return;
             };
-            let sent = match level {
-                Level::Info => logger.info(&line),
-                Level::Warning => logger.warning(&line),
-                Level::Error => logger.err(&line),
-                Level::Debug => logger.debug(&line),
-            };
-            if sent.is_ok() {
+            if syslog_send(logger, level, &line).is_ok() {
                 return;
             }
-            c.logger = None;
+            *conn = None;
         }
-    }
-}
-
-/// Appends `p.file` to `path`, through the handle kept in `p` while the
-/// path still names the same file.
-fn append_kept_open(path: &std::path::Path, p: &mut Pending) {
-    use std::os::unix::fs::MetadataExt;
-    let now = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-    if p.open.as_ref().map(|(_, d, i)| (*d, *i)) != now || now.is_none() {
-        p.open = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .ok()
-            .and_then(|f| {
-                let m = f.metadata().ok()?;
-                Some((f, m.dev(), m.ino()))
-            });
-    }
-    if let Some((f, _, _)) = p.open.as_mut() {
-        let _ = f.write_all(&p.file);
     }
 }
 
@@ -330,26 +298,17 @@ impl AuditSink for ServerSinks {
             return;
         }
         self.send_syslog(level, event);
-        if !self.stderr && self.file.is_none() {
-            return;
-        }
         let full = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if self.stderr {
-                let _ = writeln!(
-                    p.stderr,
-                    "{}: {}: {}",
-                    self.ident,
-                    tag(level),
-                    event.to_line()
-                );
+                p.stderr
+                    .extend_from_slice(stderr_line(&self.ident, level, event).as_bytes());
             }
-            if self.file.is_some() {
-                let mut line = event.to_json(at, level).to_string();
-                line.push('\n');
-                p.file.extend_from_slice(line.as_bytes());
+            if p.file.is_some() {
+                p.file_lines
+                    .extend_from_slice(file_line(at, level, event).as_bytes());
             }
-            p.stderr.len() + p.file.len() > PENDING_MAX
+            p.stderr.len() + p.file_lines.len() > PENDING_MAX
         };
         if full {
             self.flush();

@@ -119,6 +119,64 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<String>, FileError> {
     Ok(Zeroizing::new(trimmed.to_owned()))
 }
 
+/// A file a long-running process appends lines to (the outbox, the audit
+/// file), kept open while its path still names it: one open per line would
+/// cost more than writing it. A file moved away or deleted (rotated, or
+/// read and removed) is let go, and the path opened again, created 0600.
+#[derive(Debug)]
+pub struct AppendFile {
+    path: PathBuf,
+    /// The open file and its device and inode.
+    open: Option<(std::fs::File, u64, u64)>,
+}
+
+/// Why [`AppendFile::append`] failed.
+#[derive(Debug)]
+pub enum AppendError {
+    /// The path could not be opened or created.
+    Open(std::io::Error),
+    /// The write failed (the handle is dropped; the next append reopens).
+    Write(std::io::Error),
+}
+
+impl AppendFile {
+    pub fn new(path: PathBuf) -> Self {
+        AppendFile { path, open: None }
+    }
+
+    /// Appends `bytes` in one write (O_APPEND keeps concurrent writers'
+    /// lines whole).
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), AppendError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let now = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        let same = match (&self.open, now) {
+            (Some((_, dev, ino)), Some(now)) => (*dev, *ino) == now,
+            _ => false,
+        };
+        if !same {
+            self.open = None;
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&self.path)
+                .map_err(AppendError::Open)?;
+            let m = file.metadata().map_err(AppendError::Open)?;
+            self.open = Some((file, m.dev(), m.ino()));
+        }
+        let Some((file, _, _)) = self.open.as_mut() else {
+            return Ok(());
+        };
+        file.write_all(bytes).map_err(|e| {
+            self.open = None;
+            AppendError::Write(e)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +219,26 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = file_with_mode(d.path(), 0o600);
         assert_eq!(&*read_secret(&p).unwrap(), "secret");
+    }
+
+    #[test]
+    fn an_append_file_follows_its_path_when_the_file_is_moved_or_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("log.jsonl");
+        let mut f = AppendFile::new(path.clone());
+        f.append(b"one\n").unwrap();
+        f.append(b"two\n").unwrap();
+        std::fs::rename(&path, d.path().join("log.1")).unwrap();
+        f.append(b"three\n").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.append(b"four\n").unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&d.path().join("log.1")), "one\ntwo\n");
+        assert_eq!(read(&path), "four\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut bad = AppendFile::new(d.path().join("no/such/dir/log"));
+        assert!(matches!(bad.append(b"x"), Err(AppendError::Open(_))));
     }
 
     #[test]

@@ -6,8 +6,7 @@
 //! provider (once per code, with the same code, so a user never receives two
 //! different codes), `Rejected` and `Misconfigured` stop.
 
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,67 +48,30 @@ pub struct OutboxProvider {
     pub name: String,
     pub path: PathBuf,
     pub clock: Box<dyn Clock>,
-    /// The file last written, while `path` still names it (a server sends
-    /// many; one open per send was a tenth of its work).
-    pub open: std::sync::Mutex<Option<OpenOutbox>>,
-}
-
-/// An open outbox and the identity of the file it is.
-pub struct OpenOutbox {
-    file: std::fs::File,
-    dev: u64,
-    ino: u64,
+    /// The file, kept open between sends (a server sends many).
+    file: std::sync::Mutex<crate::files::AppendFile>,
 }
 
 impl OutboxProvider {
     pub fn new(name: String, path: PathBuf, clock: Box<dyn Clock>) -> Self {
         OutboxProvider {
             name,
+            file: std::sync::Mutex::new(crate::files::AppendFile::new(path.clone())),
             path,
             clock,
-            open: std::sync::Mutex::new(None),
         }
     }
 
-    /// Appends `bytes` in one write (O_APPEND keeps concurrent lines
-    /// whole), through the open file if `path` still names it; a file
-    /// moved away or deleted (rotated, read and removed) is followed.
     fn append(&self, bytes: &[u8]) -> Result<(), SendError> {
-        use std::os::unix::fs::MetadataExt;
         let where_ = self.path.display();
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let current = std::fs::metadata(&self.path).ok();
-        let same = |o: &OpenOutbox| {
-            current
-                .as_ref()
-                .is_some_and(|m| m.dev() == o.dev && m.ino() == o.ino)
-        };
-        if !open.as_ref().is_some_and(same) {
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(&self.path)
-                .map_err(|e| {
-                    SendError::Misconfigured(format!(
-                        "cannot open outbox {where_}: {e}; create its directory"
-                    ))
-                })?;
-            let m = file
-                .metadata()
-                .map_err(|e| SendError::Transient(format!("cannot stat outbox {where_}: {e}")))?;
-            *open = Some(OpenOutbox {
-                file,
-                dev: m.dev(),
-                ino: m.ino(),
-            });
-        }
-        let Some(o) = open.as_mut() else {
-            return Err(SendError::Transient(format!("outbox {where_} is not open")));
-        };
-        o.file.write_all(bytes).map_err(|e| {
-            *open = None;
-            SendError::Transient(format!("cannot write outbox {where_}: {e}"))
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.append(bytes).map_err(|e| match e {
+            crate::files::AppendError::Open(e) => SendError::Misconfigured(format!(
+                "cannot open outbox {where_}: {e}; create its directory"
+            )),
+            crate::files::AppendError::Write(e) => {
+                SendError::Transient(format!("cannot write outbox {where_}: {e}"))
+            }
         })
     }
 }
@@ -421,29 +383,6 @@ pub(crate) mod tests {
         assert!(matches!(out, ChainOutcome::Failed(ref v) if v.len() == 2));
         assert!(out.is_outage());
         assert!(c.sent.borrow().is_empty());
-    }
-
-    #[test]
-    fn outbox_follows_a_file_moved_away_or_deleted() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("outbox.jsonl");
-        let o = OutboxProvider::new("outbox".into(), path.clone(), Box::new(FixedClock::at(0)));
-        let p = phone();
-        let send = |text: &str| o.send(&Sms { to: &p, text }).unwrap();
-        send("one");
-        std::fs::rename(&path, d.path().join("outbox.1")).unwrap();
-        send("two");
-        std::fs::remove_file(&path).unwrap();
-        send("three");
-        send("four");
-        let read = |f: &std::path::Path| std::fs::read_to_string(f).unwrap();
-        assert!(read(&d.path().join("outbox.1")).contains("\"one\""));
-        let now = read(&path);
-        assert!(
-            !now.contains("\"two\"") && now.contains("\"three\"") && now.contains("\"four\""),
-            "{now}"
-        );
-        assert_eq!(now.lines().count(), 2);
     }
 
     #[test]
