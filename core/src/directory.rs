@@ -540,19 +540,6 @@ pub(crate) mod tests {
         assert!(e.location.ends_with(":5000:13"), "{}", e.location);
     }
 
-    /// Remembers what was cached.
-    #[derive(Default)]
-    struct MemoryCache(std::cell::RefCell<HashMap<String, String>>);
-
-    impl NumberCache for MemoryCache {
-        fn get(&self, key: &str) -> Option<(String, Option<String>)> {
-            self.0.borrow().get(key).map(|e| (e.clone(), None))
-        }
-        fn put(&self, key: &str, e164: &str, _region: Option<&str>) {
-            self.0.borrow_mut().insert(key.into(), e164.into());
-        }
-    }
-
     #[test]
     fn check_numbers_validates_every_entry_and_names_the_bad_ones() {
         let d = tempfile::tempdir().unwrap();
@@ -562,7 +549,7 @@ pub(crate) mod tests {
             0o600,
         );
         let dirs = file(path);
-        let cache = MemoryCache::default();
+        let cache = crate::phone::tests::MemoryCache::default();
         let mut pauses = 0;
         let checked = check_numbers(
             dirs.iter().map(|d| &**d),
@@ -576,7 +563,7 @@ pub(crate) mod tests {
         let e = checked.errors[0].to_string();
         assert!(e.contains("bob") && e.contains("phones.toml:2:"), "{e}");
         // Both good numbers are cached for logins.
-        let cached: Vec<String> = cache.0.borrow().values().cloned().collect();
+        let cached: Vec<String> = cache.0.borrow().values().map(|(n, _)| n.clone()).collect();
         assert!(cached.contains(&"+12025550143".to_string()), "{cached:?}");
         assert!(cached.contains(&"+49301234567".to_string()), "{cached:?}");
         // Sources that cannot list add nothing; a missing file is no error.

@@ -154,8 +154,25 @@ impl fmt::Debug for Phone {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// A [`NumberCache`] in memory: key -> (E.164 number, region).
+    #[derive(Default)]
+    pub(crate) struct MemoryCache(pub RefCell<HashMap<String, (String, Option<String>)>>);
+
+    impl NumberCache for MemoryCache {
+        fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+            self.0.borrow().get(key).cloned()
+        }
+        fn put(&self, key: &str, e164: &str, region: Option<&str>) {
+            self.0
+                .borrow_mut()
+                .insert(key.into(), (e164.into(), region.map(Into::into)));
+        }
+    }
 
     #[test]
     fn normalises_to_e164() {
@@ -198,21 +215,7 @@ mod tests {
 
     #[test]
     fn cache_is_used_and_filled() {
-        use std::cell::RefCell;
-        use std::collections::HashMap;
-        #[derive(Default)]
-        struct Memory(RefCell<HashMap<String, (String, Option<String>)>>);
-        impl NumberCache for Memory {
-            fn get(&self, key: &str) -> Option<(String, Option<String>)> {
-                self.0.borrow().get(key).cloned()
-            }
-            fn put(&self, key: &str, e164: &str, region: Option<&str>) {
-                self.0
-                    .borrow_mut()
-                    .insert(key.into(), (e164.into(), region.map(Into::into)));
-            }
-        }
-        let cache = Memory::default();
+        let cache = MemoryCache::default();
         let p = Phone::parse_cached("030 1234567", Some(Id::DE), &cache).unwrap();
         assert_eq!(p.e164(), "+49301234567");
         assert_eq!(cache.0.borrow().len(), 1);
