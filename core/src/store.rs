@@ -544,15 +544,20 @@ impl SqliteStore {
         let Some(signal) = &self.wait_signal else {
             return f();
         };
-        WAIT_SIGNAL.with(|w| w.set((signal.0.as_raw_fd(), false)));
-        let out = f();
-        WAIT_SIGNAL.with(|w| {
-            let (fd, held) = w.replace((-1, false));
-            if held {
-                WaitSignal::set(fd, false);
+        /// Ends the wait however `f` ends: the lock dropped, and no
+        /// handle left behind for a later busy handler on this thread.
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                let (fd, held) = WAIT_SIGNAL.with(|w| w.replace((-1, false)));
+                if held {
+                    WaitSignal::set(fd, false);
+                }
             }
-        });
-        out
+        }
+        WAIT_SIGNAL.with(|w| w.set((signal.0.as_raw_fd(), false)));
+        let _done = Done;
+        f()
     }
 
     fn set_busy_timeout(&self) {
@@ -633,6 +638,8 @@ impl WaitSignal {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // Never through a link planted where the file should be.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .ok()
             .map(WaitSignal)
@@ -2456,6 +2463,43 @@ mod tests {
         assert_eq!(st.turns, 2, "no turn after HOLD_UNASKED");
         drop(st);
         drop(committer);
+    }
+
+    #[test]
+    fn a_write_waiting_for_the_lock_says_so_until_it_has_it() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("state.db");
+        let server = SqliteStore::open(&db, Duration::from_secs(5)).unwrap();
+        let signal = server.wait_signal.as_ref().unwrap();
+        // The server holds the write lock, as under load.
+        server.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::scope(|scope| {
+            let login = scope.spawn(|| {
+                let login = SqliteStore::open(&db, Duration::from_secs(5)).unwrap();
+                login.record_failure("alice", 1_000, 5, Duration::from_secs(60))
+            });
+            let t = std::time::Instant::now();
+            while !signal.someone_waits() {
+                assert!(
+                    t.elapsed() < Duration::from_secs(3),
+                    "the waiting write never said so"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            server.conn.execute_batch("COMMIT").unwrap();
+            login.join().unwrap().unwrap();
+        });
+        assert!(!signal.someone_waits(), "still says it waits once written");
+        assert_eq!(server.failures("alice", 1_000).unwrap().count, 1);
+    }
+
+    #[test]
+    fn the_wait_signal_is_never_opened_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, d.path().join("state.db-waiting")).unwrap();
+        assert!(WaitSignal::open(&d.path().join("state.db")).is_none());
     }
 
     #[test]
