@@ -22,6 +22,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/bench-config.sh
 
 FLOWS=${FLOWS:-20000}
 DURATION=${DURATION:-300}
@@ -236,39 +237,7 @@ start_smsotp() { # name; sets sms_pid, sms_port, sms_dir
     cp "$work/phones.toml" "$sms_dir/phones.toml"
     chmod 0644 "$sms_dir/phones.toml"
     sms_port=$("$radload" --free-udp-port)
-    cat >"$sms_dir/smsotp.toml" <<EOF
-[radius]
-listen = ["127.0.0.1:$sms_port"]
-primary = { kind = "none" }
-workers = $WORKERS
-
-[[radius.client]]
-name = "bench"
-address = "127.0.0.1"
-secret_file = "$sms_dir/secret"
-mode = "challenge"
-
-[limits]
-sms_per_user = "1000000/1h"
-sms_global = "100000000/1h"
-lockout_after = 1000
-
-[[directory]]
-kind = "file"
-path = "$sms_dir/phones.toml"
-
-[[provider]]
-kind = "outbox"
-path = "$sms_dir/outbox.jsonl"
-
-[store]
-kind = "sqlite"
-path = "$sms_dir/state.db"
-
-[audit]
-syslog = false
-EOF
-    chmod 0600 "$sms_dir/smsotp.toml"
+    bench_config "$sms_dir" "$sms_port" "$WORKERS"
     "$server" --config "$sms_dir/smsotp.toml" 2>"$sms_dir/stderr.log" &
     sms_pid=$!
     wait_for "$sms_dir/stderr.log" "smsotp-radiusd: ready" "$sms_pid" smsotp-radiusd

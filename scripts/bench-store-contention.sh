@@ -15,6 +15,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/bench-config.sh
 WRITES=${WRITES:-20}
 USERS=10000
 target_dir=${CARGO_TARGET_DIR:-$root/target}
@@ -39,38 +40,7 @@ od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$work/secret"
     --write-freeradius-users "$work/fr-users" >/dev/null
 chmod 0644 "$work/phones.toml"
 port=$("$bin/radload" --free-udp-port)
-cat >"$work/smsotp.toml" <<CONF
-[radius]
-listen = ["127.0.0.1:$port"]
-primary = { kind = "none" }
-
-[[radius.client]]
-name = "bench"
-address = "127.0.0.1"
-secret_file = "$work/secret"
-mode = "challenge"
-
-[limits]
-sms_per_user = "1000000/1h"
-sms_global = "100000000/1h"
-lockout_after = 1000
-
-[[directory]]
-kind = "file"
-path = "$work/phones.toml"
-
-[[provider]]
-kind = "outbox"
-path = "$work/outbox.jsonl"
-
-[store]
-kind = "sqlite"
-path = "$work/state.db"
-
-[audit]
-syslog = false
-CONF
-chmod 0600 "$work/smsotp.toml"
+bench_config "$work" "$port" 4
 "$bin/smsotp-radiusd" --config "$work/smsotp.toml" 2>"$work/radiusd.log" &
 srv_pid=$!
 i=0

@@ -1,0 +1,40 @@
+# Sourced by the bench scripts: the smsotp.toml they run smsotp-radiusd
+# with (challenge mode, no password check, limits out of the way, phone
+# list, outbox and store in DIR, syslog off).
+#
+#   bench_config DIR PORT WORKERS   # writes DIR/smsotp.toml (0600)
+bench_config() {
+    cat >"$1/smsotp.toml" <<EOF_CONF
+[radius]
+listen = ["127.0.0.1:$2"]
+primary = { kind = "none" }
+workers = $3
+
+[[radius.client]]
+name = "bench"
+address = "127.0.0.1"
+secret_file = "$1/secret"
+mode = "challenge"
+
+[limits]
+sms_per_user = "1000000/1h"
+sms_global = "100000000/1h"
+lockout_after = 1000
+
+[[directory]]
+kind = "file"
+path = "$1/phones.toml"
+
+[[provider]]
+kind = "outbox"
+path = "$1/outbox.jsonl"
+
+[store]
+kind = "sqlite"
+path = "$1/state.db"
+
+[audit]
+syslog = false
+EOF_CONF
+    chmod 0600 "$1/smsotp.toml"
+}
