@@ -1504,8 +1504,7 @@ impl SharedInner {
 /// step it waited for: the lock then sits free while the CPU idles, and
 /// under load requests queue behind wake-ups (a lock convoy). Trying
 /// again for a while avoids most of those sleeps. (Yielding the core now
-/// and then while trying cost more in task switches than it saved, in
-/// scripts/bench-radius.sh runs.)
+/// and then while trying cost more in task switches than it saved.)
 fn lock_spinning<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     let mut started = None;
     for i in 0u32.. {
