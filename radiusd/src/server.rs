@@ -65,9 +65,6 @@ pub struct Runtime {
     pub sms: smsotp_core::sms::ProviderContext,
     pub generation: u64,
     pub debug: bool,
-    /// Log lines also go to stderr (not when stderr is the journal that
-    /// syslog already feeds: one line per decision, not two).
-    pub stderr: bool,
     /// Where this generation logs: kept open, stderr and audit-file lines
     /// written in one go before the replies they are about.
     pub sinks: Arc<ServerSinks>,
@@ -138,6 +135,8 @@ impl Runtime {
         } = &config.store;
         let store = SqliteStore::open(store_path, *busy_timeout).map_err(|e| e.to_string())?;
         let config_syslog = config.audit.syslog;
+        // Log lines also go to stderr, unless stderr is the journal that
+        // syslog already feeds: one line per decision, not two.
         let stderr = stderr_wanted(config_syslog, std::env::var_os("JOURNAL_STREAM").is_some());
         let sinks = Arc::new(ServerSinks::new(
             IDENT,
@@ -162,7 +161,6 @@ impl Runtime {
                 },
                 generation,
                 debug,
-                stderr,
                 sinks,
             },
             warnings,
@@ -178,7 +176,9 @@ impl Runtime {
         LogOptions {
             ident: IDENT.into(),
             debug: self.debug,
-            stderr: self.stderr,
+            // The server's sinks replace the per-event ones, stderr
+            // included (see `stderr_wanted`).
+            stderr: false,
             server: Some(self.sinks.clone()),
         }
     }
