@@ -18,15 +18,19 @@
 //!
 //! # Cost
 //!
-//! Beside the map, a queue holds `(expiry, key, generation)` in the order the
-//! expiries were set. With a monotonic clock that is expiry order, so the
-//! expired entries are always at the front and each check pops only those:
-//! O(1) amortized, no scan. When an entry's expiry moves (on completion) the
-//! old queue record is left behind and skipped later (its generation no
-//! longer matches); the queue is compacted when such stale records make up
-//! more than half of it, which keeps it within about twice the capacity,
-//! again O(1) amortized. When the map is full the front of the queue is
-//! evicted: the entry closest to expiry, which is the oldest.
+//! Beside the map, a queue holds `(expiry, key, generation)`, one record per
+//! entry, in the order the entries arrived. With a monotonic clock that is
+//! the order their first expiries come due, so each check pops only records
+//! at the front: O(1) amortized, no scan. Completion gives an entry its
+//! full window from the reply and leaves its record in place; when that
+//! record comes due, the entry is queued again at the back for the rest of
+//! its time. A requeued entry may so stay in the map past its expiry (at
+//! most one more window), which `check` treats as not seen. Records of
+//! forgotten or replaced entries are skipped (their generation no longer
+//! matches); the queue is compacted when such stale records make up more
+//! than half of it, which keeps it within about twice the capacity, again
+//! O(1) amortized. When the map is full the front of the queue is evicted:
+//! the oldest request.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
