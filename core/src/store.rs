@@ -1242,7 +1242,14 @@ struct SharedInner {
     /// change meaning (the key holds the build's version), so they can be
     /// remembered without asking the store, or taking its lock, again.
     numbers: std::sync::RwLock<Numbers>,
+    /// Runs after each batch of deferred work (see
+    /// [`SharedStore::after_each_batch`]).
+    after_batch: std::sync::OnceLock<AfterBatch>,
 }
+
+/// Called on the thread that ran a batch of deferred work, once all of it
+/// has run.
+pub type AfterBatch = Box<dyn Fn() + Send + Sync>;
 
 /// Number-cache key -> (E.164 number, region).
 type Numbers = std::collections::HashMap<Box<str>, (Box<str>, Option<Box<str>>)>;
@@ -1374,6 +1381,7 @@ impl SharedStore {
             wake: std::sync::Condvar::new(),
             batched,
             numbers: std::sync::RwLock::new(std::collections::HashMap::new()),
+            after_batch: std::sync::OnceLock::new(),
         }))
     }
 
@@ -1390,7 +1398,8 @@ impl SharedStore {
             .with(|t| t.take())
             .filter(|(id, _)| *id == self.id());
         if !self.0.batched {
-            return f(Ok(()));
+            f(Ok(()));
+            return self.0.batch_done();
         }
         let mut st = self.0.lock();
         if touched.is_some() {
@@ -1403,7 +1412,7 @@ impl SharedStore {
             // No committer any more (shutting down): commit here.
             let done = st.commit();
             drop(st);
-            done.run();
+            done.run(&self.0);
             return;
         }
         let wake = st.idle || st.gathering && st.in_request == 0;
@@ -1411,6 +1420,14 @@ impl SharedStore {
         if wake {
             self.0.wake.notify_one();
         }
+    }
+
+    /// Has `f` run after each batch of deferred work, on the thread that
+    /// ran it: deferred work may leave something for it to finish for the
+    /// whole batch at once (smsotp-radiusd queues its replies and sends
+    /// them together). Set once; later calls are ignored.
+    pub fn after_each_batch(&self, f: AfterBatch) {
+        let _ = self.0.after_batch.set(f);
     }
 
     fn remember_number(&self, key: &str, e164: &str, region: Option<&str>) {
@@ -1425,7 +1442,11 @@ impl SharedStore {
     /// committed or rolled back).
     pub fn flush(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
+        let inner = self.0.clone();
         self.defer(Box::new(move |_| {
+            // What the work before this left for the end of its batch is
+            // done now, or "flushed" would not cover it.
+            inner.batch_done();
             let _ = tx.send(());
         }));
         // If the committer is gone, the closure was dropped unrun: nothing
@@ -1493,6 +1514,13 @@ impl SharedInner {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
         lock_spinning(&self.state)
+    }
+
+    /// The end of a batch of deferred work: the hook, if any.
+    fn batch_done(&self) {
+        if let Some(f) = self.after_batch.get() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        }
     }
 }
 
@@ -1586,7 +1614,7 @@ fn commit_rounds(inner: &SharedInner) {
         }
         let done = st.commit();
         drop(st);
-        done.run();
+        done.run(inner);
     }
 }
 
@@ -1662,8 +1690,12 @@ impl SharedState {
 }
 
 impl Committed {
-    /// Runs the deferred work, outside the store's lock.
-    fn run(self) {
+    /// Runs the deferred work, outside the store's lock, then `inner`'s
+    /// end-of-batch hook.
+    fn run(self, inner: &SharedInner) {
+        if self.deferred.is_empty() {
+            return;
+        }
         for (first, f) in self.deferred {
             let outcome = if first > self.last_failed {
                 Ok(())
@@ -1673,6 +1705,7 @@ impl Committed {
             // A panic in one answer must not stop the others.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(outcome)));
         }
+        inner.batch_done();
     }
 }
 
@@ -1710,7 +1743,7 @@ fn checkpoint_loop(
         let done = st.commit();
         let _ = checkpoint();
         drop(st);
-        done.run();
+        done.run(inner);
     }
 }
 
@@ -2286,6 +2319,60 @@ mod tests {
             r.store(true, std::sync::atomic::Ordering::SeqCst);
         }));
         assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_end_of_batch_hook_follows_the_work_of_its_batch() {
+        use std::sync::{Arc, Mutex};
+        let (_d, shared, _committer, _other) = batched_pair();
+        // What ran, in order, on which thread.
+        let log: Arc<Mutex<Vec<(String, std::thread::ThreadId)>>> = Arc::default();
+        let l = log.clone();
+        shared.after_each_batch(Box::new(move || {
+            l.lock()
+                .unwrap()
+                .push(("hook".into(), std::thread::current().id()));
+        }));
+        // Set once: a second hook is ignored.
+        let second = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = second.clone();
+        shared.after_each_batch(Box::new(move || {
+            s2.store(true, std::sync::atomic::Ordering::SeqCst);
+        }));
+        for n in 0..3 {
+            shared.insert_challenge(&record(n, "alice")).unwrap();
+            let l = log.clone();
+            shared.defer(Box::new(move |o| {
+                assert!(o.is_ok());
+                l.lock()
+                    .unwrap()
+                    .push((format!("work {n}"), std::thread::current().id()));
+            }));
+        }
+        // flush returns only once the hook has covered all of it.
+        shared.flush();
+        let log = log.lock().unwrap().clone();
+        let works: Vec<usize> = (0..log.len()).filter(|&i| log[i].0 != "hook").collect();
+        assert_eq!(works.len(), 3, "{log:?}");
+        let last_work = *works.last().unwrap();
+        let hook_after = log[last_work..]
+            .iter()
+            .find(|(what, _)| what == "hook")
+            .expect("a hook run after the last work");
+        // On the thread that ran the work, not the caller's.
+        assert_eq!(hook_after.1, log[last_work].1, "{log:?}");
+        assert_ne!(hook_after.1, std::thread::current().id());
+        assert!(!second.load(std::sync::atomic::Ordering::SeqCst));
+
+        // Unbatched: work, then the hook, at once on the caller's thread.
+        let plain = SharedStore::new(SqliteStore::open_in_memory().unwrap());
+        let hooked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let h = hooked.clone();
+        plain.after_each_batch(Box::new(move || {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        plain.defer(Box::new(|_| {}));
+        assert_eq!(hooked.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// Runs `f` as one request's steps and waits for its commit.

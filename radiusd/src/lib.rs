@@ -8,6 +8,7 @@
 
 pub mod dedup;
 pub mod handler;
+pub mod outgoing;
 pub mod primary;
 pub mod server;
 pub mod wire;

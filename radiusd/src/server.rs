@@ -7,9 +7,9 @@
 //! retransmit gets the cached reply, or nothing while the first copy is in
 //! flight) → [`handler::handle`] on the same thread → the reply is encoded
 //! and, once the store has committed the writes it relies on (group
-//! commit, see [`SharedStore::batched`]), cached and sent. Only requests
-//! that pass the checks reach the cache, so forged packets cannot fill it
-//! or pin a key.
+//! commit, see [`SharedStore::batched`]), cached and sent with the rest of
+//! its batch ([`outgoing`]). Only requests that pass the checks reach the
+//! cache, so forged packets cannot fill it or pin a key.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::dedup::{DedupCache, DedupKey, Seen};
 use crate::handler::{self, ClientInfo, Decision};
+use crate::outgoing;
 use crate::primary::{NoPrimary, PamPrimary, PrimaryAuth};
 use crate::wire::{self, DecodeOptions, Reply, ReplyCode, Request};
 
@@ -147,6 +148,8 @@ impl Runtime {
         ));
         let (store, committer) = SharedStore::batched(store)
             .map_err(|e| format!("cannot start the store's commit thread: {e}"))?;
+        // Replies queued by a batch's deferred work leave together.
+        store.after_each_batch(Box::new(outgoing::flush));
         Ok((
             Runtime {
                 config,
@@ -279,15 +282,15 @@ struct Shared {
 }
 
 impl Shared {
+    fn dedup(&self) -> std::sync::MutexGuard<'_, DedupCache> {
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn runtime(&self) -> Arc<Runtime> {
         match self.runtime.read() {
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
-    }
-
-    fn dedup(&self) -> std::sync::MutexGuard<'_, DedupCache> {
-        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -689,7 +692,11 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
         shared
             .dedup()
             .complete(job.key, bytes.clone(), Instant::now());
-        let _ = job.socket.send_to(&bytes, job.from);
+        outgoing::queue(outgoing::Reply {
+            socket: job.socket,
+            to: job.from,
+            bytes,
+        });
         shared.handled.fetch_add(1, Ordering::Relaxed);
     }));
 }
