@@ -33,7 +33,9 @@
 //! the oldest request.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Longest window honoured; a longer one is cut to this. RFC 5080 suggests
@@ -237,6 +239,48 @@ impl DedupCache {
                     .is_some_and(|e| e.generation == r.generation)
             });
         }
+    }
+}
+
+/// A [`DedupCache`] split in shards by key, each behind a lock of its
+/// own: the workers checking requests and the thread completing replies
+/// seldom wait for each other, and a thread descheduled while it holds
+/// one shard holds up only the requests that fall in it.
+#[derive(Debug)]
+pub struct ShardedDedup {
+    shards: Box<[Mutex<DedupCache>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl ShardedDedup {
+    /// `shards` caches (at least one) sharing `max_entries` between them.
+    pub fn new(window: Duration, max_entries: usize, shards: usize) -> Self {
+        let n = shards.max(1);
+        ShardedDedup {
+            shards: (0..n)
+                .map(|_| Mutex::new(DedupCache::new(window, max_entries.div_ceil(n))))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// The shard that holds `key`, locked.
+    pub fn shard(&self, key: &DedupKey) -> MutexGuard<'_, DedupCache> {
+        let i = self.hasher.hash_one(key) as usize % self.shards.len();
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests held in all shards.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether no shard holds a request.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -457,5 +501,26 @@ mod tests {
             cache.check(k, t0 + Duration::from_secs(3600)),
             Seen::InFlight
         );
+    }
+
+    #[test]
+    fn shards_answer_retransmits_and_share_the_bound() {
+        let t0 = Instant::now();
+        let dedup = ShardedDedup::new(WINDOW, 64, 8);
+        let keys: Vec<DedupKey> = (0..200u16).map(|i| key(i, i as u8, i as u8)).collect();
+        for (n, k) in keys.iter().enumerate() {
+            assert_eq!(dedup.shard(k).check(*k, t0), Seen::New);
+            dedup.shard(k).complete(*k, vec![n as u8], t0);
+            // The retransmit finds the reply in the same shard.
+            assert_eq!(dedup.shard(k).check(*k, t0), Seen::Done(vec![n as u8]));
+        }
+        // 8 shards of 8: never more than the bound, however keys fall.
+        assert!(dedup.len() <= 64, "{} held", dedup.len());
+        // The newest request of each shard is still there.
+        let last = keys.last().unwrap();
+        assert_eq!(dedup.shard(last).check(*last, t0), Seen::Done(vec![199]));
+        let empty = ShardedDedup::new(WINDOW, 10, 0);
+        assert!(empty.is_empty());
+        assert_eq!(empty.shard(last).check(*last, t0), Seen::New);
     }
 }

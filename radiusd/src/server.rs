@@ -30,7 +30,7 @@ use smsotp_core::store::{Committer, SharedStore, SqliteStore, StoreCache};
 use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
-use crate::dedup::{DedupCache, DedupKey, Seen};
+use crate::dedup::{DedupKey, Seen, ShardedDedup};
 use crate::handler::{self, ClientInfo, Decision};
 use crate::outgoing;
 use crate::primary::{NoPrimary, PamPrimary, PrimaryAuth};
@@ -40,6 +40,8 @@ pub const IDENT: &str = "smsotp-radiusd";
 /// RFC 5080: a retransmit within this window gets the cached reply.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(30);
 const DEDUP_MAX: usize = 65_536;
+/// Locks the duplicate cache is split under (see [`ShardedDedup`]).
+const DEDUP_SHARDS: usize = 16;
 
 /// A NAS with its secret.
 pub struct Client {
@@ -274,7 +276,7 @@ struct Job {
 /// Shared by every thread.
 struct Shared {
     runtime: RwLock<Arc<Runtime>>,
-    dedup: Mutex<DedupCache>,
+    dedup: ShardedDedup,
     stop: AtomicBool,
     unknown_log: Mutex<LogLimiter>,
     bad_log: Mutex<LogLimiter>,
@@ -282,10 +284,6 @@ struct Shared {
 }
 
 impl Shared {
-    fn dedup(&self) -> std::sync::MutexGuard<'_, DedupCache> {
-        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn runtime(&self) -> Arc<Runtime> {
         match self.runtime.read() {
             Ok(r) => r.clone(),
@@ -332,7 +330,7 @@ pub fn run(
     let workers = runtime.radius.workers;
     let shared = Arc::new(Shared {
         runtime: RwLock::new(Arc::new(runtime)),
-        dedup: Mutex::new(DedupCache::new(DEDUP_WINDOW, DEDUP_MAX)),
+        dedup: ShardedDedup::new(DEDUP_WINDOW, DEDUP_MAX, DEDUP_SHARDS),
         stop: AtomicBool::new(false),
         unknown_log: Mutex::new(LogLimiter::new(20)),
         bad_log: Mutex::new(LogLimiter::new(60)),
@@ -598,7 +596,7 @@ fn admit(
         identifier: request.identifier,
         authenticator: request.authenticator,
     };
-    match shared.dedup().check(key, Instant::now()) {
+    match shared.dedup.shard(&key).check(key, Instant::now()) {
         Seen::New => {}
         Seen::InFlight => return None,
         Seen::Done(reply) => {
@@ -690,7 +688,8 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
         // The decision's log line goes out before its reply.
         job.runtime.sinks.flush();
         shared
-            .dedup()
+            .dedup
+            .shard(&job.key)
             .complete(job.key, bytes.clone(), Instant::now());
         outgoing::queue(outgoing::Reply {
             socket: job.socket,
