@@ -9,7 +9,12 @@
 #   scripts/bench-radius.sh                  # 20,000 flows each, 64 in flight
 #   FLOWS=50000 INFLIGHT=128 scripts/bench-radius.sh
 #
-# Knobs (environment): FLOWS (20000), DURATION (300 s, a cap per run),
+# Each server first gets WARMUP flows (2000) that are not counted, as
+# benchmarks do, so neither is measured while its caches fill; and
+# smsotp-radiusd is loaded only once it has checked its phone list (its
+# counterpart of FreeRADIUS reading its users file before it is ready).
+#
+# Knobs (environment): FLOWS (20000), WARMUP (2000), DURATION (300 s, a cap per run),
 # INFLIGHT (64), SOCKETS (4), USERS (10000), PENDING (10000),
 # ONLY=freeradius|smsotp (run one side), KEEP=1 (keep the temp dir),
 # NO_BUILD=1 (use the release binaries already in target/).
@@ -25,6 +30,7 @@ root=$(pwd)
 . scripts/bench-config.sh
 
 FLOWS=${FLOWS:-20000}
+WARMUP=${WARMUP:-2000}
 DURATION=${DURATION:-300}
 INFLIGHT=${INFLIGHT:-64}
 SOCKETS=${SOCKETS:-4}
@@ -140,6 +146,13 @@ smoke() {
 run_load() { # label port code-args... ; prints and keeps the output
     label=$1 port=$2
     shift 2
+    if [ "$WARMUP" -gt 0 ]; then
+        "$radload" --label "$label-warmup" --target "127.0.0.1:$port" --secret-file "$work/secret" \
+            --flows "$WARMUP" --duration "$DURATION" --inflight "$INFLIGHT" --sockets "$SOCKETS" \
+            --users "$USERS" --password "$PASSWORD" "$@" >"$work/$label.warmup.out" ||
+            { cat "$work/$label.warmup.out" >&2; die "warm-up run against $label failed"; }
+        say "$label: $WARMUP warm-up flows done ($(field "$work/$label.warmup.out" rate) flows/s), not counted"
+    fi
     # Other work on the machine skews every figure: keep the load average.
     cut -d' ' -f1-3 /proc/loadavg >"$work/$label.load"
     "$radload" --label "$label" --target "127.0.0.1:$port" --secret-file "$work/secret" \
@@ -241,6 +254,7 @@ start_smsotp() { # name; sets sms_pid, sms_port, sms_dir
     "$server" --config "$sms_dir/smsotp.toml" 2>"$sms_dir/stderr.log" &
     sms_pid=$!
     wait_for "$sms_dir/stderr.log" "smsotp-radiusd: ready" "$sms_pid" smsotp-radiusd
+    wait_for "$sms_dir/stderr.log" "phone lists checked" "$sms_pid" "smsotp-radiusd's phone-list check"
     sms_cmd="$server --config $sms_dir/smsotp.toml"
 }
 
@@ -272,7 +286,7 @@ fi
 
 # ------------------------------------------------------------------ summary
 echo
-echo "=== bench-radius summary ($(nproc) CPUs; $INFLIGHT flows in flight; FLOWS=$FLOWS, cap ${DURATION}s) ==="
+echo "=== bench-radius summary ($(nproc) CPUs; $INFLIGHT flows in flight; FLOWS=$FLOWS after WARMUP=$WARMUP, cap ${DURATION}s) ==="
 fmt_run() { # label server-cmd
     out="$work/$1.out"
     printf '%-15s %10s flows/s  flow p50 %s ms  p99 %s ms  max %s ms  (round one p99 %s ms, round two p99 %s ms)  errors %s  repeated States %s\n' \
@@ -308,5 +322,5 @@ if [ "$ONLY" != freeradius ]; then
     echo "    server:  $pending_cmd"
     echo "    $(sed -n 's/^  reproduce: //p' "$work/pending.out")"
 fi
-echo "reproduce all: cd $root && FLOWS=$FLOWS DURATION=$DURATION INFLIGHT=$INFLIGHT SOCKETS=$SOCKETS USERS=$USERS PENDING=$PENDING${ONLY:+ ONLY=$ONLY} scripts/bench-radius.sh"
+echo "reproduce all: cd $root && FLOWS=$FLOWS WARMUP=$WARMUP DURATION=$DURATION INFLIGHT=$INFLIGHT SOCKETS=$SOCKETS USERS=$USERS PENDING=$PENDING${ONLY:+ ONLY=$ONLY} scripts/bench-radius.sh"
 echo "(the per-run commands above use files in $work, which is removed at exit unless KEEP=1)"
