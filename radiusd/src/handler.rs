@@ -32,6 +32,17 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// The decision in one word, as logs name it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Decision::Accept { .. } => "accept",
+            Decision::Reject { .. } => "reject",
+            Decision::Challenge { .. } => "challenge",
+        }
+    }
+}
+
 /// The NAS a request came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
@@ -85,7 +96,7 @@ pub fn handle(
 }
 
 /// A user name worth looking up: printable, no path or field separators.
-fn valid_user(u: &str) -> bool {
+pub(crate) fn valid_user(u: &str) -> bool {
     !u.is_empty() && u.len() <= 256 && !u.chars().any(|c| c.is_control() || c == ':' || c == '/')
 }
 

@@ -662,6 +662,7 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
             message: Some("SMS login is not available right now.".into()),
         },
     };
+    let decided = decision.word();
     let reply = to_reply(decision);
     let mut bytes = wire::encode_reply(&job.request, &reply, &client.secret);
     bytes.shrink_to_fit();
@@ -675,9 +676,10 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
             Ok(()) => bytes,
             Err(why) => {
                 let rt = &job.runtime;
+                let client = &rt.clients[job.client].spec.name;
                 rt.log(
                     Level::Error,
-                    &event("store_failed", format!("{why}; request rejected")),
+                    &store_failed(why, &job.request, client, job.from, decided),
                 );
                 let reject = to_reply(Decision::Reject {
                     message: Some(handler::UNAVAILABLE.into()),
@@ -698,6 +700,36 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
         });
         shared.handled.fetch_add(1, Ordering::Relaxed);
     }));
+}
+
+/// The log line for a request whose decision was logged but whose writes
+/// were rolled back: it names the request as that line did, and says the
+/// decision did not stand.
+fn store_failed(
+    why: &str,
+    request: &Request,
+    client: &str,
+    from: SocketAddr,
+    decided: &'static str,
+) -> Event {
+    Event {
+        event: "store_failed",
+        user: request
+            .user_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| handler::valid_user(u))
+            .unwrap_or_default()
+            .to_owned(),
+        service: format!("radius:{client}"),
+        rhost: Some(from.ip().to_string()),
+        outcome: Some("failure"),
+        reason: Some("store_failed"),
+        detail: Some(format!(
+            "{why}; the {decided} logged for this request was not stored: rejected instead"
+        )),
+        ..Event::default()
+    }
 }
 
 /// The wire form of a decision.
@@ -728,7 +760,45 @@ fn to_reply(d: Decision) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::stderr_wanted;
+    use super::*;
+
+    fn request(user: &str) -> Request {
+        Request {
+            code: wire::RequestCode::AccessRequest,
+            identifier: 1,
+            authenticator: [0; 16],
+            user_name: Some(user.into()),
+            user_password: None,
+            state: None,
+            proxy_state: Vec::new(),
+            has_message_authenticator: true,
+            nas_identifier: None,
+            nas_ip_address: None,
+            calling_station_id: None,
+        }
+    }
+
+    #[test]
+    fn a_rolled_back_decision_is_named_and_taken_back_in_the_log() {
+        let alice = request(" alice ");
+        let from = SocketAddr::from(([192, 0, 2, 7], 4000));
+        let line = store_failed("disk full", &alice, "vpn", from, "accept").to_line();
+        for part in [
+            "event=store_failed",
+            "user=alice",
+            "service=radius:vpn",
+            "rhost=192.0.2.7",
+            "outcome=failure",
+            "disk full",
+            "the accept logged for this request was not stored: rejected instead",
+        ] {
+            assert!(line.contains(part), "{part:?} missing from {line}");
+        }
+        // A name not fit for lookup is not logged either.
+        let odd = request("a\nb");
+        let line = store_failed("x", &odd, "vpn", from, "challenge").to_line();
+        assert!(line.contains("user=\"\""), "{line}");
+    }
 
     #[test]
     fn decisions_reach_the_journal_once() {
