@@ -1235,8 +1235,21 @@ pub struct SharedStore(std::sync::Arc<SharedInner>);
 
 struct SharedInner {
     state: std::sync::Mutex<SharedState>,
-    /// Wakes the committer: a transaction is open, or work is deferred.
+    /// Deferred work and what the committer waits on, under a lock of its
+    /// own: a request hands in its answer without waiting for the store's
+    /// lock (a commit, another request's step). Taken after `state` when
+    /// both are held, never before.
+    queue: std::sync::Mutex<Queue>,
+    /// Wakes the committer (with `queue`): a transaction is open, or work
+    /// is deferred.
     wake: std::sync::Condvar,
+    /// Threads amid a request: they used the store and have not deferred
+    /// their answer yet. The committer waits a little for them, so one
+    /// commit serves them too.
+    in_request: std::sync::atomic::AtomicUsize,
+    /// The committer has ended: whoever defers commits, and steps run
+    /// outside any batch. Set with both locks held.
+    closed: std::sync::atomic::AtomicBool,
     batched: bool,
     /// Validated numbers, as in the `number_cache` table. Its rows never
     /// change meaning (the key holds the build's version), so they can be
@@ -1266,24 +1279,25 @@ struct SharedState {
     /// The newest epoch whose writes were rolled back (0: none), and why.
     last_failed: u64,
     failure: String,
-    deferred: Vec<(u64, Deferred)>,
-    stop: bool,
-    /// The committer has ended: whoever defers commits.
-    closed: bool,
-    /// The committer sleeps on `wake` (only then is it worth a wake-up).
-    idle: bool,
-    /// Threads amid a request: they used the store and have not deferred
-    /// their answer yet. The committer waits a little for them, so one
-    /// commit serves them too.
-    in_request: usize,
-    /// The committer waits for `in_request` to reach zero.
-    gathering: bool,
     /// When the last commit ended, and since when transactions have
     /// followed each other with no turn for other processes.
     last_commit: std::time::Instant,
     held_since: std::time::Instant,
     /// Turns left to other processes so far.
     turns: u64,
+}
+
+/// What the committer waits on (see [`SharedInner::queue`]).
+struct Queue {
+    deferred: Vec<(u64, Deferred)>,
+    /// A transaction is open: commit it before long even if no answer
+    /// waits for it.
+    open: bool,
+    stop: bool,
+    /// The committer sleeps on `wake` (only then is it worth a wake-up).
+    idle: bool,
+    /// The committer waits for `in_request` to reach zero.
+    gathering: bool,
     /// Tests hold the committer off to interleave requests at will.
     #[cfg(test)]
     paused: bool,
@@ -1366,19 +1380,22 @@ impl SharedStore {
                 epoch: 1,
                 last_failed: 0,
                 failure: String::new(),
-                deferred: Vec::new(),
-                stop: false,
-                closed: false,
-                idle: false,
-                in_request: 0,
-                gathering: false,
                 last_commit: std::time::Instant::now(),
                 held_since: std::time::Instant::now(),
                 turns: 0,
+            }),
+            queue: std::sync::Mutex::new(Queue {
+                deferred: Vec::new(),
+                open: false,
+                stop: false,
+                idle: false,
+                gathering: false,
                 #[cfg(test)]
                 paused: false,
             }),
             wake: std::sync::Condvar::new(),
+            in_request: std::sync::atomic::AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
             batched,
             numbers: std::sync::RwLock::new(std::collections::HashMap::new()),
             after_batch: std::sync::OnceLock::new(),
@@ -1394,6 +1411,7 @@ impl SharedStore {
     /// rolled back instead, in which case `f` must answer as for a failed
     /// store.
     pub fn defer(&self, f: Deferred) {
+        use std::sync::atomic::Ordering::Relaxed;
         let touched = TOUCHED
             .with(|t| t.take())
             .filter(|(id, _)| *id == self.id());
@@ -1401,22 +1419,30 @@ impl SharedStore {
             f(Ok(()));
             return self.0.batch_done();
         }
-        let mut st = self.0.lock();
-        if touched.is_some() {
-            st.in_request = st.in_request.saturating_sub(1);
-        }
+        let mut q = self.0.queue();
+        let in_request = if touched.is_some() {
+            // Under `queue`, so the committer's wait for zero sees it.
+            let was = self
+                .0
+                .in_request
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)))
+                .unwrap_or(0);
+            was.saturating_sub(1)
+        } else {
+            self.0.in_request.load(Relaxed)
+        };
         // Nothing touched: nothing to lose.
         let first = touched.map_or(u64::MAX, |(_, e)| e);
-        st.deferred.push((first, f));
-        if st.closed {
+        q.deferred.push((first, f));
+        if self.0.closed.load(Relaxed) {
             // No committer any more (shutting down): commit here.
-            let done = st.commit();
-            drop(st);
+            drop(q);
+            let done = self.0.lock().commit(&self.0);
             done.run(&self.0);
             return;
         }
-        let wake = st.idle || st.gathering && st.in_request == 0;
-        drop(st);
+        let wake = q.idle || q.gathering && in_request == 0;
+        drop(q);
         if wake {
             self.0.wake.notify_one();
         }
@@ -1458,8 +1484,9 @@ impl SharedStore {
         &self,
         f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut st = self.0.lock();
-        if !self.0.batched || st.closed {
+        if !self.0.batched || self.0.closed.load(Relaxed) {
             return f(&st.store);
         }
         if st.store.conn.is_autocommit() {
@@ -1469,6 +1496,15 @@ impl SharedStore {
                 .conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(|e| st.store.err(e))?;
+            // An idle committer sleeps until work is deferred; from now on
+            // it must commit before long whatever happens.
+            let mut q = self.0.queue();
+            q.open = true;
+            let idle = q.idle;
+            drop(q);
+            if idle {
+                self.0.wake.notify_one();
+            }
         }
         let epoch = st.epoch;
         let id = self.id();
@@ -1480,7 +1516,7 @@ impl SharedStore {
             first
         });
         if first_step {
-            st.in_request += 1;
+            self.0.in_request.fetch_add(1, Relaxed);
         }
         let out = f(&st.store);
         if let Err(e) = &out {
@@ -1496,7 +1532,7 @@ impl SharedStore {
     }
 }
 
-impl SharedState {
+impl Queue {
     #[cfg(test)]
     fn paused(&self) -> bool {
         self.paused
@@ -1514,6 +1550,10 @@ impl SharedInner {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
         lock_spinning(&self.state)
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The end of a batch of deferred work: the hook, if any.
@@ -1566,53 +1606,65 @@ fn commit_loop(inner: &SharedInner) {
     // defers commits from then on (as after shutdown), and the thread ends.
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_rounds(inner)));
     if ran.is_err() {
-        inner.lock().closed = true;
+        let _st = inner.lock();
+        let _q = inner.queue();
+        inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 fn commit_rounds(inner: &SharedInner) {
+    use std::sync::atomic::Ordering::Relaxed;
     loop {
-        let mut st = inner.lock();
+        let mut q = inner.queue();
         // Commit when an answer waits for it. A transaction no answer
         // waits for yet gets a moment, then is committed anyway, so the
         // write lock is never kept from other processes for long.
-        while !st.stop && (st.deferred.is_empty() || st.paused()) {
-            st.idle = true;
-            if st.store.conn.is_autocommit() {
-                st = inner.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+        while !q.stop && (q.deferred.is_empty() || q.paused()) {
+            q.idle = true;
+            if !q.open {
+                q = inner.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             } else {
                 let (guard, timeout) = inner
                     .wake
-                    .wait_timeout(st, IDLE_COMMIT)
+                    .wait_timeout(q, IDLE_COMMIT)
                     .unwrap_or_else(|p| p.into_inner());
-                st = guard;
-                if timeout.timed_out() && !st.paused() {
-                    st.idle = false;
+                q = guard;
+                if timeout.timed_out() && !q.paused() {
+                    q.idle = false;
                     break;
                 }
             }
-            st.idle = false;
+            q.idle = false;
         }
         // Gather: requests under way will want this commit too.
         let since = std::time::Instant::now();
-        while !st.stop && st.in_request > 0 {
+        while !q.stop && inner.in_request.load(Relaxed) > 0 {
             let left = GATHER.saturating_sub(since.elapsed());
             if left.is_zero() {
                 break;
             }
-            st.gathering = true;
-            st = inner
+            q.gathering = true;
+            q = inner
                 .wake
-                .wait_timeout(st, left)
+                .wait_timeout(q, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            st.gathering = false;
+            q.gathering = false;
         }
-        if st.stop && st.deferred.is_empty() && st.store.conn.is_autocommit() {
-            st.closed = true;
-            return;
+        let stopping = q.stop;
+        drop(q);
+        let mut st = inner.lock();
+        if stopping && st.store.conn.is_autocommit() {
+            let q = inner.queue();
+            if q.deferred.is_empty() {
+                // Whoever defers from now on commits.
+                inner.closed.store(true, Relaxed);
+                return;
+            }
         }
-        let done = st.commit();
+        let done = st.commit(inner);
         drop(st);
         done.run(inner);
     }
@@ -1641,8 +1693,8 @@ struct Committed {
 }
 
 impl SharedState {
-    /// Commits the open transaction (if any) and takes the deferred work.
-    /// Under steady load the batches follow each other with no moment
+    /// Called before a new transaction begins. Under steady load the
+    /// batches follow each other with no moment
     /// between them in which another process (an sshd login, the admin
     /// tool) could take the write lock, and it would wait out its busy
     /// timeout: after [`HOLD_MAX`] of back-to-back transactions, leave the
@@ -1667,7 +1719,10 @@ impl SharedState {
         }
     }
 
-    fn commit(&mut self) -> Committed {
+    /// Commits the open transaction (if any) and takes the work deferred
+    /// so far: all of it relies on steps that ran before, under this lock,
+    /// so in this transaction or an earlier one.
+    fn commit(&mut self, inner: &SharedInner) -> Committed {
         if !self.store.conn.is_autocommit() {
             if let Err(e) = self.store.conn.execute_batch("COMMIT") {
                 let _ = self.store.conn.execute_batch("ROLLBACK");
@@ -1677,8 +1732,12 @@ impl SharedState {
             self.epoch += 1;
             self.last_commit = std::time::Instant::now();
         }
+        let mut q = inner.queue();
+        q.open = false;
+        let deferred = std::mem::take(&mut q.deferred);
+        drop(q);
         Committed {
-            deferred: std::mem::take(&mut self.deferred),
+            deferred,
             last_failed: self.last_failed,
             failure: if self.last_failed > 0 {
                 self.failure.clone()
@@ -1737,10 +1796,10 @@ fn checkpoint_loop(
         std::thread::park_timeout(CHECKPOINT_EVERY);
         let _ = checkpoint();
         let mut st = inner.lock();
-        if st.closed {
+        if inner.closed.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
         }
-        let done = st.commit();
+        let done = st.commit(inner);
         let _ = checkpoint();
         drop(st);
         done.run(inner);
@@ -1754,7 +1813,7 @@ impl Drop for Committer {
             t.thread().unpark();
             let _ = t.join();
         }
-        self.inner.lock().stop = true;
+        self.inner.queue().stop = true;
         self.inner.wake.notify_all();
         if let Some(t) = self.thread.take() {
             // The last reference may go away inside deferred work, on the
@@ -2246,7 +2305,7 @@ mod tests {
         let (_d, shared, _committer, other) = batched_pair();
         // Hold the committer off while the batch fails, as a busy server's
         // requests interleave: one request wrote, another one's step fails.
-        shared.0.lock().paused = true;
+        shared.0.queue().paused = true;
         let c = record(2, "alice");
         shared.insert_challenge(&c).unwrap();
         // What SQLite does on some I/O errors: the whole transaction goes.
@@ -2256,7 +2315,7 @@ mod tests {
         });
         assert!(err.is_err());
         let rx = probe(&shared, other, c.id);
-        shared.0.lock().paused = false;
+        shared.0.queue().paused = false;
         shared.0.wake.notify_one();
         let (outcome, seen, other) = wait(&rx);
         assert!(
@@ -2373,6 +2432,34 @@ mod tests {
         }));
         plain.defer(Box::new(|_| {}));
         assert_eq!(hooked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn handing_in_an_answer_does_not_wait_for_the_store() {
+        let (_d, shared, _committer, _other) = batched_pair();
+        shared.insert_challenge(&record(1, "alice")).unwrap();
+        // Another thread holds the store's lock, as a long step would.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let _st = shared.0.lock();
+                held_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(500));
+            })
+        };
+        held_rx.recv().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t0 = std::time::Instant::now();
+        shared.defer(Box::new(move |o| {
+            let _ = tx.send(o.is_ok());
+        }));
+        let took = t0.elapsed();
+        assert!(took < Duration::from_millis(250), "defer waited {took:?}");
+        // It runs once the store is free and the step committed.
+        assert!(wait(&rx));
+        assert!(t0.elapsed() >= Duration::from_millis(400));
+        holder.join().unwrap();
     }
 
     /// Runs `f` as one request's steps and waits for its commit.
