@@ -209,6 +209,8 @@ pub struct ServerSinks {
     /// The syslog socket and the connection to it, if syslog is on.
     syslog: Option<(PathBuf, std::sync::Mutex<Option<SyslogLogger>>)>,
     stderr: bool,
+    /// Whether there is an audit file (it lives in `pending`).
+    to_file: bool,
     pending: std::sync::Mutex<Pending>,
 }
 
@@ -246,6 +248,7 @@ impl ServerSinks {
             debug,
             syslog: syslog.map(|socket| (socket, std::sync::Mutex::new(None))),
             stderr,
+            to_file: file.is_some(),
             pending: std::sync::Mutex::new(Pending {
                 stderr: Vec::new(),
                 file_lines: Vec::new(),
@@ -298,15 +301,16 @@ impl AuditSink for ServerSinks {
             return;
         }
         self.send_syslog(level, event);
+        // Formatted before taking the lock every worker shares.
+        let stderr = self.stderr.then(|| stderr_line(&self.ident, level, event));
+        let file = self.to_file.then(|| file_line(at, level, event));
         let full = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if self.stderr {
-                p.stderr
-                    .extend_from_slice(stderr_line(&self.ident, level, event).as_bytes());
+            if let Some(line) = &stderr {
+                p.stderr.extend_from_slice(line.as_bytes());
             }
-            if p.file.is_some() {
-                p.file_lines
-                    .extend_from_slice(file_line(at, level, event).as_bytes());
+            if let Some(line) = &file {
+                p.file_lines.extend_from_slice(line.as_bytes());
             }
             p.stderr.len() + p.file_lines.len() > PENDING_MAX
         };

@@ -190,12 +190,12 @@ impl FileDirectory {
             .collect())
     }
 
-    fn entry(&self, found: Option<&(Box<str>, u32, u32)>) -> Option<Entry> {
-        found.map(|(raw, line, col)| Entry {
-            raw: raw.to_string(),
+    fn entry(&self, (raw, line, col): (Box<str>, u32, u32)) -> Entry {
+        Entry {
+            raw: raw.into_string(),
             source: self.name(),
             location: format!("{}:{line}:{col}", self.path.display()),
-        })
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Option<Parsed>> {
@@ -263,7 +263,10 @@ impl Directory for FileDirectory {
     }
 
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
-        Ok(self.with_entries(|e| self.entry(e.get(user)))?.flatten())
+        // Only the copy under the lock the server's threads share; the
+        // entry's strings are made after.
+        let found = self.with_entries(|e| e.get(user).cloned())?.flatten();
+        Ok(found.map(|f| self.entry(f)))
     }
 
     fn users(&self) -> Result<Vec<String>, DirectoryError> {
