@@ -13,13 +13,13 @@
 # are not counted, as benchmarks do, so neither is measured while its
 # caches fill (smsotp-radiusd also once it has checked its phone list, its
 # counterpart of FreeRADIUS reading its users file before it is ready).
-# Then ROUNDS rounds (3) of FLOWS flows each, the two servers taking turns
+# Then ROUNDS rounds (5) of FLOWS flows each, the two servers taking turns
 # and swapping who goes first each round: this machine's speed drifts by
 # 20% and more within a minute, and turns spread that over both. The
 # summary gives every run, then the medians and the median of the
 # per-round ratios.
 #
-# Knobs (environment): FLOWS (20000), WARMUP (2000), ROUNDS (3), DURATION (300 s, a cap per run),
+# Knobs (environment): FLOWS (20000), WARMUP (2000), ROUNDS (5), DURATION (300 s, a cap per run),
 # INFLIGHT (64), SOCKETS (4), USERS (10000), PENDING (10000),
 # ONLY=freeradius|smsotp (run one side), KEEP=1 (keep the temp dir),
 # NO_BUILD=1 (use the release binaries already in target/).
@@ -36,7 +36,7 @@ root=$(pwd)
 
 FLOWS=${FLOWS:-20000}
 WARMUP=${WARMUP:-2000}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-300}
 INFLIGHT=${INFLIGHT:-64}
 SOCKETS=${SOCKETS:-4}
