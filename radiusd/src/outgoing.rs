@@ -3,7 +3,7 @@
 //! Replies wait for the store's commit of what they rely on; the commit
 //! thread then runs each request's deferred work, which queues its reply
 //! here, and sends the lot once the batch is done ([`flush`], the store's
-//! end-of-batch hook): one `sendmmsg(2)` per socket for up to [`CHUNK`]
+//! end-of-batch hook): one `sendmmsg(2)` per socket for up to `CHUNK` (64)
 //! replies rather than one `sendto(2)` each. Besides the system calls, it
 //! spares the commit thread from being preempted, after each reply, by the
 //! client it has just woken, while the rest of the batch waits.
