@@ -79,10 +79,12 @@ fn send_all(socket: &UdpSocket, replies: &[Reply]) {
             MsgFlags::empty(),
         )
         .map(Iterator::count);
-        // Sent in part: go on after the last one sent. Refused (the first
-        // of those left): drop that one and go on.
+        // Sent in part: go on after the last one sent. Interrupted by a
+        // signal before any left: try again. Refused (the first of those
+        // left): drop that one and go on.
         start += match sent {
             Ok(n) if n > 0 => n,
+            Err(nix::errno::Errno::EINTR) => 0,
             _ => 1,
         };
     }
