@@ -45,6 +45,19 @@ pub struct LoginContext {
     pub rhost: Option<String>,
 }
 
+impl LoginContext {
+    /// An event about this login, named as every event of it is.
+    pub fn event(&self, event: &'static str) -> Event {
+        Event {
+            event,
+            user: self.user.clone(),
+            service: self.service.clone(),
+            rhost: self.rhost.clone(),
+            ..Event::default()
+        }
+    }
+}
+
 /// The final answer of a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -487,13 +500,7 @@ impl Engine {
     }
 
     fn event(&self, ctx: &LoginContext, event: &'static str) -> Event {
-        Event {
-            event,
-            user: ctx.user.clone(),
-            service: ctx.service.clone(),
-            rhost: ctx.rhost.clone(),
-            ..Event::default()
-        }
+        ctx.event(event)
     }
 
     fn log(&self, level: Level, e: &Event) {

@@ -65,21 +65,8 @@ pub fn handle(
     if req.code == RequestCode::StatusServer {
         return Decision::Accept { message: None };
     }
-    let Some(user) = req
-        .user_name
-        .as_deref()
-        .map(str::trim)
-        .filter(|u| valid_user(u))
-    else {
+    let Some(ctx) = login_context(&client.name, req, from) else {
         return Decision::Reject { message: None };
-    };
-    let ctx = LoginContext {
-        user: user.to_owned(),
-        service: format!("radius:{}", client.name),
-        rhost: req
-            .calling_station_id
-            .clone()
-            .or_else(|| Some(req.nas_ip_address.unwrap_or(from).to_string())),
     };
     let password: &[u8] = req.user_password.as_deref().map_or(&[], |p| p.as_slice());
     let result = match (&req.state, client.mode) {
@@ -95,8 +82,26 @@ pub fn handle(
     })
 }
 
+/// The login a request is about, as the core and the log name it: `None`
+/// without a user name worth looking up.
+pub(crate) fn login_context(client: &str, req: &Request, from: IpAddr) -> Option<LoginContext> {
+    let user = req
+        .user_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| valid_user(u))?;
+    Some(LoginContext {
+        user: user.to_owned(),
+        service: format!("radius:{client}"),
+        rhost: req
+            .calling_station_id
+            .clone()
+            .or_else(|| Some(req.nas_ip_address.unwrap_or(from).to_string())),
+    })
+}
+
 /// A user name worth looking up: printable, no path or field separators.
-pub(crate) fn valid_user(u: &str) -> bool {
+fn valid_user(u: &str) -> bool {
     !u.is_empty() && u.len() <= 256 && !u.chars().any(|c| c.is_control() || c == ':' || c == '/')
 }
 

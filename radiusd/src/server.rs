@@ -703,8 +703,8 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
 }
 
 /// The log line for a request whose decision was logged but whose writes
-/// were rolled back: it names the request as that line did, and says the
-/// decision did not stand.
+/// were rolled back: it names the request as that line did (the same
+/// login context), and says the decision did not stand.
 fn store_failed(
     why: &str,
     request: &Request,
@@ -712,24 +712,21 @@ fn store_failed(
     from: SocketAddr,
     decided: &'static str,
 ) -> Event {
-    Event {
-        event: "store_failed",
-        user: request
-            .user_name
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| handler::valid_user(u))
-            .unwrap_or_default()
-            .to_owned(),
-        service: format!("radius:{client}"),
-        rhost: Some(from.ip().to_string()),
-        outcome: Some("failure"),
-        reason: Some("store_failed"),
-        detail: Some(format!(
-            "{why}; the {decided} logged for this request was not stored: rejected instead"
-        )),
-        ..Event::default()
-    }
+    let mut e = match handler::login_context(client, request, from.ip()) {
+        Some(ctx) => ctx.event("store_failed"),
+        None => Event {
+            event: "store_failed",
+            service: format!("radius:{client}"),
+            rhost: Some(from.ip().to_string()),
+            ..Event::default()
+        },
+    };
+    e.outcome = Some("failure");
+    e.reason = Some("store_failed");
+    e.detail = Some(format!(
+        "{why}; the {decided} logged for this request was not stored: rejected instead"
+    ));
+    e
 }
 
 /// The wire form of a decision.
@@ -794,10 +791,20 @@ mod tests {
         ] {
             assert!(line.contains(part), "{part:?} missing from {line}");
         }
+        // Named as the decision was: by Calling-Station-Id when the NAS
+        // sends one.
+        let mut via_nas = request("alice");
+        via_nas.calling_station_id = Some("198.51.100.9".into());
+        let line = store_failed("x", &via_nas, "vpn", from, "accept").to_line();
+        assert!(line.contains("rhost=198.51.100.9"), "{line}");
         // A name not fit for lookup is not logged either.
         let odd = request("a\nb");
         let line = store_failed("x", &odd, "vpn", from, "challenge").to_line();
-        assert!(line.contains("user=\"\""), "{line}");
+        assert!(
+            line.contains("user=\"\"") && !line.contains("a\\nb"),
+            "{line}"
+        );
+        assert!(line.contains("service=radius:vpn"), "{line}");
     }
 
     #[test]
