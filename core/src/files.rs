@@ -156,19 +156,19 @@ impl AppendFile {
             (Some((_, dev, ino)), Some(now)) => (*dev, *ino) == now,
             _ => false,
         };
-        if !same {
-            self.open = None;
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(&self.path)
-                .map_err(AppendError::Open)?;
-            let m = file.metadata().map_err(AppendError::Open)?;
-            self.open = Some((file, m.dev(), m.ino()));
-        }
-        let Some((file, _, _)) = self.open.as_mut() else {
-            return Ok(());
+        let file = match &mut self.open {
+            Some((file, _, _)) if same => file,
+            _ => {
+                self.open = None;
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(&self.path)
+                    .map_err(AppendError::Open)?;
+                let m = file.metadata().map_err(AppendError::Open)?;
+                &mut self.open.insert((file, m.dev(), m.ino())).0
+            }
         };
         file.write_all(bytes).map_err(|e| {
             self.open = None;

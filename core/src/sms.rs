@@ -95,8 +95,9 @@ impl SmsProvider for OutboxProvider {
             to: sms.to.e164(),
         };
         // Written straight into one buffer (the message holds the code),
-        // which is wiped after.
-        let mut bytes = Vec::with_capacity(96 + sms.text.len());
+        // which is wiped after; sized for the worst escaping (`\u00XX`,
+        // six bytes a byte) so it never grows and leaves a copy behind.
+        let mut bytes = Vec::with_capacity(128 + 6 * sms.text.len());
         let r = match serde_json::to_writer(&mut bytes, &line) {
             Ok(()) => {
                 bytes.push(b'\n');
