@@ -13,6 +13,12 @@
 //! Only the pamtester process is timed (spawn to exit, answers included);
 //! oathtool runs before the clock starts. Reading the SMS from the outbox is
 //! timed, as a user would have to read it too (it is a few microseconds).
+//!
+//! Then two parts of a login's cost, each timed in fresh processes (sshd
+//! pays them once per login): loading the module (`dlopen`, libpam already
+//! loaded, as in sshd), and validating a first phone number, which builds
+//! the numbering metadata (what the store's number cache spares later
+//! logins).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +37,11 @@ const PHONE: &str = "+12015550123";
 /// The figure the project promises: pam_smsotp's cost over pam_permit.
 const TARGET_MS: f64 = 5.0;
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Set in a child of this program: what it times, once ("dlopen:PATH" or
+/// "parse"); it prints microseconds.
+const CHILD_ENV: &str = "SMSOTP_BENCH_PAM_CHILD";
+/// Fresh processes per one-off figure.
+const ONE_OFF_RUNS: usize = 5;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -372,7 +383,58 @@ fn check_prerequisites(args: &Args) -> Result<()> {
     }
 }
 
+/// In a child: times `what` once and prints the microseconds.
+fn child(what: &str) -> Result<()> {
+    let micros = if let Some(path) = what.strip_prefix("dlopen:") {
+        let libpam = std::ffi::CString::new("libpam.so.0")?;
+        let module = std::ffi::CString::new(path)?;
+        // SAFETY: dlopen with valid C strings; the handles are kept (the
+        // process ends right after).
+        unsafe {
+            if libc::dlopen(libpam.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL).is_null() {
+                return Err("cannot load libpam.so.0".into());
+            }
+            let t0 = Instant::now();
+            if libc::dlopen(module.as_ptr(), libc::RTLD_NOW).is_null() {
+                return Err(format!("cannot load {path}").into());
+            }
+            t0.elapsed()
+        }
+    } else if what == "parse" {
+        let t0 = Instant::now();
+        smsotp_core::phone::Phone::parse(PHONE, None)
+            .map_err(|e| format!("{PHONE} did not validate: {e}"))?;
+        t0.elapsed()
+    } else {
+        return Err(format!("unknown {CHILD_ENV}={what}").into());
+    };
+    println!("{}", micros.as_micros());
+    Ok(())
+}
+
+/// Times `what` once in each of [`ONE_OFF_RUNS`] fresh processes; ms.
+fn one_off(what: &str) -> Result<Vec<f64>> {
+    let me = std::env::current_exe()?;
+    (0..ONE_OFF_RUNS)
+        .map(|_| -> Result<f64> {
+            let out = Command::new(&me).env(CHILD_ENV, what).output()?;
+            if !out.status.success() {
+                return Err(format!(
+                    "timing {what} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+                .into());
+            }
+            let micros: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+            Ok(micros / 1e3)
+        })
+        .collect()
+}
+
 fn main() -> Result<()> {
+    if let Ok(what) = std::env::var(CHILD_ENV) {
+        return child(&what);
+    }
     let args = Args::parse()?;
     check_prerequisites(&args)?;
     let mut bench = Bench::new(&args)?;
@@ -428,6 +490,27 @@ fn main() -> Result<()> {
         "pam_smsotp over pam_oath:   {:+.3} ms mean per login",
         smsotp.mean - oath.mean
     );
+    println!();
+    let module = args.module.to_str().ok_or("module path is not UTF-8")?;
+    for (what, label) in [
+        (
+            format!("dlopen:{module}"),
+            "loading pam_smsotp (dlopen RTLD_NOW, libpam loaded)",
+        ),
+        (
+            "parse".to_string(),
+            "validating a first phone number (builds the metadata)",
+        ),
+    ] {
+        let mut ms = one_off(&what)?;
+        let st = stats(&mut ms);
+        println!(
+            "{label}: median {:.3} ms, min {:.3}, max {:.3} ({ONE_OFF_RUNS} fresh processes)",
+            st.median,
+            st.min,
+            ms[ms.len() - 1]
+        );
+    }
     println!();
     println!(
         "reproduce: scripts/bench-pam.sh --logins {}   (or: cargo build --release -p pam_smsotp && \
