@@ -940,6 +940,22 @@ impl Engine {
         expired: Expired,
     ) -> Result<Answer, FlowError> {
         let now = self.now();
+        // The usual answer, the right code in time, in one store step; any
+        // other (and an enrollment code) is looked at closely below.
+        if let Some(code) = otp::normalise(input, self.cfg.otp.alphabet) {
+            let mac = self.key.mac(id, &ctx.user, &ctx.service, &code);
+            if let Some(masked) = self
+                .store
+                .consume_code(id, &ctx.user, &ctx.service, &mac, now)?
+            {
+                let shown = (!masked.is_empty()).then_some(masked.as_str());
+                return Ok(Answer::Done(self.finish(
+                    ctx,
+                    Verdict::Accept(Accept::CodeVerified),
+                    shown,
+                )));
+            }
+        }
         let (rec, locked) = self.store.challenge_and_lockout(id, &ctx.user, now)?;
         let Some(rec) = rec else {
             return Ok(Answer::Done(self.finish(

@@ -516,6 +516,32 @@ fn lockout_after_consecutive_failures_and_its_end() {
 }
 
 #[test]
+fn a_lockout_meanwhile_refuses_the_right_code_of_an_open_challenge() {
+    let h = harness("[limits]\nlockout_after = 2\nlockout = \"10m\"\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let code = h.last_code();
+    // A second login, elsewhere, fails until the user is locked out.
+    let other = ctx("alice", "sudo");
+    let ch2 = h.start(&other);
+    let bad = wrong(&h.last_code());
+    h.answer(&other, &ch2, &bad);
+    h.answer(&other, &ch2, &bad);
+    assert!(h.audit_text().contains("event=locked_out"));
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Reject(Reject::LockedOut))
+    );
+    // The challenge is gone with it: once the lockout ends, the old code
+    // is no good either.
+    h.clock.advance(Duration::from_secs(600));
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Reject(Reject::UnknownChallenge))
+    );
+}
+
+#[test]
 fn success_resets_the_failure_count() {
     let h = harness("[limits]\nlockout_after = 3\nsms_per_user = \"100/1h\"\n");
     let c = ctx("alice", "sshd");

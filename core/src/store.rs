@@ -216,6 +216,22 @@ pub trait Store {
         code_mac: &[u8; 32],
         user: &str,
     ) -> Result<bool, StoreError>;
+    /// Round two's usual case in one transaction: deletes challenge `id`
+    /// if it is `user`'s for `service`, waits for an SMS code
+    /// ([`Step::Code`]), has not expired at `now`, holds `code_mac`
+    /// (compared in constant time) and `user` is not locked out; then
+    /// clears `user`'s failure count. Returns the challenge's masked number
+    /// if it did, and changes nothing if not (the caller then looks at the
+    /// challenge to say why). Like [`Store::consume`], true for exactly one
+    /// caller.
+    fn consume_code(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        service: &str,
+        code_mac: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<String>, StoreError>;
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError>;
     /// Forgets expired challenges and send records older than `keep`.
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError>;
@@ -957,6 +973,52 @@ impl Store for SqliteStore {
                     .execute([user])?;
             }
             Ok(n == 1)
+        })
+    }
+
+    fn consume_code(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        service: &str,
+        code_mac: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        self.write(|tx| {
+            let rec = tx
+                .prepare_cached(
+                    "SELECT user = ?2 AND service = ?3 AND step = ?4 AND expires_at > ?5,
+                       code_mac, phone_masked FROM challenge WHERE id = ?1",
+                )?
+                .query_row(
+                    params![&id.0[..], user, service, Step::Code.to_db(), now],
+                    |r| {
+                        let usable: bool = r.get(0)?;
+                        let mac = r.get_ref(1)?.as_blob()?;
+                        if usable && crate::otp::macs_equal(mac, code_mac) {
+                            r.get::<_, String>(2).map(Some)
+                        } else {
+                            Ok(None)
+                        }
+                    },
+                )
+                .optional()?
+                .flatten();
+            let Some(masked) = rec else { return Ok(None) };
+            let failure: Option<Option<Millis>> = tx
+                .prepare_cached("SELECT locked_until FROM failure WHERE user = ?1")?
+                .query_row([user], |r| r.get(0))
+                .optional()?;
+            if let Some(locked_until) = failure {
+                if locked_until.is_some_and(|u| u > now) {
+                    return Ok(None);
+                }
+                tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                    .execute([user])?;
+            }
+            tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                .execute([&id.0[..]])?;
+            Ok(Some(masked))
         })
     }
 
@@ -1924,6 +1986,16 @@ impl Store for SharedStore {
     ) -> Result<bool, StoreError> {
         self.with(|s| s.consume(id, code_mac, user))
     }
+    fn consume_code(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        service: &str,
+        code_mac: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        self.with(|s| s.consume_code(id, user, service, code_mac, now))
+    }
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
         self.with(|s| s.delete_challenge(id))
     }
@@ -2151,6 +2223,64 @@ mod tests {
         );
         assert!(s.consume(&c.id, &[5; 32], "alice").unwrap());
         assert!(!s.consume(&c.id, &[5; 32], "alice").unwrap(), "second use");
+    }
+
+    #[test]
+    fn consume_code_takes_only_a_usable_challenge_and_once() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let c = record(4, "alice");
+        s.insert_challenge(&c).unwrap();
+        let mut other = record(5, "alice");
+        other.step = Step::EnrollCode;
+        s.insert_challenge(&other).unwrap();
+        let lock = Duration::from_secs(60);
+        let take = |id: &ChallengeId, user: &str, service: &str, mac: &[u8; 32], now: Millis| {
+            s.consume_code(id, user, service, mac, now).unwrap()
+        };
+        // Each condition refuses on its own, and leaves the challenge be.
+        assert_eq!(take(&c.id, "alice", "sshd", &[9; 32], 2_000), None, "mac");
+        assert_eq!(take(&c.id, "bob", "sshd", &c.code_mac, 2_000), None, "user");
+        assert_eq!(
+            take(&c.id, "alice", "sudo", &c.code_mac, 2_000),
+            None,
+            "service"
+        );
+        assert_eq!(
+            take(&c.id, "alice", "sshd", &c.code_mac, 301_000),
+            None,
+            "expired"
+        );
+        let enroll = (&other.id, &other.code_mac);
+        assert_eq!(
+            take(enroll.0, "alice", "sshd", enroll.1, 2_000),
+            None,
+            "step"
+        );
+        s.record_failure("alice", 2_000, 1, lock).unwrap();
+        assert_eq!(
+            take(&c.id, "alice", "sshd", &c.code_mac, 3_000),
+            None,
+            "locked"
+        );
+        assert_eq!(s.challenge(&c.id).unwrap().as_ref(), Some(&c));
+        assert_eq!(s.locked_until("alice", 3_000).unwrap(), Some(62_000));
+        // Once the lockout has ended, the right code is taken, the
+        // failure count cleared, and the code is used up.
+        assert_eq!(
+            take(&c.id, "alice", "sshd", &c.code_mac, 62_000).as_deref(),
+            Some("******0143")
+        );
+        assert_eq!(s.challenge(&c.id).unwrap(), None);
+        assert_eq!(
+            s.failures("alice", 62_000).unwrap(),
+            FailureState::default()
+        );
+        assert_eq!(
+            take(&c.id, "alice", "sshd", &c.code_mac, 62_000),
+            None,
+            "reuse"
+        );
+        assert!(s.challenge(&other.id).unwrap().is_some());
     }
 
     #[test]
