@@ -39,15 +39,24 @@ pub struct Event {
 impl Event {
     /// `key=value` pairs, values quoted when they need it.
     pub fn to_line(&self) -> String {
-        let mut s = String::new();
+        let mut s = String::with_capacity(160);
+        self.write_line(&mut s);
+        s
+    }
+
+    /// [`Event::to_line`], appended to `s`.
+    pub fn write_line(&self, s: &mut String) {
+        let start = s.len();
         let mut kv = |k: &str, v: &str| {
-            if !s.is_empty() {
+            if s.len() > start {
                 s.push(' ');
             }
+            s.push_str(k);
+            s.push('=');
             if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '"' || c == '=') {
-                let _ = write!(s, "{k}={v:?}");
+                let _ = write!(s, "{v:?}");
             } else {
-                let _ = write!(s, "{k}={v}");
+                s.push_str(v);
             }
         };
         kv("event", self.event);
@@ -74,7 +83,6 @@ impl Event {
         if let Some(v) = &self.detail {
             kv("detail", v);
         }
-        s
     }
 
     pub fn to_json(&self, at: Millis, level: Level) -> serde_json::Value {
@@ -97,6 +105,12 @@ impl Event {
 /// Where events go.
 pub trait AuditSink {
     fn record(&self, level: Level, at: Millis, event: &Event);
+    /// Whether events of `level` are recorded at all (so callers can skip
+    /// making ones nobody keeps).
+    fn takes(&self, level: Level) -> bool {
+        let _ = level;
+        true
+    }
 }
 
 /// syslog, facility authpriv, through /dev/log. Connects per event and keeps
@@ -120,6 +134,10 @@ impl SyslogSink {
 }
 
 impl AuditSink for SyslogSink {
+    fn takes(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug
+    }
+
     fn record(&self, level: Level, _at: Millis, event: &Event) {
         if level == Level::Debug && !self.debug {
             return;
@@ -155,7 +173,14 @@ fn syslog_send(logger: &mut SyslogLogger, level: Level, line: &str) -> syslog::R
 
 /// An event as a line on standard error.
 fn stderr_line(ident: &str, level: Level, event: &Event) -> String {
-    format!("{ident}: {}: {}\n", tag(level), event.to_line())
+    let mut line = String::with_capacity(ident.len() + 200);
+    line.push_str(ident);
+    line.push_str(": ");
+    line.push_str(tag(level));
+    line.push_str(": ");
+    event.write_line(&mut line);
+    line.push('\n');
+    line
 }
 
 /// An event as a line of the JSON-lines audit file.
@@ -173,6 +198,10 @@ pub struct StderrSink {
 }
 
 impl AuditSink for StderrSink {
+    fn takes(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug
+    }
+
     fn record(&self, level: Level, _at: Millis, event: &Event) {
         if level == Level::Debug && !self.debug {
             return;
@@ -188,6 +217,10 @@ pub struct FileSink {
 }
 
 impl AuditSink for FileSink {
+    fn takes(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug
+    }
+
     fn record(&self, level: Level, at: Millis, event: &Event) {
         if level == Level::Debug && !self.debug {
             return;
@@ -296,6 +329,10 @@ impl ServerSinks {
 }
 
 impl AuditSink for ServerSinks {
+    fn takes(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug
+    }
+
     fn record(&self, level: Level, at: Millis, event: &Event) {
         if level == Level::Debug && !self.debug {
             return;
@@ -324,6 +361,9 @@ impl AuditSink for std::sync::Arc<ServerSinks> {
     fn record(&self, level: Level, at: Millis, event: &Event) {
         (**self).record(level, at, event);
     }
+    fn takes(&self, level: Level) -> bool {
+        (**self).takes(level)
+    }
 }
 
 fn tag(level: Level) -> &'static str {
@@ -346,6 +386,11 @@ impl Audit {
         for s in &self.sinks {
             s.record(level, at, event);
         }
+    }
+
+    /// Whether any sink records events of `level`.
+    pub fn takes(&self, level: Level) -> bool {
+        self.sinks.iter().any(|s| s.takes(level))
     }
 }
 
@@ -384,6 +429,7 @@ pub(crate) mod tests {
             service: "sshd".into(),
             ..Event::default()
         };
+        assert!(sink.takes(Level::Info) && !sink.takes(Level::Debug));
         sink.record(Level::Info, 0, &e);
         sink.record(Level::Debug, 0, &e); // dropped: debug is off
         sink.record(Level::Warning, 0, &e);
@@ -402,6 +448,51 @@ pub(crate) mod tests {
             String::from_utf8_lossy(&buf[..n]).starts_with("<84>"),
             "warning next, debug skipped"
         );
+    }
+
+    #[test]
+    fn audit_takes_debug_only_if_a_sink_does() {
+        let quiet = || StderrSink {
+            ident: "t".into(),
+            debug: false,
+        };
+        let mut audit = Audit {
+            sinks: vec![Box::new(quiet()), Box::new(quiet())],
+        };
+        assert!(audit.takes(Level::Info));
+        assert!(!audit.takes(Level::Debug));
+        audit.sinks.push(Box::new(FileSink {
+            path: PathBuf::from("/nonexistent/audit.jsonl"),
+            debug: true,
+        }));
+        assert!(audit.takes(Level::Debug));
+        assert!(
+            !Audit::default().takes(Level::Error),
+            "no sink, nothing kept"
+        );
+    }
+
+    #[test]
+    fn stderr_lines_quote_what_needs_it() {
+        let e = Event {
+            event: "reject",
+            user: "alice".into(),
+            service: "radius:vpn".into(),
+            outcome: Some("failure"),
+            detail: Some("said \"no\" = no".into()),
+            ..Event::default()
+        };
+        assert_eq!(
+            stderr_line("smsotp-radiusd", Level::Info, &e),
+            "smsotp-radiusd: info: event=reject user=alice service=radius:vpn outcome=failure \
+             detail=\"said \\\"no\\\" = no\"\n"
+        );
+        let server = Event {
+            event: "start",
+            rhost: Some(String::new()),
+            ..Event::default()
+        };
+        assert_eq!(server.to_line(), "event=start rhost=\"\"");
     }
 
     #[test]

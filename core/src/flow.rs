@@ -733,12 +733,14 @@ impl Engine {
                 ))),
             };
         };
-        let mut e = self.event(ctx, "phone_found");
-        e.phone = Some(found.phone.masked());
-        e.detail = Some(format!("from {}", found.source));
-        self.log(Level::Debug, &e);
         let phone = found.phone;
         let masked = phone.masked();
+        if self.audit.takes(Level::Debug) {
+            let mut e = self.event(ctx, "phone_found");
+            e.phone = Some(masked.clone());
+            e.detail = Some(format!("from {}", found.source));
+            self.log(Level::Debug, &e);
+        }
         if !phone.allowed(&self.cfg.phone) {
             return Ok(Start::Done(self.finish(
                 ctx,

@@ -136,9 +136,19 @@ impl Phone {
 
 /// Six stars and the last four digits, whatever the input.
 pub fn mask_raw(text: &str) -> String {
-    let digits: Vec<char> = text.chars().filter(char::is_ascii_digit).collect();
-    let tail: String = digits[digits.len().saturating_sub(4)..].iter().collect();
-    format!("******{tail}")
+    let mut tail = [0u8; 4];
+    let mut n = 0;
+    for d in text.bytes().filter(u8::is_ascii_digit) {
+        tail.rotate_left(1);
+        tail[3] = d;
+        n += 1;
+    }
+    let mut out = String::with_capacity(10);
+    out.push_str("******");
+    for &d in &tail[4 - n.min(4)..] {
+        out.push(char::from(d));
+    }
+    out
 }
 
 impl fmt::Display for Phone {
@@ -208,6 +218,9 @@ pub(crate) mod tests {
         assert_eq!(p.masked(), "******0143");
         assert_eq!(format!("{p}"), "******0143");
         assert_eq!(format!("{p:?}"), "Phone(******0143)");
+        assert_eq!(mask_raw("+49 (30) 12-34-567"), "******4567");
+        assert_eq!(mask_raw("x12"), "******12");
+        assert_eq!(mask_raw("none"), "******");
         // Errors mask the number too.
         let e = Phone::parse("+1 123 4567", None).unwrap_err().to_string();
         assert!(!e.contains("123 4567"), "{e}");
