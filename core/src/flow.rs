@@ -315,6 +315,16 @@ impl Retry {
     }
 }
 
+/// How [`Engine::start_with`] names a new challenge.
+#[derive(Debug, Clone, Copy)]
+enum Ids {
+    /// 128 random bits: the challenge id travels to the user (a RADIUS
+    /// State, a PAM conversation).
+    Random,
+    /// [`OtpKey::login_id`]: found again by user and service alone.
+    PerLogin,
+}
+
 /// What an answer that comes after the code expired gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
@@ -660,6 +670,25 @@ impl Engine {
 
     /// Step one: decide whether the user needs a code, and send it.
     pub fn start(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
+        self.start_with(ctx, Ids::Random)
+    }
+
+    /// [`Engine::start`] for front ends that cannot carry the challenge id
+    /// between rounds: the challenge gets the one id of this user and
+    /// service ([`OtpKey::login_id`]), replacing any pending one, and
+    /// [`Engine::pending`] finds it.
+    pub fn start_one_per_login(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
+        self.start_with(ctx, Ids::PerLogin)
+    }
+
+    fn new_id(&self, ctx: &LoginContext, ids: Ids) -> Result<ChallengeId, FlowError> {
+        Ok(match ids {
+            Ids::Random => ChallengeId::random(&*self.rng)?,
+            Ids::PerLogin => self.key.login_id(&ctx.user, &ctx.service),
+        })
+    }
+
+    fn start_with(&self, ctx: &LoginContext, ids: Ids) -> Result<Start, FlowError> {
         let policy = &self.cfg.policy;
         if policy.exempt_users.contains(&ctx.user) {
             return Ok(Start::Done(self.finish(
@@ -722,9 +751,9 @@ impl Engine {
                     Verdict::Accept(Accept::NoPhoneAllowed),
                     None,
                 ))),
-                NoPhone::Enroll => self.open_without_sms(ctx, now, Step::EnrollNumber),
+                NoPhone::Enroll => self.open_without_sms(ctx, ids, now, Step::EnrollNumber),
                 NoPhone::Deny if self.backup_usable(&ctx.user)? => {
-                    self.open_without_sms(ctx, now, Step::BackupOnly)
+                    self.open_without_sms(ctx, ids, now, Step::BackupOnly)
                 }
                 NoPhone::Deny => Ok(Start::Done(self.finish(
                     ctx,
@@ -748,7 +777,7 @@ impl Engine {
                 Some(&masked),
             )));
         }
-        let id = ChallengeId::random(&*self.rng)?;
+        let id = self.new_id(ctx, ids)?;
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
         let ttl = self.cfg.otp.ttl;
         let rec = ChallengeRecord {
@@ -819,10 +848,11 @@ impl Engine {
     fn open_without_sms(
         &self,
         ctx: &LoginContext,
+        ids: Ids,
         now: Millis,
         step: Step,
     ) -> Result<Start, FlowError> {
-        let id = ChallengeId::random(&*self.rng)?;
+        let id = self.new_id(ctx, ids)?;
         // A MAC no code can have: random, and the step decides anyway.
         let mut code_mac = [0u8; 32];
         self.rng.fill(&mut code_mac)?;
@@ -1331,13 +1361,17 @@ impl Engine {
         ))
     }
 
-    /// The newest pending challenge of this user for this service, if any
-    /// (for front ends that cannot carry the challenge id between rounds).
+    /// The unexpired challenge [`Engine::start_one_per_login`] opened for
+    /// this user and service, if any.
     pub fn pending(&self, ctx: &LoginContext) -> Result<Option<ChallengeInfo>, FlowError> {
         let now = self.now();
+        let id = self.key.login_id(&ctx.user, &ctx.service);
         Ok(self
             .store
-            .latest_challenge(&ctx.user, &ctx.service, now)?
+            .challenge(&id)?
+            .filter(|rec| {
+                rec.user == ctx.user && rec.service == ctx.service && now < rec.expires_at
+            })
             .map(|rec| self.info(&rec, now)))
     }
 

@@ -227,6 +227,17 @@ impl OtpKey {
         m.finalize().into_bytes().into()
     }
 
+    /// The one challenge id of `user`'s logins to `service`, for front ends
+    /// that cannot carry a State between rounds (RADIUS append mode): the
+    /// second round finds the challenge by it, with no search. Secret like
+    /// the key, and never sent anywhere.
+    pub fn login_id(&self, user: &str, service: &str) -> ChallengeId {
+        let mac = self.mac_labelled("smsotp-login-id-v1", &[user.as_bytes(), service.as_bytes()]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&mac[..16]);
+        ChallengeId(id)
+    }
+
     /// A MAC for things other than codes (e.g. backup codes' lookup keys).
     pub fn mac_labelled(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
         let mut m =
@@ -312,6 +323,20 @@ mod tests {
         );
         assert!(normalise("", Alphabet::Digits).is_none());
         assert!(normalise("12;drop", Alphabet::Digits).is_none());
+    }
+
+    #[test]
+    fn login_ids_are_keyed_and_one_per_user_and_service() {
+        let key = OtpKey::from_bytes(&[7u8; 32]);
+        let id = key.login_id("alice", "radius:vpn");
+        assert_eq!(id, key.login_id("alice", "radius:vpn"));
+        assert_ne!(id, key.login_id("alice", "radius:vpn2"));
+        assert_ne!(id, key.login_id("bob", "radius:vpn"));
+        assert_ne!(key.login_id("ab", "c"), key.login_id("a", "bc"));
+        assert_ne!(
+            id,
+            OtpKey::from_bytes(&[8u8; 32]).login_id("alice", "radius:vpn")
+        );
     }
 
     #[test]

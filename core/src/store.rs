@@ -176,6 +176,8 @@ pub trait Store {
         per_user: Rate,
         global: Rate,
     ) -> Result<SendPermit, StoreError>;
+    /// Stores `c`, in place of any challenge with its id (one opened with
+    /// [`crate::otp::OtpKey::login_id`] replaces the user's last).
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError>;
     /// [`Store::reserve_sms`] and, if granted, [`Store::insert_challenge`],
     /// in one transaction.
@@ -186,14 +188,6 @@ pub trait Store {
         global: Rate,
     ) -> Result<SendPermit, StoreError>;
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
-    /// The newest challenge of `user` for `service` that has not expired at
-    /// `now` (RADIUS append mode, where no State links the two requests).
-    fn latest_challenge(
-        &self,
-        user: &str,
-        service: &str,
-        now: Millis,
-    ) -> Result<Option<ChallengeRecord>, StoreError>;
     /// Replaces the code of a challenge (a resend). False if it is gone.
     fn replace_code(
         &self,
@@ -362,7 +356,6 @@ CREATE TABLE IF NOT EXISTS challenge (
     step          INTEGER NOT NULL DEFAULT 0,
     pending_phone TEXT
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS challenge_user ON challenge(user, service, created_at);
 CREATE TABLE IF NOT EXISTS sms_sent (
     user TEXT NOT NULL,
     at   INTEGER NOT NULL,
@@ -502,7 +495,7 @@ impl SqliteStore {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| self.err(e))?;
         if version == SCHEMA_VERSION {
-            return Ok(());
+            return self.drop_old_index();
         }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Layout {
@@ -521,6 +514,27 @@ impl SqliteStore {
             tx.execute_batch(SCHEMA)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })
+    }
+
+    /// Stores made before 0.1's append-mode challenges had their own ids
+    /// carry an index by user that nothing reads any more, and that every
+    /// login paid for twice (insert, delete). Dropping it needs no new
+    /// layout version: a build that still has it in its schema reads the
+    /// same tables without it.
+    fn drop_old_index(&self) -> Result<(), StoreError> {
+        let has: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                   WHERE type = 'index' AND name = 'challenge_user')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if has {
+            self.write(|tx| tx.execute_batch("DROP INDEX IF EXISTS challenge_user"))?;
+        }
+        Ok(())
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -767,7 +781,7 @@ fn reserve_in(
 
 fn insert_in(conn: &Connection, c: &ChallengeRecord) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO challenge (id, user, service, code_mac, phone_masked, created_at,
+        "INSERT OR REPLACE INTO challenge (id, user, service, code_mac, phone_masked, created_at,
            sent_at, expires_at, attempts_left, resends_used, step, pending_phone)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
@@ -891,24 +905,6 @@ impl Store for SqliteStore {
         self.conn
             .prepare_cached(&format!("{SELECT_CHALLENGE} WHERE id = ?1"))
             .and_then(|mut st| st.query_row([&id.0[..]], row_to_challenge).optional())
-            .map_err(|e| self.err(e))
-    }
-
-    fn latest_challenge(
-        &self,
-        user: &str,
-        service: &str,
-        now: Millis,
-    ) -> Result<Option<ChallengeRecord>, StoreError> {
-        self.conn
-            .prepare_cached(&format!(
-                "{SELECT_CHALLENGE} WHERE user = ?1 AND service = ?2 AND expires_at > ?3
-                 ORDER BY created_at DESC LIMIT 1"
-            ))
-            .and_then(|mut st| {
-                st.query_row(params![user, service, now], row_to_challenge)
-                    .optional()
-            })
             .map_err(|e| self.err(e))
     }
 
@@ -1947,14 +1943,6 @@ impl Store for SharedStore {
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
         self.with(|s| s.challenge(id))
     }
-    fn latest_challenge(
-        &self,
-        user: &str,
-        service: &str,
-        now: Millis,
-    ) -> Result<Option<ChallengeRecord>, StoreError> {
-        self.with(|s| s.latest_challenge(user, service, now))
-    }
     fn replace_code(
         &self,
         id: &ChallengeId,
@@ -2331,24 +2319,43 @@ mod tests {
     }
 
     #[test]
-    fn latest_challenge_is_per_user_and_service_and_unexpired() {
+    fn a_challenge_with_the_id_of_another_replaces_it() {
         let s = SqliteStore::open_in_memory().unwrap();
-        let mut a = record(5, "alice");
+        let a = record(5, "alice");
         s.insert_challenge(&a).unwrap();
-        a.id = ChallengeId([6; 16]);
-        a.created_at += 10;
-        s.insert_challenge(&a).unwrap();
-        let got = s.latest_challenge("alice", "sshd", 2_000).unwrap().unwrap();
-        assert_eq!(got.id, ChallengeId([6; 16]));
-        assert!(s
-            .latest_challenge("alice", "sudo", 2_000)
-            .unwrap()
-            .is_none());
-        assert!(s.latest_challenge("bob", "sshd", 2_000).unwrap().is_none());
-        assert!(s
-            .latest_challenge("alice", "sshd", a.expires_at)
-            .unwrap()
-            .is_none());
+        let mut b = record(5, "alice");
+        b.code_mac = [7; 32];
+        b.created_at += 10;
+        s.start_challenge(&b, rate(10, 3600), rate(10, 3600))
+            .unwrap();
+        assert_eq!(s.challenge(&a.id).unwrap(), Some(b));
+    }
+
+    #[test]
+    fn the_old_index_by_user_is_dropped_and_the_challenges_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.db");
+        let c = record(8, "alice");
+        {
+            let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+            s.conn
+                .execute_batch(
+                    "CREATE INDEX challenge_user ON challenge(user, service, created_at)",
+                )
+                .unwrap();
+            s.insert_challenge(&c).unwrap();
+        }
+        let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+        let indexes: i64 = s
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'challenge_user'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        assert_eq!(s.challenge(&c.id).unwrap(), Some(c));
     }
 
     #[test]

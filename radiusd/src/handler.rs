@@ -227,7 +227,7 @@ fn append(
     if !password_ok(engine, primary, ctx, field) {
         return Ok(Decision::Reject { message: None });
     }
-    Ok(match engine.start(ctx)? {
+    Ok(match engine.start_one_per_login(ctx)? {
         Start::Challenge(info) => match info.step {
             Step::Code | Step::EnrollCode => Decision::Reject {
                 message: Some(format!("Code sent to {}. {APPEND_HINT}", info.phone_masked)),

@@ -284,6 +284,57 @@ fn append_mode_sends_then_accepts_password_and_code() {
 }
 
 #[test]
+fn append_mode_a_new_password_replaces_the_pending_code() {
+    let f = fixture("");
+    let pw = Password("hunter2", Default::default());
+    let c = client(ClientMode::Append);
+    let login =
+        |user: &str, field: &str| handle(&f.engine, &pw, &c, &request(user, field, None), NAS);
+    assert!(matches!(
+        login("alice", "hunter2"),
+        Decision::Reject { message: Some(_) }
+    ));
+    let first = f.last_code();
+    assert!(matches!(
+        login("bob", "hunter2"),
+        Decision::Reject { message: Some(_) }
+    ));
+    let bobs = f.last_code();
+    // Alice asks again: a new code, in place of the first.
+    assert!(matches!(
+        login("alice", "hunter2"),
+        Decision::Reject { message: Some(_) }
+    ));
+    let second = f.last_code();
+    assert_eq!(f.sms_count(), 3);
+    if first != second {
+        assert!(matches!(
+            login("alice", &format!("hunter2{first}")),
+            Decision::Reject { .. }
+        ));
+    }
+    assert_eq!(
+        login("alice", &format!("hunter2{second}")),
+        Decision::Accept { message: None }
+    );
+    // Each user's challenge is their own, and a used one is gone.
+    if bobs != second {
+        assert!(matches!(
+            login("bob", &format!("hunter2{second}")),
+            Decision::Reject { .. }
+        ));
+    }
+    assert_eq!(
+        login("bob", &format!("hunter2{bobs}")),
+        Decision::Accept { message: None }
+    );
+    assert!(matches!(
+        login("alice", &format!("hunter2{second}")),
+        Decision::Reject { .. }
+    ));
+}
+
+#[test]
 fn status_server_and_missing_user() {
     let f = fixture("");
     let c = client(ClientMode::Challenge);
