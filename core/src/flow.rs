@@ -826,7 +826,7 @@ impl Engine {
                 if self.backup_usable(&ctx.user)? =>
             {
                 // What backup codes are for: the phone cannot be reached.
-                self.store.set_step(&id, Step::BackupOnly)?;
+                self.store.set_step(&id, &rec.code_mac, Step::BackupOnly)?;
                 let mut e = self.event(ctx, "backup_fallback");
                 e.phone = Some(masked.clone());
                 e.reason = Some(r.word());
@@ -837,7 +837,7 @@ impl Engine {
                 Ok(Start::Challenge(info))
             }
             Some(v) => {
-                self.store.delete_challenge(&id)?;
+                self.store.withdraw(&id, &rec.code_mac)?;
                 Ok(Start::Done(self.finish(ctx, v, Some(&masked))))
             }
         }
@@ -1013,7 +1013,7 @@ impl Engine {
         let masked = rec.phone_masked.clone();
         let shown = (!masked.is_empty()).then_some(masked.as_str());
         if locked.is_some() {
-            self.store.delete_challenge(id)?;
+            self.store.withdraw(id, &rec.code_mac)?;
             return Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::LockedOut),
@@ -1026,7 +1026,7 @@ impl Engine {
                 || !offers_new
                 || (!input.trim().is_empty() && rec.resends_used >= self.cfg.otp.resend_max))
         {
-            self.store.delete_challenge(id)?;
+            self.store.withdraw(id, &rec.code_mac)?;
             return Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::Expired),

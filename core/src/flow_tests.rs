@@ -542,6 +542,43 @@ fn a_lockout_meanwhile_refuses_the_right_code_of_an_open_challenge() {
 }
 
 #[test]
+fn one_per_login_challenges_are_found_by_user_and_service_until_they_expire() {
+    let h = harness("[otp]\nttl = \"2m\"\n");
+    let c = ctx("alice", "radius:vpn");
+    assert_eq!(h.engine.pending(&c).unwrap(), None);
+    let Start::Challenge(first) = h.engine.start_one_per_login(&c).unwrap() else {
+        panic!("no challenge");
+    };
+    assert_eq!(h.engine.pending(&c).unwrap().map(|p| p.id), Some(first.id));
+    assert_eq!(
+        h.engine.pending(&ctx("alice", "radius:other")).unwrap(),
+        None
+    );
+    assert_eq!(h.engine.pending(&ctx("bob", "radius:vpn")).unwrap(), None);
+    // The same login again: the same id, a new code in place of the first.
+    let old = h.last_code();
+    let Start::Challenge(second) = h.engine.start_one_per_login(&c).unwrap() else {
+        panic!("no challenge");
+    };
+    assert_eq!(second.id, first.id);
+    let new = h.last_code();
+    if old != new {
+        assert_ne!(
+            h.engine.answer(&c, &second.id, &old).unwrap(),
+            Answer::Done(Verdict::Accept(Accept::CodeVerified))
+        );
+    }
+    h.clock.advance(Duration::from_secs(120));
+    assert_eq!(h.engine.pending(&c).unwrap(), None, "expired");
+    // A challenge-mode login of the same user has an id of its own.
+    let Start::Challenge(random) = h.engine.start(&c).unwrap() else {
+        panic!("no challenge");
+    };
+    assert_ne!(random.id, first.id);
+    assert_eq!(h.engine.pending(&c).unwrap(), None);
+}
+
+#[test]
 fn success_resets_the_failure_count() {
     let h = harness("[limits]\nlockout_after = 3\nsms_per_user = \"100/1h\"\n");
     let c = ctx("alice", "sshd");

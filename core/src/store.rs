@@ -176,8 +176,10 @@ pub trait Store {
         per_user: Rate,
         global: Rate,
     ) -> Result<SendPermit, StoreError>;
-    /// Stores `c`, in place of any challenge with its id (one opened with
-    /// [`crate::otp::OtpKey::login_id`] replaces the user's last).
+    /// Stores `c`, in place of the same user's challenge for the same
+    /// service with its id (one opened with
+    /// [`crate::otp::OtpKey::login_id`] replaces the last); another login's
+    /// challenge with its id is an error.
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError>;
     /// [`Store::reserve_sms`] and, if granted, [`Store::insert_challenge`],
     /// in one transaction.
@@ -227,6 +229,10 @@ pub trait Store {
         now: Millis,
     ) -> Result<Option<String>, StoreError>;
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError>;
+    /// Deletes challenge `id` if it still holds `code_mac`: a request
+    /// clearing up its own challenge leaves alone a newer one that took its
+    /// id ([`crate::otp::OtpKey::login_id`]). False if there was none.
+    fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError>;
     /// Forgets expired challenges and send records older than `keep`.
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError>;
     /// A validated phone number remembered under `key`.
@@ -263,8 +269,14 @@ pub trait Store {
         set_by: &str,
     ) -> Result<bool, StoreError>;
     /// Changes what a challenge waits for (e.g. to a backup code when no
-    /// SMS could be sent). False if it is gone.
-    fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError>;
+    /// SMS could be sent). False if it is gone, or no longer holds
+    /// `code_mac` (replaced by a newer one with its id).
+    fn set_step(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        step: Step,
+    ) -> Result<bool, StoreError>;
 
     /// Replaces all of `user`'s backup codes with `codes`.
     fn replace_backup_codes(
@@ -425,6 +437,7 @@ impl SqliteStore {
         })?;
         let mut store = Self::init(conn, display, busy_timeout)?;
         store.wait_signal = WaitSignal::open(path);
+        store.drop_old_index();
         Ok(store)
     }
 
@@ -495,7 +508,7 @@ impl SqliteStore {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| self.err(e))?;
         if version == SCHEMA_VERSION {
-            return self.drop_old_index();
+            return Ok(());
         }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Layout {
@@ -516,25 +529,23 @@ impl SqliteStore {
         })
     }
 
-    /// Stores made before 0.1's append-mode challenges had their own ids
-    /// carry an index by user that nothing reads any more, and that every
+    /// Stores made by builds before append-mode challenges had ids of their
+    /// own carry an index by user that nothing reads any more, and that every
     /// login paid for twice (insert, delete). Dropping it needs no new
     /// layout version: a build that still has it in its schema reads the
-    /// same tables without it.
-    fn drop_old_index(&self) -> Result<(), StoreError> {
-        let has: bool = self
-            .conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master
-                   WHERE type = 'index' AND name = 'challenge_user')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
-        if has {
-            self.write(|tx| tx.execute_batch("DROP INDEX IF EXISTS challenge_user"))?;
+    /// same tables without it. Best effort, once the store can say it
+    /// waits for the write lock.
+    fn drop_old_index(&self) {
+        let has = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master
+               WHERE type = 'index' AND name = 'challenge_user')",
+            [],
+            |r| r.get::<_, bool>(0),
+        );
+        // Only slower if it stays: a busy store is left for a later open.
+        if has.unwrap_or(false) {
+            let _ = self.write(|tx| tx.execute_batch("DROP INDEX IF EXISTS challenge_user"));
         }
-        Ok(())
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -779,27 +790,44 @@ fn reserve_in(
     Ok(SendPermit::Granted)
 }
 
+/// Inserts `c`. A challenge with its id is replaced only if it is the
+/// same user's for the same service (a [`crate::otp::OtpKey::login_id`]
+/// reused); any other is a constraint error, as for a plain insert.
 fn insert_in(conn: &Connection, c: &ChallengeRecord) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO challenge (id, user, service, code_mac, phone_masked, created_at,
-           sent_at, expires_at, attempts_left, resends_used, step, pending_phone)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-        &c.id.0[..],
-        c.user,
-        c.service,
-        &c.code_mac[..],
-        c.phone_masked,
-        c.created_at,
-        c.sent_at,
-        c.expires_at,
-        c.attempts_left,
-        c.resends_used,
-        c.step.to_db(),
-        c.pending_phone
-    ])
-    .map(drop)
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO challenge (id, user, service, code_mac, phone_masked, created_at,
+               sent_at, expires_at, attempts_left, resends_used, step, pending_phone)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(id) DO UPDATE SET code_mac = excluded.code_mac,
+               phone_masked = excluded.phone_masked, created_at = excluded.created_at,
+               sent_at = excluded.sent_at, expires_at = excluded.expires_at,
+               attempts_left = excluded.attempts_left, resends_used = excluded.resends_used,
+               step = excluded.step, pending_phone = excluded.pending_phone
+             WHERE challenge.user = excluded.user AND challenge.service = excluded.service",
+        )?
+        .execute(params![
+            &c.id.0[..],
+            c.user,
+            c.service,
+            &c.code_mac[..],
+            c.phone_masked,
+            c.created_at,
+            c.sent_at,
+            c.expires_at,
+            c.attempts_left,
+            c.resends_used,
+            c.step.to_db(),
+            c.pending_phone
+        ])?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY),
+            Some("challenge id already used by another login".into()),
+        ))
+    }
 }
 
 impl Store for SqliteStore {
@@ -1026,6 +1054,14 @@ impl Store for SqliteStore {
         })
     }
 
+    fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM challenge WHERE id = ?1 AND code_mac = ?2")?
+                .execute(params![&id.0[..], &code_mac[..]])
+                .map(|n| n == 1)
+        })
+    }
+
     fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         self.conn
             .prepare_cached("SELECT e164, region FROM number_cache WHERE key = ?1")
@@ -1148,10 +1184,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError> {
+    fn set_step(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        step: Step,
+    ) -> Result<bool, StoreError> {
         self.write(|tx| {
-            tx.prepare_cached("UPDATE challenge SET step = ?2 WHERE id = ?1")?
-                .execute(params![&id.0[..], step.to_db()])
+            tx.prepare_cached("UPDATE challenge SET step = ?3 WHERE id = ?1 AND code_mac = ?2")?
+                .execute(params![&id.0[..], &code_mac[..], step.to_db()])
                 .map(|n| n == 1)
         })
     }
@@ -1987,6 +2028,9 @@ impl Store for SharedStore {
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
         self.with(|s| s.delete_challenge(id))
     }
+    fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError> {
+        self.with(|s| s.withdraw(id, code_mac))
+    }
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
         self.with(|s| s.purge(now, keep))
     }
@@ -2038,8 +2082,13 @@ impl Store for SharedStore {
     ) -> Result<bool, StoreError> {
         self.with(|s| s.complete_enrollment(id, code_mac, user, at, set_by))
     }
-    fn set_step(&self, id: &ChallengeId, step: Step) -> Result<bool, StoreError> {
-        self.with(|s| s.set_step(id, step))
+    fn set_step(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        step: Step,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| s.set_step(id, code_mac, step))
     }
     fn replace_backup_codes(
         &self,
@@ -2319,16 +2368,63 @@ mod tests {
     }
 
     #[test]
-    fn a_challenge_with_the_id_of_another_replaces_it() {
+    fn a_newer_challenge_of_the_login_replaces_it_but_never_another_logins() {
         let s = SqliteStore::open_in_memory().unwrap();
-        let a = record(5, "alice");
+        let a = record(6, "alice");
         s.insert_challenge(&a).unwrap();
-        let mut b = record(5, "alice");
-        b.code_mac = [7; 32];
-        b.created_at += 10;
-        s.start_challenge(&b, rate(10, 3600), rate(10, 3600))
+        let mut bob = record(6, "bob");
+        bob.code_mac = [1; 32];
+        assert!(s.insert_challenge(&bob).is_err(), "another user's id");
+        let mut sudo = record(6, "alice");
+        sudo.service = "sudo".into();
+        assert!(s.insert_challenge(&sudo).is_err(), "another service's id");
+        assert_eq!(s.challenge(&a.id).unwrap().as_ref(), Some(&a));
+        // A newer challenge of the same login takes the id; what the older
+        // request clears up after itself leaves it be.
+        let mut newer = record(6, "alice");
+        newer.code_mac = [2; 32];
+        newer.created_at += 10;
+        s.start_challenge(&newer, rate(10, 3600), rate(10, 3600))
             .unwrap();
-        assert_eq!(s.challenge(&a.id).unwrap(), Some(b));
+        assert!(!s.set_step(&a.id, &a.code_mac, Step::BackupOnly).unwrap());
+        assert!(!s.withdraw(&a.id, &a.code_mac).unwrap());
+        assert_eq!(s.challenge(&a.id).unwrap().as_ref(), Some(&newer));
+        assert!(s
+            .set_step(&a.id, &newer.code_mac, Step::BackupOnly)
+            .unwrap());
+        assert!(s.withdraw(&a.id, &newer.code_mac).unwrap());
+        assert_eq!(s.challenge(&a.id).unwrap(), None);
+    }
+
+    #[test]
+    fn of_concurrent_right_answers_exactly_one_takes_the_code() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.db");
+        let c = record(9, "alice");
+        SqliteStore::open(&p, Duration::from_secs(5))
+            .unwrap()
+            .insert_challenge(&c)
+            .unwrap();
+        let go = std::sync::Barrier::new(6);
+        let taken: usize = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    let (go, c, p) = (&go, &c, &p);
+                    scope.spawn(move || {
+                        let s = SqliteStore::open(p, Duration::from_secs(5)).unwrap();
+                        go.wait();
+                        s.consume_code(&c.id, "alice", "sshd", &c.code_mac, 2_000)
+                            .unwrap()
+                            .is_some()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| usize::from(t.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(taken, 1);
     }
 
     #[test]
