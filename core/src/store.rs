@@ -751,6 +751,23 @@ fn global_bucket_ms(window: Duration) -> Millis {
     (ms(window) / 60).max(1000)
 }
 
+/// `user`'s failure row, if any, with a lockout only while it lasts at
+/// `now`: the one rule of what "locked out" means.
+fn failure_in(
+    conn: &Connection,
+    user: &str,
+    now: Millis,
+) -> rusqlite::Result<Option<FailureState>> {
+    conn.prepare_cached("SELECT count, locked_until FROM failure WHERE user = ?1")?
+        .query_row([user], |r| {
+            Ok(FailureState {
+                count: r.get(0)?,
+                locked_until: r.get::<_, Option<Millis>>(1)?.filter(|&u| u > now),
+            })
+        })
+        .optional()
+}
+
 fn count_user_sends(tx: &Connection, user: &str, since: Millis) -> rusqlite::Result<u32> {
     tx.prepare_cached("SELECT COALESCE(SUM(n), 0) FROM sms_sent WHERE user = ?1 AND at > ?2")?
         .query_row(params![user, since], |r| r.get(0))
@@ -883,21 +900,9 @@ impl Store for SqliteStore {
     }
 
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
-        let row: Option<(u32, Option<Millis>)> = self
-            .conn
-            .prepare_cached("SELECT count, locked_until FROM failure WHERE user = ?1")
-            .and_then(|mut st| {
-                st.query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-            })
-            .map_err(|e| self.err(e))?;
-        Ok(match row {
-            None => FailureState::default(),
-            Some((count, locked_until)) => FailureState {
-                count,
-                locked_until: locked_until.filter(|&u| u > now),
-            },
-        })
+        Ok(failure_in(&self.conn, user, now)
+            .map_err(|e| self.err(e))?
+            .unwrap_or_default())
     }
 
     fn reserve_sms(
@@ -1029,12 +1034,8 @@ impl Store for SqliteStore {
                 .optional()?
                 .flatten();
             let Some(masked) = rec else { return Ok(None) };
-            let failure: Option<Option<Millis>> = tx
-                .prepare_cached("SELECT locked_until FROM failure WHERE user = ?1")?
-                .query_row([user], |r| r.get(0))
-                .optional()?;
-            if let Some(locked_until) = failure {
-                if locked_until.is_some_and(|u| u > now) {
+            if let Some(failures) = failure_in(tx, user, now)? {
+                if failures.locked_until.is_some() {
                     return Ok(None);
                 }
                 tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
