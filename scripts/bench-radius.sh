@@ -293,6 +293,9 @@ while [ "$round" -le "$ROUNDS" ]; do
 done
 if [ "$ONLY" != freeradius ]; then
     sms_after_load="$(rss "$sms_pid")"
+    # The WAL is reused from its start after each full checkpoint, never
+    # shrunk: its size is the most it held between two checkpoints.
+    sms_wal_kb=$(du -k "$sms_dir/state.db-wal" 2>/dev/null | cut -f1)
     cp "$sms_dir/stderr.log" "$work/smsotp-throughput.stderr"
 fi
 stop
@@ -358,6 +361,7 @@ fi
 if [ "$ONLY" != freeradius ]; then
     echo "    smsotp:     $tp_cmd"
     echo "    smsotp-radiusd after the rounds: $sms_after_load"
+    echo "    smsotp-radiusd's WAL after the rounds: ${sms_wal_kb:-?} KB (state.db-wal, its high-water mark)"
 fi
 echo "    one run:    $(sed -n 's/^  reproduce: //p' "$work/$(echo $servers | cut -d' ' -f1)-1.out")"
 if [ -z "$ONLY" ]; then
