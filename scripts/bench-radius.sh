@@ -3,7 +3,8 @@
 # challenge login (PAP, Access-Challenge with State, code, Access-Accept),
 # both on loopback, both loaded by radload (tests/src/bin/radload.rs) with
 # the same number of flows in flight. Prints flows/s and latency of each,
-# the ratio, p99 against the 5 ms target, then leaves 10,000 challenges
+# the ratio, the p99 of a request (either round: what a NAS waits for)
+# against the 5 ms target, then leaves 10,000 challenges
 # pending in a fresh smsotp-radiusd and prints its VmRSS against 30 MB.
 #
 #   scripts/bench-radius.sh                  # 20,000 flows each, 64 in flight
@@ -320,9 +321,10 @@ echo
 echo "=== bench-radius summary ($(nproc) CPUs; $INFLIGHT flows in flight; $ROUNDS rounds of FLOWS=$FLOWS after WARMUP=$WARMUP, cap ${DURATION}s) ==="
 fmt_run() { # label
     out="$work/$1.out"
-    printf '%-15s %10s flows/s  flow p50 %s ms  p99 %s ms  max %s ms  (round one p99 %s ms, round two p99 %s ms)  errors %s  repeated States %s  load %s\n' \
-        "$1" "$(field "$out" rate)" "$(field "$out" p50_ms)" "$(field "$out" p99_ms)" \
-        "$(field "$out" max_ms)" "$(field "$out" round1_p99_ms)" "$(field "$out" round2_p99_ms)" \
+    printf '%-15s %10s flows/s  request p99 %s ms (round one %s, round two %s)  flow p50 %s ms  p99 %s ms  max %s ms  errors %s  repeated States %s  load %s\n' \
+        "$1" "$(field "$out" rate)" "$(field "$out" request_p99_ms)" \
+        "$(field "$out" round1_p99_ms)" "$(field "$out" round2_p99_ms)" \
+        "$(field "$out" p50_ms)" "$(field "$out" p99_ms)" "$(field "$out" max_ms)" \
         "$(field "$out" errors)" "$(field "$out" duplicate_states)" "$(cat "$work/$1.load")"
 }
 # Median of the numbers on stdin, one per line.
@@ -338,10 +340,10 @@ each_round() { # server key
     done
 }
 medians() { # server
-    printf '%-15s %10s flows/s  flow p50 %s ms  p99 %s ms  (round one p99 %s ms, round two p99 %s ms)  repeated States %s in all\n' \
-        "$1" "$(each_round "$1" rate | median)" "$(each_round "$1" p50_ms | median)" \
-        "$(each_round "$1" p99_ms | median)" "$(each_round "$1" round1_p99_ms | median)" \
-        "$(each_round "$1" round2_p99_ms | median)" \
+    printf '%-15s %10s flows/s  request p99 %s ms (round one %s, round two %s)  flow p50 %s ms  p99 %s ms  repeated States %s in all\n' \
+        "$1" "$(each_round "$1" rate | median)" "$(each_round "$1" request_p99_ms | median)" \
+        "$(each_round "$1" round1_p99_ms | median)" "$(each_round "$1" round2_p99_ms | median)" \
+        "$(each_round "$1" p50_ms | median)" "$(each_round "$1" p99_ms | median)" \
         "$(each_round "$1" duplicate_states | awk '{ n += $1 } END { print n + 0 }')"
 }
 servers=""
@@ -375,10 +377,15 @@ if [ -z "$ONLY" ]; then
     awk -v m="$m" 'BEGIN { printf "ratio smsotp/freeradius flows/s: %s, the median (%s)\n", m, (m >= 1 ? "target met" : "target MISSED") }'
 fi
 if [ "$ONLY" != freeradius ]; then
-    awk -v p="$(each_round smsotp p99_ms | median)" -v r1="$(each_round smsotp round1_p99_ms | median)" \
+    # The target is a request's p99: the time a NAS waits for an answer.
+    # A flow is two requests one after the other (and the code lookup).
+    awk -v q="$(each_round smsotp request_p99_ms | median)" -v r1="$(each_round smsotp round1_p99_ms | median)" \
         -v r2="$(each_round smsotp round2_p99_ms | median)" -v t="$P99_TARGET_MS" 'BEGIN {
-        printf "p99 vs the %s ms target (medians): whole flow %.3f ms (%s), round one %.3f ms (%s), round two %.3f ms (%s)\n",
-            t, p, (p <= t ? "met" : "MISSED"), r1, (r1 <= t ? "met" : "MISSED"), r2, (r2 <= t ? "met" : "MISSED") }'
+        printf "request p99 vs the %s ms target (median of the rounds): %.3f ms (%s); round one %.3f ms, round two %.3f ms\n",
+            t, q, (q <= t ? "met" : "MISSED"), r1, r2 }'
+    if [ -z "$ONLY" ]; then
+        echo "whole two-round flow p99 (two requests back to back; median of the rounds): smsotp $(each_round smsotp p99_ms | median) ms, freeradius $(each_round freeradius p99_ms | median) ms"
+    fi
     echo "pending: $(sed -n 's/^  challenges *//p' "$work/pending.out")  errors $(field "$work/pending.out" errors)  (load average before: $(cat "$work/pending.load"))"
     echo "    idle:                  $rss_idle"
     echo "    with $PENDING pending: $rss_pending"
