@@ -21,6 +21,11 @@
 //! Message-Authenticator are checked; a reply without Message-Authenticator
 //! is an error unless `--reply-ma optional`.
 //!
+//! Latency is printed for the whole flow, each round, the code lookup, and
+//! any request (both rounds' requests together: the time a NAS waits for
+//! an answer, which `scripts/bench-radius.sh` holds against its p99
+//! target).
+//!
 //! `--pending N` runs round one only, for N distinct users, and leaves the N
 //! challenges pending (the script then reads the server's VmRSS).
 //!
