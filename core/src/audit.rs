@@ -139,7 +139,7 @@ impl AuditSink for SyslogSink {
     }
 
     fn record(&self, level: Level, _at: Millis, event: &Event) {
-        if level == Level::Debug && !self.debug {
+        if !self.takes(level) {
             return;
         }
         // Logging must never break a login: errors are dropped.
@@ -203,7 +203,7 @@ impl AuditSink for StderrSink {
     }
 
     fn record(&self, level: Level, _at: Millis, event: &Event) {
-        if level == Level::Debug && !self.debug {
+        if !self.takes(level) {
             return;
         }
         let _ = std::io::stderr().write_all(stderr_line(&self.ident, level, event).as_bytes());
@@ -222,7 +222,7 @@ impl AuditSink for FileSink {
     }
 
     fn record(&self, level: Level, at: Millis, event: &Event) {
-        if level == Level::Debug && !self.debug {
+        if !self.takes(level) {
             return;
         }
         let _ = AppendFile::new(self.path.clone()).append(file_line(at, level, event).as_bytes());
@@ -334,7 +334,7 @@ impl AuditSink for ServerSinks {
     }
 
     fn record(&self, level: Level, at: Millis, event: &Event) {
-        if level == Level::Debug && !self.debug {
+        if !self.takes(level) {
             return;
         }
         self.send_syslog(level, event);
