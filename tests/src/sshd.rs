@@ -250,33 +250,46 @@ impl Sshd {
         outbox: Option<&Path>,
         code: CodeAnswer,
     ) -> Login {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ssh_client.py");
-        let mut cmd = Command::new(PYTHON);
-        cmd.arg(&script)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--user",
-                user,
-                "--password",
-                password,
-            ])
-            .args(["--code", code.as_arg(), "--timeout", "20"]);
-        if let Some(o) = outbox {
-            cmd.arg("--outbox").arg(o);
-        }
-        let out = run_bounded(cmd, Duration::from_secs(30));
-        let events = out
-            .stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .collect();
-        Login {
-            status: out.status,
-            events,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }
+        login_kbd_interactive(self.port, user, password, outbox, code)
+    }
+}
+
+/// Logs in to the sshd on 127.0.0.1:`port` with the paramiko client
+/// (keyboard-interactive): the password prompt gets `password`, a code
+/// prompt what `code` says (read from `outbox`); then runs `echo ok`.
+pub fn login_kbd_interactive(
+    port: u16,
+    user: &str,
+    password: &str,
+    outbox: Option<&Path>,
+    code: CodeAnswer,
+) -> Login {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ssh_client.py");
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(&script)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--user",
+            user,
+            "--password",
+            password,
+        ])
+        .args(["--code", code.as_arg(), "--timeout", "20"]);
+    if let Some(o) = outbox {
+        cmd.arg("--outbox").arg(o);
+    }
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    let events = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect();
+    Login {
+        status: out.status,
+        events,
+        stdout: out.stdout,
+        stderr: out.stderr,
     }
 }
 
@@ -548,5 +561,129 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Bounded {
         status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// The system's own sshd set-up — `/etc/ssh/sshd_config` with its drop-ins
+/// and the PAM service `sshd` (so `/etc/pam.d/sshd` and common-auth) — on
+/// a loopback port, with a host key and authorized keys
+/// (`<dir>/<user>.keys`) from a scratch dir. For the package test, which
+/// checks what the README's install steps do to real logins. Stopped, with
+/// every process it forked, on drop.
+pub struct SystemSshd {
+    pub port: u16,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl SystemSshd {
+    /// Starts `/usr/sbin/sshd -D -f /etc/ssh/sshd_config` with command-line
+    /// overrides for the port, the address, the host key, the pid file and
+    /// where authorized keys are read; every other setting is the system's.
+    pub fn start(dir: &Path) -> SystemSshd {
+        require_root("the system sshd test");
+        std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+        let key = dir.join("host_ed25519_key");
+        if !key.exists() {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "smsotp-test", "-f"])
+                .arg(&key)
+                .output()
+                .expect("run ssh-keygen");
+            assert!(
+                out.status.success(),
+                "ssh-keygen: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("timeout")
+                .args(["-s", "TERM", "-k", "5", "120", SSHD, "-D", "-e"])
+                .args(["-f", "/etc/ssh/sshd_config"])
+                .args(["-o", &format!("Port={port}")])
+                .args(["-o", "ListenAddress=127.0.0.1"])
+                .args(["-o", "PidFile=none"])
+                .args(["-o", "StrictModes=no"])
+                .args(["-o", "LogLevel=DEBUG1"])
+                .args([
+                    "-o",
+                    &format!("AuthorizedKeysFile={}/%u.keys", dir.display()),
+                ])
+                .arg("-h")
+                .arg(&key)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start sshd");
+            let log = Arc::new(Mutex::new(String::new()));
+            let stderr = child.stderr.take().expect("piped stderr");
+            let sink = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+            match wait_listening(&mut child, &log, port, Duration::from_secs(10)) {
+                Ok(()) => return SystemSshd { port, child, log },
+                Err(text) => {
+                    stop_tree(&mut child);
+                    if !text.contains("Address already in use") {
+                        panic!("sshd did not start:\n{text}");
+                    }
+                    last_log = text;
+                }
+            }
+        }
+        panic!("sshd could not bind a free port in 5 attempts:\n{last_log}");
+    }
+
+    /// Everything sshd wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `ssh -i key user@127.0.0.1 echo ok` with OpenSSH's client, public
+    /// key only (no password or keyboard-interactive): true when it logged
+    /// in and printed ok.
+    pub fn key_login(&self, user: &str, key: &Path) -> (bool, String) {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-F", "/dev/null", "-i"]).arg(key).args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-p",
+            &self.port.to_string(),
+            &format!("{user}@127.0.0.1"),
+            "echo",
+            "ok",
+        ]);
+        let out = run_bounded(cmd, Duration::from_secs(30));
+        (
+            out.status.success() && out.stdout.trim() == "ok",
+            format!("{}{}", out.stdout, out.stderr),
+        )
+    }
+}
+
+impl Drop for SystemSshd {
+    fn drop(&mut self) {
+        stop_tree(&mut self.child);
+        if std::thread::panicking() {
+            eprintln!("---- system sshd log ----\n{}", self.log());
+        }
     }
 }

@@ -5,7 +5,11 @@
 //! writes stops a wrong password before any SMS, start the installed server
 //! the way its unit's ExecStartPre/ExecStart say and answer a challenge with
 //! radclient, then `apt-get remove` (conffiles stay) and `apt-get purge`
-//! (everything goes).
+//! (everything goes). A second test runs the README's install steps
+//! literally (docs/install.md, which must match the README) and then logs in
+//! through the machine's own sshd config and PAM stack on a loopback port:
+//! root with its key, a user with password and code; then the README's
+//! "Removing" steps.
 //!
 //! Needs root (CI runs as root on a throwaway Debian 12 machine), the
 //! packages in target/debian/ (`scripts/build-debs.sh`; `scripts/test.sh`
@@ -16,18 +20,23 @@
 //! when libpam-smsotp or smsotp-radiusd is installed, or /etc/smsotp,
 //! /var/lib/smsotp or the module exist (a hand install would be deleted by
 //! the purge); /etc/pam.d/common-* are restored from a copy taken first;
-//! the packages are purged at the end, also when a step fails. Users and
-//! passwords come from nss_wrapper and pam_matrix, as in the other PAM
-//! tests: no account is created. About 15 s.
+//! the packages are purged at the end, also when a step fails; the sshd
+//! drop-in the README writes (/etc/ssh/sshd_config.d/smsotp.conf) must not
+//! exist before and is removed after. The first test's users and passwords
+//! come from nss_wrapper and pam_matrix, as in the other PAM tests; the
+//! README test logs in through the real pam_unix, so it creates one local
+//! user with a password (`smsotp-deb-e2e`, refused if it exists) and deletes
+//! it again. The two tests take turns. About 15 s each.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use smsotp_e2e::pamenv::PamEnv;
 use smsotp_e2e::radiusd::{free_port, radclient, run_bounded};
+use smsotp_e2e::sshd::{login_kbd_interactive, CodeAnswer, SystemSshd};
 use smsotp_e2e::{workspace_root, Outbox};
 
 const PACKAGES: [&str; 2] = ["libpam-smsotp", "smsotp-radiusd"];
@@ -53,6 +62,15 @@ const CODE_SENT: &str = "Code sent to ******0123.";
 const APT_LIMIT: Duration = Duration::from_secs(300);
 const SMS_WAIT: Duration = Duration::from_secs(10);
 const READY: &str = "smsotp-radiusd: ready";
+/// The sshd drop-in the README copies from the package's example.
+const DROPIN: &str = "/etc/ssh/sshd_config.d/smsotp.conf";
+const DROPIN_EXAMPLE: &str = "/usr/share/doc/libpam-smsotp/examples/sshd_config.d-smsotp.conf";
+/// The local user the README test creates for a real pam_unix login.
+const SSH_USER: &str = "smsotp-deb-e2e";
+const SSH_USER_PHONE: &str = "+12015550188";
+
+/// Both tests install and purge the same packages: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs `program args` (bounded); panics with its output unless it exits 0.
 fn run(program: &str, args: &[&str], limit: Duration) -> String {
@@ -142,6 +160,8 @@ fn debs() -> Vec<PathBuf> {
 struct Machine {
     common: Vec<(&'static str, Option<Vec<u8>>)>,
     server: Option<Child>,
+    /// The local user this test created, deleted on drop.
+    user: Option<&'static str>,
 }
 
 impl Machine {
@@ -160,7 +180,7 @@ impl Machine {
                 "{p} is known to dpkg already; this test would purge it. Purge it first (apt-get purge {p}) or use a throwaway machine"
             );
         }
-        for p in ["/etc/smsotp", STATE, MODULE] {
+        for p in ["/etc/smsotp", STATE, MODULE, DROPIN] {
             assert!(
                 !exists(p),
                 "{p} exists (a hand install?); the test's purge would delete it. Move it away or use a throwaway machine"
@@ -169,6 +189,7 @@ impl Machine {
         Machine {
             common: COMMON.iter().map(|p| (*p, std::fs::read(p).ok())).collect(),
             server: None,
+            user: None,
         }
     }
 
@@ -216,6 +237,16 @@ impl Drop for Machine {
             }
         }
         self.restore_common();
+        // Not there before the test (take() checked), so ours.
+        if exists(DROPIN) {
+            let _ = std::fs::remove_file(DROPIN);
+        }
+        if let Some(user) = self.user.take() {
+            let (ok, out) = try_run("userdel", &[user], Duration::from_secs(30));
+            if !ok {
+                eprintln!("cleanup: userdel {user} failed:\n{out}");
+            }
+        }
     }
 }
 
@@ -276,6 +307,7 @@ fn unit_commands() -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn debs_install_log_in_serve_radius_remove_and_purge() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let debs = debs();
     let mut machine = Machine::take();
     let t0 = Instant::now();
@@ -315,6 +347,9 @@ fn debs_install_log_in_serve_radius_remove_and_purge() {
         Duration::from_secs(30),
     );
     let shipped_config = std::fs::read(CONFIG).expect("read config");
+    // The sshd drop-in as the README copies it: remove says it is still in
+    // place, purge deletes it (its first line is the shipped one).
+    std::fs::copy(DROPIN_EXAMPLE, DROPIN).expect("copy the sshd drop-in example");
 
     // ------------------------------------- login with the installed module
     // The shipped config as is: outbox provider in /var/lib/smsotp, phones
@@ -492,10 +527,14 @@ fn debs_install_log_in_serve_radius_remove_and_purge() {
     // common-auth before the module goes, or every login would fail.
     let mut args = vec!["remove", "-y", "-q"];
     args.extend(PACKAGES);
-    run("apt-get", &args, APT_LIMIT);
+    let removed = run("apt-get", &args, APT_LIMIT);
     for p in PACKAGES {
         assert_eq!(dpkg_status(p), "deinstall ok config-files", "{p}");
     }
+    assert!(
+        removed.contains("smsotp.conf is still in place") && exists(DROPIN),
+        "remove must keep the sshd drop-in and say so:\n{removed}"
+    );
     assert_eq!(
         line_of(&common_auth_lines(), "pam_smsotp.so"),
         None,
@@ -513,13 +552,297 @@ fn debs_install_log_in_serve_radius_remove_and_purge() {
     // -------------------------------------------------------------- purge
     let mut args = vec!["purge", "-y", "-q"];
     args.extend(PACKAGES);
-    run("apt-get", &args, APT_LIMIT);
+    let purged = run("apt-get", &args, APT_LIMIT);
     for p in PACKAGES {
         assert_eq!(dpkg_status(p), "", "{p} still known to dpkg after purge");
     }
-    for p in ["/etc/smsotp", STATE, RADIUS_PAM] {
+    assert!(
+        purged.contains(&format!("deleted {DROPIN}")),
+        "purge must say it deleted the sshd drop-in:\n{purged}"
+    );
+    for p in ["/etc/smsotp", STATE, RADIUS_PAM, DROPIN] {
         assert!(!exists(p), "{p} survived the purge");
     }
     drop(machine);
     eprintln!("debian package test: {:?}", t0.elapsed());
+}
+
+/// The commands of the first ```sh block after the line `heading` in
+/// `text`: comments stay (bash drops them), lines ending in `\` are joined.
+fn sh_block(text: &str, heading: &str) -> Vec<String> {
+    let after = text
+        .split_once(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no heading {heading:?}"))
+        .1;
+    let body = after
+        .split_once("```sh\n")
+        .and_then(|(_, b)| b.split_once("\n```"))
+        .unwrap_or_else(|| panic!("no ```sh block after {heading:?}"))
+        .0;
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in body.lines() {
+        match line.strip_suffix('\\') {
+            Some(head) => cur.push_str(head),
+            None => {
+                cur.push_str(line);
+                if !cur.trim().is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                cur.clear();
+            }
+        }
+    }
+    out
+}
+
+/// Runs one README line with bash, from the repository root, the way an
+/// admin pastes it: `editor` changes nothing (the shipped config stays) and
+/// `systemctl` does nothing (no init here; the test starts its own sshd
+/// from the same files afterwards). Returns (exit code, output).
+fn run_readme_line(line: &str) -> (i32, String) {
+    let line = match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) => line.replace("./target/", &format!("{dir}/")),
+        Err(_) => line.to_owned(),
+    };
+    let script = format!(
+        "set -e -o pipefail\neditor() {{ :; }}\nsystemctl() {{ echo \"(test: systemctl $* not run)\"; }}\n{line}\n"
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script])
+        .current_dir(workspace_root())
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LANG", "C")
+        .env_remove("SUDO_USER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, out, timed_out) = run_bounded(cmd, b"", APT_LIMIT);
+    assert!(
+        !timed_out,
+        "README line took over {APT_LIMIT:?}: {line}\n{out}"
+    );
+    (status.code().unwrap_or(-1), out)
+}
+
+/// Runs every line of a README block; `smsotp doctor` may exit 1 (it does
+/// for warnings) but must report no error. Returns doctor's last output.
+fn run_readme_block(lines: &[String]) -> String {
+    let mut doctor = String::new();
+    for line in lines {
+        let (code, out) = run_readme_line(line);
+        eprintln!("$ {line}\n{out}");
+        if line.trim_start().starts_with("smsotp doctor") {
+            assert!(code == 0 || code == 1, "`{line}` exited {code}:\n{out}");
+            assert!(
+                out.contains("\n0 error(s)"),
+                "doctor found errors after the README's steps:\n{out}"
+            );
+            doctor = out;
+        } else {
+            assert_eq!(code, 0, "README line failed: `{line}`\n{out}");
+        }
+    }
+    doctor
+}
+
+/// Generates an ed25519 key pair at `path` (and `path.pub`).
+fn keygen(path: &std::path::Path) {
+    let p = path.display().to_string();
+    run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "smsotp-deb-e2e",
+            "-f",
+            &p,
+        ],
+        Duration::from_secs(30),
+    );
+}
+
+#[test]
+fn readme_install_steps_keep_root_key_login_and_ask_users_for_a_code() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let install =
+        std::fs::read_to_string(workspace_root().join("docs/install.md")).expect("docs/install.md");
+    assert!(
+        readme.contains(&install),
+        "README.md's Install section differs from docs/install.md (the copy the package ships): keep them the same"
+    );
+    let steps = sh_block(&install, "## Install (Debian 12 packages)");
+    let removing = sh_block(&install, "### Removing");
+    assert!(steps
+        .iter()
+        .any(|l| l.contains("pam-auth-update --enable smsotp")));
+    debs(); // built, with the right version
+    let mut machine = Machine::take();
+    let (exists_already, _) = try_run("getent", &["passwd", SSH_USER], Duration::from_secs(10));
+    assert!(
+        !exists_already,
+        "user {SSH_USER} exists; this test creates and deletes it. Delete it first"
+    );
+    std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+
+    // ------------------------------------------------ the README, literally
+    let doctor = run_readme_block(&steps);
+    assert!(
+        doctor.contains("root") && !doctor.contains("LOCKED OUT"),
+        "doctor after the README's steps:\n{doctor}"
+    );
+    assert_eq!(
+        std::fs::read(DROPIN).ok(),
+        std::fs::read(DROPIN_EXAMPLE).ok(),
+        "the README's drop-in is the shipped example"
+    );
+    assert!(line_of(&common_auth_lines(), "pam_smsotp.so").is_some());
+
+    // A local user with a real password (pam_unix) and a number.
+    run(
+        "useradd",
+        &["-M", "-s", "/bin/sh", "-c", "smsotp package test", SSH_USER],
+        Duration::from_secs(30),
+    );
+    machine.user = Some(SSH_USER);
+    let password = "Deb-e2e-password-7";
+    let mut chpasswd = Command::new("chpasswd");
+    chpasswd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, out, _) = run_bounded(
+        chpasswd,
+        format!("{SSH_USER}:{password}\n").as_bytes(),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "chpasswd: {out}");
+    let mut phones = std::fs::read_to_string(PHONES).expect("phones.toml");
+    phones.push_str(&format!("\"{SSH_USER}\" = \"{SSH_USER_PHONE}\"\n"));
+    std::fs::write(PHONES, phones).expect("write phones.toml");
+
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let root_key = dir.path().join("root_key");
+    let user_key = dir.path().join("user_key");
+    keygen(&root_key);
+    keygen(&user_key);
+    std::fs::copy(root_key.with_extension("pub"), dir.path().join("root.keys")).expect("keys");
+    std::fs::copy(
+        user_key.with_extension("pub"),
+        dir.path().join(format!("{SSH_USER}.keys")),
+    )
+    .expect("keys");
+    let outbox = PathBuf::from(OUTBOX);
+
+    let sshd = SystemSshd::start(dir.path());
+    // root: its key alone, as before the install.
+    let (ok, out) = sshd.key_login("root", &root_key);
+    assert!(ok, "root's key login broke:\n{out}\n{}", sshd.log());
+    // A user: password and code through /etc/pam.d/sshd and common-auth.
+    let login = login_kbd_interactive(
+        sshd.port,
+        SSH_USER,
+        password,
+        Some(&outbox),
+        CodeAnswer::Right,
+    );
+    assert!(
+        login.succeeded() && login.prompts().iter().any(|p| p.contains("SMS code")),
+        "password and code login failed:\n{}\n{}",
+        login.transcript(),
+        sshd.log()
+    );
+    let login = login_kbd_interactive(
+        sshd.port,
+        SSH_USER,
+        password,
+        Some(&outbox),
+        CodeAnswer::Wrong,
+    );
+    assert!(
+        login.refused(),
+        "a wrong code logged in:\n{}",
+        login.transcript()
+    );
+    // The user's key alone still logs in (the default keeps key users in).
+    let (ok, out) = sshd.key_login(SSH_USER, &user_key);
+    assert!(ok, "a user's key login broke:\n{out}");
+    drop(sshd);
+
+    // ---- the stricter line the drop-in documents: key, then password and code
+    let example = std::fs::read_to_string(DROPIN_EXAMPLE).expect("drop-in example");
+    let strict_line = "AuthenticationMethods publickey,keyboard-interactive keyboard-interactive";
+    assert!(
+        example.contains(&format!("#   {strict_line}\n")),
+        "{example}"
+    );
+    let strict = example.replace(
+        "\nAuthenticationMethods publickey keyboard-interactive\n",
+        &format!("\n{strict_line}\n"),
+    );
+    assert_ne!(
+        strict, example,
+        "the drop-in's AuthenticationMethods line moved"
+    );
+    std::fs::write(DROPIN, strict).expect("write the stricter drop-in");
+    let sshd = SystemSshd::start(dir.path());
+    let (ok, out) = sshd.key_login(SSH_USER, &user_key);
+    assert!(!ok, "with the stricter line a key alone logged in:\n{out}");
+    let (ok, out) = sshd.key_login("root", &root_key);
+    assert!(
+        ok,
+        "with the stricter line root's key login broke:\n{out}\n{}",
+        sshd.log()
+    );
+    drop(sshd);
+
+    // ---------- what the README's earlier drop-in did, and doctor seeing it
+    std::fs::write(
+        DROPIN,
+        "KbdInteractiveAuthentication yes\nAuthenticationMethods keyboard-interactive\n",
+    )
+    .expect("write the old drop-in");
+    let sshd = SystemSshd::start(dir.path());
+    let (ok, out) = sshd.key_login("root", &root_key);
+    assert!(
+        !ok,
+        "root logged in with the old drop-in (the test cannot tell):\n{out}"
+    );
+    drop(sshd);
+    let (code, out) = run_readme_line("smsotp doctor");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        !out.contains("\n0 error(s)") && out.contains("ERROR") && out.contains("Match User root"),
+        "doctor must report root's SSH lock-out with the Match block as fix:\n{out}"
+    );
+    std::fs::copy(DROPIN_EXAMPLE, DROPIN).expect("put the README's drop-in back");
+
+    // ---------------------------------------------------- README "Removing"
+    run_readme_block(&removing);
+    for p in PACKAGES {
+        assert_eq!(
+            dpkg_status(p),
+            "",
+            "{p} still known to dpkg after the README's removal"
+        );
+    }
+    for p in ["/etc/smsotp", STATE, DROPIN, MODULE] {
+        assert!(!exists(p), "{p} survived the README's removal steps");
+    }
+    assert_eq!(line_of(&common_auth_lines(), "pam_smsotp.so"), None);
+    // Afterwards root's key still works, on Debian's own settings.
+    let sshd = SystemSshd::start(dir.path());
+    let (ok, out) = sshd.key_login("root", &root_key);
+    assert!(
+        ok,
+        "root's key login broke after removal:\n{out}\n{}",
+        sshd.log()
+    );
+    drop(sshd);
+    drop(machine);
 }
