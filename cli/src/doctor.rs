@@ -45,6 +45,7 @@ pub fn run(
     if let Some(cfg) = &cfg {
         policy(cfg, &mut f);
         file_modes(cfg, &mut f);
+        radius_secrets(cfg, &mut f);
         providers(cfg, no_network, &mut f);
         state(cfg, &opts, &mut f);
     }
@@ -300,6 +301,52 @@ fn file_modes(cfg: &Config, f: &mut Vec<Finding>) {
             }
             _ => {}
         }
+    }
+}
+
+/// Shorter RADIUS secrets can be found offline from one captured packet.
+const RADIUS_SECRET_MIN: usize = 16;
+
+/// The length of each RADIUS client's shared secret (never the secret).
+fn radius_secrets(cfg: &Config, f: &mut Vec<Finding>) {
+    let Some(r) = &cfg.radius else { return };
+    for c in &r.clients {
+        let path = c.secret_file.display();
+        // An unreadable or unsafe file is reported by file_modes.
+        let Ok(secret) = files::read_secret(&c.secret_file) else {
+            continue;
+        };
+        let fix = format!(
+            "(umask 077; head -c 24 /dev/urandom | base64 > {path}), then set the same secret \
+             on the NAS and restart smsotp-radiusd"
+        );
+        let n = secret.len();
+        f.push(if n == 0 {
+            Finding::new(
+                Level::Error,
+                "radius",
+                format!("client {}: the shared secret in {path} is empty", c.name),
+            )
+            .fix(fix)
+        } else if n < RADIUS_SECRET_MIN {
+            Finding::new(
+                Level::Warning,
+                "radius",
+                format!(
+                    "client {}: the shared secret in {path} is only {n} bytes; use at least \
+                     {RADIUS_SECRET_MIN} random bytes (a short one can be guessed offline from \
+                     one captured packet)",
+                    c.name
+                ),
+            )
+            .fix(fix)
+        } else {
+            Finding::new(
+                Level::Ok,
+                "radius",
+                format!("client {}: the shared secret is {n} bytes", c.name),
+            )
+        });
     }
 }
 

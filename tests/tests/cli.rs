@@ -601,6 +601,36 @@ fn doctor_reports_root_without_a_number_when_root_needs_a_code() {
 }
 
 #[test]
+fn doctor_warns_about_a_short_radius_secret() {
+    let run = |secret: &str| {
+        let s = Scratch::new();
+        s.phones(&[("alice", ALICE_PHONE)]);
+        let file = s.write("vpn.secret", secret, 0o600);
+        s.config(&format!(
+            "[radius]\nlisten = [\"127.0.0.1:1812\"]\nprimary = {{ kind = \"pam\" }}\n\
+             [[radius.client]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"{}\"\n",
+            file.display()
+        ));
+        let sshd = debian_sshd(&s, DROP_IN);
+        let (r, f) = doctor_findings(&s, &sshd, &debian_pam_dir());
+        let radius: Vec<Value> = f.into_iter().filter(|x| x["area"] == "radius").collect();
+        assert_eq!(radius.len(), 1, "{r}");
+        assert!(
+            !r.stdout.contains(secret.trim()),
+            "the secret was printed: {r}"
+        );
+        radius[0].clone()
+    };
+    let short = run("abcde\n");
+    assert_eq!(short["level"], "warning", "{short}");
+    assert!(message(&short).contains("only 5 bytes"), "{short}");
+    let fix = short["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("head -c 24 /dev/urandom | base64 >"), "{fix}");
+    let fine = run("0123456789abcdef\n");
+    assert_eq!(fine["level"], "ok", "{fine}");
+}
+
+#[test]
 fn doctor_checks_the_admin_running_it() {
     let s = scratch("");
     smsotp(&s, &["user", "set-phone", "root", "+12015550111"]);
