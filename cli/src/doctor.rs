@@ -96,7 +96,7 @@ fn pam(dir: &Path, config: &Path, f: &mut Vec<Finding>) {
                         "pam",
                         format!("{}/sshd does not load pam_smsotp: SSH logins ask no code", dir.display()),
                     )
-                    .fix("add `auth required pam_smsotp.so` after the password module (or run pam-auth-update)"),
+                    .fix("run `pam-auth-update --enable smsotp` (Debian), or add `auth required pam_smsotp.so` after the password check"),
                 );
             }
             continue;
