@@ -764,6 +764,11 @@ pub struct AuthLine {
     pub control: String,
     pub module: String,
     pub args: Vec<String>,
+    /// Where the line runs: its index among the lines of its stack, after
+    /// the indexes of the `substack` lines that lead to it. Includes are
+    /// inlined (jumps count their lines); a substack counts as one line
+    /// where it is called, and its `done`, `die` and jumps stay inside it.
+    place: Vec<usize>,
 }
 
 impl AuthLine {
@@ -813,11 +818,38 @@ impl AuthLine {
 /// The auth lines of service `name` in `dir`, includes expanded.
 pub fn read_stack(dir: &Path, name: &str, findings: &mut Vec<Finding>) -> Vec<AuthLine> {
     let mut out = Vec::new();
-    expand(dir, name, 0, &mut out, findings);
+    let mut frame = Frame {
+        outer: Vec::new(),
+        next: 0,
+    };
+    expand(dir, name, 0, &mut frame, &mut out, findings);
     out
 }
 
-fn expand(dir: &Path, name: &str, depth: u32, out: &mut Vec<AuthLine>, f: &mut Vec<Finding>) {
+/// The stack lines are read into: the places of the substack lines that
+/// lead to it, and the index of its next line.
+struct Frame {
+    outer: Vec<usize>,
+    next: usize,
+}
+
+impl Frame {
+    fn take(&mut self) -> Vec<usize> {
+        let mut place = self.outer.clone();
+        place.push(self.next);
+        self.next += 1;
+        place
+    }
+}
+
+fn expand(
+    dir: &Path,
+    name: &str,
+    depth: u32,
+    frame: &mut Frame,
+    out: &mut Vec<AuthLine>,
+    f: &mut Vec<Finding>,
+) {
     let path = if name.starts_with('/') {
         PathBuf::from(name)
     } else {
@@ -849,7 +881,7 @@ fn expand(dir: &Path, name: &str, depth: u32, out: &mut Vec<AuthLine>, f: &mut V
             continue;
         }
         if let Some(rest) = line.strip_prefix("@include") {
-            expand(dir, rest.trim(), depth + 1, out, f);
+            expand(dir, rest.trim(), depth + 1, frame, out, f);
             continue;
         }
         let (ty, rest) = split_word(line);
@@ -866,8 +898,16 @@ fn expand(dir: &Path, name: &str, depth: u32, out: &mut Vec<AuthLine>, f: &mut V
             split_word(rest)
         };
         let (module, rest) = split_word(rest);
-        if control == "include" || control == "substack" {
-            expand(dir, module, depth + 1, out, f);
+        if control == "include" {
+            expand(dir, module, depth + 1, frame, out, f);
+            continue;
+        }
+        if control == "substack" {
+            let mut inner = Frame {
+                outer: frame.take(),
+                next: 0,
+            };
+            expand(dir, module, depth + 1, &mut inner, out, f);
             continue;
         }
         out.push(AuthLine {
@@ -876,6 +916,7 @@ fn expand(dir: &Path, name: &str, depth: u32, out: &mut Vec<AuthLine>, f: &mut V
             control: control.to_owned(),
             module: module.to_owned(),
             args: rest.split_whitespace().map(str::to_owned).collect(),
+            place: frame.take(),
         });
     }
 }
@@ -1048,13 +1089,24 @@ pub fn check_stack(service: &str, lines: &[AuthLine], config: &Path, f: &mut Vec
             }
         }
         let mut password_seen = false;
-        for (j, before) in lines[..k].iter().enumerate() {
-            let success = before.action("success").unwrap_or_default();
-            let jump = success.parse::<usize>().ok().filter(|n| *n > 0);
-            // A jump of n lines lands on line j + n + 1.
-            let skips = success == "done" || jump.is_some_and(|n| j + n >= k);
-            if skips {
-                f.push(skip_finding(service, before, jump.map(|n| (n, k - j - 1))));
+        for before in &lines[..k] {
+            // Only a line in pam_smsotp's stack, or in a stack that runs
+            // it as a substack, can skip it.
+            let d = before.place.len().saturating_sub(1);
+            let outer = before.place.get(..d);
+            let places = before.place.get(d).zip(l.place.get(d));
+            if let (Some((&b, &s)), true) = (places, outer == l.place.get(..d)) {
+                let success = before.action("success").unwrap_or_default();
+                let jump = success.parse::<usize>().ok().filter(|n| *n > 0);
+                // A jump of n lines lands on line b + n + 1.
+                let skips = success == "done" || jump.is_some_and(|n| b + n >= s);
+                if skips {
+                    f.push(skip_finding(
+                        service,
+                        before,
+                        jump.map(|n| (n, s.saturating_sub(b + 1))),
+                    ));
+                }
             }
             if PASSWORD_MODULES.contains(&before.base()) {
                 if before.control == "optional" {
@@ -1386,6 +1438,52 @@ mod tests {
         assert!(
             fix.contains("exempt_groups") && !fix.contains("requisite"),
             "{fix}"
+        );
+    }
+
+    #[test]
+    fn a_substack_is_one_line_to_jumps_and_keeps_its_done() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("system-auth"),
+            "auth sufficient pam_unix.so\nauth requisite pam_deny.so\nauth required pam_permit.so\n",
+        )
+        .unwrap();
+        let judge = |svc: &str| {
+            std::fs::write(d.path().join("svc"), svc).unwrap();
+            let mut f = Vec::new();
+            let lines = read_stack(d.path(), "svc", &mut f);
+            check_stack("svc", &lines, Path::new("/etc/smsotp/smsotp.toml"), &mut f);
+            f.into_iter()
+                .filter(|x| x.level == Level::Error)
+                .map(|x| x.message)
+                .collect::<Vec<_>>()
+        };
+        // `done` inside the substack ends only the substack.
+        let e = judge("auth substack system-auth\nauth required pam_smsotp.so\n");
+        assert!(e.is_empty(), "{e:?}");
+        // Jumping 2 from the first line skips the substack (one line) and
+        // pam_smsotp; the three lines it holds do not count.
+        let e = judge(
+            "auth [success=2 default=ignore] pam_sss.so\nauth substack system-auth\n\
+             auth required pam_smsotp.so\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("pam_sss.so"), "{e:?}");
+        let e = judge(
+            "auth [success=1 default=ignore] pam_sss.so\nauth substack system-auth\n\
+             auth required pam_smsotp.so\n",
+        );
+        assert!(e.is_empty(), "{e:?}");
+        // An include is inlined: the same jump now lands inside it.
+        let e = judge(
+            "auth [success=2 default=ignore] pam_sss.so\nauth include system-auth\n\
+             auth required pam_smsotp.so\n",
+        );
+        assert!(e.iter().all(|m| !m.contains("pam_sss.so")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.contains("sufficient pam_unix.so")),
+            "{e:?}"
         );
     }
 }
