@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use smsotp_core::config::{Config, DirectorySpec, NoPhone, ProviderDown, ProviderSpec, StoreSpec};
+use smsotp_core::directory::{Accounts, SystemAccounts};
 use smsotp_core::files::{self, FileRule};
 use smsotp_core::flow::{Engine, LogOptions};
 
@@ -38,13 +39,15 @@ pub fn run(
 
     let opts = host::read_sshd(sshd_config, &mut f);
     host::check_sshd(&opts, &mut f);
+    host::check_root(&opts, &mut f);
     pam(pam_dir, config, &mut f);
 
     if let Some(cfg) = &cfg {
         policy(cfg, &mut f);
         file_modes(cfg, &mut f);
+        radius_secrets(cfg, &mut f);
         providers(cfg, no_network, &mut f);
-        state(cfg, &mut f);
+        state(cfg, &opts, &mut f);
     }
 
     let code = report::findings_exit(&f);
@@ -93,7 +96,7 @@ fn pam(dir: &Path, config: &Path, f: &mut Vec<Finding>) {
                         "pam",
                         format!("{}/sshd does not load pam_smsotp: SSH logins ask no code", dir.display()),
                     )
-                    .fix("add `auth required pam_smsotp.so` after the password module (or run pam-auth-update)"),
+                    .fix("run `pam-auth-update --enable smsotp` (Debian), or add `auth required pam_smsotp.so` after the password check"),
                 );
             }
             continue;
@@ -301,6 +304,52 @@ fn file_modes(cfg: &Config, f: &mut Vec<Finding>) {
     }
 }
 
+/// Shorter RADIUS secrets can be found offline from one captured packet.
+const RADIUS_SECRET_MIN: usize = 16;
+
+/// The length of each RADIUS client's shared secret (never the secret).
+fn radius_secrets(cfg: &Config, f: &mut Vec<Finding>) {
+    let Some(r) = &cfg.radius else { return };
+    for c in &r.clients {
+        let path = c.secret_file.display();
+        // An unreadable or unsafe file is reported by file_modes.
+        let Ok(secret) = files::read_secret(&c.secret_file) else {
+            continue;
+        };
+        let fix = format!(
+            "(umask 077; head -c 24 /dev/urandom | base64 > {path}), then set the same secret \
+             on the NAS and restart smsotp-radiusd"
+        );
+        let n = secret.len();
+        f.push(if n == 0 {
+            Finding::new(
+                Level::Error,
+                "radius",
+                format!("client {}: the shared secret in {path} is empty", c.name),
+            )
+            .fix(fix)
+        } else if n < RADIUS_SECRET_MIN {
+            Finding::new(
+                Level::Warning,
+                "radius",
+                format!(
+                    "client {}: the shared secret in {path} is only {n} bytes; use at least \
+                     {RADIUS_SECRET_MIN} random bytes (a short one can be guessed offline from \
+                     one captured packet)",
+                    c.name
+                ),
+            )
+            .fix(fix)
+        } else {
+            Finding::new(
+                Level::Ok,
+                "radius",
+                format!("client {}: the shared secret is {n} bytes", c.name),
+            )
+        });
+    }
+}
+
 fn providers(cfg: &Config, no_network: bool, f: &mut Vec<Finding>) {
     for p in &cfg.providers {
         let name = p.name();
@@ -407,7 +456,7 @@ fn connect(endpoint: &str) -> Result<String, String> {
 }
 
 /// The store, and who could be locked out.
-fn state(cfg: &Config, f: &mut Vec<Finding>) {
+fn state(cfg: &Config, opts: &[host::SshdOption], f: &mut Vec<Finding>) {
     let log = LogOptions {
         ident: "smsotp".into(),
         debug: false,
@@ -446,63 +495,180 @@ fn state(cfg: &Config, f: &mut Vec<Finding>) {
             ));
         }
     }
-    // Root and the admin running this: can they still get in?
+    for user in admins() {
+        admin(cfg, &engine, opts, &user, f);
+    }
+}
+
+/// Root, the admin running this (`$SUDO_USER`) and the members of the
+/// `sudo` group: the people who must still get in to fix things.
+fn admins() -> Vec<String> {
     let mut admins = vec!["root".to_owned()];
     if let Ok(u) = std::env::var("SUDO_USER") {
-        if !u.is_empty() && u != "root" {
-            admins.push(u);
-        }
+        admins.push(u);
     }
-    for user in admins {
-        let exempt = cfg.policy.exempt_users.contains(&user);
-        let phone = engine.find_phone(&user);
-        let codes = store.backup_codes_left(&user).unwrap_or(0);
-        let locked = store
-            .failures(&user, engine.now())
-            .map(|s| s.locked_until.is_some())
-            .unwrap_or(false);
-        let (level, msg) = match (&phone, exempt) {
-            (_, true) => (
-                Level::Info,
-                format!("{user} is exempt: never asked for a code"),
-            ),
-            (Ok(Some(p)), _) => (
-                if codes == 0 {
-                    Level::Warning
-                } else {
-                    Level::Ok
-                },
+    if let Ok(Some(g)) = nix::unistd::Group::from_name("sudo") {
+        admins.extend(g.mem);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    admins.retain(|u| !u.is_empty() && seen.insert(u.clone()));
+    admins
+}
+
+/// Can this admin still get in once 2FA is on, over SSH and elsewhere?
+fn admin(
+    cfg: &Config,
+    engine: &Engine,
+    opts: &[host::SshdOption],
+    user: &str,
+    f: &mut Vec<Finding>,
+) {
+    let p = &cfg.policy;
+    let store = engine.store();
+    let login = host::ssh_login(opts, user);
+    let ssh_needs_code = login.path == host::SshPath::NeedsPam;
+    let exempt_group = if p.exempt_groups.is_empty() {
+        None
+    } else {
+        SystemAccounts
+            .groups(user)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|g| p.exempt_groups.contains(g))
+    };
+    let exempt = if p.exempt_users.contains(user) {
+        Some("policy.exempt_users".to_owned())
+    } else {
+        exempt_group.map(|g| format!("group {g} in policy.exempt_groups"))
+    };
+    let opted_out = p.opt_out_honoured() && store.opt_out(user).ok().flatten().is_some();
+    let codes = store.backup_codes_left(user).unwrap_or(0);
+    let fix_all = format!(
+        "`smsotp user set-phone {user} +NUMBER` (the admin's mobile), or \
+         `smsotp backup-codes generate {user}` (print them and lock them away), or add \
+         \"{user}\" to policy.exempt_users (the password alone then passes pam_smsotp)"
+    );
+    let finding = if let Some(why) = exempt {
+        let ssh = if ssh_needs_code {
+            "; over SSH, keyboard-interactive asks only the password (pam_smsotp returns PAM_IGNORE)"
+        } else {
+            ""
+        };
+        Finding::new(
+            Level::Info,
+            "users",
+            format!("{user} is exempt ({why}): never asked for a code{ssh}"),
+        )
+    } else if opted_out {
+        Finding::new(
+            Level::Info,
+            "users",
+            format!("{user} is opted out (honoured by the policy): never asked for a code"),
+        )
+    } else {
+        match engine.find_phone(user) {
+            Ok(Some(found)) if codes == 0 && p.backup_codes => Finding::new(
+                Level::Warning,
+                "users",
+                format!(
+                    "{user} has {} (from {}) but no backup codes: if no SMS can arrive, \
+                     {user} cannot log in",
+                    found.phone.masked(),
+                    found.source
+                ),
+            )
+            .fix(format!("smsotp backup-codes generate {user}")),
+            Ok(Some(found)) => Finding::new(
+                Level::Ok,
+                "users",
                 format!(
                     "{user} has {} (from {}) and {codes} backup code(s)",
-                    p.phone.masked(),
-                    p.source
+                    found.phone.masked(),
+                    found.source
                 ),
             ),
-            (Ok(None), _) if cfg.policy.no_phone == NoPhone::Deny && codes == 0 => (
-                Level::Warning,
-                format!("{user} has no number and no backup codes: LOCKED OUT once 2FA is on"),
-            ),
-            (Ok(None), _) => (
-                Level::Warning,
-                format!("{user} has no number ({codes} backup code(s))"),
-            ),
-            (Err(e), _) => (
+            Ok(None) => no_phone(cfg, user, codes, &login, &fix_all),
+            Err(e) => Finding::new(
                 Level::Error,
+                "users",
                 format!("{user}: cannot look up the number: {e}"),
+            )
+            .fix("fix the [[directory]] source named above, then run doctor again"),
+        }
+    };
+    f.push(finding);
+    let locked = store
+        .failures(user, engine.now())
+        .map(|s| s.locked_until.is_some())
+        .unwrap_or(false);
+    if locked {
+        f.push(
+            Finding::new(Level::Warning, "users", format!("{user} is locked out now"))
+                .fix(format!("smsotp user unlock {user}")),
+        );
+    }
+}
+
+/// An admin who is not exempt and has no number.
+fn no_phone(
+    cfg: &Config,
+    user: &str,
+    codes: u32,
+    login: &host::SshLogin<'_>,
+    fix_all: &str,
+) -> Finding {
+    let p = &cfg.policy;
+    let usable_codes = p.backup_codes && codes > 0;
+    match p.no_phone {
+        NoPhone::Deny if !usable_codes => {
+            if user == "root" && login.path == host::SshPath::NeedsPam {
+                let permit = login.permit_text();
+                Finding::new(
+                    Level::Error,
+                    "users",
+                    format!(
+                        "root cannot log in over SSH: every method root may use ({}; {permit}) \
+                         asks the SMS code, and root has no number, no backup codes and is not \
+                         exempt: LOCKED OUT once 2FA is on",
+                        login.methods_text()
+                    ),
+                )
+                .fix(format!(
+                    "{fix_all}; or give root a key-only way in: {}",
+                    host::ROOT_MATCH_FIX
+                ))
+            } else {
+                Finding::new(
+                    Level::Warning,
+                    "users",
+                    format!(
+                        "{user} has no number, no backup codes and is not exempt: LOCKED OUT \
+                         of every login as {user} that asks a code once 2FA is on"
+                    ),
+                )
+                .fix(fix_all)
+            }
+        }
+        NoPhone::Deny => Finding::new(
+            Level::Warning,
+            "users",
+            format!("{user} has no number: only their {codes} backup code(s) let them in"),
+        )
+        .fix(format!("smsotp user set-phone {user} +NUMBER")),
+        NoPhone::Enroll => Finding::new(
+            Level::Warning,
+            "users",
+            format!(
+                "{user} has no number: whoever first logs in as {user} with the password \
+                 registers one (no_phone = \"enroll\")"
             ),
-        };
-        let mut x = Finding::new(level, "users", msg);
-        if level == Level::Warning {
-            x = x.fix(format!(
-                "smsotp user set-phone {user} NUMBER; smsotp backup-codes generate {user}"
-            ));
-        }
-        f.push(x);
-        if locked {
-            f.push(
-                Finding::new(Level::Warning, "users", format!("{user} is locked out now"))
-                    .fix(format!("smsotp user unlock {user}")),
-            );
-        }
+        )
+        .fix(format!("smsotp user set-phone {user} +NUMBER")),
+        NoPhone::Allow => Finding::new(
+            Level::Warning,
+            "users",
+            format!("{user} has no number: logs in with the password alone (no_phone = \"allow\")"),
+        )
+        .fix(format!("smsotp user set-phone {user} +NUMBER")),
     }
 }

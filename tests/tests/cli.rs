@@ -5,7 +5,7 @@
 //!
 //! Needs `cargo build -p smsotp` (or `SMSOTP_CLI=path`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -388,7 +388,8 @@ fn doctor_on_a_sound_host_finds_no_errors() {
     let s = scratch("");
     s.write(
         "sshd_config",
-        "UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\nAuthenticationMethods publickey,keyboard-interactive\n",
+        "UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\nAuthenticationMethods publickey,keyboard-interactive\n\
+         Match User root\n  AuthenticationMethods publickey\n",
         0o644,
     );
     std::fs::create_dir(s.path("pam.d")).unwrap();
@@ -413,4 +414,252 @@ fn doctor_on_a_sound_host_finds_no_errors() {
     assert!(j.is_empty(), "{r}");
     assert!(r.stdout.contains("pam_smsotp is required"), "{r}");
     assert!(r.stdout.contains("root has ******0111"), "{r}");
+}
+
+/// The sshd drop-in the README recommends (packaging/sshd/smsotp.conf):
+/// root keeps a key-only way in, everyone else needs the code.
+const DROP_IN: &str = "KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+    AuthenticationMethods publickey,keyboard-interactive keyboard-interactive\n\
+    Match User root\n\tAuthenticationMethods publickey\n";
+
+/// The drop-in without its Match block.
+fn drop_in_without_match() -> &'static str {
+    let end = DROP_IN
+        .find("Match")
+        .expect("the drop-in has a Match block");
+    &DROP_IN[..end]
+}
+
+/// Debian 12's stock sshd_config, its `Include` pointed at a scratch
+/// sshd_config.d that holds `drop_in` as smsotp.conf.
+fn debian_sshd(s: &Scratch, drop_in: &str) -> PathBuf {
+    let stock = std::fs::read_to_string(workspace_root().join("tests/data/debian12-sshd_config"))
+        .expect("read tests/data/debian12-sshd_config");
+    let dir = s.path("sshd_config.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let include = format!("Include {}/*.conf", dir.display());
+    let main: String = stock
+        .lines()
+        .map(|l| {
+            if l.starts_with("Include ") {
+                include.clone()
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert!(main.contains(&include), "no Include line in the stock file");
+    s.write("sshd_config.d/smsotp.conf", drop_in, 0o644);
+    s.write("sshd_config", &main, 0o644)
+}
+
+fn debian_pam_dir() -> PathBuf {
+    workspace_root().join("tests/data/debian12-pam.d")
+}
+
+/// `smsotp --json doctor` on the given host files: the findings.
+fn doctor_findings(s: &Scratch, sshd: &Path, pam_dir: &Path) -> (Run, Vec<Value>) {
+    let r = smsotp(
+        s,
+        &[
+            "--json",
+            "doctor",
+            "--no-network",
+            "--sshd-config",
+            sshd.to_str().unwrap(),
+            "--pam-dir",
+            pam_dir.to_str().unwrap(),
+        ],
+    );
+    let findings = r.json()["findings"].as_array().cloned().unwrap_or_default();
+    assert!(!findings.is_empty(), "{r}");
+    (r, findings)
+}
+
+fn with_level<'a>(findings: &'a [Value], level: &str) -> Vec<&'a Value> {
+    findings.iter().filter(|f| f["level"] == level).collect()
+}
+
+fn message(f: &Value) -> &str {
+    f["message"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn doctor_on_stock_debian_with_the_recommended_drop_in_finds_no_error() {
+    let s = scratch("");
+    let r = smsotp(&s, &["user", "set-phone", "root", "+12015550111"]);
+    assert_eq!(r.code, 0, "{r}");
+    let sshd = debian_sshd(&s, DROP_IN);
+    let (r, f) = doctor_findings(&s, &sshd, &debian_pam_dir());
+    assert!(with_level(&f, "error").is_empty(), "{r}");
+    // Nothing in the sshd or PAM areas needs fixing either.
+    let faults: Vec<&Value> = f
+        .iter()
+        .filter(|x| x["level"] == "warning" && (x["area"] == "sshd" || x["area"] == "pam"))
+        .collect();
+    assert!(faults.is_empty(), "{faults:?}\n{r}");
+    let info = with_level(&f, "info");
+    let glass = info
+        .iter()
+        .find(|x| message(x).starts_with("root logs in with a key alone (Match User root at "))
+        .unwrap_or_else(|| panic!("no break-glass finding\n{r}"));
+    assert!(
+        message(glass).contains("sshd_config.d/smsotp.conf:4)"),
+        "{glass}"
+    );
+    // su and sudo (and their -l/-i forms) load pam_smsotp through
+    // common-auth, after pam_unix's jump over pam_deny.
+    for service in ["su", "su-l", "sudo", "sudo-i", "sshd", "login"] {
+        let want = format!("{service}: pam_smsotp is required at ");
+        assert!(
+            with_level(&f, "ok")
+                .iter()
+                .any(|x| message(x).starts_with(&want) && message(x).contains("common-auth:")),
+            "{service} not reported as loading pam_smsotp\n{r}"
+        );
+    }
+    // Debian's `auth sufficient pam_rootok.so` is explained, never "fixed".
+    let rootok: Vec<&Value> = f
+        .iter()
+        .filter(|x| message(x).contains("pam_rootok.so"))
+        .collect();
+    assert_eq!(rootok.len(), 4, "su, su-l, chfn, chsh: {rootok:?}");
+    for x in rootok {
+        assert_eq!(x["level"], "info", "{x}");
+        assert!(x["fix"].is_null(), "{x}");
+    }
+}
+
+#[test]
+fn doctor_reports_the_root_lock_out_without_the_match_block() {
+    let s = scratch("");
+    smsotp(&s, &["user", "set-phone", "root", "+12015550111"]);
+    let sshd = debian_sshd(&s, drop_in_without_match());
+    let (r, f) = doctor_findings(&s, &sshd, &debian_pam_dir());
+    assert_eq!(r.code, 1, "{r}");
+    let errors = with_level(&f, "error");
+    assert_eq!(errors.len(), 1, "{r}");
+    let e = errors[0];
+    assert_eq!(e["area"], "sshd");
+    assert!(
+        message(e).starts_with("root cannot log in over SSH")
+            && message(e).contains("PermitRootLogin prohibit-password (sshd's default)"),
+        "{e}"
+    );
+    let fix = e["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("`Match User root`")
+            && fix.contains("`    AuthenticationMethods publickey`")
+            && fix.contains("sshd_config.d/smsotp.conf"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn doctor_reports_root_without_a_number_when_root_needs_a_code() {
+    let s = scratch("");
+    let drop_in = format!("{}PermitRootLogin yes\n", drop_in_without_match());
+    let sshd = debian_sshd(&s, &drop_in);
+    let (r, f) = doctor_findings(&s, &sshd, &debian_pam_dir());
+    let errors = with_level(&f, "error");
+    assert_eq!(errors.len(), 1, "{r}");
+    let e = errors[0];
+    assert_eq!(e["area"], "users");
+    assert!(
+        message(e).starts_with("root cannot log in over SSH")
+            && message(e).contains("no number, no backup codes and is not exempt"),
+        "{e}"
+    );
+    let fix = e["fix"].as_str().unwrap_or_default();
+    for needle in [
+        "smsotp user set-phone root +NUMBER",
+        "smsotp backup-codes generate root",
+        "policy.exempt_users",
+    ] {
+        assert!(fix.contains(needle), "{needle} missing from {fix}");
+    }
+
+    // Backup codes are a way in: no error, and no lock-out.
+    let r = smsotp(&s, &["backup-codes", "generate", "root", "--count", "2"]);
+    assert_eq!(r.code, 0, "{r}");
+    let (r, f) = doctor_findings(&s, &sshd, &debian_pam_dir());
+    assert!(with_level(&f, "error").is_empty(), "{r}");
+    assert!(!r.stdout.contains("LOCKED OUT"), "{r}");
+
+    // Exempt: keyboard-interactive asks only the password.
+    let s = scratch("[policy]\nexempt_users = [\"root\"]\n");
+    let sshd = debian_sshd(&s, &drop_in);
+    let (r, f) = doctor_findings(&s, &sshd, &debian_pam_dir());
+    assert!(with_level(&f, "error").is_empty(), "{r}");
+    assert!(
+        with_level(&f, "info")
+            .iter()
+            .any(|x| message(x).starts_with("root is exempt") && message(x).contains("PAM_IGNORE")),
+        "{r}"
+    );
+}
+
+#[test]
+fn doctor_warns_about_a_short_radius_secret() {
+    let run = |secret: &str| {
+        let s = Scratch::new();
+        s.phones(&[("alice", ALICE_PHONE)]);
+        let file = s.write("vpn.secret", secret, 0o600);
+        s.config(&format!(
+            "[radius]\nlisten = [\"127.0.0.1:1812\"]\nprimary = {{ kind = \"pam\" }}\n\
+             [[radius.client]]\nname = \"vpn\"\naddress = \"127.0.0.1\"\nsecret_file = \"{}\"\n",
+            file.display()
+        ));
+        let sshd = debian_sshd(&s, DROP_IN);
+        let (r, f) = doctor_findings(&s, &sshd, &debian_pam_dir());
+        let radius: Vec<Value> = f.into_iter().filter(|x| x["area"] == "radius").collect();
+        assert_eq!(radius.len(), 1, "{r}");
+        assert!(
+            !r.stdout.contains(secret.trim()),
+            "the secret was printed: {r}"
+        );
+        radius[0].clone()
+    };
+    let short = run("abcde\n");
+    assert_eq!(short["level"], "warning", "{short}");
+    assert!(message(&short).contains("only 5 bytes"), "{short}");
+    let fix = short["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("head -c 24 /dev/urandom | base64 >"), "{fix}");
+    let fine = run("0123456789abcdef\n");
+    assert_eq!(fine["level"], "ok", "{fine}");
+}
+
+#[test]
+fn doctor_checks_the_admin_running_it() {
+    let s = scratch("");
+    smsotp(&s, &["user", "set-phone", "root", "+12015550111"]);
+    smsotp(&s, &["backup-codes", "generate", "root"]);
+    let sshd = debian_sshd(&s, DROP_IN);
+    let out = Command::new(cli_path())
+        .arg("--config")
+        .arg(s.path("smsotp.toml"))
+        .args(["--json", "doctor", "--no-network", "--sshd-config"])
+        .arg(&sshd)
+        .arg("--pam-dir")
+        .arg(debian_pam_dir())
+        .env("SUDO_USER", "bob")
+        .output()
+        .expect("run smsotp");
+    let j: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let f = j["findings"].as_array().unwrap();
+    let bob = f
+        .iter()
+        .find(|x| message(x).starts_with("bob "))
+        .unwrap_or_else(|| panic!("bob not checked: {j}"));
+    assert_eq!(bob["level"], "warning", "{bob}");
+    assert!(message(bob).contains("LOCKED OUT"), "{bob}");
+    let fix = bob["fix"].as_str().unwrap_or_default();
+    for needle in [
+        "smsotp user set-phone bob +NUMBER",
+        "smsotp backup-codes generate bob",
+        "policy.exempt_users",
+    ] {
+        assert!(fix.contains(needle), "{needle} missing from {fix}");
+    }
 }
