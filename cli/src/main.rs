@@ -3,9 +3,14 @@
 //! number, lockout, backup codes and opt-out. See smsotp(8).
 //!
 //! Every command prints text for people, or one JSON object with `--json`.
-//! Exit codes: 0 ok, 1 problems found (`check-config`, `doctor`), 2 usage,
-//! sysexits(3) values for the rest (65 bad data, 67 no such user, 69
-//! provider unavailable, 74 store error, 77 not root, 78 config error).
+//! Exit codes (the same in smsotp(8) and the README; [`report::exit`]):
+//! 0 ok; 1 problems found (`check-config`: phone-list entries a login would
+//! refuse; `doctor`: a warning or an error); 2 usage (also an unknown
+//! `test-send --provider`); then sysexits(3): 65 bad data (a number given
+//! or listed that is not valid or not allowed, a phone list that does not
+//! parse), 67 no number for the user, 69 no provider could send, 74 the
+//! store (or a phone list) cannot be read or written, 77 not root, 78 the
+//! config is invalid or unsafe, or forbids the action.
 
 mod doctor;
 mod host;
@@ -16,8 +21,9 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use smsotp_core::audit::Level as AuditLevel;
-use smsotp_core::config::{Config, DEFAULT_CONFIG_PATH};
-use smsotp_core::flow::{Engine, LogOptions};
+use smsotp_core::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+use smsotp_core::directory::{self, DirectoryError};
+use smsotp_core::flow::{Engine, FlowError, LogOptions};
 use smsotp_core::phone::Phone;
 use smsotp_core::store::PhoneRecord;
 
@@ -59,7 +65,8 @@ enum Command {
         #[arg(long)]
         no_network: bool,
     },
-    /// Send a test SMS through the configured providers.
+    /// Send a test SMS through the configured providers (failover as at
+    /// login), or through one of them.
     TestSend {
         /// A number (international form, or national in phone.default_region).
         #[arg(
@@ -72,6 +79,9 @@ enum Command {
         /// The number registered for this user.
         #[arg(long, value_name = "USER")]
         user: Option<String>,
+        /// Only this provider (its `name`), without failover.
+        #[arg(long, value_name = "NAME")]
+        provider: Option<String>,
     },
     /// See and change a user's state.
     #[command(subcommand)]
@@ -156,7 +166,12 @@ fn run(cli: Cli) -> Result<Output, Failure> {
             pam_dir,
             no_network,
         } => doctor::run(&cli.config, sshd_config, pam_dir, *no_network),
-        Command::TestSend { to, user } => test_send(&cli.config, to.as_deref(), user.as_deref()),
+        Command::TestSend { to, user, provider } => test_send(
+            &cli.config,
+            to.as_deref(),
+            user.as_deref(),
+            provider.as_deref(),
+        ),
         Command::User(u) => user_command(&cli.config, u),
         Command::BackupCodes(b) => backup_command(&cli.config, b),
     }
@@ -183,18 +198,59 @@ fn require_root(cli: &Cli) -> Result<(), Failure> {
 }
 
 fn load_config(path: &Path) -> Result<Config, Failure> {
-    Config::load(path).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))
+    Config::load(path).map_err(config_err)
+}
+
+/// A config that cannot be used: EX_CONFIG, with the loader's file:line:column.
+fn config_err(e: ConfigError) -> Failure {
+    match e {
+        // The loader's own advice is the PAM module's `config=PATH`.
+        ConfigError::Read { path, source } => Failure::new(
+            exit::CONFIG,
+            format!("{}: cannot read: {source}", path.display()),
+        )
+        .fix("create it, or point to another file with --config PATH"),
+        e => Failure::new(exit::CONFIG, e.to_string()),
+    }
 }
 
 fn open_engine(path: &Path) -> Result<Engine, Failure> {
-    let cfg = load_config(path)?;
+    open_engine_with(load_config(path)?)
+}
+
+fn open_engine_with(cfg: Config) -> Result<Engine, Failure> {
     let log = LogOptions {
         ident: "smsotp".into(),
         debug: false,
         stderr: false,
         server: None,
     };
-    Engine::open(cfg, &log).map_err(|e| Failure::new(exit::IOERR, e.to_string()))
+    Engine::open(cfg, &log).map_err(flow_err)
+}
+
+/// A core error, by kind: a bad number or phone list is the data's fault
+/// (65), an unsafe file the setup's (78), the rest could not be read or
+/// written (74).
+fn flow_err(e: FlowError) -> Failure {
+    match e {
+        FlowError::Directory(DirectoryError::BadNumber {
+            source_name,
+            user,
+            error,
+        }) => Failure::new(
+            exit::DATAERR,
+            format!("{source_name}: the number for {user}: {}", error.problem()),
+        )
+        .fix(error.fix()),
+        FlowError::Directory(DirectoryError::File(e @ ConfigError::Invalid { .. })) => {
+            Failure::new(exit::DATAERR, e.to_string())
+                .fix("correct that line; each must look like: alice = \"+12025550123\"")
+        }
+        FlowError::Directory(DirectoryError::File(e @ ConfigError::Unsafe { .. })) => {
+            Failure::new(exit::CONFIG, e.to_string())
+        }
+        e => Failure::new(exit::IOERR, e.to_string()),
+    }
 }
 
 fn store_err(e: impl std::fmt::Display) -> Failure {
@@ -204,56 +260,54 @@ fn store_err(e: impl std::fmt::Display) -> Failure {
 // ------------------------------------------------------------ check-config
 
 fn check_config(path: &Path) -> Result<Output, Failure> {
-    match Config::load(path) {
-        Ok(cfg) => {
-            let eff = effective(&cfg);
-            let text = format!(
-                "{}: valid\n\n{}\n",
-                path.display(),
-                serde_json::to_string_pretty(&eff).unwrap_or_default()
-            );
-            Ok(Output {
-                text,
-                json: json!({"ok": true, "config": path, "effective": eff}),
-                code: exit::OK,
-            })
+    let cfg = load_config(path)?;
+    let eff = effective(&cfg);
+    let lists = directory::check_phone_lists(&cfg);
+    let bad: Vec<Value> = lists
+        .bad
+        .iter()
+        .map(|b| {
+            json!({"location": b.location, "path": b.path, "line": b.line, "user": b.user,
+                   "problem": b.problem, "fix": b.fix})
+        })
+        .collect();
+    let mut text = format!(
+        "{}: valid; the effective values follow (secrets are never shown: they stay in their files)\n\n",
+        path.display()
+    );
+    text.push_str(&report::effective_text(&eff));
+    // The count, each bad entry with its fix, and what they mean.
+    let findings = report::phone_list_findings(&lists);
+    if let Some((summary, entries)) = findings.split_last() {
+        text.push_str(&summary.message);
+        text.push('\n');
+        for f in entries {
+            text.push_str(&format!("  {}\n", f.message));
+            if let Some(fix) = &f.fix {
+                text.push_str(&format!("    fix: {fix}\n"));
+            }
         }
-        Err(e) => Ok(Output {
-            text: format!("{e}\n"),
-            json: json!({"ok": false, "config": path, "error": e.to_string()}),
-            code: exit::PROBLEMS,
-        }),
+        if let Some(fix) = &summary.fix {
+            text.push_str(&format!("\n{} problem(s): {fix}\n", entries.len()));
+        }
     }
+    let code = report::findings_exit(&findings);
+    Ok(Output {
+        text,
+        json: json!({"ok": lists.bad.is_empty(), "config": path, "effective": eff,
+                     "phone_lists": {"valid": lists.valid, "bad": bad}}),
+        code,
+    })
 }
 
 /// The effective config, without secrets: secret values live in files and
 /// only their paths are shown; HTTP providers show only where they connect.
 pub fn effective(c: &Config) -> Value {
     use smsotp_core::config::{
-        Alphabet, ClientMode, DirectorySpec, NoPhone, PrimaryAuth, ProviderDown, ProviderSpec,
-        StoreSpec,
+        Alphabet, ClientMode, DirectorySpec, NoPhone, PrimaryAuth, ProviderDown, StoreSpec,
     };
     let d = |d: std::time::Duration| smsotp_core::config::human_duration(d);
-    let providers: Vec<Value> = c
-        .providers
-        .iter()
-        .map(|p| match p {
-            ProviderSpec::Outbox { name, path } => {
-                json!({"name": name, "kind": "outbox", "path": path})
-            }
-            ProviderSpec::Command {
-                name,
-                program,
-                args,
-                timeout,
-            } => json!({"name": name, "kind": "command", "program": program,
-                        "args": args.len(), "timeout": d(*timeout)}),
-            ProviderSpec::Http(h) => json!({"name": h.name, "kind": "http",
-                        "endpoint": h.endpoint(), "secrets": "[redacted]"}),
-            #[allow(unreachable_patterns)]
-            other => json!({"name": other.name(), "kind": "other", "secrets": "[redacted]"}),
-        })
-        .collect();
+    let providers: Vec<Value> = c.providers.iter().map(provider_json).collect();
     let StoreSpec::Sqlite { path, busy_timeout } = &c.store;
     json!({
         "otp": {
@@ -274,8 +328,8 @@ pub fn effective(c: &Config) -> Value {
             "backup_codes": c.policy.backup_codes,
         },
         "phone": {
-            "default_region": c.phone.default_region.map(|r| format!("{r:?}")),
-            "allowed_countries": c.phone.allowed_countries.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
+            "default_region": c.phone.default_region.map(|r| r.as_ref().to_owned()),
+            "allowed_countries": c.phone.allowed_countries.iter().map(|r| r.as_ref().to_owned()).collect::<Vec<_>>(),
         },
         "limits": {
             "sms_per_user": c.limits.sms_per_user.to_string(),
@@ -286,8 +340,6 @@ pub fn effective(c: &Config) -> Value {
         "directories": c.directories.iter().map(|s| match s {
             DirectorySpec::File { path } => json!({"kind": "file", "path": path}),
             DirectorySpec::Gecos { field } => json!({"kind": "gecos", "field": field}),
-            #[allow(unreachable_patterns)]
-            _ => json!({"kind": "other"}),
         }).collect::<Vec<_>>(),
         "store": {"kind": "sqlite", "path": path, "busy_timeout": d(*busy_timeout)},
         "providers": providers,
@@ -305,17 +357,84 @@ pub fn effective(c: &Config) -> Value {
     })
 }
 
+/// One provider: its kind and where it connects, with the paths of its
+/// secret files but never their contents.
+fn provider_json(p: &smsotp_core::config::ProviderSpec) -> Value {
+    use smsotp_core::config::ProviderSpec;
+    use smsotp_core::http::{Gateway, Preset};
+    let d = smsotp_core::config::human_duration;
+    match p {
+        ProviderSpec::Outbox { name, path } => {
+            json!({"name": name, "kind": "outbox", "path": path})
+        }
+        ProviderSpec::Command {
+            name,
+            program,
+            args,
+            timeout,
+        } => json!({"name": name, "kind": "command", "program": program,
+                    "args": args.len(), "timeout": d(*timeout)}),
+        ProviderSpec::Http(h) => {
+            let preset = match &h.gateway {
+                Gateway::Template(_) => None,
+                Gateway::Preset { preset, .. } => Some(match preset {
+                    Preset::Twilio { .. } => "twilio",
+                    Preset::Vonage { .. } => "vonage",
+                    Preset::Clickatell { .. } => "clickatell",
+                    Preset::Plivo { .. } => "plivo",
+                    Preset::Bulksms { .. } => "bulksms",
+                }),
+            };
+            let secret_files: Vec<PathBuf> = h.secret_paths().into_iter().map(|(_, p)| p).collect();
+            json!({"name": h.name, "kind": "http", "preset": preset,
+                   "endpoint": h.endpoint(), "proxy": h.transport.proxy,
+                   "ca_file": h.transport.ca_file, "timeout": d(h.transport.timeout),
+                   "secret_files": secret_files})
+        }
+        ProviderSpec::Smpp(s) => json!({"name": s.name, "kind": "smpp",
+            "host": s.host, "port": s.port, "tls": s.tls, "endpoint": s.endpoint(),
+            "system_id": s.system_id, "source_addr": s.source_addr,
+            "password_file": s.password_file, "ca_file": s.ca_file,
+            "timeout": d(s.timeout)}),
+    }
+}
+
 // --------------------------------------------------------------- test-send
 
-fn test_send(path: &Path, to: Option<&str>, user: Option<&str>) -> Result<Output, Failure> {
+fn test_send(
+    path: &Path,
+    to: Option<&str>,
+    user: Option<&str>,
+    only: Option<&str>,
+) -> Result<Output, Failure> {
     use smsotp_core::sms::{self, ChainOutcome, Sms};
-    let engine = open_engine(path)?;
+    let cfg = load_config(path)?;
+    let specs = match only {
+        None => cfg.providers.clone(),
+        Some(name) => match cfg.providers.iter().find(|p| p.name() == name) {
+            Some(p) => vec![p.clone()],
+            None => {
+                let names: Vec<&str> = cfg.providers.iter().map(|p| p.name()).collect();
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "no provider is named \"{name}\" in {}; the configured ones: {}",
+                        path.display(),
+                        names.join(", ")
+                    ),
+                )
+                .fix("give --provider one of those names (each [[provider]] has a name, by default its kind)"));
+            }
+        },
+    };
+    let engine = open_engine_with(cfg)?;
     let phone = match (to, user) {
-        (Some(n), _) => Phone::parse(n, engine.cfg.phone.default_region)
-            .map_err(|e| Failure::new(exit::DATAERR, e.to_string()))?,
+        (Some(n), _) => Phone::parse(n, engine.cfg.phone.default_region).map_err(|e| {
+            Failure::new(exit::DATAERR, format!("--to: {}", e.problem())).fix(e.fix())
+        })?,
         (None, Some(u)) => engine
             .find_phone(u)
-            .map_err(store_err)?
+            .map_err(flow_err)?
             .map(|f| f.phone)
             .ok_or_else(|| {
                 Failure::new(
@@ -324,11 +443,19 @@ fn test_send(path: &Path, to: Option<&str>, user: Option<&str>) -> Result<Output
                 )
                 .fix(format!("smsotp user set-phone {u} NUMBER"))
             })?,
-        (None, None) => return Err(Failure::new(2, "give --to NUMBER or --user USER")),
+        (None, None) => return Err(Failure::new(exit::USAGE, "give --to NUMBER or --user USER")),
     };
-    let providers = sms::from_config(&engine.cfg.providers, || {
-        Box::new(smsotp_core::clock::SystemClock)
-    });
+    if !phone.allowed(&engine.cfg.phone) {
+        return Err(Failure::new(
+            exit::DATAERR,
+            format!(
+                "{} is in a country not in phone.allowed_countries, so a login would not send to it",
+                phone.masked()
+            ),
+        )
+        .fix("use a number of an allowed country, or add its country to phone.allowed_countries"));
+    }
+    let providers = sms::from_config(&specs, || Box::new(smsotp_core::clock::SystemClock));
     let text = format!(
         "smsotp test message from {}. No action needed.",
         smsotp_core::flow::hostname()
@@ -346,6 +473,9 @@ fn test_send(path: &Path, to: Option<&str>, user: Option<&str>) -> Result<Output
             failed_over_from,
         } => {
             let mut t = format!("sent to {} through provider {provider}\n", phone.masked());
+            if only.is_some() {
+                t.push_str("  (--provider: that provider only, no failover)\n");
+            }
             if let Some((from, err)) = &failed_over_from {
                 t.push_str(&format!("  (provider {from} failed first: {err})\n"));
             }

@@ -4,12 +4,12 @@
 //! broken file never silently falls through to another number.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::config::{ConfigError, DirectorySpec, Location};
+use crate::config::{Config, ConfigError, DirectorySpec, Location, PhoneSettings};
 use crate::files::{self, FileRule};
-use crate::phone::{NumberCache, Phone, PhoneError};
+use crate::phone::{NoCache, NumberCache, Phone, PhoneError};
 
 /// A number found for a user, and where it came from (for `user show` and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct Entry {
     pub source: String,
     /// Where exactly, for error messages ("/etc/smsotp/phones.toml:2:7").
     pub location: String,
+    /// The line in the source's file, if it has one.
+    pub line: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,10 @@ pub trait Directory {
     /// A short name for messages, e.g. "file /etc/smsotp/phones.toml".
     fn name(&self) -> String;
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError>;
+    /// The file this source reads, if it is one (for reports by file).
+    fn path(&self) -> Option<&Path> {
+        None
+    }
     /// Every user this source lists, for checking them all ahead of any
     /// login. Sources that cannot list (the passwd database) return none.
     fn users(&self) -> Result<Vec<String>, DirectoryError> {
@@ -195,6 +201,7 @@ impl FileDirectory {
             raw: raw.into_string(),
             source: self.name(),
             location: format!("{}:{line}:{col}", self.path.display()),
+            line: Some(line),
         }
     }
 
@@ -260,6 +267,10 @@ impl FileDirectory {
 impl Directory for FileDirectory {
     fn name(&self) -> String {
         format!("file {}", self.path.display())
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
@@ -340,6 +351,7 @@ impl<A: Accounts> Directory for GecosDirectory<A> {
             raw: raw.to_owned(),
             source: self.name(),
             location: self.name(),
+            line: None,
         }))
     }
 }
@@ -352,6 +364,9 @@ impl<D: Directory + ?Sized> Directory for Arc<D> {
     }
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
         (**self).lookup(user)
+    }
+    fn path(&self) -> Option<&Path> {
+        (**self).path()
     }
     fn users(&self) -> Result<Vec<String>, DirectoryError> {
         (**self).users()
@@ -420,22 +435,117 @@ pub fn lookup(
     Ok(None)
 }
 
+/// A phone-list entry a login would refuse, or a source that could not be
+/// read: what `check-config`, `doctor` and `smsotp-radiusd` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEntry {
+    /// The source's name ("file /etc/smsotp/phones.toml").
+    pub source: String,
+    /// The file, when the source is one.
+    pub path: Option<PathBuf>,
+    /// "/etc/smsotp/phones.toml:2:9", or the source's name.
+    pub location: String,
+    pub line: Option<u32>,
+    /// Whose entry; `None` when the whole source is at fault.
+    pub user: Option<String>,
+    /// What is wrong (numbers masked).
+    pub problem: String,
+    /// How to put it right.
+    pub fix: String,
+}
+
+impl std::fmt::Display for BadEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.user {
+            Some(user) => write!(
+                f,
+                "{}: the number for {user}: {}; {}",
+                self.location, self.problem, self.fix
+            ),
+            None => write!(f, "{}: {}; {}", self.location, self.problem, self.fix),
+        }
+    }
+}
+
+impl BadEntry {
+    /// A source that could not be read or parsed as a whole.
+    fn of_source(d: &dyn Directory, e: DirectoryError) -> BadEntry {
+        let mut bad = BadEntry {
+            source: d.name(),
+            path: d.path().map(Path::to_path_buf),
+            location: d.name(),
+            line: None,
+            user: None,
+            problem: e.to_string(),
+            fix: String::new(),
+        };
+        match e {
+            DirectoryError::File(ConfigError::Invalid {
+                path,
+                location,
+                message,
+                ..
+            }) => {
+                bad.location = format!("{}:{}:{}", path.display(), location.line, location.column);
+                bad.line = u32::try_from(location.line).ok();
+                bad.problem = message;
+                bad.fix = "correct that line; the file is read as a whole, so until then no user in it gets a number".into();
+            }
+            DirectoryError::File(ConfigError::Unsafe {
+                path, problem, fix, ..
+            }) => {
+                bad.location = path.display().to_string();
+                bad.problem = format!("{problem}, so it is not used and logins of its users fail");
+                bad.fix = fix;
+            }
+            DirectoryError::File(ConfigError::Read { path, source }) => {
+                bad.location = path.display().to_string();
+                bad.problem = format!("cannot read: {source}");
+                bad.fix = "make it a regular file root can read, or remove its [[directory]] table"
+                    .into();
+            }
+            _ => bad.fix = "see the message; logins of its users fail until it is fixed".into(),
+        }
+        bad
+    }
+
+    /// An entry whose number is not one a login would use.
+    fn of_entry(
+        d: &dyn Directory,
+        entry: Entry,
+        user: String,
+        problem: String,
+        fix: String,
+    ) -> Self {
+        BadEntry {
+            source: entry.source,
+            path: d.path().map(Path::to_path_buf),
+            location: entry.location,
+            line: entry.line,
+            user: Some(user),
+            problem,
+            fix,
+        }
+    }
+}
+
 /// What [`check_numbers`] found.
 #[derive(Debug, Default)]
 pub struct NumbersChecked {
-    /// Entries whose number is valid (and now cached).
+    /// Entries whose number is valid and allowed (and now cached).
     pub valid: usize,
     /// The others, and sources that could not be read.
-    pub errors: Vec<DirectoryError>,
+    pub bad: Vec<BadEntry>,
 }
 
-/// Validates every number the sources list, filling `cache` as a login
-/// would, so that logins find them validated and bad entries are reported
-/// before anyone meets them. `pause` runs after every entry (a server lets
-/// its other work through).
+/// Validates every number the sources list as a login would (parsed with
+/// `phone.default_region`, in `phone.allowed_countries`), filling `cache`
+/// so that logins find them validated and bad entries are reported before
+/// anyone meets them. `pause` runs after every entry (a server lets its
+/// other work through).
 pub fn check_numbers<'a>(
     dirs: impl IntoIterator<Item = &'a dyn Directory>,
-    default_region: Option<phonenumber::country::Id>,
+    settings: &PhoneSettings,
     cache: &dyn NumberCache,
     mut pause: impl FnMut(),
 ) -> NumbersChecked {
@@ -446,7 +556,7 @@ pub fn check_numbers<'a>(
         let users = match d.users() {
             Ok(u) => u,
             Err(e) => {
-                out.errors.push(e);
+                out.bad.push(BadEntry::of_source(d, e));
                 continue;
             }
         };
@@ -456,22 +566,66 @@ pub fn check_numbers<'a>(
                 // Edited away meanwhile.
                 Ok(None) => continue,
                 Err(e) => {
-                    out.errors.push(e);
+                    out.bad.push(BadEntry::of_source(d, e));
                     break;
                 }
             };
-            match Phone::parse_cached(&entry.raw, default_region, cache) {
-                Ok(_) => out.valid += 1,
-                Err(error) => out.errors.push(DirectoryError::BadNumber {
-                    source_name: entry.location,
-                    user,
-                    error,
-                }),
+            match Phone::parse_cached(&entry.raw, settings.default_region, cache) {
+                Ok(phone) if phone.allowed(settings) => out.valid += 1,
+                Ok(phone) => {
+                    let (problem, fix) = not_allowed(&phone, settings);
+                    out.bad
+                        .push(BadEntry::of_entry(d, entry, user, problem, fix));
+                }
+                Err(error) => {
+                    let (problem, fix) = (error.problem(), error.fix().to_owned());
+                    out.bad
+                        .push(BadEntry::of_entry(d, entry, user, problem, fix));
+                }
             }
             pause();
         }
     }
     out
+}
+
+/// Problem and fix for a valid number outside `phone.allowed_countries`.
+fn not_allowed(phone: &Phone, settings: &PhoneSettings) -> (String, String) {
+    let allowed: Vec<&str> = settings
+        .allowed_countries
+        .iter()
+        .map(|c| c.as_ref())
+        .collect();
+    let allowed = allowed.join(", ");
+    match phone.region() {
+        Some(r) => (
+            format!(
+                "{} is a number in {}, which is not in phone.allowed_countries ({allowed}), so logins refuse it",
+                phone.masked(),
+                r.as_ref()
+            ),
+            format!(
+                "give the user a number in {allowed}, or add \"{}\" to phone.allowed_countries",
+                r.as_ref()
+            ),
+        ),
+        None => (
+            format!(
+                "{} belongs to no country in phone.allowed_countries ({allowed}), so logins refuse it",
+                phone.masked()
+            ),
+            format!("give the user a number in {allowed}"),
+        ),
+    }
+}
+
+/// Checks every number in the configured phone lists, as a login would:
+/// the one check behind `smsotp check-config`, `smsotp doctor` and
+/// `smsotp-radiusd --check`. Builds the number metadata (about 80 ms), so
+/// not for a login's path.
+pub fn check_phone_lists(cfg: &Config) -> NumbersChecked {
+    let dirs = from_config(&cfg.directories);
+    check_numbers(dirs.iter().map(|d| &**d), &cfg.phone, &NoCache, || {})
 }
 
 #[cfg(test)]
@@ -543,6 +697,16 @@ pub(crate) mod tests {
         assert!(e.location.ends_with(":5000:13"), "{}", e.location);
     }
 
+    fn settings(
+        default_region: Option<phonenumber::country::Id>,
+        allowed: &[phonenumber::country::Id],
+    ) -> PhoneSettings {
+        PhoneSettings {
+            default_region,
+            allowed_countries: allowed.to_vec(),
+        }
+    }
+
     #[test]
     fn check_numbers_validates_every_entry_and_names_the_bad_ones() {
         let d = tempfile::tempdir().unwrap();
@@ -551,19 +715,24 @@ pub(crate) mod tests {
             "alice = \"+12025550143\"\nbob = \"12\"\ncarol = \"030 1234567\"\n",
             0o600,
         );
-        let dirs = file(path);
+        let dirs = file(path.clone());
         let cache = crate::phone::tests::MemoryCache::default();
         let mut pauses = 0;
         let checked = check_numbers(
             dirs.iter().map(|d| &**d),
-            Some(phonenumber::country::Id::DE),
+            &settings(Some(phonenumber::country::Id::DE), &[]),
             &cache,
             || pauses += 1,
         );
         assert_eq!(checked.valid, 2);
         assert_eq!(pauses, 3);
-        assert_eq!(checked.errors.len(), 1);
-        let e = checked.errors[0].to_string();
+        assert_eq!(checked.bad.len(), 1);
+        let bad = &checked.bad[0];
+        assert_eq!(bad.user.as_deref(), Some("bob"));
+        assert_eq!(bad.line, Some(2));
+        assert_eq!(bad.path.as_deref(), Some(path.as_path()));
+        assert!(bad.location.ends_with("phones.toml:2:7"), "{bad:?}");
+        let e = bad.to_string();
         assert!(e.contains("bob") && e.contains("phones.toml:2:"), "{e}");
         // Both good numbers are cached for logins.
         let cached: Vec<String> = cache.0.borrow().values().map(|(n, _)| n.clone()).collect();
@@ -572,11 +741,115 @@ pub(crate) mod tests {
         // Sources that cannot list add nothing; a missing file is no error.
         let none = check_numbers(
             file(d.path().join("absent.toml")).iter().map(|d| &**d),
-            None,
+            &settings(None, &[]),
             &cache,
             || {},
         );
-        assert_eq!((none.valid, none.errors.len()), (0, 0));
+        assert_eq!((none.valid, none.bad.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_national_number_without_default_region_is_reported_with_the_fix() {
+        use phonenumber::country::Id;
+        let d = tempfile::tempdir().unwrap();
+        let path = phones_file(
+            d.path(),
+            "# staff\nbob = \"+12025550143\"\nalice = \"0171 1234567\"\n",
+            0o644,
+        );
+        let checked = check_numbers(
+            file(path.clone()).iter().map(|d| &**d),
+            &settings(None, &[]),
+            &NoCache,
+            || {},
+        );
+        assert_eq!(checked.valid, 1);
+        let [bad] = &checked.bad[..] else {
+            panic!("{checked:?}")
+        };
+        assert_eq!(bad.user.as_deref(), Some("alice"));
+        assert_eq!(bad.line, Some(3));
+        assert!(bad.problem.contains("no country code"), "{bad:?}");
+        assert!(
+            bad.fix.contains("+49 171 1234567") && bad.fix.contains("phone.default_region"),
+            "{bad:?}"
+        );
+        assert!(
+            !bad.to_string().contains("1234567\" has"),
+            "unmasked: {bad}"
+        );
+        // With the region set, the same list is clean.
+        let checked = check_numbers(
+            file(path).iter().map(|d| &**d),
+            &settings(Some(Id::DE), &[]),
+            &NoCache,
+            || {},
+        );
+        assert_eq!((checked.valid, checked.bad.len()), (2, 0));
+    }
+
+    #[test]
+    fn a_number_outside_the_allowed_countries_is_reported() {
+        use phonenumber::country::Id;
+        let d = tempfile::tempdir().unwrap();
+        let path = phones_file(
+            d.path(),
+            "alice = \"+12025550143\"\ncarol = \"+49 30 1234567\"\n",
+            0o644,
+        );
+        let checked = check_numbers(
+            file(path).iter().map(|d| &**d),
+            &settings(None, &[Id::US, Id::CA]),
+            &NoCache,
+            || {},
+        );
+        assert_eq!(checked.valid, 1);
+        let [bad] = &checked.bad[..] else {
+            panic!("{checked:?}")
+        };
+        assert_eq!((bad.user.as_deref(), bad.line), (Some("carol"), Some(2)));
+        assert!(
+            bad.problem.contains("in DE") && bad.problem.contains("US, CA"),
+            "{bad:?}"
+        );
+        assert!(
+            bad.fix.contains("add \"DE\" to phone.allowed_countries"),
+            "{bad:?}"
+        );
+        assert!(!bad.to_string().contains("301234567"), "unmasked: {bad}");
+    }
+
+    #[test]
+    fn a_list_that_cannot_be_used_is_one_bad_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let path = phones_file(d.path(), "alice = \"+12025550143\"\nbob = +1202\n", 0o644);
+        let checked = check_numbers(
+            file(path.clone()).iter().map(|d| &**d),
+            &settings(None, &[]),
+            &NoCache,
+            || {},
+        );
+        let [bad] = &checked.bad[..] else {
+            panic!("{checked:?}")
+        };
+        assert_eq!((bad.user.as_deref(), bad.line), (None, Some(2)), "{bad:?}");
+        assert!(bad.location.contains("phones.toml:2:"), "{bad:?}");
+
+        phones_file(d.path(), "alice = \"+12025550143\"\n", 0o666);
+        let checked = check_numbers(
+            file(path).iter().map(|d| &**d),
+            &settings(None, &[]),
+            &NoCache,
+            || {},
+        );
+        let [bad] = &checked.bad[..] else {
+            panic!("{checked:?}")
+        };
+        assert!(
+            bad.problem.contains("writable by group or others"),
+            "{bad:?}"
+        );
+        assert!(bad.fix.contains("chmod 644"), "{bad:?}");
     }
 
     #[test]

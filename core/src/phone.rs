@@ -18,14 +18,42 @@ pub struct Phone {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PhoneError {
-    #[error(
-        "\"{0}\" is not a phone number; write it in international form, e.g. \"+15550100123\""
-    )]
+    /// Not digits and separators, or not a number at all.
+    #[error("{}; {}", self.problem(), self.fix())]
     Unparsable(String),
-    #[error("\"{0}\" has no country code and no phone.default_region is set; write it as \"+<country code><number>\" or set phone.default_region")]
+    /// A national number, and no `phone.default_region` to read it in.
+    #[error("{}; {}", self.problem(), self.fix())]
     NoRegion(String),
-    #[error("{0} is not a valid number for its country; check the digits")]
+    /// Parsed, but not a number that exists in its country.
+    #[error("{}; {}", self.problem(), self.fix())]
     Invalid(String),
+}
+
+impl PhoneError {
+    /// What is wrong (the number masked).
+    pub fn problem(&self) -> String {
+        match self {
+            PhoneError::Unparsable(m) => format!("\"{m}\" is not a phone number"),
+            PhoneError::NoRegion(m) => {
+                format!("\"{m}\" has no country code and no phone.default_region is set")
+            }
+            PhoneError::Invalid(m) => format!("{m} is not a valid number for its country"),
+        }
+    }
+
+    /// How to put it right.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            PhoneError::Unparsable(_) => {
+                "write it in international form, e.g. \"+15550100123\""
+            }
+            PhoneError::NoRegion(_) => {
+                "write it in international form, with + and the country code (e.g. \"+49 171 1234567\"), \
+                 or set phone.default_region to the country of national numbers (e.g. \"DE\")"
+            }
+            PhoneError::Invalid(_) => "check the digits and the country code",
+        }
+    }
 }
 
 impl Phone {

@@ -4,6 +4,13 @@
 //! smsotp-radiusd [--config /etc/smsotp/smsotp.toml] [--debug] [--check]
 //! ```
 //!
+//! `--check` exits 0 when all is well, 78 (EX_CONFIG) when the config, a
+//! client secret or the store cannot be used, and 1 when the config is
+//! usable but phone-list entries are not (each named with file:line, the
+//! user, what is wrong and how to fix it): those users could not log in.
+//! `--allow-bad-numbers` prints those entries but exits 0 for them, so a
+//! unit's `ExecStartPre` does not keep everyone out for one bad entry.
+//!
 //! Stays in the foreground (systemd runs it as Type=simple) and logs to
 //! stderr as well as syslog. SIGHUP reloads the configuration (an invalid
 //! one keeps the old running); SIGTERM finishes the requests in flight and
@@ -17,6 +24,7 @@ use std::sync::Arc;
 use clap::Parser;
 use smsotp_core::audit::Level;
 use smsotp_core::config::DEFAULT_CONFIG_PATH;
+use smsotp_core::directory;
 use smsotp_radiusd::server::{self, Runtime, Signals, IDENT};
 
 #[derive(Parser)]
@@ -32,9 +40,16 @@ struct Args {
     /// Also log debug events.
     #[arg(long)]
     debug: bool,
-    /// Check the configuration and the client secrets, then exit.
+    /// Check the configuration, the client secrets, the store and every
+    /// number in the phone lists, then exit (0 good, 1 bad phone-list
+    /// entries, 78 invalid configuration).
     #[arg(long)]
     check: bool,
+    /// With --check: print bad phone-list entries but do not fail for them
+    /// (the unit's ExecStartPre: one user's bad number must not keep the
+    /// server from starting for everyone else).
+    #[arg(long, requires = "check")]
+    allow_bad_numbers: bool,
 }
 
 fn main() -> ExitCode {
@@ -56,12 +71,7 @@ fn main() -> ExitCode {
         eprintln!("{IDENT}: warning: {w}");
     }
     if args.check {
-        println!(
-            "{}: configuration OK ({} clients)",
-            args.config.display(),
-            runtime.clients.len()
-        );
-        return ExitCode::SUCCESS;
+        return check(&args.config, &runtime, args.allow_bad_numbers);
     }
     let terminate = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -106,6 +116,37 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{IDENT}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check`, once the configuration loaded: the phone lists, checked the
+/// way the running server checks them in the background.
+fn check(config: &std::path::Path, runtime: &Runtime, allow_bad_numbers: bool) -> ExitCode {
+    let checked = directory::check_phone_lists(&runtime.config);
+    for bad in &checked.bad {
+        eprintln!("{IDENT}: {bad}");
+    }
+    let clients = runtime.clients.len();
+    if checked.bad.is_empty() {
+        println!(
+            "{}: configuration OK ({clients} clients, {} phone-list numbers valid)",
+            config.display(),
+            checked.valid
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{IDENT}: {}: the configuration loads ({clients} clients), but {} phone-list \
+             entries are not usable ({} valid): those users cannot log in until they are fixed",
+            config.display(),
+            checked.bad.len(),
+            checked.valid
+        );
+        if allow_bad_numbers {
+            ExitCode::SUCCESS
+        } else {
             ExitCode::FAILURE
         }
     }

@@ -81,7 +81,14 @@ impl Runtime {
         generation: u64,
         debug: bool,
     ) -> Result<(Runtime, Vec<String>), String> {
-        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let config = Config::load(path).map_err(|e| match e {
+            // The loader's own advice is the PAM module's `config=PATH`.
+            smsotp_core::config::ConfigError::Read { path, source } => format!(
+                "{}: cannot read: {source}; create it, or point to another file with --config PATH",
+                path.display()
+            ),
+            e => e.to_string(),
+        })?;
         let Some(radius) = config.radius.clone() else {
             return Err(format!(
                 "{}: no [radius] table; add one with at least one [[radius.client]] (see README)",
@@ -442,7 +449,7 @@ fn check_phone_lists(rt: Arc<Runtime>) {
             let mut n = 0u32;
             let checked = directory::check_numbers(
                 rt.directories.iter().map(|d| &**d as &dyn Directory),
-                rt.config.phone.default_region,
+                &rt.config.phone,
                 &StoreCache(&store),
                 || {
                     // Let what this thread cached be committed now and
@@ -461,10 +468,10 @@ fn check_phone_lists(rt: Arc<Runtime>) {
             unsafe {
                 libc::malloc_trim(0);
             }
-            for e in checked.errors.iter().take(BAD_NUMBERS_LOGGED) {
+            for e in checked.bad.iter().take(BAD_NUMBERS_LOGGED) {
                 rt.log(Level::Warning, &event("phone_list", e.to_string()));
             }
-            let bad = checked.errors.len();
+            let bad = checked.bad.len();
             if checked.valid + bad > 0 {
                 let level = if bad > 0 { Level::Warning } else { Level::Info };
                 let more = if bad > BAD_NUMBERS_LOGGED {

@@ -80,23 +80,135 @@ fn check_config_prints_the_effective_config_or_the_fault() {
     let r = smsotp(&s, &["check-config"]);
     assert_eq!(r.code, 0, "{r}");
     assert!(r.stdout.contains("valid"), "{r}");
+    // For people: sections with key = value, not JSON.
+    assert!(!r.stdout.contains('{'), "JSON in the plain output: {r}");
+    assert!(r.stdout.contains("[policy]\n"), "{r}");
+    assert!(r.stdout.contains("no_phone      = enroll"), "{r}");
+    assert!(
+        r.stdout
+            .contains("phone lists: 1 numbers valid, 0 entries not usable"),
+        "{r}"
+    );
     let r = smsotp(&s, &["--json", "check-config"]);
     let j = r.json();
     assert_eq!(j["ok"], true);
     assert_eq!(j["effective"]["policy"]["no_phone"], "enroll");
     assert_eq!(j["effective"]["providers"][0]["kind"], "outbox");
+    assert_eq!(j["phone_lists"]["valid"], 1);
 
+    // An invalid config: EX_CONFIG, with file:line:column and the key.
     s.write("smsotp.toml", "[otp]\nlength = 99\n", 0o600);
+    let r = smsotp(&s, &["check-config"]);
+    assert_eq!(r.code, 78, "{r}");
+    assert!(r.stderr.contains("smsotp.toml:2:10: otp.length"), "{r}");
+    let r = smsotp(&s, &["--json", "check-config"]);
+    assert_eq!(r.code, 78, "{r}");
+    let j = r.json();
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["exit"], 78);
+    assert!(j["error"].as_str().unwrap().contains(":2:10:"), "{j}");
+    // Another command on a broken config: EX_CONFIG.
+    assert_eq!(smsotp(&s, &["user", "show", "alice"]).code, 78);
+
+    // No config at all: the advice is the tool's option, not the PAM
+    // module's argument.
+    std::fs::remove_file(s.path("smsotp.toml")).unwrap();
+    let r = smsotp(&s, &["check-config"]);
+    assert_eq!(r.code, 78, "{r}");
+    assert!(r.stderr.contains("--config PATH"), "{r}");
+    assert!(!r.stderr.contains("config="), "PAM syntax suggested: {r}");
+}
+
+#[test]
+fn check_config_shows_each_provider_and_where_it_connects_without_secrets() {
+    let s = Scratch::new();
+    s.phones(&[("alice", ALICE_PHONE)]);
+    let password = s.write("smpp-password", "smpp-pw-31c9\n", 0o600);
+    let token = s.write("twilio-token", "twilio-token-77ab\n", 0o600);
+    let text = format!(
+        "{}[[provider]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"smsc.example.net\"\nport = 2776\n\
+         tls = true\nsystem_id = \"smsotp-e2e\"\npassword_file = \"{}\"\nsource_addr = \"SMSOTP\"\n\n\
+         [[provider]]\nkind = \"twilio\"\naccount_sid = \"AC00000000000000000000000000000000\"\n\
+         auth_token_file = \"{}\"\nfrom = \"+12015550100\"\n\n\
+         [[provider]]\nkind = \"command\"\nname = \"script\"\nprogram = \"/bin/true\"\n",
+        s.base_tables(true, false),
+        password.display(),
+        token.display()
+    );
+    s.write("smsotp.toml", &text, 0o600);
+    let r = smsotp(&s, &["check-config"]);
+    assert_eq!(r.code, 0, "{r}");
+    for needle in [
+        "[[provider]] smsc (smpp)",
+        "host          = smsc.example.net",
+        "port          = 2776",
+        "system_id     = smsotp-e2e",
+        "tls           = on",
+        "source_addr   = SMSOTP",
+        "[[provider]] twilio (http)",
+        "endpoint     = https://api.twilio.com",
+        "[[provider]] script (command)",
+        "program = /bin/true",
+    ] {
+        assert!(r.stdout.contains(needle), "no {needle:?} in\n{r}");
+    }
+    let j = smsotp(&s, &["--json", "check-config"]).json();
+    let p = &j["effective"]["providers"];
+    assert_eq!(p[0]["kind"], "smpp");
+    assert_eq!(p[0]["host"], "smsc.example.net");
+    assert_eq!(p[0]["port"], 2776);
+    assert_eq!(p[0]["system_id"], "smsotp-e2e");
+    assert_eq!(p[0]["tls"], true);
+    assert_eq!(p[1]["kind"], "http");
+    assert_eq!(p[1]["preset"], "twilio");
+    assert_eq!(p[2]["kind"], "command");
+    let all = format!("{}{}", r.stdout, j);
+    assert!(!all.contains("\"other\""), "{all}");
+    for secret in ["smpp-pw-31c9", "twilio-token-77ab"] {
+        assert!(!all.contains(secret), "secret {secret} shown: {all}");
+    }
+}
+
+#[test]
+fn check_config_names_each_bad_phone_list_entry_with_the_fix() {
+    let s = scratch("[phone]\nallowed_countries = [\"US\"]\n");
+    s.phones(&[
+        ("alice", ALICE_PHONE),
+        ("carol", "0151 2345678"),
+        ("dave", "+49 30 1234567"),
+    ]);
     let r = smsotp(&s, &["check-config"]);
     assert_eq!(r.code, 1, "{r}");
     assert!(
-        r.stdout.contains("otp.length") && r.stdout.contains(":2:"),
+        r.stdout.contains("1 numbers valid, 2 entries not usable"),
         "{r}"
     );
-    let j = smsotp(&s, &["--json", "check-config"]).json();
+    assert!(r.stdout.contains("phones.toml:2:9: carol: "), "{r}");
+    assert!(
+        r.stdout.contains("+49 171 1234567") && r.stdout.contains("set phone.default_region"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("phones.toml:3:8: dave: "), "{r}");
+    assert!(
+        r.stdout.contains("add \"DE\" to phone.allowed_countries"),
+        "{r}"
+    );
+    assert!(
+        !r.stdout.contains("2345678") && !r.stdout.contains("301234567"),
+        "whole number shown: {r}"
+    );
+    let r = smsotp(&s, &["--json", "check-config"]);
+    assert_eq!(r.code, 1, "{r}");
+    let j = r.json();
     assert_eq!(j["ok"], false);
-    // Another command on a broken config: EX_CONFIG.
-    assert_eq!(smsotp(&s, &["user", "show", "alice"]).code, 78);
+    let bad = &j["phone_lists"]["bad"];
+    assert_eq!(bad[0]["user"], "carol");
+    assert_eq!(bad[0]["line"], 2);
+    assert!(
+        bad[0]["path"].as_str().unwrap().ends_with("phones.toml"),
+        "{j}"
+    );
+    assert_eq!(bad[1]["user"], "dave");
 }
 
 #[test]
@@ -268,6 +380,130 @@ fn test_send_says_which_provider_took_it() {
     s.write("smsotp.toml", &text, 0o600);
     let r = smsotp(&s, &["test-send", "--to", "+12015550199"]);
     assert_eq!(r.code, 69, "{r}");
+}
+
+#[test]
+fn test_send_provider_sends_through_that_one_only() {
+    let s = Scratch::new();
+    s.phones(&[("alice", ALICE_PHONE)]);
+    let d = s.path("").display().to_string();
+    let text = format!(
+        "{}[[provider]]\nkind = \"command\"\nname = \"broken\"\nprogram = \"/bin/false\"\n\n[[provider]]\nkind = \"outbox\"\nname = \"box\"\npath = \"{d}/outbox.jsonl\"\n",
+        s.base_tables(true, false)
+    );
+    s.write("smsotp.toml", &text, 0o600);
+    // The second provider on its own.
+    let r = smsotp(&s, &["test-send", "--user", "alice", "--provider", "box"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("through provider box"), "{r}");
+    assert!(!r.stdout.contains("broken"), "the first was tried: {r}");
+    assert_eq!(s.outbox().count(), 1);
+    // The first on its own: no failover to the outbox.
+    let r = smsotp(
+        &s,
+        &[
+            "--json",
+            "test-send",
+            "--to",
+            "+12015550199",
+            "--provider",
+            "broken",
+        ],
+    );
+    assert_eq!(r.code, 69, "{r}");
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("broken"),
+        "{r}"
+    );
+    assert_eq!(s.outbox().count(), 1, "failed over despite --provider");
+    // A name that is not configured: a usage error naming the ones there are.
+    let r = smsotp(&s, &["test-send", "--user", "alice", "--provider", "sms1"]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains("\"sms1\"") && r.stderr.contains("broken, box"),
+        "{r}"
+    );
+}
+
+#[test]
+fn test_send_to_a_bad_listed_number_is_bad_data_with_the_line_and_the_fix() {
+    let s = scratch("");
+    s.phones(&[("alice", ALICE_PHONE), ("carol", "0171 1234567")]);
+    let r = smsotp(&s, &["test-send", "--user", "carol"]);
+    assert_eq!(r.code, 65, "{r}");
+    assert!(
+        r.stderr.contains("phones.toml:2:9: the number for carol"),
+        "{r}"
+    );
+    assert!(
+        r.stderr.contains("fix: ") && r.stderr.contains("phone.default_region"),
+        "{r}"
+    );
+    assert!(!r.stderr.contains("store"), "blamed on the store: {r}");
+    assert_eq!(s.outbox().count(), 0);
+    // A number outside phone.allowed_countries is refused as a login would.
+    let s = scratch("[phone]\nallowed_countries = [\"DE\"]\n");
+    let r = smsotp(&s, &["test-send", "--user", "alice"]);
+    assert_eq!(r.code, 65, "{r}");
+    assert!(r.stderr.contains("allowed_countries"), "{r}");
+    assert_eq!(s.outbox().count(), 0);
+}
+
+/// Each exit code smsotp(8), the README and the tool's own doc promise,
+/// produced by the built binary.
+#[test]
+fn every_documented_exit_code() {
+    let s = scratch("");
+    let code = |args: &[&str]| smsotp(&s, args).code;
+    // 0 ok.
+    assert_eq!(code(&["check-config"]), 0);
+    // 2 usage.
+    assert_eq!(code(&["test-send"]), 2);
+    assert_eq!(code(&["user", "frobnicate", "alice"]), 2);
+    // 65 bad data: not a number.
+    assert_eq!(code(&["test-send", "--to", "call me"]), 65);
+    // 67 no number for the user.
+    assert_eq!(code(&["test-send", "--user", "bob"]), 67);
+    // 77 not root (a config the caller does not own).
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(cli_path())
+        .arg("--config")
+        .arg(s.path("smsotp.toml"))
+        .arg("check-config")
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("must run as root"), "{err}");
+    // 1 problems found: a phone-list entry no login could use.
+    s.phones(&[("alice", ALICE_PHONE), ("carol", "12")]);
+    assert_eq!(code(&["check-config"]), 1);
+    s.phones(&[("alice", ALICE_PHONE)]);
+    // 69 no provider could send (a command provider that exits 75,
+    // EX_TEMPFAIL).
+    let d = s.dir.path().display().to_string();
+    s.write("tempfail.sh", "#!/bin/sh\nexit 75\n", 0o755);
+    let text = format!(
+        "{}[[provider]]\nkind = \"command\"\nprogram = \"{d}/tempfail.sh\"\n",
+        s.base_tables(true, false)
+    );
+    s.write("smsotp.toml", &text, 0o600);
+    assert_eq!(code(&["test-send", "--user", "alice"]), 69);
+    // 74 the store cannot be opened (its directory is a file).
+    s.write("blocker", "", 0o600);
+    let text = s
+        .base_tables(true, true)
+        .replace(&format!("{d}/state.db"), &format!("{d}/blocker/state.db"));
+    assert!(text.contains("blocker/state.db"), "{text}");
+    s.write("smsotp.toml", &text, 0o600);
+    let r = smsotp(&s, &["user", "show", "alice"]);
+    assert_eq!(r.code, 74, "{r}");
+    assert!(r.stderr.contains("state store"), "{r}");
+    // 78 the config is invalid.
+    s.write("smsotp.toml", "[otp]\nlength = 99\n", 0o600);
+    assert_eq!(code(&["check-config"]), 78);
+    assert_eq!(code(&["test-send", "--user", "alice"]), 78);
 }
 
 fn doctor(s: &Scratch) -> Run {

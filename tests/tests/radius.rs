@@ -1503,3 +1503,108 @@ fn lockout_through_pam_holds_over_radius() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(outbox.count(), 1, "no SMS while locked out");
 }
+
+// ------------------------------------------------------------------ --check
+
+/// `smsotp-radiusd --config <scratch config> --check`: exit code, stdout,
+/// stderr.
+fn check(config: &std::path::Path) -> (i32, String, String) {
+    check_with(config, &[])
+}
+
+fn check_with(config: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(smsotp_e2e::radiusd::radiusd_path())
+        .arg("--config")
+        .arg(config)
+        .arg("--check")
+        .args(extra)
+        .output()
+        .expect("run smsotp-radiusd --check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_validates_the_config_the_secrets_and_every_phone_list_number() {
+    let scratch = Scratch::new();
+    phones(&scratch);
+    let spec = ServerSpec::new(vec![vpn()]);
+    scratch.write("secret-vpn", SECRET_A, 0o600);
+    let write =
+        |spec: &ServerSpec| scratch.write("smsotp.toml", &spec.config_text(&scratch, 1812), 0o600);
+    let config = write(&spec);
+
+    // All good: 0, and the numbers are counted.
+    let (code, out, err) = check(&config);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("configuration OK (1 clients, 2 phone-list numbers valid)"),
+        "{out}{err}"
+    );
+
+    // A national number and no phone.default_region: 1, with file:line,
+    // the user and the fix; the number itself is not printed.
+    scratch.phones(&[("alice", ALICE_PHONE), ("carol", "0171 1234567")]);
+    let (code, out, err) = check(&config);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("phones.toml:2:9: the number for carol")
+            && err.contains("phone.default_region")
+            && err.contains("+49 171 1234567"),
+        "{err}"
+    );
+    assert!(!err.contains("0171 1234567"), "unmasked number: {err}");
+    assert!(
+        err.contains("1 phone-list entries are not usable (1 valid)"),
+        "{err}"
+    );
+    // What the unit's ExecStartPre runs: the entry is printed, but the
+    // server may start (only carol is kept out, not everyone).
+    let (code, out, err2) = check_with(&config, &["--allow-bad-numbers"]);
+    assert_eq!(code, 0, "{out}{err2}");
+    assert!(err2.contains("the number for carol"), "{err2}");
+    // The same number with the region set is good.
+    let with_region = spec.clone().extra("[phone]\ndefault_region = \"DE\"\n");
+    let (code, out, err) = check(&write(&with_region));
+    assert_eq!(code, 0, "{out}{err}");
+    // A number outside phone.allowed_countries: 1.
+    let only_us = spec
+        .clone()
+        .extra("[phone]\ndefault_region = \"DE\"\nallowed_countries = [\"US\"]\n");
+    let (code, out, err) = check(&write(&only_us));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("carol") && err.contains("phone.allowed_countries"),
+        "{err}"
+    );
+    phones(&scratch);
+
+    // An invalid config: 78, with file:line:column.
+    let bad = scratch.write(
+        "smsotp.toml",
+        &format!("[otp]\nlength = 99\n{}", spec.config_text(&scratch, 1812)),
+        0o600,
+    );
+    let (code, out, err) = check(&bad);
+    assert_eq!(code, 78, "{out}{err}");
+    assert!(
+        err.contains("smsotp.toml:2:") && err.contains("otp.length"),
+        "{err}"
+    );
+    // A config that is not there: 78, and the advice is our option.
+    let (code, out, err) = check(&scratch.path("absent.toml"));
+    assert_eq!(code, 78, "{out}{err}");
+    assert!(
+        err.contains("--config PATH") && !err.contains("config="),
+        "{err}"
+    );
+    // A client secret that cannot be read: 78.
+    write(&spec);
+    std::fs::remove_file(scratch.path("secret-vpn")).expect("remove secret");
+    let (code, out, err) = check(&config);
+    assert_eq!(code, 78, "{out}{err}");
+    assert!(err.contains("secret_file"), "{err}");
+}
