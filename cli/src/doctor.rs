@@ -32,7 +32,12 @@ pub fn run(
             Some(c)
         }
         Err(e) => {
-            f.push(Finding::new(Level::Error, "config", e.to_string()));
+            let fail = crate::config_err(e);
+            let mut x = Finding::new(Level::Error, "config", fail.message);
+            if let Some(fix) = fail.fix {
+                x = x.fix(fix);
+            }
+            f.push(x);
             None
         }
     };
@@ -44,6 +49,9 @@ pub fn run(
 
     if let Some(cfg) = &cfg {
         policy(cfg, &mut f);
+        f.extend(report::phone_list_findings(
+            &smsotp_core::directory::check_phone_lists(cfg),
+        ));
         file_modes(cfg, &mut f);
         radius_secrets(cfg, &mut f);
         providers(cfg, no_network, &mut f);

@@ -202,7 +202,7 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
 }
 
 /// A config that cannot be used: EX_CONFIG, with the loader's file:line:column.
-fn config_err(e: ConfigError) -> Failure {
+pub(crate) fn config_err(e: ConfigError) -> Failure {
     match e {
         // The loader's own advice is the PAM module's `config=PATH`.
         ConfigError::Read { path, source } => Failure::new(
