@@ -451,12 +451,27 @@ fn per_user_sms_limit() {
     let h = harness("[limits]\nsms_per_user = \"2/1h\"\n");
     let c = ctx("alice", "sshd");
     h.start(&c);
+    h.clock.advance(Duration::from_secs(600));
     h.start(&c);
+    h.clock.advance(Duration::from_secs(59));
+    // The first send leaves the window 3600 s after it: 2941 s from now.
+    let refused = Reject::RateLimited(Limit::PerUser {
+        wait: Duration::from_secs(2941),
+    });
     assert_eq!(
         h.engine.start(&c).unwrap(),
-        Start::Done(Verdict::Reject(Reject::RateLimited))
+        Start::Done(Verdict::Reject(refused))
     );
     assert_eq!(h.sent_count(), 2);
+    assert_eq!(
+        refused.user_message(),
+        "Too many codes were sent recently. Try again in about 50 minutes."
+    );
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("reason=rate_limited limit=sms_per_user phone=******0123 detail=\"sms_per_user = 2/1h reached; next SMS allowed in 49m 1s\""),
+        "{audit}"
+    );
     // Other users are not affected; the window slides.
     h.start(&ctx("bob", "sshd"));
     h.clock.advance(Duration::from_secs(3601));
@@ -470,8 +485,71 @@ fn global_sms_limit() {
     h.start(&ctx("bob", "sshd"));
     assert_eq!(
         h.engine.start(&ctx("erin", "sshd")).unwrap(),
-        Start::Done(Verdict::Reject(Reject::RateLimited))
+        Start::Done(Verdict::Reject(Reject::RateLimited(Limit::Global)))
     );
+    // Nobody's fault: the text does not speak of the user's own codes.
+    let text = Reject::RateLimited(Limit::Global).user_message();
+    assert!(text.contains("this system"), "{text}");
+    assert!(!text.contains("you"), "{text}");
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("reason=rate_limited limit=sms_global")
+            && audit.contains("detail=\"sms_global = 2/1m reached\""),
+        "{audit}"
+    );
+}
+
+#[test]
+fn limit_waits_are_told_in_minutes_then_hours() {
+    let told = |secs| {
+        Reject::RateLimited(Limit::PerUser {
+            wait: Duration::from_secs(secs),
+        })
+        .user_message()
+    };
+    assert!(told(0).ends_with("in about 1 minute."), "{}", told(0));
+    assert!(told(61).ends_with("in about 2 minutes."), "{}", told(61));
+    assert!(told(7140).ends_with("in about 119 minutes."));
+    assert!(told(7200).ends_with("in about 2 hours."), "{}", told(7200));
+    assert!(told(86_400).ends_with("in about 24 hours."));
+}
+
+#[test]
+fn an_admin_cleared_window_sends_again() {
+    let h = harness("[limits]\nsms_per_user = \"1/1h\"\n");
+    let c = ctx("alice", "sshd");
+    h.start(&c);
+    assert!(matches!(
+        h.engine.start(&c).unwrap(),
+        Start::Done(Verdict::Reject(Reject::RateLimited(Limit::PerUser { .. })))
+    ));
+    let now = h.engine.now();
+    assert_eq!(
+        h.engine
+            .store()
+            .clear_sms_window("alice", now, Duration::from_secs(3600))
+            .unwrap(),
+        1
+    );
+    h.start(&c);
+    assert_eq!(h.sent_count(), 2);
+}
+
+#[test]
+fn an_expired_code_whose_resend_meets_the_limit_says_so() {
+    let h = harness(
+        "[limits]\nsms_per_user = \"1/1h\"\n[otp]\nttl = \"1m\"\nresend = { max = 2, cooldown = \"0s\" }\n",
+    );
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    h.clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        h.answer(&c, &ch, ""),
+        Answer::Done(Verdict::Reject(Reject::RateLimited(Limit::PerUser {
+            wait: Duration::from_secs(3600 - 61)
+        })))
+    );
+    assert_eq!(h.sent_count(), 1);
 }
 
 #[test]
@@ -505,7 +583,7 @@ fn lockout_after_consecutive_failures_and_its_end() {
     assert_eq!(h.sent_count(), before);
     assert_eq!(
         Reject::LockedOut.user_message(),
-        Reject::RateLimited.user_message()
+        "A code cannot be used for this login now. Try again later."
     );
     h.clock.advance(Duration::from_secs(600));
     let ch = h.start(&c);

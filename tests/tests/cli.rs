@@ -207,7 +207,7 @@ fn unlock_resets_failures() {
     let s = scratch("");
     let r = smsotp(&s, &["user", "unlock", "alice"]);
     assert_eq!(r.code, 0, "{r}");
-    assert!(r.stdout.contains("was not locked"), "{r}");
+    assert!(r.stdout.contains("nothing to clear (not locked"), "{r}");
     let j = smsotp(&s, &["--json", "user", "unlock", "alice"]).json();
     assert_eq!(j["was_locked"], false);
 }
@@ -413,4 +413,37 @@ fn doctor_on_a_sound_host_finds_no_errors() {
     assert!(j.is_empty(), "{r}");
     assert!(r.stdout.contains("pam_smsotp is required"), "{r}");
     assert!(r.stdout.contains("root has ******0111"), "{r}");
+}
+
+#[test]
+fn user_show_has_the_sms_window_and_unlock_says_what_it_cleared() {
+    let s = scratch("[limits]\nsms_per_user = \"4/30m\"\n");
+    let r = smsotp(&s, &["user", "show", "alice"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout
+            .contains("SMS sent:      0 of 4 in the last 30 minutes (limits.sms_per_user)\n"),
+        "{r}"
+    );
+    let j = smsotp(&s, &["--json", "user", "show", "alice"]).json();
+    assert_eq!(
+        j["sms_window"],
+        serde_json::json!({"sent": 0, "limit": 4, "window_secs": 1800,
+                           "limit_reached": false, "next_sms_at": null}),
+        "{j}"
+    );
+    let r = smsotp(&s, &["user", "unlock", "alice"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(
+        r.stdout,
+        "alice: nothing to clear (not locked, no failures, no SMS in the per-user window)\n"
+    );
+    let j = smsotp(&s, &["--json", "user", "unlock", "alice"]).json();
+    assert_eq!(j["sms_cleared"], 0, "{j}");
+    assert_eq!(j["was_locked"], false, "{j}");
+    let audit = std::fs::read_to_string(s.path("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"event\":\"admin_unlock\"") && audit.contains("nothing to clear"),
+        "{audit}"
+    );
 }

@@ -20,6 +20,8 @@ const CODE_SENT: &str = "Code sent to ******0123.";
 const NEW_CODE_SENT: &str = "New code sent to ******0123.";
 const PROMPT: &str = "SMS code";
 const TRY_LATER: &str = "A code cannot be used for this login now. Try again later.";
+/// The per-user limit's text, a whole hour's window just begun.
+const LIMIT_REACHED: &str = "Too many codes were sent recently. Try again in about 60 minutes.";
 
 /// Everyone but bob has a phone. The numbers are valid (libphonenumber's
 /// US example 201-555-0123 and neighbours); +1 555 numbers are refused as
@@ -550,12 +552,88 @@ fn sms_per_user_limit_refuses_the_third_login() {
         login.finish().assert_success();
     }
     let mut login = env.login(&svc, "alice");
-    login.password().expect_text(TRY_LATER);
+    login.password().expect_text(LIMIT_REACHED);
     let out = login.finish();
     out.assert_failure();
     assert_no_prompt(&out);
     assert_eq!(outbox.count(), 2, "no third SMS");
-    check_audit(&env, &codes);
+    let lines = check_audit(&env, &codes);
+    let refused = lines
+        .iter()
+        .find(|l| l["event"] == "reject" && l["reason"] == "rate_limited")
+        .unwrap_or_else(|| panic!("no rate_limited reject: {lines:#?}"));
+    assert_eq!(refused["limit"], "sms_per_user", "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sms_per_user = 2/1h reached; next SMS allowed in ")),
+        "{refused}"
+    );
+
+    // The admin sees the window, and `unlock` clears it.
+    let show = smsotp_cli(&env, &["user", "show", "alice"]);
+    assert!(
+        show.contains("SMS sent:      2 of 2 in the last 1 hour (limits.sms_per_user); LIMIT REACHED: next SMS allowed in ")
+            && show.contains("`smsotp user unlock alice` clears it"),
+        "{show}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&smsotp_cli(&env, &["--json", "user", "show", "alice"])).unwrap();
+    assert_eq!(j["sms_window"]["sent"], 2, "{j}");
+    assert_eq!(j["sms_window"]["limit"], 2, "{j}");
+    assert_eq!(j["sms_window"]["limit_reached"], true, "{j}");
+    assert!(j["sms_window"]["next_sms_at"].is_string(), "{j}");
+    let unlock = smsotp_cli(&env, &["user", "unlock", "alice"]);
+    assert_eq!(
+        unlock,
+        "alice: cleared 2 SMS from the per-user window (limits.sms_per_user = 2/1h)\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&smsotp_cli(&env, &["--json", "user", "show", "alice"])).unwrap();
+    assert_eq!(j["sms_window"]["sent"], 0, "{j}");
+    assert_eq!(j["sms_window"]["limit_reached"], false, "{j}");
+    assert_eq!(
+        smsotp_cli(&env, &["user", "unlock", "alice"]),
+        "alice: nothing to clear (not locked, no failures, no SMS in the per-user window)\n"
+    );
+
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    codes.push(login.answer_code_from_outbox(&outbox, 2).code());
+    login.finish().assert_success();
+    let lines = check_audit(&env, &codes);
+    assert!(
+        lines.iter().any(|l| l["event"] == "admin_unlock"
+            && l["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("cleared 2 SMS"))),
+        "the unlock is not audited: {lines:#?}"
+    );
+}
+
+/// Runs the built `smsotp` tool on the env's config; its stdout (it must
+/// succeed).
+fn smsotp_cli(env: &PamEnv, args: &[&str]) -> String {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| smsotp_e2e::workspace_root().join("target"));
+    let cli = std::env::var_os("SMSOTP_CLI")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| target.join("debug/smsotp"));
+    let out = std::process::Command::new(&cli)
+        .arg("--config")
+        .arg(env.scratch.path("smsotp.toml"))
+        .args(args)
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}; run `cargo build --workspace`", cli.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "smsotp {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 #[test]
