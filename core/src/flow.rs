@@ -276,6 +276,18 @@ impl ChallengeInfo {
         }
     }
 
+    /// [`ChallengeInfo::prompt`], naming where the code went, for a front
+    /// end that cannot show info messages (PAM_SILENT, as sudo asks): the
+    /// user still learns which phone to look at.
+    pub fn prompt_naming_phone(&self) -> String {
+        match self.step {
+            Step::Code | Step::EnrollCode if !self.phone_masked.is_empty() => {
+                format!("SMS code (sent to {}): ", self.phone_masked)
+            }
+            _ => self.prompt().to_owned(),
+        }
+    }
+
     /// Is the answer shown as typed (a phone number, not a secret)?
     pub fn echo(&self) -> bool {
         self.step == Step::EnrollNumber
@@ -1479,6 +1491,11 @@ pub fn hostname() -> String {
 pub trait Conversation {
     fn info(&mut self, text: &str) -> Result<(), String>;
     fn error(&mut self, text: &str) -> Result<(), String>;
+    /// Whether [`Conversation::info`] reaches the user. When not (PAM_SILENT),
+    /// the code prompt itself names the phone the code went to.
+    fn shows_info(&self) -> bool {
+        true
+    }
     /// An echo-off prompt; the answer is zeroized when dropped.
     fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
     /// An echo-on prompt (a phone number to enroll).
@@ -1516,10 +1533,15 @@ pub fn run(
         (otp.max_attempts.get() + 2) * (otp.resend_max + 1) + otp.max_attempts.get() + 7;
     let mut idle = 0;
     for _ in 0..max_prompts {
-        let input = if current.echo() {
-            conv.ask_text(current.prompt())
+        let prompt = if conv.shows_info() {
+            current.prompt().to_owned()
         } else {
-            conv.ask_secret(current.prompt())
+            current.prompt_naming_phone()
+        };
+        let input = if current.echo() {
+            conv.ask_text(&prompt)
+        } else {
+            conv.ask_secret(&prompt)
         }
         .map_err(|e| conversation_failed(engine, ctx, &id, e))?;
         match engine.answer(ctx, &id, &input)? {

@@ -709,12 +709,19 @@ struct ScriptedConversation {
     answers: VecDeque<Reply>,
     shown: Rc<RefCell<Vec<String>>>,
     harness: Rc<Harness>,
+    /// Drops info messages, as PAM does under PAM_SILENT.
+    silent: bool,
 }
 
 impl Conversation for ScriptedConversation {
     fn info(&mut self, text: &str) -> Result<(), String> {
-        self.shown.borrow_mut().push(format!("info: {text}"));
+        if !self.silent {
+            self.shown.borrow_mut().push(format!("info: {text}"));
+        }
         Ok(())
+    }
+    fn shows_info(&self) -> bool {
+        !self.silent
     }
     fn error(&mut self, text: &str) -> Result<(), String> {
         self.shown.borrow_mut().push(format!("error: {text}"));
@@ -742,6 +749,14 @@ fn converse(
     h: Harness,
     answers: Vec<Reply>,
 ) -> (Result<Verdict, FlowError>, Vec<String>, Rc<Harness>) {
+    converse_with(h, answers, false)
+}
+
+fn converse_with(
+    h: Harness,
+    answers: Vec<Reply>,
+    silent: bool,
+) -> (Result<Verdict, FlowError>, Vec<String>, Rc<Harness>) {
     let h = Rc::new(h);
     let shown = Rc::new(RefCell::new(Vec::new()));
     let answers_len = answers.len();
@@ -749,6 +764,7 @@ fn converse(
         answers: answers.into(),
         shown: shown.clone(),
         harness: h.clone(),
+        silent,
     };
     let r = run(&h.engine, &mut conv, &ctx("alice", "sshd"));
     assert!(
@@ -783,6 +799,49 @@ fn conversation_wrong_then_resend_then_right() {
             "prompt: SMS code: ",
         ]
     );
+}
+
+#[test]
+fn a_silent_conversation_names_the_phone_in_the_prompt() {
+    // sudo asks PAM_SILENT: info lines are dropped, so the prompt carries
+    // where the code (and the resent one) went.
+    let h = harness("[otp]\nresend = { max = 1, cooldown = \"0s\" }\n");
+    let (r, shown, _) = converse_with(
+        h,
+        vec![
+            Box::new(|h: &Harness| wrong(&h.last_code())),
+            Box::new(|_: &Harness| String::new()),
+            Box::new(|h: &Harness| h.last_code()),
+        ],
+        true,
+    );
+    assert_eq!(r.unwrap(), Verdict::Accept(Accept::CodeVerified));
+    assert_eq!(
+        shown,
+        vec![
+            "prompt: SMS code (sent to ******0123): ",
+            "error: Wrong code, 2 tries left.",
+            "prompt: SMS code (sent to ******0123): ",
+            "prompt: SMS code (sent to ******0123): ",
+        ]
+    );
+}
+
+#[test]
+fn a_silent_conversation_keeps_the_plain_backup_prompt() {
+    let h = harness("[policy]\nno_phone = \"deny\"\n");
+    let h = Rc::new(h);
+    h.engine.generate_backup_codes("nophone", 2).unwrap();
+    let shown = Rc::new(RefCell::new(Vec::new()));
+    let mut conv = ScriptedConversation {
+        answers: VecDeque::new(),
+        shown: shown.clone(),
+        harness: h.clone(),
+        silent: true,
+    };
+    let r = run(&h.engine, &mut conv, &ctx("nophone", "sudo"));
+    assert!(matches!(r, Err(FlowError::Conversation(_))), "{r:?}");
+    assert_eq!(*shown.borrow(), vec!["prompt: Backup code: ".to_owned()]);
 }
 
 #[test]
@@ -826,6 +885,7 @@ fn empty_answers_during_the_cooldown_end_the_login() {
         answers: answers.into(),
         shown: shown.clone(),
         harness: h.clone(),
+        silent: false,
     };
     let r = run(&h.engine, &mut conv, &ctx("alice", "sshd")).unwrap();
     assert_eq!(r, Verdict::Reject(Reject::NoCodeEntered));
@@ -1058,6 +1118,7 @@ fn enrollment_conversation() {
         answers: answers.into(),
         shown: shown.clone(),
         harness: h.clone(),
+        silent: false,
     };
     let r = run(&h.engine, &mut conv, &ctx("carol", "sshd")).unwrap();
     assert_eq!(r, Verdict::Accept(Accept::Enrolled));

@@ -15,6 +15,9 @@
 //! (SMS, backup code, or the code that completes enrollment)
 //! or a policy the admin chose (`no_phone`/`provider_down = "allow"`),
 //! PAM_IGNORE only for exempt (or, where the policy allows, opted-out) users.
+//!
+//! Under PAM_SILENT (sudo always asks it) info lines are not shown; the code
+//! prompt then names the phone instead ("SMS code (sent to ******0123): ").
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -112,6 +115,10 @@ struct PamConversation<'a> {
 }
 
 impl Conversation for PamConversation<'_> {
+    fn shows_info(&self) -> bool {
+        !self.silent
+    }
+
     fn info(&mut self, text: &str) -> Result<(), String> {
         if self.silent {
             return Ok(());

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use smsotp_e2e::pamenv::{audit_lines, Login, Outcome, PamEnv, PASSWORD};
+use smsotp_e2e::pamenv::{audit_lines, Login, Outcome, PamEnv, LOGIN_TIMEOUT, PASSWORD};
 
 const ALICE_PHONE: &str = "+12015550123";
 const CODE_SENT: &str = "Code sent to ******0123.";
@@ -634,6 +634,23 @@ fn smsotp_cli(env: &PamEnv, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+#[test]
+fn under_pam_silent_the_prompt_names_the_phone() {
+    // sudo calls pam_authenticate with PAM_SILENT: info lines are not
+    // shown, so the prompt says where the code went.
+    let (env, svc) = setup("e2e-silent", "");
+    let outbox = env.scratch.outbox();
+    let mut login = env.login_doing(&svc, "alice", "authenticate(PAM_SILENT)", LOGIN_TIMEOUT);
+    login
+        .password()
+        .expect_prompt("SMS code (sent to ******0123): ");
+    let code = login.answer_code_from_outbox(&outbox, 0).code();
+    let out = login.finish();
+    out.assert_success();
+    assert!(!out.transcript.contains(CODE_SENT), "{out}");
+    check_audit(&env, &[code]);
 }
 
 #[test]
