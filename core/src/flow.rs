@@ -218,6 +218,25 @@ impl Reject {
     }
 }
 
+impl Reject {
+    /// Whether the user had a code (or a backup-code prompt) and failed
+    /// it: wrong every time, expired, or no answer. A front end whose
+    /// caller retries on the same handle (sudo's `passwd_tries`) refuses
+    /// the retry rather than send another SMS.
+    pub fn ends_code_round(&self) -> bool {
+        match self {
+            Reject::WrongCode | Reject::Expired | Reject::NoCodeEntered => true,
+            Reject::LockedOut
+            | Reject::RateLimited(_)
+            | Reject::NoPhone
+            | Reject::ProviderDown
+            | Reject::SendRefused
+            | Reject::CountryNotAllowed
+            | Reject::UnknownChallenge => false,
+        }
+    }
+}
+
 /// A wait in whole minutes (at least one), or whole hours from two hours
 /// on, rounded up: "1 minute", "17 minutes", "3 hours".
 fn about(wait: Duration) -> String {

@@ -1160,3 +1160,24 @@ fn store_number_comes_before_the_directories() {
         ALICE
     );
 }
+
+#[test]
+fn only_a_failed_code_round_ends_the_round() {
+    // What pam_smsotp remembers on the handle: a retry after these sends
+    // nothing; after the others the flow itself decides again (a limit or
+    // lockout still refuses, with its own text).
+    for r in [Reject::WrongCode, Reject::Expired, Reject::NoCodeEntered] {
+        assert!(r.ends_code_round(), "{r:?}");
+    }
+    for r in [
+        Reject::LockedOut,
+        Reject::RateLimited(Limit::Global),
+        Reject::NoPhone,
+        Reject::ProviderDown,
+        Reject::SendRefused,
+        Reject::CountryNotAllowed,
+        Reject::UnknownChallenge,
+    ] {
+        assert!(!r.ends_code_round(), "{r:?}");
+    }
+}

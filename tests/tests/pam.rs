@@ -774,3 +774,49 @@ fn a_code_sent_for_one_service_is_refused_by_another() {
     let audit = check_audit(&env, &[code_a, code_b]);
     audit_mentions(&audit, "alice", &svc_b);
 }
+
+#[test]
+fn a_retry_on_the_same_handle_sends_no_second_sms() {
+    // sudo's passwd_tries: after a failed code round sudo calls
+    // pam_authenticate(PAM_SILENT) again on the same handle. pam_retry does
+    // the same; pamtester cannot.
+    let (env, svc) = setup("e2e-retry", "[limits]\nlockout_after = 10\n");
+    let outbox = env.scratch.outbox();
+    let prompt = "SMS code (sent to ******0123)";
+    let mut login = env.login_with_program(
+        env!("CARGO_BIN_EXE_pam_retry"),
+        &[&svc, "alice", "3"],
+        &svc,
+        "alice",
+        LOGIN_TIMEOUT,
+    );
+    login.password().expect_prompt(prompt);
+    let code = outbox.wait_beyond(0, Duration::from_secs(10)).code();
+    let bad = wrong(&code);
+    login.answer(&bad).expect_text("Wrong code, 2 tries left.");
+    login
+        .expect_prompt(prompt)
+        .answer(&bad)
+        .expect_text("Wrong code, 1 try left.");
+    login
+        .expect_prompt(prompt)
+        .answer(&bad)
+        .expect_text("Too many wrong codes.")
+        .expect_text("pam_retry: try 1: AUTH_ERR");
+    for n in 2..=3 {
+        login
+            .password()
+            .expect_text("The SMS code was not accepted; no new code is sent for this attempt.")
+            .expect_text(&format!("pam_retry: try {n}: MAXTRIES"));
+    }
+    let out = login.finish();
+    assert!(!out.transcript.contains("successfully"), "{out}");
+    assert_eq!(outbox.count(), 1, "one SMS per handle: {out}");
+    let lines = check_audit(&env, &[code, bad]);
+    let count = |event: &str| lines.iter().filter(|l| l["event"] == event).count();
+    assert_eq!(count("wrong_code"), 3, "{lines:#?}");
+    assert_eq!(count("retry_refused"), 2, "{lines:#?}");
+    let j: serde_json::Value =
+        serde_json::from_str(&smsotp_cli(&env, &["--json", "user", "show", "alice"])).unwrap();
+    assert_eq!(j["failures"], 3, "three failures, not nine: {j}");
+}
