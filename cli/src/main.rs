@@ -93,13 +93,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Masked number and its source, lockout, backup codes left, opt-out.
+    /// Masked number and its source, lockout, SMS sent in the per-user
+    /// window, backup codes left, opt-out.
     Show { user: String },
     /// Register USER's number in the store (ahead of the phone files).
     SetPhone { user: String, number: String },
     /// Remove the number registered in the store.
     ClearPhone { user: String },
-    /// Lift a lockout and reset the failure count.
+    /// Lift a lockout, reset the failure count and clear the user's SMS
+    /// window (limits.sms_per_user), so the next login sends a code.
     Unlock { user: String },
     /// Mark USER as opted out (needs policy.user_opt_out = true).
     OptOut { user: String },
@@ -538,6 +540,8 @@ fn user_command(path: &Path, cmd: &UserCommand) -> Result<Output, Failure> {
         UserCommand::Show { user } => {
             let found = engine.find_phone(user);
             let failures = store.failures(user, now).map_err(store_err)?;
+            let per_user = engine.cfg.limits.sms_per_user;
+            let window = store.sms_window(user, now, per_user).map_err(store_err)?;
             let left = store.backup_codes_left(user).map_err(store_err)?;
             let opt = store.opt_out(user).map_err(store_err)?;
             let stored = store.phone(user).map_err(store_err)?;
@@ -571,6 +575,23 @@ fn user_command(path: &Path, cmd: &UserCommand) -> Result<Output, Failure> {
                     None => format!("not locked ({} consecutive failures)", failures.count),
                 }
             ));
+            t.push_str(&format!(
+                "SMS sent:      {} of {} in the last {} (limits.sms_per_user){}\n",
+                window.sent,
+                per_user.count,
+                smsotp_core::config::human_duration(per_user.window),
+                match window.next_allowed_at {
+                    Some(at) => format!(
+                        "; LIMIT REACHED: next SMS allowed in {} ({}); `smsotp user unlock {user}` clears it",
+                        // Whole minutes, rounded up: the exact time follows.
+                        smsotp_core::config::human_duration(std::time::Duration::from_secs(
+                            ((at - now).max(0) as u64).div_ceil(60_000).max(1) * 60
+                        )),
+                        smsotp_core::clock::rfc3339(at)
+                    ),
+                    None => String::new(),
+                }
+            ));
             t.push_str(&format!("backup codes:  {left} left\n"));
             t.push_str(&format!(
                 "opt-out:       {}\n",
@@ -591,6 +612,13 @@ fn user_command(path: &Path, cmd: &UserCommand) -> Result<Output, Failure> {
                 "failures": failures.count,
                 "locked": failures.locked_until.is_some(),
                 "locked_until": failures.locked_until.map(smsotp_core::clock::rfc3339),
+                "sms_window": {
+                    "sent": window.sent,
+                    "limit": per_user.count.get(),
+                    "window_secs": per_user.window.as_secs(),
+                    "limit_reached": window.next_allowed_at.is_some(),
+                    "next_sms_at": window.next_allowed_at.map(smsotp_core::clock::rfc3339),
+                },
                 "backup_codes_left": left,
                 "opted_out": opt.is_some(),
                 "opt_out_honoured": opt.is_some() && policy.opt_out_honoured(),
@@ -661,23 +689,39 @@ fn user_command(path: &Path, cmd: &UserCommand) -> Result<Output, Failure> {
         UserCommand::Unlock { user } => {
             let before = store.failures(user, now).map_err(store_err)?;
             store.unlock(user).map_err(store_err)?;
-            audit(
-                &engine,
-                user,
-                "admin_unlock",
-                format!("failures reset from {}", before.count),
-            );
-            (
-                format!(
-                    "{user}: {} (failure count was {})\n",
-                    if before.locked_until.is_some() {
-                        "unlocked"
-                    } else {
-                        "was not locked; failure count reset"
-                    },
+            let per_user = engine.cfg.limits.sms_per_user;
+            let cleared = store
+                .clear_sms_window(user, now, per_user.window)
+                .map_err(store_err)?;
+            let was_locked = before.locked_until.is_some();
+            let mut done = Vec::new();
+            if was_locked {
+                done.push(format!(
+                    "lifted the lockout ({} consecutive failures)",
                     before.count
-                ),
-                json!({"ok": true, "user": user, "was_locked": before.locked_until.is_some(), "failures_before": before.count}),
+                ));
+            } else if before.count > 0 {
+                done.push(format!(
+                    "reset the failure count (was {}; not locked)",
+                    before.count
+                ));
+            }
+            if cleared > 0 {
+                done.push(format!(
+                    "cleared {cleared} SMS from the per-user window (limits.sms_per_user = {per_user})"
+                ));
+            }
+            let said = if done.is_empty() {
+                "nothing to clear (not locked, no failures, no SMS in the per-user window)"
+                    .to_owned()
+            } else {
+                done.join("; ")
+            };
+            audit(&engine, user, "admin_unlock", said.clone());
+            (
+                format!("{user}: {said}\n"),
+                json!({"ok": true, "user": user, "was_locked": was_locked,
+                       "failures_before": before.count, "sms_cleared": cleared}),
             )
         }
         UserCommand::OptOut { user } | UserCommand::OptIn { user } => {

@@ -30,6 +30,9 @@ pub struct Event {
     pub outcome: Option<&'static str>,
     /// A fixed word such as "wrong_code" or "locked_out".
     pub reason: Option<&'static str>,
+    /// The config key of the limit that refused a send ("sms_per_user",
+    /// "sms_global").
+    pub limit: Option<&'static str>,
     pub phone: Option<String>,
     pub provider: Option<String>,
     /// Free text for errors; must already be free of secrets.
@@ -74,6 +77,9 @@ impl Event {
         if let Some(v) = self.reason {
             kv("reason", v);
         }
+        if let Some(v) = self.limit {
+            kv("limit", v);
+        }
         if let Some(v) = &self.phone {
             kv("phone", v);
         }
@@ -95,6 +101,7 @@ impl Event {
             "rhost": self.rhost,
             "outcome": self.outcome,
             "reason": self.reason,
+            "limit": self.limit,
             "phone": self.phone,
             "provider": self.provider,
             "detail": self.detail,
@@ -570,6 +577,7 @@ pub(crate) mod tests {
             rhost: Some("192.0.2.1".into()),
             outcome: Some("failure"),
             reason: Some("wrong_code"),
+            limit: None,
             phone: Some("******0143".into()),
             provider: None,
             detail: Some("tries left: 2".into()),
@@ -581,5 +589,18 @@ pub(crate) mod tests {
         let j = e.to_json(0, Level::Info);
         assert_eq!(j["reason"], "wrong_code");
         assert_eq!(j["level"], "info");
+        assert_eq!(j["limit"], serde_json::Value::Null);
+        let limited = Event {
+            reason: Some("rate_limited"),
+            limit: Some("sms_per_user"),
+            phone: None,
+            detail: Some("sms_per_user = 5/1h reached".into()),
+            ..e
+        };
+        assert_eq!(
+            limited.to_line(),
+            "event=reject user=alice service=sshd rhost=192.0.2.1 outcome=failure reason=rate_limited limit=sms_per_user detail=\"sms_per_user = 5/1h reached\""
+        );
+        assert_eq!(limited.to_json(0, Level::Info)["limit"], "sms_per_user");
     }
 }

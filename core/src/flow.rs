@@ -109,7 +109,8 @@ pub enum Reject {
     /// The code expired and no new one could be sent.
     Expired,
     LockedOut,
-    RateLimited,
+    /// An SMS limit is reached, so no code was sent.
+    RateLimited(Limit),
     NoPhone,
     /// No provider could send (outage) and the policy is to deny.
     ProviderDown,
@@ -120,6 +121,26 @@ pub enum Reject {
     UnknownChallenge,
     /// Only empty answers while no new code could be sent.
     NoCodeEntered,
+}
+
+/// Which SMS limit stopped a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `limits.sms_per_user`: this user's own sends; the next one is
+    /// allowed after `wait`.
+    PerUser { wait: Duration },
+    /// `limits.sms_global`: the sends of every user together.
+    Global,
+}
+
+impl Limit {
+    /// The config key, for logs (`limit=sms_per_user`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Limit::PerUser { .. } => "sms_per_user",
+            Limit::Global => "sms_global",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +162,7 @@ impl Reason for Reject {
             Reject::WrongCode => "wrong_code",
             Reject::Expired => "expired",
             Reject::LockedOut => "locked_out",
-            Reject::RateLimited => "rate_limited",
+            Reject::RateLimited(_) => "rate_limited",
             Reject::NoPhone => "no_phone",
             Reject::ProviderDown => "provider_down",
             Reject::SendRefused => "send_refused",
@@ -153,27 +174,77 @@ impl Reason for Reject {
 }
 
 impl Reject {
-    /// What the user is told. Lockout and rate limits share one text that
-    /// says nothing about the account.
-    pub fn user_message(&self) -> &'static str {
+    /// What the user is told.
+    ///
+    /// A limit has its own text, so the user knows to wait rather than
+    /// retry. It tells nothing about whether the account exists: a limit
+    /// is only met by a name that has a number (a name without one ends
+    /// at `no_phone` before any send), which the "Code sent to …" of its
+    /// earlier logins had already shown; under PAM only a user whose
+    /// password was right gets here, and under RADIUS with `primary =
+    /// "pam"` likewise. The per-user count is kept by name, so an
+    /// enrollment (`no_phone = "enroll"`) meets it the same for any name.
+    /// The global limit is nobody's fault and says so.
+    pub fn user_message(&self) -> String {
         match self {
-            Reject::WrongCode => "Too many wrong codes.",
-            Reject::Expired => "The code has expired.",
-            Reject::LockedOut | Reject::RateLimited => {
-                "A code cannot be used for this login now. Try again later."
+            Reject::WrongCode => "Too many wrong codes.".into(),
+            Reject::Expired => "The code has expired.".into(),
+            Reject::LockedOut => {
+                "A code cannot be used for this login now. Try again later.".into()
+            }
+            Reject::RateLimited(Limit::PerUser { wait }) => format!(
+                "Too many codes were sent recently. Try again in about {}.",
+                about(*wait)
+            ),
+            Reject::RateLimited(Limit::Global) => {
+                "Codes cannot be sent right now: this system has sent its maximum for the moment. \
+                 Try again in a few minutes."
+                    .into()
             }
             Reject::NoPhone => {
-                "No phone number is registered for this account. Contact your administrator."
+                "No phone number is registered for this account. Contact your administrator.".into()
             }
             Reject::ProviderDown | Reject::SendRefused => {
-                "The code could not be sent. Try again later."
+                "The code could not be sent. Try again later.".into()
             }
             Reject::CountryNotAllowed => {
-                "The code could not be sent to your number. Contact your administrator."
+                "The code could not be sent to your number. Contact your administrator.".into()
             }
-            Reject::UnknownChallenge => "This login attempt is no longer valid. Start again.",
-            Reject::NoCodeEntered => "No code was entered.",
+            Reject::UnknownChallenge => {
+                "This login attempt is no longer valid. Start again.".into()
+            }
+            Reject::NoCodeEntered => "No code was entered.".into(),
         }
+    }
+}
+
+impl Reject {
+    /// Whether the user had a code (or a backup-code prompt) and failed
+    /// it: wrong every time, expired, or no answer. A front end whose
+    /// caller retries on the same handle (sudo's `passwd_tries`) refuses
+    /// the retry rather than send another SMS.
+    pub fn ends_code_round(&self) -> bool {
+        match self {
+            Reject::WrongCode | Reject::Expired | Reject::NoCodeEntered => true,
+            Reject::LockedOut
+            | Reject::RateLimited(_)
+            | Reject::NoPhone
+            | Reject::ProviderDown
+            | Reject::SendRefused
+            | Reject::CountryNotAllowed
+            | Reject::UnknownChallenge => false,
+        }
+    }
+}
+
+/// A wait in whole minutes (at least one), or whole hours from two hours
+/// on, rounded up: "1 minute", "17 minutes", "3 hours".
+fn about(wait: Duration) -> String {
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    match minutes {
+        1 => "1 minute".into(),
+        m if m < 120 => format!("{m} minutes"),
+        m => format!("{} hours", m.div_ceil(60)),
     }
 }
 
@@ -221,6 +292,18 @@ impl ChallengeInfo {
             Step::Code | Step::EnrollCode => CODE_PROMPT,
             Step::BackupOnly => BACKUP_PROMPT,
             Step::EnrollNumber => ENROLL_PROMPT,
+        }
+    }
+
+    /// [`ChallengeInfo::prompt`], naming where the code went, for a front
+    /// end that cannot show info messages (PAM_SILENT, as sudo asks): the
+    /// user still learns which phone to look at.
+    pub fn prompt_naming_phone(&self) -> String {
+        match self.step {
+            Step::Code | Step::EnrollCode if !self.phone_masked.is_empty() => {
+                format!("SMS code (sent to {}): ", self.phone_masked)
+            }
+            _ => self.prompt().to_owned(),
         }
     }
 
@@ -570,6 +653,22 @@ impl Engine {
                 );
                 Level::Error
             }
+            Verdict::Reject(r @ Reject::RateLimited(limit)) => {
+                e.event = "reject";
+                e.outcome = Some("failure");
+                e.reason = Some(r.word());
+                e.limit = Some(limit.key());
+                let limits = &self.cfg.limits;
+                e.detail = Some(match limit {
+                    Limit::PerUser { wait } => format!(
+                        "sms_per_user = {} reached; next SMS allowed in {}",
+                        limits.sms_per_user,
+                        humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                    ),
+                    Limit::Global => format!("sms_global = {} reached", limits.sms_global),
+                });
+                Level::Warning
+            }
             Verdict::Reject(r) => {
                 e.event = "reject";
                 e.outcome = Some("failure");
@@ -804,18 +903,11 @@ impl Engine {
             .start_challenge(&rec, limits.sms_per_user, limits.sms_global)?
         {
             SendPermit::Granted => {}
-            limit => {
-                let mut e = self.event(ctx, "rate_limit");
-                e.detail = Some(match limit {
-                    SendPermit::GlobalLimit => {
-                        format!("global limit {} reached", limits.sms_global)
-                    }
-                    _ => format!("per-user limit {} reached", limits.sms_per_user),
-                });
-                self.log(Level::Warning, &e);
+            refused => {
+                let r = self.limited(ctx, refused, now)?;
                 return Ok(Start::Done(self.finish(
                     ctx,
-                    Verdict::Reject(Reject::RateLimited),
+                    Verdict::Reject(r),
                     Some(&masked),
                 )));
             }
@@ -841,6 +933,28 @@ impl Engine {
                 Ok(Start::Done(self.finish(ctx, v, Some(&masked))))
             }
         }
+    }
+
+    /// The reason for a send a limit refused: which limit, and for the
+    /// user's own, how long until the window lets the next SMS through.
+    fn limited(
+        &self,
+        ctx: &LoginContext,
+        permit: SendPermit,
+        now: Millis,
+    ) -> Result<Reject, FlowError> {
+        if permit == SendPermit::GlobalLimit {
+            return Ok(Reject::RateLimited(Limit::Global));
+        }
+        let window = self
+            .store
+            .sms_window(&ctx.user, now, self.cfg.limits.sms_per_user)?;
+        // A window that has just freed up (a send raced this one out)
+        // still reads as a short wait, never as none.
+        let next = window.next_allowed_at.unwrap_or(now).max(now);
+        Ok(Reject::RateLimited(Limit::PerUser {
+            wait: Duration::from_millis((next - now) as u64),
+        }))
     }
 
     /// A challenge that sends nothing yet: a backup code only, or the first
@@ -1226,12 +1340,11 @@ impl Engine {
             return give_up(Reject::UnknownChallenge);
         }
         let limits = &self.cfg.limits;
-        if self
-            .store
-            .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?
-            != SendPermit::Granted
-        {
-            return give_up(Reject::RateLimited);
+        let permit =
+            self.store
+                .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?;
+        if permit != SendPermit::Granted {
+            return give_up(self.limited(ctx, permit, now)?);
         }
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
         let mac = self
@@ -1300,13 +1413,13 @@ impl Engine {
             ));
         }
         let limits = &self.cfg.limits;
-        if self
-            .store
-            .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?
-            != SendPermit::Granted
-        {
+        let permit =
+            self.store
+                .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?;
+        if permit != SendPermit::Granted {
             if expired {
-                return give_up(self, Reject::RateLimited);
+                let r = self.limited(ctx, permit, now)?;
+                return give_up(self, r);
             }
             return Ok(Answer::Retry(Retry::ResendLimited, self.info(&rec, now)));
         }
@@ -1397,6 +1510,11 @@ pub fn hostname() -> String {
 pub trait Conversation {
     fn info(&mut self, text: &str) -> Result<(), String>;
     fn error(&mut self, text: &str) -> Result<(), String>;
+    /// Whether [`Conversation::info`] reaches the user. When not (PAM_SILENT),
+    /// the code prompt itself names the phone the code went to.
+    fn shows_info(&self) -> bool {
+        true
+    }
     /// An echo-off prompt; the answer is zeroized when dropped.
     fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
     /// An echo-on prompt (a phone number to enroll).
@@ -1434,10 +1552,15 @@ pub fn run(
         (otp.max_attempts.get() + 2) * (otp.resend_max + 1) + otp.max_attempts.get() + 7;
     let mut idle = 0;
     for _ in 0..max_prompts {
-        let input = if current.echo() {
-            conv.ask_text(current.prompt())
+        let prompt = if conv.shows_info() {
+            current.prompt().to_owned()
         } else {
-            conv.ask_secret(current.prompt())
+            current.prompt_naming_phone()
+        };
+        let input = if current.echo() {
+            conv.ask_text(&prompt)
+        } else {
+            conv.ask_secret(&prompt)
         }
         .map_err(|e| conversation_failed(engine, ctx, &id, e))?;
         match engine.answer(ctx, &id, &input)? {
@@ -1489,7 +1612,7 @@ fn tell_verdict(conv: &mut dyn Conversation, v: &Verdict) {
     // Best effort: the verdict stands even if the message cannot be shown.
     match v {
         Verdict::Reject(r) => {
-            let _ = conv.error(r.user_message());
+            let _ = conv.error(&r.user_message());
         }
         Verdict::Accept(a) => {
             if let Some(m) = a.user_message() {

@@ -451,12 +451,27 @@ fn per_user_sms_limit() {
     let h = harness("[limits]\nsms_per_user = \"2/1h\"\n");
     let c = ctx("alice", "sshd");
     h.start(&c);
+    h.clock.advance(Duration::from_secs(600));
     h.start(&c);
+    h.clock.advance(Duration::from_secs(59));
+    // The first send leaves the window 3600 s after it: 2941 s from now.
+    let refused = Reject::RateLimited(Limit::PerUser {
+        wait: Duration::from_secs(2941),
+    });
     assert_eq!(
         h.engine.start(&c).unwrap(),
-        Start::Done(Verdict::Reject(Reject::RateLimited))
+        Start::Done(Verdict::Reject(refused))
     );
     assert_eq!(h.sent_count(), 2);
+    assert_eq!(
+        refused.user_message(),
+        "Too many codes were sent recently. Try again in about 50 minutes."
+    );
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("reason=rate_limited limit=sms_per_user phone=******0123 detail=\"sms_per_user = 2/1h reached; next SMS allowed in 49m 1s\""),
+        "{audit}"
+    );
     // Other users are not affected; the window slides.
     h.start(&ctx("bob", "sshd"));
     h.clock.advance(Duration::from_secs(3601));
@@ -470,8 +485,71 @@ fn global_sms_limit() {
     h.start(&ctx("bob", "sshd"));
     assert_eq!(
         h.engine.start(&ctx("erin", "sshd")).unwrap(),
-        Start::Done(Verdict::Reject(Reject::RateLimited))
+        Start::Done(Verdict::Reject(Reject::RateLimited(Limit::Global)))
     );
+    // Nobody's fault: the text does not speak of the user's own codes.
+    let text = Reject::RateLimited(Limit::Global).user_message();
+    assert!(text.contains("this system"), "{text}");
+    assert!(!text.contains("you"), "{text}");
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("reason=rate_limited limit=sms_global")
+            && audit.contains("detail=\"sms_global = 2/1m reached\""),
+        "{audit}"
+    );
+}
+
+#[test]
+fn limit_waits_are_told_in_minutes_then_hours() {
+    let told = |secs| {
+        Reject::RateLimited(Limit::PerUser {
+            wait: Duration::from_secs(secs),
+        })
+        .user_message()
+    };
+    assert!(told(0).ends_with("in about 1 minute."), "{}", told(0));
+    assert!(told(61).ends_with("in about 2 minutes."), "{}", told(61));
+    assert!(told(7140).ends_with("in about 119 minutes."));
+    assert!(told(7200).ends_with("in about 2 hours."), "{}", told(7200));
+    assert!(told(86_400).ends_with("in about 24 hours."));
+}
+
+#[test]
+fn an_admin_cleared_window_sends_again() {
+    let h = harness("[limits]\nsms_per_user = \"1/1h\"\n");
+    let c = ctx("alice", "sshd");
+    h.start(&c);
+    assert!(matches!(
+        h.engine.start(&c).unwrap(),
+        Start::Done(Verdict::Reject(Reject::RateLimited(Limit::PerUser { .. })))
+    ));
+    let now = h.engine.now();
+    assert_eq!(
+        h.engine
+            .store()
+            .clear_sms_window("alice", now, Duration::from_secs(3600))
+            .unwrap(),
+        1
+    );
+    h.start(&c);
+    assert_eq!(h.sent_count(), 2);
+}
+
+#[test]
+fn an_expired_code_whose_resend_meets_the_limit_says_so() {
+    let h = harness(
+        "[limits]\nsms_per_user = \"1/1h\"\n[otp]\nttl = \"1m\"\nresend = { max = 2, cooldown = \"0s\" }\n",
+    );
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    h.clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        h.answer(&c, &ch, ""),
+        Answer::Done(Verdict::Reject(Reject::RateLimited(Limit::PerUser {
+            wait: Duration::from_secs(3600 - 61)
+        })))
+    );
+    assert_eq!(h.sent_count(), 1);
 }
 
 #[test]
@@ -505,7 +583,7 @@ fn lockout_after_consecutive_failures_and_its_end() {
     assert_eq!(h.sent_count(), before);
     assert_eq!(
         Reject::LockedOut.user_message(),
-        Reject::RateLimited.user_message()
+        "A code cannot be used for this login now. Try again later."
     );
     h.clock.advance(Duration::from_secs(600));
     let ch = h.start(&c);
@@ -631,12 +709,19 @@ struct ScriptedConversation {
     answers: VecDeque<Reply>,
     shown: Rc<RefCell<Vec<String>>>,
     harness: Rc<Harness>,
+    /// Drops info messages, as PAM does under PAM_SILENT.
+    silent: bool,
 }
 
 impl Conversation for ScriptedConversation {
     fn info(&mut self, text: &str) -> Result<(), String> {
-        self.shown.borrow_mut().push(format!("info: {text}"));
+        if !self.silent {
+            self.shown.borrow_mut().push(format!("info: {text}"));
+        }
         Ok(())
+    }
+    fn shows_info(&self) -> bool {
+        !self.silent
     }
     fn error(&mut self, text: &str) -> Result<(), String> {
         self.shown.borrow_mut().push(format!("error: {text}"));
@@ -664,6 +749,14 @@ fn converse(
     h: Harness,
     answers: Vec<Reply>,
 ) -> (Result<Verdict, FlowError>, Vec<String>, Rc<Harness>) {
+    converse_with(h, answers, false)
+}
+
+fn converse_with(
+    h: Harness,
+    answers: Vec<Reply>,
+    silent: bool,
+) -> (Result<Verdict, FlowError>, Vec<String>, Rc<Harness>) {
     let h = Rc::new(h);
     let shown = Rc::new(RefCell::new(Vec::new()));
     let answers_len = answers.len();
@@ -671,6 +764,7 @@ fn converse(
         answers: answers.into(),
         shown: shown.clone(),
         harness: h.clone(),
+        silent,
     };
     let r = run(&h.engine, &mut conv, &ctx("alice", "sshd"));
     assert!(
@@ -705,6 +799,49 @@ fn conversation_wrong_then_resend_then_right() {
             "prompt: SMS code: ",
         ]
     );
+}
+
+#[test]
+fn a_silent_conversation_names_the_phone_in_the_prompt() {
+    // sudo asks PAM_SILENT: info lines are dropped, so the prompt carries
+    // where the code (and the resent one) went.
+    let h = harness("[otp]\nresend = { max = 1, cooldown = \"0s\" }\n");
+    let (r, shown, _) = converse_with(
+        h,
+        vec![
+            Box::new(|h: &Harness| wrong(&h.last_code())),
+            Box::new(|_: &Harness| String::new()),
+            Box::new(|h: &Harness| h.last_code()),
+        ],
+        true,
+    );
+    assert_eq!(r.unwrap(), Verdict::Accept(Accept::CodeVerified));
+    assert_eq!(
+        shown,
+        vec![
+            "prompt: SMS code (sent to ******0123): ",
+            "error: Wrong code, 2 tries left.",
+            "prompt: SMS code (sent to ******0123): ",
+            "prompt: SMS code (sent to ******0123): ",
+        ]
+    );
+}
+
+#[test]
+fn a_silent_conversation_keeps_the_plain_backup_prompt() {
+    let h = harness("[policy]\nno_phone = \"deny\"\n");
+    let h = Rc::new(h);
+    h.engine.generate_backup_codes("nophone", 2).unwrap();
+    let shown = Rc::new(RefCell::new(Vec::new()));
+    let mut conv = ScriptedConversation {
+        answers: VecDeque::new(),
+        shown: shown.clone(),
+        harness: h.clone(),
+        silent: true,
+    };
+    let r = run(&h.engine, &mut conv, &ctx("nophone", "sudo"));
+    assert!(matches!(r, Err(FlowError::Conversation(_))), "{r:?}");
+    assert_eq!(*shown.borrow(), vec!["prompt: Backup code: ".to_owned()]);
 }
 
 #[test]
@@ -748,6 +885,7 @@ fn empty_answers_during_the_cooldown_end_the_login() {
         answers: answers.into(),
         shown: shown.clone(),
         harness: h.clone(),
+        silent: false,
     };
     let r = run(&h.engine, &mut conv, &ctx("alice", "sshd")).unwrap();
     assert_eq!(r, Verdict::Reject(Reject::NoCodeEntered));
@@ -980,6 +1118,7 @@ fn enrollment_conversation() {
         answers: answers.into(),
         shown: shown.clone(),
         harness: h.clone(),
+        silent: false,
     };
     let r = run(&h.engine, &mut conv, &ctx("carol", "sshd")).unwrap();
     assert_eq!(r, Verdict::Accept(Accept::Enrolled));
@@ -1020,4 +1159,25 @@ fn store_number_comes_before_the_directories() {
         h.engine.find_phone("alice").unwrap().unwrap().phone.e164(),
         ALICE
     );
+}
+
+#[test]
+fn only_a_failed_code_round_ends_the_round() {
+    // What pam_smsotp remembers on the handle: a retry after these sends
+    // nothing; after the others the flow itself decides again (a limit or
+    // lockout still refuses, with its own text).
+    for r in [Reject::WrongCode, Reject::Expired, Reject::NoCodeEntered] {
+        assert!(r.ends_code_round(), "{r:?}");
+    }
+    for r in [
+        Reject::LockedOut,
+        Reject::RateLimited(Limit::Global),
+        Reject::NoPhone,
+        Reject::ProviderDown,
+        Reject::SendRefused,
+        Reject::CountryNotAllowed,
+        Reject::UnknownChallenge,
+    ] {
+        assert!(!r.ends_code_round(), "{r:?}");
+    }
 }

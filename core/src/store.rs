@@ -123,6 +123,16 @@ pub enum SendPermit {
     GlobalLimit,
 }
 
+/// A user's SMS in the `limits.sms_per_user` window (admin view, and the
+/// wait a refused login is told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SmsWindow {
+    /// SMS sent to the user within the window ending at `now`.
+    pub sent: u32,
+    /// When the next SMS is allowed, if the limit is reached at `now`.
+    pub next_allowed_at: Option<Millis>,
+}
+
 /// Consecutive failures of a user and the lockout they led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FailureState {
@@ -167,6 +177,19 @@ pub trait Store {
     fn unlock(&self, user: &str) -> Result<(), StoreError>;
     /// The current failure state (admin view).
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError>;
+    /// The user's SMS in the per-user window ending at `now`, and when the
+    /// next is allowed if `per_user` is reached.
+    fn sms_window(&self, user: &str, now: Millis, per_user: Rate) -> Result<SmsWindow, StoreError>;
+    /// Forgets every SMS counted against the user (admin action); returns
+    /// how many of them were in the window of length `window` ending at
+    /// `now`. The global window keeps them: it protects the host and the
+    /// bill, whoever the SMS went to.
+    fn clear_sms_window(
+        &self,
+        user: &str,
+        now: Millis,
+        window: Duration,
+    ) -> Result<u32, StoreError>;
     /// Takes one SMS from the user's and the global window, or says which
     /// limit is reached (and takes nothing).
     fn reserve_sms(
@@ -768,6 +791,40 @@ fn failure_in(
         .optional()
 }
 
+/// `user`'s sends in the window ending at `now`, oldest first: the one
+/// rule of what the per-user window counts.
+fn window_in(
+    conn: &Connection,
+    user: &str,
+    now: Millis,
+    per_user: Rate,
+) -> rusqlite::Result<SmsWindow> {
+    let span = ms(per_user.window);
+    let sends: Vec<(Millis, u32)> = conn
+        .prepare_cached("SELECT at, n FROM sms_sent WHERE user = ?1 AND at > ?2 ORDER BY at")?
+        .query_map(params![user, now - span], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let sent = sends.iter().map(|&(_, n)| n).sum::<u32>();
+    let limit = per_user.count.get();
+    // A send counts while `now < at + window`; the next is allowed once
+    // enough of the oldest have left that fewer than `limit` remain.
+    let next_allowed_at = (sent >= limit).then(|| {
+        let must_leave = sent - limit + 1;
+        let mut left = 0;
+        sends
+            .iter()
+            .find(|&&(_, n)| {
+                left += n;
+                left >= must_leave
+            })
+            .map_or(now, |&(at, _)| at + span)
+    });
+    Ok(SmsWindow {
+        sent,
+        next_allowed_at,
+    })
+}
+
 fn count_user_sends(tx: &Connection, user: &str, since: Millis) -> rusqlite::Result<u32> {
     tx.prepare_cached("SELECT COALESCE(SUM(n), 0) FROM sms_sent WHERE user = ?1 AND at > ?2")?
         .query_row(params![user, since], |r| r.get(0))
@@ -903,6 +960,24 @@ impl Store for SqliteStore {
         Ok(failure_in(&self.conn, user, now)
             .map_err(|e| self.err(e))?
             .unwrap_or_default())
+    }
+
+    fn sms_window(&self, user: &str, now: Millis, per_user: Rate) -> Result<SmsWindow, StoreError> {
+        window_in(&self.conn, user, now, per_user).map_err(|e| self.err(e))
+    }
+
+    fn clear_sms_window(
+        &self,
+        user: &str,
+        now: Millis,
+        window: Duration,
+    ) -> Result<u32, StoreError> {
+        self.write(|tx| {
+            let counted = count_user_sends(tx, user, now - ms(window))?;
+            tx.prepare_cached("DELETE FROM sms_sent WHERE user = ?1")?
+                .execute([user])?;
+            Ok(counted)
+        })
     }
 
     fn reserve_sms(
@@ -1978,6 +2053,17 @@ impl Store for SharedStore {
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
         self.with(|s| s.failures(user, now))
     }
+    fn sms_window(&self, user: &str, now: Millis, per_user: Rate) -> Result<SmsWindow, StoreError> {
+        self.with(|s| s.sms_window(user, now, per_user))
+    }
+    fn clear_sms_window(
+        &self,
+        user: &str,
+        now: Millis,
+        window: Duration,
+    ) -> Result<u32, StoreError> {
+        self.with(|s| s.clear_sms_window(user, now, window))
+    }
     fn reserve_sms(
         &self,
         user: &str,
@@ -2218,6 +2304,98 @@ mod tests {
         assert_eq!(
             s.reserve_sms("alice", later, user, global).unwrap(),
             SendPermit::Granted
+        );
+    }
+
+    #[test]
+    fn sms_window_counts_the_user_and_says_when_the_next_is_allowed() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let (user, global) = (rate(3, 3600), rate(100, 3600));
+        let hour = 3_600_000;
+        assert_eq!(
+            s.sms_window("alice", 0, user).unwrap(),
+            SmsWindow::default()
+        );
+        // Two sends in the same millisecond share a row.
+        for at in [1_000, 1_000, 5_000] {
+            s.reserve_sms("alice", at, user, global).unwrap();
+        }
+        s.reserve_sms("bob", 6_000, user, global).unwrap();
+        assert_eq!(
+            s.sms_window("alice", 10_000, user).unwrap(),
+            SmsWindow {
+                sent: 3,
+                next_allowed_at: Some(1_000 + hour)
+            }
+        );
+        // Below the limit: a count and no wait.
+        assert_eq!(
+            s.sms_window("alice", 10_000, rate(4, 3600)).unwrap(),
+            SmsWindow {
+                sent: 3,
+                next_allowed_at: None
+            }
+        );
+        // A limit of 1 must wait for the newest send to leave.
+        assert_eq!(
+            s.sms_window("alice", 10_000, rate(1, 3600))
+                .unwrap()
+                .next_allowed_at,
+            Some(5_000 + hour)
+        );
+        // At that instant the first two have left, and the store agrees.
+        let w = s.sms_window("alice", 1_000 + hour, user).unwrap();
+        assert_eq!(
+            w,
+            SmsWindow {
+                sent: 1,
+                next_allowed_at: None
+            }
+        );
+        assert_eq!(
+            s.reserve_sms("alice", 1_000 + hour, user, global).unwrap(),
+            SendPermit::Granted
+        );
+        assert_eq!(s.sms_window("bob", 10_000, user).unwrap().sent, 1);
+    }
+
+    #[test]
+    fn clearing_the_window_lets_the_user_send_again_and_spares_others() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let (user, global) = (rate(2, 3600), rate(5, 3600));
+        for at in [1, 2] {
+            s.reserve_sms("alice", at, user, global).unwrap();
+        }
+        s.reserve_sms("bob", 3, user, global).unwrap();
+        assert_eq!(
+            s.reserve_sms("alice", 4, user, global).unwrap(),
+            SendPermit::UserLimit
+        );
+        assert_eq!(
+            s.clear_sms_window("alice", 5, Duration::from_secs(3600))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            s.sms_window("alice", 5, user).unwrap(),
+            SmsWindow::default()
+        );
+        assert_eq!(s.sms_window("bob", 5, user).unwrap().sent, 1);
+        assert_eq!(
+            s.reserve_sms("alice", 6, user, global).unwrap(),
+            SendPermit::Granted
+        );
+        // The global window still holds the cleared sends: 2 + 1 + 1 of 5.
+        s.reserve_sms("carol", 7, user, global).unwrap();
+        assert_eq!(
+            s.reserve_sms("dave", 8, user, global).unwrap(),
+            SendPermit::GlobalLimit
+        );
+        // Nothing left to clear.
+        assert_eq!(
+            s.clear_sms_window("erin", 9, Duration::from_secs(3600))
+                .unwrap(),
+            0
         );
     }
 

@@ -15,6 +15,17 @@
 //! (SMS, backup code, or the code that completes enrollment)
 //! or a policy the admin chose (`no_phone`/`provider_down = "allow"`),
 //! PAM_IGNORE only for exempt (or, where the policy allows, opted-out) users.
+//!
+//! Under PAM_SILENT (sudo always asks it) info lines are not shown; the code
+//! prompt then names the phone instead ("SMS code (sent to ******0123): ").
+//!
+//! One code round per PAM handle: once the code was wrong every time,
+//! expired or not entered, a later `pam_authenticate` on the same handle
+//! (sudo's `passwd_tries`, login's retries) sends no SMS and counts no
+//! failure: it answers PAM_MAXTRIES, which tells a caller that honours it
+//! (login) to stop. sudo treats it as any failure and may ask the password
+//! again; still nothing is sent. sshd runs each keyboard-interactive try in
+//! a child process, so this memory does not outlive one try there.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -38,6 +49,14 @@ use smsotp_core::flow::{
 use zeroize::Zeroizing;
 
 const IDENT: &str = "pam_smsotp";
+
+/// pam_set_data key: the user whose code round on this handle failed.
+/// Only this module sets it, always to a `String`.
+const ROUND_FAILED: &str = "pam_smsotp_round_failed";
+
+/// What a retry on a handle whose code round failed is told.
+const ROUND_OVER: &str =
+    "The SMS code was not accepted; no new code is sent for this attempt. Start again to get one.";
 
 struct SmsOtp;
 pam_hooks!(SmsOtp);
@@ -112,6 +131,10 @@ struct PamConversation<'a> {
 }
 
 impl Conversation for PamConversation<'_> {
+    fn shows_info(&self) -> bool {
+        !self.silent
+    }
+
     fn info(&mut self, text: &str) -> Result<(), String> {
         if self.silent {
             return Ok(());
@@ -216,9 +239,26 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         }
     };
 
+    if round_failed_before(pamh, &ctx.user) {
+        let mut e = engine.event_for(&ctx, "retry_refused");
+        e.outcome = Some("failure");
+        e.reason = Some("code_round_failed");
+        e.detail =
+            Some("pam_authenticate again on a handle whose code round failed; no SMS sent".into());
+        engine.record(Level::Info, &e);
+        let _ = conv.error(ROUND_OVER);
+        return PamResultCode::PAM_MAXTRIES;
+    }
+
     match flow::run(&engine, &mut conv, &ctx) {
         Ok(Verdict::Accept(_)) => PamResultCode::PAM_SUCCESS,
-        Ok(Verdict::Reject(_)) => PamResultCode::PAM_AUTH_ERR,
+        Ok(Verdict::Reject(r)) => {
+            if r.ends_code_round() {
+                // Best effort: without it a retry only costs one more SMS.
+                let _ = pamh.set_data(ROUND_FAILED, Box::new(ctx.user.clone()));
+            }
+            PamResultCode::PAM_AUTH_ERR
+        }
         Ok(Verdict::NotApplicable(_)) => PamResultCode::PAM_IGNORE,
         Err(e) => {
             engine.log_error(&ctx, &e);
@@ -234,6 +274,14 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             }
         }
     }
+}
+
+/// Whether this handle already had `user`'s code round fail.
+fn round_failed_before(pamh: &PamHandle, user: &str) -> bool {
+    // SAFETY: ROUND_FAILED is this module's own key and is only ever set
+    // to a `String` (in `authenticate`), so the type read matches.
+    let data = unsafe { pamh.get_data::<String>(ROUND_FAILED) };
+    data.is_ok_and(|failed| failed == user)
 }
 
 fn item_string(item: Option<&CStr>) -> String {

@@ -385,6 +385,38 @@ impl PamEnv {
 
     /// Starts a login that the watchdog kills after `timeout`.
     pub fn login_with_timeout(&self, service: &str, user: &str, timeout: Duration) -> Login {
+        self.login_doing(service, user, "authenticate", timeout)
+    }
+
+    /// Starts a login whose pamtester operation is `operation`, e.g.
+    /// `authenticate(PAM_SILENT)` (as sudo calls it).
+    pub fn login_doing(
+        &self,
+        service: &str,
+        user: &str,
+        operation: &str,
+        timeout: Duration,
+    ) -> Login {
+        self.login_with_program(
+            PAMTESTER,
+            &["-v", service, user, operation],
+            service,
+            user,
+            timeout,
+        )
+    }
+
+    /// Starts `program args…` under the wrappers, in place of pamtester,
+    /// for a login of `user` on `service` (e.g. the `pam_retry` test
+    /// driver, which retries on one handle as sudo does).
+    pub fn login_with_program(
+        &self,
+        program: &str,
+        args: &[&str],
+        service: &str,
+        user: &str,
+        timeout: Duration,
+    ) -> Login {
         let t = &self.tools;
         let preload = format!(
             "{}:{}:{}",
@@ -401,12 +433,9 @@ impl PamEnv {
             "-c",
             "export LD_PRELOAD=\"$SMSOTP_E2E_PRELOAD\"; exec \"$@\" 2>&1",
             "sh",
-            PAMTESTER,
-            "-v",
-            service,
-            user,
-            "authenticate",
+            program,
         ])
+        .args(args)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LANG", "C")

@@ -319,7 +319,7 @@ fn unlock_resets_failures() {
     let s = scratch("");
     let r = smsotp(&s, &["user", "unlock", "alice"]);
     assert_eq!(r.code, 0, "{r}");
-    assert!(r.stdout.contains("was not locked"), "{r}");
+    assert!(r.stdout.contains("nothing to clear (not locked"), "{r}");
     let j = smsotp(&s, &["--json", "user", "unlock", "alice"]).json();
     assert_eq!(j["was_locked"], false);
 }
@@ -652,8 +652,9 @@ fn doctor_on_a_sound_host_finds_no_errors() {
     assert!(r.stdout.contains("root has ******0111"), "{r}");
 }
 
-/// The sshd drop-in the README recommends (packaging/sshd/smsotp.conf):
-/// root keeps a key-only way in, everyone else needs the code.
+/// The stricter form of the shipped sshd drop-in
+/// (config/sshd_config.d/smsotp.conf documents it): key users need the
+/// password and the code after their key, root keeps a key-only way in.
 const DROP_IN: &str = "KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
     AuthenticationMethods publickey,keyboard-interactive keyboard-interactive\n\
     Match User root\n\tAuthenticationMethods publickey\n";
@@ -721,8 +722,36 @@ fn message(f: &Value) -> &str {
     f["message"].as_str().unwrap_or_default()
 }
 
+/// The drop-in the package ships and the README copies.
+fn shipped_drop_in() -> String {
+    std::fs::read_to_string(workspace_root().join("config/sshd_config.d/smsotp.conf"))
+        .expect("read config/sshd_config.d/smsotp.conf")
+}
+
 #[test]
-fn doctor_on_stock_debian_with_the_recommended_drop_in_finds_no_error() {
+fn doctor_on_stock_debian_with_the_shipped_drop_in_finds_no_error() {
+    let s = scratch("");
+    let sshd = debian_sshd(&s, &shipped_drop_in());
+    let (r, f) = doctor_findings(&s, &sshd, &debian_pam_dir());
+    assert!(with_level(&f, "error").is_empty(), "{r}");
+    // root has no number, but its key alone lets it in: no lock-out.
+    assert!(
+        with_level(&f, "info")
+            .iter()
+            .any(|x| message(x).starts_with("root logs in with a key alone (Match User root at ")),
+        "no break-glass finding\n{r}"
+    );
+    // The one thing it leaves open is said: a key alone skips the code.
+    assert!(
+        with_level(&f, "warning")
+            .iter()
+            .any(|x| x["area"] == "sshd" && message(x).contains("publickey")),
+        "{r}"
+    );
+}
+
+#[test]
+fn doctor_on_stock_debian_with_the_stricter_drop_in_finds_no_error() {
     let s = scratch("");
     let r = smsotp(&s, &["user", "set-phone", "root", "+12015550111"]);
     assert_eq!(r.code, 0, "{r}");
@@ -898,4 +927,37 @@ fn doctor_checks_the_admin_running_it() {
     ] {
         assert!(fix.contains(needle), "{needle} missing from {fix}");
     }
+}
+
+#[test]
+fn user_show_has_the_sms_window_and_unlock_says_what_it_cleared() {
+    let s = scratch("[limits]\nsms_per_user = \"4/30m\"\n");
+    let r = smsotp(&s, &["user", "show", "alice"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout
+            .contains("SMS sent:      0 of 4 in the last 30 minutes (limits.sms_per_user)\n"),
+        "{r}"
+    );
+    let j = smsotp(&s, &["--json", "user", "show", "alice"]).json();
+    assert_eq!(
+        j["sms_window"],
+        serde_json::json!({"sent": 0, "limit": 4, "window_secs": 1800,
+                           "limit_reached": false, "next_sms_at": null}),
+        "{j}"
+    );
+    let r = smsotp(&s, &["user", "unlock", "alice"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(
+        r.stdout,
+        "alice: nothing to clear (not locked, no failures, no SMS in the per-user window)\n"
+    );
+    let j = smsotp(&s, &["--json", "user", "unlock", "alice"]).json();
+    assert_eq!(j["sms_cleared"], 0, "{j}");
+    assert_eq!(j["was_locked"], false, "{j}");
+    let audit = std::fs::read_to_string(s.path("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"event\":\"admin_unlock\"") && audit.contains("nothing to clear"),
+        "{audit}"
+    );
 }

@@ -13,13 +13,15 @@
 
 use std::time::{Duration, Instant};
 
-use smsotp_e2e::pamenv::{audit_lines, Login, Outcome, PamEnv, PASSWORD};
+use smsotp_e2e::pamenv::{audit_lines, Login, Outcome, PamEnv, LOGIN_TIMEOUT, PASSWORD};
 
 const ALICE_PHONE: &str = "+12015550123";
 const CODE_SENT: &str = "Code sent to ******0123.";
 const NEW_CODE_SENT: &str = "New code sent to ******0123.";
 const PROMPT: &str = "SMS code";
 const TRY_LATER: &str = "A code cannot be used for this login now. Try again later.";
+/// The per-user limit's text, a whole hour's window just begun.
+const LIMIT_REACHED: &str = "Too many codes were sent recently. Try again in about 60 minutes.";
 
 /// Everyone but bob has a phone. The numbers are valid (libphonenumber's
 /// US example 201-555-0123 and neighbours); +1 555 numbers are refused as
@@ -550,12 +552,105 @@ fn sms_per_user_limit_refuses_the_third_login() {
         login.finish().assert_success();
     }
     let mut login = env.login(&svc, "alice");
-    login.password().expect_text(TRY_LATER);
+    login.password().expect_text(LIMIT_REACHED);
     let out = login.finish();
     out.assert_failure();
     assert_no_prompt(&out);
     assert_eq!(outbox.count(), 2, "no third SMS");
-    check_audit(&env, &codes);
+    let lines = check_audit(&env, &codes);
+    let refused = lines
+        .iter()
+        .find(|l| l["event"] == "reject" && l["reason"] == "rate_limited")
+        .unwrap_or_else(|| panic!("no rate_limited reject: {lines:#?}"));
+    assert_eq!(refused["limit"], "sms_per_user", "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sms_per_user = 2/1h reached; next SMS allowed in ")),
+        "{refused}"
+    );
+
+    // The admin sees the window, and `unlock` clears it.
+    let show = smsotp_cli(&env, &["user", "show", "alice"]);
+    assert!(
+        show.contains("SMS sent:      2 of 2 in the last 1 hour (limits.sms_per_user); LIMIT REACHED: next SMS allowed in ")
+            && show.contains("`smsotp user unlock alice` clears it"),
+        "{show}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&smsotp_cli(&env, &["--json", "user", "show", "alice"])).unwrap();
+    assert_eq!(j["sms_window"]["sent"], 2, "{j}");
+    assert_eq!(j["sms_window"]["limit"], 2, "{j}");
+    assert_eq!(j["sms_window"]["limit_reached"], true, "{j}");
+    assert!(j["sms_window"]["next_sms_at"].is_string(), "{j}");
+    let unlock = smsotp_cli(&env, &["user", "unlock", "alice"]);
+    assert_eq!(
+        unlock,
+        "alice: cleared 2 SMS from the per-user window (limits.sms_per_user = 2/1h)\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&smsotp_cli(&env, &["--json", "user", "show", "alice"])).unwrap();
+    assert_eq!(j["sms_window"]["sent"], 0, "{j}");
+    assert_eq!(j["sms_window"]["limit_reached"], false, "{j}");
+    assert_eq!(
+        smsotp_cli(&env, &["user", "unlock", "alice"]),
+        "alice: nothing to clear (not locked, no failures, no SMS in the per-user window)\n"
+    );
+
+    let mut login = up_to_code_prompt(&env, &svc, "alice");
+    codes.push(login.answer_code_from_outbox(&outbox, 2).code());
+    login.finish().assert_success();
+    let lines = check_audit(&env, &codes);
+    assert!(
+        lines.iter().any(|l| l["event"] == "admin_unlock"
+            && l["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("cleared 2 SMS"))),
+        "the unlock is not audited: {lines:#?}"
+    );
+}
+
+/// Runs the built `smsotp` tool on the env's config; its stdout (it must
+/// succeed).
+fn smsotp_cli(env: &PamEnv, args: &[&str]) -> String {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| smsotp_e2e::workspace_root().join("target"));
+    let cli = std::env::var_os("SMSOTP_CLI")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| target.join("debug/smsotp"));
+    let out = std::process::Command::new(&cli)
+        .arg("--config")
+        .arg(env.scratch.path("smsotp.toml"))
+        .args(args)
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}; run `cargo build --workspace`", cli.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "smsotp {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn under_pam_silent_the_prompt_names_the_phone() {
+    // sudo calls pam_authenticate with PAM_SILENT: info lines are not
+    // shown, so the prompt says where the code went.
+    let (env, svc) = setup("e2e-silent", "");
+    let outbox = env.scratch.outbox();
+    let mut login = env.login_doing(&svc, "alice", "authenticate(PAM_SILENT)", LOGIN_TIMEOUT);
+    login
+        .password()
+        .expect_prompt("SMS code (sent to ******0123): ");
+    let code = login.answer_code_from_outbox(&outbox, 0).code();
+    let out = login.finish();
+    out.assert_success();
+    assert!(!out.transcript.contains(CODE_SENT), "{out}");
+    check_audit(&env, &[code]);
 }
 
 #[test]
@@ -678,4 +773,50 @@ fn a_code_sent_for_one_service_is_refused_by_another() {
     assert_eq!(outbox.count(), 2);
     let audit = check_audit(&env, &[code_a, code_b]);
     audit_mentions(&audit, "alice", &svc_b);
+}
+
+#[test]
+fn a_retry_on_the_same_handle_sends_no_second_sms() {
+    // sudo's passwd_tries: after a failed code round sudo calls
+    // pam_authenticate(PAM_SILENT) again on the same handle. pam_retry does
+    // the same; pamtester cannot.
+    let (env, svc) = setup("e2e-retry", "[limits]\nlockout_after = 10\n");
+    let outbox = env.scratch.outbox();
+    let prompt = "SMS code (sent to ******0123)";
+    let mut login = env.login_with_program(
+        env!("CARGO_BIN_EXE_pam_retry"),
+        &[&svc, "alice", "3"],
+        &svc,
+        "alice",
+        LOGIN_TIMEOUT,
+    );
+    login.password().expect_prompt(prompt);
+    let code = outbox.wait_beyond(0, Duration::from_secs(10)).code();
+    let bad = wrong(&code);
+    login.answer(&bad).expect_text("Wrong code, 2 tries left.");
+    login
+        .expect_prompt(prompt)
+        .answer(&bad)
+        .expect_text("Wrong code, 1 try left.");
+    login
+        .expect_prompt(prompt)
+        .answer(&bad)
+        .expect_text("Too many wrong codes.")
+        .expect_text("pam_retry: try 1: AUTH_ERR");
+    for n in 2..=3 {
+        login
+            .password()
+            .expect_text("The SMS code was not accepted; no new code is sent for this attempt.")
+            .expect_text(&format!("pam_retry: try {n}: MAXTRIES"));
+    }
+    let out = login.finish();
+    assert!(!out.transcript.contains("successfully"), "{out}");
+    assert_eq!(outbox.count(), 1, "one SMS per handle: {out}");
+    let lines = check_audit(&env, &[code, bad]);
+    let count = |event: &str| lines.iter().filter(|l| l["event"] == event).count();
+    assert_eq!(count("wrong_code"), 3, "{lines:#?}");
+    assert_eq!(count("retry_refused"), 2, "{lines:#?}");
+    let j: serde_json::Value =
+        serde_json::from_str(&smsotp_cli(&env, &["--json", "user", "show", "alice"])).unwrap();
+    assert_eq!(j["failures"], 3, "three failures, not nine: {j}");
 }
