@@ -128,20 +128,24 @@ fn check(config: &std::path::Path, runtime: &Runtime, allow_bad_numbers: bool) -
     for bad in &checked.bad {
         eprintln!("{IDENT}: {bad}");
     }
-    let clients = runtime.clients.len();
+    let clients = counted(runtime.clients.len(), "client", "clients");
     if checked.bad.is_empty() {
         println!(
-            "{}: configuration OK ({clients} clients, {} phone-list numbers valid)",
+            "{}: configuration OK ({clients}, {} valid)",
             config.display(),
-            checked.valid
+            counted(checked.valid, "phone-list number", "phone-list numbers")
         );
         ExitCode::SUCCESS
     } else {
         eprintln!(
-            "{IDENT}: {}: the configuration loads ({clients} clients), but {} phone-list \
-             entries are not usable ({} valid): those users cannot log in until they are fixed",
+            "{IDENT}: {}: the configuration loads ({clients}), but {} not usable ({} valid): \
+             those users cannot log in until they are fixed",
             config.display(),
-            checked.bad.len(),
+            counted(
+                checked.bad.len(),
+                "phone-list entry is",
+                "phone-list entries are"
+            ),
             checked.valid
         );
         if allow_bad_numbers {
@@ -150,4 +154,9 @@ fn check(config: &std::path::Path, runtime: &Runtime, allow_bad_numbers: bool) -
             ExitCode::FAILURE
         }
     }
+}
+
+/// "1 client", "2 clients".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -1541,7 +1541,7 @@ fn check_validates_the_config_the_secrets_and_every_phone_list_number() {
     let (code, out, err) = check(&config);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("configuration OK (1 clients, 2 phone-list numbers valid)"),
+        out.contains("configuration OK (1 client, 2 phone-list numbers valid)"),
         "{out}{err}"
     );
 
@@ -1558,7 +1558,7 @@ fn check_validates_the_config_the_secrets_and_every_phone_list_number() {
     );
     assert!(!err.contains("0171 1234567"), "unmasked number: {err}");
     assert!(
-        err.contains("1 phone-list entries are not usable (1 valid)"),
+        err.contains("1 phone-list entry is not usable (1 valid)"),
         "{err}"
     );
     // What the unit's ExecStartPre runs: the entry is printed, but the
