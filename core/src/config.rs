@@ -2711,6 +2711,60 @@ mod tests {
         }
     }
 
+    /// smsotp.toml(5) documents every key of [`KEYS`] as a term (`.TP`
+    /// then `.B key` or `.BR key …`) in the section of its table, so the
+    /// man page cannot drift from the schema.
+    #[test]
+    fn man_page_documents_every_key_in_its_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/man/smsotp.toml.5");
+        let page = std::fs::read_to_string(&path).unwrap();
+        // Section heading → the terms defined in it.
+        let mut terms: Vec<(String, Vec<String>)> = Vec::new();
+        let mut after_tp = false;
+        for line in page.lines() {
+            if let Some(h) = line.strip_prefix(".SH ") {
+                terms.push((h.trim().to_owned(), Vec::new()));
+            } else if after_tp {
+                let term = line
+                    .strip_prefix(".BR ")
+                    .or_else(|| line.strip_prefix(".B "))
+                    .and_then(|t| t.split_whitespace().next());
+                if let (Some(t), Some((_, list))) = (term, terms.last_mut()) {
+                    list.push(t.trim_matches('"').to_owned());
+                }
+            }
+            after_tp = line == ".TP";
+        }
+        let mut missing = Vec::new();
+        for key in KEYS {
+            let section = section_of(key.path).unwrap();
+            // The key's name below its section's table: otp.resend.max is
+            // resend.max in [otp], radius.client.name is name.
+            let table = section.trim_matches(|c| c == '[' || c == ']');
+            let name = key
+                .path
+                .strip_prefix(table)
+                .and_then(|r| r.strip_prefix('.'))
+                .unwrap();
+            let found = terms
+                .iter()
+                .any(|(h, list)| h == section && list.iter().any(|t| t == name));
+            if !found {
+                missing.push(format!("{name} (in {section})"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "{} does not document: {}",
+            path.display(),
+            missing.join(", ")
+        );
+        // The check can fail: a term in the wrong section does not count.
+        assert!(!terms
+            .iter()
+            .any(|(h, list)| h == "[otp]" && list.iter().any(|t| t == "lockout")));
+    }
+
     #[test]
     fn unknown_key_in_provider_is_refused() {
         let e = err_of("[[provider]]\nkind = \"outbox\"\npaht = \"/tmp/x\"\n");
