@@ -224,6 +224,9 @@ struct Foreign {
     name: &'static str,
     from: &'static str,
     ours: &'static str,
+    /// The value means the same here (converted to a duration where ours
+    /// is one), so "write KEY = VALUE" can be said.
+    copy: bool,
     note: &'static str,
 }
 
@@ -232,114 +235,133 @@ const FOREIGN: &[Foreign] = &[
         name: "TokenExpiryTime",
         from: "WSO2",
         ours: "otp.ttl",
+        copy: true,
         note: "a duration from 30s to 10m",
     },
     Foreign {
         name: "TokenLength",
         from: "WSO2",
         ours: "otp.length",
+        copy: true,
         note: "6 to 10",
     },
     Foreign {
         name: "OTPLength",
         from: "WSO2",
         ours: "otp.length",
+        copy: true,
         note: "6 to 10",
     },
     Foreign {
         name: "SMSOTPMandatory",
         from: "WSO2",
         ours: "policy.mandatory",
+        copy: true,
         note: "true or false",
     },
     Foreign {
         name: "SMSOTPEnableByUserClaim",
         from: "WSO2",
         ours: "policy.user_opt_out",
+        copy: true,
         note: "true lets admins opt users out with smsotp user opt-out",
     },
     Foreign {
         name: "ResendEnable",
         from: "WSO2",
         ours: "otp.resend.max",
+        copy: false,
         note: "new codes per login; 0 turns resending off",
     },
     Foreign {
         name: "RetryEnable",
         from: "WSO2",
         ours: "otp.max_attempts",
+        copy: false,
         note: "wrong answers per code; 1 allows no retry",
     },
     Foreign {
         name: "MaxAttempts",
         from: "WSO2",
         ours: "otp.max_attempts",
+        copy: true,
         note: "wrong answers per code, 1 to 10",
     },
     Foreign {
         name: "BackupCode",
         from: "WSO2",
         ours: "policy.backup_codes",
+        copy: true,
         note: "true or false",
     },
     Foreign {
         name: "CaptureAndUpdateMobileNumber",
         from: "WSO2",
         ours: "policy.no_phone",
+        copy: false,
         note: "no_phone = \"enroll\" asks a user without a number for one at login",
     },
     Foreign {
         name: "SendOTPDirectlyToMobile",
         from: "WSO2",
         ours: "policy.no_phone",
+        copy: false,
         note: "no_phone = \"enroll\" asks a user without a number for one at login",
     },
     Foreign {
         name: "SMSUrl",
         from: "WSO2",
         ours: "provider.url",
+        copy: false,
         note: "in a [[provider]] with kind = \"http\"; $ctx.num and $ctx.msg work",
     },
     Foreign {
         name: "HTTPMethod",
         from: "WSO2",
         ours: "provider.method",
+        copy: false,
         note: "\"GET\", \"POST\" or \"PUT\"",
     },
     Foreign {
         name: "HTTPHeaders",
         from: "WSO2",
         ours: "provider.headers",
+        copy: false,
         note: "a table: headers = { Authorization = \"Bearer {secret}\" }",
     },
     Foreign {
         name: "HTTPPayload",
         from: "WSO2",
         ours: "provider.body",
+        copy: false,
         note: "with content_type = \"form\", \"json\" or \"raw\"",
     },
     Foreign {
         name: "HTTPResponse",
         from: "WSO2",
         ours: "provider.success_status",
+        copy: false,
         note: "a list such as [200, 202]",
     },
     Foreign {
         name: "smpp_server",
         from: "Gluu",
         ours: "provider.host",
+        copy: false,
         note: "in a [[provider]] with kind = \"smpp\"; name or address, no port",
     },
     Foreign {
         name: "smpp_port",
         from: "Gluu",
         ours: "provider.port",
+        copy: true,
         note: "in a [[provider]] with kind = \"smpp\"",
     },
     Foreign {
         name: "password",
         from: "Gluu",
         ours: "provider.password_file",
+        copy: false,
         note:
             "the SMPP password goes in a file readable by root alone, mode 0600, never in this file",
     },
@@ -347,48 +369,56 @@ const FOREIGN: &[Foreign] = &[
         name: "usecase",
         from: "WSO2",
         ours: "",
+        copy: false,
         note: "smsotp takes the user name PAM or RADIUS gives it",
     },
     Foreign {
         name: "secondaryUserstore",
         from: "WSO2",
         ours: "",
+        copy: false,
         note: "numbers come from [[directory]] tables",
     },
     Foreign {
         name: "SendOtpToFederatedMobile",
         from: "WSO2",
         ours: "",
+        copy: false,
         note: "numbers come from [[directory]] tables",
     },
     Foreign {
         name: "federatedMobileAttributeKey",
         from: "WSO2",
         ours: "",
+        copy: false,
         note: "numbers come from [[directory]] tables",
     },
     Foreign {
         name: "redirectToMultiOptionPageOnFailure",
         from: "WSO2",
         ours: "",
+        copy: false,
         note: "there is no web page",
     },
     Foreign {
         name: "SMSOTPAuthenticationEndpointURL",
         from: "WSO2",
         ours: "",
+        copy: false,
         note: "the prompt is PAM's or the NAS's",
     },
     Foreign {
         name: "SMSOTPAuthenticationEndpointErrorPage",
         from: "WSO2",
         ours: "",
+        copy: false,
         note: "the prompt is PAM's or the NAS's",
     },
     Foreign {
         name: "MobileNumberRegPage",
         from: "WSO2",
         ours: "",
+        copy: false,
         note: "policy.no_phone = \"enroll\" asks for the number at the prompt",
     },
 ];
@@ -483,9 +513,7 @@ pub fn unknown_key_hint(
         let ours = key(f.ours)?;
         let short = ours.path.rsplit('.').next().unwrap_or(ours.path);
         let write = match converted(ours, value) {
-            Some(v) if ours.kind != ValueKind::Other || !f.note.contains('=') => {
-                format!("; write {short} = {v}")
-            }
+            Some(v) if f.copy => format!("; write {short} = {v}"),
             _ => String::new(),
         };
         return Some(format!(
@@ -646,6 +674,18 @@ mod tests {
         )
         .unwrap();
         assert!(h.ends_with("write mandatory = true"), "{h}");
+        // A value that means something else here is not copied over.
+        let h = unknown_key_hint(
+            "otp",
+            "ResendEnable",
+            Some(&toml::Value::Boolean(true)),
+            &[],
+        )
+        .unwrap();
+        assert!(
+            h.contains("resend.max in [otp]") && !h.contains("write"),
+            "{h}"
+        );
         let h = unknown_key_hint("", "usecase", None, &[]).unwrap();
         assert!(
             h.contains("no counterpart") && h.contains("remove it"),
