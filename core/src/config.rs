@@ -22,6 +22,9 @@ use crate::http::{
 };
 use crate::smpp::{self, Coding, LongMessages, SmppSpec};
 
+mod keys;
+pub use keys::{section_of, Key, ValueKind, KEYS};
+
 /// Where the config lives unless the front end is told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smsotp/smsotp.toml";
 /// Default state directory: store, key and outbox.
@@ -70,6 +73,49 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+/// Something the config allows but that is probably a mistake. The loader
+/// collects these in [`Config::warnings`]; the front ends show them where
+/// they show the RADIUS short-secret warning: `smsotp-radiusd --check`
+/// prints them, a running smsotp-radiusd logs them at start and reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub path: PathBuf,
+    pub location: Location,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.path.display(),
+            self.location.line,
+            self.location.column,
+            self.key,
+            self.message
+        )
+    }
+}
+
+/// A RADIUS shared secret shorter than this is warned about: RFC 2865 asks
+/// for at least 16 octets, and an offline guess of a shorter one from a
+/// captured request is cheap.
+pub const RADIUS_SECRET_MIN_BYTES: usize = 16;
+
+/// The warning for a RADIUS client whose shared secret is `len` bytes long,
+/// if that is too short (one threshold and one text for every front end).
+pub fn short_secret_warning(client: &str, len: usize) -> Option<String> {
+    (len < RADIUS_SECRET_MIN_BYTES).then(|| {
+        format!(
+            "radius client \"{client}\": the shared secret is only {len} bytes; use at least \
+             {RADIUS_SECRET_MIN_BYTES} random characters, e.g. openssl rand -base64 24, in its \
+             secret_file and on the NAS"
+        )
+    })
 }
 
 impl From<files::FileError> for ConfigError {
@@ -326,7 +372,8 @@ struct RawRadius {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum RawPrimary {
-    None,
+    // A struct variant: a unit variant would let unknown keys through.
+    None {},
     Pam { service: Option<String> },
 }
 
@@ -365,6 +412,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Present when the file has a `[radius]` table (smsotp-radiusd).
     pub radius: Option<RadiusSettings>,
+    /// Allowed but probably mistaken settings, in file order.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// Which characters a code is made of.
@@ -671,7 +720,16 @@ impl Checker<'_> {
             path: self.path.to_owned(),
             location: Location::of(self.text, span.start),
             key: key.to_owned(),
-            message: message.into(),
+            message: format!("{}; {}", message.into(), keys::see_also(key)),
+        }
+    }
+
+    fn warning(&self, span: Range<usize>, key: &str, message: &str) -> ConfigWarning {
+        ConfigWarning {
+            path: self.path.to_owned(),
+            location: Location::of(self.text, span.start),
+            key: key.to_owned(),
+            message: format!("{message}; {}", keys::see_also(key)),
         }
     }
 
@@ -821,18 +879,7 @@ impl Config {
 
     /// Validates `text` as if it had been read from `path` (no file checks).
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                location: Location::of(text, span.start),
-                key: key_at(text, span.start),
-                message: format!(
-                    "{}; see the config reference in README.md",
-                    e.message().trim_end()
-                ),
-            }
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| serde_error(path, text, &e))?;
         let c = Checker { path, text };
         let state = Path::new(DEFAULT_STATE_DIR);
 
@@ -1008,11 +1055,27 @@ impl Config {
         otp.key_file =
             key_file.unwrap_or_else(|| store_path.parent().unwrap_or(state).join("otp.key"));
 
+        let mut warnings = Vec::new();
         let mut providers = Vec::new();
         let mut seen_names = BTreeSet::new();
         for (i, p) in raw.provider.iter().enumerate() {
             let key = format!("provider[{i}]");
             let spec = provider_spec(&c, &key, p)?;
+            // Binding without a password is legitimate (SMSCs that trust
+            // the address), so not an error; but a forgotten password_file
+            // would otherwise show only as a refused bind at the first login.
+            if let ProviderSpec::Smpp(s) = &spec {
+                if s.password_file.is_none() {
+                    warnings.push(c.warning(
+                        p.span(),
+                        &format!("{key}.password_file"),
+                        "is not set, so the SMSC is bound with an empty password; if it wants one, \
+                         put it in a file (owner root, mode 0600) and set \
+                         password_file = \"/etc/smsotp/secrets/smpp\"; if it trusts this host's \
+                         address alone, nothing to do",
+                    ));
+                }
+            }
             if !seen_names.insert(spec.name().to_owned()) {
                 return Err(c.err(
                     p.span(),
@@ -1059,6 +1122,7 @@ impl Config {
             store,
             providers,
             audit,
+            warnings,
         })
     }
 }
@@ -1084,7 +1148,7 @@ fn radius_settings(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings, Con
     let primary = match &r.primary {
         None => PrimaryAuth::None,
         Some(p) => match p.get_ref() {
-            RawPrimary::None => PrimaryAuth::None,
+            RawPrimary::None {} => PrimaryAuth::None,
             RawPrimary::Pam { service } => {
                 let service = service.clone().unwrap_or_else(|| "smsotp-radius".into());
                 if service.is_empty() || service.contains('/') {
@@ -2244,6 +2308,129 @@ fn gecos_field(name: &str) -> Result<usize, String> {
     }
 }
 
+/// A syntax or schema error from toml/serde, with the key at fault, a hint
+/// when one can be given (the nearest known key, another system's name for
+/// one of ours, a number where a duration or rate belongs), and where the
+/// key is documented.
+fn serde_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let span = e.span().unwrap_or(0..0);
+    let raw_message = e.message().trim_end();
+    let mut shown = raw_message.to_owned();
+    let mut key = key_at(text, span.start);
+    let value = value_at(text, span.start);
+    let mut hint = None;
+    if let Some(rest) = raw_message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let expected: Vec<String> = rest
+            .split_once("expected ")
+            .map(|(_, list)| {
+                list.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        // key_at names the header table and the key; the table may be an
+        // inline one below it, which the expected names identify.
+        let line_start = text[..span.start.min(text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let before = &text[line_start..span.start.min(text.len())];
+        let mut header = match key.rsplit_once('.') {
+            Some((t, _)) => t.to_owned(),
+            None => String::new(),
+        };
+        // In an inline table (`resend = { … }`): the key before the '{'.
+        if let Some((outer, _)) = before.split_once('{') {
+            let outer = outer.trim_end().trim_end_matches('=').trim();
+            if !outer.is_empty() {
+                header = if header.is_empty() {
+                    outer.to_owned()
+                } else {
+                    format!("{header}.{outer}")
+                };
+            }
+        }
+        let table = keys::table_for(&header, &expected);
+        key = if table.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{table}.{name}")
+        };
+        hint = if rest.contains("there are no fields") {
+            Some("this kind takes no other key".to_owned())
+        } else {
+            keys::unknown_key_hint(&table, name, value.as_ref(), &expected)
+        };
+        // With a hint, serde's list of every name is noise (46 for a provider).
+        if hint.is_some() {
+            shown = format!("unknown field `{name}`");
+        }
+    } else if raw_message.starts_with("invalid type") {
+        key = inline_key(text, span.start, key);
+        hint = keys::wrong_type_hint(&key, value.as_ref());
+    }
+    let message = match hint {
+        Some(h) => format!("{shown}; {h}; {}", keys::see_also(&key)),
+        None => format!("{shown}; {}", keys::see_also(&key)),
+    };
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        location: Location::of(text, span.start),
+        key,
+        message,
+    }
+}
+
+/// The value written after the key at `offset` (a key or a value), when it
+/// stands on one line: `ttl = 300` → 300.
+fn value_at(text: &str, offset: usize) -> Option<toml::Value> {
+    let offset = offset.min(text.len());
+    let rest = text[offset..].lines().next()?;
+    // At a key: the value follows its '='. At a value: it starts here.
+    let after_eq = match rest.split_once('=') {
+        Some((k, v)) if !k.contains(['"', '\'', '{', '[']) => v,
+        _ => rest,
+    };
+    let after_eq = after_eq.trim_start();
+    // The longest prefix that parses: stops before ", next = …" or " }".
+    let mut ends: Vec<usize> = after_eq
+        .char_indices()
+        .filter(|(_, c)| matches!(c, ',' | '}' | '#'))
+        .map(|(i, _)| i)
+        .collect();
+    ends.push(after_eq.len());
+    ends.into_iter().rev().find_map(|end| {
+        toml::from_str::<toml::Table>(&format!("v = {}", after_eq[..end].trim()))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+    })
+}
+
+/// For a value inside an inline table (`resend = { cooldown = 30 }`), the
+/// key path `key_at` gives (`otp.resend`) plus the inner key.
+fn inline_key(text: &str, offset: usize, key: String) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[line_start..offset];
+    if !before.contains('{') {
+        return key;
+    }
+    let inner = before
+        .trim_end()
+        .trim_end_matches('=')
+        .trim_end()
+        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default();
+    if inner.is_empty() {
+        key
+    } else {
+        format!("{key}.{inner}")
+    }
+}
+
 /// Best effort: the dotted key path of the table and key at `offset`, for
 /// syntax errors that toml reports without one.
 fn key_at(text: &str, offset: usize) -> String {
@@ -2307,6 +2494,275 @@ mod tests {
         assert!(e.starts_with("/etc/smsotp/smsotp.toml:3:1:"), "{e}");
         assert!(e.contains("unknown field `lenght`"), "{e}");
         assert!(e.contains("otp"), "{e}");
+    }
+
+    #[test]
+    fn errors_point_to_the_man_page_section_of_the_key() {
+        let cases = [
+            ("[otp]\nlength = 4\n", "otp.length", "[otp]"),
+            ("[limits]\nlockout = \"x\"\n", "limits.lockout", "[limits]"),
+            (
+                "[[provider]]\nkind = \"outbox\"\npath = \"o\"\n",
+                "provider[0].path",
+                "[[provider]]",
+            ),
+            ("[radius]\nlisten = [\"x\"]\n", "radius.listen", "[radius]"),
+            ("[otp]\nlength = \"six\"\n", "otp.length", "[otp]"),
+            ("[store]\nkindd = \"sqlite\"\n", "store.kindd", "[store]"),
+        ];
+        for (text, key, section) in cases {
+            let e = err_of(text);
+            assert!(
+                e.contains(&format!(": {key}: "))
+                    && e.ends_with(&format!("; see man 5 smsotp.toml, section {section}")),
+                "{text}: {e}"
+            );
+            assert!(!e.contains("README"), "{e}");
+        }
+        let e = err_of("[otp]\nlength = = 6\n");
+        assert!(e.contains("see man 5 smsotp.toml"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_get_the_nearest_known_key() {
+        let e = err_of("[otp]\nlength = 6\nlenght = 7\n");
+        assert!(
+            e.contains(": otp.lenght: unknown field `lenght`")
+                && e.contains("did you mean length?"),
+            "{e}"
+        );
+        // Inside an inline table: the inline table's keys.
+        let e = err_of("[otp]\nresend = { max = 2, cooldwn = \"30s\" }\n");
+        assert!(
+            e.contains(": otp.resend.cooldwn: ") && e.contains("did you mean cooldown?"),
+            "{e}"
+        );
+        let e = err_of("[policy]\nttl = \"5m\"\n");
+        assert!(e.contains("ttl in [otp]"), "{e}");
+        // Names copied from WSO2's and Gluu's documentation.
+        let e = err_of("[otp]\nTokenExpiryTime = 300\n");
+        assert!(
+            e.contains("otp.TokenExpiryTime")
+                && e.contains("WSO2's name for ttl in [otp]")
+                && e.contains("write ttl = \"5m\""),
+            "{e}"
+        );
+        let e = err_of("[policy]\nSMSOTPMandatory = true\n");
+        assert!(e.contains("write mandatory = true"), "{e}");
+        let e = err_of("[[provider]]\nkind = \"smpp\"\nsmpp_server = \"smsc.example.net\"\n");
+        assert!(
+            e.contains("provider.smpp_server")
+                && e.contains("Gluu's name for host in [[provider]]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn numbers_for_durations_and_rates_say_what_to_write() {
+        let e = err_of("[otp]\nttl = 300\n");
+        assert!(
+            e.contains(":2:7: otp.ttl: invalid type") && e.contains("write \"5m\""),
+            "{e}"
+        );
+        let e = err_of("[otp]\nresend = { max = 2, cooldown = 30 }\n");
+        assert!(
+            e.contains("otp.resend.cooldown") && e.contains("write \"30s\""),
+            "{e}"
+        );
+        let e = err_of("[limits]\nsms_per_user = 5\n");
+        assert!(
+            e.contains("limits.sms_per_user")
+                && e.contains("COUNT/WINDOW")
+                && e.contains("write \"5/1h\""),
+            "{e}"
+        );
+        let e = err_of("[[provider]]\nkind = \"command\"\nprogram = \"/bin/true\"\ntimeout = 10\n");
+        assert!(e.contains("write \"10s\""), "{e}");
+    }
+
+    /// A minimal file that sets `path` (from [`KEYS`]) to a value of some
+    /// type, with what its table needs to reach that key (a tag).
+    fn setting(path: &str) -> String {
+        let (table, name) = path.rsplit_once('.').unwrap();
+        let v = "1";
+        match table {
+            "directory" => {
+                let kind = if name == "field" { "gecos" } else { "file" };
+                format!("[[directory]]\nkind = \"{kind}\"\n{name} = {v}\n")
+            }
+            "radius.primary" => {
+                let kind = if name == "service" { "pam" } else { "none" };
+                format!("[radius]\nprimary = {{ kind = \"{kind}\", {name} = {v} }}\n")
+            }
+            "provider" | "radius.client" => format!("[[{table}]]\n{name} = {v}\n"),
+            t if t.starts_with("provider.") => {
+                format!(
+                    "[[provider]]\nkind = \"http\"\n{} = {{ {name} = {v} }}\n",
+                    &t[9..]
+                )
+            }
+            "otp.resend" => format!("[otp]\nresend = {{ {name} = {v} }}\n"),
+            t => format!("[{t}]\n{name} = {v}\n"),
+        }
+    }
+
+    /// Every key of the table is one the deserializer accepts.
+    #[test]
+    fn every_listed_key_is_accepted() {
+        for key in KEYS {
+            let text = setting(key.path);
+            if let Err(e) = toml::from_str::<RawConfig>(&text) {
+                assert!(
+                    !e.message().contains("unknown field"),
+                    "{} is in KEYS but refused:\n{text}\n{e}",
+                    key.path
+                );
+            }
+        }
+        // The check can fail: a key that is not in the schema.
+        let e = toml::from_str::<RawConfig>(&setting("otp.not_a_key")).unwrap_err();
+        assert!(e.message().contains("unknown field"), "{e}");
+    }
+
+    /// Every key the deserializer accepts is in the table: serde lists the
+    /// names a table takes when it meets an unknown one.
+    #[test]
+    fn every_accepted_key_is_listed() {
+        let mut tables: Vec<String> = vec![String::new()];
+        for key in KEYS {
+            let mut t = String::new();
+            for part in key
+                .path
+                .split('.')
+                .collect::<Vec<_>>()
+                .split_last()
+                .unwrap()
+                .1
+            {
+                if !t.is_empty() {
+                    t.push('.');
+                }
+                t.push_str(part);
+                if !tables.contains(&t) {
+                    tables.push(t.clone());
+                }
+            }
+        }
+        for table in &tables {
+            let text = if table.is_empty() {
+                "zz_unknown = 1\n".to_owned()
+            } else {
+                setting(&format!("{table}.zz_unknown"))
+            };
+            let e = toml::from_str::<RawConfig>(&text).unwrap_err();
+            let m = e.message();
+            assert!(m.contains("unknown field `zz_unknown`"), "{table}: {m}");
+            let listed = keys::children(table);
+            let expected: Vec<&str> = m
+                .split_once("expected ")
+                .map(|(_, l)| l.split('`').skip(1).step_by(2).collect())
+                .unwrap_or_default();
+            // (kind = "none" of radius.primary takes nothing else.)
+            assert!(
+                !expected.is_empty() || m.contains("there are no fields"),
+                "{table}: {m}"
+            );
+            for name in expected {
+                assert!(
+                    listed.contains(&name),
+                    "{table}.{name} is accepted but not in KEYS"
+                );
+            }
+        }
+        // The tagged tables list their keys per kind.
+        for (text, table) in [
+            ("[[directory]]\nkind = \"gecos\"\nzz = 1\n", "directory"),
+            (
+                "[radius]\nprimary = { kind = \"pam\", zz = 1 }\n",
+                "radius.primary",
+            ),
+        ] {
+            let m = toml::from_str::<RawConfig>(text)
+                .unwrap_err()
+                .message()
+                .to_owned();
+            let listed = keys::children(table);
+            for name in m.split('`').skip(3).step_by(2) {
+                assert!(listed.contains(&name), "{table}.{name}: {m}");
+            }
+        }
+        // Each provider kind's keys are keys of [[provider]].
+        let listed = keys::children("provider");
+        for kind in [
+            "outbox",
+            "command",
+            "http",
+            "smpp",
+            "twilio",
+            "vonage",
+            "nexmo",
+            "clickatell",
+            "plivo",
+            "bulksms",
+        ] {
+            for name in provider_keys(kind).unwrap() {
+                assert!(listed.contains(&name), "provider.{name} ({kind})");
+            }
+        }
+    }
+
+    /// smsotp.toml(5) documents every key of [`KEYS`] as a term (`.TP`
+    /// then `.B key` or `.BR key …`) in the section of its table, so the
+    /// man page cannot drift from the schema.
+    #[test]
+    fn man_page_documents_every_key_in_its_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/man/smsotp.toml.5");
+        let page = std::fs::read_to_string(&path).unwrap();
+        // Section heading → the terms defined in it.
+        let mut terms: Vec<(String, Vec<String>)> = Vec::new();
+        let mut after_tp = false;
+        for line in page.lines() {
+            if let Some(h) = line.strip_prefix(".SH ") {
+                terms.push((h.trim().to_owned(), Vec::new()));
+            } else if after_tp {
+                let term = line
+                    .strip_prefix(".BR ")
+                    .or_else(|| line.strip_prefix(".B "))
+                    .and_then(|t| t.split_whitespace().next());
+                if let (Some(t), Some((_, list))) = (term, terms.last_mut()) {
+                    list.push(t.trim_matches('"').to_owned());
+                }
+            }
+            after_tp = line == ".TP";
+        }
+        let mut missing = Vec::new();
+        for key in KEYS {
+            let section = section_of(key.path).unwrap();
+            // The key's name below its section's table: otp.resend.max is
+            // resend.max in [otp], radius.client.name is name.
+            let table = section.trim_matches(|c| c == '[' || c == ']');
+            let name = key
+                .path
+                .strip_prefix(table)
+                .and_then(|r| r.strip_prefix('.'))
+                .unwrap();
+            let found = terms
+                .iter()
+                .any(|(h, list)| h == section && list.iter().any(|t| t == name));
+            if !found {
+                missing.push(format!("{name} (in {section})"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "{} does not document: {}",
+            path.display(),
+            missing.join(", ")
+        );
+        // The check can fail: a term in the wrong section does not count.
+        assert!(!terms
+            .iter()
+            .any(|(h, list)| h == "[otp]" && list.iter().any(|t| t == "lockout")));
     }
 
     #[test]
@@ -2712,6 +3168,39 @@ mod tests {
             let e = err_of(&format!("[[provider]]\n{t}\n"));
             assert!(e.contains(key) && e.contains(says), "{t}: {e}");
         }
+    }
+
+    #[test]
+    fn smpp_without_password_file_is_a_warning() {
+        let smpp =
+            "[[provider]]\nkind = \"smpp\"\nhost = \"smsc.example.net\"\nsystem_id = \"acme\"\n";
+        let c = parse(smpp).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let w = c.warnings[0].to_string();
+        assert!(
+            w.starts_with("/etc/smsotp/smsotp.toml:1:1: provider[0].password_file: is not set")
+                && w.contains("password_file = \"/etc/smsotp/secrets/smpp\"")
+                && w.ends_with("section [[provider]]"),
+            "{w}"
+        );
+        let c = parse(&format!(
+            "{smpp}password_file = \"/etc/smsotp/secrets/smpp\"\n"
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(parse("").unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn short_secret_threshold_and_advice_agree() {
+        assert_eq!(RADIUS_SECRET_MIN_BYTES, 16);
+        let w = short_secret_warning("vpn", 15).unwrap();
+        assert!(
+            w.contains("only 15 bytes") && w.contains("at least 16 random characters"),
+            "{w}"
+        );
+        assert!(short_secret_warning("vpn", 12).is_some());
+        assert_eq!(short_secret_warning("vpn", 16), None);
     }
 
     #[test]

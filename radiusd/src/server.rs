@@ -91,7 +91,7 @@ impl Runtime {
         })?;
         let Some(radius) = config.radius.clone() else {
             return Err(format!(
-                "{}: no [radius] table; add one with at least one [[radius.client]] (see README)",
+                "{}: no [radius] table; add one with at least one [[radius.client]] (see man 5 smsotp.toml, section [radius])",
                 path.display()
             ));
         };
@@ -101,7 +101,7 @@ impl Runtime {
                 path.display()
             ));
         }
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
         let mut clients = Vec::new();
         for spec in &radius.clients {
             let secret = files::read_secret(&spec.secret_file)
@@ -113,13 +113,10 @@ impl Runtime {
                     spec.secret_file.display()
                 ));
             }
-            if secret.len() < 12 {
-                warnings.push(format!(
-                    "radius client \"{}\": the shared secret is only {} bytes; use at least 16 random characters",
-                    spec.name,
-                    secret.len()
-                ));
-            }
+            warnings.extend(smsotp_core::config::short_secret_warning(
+                &spec.name,
+                secret.len(),
+            ));
             if !spec.require_message_authenticator {
                 warnings.push(format!(
                     "radius client \"{}\": Message-Authenticator is not required (limit_proxy_state on); \

@@ -122,6 +122,145 @@ fn exists(path: &str) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
 
+/// The files under /usr/share/doc and the man pages that the shipped
+/// config, the man pages and the unit's Documentation= refer to.
+fn doc_references(texts: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for text in texts {
+        // Paths: /usr/share/doc/… up to a blank, quote or closing bracket
+        // (man pages write '-' as "\-").
+        let plain = text.replace("\\-", "-");
+        for (i, _) in plain.match_indices("/usr/share/doc/") {
+            let path: String = plain[i..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !"\"'`)],".contains(*c))
+                .collect();
+            let path = path.trim_end_matches('.').to_owned();
+            if path.rsplit('/').next().is_some_and(|f| f.contains('.')) && !out.contains(&path) {
+                out.push(path);
+            }
+        }
+        // man:NAME(SECTION) of the unit.
+        for word in plain.split_whitespace() {
+            if let Some((name, rest)) = word.strip_prefix("man:").and_then(|w| w.split_once('(')) {
+                let section = rest.trim_end_matches(')');
+                let path = format!("/usr/share/man/man{section}/{name}.{section}.gz");
+                if !out.contains(&path) {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn installed_doc_references() -> Vec<String> {
+    let mut texts = vec![
+        std::fs::read_to_string(CONFIG).expect("read config"),
+        std::fs::read_to_string(UNIT).expect("read unit"),
+    ];
+    for page in [
+        "man5/smsotp.toml.5",
+        "man8/smsotp.8",
+        "man8/pam_smsotp.8",
+        "man8/smsotp-radiusd.8",
+    ] {
+        let gz = format!("/usr/share/man/{page}.gz");
+        let out = Command::new("zcat").arg(&gz).output().expect("zcat");
+        assert!(out.status.success(), "{gz} not installed");
+        texts.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    doc_references(&texts)
+}
+
+/// Without installing: what the shipped config, the man pages and the unit
+/// refer to is what the packages install, the unit's documentation is man
+/// pages (no placeholder URL), and the man pages are dated alike.
+#[test]
+fn shipped_references_are_packaged() {
+    let root = workspace_root();
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let pages = [
+        "packaging/man/smsotp.toml.5",
+        "packaging/man/smsotp.8",
+        "packaging/man/pam_smsotp.8",
+        "packaging/man/smsotp-radiusd.8",
+    ];
+    let mut texts = vec![
+        read("config/smsotp.toml"),
+        read("packaging/smsotp-radiusd.service"),
+    ];
+    texts.extend(pages.iter().map(|p| read(p)));
+    let assets = format!(
+        "{}{}",
+        read("pam_smsotp/Cargo.toml"),
+        read("radiusd/Cargo.toml")
+    );
+    let refs = doc_references(&texts);
+    for doc in [
+        "/usr/share/doc/libpam-smsotp/smpp.md",
+        "/usr/share/doc/libpam-smsotp/http-providers.md",
+        "/usr/share/man/man5/smsotp.toml.5.gz",
+    ] {
+        assert!(
+            refs.iter().any(|r| r == doc),
+            "nothing refers to {doc}: {refs:?}"
+        );
+    }
+    for r in &refs {
+        let installed = r.trim_start_matches('/').trim_end_matches(".gz");
+        assert!(
+            assets.contains(&format!("\"{installed}\"")),
+            "{r} is referred to but no [package.metadata.deb] assets entry installs it"
+        );
+    }
+    // The shipped config points to installed files, not to the repository.
+    let config = read("config/smsotp.toml");
+    assert!(
+        !config.contains("docs/"),
+        "config/smsotp.toml names a repository path"
+    );
+    let unit = read("packaging/smsotp-radiusd.service");
+    let doc_line = unit
+        .lines()
+        .find(|l| l.starts_with("Documentation="))
+        .expect("Documentation=");
+    assert_eq!(
+        doc_line,
+        "Documentation=man:smsotp-radiusd(8) man:smsotp.toml(5)"
+    );
+    // One date and this version on every page: .TH NAME SECTION "DATE" "smsotp VERSION" …
+    let dated = |p: &str| -> (String, String) {
+        let page = read(p);
+        let th = page.lines().next().unwrap_or_default();
+        let fields: Vec<&str> = th.split('"').collect();
+        assert!(th.starts_with(".TH ") && fields.len() >= 4, "{p}: {th}");
+        (fields[1].to_owned(), fields[3].to_owned())
+    };
+    let first = dated(pages[0]);
+    assert_eq!(
+        first.1,
+        format!("smsotp {}", env!("CARGO_PKG_VERSION")),
+        "{}",
+        pages[0]
+    );
+    assert!(
+        first.0.len() == 10 && first.0.starts_with("20"),
+        "{}: {}",
+        pages[0],
+        first.0
+    );
+    for p in &pages[1..] {
+        assert_eq!(
+            dated(p),
+            first,
+            "{p} is dated or versioned unlike {}",
+            pages[0]
+        );
+    }
+}
+
 /// The two .deb files of this version, from packaging/debian/changelog's
 /// revision (scripts/build-debs.sh checks that its version is Cargo's).
 fn debs() -> Vec<PathBuf> {
@@ -334,6 +473,11 @@ fn debs_install_log_in_serve_radius_remove_and_purge() {
     assert!(conffiles.contains(CONFIG), "conffiles: {conffiles}");
     let profile = std::fs::read_to_string(PROFILE).expect("pam-auth-update profile");
     assert!(profile.contains("Default: no"), "{profile}");
+    // The documentation the config, the man pages and the unit point to is
+    // on the machine.
+    for doc in installed_doc_references() {
+        assert!(exists(&doc), "{doc} is referred to but not installed");
+    }
     // Installing changes no PAM stack, and neither enables nor starts the
     // server (its config has no [radius] table yet).
     assert_eq!(line_of(&common_auth_lines(), "pam_smsotp.so"), None);

@@ -577,6 +577,50 @@ fn append_mode_password_then_password_and_code() {
 
 /// A PamEnv (pam_matrix passdb with [`PASSWORD`] for every user) with a
 /// service `name` for the server's password check.
+/// `smsotp-radiusd --check` prints the config's warnings and still passes:
+/// a shared secret under 16 bytes, an SMPP provider without password_file.
+/// At 16 bytes and with a password_file there is none.
+#[test]
+fn check_prints_warnings_for_short_secrets_and_smpp_without_password() {
+    let check = |secret: &str, smpp_extra: &str| -> (bool, String) {
+        let scratch = Scratch::new();
+        phones(&scratch);
+        let client = ClientSpec::new("vpn", "127.0.0.1", secret);
+        scratch.write("secret-vpn", secret, 0o600);
+        let smpp = format!(
+            "[[provider]]\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nsystem_id = \"acme\"\n{smpp_extra}"
+        );
+        let spec = ServerSpec::new(vec![client]).providers(&smpp);
+        let config = scratch.write("smsotp.toml", &spec.config_text(&scratch, 1812), 0o600);
+        let out = std::process::Command::new(smsotp_e2e::radiusd::radiusd_path())
+            .args(["--config", &config.display().to_string(), "--check"])
+            .output()
+            .expect("run smsotp-radiusd --check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // 15 bytes: under the threshold that the advice names.
+    let (ok, stderr) = check("0123456789abcde", "");
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("smsotp-radiusd: warning: radius client \"vpn\": the shared secret is only 15 bytes; use at least 16"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains(": provider[0].password_file: is not set")
+            && stderr.contains("section [[provider]]"),
+        "{stderr}"
+    );
+    let (ok, stderr) = check(
+        "0123456789abcdef",
+        "password_file = \"/etc/smsotp/secrets/smpp\"\n",
+    );
+    assert!(ok && !stderr.contains("warning"), "{stderr}");
+}
+
 fn pam_primary(name: &str) -> (PamEnv, Primary) {
     let mut env = PamEnv::new();
     phones(&env.scratch);
