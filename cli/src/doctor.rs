@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use smsotp_core::config::{Config, DirectorySpec, NoPhone, ProviderDown, ProviderSpec, StoreSpec};
+use smsotp_core::config::{
+    short_secret_warning, Config, DirectorySpec, NoPhone, ProviderDown, ProviderSpec, StoreSpec,
+};
 use smsotp_core::directory::{Accounts, SystemAccounts};
 use smsotp_core::files::{self, FileRule};
 use smsotp_core::flow::{Engine, LogOptions};
@@ -48,6 +50,9 @@ pub fn run(
     pam(pam_dir, config, &mut f);
 
     if let Some(cfg) = &cfg {
+        for w in &cfg.warnings {
+            f.push(Finding::new(Level::Warning, "config", w.to_string()));
+        }
         policy(cfg, &mut f);
         f.extend(report::phone_list_findings(
             &smsotp_core::directory::check_phone_lists(cfg),
@@ -312,9 +317,6 @@ fn file_modes(cfg: &Config, f: &mut Vec<Finding>) {
     }
 }
 
-/// Shorter RADIUS secrets can be found offline from one captured packet.
-const RADIUS_SECRET_MIN: usize = 16;
-
 /// The length of each RADIUS client's shared secret (never the secret).
 fn radius_secrets(cfg: &Config, f: &mut Vec<Finding>) {
     let Some(r) = &cfg.radius else { return };
@@ -336,15 +338,13 @@ fn radius_secrets(cfg: &Config, f: &mut Vec<Finding>) {
                 format!("client {}: the shared secret in {path} is empty", c.name),
             )
             .fix(fix)
-        } else if n < RADIUS_SECRET_MIN {
+        } else if let Some(warning) = short_secret_warning(&c.name, n) {
             Finding::new(
                 Level::Warning,
                 "radius",
                 format!(
-                    "client {}: the shared secret in {path} is only {n} bytes; use at least \
-                     {RADIUS_SECRET_MIN} random bytes (a short one can be guessed offline from \
-                     one captured packet)",
-                    c.name
+                    "{warning} (a short one can be guessed offline from one captured packet; \
+                     the file is {path})"
                 ),
             )
             .fix(fix)

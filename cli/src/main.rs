@@ -278,6 +278,10 @@ fn check_config(path: &Path) -> Result<Output, Failure> {
         path.display()
     );
     text.push_str(&report::effective_text(&eff));
+    // Settings that work but are probably not what the admin meant.
+    for w in &cfg.warnings {
+        text.push_str(&format!("warning: {w}\n"));
+    }
     // The count, each bad entry with its fix, and what they mean.
     let findings = report::phone_list_findings(&lists);
     if let Some((summary, entries)) = findings.split_last() {
@@ -297,6 +301,7 @@ fn check_config(path: &Path) -> Result<Output, Failure> {
     Ok(Output {
         text,
         json: json!({"ok": lists.bad.is_empty(), "config": path, "effective": eff,
+                     "warnings": cfg.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
                      "phone_lists": {"valid": lists.valid, "bad": bad}}),
         code,
     })

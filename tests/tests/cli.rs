@@ -961,3 +961,42 @@ fn user_show_has_the_sms_window_and_unlock_says_what_it_cleared() {
         "{audit}"
     );
 }
+
+#[test]
+fn check_config_and_doctor_show_the_loader_warnings() {
+    let s = Scratch::new();
+    s.phones(&[("alice", ALICE_PHONE)]);
+    let text = format!(
+        "{}[[provider]]\nkind = \"smpp\"\nname = \"smsc\"\nhost = \"smsc.example.net\"\n\
+         system_id = \"acme\"\n",
+        s.base_tables(true, false)
+    );
+    s.write("smsotp.toml", &text, 0o600);
+    let r = smsotp(&s, &["check-config"]);
+    assert_eq!(r.code, 0, "a warning alone is no failure: {r}");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("warning: ") && l.contains("password_file")),
+        "{r}"
+    );
+    let j = smsotp(&s, &["--json", "check-config"]).json();
+    assert_eq!(j["warnings"].as_array().map(Vec::len), Some(1), "{j}");
+    let r = smsotp(
+        &s,
+        &[
+            "--json",
+            "doctor",
+            "--no-network",
+            "--pam-dir",
+            s.path("no-pam.d").to_str().unwrap(),
+        ],
+    );
+    let findings = r.json()["findings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        findings.iter().any(|f| f["area"] == "config"
+            && f["level"] == "warning"
+            && message(f).contains("password_file")),
+        "{r}"
+    );
+}
