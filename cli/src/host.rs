@@ -698,7 +698,10 @@ pub fn check_sshd(opts: &[SshdOption], findings: &mut Vec<Finding>) {
                             without.join(" ")
                         ),
                     )
-                    .fix("add keyboard-interactive to every list"),
+                    .fix("if every user should give the code: add keyboard-interactive to every \
+                          list, e.g. `AuthenticationMethods publickey,keyboard-interactive \
+                          keyboard-interactive`, and keep root on its key with `Match User root` / \
+                          `AuthenticationMethods publickey`"),
                 );
             } else {
                 findings.push(Finding::new(

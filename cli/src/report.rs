@@ -91,9 +91,9 @@ pub fn phone_list_findings(checked: &NumbersChecked) -> Vec<Finding> {
         })
         .collect();
     let summary = format!(
-        "phone lists: {} numbers valid, {} entries not usable",
-        checked.valid,
-        checked.bad.len()
+        "phone lists: {} valid, {} not usable",
+        smsotp_core::counted(checked.valid, "number", "numbers"),
+        smsotp_core::counted(checked.bad.len(), "entry", "entries")
     );
     out.push(if checked.bad.is_empty() {
         Finding::new(Level::Ok, "users", summary)

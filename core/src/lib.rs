@@ -32,3 +32,9 @@ pub mod store;
 
 pub use config::Config;
 pub use flow::{Engine, LoginContext, Verdict};
+
+/// `n` and the noun that goes with it, for messages people read: "1
+/// client", "2 clients".
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

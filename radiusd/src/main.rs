@@ -128,12 +128,12 @@ fn check(config: &std::path::Path, runtime: &Runtime, allow_bad_numbers: bool) -
     for bad in &checked.bad {
         eprintln!("{IDENT}: {bad}");
     }
-    let clients = counted(runtime.clients.len(), "client", "clients");
+    let clients = smsotp_core::counted(runtime.clients.len(), "client", "clients");
     if checked.bad.is_empty() {
         println!(
             "{}: configuration OK ({clients}, {} valid)",
             config.display(),
-            counted(checked.valid, "phone-list number", "phone-list numbers")
+            smsotp_core::counted(checked.valid, "phone-list number", "phone-list numbers")
         );
         ExitCode::SUCCESS
     } else {
@@ -141,7 +141,7 @@ fn check(config: &std::path::Path, runtime: &Runtime, allow_bad_numbers: bool) -
             "{IDENT}: {}: the configuration loads ({clients}), but {} not usable ({} valid): \
              those users cannot log in until they are fixed",
             config.display(),
-            counted(
+            smsotp_core::counted(
                 checked.bad.len(),
                 "phone-list entry is",
                 "phone-list entries are"
@@ -154,9 +154,4 @@ fn check(config: &std::path::Path, runtime: &Runtime, allow_bad_numbers: bool) -
             ExitCode::FAILURE
         }
     }
-}
-
-/// "1 client", "2 clients".
-fn counted(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -481,8 +481,8 @@ fn check_phone_lists(rt: Arc<Runtime>) {
                     &event(
                         "phone_list",
                         format!(
-                            "phone lists checked: {} numbers valid, {bad} not{more}",
-                            checked.valid
+                            "phone lists checked: {} valid, {bad} not{more}",
+                            smsotp_core::counted(checked.valid, "number", "numbers")
                         ),
                     ),
                 );

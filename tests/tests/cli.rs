@@ -86,7 +86,7 @@ fn check_config_prints_the_effective_config_or_the_fault() {
     assert!(r.stdout.contains("no_phone      = enroll"), "{r}");
     assert!(
         r.stdout
-            .contains("phone lists: 1 numbers valid, 0 entries not usable"),
+            .contains("phone lists: 1 number valid, 0 entries not usable"),
         "{r}"
     );
     let r = smsotp(&s, &["--json", "check-config"]);
@@ -180,7 +180,7 @@ fn check_config_names_each_bad_phone_list_entry_with_the_fix() {
     let r = smsotp(&s, &["check-config"]);
     assert_eq!(r.code, 1, "{r}");
     assert!(
-        r.stdout.contains("1 numbers valid, 2 entries not usable"),
+        r.stdout.contains("1 number valid, 2 entries not usable"),
         "{r}"
     );
     assert!(r.stdout.contains("phones.toml:2:9: carol: "), "{r}");

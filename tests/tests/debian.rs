@@ -714,7 +714,8 @@ fn debs_install_log_in_serve_radius_remove_and_purge() {
 /// The commands of the first ```sh block after the line `heading` in
 /// `text`: comments stay (bash drops them), lines ending in `\` are joined.
 fn sh_block(text: &str, heading: &str) -> Vec<String> {
-    let after = text
+    let after = format!("\n{text}");
+    let after = after
         .split_once(&format!("\n{heading}\n"))
         .unwrap_or_else(|| panic!("no heading {heading:?}"))
         .1;
@@ -761,7 +762,8 @@ fn run_readme_line(line: &str) -> (i32, String) {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (status, out, timed_out) = run_bounded(cmd, b"", APT_LIMIT);
+    // apt asks before it removes anything; the admin answers yes.
+    let (status, out, timed_out) = run_bounded(cmd, b"y\n", APT_LIMIT);
     assert!(
         !timed_out,
         "README line took over {APT_LIMIT:?}: {line}\n{out}"
