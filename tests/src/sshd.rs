@@ -146,16 +146,7 @@ impl Sshd {
         std::os::unix::fs::symlink(SSHD, &link).expect("link sshd");
 
         let key = dir.path().join("host_ed25519_key");
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "smsotp-test", "-f"])
-            .arg(&key)
-            .output()
-            .expect("run ssh-keygen");
-        assert!(
-            out.status.success(),
-            "ssh-keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        host_key(&key);
 
         let passdb = dir.path().join("passdb");
         std::fs::write(
@@ -173,54 +164,26 @@ impl Sshd {
         let pam_file = RemoveOnDrop(Path::new("/etc/pam.d").join(&service));
         std::fs::write(&pam_file.0, stack).expect("write /etc/pam.d service file");
 
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let config = dir.path().join("sshd_config");
+        let config = dir.path().join("sshd_config");
+        let (port, child, log) = listening_sshd(|port| {
             std::fs::write(&config, sshd_config(dir.path(), &key, port, &setup.user))
                 .expect("write sshd_config");
-            let mut child = Command::new("timeout")
-                .args(["-s", "TERM", "-k", "5"])
+            let mut cmd = Command::new("timeout");
+            cmd.args(["-s", "TERM", "-k", "5"])
                 .arg(format!("{}", setup.lifetime.as_secs().max(1)))
                 .arg(&link) // absolute: sshd re-execs itself by this path
                 .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start sshd");
-            let log = Arc::new(Mutex::new(String::new()));
-            let stderr = child.stderr.take().expect("piped stderr");
-            let sink = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-            match wait_listening(&mut child, &log, port, Duration::from_secs(10)) {
-                Ok(()) => {
-                    return Sshd {
-                        port,
-                        service,
-                        dir,
-                        child,
-                        _pam_file: pam_file,
-                        log,
-                    }
-                }
-                Err(text) => {
-                    stop_tree(&mut child);
-                    if !text.contains("Address already in use") {
-                        panic!("sshd did not start:\n{text}");
-                    }
-                    last_log = text;
-                }
-            }
+                .arg(&config);
+            cmd
+        });
+        Sshd {
+            port,
+            service,
+            dir,
+            child,
+            _pam_file: pam_file,
+            log,
         }
-        panic!("sshd could not bind a free port in 5 attempts:\n{last_log}");
     }
 
     /// Everything sshd wrote to stderr so far (`-e`, LogLevel DEBUG1).
@@ -412,6 +375,57 @@ fn sshd_config(dir: &Path, key: &Path, port: u16, user: &str) -> String {
     )
 }
 
+/// Makes an ed25519 host key at `key`.
+fn host_key(key: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "smsotp-test", "-f"])
+        .arg(key)
+        .output()
+        .expect("run ssh-keygen");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts the sshd that `command(port)` describes on a free loopback port,
+/// its stderr collected, and waits until it listens. Tries another port if
+/// the one picked was taken meanwhile.
+fn listening_sshd(mut command: impl FnMut(u16) -> Command) -> (u16, Child, Arc<Mutex<String>>) {
+    let mut last_log = String::new();
+    for _attempt in 0..5 {
+        let port = free_port();
+        let mut child = command(port)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sshd");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        match wait_listening(&mut child, &log, port, Duration::from_secs(10)) {
+            Ok(()) => return (port, child, log),
+            Err(text) => {
+                stop_tree(&mut child);
+                if !text.contains("Address already in use") {
+                    panic!("sshd did not start:\n{text}");
+                }
+                last_log = text;
+            }
+        }
+    }
+    panic!("sshd could not bind a free port in 5 attempts:\n{last_log}");
+}
+
 fn wait_listening(
     child: &mut Child,
     log: &Mutex<String>,
@@ -585,22 +599,11 @@ impl SystemSshd {
         std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
         let key = dir.join("host_ed25519_key");
         if !key.exists() {
-            let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "smsotp-test", "-f"])
-                .arg(&key)
-                .output()
-                .expect("run ssh-keygen");
-            assert!(
-                out.status.success(),
-                "ssh-keygen: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            host_key(&key);
         }
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let mut child = Command::new("timeout")
-                .args(["-s", "TERM", "-k", "5", "120", SSHD, "-D", "-e"])
+        let (port, child, log) = listening_sshd(|port| {
+            let mut cmd = Command::new("timeout");
+            cmd.args(["-s", "TERM", "-k", "5", "120", SSHD, "-D", "-e"])
                 .args(["-f", "/etc/ssh/sshd_config"])
                 .args(["-o", &format!("Port={port}")])
                 .args(["-o", "ListenAddress=127.0.0.1"])
@@ -612,34 +615,10 @@ impl SystemSshd {
                     &format!("AuthorizedKeysFile={}/%u.keys", dir.display()),
                 ])
                 .arg("-h")
-                .arg(&key)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start sshd");
-            let log = Arc::new(Mutex::new(String::new()));
-            let stderr = child.stderr.take().expect("piped stderr");
-            let sink = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-            match wait_listening(&mut child, &log, port, Duration::from_secs(10)) {
-                Ok(()) => return SystemSshd { port, child, log },
-                Err(text) => {
-                    stop_tree(&mut child);
-                    if !text.contains("Address already in use") {
-                        panic!("sshd did not start:\n{text}");
-                    }
-                    last_log = text;
-                }
-            }
-        }
-        panic!("sshd could not bind a free port in 5 attempts:\n{last_log}");
+                .arg(&key);
+            cmd
+        });
+        SystemSshd { port, child, log }
     }
 
     /// Everything sshd wrote to stderr so far.

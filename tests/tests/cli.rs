@@ -350,17 +350,23 @@ fn opt_out_needs_the_policy_and_mandatory_ignores_it() {
     assert_eq!(j["opt_out_honoured"], false);
 }
 
-#[test]
-fn test_send_says_which_provider_took_it() {
+/// alice with a number; a failing command provider `broken`, then the
+/// outbox `box`.
+fn broken_then_outbox() -> Scratch {
     let s = Scratch::new();
     s.phones(&[("alice", ALICE_PHONE)]);
     let d = s.path("").display().to_string();
-    // A failing command provider first, then the outbox.
     let text = format!(
         "{}[[provider]]\nkind = \"command\"\nname = \"broken\"\nprogram = \"/bin/false\"\n\n[[provider]]\nkind = \"outbox\"\nname = \"box\"\npath = \"{d}/outbox.jsonl\"\n",
         s.base_tables(true, false)
     );
     s.write("smsotp.toml", &text, 0o600);
+    s
+}
+
+#[test]
+fn test_send_says_which_provider_took_it() {
+    let s = broken_then_outbox();
     let r = smsotp(&s, &["test-send", "--to", "+1 201 555 0199"]);
     assert_eq!(r.code, 0, "{r}");
     assert!(r.stdout.contains("through provider box"), "{r}");
@@ -384,14 +390,7 @@ fn test_send_says_which_provider_took_it() {
 
 #[test]
 fn test_send_provider_sends_through_that_one_only() {
-    let s = Scratch::new();
-    s.phones(&[("alice", ALICE_PHONE)]);
-    let d = s.path("").display().to_string();
-    let text = format!(
-        "{}[[provider]]\nkind = \"command\"\nname = \"broken\"\nprogram = \"/bin/false\"\n\n[[provider]]\nkind = \"outbox\"\nname = \"box\"\npath = \"{d}/outbox.jsonl\"\n",
-        s.base_tables(true, false)
-    );
-    s.write("smsotp.toml", &text, 0o600);
+    let s = broken_then_outbox();
     // The second provider on its own.
     let r = smsotp(&s, &["test-send", "--user", "alice", "--provider", "box"]);
     assert_eq!(r.code, 0, "{r}");
