@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
 cargo build --workspace --locked
-cargo test --workspace --locked -- --skip debs_install_log_in_serve_radius_remove_and_purge
+# The debs_* tests install the .deb files, built below; they run last.
+cargo test --workspace --locked -- --skip debs_
 
 # The Debian packages (tests/tests/debian.rs): release build, the two .deb
 # files with lintian (fails on an error or an unexplained warning), then

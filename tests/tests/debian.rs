@@ -813,7 +813,7 @@ fn keygen(path: &std::path::Path) {
 }
 
 #[test]
-fn readme_install_steps_keep_root_key_login_and_ask_users_for_a_code() {
+fn debs_readme_install_steps_keep_root_key_login_and_ask_users_for_a_code() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
     let install =
