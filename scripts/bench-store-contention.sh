@@ -2,7 +2,8 @@
 # How long another process waits for the state store's write lock while
 # smsotp-radiusd is at full load: starts smsotp-radiusd on 127.0.0.1, loads
 # it with radload (64 logins in flight), and meanwhile times WRITES runs of
-# `smsotp user unlock` (one write transaction each, as an sshd login makes)
+# `smsotp user unlock` (two write transactions each: the failures, then the
+# SMS window)
 # against the same store. Prints each time, the mean and the maximum. Without
 # turn-taking these waits reached seconds (a busy timeout of 5 s fails an
 # sshd login); see SharedStore in core/src/store.rs.
