@@ -5,8 +5,10 @@
 //! decodes and checks packets (bounds, Message-Authenticator) and encodes
 //! replies; [`handler`] turns one decoded request into a decision by
 //! calling the core's login flow, with the first factor from [`primary`].
+//! The RADIUS code and attribute numbers are in [`dictionary`].
 
 pub mod dedup;
+pub mod dictionary;
 pub mod handler;
 pub mod outgoing;
 pub mod primary;

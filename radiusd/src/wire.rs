@@ -10,10 +10,11 @@
 //!
 //! # Why the attributes are parsed here and not by the `radius` crate
 //!
-//! We take only the attribute type numbers and code values from `radius`.
-//! The TLV walk is about thirty lines here, with every bound checked before any
-//! index, and every error says which attribute at which offset is wrong. The
-//! `radius` crate:
+//! The code and attribute numbers are ours too, in [`crate::dictionary`];
+//! `radius` is only a test dependency, an independent check of our
+//! authenticators and numbers. The TLV walk is about thirty lines here, with
+//! every bound checked before any index, and every error says which attribute
+//! at which offset is wrong. The `radius` crate:
 //!
 //! - does not check Message-Authenticator (so it would leave the BlastRADIUS
 //!   checks to us anyway);
@@ -50,10 +51,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
-use radius::core::code::Code;
-use radius::core::{rfc2865, rfc2869, rfc3162};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+use crate::dictionary::{attr, code};
 
 /// Largest RADIUS packet (RFC 2865 §3), and the largest datagram accepted.
 ///
@@ -75,25 +76,6 @@ const PASSWORD_MAX: usize = 128;
 /// Proxy-States are echoed in every reply after the Message-Authenticator,
 /// so together they may take at most this much.
 const PROXY_STATE_BUDGET: usize = MAX_PACKET - HEADER_LEN - MA_LEN;
-
-const CODE_ACCESS_REQUEST: u8 = Code::AccessRequest as u8;
-const CODE_ACCESS_ACCEPT: u8 = Code::AccessAccept as u8;
-const CODE_ACCESS_REJECT: u8 = Code::AccessReject as u8;
-const CODE_ACCESS_CHALLENGE: u8 = Code::AccessChallenge as u8;
-const CODE_STATUS_SERVER: u8 = Code::StatusServer as u8;
-
-const USER_NAME: u8 = rfc2865::USER_NAME_TYPE;
-const USER_PASSWORD: u8 = rfc2865::USER_PASSWORD_TYPE;
-const NAS_IP_ADDRESS: u8 = rfc2865::NAS_IP_ADDRESS_TYPE;
-const REPLY_MESSAGE: u8 = rfc2865::REPLY_MESSAGE_TYPE;
-const STATE: u8 = rfc2865::STATE_TYPE;
-const SESSION_TIMEOUT: u8 = rfc2865::SESSION_TIMEOUT_TYPE;
-const CALLING_STATION_ID: u8 = rfc2865::CALLING_STATION_ID_TYPE;
-const NAS_IDENTIFIER: u8 = rfc2865::NAS_IDENTIFIER_TYPE;
-const PROXY_STATE: u8 = rfc2865::PROXY_STATE_TYPE;
-const EAP_MESSAGE: u8 = rfc2869::EAP_MESSAGE_TYPE;
-const MESSAGE_AUTHENTICATOR: u8 = rfc2869::MESSAGE_AUTHENTICATOR_TYPE;
-const NAS_IPV6_ADDRESS: u8 = rfc3162::NAS_IPV6_ADDRESS_TYPE;
 
 type HmacMd5 = Hmac<Md5>;
 
@@ -257,8 +239,8 @@ pub fn decode_request(
 ) -> Result<Request, WireError> {
     let packet = frame(buf)?;
     let code = match packet[0] {
-        CODE_ACCESS_REQUEST => RequestCode::AccessRequest,
-        CODE_STATUS_SERVER => RequestCode::StatusServer,
+        code::ACCESS_REQUEST => RequestCode::AccessRequest,
+        code::STATUS_SERVER => RequestCode::StatusServer,
         other => return Err(WireError::UnsupportedCode(other)),
     };
     let mut authenticator = [0u8; 16];
@@ -387,25 +369,27 @@ impl<'a> Attributes<'a> {
             };
             let at = Position { typ, offset };
             match typ {
-                USER_NAME => once(&mut attrs.user_name, at, || text(value, at))?,
-                USER_PASSWORD => once(&mut attrs.user_password, at, || password(value))?,
-                STATE => once(&mut attrs.state, at, || Ok(value))?,
-                NAS_IDENTIFIER => once(&mut attrs.nas_identifier, at, || text(value, at))?,
-                CALLING_STATION_ID => once(&mut attrs.calling_station_id, at, || text(value, at))?,
-                NAS_IP_ADDRESS => once(&mut attrs.nas_ipv4, at, || {
+                attr::USER_NAME => once(&mut attrs.user_name, at, || text(value, at))?,
+                attr::USER_PASSWORD => once(&mut attrs.user_password, at, || password(value))?,
+                attr::STATE => once(&mut attrs.state, at, || Ok(value))?,
+                attr::NAS_IDENTIFIER => once(&mut attrs.nas_identifier, at, || text(value, at))?,
+                attr::CALLING_STATION_ID => {
+                    once(&mut attrs.calling_station_id, at, || text(value, at))?
+                }
+                attr::NAS_IP_ADDRESS => once(&mut attrs.nas_ipv4, at, || {
                     sized::<4>(value, at).map(Ipv4Addr::from)
                 })?,
-                NAS_IPV6_ADDRESS => once(&mut attrs.nas_ipv6, at, || {
+                attr::NAS_IPV6_ADDRESS => once(&mut attrs.nas_ipv6, at, || {
                     sized::<16>(value, at).map(Ipv6Addr::from)
                 })?,
-                MESSAGE_AUTHENTICATOR => once(&mut attrs.message_authenticator, at, || {
+                attr::MESSAGE_AUTHENTICATOR => once(&mut attrs.message_authenticator, at, || {
                     sized::<16>(value, at).map(|_| offset)
                 })?,
-                PROXY_STATE => {
+                attr::PROXY_STATE => {
                     proxy_state_bytes += length;
                     attrs.proxy_state.push(value);
                 }
-                EAP_MESSAGE => attrs.eap_message = true,
+                attr::EAP_MESSAGE => attrs.eap_message = true,
                 _ => {}
             }
             offset += length;
@@ -610,27 +594,27 @@ fn encode(
     secret: &[u8],
 ) -> Vec<u8> {
     let code = match code {
-        ReplyCode::Accept => CODE_ACCESS_ACCEPT,
-        ReplyCode::Reject => CODE_ACCESS_REJECT,
-        ReplyCode::Challenge => CODE_ACCESS_CHALLENGE,
+        ReplyCode::Accept => code::ACCESS_ACCEPT,
+        ReplyCode::Reject => code::ACCESS_REJECT,
+        ReplyCode::Challenge => code::ACCESS_CHALLENGE,
     };
     // Typical replies are ~100 bytes and sit in the duplicate cache for 30 s:
     // start small rather than at MAX_PACKET.
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[code, req.identifier, 0, 0]);
     out.extend_from_slice(&req.authenticator);
-    push_attr(&mut out, MESSAGE_AUTHENTICATOR, &[0u8; 16]);
+    push_attr(&mut out, attr::MESSAGE_AUTHENTICATOR, &[0u8; 16]);
     if let Some((text, budget)) = message {
-        push_text(&mut out, REPLY_MESSAGE, text, budget);
+        push_text(&mut out, attr::REPLY_MESSAGE, text, budget);
     }
     if let Some(state) = state {
-        push_attr(&mut out, STATE, state);
+        push_attr(&mut out, attr::STATE, state);
     }
     if let Some(seconds) = session_timeout {
-        push_attr(&mut out, SESSION_TIMEOUT, &seconds.to_be_bytes());
+        push_attr(&mut out, attr::SESSION_TIMEOUT, &seconds.to_be_bytes());
     }
     for p in proxy_state {
-        push_attr(&mut out, PROXY_STATE, p);
+        push_attr(&mut out, attr::PROXY_STATE, p);
     }
     debug_assert!(out.len() <= MAX_PACKET);
     let length = u16::try_from(out.len()).unwrap_or(u16::MAX);
@@ -938,7 +922,9 @@ mod tests {
 
     #[test]
     fn decodes_request_built_by_radius_crate() {
+        use radius::core::code::Code;
         use radius::core::packet::Packet;
+        use radius::core::rfc2865;
         let mut p = Packet::new_with_identifier(Code::AccessRequest, SECRET, 5);
         rfc2865::add_user_name(&mut p, "bob");
         rfc2865::add_user_password(&mut p, b"0123456789abcdef0123").expect("password");
