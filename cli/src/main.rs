@@ -368,7 +368,7 @@ pub fn effective(c: &Config) -> Value {
 /// secret files but never their contents.
 fn provider_json(p: &smsotp_core::config::ProviderSpec) -> Value {
     use smsotp_core::config::ProviderSpec;
-    use smsotp_core::http::{Gateway, Preset};
+    use smsotp_core::sms::http::{Gateway, Preset};
     let d = smsotp_core::config::human_duration;
     match p {
         ProviderSpec::Outbox { name, path } => {

@@ -16,11 +16,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::files::{self, FileRule};
-use crate::http::{
+use crate::sms::http::{
     self, BodyRule, BodySpec, ContentType, Gateway, HttpSpec, JsonTemplate, Method, Pattern,
     PlivoSender, Preset, Template, TemplateSpec, TransportSpec, TwilioSender,
 };
-use crate::smpp::{self, Coding, LongMessages, SmppSpec};
+use crate::sms::smpp::{self, Coding, LongMessages, SmppSpec};
 
 mod keys;
 pub use keys::{section_of, Key, ValueKind, KEYS};
@@ -2460,7 +2460,7 @@ fn key_at(text: &str, offset: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Gateway, Method};
+    use crate::sms::http::{Gateway, Method};
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), text)

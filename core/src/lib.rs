@@ -22,11 +22,9 @@ pub mod config;
 pub mod directory;
 pub mod files;
 pub mod flow;
-pub mod http;
 pub mod otp;
 pub mod phone;
 pub mod random;
-pub mod smpp;
 pub mod sms;
 pub mod store;
 

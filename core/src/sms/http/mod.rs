@@ -1586,5 +1586,4 @@ impl SmsProvider for HttpProvider {
 }
 
 #[cfg(test)]
-#[path = "http_tests.rs"]
 pub(crate) mod tests;

@@ -1378,7 +1378,7 @@ fn a_send_starts_no_thread() {
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            "http::tests::thread_probe_child",
+            "sms::http::tests::thread_probe_child",
             "--test-threads=1",
             "--nocapture",
         ])

@@ -1180,7 +1180,7 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    for path in crate::http::SYSTEM_CA_BUNDLES {
+    for path in crate::sms::http::SYSTEM_CA_BUNDLES {
         if let Ok(pem) = std::fs::read(path) {
             for c in CertificateDer::pem_slice_iter(&pem).flatten() {
                 let _ = roots.add(c);
@@ -1221,5 +1221,4 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
 }
 
 #[cfg(test)]
-#[path = "smpp_tests.rs"]
 mod tests;

@@ -46,7 +46,7 @@ fn gsm_alphabet_round_trips_and_escapes_the_extension_table() {
         assert!(gsm7_encode(t).is_none(), "{t}");
     }
     // GSM text is what http.rs also calls GSM-7.
-    assert!(crate::http::is_gsm7(&all));
+    assert!(crate::sms::http::is_gsm7(&all));
 }
 
 #[test]
@@ -287,7 +287,7 @@ fn a_send_starts_no_thread() {
     let out = Command::new(exe)
         .args([
             "--exact",
-            "smpp::tests::thread_probe_child",
+            "sms::smpp::tests::thread_probe_child",
             "--test-threads=1",
             "--nocapture",
         ])
@@ -325,8 +325,8 @@ fn thread_probe_child() {
         .providers,
         || Box::new(crate::clock::FixedClock::at(0)),
     );
-    let before = crate::http::tests::tasks();
-    crate::http::tests::forbid_new_threads();
+    let before = crate::sms::http::tests::tasks();
+    crate::sms::http::tests::forbid_new_threads();
     assert!(
         std::thread::Builder::new().spawn(|| ()).is_err(),
         "the probe must be able to see a thread being started"
@@ -338,6 +338,6 @@ fn thread_probe_child() {
     });
     drop(providers);
     assert!(r.is_ok(), "{r:?}");
-    assert_eq!(crate::http::tests::tasks(), before);
+    assert_eq!(crate::sms::http::tests::tasks(), before);
     println!("probe: sent");
 }
