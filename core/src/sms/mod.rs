@@ -7,6 +7,7 @@
 //! different codes), `Rejected` and `Misconfigured` stop.
 
 pub mod command;
+pub mod gsm;
 pub mod http;
 pub mod outbox;
 pub mod smpp;

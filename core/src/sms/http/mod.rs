@@ -31,6 +31,7 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::files::{self, FileRule};
+use crate::sms::gsm::is_gsm7;
 use crate::sms::{SendError, Sms, SmsProvider};
 
 /// The most of a response body we read: enough for any gateway's answer.
@@ -898,15 +899,6 @@ fn form(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
 
 fn json_body(v: &serde_json::Value) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(v.to_string().into_bytes())
-}
-
-/// Can `text` go as GSM-7 (the default alphabet), or does it need UCS-2?
-pub fn is_gsm7(text: &str) -> bool {
-    const BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
-                         ¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
-    const EXTENDED: &str = "^{}\\[~]|€\u{c}";
-    text.chars()
-        .all(|c| BASIC.contains(c) || EXTENDED.contains(c))
 }
 
 impl TemplateSpec {

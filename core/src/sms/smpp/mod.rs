@@ -59,6 +59,7 @@ use rusmpp_core::{CommandId, CommandStatus};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::files::{self, FileRule};
+use crate::sms::gsm::{gsm7_encode, ESC};
 use crate::sms::{SendError, Sms, SmsProvider};
 
 /// After the SMSC refused a bind, no new bind is tried for this long.
@@ -177,73 +178,6 @@ pub fn code_of(table: &[(&str, u8)], name: &str) -> Option<u8> {
 }
 
 // ----------------------------------------------------------------- encoding
-
-/// GSM 03.38 default alphabet; index = septet. 0x1B (escape) is never a
-/// character of its own.
-const GSM_BASIC: [char; 128] = [
-    '@', '£', '$', '¥', 'è', 'é', 'ù', 'ì', 'ò', 'Ç', '\n', 'Ø', 'ø', '\r', 'Å', 'å', //
-    'Δ', '_', 'Φ', 'Γ', 'Λ', 'Ω', 'Π', 'Ψ', 'Σ', 'Θ', 'Ξ', '\u{1b}', 'Æ', 'æ', 'ß', 'É', //
-    ' ', '!', '"', '#', '¤', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/', //
-    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ':', ';', '<', '=', '>', '?', //
-    '¡', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', //
-    'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'Ä', 'Ö', 'Ñ', 'Ü', '§', //
-    '¿', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', //
-    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'ä', 'ö', 'ñ', 'ü', 'à', //
-];
-
-/// GSM 03.38 extension table: sent as 0x1B and this septet.
-const GSM_EXTENSION: [(char, u8); 10] = [
-    ('\u{c}', 0x0A),
-    ('^', 0x14),
-    ('{', 0x28),
-    ('}', 0x29),
-    ('\\', 0x2F),
-    ('[', 0x3C),
-    ('~', 0x3D),
-    (']', 0x3E),
-    ('|', 0x40),
-    ('€', 0x65),
-];
-
-const ESC: u8 = 0x1B;
-
-/// The unpacked GSM 03.38 septets of `text`, or `None` when a character is
-/// in neither table.
-pub fn gsm7_encode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len());
-    for c in text.chars() {
-        if c != '\u{1b}' {
-            if let Some(i) = GSM_BASIC.iter().position(|&g| g == c) {
-                out.push(i as u8);
-                continue;
-            }
-        }
-        let &(_, s) = GSM_EXTENSION.iter().find(|(g, _)| *g == c)?;
-        out.push(ESC);
-        out.push(s);
-    }
-    Some(out)
-}
-
-/// The text of unpacked GSM 03.38 septets (for tests and diagnostics).
-pub fn gsm7_decode(septets: &[u8]) -> String {
-    let mut out = String::new();
-    let mut it = septets.iter();
-    while let Some(&b) = it.next() {
-        if b == ESC {
-            if let Some(&n) = it.next() {
-                let c = GSM_EXTENSION
-                    .iter()
-                    .find(|(_, s)| *s == n)
-                    .map_or(' ', |(c, _)| *c);
-                out.push(c);
-            }
-        } else {
-            out.push(GSM_BASIC.get(usize::from(b)).copied().unwrap_or(' '));
-        }
-    }
-    out
-}
 
 fn ucs2(text: &str) -> Vec<u8> {
     text.encode_utf16().flat_map(u16::to_be_bytes).collect()

@@ -1,4 +1,4 @@
-//! Unit tests of smpp.rs: the GSM 03.38 tables, splitting, the config keys,
+//! Unit tests of the SMPP provider: encoding, splitting, the config keys,
 //! and a send that starts no thread. The provider against a third-party
 //! SMSC is tested end to end in tests/tests/smpp.rs.
 
@@ -28,26 +28,6 @@ fn err_of(toml: &str) -> String {
 
 const BASE: &str =
     "[[provider]]\nkind = \"smpp\"\nhost = \"smsc.example.net\"\nsystem_id = \"acme\"\n";
-
-#[test]
-fn gsm_alphabet_round_trips_and_escapes_the_extension_table() {
-    let all: String = GSM_BASIC.iter().filter(|&&c| c != '\u{1b}').collect();
-    let enc = gsm7_encode(&all).unwrap();
-    assert_eq!(enc.len(), 127);
-    assert_eq!(gsm7_decode(&enc), all);
-    assert_eq!(gsm7_encode("@£$").unwrap(), [0x00, 0x01, 0x02]);
-    assert_eq!(gsm7_encode("A€[").unwrap(), [0x41, 0x1B, 0x65, 0x1B, 0x3C]);
-    assert_eq!(
-        gsm7_decode(&gsm7_encode("{}\\~|^\u{c}").unwrap()),
-        "{}\\~|^\u{c}"
-    );
-    // Not GSM: accented letters outside the table, other scripts, emoji, ESC.
-    for t in ["Kód", "ç", "登录", "😀", "\u{1b}", "`"] {
-        assert!(gsm7_encode(t).is_none(), "{t}");
-    }
-    // GSM text is what http.rs also calls GSM-7.
-    assert!(crate::sms::http::is_gsm7(&all));
-}
 
 #[test]
 fn data_coding_follows_the_text_and_the_setting() {
