@@ -11,6 +11,7 @@ pub mod gsm;
 pub mod http;
 pub mod outbox;
 pub mod smpp;
+pub mod tls;
 
 use crate::clock::Clock;
 use crate::config::ProviderSpec;

@@ -30,23 +30,15 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::files::{self, FileRule};
+use crate::files;
 use crate::sms::gsm::is_gsm7;
+use crate::sms::tls;
 use crate::sms::{SendError, Sms, SmsProvider};
 
 /// The most of a response body we read: enough for any gateway's answer.
 const MAX_RESPONSE: u64 = 64 * 1024;
 /// The most of a response body an error message quotes.
 const EXCERPT_CHARS: usize = 200;
-/// Where Linux distributions keep the system's CA bundle, in the order
-/// tried. Fixed paths on purpose: see the module doc.
-pub(crate) const SYSTEM_CA_BUNDLES: [&str; 4] = [
-    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu (update-ca-certificates)
-    "/etc/pki/tls/certs/ca-bundle.crt",   // RHEL, Fedora
-    "/etc/ssl/ca-bundle.pem",             // SUSE
-    "/etc/ssl/cert.pem",                  // Alpine, Arch
-];
-
 // ------------------------------------------------------------------ secrets
 
 /// A secret read from a root-only file: zeroized when dropped, never printed.
@@ -1358,46 +1350,22 @@ impl ureq::unversioned::resolver::Resolver for SyncResolver {
     }
 }
 
-/// The system's CA bundle (first of [`SYSTEM_CA_BUNDLES`] present) plus
-/// `ca_file`.
+/// The system's CA bundle plus `ca_file` (see [`tls`](crate::sms::tls)),
+/// as ureq wants them.
 fn trust_anchors(
     ca_file: Option<&Path>,
 ) -> Result<Vec<ureq::tls::Certificate<'static>>, SendError> {
-    let mut certs = Vec::new();
-    for path in SYSTEM_CA_BUNDLES {
-        if let Ok(pem) = std::fs::read(path) {
-            certs.extend(pem_certs(&pem));
-            break;
-        }
-    }
-    if let Some(path) = ca_file {
-        // A trust anchor decides who may read the codes: root's alone to change.
-        let pem = files::read_bytes_checked(path, FileRule::Data)
-            .map_err(|e| SendError::Misconfigured(format!("ca_file: {e}")))?;
-        let extra = pem_certs(&pem);
-        if extra.is_empty() {
-            return Err(SendError::Misconfigured(format!(
-                "ca_file: {} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
-                path.display()
-            )));
-        }
-        certs.extend(extra);
-    }
+    let anchors = tls::trust_anchors(ca_file)?;
+    let certs: Vec<_> = anchors
+        .system
+        .iter()
+        .chain(&anchors.extra)
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
     if certs.is_empty() {
-        return Err(SendError::Misconfigured(
-            "no trusted CA certificates: install the ca-certificates package or set ca_file".into(),
-        ));
+        return Err(tls::no_anchors());
     }
     Ok(certs)
-}
-
-fn pem_certs(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
-    ureq::tls::parse_pem(pem)
-        .filter_map(|item| match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect()
 }
 
 fn build_agent(t: &TransportSpec) -> Result<ureq::Agent, SendError> {

@@ -58,8 +58,9 @@ use rusmpp_core::values::{DataCoding, EsmClass, InterfaceVersion, Npi, Registere
 use rusmpp_core::{CommandId, CommandStatus};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::files::{self, FileRule};
+use crate::files;
 use crate::sms::gsm::{gsm7_encode, ESC};
+use crate::sms::tls;
 use crate::sms::{SendError, Sms, SmsProvider};
 
 /// After the SMSC refused a bind, no new bind is tried for this long.
@@ -1111,38 +1112,22 @@ fn read_password(path: &std::path::Path) -> Result<Zeroizing<String>, SendError>
 
 /// The system's CA bundle plus `ca_file`, for `tls = true`.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, SendError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
+    let anchors = tls::trust_anchors(ca_file)?;
     let mut roots = rustls::RootCertStore::empty();
-    for path in crate::sms::http::SYSTEM_CA_BUNDLES {
-        if let Ok(pem) = std::fs::read(path) {
-            for c in CertificateDer::pem_slice_iter(&pem).flatten() {
-                let _ = roots.add(c);
-            }
-            break;
+    for c in anchors.system {
+        let _ = roots.add(c);
+    }
+    let mut added = 0;
+    for c in anchors.extra {
+        if roots.add(c).is_ok() {
+            added += 1;
         }
     }
-    if let Some(path) = ca_file {
-        // A trust anchor decides who may read the codes: root's alone to change.
-        let pem = files::read_bytes_checked(path, FileRule::Data)
-            .map_err(|e| SendError::Misconfigured(format!("ca_file: {e}")))?;
-        let mut added = 0;
-        for c in CertificateDer::pem_slice_iter(&pem).flatten() {
-            if roots.add(c).is_ok() {
-                added += 1;
-            }
-        }
-        if added == 0 {
-            return Err(SendError::Misconfigured(format!(
-                "ca_file: {} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
-                path.display()
-            )));
-        }
+    if let (Some(path), 0) = (ca_file, added) {
+        return Err(tls::no_certificate(path));
     }
     if roots.is_empty() {
-        return Err(SendError::Misconfigured(
-            "no trusted CA certificates: install the ca-certificates package or set ca_file".into(),
-        ));
+        return Err(tls::no_anchors());
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
