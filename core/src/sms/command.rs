@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::sms::{SendError, Sms, SmsProvider};
+use crate::config::check::ConfigError;
+use crate::sms::raw::Fields;
+use crate::sms::{ProviderSpec, SendError, Sms, SmsProvider};
 
 /// Runs the admin's program with `SMSOTP_NUMBER`, `SMSOTP_NUMBER_DIGITS` and
 /// `SMSOTP_MESSAGE` in its environment. Exit 0: sent. Exit 65 (EX_DATAERR):
@@ -90,6 +92,37 @@ impl SmsProvider for CommandProvider {
             _ => SendError::Transient(msg),
         })
     }
+}
+
+/// The keys of `kind = "command"`, besides `kind`.
+pub(crate) const KEYS: [&str; 4] = ["name", "program", "args", "timeout"];
+
+/// Validates one `kind = "command"` table.
+pub(crate) fn validate(table: &Fields<'_>, name: String) -> Result<ProviderSpec, ConfigError> {
+    Ok(ProviderSpec::Command {
+        name,
+        program: table.file(
+            &table.required(
+                &table.raw().program,
+                "program",
+                "\"/usr/local/sbin/send-sms\"",
+            )?,
+            "program",
+        )?,
+        args: table
+            .raw()
+            .args
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default(),
+        timeout: table.c.duration_in(
+            &table.raw().timeout,
+            &table.k("timeout"),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        )?,
+    })
 }
 
 #[cfg(test)]

@@ -10,16 +10,24 @@ pub mod command;
 pub mod gsm;
 pub mod http;
 pub mod outbox;
+mod raw;
 pub mod smpp;
 pub mod tls;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
 use crate::clock::Clock;
-use crate::config::ProviderSpec;
+use crate::config::check::{Checker, ConfigError, ConfigWarning};
 use crate::phone::Phone;
 use command::CommandProvider;
-use http::HttpProvider;
+use http::{HttpProvider, HttpSpec};
 use outbox::OutboxProvider;
-use smpp::{SessionMode, SmppProvider, SmppSessions};
+use raw::Fields;
+pub(crate) use raw::RawProvider;
+use smpp::{SessionMode, SmppProvider, SmppSessions, SmppSpec};
 
 /// One message to send. The text contains the code: never log it.
 pub struct Sms<'a> {
@@ -44,6 +52,109 @@ pub enum SendError {
 pub trait SmsProvider {
     fn name(&self) -> &str;
     fn send(&self, sms: &Sms<'_>) -> Result<(), SendError>;
+}
+
+/// One validated `[[provider]]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderSpec {
+    Outbox {
+        name: String,
+        path: PathBuf,
+    },
+    Command {
+        name: String,
+        program: PathBuf,
+        args: Vec<String>,
+        timeout: Duration,
+    },
+    /// `kind = "http"` or a vendor preset (`twilio`, `vonage`, …).
+    Http(Box<HttpSpec>),
+    /// `kind = "smpp"`: an SMSC over SMPP 3.4.
+    Smpp(Box<SmppSpec>),
+}
+
+impl ProviderSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            ProviderSpec::Outbox { name, .. } | ProviderSpec::Command { name, .. } => name,
+            ProviderSpec::Http(h) => &h.name,
+            ProviderSpec::Smpp(s) => &s.name,
+        }
+    }
+}
+
+const PROVIDER_KINDS: &str =
+    "\"outbox\", \"command\", \"http\", \"smpp\", \"twilio\", \"vonage\" (or \"nexmo\"), \
+                              \"clickatell\", \"plivo\" or \"bulksms\"";
+
+/// The keys each provider kind takes, besides `kind`.
+pub(crate) fn provider_keys(kind: &str) -> Option<Vec<&'static str>> {
+    let (own, transport): (&[&str], bool) = match kind {
+        "outbox" => (&outbox::KEYS, false),
+        "command" => (&command::KEYS, false),
+        "http" => (&http::config::KEYS, true),
+        "smpp" => (&smpp::config::KEYS, false),
+        _ => (http::config::preset_keys(kind)?, true),
+    };
+    let mut v = own.to_vec();
+    if transport {
+        v.extend_from_slice(&http::config::TRANSPORT_KEYS);
+    }
+    Some(v)
+}
+
+/// Validates one `[[provider]]` table: the keys its kind takes and its
+/// name here, the rest in the kind's own module.
+pub(crate) fn validate(
+    c: &Checker<'_>,
+    key: &str,
+    p: &Spanned<RawProvider>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<ProviderSpec, ConfigError> {
+    let r = p.get_ref();
+    let kind = r.kind.get_ref().as_str();
+    let k = |field: &str| format!("{key}.{field}");
+    let Some(allowed) = provider_keys(kind) else {
+        return Err(c.err(
+            r.kind.span(),
+            &k("kind"),
+            format!("\"{kind}\" is not a provider kind; use {PROVIDER_KINDS}"),
+        ));
+    };
+    for (field, span) in r.present() {
+        if !allowed.contains(&field) {
+            return Err(c.err(
+                span,
+                &k(field),
+                format!(
+                    "is not a key of kind \"{kind}\"; remove it (kind \"{kind}\" takes: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    let name = match &r.name {
+        None => kind.to_owned(),
+        Some(n) => {
+            let v = n.get_ref().trim();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                return Err(c.err(n.span(), &k("name"), "use letters, digits, '-', '_' or '.'"));
+            }
+            v.to_owned()
+        }
+    };
+    let table = Fields { c, key, p, kind };
+    Ok(match kind {
+        "outbox" => outbox::validate(&table, name)?,
+        "command" => command::validate(&table, name)?,
+        "smpp" => ProviderSpec::Smpp(Box::new(smpp::config::validate(&table, name, warnings)?)),
+        "http" => ProviderSpec::Http(Box::new(http::config::validate(&table, name)?)),
+        _ => ProviderSpec::Http(Box::new(http::config::validate_preset(&table, name)?)),
+    })
 }
 
 /// What a front end offers providers beyond their config.

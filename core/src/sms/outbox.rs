@@ -1,8 +1,11 @@
 //! `kind = "outbox"`: one JSON line per SMS in a root-only file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::clock::{rfc3339, Clock};
+use crate::config::check::{ConfigError, DEFAULT_STATE_DIR};
+use crate::sms::raw::Fields;
+use crate::sms::ProviderSpec;
 use crate::sms::{SendError, Sms, SmsProvider};
 
 /// Appends `{"to", "message", "at"}` as one JSON line to a file (mode 0600).
@@ -73,6 +76,20 @@ impl SmsProvider for OutboxProvider {
         zeroize::Zeroize::zeroize(&mut bytes);
         r
     }
+}
+
+/// The keys of `kind = "outbox"`, besides `kind`.
+pub(crate) const KEYS: [&str; 2] = ["name", "path"];
+
+/// Validates one `kind = "outbox"` table.
+pub(crate) fn validate(table: &Fields<'_>, name: String) -> Result<ProviderSpec, ConfigError> {
+    Ok(ProviderSpec::Outbox {
+        name,
+        path: match &table.raw().path {
+            None => Path::new(DEFAULT_STATE_DIR).join("outbox.jsonl"),
+            Some(x) => table.file(x, "path")?,
+        },
+    })
 }
 
 #[cfg(test)]

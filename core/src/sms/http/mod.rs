@@ -19,6 +19,8 @@
 //! every error is built from a response excerpt with the secrets and the
 //! message text replaced by `[redacted]` and the number masked.
 
+pub(crate) mod config;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;

@@ -37,6 +37,8 @@
 //! a timeout are `Transient` (fail over); an invalid destination is
 //! `Rejected`. No message says the password, the text or the number.
 
+pub(crate) mod config;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};

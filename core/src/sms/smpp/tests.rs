@@ -8,8 +8,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::config::{Config, ProviderSpec};
+use crate::config::Config;
 use crate::phone::Phone;
+use crate::sms::ProviderSpec;
 
 fn spec(toml: &str) -> SmppSpec {
     let cfg = Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), toml)
