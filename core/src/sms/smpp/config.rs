@@ -1,13 +1,14 @@
 //! `kind = "smpp"` in the config: Gluu's smpp script settings, one to one
 //! (see docs/smpp.md), checked into an [`SmppSpec`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use crate::config::check::{Checker, ConfigError, ConfigWarning};
 use crate::sms::raw::{timeouts, Fields, RawProvider};
-use crate::sms::smpp::{self, Coding, LongMessages, SmppSpec};
+use crate::sms::smpp;
 
 /// The keys of `kind = "smpp"`, besides `kind`.
 pub(crate) const KEYS: [&str; 19] = [
@@ -256,4 +257,106 @@ fn smpp_code(
             ),
         )
     })
+}
+
+/// How a text is encoded (`data_coding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// GSM 03.38 (`data_coding` 0) when the text fits, UCS-2 otherwise.
+    Gsm7,
+    /// ISO-8859-1 (`data_coding` 3) when the text fits, UCS-2 otherwise.
+    Latin1,
+    /// IA5/ASCII (`data_coding` 1) when the text is ASCII, UCS-2 otherwise.
+    Ia5,
+    /// Always UCS-2 (`data_coding` 8).
+    Ucs2,
+}
+
+/// How a text longer than one SMS is sent (`long_messages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongMessages {
+    /// Several `submit_sm` with a concatenation header.
+    Udh,
+    /// One `submit_sm` with the whole text in the `message_payload` TLV.
+    Payload,
+}
+
+/// A validated `[[provider]] kind = "smpp"` table. No secret in it: the
+/// password is read from `password_file` at each bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmppSpec {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// An extra trust anchor besides the system's CAs (with `tls`).
+    pub ca_file: Option<PathBuf>,
+    pub system_id: String,
+    /// No file: bind with an empty password.
+    pub password_file: Option<PathBuf>,
+    pub system_type: String,
+    pub source_addr: String,
+    pub source_addr_ton: u8,
+    pub source_addr_npi: u8,
+    pub dest_addr_ton: u8,
+    pub dest_addr_npi: u8,
+    pub registered_delivery: u8,
+    pub data_coding: Coding,
+    pub long_messages: LongMessages,
+    /// Each connection attempt.
+    pub connect_timeout: Duration,
+    /// A whole send: connect, bind, every part.
+    pub timeout: Duration,
+    /// A pooled session idle longer than this is probed before use.
+    pub enquire_link_interval: Duration,
+}
+
+impl SmppSpec {
+    pub const DEFAULT_PORT: u16 = 2775;
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_ENQUIRE_LINK_INTERVAL: Duration = Duration::from_secs(30);
+
+    /// `smpp://host:port` (`smpps://` with TLS), for status and doctor
+    /// output: no credentials in it.
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls { "smpps" } else { "smpp" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Type of number names, as jsmpp's `TypeOfNumber` (Gluu) spells them, in
+/// lower case.
+pub const TONS: [(&str, u8); 7] = [
+    ("unknown", 0),
+    ("international", 1),
+    ("national", 2),
+    ("network_specific", 3),
+    ("subscriber_number", 4),
+    ("alphanumeric", 5),
+    ("abbreviated", 6),
+];
+
+/// Numbering plan names, as jsmpp's `NumberingPlanIndicator` spells them.
+pub const NPIS: [(&str, u8); 10] = [
+    ("unknown", 0),
+    ("isdn", 1),
+    ("data", 3),
+    ("telex", 4),
+    ("land_mobile", 6),
+    ("national", 8),
+    ("private", 9),
+    ("ermes", 10),
+    ("internet", 14),
+    ("wap", 18),
+];
+
+/// Looks up `name` (any case, `-` or `_`) in `TONS` or `NPIS`.
+pub fn code_of(table: &[(&str, u8)], name: &str) -> Option<u8> {
+    let n = name.trim().to_ascii_lowercase().replace('-', "_");
+    table.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
 }
