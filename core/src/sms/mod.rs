@@ -343,4 +343,14 @@ pub(crate) mod tests {
         assert!(out.is_outage());
         assert!(c.sent.borrow().is_empty());
     }
+
+    #[test]
+    fn unknown_key_in_provider_is_refused() {
+        let text = "[[provider]]\nkind = \"outbox\"\npaht = \"/tmp/x\"\n";
+        let e =
+            crate::config::Config::from_toml(std::path::Path::new("/etc/smsotp/smsotp.toml"), text)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("paht"), "{e}");
+    }
 }

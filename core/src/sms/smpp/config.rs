@@ -360,3 +360,35 @@ pub fn code_of(table: &[(&str, u8)], name: &str) -> Option<u8> {
     let n = name.trim().to_ascii_lowercase().replace('-', "_");
     table.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), text)
+    }
+
+    #[test]
+    fn smpp_without_password_file_is_a_warning() {
+        let smpp =
+            "[[provider]]\nkind = \"smpp\"\nhost = \"smsc.example.net\"\nsystem_id = \"acme\"\n";
+        let c = parse(smpp).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let w = c.warnings[0].to_string();
+        assert!(
+            w.starts_with("/etc/smsotp/smsotp.toml:1:1: provider[0].password_file: is not set")
+                && w.contains("password_file = \"/etc/smsotp/secrets/smpp\"")
+                && w.ends_with("section [[provider]]"),
+            "{w}"
+        );
+        let c = parse(&format!(
+            "{smpp}password_file = \"/etc/smsotp/secrets/smpp\"\n"
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(parse("").unwrap().warnings.is_empty());
+    }
+}
