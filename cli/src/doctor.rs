@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use smsotp_core::config::{
-    short_secret_warning, Config, DirectorySpec, NoPhone, ProviderDown, ProviderSpec, StoreSpec,
+    short_secret_warning, Config, DirectorySpec, NoPhone, ProviderDown, StoreSpec,
 };
 use smsotp_core::directory::{Accounts, SystemAccounts};
 use smsotp_core::files::{self, FileRule};
 use smsotp_core::flow::{Engine, LogOptions};
+use smsotp_core::sms::ProviderSpec;
 
 use crate::host;
 use crate::report::{self, Failure, Finding, Level};

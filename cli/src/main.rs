@@ -366,9 +366,9 @@ pub fn effective(c: &Config) -> Value {
 
 /// One provider: its kind and where it connects, with the paths of its
 /// secret files but never their contents.
-fn provider_json(p: &smsotp_core::config::ProviderSpec) -> Value {
-    use smsotp_core::config::ProviderSpec;
-    use smsotp_core::http::{Gateway, Preset};
+fn provider_json(p: &smsotp_core::sms::ProviderSpec) -> Value {
+    use smsotp_core::sms::http::{Gateway, Preset};
+    use smsotp_core::sms::ProviderSpec;
     let d = smsotp_core::config::human_duration;
     match p {
         ProviderSpec::Outbox { name, path } => {

@@ -14,6 +14,19 @@
 //! injected, so expiry, windows and lockouts are tested without sleeping.
 //! [`config`] turns the TOML file into validated types once; [`files`]
 //! refuses files that others could read or change.
+//!
+//! Sending lives in [`sms`]: the `SmsProvider` trait and the failover chain
+//! in `sms/mod.rs`, one module per provider kind ([`sms::outbox`],
+//! [`sms::command`], [`sms::http`] with its presets, [`sms::smpp`]), one
+//! GSM 03.38 table ([`sms::gsm`]) and one CA-bundle reader ([`sms::tls`])
+//! shared by HTTP and SMPP. Each provider owns its validation and its
+//! validated spec (`sms/http/config.rs`, `sms/smpp/config.rs`, …) and reads
+//! its keys from the one flat `[[provider]]` table in `sms/raw.rs`.
+//!
+//! Imports run one way: `config` (the schema and the loader) calls into
+//! `sms` to check each `[[provider]]`; `sms` uses only [`config::check`]
+//! (locations, `ConfigError`, the value checkers), which imports nothing of
+//! ours but the key table.
 
 pub mod audit;
 pub mod backup;
@@ -22,11 +35,9 @@ pub mod config;
 pub mod directory;
 pub mod files;
 pub mod flow;
-pub mod http;
 pub mod otp;
 pub mod phone;
 pub mod random;
-pub mod smpp;
 pub mod sms;
 pub mod store;
 

@@ -11,7 +11,7 @@ use smsotp_core::directory::{FileDirectory, SystemAccounts};
 use smsotp_core::flow::Parts;
 use smsotp_core::otp::OtpKey;
 use smsotp_core::random::OsRandom;
-use smsotp_core::sms::OutboxProvider;
+use smsotp_core::sms::outbox::OutboxProvider;
 use smsotp_core::store::SqliteStore;
 use zeroize::Zeroizing;
 

@@ -166,7 +166,7 @@ impl Runtime {
                 _committer: committer,
                 directories,
                 sms: smsotp_core::sms::ProviderContext {
-                    smpp_sessions: Some(smsotp_core::smpp::SmppSessions::new()),
+                    smpp_sessions: Some(smsotp_core::sms::smpp::SmppSessions::new()),
                 },
                 generation,
                 debug,

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use smsotp_core::clock::{Clock, SystemClock};
 use smsotp_core::config::Config;
 use smsotp_core::phone::Phone;
-use smsotp_core::smpp::{gsm7_decode, SmppSessions};
+use smsotp_core::sms::gsm::gsm7_decode;
+use smsotp_core::sms::smpp::SmppSessions;
 use smsotp_core::sms::{
     self, send_with_failover, ChainOutcome, ProviderContext, SendError, Sms, SmsProvider,
 };

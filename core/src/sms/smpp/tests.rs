@@ -1,4 +1,4 @@
-//! Unit tests of smpp.rs: the GSM 03.38 tables, splitting, the config keys,
+//! Unit tests of the SMPP provider: encoding, splitting, the config keys,
 //! and a send that starts no thread. The provider against a third-party
 //! SMSC is tested end to end in tests/tests/smpp.rs.
 
@@ -8,8 +8,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::config::{Config, ProviderSpec};
+use crate::config::Config;
 use crate::phone::Phone;
+use crate::sms::ProviderSpec;
 
 fn spec(toml: &str) -> SmppSpec {
     let cfg = Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), toml)
@@ -28,26 +29,6 @@ fn err_of(toml: &str) -> String {
 
 const BASE: &str =
     "[[provider]]\nkind = \"smpp\"\nhost = \"smsc.example.net\"\nsystem_id = \"acme\"\n";
-
-#[test]
-fn gsm_alphabet_round_trips_and_escapes_the_extension_table() {
-    let all: String = GSM_BASIC.iter().filter(|&&c| c != '\u{1b}').collect();
-    let enc = gsm7_encode(&all).unwrap();
-    assert_eq!(enc.len(), 127);
-    assert_eq!(gsm7_decode(&enc), all);
-    assert_eq!(gsm7_encode("@£$").unwrap(), [0x00, 0x01, 0x02]);
-    assert_eq!(gsm7_encode("A€[").unwrap(), [0x41, 0x1B, 0x65, 0x1B, 0x3C]);
-    assert_eq!(
-        gsm7_decode(&gsm7_encode("{}\\~|^\u{c}").unwrap()),
-        "{}\\~|^\u{c}"
-    );
-    // Not GSM: accented letters outside the table, other scripts, emoji, ESC.
-    for t in ["Kód", "ç", "登录", "😀", "\u{1b}", "`"] {
-        assert!(gsm7_encode(t).is_none(), "{t}");
-    }
-    // GSM text is what http.rs also calls GSM-7.
-    assert!(crate::http::is_gsm7(&all));
-}
 
 #[test]
 fn data_coding_follows_the_text_and_the_setting() {
@@ -287,7 +268,7 @@ fn a_send_starts_no_thread() {
     let out = Command::new(exe)
         .args([
             "--exact",
-            "smpp::tests::thread_probe_child",
+            "sms::smpp::tests::thread_probe_child",
             "--test-threads=1",
             "--nocapture",
         ])
@@ -325,8 +306,8 @@ fn thread_probe_child() {
         .providers,
         || Box::new(crate::clock::FixedClock::at(0)),
     );
-    let before = crate::http::tests::tasks();
-    crate::http::tests::forbid_new_threads();
+    let before = crate::sms::http::tests::tasks();
+    crate::sms::http::tests::forbid_new_threads();
     assert!(
         std::thread::Builder::new().spawn(|| ()).is_err(),
         "the probe must be able to see a thread being started"
@@ -338,6 +319,6 @@ fn thread_probe_child() {
     });
     drop(providers);
     assert!(r.is_ok(), "{r:?}");
-    assert_eq!(crate::http::tests::tasks(), before);
+    assert_eq!(crate::sms::http::tests::tasks(), before);
     println!("probe: sent");
 }

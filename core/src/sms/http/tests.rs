@@ -1356,15 +1356,6 @@ fn json_placeholders_must_stand_in_strings() {
     assert!(form("a={number}&b=x y").unwrap_err().contains("%20"));
 }
 
-#[test]
-fn gsm7_detection() {
-    assert!(is_gsm7(
-        "123456 is your code for web-1. Valid 5 min! @£$ {}[]~^|€"
-    ));
-    assert!(!is_gsm7("Kód: 123456"));
-    assert!(!is_gsm7("code 😀"));
-}
-
 // ----------------------------------------------------------- no threads
 
 /// Runs [`thread_probe_child`] in a fresh process of this test binary: a
@@ -1378,7 +1369,7 @@ fn a_send_starts_no_thread() {
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            "http::tests::thread_probe_child",
+            "sms::http::tests::thread_probe_child",
             "--test-threads=1",
             "--nocapture",
         ])

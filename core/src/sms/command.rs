@@ -1,0 +1,245 @@
+//! `kind = "command"`: an admin's program sends the SMS.
+
+use std::io::{Read, Seek};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::check::ConfigError;
+use crate::sms::raw::Fields;
+use crate::sms::{ProviderSpec, SendError, Sms, SmsProvider};
+
+/// Runs the admin's program with `SMSOTP_NUMBER`, `SMSOTP_NUMBER_DIGITS` and
+/// `SMSOTP_MESSAGE` in its environment. Exit 0: sent. Exit 65 (EX_DATAERR):
+/// the number was refused. Exit 78 (EX_CONFIG): misconfigured. Any other
+/// failure, or running past the timeout: temporary.
+pub struct CommandProvider {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl SmsProvider for CommandProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send(&self, sms: &Sms<'_>) -> Result<(), SendError> {
+        let prog = self.program.display();
+        // stderr goes to an unlinked temp file, not a pipe: a chatty program
+        // cannot block on a full pipe, and we need no reader thread.
+        let mut errfile = tempfile::tempfile()
+            .map_err(|e| SendError::Transient(format!("{prog}: cannot create a temp file: {e}")))?;
+        let child_err = errfile
+            .try_clone()
+            .map_err(|e| SendError::Transient(format!("{prog}: {e}")))?;
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            // A clean environment: nothing of the login's (LD_PRELOAD, …) leaks in.
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("SMSOTP_NUMBER", sms.to.e164())
+            .env("SMSOTP_NUMBER_DIGITS", sms.to.digits())
+            .env("SMSOTP_MESSAGE", sms.text)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(child_err)
+            .spawn()
+            .map_err(|e| SendError::Misconfigured(format!("cannot run {prog}: {e}")))?;
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(SendError::Transient(format!(
+                        "{prog} did not finish within {}",
+                        humantime::format_duration(self.timeout)
+                    )));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    return Err(SendError::Transient(format!(
+                        "{prog}: cannot wait for it: {e}"
+                    )))
+                }
+            }
+        };
+        if status.success() {
+            return Ok(());
+        }
+        let mut excerpt = String::new();
+        let _ = errfile.rewind();
+        let _ = errfile.take(300).read_to_string(&mut excerpt);
+        let excerpt = excerpt.trim().replace(sms.text, "[message]");
+        let what = match status.code() {
+            Some(c) => format!("{prog} exited with status {c}"),
+            None => format!("{prog} was killed by a signal"),
+        };
+        let msg = if excerpt.is_empty() {
+            what
+        } else {
+            format!("{what}: {excerpt}")
+        };
+        Err(match status.code() {
+            Some(65) => SendError::Rejected(msg),
+            Some(78) => SendError::Misconfigured(msg),
+            _ => SendError::Transient(msg),
+        })
+    }
+}
+
+/// The keys of `kind = "command"`, besides `kind`.
+pub(crate) const KEYS: [&str; 4] = ["name", "program", "args", "timeout"];
+
+/// Validates one `kind = "command"` table.
+pub(crate) fn validate(table: &Fields<'_>, name: String) -> Result<ProviderSpec, ConfigError> {
+    Ok(ProviderSpec::Command {
+        name,
+        program: table.file(
+            &table.required(
+                &table.raw().program,
+                "program",
+                "\"/usr/local/sbin/send-sms\"",
+            )?,
+            "program",
+        )?,
+        args: table
+            .raw()
+            .args
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default(),
+        timeout: table.c.duration_in(
+            &table.raw().timeout,
+            &table.k("timeout"),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phone::Phone;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn phone() -> Phone {
+        Phone::parse("+12025550143", None).unwrap()
+    }
+
+    fn script(dir: &std::path::Path, body: &str) -> PathBuf {
+        let p = dir.join("send.sh");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        p
+    }
+
+    #[test]
+    fn command_provider_passes_env_and_classifies_exits() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("got");
+        let prog = script(
+            d.path(),
+            &format!("printf '%s|%s|%s' \"$SMSOTP_NUMBER\" \"$SMSOTP_NUMBER_DIGITS\" \"$SMSOTP_MESSAGE\" > {}", out.display()),
+        );
+        let c = CommandProvider {
+            name: "cmd".into(),
+            program: prog,
+            args: vec![],
+            timeout: Duration::from_secs(5),
+        };
+        let p = phone();
+        c.send(&Sms {
+            to: &p,
+            text: "123456 it's yours",
+        })
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "+12025550143|12025550143|123456 it's yours"
+        );
+
+        for (body, want) in [
+            ("echo 'gateway down' >&2; exit 1", "Transient"),
+            ("exit 65", "Rejected"),
+            ("exit 78", "Misconfigured"),
+        ] {
+            let prog = script(d.path(), body);
+            let c = CommandProvider {
+                name: "cmd".into(),
+                program: prog,
+                args: vec![],
+                timeout: Duration::from_secs(5),
+            };
+            let e = c
+                .send(&Sms {
+                    to: &p,
+                    text: "123456",
+                })
+                .unwrap_err();
+            assert!(format!("{e:?}").starts_with(want), "{body}: {e:?}");
+            if want == "Transient" {
+                assert!(e.to_string().contains("gateway down"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn command_provider_never_logs_the_message() {
+        let d = tempfile::tempdir().unwrap();
+        let prog = script(
+            d.path(),
+            "echo \"failed to send $SMSOTP_MESSAGE\" >&2; exit 1",
+        );
+        let c = CommandProvider {
+            name: "cmd".into(),
+            program: prog,
+            args: vec![],
+            timeout: Duration::from_secs(5),
+        };
+        let p = phone();
+        let e = c
+            .send(&Sms {
+                to: &p,
+                text: "987654 is your code",
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("987654"), "{e}");
+    }
+
+    #[test]
+    fn command_provider_times_out() {
+        let d = tempfile::tempdir().unwrap();
+        let prog = script(d.path(), "sleep 10");
+        let c = CommandProvider {
+            name: "cmd".into(),
+            program: prog,
+            args: vec![],
+            timeout: Duration::from_millis(200),
+        };
+        let p = phone();
+        let started = Instant::now();
+        let e = c.send(&Sms { to: &p, text: "1" }).unwrap_err();
+        assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let missing = CommandProvider {
+            name: "cmd".into(),
+            program: "/nonexistent/send".into(),
+            args: vec![],
+            timeout: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            missing.send(&Sms { to: &p, text: "1" }),
+            Err(SendError::Misconfigured(_))
+        ));
+    }
+}

@@ -1,0 +1,399 @@
+//! HTTP gateways: the generic `http` template provider and the vendor
+//! presets (Twilio, Vonage/Nexmo, Clickatell, Plivo, Bulksms).
+//!
+//! Both build one request per SMS and send it through the same transport:
+//! `ureq` over rustls, certificates always verified against the system's
+//! CA bundle plus an optional per-provider `ca_file`, an explicit connect and
+//! total timeout on every call, no redirects followed, and no proxy or CA
+//! location taken from the environment (under `sudo` the environment is the
+//! invoking user's: `HTTPS_PROXY` or `SSL_CERT_FILE` there must not let a user
+//! read the codes).
+//!
+//! This runs inside sshd's forked PAM child, so it starts no thread: ureq's
+//! default resolver spawns one to put a timeout on DNS, so [`SyncResolver`]
+//! resolves in the calling thread instead (bounded by the resolver's own
+//! `timeout`/`attempts` in `/etc/resolv.conf`; the total timeout still bounds
+//! everything after it).
+//!
+//! Placeholders are escaped for where they stand (see [`Template`]), and
+//! every error is built from a response excerpt with the secrets and the
+//! message text replaced by `[redacted]` and the number masked.
+//!
+//! Here: the validated settings ([`HttpSpec`]) and [`HttpProvider`]. Beside
+//! it: `template` (placeholders, escaping, the generic request), `presets`
+//! (each vendor's request and answer), `redact` (secrets and redaction),
+//! `transport` (the request on the wire, TLS, status classification) and
+//! `config` (the `[[provider]]` keys checked into an [`HttpSpec`]).
+
+pub(crate) mod config;
+mod presets;
+mod redact;
+mod template;
+mod transport;
+
+pub use presets::*;
+pub use redact::*;
+pub use template::*;
+pub use transport::*;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::files;
+use crate::sms::gsm::is_gsm7;
+use crate::sms::tls;
+use crate::sms::{SendError, Sms, SmsProvider};
+
+/// The most of a response body we read: enough for any gateway's answer.
+const MAX_RESPONSE: u64 = 64 * 1024;
+/// The most of a response body an error message quotes.
+const EXCERPT_CHARS: usize = 200;
+// ------------------------------------------------------- validated settings
+
+/// HTTP method of the generic provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// How a string body is encoded, and so how its placeholders are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    /// `application/x-www-form-urlencoded`: placeholders percent-encoded.
+    Form,
+    /// `application/json`: placeholders JSON-escaped, and they must stand
+    /// inside a JSON string.
+    Json,
+    /// Sent as written with the values as they are (`text/plain` unless a
+    /// `Content-Type` header says otherwise).
+    Raw,
+}
+
+impl ContentType {
+    fn header(self) -> &'static str {
+        match self {
+            ContentType::Form => "application/x-www-form-urlencoded",
+            ContentType::Json => "application/json",
+            ContentType::Raw => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+/// A JSON body written as a TOML table: string leaves are templates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonTemplate {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Str(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl Eq for JsonTemplate {}
+
+impl JsonTemplate {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Template)) {
+        match self {
+            JsonTemplate::Str(t) => f(t),
+            JsonTemplate::Array(a) => a.iter().for_each(|x| x.visit(f)),
+            JsonTemplate::Object(o) => o.iter().for_each(|(_, x)| x.visit(f)),
+            _ => {}
+        }
+    }
+
+    fn render(&self, v: &Values<'_>) -> Result<serde_json::Value, String> {
+        use serde_json::Value as J;
+        Ok(match self {
+            JsonTemplate::Null => J::Null,
+            JsonTemplate::Bool(b) => J::Bool(*b),
+            JsonTemplate::Number(n) => J::Number(n.clone()),
+            JsonTemplate::Str(t) => J::String(t.render(v, Escape::Verbatim)?.to_string()),
+            JsonTemplate::Array(a) => {
+                J::Array(a.iter().map(|x| x.render(v)).collect::<Result<_, _>>()?)
+            }
+            JsonTemplate::Object(o) => J::Object(
+                o.iter()
+                    .map(|(k, x)| Ok((k.clone(), x.render(v)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+}
+
+/// The body of a generic request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodySpec {
+    /// A string template, escaped as `content_type` says.
+    Text {
+        template: Template,
+        content_type: ContentType,
+    },
+    /// A TOML table sent as a form: keys and values percent-encoded.
+    Form(Vec<(String, Template)>),
+    /// A TOML table sent as JSON.
+    Json(JsonTemplate),
+}
+
+impl BodySpec {
+    pub fn templates(&self) -> Vec<&Template> {
+        match self {
+            BodySpec::Text { template, .. } => vec![template],
+            BodySpec::Form(f) => f.iter().map(|(_, t)| t).collect(),
+            BodySpec::Json(j) => {
+                let mut v = Vec::new();
+                j.visit(&mut |t| v.push(t));
+                v
+            }
+        }
+    }
+
+    fn content_type(&self) -> ContentType {
+        match self {
+            BodySpec::Text { content_type, .. } => *content_type,
+            BodySpec::Form(_) => ContentType::Form,
+            BodySpec::Json(_) => ContentType::Json,
+        }
+    }
+}
+
+/// A compiled `regex`, compared by its pattern.
+#[derive(Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.as_str())
+    }
+}
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+impl Eq for Pattern {}
+
+/// What a successful answer's body must look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRule {
+    Contains(String),
+    Regex(Pattern),
+    /// The JSON value at `pointer` (RFC 6901) equals `equals`; a string
+    /// also matches a number or boolean written the same way.
+    JsonPointer {
+        pointer: String,
+        equals: serde_json::Value,
+    },
+}
+
+impl BodyRule {
+    fn matches(&self, body: &str) -> bool {
+        match self {
+            BodyRule::Contains(s) => body.contains(s.as_str()),
+            BodyRule::Regex(p) => p.0.is_match(body),
+            BodyRule::JsonPointer { pointer, equals } => {
+                let Ok(doc) = serde_json::from_str::<serde_json::Value>(body) else {
+                    return false;
+                };
+                match (doc.pointer(pointer), equals) {
+                    (None, _) => false,
+                    (Some(got), want) if got == want => true,
+                    (Some(serde_json::Value::Number(n)), serde_json::Value::String(s)) => {
+                        n.to_string() == *s
+                    }
+                    (Some(serde_json::Value::Bool(b)), serde_json::Value::String(s)) => {
+                        b.to_string() == *s
+                    }
+                    (Some(serde_json::Value::String(s)), serde_json::Value::Number(n)) => {
+                        n.to_string() == *s
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            BodyRule::Contains(s) => format!("contains = {s:?}"),
+            BodyRule::Regex(p) => format!("regex = {:?}", p.0.as_str()),
+            BodyRule::JsonPointer { pointer, equals } => {
+                format!("json_pointer = {pointer:?}, equals = {equals}")
+            }
+        }
+    }
+}
+
+/// `kind = "http"`: any gateway, described by templates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSpec {
+    pub url: Template,
+    pub method: Method,
+    pub headers: Vec<(String, Template)>,
+    /// `Authorization: Basic` from these two templates (user, password).
+    pub basic_auth: Option<(Template, Template)>,
+    pub body: Option<BodySpec>,
+    /// Secret files by placeholder name ("" is `{secret}`).
+    pub secrets: Vec<(String, PathBuf)>,
+    pub success_status: Vec<u16>,
+    pub success_body: Option<BodyRule>,
+}
+
+/// What the request is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gateway {
+    Template(TemplateSpec),
+    Preset { preset: Preset, base_url: String },
+}
+
+/// Connection settings shared by the generic provider and the presets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportSpec {
+    /// Extra trust anchors (PEM), on top of the system's CA bundle.
+    pub ca_file: Option<PathBuf>,
+    /// The whole exchange: connect, TLS, request, response.
+    pub timeout: Duration,
+    /// TCP connect and TLS handshake.
+    pub connect_timeout: Duration,
+    /// `http://` or `https://` CONNECT proxy.
+    pub proxy: Option<String>,
+    /// Plain `http://` URLs allowed (never the default: the message holds the code).
+    pub allow_http: bool,
+}
+
+impl TransportSpec {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+}
+
+/// One configured HTTP provider (`kind = "http"` or a preset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSpec {
+    pub name: String,
+    pub gateway: Gateway,
+    pub transport: TransportSpec,
+}
+
+impl HttpSpec {
+    /// Every secret file this provider reads, with the key that names it:
+    /// for `smsotp doctor`'s mode checks.
+    pub fn secret_paths(&self) -> Vec<(String, PathBuf)> {
+        match &self.gateway {
+            Gateway::Template(t) => t.secrets.clone(),
+            Gateway::Preset { preset, .. } => preset.secret_files(),
+        }
+    }
+
+    /// Where requests go, without path or query (no secrets): for `smsotp
+    /// doctor` and `check-config`. `https://api.twilio.com`.
+    pub fn endpoint(&self) -> String {
+        let url = match &self.gateway {
+            Gateway::Template(t) => t.url.literal_prefix().to_owned(),
+            Gateway::Preset { base_url, .. } => base_url.clone(),
+        };
+        match url.find("://") {
+            Some(i) => {
+                let rest = &url[i + 3..];
+                let end = rest.find(['/', '?', '{']).unwrap_or(rest.len());
+                format!("{}{}", &url[..i + 3], &rest[..end])
+            }
+            None => url,
+        }
+    }
+}
+
+/// Sends through an HTTP API: the generic template or a vendor preset.
+pub struct HttpProvider {
+    spec: HttpSpec,
+    agent: OnceLock<ureq::Agent>,
+}
+
+impl fmt::Debug for HttpProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpProvider")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpProvider {
+    pub fn new(spec: HttpSpec) -> HttpProvider {
+        HttpProvider {
+            spec,
+            agent: OnceLock::new(),
+        }
+    }
+
+    /// Built on first use (not for users who never get a code); a failure is
+    /// not kept, so a fixed `ca_file` counts without a restart.
+    fn agent(&self) -> Result<&ureq::Agent, SendError> {
+        if let Some(a) = self.agent.get() {
+            return Ok(a);
+        }
+        let a = build_agent(&self.spec.transport)?;
+        Ok(self.agent.get_or_init(|| a))
+    }
+}
+
+impl SmsProvider for HttpProvider {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn send(&self, sms: &Sms<'_>) -> Result<(), SendError> {
+        let files = match &self.spec.gateway {
+            Gateway::Template(t) => t.secrets.clone(),
+            Gateway::Preset { preset, .. } => preset.secret_files(),
+        };
+        let secrets = read_secrets(&files)?;
+        let values = Values {
+            number: sms.to.e164(),
+            digits: sms.to.digits(),
+            message: sms.text,
+            secrets: &secrets,
+        };
+        let req = match &self.spec.gateway {
+            Gateway::Template(t) => t.build(&values).map_err(SendError::Misconfigured)?,
+            Gateway::Preset { preset, base_url } => preset.build(base_url, sms, &secrets),
+        };
+        let auth: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization"))
+            .map(|(_, v)| v.as_str())
+            .flat_map(|v| [v, v.split_once(' ').map_or(v, |(_, cred)| cred)])
+            .collect();
+        let red = Redactor::new(sms, &secrets, &auth);
+        let agent = self.agent()?;
+        let (status, body) =
+            exchange(agent, &req).map_err(|e| transport_error(&e, &self.spec.transport, &red))?;
+        let body = String::from_utf8_lossy(&body);
+        match &self.spec.gateway {
+            Gateway::Template(t) => t.judge(status, &body, &red),
+            Gateway::Preset { preset, .. } => preset.judge(status, &body, &red),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

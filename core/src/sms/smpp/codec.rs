@@ -1,0 +1,159 @@
+//! Text into `submit_sm` contents: the `data_coding` bytes and the split
+//! into parts (UDH or `message_payload`).
+
+use super::*;
+
+// ----------------------------------------------------------------- encoding
+
+pub(super) fn ucs2(text: &str) -> Vec<u8> {
+    text.encode_utf16().flat_map(u16::to_be_bytes).collect()
+}
+
+/// A text in the bytes of one `data_coding`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub data_coding: u8,
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Encoded {{ data_coding: {}, {} bytes }}",
+            self.data_coding,
+            self.bytes.len()
+        )
+    }
+}
+
+impl Encoded {
+    pub(super) fn of(text: &str, alphabet: Coding) -> Encoded {
+        let (data_coding, bytes) = match alphabet {
+            Coding::Gsm7 => match gsm7_encode(text) {
+                Some(b) => (0, b),
+                None => (8, ucs2(text)),
+            },
+            Coding::Latin1 if text.chars().all(|c| u32::from(c) <= 0xFF) => {
+                (3, text.chars().map(|c| c as u8).collect())
+            }
+            Coding::Ia5 if text.is_ascii() => (1, text.as_bytes().to_vec()),
+            Coding::Latin1 | Coding::Ia5 | Coding::Ucs2 => (8, ucs2(text)),
+        };
+        Encoded {
+            data_coding,
+            bytes: Zeroizing::new(bytes),
+        }
+    }
+
+    /// (one SMS, one part of a concatenated SMS), in bytes.
+    pub(super) fn limits(&self) -> (usize, usize) {
+        if self.data_coding == 0 {
+            (160, 153)
+        } else {
+            (140, 134)
+        }
+    }
+
+    /// The length of the unit starting at `i`: an escape and its septet, a
+    /// surrogate pair, or one character.
+    pub(super) fn unit_at(&self, i: usize) -> usize {
+        let b = &self.bytes;
+        match self.data_coding {
+            0 if b[i] == ESC => 2,
+            8 if (0xD8..=0xDB).contains(&b[i]) => 4,
+            8 => 2,
+            _ => 1,
+        }
+        .min(b.len() - i)
+    }
+
+    /// Cuts the text into chunks of at most `max` bytes, between units.
+    pub(super) fn chunks(&self, max: usize) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let (mut start, mut i) = (0, 0);
+        while i < self.bytes.len() {
+            let u = self.unit_at(i);
+            if i + u - start > max {
+                out.push(&self.bytes[start..i]);
+                start = i;
+            }
+            i += u;
+        }
+        if start < self.bytes.len() || out.is_empty() {
+            out.push(&self.bytes[start..]);
+        }
+        out
+    }
+}
+
+/// What goes into one `submit_sm`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Part {
+    pub esm_class: u8,
+    pub data_coding: u8,
+    pub short_message: Zeroizing<Vec<u8>>,
+    pub payload: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl fmt::Debug for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Part")
+            .field("esm_class", &self.esm_class)
+            .field("data_coding", &self.data_coding)
+            .field("short_message_len", &self.short_message.len())
+            .field("payload_len", &self.payload.as_ref().map(|p| p.len()))
+            .finish()
+    }
+}
+
+/// The `submit_sm` contents for `text`; `reference` identifies the parts of
+/// one concatenated message.
+pub fn message_parts(
+    text: &str,
+    alphabet: Coding,
+    long: LongMessages,
+    reference: u8,
+) -> Result<Vec<Part>, String> {
+    let enc = Encoded::of(text, alphabet);
+    let (single, each) = enc.limits();
+    let dc = enc.data_coding;
+    if enc.bytes.len() <= single {
+        return Ok(vec![Part {
+            esm_class: 0,
+            data_coding: dc,
+            short_message: enc.bytes.clone(),
+            payload: None,
+        }]);
+    }
+    if long == LongMessages::Payload {
+        return Ok(vec![Part {
+            esm_class: 0,
+            data_coding: dc,
+            short_message: Zeroizing::new(Vec::new()),
+            payload: Some(enc.bytes.clone()),
+        }]);
+    }
+    let chunks = enc.chunks(each);
+    if chunks.len() > MAX_PARTS {
+        return Err(format!(
+            "the message needs {} SMS parts (at most {MAX_PARTS}); shorten otp.message",
+            chunks.len()
+        ));
+    }
+    let total = chunks.len() as u8;
+    Ok(chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut sm = vec![0x05, 0x00, 0x03, reference, total, i as u8 + 1];
+            sm.extend_from_slice(c);
+            Part {
+                esm_class: 0x40,
+                data_coding: dc,
+                short_message: Zeroizing::new(sm),
+                payload: None,
+            }
+        })
+        .collect())
+}
