@@ -6,10 +6,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use smsotp_core::audit::Level;
-use smsotp_core::backup;
 use smsotp_core::config::ClientMode;
-use smsotp_core::flow::{Answer, ChallengeInfo, Expired, Reject, Retry, Start, Step, Verdict};
+use smsotp_core::flow::{Answer, ChallengeInfo, Expired, Start, Verdict};
 use smsotp_core::otp::ChallengeId;
 use smsotp_core::{Engine, LoginContext};
 
@@ -107,31 +105,15 @@ fn valid_user(u: &str) -> bool {
 
 type Flow<T> = Result<T, smsotp_core::flow::FlowError>;
 
-/// Checks the password; a failure is logged and rejected without a hint
-/// whether the user exists.
+/// Checks the password; the core logs a failure, and the answer gives no
+/// hint whether the user exists.
 fn password_ok(
     engine: &Engine,
     primary: &dyn PrimaryAuth,
     ctx: &LoginContext,
     password: &[u8],
 ) -> bool {
-    match primary.check(&ctx.user, password) {
-        Ok(true) => true,
-        Ok(false) => {
-            let mut e = engine.event_for(ctx, "reject");
-            e.outcome = Some("failure");
-            e.reason = Some("bad_password");
-            engine.record(Level::Info, &e);
-            false
-        }
-        Err(msg) => {
-            let mut e = engine.event_for(ctx, "error");
-            e.outcome = Some("failure");
-            e.detail = Some(msg);
-            engine.record(Level::Error, &e);
-            false
-        }
-    }
+    engine.first_factor(ctx, primary.check(&ctx.user, password))
 }
 
 fn first_round(
@@ -144,37 +126,22 @@ fn first_round(
         return Ok(Decision::Reject { message: None });
     }
     Ok(match engine.start(ctx)? {
-        // Enrollment and backup-only challenges say what to type instead.
-        Start::Challenge(info) if info.step != Step::Code => {
-            let intro = info.intro();
-            challenge(&info, intro)
-        }
-        Start::Challenge(info) => challenge(
-            &info,
-            format!(
-                "Code sent to {}. {}",
-                info.phone_masked,
-                tries(info.attempts_left)
-            ),
-        ),
+        Start::Challenge(info) => challenge(&info, info.intro_with_tries()),
         Start::Done(v) => verdict(v),
     })
 }
 
 fn answer_state(engine: &Engine, ctx: &LoginContext, state: &[u8], code: &[u8]) -> Flow<Decision> {
     let Ok(id) = <[u8; 16]>::try_from(state) else {
-        // Not a State we ever sent: same answer as an unknown one.
-        let mut e = engine.event_for(ctx, "reject");
-        e.outcome = Some("failure");
-        e.reason = Some("unknown_challenge");
-        engine.record(Level::Info, &e);
+        // Not a State we ever sent: logged as an unknown one.
+        engine.reject_malformed_challenge(ctx);
         return Ok(Decision::Reject { message: None });
     };
     let code = String::from_utf8_lossy(code);
     Ok(
         match engine.answer_with(ctx, &ChallengeId(id), &code, Expired::Reject)? {
             Answer::Done(v) => verdict(v),
-            Answer::Retry(r, info) => challenge(&info, retry_message(&r, &info)),
+            Answer::Retry(r, info) => challenge(&info, r.user_message()),
         },
     )
 }
@@ -187,26 +154,8 @@ fn append(
     ctx: &LoginContext,
     field: &[u8],
 ) -> Flow<Decision> {
-    let code_len = engine.cfg.otp.length;
     if let Some(pending) = engine.pending(ctx)? {
-        // A backup code at the end takes the place of the SMS code: with
-        // its dash ("xxxxx-xxxxx"), since ten characters of a password and
-        // a code could look like one, or without when only a backup code
-        // will do.
-        let backup_tail = |n: usize| {
-            field.len() >= n
-                && std::str::from_utf8(&field[field.len() - n..])
-                    .ok()
-                    .and_then(backup::parse)
-                    .is_some()
-        };
-        let code_len = if backup_tail(11) && field[field.len() - 6] == b'-' {
-            11
-        } else if pending.step == Step::BackupOnly && backup_tail(10) {
-            10
-        } else {
-            code_len
-        };
+        let code_len = engine.appended_code_len(&pending, field);
         if field.len() >= code_len && (field.len() > code_len || !primary.checks_password()) {
             let (password, code) = field.split_at(field.len() - code_len);
             if password_ok(engine, primary, ctx, password) {
@@ -214,8 +163,8 @@ fn append(
                 return Ok(
                     match engine.answer_with(ctx, &pending.id, &code, Expired::Reject)? {
                         Answer::Done(v) => verdict(v),
-                        Answer::Retry(r, info) => Decision::Reject {
-                            message: Some(format!("{} {}", retry_message(&r, &info), APPEND_HINT)),
+                        Answer::Retry(r, _) => Decision::Reject {
+                            message: Some(r.appended_message()),
                         },
                     },
                 );
@@ -227,40 +176,12 @@ fn append(
     if !password_ok(engine, primary, ctx, field) {
         return Ok(Decision::Reject { message: None });
     }
-    Ok(match engine.start_one_per_login(ctx)? {
-        Start::Challenge(info) => match info.step {
-            Step::Code | Step::EnrollCode => Decision::Reject {
-                message: Some(format!("Code sent to {}. {APPEND_HINT}", info.phone_masked)),
-            },
-            Step::BackupOnly => Decision::Reject {
-                message: Some(format!("{} {APPEND_BACKUP_HINT}", info.intro())),
-            },
-            // Enrolling needs a dialogue this NAS cannot hold.
-            Step::EnrollNumber => {
-                engine.abandon(ctx, &info.id, "enrollment needs challenge mode");
-                Decision::Reject {
-                    message: Some(Reject::NoPhone.user_message().to_owned()),
-                }
-            }
+    Ok(match engine.start_appended(ctx)? {
+        Start::Challenge(info) => Decision::Reject {
+            message: Some(info.appended_message()),
         },
         Start::Done(v) => verdict(v),
     })
-}
-
-const APPEND_BACKUP_HINT: &str = "Log in again with your password followed by a backup code.";
-
-const APPEND_HINT: &str = "Log in again with your password followed by the code.";
-
-fn tries(n: u32) -> String {
-    if n == 1 {
-        "1 try left.".into()
-    } else {
-        format!("{n} tries left.")
-    }
-}
-
-fn retry_message(r: &Retry, _info: &ChallengeInfo) -> String {
-    r.user_message()
 }
 
 fn challenge(info: &ChallengeInfo, message: String) -> Decision {

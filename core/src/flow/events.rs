@@ -85,6 +85,47 @@ impl Engine {
         v
     }
 
+    /// The first factor a front end checked itself (a RADIUS server's
+    /// password check): whether it passed. A wrong password is logged as a
+    /// reject and one that could not be checked as an error; the user is
+    /// told neither, so the answer never hints whether the account exists.
+    pub fn first_factor(&self, ctx: &LoginContext, checked: Result<bool, String>) -> bool {
+        match checked {
+            Ok(true) => true,
+            Ok(false) => {
+                let mut e = self.event(ctx, "reject");
+                e.outcome = Some("failure");
+                e.reason = Some("bad_password");
+                self.log(Level::Info, &e);
+                false
+            }
+            Err(msg) => {
+                let mut e = self.event(ctx, "error");
+                e.outcome = Some("failure");
+                e.detail = Some(msg);
+                self.log(Level::Error, &e);
+                false
+            }
+        }
+    }
+
+    /// An answer naming a challenge id that could never be one of ours (a
+    /// RADIUS State of the wrong size): logged as an unknown challenge.
+    pub fn reject_malformed_challenge(&self, ctx: &LoginContext) {
+        self.finish(ctx, Verdict::Reject(Reject::UnknownChallenge), None);
+    }
+
+    /// A retry on a PAM handle whose code round already failed: refused
+    /// without sending anything.
+    pub fn log_round_over(&self, ctx: &LoginContext) {
+        let mut e = self.event(ctx, "retry_refused");
+        e.outcome = Some("failure");
+        e.reason = Some("code_round_failed");
+        e.detail =
+            Some("pam_authenticate again on a handle whose code round failed; no SMS sent".into());
+        self.log(Level::Info, &e);
+    }
+
     /// Logs an error that ends a login (the front end fails closed).
     pub fn log_error(&self, ctx: &LoginContext, err: &FlowError) {
         let mut e = self.event(ctx, "error");

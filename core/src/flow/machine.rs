@@ -28,6 +28,32 @@ enum Ids {
 }
 
 /// What an answer that comes after the code expired gets.
+/// The code-acceptance rule, stated once: a code opens challenge `rec`
+/// when the challenge is `ctx`'s user's for `ctx`'s service, waits for a
+/// code of kind `step`, has not expired at `now`, holds the MAC of what was
+/// typed (`mac`, compared in constant time), and the user is not locked
+/// out. [`Engine::answer_with`] asks it; [`Store::consume_code`] is its
+/// atomic implementation for [`Step::Code`] (the check and the delete in
+/// one transaction, in SQL), and the test
+/// `consume_code_agrees_with_the_rule` holds the two to the same answers.
+///
+/// [`Store::consume_code`]: crate::store::Store::consume_code
+pub(crate) fn code_opens(
+    rec: &ChallengeRecord,
+    ctx: &LoginContext,
+    step: Step,
+    locked: bool,
+    mac: &[u8; 32],
+    now: Millis,
+) -> bool {
+    rec.user == ctx.user
+        && rec.service == ctx.service
+        && rec.step == step
+        && now < rec.expires_at
+        && !locked
+        && otp::macs_equal(mac, &rec.code_mac)
+}
+
 impl Engine {
     /// Step one: decide whether the user needs a code, and send it.
     pub fn start(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
@@ -40,6 +66,29 @@ impl Engine {
     /// [`Engine::pending`] finds it.
     pub fn start_one_per_login(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
         self.start_with(ctx, Ids::PerLogin)
+    }
+
+    /// [`Engine::start_one_per_login`] for a front end that takes the code
+    /// typed after the password (RADIUS append mode). Such a front end
+    /// cannot hold the enrollment dialogue (a number, then a code), so a
+    /// login that would enroll is abandoned (logged as such) and ends as
+    /// [`Reject::NoPhone`].
+    pub fn start_appended(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
+        match self.start_one_per_login(ctx)? {
+            Start::Challenge(info) if info.step == Step::EnrollNumber => {
+                self.abandon(ctx, &info.id, "enrollment needs challenge mode");
+                Ok(Start::Done(Verdict::Reject(Reject::NoPhone)))
+            }
+            started => Ok(started),
+        }
+    }
+
+    /// How many bytes at the end of `field` (a password with the answer to
+    /// `pending` typed after it) are that answer: a backup code by its
+    /// shape ([`backup::appended_len`]), else an SMS code of the configured
+    /// length.
+    pub fn appended_code_len(&self, pending: &ChallengeInfo, field: &[u8]) -> usize {
+        backup::appended_len(field, pending.step == Step::BackupOnly).unwrap_or(self.cfg.otp.length)
     }
 
     fn new_id(&self, ctx: &LoginContext, ids: Ids) -> Result<ChallengeId, FlowError> {
@@ -437,9 +486,11 @@ impl Engine {
                 return self.enroll_number(ctx, &rec, input, now);
             }
         }
+        // Every other condition of the rule holds here (each was answered
+        // above with its own reason); the code decides.
         let matches = otp::normalise(input, self.cfg.otp.alphabet).is_some_and(|code| {
             let mac = self.key.mac(id, &ctx.user, &ctx.service, &code);
-            otp::macs_equal(&mac, &rec.code_mac)
+            code_opens(&rec, ctx, rec.step, false, &mac, now)
         });
         if matches {
             // Deleting the row is what makes the code single-use: of two

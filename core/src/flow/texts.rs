@@ -6,6 +6,30 @@ use std::time::Duration;
 use super::outcome::{Accept, ChallengeInfo, Limit, Reject, Retry};
 use crate::store::Step;
 
+/// What a front end that takes the code after the password (RADIUS append
+/// mode) adds once a code is out.
+pub const APPEND_HINT: &str = "Log in again with your password followed by the code.";
+/// [`APPEND_HINT`] when only a backup code will do.
+pub const APPEND_BACKUP_HINT: &str = "Log in again with your password followed by a backup code.";
+
+/// What the user is told when the service itself failed (the store or a
+/// directory cannot be read, an internal error): not their doing, and
+/// nothing they can fix.
+pub const UNAVAILABLE: &str = "SMS login is not available right now. Contact your administrator.";
+
+/// What the user is told when the configuration cannot be loaded.
+pub const UNAVAILABLE_CONFIG: &str =
+    "SMS login is not available (configuration problem). Contact your administrator.";
+
+/// What a retry on a PAM handle whose code round failed is told.
+pub const ROUND_OVER: &str =
+    "The SMS code was not accepted; no new code is sent for this attempt. Start again to get one.";
+
+/// "1 try left.", "3 tries left."
+fn tries(n: u32) -> String {
+    format!("{} left.", crate::counted(n as usize, "try", "tries"))
+}
+
 /// The prompt for the code.
 pub const CODE_PROMPT: &str = "SMS code: ";
 /// The prompt for a backup code (no SMS was sent).
@@ -124,13 +148,46 @@ impl ChallengeInfo {
             _ => self.prompt().to_owned(),
         }
     }
+
+    /// [`ChallengeInfo::intro`] as one line for a front end that shows one
+    /// message with its prompt (a RADIUS Access-Challenge): a code sent
+    /// also says how many tries it has.
+    pub fn intro_with_tries(&self) -> String {
+        match self.step {
+            Step::Code => format!(
+                "Code sent to {}. {}",
+                self.phone_masked,
+                tries(self.attempts_left)
+            ),
+            Step::EnrollCode | Step::BackupOnly | Step::EnrollNumber => self.intro(),
+        }
+    }
+
+    /// What a front end that takes the code after the password (RADIUS
+    /// append mode) says when a challenge opens: it rejects this request
+    /// and the user logs in again with the code typed after the password.
+    pub fn appended_message(&self) -> String {
+        match self.step {
+            Step::Code | Step::EnrollCode => {
+                format!("Code sent to {}. {APPEND_HINT}", self.phone_masked)
+            }
+            Step::BackupOnly => format!("{} {APPEND_BACKUP_HINT}", self.intro()),
+            // Never opened for such a front end (see Engine::start_appended).
+            Step::EnrollNumber => Reject::NoPhone.user_message(),
+        }
+    }
 }
 
 impl Retry {
+    /// [`Retry::user_message`] for a front end that takes the code after
+    /// the password (RADIUS append mode).
+    pub fn appended_message(&self) -> String {
+        format!("{} {APPEND_HINT}", self.user_message())
+    }
+
     pub fn user_message(&self) -> String {
         match self {
-            Retry::WrongCode { tries_left: 1 } => "Wrong code, 1 try left.".into(),
-            Retry::WrongCode { tries_left } => format!("Wrong code, {tries_left} tries left."),
+            Retry::WrongCode { tries_left } => format!("Wrong code, {}", tries(*tries_left)),
             Retry::Expired => "The code has expired. Press Enter for a new one.".into(),
             Retry::Resent { phone_masked } => format!("New code sent to {phone_masked}."),
             Retry::Cooldown { wait } => {
