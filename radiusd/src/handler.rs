@@ -1,13 +1,15 @@
 //! One Access-Request in, one decision out. No sockets, no secrets, no
 //! duplicate cache: those belong to the server loop. The login rules are
-//! the core's ([`Engine::start`], [`Engine::answer`]); this module only
-//! translates between packets and those calls, in one match per outcome.
+//! the core's ([`Engine::start`], [`Engine::answer`]), and so are the
+//! texts; this module only translates between packets and those calls.
+//! Whatever a request comes to, an [`Outcome`], becomes a [`Decision`] in
+//! one place, [`reply`].
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use smsotp_core::config::ClientMode;
-use smsotp_core::flow::{Answer, ChallengeInfo, Expired, Start, Verdict};
+use smsotp_core::flow::{self, Answer, ChallengeInfo, Expired, Failure, Start, Verdict};
 use smsotp_core::otp::ChallengeId;
 use smsotp_core::{Engine, LoginContext};
 
@@ -48,9 +50,67 @@ pub struct ClientInfo {
     pub mode: ClientMode,
 }
 
-/// Message when the service itself failed (store unreadable, …).
-pub(crate) const UNAVAILABLE: &str =
-    "SMS login is not available right now. Contact your administrator.";
+/// Everything a request can come to, before it is an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A Status-Server: the server is alive.
+    Alive,
+    /// Refused without a word, so the answer never hints whether the
+    /// account exists: no user name worth looking up, a wrong password, a
+    /// State we never sent.
+    Refused,
+    /// The core's verdict.
+    Verdict(Verdict),
+    /// A challenge is open; the text says what to type.
+    Challenge(ChallengeInfo, String),
+    /// Append mode: this request is rejected with the text, and the user
+    /// logs in again with the code typed after the password.
+    LogInAgain(String),
+    /// The login could not be decided.
+    Failed(Broken),
+}
+
+/// Why a login could not be decided. Each fails closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// The core failed (store, directory, randomness, …).
+    Login(Failure),
+    /// The engine could not be opened (the key, the store).
+    NoEngine,
+    /// Handling the request panicked.
+    Panic,
+    /// The decision was logged but the store rolled back what it relied
+    /// on (a consumed code, a new challenge), so it does not stand.
+    RolledBack,
+}
+
+/// The one mapping from what a request came to, to the RADIUS answer.
+pub fn reply(outcome: Outcome) -> Decision {
+    match outcome {
+        Outcome::Alive => Decision::Accept { message: None },
+        Outcome::Refused => Decision::Reject { message: None },
+        Outcome::Verdict(Verdict::Accept(a)) => Decision::Accept {
+            message: a.user_message(),
+        },
+        // Exempt users have passed the first factor (ours or the NAS's).
+        Outcome::Verdict(Verdict::NotApplicable(_)) => Decision::Accept { message: None },
+        Outcome::Verdict(Verdict::Reject(r)) => Decision::Reject {
+            message: Some(r.user_message()),
+        },
+        Outcome::Challenge(info, message) => challenge(&info, message),
+        Outcome::LogInAgain(message) => Decision::Reject {
+            message: Some(message),
+        },
+        Outcome::Failed(
+            Broken::Login(Failure::Unavailable | Failure::Conversation | Failure::Internal)
+            | Broken::NoEngine
+            | Broken::Panic
+            | Broken::RolledBack,
+        ) => Decision::Reject {
+            message: Some(flow::UNAVAILABLE.into()),
+        },
+    }
+}
 
 /// Decides the answer to one request.
 pub fn handle(
@@ -60,11 +120,22 @@ pub fn handle(
     req: &Request,
     from: IpAddr,
 ) -> Decision {
+    reply(decide(engine, primary, client, req, from))
+}
+
+/// What one request comes to.
+fn decide(
+    engine: &Engine,
+    primary: &dyn PrimaryAuth,
+    client: &ClientInfo,
+    req: &Request,
+    from: IpAddr,
+) -> Outcome {
     if req.code == RequestCode::StatusServer {
-        return Decision::Accept { message: None };
+        return Outcome::Alive;
     }
     let Some(ctx) = login_context(&client.name, req, from) else {
-        return Decision::Reject { message: None };
+        return Outcome::Refused;
     };
     let password: &[u8] = req.user_password.as_deref().map_or(&[], |p| p.as_slice());
     let result = match (&req.state, client.mode) {
@@ -74,9 +145,7 @@ pub fn handle(
     };
     result.unwrap_or_else(|e| {
         engine.log_error(&ctx, &e);
-        Decision::Reject {
-            message: Some(UNAVAILABLE.into()),
-        }
+        Outcome::Failed(Broken::Login(e.failure()))
     })
 }
 
@@ -121,27 +190,30 @@ fn first_round(
     primary: &dyn PrimaryAuth,
     ctx: &LoginContext,
     password: &[u8],
-) -> Flow<Decision> {
+) -> Flow<Outcome> {
     if !password_ok(engine, primary, ctx, password) {
-        return Ok(Decision::Reject { message: None });
+        return Ok(Outcome::Refused);
     }
     Ok(match engine.start(ctx)? {
-        Start::Challenge(info) => challenge(&info, info.intro_with_tries()),
-        Start::Done(v) => verdict(v),
+        Start::Challenge(info) => {
+            let message = info.intro_with_tries();
+            Outcome::Challenge(info, message)
+        }
+        Start::Done(v) => Outcome::Verdict(v),
     })
 }
 
-fn answer_state(engine: &Engine, ctx: &LoginContext, state: &[u8], code: &[u8]) -> Flow<Decision> {
+fn answer_state(engine: &Engine, ctx: &LoginContext, state: &[u8], code: &[u8]) -> Flow<Outcome> {
     let Ok(id) = <[u8; 16]>::try_from(state) else {
         // Not a State we ever sent: logged as an unknown one.
         engine.reject_malformed_challenge(ctx);
-        return Ok(Decision::Reject { message: None });
+        return Ok(Outcome::Refused);
     };
     let code = String::from_utf8_lossy(code);
     Ok(
         match engine.answer_with(ctx, &ChallengeId(id), &code, Expired::Reject)? {
-            Answer::Done(v) => verdict(v),
-            Answer::Retry(r, info) => challenge(&info, r.user_message()),
+            Answer::Done(v) => Outcome::Verdict(v),
+            Answer::Retry(r, info) => Outcome::Challenge(info, r.user_message()),
         },
     )
 }
@@ -153,7 +225,7 @@ fn append(
     primary: &dyn PrimaryAuth,
     ctx: &LoginContext,
     field: &[u8],
-) -> Flow<Decision> {
+) -> Flow<Outcome> {
     if let Some(pending) = engine.pending(ctx)? {
         let code_len = engine.appended_code_len(&pending, field);
         if field.len() >= code_len && (field.len() > code_len || !primary.checks_password()) {
@@ -162,10 +234,8 @@ fn append(
                 let code = String::from_utf8_lossy(code);
                 return Ok(
                     match engine.answer_with(ctx, &pending.id, &code, Expired::Reject)? {
-                        Answer::Done(v) => verdict(v),
-                        Answer::Retry(r, _) => Decision::Reject {
-                            message: Some(r.appended_message()),
-                        },
+                        Answer::Done(v) => Outcome::Verdict(v),
+                        Answer::Retry(r, _) => Outcome::LogInAgain(r.appended_message()),
                     },
                 );
             }
@@ -174,13 +244,11 @@ fn append(
         }
     }
     if !password_ok(engine, primary, ctx, field) {
-        return Ok(Decision::Reject { message: None });
+        return Ok(Outcome::Refused);
     }
     Ok(match engine.start_appended(ctx)? {
-        Start::Challenge(info) => Decision::Reject {
-            message: Some(info.appended_message()),
-        },
-        Start::Done(v) => verdict(v),
+        Start::Challenge(info) => Outcome::LogInAgain(info.appended_message()),
+        Start::Done(v) => Outcome::Verdict(v),
     })
 }
 
@@ -192,20 +260,6 @@ fn challenge(info: &ChallengeInfo, message: String) -> Decision {
         state: info.id.0,
         message,
         session_timeout: u32::try_from(secs).unwrap_or(u32::MAX),
-    }
-}
-
-/// The one mapping from a core verdict to a RADIUS decision.
-fn verdict(v: Verdict) -> Decision {
-    match v {
-        Verdict::Accept(a) => Decision::Accept {
-            message: a.user_message(),
-        },
-        // Exempt users have passed the first factor (ours or the NAS's).
-        Verdict::NotApplicable(_) => Decision::Accept { message: None },
-        Verdict::Reject(r) => Decision::Reject {
-            message: Some(r.user_message().to_owned()),
-        },
     }
 }
 

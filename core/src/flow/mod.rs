@@ -44,7 +44,7 @@ pub use conversation::{run, Conversation};
 pub use outcome::{
     Accept, Answer, ChallengeInfo, Expired, Limit, Reason, Reject, Retry, Skip, Start, Verdict,
 };
-pub use texts::{BACKUP_PROMPT, CODE_PROMPT, ENROLL_PROMPT};
+pub use texts::{BACKUP_PROMPT, CODE_PROMPT, ENROLL_PROMPT, UNAVAILABLE};
 
 /// Who is logging in, to what, from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +87,35 @@ pub enum FlowError {
     Conversation(String),
     #[error(transparent)]
     Backup(#[from] BackupError),
+}
+
+/// What kind of failure a [`FlowError`] is, for a front end's one match.
+/// [`FlowError`] is `#[non_exhaustive]`, so another crate cannot match it
+/// without a wildcard; this is not, so a new kind is a compile error in
+/// every front end rather than a silent default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The store, a directory or the account database could not be read:
+    /// the service is unavailable for now.
+    Unavailable,
+    /// The conversation with the user broke (the user went away).
+    Conversation,
+    /// Randomness, the key or backup-code checking failed: something on
+    /// this host is broken.
+    Internal,
+}
+
+impl FlowError {
+    /// The kind of failure, which decides what a front end answers.
+    pub fn failure(&self) -> Failure {
+        match self {
+            FlowError::Store(_) | FlowError::Directory(_) | FlowError::Accounts { .. } => {
+                Failure::Unavailable
+            }
+            FlowError::Conversation(_) => Failure::Conversation,
+            FlowError::Random(_) | FlowError::Key(_) | FlowError::Backup(_) => Failure::Internal,
+        }
+    }
 }
 
 /// Everything a login needs, built once per PAM call or per server.
