@@ -22,7 +22,9 @@
 //! texts); `flow/events.rs` builds the audit events that end a login;
 //! `flow/conversation.rs` is the interactive loop ([`flow::run`]) PAM
 //! drives. Front ends decide nothing: they map outcomes, errors and
-//! panics to their answer in one exhaustive match each.
+//! panics to their answer in one exhaustive match each. [`audit`] keeps the
+//! record and its line and JSON forms apart from where lines go (the
+//! syslog, stderr, file and server sinks in `audit/sinks.rs`).
 //!
 //! The core is synchronous and starts no threads: it runs inside sshd's
 //! forked PAM child. Time ([`clock`]) and randomness ([`random`]) are
