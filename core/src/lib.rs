@@ -12,7 +12,8 @@
 //! The flow is arranged by concern: `flow/mod.rs` builds the
 //! [`Engine`] and names the errors ([`flow::FlowError`], classified for
 //! front ends as [`flow::Failure`]); `flow/machine.rs` is the state machine
-//! (start, answer, resend, backup code, enrollment) and states the
+//! (start, answer, resend, backup code, enrollment; the number step of
+//! enrollment is `flow/enroll.rs`) and states the
 //! code-acceptance rule once (`code_opens`; the store's `consume_code` is
 //! its one-transaction implementation, tested to agree); `flow/outcome.rs`
 //! holds what a step answers ([`Verdict`] and its reasons,

@@ -248,7 +248,7 @@ impl Engine {
 
     /// The reason for a send a limit refused: which limit, and for the
     /// user's own, how long until the window lets the next SMS through.
-    fn limited(
+    pub(super) fn limited(
         &self,
         ctx: &LoginContext,
         permit: SendPermit,
@@ -309,7 +309,7 @@ impl Engine {
 
     /// Sends `code`; on failure returns (without logging it) the verdict
     /// the policy asks for.
-    fn deliver(
+    pub(super) fn deliver(
         &self,
         ctx: &LoginContext,
         phone: &crate::phone::Phone,
@@ -367,7 +367,7 @@ impl Engine {
         }
     }
 
-    fn info(&self, rec: &ChallengeRecord, now: Millis) -> ChallengeInfo {
+    pub(super) fn info(&self, rec: &ChallengeRecord, now: Millis) -> ChallengeInfo {
         ChallengeInfo {
             id: rec.id,
             phone_masked: rec.phone_masked.clone(),
@@ -606,94 +606,6 @@ impl Engine {
                 shown,
             ))),
         }
-    }
-
-    /// Enrollment: the user typed a number. Check it, send a code to it.
-    fn enroll_number(
-        &self,
-        ctx: &LoginContext,
-        rec: &ChallengeRecord,
-        input: &str,
-        now: Millis,
-    ) -> Result<Answer, FlowError> {
-        let refused = |retry: Retry, last: Reject| -> Result<Answer, FlowError> {
-            // Bad numbers use up the challenge's tries (not the lockout
-            // count: they are no guess at a secret).
-            let mut e = self.event(ctx, "enroll_bad_number");
-            e.detail = Some(retry.user_message());
-            self.log(Level::Info, &e);
-            match self.store.wrong_attempt(&rec.id)? {
-                Some(n) if n > 0 => {
-                    let mut info = self.info(rec, now);
-                    info.attempts_left = n;
-                    Ok(Answer::Retry(retry, info))
-                }
-                _ => Ok(Answer::Done(self.finish(ctx, Verdict::Reject(last), None))),
-            }
-        };
-        let phone = match Phone::parse(input, self.cfg.phone.default_region) {
-            Ok(p) => p,
-            Err(e) => return refused(Retry::BadNumber(e.to_string()), Reject::NoPhone),
-        };
-        if !phone.allowed(&self.cfg.phone) {
-            return refused(Retry::CountryNotAllowed, Reject::CountryNotAllowed);
-        }
-        let masked = phone.masked();
-        let give_up = |v: Reject| -> Result<Answer, FlowError> {
-            self.store.delete_challenge(&rec.id)?;
-            Ok(Answer::Done(self.finish(
-                ctx,
-                Verdict::Reject(v),
-                Some(&masked),
-            )))
-        };
-        // A number registered since the login began (by an admin) is not
-        // for a login to replace: start again with it.
-        if self.find_phone(&ctx.user)?.is_some() {
-            return give_up(Reject::UnknownChallenge);
-        }
-        let limits = &self.cfg.limits;
-        let permit =
-            self.store
-                .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?;
-        if permit != SendPermit::Granted {
-            return give_up(self.limited(ctx, permit, now)?);
-        }
-        let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
-        let mac = self
-            .key
-            .mac(&rec.id, &ctx.user, &ctx.service, code.as_str());
-        let expires_at = now + ms(self.cfg.otp.ttl);
-        let attempts = self.cfg.otp.max_attempts.get();
-        if !self
-            .store
-            .enroll_number(&rec.id, phone.e164(), &mac, now, expires_at, attempts)?
-        {
-            return Ok(Answer::Done(self.finish(
-                ctx,
-                Verdict::Reject(Reject::UnknownChallenge),
-                None,
-            )));
-        }
-        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "enroll_code_sent") {
-            self.store.delete_challenge(&rec.id)?;
-            return Ok(Answer::Done(self.finish(ctx, v, Some(&masked))));
-        }
-        let updated = ChallengeRecord {
-            phone_masked: masked.clone(),
-            sent_at: now,
-            expires_at,
-            attempts_left: attempts,
-            step: Step::EnrollCode,
-            pending_phone: Some(phone.e164().to_owned()),
-            ..rec.clone()
-        };
-        Ok(Answer::Retry(
-            Retry::EnrollCodeSent {
-                phone_masked: masked,
-            },
-            self.info(&updated, now),
-        ))
     }
 
     fn resend(

@@ -19,6 +19,7 @@
 //! rules live here once: no front end decides anything about codes.
 
 mod conversation;
+mod enroll;
 mod events;
 mod machine;
 mod outcome;
