@@ -69,6 +69,31 @@ pub fn parse(input: &str) -> Option<Zeroizing<String>> {
     (s.len() == CODE_LEN).then_some(s)
 }
 
+/// How many bytes at the end of `field` (a password with a code typed
+/// after it, as RADIUS append mode takes it) are a backup code: 11 with its
+/// dash (`xxxxx-xxxxx`), since ten characters of a password and an SMS code
+/// could look like one; 10 without the dash only when a backup code is all
+/// the challenge takes (`only_backup`). `None`: no backup code there.
+pub fn appended_len(field: &[u8], only_backup: bool) -> Option<usize> {
+    let tail = |n: usize| {
+        field
+            .len()
+            .checked_sub(n)
+            .and_then(|start| field.get(start..))
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(parse)
+            .is_some()
+    };
+    let dash_at = field.len().checked_sub(6).and_then(|i| field.get(i));
+    if tail(11) && dash_at == Some(&b'-') {
+        Some(11)
+    } else if only_backup && tail(10) {
+        Some(10)
+    } else {
+        None
+    }
+}
+
 /// The lookup tag of `code` (normalised) for `user`.
 fn tag(key: &OtpKey, user: &str, code: &str) -> [u8; 8] {
     let mac = key.mac_labelled("smsotp-backup-tag-v1", &[user.as_bytes(), code.as_bytes()]);
@@ -182,6 +207,23 @@ mod tests {
 
     fn key() -> OtpKey {
         OtpKey::from_bytes(&[7u8; 32])
+    }
+
+    #[test]
+    fn a_backup_code_after_a_password_is_found_by_its_shape() {
+        // With its dash: always, whatever the challenge waits for.
+        assert_eq!(appended_len(b"hunter2abcde-fghjk", false), Some(11));
+        assert_eq!(appended_len(b"abcde-fghjk", false), Some(11));
+        // Without: only where a backup code is all that is asked, since a
+        // password's tail and an SMS code could look like one.
+        assert_eq!(appended_len(b"hunter2abcdefghjk", false), None);
+        assert_eq!(appended_len(b"hunter2abcdefghjk", true), Some(10));
+        // The dash must be where a backup code has it.
+        assert_eq!(appended_len(b"hunter2abcdef-ghjk", false), None);
+        // An SMS code, or too short for anything.
+        assert_eq!(appended_len(b"hunter2123456", true), None);
+        assert_eq!(appended_len(b"", true), None);
+        assert_eq!(appended_len(b"\xffabcde-fghjk", false), Some(11));
     }
 
     #[test]

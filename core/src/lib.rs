@@ -9,6 +9,24 @@
 //! counts failures towards lockout, and handles resends and expiry. Every
 //! decision becomes one [`audit`] line.
 //!
+//! The flow is arranged by concern: `flow/mod.rs` builds the
+//! [`Engine`] and names the errors ([`flow::FlowError`], classified for
+//! front ends as [`flow::Failure`]); `flow/machine.rs` is the state machine
+//! (start, answer, resend, backup code, enrollment; the number step of
+//! enrollment is `flow/enroll.rs`) and states the
+//! code-acceptance rule once (`code_opens`; the store's `consume_code` is
+//! its one-transaction implementation, tested to agree); `flow/outcome.rs`
+//! holds what a step answers ([`Verdict`] and its reasons,
+//! [`flow::ChallengeInfo`], [`flow::Retry`]); [`flow::texts`] holds every
+//! text a user reads, for both front ends (prompts, "Code sent to …", the
+//! tries left, RADIUS's one-line and append-mode variants, the unavailable
+//! texts); `flow/events.rs` builds the audit events that end a login;
+//! `flow/conversation.rs` is the interactive loop ([`flow::run`]) PAM
+//! drives. Front ends decide nothing: they map outcomes, errors and
+//! panics to their answer in one exhaustive match each. [`audit`] keeps the
+//! record and its line and JSON forms apart from where lines go (the
+//! syslog, stderr, file and server sinks in `audit/sinks.rs`).
+//!
 //! The core is synchronous and starts no threads: it runs inside sshd's
 //! forked PAM child. Time ([`clock`]) and randomness ([`random`]) are
 //! injected, so expiry, windows and lockouts are tested without sleeping.

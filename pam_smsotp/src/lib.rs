@@ -1,8 +1,10 @@
 //! pam_smsotp.so: after the password, ask for a code sent by SMS.
 //!
 //! This crate only translates: PAM items and the conversation in, one
-//! exhaustive match from the core's verdict to a PAM code out. Every rule
-//! about codes lives in `smsotp_core::flow`.
+//! exhaustive match (`answer`) from whatever the attempt came to (the
+//! core's verdict, its error, a failed PAM call, a panic) to a PAM code and
+//! the text the user is told out. Every rule about codes, and every text,
+//! lives in `smsotp_core::flow`.
 //!
 //! ```text
 //! auth requisite pam_unix.so
@@ -43,8 +45,9 @@ use pam::module::{PamHandle, PamHooks};
 use pam::pam_hooks;
 use smsotp_core::audit::{AuditSink, Event, Level, SyslogSink};
 use smsotp_core::config::DEFAULT_CONFIG_PATH;
+use smsotp_core::flow::texts::{ROUND_OVER, UNAVAILABLE, UNAVAILABLE_CONFIG};
 use smsotp_core::flow::{
-    self, Conversation, FlowError, LogOptions, LoginContext, OpenError, Verdict,
+    self, Conversation, Failure, LogOptions, LoginContext, OpenError, Verdict,
 };
 use zeroize::Zeroizing;
 
@@ -54,9 +57,72 @@ const IDENT: &str = "pam_smsotp";
 /// Only this module sets it, always to a `String`.
 const ROUND_FAILED: &str = "pam_smsotp_round_failed";
 
-/// What a retry on a handle whose code round failed is told.
-const ROUND_OVER: &str =
-    "The SMS code was not accepted; no new code is sent for this attempt. Start again to get one.";
+/// Everything an authentication attempt can come to.
+#[derive(Debug)]
+enum Outcome {
+    /// The core's verdict (its text was shown by the conversation).
+    Verdict(Verdict),
+    /// The core failed.
+    Failed(Failure),
+    /// The module line in the PAM config is wrong.
+    BadArguments,
+    /// PAM gave an empty user name.
+    NoUser,
+    /// A PAM call failed; its code is passed on.
+    PamFailed(PamResultCode),
+    /// The application gave no conversation function.
+    NoConversation,
+    /// The configuration could not be loaded.
+    NoConfig,
+    /// The configuration loaded but the engine could not be opened (the
+    /// key, the store).
+    NoEngine,
+    /// A retry on a handle whose code round failed.
+    RoundOver,
+    /// The module panicked.
+    Panic,
+}
+
+/// The one mapping from what an attempt came to, to its PAM code and the
+/// text the user is told, if any. Anything unexpected fails closed.
+fn answer(outcome: Outcome) -> (PamResultCode, Option<&'static str>) {
+    match outcome {
+        Outcome::Verdict(Verdict::Accept(_)) => (PamResultCode::PAM_SUCCESS, None),
+        Outcome::Verdict(Verdict::Reject(_)) => (PamResultCode::PAM_AUTH_ERR, None),
+        Outcome::Verdict(Verdict::NotApplicable(_)) => (PamResultCode::PAM_IGNORE, None),
+        Outcome::Failed(Failure::Unavailable) => {
+            (PamResultCode::PAM_AUTHINFO_UNAVAIL, Some(UNAVAILABLE))
+        }
+        Outcome::Failed(Failure::Conversation) => (PamResultCode::PAM_CONV_ERR, None),
+        Outcome::Failed(Failure::Internal) => (PamResultCode::PAM_SYSTEM_ERR, None),
+        Outcome::BadArguments => (PamResultCode::PAM_SERVICE_ERR, None),
+        Outcome::NoUser => (PamResultCode::PAM_USER_UNKNOWN, None),
+        Outcome::PamFailed(code) => (code, None),
+        Outcome::NoConversation => (PamResultCode::PAM_CONV_ERR, None),
+        Outcome::NoConfig => (PamResultCode::PAM_SYSTEM_ERR, Some(UNAVAILABLE_CONFIG)),
+        Outcome::NoEngine => (
+            PamResultCode::PAM_AUTHINFO_UNAVAIL,
+            Some(UNAVAILABLE_CONFIG),
+        ),
+        Outcome::RoundOver => (PamResultCode::PAM_MAXTRIES, Some(ROUND_OVER)),
+        Outcome::Panic => (PamResultCode::PAM_SYSTEM_ERR, None),
+    }
+}
+
+/// [`answer`] for an attempt that ended before the conversation existed.
+fn code(outcome: Outcome) -> PamResultCode {
+    answer(outcome).0
+}
+
+/// [`answer`], telling the user its text (best effort: the code stands
+/// even if the text cannot be shown).
+fn tell(conv: &mut PamConversation<'_>, outcome: Outcome) -> PamResultCode {
+    let (code, text) = answer(outcome);
+    if let Some(text) = text {
+        let _ = conv.error(text);
+    }
+    code
+}
 
 struct SmsOtp;
 pam_hooks!(SmsOtp);
@@ -87,7 +153,7 @@ fn guard(hook: &str, body: impl FnOnce() -> PamResultCode) -> PamResultCode {
                 "",
                 &format!("{hook}: internal error ({what}); failing closed"),
             );
-            PamResultCode::PAM_SYSTEM_ERR
+            code(Outcome::Panic)
         }
     }
 }
@@ -188,13 +254,13 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         Ok(a) => a,
         Err(e) => {
             syslog_error("bad_arguments", "", "", &e);
-            return PamResultCode::PAM_SERVICE_ERR;
+            return code(Outcome::BadArguments);
         }
     };
     let user = match pamh.get_user(None) {
         Ok(u) if !u.is_empty() => u,
-        Ok(_) => return PamResultCode::PAM_USER_UNKNOWN,
-        Err(e) => return e,
+        Ok(_) => return code(Outcome::NoUser),
+        Err(e) => return code(Outcome::PamFailed(e)),
     };
     let service = item_string(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
     let rhost = item_string(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0));
@@ -210,8 +276,8 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
 
     let conv = match pamh.get_item::<Conv>() {
         Ok(Some(c)) => c,
-        Ok(None) => return PamResultCode::PAM_CONV_ERR,
-        Err(e) => return e,
+        Ok(None) => return code(Outcome::NoConversation),
+        Err(e) => return code(Outcome::PamFailed(e)),
     };
     let mut conv = PamConversation {
         conv,
@@ -227,53 +293,35 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let engine = match flow::open_from_path(&args.config, &log) {
         Ok(e) => e,
         Err(e) => {
-            let (event, code) = match &e {
-                OpenError::Config(_) => ("config_error", PamResultCode::PAM_SYSTEM_ERR),
-                OpenError::Flow(_) => ("unavailable", PamResultCode::PAM_AUTHINFO_UNAVAIL),
+            let (event, outcome) = match &e {
+                OpenError::Config(_) => ("config_error", Outcome::NoConfig),
+                OpenError::Flow(_) => ("unavailable", Outcome::NoEngine),
             };
             syslog_error(event, &ctx.user, &ctx.service, &e.to_string());
-            let _ = conv.error(
-                "SMS login is not available (configuration problem). Contact your administrator.",
-            );
-            return code;
+            return tell(&mut conv, outcome);
         }
     };
 
     if round_failed_before(pamh, &ctx.user) {
-        let mut e = engine.event_for(&ctx, "retry_refused");
-        e.outcome = Some("failure");
-        e.reason = Some("code_round_failed");
-        e.detail =
-            Some("pam_authenticate again on a handle whose code round failed; no SMS sent".into());
-        engine.record(Level::Info, &e);
-        let _ = conv.error(ROUND_OVER);
-        return PamResultCode::PAM_MAXTRIES;
+        engine.log_round_over(&ctx);
+        return tell(&mut conv, Outcome::RoundOver);
     }
 
-    match flow::run(&engine, &mut conv, &ctx) {
-        Ok(Verdict::Accept(_)) => PamResultCode::PAM_SUCCESS,
-        Ok(Verdict::Reject(r)) => {
-            if r.ends_code_round() {
-                // Best effort: without it a retry only costs one more SMS.
-                let _ = pamh.set_data(ROUND_FAILED, Box::new(ctx.user.clone()));
-            }
-            PamResultCode::PAM_AUTH_ERR
-        }
-        Ok(Verdict::NotApplicable(_)) => PamResultCode::PAM_IGNORE,
+    let outcome = match flow::run(&engine, &mut conv, &ctx) {
+        Ok(v) => Outcome::Verdict(v),
         Err(e) => {
             engine.log_error(&ctx, &e);
-            match e {
-                FlowError::Conversation(_) => PamResultCode::PAM_CONV_ERR,
-                FlowError::Store(_) | FlowError::Directory(_) | FlowError::Accounts { .. } => {
-                    let _ = conv
-                        .error("SMS login is not available right now. Contact your administrator.");
-                    PamResultCode::PAM_AUTHINFO_UNAVAIL
-                }
-                FlowError::Random(_) | FlowError::Key(_) => PamResultCode::PAM_SYSTEM_ERR,
-                _ => PamResultCode::PAM_SYSTEM_ERR,
-            }
+            Outcome::Failed(e.failure())
         }
+    };
+    let round_over =
+        matches!(&outcome, Outcome::Verdict(Verdict::Reject(r)) if r.ends_code_round());
+    let code = tell(&mut conv, outcome);
+    if round_over {
+        // Best effort: without it a retry only costs one more SMS.
+        let _ = pamh.set_data(ROUND_FAILED, Box::new(ctx.user.clone()));
     }
+    code
 }
 
 /// Whether this handle already had `user`'s code round fail.
@@ -327,6 +375,73 @@ mod tests {
         );
         assert!(parse_args(&[c"conifg=/tmp/x"]).is_err());
         assert!(parse_args(&[c"config=relative.toml"]).is_err());
+    }
+
+    #[test]
+    fn each_outcome_has_its_pam_code_and_text() {
+        use smsotp_core::flow::{Accept, Reject, Skip};
+        let cases = [
+            (
+                Outcome::Verdict(Verdict::Accept(Accept::CodeVerified)),
+                PamResultCode::PAM_SUCCESS,
+                None,
+            ),
+            (
+                Outcome::Verdict(Verdict::Reject(Reject::WrongCode)),
+                PamResultCode::PAM_AUTH_ERR,
+                None,
+            ),
+            (
+                Outcome::Verdict(Verdict::NotApplicable(Skip::ExemptUser)),
+                PamResultCode::PAM_IGNORE,
+                None,
+            ),
+            (
+                Outcome::Failed(Failure::Unavailable),
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+                Some("SMS login is not available right now. Contact your administrator."),
+            ),
+            (
+                Outcome::Failed(Failure::Conversation),
+                PamResultCode::PAM_CONV_ERR,
+                None,
+            ),
+            (
+                Outcome::Failed(Failure::Internal),
+                PamResultCode::PAM_SYSTEM_ERR,
+                None,
+            ),
+            (Outcome::BadArguments, PamResultCode::PAM_SERVICE_ERR, None),
+            (Outcome::NoUser, PamResultCode::PAM_USER_UNKNOWN, None),
+            (
+                Outcome::PamFailed(PamResultCode::PAM_BUF_ERR),
+                PamResultCode::PAM_BUF_ERR,
+                None,
+            ),
+            (Outcome::NoConversation, PamResultCode::PAM_CONV_ERR, None),
+            (
+                Outcome::NoConfig,
+                PamResultCode::PAM_SYSTEM_ERR,
+                Some("SMS login is not available (configuration problem). Contact your administrator."),
+            ),
+            (
+                Outcome::NoEngine,
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+                Some("SMS login is not available (configuration problem). Contact your administrator."),
+            ),
+            (
+                Outcome::RoundOver,
+                PamResultCode::PAM_MAXTRIES,
+                Some("The SMS code was not accepted; no new code is sent for this attempt. Start again to get one."),
+            ),
+            (Outcome::Panic, PamResultCode::PAM_SYSTEM_ERR, None),
+        ];
+        for (outcome, want_code, want_text) in cases {
+            let what = format!("{outcome:?}");
+            let (got_code, got_text) = answer(outcome);
+            assert_eq!(got_code, want_code, "{what}");
+            assert_eq!(got_text, want_text, "{what}");
+        }
     }
 
     #[test]

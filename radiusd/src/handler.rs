@@ -1,15 +1,15 @@
 //! One Access-Request in, one decision out. No sockets, no secrets, no
 //! duplicate cache: those belong to the server loop. The login rules are
-//! the core's ([`Engine::start`], [`Engine::answer`]); this module only
-//! translates between packets and those calls, in one match per outcome.
+//! the core's ([`Engine::start`], [`Engine::answer`]), and so are the
+//! texts; this module only translates between packets and those calls.
+//! Whatever a request comes to, an [`Outcome`], becomes a [`Decision`] in
+//! one place, [`reply`].
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use smsotp_core::audit::Level;
-use smsotp_core::backup;
 use smsotp_core::config::ClientMode;
-use smsotp_core::flow::{Answer, ChallengeInfo, Expired, Reject, Retry, Start, Step, Verdict};
+use smsotp_core::flow::{self, Answer, ChallengeInfo, Expired, Failure, Start, Verdict};
 use smsotp_core::otp::ChallengeId;
 use smsotp_core::{Engine, LoginContext};
 
@@ -50,9 +50,67 @@ pub struct ClientInfo {
     pub mode: ClientMode,
 }
 
-/// Message when the service itself failed (store unreadable, …).
-pub(crate) const UNAVAILABLE: &str =
-    "SMS login is not available right now. Contact your administrator.";
+/// Everything a request can come to, before it is an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A Status-Server: the server is alive.
+    Alive,
+    /// Refused without a word, so the answer never hints whether the
+    /// account exists: no user name worth looking up, a wrong password, a
+    /// State we never sent.
+    Refused,
+    /// The core's verdict.
+    Verdict(Verdict),
+    /// A challenge is open; the text says what to type.
+    Challenge(ChallengeInfo, String),
+    /// Append mode: this request is rejected with the text, and the user
+    /// logs in again with the code typed after the password.
+    LogInAgain(String),
+    /// The login could not be decided.
+    Failed(Broken),
+}
+
+/// Why a login could not be decided. Each fails closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// The core failed (store, directory, randomness, …).
+    Login(Failure),
+    /// The engine could not be opened (the key, the store).
+    NoEngine,
+    /// Handling the request panicked.
+    Panic,
+    /// The decision was logged but the store rolled back what it relied
+    /// on (a consumed code, a new challenge), so it does not stand.
+    RolledBack,
+}
+
+/// The one mapping from what a request came to, to the RADIUS answer.
+pub fn reply(outcome: Outcome) -> Decision {
+    match outcome {
+        Outcome::Alive => Decision::Accept { message: None },
+        Outcome::Refused => Decision::Reject { message: None },
+        Outcome::Verdict(Verdict::Accept(a)) => Decision::Accept {
+            message: a.user_message(),
+        },
+        // Exempt users have passed the first factor (ours or the NAS's).
+        Outcome::Verdict(Verdict::NotApplicable(_)) => Decision::Accept { message: None },
+        Outcome::Verdict(Verdict::Reject(r)) => Decision::Reject {
+            message: Some(r.user_message()),
+        },
+        Outcome::Challenge(info, message) => challenge(&info, message),
+        Outcome::LogInAgain(message) => Decision::Reject {
+            message: Some(message),
+        },
+        Outcome::Failed(
+            Broken::Login(Failure::Unavailable | Failure::Conversation | Failure::Internal)
+            | Broken::NoEngine
+            | Broken::Panic
+            | Broken::RolledBack,
+        ) => Decision::Reject {
+            message: Some(flow::UNAVAILABLE.into()),
+        },
+    }
+}
 
 /// Decides the answer to one request.
 pub fn handle(
@@ -62,11 +120,22 @@ pub fn handle(
     req: &Request,
     from: IpAddr,
 ) -> Decision {
+    reply(decide(engine, primary, client, req, from))
+}
+
+/// What one request comes to.
+fn decide(
+    engine: &Engine,
+    primary: &dyn PrimaryAuth,
+    client: &ClientInfo,
+    req: &Request,
+    from: IpAddr,
+) -> Outcome {
     if req.code == RequestCode::StatusServer {
-        return Decision::Accept { message: None };
+        return Outcome::Alive;
     }
     let Some(ctx) = login_context(&client.name, req, from) else {
-        return Decision::Reject { message: None };
+        return Outcome::Refused;
     };
     let password: &[u8] = req.user_password.as_deref().map_or(&[], |p| p.as_slice());
     let result = match (&req.state, client.mode) {
@@ -76,9 +145,7 @@ pub fn handle(
     };
     result.unwrap_or_else(|e| {
         engine.log_error(&ctx, &e);
-        Decision::Reject {
-            message: Some(UNAVAILABLE.into()),
-        }
+        Outcome::Failed(Broken::Login(e.failure()))
     })
 }
 
@@ -107,31 +174,15 @@ fn valid_user(u: &str) -> bool {
 
 type Flow<T> = Result<T, smsotp_core::flow::FlowError>;
 
-/// Checks the password; a failure is logged and rejected without a hint
-/// whether the user exists.
+/// Checks the password; the core logs a failure, and the answer gives no
+/// hint whether the user exists.
 fn password_ok(
     engine: &Engine,
     primary: &dyn PrimaryAuth,
     ctx: &LoginContext,
     password: &[u8],
 ) -> bool {
-    match primary.check(&ctx.user, password) {
-        Ok(true) => true,
-        Ok(false) => {
-            let mut e = engine.event_for(ctx, "reject");
-            e.outcome = Some("failure");
-            e.reason = Some("bad_password");
-            engine.record(Level::Info, &e);
-            false
-        }
-        Err(msg) => {
-            let mut e = engine.event_for(ctx, "error");
-            e.outcome = Some("failure");
-            e.detail = Some(msg);
-            engine.record(Level::Error, &e);
-            false
-        }
-    }
+    engine.first_factor(ctx, primary.check(&ctx.user, password))
 }
 
 fn first_round(
@@ -139,42 +190,30 @@ fn first_round(
     primary: &dyn PrimaryAuth,
     ctx: &LoginContext,
     password: &[u8],
-) -> Flow<Decision> {
+) -> Flow<Outcome> {
     if !password_ok(engine, primary, ctx, password) {
-        return Ok(Decision::Reject { message: None });
+        return Ok(Outcome::Refused);
     }
     Ok(match engine.start(ctx)? {
-        // Enrollment and backup-only challenges say what to type instead.
-        Start::Challenge(info) if info.step != Step::Code => {
-            let intro = info.intro();
-            challenge(&info, intro)
+        Start::Challenge(info) => {
+            let message = info.intro_with_tries();
+            Outcome::Challenge(info, message)
         }
-        Start::Challenge(info) => challenge(
-            &info,
-            format!(
-                "Code sent to {}. {}",
-                info.phone_masked,
-                tries(info.attempts_left)
-            ),
-        ),
-        Start::Done(v) => verdict(v),
+        Start::Done(v) => Outcome::Verdict(v),
     })
 }
 
-fn answer_state(engine: &Engine, ctx: &LoginContext, state: &[u8], code: &[u8]) -> Flow<Decision> {
+fn answer_state(engine: &Engine, ctx: &LoginContext, state: &[u8], code: &[u8]) -> Flow<Outcome> {
     let Ok(id) = <[u8; 16]>::try_from(state) else {
-        // Not a State we ever sent: same answer as an unknown one.
-        let mut e = engine.event_for(ctx, "reject");
-        e.outcome = Some("failure");
-        e.reason = Some("unknown_challenge");
-        engine.record(Level::Info, &e);
-        return Ok(Decision::Reject { message: None });
+        // Not a State we ever sent: logged as an unknown one.
+        engine.reject_malformed_challenge(ctx);
+        return Ok(Outcome::Refused);
     };
     let code = String::from_utf8_lossy(code);
     Ok(
         match engine.answer_with(ctx, &ChallengeId(id), &code, Expired::Reject)? {
-            Answer::Done(v) => verdict(v),
-            Answer::Retry(r, info) => challenge(&info, retry_message(&r, &info)),
+            Answer::Done(v) => Outcome::Verdict(v),
+            Answer::Retry(r, info) => Outcome::Challenge(info, r.user_message()),
         },
     )
 }
@@ -186,37 +225,17 @@ fn append(
     primary: &dyn PrimaryAuth,
     ctx: &LoginContext,
     field: &[u8],
-) -> Flow<Decision> {
-    let code_len = engine.cfg.otp.length;
+) -> Flow<Outcome> {
     if let Some(pending) = engine.pending(ctx)? {
-        // A backup code at the end takes the place of the SMS code: with
-        // its dash ("xxxxx-xxxxx"), since ten characters of a password and
-        // a code could look like one, or without when only a backup code
-        // will do.
-        let backup_tail = |n: usize| {
-            field.len() >= n
-                && std::str::from_utf8(&field[field.len() - n..])
-                    .ok()
-                    .and_then(backup::parse)
-                    .is_some()
-        };
-        let code_len = if backup_tail(11) && field[field.len() - 6] == b'-' {
-            11
-        } else if pending.step == Step::BackupOnly && backup_tail(10) {
-            10
-        } else {
-            code_len
-        };
+        let code_len = engine.appended_code_len(&pending, field);
         if field.len() >= code_len && (field.len() > code_len || !primary.checks_password()) {
             let (password, code) = field.split_at(field.len() - code_len);
             if password_ok(engine, primary, ctx, password) {
                 let code = String::from_utf8_lossy(code);
                 return Ok(
                     match engine.answer_with(ctx, &pending.id, &code, Expired::Reject)? {
-                        Answer::Done(v) => verdict(v),
-                        Answer::Retry(r, info) => Decision::Reject {
-                            message: Some(format!("{} {}", retry_message(&r, &info), APPEND_HINT)),
-                        },
+                        Answer::Done(v) => Outcome::Verdict(v),
+                        Answer::Retry(r, _) => Outcome::LogInAgain(r.appended_message()),
                     },
                 );
             }
@@ -225,42 +244,12 @@ fn append(
         }
     }
     if !password_ok(engine, primary, ctx, field) {
-        return Ok(Decision::Reject { message: None });
+        return Ok(Outcome::Refused);
     }
-    Ok(match engine.start_one_per_login(ctx)? {
-        Start::Challenge(info) => match info.step {
-            Step::Code | Step::EnrollCode => Decision::Reject {
-                message: Some(format!("Code sent to {}. {APPEND_HINT}", info.phone_masked)),
-            },
-            Step::BackupOnly => Decision::Reject {
-                message: Some(format!("{} {APPEND_BACKUP_HINT}", info.intro())),
-            },
-            // Enrolling needs a dialogue this NAS cannot hold.
-            Step::EnrollNumber => {
-                engine.abandon(ctx, &info.id, "enrollment needs challenge mode");
-                Decision::Reject {
-                    message: Some(Reject::NoPhone.user_message().to_owned()),
-                }
-            }
-        },
-        Start::Done(v) => verdict(v),
+    Ok(match engine.start_appended(ctx)? {
+        Start::Challenge(info) => Outcome::LogInAgain(info.appended_message()),
+        Start::Done(v) => Outcome::Verdict(v),
     })
-}
-
-const APPEND_BACKUP_HINT: &str = "Log in again with your password followed by a backup code.";
-
-const APPEND_HINT: &str = "Log in again with your password followed by the code.";
-
-fn tries(n: u32) -> String {
-    if n == 1 {
-        "1 try left.".into()
-    } else {
-        format!("{n} tries left.")
-    }
-}
-
-fn retry_message(r: &Retry, _info: &ChallengeInfo) -> String {
-    r.user_message()
 }
 
 fn challenge(info: &ChallengeInfo, message: String) -> Decision {
@@ -271,20 +260,6 @@ fn challenge(info: &ChallengeInfo, message: String) -> Decision {
         state: info.id.0,
         message,
         session_timeout: u32::try_from(secs).unwrap_or(u32::MAX),
-    }
-}
-
-/// The one mapping from a core verdict to a RADIUS decision.
-fn verdict(v: Verdict) -> Decision {
-    match v {
-        Verdict::Accept(a) => Decision::Accept {
-            message: a.user_message(),
-        },
-        // Exempt users have passed the first factor (ours or the NAS's).
-        Verdict::NotApplicable(_) => Decision::Accept { message: None },
-        Verdict::Reject(r) => Decision::Reject {
-            message: Some(r.user_message().to_owned()),
-        },
     }
 }
 

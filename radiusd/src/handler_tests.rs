@@ -352,3 +352,28 @@ fn status_server_and_missing_user() {
     ));
     assert_eq!(f.sms_count(), 0);
 }
+
+#[test]
+fn every_failure_rejects_with_the_one_core_text() {
+    use smsotp_core::flow::Failure;
+    for broken in [
+        Broken::Login(Failure::Unavailable),
+        Broken::Login(Failure::Conversation),
+        Broken::Login(Failure::Internal),
+        Broken::NoEngine,
+        Broken::Panic,
+        Broken::RolledBack,
+    ] {
+        assert_eq!(
+            reply(Outcome::Failed(broken)),
+            Decision::Reject {
+                message: Some(
+                    "SMS login is not available right now. Contact your administrator.".into()
+                )
+            },
+            "{broken:?}"
+        );
+    }
+    assert_eq!(reply(Outcome::Refused), Decision::Reject { message: None });
+    assert_eq!(reply(Outcome::Alive), Decision::Accept { message: None });
+}

@@ -31,7 +31,7 @@ use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
 use crate::dedup::{DedupKey, Seen, ShardedDedup};
-use crate::handler::{self, ClientInfo, Decision};
+use crate::handler::{self, Broken, ClientInfo, Decision, Outcome};
 use crate::outgoing;
 use crate::primary::{NoPrimary, PamPrimary, PrimaryAuth};
 use crate::wire::{self, DecodeOptions, Reply, ReplyCode, Request};
@@ -659,12 +659,10 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
                         "internal error while handling a request; rejected".into(),
                     ),
                 );
-                Decision::Reject { message: None }
+                handler::reply(Outcome::Failed(Broken::Panic))
             })
         }
-        None => Decision::Reject {
-            message: Some("SMS login is not available right now.".into()),
-        },
+        None => handler::reply(Outcome::Failed(Broken::NoEngine)),
     };
     let decided = decision.word();
     let reply = to_reply(decision);
@@ -685,9 +683,7 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
                     Level::Error,
                     &store_failed(why, &job.request, client, job.from, decided),
                 );
-                let reject = to_reply(Decision::Reject {
-                    message: Some(handler::UNAVAILABLE.into()),
-                });
+                let reject = to_reply(handler::reply(Outcome::Failed(Broken::RolledBack)));
                 wire::encode_reply(&job.request, &reject, &rt.clients[job.client].secret)
             }
         };

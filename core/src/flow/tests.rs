@@ -1181,3 +1181,121 @@ fn only_a_failed_code_round_ends_the_round() {
         assert!(!r.ends_code_round(), "{r:?}");
     }
 }
+
+/// The store's one-transaction check of round two (SQL) and the rule as
+/// flow states it ([`machine::code_opens`]) give the same answer for every
+/// way a code can fail to open a challenge, and for the one way it opens.
+#[test]
+fn consume_code_agrees_with_the_rule() {
+    use crate::store::{ChallengeRecord, SqliteStore, Store};
+    let now: Millis = 1_700_000_000_000;
+    let right = [7u8; 32];
+    let alice = ctx("alice", "sshd");
+    let base = ChallengeRecord {
+        id: crate::otp::ChallengeId([1; 16]),
+        user: "alice".into(),
+        service: "sshd".into(),
+        code_mac: right,
+        phone_masked: "******0123".into(),
+        created_at: now - 1_000,
+        sent_at: now - 1_000,
+        expires_at: now + 60_000,
+        attempts_left: 3,
+        resends_used: 0,
+        step: Step::Code,
+        pending_phone: None,
+    };
+    let other_user = ChallengeRecord {
+        user: "bob".into(),
+        ..base.clone()
+    };
+    let other_service = ChallengeRecord {
+        service: "sudo".into(),
+        ..base.clone()
+    };
+    let expired = ChallengeRecord {
+        expires_at: now,
+        ..base.clone()
+    };
+    let backup_only = ChallengeRecord {
+        step: Step::BackupOnly,
+        ..base.clone()
+    };
+    let enrolling = ChallengeRecord {
+        step: Step::EnrollCode,
+        pending_phone: Some(ALICE.into()),
+        ..base.clone()
+    };
+    let cases = [
+        ("usable", &base, right, false, true),
+        ("wrong code", &base, [8u8; 32], false, false),
+        ("locked out", &base, right, true, false),
+        ("another user's", &other_user, right, false, false),
+        ("another service's", &other_service, right, false, false),
+        ("expired", &expired, right, false, false),
+        ("backup code only", &backup_only, right, false, false),
+        ("enrollment code", &enrolling, right, false, false),
+    ];
+    for (what, rec, mac, lock, expected) in cases {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store.insert_challenge(rec).unwrap();
+        if lock {
+            store
+                .record_failure("alice", now - 1, 1, Duration::from_secs(900))
+                .unwrap();
+        }
+        let locked = store
+            .challenge_and_lockout(&rec.id, "alice", now)
+            .unwrap()
+            .1;
+        assert_eq!(locked.is_some(), lock, "{what}: the lockout is set up");
+        let rule = machine::code_opens(rec, &alice, Step::Code, locked.is_some(), &mac, now);
+        let sql = store
+            .consume_code(&rec.id, "alice", "sshd", &mac, now)
+            .unwrap()
+            .is_some();
+        assert_eq!(rule, expected, "{what}: the rule");
+        assert_eq!(sql, expected, "{what}: consume_code");
+    }
+}
+
+/// The one-line and append-mode texts RADIUS shows are the core's.
+#[test]
+fn one_line_and_appended_texts() {
+    let info = |step, attempts_left| ChallengeInfo {
+        id: crate::otp::ChallengeId([0; 16]),
+        phone_masked: "******0123".into(),
+        expires_in: Duration::from_secs(300),
+        attempts_left,
+        step,
+    };
+    assert_eq!(
+        info(Step::Code, 3).intro_with_tries(),
+        "Code sent to ******0123. 3 tries left."
+    );
+    assert_eq!(
+        info(Step::Code, 1).intro_with_tries(),
+        "Code sent to ******0123. 1 try left."
+    );
+    assert_eq!(
+        info(Step::BackupOnly, 3).intro_with_tries(),
+        info(Step::BackupOnly, 3).intro()
+    );
+    assert_eq!(
+        info(Step::Code, 3).appended_message(),
+        "Code sent to ******0123. Log in again with your password followed by the code."
+    );
+    assert_eq!(
+        info(Step::BackupOnly, 3).appended_message(),
+        "The code could not be sent. Enter one of your backup codes. \
+         Log in again with your password followed by a backup code."
+    );
+    assert_eq!(
+        info(Step::EnrollNumber, 3).appended_message(),
+        Reject::NoPhone.user_message()
+    );
+    assert_eq!(
+        Retry::WrongCode { tries_left: 2 }.appended_message(),
+        "Wrong code, 2 tries left. Log in again with your password followed by the code."
+    );
+}

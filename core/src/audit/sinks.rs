@@ -1,0 +1,262 @@
+//! Where audit lines go: syslog (authpriv), standard error, a JSON-lines
+//! file, and a server's shared, buffered set of them.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use super::{tag, AuditSink, Event, Level};
+use crate::clock::Millis;
+use crate::files::AppendFile;
+
+/// syslog, facility authpriv, through /dev/log. Connects per event and keeps
+/// no state in the host process (no `openlog`, which would change sshd's own
+/// logging identity).
+pub struct SyslogSink {
+    pub ident: String,
+    pub debug: bool,
+    /// The local syslog socket, normally /dev/log.
+    pub socket: PathBuf,
+}
+
+impl SyslogSink {
+    pub fn new(ident: &str, debug: bool) -> Self {
+        SyslogSink {
+            ident: ident.to_owned(),
+            debug,
+            socket: PathBuf::from("/dev/log"),
+        }
+    }
+}
+
+impl AuditSink for SyslogSink {
+    fn takes(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug
+    }
+
+    fn record(&self, level: Level, _at: Millis, event: &Event) {
+        if !self.takes(level) {
+            return;
+        }
+        // Logging must never break a login: errors are dropped.
+        if let Some(mut logger) = syslog_connect(&self.ident, &self.socket) {
+            let _ = syslog_send(&mut logger, level, &event.to_line());
+        }
+    }
+}
+
+type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+/// A connection to the syslog socket, as `ident`, facility authpriv.
+fn syslog_connect(ident: &str, socket: &std::path::Path) -> Option<SyslogLogger> {
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_AUTHPRIV,
+        hostname: None,
+        process: ident.to_owned(),
+        pid: std::process::id(),
+    };
+    syslog::unix_custom(formatter, socket).ok()
+}
+
+fn syslog_send(logger: &mut SyslogLogger, level: Level, line: &str) -> syslog::Result<()> {
+    match level {
+        Level::Info => logger.info(line),
+        Level::Warning => logger.warning(line),
+        Level::Error => logger.err(line),
+        Level::Debug => logger.debug(line),
+    }
+}
+
+/// An event as a line on standard error.
+pub(super) fn stderr_line(ident: &str, level: Level, event: &Event) -> String {
+    let mut line = String::with_capacity(ident.len() + 200);
+    line.push_str(ident);
+    line.push_str(": ");
+    line.push_str(tag(level));
+    line.push_str(": ");
+    event.write_line(&mut line);
+    line.push('\n');
+    line
+}
+
+/// An event as a line of the JSON-lines audit file.
+fn file_line(at: Millis, level: Level, event: &Event) -> String {
+    let mut line = event.to_json(at, level).to_string();
+    line.push('\n');
+    line
+}
+
+/// One line per event on standard error, for daemons whose stderr goes to
+/// the journal.
+pub struct StderrSink {
+    pub ident: String,
+    pub debug: bool,
+}
+
+impl AuditSink for StderrSink {
+    fn takes(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug
+    }
+
+    fn record(&self, level: Level, _at: Millis, event: &Event) {
+        if !self.takes(level) {
+            return;
+        }
+        let _ = std::io::stderr().write_all(stderr_line(&self.ident, level, event).as_bytes());
+    }
+}
+
+/// Appends one JSON object per event to a file (mode 0600).
+pub struct FileSink {
+    pub path: PathBuf,
+    pub debug: bool,
+}
+
+impl AuditSink for FileSink {
+    fn takes(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug
+    }
+
+    fn record(&self, level: Level, at: Millis, event: &Event) {
+        if !self.takes(level) {
+            return;
+        }
+        let _ = AppendFile::new(self.path.clone()).append(file_line(at, level, event).as_bytes());
+    }
+}
+
+/// The sinks of a long-running server, shared by its threads and kept
+/// between events: one syslog connection (made again after an error), and
+/// the stderr and audit-file lines gathered and written in one go by
+/// [`ServerSinks::flush`], which the server calls before it sends the
+/// replies those lines are about. Per event, the PAM module's sinks would
+/// cost a connect or an open and a write each: at thousands of decisions a
+/// second, more than the decisions themselves.
+pub struct ServerSinks {
+    ident: String,
+    debug: bool,
+    /// The syslog socket and the connection to it, if syslog is on.
+    syslog: Option<(PathBuf, std::sync::Mutex<Option<SyslogLogger>>)>,
+    stderr: bool,
+    /// Whether there is an audit file (it lives in `pending`).
+    to_file: bool,
+    pending: std::sync::Mutex<Pending>,
+}
+
+impl std::fmt::Debug for ServerSinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSinks")
+            .field("ident", &self.ident)
+            .field("syslog", &self.syslog.as_ref().map(|(p, _)| p))
+            .field("stderr", &self.stderr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Pending {
+    stderr: Vec<u8>,
+    file_lines: Vec<u8>,
+    file: Option<AppendFile>,
+}
+
+/// Gathered bytes past which a record writes them at once.
+const PENDING_MAX: usize = 64 * 1024;
+
+impl ServerSinks {
+    /// `syslog`: send to this socket (normally /dev/log); `stderr`: write
+    /// lines to standard error; `file`: append JSON lines to it (0600).
+    pub fn new(
+        ident: &str,
+        debug: bool,
+        syslog: Option<PathBuf>,
+        stderr: bool,
+        file: Option<PathBuf>,
+    ) -> Self {
+        ServerSinks {
+            ident: ident.to_owned(),
+            debug,
+            syslog: syslog.map(|socket| (socket, std::sync::Mutex::new(None))),
+            stderr,
+            to_file: file.is_some(),
+            pending: std::sync::Mutex::new(Pending {
+                stderr: Vec::new(),
+                file_lines: Vec::new(),
+                file: file.map(AppendFile::new),
+            }),
+        }
+    }
+
+    /// Writes the gathered stderr and audit-file lines.
+    pub fn flush(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let p = &mut *p;
+        if !p.stderr.is_empty() {
+            let _ = std::io::stderr().write_all(&p.stderr);
+            p.stderr.clear();
+        }
+        if !p.file_lines.is_empty() {
+            if let Some(f) = p.file.as_mut() {
+                let _ = f.append(&p.file_lines);
+            }
+            p.file_lines.clear();
+        }
+    }
+
+    fn send_syslog(&self, level: Level, event: &Event) {
+        let Some((socket, conn)) = &self.syslog else {
+            return;
+        };
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let line = event.to_line();
+        // A syslog daemon restarted meanwhile: connect again, once.
+        for _ in 0..2 {
+            if conn.is_none() {
+                *conn = syslog_connect(&self.ident, socket);
+            }
+            let Some(logger) = conn.as_mut() else {
+                return;
+            };
+            if syslog_send(logger, level, &line).is_ok() {
+                return;
+            }
+            *conn = None;
+        }
+    }
+}
+
+impl AuditSink for ServerSinks {
+    fn takes(&self, level: Level) -> bool {
+        level != Level::Debug || self.debug
+    }
+
+    fn record(&self, level: Level, at: Millis, event: &Event) {
+        if !self.takes(level) {
+            return;
+        }
+        self.send_syslog(level, event);
+        // Formatted before taking the lock every worker shares.
+        let stderr = self.stderr.then(|| stderr_line(&self.ident, level, event));
+        let file = self.to_file.then(|| file_line(at, level, event));
+        let full = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(line) = &stderr {
+                p.stderr.extend_from_slice(line.as_bytes());
+            }
+            if let Some(line) = &file {
+                p.file_lines.extend_from_slice(line.as_bytes());
+            }
+            p.stderr.len() + p.file_lines.len() > PENDING_MAX
+        };
+        if full {
+            self.flush();
+        }
+    }
+}
+
+impl AuditSink for std::sync::Arc<ServerSinks> {
+    fn record(&self, level: Level, at: Millis, event: &Event) {
+        (**self).record(level, at, event);
+    }
+    fn takes(&self, level: Level) -> bool {
+        (**self).takes(level)
+    }
+}

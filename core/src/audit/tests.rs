@@ -1,0 +1,202 @@
+use super::sinks::stderr_line;
+use super::*;
+use std::cell::RefCell;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+/// Keeps events for assertions.
+#[derive(Clone, Default)]
+pub struct MemorySink(pub Rc<RefCell<Vec<(Level, Event)>>>);
+
+impl AuditSink for MemorySink {
+    fn record(&self, level: Level, _at: Millis, event: &Event) {
+        self.0.borrow_mut().push((level, event.clone()));
+    }
+}
+
+#[test]
+fn syslog_lines_go_to_authpriv() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("log");
+    let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let sink = SyslogSink {
+        ident: "pam_smsotp".into(),
+        debug: false,
+        socket: sock,
+    };
+    let e = Event {
+        event: "accept",
+        user: "alice".into(),
+        service: "sshd".into(),
+        ..Event::default()
+    };
+    assert!(sink.takes(Level::Info) && !sink.takes(Level::Debug));
+    sink.record(Level::Info, 0, &e);
+    sink.record(Level::Debug, 0, &e); // dropped: debug is off
+    sink.record(Level::Warning, 0, &e);
+    let mut buf = [0u8; 512];
+    let n = rx.recv(&mut buf).unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // authpriv (10) * 8 + info (6) = 86
+    assert!(line.starts_with("<86>"), "{line}");
+    assert!(line.contains("pam_smsotp["), "{line}");
+    assert!(
+        line.ends_with("event=accept user=alice service=sshd"),
+        "{line}"
+    );
+    let n = rx.recv(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("<84>"),
+        "warning next, debug skipped"
+    );
+}
+
+#[test]
+fn audit_takes_debug_only_if_a_sink_does() {
+    let quiet = || StderrSink {
+        ident: "t".into(),
+        debug: false,
+    };
+    let mut audit = Audit {
+        sinks: vec![Box::new(quiet()), Box::new(quiet())],
+    };
+    assert!(audit.takes(Level::Info));
+    assert!(!audit.takes(Level::Debug));
+    audit.sinks.push(Box::new(FileSink {
+        path: PathBuf::from("/nonexistent/audit.jsonl"),
+        debug: true,
+    }));
+    assert!(audit.takes(Level::Debug));
+    assert!(
+        !Audit::default().takes(Level::Error),
+        "no sink, nothing kept"
+    );
+}
+
+#[test]
+fn stderr_lines_quote_what_needs_it() {
+    let e = Event {
+        event: "reject",
+        user: "alice".into(),
+        service: "radius:vpn".into(),
+        outcome: Some("failure"),
+        detail: Some("said \"no\" = no".into()),
+        ..Event::default()
+    };
+    assert_eq!(
+        stderr_line("smsotp-radiusd", Level::Info, &e),
+        "smsotp-radiusd: info: event=reject user=alice service=radius:vpn outcome=failure \
+         detail=\"said \\\"no\\\" = no\"\n"
+    );
+    let server = Event {
+        event: "start",
+        rhost: Some(String::new()),
+        ..Event::default()
+    };
+    assert_eq!(server.to_line(), "event=start rhost=\"\"");
+}
+
+#[test]
+fn server_sinks_keep_one_syslog_connection_and_write_the_file_at_flush() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("log");
+    let bind = || {
+        let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        rx
+    };
+    let rx = bind();
+    let file = d.path().join("audit.jsonl");
+    let sinks = ServerSinks::new(
+        "smsotp-radiusd",
+        false,
+        Some(sock.clone()),
+        false,
+        Some(file.clone()),
+    );
+    let e = |user: &str| Event {
+        event: "accept",
+        user: user.into(),
+        service: "vpn".into(),
+        ..Event::default()
+    };
+    let recv = |rx: &std::os::unix::net::UnixDatagram| {
+        let mut buf = [0u8; 512];
+        let n = rx.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    sinks.record(Level::Info, 0, &e("alice"));
+    sinks.record(Level::Debug, 0, &e("nobody")); // debug is off
+    sinks.record(Level::Warning, 0, &e("bob"));
+    assert!(recv(&rx).ends_with("user=alice service=vpn"));
+    let bob = recv(&rx);
+    assert!(
+        bob.starts_with("<84>") && bob.contains("smsotp-radiusd["),
+        "{bob}"
+    );
+    // The file gets its lines at flush, in one go.
+    assert!(std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .is_empty());
+    sinks.flush();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let users: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["user"].to_string())
+        .collect();
+    assert_eq!(users, ["\"alice\"", "\"bob\""]);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // syslog restarted: the next line connects again and arrives.
+    drop(rx);
+    std::fs::remove_file(&sock).unwrap();
+    let rx = bind();
+    sinks.record(Level::Info, 0, &e("carol"));
+    assert!(recv(&rx).ends_with("user=carol service=vpn"));
+
+    // The file rotated away: the next flush writes to a new one.
+    std::fs::rename(&file, d.path().join("audit.jsonl.1")).unwrap();
+    sinks.flush();
+    assert!(std::fs::read_to_string(&file).unwrap().contains("carol"));
+}
+
+#[test]
+fn line_quotes_values_that_need_it() {
+    let e = Event {
+        event: "reject",
+        user: "alice".into(),
+        service: "sshd".into(),
+        rhost: Some("192.0.2.1".into()),
+        outcome: Some("failure"),
+        reason: Some("wrong_code"),
+        limit: None,
+        phone: Some("******0143".into()),
+        provider: None,
+        detail: Some("tries left: 2".into()),
+    };
+    assert_eq!(
+        e.to_line(),
+        "event=reject user=alice service=sshd rhost=192.0.2.1 outcome=failure reason=wrong_code phone=******0143 detail=\"tries left: 2\""
+    );
+    let j = e.to_json(0, Level::Info);
+    assert_eq!(j["reason"], "wrong_code");
+    assert_eq!(j["level"], "info");
+    assert_eq!(j["limit"], serde_json::Value::Null);
+    let limited = Event {
+        reason: Some("rate_limited"),
+        limit: Some("sms_per_user"),
+        phone: None,
+        detail: Some("sms_per_user = 5/1h reached".into()),
+        ..e
+    };
+    assert_eq!(
+        limited.to_line(),
+        "event=reject user=alice service=sshd rhost=192.0.2.1 outcome=failure reason=rate_limited limit=sms_per_user detail=\"sms_per_user = 5/1h reached\""
+    );
+    assert_eq!(limited.to_json(0, Level::Info)["limit"], "sms_per_user");
+}

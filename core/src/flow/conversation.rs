@@ -1,0 +1,120 @@
+//! The interactive loop (PAM): start, then prompt and answer until a
+//! verdict, telling the user each step in the words of [`super::texts`].
+
+use zeroize::Zeroizing;
+
+use super::{Answer, Engine, FlowError, LoginContext, Reject, Start, Verdict};
+use crate::otp::ChallengeId;
+
+/// How an interactive front end talks to the user (the PAM conversation).
+pub trait Conversation {
+    fn info(&mut self, text: &str) -> Result<(), String>;
+    fn error(&mut self, text: &str) -> Result<(), String>;
+    /// Whether [`Conversation::info`] reaches the user. When not (PAM_SILENT),
+    /// the code prompt itself names the phone the code went to.
+    fn shows_info(&self) -> bool {
+        true
+    }
+    /// An echo-off prompt; the answer is zeroized when dropped.
+    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
+    /// An echo-on prompt (a phone number to enroll).
+    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
+}
+
+/// Consecutive empty answers that cannot bring a new code before the login
+/// ends.
+const MAX_IDLE_ANSWERS: u32 = 3;
+/// Runs a whole login through `conv`: send, ask, verify, resend, until a
+/// verdict. The number of prompts is bounded so a client cannot hold the
+/// login open forever.
+pub fn run(
+    engine: &Engine,
+    conv: &mut dyn Conversation,
+    ctx: &LoginContext,
+) -> Result<Verdict, FlowError> {
+    let mut current = match engine.start(ctx)? {
+        Start::Done(v) => {
+            tell_verdict(conv, &v);
+            return Ok(v);
+        }
+        Start::Challenge(c) => c,
+    };
+    let id = current.id;
+    conv.info(&current.intro())
+        .map_err(|e| conversation_failed(engine, ctx, &id, e))?;
+    let otp = &engine.cfg.otp;
+    // Enrollment adds a number prompt (with its own tries) before the code.
+    let max_prompts =
+        (otp.max_attempts.get() + 2) * (otp.resend_max + 1) + otp.max_attempts.get() + 7;
+    let mut idle = 0;
+    for _ in 0..max_prompts {
+        let prompt = if conv.shows_info() {
+            current.prompt().to_owned()
+        } else {
+            current.prompt_naming_phone()
+        };
+        let input = if current.echo() {
+            conv.ask_text(&prompt)
+        } else {
+            conv.ask_secret(&prompt)
+        }
+        .map_err(|e| conversation_failed(engine, ctx, &id, e))?;
+        match engine.answer(ctx, &id, &input)? {
+            Answer::Done(v) => {
+                tell_verdict(conv, &v);
+                return Ok(v);
+            }
+            Answer::Retry(r, info) => {
+                // A client that only sends empty answers (or hit end of
+                // input) is not kept waiting for ever.
+                idle = if r.is_idle() { idle + 1 } else { 0 };
+                if idle > MAX_IDLE_ANSWERS {
+                    engine.abandon(ctx, &id, "only empty answers");
+                    let shown =
+                        (!info.phone_masked.is_empty()).then_some(info.phone_masked.as_str());
+                    let v = engine.finish(ctx, Verdict::Reject(Reject::NoCodeEntered), shown);
+                    tell_verdict(conv, &v);
+                    return Ok(v);
+                }
+                let msg = r.user_message();
+                let sent = if r.is_info() {
+                    conv.info(&msg)
+                } else {
+                    conv.error(&msg)
+                };
+                sent.map_err(|e| conversation_failed(engine, ctx, &id, e))?;
+                current = info;
+            }
+        }
+    }
+    engine.abandon(ctx, &id, "too many prompts");
+    let shown = (!current.phone_masked.is_empty()).then_some(current.phone_masked.as_str());
+    let v = engine.finish(ctx, Verdict::Reject(Reject::WrongCode), shown);
+    tell_verdict(conv, &v);
+    Ok(v)
+}
+
+fn conversation_failed(
+    engine: &Engine,
+    ctx: &LoginContext,
+    id: &ChallengeId,
+    e: String,
+) -> FlowError {
+    engine.abandon(ctx, id, &format!("conversation failed: {e}"));
+    FlowError::Conversation(e)
+}
+
+fn tell_verdict(conv: &mut dyn Conversation, v: &Verdict) {
+    // Best effort: the verdict stands even if the message cannot be shown.
+    match v {
+        Verdict::Reject(r) => {
+            let _ = conv.error(&r.user_message());
+        }
+        Verdict::Accept(a) => {
+            if let Some(m) = a.user_message() {
+                let _ = conv.info(&m);
+            }
+        }
+        Verdict::NotApplicable(_) => {}
+    }
+}

@@ -1,0 +1,136 @@
+//! The audit event that ends a login, and the one for an error.
+
+use std::time::Duration;
+
+use super::{Accept, Engine, FlowError, Limit, LoginContext, Reason, Reject, Skip, Verdict};
+use crate::audit::Level;
+
+impl Engine {
+    /// Logs a final verdict and returns it.
+    pub(crate) fn finish(&self, ctx: &LoginContext, v: Verdict, phone: Option<&str>) -> Verdict {
+        let mut e = self.event(ctx, "");
+        e.phone = phone.map(str::to_owned);
+        let level = match v {
+            Verdict::Accept(Accept::CodeVerified) => {
+                e.event = "accept";
+                e.outcome = Some("success");
+                e.reason = Some("code_verified");
+                Level::Info
+            }
+            Verdict::Accept(Accept::NoPhoneAllowed) => {
+                e.event = "fail_open";
+                e.outcome = Some("success");
+                e.reason = Some("no_phone");
+                e.detail = Some("no_phone = \"allow\": let in without a second factor".into());
+                Level::Warning
+            }
+            Verdict::Accept(Accept::BackupCode { left }) => {
+                e.event = "accept";
+                e.outcome = Some("success");
+                e.reason = Some("backup_code");
+                e.detail = Some(format!("backup codes left: {left}"));
+                Level::Info
+            }
+            Verdict::Accept(Accept::Enrolled) => {
+                e.event = "accept";
+                e.outcome = Some("success");
+                e.reason = Some("enrolled");
+                e.detail = Some("code to the new number verified; number registered".into());
+                Level::Info
+            }
+            Verdict::Accept(Accept::ProviderDownAllowed) => {
+                e.event = "fail_open";
+                e.outcome = Some("success");
+                e.reason = Some("provider_down");
+                e.detail = Some(
+                    "provider_down = \"allow\": NO SMS COULD BE SENT; let in without a second factor"
+                        .into(),
+                );
+                Level::Error
+            }
+            Verdict::Reject(r @ Reject::RateLimited(limit)) => {
+                e.event = "reject";
+                e.outcome = Some("failure");
+                e.reason = Some(r.word());
+                e.limit = Some(limit.key());
+                let limits = &self.cfg.limits;
+                e.detail = Some(match limit {
+                    Limit::PerUser { wait } => format!(
+                        "sms_per_user = {} reached; next SMS allowed in {}",
+                        limits.sms_per_user,
+                        humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                    ),
+                    Limit::Global => format!("sms_global = {} reached", limits.sms_global),
+                });
+                Level::Warning
+            }
+            Verdict::Reject(r) => {
+                e.event = "reject";
+                e.outcome = Some("failure");
+                e.reason = Some(r.word());
+                Level::Info
+            }
+            Verdict::NotApplicable(s) => {
+                e.event = "skip";
+                e.outcome = Some("not_applicable");
+                e.reason = Some(match s {
+                    Skip::ExemptUser => "exempt_user",
+                    Skip::ExemptGroup => "exempt_group",
+                    Skip::OptedOut => "opted_out",
+                });
+                Level::Info
+            }
+        };
+        self.log(level, &e);
+        v
+    }
+
+    /// The first factor a front end checked itself (a RADIUS server's
+    /// password check): whether it passed. A wrong password is logged as a
+    /// reject and one that could not be checked as an error; the user is
+    /// told neither, so the answer never hints whether the account exists.
+    pub fn first_factor(&self, ctx: &LoginContext, checked: Result<bool, String>) -> bool {
+        match checked {
+            Ok(true) => true,
+            Ok(false) => {
+                let mut e = self.event(ctx, "reject");
+                e.outcome = Some("failure");
+                e.reason = Some("bad_password");
+                self.log(Level::Info, &e);
+                false
+            }
+            Err(msg) => {
+                let mut e = self.event(ctx, "error");
+                e.outcome = Some("failure");
+                e.detail = Some(msg);
+                self.log(Level::Error, &e);
+                false
+            }
+        }
+    }
+
+    /// An answer naming a challenge id that could never be one of ours (a
+    /// RADIUS State of the wrong size): logged as an unknown challenge.
+    pub fn reject_malformed_challenge(&self, ctx: &LoginContext) {
+        self.finish(ctx, Verdict::Reject(Reject::UnknownChallenge), None);
+    }
+
+    /// A retry on a PAM handle whose code round already failed: refused
+    /// without sending anything.
+    pub fn log_round_over(&self, ctx: &LoginContext) {
+        let mut e = self.event(ctx, "retry_refused");
+        e.outcome = Some("failure");
+        e.reason = Some("code_round_failed");
+        e.detail =
+            Some("pam_authenticate again on a handle whose code round failed; no SMS sent".into());
+        self.log(Level::Info, &e);
+    }
+
+    /// Logs an error that ends a login (the front end fails closed).
+    pub fn log_error(&self, ctx: &LoginContext, err: &FlowError) {
+        let mut e = self.event(ctx, "error");
+        e.outcome = Some("failure");
+        e.detail = Some(err.to_string());
+        self.log(Level::Error, &e);
+    }
+}

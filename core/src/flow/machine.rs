@@ -1,0 +1,724 @@
+//! The state machine: [`Engine::start`] opens a challenge (or ends the
+//! login at once), [`Engine::answer`] takes each reply: the code, a backup
+//! code, an empty line for a new code, or a number to enroll.
+
+use std::time::Duration;
+
+use super::{
+    Accept, Answer, ChallengeInfo, Engine, Expired, FlowError, Limit, LoginContext, Reason, Reject,
+    Retry, Skip, Start, Step, Verdict,
+};
+use crate::audit::Level;
+use crate::backup::{self, Redeemed};
+use crate::clock::{ms, Millis};
+use crate::config::{MessageValues, NoPhone, ProviderDown};
+use crate::otp::{self, ChallengeId};
+use crate::phone::Phone;
+use crate::sms::{self, ChainOutcome, Sms};
+use crate::store::{ChallengeRecord, SendPermit, StoreCache};
+
+/// How [`Engine::start_with`] names a new challenge.
+#[derive(Debug, Clone, Copy)]
+enum Ids {
+    /// 128 random bits: the challenge id travels to the user (a RADIUS
+    /// State, a PAM conversation).
+    Random,
+    /// [`crate::otp::OtpKey::login_id`]: found again by user and service alone.
+    PerLogin,
+}
+
+/// What an answer that comes after the code expired gets.
+/// The code-acceptance rule, stated once: a code opens challenge `rec`
+/// when the challenge is `ctx`'s user's for `ctx`'s service, waits for a
+/// code of kind `step`, has not expired at `now`, holds the MAC of what was
+/// typed (`mac`, compared in constant time), and the user is not locked
+/// out. [`Engine::answer_with`] asks it; [`Store::consume_code`] is its
+/// atomic implementation for [`Step::Code`] (the check and the delete in
+/// one transaction, in SQL), and the test
+/// `consume_code_agrees_with_the_rule` holds the two to the same answers.
+///
+/// [`Store::consume_code`]: crate::store::Store::consume_code
+pub(crate) fn code_opens(
+    rec: &ChallengeRecord,
+    ctx: &LoginContext,
+    step: Step,
+    locked: bool,
+    mac: &[u8; 32],
+    now: Millis,
+) -> bool {
+    rec.user == ctx.user
+        && rec.service == ctx.service
+        && rec.step == step
+        && now < rec.expires_at
+        && !locked
+        && otp::macs_equal(mac, &rec.code_mac)
+}
+
+impl Engine {
+    /// Step one: decide whether the user needs a code, and send it.
+    pub fn start(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
+        self.start_with(ctx, Ids::Random)
+    }
+
+    /// [`Engine::start`] for front ends that cannot carry the challenge id
+    /// between rounds: the challenge gets the one id of this user and
+    /// service ([`crate::otp::OtpKey::login_id`]), replacing any pending one, and
+    /// [`Engine::pending`] finds it.
+    pub fn start_one_per_login(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
+        self.start_with(ctx, Ids::PerLogin)
+    }
+
+    /// [`Engine::start_one_per_login`] for a front end that takes the code
+    /// typed after the password (RADIUS append mode). Such a front end
+    /// cannot hold the enrollment dialogue (a number, then a code), so a
+    /// login that would enroll is abandoned (logged as such) and ends as
+    /// [`Reject::NoPhone`].
+    pub fn start_appended(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
+        match self.start_one_per_login(ctx)? {
+            Start::Challenge(info) if info.step == Step::EnrollNumber => {
+                self.abandon(ctx, &info.id, "enrollment needs challenge mode");
+                Ok(Start::Done(Verdict::Reject(Reject::NoPhone)))
+            }
+            started => Ok(started),
+        }
+    }
+
+    /// How many bytes at the end of `field` (a password with the answer to
+    /// `pending` typed after it) are that answer: a backup code by its
+    /// shape ([`backup::appended_len`]), else an SMS code of the configured
+    /// length.
+    pub fn appended_code_len(&self, pending: &ChallengeInfo, field: &[u8]) -> usize {
+        backup::appended_len(field, pending.step == Step::BackupOnly).unwrap_or(self.cfg.otp.length)
+    }
+
+    fn new_id(&self, ctx: &LoginContext, ids: Ids) -> Result<ChallengeId, FlowError> {
+        Ok(match ids {
+            Ids::Random => ChallengeId::random(&*self.rng)?,
+            Ids::PerLogin => self.key.login_id(&ctx.user, &ctx.service),
+        })
+    }
+
+    fn start_with(&self, ctx: &LoginContext, ids: Ids) -> Result<Start, FlowError> {
+        let policy = &self.cfg.policy;
+        if policy.exempt_users.contains(&ctx.user) {
+            return Ok(Start::Done(self.finish(
+                ctx,
+                Verdict::NotApplicable(Skip::ExemptUser),
+                None,
+            )));
+        }
+        if !policy.exempt_groups.is_empty() {
+            let groups =
+                self.accounts
+                    .groups(&ctx.user)
+                    .map_err(|message| FlowError::Accounts {
+                        user: ctx.user.clone(),
+                        message,
+                    })?;
+            if groups.iter().any(|g| policy.exempt_groups.contains(g)) {
+                return Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::NotApplicable(Skip::ExemptGroup),
+                    None,
+                )));
+            }
+        }
+        if policy.opt_out_honoured() && self.store.opt_out(&ctx.user)?.is_some() {
+            return Ok(Start::Done(self.finish(
+                ctx,
+                Verdict::NotApplicable(Skip::OptedOut),
+                None,
+            )));
+        }
+        let now = self.now();
+        let keep = self
+            .cfg
+            .limits
+            .sms_per_user
+            .window
+            .max(self.cfg.limits.sms_global.window);
+        // Housekeeping on about one login in 32, and at most every 30 s
+        // for a long-lived engine: every query already ignores stale rows,
+        // so this only keeps the file small, and it scans whole tables.
+        let mut dice = [0u8; 1];
+        self.rng.fill(&mut dice)?;
+        if dice[0] < 8 && now - self.last_purge.get() >= 30_000 {
+            self.last_purge.set(now);
+            self.store.purge(now, keep)?;
+        }
+        let (locked, stored_phone) = self.store.lockout_and_phone(&ctx.user, now)?;
+        if locked.is_some() {
+            return Ok(Start::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::LockedOut),
+                None,
+            )));
+        }
+        let Some(found) = self.find_phone_given(&ctx.user, stored_phone)? else {
+            return match policy.no_phone {
+                NoPhone::Allow => Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::Accept(Accept::NoPhoneAllowed),
+                    None,
+                ))),
+                NoPhone::Enroll => self.open_without_sms(ctx, ids, now, Step::EnrollNumber),
+                NoPhone::Deny if self.backup_usable(&ctx.user)? => {
+                    self.open_without_sms(ctx, ids, now, Step::BackupOnly)
+                }
+                NoPhone::Deny => Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::Reject(Reject::NoPhone),
+                    None,
+                ))),
+            };
+        };
+        let phone = found.phone;
+        let masked = phone.masked();
+        if self.audit.takes(Level::Debug) {
+            let mut e = self.event(ctx, "phone_found");
+            e.phone = Some(masked.clone());
+            e.detail = Some(format!("from {}", found.source));
+            self.log(Level::Debug, &e);
+        }
+        if !phone.allowed(&self.cfg.phone) {
+            return Ok(Start::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::CountryNotAllowed),
+                Some(&masked),
+            )));
+        }
+        let id = self.new_id(ctx, ids)?;
+        let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
+        let ttl = self.cfg.otp.ttl;
+        let rec = ChallengeRecord {
+            id,
+            user: ctx.user.clone(),
+            service: ctx.service.clone(),
+            code_mac: self.key.mac(&id, &ctx.user, &ctx.service, code.as_str()),
+            phone_masked: masked.clone(),
+            created_at: now,
+            sent_at: now,
+            expires_at: now + ms(ttl),
+            attempts_left: self.cfg.otp.max_attempts.get(),
+            resends_used: 0,
+            step: Step::Code,
+            pending_phone: None,
+        };
+        // The SMS is counted against the limits and the challenge stored in
+        // one transaction, before anything is sent: a store that cannot take
+        // it fails the login before anyone receives a code that could never
+        // work.
+        let limits = &self.cfg.limits;
+        match self
+            .store
+            .start_challenge(&rec, limits.sms_per_user, limits.sms_global)?
+        {
+            SendPermit::Granted => {}
+            refused => {
+                let r = self.limited(ctx, refused, now)?;
+                return Ok(Start::Done(self.finish(
+                    ctx,
+                    Verdict::Reject(r),
+                    Some(&masked),
+                )));
+            }
+        }
+        match self.deliver(ctx, &phone, code.as_str(), "sent") {
+            None => Ok(Start::Challenge(self.info(&rec, now))),
+            Some(Verdict::Reject(r @ (Reject::ProviderDown | Reject::SendRefused)))
+                if self.backup_usable(&ctx.user)? =>
+            {
+                // What backup codes are for: the phone cannot be reached.
+                self.store.set_step(&id, &rec.code_mac, Step::BackupOnly)?;
+                let mut e = self.event(ctx, "backup_fallback");
+                e.phone = Some(masked.clone());
+                e.reason = Some(r.word());
+                e.detail = Some("no SMS could be sent; asking for a backup code".into());
+                self.log(Level::Warning, &e);
+                let mut info = self.info(&rec, now);
+                info.step = Step::BackupOnly;
+                Ok(Start::Challenge(info))
+            }
+            Some(v) => {
+                self.store.withdraw(&id, &rec.code_mac)?;
+                Ok(Start::Done(self.finish(ctx, v, Some(&masked))))
+            }
+        }
+    }
+
+    /// The reason for a send a limit refused: which limit, and for the
+    /// user's own, how long until the window lets the next SMS through.
+    pub(super) fn limited(
+        &self,
+        ctx: &LoginContext,
+        permit: SendPermit,
+        now: Millis,
+    ) -> Result<Reject, FlowError> {
+        if permit == SendPermit::GlobalLimit {
+            return Ok(Reject::RateLimited(Limit::Global));
+        }
+        let window = self
+            .store
+            .sms_window(&ctx.user, now, self.cfg.limits.sms_per_user)?;
+        // A window that has just freed up (a send raced this one out)
+        // still reads as a short wait, never as none.
+        let next = window.next_allowed_at.unwrap_or(now).max(now);
+        Ok(Reject::RateLimited(Limit::PerUser {
+            wait: Duration::from_millis((next - now) as u64),
+        }))
+    }
+
+    /// A challenge that sends nothing yet: a backup code only, or the first
+    /// step of enrollment.
+    fn open_without_sms(
+        &self,
+        ctx: &LoginContext,
+        ids: Ids,
+        now: Millis,
+        step: Step,
+    ) -> Result<Start, FlowError> {
+        let id = self.new_id(ctx, ids)?;
+        // A MAC no code can have: random, and the step decides anyway.
+        let mut code_mac = [0u8; 32];
+        self.rng.fill(&mut code_mac)?;
+        let rec = ChallengeRecord {
+            id,
+            user: ctx.user.clone(),
+            service: ctx.service.clone(),
+            code_mac,
+            phone_masked: String::new(),
+            created_at: now,
+            sent_at: now,
+            expires_at: now + ms(self.cfg.otp.ttl),
+            attempts_left: self.cfg.otp.max_attempts.get(),
+            resends_used: 0,
+            step,
+            pending_phone: None,
+        };
+        self.store.insert_challenge(&rec)?;
+        let e = self.event(
+            ctx,
+            match step {
+                Step::EnrollNumber => "enroll_start",
+                _ => "backup_only",
+            },
+        );
+        self.log(Level::Info, &e);
+        Ok(Start::Challenge(self.info(&rec, now)))
+    }
+
+    /// Sends `code`; on failure returns (without logging it) the verdict
+    /// the policy asks for.
+    pub(super) fn deliver(
+        &self,
+        ctx: &LoginContext,
+        phone: &crate::phone::Phone,
+        code: &str,
+        event: &'static str,
+    ) -> Option<Verdict> {
+        let text = self.cfg.otp.message.render(&MessageValues {
+            code,
+            host: &self.host,
+            ttl: self.cfg.otp.ttl,
+            user: &ctx.user,
+            service: &ctx.service,
+        });
+        let outcome = sms::send_with_failover(
+            &self.providers,
+            &Sms {
+                to: phone,
+                text: &text,
+            },
+        );
+        match &outcome {
+            ChainOutcome::Sent {
+                provider,
+                failed_over_from,
+            } => {
+                if let Some((from, err)) = failed_over_from {
+                    let mut e = self.event(ctx, "failover");
+                    e.provider = Some(from.clone());
+                    e.detail = Some(format!("{err}; sent through {provider} instead"));
+                    self.log(Level::Warning, &e);
+                }
+                let mut e = self.event(ctx, event);
+                e.phone = Some(phone.masked());
+                e.provider = Some(provider.clone());
+                self.log(Level::Info, &e);
+                None
+            }
+            ChainOutcome::Failed(errors) => {
+                for (name, err) in errors {
+                    let mut e = self.event(ctx, "send_failed");
+                    e.phone = Some(phone.masked());
+                    e.provider = Some(name.clone());
+                    e.detail = Some(err.to_string());
+                    self.log(Level::Error, &e);
+                }
+                Some(if !outcome.is_outage() {
+                    Verdict::Reject(Reject::SendRefused)
+                } else {
+                    match self.cfg.policy.provider_down {
+                        ProviderDown::Allow => Verdict::Accept(Accept::ProviderDownAllowed),
+                        ProviderDown::Deny => Verdict::Reject(Reject::ProviderDown),
+                    }
+                })
+            }
+        }
+    }
+
+    pub(super) fn info(&self, rec: &ChallengeRecord, now: Millis) -> ChallengeInfo {
+        ChallengeInfo {
+            id: rec.id,
+            phone_masked: rec.phone_masked.clone(),
+            expires_in: Duration::from_millis(rec.expires_at.saturating_sub(now).max(0) as u64),
+            attempts_left: rec.attempts_left,
+            step: rec.step,
+        }
+    }
+
+    /// Step two: the user's answer to challenge `id`. An empty answer asks
+    /// for a new code.
+    pub fn answer(
+        &self,
+        ctx: &LoginContext,
+        id: &ChallengeId,
+        input: &str,
+    ) -> Result<Answer, FlowError> {
+        self.answer_with(ctx, id, input, Expired::OfferNew)
+    }
+
+    /// [`Engine::answer`], choosing what an answer after expiry gets.
+    pub fn answer_with(
+        &self,
+        ctx: &LoginContext,
+        id: &ChallengeId,
+        input: &str,
+        expired: Expired,
+    ) -> Result<Answer, FlowError> {
+        let now = self.now();
+        // The usual answer, the right code in time, in one store step; any
+        // other (and an enrollment code) is looked at closely below.
+        if let Some(code) = otp::normalise(input, self.cfg.otp.alphabet) {
+            let mac = self.key.mac(id, &ctx.user, &ctx.service, &code);
+            if let Some(masked) = self
+                .store
+                .consume_code(id, &ctx.user, &ctx.service, &mac, now)?
+            {
+                let shown = (!masked.is_empty()).then_some(masked.as_str());
+                return Ok(Answer::Done(self.finish(
+                    ctx,
+                    Verdict::Accept(Accept::CodeVerified),
+                    shown,
+                )));
+            }
+        }
+        let (rec, locked) = self.store.challenge_and_lockout(id, &ctx.user, now)?;
+        let Some(rec) = rec else {
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                None,
+            )));
+        };
+        if rec.user != ctx.user || rec.service != ctx.service {
+            // Someone else's challenge: leave it alone, refuse this one.
+            let mut e = self.event(ctx, "challenge_mismatch");
+            e.detail = Some(format!(
+                "challenge belongs to another user or service ({})",
+                rec.service
+            ));
+            self.log(Level::Warning, &e);
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                None,
+            )));
+        }
+        let masked = rec.phone_masked.clone();
+        let shown = (!masked.is_empty()).then_some(masked.as_str());
+        if locked.is_some() {
+            self.store.withdraw(id, &rec.code_mac)?;
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::LockedOut),
+                shown,
+            )));
+        }
+        let offers_new = matches!(rec.step, Step::Code | Step::EnrollCode);
+        if now >= rec.expires_at
+            && (expired == Expired::Reject
+                || !offers_new
+                || (!input.trim().is_empty() && rec.resends_used >= self.cfg.otp.resend_max))
+        {
+            self.store.withdraw(id, &rec.code_mac)?;
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::Expired),
+                shown,
+            )));
+        }
+        if input.trim().is_empty() {
+            return match rec.step {
+                Step::Code | Step::EnrollCode => self.resend(ctx, rec, now),
+                Step::BackupOnly => Ok(Answer::Retry(Retry::NeedBackupCode, self.info(&rec, now))),
+                Step::EnrollNumber => Ok(Answer::Retry(Retry::NeedNumber, self.info(&rec, now))),
+            };
+        }
+        if now >= rec.expires_at {
+            return Ok(Answer::Retry(Retry::Expired, self.info(&rec, now)));
+        }
+        match rec.step {
+            Step::Code | Step::EnrollCode => {}
+            Step::BackupOnly => {
+                if let Some(v) = self.try_backup(ctx, &rec, input)? {
+                    return Ok(Answer::Done(v));
+                }
+                return self.wrong_answer(ctx, &rec, now);
+            }
+            Step::EnrollNumber => {
+                if backup::parse(input).is_some() {
+                    if let Some(v) = self.try_backup(ctx, &rec, input)? {
+                        return Ok(Answer::Done(v));
+                    }
+                    return self.wrong_answer(ctx, &rec, now);
+                }
+                return self.enroll_number(ctx, &rec, input, now);
+            }
+        }
+        // Every other condition of the rule holds here (each was answered
+        // above with its own reason); the code decides.
+        let matches = otp::normalise(input, self.cfg.otp.alphabet).is_some_and(|code| {
+            let mac = self.key.mac(id, &ctx.user, &ctx.service, &code);
+            code_opens(&rec, ctx, rec.step, false, &mac, now)
+        });
+        if matches {
+            // Deleting the row is what makes the code single-use: of two
+            // concurrent right answers, exactly one deletes it.
+            let (used, accept) = if rec.step == Step::EnrollCode {
+                let by = format!("enroll:{}", ctx.service);
+                (
+                    self.store
+                        .complete_enrollment(id, &rec.code_mac, &ctx.user, now, &by)?,
+                    Accept::Enrolled,
+                )
+            } else {
+                (
+                    self.store.consume(id, &rec.code_mac, &ctx.user)?,
+                    Accept::CodeVerified,
+                )
+            };
+            if used {
+                return Ok(Answer::Done(self.finish(
+                    ctx,
+                    Verdict::Accept(accept),
+                    shown,
+                )));
+            }
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                shown,
+            )));
+        }
+        if let Some(v) = self.try_backup(ctx, &rec, input)? {
+            return Ok(Answer::Done(v));
+        }
+        self.wrong_answer(ctx, &rec, now)
+    }
+
+    /// A backup code in place of the code, if `input` is one of the user's
+    /// (it is used up, and the challenge with it).
+    fn try_backup(
+        &self,
+        ctx: &LoginContext,
+        rec: &ChallengeRecord,
+        input: &str,
+    ) -> Result<Option<Verdict>, FlowError> {
+        if !self.cfg.policy.backup_codes || backup::parse(input).is_none() {
+            return Ok(None);
+        }
+        match backup::redeem(&*self.store, &self.key, &ctx.user, input, Some(&rec.id))? {
+            Redeemed::Accepted { left } => {
+                let shown = (!rec.phone_masked.is_empty()).then_some(rec.phone_masked.as_str());
+                Ok(Some(self.finish(
+                    ctx,
+                    Verdict::Accept(Accept::BackupCode { left }),
+                    shown,
+                )))
+            }
+            Redeemed::NoMatch => Ok(None),
+        }
+    }
+
+    /// A wrong code: counts against the challenge and towards lockout.
+    fn wrong_answer(
+        &self,
+        ctx: &LoginContext,
+        rec: &ChallengeRecord,
+        now: Millis,
+    ) -> Result<Answer, FlowError> {
+        let id = &rec.id;
+        let masked = rec.phone_masked.clone();
+        let shown = (!masked.is_empty()).then_some(masked.as_str());
+        let left = self.store.wrong_attempt(id)?;
+        let limits = &self.cfg.limits;
+        let failures = self.store.record_failure(
+            &ctx.user,
+            now,
+            limits.lockout_after.get(),
+            limits.lockout,
+        )?;
+        let mut e = self.event(ctx, "wrong_code");
+        e.phone = shown.map(str::to_owned);
+        e.detail = Some(format!(
+            "tries left: {}; consecutive failures: {}",
+            left.unwrap_or(0),
+            failures.count
+        ));
+        self.log(Level::Info, &e);
+        if failures.locked_until.is_some() {
+            self.store.delete_challenge(id)?;
+            let mut e = self.event(ctx, "locked_out");
+            e.detail = Some(format!(
+                "{} consecutive failures; locked for {}",
+                failures.count,
+                humantime::format_duration(limits.lockout)
+            ));
+            self.log(Level::Warning, &e);
+            // This login ends as a wrong code (the user knows they typed
+            // it); the next one meets the lockout.
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::WrongCode),
+                shown,
+            )));
+        }
+        match left {
+            Some(n) if n > 0 => {
+                let mut info = self.info(rec, now);
+                info.attempts_left = n;
+                Ok(Answer::Retry(Retry::WrongCode { tries_left: n }, info))
+            }
+            _ => Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::WrongCode),
+                shown,
+            ))),
+        }
+    }
+
+    fn resend(
+        &self,
+        ctx: &LoginContext,
+        rec: ChallengeRecord,
+        now: Millis,
+    ) -> Result<Answer, FlowError> {
+        let expired = now >= rec.expires_at;
+        let give_up = |this: &Self, v: Reject| -> Result<Answer, FlowError> {
+            this.store.delete_challenge(&rec.id)?;
+            Ok(Answer::Done(this.finish(
+                ctx,
+                Verdict::Reject(v),
+                Some(&rec.phone_masked),
+            )))
+        };
+        if rec.resends_used >= self.cfg.otp.resend_max {
+            if expired {
+                return give_up(self, Reject::Expired);
+            }
+            return Ok(Answer::Retry(Retry::NoResendsLeft, self.info(&rec, now)));
+        }
+        let ready_at = rec.sent_at + ms(self.cfg.otp.resend_cooldown);
+        if now < ready_at {
+            let wait = Duration::from_millis((ready_at - now) as u64 + 999);
+            return Ok(Answer::Retry(
+                Retry::Cooldown { wait },
+                self.info(&rec, now),
+            ));
+        }
+        let limits = &self.cfg.limits;
+        let permit =
+            self.store
+                .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?;
+        if permit != SendPermit::Granted {
+            if expired {
+                let r = self.limited(ctx, permit, now)?;
+                return give_up(self, r);
+            }
+            return Ok(Answer::Retry(Retry::ResendLimited, self.info(&rec, now)));
+        }
+        // Enrollment resends to the number being enrolled; otherwise look
+        // the number up again: it may have changed since.
+        let phone = match (&rec.step, &rec.pending_phone) {
+            (Step::EnrollCode, Some(e164)) => {
+                Phone::parse_cached(e164, None, &StoreCache(&*self.store)).ok()
+            }
+            _ => self.find_phone(&ctx.user)?.map(|f| f.phone),
+        };
+        let Some(phone) = phone else {
+            return give_up(self, Reject::NoPhone);
+        };
+        let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
+        let mac = self
+            .key
+            .mac(&rec.id, &ctx.user, &ctx.service, code.as_str());
+        let expires_at = now + ms(self.cfg.otp.ttl);
+        let attempts = self.cfg.otp.max_attempts.get();
+        if !self.store.replace_code(
+            &rec.id,
+            &mac,
+            now,
+            expires_at,
+            attempts,
+            rec.resends_used + 1,
+        )? {
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                Verdict::Reject(Reject::UnknownChallenge),
+                None,
+            )));
+        }
+        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "resent") {
+            self.store.delete_challenge(&rec.id)?;
+            return Ok(Answer::Done(self.finish(ctx, v, Some(&phone.masked()))));
+        }
+        let updated = ChallengeRecord {
+            phone_masked: phone.masked(),
+            sent_at: now,
+            expires_at,
+            attempts_left: attempts,
+            resends_used: rec.resends_used + 1,
+            ..rec
+        };
+        Ok(Answer::Retry(
+            Retry::Resent {
+                phone_masked: updated.phone_masked.clone(),
+            },
+            self.info(&updated, now),
+        ))
+    }
+
+    /// The unexpired challenge [`Engine::start_one_per_login`] opened for
+    /// this user and service, if any.
+    pub fn pending(&self, ctx: &LoginContext) -> Result<Option<ChallengeInfo>, FlowError> {
+        let now = self.now();
+        let id = self.key.login_id(&ctx.user, &ctx.service);
+        Ok(self
+            .store
+            .challenge(&id)?
+            .filter(|rec| {
+                rec.user == ctx.user && rec.service == ctx.service && now < rec.expires_at
+            })
+            .map(|rec| self.info(&rec, now)))
+    }
+
+    /// The user went away in the middle: forget the challenge.
+    pub fn abandon(&self, ctx: &LoginContext, id: &ChallengeId, why: &str) {
+        let _ = self.store.delete_challenge(id);
+        let mut e = self.event(ctx, "abandoned");
+        e.outcome = Some("failure");
+        e.detail = Some(why.to_owned());
+        self.log(Level::Info, &e);
+    }
+}

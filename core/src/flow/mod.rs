@@ -1,0 +1,383 @@
+//! The login conversation as a state machine both front ends drive:
+//! start → sent → verify / resend / backup code → accept or reject, and for
+//! a user without a number (`no_phone = "enroll"`): number → code → the
+//! number is registered and the login accepted.
+//!
+//! Where a number comes from: the store's `phone` table (set by `smsotp
+//! user set-phone` or by enrollment) first, then the configured
+//! directories in order. An admin's explicit setting wins over a file; a
+//! login never changes a number that exists anywhere.
+//!
+//! Backup codes are accepted wherever a code is asked for (shape tells them
+//! apart: 10 characters, `xxxxx-xxxxx`). A user with backup codes but no
+//! number under `no_phone = "deny"`, or whose SMS could not be sent under
+//! `provider_down = "deny"`, is asked for a backup code instead.
+//!
+//! [`Engine::start`] and [`Engine::answer`] are single steps whose state lives
+//! in the store (RADIUS carries the challenge id in State between packets);
+//! [`run`] drives them through an interactive [`Conversation`] (PAM). The
+//! rules live here once: no front end decides anything about codes.
+
+mod conversation;
+mod enroll;
+mod events;
+mod machine;
+mod outcome;
+pub mod texts;
+
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use crate::audit::{Audit, AuditSink, Event, FileSink, Level, StderrSink, SyslogSink};
+use crate::backup::{self, BackupError};
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::config::{Config, StoreSpec};
+use crate::directory::{self, Accounts, Directory, DirectoryError, Found, SystemAccounts};
+use crate::otp::{KeyError, OtpKey};
+use crate::phone::{NoCache, Phone};
+use crate::random::{OsRandom, RandomError, RandomSource};
+use crate::sms::{self, SmsProvider};
+pub use crate::store::Step;
+use crate::store::{SqliteStore, Store, StoreCache, StoreError};
+
+pub use conversation::{run, Conversation};
+pub use outcome::{
+    Accept, Answer, ChallengeInfo, Expired, Limit, Reason, Reject, Retry, Skip, Start, Verdict,
+};
+pub use texts::{BACKUP_PROMPT, CODE_PROMPT, ENROLL_PROMPT, UNAVAILABLE};
+
+/// Who is logging in, to what, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginContext {
+    pub user: String,
+    /// The PAM service ("sshd", "sudo") or the RADIUS client ("radius:vpn").
+    /// A code is valid only for the service it was sent for.
+    pub service: String,
+    pub rhost: Option<String>,
+}
+
+impl LoginContext {
+    /// An event about this login, named as every event of it is.
+    pub fn event(&self, event: &'static str) -> Event {
+        Event {
+            event,
+            user: self.user.clone(),
+            service: self.service.clone(),
+            rhost: self.rhost.clone(),
+            ..Event::default()
+        }
+    }
+}
+
+/// Something went wrong that is not the user's doing. Front ends fail closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("cannot read the groups of {user}: {message}")]
+    Accounts { user: String, message: String },
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the conversation with the user failed: {0}")]
+    Conversation(String),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+/// What kind of failure a [`FlowError`] is, for a front end's one match.
+/// [`FlowError`] is `#[non_exhaustive]`, so another crate cannot match it
+/// without a wildcard; this is not, so a new kind is a compile error in
+/// every front end rather than a silent default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The store, a directory or the account database could not be read:
+    /// the service is unavailable for now.
+    Unavailable,
+    /// The conversation with the user broke (the user went away).
+    Conversation,
+    /// Randomness, the key or backup-code checking failed: something on
+    /// this host is broken.
+    Internal,
+}
+
+impl FlowError {
+    /// The kind of failure, which decides what a front end answers.
+    pub fn failure(&self) -> Failure {
+        match self {
+            FlowError::Store(_) | FlowError::Directory(_) | FlowError::Accounts { .. } => {
+                Failure::Unavailable
+            }
+            FlowError::Conversation(_) => Failure::Conversation,
+            FlowError::Random(_) | FlowError::Key(_) | FlowError::Backup(_) => Failure::Internal,
+        }
+    }
+}
+
+/// Everything a login needs, built once per PAM call or per server.
+pub struct Engine {
+    pub cfg: Config,
+    store: Box<dyn Store>,
+    directories: Vec<Box<dyn Directory>>,
+    providers: Vec<Box<dyn SmsProvider>>,
+    accounts: Box<dyn Accounts>,
+    clock: Box<dyn Clock>,
+    rng: Box<dyn RandomSource>,
+    audit: Audit,
+    key: OtpKey,
+    host: String,
+    /// When this engine last purged the store (0: never).
+    last_purge: std::cell::Cell<Millis>,
+}
+
+/// The parts of an [`Engine`], for tests and for front ends that build their
+/// own (the RADIUS server shares one store).
+pub struct Parts {
+    pub store: Box<dyn Store>,
+    pub directories: Vec<Box<dyn Directory>>,
+    pub providers: Vec<Box<dyn SmsProvider>>,
+    pub accounts: Box<dyn Accounts>,
+    pub clock: Box<dyn Clock>,
+    pub rng: Box<dyn RandomSource>,
+    pub audit: Audit,
+    pub key: OtpKey,
+    pub host: String,
+}
+
+/// How a front end wants logging set up.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// syslog identity ("pam_smsotp", "smsotp-radiusd").
+    pub ident: String,
+    /// Also log debug events.
+    pub debug: bool,
+    /// Also write every event to standard error (daemons).
+    pub stderr: bool,
+    /// A server's sinks, kept between events and shared by its threads;
+    /// when set, they replace the ones the fields above describe.
+    pub server: Option<std::sync::Arc<crate::audit::ServerSinks>>,
+}
+
+fn system_clock() -> Box<dyn Clock> {
+    Box::new(SystemClock)
+}
+
+/// The sinks the config asks for.
+pub fn audit_from_config(cfg: &Config, log: &LogOptions) -> Audit {
+    if let Some(server) = &log.server {
+        return Audit {
+            sinks: vec![Box::new(server.clone())],
+        };
+    }
+    let mut sinks: Vec<Box<dyn AuditSink>> = Vec::new();
+    if cfg.audit.syslog {
+        sinks.push(Box::new(SyslogSink::new(&log.ident, log.debug)));
+    }
+    if log.stderr {
+        sinks.push(Box::new(StderrSink {
+            ident: log.ident.clone(),
+            debug: log.debug,
+        }));
+    }
+    if let Some(path) = &cfg.audit.file {
+        sinks.push(Box::new(FileSink {
+            path: path.clone(),
+            debug: log.debug,
+        }));
+    }
+    Audit { sinks }
+}
+
+impl Engine {
+    /// The production engine: real clock, OS randomness, the configured
+    /// store, directories and providers.
+    pub fn open(cfg: Config, log: &LogOptions) -> Result<Engine, FlowError> {
+        let StoreSpec::Sqlite { path, busy_timeout } = &cfg.store;
+        let store = SqliteStore::open(path, *busy_timeout)?;
+        Engine::open_with_store(cfg, log, Box::new(store))
+    }
+
+    /// [`Engine::open`] with a store the caller opened (a server shares one
+    /// between its threads).
+    pub fn open_with_store(
+        cfg: Config,
+        log: &LogOptions,
+        store: Box<dyn Store>,
+    ) -> Result<Engine, FlowError> {
+        let key = OtpKey::load_or_create(&cfg.otp.key_file, &OsRandom)?;
+        let parts = Parts {
+            store,
+            directories: directory::from_config(&cfg.directories),
+            providers: sms::from_config(&cfg.providers, system_clock),
+            accounts: Box::new(SystemAccounts),
+            clock: system_clock(),
+            rng: Box::new(OsRandom),
+            audit: audit_from_config(&cfg, log),
+            key,
+            host: hostname(),
+        };
+        Ok(Engine::with_parts(cfg, parts))
+    }
+
+    /// [`Engine::open_with_store`] with directory sources and provider state
+    /// (SMPP sessions) shared between engines, as a server's workers need
+    /// (see [`directory::shared_from_config`]).
+    pub fn open_shared(
+        cfg: Config,
+        log: &LogOptions,
+        store: Box<dyn Store>,
+        directories: &[std::sync::Arc<dyn Directory + Send + Sync>],
+        providers: &sms::ProviderContext,
+    ) -> Result<Engine, FlowError> {
+        let mut engine = Engine::open_with_store(cfg, log, store)?;
+        engine.providers = sms::from_config_with(&engine.cfg.providers, system_clock, providers);
+        engine.directories = directories
+            .iter()
+            .map(|d| Box::new(d.clone()) as Box<dyn Directory>)
+            .collect();
+        Ok(engine)
+    }
+
+    pub fn with_parts(cfg: Config, p: Parts) -> Engine {
+        Engine {
+            cfg,
+            store: p.store,
+            directories: p.directories,
+            providers: p.providers,
+            accounts: p.accounts,
+            clock: p.clock,
+            rng: p.rng,
+            audit: p.audit,
+            key: p.key,
+            host: p.host,
+            last_purge: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    fn event(&self, ctx: &LoginContext, event: &'static str) -> Event {
+        ctx.event(event)
+    }
+
+    fn log(&self, level: Level, e: &Event) {
+        self.audit.record(level, self.now(), e);
+    }
+
+    /// Records an event of the front end's own (e.g. a RADIUS password
+    /// check) in the same audit trail.
+    pub fn record(&self, level: Level, e: &Event) {
+        self.log(level, e);
+    }
+
+    /// An event about this login, to fill in and [`Engine::record`].
+    pub fn event_for(&self, ctx: &LoginContext, event: &'static str) -> Event {
+        self.event(ctx, event)
+    }
+
+    /// The user's number and where it came from: the store (set by an
+    /// admin or by enrollment) first, then the configured directories.
+    pub fn find_phone(&self, user: &str) -> Result<Option<Found>, FlowError> {
+        self.find_phone_given(user, self.store.phone(user)?)
+    }
+
+    /// [`Engine::find_phone`], given what the store holds for `user`.
+    fn find_phone_given(
+        &self,
+        user: &str,
+        stored: Option<crate::store::PhoneRecord>,
+    ) -> Result<Option<Found>, FlowError> {
+        if let Some(rec) = stored {
+            // Stored numbers were validated when set; parse again (cached)
+            // for the region, and never let a bad row fall through to
+            // another source.
+            let phone = Phone::parse_cached(&rec.e164, None, &StoreCache(&*self.store)).map_err(
+                |error| DirectoryError::BadNumber {
+                    source_name: "the smsotp store".into(),
+                    user: user.to_owned(),
+                    error,
+                },
+            )?;
+            return Ok(Some(Found {
+                phone,
+                source: format!("store (set by {})", rec.set_by),
+            }));
+        }
+        Ok(directory::lookup(
+            &self.directories,
+            user,
+            self.cfg.phone.default_region,
+            &StoreCache(&*self.store),
+        )?)
+    }
+
+    /// The configured directories alone (for `user clear-phone`: does a
+    /// number remain once the store's is gone?).
+    pub fn find_phone_in_directories(&self, user: &str) -> Result<Option<Found>, FlowError> {
+        Ok(directory::lookup(
+            &self.directories,
+            user,
+            self.cfg.phone.default_region,
+            &NoCache,
+        )?)
+    }
+
+    /// Makes `count` new backup codes for `user` (replacing the old ones)
+    /// and returns them, to be shown once.
+    pub fn generate_backup_codes(
+        &self,
+        user: &str,
+        count: usize,
+    ) -> Result<Vec<Zeroizing<String>>, FlowError> {
+        Ok(backup::generate(
+            &*self.store,
+            &self.key,
+            &*self.rng,
+            user,
+            count,
+            self.now(),
+        )?)
+    }
+
+    /// Whether a backup code could log `user` in now.
+    fn backup_usable(&self, user: &str) -> Result<bool, FlowError> {
+        Ok(self.cfg.policy.backup_codes && self.store.backup_codes_left(user)? > 0)
+    }
+}
+
+/// The host name for messages ("… your login code for web1").
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "this host".into())
+}
+
+/// Loads the config at `path` and opens the engine.
+pub fn open_from_path(path: &Path, log: &LogOptions) -> Result<Engine, OpenError> {
+    let cfg = Config::load(path)?;
+    Ok(Engine::open(cfg, log)?)
+}
+
+/// Why an engine could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+}
+
+#[cfg(test)]
+mod tests;
