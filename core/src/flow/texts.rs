@@ -123,7 +123,8 @@ impl ChallengeInfo {
             Step::BackupOnly => {
                 "The code could not be sent. Enter one of your backup codes.".into()
             }
-            Step::EnrollNumber => "No phone number is registered for this account.                  Enter your mobile number to register it for SMS codes."
+            Step::EnrollNumber => "No phone number is registered for this account. \
+                                   Enter your mobile number to register it for SMS codes."
                 .into(),
         }
     }
@@ -211,6 +212,36 @@ impl Retry {
             }
             Retry::EnrollCodeSent { phone_masked } => {
                 format!("Code sent to {phone_masked}. Enter it to register this number.")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A string continued over lines without its `\` keeps the next line's
+    /// indentation: users then read a run of spaces.
+    #[test]
+    fn intros_have_no_runs_of_spaces() {
+        for step in [
+            Step::Code,
+            Step::EnrollCode,
+            Step::BackupOnly,
+            Step::EnrollNumber,
+        ] {
+            for phone in ["", "******0123"] {
+                let info = ChallengeInfo {
+                    id: crate::otp::ChallengeId([0; 16]),
+                    phone_masked: phone.into(),
+                    expires_in: Duration::from_secs(300),
+                    attempts_left: 3,
+                    step,
+                };
+                for text in [info.intro(), info.intro_with_tries()] {
+                    assert!(!text.contains("  "), "{step:?}: {text:?}");
+                }
             }
         }
     }
