@@ -177,7 +177,7 @@ pub fn redeem(
 mod tests {
     use super::*;
     use crate::random::OsRandom;
-    use crate::store::SqliteStore;
+    use crate::store::sqlite::SqliteStore;
     use std::time::{Duration, Instant};
 
     fn key() -> OtpKey {

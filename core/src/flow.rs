@@ -32,8 +32,9 @@ use crate::otp::{self, ChallengeId, KeyError, OtpKey};
 use crate::phone::{NoCache, Phone};
 use crate::random::{OsRandom, RandomError, RandomSource};
 use crate::sms::{self, ChainOutcome, Sms, SmsProvider};
+use crate::store::sqlite::SqliteStore;
 pub use crate::store::Step;
-use crate::store::{ChallengeRecord, SendPermit, SqliteStore, Store, StoreCache, StoreError};
+use crate::store::{ChallengeRecord, SendPermit, Store, StoreCache, StoreError};
 
 /// Who is logging in, to what, from where.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,8 @@ use smsotp_core::config::{
 use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
-use smsotp_core::store::{Committer, SharedStore, SqliteStore, StoreCache};
+use smsotp_core::store::sqlite::{Committer, SharedStore, SqliteStore};
+use smsotp_core::store::StoreCache;
 use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
