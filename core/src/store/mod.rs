@@ -14,28 +14,66 @@ use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::NumberCache;
 
+/// Why the store could not do what was asked. Backend-neutral: each
+/// backend maps its own errors onto these, keeping its error as the
+/// source. Every case means "could not check" to a login (PAM answers
+/// `PAM_AUTHINFO_UNAVAIL`, RADIUS rejects), never a wrong code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("state store {path}: {source}")]
-    Sqlite {
-        path: String,
+    /// The store cannot be reached or used at all (cannot open the file,
+    /// read-only, disk full, server down). Fix the store's location or the
+    /// host, then retry.
+    #[error("state store {location}: {source}")]
+    Unavailable {
+        location: String,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
-    #[error("state store {path}: its layout version {found} is newer than this smsotp understands ({supported}); upgrade smsotp, or move the file away to start afresh")]
+    /// Others held the store for longer than the configured wait
+    /// (`store.busy_timeout`). Transient: a later login may succeed.
+    #[error("state store {location}: {source}")]
+    Busy {
+        location: String,
+        #[source]
+        source: BackendError,
+    },
+    /// The write contradicts what is stored (e.g. a challenge id held by
+    /// another login); nothing was changed.
+    #[error("state store {location}: {source}")]
+    Conflict {
+        location: String,
+        #[source]
+        source: BackendError,
+    },
+    /// What is stored cannot be read as what it should be (a damaged file,
+    /// a value of the wrong type). Move the store away to start afresh.
+    #[error("state store {location}: {source}")]
+    Corrupt {
+        location: String,
+        #[source]
+        source: BackendError,
+    },
+    /// The store was written by a newer smsotp, whose layout this one does
+    /// not understand.
+    #[error("state store {location}: its layout version {found} is newer than this smsotp understands ({supported}); upgrade smsotp, or move the file away to start afresh")]
     Layout {
-        path: String,
+        location: String,
         found: i64,
         supported: i64,
     },
-    #[error("state store {path}: cannot create its directory: {source}")]
-    Dir {
-        path: String,
+    /// The operating system refused something the store needs besides the
+    /// store itself (here: creating its directory).
+    #[error("state store {location}: cannot create its directory: {source}")]
+    Io {
+        location: String,
         #[source]
         source: std::io::Error,
     },
 }
+
+/// A backend's own error, kept as the source of a [`StoreError`].
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A pending challenge: what was sent, to whom, for what, and how much of it
 /// is left. The code is only its MAC.

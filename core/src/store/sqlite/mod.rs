@@ -139,8 +139,8 @@ impl SqliteStore {
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                    .map_err(|source| StoreError::Dir {
-                        path: display.clone(),
+                    .map_err(|source| StoreError::Io {
+                        location: display.clone(),
                         source,
                     })?;
             }
@@ -149,10 +149,7 @@ impl SqliteStore {
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
         let conn = Connection::open(path);
         nix::sys::stat::umask(old);
-        let conn = conn.map_err(|source| StoreError::Sqlite {
-            path: display.clone(),
-            source,
-        })?;
+        let conn = conn.map_err(|source| sqlite_error(display.clone(), source))?;
         let mut store = Self::init(conn, display, busy_timeout)?;
         store.wait_signal = WaitSignal::open(path);
         store.drop_old_index();
@@ -161,10 +158,8 @@ impl SqliteStore {
 
     /// A private in-memory store (tests, benchmarks).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        let conn = Connection::open_in_memory().map_err(|source| StoreError::Sqlite {
-            path: ":memory:".into(),
-            source,
-        })?;
+        let conn = Connection::open_in_memory()
+            .map_err(|source| sqlite_error(":memory:".into(), source))?;
         Self::init(conn, ":memory:".into(), Duration::from_secs(5))
     }
 
@@ -230,7 +225,7 @@ impl SqliteStore {
         }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Layout {
-                path: self.path.clone(),
+                location: self.path.clone(),
                 found: version,
                 supported: SCHEMA_VERSION,
             });
@@ -267,10 +262,7 @@ impl SqliteStore {
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sqlite_error(self.path.clone(), source)
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction or, inside a batch
@@ -344,6 +336,22 @@ impl SqliteStore {
                 Err(self.err(e))
             }
         }
+    }
+}
+
+/// SQLite's error as a [`StoreError`], by what the caller can do about it.
+fn sqlite_error(location: String, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    let code = source.sqlite_error_code();
+    let source: super::BackendError = Box::new(source);
+    match code {
+        Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::Busy { location, source },
+        Some(C::ConstraintViolation) => StoreError::Conflict { location, source },
+        Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Corrupt { location, source },
+        Some(_) => StoreError::Unavailable { location, source },
+        // Not from SQLite itself: a value read back is not what it should
+        // be, or the statement is wrong for the layout.
+        None => StoreError::Corrupt { location, source },
     }
 }
 
@@ -1132,6 +1140,20 @@ mod tests {
             step: Step::Code,
             pending_phone: None,
         }
+    }
+
+    #[test]
+    fn sqlite_errors_become_backend_neutral_cases() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.db");
+        std::fs::write(&p, vec![b'x'; 4096]).unwrap();
+        let e = SqliteStore::open(&p, Duration::from_secs(1))
+            .err()
+            .expect("garbage opened as a store");
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+        assert!(e
+            .to_string()
+            .starts_with(&format!("state store {}: ", p.display())));
     }
 
     #[test]
