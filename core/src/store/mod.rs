@@ -5,7 +5,8 @@
 //!
 //! This module holds the [`Store`] trait, its records and its error;
 //! backends live beside it: [`sqlite`] (the embedded default, with the
-//! group commit smsotp-radiusd uses in [`sqlite::shared`]).
+//! group commit smsotp-radiusd uses in [`sqlite::shared`]) and [`memory`]
+//! (plain maps, for tests).
 
 use std::time::Duration;
 
@@ -360,4 +361,5 @@ impl NumberCache for StoreCache<'_> {
     }
 }
 
+pub mod memory;
 pub mod sqlite;
