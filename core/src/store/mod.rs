@@ -6,7 +6,8 @@
 //! This module holds the [`Store`] trait, its records and its error;
 //! backends live beside it: [`sqlite`] (the embedded default, with the
 //! group commit smsotp-radiusd uses in [`sqlite::shared`]) and [`memory`]
-//! (plain maps, for tests).
+//! (plain maps, for tests). One conformance suite (`conformance.rs`) runs
+//! against every backend.
 
 use std::time::Duration;
 
@@ -361,5 +362,7 @@ impl NumberCache for StoreCache<'_> {
     }
 }
 
+#[cfg(test)]
+mod conformance;
 pub mod memory;
 pub mod sqlite;
