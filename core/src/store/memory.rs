@@ -31,8 +31,8 @@ struct State {
     /// user -> (count, locked until).
     failures: HashMap<String, (u32, Option<Millis>)>,
     phones: HashMap<String, PhoneRecord>,
-    /// user -> (id, code), ids counting from 1 per replacement.
-    backup: HashMap<String, Vec<(i64, BackupHash)>>,
+    /// user -> codes.
+    backup: HashMap<String, Vec<BackupHash>>,
     /// user -> (set by, set at).
     opt_out: BTreeMap<String, (String, Millis)>,
 }
@@ -439,7 +439,7 @@ impl Store for MemoryStore {
         codes: &[BackupHash],
         _at: Millis,
     ) -> Result<(), StoreError> {
-        let codes = (1..).zip(codes.iter().cloned()).collect::<Vec<_>>();
+        let codes = codes.to_vec();
         let mut s = self.state();
         if codes.is_empty() {
             s.backup.remove(user);
@@ -449,11 +449,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn backup_candidates(
-        &self,
-        user: &str,
-        tag: &[u8; 8],
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    fn backup_candidates(&self, user: &str, tag: &[u8; 8]) -> Result<Vec<String>, StoreError> {
         Ok(self
             .state()
             .backup
@@ -461,8 +457,8 @@ impl Store for MemoryStore {
             .map_or_else(Vec::new, |codes| {
                 codes
                     .iter()
-                    .filter(|(_, c)| &c.tag == tag)
-                    .map(|(id, c)| (*id, c.hash.clone()))
+                    .filter(|c| &c.tag == tag)
+                    .map(|c| c.hash.clone())
                     .collect()
             }))
     }
@@ -470,14 +466,14 @@ impl Store for MemoryStore {
     fn consume_backup_code(
         &self,
         user: &str,
-        id: i64,
+        hash: &str,
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError> {
         let mut s = self.state();
         let Some(codes) = s.backup.get_mut(user) else {
             return Ok(None);
         };
-        let Some(at) = codes.iter().position(|(i, _)| *i == id) else {
+        let Some(at) = codes.iter().position(|c| c.hash == hash) else {
             return Ok(None);
         };
         codes.remove(at);

@@ -321,20 +321,21 @@ pub trait Store {
         codes: &[BackupHash],
         at: Millis,
     ) -> Result<(), StoreError>;
-    /// The stored codes of `user` with lookup tag `tag`: (id, hash).
-    fn backup_candidates(
-        &self,
-        user: &str,
-        tag: &[u8; 8],
-    ) -> Result<Vec<(i64, String)>, StoreError>;
-    /// Deletes backup code `id` of `user` and, if it was there, clears the
-    /// user's failures and deletes `challenge`, in one transaction. Returns
-    /// the codes left, or `None` if the code was already gone (used by a
-    /// concurrent login): of two concurrent uses exactly one succeeds.
+    /// The hashes of `user`'s stored codes with lookup tag `tag`. The
+    /// caller verifies the typed code against them (argon2, slow) outside
+    /// any store operation, then uses the one that matched with
+    /// [`Store::consume_backup_code`].
+    fn backup_candidates(&self, user: &str, tag: &[u8; 8]) -> Result<Vec<String>, StoreError>;
+    /// Deletes `user`'s backup code stored with hash `hash` (each hash has
+    /// a salt of its own, so it names one code) and, if it was there,
+    /// clears the user's failures and deletes `challenge`, in one atomic
+    /// step. Returns the codes left, or `None` if the code was already gone
+    /// (used by a concurrent login): of two concurrent uses exactly one
+    /// succeeds.
     fn consume_backup_code(
         &self,
         user: &str,
-        id: i64,
+        hash: &str,
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError>;
     fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError>;

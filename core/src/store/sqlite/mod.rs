@@ -996,15 +996,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn backup_candidates(
-        &self,
-        user: &str,
-        tag: &[u8; 8],
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    fn backup_candidates(&self, user: &str, tag: &[u8; 8]) -> Result<Vec<String>, StoreError> {
         self.conn
-            .prepare_cached("SELECT id, hash FROM backup_code WHERE user = ?1 AND tag = ?2")
+            .prepare_cached("SELECT hash FROM backup_code WHERE user = ?1 AND tag = ?2")
             .and_then(|mut st| {
-                st.query_map(params![user, &tag[..]], |r| Ok((r.get(0)?, r.get(1)?)))?
+                st.query_map(params![user, &tag[..]], |r| r.get(0))?
                     .collect()
             })
             .map_err(|e| self.err(e))
@@ -1013,13 +1009,13 @@ impl Store for SqliteStore {
     fn consume_backup_code(
         &self,
         user: &str,
-        id: i64,
+        hash: &str,
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError> {
         self.write(|tx| {
             let n = tx
-                .prepare_cached("DELETE FROM backup_code WHERE user = ?1 AND id = ?2")?
-                .execute(params![user, id])?;
+                .prepare_cached("DELETE FROM backup_code WHERE user = ?1 AND hash = ?2")?
+                .execute(params![user, hash])?;
             if n != 1 {
                 return Ok(None);
             }

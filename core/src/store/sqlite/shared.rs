@@ -821,20 +821,16 @@ impl Store for SharedStore {
     ) -> Result<(), StoreError> {
         self.with(|s| s.replace_backup_codes(user, codes, at))
     }
-    fn backup_candidates(
-        &self,
-        user: &str,
-        tag: &[u8; 8],
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    fn backup_candidates(&self, user: &str, tag: &[u8; 8]) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.backup_candidates(user, tag))
     }
     fn consume_backup_code(
         &self,
         user: &str,
-        id: i64,
+        hash: &str,
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError> {
-        self.with(|s| s.consume_backup_code(user, id, challenge))
+        self.with(|s| s.consume_backup_code(user, hash, challenge))
     }
     fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError> {
         self.with(|s| s.backup_codes_left(user))
