@@ -26,13 +26,12 @@ use zeroize::Zeroizing;
 use crate::audit::{Audit, AuditSink, Event, FileSink, Level, StderrSink, SyslogSink};
 use crate::backup::{self, BackupError, Redeemed};
 use crate::clock::{ms, Clock, Millis, SystemClock};
-use crate::config::{Config, MessageValues, NoPhone, ProviderDown, StoreSpec};
+use crate::config::{Config, MessageValues, NoPhone, ProviderDown};
 use crate::directory::{self, Accounts, Directory, DirectoryError, Found, SystemAccounts};
 use crate::otp::{self, ChallengeId, KeyError, OtpKey};
 use crate::phone::{NoCache, Phone};
 use crate::random::{OsRandom, RandomError, RandomSource};
 use crate::sms::{self, ChainOutcome, Sms, SmsProvider};
-use crate::store::sqlite::SqliteStore;
 pub use crate::store::Step;
 use crate::store::{ChallengeRecord, SendPermit, Store, StoreCache, StoreError};
 
@@ -523,9 +522,8 @@ impl Engine {
     /// The production engine: real clock, OS randomness, the configured
     /// store, directories and providers.
     pub fn open(cfg: Config, log: &LogOptions) -> Result<Engine, FlowError> {
-        let StoreSpec::Sqlite { path, busy_timeout } = &cfg.store;
-        let store = SqliteStore::open(path, *busy_timeout)?;
-        Engine::open_with_store(cfg, log, Box::new(store))
+        let store = crate::store::open(&cfg.store)?;
+        Engine::open_with_store(cfg, log, store)
     }
 
     /// [`Engine::open`] with a store the caller opened (a server shares one

@@ -16,6 +16,7 @@ use crate::directory::FileDirectory;
 use crate::random::FixedRandom;
 use crate::sms::tests::FakeSms;
 use crate::sms::SendError;
+use crate::store::sqlite::SqliteStore;
 
 /// A clock the test keeps a handle to while the engine owns a box of it.
 #[derive(Clone)]

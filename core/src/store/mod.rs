@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use crate::clock::Millis;
-use crate::config::Rate;
+use crate::config::{Rate, StoreSpec};
 use crate::otp::ChallengeId;
 use crate::phone::NumberCache;
 
@@ -360,6 +360,15 @@ impl NumberCache for StoreCache<'_> {
     }
     fn put(&self, key: &str, e164: &str, region: Option<&str>) {
         let _ = self.0.cache_number(key, e164, region);
+    }
+}
+
+/// Opens the configured store, whichever backend it is. A server that
+/// shares one store between threads opens its backend's shared form
+/// instead (smsotp-radiusd: [`sqlite::SharedStore::batched`]).
+pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
+    match spec {
+        StoreSpec::Sqlite { .. } => Ok(Box::new(sqlite::SqliteStore::open_spec(spec)?)),
     }
 }
 

@@ -130,6 +130,12 @@ CREATE TABLE IF NOT EXISTS opt_out (
 ";
 
 impl SqliteStore {
+    /// Opens the store `spec` names (see [`SqliteStore::open`]).
+    pub fn open_spec(spec: &crate::config::StoreSpec) -> Result<Self, StoreError> {
+        let crate::config::StoreSpec::Sqlite { path, busy_timeout } = spec;
+        Self::open(path, *busy_timeout)
+    }
+
     /// Opens (creating if needed, mode 0600 in a 0700 directory) the store.
     pub fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         let display = path.display().to_string();
@@ -1136,6 +1142,25 @@ mod tests {
             step: Step::Code,
             pending_phone: None,
         }
+    }
+
+    #[test]
+    fn the_configured_store_opens_as_a_sqlite_file() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sub").join("state.db");
+        let spec = crate::config::StoreSpec::Sqlite {
+            path: path.clone(),
+            busy_timeout: Duration::from_secs(5),
+        };
+        let s = crate::store::open(&spec).unwrap();
+        let rec = PhoneRecord {
+            e164: "+12025550143".into(),
+            set_at: 1,
+            set_by: "admin:root".into(),
+        };
+        s.set_phone("alice", &rec).unwrap();
+        let other = SqliteStore::open(&path, Duration::from_secs(5)).unwrap();
+        assert_eq!(other.phone("alice").unwrap(), Some(rec));
     }
 
     #[test]
