@@ -433,10 +433,11 @@ pub fn expiry(make: Make<'_>) {
         s.purge(c.expires_at, Duration::from_secs(86_400)).unwrap();
         assert_eq!(s.challenge(&c.id).unwrap(), None);
         s.delete_challenge(&c.id).unwrap();
-        assert_eq!(s.cached_number("k").unwrap(), None);
-        s.cache_number("k", "+12025550143", Some("US")).unwrap();
+        assert_eq!(s.validated_number("k").unwrap(), None);
+        s.remember_validated_number("k", "+12025550143", Some("US"))
+            .unwrap();
         assert_eq!(
-            s.cached_number("k").unwrap(),
+            s.validated_number("k").unwrap(),
             Some(("+12025550143".into(), Some("US".into())))
         );
     });

@@ -338,11 +338,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         Ok(self.state().numbers.get(key).cloned())
     }
 
-    fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
+    fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.state()
             .numbers
             .insert(key.to_owned(), (e164.to_owned(), region.map(str::to_owned)));

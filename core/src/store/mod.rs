@@ -158,7 +158,9 @@ pub trait Store {
     /// When the user's lockout ends, if they are locked out at `now`.
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError>;
     /// [`Store::locked_until`] and [`Store::phone`] of `user`, read
-    /// together (a shared store takes its lock once for both).
+    /// together: one step for a backend that can (one lock for
+    /// `SharedStore`, one round trip for a server). The default reads them
+    /// one after the other.
     fn lockout_and_phone(
         &self,
         user: &str,
@@ -271,9 +273,19 @@ pub trait Store {
     fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError>;
     /// Forgets expired challenges and send records older than `keep`.
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError>;
-    /// A validated phone number remembered under `key`.
-    fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
-    fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError>;
+    /// A phone number validated before on this host, remembered under
+    /// `key` (built by [`crate::phone`] from the raw text and the build's
+    /// version, so an entry never changes meaning): (E.164, region). Only
+    /// spares the validation; a store may forget entries at any time.
+    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
+    /// Remembers a validated number under `key` (see
+    /// [`Store::validated_number`]).
+    fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// The number registered for `user` in the store, if any.
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError>;
@@ -356,10 +368,10 @@ pub struct StoreCache<'a>(pub &'a dyn Store);
 
 impl NumberCache for StoreCache<'_> {
     fn get(&self, key: &str) -> Option<(String, Option<String>)> {
-        self.0.cached_number(key).ok().flatten()
+        self.0.validated_number(key).ok().flatten()
     }
     fn put(&self, key: &str, e164: &str, region: Option<&str>) {
-        let _ = self.0.cache_number(key, e164, region);
+        let _ = self.0.remember_validated_number(key, e164, region);
     }
 }
 

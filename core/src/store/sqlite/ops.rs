@@ -411,7 +411,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         self.conn
             .prepare_cached("SELECT e164, region FROM number_cache WHERE key = ?1")
             .and_then(|mut st| {
@@ -421,7 +421,12 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
+    fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO number_cache (key, e164, region) VALUES (?1, ?2, ?3)",

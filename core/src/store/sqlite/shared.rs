@@ -757,21 +757,26 @@ impl Store for SharedStore {
     fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
         self.with(|s| s.purge(now, keep))
     }
-    fn cached_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         if let Some((e164, region)) = self.0.numbers().get(key) {
             return Ok(Some((
                 e164.to_string(),
                 region.as_deref().map(str::to_owned),
             )));
         }
-        let found = self.with(|s| s.cached_number(key))?;
+        let found = self.with(|s| s.validated_number(key))?;
         if let Some((e164, region)) = &found {
             self.remember_number(key, e164, region.as_deref());
         }
         Ok(found)
     }
-    fn cache_number(&self, key: &str, e164: &str, region: Option<&str>) -> Result<(), StoreError> {
-        self.with(|s| s.cache_number(key, e164, region))?;
+    fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.remember_validated_number(key, e164, region))?;
         self.remember_number(key, e164, region);
         Ok(())
     }

@@ -277,18 +277,21 @@ fn a_batched_store_sees_other_processes_writes_at_its_next_transaction() {
 fn a_shared_store_remembers_validated_numbers_without_the_store() {
     let (_d, shared, _committer, other) = batched_pair();
     request(&shared, |s| {
-        s.cache_number("k", "+12025550143", Some("US")).unwrap();
+        s.remember_validated_number("k", "+12025550143", Some("US"))
+            .unwrap();
     });
     // Gone from the table (a layout rebuild): still known.
     other.conn.execute("DELETE FROM number_cache", []).unwrap();
     let want = Some(("+12025550143".to_string(), Some("US".to_string())));
-    assert_eq!(shared.cached_number("k").unwrap(), want);
+    assert_eq!(shared.validated_number("k").unwrap(), want);
     // A row another process cached is read once, then remembered.
-    other.cache_number("k2", "+12025550144", None).unwrap();
-    assert!(shared.cached_number("k2").unwrap().is_some());
+    other
+        .remember_validated_number("k2", "+12025550144", None)
+        .unwrap();
+    assert!(shared.validated_number("k2").unwrap().is_some());
     shared.flush();
     other.conn.execute("DELETE FROM number_cache", []).unwrap();
-    assert!(shared.cached_number("k2").unwrap().is_some());
+    assert!(shared.validated_number("k2").unwrap().is_some());
     shared.flush();
 }
 
