@@ -183,12 +183,12 @@ pub fn redeem(
     };
     let t = tag(key, user, &code);
     let a2 = argon2()?;
-    for (id, hash) in store.backup_candidates(user, &t)? {
+    for hash in store.backup_candidates(user, &t)? {
         let Ok(parsed) = PasswordHash::new(&hash) else {
             continue;
         };
         if a2.verify_password(code.as_bytes(), &parsed).is_ok() {
-            return Ok(match store.consume_backup_code(user, id, challenge)? {
+            return Ok(match store.consume_backup_code(user, &hash, challenge)? {
                 Some(left) => Redeemed::Accepted { left },
                 // A concurrent login used it first.
                 None => Redeemed::NoMatch,
@@ -202,7 +202,7 @@ pub fn redeem(
 mod tests {
     use super::*;
     use crate::random::OsRandom;
-    use crate::store::SqliteStore;
+    use crate::store::sqlite::SqliteStore;
     use std::time::{Duration, Instant};
 
     fn key() -> OtpKey {

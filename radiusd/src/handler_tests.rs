@@ -12,7 +12,7 @@ use smsotp_core::flow::Parts;
 use smsotp_core::otp::OtpKey;
 use smsotp_core::random::OsRandom;
 use smsotp_core::sms::outbox::OutboxProvider;
-use smsotp_core::store::SqliteStore;
+use smsotp_core::store::sqlite::SqliteStore;
 use zeroize::Zeroizing;
 
 use super::*;

@@ -20,13 +20,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use smsotp_core::audit::{AuditSink, Event, Level, ServerSinks};
-use smsotp_core::config::{
-    Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings, StoreSpec,
-};
+use smsotp_core::config::{Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings};
 use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
-use smsotp_core::store::{Committer, SharedStore, SqliteStore, StoreCache};
+use smsotp_core::store::sqlite::{Committer, SharedStore, SqliteStore};
+use smsotp_core::store::StoreCache;
 use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
@@ -136,11 +135,7 @@ impl Runtime {
             }),
         };
         let directories = directory::shared_from_config(&config.directories);
-        let StoreSpec::Sqlite {
-            path: store_path,
-            busy_timeout,
-        } = &config.store;
-        let store = SqliteStore::open(store_path, *busy_timeout).map_err(|e| e.to_string())?;
+        let store = SqliteStore::open_spec(&config.store).map_err(|e| e.to_string())?;
         let config_syslog = config.audit.syslog;
         // Log lines also go to stderr, unless stderr is the journal that
         // syslog already feeds: one line per decision, not two.

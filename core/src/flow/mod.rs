@@ -32,14 +32,14 @@ use zeroize::Zeroizing;
 use crate::audit::{Audit, AuditSink, Event, FileSink, Level, StderrSink, SyslogSink};
 use crate::backup::{self, BackupError};
 use crate::clock::{Clock, Millis, SystemClock};
-use crate::config::{Config, StoreSpec};
+use crate::config::Config;
 use crate::directory::{self, Accounts, Directory, DirectoryError, Found, SystemAccounts};
 use crate::otp::{KeyError, OtpKey};
 use crate::phone::{NoCache, Phone};
 use crate::random::{OsRandom, RandomError, RandomSource};
 use crate::sms::{self, SmsProvider};
 pub use crate::store::Step;
-use crate::store::{SqliteStore, Store, StoreCache, StoreError};
+use crate::store::{Store, StoreCache, StoreError};
 
 pub use conversation::{run, Conversation};
 pub use outcome::{
@@ -197,9 +197,8 @@ impl Engine {
     /// The production engine: real clock, OS randomness, the configured
     /// store, directories and providers.
     pub fn open(cfg: Config, log: &LogOptions) -> Result<Engine, FlowError> {
-        let StoreSpec::Sqlite { path, busy_timeout } = &cfg.store;
-        let store = SqliteStore::open(path, *busy_timeout)?;
-        Engine::open_with_store(cfg, log, Box::new(store))
+        let store = crate::store::open(&cfg.store)?;
+        Engine::open_with_store(cfg, log, store)
     }
 
     /// [`Engine::open`] with a store the caller opened (a server shares one

@@ -16,6 +16,7 @@ use crate::directory::FileDirectory;
 use crate::random::FixedRandom;
 use crate::sms::tests::FakeSms;
 use crate::sms::SendError;
+use crate::store::sqlite::SqliteStore;
 
 /// A clock the test keeps a handle to while the engine owns a box of it.
 #[derive(Clone)]
@@ -1187,7 +1188,8 @@ fn only_a_failed_code_round_ends_the_round() {
 /// way a code can fail to open a challenge, and for the one way it opens.
 #[test]
 fn consume_code_agrees_with_the_rule() {
-    use crate::store::{ChallengeRecord, SqliteStore, Store};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{ChallengeRecord, Store};
     let now: Millis = 1_700_000_000_000;
     let right = [7u8; 32];
     let alice = ctx("alice", "sshd");

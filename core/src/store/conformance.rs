@@ -1,0 +1,530 @@
+//! What every [`Store`] must do, as one suite run against each backend
+//! (`MemoryStore`, `SqliteStore` on a file, `SharedStore` plain and
+//! batched): a new backend is done when it passes all of it.
+//!
+//! A backend is given as a [`Backend`]: something that hands out handles
+//! on one store, so the races run as they do on a host, where many
+//! processes (for SQLite, connections of their own) use one store at once.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::{BackupHash, ChallengeRecord, PhoneRecord, SendPermit, Step, Store, StoreError};
+use crate::config::Rate;
+use crate::otp::ChallengeId;
+
+/// One fresh store, shared by the threads of a test.
+pub trait Backend: Sync {
+    /// Runs `f` with a handle on the store (for SQLite, a connection of
+    /// its own, as another process would have).
+    fn with_handle(&self, f: &mut dyn FnMut(&dyn Store));
+}
+
+/// Makes a fresh, empty store for one test.
+pub type Make<'a> = &'a dyn Fn() -> Box<dyn Backend>;
+
+/// One test of the suite.
+pub type Test = fn(Make<'_>);
+
+/// Every test of the suite, by name, for the backend modules to run.
+pub const ALL: &[(&str, Test)] = &[
+    ("single_use_under_races", single_use_under_races),
+    ("send_windows", send_windows),
+    ("lockout_and_its_end", lockout_and_its_end),
+    (
+        "backup_codes_used_once_under_races",
+        backup_codes_used_once_under_races,
+    ),
+    ("enrollment", enrollment),
+    ("opt_out", opt_out),
+    ("challenge_binding", challenge_binding),
+    ("expiry", expiry),
+];
+
+/// Runs the whole suite against one backend, naming the test that fails.
+pub fn run_all(make: Make<'_>) {
+    for (name, test) in ALL {
+        eprintln!("conformance: {name}");
+        test(make);
+    }
+}
+
+const THREADS: usize = 8;
+
+fn rate(n: u32, secs: u64) -> Rate {
+    Rate {
+        count: NonZeroU32::new(n).unwrap(),
+        window: Duration::from_secs(secs),
+    }
+}
+
+fn record(id: u8, user: &str) -> ChallengeRecord {
+    ChallengeRecord {
+        id: ChallengeId([id; 16]),
+        user: user.into(),
+        service: "sshd".into(),
+        code_mac: [id; 32],
+        phone_masked: "******0143".into(),
+        created_at: 1_000,
+        sent_at: 1_000,
+        expires_at: 301_000,
+        attempts_left: 3,
+        resends_used: 0,
+        step: Step::Code,
+        pending_phone: None,
+    }
+}
+
+/// Runs `f` once on one handle.
+fn on(b: &dyn Backend, mut f: impl FnMut(&dyn Store)) {
+    b.with_handle(&mut f);
+}
+
+/// Runs `f` on `THREADS` threads at once, each with its own handle;
+/// returns how many of them said true.
+fn race(b: &dyn Backend, f: impl Fn(&dyn Store) -> bool + Sync) -> u32 {
+    let won = AtomicU32::new(0);
+    let start = std::sync::Barrier::new(THREADS);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                b.with_handle(&mut |s| {
+                    start.wait();
+                    if f(s) {
+                        won.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            });
+        }
+    });
+    won.into_inner()
+}
+
+/// Of concurrent right answers exactly one takes the code, through each
+/// way a code is taken.
+pub fn single_use_under_races(make: Make<'_>) {
+    let b = make();
+    let (a, c) = (record(1, "alice"), record(2, "alice"));
+    on(&*b, |s| {
+        s.insert_challenge(&a).unwrap();
+        s.insert_challenge(&c).unwrap();
+        s.record_failure("alice", 2_000, 5, Duration::from_secs(60))
+            .unwrap();
+    });
+    let won = race(&*b, |s| s.consume(&a.id, &a.code_mac, "alice").unwrap());
+    assert_eq!(won, 1, "consume");
+    let won = race(&*b, |s| {
+        s.consume_code(&c.id, "alice", "sshd", &c.code_mac, 2_000)
+            .unwrap()
+            .is_some()
+    });
+    assert_eq!(won, 1, "consume_code");
+    on(&*b, |s| {
+        assert_eq!(s.challenge(&a.id).unwrap(), None);
+        assert_eq!(s.challenge(&c.id).unwrap(), None);
+        // A success clears the failure count.
+        assert_eq!(s.failures("alice", 2_000).unwrap().count, 0);
+    });
+    // Of concurrent sends, no more than the window allows.
+    let b = make();
+    let won = race(&*b, |s| {
+        s.reserve_sms("bob", 5_000, rate(3, 3600), rate(100, 3600))
+            .unwrap()
+            == SendPermit::Granted
+    });
+    assert_eq!(won, 3, "reserve_sms");
+}
+
+/// Per-user and global windows, and that they slide.
+pub fn send_windows(make: Make<'_>) {
+    let b = make();
+    let (user, global) = (rate(2, 3600), rate(3, 3600));
+    on(&*b, |s| {
+        let r = |u: &str, at| s.reserve_sms(u, at, user, global).unwrap();
+        assert_eq!(r("alice", 0), SendPermit::Granted);
+        assert_eq!(r("alice", 1_000), SendPermit::Granted);
+        assert_eq!(r("alice", 2_000), SendPermit::UserLimit);
+        assert_eq!(r("bob", 3_000), SendPermit::Granted);
+        assert_eq!(r("carol", 4_000), SendPermit::GlobalLimit);
+        let w = s.sms_window("alice", 2_000, user).unwrap();
+        assert_eq!(w.sent, 2);
+        // The oldest leaves the window an hour after it was sent.
+        assert_eq!(w.next_allowed_at, Some(3_600_000));
+        assert_eq!(r("alice", 3_599_999), SendPermit::UserLimit);
+        // Sliding: one of alice's has left both windows by now.
+        assert_eq!(r("alice", 3_600_000), SendPermit::Granted);
+        assert_eq!(s.sms_window("alice", 3_600_000, user).unwrap().sent, 2);
+        // Clearing forgets the user's sends, not the global count.
+        assert_eq!(
+            s.clear_sms_window("alice", 3_600_000, user.window).unwrap(),
+            2
+        );
+        assert_eq!(s.sms_window("alice", 3_600_000, user).unwrap().sent, 0);
+        // The global window slid too (alice's is its one send): two more.
+        assert_eq!(r("dave", 3_600_001), SendPermit::Granted);
+        assert_eq!(r("erin", 3_600_001), SendPermit::Granted);
+        // A refused start takes nothing and stores nothing.
+        let mut c = record(9, "frank");
+        c.created_at = 3_600_002;
+        assert_eq!(
+            s.start_challenge(&c, user, global).unwrap(),
+            SendPermit::GlobalLimit
+        );
+        assert_eq!(s.challenge(&c.id).unwrap(), None);
+        assert_eq!(s.sms_window("frank", 3_600_002, user).unwrap().sent, 0);
+    });
+    // A granted start stores the challenge and counts the SMS.
+    let b = make();
+    on(&*b, |s| {
+        let c = record(1, "alice");
+        assert_eq!(
+            s.start_challenge(&c, user, global).unwrap(),
+            SendPermit::Granted
+        );
+        assert_eq!(s.challenge(&c.id).unwrap(), Some(c.clone()));
+        assert_eq!(s.sms_window("alice", 1_000, user).unwrap().sent, 1);
+    });
+}
+
+/// Failures lock a user out at the threshold, until the lockout ends or
+/// an admin lifts it; an ended lockout starts a fresh count.
+pub fn lockout_and_its_end(make: Make<'_>) {
+    let b = make();
+    let lockout = Duration::from_secs(600);
+    on(&*b, |s| {
+        for n in 1..3 {
+            let f = s.record_failure("alice", 1_000, 3, lockout).unwrap();
+            assert_eq!((f.count, f.locked_until), (n, None));
+        }
+        assert_eq!(s.locked_until("alice", 1_000).unwrap(), None);
+        let f = s.record_failure("alice", 2_000, 3, lockout).unwrap();
+        assert_eq!(f.locked_until, Some(602_000));
+        assert_eq!(s.locked_until("alice", 601_999).unwrap(), Some(602_000));
+        assert_eq!(s.locked_until("bob", 2_000).unwrap(), None);
+        // A locked-out user's right code is not taken.
+        let c = record(1, "alice");
+        s.insert_challenge(&c).unwrap();
+        assert_eq!(
+            s.consume_code(&c.id, "alice", "sshd", &c.code_mac, 3_000)
+                .unwrap(),
+            None
+        );
+        assert!(s.challenge(&c.id).unwrap().is_some());
+        // Its end.
+        assert_eq!(s.locked_until("alice", 602_000).unwrap(), None);
+        let f = s.record_failure("alice", 602_000, 3, lockout).unwrap();
+        assert_eq!((f.count, f.locked_until), (1, None));
+        // An admin lifts it.
+        for _ in 0..3 {
+            s.record_failure("bob", 1_000, 3, lockout).unwrap();
+        }
+        assert!(s.locked_until("bob", 1_000).unwrap().is_some());
+        s.unlock("bob").unwrap();
+        assert_eq!(s.failures("bob", 1_000).unwrap(), Default::default());
+        // Wrong answers count down the challenge's tries and end it.
+        assert_eq!(s.wrong_attempt(&c.id).unwrap(), Some(2));
+        assert_eq!(s.wrong_attempt(&c.id).unwrap(), Some(1));
+        assert_eq!(s.wrong_attempt(&c.id).unwrap(), Some(0));
+        assert_eq!(s.challenge(&c.id).unwrap(), None);
+        assert_eq!(s.wrong_attempt(&c.id).unwrap(), None);
+    });
+}
+
+/// Each backup code works once, however many logins try it at once.
+pub fn backup_codes_used_once_under_races(make: Make<'_>) {
+    let b = make();
+    let codes = [
+        BackupHash {
+            tag: [1; 8],
+            hash: "h1".into(),
+        },
+        BackupHash {
+            tag: [2; 8],
+            hash: "h2".into(),
+        },
+    ];
+    let c = record(1, "alice");
+    let mut hash = String::new();
+    on(&*b, |s| {
+        s.replace_backup_codes("alice", &codes, 1_000).unwrap();
+        assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
+        let found = s.backup_candidates("alice", &[2; 8]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found, ["h2"]);
+        assert!(s.backup_candidates("bob", &[2; 8]).unwrap().is_empty());
+        hash = found[0].clone();
+        s.insert_challenge(&c).unwrap();
+        s.record_failure("alice", 1_000, 5, Duration::from_secs(60))
+            .unwrap();
+    });
+    let won = race(&*b, |s| {
+        s.consume_backup_code("alice", &hash, Some(&c.id))
+            .unwrap()
+            .is_some()
+    });
+    assert_eq!(won, 1);
+    on(&*b, |s| {
+        assert_eq!(s.backup_codes_left("alice").unwrap(), 1);
+        assert!(s.backup_candidates("alice", &[2; 8]).unwrap().is_empty());
+        assert_eq!(s.challenge(&c.id).unwrap(), None);
+        assert_eq!(s.failures("alice", 1_000).unwrap().count, 0);
+        assert_eq!(s.revoke_backup_codes("alice").unwrap(), 1);
+        assert_eq!(s.backup_codes_left("alice").unwrap(), 0);
+    });
+}
+
+/// A number entered at enrollment is registered only once its code is.
+pub fn enrollment(make: Make<'_>) {
+    let b = make();
+    on(&*b, |s| {
+        let mut c = record(1, "alice");
+        c.step = Step::EnrollNumber;
+        s.insert_challenge(&c).unwrap();
+        let mac = [7; 32];
+        assert!(s
+            .enroll_number(&c.id, "+12025550143", &mac, 2_000, 302_000, 3)
+            .unwrap());
+        let now = s.challenge(&c.id).unwrap().unwrap();
+        assert_eq!(now.step, Step::EnrollCode);
+        assert_eq!(now.pending_phone.as_deref(), Some("+12025550143"));
+        assert_ne!(now.phone_masked, "+12025550143");
+        // Only once waiting for a number.
+        assert!(!s
+            .enroll_number(&c.id, "+12025550144", &mac, 2_000, 302_000, 3)
+            .unwrap());
+        assert_eq!(s.phone("alice").unwrap(), None);
+        // Not with the wrong code, nor for another user.
+        assert!(!s
+            .complete_enrollment(&c.id, &c.code_mac, "alice", 3_000, "enroll:sshd")
+            .unwrap());
+        assert!(!s
+            .complete_enrollment(&c.id, &mac, "bob", 3_000, "enroll:sshd")
+            .unwrap());
+        assert_eq!(s.phone("alice").unwrap(), None);
+        assert!(s
+            .complete_enrollment(&c.id, &mac, "alice", 3_000, "enroll:sshd")
+            .unwrap());
+        let want = PhoneRecord {
+            e164: "+12025550143".into(),
+            set_at: 3_000,
+            set_by: "enroll:sshd".into(),
+        };
+        assert_eq!(s.phone("alice").unwrap(), Some(want));
+        assert_eq!(s.challenge(&c.id).unwrap(), None);
+        // Once only.
+        assert!(!s
+            .complete_enrollment(&c.id, &mac, "alice", 3_000, "enroll:sshd")
+            .unwrap());
+        // A number an admin registered meanwhile stays.
+        let admin = PhoneRecord {
+            e164: "+12025550100".into(),
+            set_at: 1,
+            set_by: "admin:root".into(),
+        };
+        s.set_phone("bob", &admin).unwrap();
+        let mut d = record(2, "bob");
+        d.step = Step::EnrollNumber;
+        s.insert_challenge(&d).unwrap();
+        assert!(s
+            .enroll_number(&d.id, "+12025550199", &mac, 2_000, 302_000, 3)
+            .unwrap());
+        assert!(s
+            .complete_enrollment(&d.id, &mac, "bob", 3_000, "enroll:sshd")
+            .unwrap());
+        assert_eq!(s.phone("bob").unwrap(), Some(admin.clone()));
+        assert!(s.clear_phone("bob").unwrap());
+        assert!(!s.clear_phone("bob").unwrap());
+    });
+}
+
+/// Opt-outs are kept with who set them and when, and listed in order.
+pub fn opt_out(make: Make<'_>) {
+    let b = make();
+    on(&*b, |s| {
+        assert_eq!(s.opt_out("bob").unwrap(), None);
+        s.set_opt_out("bob", Some(("admin:root", 5))).unwrap();
+        s.set_opt_out("alice", Some(("admin:root", 6))).unwrap();
+        s.set_opt_out("bob", Some(("admin:ops", 7))).unwrap();
+        assert_eq!(s.opt_out("bob").unwrap(), Some(("admin:ops".into(), 7)));
+        assert_eq!(s.opted_out_users().unwrap(), ["alice", "bob"]);
+        s.set_opt_out("bob", None).unwrap();
+        assert_eq!(s.opt_out("bob").unwrap(), None);
+        assert_eq!(s.opted_out_users().unwrap(), ["alice"]);
+    });
+}
+
+/// A challenge answers only its own user and service, its id is never
+/// taken over by another login, and a stale request leaves a newer
+/// challenge with its id alone.
+pub fn challenge_binding(make: Make<'_>) {
+    let b = make();
+    on(&*b, |s| {
+        let c = record(1, "alice");
+        s.insert_challenge(&c).unwrap();
+        let e = s.insert_challenge(&record(1, "bob")).unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+        let mut other_service = record(1, "alice");
+        other_service.service = "sudo".into();
+        assert!(s.insert_challenge(&other_service).is_err());
+        assert_eq!(s.challenge(&c.id).unwrap(), Some(c.clone()));
+        for (user, service) in [("bob", "sshd"), ("alice", "sudo")] {
+            assert_eq!(
+                s.consume_code(&c.id, user, service, &c.code_mac, 2_000)
+                    .unwrap(),
+                None
+            );
+        }
+        assert_eq!(
+            s.consume_code(&c.id, "alice", "sshd", &[0; 32], 2_000)
+                .unwrap(),
+            None
+        );
+        // Waiting for a backup code, an SMS code is not taken.
+        assert!(s.set_step(&c.id, &c.code_mac, Step::BackupOnly).unwrap());
+        assert!(!s.set_step(&c.id, &[0; 32], Step::Code).unwrap());
+        assert_eq!(
+            s.consume_code(&c.id, "alice", "sshd", &c.code_mac, 2_000)
+                .unwrap(),
+            None
+        );
+        assert!(s.set_step(&c.id, &c.code_mac, Step::Code).unwrap());
+        // The same login's newer challenge takes the id.
+        let mut newer = record(1, "alice");
+        newer.code_mac = [9; 32];
+        s.insert_challenge(&newer).unwrap();
+        assert!(!s.withdraw(&c.id, &c.code_mac).unwrap());
+        assert!(!s.consume(&c.id, &c.code_mac, "alice").unwrap());
+        assert_eq!(s.challenge(&c.id).unwrap(), Some(newer.clone()));
+        // A resend replaces the code.
+        assert!(s
+            .replace_code(&c.id, &[5; 32], 3_000, 303_000, 3, 1)
+            .unwrap());
+        assert!(!s
+            .replace_code(&ChallengeId([8; 16]), &[5; 32], 3_000, 303_000, 3, 1)
+            .unwrap());
+        assert_eq!(
+            s.consume_code(&c.id, "alice", "sshd", &[5; 32], 3_000)
+                .unwrap(),
+            Some(c.phone_masked.clone())
+        );
+        let d = record(2, "alice");
+        s.insert_challenge(&d).unwrap();
+        assert!(s.withdraw(&d.id, &d.code_mac).unwrap());
+        assert!(!s.withdraw(&d.id, &d.code_mac).unwrap());
+    });
+}
+
+/// An expired challenge is never taken, and purging forgets it; the
+/// cache of validated numbers keeps what it is given.
+pub fn expiry(make: Make<'_>) {
+    let b = make();
+    on(&*b, |s| {
+        let c = record(1, "alice");
+        s.insert_challenge(&c).unwrap();
+        assert_eq!(
+            s.consume_code(&c.id, "alice", "sshd", &c.code_mac, c.expires_at)
+                .unwrap(),
+            None
+        );
+        s.purge(c.expires_at - 1, Duration::from_secs(86_400))
+            .unwrap();
+        assert!(s.challenge(&c.id).unwrap().is_some());
+        s.purge(c.expires_at, Duration::from_secs(86_400)).unwrap();
+        assert_eq!(s.challenge(&c.id).unwrap(), None);
+        s.delete_challenge(&c.id).unwrap();
+        assert_eq!(s.validated_number("k").unwrap(), None);
+        s.remember_validated_number("k", "+12025550143", Some("US"))
+            .unwrap();
+        assert_eq!(
+            s.validated_number("k").unwrap(),
+            Some(("+12025550143".into(), Some("US".into())))
+        );
+    });
+}
+
+mod backends {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::sqlite::{Committer, SharedStore, SqliteStore};
+
+    impl Backend for MemoryStore {
+        fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
+            f(self);
+        }
+    }
+
+    /// A store file; each handle is a connection of its own.
+    struct SqliteFile(tempfile::TempDir);
+
+    impl SqliteFile {
+        fn new() -> Self {
+            SqliteFile(tempfile::tempdir().unwrap())
+        }
+        fn open(&self) -> SqliteStore {
+            SqliteStore::open(&self.0.path().join("state.db"), Duration::from_secs(30)).unwrap()
+        }
+    }
+
+    impl Backend for SqliteFile {
+        fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
+            f(&self.open());
+        }
+    }
+
+    /// A batched shared store, as smsotp-radiusd runs it.
+    /// The committer and the directory are kept for as long as the store.
+    struct Batched(
+        SharedStore,
+        #[allow(dead_code)] Committer,
+        #[allow(dead_code)] tempfile::TempDir,
+    );
+
+    impl Backend for Batched {
+        fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
+            f(&self.0);
+            // The request's answer waits for its commit.
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.0.defer(Box::new(move |r| {
+                let _ = tx.send(r.is_ok());
+            }));
+            assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        }
+    }
+
+    #[test]
+    fn memory_store() {
+        run_all(&|| Box::new(MemoryStore::new()));
+    }
+
+    #[test]
+    fn sqlite_store() {
+        run_all(&|| Box::new(SqliteFile::new()));
+    }
+
+    /// A shared store with each step committed on its own.
+    struct Plain(SharedStore, #[allow(dead_code)] tempfile::TempDir);
+
+    impl Backend for Plain {
+        fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
+            f(&self.0);
+        }
+    }
+
+    #[test]
+    fn shared_store() {
+        run_all(&|| {
+            let file = SqliteFile::new();
+            Box::new(Plain(SharedStore::new(file.open()), file.0))
+        });
+    }
+
+    #[test]
+    fn batched_shared_store() {
+        run_all(&|| {
+            let file = SqliteFile::new();
+            let (shared, committer) = SharedStore::batched(file.open()).unwrap();
+            Box::new(Batched(shared, committer, file.0))
+        });
+    }
+}

@@ -1,0 +1,529 @@
+//! `MemoryStore`: the whole [`Store`] in plain maps behind one mutex, for
+//! tests and as the reference every backend is held to (see the
+//! conformance suite). Each method takes the lock once, so each is atomic,
+//! as the trait asks. Nothing survives the process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::{
+    BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
+    StoreError,
+};
+use crate::clock::{ms, Millis};
+use crate::config::Rate;
+use crate::otp::ChallengeId;
+
+/// The shared state in memory, with the same semantics as
+/// [`super::sqlite::SqliteStore`].
+#[derive(Default)]
+pub struct MemoryStore(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    challenges: HashMap<[u8; 16], ChallengeRecord>,
+    /// user -> send time -> SMS sent at that time.
+    sms_sent: HashMap<String, BTreeMap<Millis, u32>>,
+    /// (bucket size, bucket) -> SMS sent in it, for the global window.
+    sms_global: HashMap<(Millis, Millis), u32>,
+    numbers: HashMap<String, (String, Option<String>)>,
+    /// user -> (count, locked until).
+    failures: HashMap<String, (u32, Option<Millis>)>,
+    phones: HashMap<String, PhoneRecord>,
+    /// user -> codes.
+    backup: HashMap<String, Vec<BackupHash>>,
+    /// user -> (set by, set at).
+    opt_out: BTreeMap<String, (String, Millis)>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock left whole values: every
+        // method finishes its checks before it changes anything.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Same bucket size as SQLite's, so both count the global window alike.
+fn global_bucket_ms(window: Duration) -> Millis {
+    (ms(window) / 60).max(1000)
+}
+
+impl State {
+    fn failure(&self, user: &str, now: Millis) -> Option<FailureState> {
+        self.failures.get(user).map(|&(count, until)| FailureState {
+            count,
+            locked_until: until.filter(|&u| u > now),
+        })
+    }
+
+    fn user_sends(&self, user: &str, since: Millis) -> u32 {
+        self.sms_sent.get(user).map_or(0, |m| {
+            m.range(since.saturating_add(1)..).map(|(_, &n)| n).sum()
+        })
+    }
+
+    fn window(&self, user: &str, now: Millis, per_user: Rate) -> SmsWindow {
+        let span = ms(per_user.window);
+        let sends: Vec<(Millis, u32)> = self.sms_sent.get(user).map_or_else(Vec::new, |m| {
+            m.range((now - span).saturating_add(1)..)
+                .map(|(&at, &n)| (at, n))
+                .collect()
+        });
+        let sent = sends.iter().map(|&(_, n)| n).sum::<u32>();
+        let limit = per_user.count.get();
+        let next_allowed_at = (sent >= limit).then(|| {
+            let must_leave = sent - limit + 1;
+            let mut left = 0;
+            sends
+                .iter()
+                .find(|&&(_, n)| {
+                    left += n;
+                    left >= must_leave
+                })
+                .map_or(now, |&(at, _)| at + span)
+        });
+        SmsWindow {
+            sent,
+            next_allowed_at,
+        }
+    }
+
+    fn reserve(&mut self, user: &str, now: Millis, per_user: Rate, global: Rate) -> SendPermit {
+        if self.user_sends(user, now - ms(per_user.window)) >= per_user.count.get() {
+            return SendPermit::UserLimit;
+        }
+        let size = global_bucket_ms(global.window);
+        let oldest = (now - ms(global.window)) / size;
+        let n_all: u32 = self
+            .sms_global
+            .iter()
+            .filter(|(&(s, b), _)| s == size && b > oldest)
+            .map(|(_, &n)| n)
+            .sum();
+        if n_all >= global.count.get() {
+            return SendPermit::GlobalLimit;
+        }
+        *self
+            .sms_sent
+            .entry(user.to_owned())
+            .or_default()
+            .entry(now)
+            .or_insert(0) += 1;
+        *self.sms_global.entry((size, now / size)).or_insert(0) += 1;
+        SendPermit::Granted
+    }
+
+    fn insert(&mut self, c: &ChallengeRecord) -> Result<(), StoreError> {
+        if let Some(old) = self.challenges.get(&c.id.0) {
+            if old.user != c.user || old.service != c.service {
+                return Err(StoreError::Conflict {
+                    location: LOCATION.into(),
+                    source: "challenge id already used by another login".into(),
+                });
+            }
+        }
+        self.challenges.insert(c.id.0, c.clone());
+        Ok(())
+    }
+}
+
+/// How a [`MemoryStore`] names itself in errors.
+const LOCATION: &str = "(memory)";
+
+impl Store for MemoryStore {
+    fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+        Ok(self.failures(user, now)?.locked_until)
+    }
+
+    fn record_failure(
+        &self,
+        user: &str,
+        now: Millis,
+        lockout_after: u32,
+        lockout: Duration,
+    ) -> Result<FailureState, StoreError> {
+        let mut s = self.state();
+        // A lockout that has ended starts a fresh count.
+        let count = match s.failures.get(user) {
+            Some(&(_, Some(until))) if until <= now => 1,
+            Some(&(c, _)) => c.saturating_add(1),
+            None => 1,
+        };
+        let locked_until = (count >= lockout_after).then(|| now + ms(lockout));
+        s.failures.insert(user.to_owned(), (count, locked_until));
+        Ok(FailureState {
+            count,
+            locked_until,
+        })
+    }
+
+    fn clear_failures(&self, user: &str) -> Result<(), StoreError> {
+        self.state().failures.remove(user);
+        Ok(())
+    }
+
+    fn unlock(&self, user: &str) -> Result<(), StoreError> {
+        self.clear_failures(user)
+    }
+
+    fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
+        Ok(self.state().failure(user, now).unwrap_or_default())
+    }
+
+    fn sms_window(&self, user: &str, now: Millis, per_user: Rate) -> Result<SmsWindow, StoreError> {
+        Ok(self.state().window(user, now, per_user))
+    }
+
+    fn clear_sms_window(
+        &self,
+        user: &str,
+        now: Millis,
+        window: Duration,
+    ) -> Result<u32, StoreError> {
+        let mut s = self.state();
+        let counted = s.user_sends(user, now - ms(window));
+        s.sms_sent.remove(user);
+        Ok(counted)
+    }
+
+    fn reserve_sms(
+        &self,
+        user: &str,
+        now: Millis,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        Ok(self.state().reserve(user, now, per_user, global))
+    }
+
+    fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
+        self.state().insert(c)
+    }
+
+    fn start_challenge(
+        &self,
+        c: &ChallengeRecord,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        let mut s = self.state();
+        // Checked first, so a conflict takes no SMS (SQLite rolls back).
+        if let Some(old) = s.challenges.get(&c.id.0) {
+            if old.user != c.user || old.service != c.service {
+                return s.insert(c).map(|()| SendPermit::Granted);
+            }
+        }
+        let permit = s.reserve(&c.user, c.created_at, per_user, global);
+        if permit == SendPermit::Granted {
+            s.insert(c)?;
+        }
+        Ok(permit)
+    }
+
+    fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
+        Ok(self.state().challenges.get(&id.0).cloned())
+    }
+
+    fn replace_code(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+        resends_used: u32,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let Some(c) = s.challenges.get_mut(&id.0) else {
+            return Ok(false);
+        };
+        c.code_mac = *code_mac;
+        c.sent_at = sent_at;
+        c.expires_at = expires_at;
+        c.attempts_left = attempts_left;
+        c.resends_used = resends_used;
+        Ok(true)
+    }
+
+    fn wrong_attempt(&self, id: &ChallengeId) -> Result<Option<u32>, StoreError> {
+        let mut s = self.state();
+        let Some(c) = s.challenges.get_mut(&id.0) else {
+            return Ok(None);
+        };
+        let left = c.attempts_left.saturating_sub(1);
+        if left == 0 {
+            s.challenges.remove(&id.0);
+        } else {
+            c.attempts_left = left;
+        }
+        Ok(Some(left))
+    }
+
+    fn consume(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        if s.challenges.get(&id.0).map(|c| &c.code_mac) != Some(code_mac) {
+            return Ok(false);
+        }
+        s.challenges.remove(&id.0);
+        s.failures.remove(user);
+        Ok(true)
+    }
+
+    fn consume_code(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        service: &str,
+        code_mac: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        let mut s = self.state();
+        let masked = match s.challenges.get(&id.0) {
+            Some(c)
+                if c.user == user
+                    && c.service == service
+                    && c.step == Step::Code
+                    && c.expires_at > now
+                    && crate::otp::macs_equal(&c.code_mac, code_mac) =>
+            {
+                c.phone_masked.clone()
+            }
+            _ => return Ok(None),
+        };
+        if s.failure(user, now)
+            .is_some_and(|f| f.locked_until.is_some())
+        {
+            return Ok(None);
+        }
+        s.failures.remove(user);
+        s.challenges.remove(&id.0);
+        Ok(Some(masked))
+    }
+
+    fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
+        self.state().challenges.remove(&id.0);
+        Ok(())
+    }
+
+    fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        if s.challenges.get(&id.0).map(|c| &c.code_mac) != Some(code_mac) {
+            return Ok(false);
+        }
+        s.challenges.remove(&id.0);
+        Ok(true)
+    }
+
+    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let before = now - ms(keep);
+        s.challenges.retain(|_, c| c.expires_at > now);
+        for sends in s.sms_sent.values_mut() {
+            sends.retain(|&at, _| at > before);
+        }
+        s.sms_sent.retain(|_, sends| !sends.is_empty());
+        s.sms_global
+            .retain(|&(size, bucket), _| (bucket + 1) * size > before);
+        Ok(())
+    }
+
+    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        Ok(self.state().numbers.get(key).cloned())
+    }
+
+    fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.state()
+            .numbers
+            .insert(key.to_owned(), (e164.to_owned(), region.map(str::to_owned)));
+        Ok(())
+    }
+
+    fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
+        Ok(self.state().phones.get(user).cloned())
+    }
+
+    fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
+        self.state().phones.insert(user.to_owned(), rec.clone());
+        Ok(())
+    }
+
+    fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
+        Ok(self.state().phones.remove(user).is_some())
+    }
+
+    fn enroll_number(
+        &self,
+        id: &ChallengeId,
+        e164: &str,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let Some(c) = s.challenges.get_mut(&id.0) else {
+            return Ok(false);
+        };
+        if c.step != Step::EnrollNumber {
+            return Ok(false);
+        }
+        c.step = Step::EnrollCode;
+        c.pending_phone = Some(e164.to_owned());
+        c.code_mac = *code_mac;
+        c.phone_masked = crate::phone::mask_raw(e164);
+        c.sent_at = sent_at;
+        c.expires_at = expires_at;
+        c.attempts_left = attempts_left;
+        Ok(true)
+    }
+
+    fn complete_enrollment(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+        at: Millis,
+        set_by: &str,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let e164 = match s.challenges.get(&id.0) {
+            Some(c) if &c.code_mac == code_mac && c.user == user && c.step == Step::EnrollCode => {
+                match &c.pending_phone {
+                    Some(e164) => e164.clone(),
+                    None => return Ok(false),
+                }
+            }
+            _ => return Ok(false),
+        };
+        s.challenges.remove(&id.0);
+        s.failures.remove(user);
+        // A number registered meanwhile (by an admin) stays.
+        s.phones.entry(user.to_owned()).or_insert(PhoneRecord {
+            e164,
+            set_at: at,
+            set_by: set_by.to_owned(),
+        });
+        Ok(true)
+    }
+
+    fn set_step(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        step: Step,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        match s.challenges.get_mut(&id.0) {
+            Some(c) if &c.code_mac == code_mac => {
+                c.step = step;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn replace_backup_codes(
+        &self,
+        user: &str,
+        codes: &[BackupHash],
+        _at: Millis,
+    ) -> Result<(), StoreError> {
+        let codes = codes.to_vec();
+        let mut s = self.state();
+        if codes.is_empty() {
+            s.backup.remove(user);
+        } else {
+            s.backup.insert(user.to_owned(), codes);
+        }
+        Ok(())
+    }
+
+    fn backup_candidates(&self, user: &str, tag: &[u8; 8]) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .state()
+            .backup
+            .get(user)
+            .map_or_else(Vec::new, |codes| {
+                codes
+                    .iter()
+                    .filter(|c| &c.tag == tag)
+                    .map(|c| c.hash.clone())
+                    .collect()
+            }))
+    }
+
+    fn consume_backup_code(
+        &self,
+        user: &str,
+        hash: &str,
+        challenge: Option<&ChallengeId>,
+    ) -> Result<Option<u32>, StoreError> {
+        let mut s = self.state();
+        let Some(codes) = s.backup.get_mut(user) else {
+            return Ok(None);
+        };
+        let Some(at) = codes.iter().position(|c| c.hash == hash) else {
+            return Ok(None);
+        };
+        codes.remove(at);
+        let left = u32::try_from(codes.len()).unwrap_or(u32::MAX);
+        s.failures.remove(user);
+        if let Some(c) = challenge {
+            s.challenges.remove(&c.0);
+        }
+        Ok(Some(left))
+    }
+
+    fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError> {
+        Ok(self
+            .state()
+            .backup
+            .get(user)
+            .map_or(0, |c| u32::try_from(c.len()).unwrap_or(u32::MAX)))
+    }
+
+    fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError> {
+        Ok(self
+            .state()
+            .backup
+            .remove(user)
+            .map_or(0, |c| u32::try_from(c.len()).unwrap_or(u32::MAX)))
+    }
+
+    fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
+        let mut s = self.state();
+        match set {
+            Some((by, at)) => {
+                s.opt_out.insert(user.to_owned(), (by.to_owned(), at));
+            }
+            None => {
+                s.opt_out.remove(user);
+            }
+        }
+        Ok(())
+    }
+
+    fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError> {
+        Ok(self.state().opt_out.get(user).cloned())
+    }
+
+    fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.state().opt_out.keys().cloned().collect())
+    }
+}

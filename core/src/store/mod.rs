@@ -1,0 +1,392 @@
+//! State shared by every login on the host (and by both front ends):
+//! pending challenges, SMS send windows, failure counts and lockouts, and
+//! what admins and enrollment decided about users: registered phone
+//! numbers, backup-code hashes and opt-outs.
+//!
+//! This module holds the [`Store`] trait, its records and its error;
+//! backends live beside it: [`sqlite`] (the embedded default, with the
+//! group commit smsotp-radiusd uses in [`sqlite::shared`]) and [`memory`]
+//! (plain maps, for tests). One conformance suite (`conformance.rs`) runs
+//! against every backend.
+
+use std::time::Duration;
+
+use crate::clock::Millis;
+use crate::config::{Rate, StoreSpec};
+use crate::otp::ChallengeId;
+use crate::phone::NumberCache;
+
+/// Why the store could not do what was asked. Backend-neutral: each
+/// backend maps its own errors onto these, keeping its error as the
+/// source. Every case means "could not check" to a login (PAM answers
+/// `PAM_AUTHINFO_UNAVAIL`, RADIUS rejects), never a wrong code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or used at all (cannot open the file,
+    /// read-only, disk full, server down). Fix the store's location or the
+    /// host, then retry.
+    #[error("state store {location}: {source}")]
+    Unavailable {
+        location: String,
+        #[source]
+        source: BackendError,
+    },
+    /// Others held the store for longer than the configured wait
+    /// (`store.busy_timeout`). Transient: a later login may succeed.
+    #[error("state store {location}: {source}")]
+    Busy {
+        location: String,
+        #[source]
+        source: BackendError,
+    },
+    /// The write contradicts what is stored (e.g. a challenge id held by
+    /// another login); nothing was changed.
+    #[error("state store {location}: {source}")]
+    Conflict {
+        location: String,
+        #[source]
+        source: BackendError,
+    },
+    /// What is stored cannot be read as what it should be (a damaged file,
+    /// a value of the wrong type). Move the store away to start afresh.
+    #[error("state store {location}: {source}")]
+    Corrupt {
+        location: String,
+        #[source]
+        source: BackendError,
+    },
+    /// The store was written by a newer smsotp, whose layout this one does
+    /// not understand.
+    #[error("state store {location}: its layout version {found} is newer than this smsotp understands ({supported}); upgrade smsotp, or move the file away to start afresh")]
+    Layout {
+        location: String,
+        found: i64,
+        supported: i64,
+    },
+    /// The operating system refused something the store needs besides the
+    /// store itself (here: creating its directory).
+    #[error("state store {location}: cannot create its directory: {source}")]
+    Io {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A backend's own error, kept as the source of a [`StoreError`].
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A pending challenge: what was sent, to whom, for what, and how much of it
+/// is left. The code is only its MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRecord {
+    pub id: ChallengeId,
+    pub user: String,
+    pub service: String,
+    pub code_mac: [u8; 32],
+    /// Masked phone, for messages on later rounds (RADIUS).
+    pub phone_masked: String,
+    pub created_at: Millis,
+    pub sent_at: Millis,
+    pub expires_at: Millis,
+    pub attempts_left: u32,
+    pub resends_used: u32,
+    /// What the challenge waits for.
+    pub step: Step,
+    /// Enrollment: the number the code was sent to, saved once the code is
+    /// entered.
+    pub pending_phone: Option<String>,
+}
+
+/// What a pending challenge waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The code sent by SMS (or a backup code).
+    Code,
+    /// A backup code: no SMS could or should be sent.
+    BackupOnly,
+    /// Enrollment: the user's mobile number.
+    EnrollNumber,
+    /// Enrollment: the code sent to `pending_phone`.
+    EnrollCode,
+}
+
+/// A number registered in the store (by an admin or by enrollment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneRecord {
+    pub e164: String,
+    pub set_at: Millis,
+    /// "admin:root", "enroll:sshd", …
+    pub set_by: String,
+}
+
+/// One stored backup code: its lookup tag and argon2id hash (PHC string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupHash {
+    pub tag: [u8; 8],
+    pub hash: String,
+}
+
+/// Result of asking to send one more SMS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendPermit {
+    Granted,
+    UserLimit,
+    GlobalLimit,
+}
+
+/// A user's SMS in the `limits.sms_per_user` window (admin view, and the
+/// wait a refused login is told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SmsWindow {
+    /// SMS sent to the user within the window ending at `now`.
+    pub sent: u32,
+    /// When the next SMS is allowed, if the limit is reached at `now`.
+    pub next_allowed_at: Option<Millis>,
+}
+
+/// Consecutive failures of a user and the lockout they led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureState {
+    pub count: u32,
+    pub locked_until: Option<Millis>,
+}
+
+/// The shared state. Implementations must make each method atomic.
+pub trait Store {
+    /// When the user's lockout ends, if they are locked out at `now`.
+    fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError>;
+    /// [`Store::locked_until`] and [`Store::phone`] of `user`, read
+    /// together: one step for a backend that can (one lock for
+    /// `SharedStore`, one round trip for a server). The default reads them
+    /// one after the other.
+    fn lockout_and_phone(
+        &self,
+        user: &str,
+        now: Millis,
+    ) -> Result<(Option<Millis>, Option<PhoneRecord>), StoreError> {
+        Ok((self.locked_until(user, now)?, self.phone(user)?))
+    }
+    /// [`Store::challenge`] and [`Store::locked_until`] of `user`, read
+    /// together.
+    fn challenge_and_lockout(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        now: Millis,
+    ) -> Result<(Option<ChallengeRecord>, Option<Millis>), StoreError> {
+        Ok((self.challenge(id)?, self.locked_until(user, now)?))
+    }
+    /// Counts one failure; locks the user once `lockout_after` is reached.
+    fn record_failure(
+        &self,
+        user: &str,
+        now: Millis,
+        lockout_after: u32,
+        lockout: Duration,
+    ) -> Result<FailureState, StoreError>;
+    /// A success: the consecutive count starts over.
+    fn clear_failures(&self, user: &str) -> Result<(), StoreError>;
+    /// Lifts a lockout (admin action).
+    fn unlock(&self, user: &str) -> Result<(), StoreError>;
+    /// The current failure state (admin view).
+    fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError>;
+    /// The user's SMS in the per-user window ending at `now`, and when the
+    /// next is allowed if `per_user` is reached.
+    fn sms_window(&self, user: &str, now: Millis, per_user: Rate) -> Result<SmsWindow, StoreError>;
+    /// Forgets every SMS counted against the user (admin action); returns
+    /// how many of them were in the window of length `window` ending at
+    /// `now`. The global window keeps them: it protects the host and the
+    /// bill, whoever the SMS went to.
+    fn clear_sms_window(
+        &self,
+        user: &str,
+        now: Millis,
+        window: Duration,
+    ) -> Result<u32, StoreError>;
+    /// Takes one SMS from the user's and the global window, or says which
+    /// limit is reached (and takes nothing).
+    fn reserve_sms(
+        &self,
+        user: &str,
+        now: Millis,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError>;
+    /// Stores `c`, in place of the same user's challenge for the same
+    /// service with its id (one opened with
+    /// [`crate::otp::OtpKey::login_id`] replaces the last); another login's
+    /// challenge with its id is an error.
+    fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError>;
+    /// [`Store::reserve_sms`] and, if granted, [`Store::insert_challenge`],
+    /// in one transaction.
+    fn start_challenge(
+        &self,
+        c: &ChallengeRecord,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError>;
+    fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
+    /// Replaces the code of a challenge (a resend). False if it is gone.
+    fn replace_code(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+        resends_used: u32,
+    ) -> Result<bool, StoreError>;
+    /// Counts a wrong code against the challenge; returns the tries left
+    /// (the challenge is deleted at zero), or `None` if it is gone.
+    fn wrong_attempt(&self, id: &ChallengeId) -> Result<Option<u32>, StoreError>;
+    /// Deletes the challenge if its code MAC is still `code_mac` and, if so,
+    /// clears `user`'s failure count, in one transaction: true for exactly
+    /// one caller, which makes each code single-use.
+    fn consume(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+    ) -> Result<bool, StoreError>;
+    /// Round two's usual case in one transaction: deletes challenge `id`
+    /// if it is `user`'s for `service`, waits for an SMS code
+    /// ([`Step::Code`]), has not expired at `now`, holds `code_mac`
+    /// (compared in constant time) and `user` is not locked out; then
+    /// clears `user`'s failure count. Returns the challenge's masked number
+    /// if it did, and changes nothing if not (the caller then looks at the
+    /// challenge to say why). Like [`Store::consume`], true for exactly one
+    /// caller. This is the atomic implementation of the acceptance rule
+    /// that `flow::machine::code_opens` states; a flow test checks that
+    /// the two agree.
+    fn consume_code(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        service: &str,
+        code_mac: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<String>, StoreError>;
+    fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError>;
+    /// Deletes challenge `id` if it still holds `code_mac`: a request
+    /// clearing up its own challenge leaves alone a newer one that took its
+    /// id ([`crate::otp::OtpKey::login_id`]). False if there was none.
+    fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Forgets expired challenges and send records older than `keep`.
+    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError>;
+    /// A phone number validated before on this host, remembered under
+    /// `key` (built by [`crate::phone`] from the raw text and the build's
+    /// version, so an entry never changes meaning): (E.164, region). Only
+    /// spares the validation; a store may forget entries at any time.
+    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
+    /// Remembers a validated number under `key` (see
+    /// [`Store::validated_number`]).
+    fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// The number registered for `user` in the store, if any.
+    fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError>;
+    /// Registers (or replaces) `user`'s number (admin action).
+    fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError>;
+    /// Forgets `user`'s number; true if there was one.
+    fn clear_phone(&self, user: &str) -> Result<bool, StoreError>;
+    /// Turns an enrollment challenge waiting for a number into one waiting
+    /// for the code sent to `e164`. False if it is gone or not waiting for
+    /// a number.
+    fn enroll_number(
+        &self,
+        id: &ChallengeId,
+        e164: &str,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+    ) -> Result<bool, StoreError>;
+    /// [`Store::consume`] for an enrollment code, which also registers the
+    /// challenge's pending number, unless `user` has one by now (a login
+    /// never changes a registered number). True for exactly one caller.
+    fn complete_enrollment(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+        at: Millis,
+        set_by: &str,
+    ) -> Result<bool, StoreError>;
+    /// Changes what a challenge waits for (e.g. to a backup code when no
+    /// SMS could be sent). False if it is gone, or no longer holds
+    /// `code_mac` (replaced by a newer one with its id).
+    fn set_step(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        step: Step,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces all of `user`'s backup codes with `codes`.
+    fn replace_backup_codes(
+        &self,
+        user: &str,
+        codes: &[BackupHash],
+        at: Millis,
+    ) -> Result<(), StoreError>;
+    /// The hashes of `user`'s stored codes with lookup tag `tag`. The
+    /// caller verifies the typed code against them (argon2, slow) outside
+    /// any store operation, then uses the one that matched with
+    /// [`Store::consume_backup_code`].
+    fn backup_candidates(&self, user: &str, tag: &[u8; 8]) -> Result<Vec<String>, StoreError>;
+    /// Deletes `user`'s backup code stored with hash `hash` (each hash has
+    /// a salt of its own, so it names one code) and, if it was there,
+    /// clears the user's failures and deletes `challenge`, in one atomic
+    /// step. Returns the codes left, or `None` if the code was already gone
+    /// (used by a concurrent login): of two concurrent uses exactly one
+    /// succeeds.
+    fn consume_backup_code(
+        &self,
+        user: &str,
+        hash: &str,
+        challenge: Option<&ChallengeId>,
+    ) -> Result<Option<u32>, StoreError>;
+    fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError>;
+    /// Deletes all of `user`'s backup codes; returns how many there were.
+    fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError>;
+
+    /// Marks (`Some(set_by)`) or unmarks (`None`) `user` as opted out.
+    fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError>;
+    /// Whether `user` is marked opted out, and by whom and when.
+    fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError>;
+    /// Every user marked opted out.
+    fn opted_out_users(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// The store as the cache of validated numbers. A failing cache is only
+/// slower, never wrong, so its errors are ignored.
+pub struct StoreCache<'a>(pub &'a dyn Store);
+
+impl NumberCache for StoreCache<'_> {
+    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+        self.0.validated_number(key).ok().flatten()
+    }
+    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
+        let _ = self.0.remember_validated_number(key, e164, region);
+    }
+}
+
+/// Opens the configured store, whichever backend it is. A server that
+/// shares one store between threads opens its backend's shared form
+/// instead (smsotp-radiusd: [`sqlite::SharedStore::batched`]).
+pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
+    match spec {
+        StoreSpec::Sqlite { .. } => Ok(Box::new(sqlite::SqliteStore::open_spec(spec)?)),
+    }
+}
+
+#[cfg(test)]
+mod conformance;
+pub mod memory;
+pub mod sqlite;

@@ -1,0 +1,670 @@
+//! The [`Store`] operations of [`SqliteStore`] in SQL: each that reads
+//! and then writes runs in one write transaction ([`SqliteStore::write`]).
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::SqliteStore;
+use crate::clock::{ms, Millis};
+use crate::config::Rate;
+use crate::otp::ChallengeId;
+use crate::store::{
+    BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
+    StoreError,
+};
+
+fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRecord> {
+    let id: Vec<u8> = r.get(0)?;
+    let mac: Vec<u8> = r.get(3)?;
+    let mut code_mac = [0u8; 32];
+    if mac.len() == 32 {
+        code_mac.copy_from_slice(&mac);
+    }
+    Ok(ChallengeRecord {
+        id: ChallengeId(<[u8; 16]>::try_from(id.as_slice()).unwrap_or([0; 16])),
+        user: r.get(1)?,
+        service: r.get(2)?,
+        code_mac,
+        phone_masked: r.get(4)?,
+        created_at: r.get(5)?,
+        sent_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        attempts_left: r.get(8)?,
+        resends_used: r.get(9)?,
+        step: Step::from_db(r.get(10)?),
+        pending_phone: r.get(11)?,
+    })
+}
+
+const SELECT_CHALLENGE: &str =
+    "SELECT id, user, service, code_mac, phone_masked, created_at, sent_at,
+        expires_at, attempts_left, resends_used, step, pending_phone FROM challenge";
+
+/// Global sends are counted in 60 buckets per window rather than row by
+/// row: a busy host's count stays a sum over at most 61 rows.
+fn global_bucket_ms(window: Duration) -> Millis {
+    (ms(window) / 60).max(1000)
+}
+
+/// `user`'s failure row, if any, with a lockout only while it lasts at
+/// `now`: the one rule of what "locked out" means.
+fn failure_in(
+    conn: &Connection,
+    user: &str,
+    now: Millis,
+) -> rusqlite::Result<Option<FailureState>> {
+    conn.prepare_cached("SELECT count, locked_until FROM failure WHERE user = ?1")?
+        .query_row([user], |r| {
+            Ok(FailureState {
+                count: r.get(0)?,
+                locked_until: r.get::<_, Option<Millis>>(1)?.filter(|&u| u > now),
+            })
+        })
+        .optional()
+}
+
+/// `user`'s sends in the window ending at `now`, oldest first: the one
+/// rule of what the per-user window counts.
+fn window_in(
+    conn: &Connection,
+    user: &str,
+    now: Millis,
+    per_user: Rate,
+) -> rusqlite::Result<SmsWindow> {
+    let span = ms(per_user.window);
+    let sends: Vec<(Millis, u32)> = conn
+        .prepare_cached("SELECT at, n FROM sms_sent WHERE user = ?1 AND at > ?2 ORDER BY at")?
+        .query_map(params![user, now - span], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let sent = sends.iter().map(|&(_, n)| n).sum::<u32>();
+    let limit = per_user.count.get();
+    // A send counts while `now < at + window`; the next is allowed once
+    // enough of the oldest have left that fewer than `limit` remain.
+    let next_allowed_at = (sent >= limit).then(|| {
+        let must_leave = sent - limit + 1;
+        let mut left = 0;
+        sends
+            .iter()
+            .find(|&&(_, n)| {
+                left += n;
+                left >= must_leave
+            })
+            .map_or(now, |&(at, _)| at + span)
+    });
+    Ok(SmsWindow {
+        sent,
+        next_allowed_at,
+    })
+}
+
+fn count_user_sends(tx: &Connection, user: &str, since: Millis) -> rusqlite::Result<u32> {
+    tx.prepare_cached("SELECT COALESCE(SUM(n), 0) FROM sms_sent WHERE user = ?1 AND at > ?2")?
+        .query_row(params![user, since], |r| r.get(0))
+}
+
+/// The checks and bookkeeping of one SMS, inside a write transaction.
+fn reserve_in(
+    tx: &Connection,
+    user: &str,
+    now: Millis,
+    per_user: Rate,
+    global: Rate,
+) -> rusqlite::Result<SendPermit> {
+    if count_user_sends(tx, user, now - ms(per_user.window))? >= per_user.count.get() {
+        return Ok(SendPermit::UserLimit);
+    }
+    let size = global_bucket_ms(global.window);
+    let oldest = (now - ms(global.window)) / size;
+    let n_all: u32 = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(count), 0) FROM sms_global WHERE size = ?1 AND bucket > ?2",
+        )?
+        .query_row(params![size, oldest], |r| r.get(0))?;
+    if n_all >= global.count.get() {
+        return Ok(SendPermit::GlobalLimit);
+    }
+    tx.prepare_cached(
+        "INSERT INTO sms_sent (user, at, n) VALUES (?1, ?2, 1)
+         ON CONFLICT(user, at) DO UPDATE SET n = n + 1",
+    )?
+    .execute(params![user, now])?;
+    tx.prepare_cached(
+        "INSERT INTO sms_global (size, bucket, count) VALUES (?1, ?2, 1)
+         ON CONFLICT(size, bucket) DO UPDATE SET count = count + 1",
+    )?
+    .execute(params![size, now / size])?;
+    Ok(SendPermit::Granted)
+}
+
+/// Inserts `c`. A challenge with its id is replaced only if it is the
+/// same user's for the same service (a [`crate::otp::OtpKey::login_id`]
+/// reused); any other is a constraint error, as for a plain insert.
+fn insert_in(conn: &Connection, c: &ChallengeRecord) -> rusqlite::Result<()> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO challenge (id, user, service, code_mac, phone_masked, created_at,
+               sent_at, expires_at, attempts_left, resends_used, step, pending_phone)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(id) DO UPDATE SET code_mac = excluded.code_mac,
+               phone_masked = excluded.phone_masked, created_at = excluded.created_at,
+               sent_at = excluded.sent_at, expires_at = excluded.expires_at,
+               attempts_left = excluded.attempts_left, resends_used = excluded.resends_used,
+               step = excluded.step, pending_phone = excluded.pending_phone
+             WHERE challenge.user = excluded.user AND challenge.service = excluded.service",
+        )?
+        .execute(params![
+            &c.id.0[..],
+            c.user,
+            c.service,
+            &c.code_mac[..],
+            c.phone_masked,
+            c.created_at,
+            c.sent_at,
+            c.expires_at,
+            c.attempts_left,
+            c.resends_used,
+            c.step.to_db(),
+            c.pending_phone
+        ])?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY),
+            Some("challenge id already used by another login".into()),
+        ))
+    }
+}
+
+impl Store for SqliteStore {
+    fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+        Ok(self.failures(user, now)?.locked_until)
+    }
+
+    fn record_failure(
+        &self,
+        user: &str,
+        now: Millis,
+        lockout_after: u32,
+        lockout: Duration,
+    ) -> Result<FailureState, StoreError> {
+        self.write(|tx| {
+            let prev: Option<(u32, Option<Millis>)> = tx
+                .prepare_cached("SELECT count, locked_until FROM failure WHERE user = ?1")?
+                .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            // A lockout that has ended starts a fresh count.
+            let count = match prev {
+                Some((_, Some(until))) if until <= now => 1,
+                Some((c, _)) => c.saturating_add(1),
+                None => 1,
+            };
+            let locked_until = if count >= lockout_after {
+                Some(now + ms(lockout))
+            } else {
+                None
+            };
+            tx.prepare_cached(
+                "INSERT INTO failure (user, count, locked_until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user) DO UPDATE SET count = ?2, locked_until = ?3",
+            )?
+            .execute(params![user, count, locked_until])?;
+            Ok(FailureState {
+                count,
+                locked_until,
+            })
+        })
+    }
+
+    fn clear_failures(&self, user: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                .execute([user])
+                .map(drop)
+        })
+    }
+
+    fn unlock(&self, user: &str) -> Result<(), StoreError> {
+        self.clear_failures(user)
+    }
+
+    fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
+        Ok(failure_in(&self.conn, user, now)
+            .map_err(|e| self.err(e))?
+            .unwrap_or_default())
+    }
+
+    fn sms_window(&self, user: &str, now: Millis, per_user: Rate) -> Result<SmsWindow, StoreError> {
+        window_in(&self.conn, user, now, per_user).map_err(|e| self.err(e))
+    }
+
+    fn clear_sms_window(
+        &self,
+        user: &str,
+        now: Millis,
+        window: Duration,
+    ) -> Result<u32, StoreError> {
+        self.write(|tx| {
+            let counted = count_user_sends(tx, user, now - ms(window))?;
+            tx.prepare_cached("DELETE FROM sms_sent WHERE user = ?1")?
+                .execute([user])?;
+            Ok(counted)
+        })
+    }
+
+    fn reserve_sms(
+        &self,
+        user: &str,
+        now: Millis,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        self.write(|tx| reserve_in(tx, user, now, per_user, global))
+    }
+
+    fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
+        insert_in(&self.conn, c).map_err(|e| self.err(e))
+    }
+
+    fn start_challenge(
+        &self,
+        c: &ChallengeRecord,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        self.write(|tx| {
+            let permit = reserve_in(tx, &c.user, c.created_at, per_user, global)?;
+            if permit == SendPermit::Granted {
+                insert_in(tx, c)?;
+            }
+            Ok(permit)
+        })
+    }
+
+    fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
+        self.conn
+            .prepare_cached(&format!("{SELECT_CHALLENGE} WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([&id.0[..]], row_to_challenge).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    fn replace_code(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+        resends_used: u32,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE challenge SET code_mac = ?2, sent_at = ?3, expires_at = ?4,
+                   attempts_left = ?5, resends_used = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                &id.0[..],
+                &code_mac[..],
+                sent_at,
+                expires_at,
+                attempts_left,
+                resends_used
+            ])
+            .map(|n| n == 1)
+        })
+    }
+
+    fn wrong_attempt(&self, id: &ChallengeId) -> Result<Option<u32>, StoreError> {
+        let hex = &id.0[..];
+        self.write(|tx| {
+            let left: Option<u32> = tx
+                .prepare_cached("SELECT attempts_left FROM challenge WHERE id = ?1")?
+                .query_row([hex], |r| r.get(0))
+                .optional()?;
+            let Some(left) = left else { return Ok(None) };
+            let left = left.saturating_sub(1);
+            if left == 0 {
+                tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                    .execute([hex])?;
+            } else {
+                tx.prepare_cached("UPDATE challenge SET attempts_left = ?2 WHERE id = ?1")?
+                    .execute(params![hex, left])?;
+            }
+            Ok(Some(left))
+        })
+    }
+
+    fn consume(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM challenge WHERE id = ?1 AND code_mac = ?2")?
+                .execute(params![&id.0[..], &code_mac[..]])?;
+            if n == 1 {
+                tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                    .execute([user])?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    fn consume_code(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        service: &str,
+        code_mac: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        self.write(|tx| {
+            let rec = tx
+                .prepare_cached(
+                    "SELECT user = ?2 AND service = ?3 AND step = ?4 AND expires_at > ?5,
+                       code_mac, phone_masked FROM challenge WHERE id = ?1",
+                )?
+                .query_row(
+                    params![&id.0[..], user, service, Step::Code.to_db(), now],
+                    |r| {
+                        let usable: bool = r.get(0)?;
+                        let mac = r.get_ref(1)?.as_blob()?;
+                        if usable && crate::otp::macs_equal(mac, code_mac) {
+                            r.get::<_, String>(2).map(Some)
+                        } else {
+                            Ok(None)
+                        }
+                    },
+                )
+                .optional()?
+                .flatten();
+            let Some(masked) = rec else { return Ok(None) };
+            if let Some(failures) = failure_in(tx, user, now)? {
+                if failures.locked_until.is_some() {
+                    return Ok(None);
+                }
+                tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                    .execute([user])?;
+            }
+            tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                .execute([&id.0[..]])?;
+            Ok(Some(masked))
+        })
+    }
+
+    fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                .execute([&id.0[..]])
+                .map(drop)
+        })
+    }
+
+    fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM challenge WHERE id = ?1 AND code_mac = ?2")?
+                .execute(params![&id.0[..], &code_mac[..]])
+                .map(|n| n == 1)
+        })
+    }
+
+    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT e164, region FROM number_cache WHERE key = ?1")
+            .and_then(|mut st| {
+                st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO number_cache (key, e164, region) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, e164, region])
+            .map(drop)
+        })
+    }
+
+    fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT e164, set_at, set_by FROM phone WHERE user = ?1")
+            .and_then(|mut st| {
+                st.query_row([user], |r| {
+                    Ok(PhoneRecord {
+                        e164: r.get(0)?,
+                        set_at: r.get(1)?,
+                        set_by: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO phone (user, e164, set_at, set_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(user) DO UPDATE SET e164 = ?2, set_at = ?3, set_by = ?4",
+            )?
+            .execute(params![user, rec.e164, rec.set_at, rec.set_by])
+            .map(drop)
+        })
+    }
+
+    fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM phone WHERE user = ?1")?
+                .execute([user])
+                .map(|n| n > 0)
+        })
+    }
+
+    fn enroll_number(
+        &self,
+        id: &ChallengeId,
+        e164: &str,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+    ) -> Result<bool, StoreError> {
+        let masked = crate::phone::mask_raw(e164);
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE challenge SET step = ?2, pending_phone = ?3, code_mac = ?4,
+                   phone_masked = ?5, sent_at = ?6, expires_at = ?7, attempts_left = ?8
+                 WHERE id = ?1 AND step = ?9",
+            )?
+            .execute(params![
+                &id.0[..],
+                Step::EnrollCode.to_db(),
+                e164,
+                &code_mac[..],
+                masked,
+                sent_at,
+                expires_at,
+                attempts_left,
+                Step::EnrollNumber.to_db()
+            ])
+            .map(|n| n == 1)
+        })
+    }
+
+    fn complete_enrollment(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+        at: Millis,
+        set_by: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let pending: Option<Option<String>> = tx
+                .prepare_cached(
+                    "SELECT pending_phone FROM challenge
+                     WHERE id = ?1 AND code_mac = ?2 AND user = ?3 AND step = ?4",
+                )?
+                .query_row(
+                    params![&id.0[..], &code_mac[..], user, Step::EnrollCode.to_db()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(Some(e164)) = pending else {
+                return Ok(false);
+            };
+            tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                .execute([&id.0[..]])?;
+            tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                .execute([user])?;
+            // A number registered meanwhile (by an admin) stays.
+            tx.prepare_cached(
+                "INSERT INTO phone (user, e164, set_at, set_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(user) DO NOTHING",
+            )?
+            .execute(params![user, e164, at, set_by])?;
+            Ok(true)
+        })
+    }
+
+    fn set_step(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        step: Step,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("UPDATE challenge SET step = ?3 WHERE id = ?1 AND code_mac = ?2")?
+                .execute(params![&id.0[..], &code_mac[..], step.to_db()])
+                .map(|n| n == 1)
+        })
+    }
+
+    fn replace_backup_codes(
+        &self,
+        user: &str,
+        codes: &[BackupHash],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM backup_code WHERE user = ?1")?
+                .execute([user])?;
+            for (i, c) in codes.iter().enumerate() {
+                tx.prepare_cached(
+                    "INSERT INTO backup_code (user, id, tag, hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![user, i as i64 + 1, &c.tag[..], c.hash, at])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn backup_candidates(&self, user: &str, tag: &[u8; 8]) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT hash FROM backup_code WHERE user = ?1 AND tag = ?2")
+            .and_then(|mut st| {
+                st.query_map(params![user, &tag[..]], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn consume_backup_code(
+        &self,
+        user: &str,
+        hash: &str,
+        challenge: Option<&ChallengeId>,
+    ) -> Result<Option<u32>, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM backup_code WHERE user = ?1 AND hash = ?2")?
+                .execute(params![user, hash])?;
+            if n != 1 {
+                return Ok(None);
+            }
+            tx.prepare_cached("DELETE FROM failure WHERE user = ?1")?
+                .execute([user])?;
+            if let Some(c) = challenge {
+                tx.prepare_cached("DELETE FROM challenge WHERE id = ?1")?
+                    .execute([&c.0[..]])?;
+            }
+            tx.prepare_cached("SELECT COUNT(*) FROM backup_code WHERE user = ?1")?
+                .query_row([user], |r| r.get(0))
+                .map(Some)
+        })
+    }
+
+    fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError> {
+        self.conn
+            .prepare_cached("SELECT COUNT(*) FROM backup_code WHERE user = ?1")
+            .and_then(|mut st| st.query_row([user], |r| r.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM backup_code WHERE user = ?1")?
+                .execute([user])
+                .map(|n| n as u32)
+        })
+    }
+
+    fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
+        self.write(|tx| match set {
+            Some((by, at)) => tx
+                .prepare_cached(
+                    "INSERT INTO opt_out (user, set_at, set_by) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(user) DO UPDATE SET set_at = ?2, set_by = ?3",
+                )?
+                .execute(params![user, at, by])
+                .map(drop),
+            None => tx
+                .prepare_cached("DELETE FROM opt_out WHERE user = ?1")?
+                .execute([user])
+                .map(drop),
+        })
+    }
+
+    fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT set_by, set_at FROM opt_out WHERE user = ?1")
+            .and_then(|mut st| {
+                st.query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT user FROM opt_out ORDER BY user")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM challenge WHERE expires_at <= ?1", [now])?;
+            tx.execute("DELETE FROM sms_sent WHERE at <= ?1", [now - ms(keep)])?;
+            // Buckets hold their start / size; anything older than `keep`
+            // (the longest window) counts for nothing.
+            tx.execute(
+                "DELETE FROM sms_global WHERE (bucket + 1) * size <= ?1",
+                [now - ms(keep)],
+            )?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,483 @@
+#[test]
+fn number_cache_round_trip() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let cache = StoreCache(&s);
+    assert_eq!(cache.get("k"), None);
+    cache.put("k", "+12025550143", Some("US"));
+    cache.put("k", "+12025550143", Some("US"));
+    assert_eq!(
+        cache.get("k"),
+        Some(("+12025550143".into(), Some("US".into())))
+    );
+}
+
+use super::*;
+use crate::clock::Millis;
+use crate::config::Rate;
+use crate::otp::ChallengeId;
+use crate::phone::NumberCache;
+use crate::store::StoreCache;
+use crate::store::{ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Store};
+use std::num::NonZeroU32;
+
+pub(super) fn rate(n: u32, secs: u64) -> Rate {
+    Rate {
+        count: NonZeroU32::new(n).unwrap(),
+        window: Duration::from_secs(secs),
+    }
+}
+
+pub(super) fn record(id: u8, user: &str) -> ChallengeRecord {
+    ChallengeRecord {
+        id: ChallengeId([id; 16]),
+        user: user.into(),
+        service: "sshd".into(),
+        code_mac: [id; 32],
+        phone_masked: "******0143".into(),
+        created_at: 1_000,
+        sent_at: 1_000,
+        expires_at: 301_000,
+        attempts_left: 3,
+        resends_used: 0,
+        step: Step::Code,
+        pending_phone: None,
+    }
+}
+
+#[test]
+fn the_configured_store_opens_as_a_sqlite_file() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("sub").join("state.db");
+    let spec = crate::config::StoreSpec::Sqlite {
+        path: path.clone(),
+        busy_timeout: Duration::from_secs(5),
+    };
+    let s = crate::store::open(&spec).unwrap();
+    let rec = PhoneRecord {
+        e164: "+12025550143".into(),
+        set_at: 1,
+        set_by: "admin:root".into(),
+    };
+    s.set_phone("alice", &rec).unwrap();
+    let other = SqliteStore::open(&path, Duration::from_secs(5)).unwrap();
+    assert_eq!(other.phone("alice").unwrap(), Some(rec));
+}
+
+#[test]
+fn sqlite_errors_become_backend_neutral_cases() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    std::fs::write(&p, vec![b'x'; 4096]).unwrap();
+    let e = SqliteStore::open(&p, Duration::from_secs(1))
+        .err()
+        .expect("garbage opened as a store");
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    assert!(e
+        .to_string()
+        .starts_with(&format!("state store {}: ", p.display())));
+}
+
+#[test]
+fn per_user_and_global_windows() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let (user, global) = (rate(2, 3600), rate(3, 3600));
+    assert_eq!(
+        s.reserve_sms("alice", 0, user, global).unwrap(),
+        SendPermit::Granted
+    );
+    assert_eq!(
+        s.reserve_sms("alice", 1, user, global).unwrap(),
+        SendPermit::Granted
+    );
+    assert_eq!(
+        s.reserve_sms("alice", 2, user, global).unwrap(),
+        SendPermit::UserLimit
+    );
+    assert_eq!(
+        s.reserve_sms("bob", 3, user, global).unwrap(),
+        SendPermit::Granted
+    );
+    assert_eq!(
+        s.reserve_sms("carol", 4, user, global).unwrap(),
+        SendPermit::GlobalLimit
+    );
+    // The window slides: an hour after the first sends, they no longer count.
+    let later = 3_600_001;
+    assert_eq!(
+        s.reserve_sms("alice", later, user, global).unwrap(),
+        SendPermit::Granted
+    );
+}
+
+#[test]
+fn sms_window_counts_the_user_and_says_when_the_next_is_allowed() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let (user, global) = (rate(3, 3600), rate(100, 3600));
+    let hour = 3_600_000;
+    assert_eq!(
+        s.sms_window("alice", 0, user).unwrap(),
+        SmsWindow::default()
+    );
+    // Two sends in the same millisecond share a row.
+    for at in [1_000, 1_000, 5_000] {
+        s.reserve_sms("alice", at, user, global).unwrap();
+    }
+    s.reserve_sms("bob", 6_000, user, global).unwrap();
+    assert_eq!(
+        s.sms_window("alice", 10_000, user).unwrap(),
+        SmsWindow {
+            sent: 3,
+            next_allowed_at: Some(1_000 + hour)
+        }
+    );
+    // Below the limit: a count and no wait.
+    assert_eq!(
+        s.sms_window("alice", 10_000, rate(4, 3600)).unwrap(),
+        SmsWindow {
+            sent: 3,
+            next_allowed_at: None
+        }
+    );
+    // A limit of 1 must wait for the newest send to leave.
+    assert_eq!(
+        s.sms_window("alice", 10_000, rate(1, 3600))
+            .unwrap()
+            .next_allowed_at,
+        Some(5_000 + hour)
+    );
+    // At that instant the first two have left, and the store agrees.
+    let w = s.sms_window("alice", 1_000 + hour, user).unwrap();
+    assert_eq!(
+        w,
+        SmsWindow {
+            sent: 1,
+            next_allowed_at: None
+        }
+    );
+    assert_eq!(
+        s.reserve_sms("alice", 1_000 + hour, user, global).unwrap(),
+        SendPermit::Granted
+    );
+    assert_eq!(s.sms_window("bob", 10_000, user).unwrap().sent, 1);
+}
+
+#[test]
+fn clearing_the_window_lets_the_user_send_again_and_spares_others() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let (user, global) = (rate(2, 3600), rate(5, 3600));
+    for at in [1, 2] {
+        s.reserve_sms("alice", at, user, global).unwrap();
+    }
+    s.reserve_sms("bob", 3, user, global).unwrap();
+    assert_eq!(
+        s.reserve_sms("alice", 4, user, global).unwrap(),
+        SendPermit::UserLimit
+    );
+    assert_eq!(
+        s.clear_sms_window("alice", 5, Duration::from_secs(3600))
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.sms_window("alice", 5, user).unwrap(),
+        SmsWindow::default()
+    );
+    assert_eq!(s.sms_window("bob", 5, user).unwrap().sent, 1);
+    assert_eq!(
+        s.reserve_sms("alice", 6, user, global).unwrap(),
+        SendPermit::Granted
+    );
+    // The global window still holds the cleared sends: 2 + 1 + 1 of 5.
+    s.reserve_sms("carol", 7, user, global).unwrap();
+    assert_eq!(
+        s.reserve_sms("dave", 8, user, global).unwrap(),
+        SendPermit::GlobalLimit
+    );
+    // Nothing left to clear.
+    assert_eq!(
+        s.clear_sms_window("erin", 9, Duration::from_secs(3600))
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn lockout_after_n_failures_and_its_end() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let lock = Duration::from_secs(60);
+    assert_eq!(s.record_failure("alice", 0, 3, lock).unwrap().count, 1);
+    assert_eq!(
+        s.record_failure("alice", 1, 3, lock).unwrap().locked_until,
+        None
+    );
+    let st = s.record_failure("alice", 2, 3, lock).unwrap();
+    assert_eq!(
+        st,
+        FailureState {
+            count: 3,
+            locked_until: Some(60_002)
+        }
+    );
+    assert_eq!(s.locked_until("alice", 30_000).unwrap(), Some(60_002));
+    assert_eq!(s.locked_until("alice", 60_002).unwrap(), None);
+    // After the lockout, counting starts over.
+    assert_eq!(s.record_failure("alice", 70_000, 3, lock).unwrap().count, 1);
+    s.clear_failures("alice").unwrap();
+    assert_eq!(
+        s.failures("alice", 70_000).unwrap(),
+        FailureState::default()
+    );
+}
+
+#[test]
+fn wrong_attempts_count_down_and_delete() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let c = record(1, "alice");
+    s.insert_challenge(&c).unwrap();
+    assert_eq!(s.challenge(&c.id).unwrap().unwrap(), c);
+    assert_eq!(s.wrong_attempt(&c.id).unwrap(), Some(2));
+    assert_eq!(s.wrong_attempt(&c.id).unwrap(), Some(1));
+    assert_eq!(s.wrong_attempt(&c.id).unwrap(), Some(0));
+    assert_eq!(s.challenge(&c.id).unwrap(), None);
+    assert_eq!(s.wrong_attempt(&c.id).unwrap(), None);
+}
+
+#[test]
+fn consume_succeeds_once_and_only_for_the_current_code() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let c = record(2, "alice");
+    s.insert_challenge(&c).unwrap();
+    assert!(!s.consume(&c.id, &[9; 32], "alice").unwrap());
+    assert!(s
+        .replace_code(&c.id, &[5; 32], 2_000, 302_000, 3, 1)
+        .unwrap());
+    assert!(
+        !s.consume(&c.id, &c.code_mac, "alice").unwrap(),
+        "old code after resend"
+    );
+    assert!(s.consume(&c.id, &[5; 32], "alice").unwrap());
+    assert!(!s.consume(&c.id, &[5; 32], "alice").unwrap(), "second use");
+}
+
+#[test]
+fn consume_code_takes_only_a_usable_challenge_and_once() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let c = record(4, "alice");
+    s.insert_challenge(&c).unwrap();
+    let mut other = record(5, "alice");
+    other.step = Step::EnrollCode;
+    s.insert_challenge(&other).unwrap();
+    let lock = Duration::from_secs(60);
+    let take = |id: &ChallengeId, user: &str, service: &str, mac: &[u8; 32], now: Millis| {
+        s.consume_code(id, user, service, mac, now).unwrap()
+    };
+    // Each condition refuses on its own, and leaves the challenge be.
+    assert_eq!(take(&c.id, "alice", "sshd", &[9; 32], 2_000), None, "mac");
+    assert_eq!(take(&c.id, "bob", "sshd", &c.code_mac, 2_000), None, "user");
+    assert_eq!(
+        take(&c.id, "alice", "sudo", &c.code_mac, 2_000),
+        None,
+        "service"
+    );
+    assert_eq!(
+        take(&c.id, "alice", "sshd", &c.code_mac, 301_000),
+        None,
+        "expired"
+    );
+    let enroll = (&other.id, &other.code_mac);
+    assert_eq!(
+        take(enroll.0, "alice", "sshd", enroll.1, 2_000),
+        None,
+        "step"
+    );
+    s.record_failure("alice", 2_000, 1, lock).unwrap();
+    assert_eq!(
+        take(&c.id, "alice", "sshd", &c.code_mac, 3_000),
+        None,
+        "locked"
+    );
+    assert_eq!(s.challenge(&c.id).unwrap().as_ref(), Some(&c));
+    assert_eq!(s.locked_until("alice", 3_000).unwrap(), Some(62_000));
+    // Once the lockout has ended, the right code is taken, the
+    // failure count cleared, and the code is used up.
+    assert_eq!(
+        take(&c.id, "alice", "sshd", &c.code_mac, 62_000).as_deref(),
+        Some("******0143")
+    );
+    assert_eq!(s.challenge(&c.id).unwrap(), None);
+    assert_eq!(
+        s.failures("alice", 62_000).unwrap(),
+        FailureState::default()
+    );
+    assert_eq!(
+        take(&c.id, "alice", "sshd", &c.code_mac, 62_000),
+        None,
+        "reuse"
+    );
+    assert!(s.challenge(&other.id).unwrap().is_some());
+}
+
+#[test]
+fn file_store_is_private_and_shared_between_connections() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state/state.db");
+    let a = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+    let b = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dmode = std::fs::metadata(p.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dmode, 0o700);
+    let c = record(3, "alice");
+    a.insert_challenge(&c).unwrap();
+    assert!(b.consume(&c.id, &c.code_mac, "alice").unwrap());
+    assert!(!a.consume(&c.id, &c.code_mac, "alice").unwrap());
+}
+
+#[test]
+fn concurrent_processes_never_exceed_the_window() {
+    // Eight connections (as eight sshd processes would have) race for a
+    // window of 10 sends: exactly 10 are granted.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    drop(SqliteStore::open(&p, Duration::from_secs(10)).unwrap());
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let s = SqliteStore::open(&p, Duration::from_secs(10)).unwrap();
+                (0..5)
+                    .filter(|i| {
+                        s.reserve_sms("alice", *i, rate(10, 3600), rate(100, 3600))
+                            .unwrap()
+                            == SendPermit::Granted
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let granted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(granted, 10);
+}
+
+#[test]
+fn a_newer_challenge_of_the_login_replaces_it_but_never_another_logins() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let a = record(6, "alice");
+    s.insert_challenge(&a).unwrap();
+    let mut bob = record(6, "bob");
+    bob.code_mac = [1; 32];
+    assert!(s.insert_challenge(&bob).is_err(), "another user's id");
+    let mut sudo = record(6, "alice");
+    sudo.service = "sudo".into();
+    assert!(s.insert_challenge(&sudo).is_err(), "another service's id");
+    assert_eq!(s.challenge(&a.id).unwrap().as_ref(), Some(&a));
+    // A newer challenge of the same login takes the id; what the older
+    // request clears up after itself leaves it be.
+    let mut newer = record(6, "alice");
+    newer.code_mac = [2; 32];
+    newer.created_at += 10;
+    s.start_challenge(&newer, rate(10, 3600), rate(10, 3600))
+        .unwrap();
+    assert!(!s.set_step(&a.id, &a.code_mac, Step::BackupOnly).unwrap());
+    assert!(!s.withdraw(&a.id, &a.code_mac).unwrap());
+    assert_eq!(s.challenge(&a.id).unwrap().as_ref(), Some(&newer));
+    assert!(s
+        .set_step(&a.id, &newer.code_mac, Step::BackupOnly)
+        .unwrap());
+    assert!(s.withdraw(&a.id, &newer.code_mac).unwrap());
+    assert_eq!(s.challenge(&a.id).unwrap(), None);
+}
+
+#[test]
+fn of_concurrent_right_answers_exactly_one_takes_the_code() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    let c = record(9, "alice");
+    SqliteStore::open(&p, Duration::from_secs(5))
+        .unwrap()
+        .insert_challenge(&c)
+        .unwrap();
+    let go = std::sync::Barrier::new(6);
+    let taken: usize = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (go, c, p) = (&go, &c, &p);
+                scope.spawn(move || {
+                    let s = SqliteStore::open(p, Duration::from_secs(5)).unwrap();
+                    go.wait();
+                    s.consume_code(&c.id, "alice", "sshd", &c.code_mac, 2_000)
+                        .unwrap()
+                        .is_some()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(taken, 1);
+}
+
+#[test]
+fn the_old_index_by_user_is_dropped_and_the_challenges_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    let c = record(8, "alice");
+    {
+        let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+        s.conn
+            .execute_batch("CREATE INDEX challenge_user ON challenge(user, service, created_at)")
+            .unwrap();
+        s.insert_challenge(&c).unwrap();
+    }
+    let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+    let indexes: i64 = s
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'challenge_user'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0);
+    assert_eq!(s.challenge(&c.id).unwrap(), Some(c));
+}
+
+#[test]
+fn older_layout_is_rebuilt_and_newer_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    {
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch("CREATE TABLE challenge (id TEXT PRIMARY KEY); CREATE TABLE sms_sent (user TEXT, at INTEGER);")
+            .unwrap();
+    }
+    let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+    s.insert_challenge(&record(7, "alice")).unwrap();
+    assert!(s.challenge(&ChallengeId([7; 16])).unwrap().is_some());
+    drop(s);
+    Connection::open(&p)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let e = SqliteStore::open(&p, Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("newer"), "{e}");
+}
+
+#[test]
+fn purge_drops_expired() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let c = record(4, "alice");
+    s.insert_challenge(&c).unwrap();
+    s.purge(c.expires_at, Duration::from_secs(86400)).unwrap();
+    assert_eq!(s.challenge(&c.id).unwrap(), None);
+}
