@@ -41,6 +41,15 @@
 //! validated spec (`sms/http/config.rs`, `sms/smpp/config.rs`, …) and reads
 //! its keys from the one flat `[[provider]]` table in `sms/raw.rs`.
 //!
+//! State lives behind the [`store::Store`] trait, in domain words
+//! (challenges, send windows, failures and lockouts, backup codes,
+//! enrolled phones, opt-outs) with a backend-neutral [`store::StoreError`];
+//! [`store::open`] opens the configured backend. `store/sqlite` is the
+//! embedded default (`SqliteStore`, and in `sqlite/shared.rs` the group
+//! commit smsotp-radiusd uses); `store/memory` is the in-memory reference
+//! backend. One conformance suite (`store/conformance.rs`) runs against
+//! every backend: a new backend is done when it passes it.
+//!
 //! Imports run one way: `config` (the schema and the loader) calls into
 //! `sms` to check each `[[provider]]`; `sms` uses only [`config::check`]
 //! (locations, `ConfigError`, the value checkers), which imports nothing of
