@@ -394,7 +394,8 @@ fn provider_json(p: &smsotp_core::sms::ProviderSpec) -> Value {
             };
             let secret_files: Vec<PathBuf> = h.secret_paths().into_iter().map(|(_, p)| p).collect();
             json!({"name": h.name, "kind": "http", "preset": preset,
-                   "endpoint": h.endpoint(), "proxy": h.transport.proxy,
+                   "endpoint": h.endpoint(),
+                   "proxy": h.transport.proxy.as_deref().map(smsotp_core::sms::http::without_credentials),
                    "ca_file": h.transport.ca_file, "timeout": d(h.transport.timeout),
                    "secret_files": secret_files})
         }

@@ -315,7 +315,7 @@ impl HttpSpec {
             Some(i) => {
                 let rest = &url[i + 3..];
                 let end = rest.find(['/', '?', '{']).unwrap_or(rest.len());
-                format!("{}{}", &url[..i + 3], &rest[..end])
+                without_credentials(&url[..i + 3 + end])
             }
             None => url,
         }
@@ -376,13 +376,23 @@ impl SmsProvider for HttpProvider {
             Gateway::Template(t) => t.build(&values).map_err(SendError::Misconfigured)?,
             Gateway::Preset { preset, base_url } => preset.build(base_url, sms, &secrets),
         };
-        let auth: Vec<&str> = req
+        let mut auth: Vec<&str> = req
             .headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization"))
             .map(|(_, v)| v.as_str())
             .flat_map(|v| [v, v.split_once(' ').map_or(v, |(_, cred)| cred)])
             .collect();
+        // user:password written into the gateway's or the proxy's URL.
+        for url in [Some(req.url.as_str()), self.spec.transport.proxy.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(info) = userinfo(url) {
+                auth.push(info);
+                auth.extend(info.split_once(':').map(|(_, password)| password));
+            }
+        }
         let red = Redactor::new(sms, &secrets, &auth);
         let agent = self.agent()?;
         let (status, body) =

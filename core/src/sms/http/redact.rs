@@ -5,6 +5,28 @@ use super::*;
 
 // ------------------------------------------------------------------ secrets
 
+/// The `user:password` before the host of `url`, if it has one.
+pub(super) fn userinfo(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[..end].rsplit_once('@').map(|(info, _)| info)
+}
+
+/// `url` with any `user:password@` before its host shown as `***@`, for
+/// what people read (`check-config`, `doctor`): credentials written into a
+/// gateway or proxy URL are secrets too.
+pub fn without_credentials(url: &str) -> String {
+    let Some(i) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[i + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) => format!("{}***@{host}{}", &url[..i + 3], &rest[end..]),
+        None => url.to_owned(),
+    }
+}
+
 /// A secret read from a root-only file: zeroized when dropped, never printed.
 pub struct Secret(pub(super) Zeroizing<String>);
 

@@ -1484,3 +1484,30 @@ fn thread_probe_child() {
     assert_eq!(tasks(), before);
     println!("probe: sent");
 }
+
+#[test]
+fn credentials_in_a_url_are_never_shown() {
+    assert_eq!(
+        without_credentials("https://user:pa55@api.example.net/send?x=1"),
+        "https://***@api.example.net/send?x=1"
+    );
+    assert_eq!(
+        without_credentials("http://proxyuser:pw@proxy.example.net:3128"),
+        "http://***@proxy.example.net:3128"
+    );
+    assert_eq!(
+        without_credentials("https://api.example.net/send?email=a@b.example"),
+        "https://api.example.net/send?email=a@b.example"
+    );
+    assert_eq!(without_credentials("not a url"), "not a url");
+}
+
+#[test]
+fn userinfo_is_what_a_url_carries_before_its_host() {
+    assert_eq!(
+        userinfo("https://user:pa55@api.example.net/send"),
+        Some("user:pa55")
+    );
+    assert_eq!(userinfo("https://api.example.net/send?e=a@b"), None);
+    assert_eq!(userinfo("no scheme"), None);
+}

@@ -177,7 +177,8 @@ pub(super) fn build_agent(t: &TransportSpec) -> Result<ureq::Agent, SendError> {
         None => None,
         Some(p) => Some(ureq::Proxy::new(p).map_err(|e| {
             SendError::Misconfigured(format!(
-                "proxy {p:?}: {e}; write it like \"http://proxy.example:3128\""
+                "proxy {:?}: {e}; write it like \"http://proxy.example:3128\"",
+                without_credentials(p)
             ))
         })?),
     };
