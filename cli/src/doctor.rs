@@ -18,7 +18,7 @@ use crate::host;
 use crate::report::{self, Failure, Finding, Level};
 use crate::Output;
 
-pub fn run(
+pub(crate) fn run(
     config: &Path,
     sshd_config: &Path,
     pam_dir: &Path,

@@ -11,7 +11,7 @@ use crate::report::{Finding, Level};
 /// A `Match` line: the lines after it, to the next `Match` or the end of
 /// its file, apply only to connections that match.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MatchBlock {
+pub(crate) struct MatchBlock {
     /// `FILE:LINE` of the `Match` line.
     pub at: String,
     /// What follows `Match`, as written.
@@ -20,7 +20,7 @@ pub struct MatchBlock {
 
 /// Whether a Match block applies to one user's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applies {
+pub(crate) enum Applies {
     Yes,
     No,
     /// It depends on more than the user name (Host, Address, Group, …).
@@ -52,7 +52,7 @@ impl MatchBlock {
     }
 
     /// Decided by the user name alone: only `User` and `All` criteria.
-    pub fn users_only(&self) -> bool {
+    pub(crate) fn users_only(&self) -> bool {
         let c = self.criteria();
         !c.is_empty() && c.iter().all(|(k, _)| k == "user" || k == "all")
     }
@@ -60,7 +60,7 @@ impl MatchBlock {
     /// Does this block apply to `user`? Criteria are ANDed, as in sshd: a
     /// `User` list that does not match `user` rules the block out whatever
     /// the other criteria say.
-    pub fn applies_to(&self, user: &str) -> Applies {
+    pub(crate) fn applies_to(&self, user: &str) -> Applies {
         let criteria = self.criteria();
         if criteria.is_empty() {
             return Applies::Unknown;
@@ -103,7 +103,7 @@ fn pattern_list(list: &str, name: &str) -> bool {
 
 /// One `Keyword value` line of sshd_config.
 #[derive(Debug, Clone)]
-pub struct SshdOption {
+pub(crate) struct SshdOption {
     /// Lower case.
     pub key: String,
     pub value: String,
@@ -113,13 +113,13 @@ pub struct SshdOption {
 }
 
 impl SshdOption {
-    pub fn in_match(&self) -> bool {
+    pub(crate) fn in_match(&self) -> bool {
         self.block.is_some()
     }
 }
 
 /// Reads `path` and every file it includes, in sshd's order.
-pub fn read_sshd(path: &Path, findings: &mut Vec<Finding>) -> Vec<SshdOption> {
+pub(crate) fn read_sshd(path: &Path, findings: &mut Vec<Finding>) -> Vec<SshdOption> {
     let base = path.parent().unwrap_or(Path::new("/etc/ssh")).to_owned();
     let mut out = Vec::new();
     read_sshd_file(path, &base, None, 0, &mut out, findings);
@@ -241,7 +241,7 @@ fn global<'a>(opts: &'a [SshdOption], keys: &[&str]) -> Option<&'a SshdOption> {
 
 /// What sshd uses for one user's connections.
 #[derive(Debug, Clone)]
-pub struct Effective<'a> {
+pub(crate) struct Effective<'a> {
     /// From the first Match block that applies, else the first global
     /// line (sshd: the first value obtained wins, and a matching block's
     /// value replaces the global one); `None`: sshd's default.
@@ -252,7 +252,7 @@ pub struct Effective<'a> {
 }
 
 /// The value of `keys` that sshd uses for `user`.
-pub fn effective<'a>(opts: &'a [SshdOption], keys: &[&str], user: &str) -> Effective<'a> {
+pub(crate) fn effective<'a>(opts: &'a [SshdOption], keys: &[&str], user: &str) -> Effective<'a> {
     let mut unsure = Vec::new();
     let mut from_match = None;
     for o in opts.iter().filter(|o| keys.contains(&o.key.as_str())) {
@@ -314,7 +314,7 @@ fn runs_pam(method: &str) -> bool {
 
 /// sshd's `PermitRootLogin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PermitRoot {
+pub(crate) enum PermitRoot {
     Yes,
     /// `prohibit-password` (sshd's default) or its old name `without-password`.
     ProhibitPassword,
@@ -323,7 +323,7 @@ pub enum PermitRoot {
 }
 
 impl PermitRoot {
-    pub fn parse(value: &str) -> Option<PermitRoot> {
+    pub(crate) fn parse(value: &str) -> Option<PermitRoot> {
         match value.to_ascii_lowercase().as_str() {
             "yes" => Some(PermitRoot::Yes),
             "prohibit-password" | "without-password" => Some(PermitRoot::ProhibitPassword),
@@ -335,7 +335,7 @@ impl PermitRoot {
 
     /// May root use `method`? Every value but `yes` refuses
     /// keyboard-interactive and password (so PAM) for root.
-    pub fn allows(self, method: &str) -> bool {
+    pub(crate) fn allows(self, method: &str) -> bool {
         match self {
             PermitRoot::Yes => true,
             PermitRoot::No => false,
@@ -346,7 +346,7 @@ impl PermitRoot {
 
 /// How a user gets in over SSH, as far as sshd_config tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SshPath {
+pub(crate) enum SshPath {
     /// `PermitRootLogin no`: root never logs in over SSH.
     RootNotPermitted,
     /// Every method list needs keyboard-interactive or password, and
@@ -363,7 +363,7 @@ pub enum SshPath {
 
 /// One user's SSH login as sshd_config decides it.
 #[derive(Debug, Clone)]
-pub struct SshLogin<'a> {
+pub(crate) struct SshLogin<'a> {
     pub path: SshPath,
     pub methods: Effective<'a>,
     /// Root only: the value and the line it comes from (`None`: default).
@@ -374,7 +374,7 @@ pub struct SshLogin<'a> {
 
 impl SshLogin<'_> {
     /// "AuthenticationMethods … (where)" for messages.
-    pub fn methods_text(&self) -> String {
+    pub(crate) fn methods_text(&self) -> String {
         match self.methods.opt {
             Some(o) => format!("AuthenticationMethods {} ({})", o.value, at(Some(o))),
             None => "AuthenticationMethods not set".to_owned(),
@@ -382,7 +382,7 @@ impl SshLogin<'_> {
     }
 
     /// "PermitRootLogin … (where)" for messages; empty for other users.
-    pub fn permit_text(&self) -> String {
+    pub(crate) fn permit_text(&self) -> String {
         match self.permit_root {
             Some((_, Some(o))) => format!("PermitRootLogin {} ({})", o.value, at(Some(o))),
             Some((_, None)) => "PermitRootLogin prohibit-password (sshd's default)".to_owned(),
@@ -392,7 +392,7 @@ impl SshLogin<'_> {
 }
 
 /// How `user` can log in over SSH.
-pub fn ssh_login<'a>(opts: &'a [SshdOption], user: &str) -> SshLogin<'a> {
+pub(crate) fn ssh_login<'a>(opts: &'a [SshdOption], user: &str) -> SshLogin<'a> {
     let methods = effective(opts, &["authenticationmethods"], user);
     let kbd = effective(opts, KBD_KEYS, user);
     let pw = effective(opts, &["passwordauthentication"], user);
@@ -454,12 +454,12 @@ pub fn ssh_login<'a>(opts: &'a [SshdOption], user: &str) -> SshLogin<'a> {
 }
 
 /// The lines that end an sshd_config to give root a key-only way in.
-pub const ROOT_MATCH_FIX: &str =
+pub(crate) const ROOT_MATCH_FIX: &str =
     "the two lines `Match User root` and `    AuthenticationMethods publickey`";
 
 /// Judges root's SSH login on its own: what sshd_config alone decides.
 /// Whether root needs a code it can get is judged with the user data.
-pub fn check_root(opts: &[SshdOption], findings: &mut Vec<Finding>) {
+pub(crate) fn check_root(opts: &[SshdOption], findings: &mut Vec<Finding>) {
     let login = ssh_login(opts, "root");
     let Some((_, permit_opt)) = login.permit_root else {
         if let Some(o) = effective(opts, &["permitrootlogin"], "root").opt {
@@ -564,7 +564,7 @@ pub fn check_root(opts: &[SshdOption], findings: &mut Vec<Finding>) {
 }
 
 /// Judges the sshd options for a second factor through PAM.
-pub fn check_sshd(opts: &[SshdOption], findings: &mut Vec<Finding>) {
+pub(crate) fn check_sshd(opts: &[SshdOption], findings: &mut Vec<Finding>) {
     let use_pam = global(opts, &["usepam"]);
     if yes(use_pam, false) {
         findings.push(Finding::new(Level::Ok, "sshd", "UsePAM yes"));
@@ -760,7 +760,7 @@ fn check_match_blocks(opts: &[SshdOption], findings: &mut Vec<Finding>) {
 
 /// One `auth` line after includes are expanded.
 #[derive(Debug, Clone)]
-pub struct AuthLine {
+pub(crate) struct AuthLine {
     pub at: String,
     /// `-auth`: silently skipped when the module file is missing.
     pub dash: bool,
@@ -779,7 +779,7 @@ impl AuthLine {
         self.module.rsplit('/').next().unwrap_or(&self.module)
     }
 
-    pub fn is_smsotp(&self) -> bool {
+    pub(crate) fn is_smsotp(&self) -> bool {
         self.base().starts_with("pam_smsotp") || self.base().starts_with("libpam_smsotp")
     }
 
@@ -819,7 +819,7 @@ impl AuthLine {
 }
 
 /// The auth lines of service `name` in `dir`, includes expanded.
-pub fn read_stack(dir: &Path, name: &str, findings: &mut Vec<Finding>) -> Vec<AuthLine> {
+pub(crate) fn read_stack(dir: &Path, name: &str, findings: &mut Vec<Finding>) -> Vec<AuthLine> {
     let mut out = Vec::new();
     let mut frame = Frame {
         outer: Vec::new(),
@@ -1016,7 +1016,7 @@ fn skip_finding(service: &str, before: &AuthLine, jump: Option<(usize, usize)>) 
 }
 
 /// Judges one service's auth stack.
-pub fn check_stack(service: &str, lines: &[AuthLine], config: &Path, f: &mut Vec<Finding>) {
+pub(crate) fn check_stack(service: &str, lines: &[AuthLine], config: &Path, f: &mut Vec<Finding>) {
     let area = "pam";
     for (k, l) in lines.iter().enumerate().filter(|(_, l)| l.is_smsotp()) {
         let who = format!("{service}: {} ({})", l.at, l.control);

@@ -7,22 +7,22 @@ use smsotp_core::directory::NumbersChecked;
 /// Exit codes: 0 ok, 1 problems found, 2 usage (clap, and ours), sysexits(3)
 /// else. smsotp(8), the README and the crate doc list the same; the
 /// end-to-end test `every_documented_exit_code` triggers each one.
-pub mod exit {
-    pub const OK: i32 = 0;
+pub(crate) mod exit {
+    pub(crate) const OK: i32 = 0;
     /// `check-config` or `doctor` found something to fix.
-    pub const PROBLEMS: i32 = 1;
+    pub(crate) const PROBLEMS: i32 = 1;
     /// What clap uses for a bad command line.
-    pub const USAGE: i32 = 2;
-    pub const DATAERR: i32 = 65;
-    pub const NOUSER: i32 = 67;
-    pub const UNAVAILABLE: i32 = 69;
-    pub const IOERR: i32 = 74;
-    pub const NOPERM: i32 = 77;
-    pub const CONFIG: i32 = 78;
+    pub(crate) const USAGE: i32 = 2;
+    pub(crate) const DATAERR: i32 = 65;
+    pub(crate) const NOUSER: i32 = 67;
+    pub(crate) const UNAVAILABLE: i32 = 69;
+    pub(crate) const IOERR: i32 = 74;
+    pub(crate) const NOPERM: i32 = 77;
+    pub(crate) const CONFIG: i32 = 78;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     Info,
     Warning,
@@ -30,7 +30,7 @@ pub enum Level {
 }
 
 impl Level {
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Level::Ok => "ok",
             Level::Info => "info",
@@ -42,7 +42,7 @@ impl Level {
 
 /// One thing `doctor` or `check-config` found.
 #[derive(Debug, Clone)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub level: Level,
     /// "config", "sshd", "pam", "files", "store", "provider", "policy", "users".
     pub area: &'static str,
@@ -51,7 +51,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(level: Level, area: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(level: Level, area: &'static str, message: impl Into<String>) -> Self {
         Finding {
             level,
             area,
@@ -60,12 +60,12 @@ impl Finding {
         }
     }
 
-    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+    pub(crate) fn fix(mut self, fix: impl Into<String>) -> Self {
         self.fix = Some(fix.into());
         self
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "level": self.level.word(),
             "area": self.area,
@@ -78,7 +78,7 @@ impl Finding {
 /// The phone-list check ([`smsotp_core::directory::check_phone_lists`]) as
 /// findings: one error per entry a login would refuse (file:line, user,
 /// what is wrong; the fix), then the count. For `check-config` and `doctor`.
-pub fn phone_list_findings(checked: &NumbersChecked) -> Vec<Finding> {
+pub(crate) fn phone_list_findings(checked: &NumbersChecked) -> Vec<Finding> {
     let mut out: Vec<Finding> = checked
         .bad
         .iter()
@@ -106,7 +106,7 @@ pub fn phone_list_findings(checked: &NumbersChecked) -> Vec<Finding> {
 
 /// Prints findings (human) and returns the exit code: 1 if any warning or
 /// error, else 0.
-pub fn findings_exit(findings: &[Finding]) -> i32 {
+pub(crate) fn findings_exit(findings: &[Finding]) -> i32 {
     if findings.iter().any(|f| f.level >= Level::Warning) {
         exit::PROBLEMS
     } else {
@@ -115,7 +115,7 @@ pub fn findings_exit(findings: &[Finding]) -> i32 {
 }
 
 /// Findings as text for people, with a summary line.
-pub fn findings_text(findings: &[Finding]) -> String {
+pub(crate) fn findings_text(findings: &[Finding]) -> String {
     let mut v = Vec::new();
     for f in findings {
         v.push(format!(
@@ -139,14 +139,14 @@ pub fn findings_text(findings: &[Finding]) -> String {
 
 /// A command that could not do its job.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub code: i32,
     pub message: String,
     pub fix: Option<String>,
 }
 
 impl Failure {
-    pub fn new(code: i32, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -154,7 +154,7 @@ impl Failure {
         }
     }
 
-    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+    pub(crate) fn fix(mut self, fix: impl Into<String>) -> Self {
         self.fix = Some(fix.into());
         self
     }
@@ -163,7 +163,7 @@ impl Failure {
 /// The effective config (as [`crate::effective`] makes it) for people:
 /// one `[section]` a table, `key = value` lines, nested tables as
 /// `outer.inner`, and one block per directory, provider and RADIUS client.
-pub fn effective_text(eff: &Value) -> String {
+pub(crate) fn effective_text(eff: &Value) -> String {
     /// The order of the reference, smsotp.toml(5); anything else after.
     const ORDER: [&str; 9] = [
         "otp",

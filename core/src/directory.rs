@@ -637,7 +637,7 @@ pub(crate) mod tests {
 
     /// Accounts from a table: user -> (gecos, groups).
     #[derive(Default)]
-    pub struct FakeAccounts(pub HashMap<String, (String, Vec<String>)>);
+    pub(crate) struct FakeAccounts(pub HashMap<String, (String, Vec<String>)>);
 
     impl Accounts for FakeAccounts {
         fn gecos(&self, user: &str) -> Result<Option<String>, String> {

@@ -27,6 +27,7 @@
 //! README test logs in through the real pam_unix, so it creates one local
 //! user with a password (`smsotp-deb-e2e`, refused if it exists) and deletes
 //! it again. The two tests take turns. About 15 s each.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;

@@ -10,6 +10,7 @@
 //! Each test has its own scratch dir (config, store, outbox, audit) and its
 //! own service names, so they run in parallel. Only `expired_code_*` sleeps
 //! (31 s, the minimum ttl of 30 s plus one).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,7 @@
 //! them (`Config::from_toml`, then `sms::from_config` for the PAM module's
 //! one session per send, or `sms::from_config_with` and a session pool for
 //! smsotp-radiusd).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

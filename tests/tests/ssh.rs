@@ -4,6 +4,7 @@
 //!
 //! Needs root and Debian's openssh-server, libpam-wrapper, python3-paramiko.
 //! See tests/src/sshd.rs for how sshd is started and cleaned up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 /// Keeps events for assertions.
 #[derive(Clone, Default)]
-pub struct MemorySink(pub Rc<RefCell<Vec<(Level, Event)>>>);
+pub(crate) struct MemorySink(pub Rc<RefCell<Vec<(Level, Event)>>>);
 
 impl AuditSink for MemorySink {
     fn record(&self, level: Level, _at: Millis, event: &Event) {

@@ -164,7 +164,7 @@ pub fn section_of(path: &str) -> Option<&'static str> {
 }
 
 /// The text that ends every config error: where the key is documented.
-pub fn see_also(key: &str) -> String {
+pub(super) fn see_also(key: &str) -> String {
     match section_of(key) {
         Some(s) => format!("see man 5 smsotp.toml, section {s}"),
         None => "see man 5 smsotp.toml".to_owned(),
@@ -172,7 +172,7 @@ pub fn see_also(key: &str) -> String {
 }
 
 /// `provider[2].headers.X` → `provider.headers.X`.
-pub fn strip_indices(path: &str) -> String {
+pub(super) fn strip_indices(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let mut depth = 0usize;
     for ch in path.chars() {
@@ -187,14 +187,14 @@ pub fn strip_indices(path: &str) -> String {
 }
 
 /// The key at `path` (indices ignored), if it is one.
-pub fn key(path: &str) -> Option<&'static Key> {
+pub(super) fn key(path: &str) -> Option<&'static Key> {
     let p = strip_indices(path);
     KEYS.iter().find(|k| k.path == p)
 }
 
 /// The names one level below `table` ("" for the top level), in table
 /// order: `otp` → length, alphabet, ttl, …, resend, …
-pub fn children(table: &str) -> Vec<&'static str> {
+pub(super) fn children(table: &str) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for k in KEYS {
         let rest = if table.is_empty() {
@@ -495,7 +495,7 @@ fn converted(key: &Key, value: Option<&toml::Value>) -> Option<String> {
 /// What to say about an unknown key `name` found in `table` (a path
 /// without indices, "" at the top level), whose value is `value` when it
 /// could be read. `expected` is serde's list of the names the table takes.
-pub fn unknown_key_hint(
+pub(super) fn unknown_key_hint(
     table: &str,
     name: &str,
     value: Option<&toml::Value>,
@@ -558,7 +558,7 @@ pub fn unknown_key_hint(
 
 /// What to say when `path` holds a value of the wrong type: a number where
 /// a duration or a rate is expected.
-pub fn wrong_type_hint(path: &str, value: Option<&toml::Value>) -> Option<String> {
+pub(super) fn wrong_type_hint(path: &str, value: Option<&toml::Value>) -> Option<String> {
     let key = key(path)?;
     let write = converted(key, value)?;
     match key.kind {
@@ -575,7 +575,7 @@ pub fn wrong_type_hint(path: &str, value: Option<&toml::Value>) -> Option<String
 /// The table a key stands in: the header table (from the line structure)
 /// refined by serde's list of expected names, which identifies inline
 /// tables such as `otp.resend` or `radius.primary`.
-pub fn table_for(header: &str, expected: &[String]) -> String {
+pub(super) fn table_for(header: &str, expected: &[String]) -> String {
     let header = strip_indices(header);
     if expected.is_empty() {
         return header;

@@ -266,20 +266,20 @@ pub(crate) mod tests {
 
     /// Records what it was asked to send; fails as scripted.
     #[derive(Clone, Default)]
-    pub struct FakeSms {
+    pub(crate) struct FakeSms {
         pub name: String,
         pub sent: Rc<RefCell<Vec<(String, String)>>>,
         pub fail_with: Rc<RefCell<Option<SendError>>>,
     }
 
     impl FakeSms {
-        pub fn named(name: &str) -> Self {
+        pub(crate) fn named(name: &str) -> Self {
             FakeSms {
                 name: name.into(),
                 ..Default::default()
             }
         }
-        pub fn failing(name: &str, e: SendError) -> Self {
+        pub(crate) fn failing(name: &str, e: SendError) -> Self {
             let f = Self::named(name);
             *f.fail_with.borrow_mut() = Some(e);
             f

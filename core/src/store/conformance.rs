@@ -15,20 +15,20 @@ use crate::config::Rate;
 use crate::otp::ChallengeId;
 
 /// One fresh store, shared by the threads of a test.
-pub trait Backend: Sync {
+pub(super) trait Backend: Sync {
     /// Runs `f` with a handle on the store (for SQLite, a connection of
     /// its own, as another process would have).
     fn with_handle(&self, f: &mut dyn FnMut(&dyn Store));
 }
 
 /// Makes a fresh, empty store for one test.
-pub type Make<'a> = &'a dyn Fn() -> Box<dyn Backend>;
+pub(super) type Make<'a> = &'a dyn Fn() -> Box<dyn Backend>;
 
 /// One test of the suite.
-pub type Test = fn(Make<'_>);
+pub(super) type Test = fn(Make<'_>);
 
 /// Every test of the suite, by name, for the backend modules to run.
-pub const ALL: &[(&str, Test)] = &[
+pub(super) const ALL: &[(&str, Test)] = &[
     ("single_use_under_races", single_use_under_races),
     ("send_windows", send_windows),
     ("lockout_and_its_end", lockout_and_its_end),
@@ -43,7 +43,7 @@ pub const ALL: &[(&str, Test)] = &[
 ];
 
 /// Runs the whole suite against one backend, naming the test that fails.
-pub fn run_all(make: Make<'_>) {
+pub(super) fn run_all(make: Make<'_>) {
     for (name, test) in ALL {
         eprintln!("conformance: {name}");
         test(make);
@@ -103,7 +103,7 @@ fn race(b: &dyn Backend, f: impl Fn(&dyn Store) -> bool + Sync) -> u32 {
 
 /// Of concurrent right answers exactly one takes the code, through each
 /// way a code is taken.
-pub fn single_use_under_races(make: Make<'_>) {
+pub(super) fn single_use_under_races(make: Make<'_>) {
     let b = make();
     let (a, c) = (record(1, "alice"), record(2, "alice"));
     on(&*b, |s| {
@@ -137,7 +137,7 @@ pub fn single_use_under_races(make: Make<'_>) {
 }
 
 /// Per-user and global windows, and that they slide.
-pub fn send_windows(make: Make<'_>) {
+pub(super) fn send_windows(make: Make<'_>) {
     let b = make();
     let (user, global) = (rate(2, 3600), rate(3, 3600));
     on(&*b, |s| {
@@ -189,7 +189,7 @@ pub fn send_windows(make: Make<'_>) {
 
 /// Failures lock a user out at the threshold, until the lockout ends or
 /// an admin lifts it; an ended lockout starts a fresh count.
-pub fn lockout_and_its_end(make: Make<'_>) {
+pub(super) fn lockout_and_its_end(make: Make<'_>) {
     let b = make();
     let lockout = Duration::from_secs(600);
     on(&*b, |s| {
@@ -232,7 +232,7 @@ pub fn lockout_and_its_end(make: Make<'_>) {
 }
 
 /// Each backup code works once, however many logins try it at once.
-pub fn backup_codes_used_once_under_races(make: Make<'_>) {
+pub(super) fn backup_codes_used_once_under_races(make: Make<'_>) {
     let b = make();
     let codes = [
         BackupHash {
@@ -275,7 +275,7 @@ pub fn backup_codes_used_once_under_races(make: Make<'_>) {
 }
 
 /// A number entered at enrollment is registered only once its code is.
-pub fn enrollment(make: Make<'_>) {
+pub(super) fn enrollment(make: Make<'_>) {
     let b = make();
     on(&*b, |s| {
         let mut c = record(1, "alice");
@@ -339,7 +339,7 @@ pub fn enrollment(make: Make<'_>) {
 }
 
 /// Opt-outs are kept with who set them and when, and listed in order.
-pub fn opt_out(make: Make<'_>) {
+pub(super) fn opt_out(make: Make<'_>) {
     let b = make();
     on(&*b, |s| {
         assert_eq!(s.opt_out("bob").unwrap(), None);
@@ -357,7 +357,7 @@ pub fn opt_out(make: Make<'_>) {
 /// A challenge answers only its own user and service, its id is never
 /// taken over by another login, and a stale request leaves a newer
 /// challenge with its id alone.
-pub fn challenge_binding(make: Make<'_>) {
+pub(super) fn challenge_binding(make: Make<'_>) {
     let b = make();
     on(&*b, |s| {
         let c = record(1, "alice");
@@ -417,7 +417,7 @@ pub fn challenge_binding(make: Make<'_>) {
 
 /// An expired challenge is never taken, and purging forgets it; the
 /// cache of validated numbers keeps what it is given.
-pub fn expiry(make: Make<'_>) {
+pub(super) fn expiry(make: Make<'_>) {
     let b = make();
     on(&*b, |s| {
         let c = record(1, "alice");
