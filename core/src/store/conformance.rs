@@ -52,14 +52,17 @@ pub(super) fn run_all(make: Make<'_>) {
 
 const THREADS: usize = 8;
 
-fn rate(n: u32, secs: u64) -> Rate {
+/// A rate of `n` per `secs` seconds (also used by the SQLite tests).
+pub(crate) fn rate(n: u32, secs: u64) -> Rate {
     Rate {
         count: NonZeroU32::new(n).unwrap(),
         window: Duration::from_secs(secs),
     }
 }
 
-fn record(id: u8, user: &str) -> ChallengeRecord {
+/// A pending SMS-code challenge of `user` for sshd (also used by the
+/// SQLite tests).
+pub(crate) fn record(id: u8, user: &str) -> ChallengeRecord {
     ChallengeRecord {
         id: ChallengeId([id; 16]),
         user: user.into(),

@@ -387,6 +387,6 @@ pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
 }
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 pub mod memory;
 pub mod sqlite;

@@ -13,36 +13,12 @@ fn number_cache_round_trip() {
 
 use super::*;
 use crate::clock::Millis;
-use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::NumberCache;
 use crate::store::StoreCache;
-use crate::store::{ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Store};
-use std::num::NonZeroU32;
+use crate::store::{FailureState, PhoneRecord, SendPermit, SmsWindow, Store};
 
-pub(super) fn rate(n: u32, secs: u64) -> Rate {
-    Rate {
-        count: NonZeroU32::new(n).unwrap(),
-        window: Duration::from_secs(secs),
-    }
-}
-
-pub(super) fn record(id: u8, user: &str) -> ChallengeRecord {
-    ChallengeRecord {
-        id: ChallengeId([id; 16]),
-        user: user.into(),
-        service: "sshd".into(),
-        code_mac: [id; 32],
-        phone_masked: "******0143".into(),
-        created_at: 1_000,
-        sent_at: 1_000,
-        expires_at: 301_000,
-        attempts_left: 3,
-        resends_used: 0,
-        step: Step::Code,
-        pending_phone: None,
-    }
-}
+pub(super) use crate::store::conformance::{rate, record};
 
 #[test]
 fn the_configured_store_opens_as_a_sqlite_file() {
