@@ -35,13 +35,19 @@ const M_COST_KIB: u32 = 19 * 1024;
 const T_COST: u32 = 2;
 const P_COST: u32 = 1;
 
+/// Why backup codes could not be made or checked. Never a wrong code:
+/// that is [`Redeemed::NoMatch`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
+    /// The store could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The OS could not give randomness for new codes.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// argon2 refused to hash or parse a hash (a damaged stored hash, or
+    /// no memory for its cost).
     #[error("cannot hash a backup code: {0}")]
     Hash(String),
 }
@@ -164,7 +170,10 @@ fn draw(rng: &dyn RandomSource) -> Result<Zeroizing<String>, RandomError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Redeemed {
     /// Accepted and used up; this many are left.
-    Accepted { left: u32 },
+    Accepted {
+        /// Codes the user still has.
+        left: u32,
+    },
     /// Not one of the user's codes (or already used).
     NoMatch,
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
+/// Where the time comes from.
 pub trait Clock {
+    /// Now, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> Millis;
 }
 
@@ -28,9 +30,11 @@ impl Clock for SystemClock {
 pub struct FixedClock(Cell<Millis>);
 
 impl FixedClock {
+    /// A clock standing at `ms` milliseconds since the epoch.
     pub fn at(ms: Millis) -> Self {
         FixedClock(Cell::new(ms))
     }
+    /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
         self.0.set(self.0.get() + d.as_millis() as Millis);
     }

@@ -23,19 +23,28 @@ pub enum FileRule {
     Data,
 }
 
+/// Why a file we rely on was not used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileError {
+    /// It could not be opened or read (missing, permission, I/O).
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The file, as configured.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// Others could read or change it (owner or mode break its
+    /// [`FileRule`]): refused rather than trust it.
     #[error("{path}: {problem}; fix with: {fix}")]
     Unsafe {
+        /// The file, as configured.
         path: PathBuf,
+        /// What is wrong ("mode 0644 lets others read it").
         problem: String,
+        /// A command that fixes it (`chmod 600 …`).
         fix: String,
     },
 }
@@ -140,6 +149,7 @@ pub enum AppendError {
 }
 
 impl AppendFile {
+    /// Appends to `path`; nothing is opened until the first append.
     pub fn new(path: PathBuf) -> Self {
         AppendFile { path, open: None }
     }

@@ -37,6 +37,7 @@ impl Alphabet {
 pub struct Code(String);
 
 impl Code {
+    /// The digits (or letters) to put in the SMS; never log them.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -102,16 +103,21 @@ pub fn normalise(input: &str, alphabet: Alphabet) -> Option<Zeroizing<String>> {
 pub struct ChallengeId(pub [u8; 16]);
 
 impl ChallengeId {
+    /// A fresh id from `rng` (the OS CSPRNG): unguessable, so a State
+    /// cannot be forged.
     pub fn random(rng: &dyn RandomSource) -> Result<Self, RandomError> {
         let mut b = [0u8; 16];
         rng.fill(&mut b)?;
         Ok(ChallengeId(b))
     }
 
+    /// 32 lower-case hex digits (the PAM loop's and the store's form).
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The id written by [`ChallengeId::to_hex`]; `None` for anything
+    /// that is not exactly 32 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
         if s.len() != 32 || !s.is_ascii() {
             return None;
@@ -140,24 +146,35 @@ impl fmt::Debug for OtpKey {
     }
 }
 
+/// Why the code key could not be used. Logins fail closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// The key file is unreadable or others could read it.
     #[error(transparent)]
     File(#[from] files::FileError),
+    /// The key file holds fewer than 32 bytes (damaged or hand-made).
     #[error("{path}: the code key must hold at least 32 bytes; delete it and a new one is made on the next login")]
-    TooShort { path: String },
-    #[error("{path}: cannot create the code key: {source}; make its directory exist and be writable by root")]
-    Create {
+    TooShort {
+        /// The key file.
         path: String,
+    },
+    #[error("{path}: cannot create the code key: {source}; make its directory exist and be writable by root")]
+    /// The key did not exist and could not be written.
+    Create {
+        /// The key file.
+        path: String,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// No randomness for a new key.
     #[error(transparent)]
     Random(#[from] RandomError),
 }
 
 impl OtpKey {
+    /// A key from raw bytes (tests; a server that read the file once).
     pub fn from_bytes(bytes: &[u8]) -> Self {
         OtpKey(Zeroizing::new(bytes.to_vec()))
     }

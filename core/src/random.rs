@@ -10,6 +10,8 @@ pub trait RandomSource {
     fn fill(&self, buf: &mut [u8]) -> Result<(), RandomError>;
 }
 
+/// No safe randomness: the OS generator failed (its message inside).
+/// Whoever gets it fails closed: no code, no challenge id.
 #[derive(Debug, thiserror::Error)]
 #[error("the operating system's random number generator failed: {0}")]
 pub struct RandomError(pub String);
@@ -31,6 +33,8 @@ pub struct FixedRandom {
 }
 
 impl FixedRandom {
+    /// A source whose bytes follow from `seed` alone (the same seed gives
+    /// the same codes).
     pub fn new(seed: u64) -> Self {
         FixedRandom {
             state: RefCell::new(seed),

@@ -50,10 +50,14 @@ pub use texts::{BACKUP_PROMPT, CODE_PROMPT, ENROLL_PROMPT, UNAVAILABLE};
 /// Who is logging in, to what, from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginContext {
+    /// The login name as the front end got it (PAM_USER, RADIUS
+    /// User-Name); every record of the login is keyed by it.
     pub user: String,
     /// The PAM service ("sshd", "sudo") or the RADIUS client ("radius:vpn").
     /// A code is valid only for the service it was sent for.
     pub service: String,
+    /// Where the login comes from (PAM_RHOST, the NAS's
+    /// Calling-Station-Id), for logs only; `None` when not known.
     pub rhost: Option<String>,
 }
 
@@ -121,6 +125,7 @@ impl FlowError {
 
 /// Everything a login needs, built once per PAM call or per server.
 pub struct Engine {
+    /// The configuration it was opened with; a reload opens a new engine.
     pub cfg: Config,
     store: Box<dyn Store>,
     directories: Vec<Box<dyn Directory>>,
@@ -138,14 +143,24 @@ pub struct Engine {
 /// The parts of an [`Engine`], for tests and for front ends that build their
 /// own (the RADIUS server shares one store).
 pub struct Parts {
+    /// Pending challenges, send windows, lockouts, registered numbers.
     pub store: Box<dyn Store>,
+    /// Where numbers come from, asked in this order.
     pub directories: Vec<Box<dyn Directory>>,
+    /// The SMS providers, tried in this order (failover).
     pub providers: Vec<Box<dyn SmsProvider>>,
+    /// Groups (exempt_groups) and GECOS of system accounts.
     pub accounts: Box<dyn Accounts>,
+    /// Time, in milliseconds since the epoch.
     pub clock: Box<dyn Clock>,
+    /// Codes and challenge ids come from here (the OS CSPRNG outside
+    /// tests).
     pub rng: Box<dyn RandomSource>,
+    /// Where decisions are logged.
     pub audit: Audit,
+    /// The host's secret key: codes are stored only as MACs under it.
     pub key: OtpKey,
+    /// This host's name, for the `{host}` of the message template.
     pub host: String,
 }
 
@@ -242,6 +257,8 @@ impl Engine {
         Ok(engine)
     }
 
+    /// An engine from parts the caller built (tests, a server that shares
+    /// one store between its threads).
     pub fn with_parts(cfg: Config, p: Parts) -> Engine {
         Engine {
             cfg,
@@ -258,10 +275,12 @@ impl Engine {
         }
     }
 
+    /// The store logins use (the admin tool reads and edits through it).
     pub fn store(&self) -> &dyn Store {
         &*self.store
     }
 
+    /// The engine's clock, in milliseconds since the epoch.
     pub fn now(&self) -> Millis {
         self.clock.now_ms()
     }
@@ -372,8 +391,11 @@ pub fn open_from_path(path: &Path, log: &LogOptions) -> Result<Engine, OpenError
 /// Why an engine could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The config file is missing or invalid (its error names the line).
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The config is valid but a part could not be opened (the key, the
+    /// store).
     #[error(transparent)]
     Flow(#[from] FlowError),
 }

@@ -10,14 +10,18 @@ use crate::store::Step;
 /// The final answer of a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// The second factor is satisfied: let the user in.
     Accept(Accept),
+    /// The second factor failed: keep the user out.
     Reject(Reject),
     /// The second factor does not apply to this user.
     NotApplicable(Skip),
 }
 
+/// Why a login was let in (the `reason=` of the accept event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accept {
+    /// The code sent by SMS was entered in time.
     CodeVerified,
     /// `no_phone = "allow"` let a user without a number in.
     NoPhoneAllowed,
@@ -25,6 +29,8 @@ pub enum Accept {
     ProviderDownAllowed,
     /// A backup code was used up; `left` remain.
     BackupCode {
+        /// Backup codes the user still has (so a front end can warn
+        /// when they run low).
         left: u32,
     },
     /// The code sent to a newly entered number was right; the number is
@@ -32,6 +38,8 @@ pub enum Accept {
     Enrolled,
 }
 
+/// Why a login was refused (the `reason=` of the reject event; the
+/// user's words are in [`super::texts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reject {
@@ -39,14 +47,20 @@ pub enum Reject {
     WrongCode,
     /// The code expired and no new one could be sent.
     Expired,
+    /// Too many failures in a row (`policy.lockout_after`): refused
+    /// without sending anything until the lockout ends.
     LockedOut,
     /// An SMS limit is reached, so no code was sent.
     RateLimited(Limit),
+    /// No number is known for the user and `no_phone = "deny"` (or
+    /// enrollment is off or not possible here).
     NoPhone,
     /// No provider could send (outage) and the policy is to deny.
     ProviderDown,
     /// The gateway refused the number.
     SendRefused,
+    /// The user's number is in a country outside
+    /// `phone.allowed_countries`: no SMS is sent to it.
     CountryNotAllowed,
     /// The challenge is unknown, used, or belongs to another user or service.
     UnknownChallenge,
@@ -59,7 +73,10 @@ pub enum Reject {
 pub enum Limit {
     /// `limits.sms_per_user`: this user's own sends; the next one is
     /// allowed after `wait`.
-    PerUser { wait: Duration },
+    PerUser {
+        /// Until the user's next SMS is allowed.
+        wait: Duration,
+    },
     /// `limits.sms_global`: the sends of every user together.
     Global,
 }
@@ -74,9 +91,13 @@ impl Limit {
     }
 }
 
+/// Why the second factor does not apply to a user (PAM answers
+/// `PAM_IGNORE`, RADIUS accepts on the first factor alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
+    /// Listed in `policy.exempt_users`.
     ExemptUser,
+    /// Member of a group in `policy.exempt_groups`.
     ExemptGroup,
     /// Marked opted out by an admin (`policy.user_opt_out`, not mandatory).
     OptedOut,
@@ -84,6 +105,8 @@ pub enum Skip {
 
 /// A fixed word for logs.
 pub trait Reason {
+    /// The word itself: lower case, underscores, stable across releases
+    /// (admins match on it in their log tools).
     fn word(&self) -> &'static str;
 }
 
@@ -125,10 +148,14 @@ impl Reject {
 /// A code is out: what the user should be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChallengeInfo {
+    /// Names the pending challenge: the RADIUS State, and what the PAM
+    /// loop answers with.
     pub id: ChallengeId,
     /// Empty when no number is known (backup code only, enrollment).
     pub phone_masked: String,
+    /// How long the code stays valid from now (`otp.ttl` at a send).
     pub expires_in: Duration,
+    /// Wrong answers the challenge still takes before it ends.
     pub attempts_left: u32,
     /// What the next answer should be.
     pub step: Step,
@@ -141,26 +168,40 @@ impl ChallengeInfo {
     }
 }
 
+/// What the first step of a login answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
+    /// A code is out (or a backup code or a number is asked for): ask the
+    /// user, then call `Engine::answer` with the reply.
     Challenge(ChallengeInfo),
+    /// Decided without asking anything (exempt, locked out, no phone …).
     Done(Verdict),
 }
 
 /// Why the user is asked again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Retry {
+    /// The code was wrong; the user may try again.
     WrongCode {
+        /// Tries before the challenge ends (at least 1).
         tries_left: u32,
     },
+    /// The code expired; an empty answer asks for a new one.
     Expired,
+    /// An empty answer brought a new code.
     Resent {
+        /// Where it went, masked (`+1555•••0123`).
         phone_masked: String,
     },
+    /// An empty answer came too soon after the last send
+    /// (`otp.resend_after`).
     Cooldown {
+        /// Until a new code may be asked for.
         wait: Duration,
     },
+    /// `otp.max_resends` new codes were sent already.
     NoResendsLeft,
+    /// An SMS limit refused the new code.
     ResendLimited,
     /// An empty answer where only a backup code will do.
     NeedBackupCode,
@@ -172,6 +213,7 @@ pub enum Retry {
     CountryNotAllowed,
     /// A code went to the number entered for enrollment.
     EnrollCodeSent {
+        /// The entered number, masked.
         phone_masked: String,
     },
 }
@@ -194,6 +236,8 @@ impl Retry {
     }
 }
 
+/// What to do with a code entered after it expired: a front-end choice
+/// (see `EngineOptions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
     /// Say so and offer a new code (an interactive prompt: PAM).
@@ -203,8 +247,11 @@ pub enum Expired {
     Reject,
 }
 
+/// What an answer to a challenge leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
+    /// The login is decided.
     Done(Verdict),
+    /// Ask again: why, and the challenge as it now stands.
     Retry(Retry, ChallengeInfo),
 }

@@ -186,6 +186,8 @@ impl Retry {
         format!("{} {APPEND_HINT}", self.user_message())
     }
 
+    /// What the user is told before being asked again (one line, no
+    /// trailing newline).
     pub fn user_message(&self) -> String {
         match self {
             Retry::WrongCode { tries_left } => format!("Wrong code, {}", tries(*tries_left)),
