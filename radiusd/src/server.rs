@@ -25,7 +25,7 @@ use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
 use smsotp_core::store::sqlite::{Committer, SharedStore, SqliteStore};
-use smsotp_core::store::StoreCache;
+use smsotp_core::store::Store;
 use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
@@ -442,7 +442,7 @@ fn check_phone_lists(rt: Arc<Runtime>) {
             let checked = directory::check_numbers(
                 rt.directories.iter().map(|d| &**d as &dyn Directory),
                 &rt.config.phone,
-                &StoreCache(&store),
+                store.number_cache(),
                 || {
                     // Let what this thread cached be committed now and
                     // then, like a request's writes.

@@ -27,7 +27,6 @@ struct State {
     sms_sent: HashMap<String, BTreeMap<Millis, u32>>,
     /// (bucket size, bucket) -> SMS sent in it, for the global window.
     sms_global: HashMap<(Millis, Millis), u32>,
-    numbers: HashMap<String, (String, Option<String>)>,
     /// user -> (count, locked until).
     failures: HashMap<String, (u32, Option<Millis>)>,
     phones: HashMap<String, PhoneRecord>,
@@ -55,6 +54,26 @@ fn global_bucket_ms(window: Duration) -> Millis {
 }
 
 impl State {
+    /// Forgets the challenges expired at `now`: on every write that adds
+    /// one (a resend's `reserve_sms` leaves them, as its challenge may have
+    /// expired and be renewed by it).
+    fn forget_expired_challenges(&mut self, now: Millis) {
+        self.challenges.retain(|_, c| c.expires_at > now);
+    }
+
+    /// Forgets the sends that count in no window any more: those older
+    /// than the longest of `per_user` and `global`, on every write that
+    /// counts one.
+    fn forget_old_sends(&mut self, now: Millis, per_user: Rate, global: Rate) {
+        let before = now - ms(per_user.window.max(global.window));
+        for sends in self.sms_sent.values_mut() {
+            sends.retain(|&at, _| at > before);
+        }
+        self.sms_sent.retain(|_, sends| !sends.is_empty());
+        self.sms_global
+            .retain(|&(size, bucket), _| (bucket + 1) * size > before);
+    }
+
     fn failure(&self, user: &str, now: Millis) -> Option<FailureState> {
         self.failures.get(user).map(|&(count, until)| FailureState {
             count,
@@ -199,11 +218,15 @@ impl Store for MemoryStore {
         per_user: Rate,
         global: Rate,
     ) -> Result<SendPermit, StoreError> {
-        Ok(self.state().reserve(user, now, per_user, global))
+        let mut s = self.state();
+        s.forget_old_sends(now, per_user, global);
+        Ok(s.reserve(user, now, per_user, global))
     }
 
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
-        self.state().insert(c)
+        let mut s = self.state();
+        s.forget_expired_challenges(c.created_at);
+        s.insert(c)
     }
 
     fn start_challenge(
@@ -213,6 +236,8 @@ impl Store for MemoryStore {
         global: Rate,
     ) -> Result<SendPermit, StoreError> {
         let mut s = self.state();
+        s.forget_expired_challenges(c.created_at);
+        s.forget_old_sends(c.created_at, per_user, global);
         // Checked first, so a conflict takes no SMS (SQLite rolls back).
         if let Some(old) = s.challenges.get(&c.id.0) {
             if old.user != c.user || old.service != c.service {
@@ -323,35 +348,6 @@ impl Store for MemoryStore {
         }
         s.challenges.remove(&id.0);
         Ok(true)
-    }
-
-    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
-        let mut s = self.state();
-        let before = now - ms(keep);
-        s.challenges.retain(|_, c| c.expires_at > now);
-        for sends in s.sms_sent.values_mut() {
-            sends.retain(|&at, _| at > before);
-        }
-        s.sms_sent.retain(|_, sends| !sends.is_empty());
-        s.sms_global
-            .retain(|&(size, bucket), _| (bucket + 1) * size > before);
-        Ok(())
-    }
-
-    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        Ok(self.state().numbers.get(key).cloned())
-    }
-
-    fn remember_validated_number(
-        &self,
-        key: &str,
-        e164: &str,
-        region: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.state()
-            .numbers
-            .insert(key.to_owned(), (e164.to_owned(), region.map(str::to_owned)));
-        Ok(())
     }
 
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {

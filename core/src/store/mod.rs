@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::clock::Millis;
 use crate::config::{Rate, StoreSpec};
 use crate::otp::ChallengeId;
-use crate::phone::NumberCache;
+use crate::phone::{NoCache, NumberCache};
 
 /// Why the store could not do what was asked. Backend-neutral: each
 /// backend maps its own errors onto these, keeping its error as the
@@ -153,30 +153,67 @@ pub struct FailureState {
     pub locked_until: Option<Millis>,
 }
 
+/// What [`Store::login_state`] reads: whether `user` may be sent a code at
+/// all, and the number the store holds for them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoginState {
+    /// When the user's lockout ends, if they are locked out at the `now`
+    /// asked about (as [`Store::locked_until`]).
+    pub locked_until: Option<Millis>,
+    /// The number registered in the store (by an admin or by enrollment),
+    /// which wins over the configured directories; `None` if there is none.
+    pub phone: Option<PhoneRecord>,
+}
+
+/// What [`Store::answer_state`] reads: the challenge an answer is for, and
+/// whether its user is locked out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnswerState {
+    /// The challenge with the id asked about, whoever's it is and expired
+    /// or not (the flow checks both); `None` if it was used, withdrawn or
+    /// forgotten.
+    pub challenge: Option<ChallengeRecord>,
+    /// When the user's lockout ends, if they are locked out at the `now`
+    /// asked about.
+    pub locked_until: Option<Millis>,
+}
+
 /// The shared state. Implementations must make each method atomic.
+///
+/// Expiry is the backend's business: a backend forgets expired challenges
+/// and send records older than every window on its own (SQLite now and
+/// then as challenges and sends are written, see `sqlite/sweep.rs`), and
+/// never honours an expired record before that: every read that decides
+/// something compares `expires_at` or the window with the `now` it is
+/// given.
 pub trait Store {
     /// When the user's lockout ends, if they are locked out at `now`.
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError>;
-    /// [`Store::locked_until`] and [`Store::phone`] of `user`, read
-    /// together: one step for a backend that can (one lock for
-    /// `SharedStore`, one round trip for a server). The default reads them
-    /// one after the other.
-    fn lockout_and_phone(
-        &self,
-        user: &str,
-        now: Millis,
-    ) -> Result<(Option<Millis>, Option<PhoneRecord>), StoreError> {
-        Ok((self.locked_until(user, now)?, self.phone(user)?))
+    /// What [`crate::flow::Engine::start`] needs to know about `user`
+    /// before it sends anything: the lockout and the registered number, in
+    /// one step where the backend can (one lock for the SQLite
+    /// `SharedStore`, one round trip for a networked store). The default
+    /// reads them one after the other.
+    fn login_state(&self, user: &str, now: Millis) -> Result<LoginState, StoreError> {
+        Ok(LoginState {
+            locked_until: self.locked_until(user, now)?,
+            phone: self.phone(user)?,
+        })
     }
-    /// [`Store::challenge`] and [`Store::locked_until`] of `user`, read
-    /// together.
-    fn challenge_and_lockout(
+    /// What [`crate::flow::Engine::answer`] judges an answer to challenge
+    /// `id` against, when the one-step [`Store::consume_code`] did not
+    /// take it: the challenge and `user`'s lockout, in one step where the
+    /// backend can (as [`Store::login_state`]).
+    fn answer_state(
         &self,
         id: &ChallengeId,
         user: &str,
         now: Millis,
-    ) -> Result<(Option<ChallengeRecord>, Option<Millis>), StoreError> {
-        Ok((self.challenge(id)?, self.locked_until(user, now)?))
+    ) -> Result<AnswerState, StoreError> {
+        Ok(AnswerState {
+            challenge: self.challenge(id)?,
+            locked_until: self.locked_until(user, now)?,
+        })
     }
     /// Counts one failure; locks the user once `lockout_after` is reached.
     fn record_failure(
@@ -273,22 +310,6 @@ pub trait Store {
     /// clearing up its own challenge leaves alone a newer one that took its
     /// id ([`crate::otp::OtpKey::login_id`]). False if there was none.
     fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError>;
-    /// Forgets expired challenges and send records older than `keep`.
-    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError>;
-    /// A phone number validated before on this host, remembered under
-    /// `key` (built by [`crate::phone`] from the raw text and the build's
-    /// version, so an entry never changes meaning): (E.164, region). Only
-    /// spares the validation; a store may forget entries at any time.
-    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
-    /// Remembers a validated number under `key` (see
-    /// [`Store::validated_number`]).
-    fn remember_validated_number(
-        &self,
-        key: &str,
-        e164: &str,
-        region: Option<&str>,
-    ) -> Result<(), StoreError>;
-
     /// The number registered for `user` in the store, if any.
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError>;
     /// Registers (or replaces) `user`'s number (admin action).
@@ -362,18 +383,15 @@ pub trait Store {
     fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError>;
     /// Every user marked opted out.
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError>;
-}
 
-/// The store as the cache of validated numbers. A failing cache is only
-/// slower, never wrong, so its errors are ignored.
-pub struct StoreCache<'a>(pub &'a dyn Store);
-
-impl NumberCache for StoreCache<'_> {
-    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
-        self.0.validated_number(key).ok().flatten()
-    }
-    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
-        let _ = self.0.remember_validated_number(key, e164, region);
+    /// Where this host remembers phone numbers it has validated, if the
+    /// backend keeps such a cache (SQLite does, in its file; a shared
+    /// SQLite store also in memory). Not part of the shared state: it only
+    /// spares the validation (parsing a number costs more than the rest of
+    /// a login), may forget entries at any time, and a failing cache is
+    /// only slower, never wrong. The default keeps nothing.
+    fn number_cache(&self) -> &dyn NumberCache {
+        &NoCache
     }
 }
 

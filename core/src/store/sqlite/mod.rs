@@ -14,6 +14,7 @@ use super::{Step, StoreError};
 
 mod ops;
 pub mod shared;
+mod sweep;
 
 pub use shared::{AfterBatch, Committer, Deferred, SharedStore};
 
@@ -47,6 +48,8 @@ pub struct SqliteStore {
     /// Says this process waits for the write lock (none in memory, or if
     /// the file cannot be made).
     wait_signal: Option<WaitSignal>,
+    /// When this handle deletes expired rows (see `sweep.rs`).
+    sweeper: sweep::Sweeper,
 }
 
 /// The layout version, in SQLite's `user_version`.
@@ -170,6 +173,7 @@ impl SqliteStore {
             path,
             busy_timeout,
             wait_signal: None,
+            sweeper: sweep::Sweeper::new(),
         };
         // Waiting for the write lock: try again every millisecond (SQLite's
         // own handler backs off to 100 ms naps, and a busy smsotp-radiusd

@@ -10,9 +10,10 @@ use super::SqliteStore;
 use crate::clock::Millis;
 use crate::config::Rate;
 use crate::otp::ChallengeId;
+use crate::phone::NumberCache;
 use crate::store::{
-    BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
-    StoreError,
+    AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendPermit,
+    SmsWindow, Step, Store, StoreError,
 };
 
 /// One store shared by the threads of a long-running server: a single
@@ -640,20 +641,16 @@ impl Store for SharedStore {
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         self.with(|s| s.locked_until(user, now))
     }
-    fn lockout_and_phone(
-        &self,
-        user: &str,
-        now: Millis,
-    ) -> Result<(Option<Millis>, Option<PhoneRecord>), StoreError> {
-        self.with(|s| s.lockout_and_phone(user, now))
+    fn login_state(&self, user: &str, now: Millis) -> Result<LoginState, StoreError> {
+        self.with(|s| s.login_state(user, now))
     }
-    fn challenge_and_lockout(
+    fn answer_state(
         &self,
         id: &ChallengeId,
         user: &str,
         now: Millis,
-    ) -> Result<(Option<ChallengeRecord>, Option<Millis>), StoreError> {
-        self.with(|s| s.challenge_and_lockout(id, user, now))
+    ) -> Result<AnswerState, StoreError> {
+        self.with(|s| s.answer_state(id, user, now))
     }
     fn record_failure(
         &self,
@@ -754,32 +751,6 @@ impl Store for SharedStore {
     fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError> {
         self.with(|s| s.withdraw(id, code_mac))
     }
-    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
-        self.with(|s| s.purge(now, keep))
-    }
-    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        if let Some((e164, region)) = self.0.numbers().get(key) {
-            return Ok(Some((
-                e164.to_string(),
-                region.as_deref().map(str::to_owned),
-            )));
-        }
-        let found = self.with(|s| s.validated_number(key))?;
-        if let Some((e164, region)) = &found {
-            self.remember_number(key, e164, region.as_deref());
-        }
-        Ok(found)
-    }
-    fn remember_validated_number(
-        &self,
-        key: &str,
-        e164: &str,
-        region: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.with(|s| s.remember_validated_number(key, e164, region))?;
-        self.remember_number(key, e164, region);
-        Ok(())
-    }
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
         self.with(|s| s.phone(user))
     }
@@ -851,6 +822,55 @@ impl Store for SharedStore {
     }
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.opted_out_users())
+    }
+    fn number_cache(&self) -> &dyn NumberCache {
+        self
+    }
+}
+
+/// The host's cache of validated numbers: remembered in memory too, since
+/// its entries never change meaning, so a number found once is found again
+/// without the store's lock.
+impl SharedStore {
+    /// [`SqliteStore::validated_number`], from memory if it was read or
+    /// remembered through this store before.
+    pub fn validated_number(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        if let Some((e164, region)) = self.0.numbers().get(key) {
+            return Ok(Some((
+                e164.to_string(),
+                region.as_deref().map(str::to_owned),
+            )));
+        }
+        let found = self.with(|s| s.validated_number(key))?;
+        if let Some((e164, region)) = &found {
+            self.remember_number(key, e164, region.as_deref());
+        }
+        Ok(found)
+    }
+
+    /// [`SqliteStore::remember_validated_number`], and in memory.
+    pub fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.remember_validated_number(key, e164, region))?;
+        self.remember_number(key, e164, region);
+        Ok(())
+    }
+}
+
+/// A failing cache is only slower, never wrong: errors are ignored.
+impl NumberCache for SharedStore {
+    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+        self.validated_number(key).ok().flatten()
+    }
+    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
+        let _ = self.remember_validated_number(key, e164, region);
     }
 }
 
