@@ -486,6 +486,7 @@ mod backends {
     use super::*;
     use crate::store::memory::MemoryStore;
     use crate::store::sqlite::{Committer, SharedStore, SqliteStore};
+    use crate::store::SharedBackend;
 
     impl Backend for MemoryStore {
         fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
@@ -529,6 +530,54 @@ mod backends {
             }));
             assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
         }
+    }
+
+    /// What a server relies on from a [`SharedBackend`]: handles write to
+    /// the one store, deferred work runs once, told the writes are durable,
+    /// then the end-of-batch hook; `flush` returns once it all has run.
+    fn shared_backend_contract(s: &dyn SharedBackend) {
+        use std::sync::Arc;
+        let batches = Arc::new(AtomicU32::new(0));
+        let counted = batches.clone();
+        s.after_each_batch(Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        let c = record(1, "alice");
+        s.handle().insert_challenge(&c).unwrap();
+        assert_eq!(s.challenge(&c.id).unwrap(), Some(c.clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.defer(Box::new(move |r| {
+            let _ = tx.send(r.is_ok());
+        }));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        s.flush();
+        assert!(rx.try_recv().is_err(), "deferred work ran once");
+        assert!(batches.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn shared_backends_keep_the_contract() {
+        shared_backend_contract(&MemoryStore::new());
+        let file = SqliteFile::new();
+        shared_backend_contract(&SharedStore::new(file.open()));
+        let file = SqliteFile::new();
+        let (shared, _committer) = SharedStore::batched(file.open()).unwrap();
+        shared_backend_contract(&shared);
+    }
+
+    #[test]
+    fn open_shared_opens_the_configured_store() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = crate::config::StoreSpec::Sqlite {
+            path: d.path().join("state.db"),
+            busy_timeout: Duration::from_secs(5),
+        };
+        let (shared, guard) = crate::store::open_shared(&spec).unwrap();
+        shared_backend_contract(&*shared);
+        drop(shared);
+        drop(guard);
+        let again = crate::store::open(&spec).unwrap();
+        assert!(again.challenge(&record(1, "alice").id).unwrap().is_some());
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! as the trait asks. Nothing survives the process.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
     BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
     StoreError,
@@ -16,9 +17,18 @@ use crate::config::Rate;
 use crate::otp::ChallengeId;
 
 /// The shared state in memory, with the same semantics as
-/// [`super::sqlite::SqliteStore`].
+/// [`super::sqlite::SqliteStore`]. A clone is another handle on the same
+/// maps. Every write is done when it returns, so as a [`SharedBackend`] it
+/// runs deferred work at once.
+#[derive(Default, Clone)]
+pub struct MemoryStore(Arc<Inner>);
+
 #[derive(Default)]
-pub struct MemoryStore(Mutex<State>);
+struct Inner {
+    state: Mutex<State>,
+    /// See [`SharedBackend::after_each_batch`].
+    after_batch: OnceLock<AfterBatch>,
+}
 
 #[derive(Default)]
 struct State {
@@ -37,6 +47,7 @@ struct State {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -44,7 +55,23 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock left whole values: every
         // method finishes its checks before it changes anything.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SharedBackend for MemoryStore {
+    fn handle(&self) -> Box<dyn Store> {
+        Box::new(self.clone())
+    }
+    fn defer(&self, f: Deferred) {
+        f(Ok(()));
+        if let Some(after) = self.0.after_batch.get() {
+            after();
+        }
+    }
+    fn flush(&self) {}
+    fn after_each_batch(&self, f: AfterBatch) {
+        let _ = self.0.after_batch.set(f);
     }
 }
 

@@ -9,6 +9,7 @@
 //! (plain maps, for tests). One conformance suite (`conformance.rs`) runs
 //! against every backend.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::clock::Millis;
@@ -63,6 +64,15 @@ pub enum StoreError {
         location: String,
         found: i64,
         supported: i64,
+    },
+    /// The store's background work (a shared SQLite store's commit
+    /// thread) could not be started: the host is out of threads or
+    /// memory.
+    #[error("state store {location}: cannot start the store's commit thread: {source}")]
+    Start {
+        location: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The operating system refused something the store needs besides the
     /// store itself (here: creating its directory).
@@ -395,16 +405,62 @@ pub trait Store {
     }
 }
 
-/// Opens the configured store, whichever backend it is. A server that
-/// shares one store between threads opens its backend's shared form
-/// instead (smsotp-radiusd: [`sqlite::SharedStore::batched`]).
+/// Opens the configured store, whichever backend it is: the one place
+/// that turns a [`StoreSpec`] into a store. A server that shares one store
+/// between threads opens it with [`open_shared`] instead.
 pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
     match spec {
         StoreSpec::Sqlite { .. } => Ok(Box::new(sqlite::SqliteStore::open_spec(spec)?)),
     }
 }
 
+/// What front ends say about the configured store without matching on its
+/// backend.
+impl StoreSpec {
+    /// The backend, as `store.kind` names it: "sqlite".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreSpec::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// Where the store is, for messages (the same text its errors name
+    /// it by): a SQLite file's path.
+    pub fn location(&self) -> String {
+        match self {
+            StoreSpec::Sqlite { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// Every `[store]` setting in force, `kind` first, keyed as the config
+    /// file names them, with values as people read them (durations as
+    /// [`crate::config::human_duration`] writes them): what check-config
+    /// shows.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        match self {
+            StoreSpec::Sqlite { path, busy_timeout } => vec![
+                ("kind", self.kind().to_owned()),
+                ("path", path.display().to_string()),
+                ("busy_timeout", crate::config::human_duration(*busy_timeout)),
+            ],
+        }
+    }
+
+    /// The file on this host that holds the store, if the backend keeps
+    /// one (SQLite): it holds pending codes' MACs and who is locked out,
+    /// so doctor checks that only root can read or change it. `None` for
+    /// a store elsewhere.
+    pub fn local_file(&self) -> Option<&Path> {
+        match self {
+            StoreSpec::Sqlite { path, .. } => Some(path),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod memory;
+pub mod shared;
 pub mod sqlite;
+
+pub use shared::{open_shared, SharedBackend, SharedGuard};

@@ -16,7 +16,7 @@ mod ops;
 pub mod shared;
 mod sweep;
 
-pub use shared::{AfterBatch, Committer, Deferred, SharedStore};
+pub use shared::{Committer, SharedStore};
 
 impl Step {
     fn to_db(self) -> i64 {

@@ -11,6 +11,7 @@ use crate::clock::Millis;
 use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::NumberCache;
+use crate::store::shared::{AfterBatch, Deferred, SharedBackend};
 use crate::store::{
     AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendPermit,
     SmsWindow, Step, Store, StoreError,
@@ -56,10 +57,6 @@ struct SharedInner {
     after_batch: std::sync::OnceLock<AfterBatch>,
 }
 
-/// Called on the thread that ran a batch of deferred work, once all of it
-/// has run.
-pub type AfterBatch = Box<dyn Fn() + Send + Sync>;
-
 /// Number-cache key -> (E.164 number, region).
 type Numbers = std::collections::HashMap<Box<str>, (Box<str>, Option<Box<str>>)>;
 
@@ -98,10 +95,6 @@ struct Queue {
     #[cfg(test)]
     paused: bool,
 }
-
-/// Work to do once the writes before it are committed: called with
-/// `Ok(())` if they are, or with why they were rolled back.
-pub type Deferred = Box<dyn FnOnce(Result<(), &str>) + Send>;
 
 thread_local! {
     /// The first epoch this thread's steps ran in since its last
@@ -861,6 +854,23 @@ impl SharedStore {
         self.with(|s| s.remember_validated_number(key, e164, region))?;
         self.remember_number(key, e164, region);
         Ok(())
+    }
+}
+
+/// Group commit as the backend-neutral [`SharedBackend`] smsotp-radiusd
+/// uses: its handles are clones, which share the connection and the batch.
+impl SharedBackend for SharedStore {
+    fn handle(&self) -> Box<dyn Store> {
+        Box::new(self.clone())
+    }
+    fn defer(&self, f: Deferred) {
+        SharedStore::defer(self, f);
+    }
+    fn flush(&self) {
+        SharedStore::flush(self);
+    }
+    fn after_each_batch(&self, f: AfterBatch) {
+        SharedStore::after_each_batch(self, f);
     }
 }
 
