@@ -29,7 +29,10 @@ pub enum StoreError {
     /// host, then retry.
     #[error("state store {location}: {source}")]
     Unavailable {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The backend's own error.
         #[source]
         source: BackendError,
     },
@@ -37,7 +40,10 @@ pub enum StoreError {
     /// (`store.busy_timeout`). Transient: a later login may succeed.
     #[error("state store {location}: {source}")]
     Busy {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The backend's own error.
         #[source]
         source: BackendError,
     },
@@ -45,7 +51,10 @@ pub enum StoreError {
     /// another login); nothing was changed.
     #[error("state store {location}: {source}")]
     Conflict {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The backend's own error.
         #[source]
         source: BackendError,
     },
@@ -53,7 +62,10 @@ pub enum StoreError {
     /// a value of the wrong type). Move the store away to start afresh.
     #[error("state store {location}: {source}")]
     Corrupt {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The backend's own error.
         #[source]
         source: BackendError,
     },
@@ -61,8 +73,12 @@ pub enum StoreError {
     /// not understand.
     #[error("state store {location}: its layout version {found} is newer than this smsotp understands ({supported}); upgrade smsotp, or move the file away to start afresh")]
     Layout {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The layout version found in the store.
         found: i64,
+        /// The newest layout version this build understands.
         supported: i64,
     },
     /// The store's background work (a shared SQLite store's commit
@@ -70,7 +86,10 @@ pub enum StoreError {
     /// memory.
     #[error("state store {location}: cannot start the store's commit thread: {source}")]
     Start {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -78,7 +97,10 @@ pub enum StoreError {
     /// store itself (here: creating its directory).
     #[error("state store {location}: cannot create its directory: {source}")]
     Io {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -91,16 +113,33 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 /// is left. The code is only its MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChallengeRecord {
+    /// Random, or one per user and service
+    /// ([`crate::otp::OtpKey::login_id`]); travels to the front end (a
+    /// RADIUS State) and back.
     pub id: ChallengeId,
+    /// Who is logging in; only this user's answers count.
     pub user: String,
+    /// What the login is for (the PAM service, "radius:NAME"); a code is
+    /// good for this service only.
     pub service: String,
+    /// The HMAC of the code, bound to id, user and service
+    /// ([`crate::otp::OtpKey::mac`]); the code itself is never stored.
     pub code_mac: [u8; 32],
     /// Masked phone, for messages on later rounds (RADIUS).
     pub phone_masked: String,
+    /// When the login opened the challenge (ms since the epoch).
     pub created_at: Millis,
+    /// When the current code was sent (ms since the epoch): a resend's
+    /// cooldown counts from here.
     pub sent_at: Millis,
+    /// From this moment (ms since the epoch) the code is no longer taken;
+    /// the backend may forget the challenge any time after.
     pub expires_at: Millis,
+    /// Wrong answers the current code still allows; at zero the challenge
+    /// is deleted.
     pub attempts_left: u32,
+    /// New codes sent for this challenge so far (`otp.resend.max` caps
+    /// them).
     pub resends_used: u32,
     /// What the challenge waits for.
     pub step: Step,
@@ -125,7 +164,9 @@ pub enum Step {
 /// A number registered in the store (by an admin or by enrollment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneRecord {
+    /// The number in E.164 form ("+12025550143"), validated when set.
     pub e164: String,
+    /// When it was set (ms since the epoch).
     pub set_at: Millis,
     /// "admin:root", "enroll:sshd", …
     pub set_by: String,
@@ -134,15 +175,21 @@ pub struct PhoneRecord {
 /// One stored backup code: its lookup tag and argon2id hash (PHC string).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupHash {
+    /// A keyed tag of the code, so a login verifies (slowly) only the
+    /// hashes that could match what was typed, not all of them.
     pub tag: [u8; 8],
+    /// The code's argon2id hash, a PHC string with a salt of its own.
     pub hash: String,
 }
 
 /// Result of asking to send one more SMS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendPermit {
+    /// The SMS was counted in both windows: send it.
     Granted,
+    /// The user's window (`limits.sms_per_user`) is full; nothing counted.
     UserLimit,
+    /// The host's window (`limits.sms_global`) is full; nothing counted.
     GlobalLimit,
 }
 
@@ -159,7 +206,11 @@ pub struct SmsWindow {
 /// Consecutive failures of a user and the lockout they led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FailureState {
+    /// Wrong codes in a row since the last success, lockout end or
+    /// unlock.
     pub count: u32,
+    /// When the lockout ends (ms since the epoch), if the user is locked
+    /// out at the `now` asked about; `None` otherwise.
     pub locked_until: Option<Millis>,
 }
 
@@ -274,6 +325,8 @@ pub trait Store {
         per_user: Rate,
         global: Rate,
     ) -> Result<SendPermit, StoreError>;
+    /// The challenge with id `id`, whoever's it is and expired or not (the
+    /// caller checks both); `None` if it is gone.
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
     /// Replaces the code of a challenge (a resend). False if it is gone.
     fn replace_code(
@@ -315,6 +368,8 @@ pub trait Store {
         code_mac: &[u8; 32],
         now: Millis,
     ) -> Result<Option<String>, StoreError>;
+    /// Deletes challenge `id`, whatever it holds (the login ended); no
+    /// error if it is gone already.
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError>;
     /// Deletes challenge `id` if it still holds `code_mac`: a request
     /// clearing up its own challenge leaves alone a newer one that took its
@@ -383,6 +438,7 @@ pub trait Store {
         hash: &str,
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError>;
+    /// How many backup codes `user` has left (0: none, or none made).
     fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError>;
     /// Deletes all of `user`'s backup codes; returns how many there were.
     fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError>;
