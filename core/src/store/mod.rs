@@ -3,11 +3,27 @@
 //! what admins and enrollment decided about users: registered phone
 //! numbers, backup-code hashes and opt-outs.
 //!
-//! This module holds the [`Store`] trait, its records and its error;
-//! backends live beside it: [`sqlite`] (the embedded default, with the
-//! group commit smsotp-radiusd uses in [`sqlite::shared`]) and [`memory`]
-//! (plain maps, for tests). One conformance suite (`conformance.rs`) runs
-//! against every backend.
+//! This module holds the [`Store`] trait, its records and its
+//! backend-neutral error, and [`open`], the one place a [`StoreSpec`]
+//! becomes a store (with the `StoreSpec` methods front ends use to name
+//! and check the store without matching on its backend). The trait speaks
+//! the domain: reads that a login needs together are one method each
+//! ([`Store::login_state`], [`Store::answer_state`]), and expiry is the
+//! backend's business (no purge: a backend forgets expired challenges and
+//! old sends on its own, and never honours them meanwhile). The host's
+//! cache of validated phone numbers is not shared state: a backend may
+//! offer one through [`Store::number_cache`].
+//!
+//! [`shared`] is what a server's threads need from one store besides the
+//! trait ([`SharedBackend`]: a reply waits until what it relies on is
+//! durable), opened by [`open_shared`].
+//!
+//! Backends live beside it: [`sqlite`] (the embedded default; `sweep.rs`
+//! forgets what has expired, and [`sqlite::shared`] with `commit.rs` is
+//! the group commit smsotp-radiusd uses) and [`memory`] (plain maps, for
+//! tests). One conformance suite (`conformance.rs`) runs against every
+//! backend, and a short contract test against every [`SharedBackend`]: a
+//! new backend is done when it passes them.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,8 +1,11 @@
 //! `SqliteStore`, the embedded default: one SQLite file in WAL mode.
 //! Every operation that reads and then writes runs in one `BEGIN IMMEDIATE`
 //! transaction, so many sshd processes at once cannot both take the last
-//! SMS of a window or both use one code. [`shared`] adds the group commit
-//! smsotp-radiusd uses.
+//! SMS of a window or both use one code. `sweep.rs` deletes expired rows
+//! now and then, from the writes that add rows; [`shared`] (with
+//! `commit.rs`) adds the group commit smsotp-radiusd uses. `ops.rs` holds
+//! the [`super::Store`] operations in SQL and the host's cache of
+//! validated numbers.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
