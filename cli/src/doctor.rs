@@ -6,9 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use smsotp_core::config::{
-    short_secret_warning, Config, DirectorySpec, NoPhone, ProviderDown, StoreSpec,
-};
+use smsotp_core::config::{short_secret_warning, Config, DirectorySpec, NoPhone, ProviderDown};
 use smsotp_core::directory::{Accounts, SystemAccounts};
 use smsotp_core::files::{self, FileRule};
 use smsotp_core::flow::{Engine, LogOptions};
@@ -253,8 +251,9 @@ fn check_file(path: &Path, rule: FileRule, what: &str, f: &mut Vec<Finding>) {
 fn file_modes(cfg: &Config, f: &mut Vec<Finding>) {
     check_file(&cfg.path, FileRule::Config, "config", f);
     check_file(&cfg.otp.key_file, FileRule::Secret, "code key", f);
-    let StoreSpec::Sqlite { path, .. } = &cfg.store;
-    check_file(path, FileRule::Secret, "state store", f);
+    if let Some(path) = cfg.store.local_file() {
+        check_file(path, FileRule::Secret, "state store", f);
+    }
     for d in &cfg.directories {
         if let DirectorySpec::File { path } = d {
             check_file(path, FileRule::Data, "phone list", f);

@@ -311,11 +311,10 @@ fn check_config(path: &Path) -> Result<Output, Failure> {
 /// only their paths are shown; HTTP providers show only where they connect.
 pub fn effective(c: &Config) -> Value {
     use smsotp_core::config::{
-        Alphabet, ClientMode, DirectorySpec, NoPhone, PrimaryAuth, ProviderDown, StoreSpec,
+        Alphabet, ClientMode, DirectorySpec, NoPhone, PrimaryAuth, ProviderDown,
     };
     let d = |d: std::time::Duration| smsotp_core::config::human_duration(d);
     let providers: Vec<Value> = c.providers.iter().map(provider_json).collect();
-    let StoreSpec::Sqlite { path, busy_timeout } = &c.store;
     json!({
         "otp": {
             "length": c.otp.length,
@@ -348,7 +347,7 @@ pub fn effective(c: &Config) -> Value {
             DirectorySpec::File { path } => json!({"kind": "file", "path": path}),
             DirectorySpec::Gecos { field } => json!({"kind": "gecos", "field": field}),
         }).collect::<Vec<_>>(),
-        "store": {"kind": "sqlite", "path": path, "busy_timeout": d(*busy_timeout)},
+        "store": c.store.settings().into_iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
         "providers": providers,
         "audit": {"syslog": c.audit.syslog, "file": c.audit.file},
         "radius": c.radius.as_ref().map(|r| json!({

@@ -43,10 +43,17 @@
 //!
 //! State lives behind the [`store::Store`] trait, in domain words
 //! (challenges, send windows, failures and lockouts, backup codes,
-//! enrolled phones, opt-outs) with a backend-neutral [`store::StoreError`];
-//! [`store::open`] opens the configured backend. `store/sqlite` is the
-//! embedded default (`SqliteStore`, and in `sqlite/shared.rs` the group
-//! commit smsotp-radiusd uses); `store/memory` is the in-memory reference
+//! enrolled phones, opt-outs; the reads a login needs together are one
+//! method each) with a backend-neutral [`store::StoreError`]. Expiry is
+//! each backend's business; the host's cache of validated numbers is an
+//! optional extra of a backend ([`store::Store::number_cache`]), not
+//! shared state. [`store::open`] opens the configured backend, and
+//! [`store::open_shared`] opens it for a server's threads as a
+//! [`store::SharedBackend`] (`store/shared.rs`: a reply waits until its
+//! writes are durable). `store/sqlite` is the embedded default
+//! (`SqliteStore`; `sqlite/sweep.rs` deletes expired rows now and then;
+//! `sqlite/shared.rs` and `sqlite/commit.rs` are the group commit
+//! smsotp-radiusd uses); `store/memory` is the in-memory reference
 //! backend. One conformance suite (`store/conformance.rs`) runs against
 //! every backend: a new backend is done when it passes it.
 //!

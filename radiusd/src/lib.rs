@@ -1,7 +1,8 @@
 //! smsotp-radiusd: the RADIUS front end of smsotp.
 //!
 //! Three layers, kept apart: [`server`] owns sockets, secrets, the
-//! duplicate cache ([`dedup`]), workers, reload and shutdown; [`wire`]
+//! duplicate cache ([`dedup`]), workers, reload and shutdown, with what a
+//! reload replaces (config, clients, the shared store) in [`runtime`]; [`wire`]
 //! decodes and checks packets (bounds, Message-Authenticator) and encodes
 //! replies; [`handler`] turns one decoded request into a decision by
 //! calling the core's login flow, with the first factor from [`primary`].
@@ -12,5 +13,6 @@ pub mod dictionary;
 pub mod handler;
 pub mod outgoing;
 pub mod primary;
+pub mod runtime;
 pub mod server;
 pub mod wire;

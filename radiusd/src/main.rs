@@ -25,7 +25,8 @@ use clap::Parser;
 use smsotp_core::audit::Level;
 use smsotp_core::config::DEFAULT_CONFIG_PATH;
 use smsotp_core::directory;
-use smsotp_radiusd::server::{self, Runtime, Signals, IDENT};
+use smsotp_radiusd::runtime::Runtime;
+use smsotp_radiusd::server::{self, Signals, IDENT};
 
 #[derive(Parser)]
 #[command(

@@ -6,12 +6,17 @@
 //! that client's secret (bad: dropped, logged) → duplicate cache (a
 //! retransmit gets the cached reply, or nothing while the first copy is in
 //! flight) → [`handler::handle`] on the same thread → the reply is encoded
-//! and, once the store has committed the writes it relies on (group
-//! commit, see [`SharedStore::batched`]), cached and sent with the rest of
-//! its batch ([`outgoing`]). Only requests that pass the checks reach the
-//! cache, so forged packets cannot fill it or pin a key.
+//! and, once the store has made durable the writes it relies on
+//! ([`SharedBackend::defer`]: SQLite's group commit), cached and sent with
+//! the rest of its batch ([`outgoing`]). Only requests that pass the checks
+//! reach the cache, so forged packets cannot fill it or pin a key.
+//!
+//! What a reload replaces, one generation of configuration with its
+//! store, is a [`Runtime`] (`runtime.rs`).
+//!
+//! [`SharedBackend::defer`]: smsotp_core::store::SharedBackend::defer
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,20 +24,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use smsotp_core::audit::{AuditSink, Event, Level, ServerSinks};
-use smsotp_core::config::{Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings};
-use smsotp_core::directory::{self, Directory};
-use smsotp_core::files;
-use smsotp_core::flow::LogOptions;
-use smsotp_core::store::sqlite::{Committer, SharedStore, SqliteStore};
-use smsotp_core::store::StoreCache;
+use smsotp_core::audit::{Event, Level};
 use smsotp_core::Engine;
-use zeroize::Zeroizing;
 
 use crate::dedup::{DedupKey, Seen, ShardedDedup};
 use crate::handler::{self, Broken, ClientInfo, Decision, Outcome};
 use crate::outgoing;
-use crate::primary::{NoPrimary, PamPrimary, PrimaryAuth};
+use crate::runtime::{check_phone_lists, Runtime};
 use crate::wire::{self, DecodeOptions, Reply, ReplyCode, Request};
 
 pub const IDENT: &str = "smsotp-radiusd";
@@ -42,168 +40,8 @@ const DEDUP_MAX: usize = 65_536;
 /// Locks the duplicate cache is split under (see [`ShardedDedup`]).
 const DEDUP_SHARDS: usize = 16;
 
-/// A NAS with its secret.
-pub struct Client {
-    pub spec: RadiusClient,
-    pub secret: Zeroizing<Vec<u8>>,
-}
-
-/// One generation of configuration: what a reload replaces as a whole.
-pub struct Runtime {
-    pub config: Config,
-    pub radius: RadiusSettings,
-    pub clients: Vec<Client>,
-    pub primary: Box<dyn PrimaryAuth>,
-    /// One store connection for all workers of this generation, with group
-    /// commit: replies wait for the commit of what they rely on.
-    pub store: SharedStore,
-    /// The store's commit thread; ends (after a last commit) with the
-    /// generation.
-    _committer: Committer,
-    /// Phone sources shared by all workers (one parsed phone list).
-    pub directories: Vec<Arc<dyn Directory + Send + Sync>>,
-    /// Providers' shared state: one pool of bound SMPP sessions, kept and
-    /// reused across sends by every worker of this generation.
-    pub sms: smsotp_core::sms::ProviderContext,
-    pub generation: u64,
-    pub debug: bool,
-    /// Where this generation logs: kept open, stderr and audit-file lines
-    /// written in one go before the replies they are about.
-    pub sinks: Arc<ServerSinks>,
-}
-
-impl Runtime {
-    /// Loads and checks the config and every client secret. Returns the
-    /// runtime and warnings worth printing.
-    pub fn load(
-        path: &Path,
-        generation: u64,
-        debug: bool,
-    ) -> Result<(Runtime, Vec<String>), String> {
-        let config = Config::load(path).map_err(|e| match e {
-            // The loader's own advice is the PAM module's `config=PATH`.
-            smsotp_core::config::ConfigError::Read { path, source } => format!(
-                "{}: cannot read: {source}; create it, or point to another file with --config PATH",
-                path.display()
-            ),
-            e => e.to_string(),
-        })?;
-        let Some(radius) = config.radius.clone() else {
-            return Err(format!(
-                "{}: no [radius] table; add one with at least one [[radius.client]] (see man 5 smsotp.toml, section [radius])",
-                path.display()
-            ));
-        };
-        if radius.clients.is_empty() {
-            return Err(format!(
-                "{}: no [[radius.client]]; add one for each NAS (name, address, secret_file)",
-                path.display()
-            ));
-        }
-        let mut warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
-        let mut clients = Vec::new();
-        for spec in &radius.clients {
-            let secret = files::read_secret(&spec.secret_file)
-                .map_err(|e| format!("radius client \"{}\": secret_file {e}", spec.name))?;
-            if secret.is_empty() {
-                return Err(format!(
-                    "radius client \"{}\": secret_file {} is empty; put the shared secret in it",
-                    spec.name,
-                    spec.secret_file.display()
-                ));
-            }
-            warnings.extend(smsotp_core::config::short_secret_warning(
-                &spec.name,
-                secret.len(),
-            ));
-            if !spec.require_message_authenticator {
-                warnings.push(format!(
-                    "radius client \"{}\": Message-Authenticator is not required (limit_proxy_state on); \
-                     configure the NAS to send it and remove require_message_authenticator = false",
-                    spec.name
-                ));
-            }
-            clients.push(Client {
-                spec: spec.clone(),
-                secret: Zeroizing::new(secret.as_bytes().to_vec()),
-            });
-        }
-        let primary: Box<dyn PrimaryAuth> = match &radius.primary {
-            PrimarySpec::None => Box::new(NoPrimary),
-            PrimarySpec::Pam { service } => Box::new(PamPrimary {
-                service: service.clone(),
-            }),
-        };
-        let directories = directory::shared_from_config(&config.directories);
-        let store = SqliteStore::open_spec(&config.store).map_err(|e| e.to_string())?;
-        let config_syslog = config.audit.syslog;
-        // Log lines also go to stderr, unless stderr is the journal that
-        // syslog already feeds: one line per decision, not two.
-        let stderr = stderr_wanted(config_syslog, std::env::var_os("JOURNAL_STREAM").is_some());
-        let sinks = Arc::new(ServerSinks::new(
-            IDENT,
-            debug,
-            config_syslog.then(|| PathBuf::from("/dev/log")),
-            stderr,
-            config.audit.file.clone(),
-        ));
-        let (store, committer) = SharedStore::batched(store)
-            .map_err(|e| format!("cannot start the store's commit thread: {e}"))?;
-        // Replies queued by a batch's deferred work leave together.
-        store.after_each_batch(Box::new(outgoing::flush));
-        Ok((
-            Runtime {
-                config,
-                radius,
-                clients,
-                primary,
-                store,
-                _committer: committer,
-                directories,
-                sms: smsotp_core::sms::ProviderContext {
-                    smpp_sessions: Some(smsotp_core::sms::smpp::SmppSessions::new()),
-                },
-                generation,
-                debug,
-                sinks,
-            },
-            warnings,
-        ))
-    }
-
-    fn client_for(&self, ip: IpAddr) -> Option<&Client> {
-        let spec = self.radius.client_for(ip)?;
-        self.clients.iter().find(|c| c.spec.name == spec.name)
-    }
-
-    fn log_options(&self) -> LogOptions {
-        LogOptions {
-            ident: IDENT.into(),
-            debug: self.debug,
-            // The server's sinks replace the per-event ones, stderr
-            // included (see `stderr_wanted`).
-            stderr: false,
-            server: Some(self.sinks.clone()),
-        }
-    }
-
-    /// Logs a server-level event (not about a login decision) to the same
-    /// places the engine logs to.
-    pub fn log(&self, level: Level, event: &Event) {
-        let now = smsotp_core::clock::Clock::now_ms(&smsotp_core::clock::SystemClock);
-        self.sinks.record(level, now, event);
-        self.sinks.flush();
-    }
-}
-
-/// Whether log lines go to stderr too. Under systemd stderr is the
-/// journal (it sets `JOURNAL_STREAM`), which also receives syslog: with
-/// syslog on, stderr would log every decision twice there.
-pub fn stderr_wanted(syslog: bool, stderr_is_journal: bool) -> bool {
-    !(syslog && stderr_is_journal)
-}
-
-fn event(name: &'static str, detail: String) -> Event {
+/// A server-level event (not about a login decision) with its detail.
+pub(crate) fn event(name: &'static str, detail: String) -> Event {
     Event {
         event: name,
         detail: Some(detail),
@@ -425,78 +263,6 @@ fn reload(shared: &Shared, path: &Path) {
     }
 }
 
-/// How many bad phone-list entries are logged one by one.
-const BAD_NUMBERS_LOGGED: usize = 20;
-
-/// Validates every number in the phone lists, on a thread of its own: bad
-/// entries are in the log at start (and after each reload) rather than
-/// found by the users they belong to, and logins find their numbers
-/// already validated (parsing one costs more than the rest of a login).
-fn check_phone_lists(rt: Arc<Runtime>) {
-    let for_errors = rt.clone();
-    let spawned = std::thread::Builder::new()
-        .name("phone-check".into())
-        .spawn(move || {
-            let store = rt.store.clone();
-            let mut n = 0u32;
-            let checked = directory::check_numbers(
-                rt.directories.iter().map(|d| &**d as &dyn Directory),
-                &rt.config.phone,
-                &StoreCache(&store),
-                || {
-                    // Let what this thread cached be committed now and
-                    // then, like a request's writes.
-                    n += 1;
-                    if n % 256 == 0 {
-                        store.flush();
-                    }
-                },
-            );
-            store.flush();
-            // The check's working memory (every entry, the parser's tables
-            // built on first use) is freed now; hand it back to the system
-            // rather than keep it in the heap.
-            // SAFETY: malloc_trim only releases free memory of the allocator.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-            for e in checked.bad.iter().take(BAD_NUMBERS_LOGGED) {
-                rt.log(Level::Warning, &event("phone_list", e.to_string()));
-            }
-            let bad = checked.bad.len();
-            if checked.valid + bad > 0 {
-                let level = if bad > 0 { Level::Warning } else { Level::Info };
-                let more = if bad > BAD_NUMBERS_LOGGED {
-                    format!(" ({} not shown)", bad - BAD_NUMBERS_LOGGED)
-                } else {
-                    String::new()
-                };
-                rt.log(
-                    level,
-                    &event(
-                        "phone_list",
-                        format!(
-                            "phone lists checked: {} valid, {bad} not{more}",
-                            smsotp_core::counted(checked.valid, "number", "numbers")
-                        ),
-                    ),
-                );
-            }
-        });
-    if let Err(e) = spawned {
-        // Only a head start is lost: logins validate numbers as they come.
-        for_errors.log(
-            Level::Warning,
-            &event(
-                "phone_list",
-                format!(
-                    "cannot start the phone-list check: {e}; numbers are checked as users log in"
-                ),
-            ),
-        );
-    }
-}
-
 /// One worker: reads a datagram, checks it, answers it; again until told
 /// to stop.
 fn worker(shared: &Arc<Shared>, sock: &Arc<UdpSocket>) {
@@ -618,7 +384,7 @@ fn admit(
 fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
     let rt = &job.runtime;
     if engine.as_ref().map(|(g, _)| *g) != Some(rt.generation) {
-        let store = Box::new(rt.store.clone());
+        let store = rt.store.handle();
         *engine = match Engine::open_shared(
             rt.config.clone(),
             &rt.log_options(),
@@ -667,8 +433,8 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
     // consumed code, a new challenge): never an answer the disk could
     // take back.
     let shared = shared.clone();
-    let store = rt.store.clone();
-    store.defer(Box::new(move |committed| {
+    let runtime = job.runtime.clone();
+    runtime.store.defer(Box::new(move |committed| {
         let bytes = match committed {
             Ok(()) => bytes,
             Err(why) => {
@@ -800,16 +566,5 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("service=radius:vpn"), "{line}");
-    }
-
-    #[test]
-    fn decisions_reach_the_journal_once() {
-        // systemd, syslog on: the journal gets syslog's line only.
-        assert!(!stderr_wanted(true, true));
-        // systemd, syslog off: stderr is the only log.
-        assert!(stderr_wanted(false, true));
-        // A terminal or a file: stderr as well as syslog.
-        assert!(stderr_wanted(true, false));
-        assert!(stderr_wanted(false, false));
     }
 }

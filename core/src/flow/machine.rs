@@ -15,7 +15,7 @@ use crate::config::{MessageValues, NoPhone, ProviderDown};
 use crate::otp::{self, ChallengeId};
 use crate::phone::Phone;
 use crate::sms::{self, ChainOutcome, Sms};
-use crate::store::{ChallengeRecord, SendPermit, StoreCache};
+use crate::store::{ChallengeRecord, SendPermit};
 
 /// How [`Engine::start_with`] names a new challenge.
 #[derive(Debug, Clone, Copy)]
@@ -131,30 +131,15 @@ impl Engine {
             )));
         }
         let now = self.now();
-        let keep = self
-            .cfg
-            .limits
-            .sms_per_user
-            .window
-            .max(self.cfg.limits.sms_global.window);
-        // Housekeeping on about one login in 32, and at most every 30 s
-        // for a long-lived engine: every query already ignores stale rows,
-        // so this only keeps the file small, and it scans whole tables.
-        let mut dice = [0u8; 1];
-        self.rng.fill(&mut dice)?;
-        if dice[0] < 8 && now - self.last_purge.get() >= 30_000 {
-            self.last_purge.set(now);
-            self.store.purge(now, keep)?;
-        }
-        let (locked, stored_phone) = self.store.lockout_and_phone(&ctx.user, now)?;
-        if locked.is_some() {
+        let state = self.store.login_state(&ctx.user, now)?;
+        if state.locked_until.is_some() {
             return Ok(Start::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::LockedOut),
                 None,
             )));
         }
-        let Some(found) = self.find_phone_given(&ctx.user, stored_phone)? else {
+        let Some(found) = self.find_phone_given(&ctx.user, state.phone)? else {
             return match policy.no_phone {
                 NoPhone::Allow => Ok(Start::Done(self.finish(
                     ctx,
@@ -413,8 +398,8 @@ impl Engine {
                 )));
             }
         }
-        let (rec, locked) = self.store.challenge_and_lockout(id, &ctx.user, now)?;
-        let Some(rec) = rec else {
+        let state = self.store.answer_state(id, &ctx.user, now)?;
+        let Some(rec) = state.challenge else {
             return Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::UnknownChallenge),
@@ -437,7 +422,7 @@ impl Engine {
         }
         let masked = rec.phone_masked.clone();
         let shown = (!masked.is_empty()).then_some(masked.as_str());
-        if locked.is_some() {
+        if state.locked_until.is_some() {
             self.store.withdraw(id, &rec.code_mac)?;
             return Ok(Answer::Done(self.finish(
                 ctx,
@@ -652,7 +637,7 @@ impl Engine {
         // the number up again: it may have changed since.
         let phone = match (&rec.step, &rec.pending_phone) {
             (Step::EnrollCode, Some(e164)) => {
-                Phone::parse_cached(e164, None, &StoreCache(&*self.store)).ok()
+                Phone::parse_cached(e164, None, self.store.number_cache()).ok()
             }
             _ => self.find_phone(&ctx.user)?.map(|f| f.phone),
         };

@@ -39,7 +39,7 @@ use crate::phone::{NoCache, Phone};
 use crate::random::{OsRandom, RandomError, RandomSource};
 use crate::sms::{self, SmsProvider};
 pub use crate::store::Step;
-use crate::store::{Store, StoreCache, StoreError};
+use crate::store::{Store, StoreError};
 
 pub use conversation::{run, Conversation};
 pub use outcome::{
@@ -136,8 +136,6 @@ pub struct Engine {
     audit: Audit,
     key: OtpKey,
     host: String,
-    /// When this engine last purged the store (0: never).
-    last_purge: std::cell::Cell<Millis>,
 }
 
 /// The parts of an [`Engine`], for tests and for front ends that build their
@@ -271,7 +269,6 @@ impl Engine {
             audit: p.audit,
             key: p.key,
             host: p.host,
-            last_purge: std::cell::Cell::new(0),
         }
     }
 
@@ -320,7 +317,7 @@ impl Engine {
             // Stored numbers were validated when set; parse again (cached)
             // for the region, and never let a bad row fall through to
             // another source.
-            let phone = Phone::parse_cached(&rec.e164, None, &StoreCache(&*self.store)).map_err(
+            let phone = Phone::parse_cached(&rec.e164, None, self.store.number_cache()).map_err(
                 |error| DirectoryError::BadNumber {
                     source_name: "the smsotp store".into(),
                     user: user.to_owned(),
@@ -336,7 +333,7 @@ impl Engine {
             &self.directories,
             user,
             self.cfg.phone.default_region,
-            &StoreCache(&*self.store),
+            self.store.number_cache(),
         )?)
     }
 

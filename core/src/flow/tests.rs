@@ -1247,9 +1247,9 @@ fn consume_code_agrees_with_the_rule() {
                 .unwrap();
         }
         let locked = store
-            .challenge_and_lockout(&rec.id, "alice", now)
+            .answer_state(&rec.id, "alice", now)
             .unwrap()
-            .1;
+            .locked_until;
         assert_eq!(locked.is_some(), lock, "{what}: the lockout is set up");
         let rule = machine::code_opens(rec, &alice, Step::Code, locked.is_some(), &mac, now);
         let sql = store

@@ -418,10 +418,14 @@ pub(super) fn challenge_binding(make: Make<'_>) {
     });
 }
 
-/// An expired challenge is never taken, and purging forgets it; the
-/// cache of validated numbers keeps what it is given.
+/// Expiry, as a login sees it: an expired challenge is never taken, and
+/// stays expired (whether the backend has forgotten it yet or not); sends
+/// older than the windows count for nothing, and forgetting them (a
+/// backend's own business) changes no count. A number cache, if the
+/// backend keeps one, never answers with another number than it was given.
 pub(super) fn expiry(make: Make<'_>) {
     let b = make();
+    let (user, global) = (rate(1, 60), rate(1_000, 120));
     on(&*b, |s| {
         let c = record(1, "alice");
         s.insert_challenge(&c).unwrap();
@@ -430,19 +434,51 @@ pub(super) fn expiry(make: Make<'_>) {
                 .unwrap(),
             None
         );
-        s.purge(c.expires_at - 1, Duration::from_secs(86_400))
-            .unwrap();
-        assert!(s.challenge(&c.id).unwrap().is_some());
-        s.purge(c.expires_at, Duration::from_secs(86_400)).unwrap();
-        assert_eq!(s.challenge(&c.id).unwrap(), None);
-        s.delete_challenge(&c.id).unwrap();
-        assert_eq!(s.validated_number("k").unwrap(), None);
-        s.remember_validated_number("k", "+12025550143", Some("US"))
-            .unwrap();
+        // Later writes, any of which may forget what has expired.
+        let mut later = c.expires_at;
+        for n in 2..40u8 {
+            later += 31_000;
+            let mut d = record(n, "bob");
+            (d.created_at, d.sent_at, d.expires_at) = (later, later, later + 300_000);
+            s.insert_challenge(&d).unwrap();
+            let mut e = record(n.wrapping_add(100), &format!("user{n}"));
+            (e.created_at, e.sent_at, e.expires_at) = (later, later, later + 300_000);
+            assert_eq!(
+                s.start_challenge(&e, user, global).unwrap(),
+                SendPermit::Granted
+            );
+            s.reserve_sms("bob", later + 1, user, global).unwrap();
+        }
+        // Gone, or still there as it was: never usable again.
+        match s.challenge(&c.id).unwrap() {
+            None => {}
+            Some(kept) => assert_eq!(kept, c),
+        }
+        let state = s.answer_state(&c.id, "alice", later).unwrap();
+        assert!(state.challenge.is_none_or(|k| k.expires_at == c.expires_at));
         assert_eq!(
-            s.validated_number("k").unwrap(),
-            Some(("+12025550143".into(), Some("US".into())))
+            s.consume_code(&c.id, "alice", "sshd", &c.code_mac, later)
+                .unwrap(),
+            None
         );
+        // Old sends count in no window, forgotten or not.
+        for n in 2..38u8 {
+            let w = s.sms_window(&format!("user{n}"), later, user).unwrap();
+            assert_eq!(w, Default::default(), "user{n}");
+        }
+        assert_eq!(
+            s.reserve_sms("user2", later, user, global).unwrap(),
+            SendPermit::Granted
+        );
+        // The cache of validated numbers: kept or not, never wrong.
+        let cache = s.number_cache();
+        cache.put("k", "+12025550143", Some("US"));
+        let got = cache.get("k");
+        assert!(
+            got.is_none() || got == Some(("+12025550143".into(), Some("US".into()))),
+            "{got:?}"
+        );
+        assert_eq!(cache.get("other"), None);
     });
 }
 
@@ -450,6 +486,7 @@ mod backends {
     use super::*;
     use crate::store::memory::MemoryStore;
     use crate::store::sqlite::{Committer, SharedStore, SqliteStore};
+    use crate::store::SharedBackend;
 
     impl Backend for MemoryStore {
         fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
@@ -493,6 +530,54 @@ mod backends {
             }));
             assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
         }
+    }
+
+    /// What a server relies on from a [`SharedBackend`]: handles write to
+    /// the one store, deferred work runs once, told the writes are durable,
+    /// then the end-of-batch hook; `flush` returns once it all has run.
+    fn shared_backend_contract(s: &dyn SharedBackend) {
+        use std::sync::Arc;
+        let batches = Arc::new(AtomicU32::new(0));
+        let counted = batches.clone();
+        s.after_each_batch(Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        let c = record(1, "alice");
+        s.handle().insert_challenge(&c).unwrap();
+        assert_eq!(s.challenge(&c.id).unwrap(), Some(c.clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.defer(Box::new(move |r| {
+            let _ = tx.send(r.is_ok());
+        }));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        s.flush();
+        assert!(rx.try_recv().is_err(), "deferred work ran once");
+        assert!(batches.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn shared_backends_keep_the_contract() {
+        shared_backend_contract(&MemoryStore::new());
+        let file = SqliteFile::new();
+        shared_backend_contract(&SharedStore::new(file.open()));
+        let file = SqliteFile::new();
+        let (shared, _committer) = SharedStore::batched(file.open()).unwrap();
+        shared_backend_contract(&shared);
+    }
+
+    #[test]
+    fn open_shared_opens_the_configured_store() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = crate::config::StoreSpec::Sqlite {
+            path: d.path().join("state.db"),
+            busy_timeout: Duration::from_secs(5),
+        };
+        let (shared, guard) = crate::store::open_shared(&spec).unwrap();
+        shared_backend_contract(&*shared);
+        drop(shared);
+        drop(guard);
+        let again = crate::store::open(&spec).unwrap();
+        assert!(again.challenge(&record(1, "alice").id).unwrap().is_some());
     }
 
     #[test]

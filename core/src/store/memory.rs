@@ -4,9 +4,10 @@
 //! as the trait asks. Nothing survives the process.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
     BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
     StoreError,
@@ -16,9 +17,18 @@ use crate::config::Rate;
 use crate::otp::ChallengeId;
 
 /// The shared state in memory, with the same semantics as
-/// [`super::sqlite::SqliteStore`].
+/// [`super::sqlite::SqliteStore`]. A clone is another handle on the same
+/// maps. Every write is done when it returns, so as a [`SharedBackend`] it
+/// runs deferred work at once.
+#[derive(Default, Clone)]
+pub struct MemoryStore(Arc<Inner>);
+
 #[derive(Default)]
-pub struct MemoryStore(Mutex<State>);
+struct Inner {
+    state: Mutex<State>,
+    /// See [`SharedBackend::after_each_batch`].
+    after_batch: OnceLock<AfterBatch>,
+}
 
 #[derive(Default)]
 struct State {
@@ -27,7 +37,6 @@ struct State {
     sms_sent: HashMap<String, BTreeMap<Millis, u32>>,
     /// (bucket size, bucket) -> SMS sent in it, for the global window.
     sms_global: HashMap<(Millis, Millis), u32>,
-    numbers: HashMap<String, (String, Option<String>)>,
     /// user -> (count, locked until).
     failures: HashMap<String, (u32, Option<Millis>)>,
     phones: HashMap<String, PhoneRecord>,
@@ -38,6 +47,7 @@ struct State {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -45,7 +55,23 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock left whole values: every
         // method finishes its checks before it changes anything.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SharedBackend for MemoryStore {
+    fn handle(&self) -> Box<dyn Store> {
+        Box::new(self.clone())
+    }
+    fn defer(&self, f: Deferred) {
+        f(Ok(()));
+        if let Some(after) = self.0.after_batch.get() {
+            after();
+        }
+    }
+    fn flush(&self) {}
+    fn after_each_batch(&self, f: AfterBatch) {
+        let _ = self.0.after_batch.set(f);
     }
 }
 
@@ -55,6 +81,26 @@ fn global_bucket_ms(window: Duration) -> Millis {
 }
 
 impl State {
+    /// Forgets the challenges expired at `now`: on every write that adds
+    /// one (a resend's `reserve_sms` leaves them, as its challenge may have
+    /// expired and be renewed by it).
+    fn forget_expired_challenges(&mut self, now: Millis) {
+        self.challenges.retain(|_, c| c.expires_at > now);
+    }
+
+    /// Forgets the sends that count in no window any more: those older
+    /// than the longest of `per_user` and `global`, on every write that
+    /// counts one.
+    fn forget_old_sends(&mut self, now: Millis, per_user: Rate, global: Rate) {
+        let before = now - ms(per_user.window.max(global.window));
+        for sends in self.sms_sent.values_mut() {
+            sends.retain(|&at, _| at > before);
+        }
+        self.sms_sent.retain(|_, sends| !sends.is_empty());
+        self.sms_global
+            .retain(|&(size, bucket), _| (bucket + 1) * size > before);
+    }
+
     fn failure(&self, user: &str, now: Millis) -> Option<FailureState> {
         self.failures.get(user).map(|&(count, until)| FailureState {
             count,
@@ -199,11 +245,15 @@ impl Store for MemoryStore {
         per_user: Rate,
         global: Rate,
     ) -> Result<SendPermit, StoreError> {
-        Ok(self.state().reserve(user, now, per_user, global))
+        let mut s = self.state();
+        s.forget_old_sends(now, per_user, global);
+        Ok(s.reserve(user, now, per_user, global))
     }
 
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
-        self.state().insert(c)
+        let mut s = self.state();
+        s.forget_expired_challenges(c.created_at);
+        s.insert(c)
     }
 
     fn start_challenge(
@@ -213,6 +263,8 @@ impl Store for MemoryStore {
         global: Rate,
     ) -> Result<SendPermit, StoreError> {
         let mut s = self.state();
+        s.forget_expired_challenges(c.created_at);
+        s.forget_old_sends(c.created_at, per_user, global);
         // Checked first, so a conflict takes no SMS (SQLite rolls back).
         if let Some(old) = s.challenges.get(&c.id.0) {
             if old.user != c.user || old.service != c.service {
@@ -323,35 +375,6 @@ impl Store for MemoryStore {
         }
         s.challenges.remove(&id.0);
         Ok(true)
-    }
-
-    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
-        let mut s = self.state();
-        let before = now - ms(keep);
-        s.challenges.retain(|_, c| c.expires_at > now);
-        for sends in s.sms_sent.values_mut() {
-            sends.retain(|&at, _| at > before);
-        }
-        s.sms_sent.retain(|_, sends| !sends.is_empty());
-        s.sms_global
-            .retain(|&(size, bucket), _| (bucket + 1) * size > before);
-        Ok(())
-    }
-
-    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        Ok(self.state().numbers.get(key).cloned())
-    }
-
-    fn remember_validated_number(
-        &self,
-        key: &str,
-        e164: &str,
-        region: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.state()
-            .numbers
-            .insert(key.to_owned(), (e164.to_owned(), region.map(str::to_owned)));
-        Ok(())
     }
 
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {

@@ -3,18 +3,35 @@
 //! what admins and enrollment decided about users: registered phone
 //! numbers, backup-code hashes and opt-outs.
 //!
-//! This module holds the [`Store`] trait, its records and its error;
-//! backends live beside it: [`sqlite`] (the embedded default, with the
-//! group commit smsotp-radiusd uses in [`sqlite::shared`]) and [`memory`]
-//! (plain maps, for tests). One conformance suite (`conformance.rs`) runs
-//! against every backend.
+//! This module holds the [`Store`] trait, its records and its
+//! backend-neutral error, and [`open`], the one place a [`StoreSpec`]
+//! becomes a store (with the `StoreSpec` methods front ends use to name
+//! and check the store without matching on its backend). The trait speaks
+//! the domain: reads that a login needs together are one method each
+//! ([`Store::login_state`], [`Store::answer_state`]), and expiry is the
+//! backend's business (no purge: a backend forgets expired challenges and
+//! old sends on its own, and never honours them meanwhile). The host's
+//! cache of validated phone numbers is not shared state: a backend may
+//! offer one through [`Store::number_cache`].
+//!
+//! [`shared`] is what a server's threads need from one store besides the
+//! trait ([`SharedBackend`]: a reply waits until what it relies on is
+//! durable), opened by [`open_shared`].
+//!
+//! Backends live beside it: [`sqlite`] (the embedded default; `sweep.rs`
+//! forgets what has expired, and [`sqlite::shared`] with `commit.rs` is
+//! the group commit smsotp-radiusd uses) and [`memory`] (plain maps, for
+//! tests). One conformance suite (`conformance.rs`) runs against every
+//! backend, and a short contract test against every [`SharedBackend`]: a
+//! new backend is done when it passes them.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::clock::Millis;
 use crate::config::{Rate, StoreSpec};
 use crate::otp::ChallengeId;
-use crate::phone::NumberCache;
+use crate::phone::{NoCache, NumberCache};
 
 /// Why the store could not do what was asked. Backend-neutral: each
 /// backend maps its own errors onto these, keeping its error as the
@@ -28,7 +45,10 @@ pub enum StoreError {
     /// host, then retry.
     #[error("state store {location}: {source}")]
     Unavailable {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The backend's own error.
         #[source]
         source: BackendError,
     },
@@ -36,7 +56,10 @@ pub enum StoreError {
     /// (`store.busy_timeout`). Transient: a later login may succeed.
     #[error("state store {location}: {source}")]
     Busy {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The backend's own error.
         #[source]
         source: BackendError,
     },
@@ -44,7 +67,10 @@ pub enum StoreError {
     /// another login); nothing was changed.
     #[error("state store {location}: {source}")]
     Conflict {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The backend's own error.
         #[source]
         source: BackendError,
     },
@@ -52,7 +78,10 @@ pub enum StoreError {
     /// a value of the wrong type). Move the store away to start afresh.
     #[error("state store {location}: {source}")]
     Corrupt {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The backend's own error.
         #[source]
         source: BackendError,
     },
@@ -60,15 +89,34 @@ pub enum StoreError {
     /// not understand.
     #[error("state store {location}: its layout version {found} is newer than this smsotp understands ({supported}); upgrade smsotp, or move the file away to start afresh")]
     Layout {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// The layout version found in the store.
         found: i64,
+        /// The newest layout version this build understands.
         supported: i64,
+    },
+    /// The store's background work (a shared SQLite store's commit
+    /// thread) could not be started: the host is out of threads or
+    /// memory.
+    #[error("state store {location}: cannot start the store's commit thread: {source}")]
+    Start {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
+        location: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
     },
     /// The operating system refused something the store needs besides the
     /// store itself (here: creating its directory).
     #[error("state store {location}: cannot create its directory: {source}")]
     Io {
+        /// Where the store is, as [`StoreSpec::location`] names it (a
+        /// SQLite file's path; "(memory)" for a `MemoryStore`).
         location: String,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -81,16 +129,33 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 /// is left. The code is only its MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChallengeRecord {
+    /// Random, or one per user and service
+    /// ([`crate::otp::OtpKey::login_id`]); travels to the front end (a
+    /// RADIUS State) and back.
     pub id: ChallengeId,
+    /// Who is logging in; only this user's answers count.
     pub user: String,
+    /// What the login is for (the PAM service, "radius:NAME"); a code is
+    /// good for this service only.
     pub service: String,
+    /// The HMAC of the code, bound to id, user and service
+    /// ([`crate::otp::OtpKey::mac`]); the code itself is never stored.
     pub code_mac: [u8; 32],
     /// Masked phone, for messages on later rounds (RADIUS).
     pub phone_masked: String,
+    /// When the login opened the challenge (ms since the epoch).
     pub created_at: Millis,
+    /// When the current code was sent (ms since the epoch): a resend's
+    /// cooldown counts from here.
     pub sent_at: Millis,
+    /// From this moment (ms since the epoch) the code is no longer taken;
+    /// the backend may forget the challenge any time after.
     pub expires_at: Millis,
+    /// Wrong answers the current code still allows; at zero the challenge
+    /// is deleted.
     pub attempts_left: u32,
+    /// New codes sent for this challenge so far (`otp.resend.max` caps
+    /// them).
     pub resends_used: u32,
     /// What the challenge waits for.
     pub step: Step,
@@ -115,7 +180,9 @@ pub enum Step {
 /// A number registered in the store (by an admin or by enrollment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneRecord {
+    /// The number in E.164 form ("+12025550143"), validated when set.
     pub e164: String,
+    /// When it was set (ms since the epoch).
     pub set_at: Millis,
     /// "admin:root", "enroll:sshd", …
     pub set_by: String,
@@ -124,15 +191,21 @@ pub struct PhoneRecord {
 /// One stored backup code: its lookup tag and argon2id hash (PHC string).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupHash {
+    /// A keyed tag of the code, so a login verifies (slowly) only the
+    /// hashes that could match what was typed, not all of them.
     pub tag: [u8; 8],
+    /// The code's argon2id hash, a PHC string with a salt of its own.
     pub hash: String,
 }
 
 /// Result of asking to send one more SMS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendPermit {
+    /// The SMS was counted in both windows: send it.
     Granted,
+    /// The user's window (`limits.sms_per_user`) is full; nothing counted.
     UserLimit,
+    /// The host's window (`limits.sms_global`) is full; nothing counted.
     GlobalLimit,
 }
 
@@ -149,34 +222,75 @@ pub struct SmsWindow {
 /// Consecutive failures of a user and the lockout they led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FailureState {
+    /// Wrong codes in a row since the last success, lockout end or
+    /// unlock.
     pub count: u32,
+    /// When the lockout ends (ms since the epoch), if the user is locked
+    /// out at the `now` asked about; `None` otherwise.
+    pub locked_until: Option<Millis>,
+}
+
+/// What [`Store::login_state`] reads: whether `user` may be sent a code at
+/// all, and the number the store holds for them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoginState {
+    /// When the user's lockout ends, if they are locked out at the `now`
+    /// asked about (as [`Store::locked_until`]).
+    pub locked_until: Option<Millis>,
+    /// The number registered in the store (by an admin or by enrollment),
+    /// which wins over the configured directories; `None` if there is none.
+    pub phone: Option<PhoneRecord>,
+}
+
+/// What [`Store::answer_state`] reads: the challenge an answer is for, and
+/// whether its user is locked out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnswerState {
+    /// The challenge with the id asked about, whoever's it is and expired
+    /// or not (the flow checks both); `None` if it was used, withdrawn or
+    /// forgotten.
+    pub challenge: Option<ChallengeRecord>,
+    /// When the user's lockout ends, if they are locked out at the `now`
+    /// asked about.
     pub locked_until: Option<Millis>,
 }
 
 /// The shared state. Implementations must make each method atomic.
+///
+/// Expiry is the backend's business: a backend forgets expired challenges
+/// and send records older than every window on its own (SQLite now and
+/// then as challenges and sends are written, see `sqlite/sweep.rs`), and
+/// never honours an expired record before that: every read that decides
+/// something compares `expires_at` or the window with the `now` it is
+/// given.
 pub trait Store {
     /// When the user's lockout ends, if they are locked out at `now`.
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError>;
-    /// [`Store::locked_until`] and [`Store::phone`] of `user`, read
-    /// together: one step for a backend that can (one lock for
-    /// `SharedStore`, one round trip for a server). The default reads them
-    /// one after the other.
-    fn lockout_and_phone(
-        &self,
-        user: &str,
-        now: Millis,
-    ) -> Result<(Option<Millis>, Option<PhoneRecord>), StoreError> {
-        Ok((self.locked_until(user, now)?, self.phone(user)?))
+    /// What [`crate::flow::Engine::start`] needs to know about `user`
+    /// before it sends anything: the lockout and the registered number, in
+    /// one step where the backend can (one lock for the SQLite
+    /// `SharedStore`, one round trip for a networked store). The default
+    /// reads them one after the other.
+    fn login_state(&self, user: &str, now: Millis) -> Result<LoginState, StoreError> {
+        Ok(LoginState {
+            locked_until: self.locked_until(user, now)?,
+            phone: self.phone(user)?,
+        })
     }
-    /// [`Store::challenge`] and [`Store::locked_until`] of `user`, read
-    /// together.
-    fn challenge_and_lockout(
+    /// What [`crate::flow::Engine::answer`] judges an answer to challenge
+    /// `id` against, when the one-step [`Store::consume_code`] did not
+    /// take it: the challenge and `user`'s lockout, in one step where the
+    /// backend can (as [`Store::login_state`]).
+    fn answer_state(
         &self,
         id: &ChallengeId,
         user: &str,
         now: Millis,
-    ) -> Result<(Option<ChallengeRecord>, Option<Millis>), StoreError> {
-        Ok((self.challenge(id)?, self.locked_until(user, now)?))
+    ) -> Result<AnswerState, StoreError> {
+        Ok(AnswerState {
+            challenge: self.challenge(id)?,
+            locked_until: self.locked_until(user, now)?,
+        })
     }
     /// Counts one failure; locks the user once `lockout_after` is reached.
     fn record_failure(
@@ -227,6 +341,8 @@ pub trait Store {
         per_user: Rate,
         global: Rate,
     ) -> Result<SendPermit, StoreError>;
+    /// The challenge with id `id`, whoever's it is and expired or not (the
+    /// caller checks both); `None` if it is gone.
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
     /// Replaces the code of a challenge (a resend). False if it is gone.
     fn replace_code(
@@ -268,27 +384,13 @@ pub trait Store {
         code_mac: &[u8; 32],
         now: Millis,
     ) -> Result<Option<String>, StoreError>;
+    /// Deletes challenge `id`, whatever it holds (the login ended); no
+    /// error if it is gone already.
     fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError>;
     /// Deletes challenge `id` if it still holds `code_mac`: a request
     /// clearing up its own challenge leaves alone a newer one that took its
     /// id ([`crate::otp::OtpKey::login_id`]). False if there was none.
     fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError>;
-    /// Forgets expired challenges and send records older than `keep`.
-    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError>;
-    /// A phone number validated before on this host, remembered under
-    /// `key` (built by [`crate::phone`] from the raw text and the build's
-    /// version, so an entry never changes meaning): (E.164, region). Only
-    /// spares the validation; a store may forget entries at any time.
-    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
-    /// Remembers a validated number under `key` (see
-    /// [`Store::validated_number`]).
-    fn remember_validated_number(
-        &self,
-        key: &str,
-        e164: &str,
-        region: Option<&str>,
-    ) -> Result<(), StoreError>;
-
     /// The number registered for `user` in the store, if any.
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError>;
     /// Registers (or replaces) `user`'s number (admin action).
@@ -352,6 +454,7 @@ pub trait Store {
         hash: &str,
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError>;
+    /// How many backup codes `user` has left (0: none, or none made).
     fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError>;
     /// Deletes all of `user`'s backup codes; returns how many there were.
     fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError>;
@@ -362,31 +465,74 @@ pub trait Store {
     fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError>;
     /// Every user marked opted out.
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError>;
-}
 
-/// The store as the cache of validated numbers. A failing cache is only
-/// slower, never wrong, so its errors are ignored.
-pub struct StoreCache<'a>(pub &'a dyn Store);
-
-impl NumberCache for StoreCache<'_> {
-    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
-        self.0.validated_number(key).ok().flatten()
-    }
-    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
-        let _ = self.0.remember_validated_number(key, e164, region);
+    /// Where this host remembers phone numbers it has validated, if the
+    /// backend keeps such a cache (SQLite does, in its file; a shared
+    /// SQLite store also in memory). Not part of the shared state: it only
+    /// spares the validation (parsing a number costs more than the rest of
+    /// a login), may forget entries at any time, and a failing cache is
+    /// only slower, never wrong. The default keeps nothing.
+    fn number_cache(&self) -> &dyn NumberCache {
+        &NoCache
     }
 }
 
-/// Opens the configured store, whichever backend it is. A server that
-/// shares one store between threads opens its backend's shared form
-/// instead (smsotp-radiusd: [`sqlite::SharedStore::batched`]).
+/// Opens the configured store, whichever backend it is: the one place
+/// that turns a [`StoreSpec`] into a store. A server that shares one store
+/// between threads opens it with [`open_shared`] instead.
 pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
     match spec {
         StoreSpec::Sqlite { .. } => Ok(Box::new(sqlite::SqliteStore::open_spec(spec)?)),
     }
 }
 
+/// What front ends say about the configured store without matching on its
+/// backend.
+impl StoreSpec {
+    /// The backend, as `store.kind` names it: "sqlite".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreSpec::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// Where the store is, for messages (the same text its errors name
+    /// it by): a SQLite file's path.
+    pub fn location(&self) -> String {
+        match self {
+            StoreSpec::Sqlite { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// Every `[store]` setting in force, `kind` first, keyed as the config
+    /// file names them, with values as people read them (durations as
+    /// [`crate::config::human_duration`] writes them): what check-config
+    /// shows.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        match self {
+            StoreSpec::Sqlite { path, busy_timeout } => vec![
+                ("kind", self.kind().to_owned()),
+                ("path", path.display().to_string()),
+                ("busy_timeout", crate::config::human_duration(*busy_timeout)),
+            ],
+        }
+    }
+
+    /// The file on this host that holds the store, if the backend keeps
+    /// one (SQLite): it holds pending codes' MACs and who is locked out,
+    /// so doctor checks that only root can read or change it. `None` for
+    /// a store elsewhere.
+    pub fn local_file(&self) -> Option<&Path> {
+        match self {
+            StoreSpec::Sqlite { path, .. } => Some(path),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod memory;
+pub mod shared;
 pub mod sqlite;
+
+pub use shared::{open_shared, SharedBackend, SharedGuard};

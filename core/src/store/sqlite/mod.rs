@@ -1,8 +1,11 @@
 //! `SqliteStore`, the embedded default: one SQLite file in WAL mode.
 //! Every operation that reads and then writes runs in one `BEGIN IMMEDIATE`
 //! transaction, so many sshd processes at once cannot both take the last
-//! SMS of a window or both use one code. [`shared`] adds the group commit
-//! smsotp-radiusd uses.
+//! SMS of a window or both use one code. `sweep.rs` deletes expired rows
+//! now and then, from the writes that add rows; [`shared`] (with
+//! `commit.rs`) adds the group commit smsotp-radiusd uses. `ops.rs` holds
+//! the [`super::Store`] operations in SQL and the host's cache of
+//! validated numbers.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
@@ -14,8 +17,9 @@ use super::{Step, StoreError};
 
 mod ops;
 pub mod shared;
+mod sweep;
 
-pub use shared::{AfterBatch, Committer, Deferred, SharedStore};
+pub use shared::{Committer, SharedStore};
 
 impl Step {
     fn to_db(self) -> i64 {
@@ -47,6 +51,8 @@ pub struct SqliteStore {
     /// Says this process waits for the write lock (none in memory, or if
     /// the file cannot be made).
     wait_signal: Option<WaitSignal>,
+    /// When this handle deletes expired rows (see `sweep.rs`).
+    sweeper: sweep::Sweeper,
 }
 
 /// The layout version, in SQLite's `user_version`.
@@ -170,6 +176,7 @@ impl SqliteStore {
             path,
             busy_timeout,
             wait_signal: None,
+            sweeper: sweep::Sweeper::new(),
         };
         // Waiting for the write lock: try again every millisecond (SQLite's
         // own handler backs off to 100 ms naps, and a busy smsotp-radiusd

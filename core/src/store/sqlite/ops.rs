@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::sweep::{self, Kinds};
 use super::SqliteStore;
 use crate::clock::{ms, Millis};
 use crate::config::Rate;
 use crate::otp::ChallengeId;
+use crate::phone::NumberCache;
 use crate::store::{
     BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
     StoreError,
@@ -260,10 +262,24 @@ impl Store for SqliteStore {
         per_user: Rate,
         global: Rate,
     ) -> Result<SendPermit, StoreError> {
-        self.write(|tx| reserve_in(tx, user, now, per_user, global))
+        self.write(|tx| {
+            // Sends only: a resend's challenge may have expired, and is
+            // renewed by this very send.
+            if self.sweep_due(now) {
+                let keep = sweep::keep(per_user, global);
+                SqliteStore::sweep_in(tx, now, Kinds::Sends { keep })?;
+            }
+            reserve_in(tx, user, now, per_user, global)
+        })
     }
 
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
+        if self.sweep_due(c.created_at) {
+            return self.write(|tx| {
+                SqliteStore::sweep_in(tx, c.created_at, Kinds::Challenges)?;
+                insert_in(tx, c)
+            });
+        }
         insert_in(&self.conn, c).map_err(|e| self.err(e))
     }
 
@@ -274,7 +290,12 @@ impl Store for SqliteStore {
         global: Rate,
     ) -> Result<SendPermit, StoreError> {
         self.write(|tx| {
-            let permit = reserve_in(tx, &c.user, c.created_at, per_user, global)?;
+            let now = c.created_at;
+            if self.sweep_due(now) {
+                let keep = sweep::keep(per_user, global);
+                SqliteStore::sweep_in(tx, now, Kinds::Both { keep })?;
+            }
+            let permit = reserve_in(tx, &c.user, now, per_user, global)?;
             if permit == SendPermit::Granted {
                 insert_in(tx, c)?;
             }
@@ -408,31 +429,6 @@ impl Store for SqliteStore {
             tx.prepare_cached("DELETE FROM challenge WHERE id = ?1 AND code_mac = ?2")?
                 .execute(params![&id.0[..], &code_mac[..]])
                 .map(|n| n == 1)
-        })
-    }
-
-    fn validated_number(&self, key: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        self.conn
-            .prepare_cached("SELECT e164, region FROM number_cache WHERE key = ?1")
-            .and_then(|mut st| {
-                st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-            })
-            .map_err(|e| self.err(e))
-    }
-
-    fn remember_validated_number(
-        &self,
-        key: &str,
-        e164: &str,
-        region: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO number_cache (key, e164, region) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![key, e164, region])
-            .map(drop)
         })
     }
 
@@ -654,17 +650,54 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn purge(&self, now: Millis, keep: Duration) -> Result<(), StoreError> {
+    fn number_cache(&self) -> &dyn NumberCache {
+        self
+    }
+}
+
+/// The host's cache of validated numbers, in the `number_cache` table.
+impl SqliteStore {
+    /// A phone number validated before on this host, remembered under
+    /// `key` (built by [`crate::phone`] from the raw text and the build's
+    /// version, so an entry never changes meaning): (E.164, region).
+    pub fn validated_number(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT e164, region FROM number_cache WHERE key = ?1")
+            .and_then(|mut st| {
+                st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Remembers a validated number under `key` (see
+    /// [`SqliteStore::validated_number`]).
+    pub fn remember_validated_number(
+        &self,
+        key: &str,
+        e164: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute("DELETE FROM challenge WHERE expires_at <= ?1", [now])?;
-            tx.execute("DELETE FROM sms_sent WHERE at <= ?1", [now - ms(keep)])?;
-            // Buckets hold their start / size; anything older than `keep`
-            // (the longest window) counts for nothing.
-            tx.execute(
-                "DELETE FROM sms_global WHERE (bucket + 1) * size <= ?1",
-                [now - ms(keep)],
-            )?;
-            Ok(())
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO number_cache (key, e164, region) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, e164, region])
+            .map(drop)
         })
+    }
+}
+
+/// The `number_cache` table as the host's [`NumberCache`]. A failing cache
+/// is only slower, never wrong, so its errors are ignored.
+impl NumberCache for SqliteStore {
+    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+        self.validated_number(key).ok().flatten()
+    }
+    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
+        let _ = self.remember_validated_number(key, e164, region);
     }
 }

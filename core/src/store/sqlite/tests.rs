@@ -1,7 +1,7 @@
 #[test]
 fn number_cache_round_trip() {
     let s = SqliteStore::open_in_memory().unwrap();
-    let cache = StoreCache(&s);
+    let cache = s.number_cache();
     assert_eq!(cache.get("k"), None);
     cache.put("k", "+12025550143", Some("US"));
     cache.put("k", "+12025550143", Some("US"));
@@ -14,8 +14,6 @@ fn number_cache_round_trip() {
 use super::*;
 use crate::clock::Millis;
 use crate::otp::ChallengeId;
-use crate::phone::NumberCache;
-use crate::store::StoreCache;
 use crate::store::{FailureState, PhoneRecord, SendPermit, SmsWindow, Store};
 
 pub(super) use crate::store::conformance::{rate, record};
@@ -449,11 +447,86 @@ fn older_layout_is_rebuilt_and_newer_refused() {
     assert!(e.contains("newer"), "{e}");
 }
 
+/// Dice that always say "sweep", so a sweep is due whenever its
+/// interval allows.
+struct AlwaysSweep;
+
+impl crate::random::RandomSource for AlwaysSweep {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), crate::random::RandomError> {
+        buf.fill(0);
+        Ok(())
+    }
+}
+
+fn rows(s: &SqliteStore, table: &str) -> i64 {
+    s.conn
+        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Expired rows are deleted, not only ignored: by the writes that add
+/// rows of their kind, at most every 30 s per handle; a resend's send
+/// leaves challenges alone (its own may have expired).
 #[test]
-fn purge_drops_expired() {
-    let s = SqliteStore::open_in_memory().unwrap();
+fn expired_rows_are_deleted_eventually() {
+    let mut s = SqliteStore::open_in_memory().unwrap();
+    s.set_sweep_dice(Box::new(AlwaysSweep));
+    let (user, global) = (rate(5, 3600), rate(100, 7200));
+    let c = record(4, "alice");
+    assert_eq!(
+        s.start_challenge(&c, user, global).unwrap(),
+        SendPermit::Granted
+    );
+    assert_eq!((rows(&s, "challenge"), rows(&s, "sms_sent")), (1, 1));
+    assert!(rows(&s, "sms_global") > 0);
+    // Expired, but a resend's send does not delete it.
+    let later = c.expires_at + 60_000;
+    s.reserve_sms("bob", later, user, global).unwrap();
+    assert!(s.challenge(&c.id).unwrap().is_some());
+    // A new challenge does; within 30 s of the last sweep, nothing does.
+    let mut d = record(5, "bob");
+    d.created_at = later + 29_999;
+    d.expires_at = d.created_at + 300_000;
+    s.insert_challenge(&d).unwrap();
+    assert!(s.challenge(&c.id).unwrap().is_some());
+    d.created_at = later + 30_000;
+    s.insert_challenge(&d).unwrap();
+    assert_eq!(s.challenge(&c.id).unwrap(), None);
+    assert!(s.challenge(&d.id).unwrap().is_some());
+    // Sends go once older than the longest window (2 h here), not before.
+    s.reserve_sms("bob", 7_200_999, user, global).unwrap();
+    assert_eq!(rows(&s, "sms_sent"), 3, "alice's is still inside 2 h");
+    s.reserve_sms("bob", 7_230_999, user, global).unwrap();
+    assert_eq!(rows(&s, "sms_sent"), 3, "alice's went, bob's third came");
+    assert_eq!(s.sms_window("alice", 7_300_000, user).unwrap().sent, 0);
+    // A global bucket goes once it ends more than 2 h ago.
+    s.reserve_sms("carol", 7_400_000, user, global).unwrap();
+    let oldest_end: i64 = s
+        .conn
+        .query_row("SELECT MIN((bucket + 1) * size) FROM sms_global", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(oldest_end > 7_400_000 - 7_200_000, "{oldest_end}");
+}
+
+/// Without the dice's say-so, nothing is swept: about one write in 32.
+#[test]
+fn sweeps_are_rare() {
+    struct NeverSweep;
+    impl crate::random::RandomSource for NeverSweep {
+        fn fill(&self, buf: &mut [u8]) -> Result<(), crate::random::RandomError> {
+            buf.fill(8);
+            Ok(())
+        }
+    }
+    let mut s = SqliteStore::open_in_memory().unwrap();
+    s.set_sweep_dice(Box::new(NeverSweep));
     let c = record(4, "alice");
     s.insert_challenge(&c).unwrap();
-    s.purge(c.expires_at, Duration::from_secs(86400)).unwrap();
-    assert_eq!(s.challenge(&c.id).unwrap(), None);
+    let mut d = record(5, "bob");
+    d.created_at = c.expires_at + 3_600_000;
+    d.expires_at = d.created_at + 300_000;
+    s.insert_challenge(&d).unwrap();
+    assert!(s.challenge(&c.id).unwrap().is_some());
 }

@@ -1,0 +1,271 @@
+//! One generation of configuration, [`Runtime`]: the config, the RADIUS
+//! clients with their secrets, the first factor, the shared store, phone
+//! sources and SMS provider state. The server loads one at start and a new
+//! one at each reload, and swaps it in whole (see `server::run`); the
+//! phone lists of each are checked on a thread of their own.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use smsotp_core::audit::{AuditSink, Event, Level, ServerSinks};
+use smsotp_core::config::{Config, PrimaryAuth as PrimarySpec, RadiusClient, RadiusSettings};
+use smsotp_core::directory::{self, Directory};
+use smsotp_core::files;
+use smsotp_core::flow::LogOptions;
+use smsotp_core::store::{SharedBackend, SharedGuard};
+use zeroize::Zeroizing;
+
+use crate::outgoing;
+use crate::primary::{NoPrimary, PamPrimary, PrimaryAuth};
+use crate::server::{event, IDENT};
+
+/// A NAS with its secret.
+pub struct Client {
+    pub spec: RadiusClient,
+    pub secret: Zeroizing<Vec<u8>>,
+}
+
+/// One generation of configuration: what a reload replaces as a whole.
+pub struct Runtime {
+    pub config: Config,
+    pub radius: RadiusSettings,
+    pub clients: Vec<Client>,
+    pub primary: Box<dyn PrimaryAuth>,
+    /// One store for all workers of this generation (SQLite: one
+    /// connection, with group commit): replies wait until what they rely
+    /// on is durable.
+    pub store: Box<dyn SharedBackend>,
+    /// The store's background work (SQLite: its commit thread); ends,
+    /// after a last commit, with the generation. Declared after `store`,
+    /// so it is dropped after it.
+    _store_guard: SharedGuard,
+    /// Phone sources shared by all workers (one parsed phone list).
+    pub directories: Vec<Arc<dyn Directory + Send + Sync>>,
+    /// Providers' shared state: one pool of bound SMPP sessions, kept and
+    /// reused across sends by every worker of this generation.
+    pub sms: smsotp_core::sms::ProviderContext,
+    pub generation: u64,
+    pub debug: bool,
+    /// Where this generation logs: kept open, stderr and audit-file lines
+    /// written in one go before the replies they are about.
+    pub sinks: Arc<ServerSinks>,
+}
+
+impl Runtime {
+    /// Loads and checks the config and every client secret. Returns the
+    /// runtime and warnings worth printing.
+    pub fn load(
+        path: &Path,
+        generation: u64,
+        debug: bool,
+    ) -> Result<(Runtime, Vec<String>), String> {
+        let config = Config::load(path).map_err(|e| match e {
+            // The loader's own advice is the PAM module's `config=PATH`.
+            smsotp_core::config::ConfigError::Read { path, source } => format!(
+                "{}: cannot read: {source}; create it, or point to another file with --config PATH",
+                path.display()
+            ),
+            e => e.to_string(),
+        })?;
+        let Some(radius) = config.radius.clone() else {
+            return Err(format!(
+                "{}: no [radius] table; add one with at least one [[radius.client]] (see man 5 smsotp.toml, section [radius])",
+                path.display()
+            ));
+        };
+        if radius.clients.is_empty() {
+            return Err(format!(
+                "{}: no [[radius.client]]; add one for each NAS (name, address, secret_file)",
+                path.display()
+            ));
+        }
+        let mut warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+        let mut clients = Vec::new();
+        for spec in &radius.clients {
+            let secret = files::read_secret(&spec.secret_file)
+                .map_err(|e| format!("radius client \"{}\": secret_file {e}", spec.name))?;
+            if secret.is_empty() {
+                return Err(format!(
+                    "radius client \"{}\": secret_file {} is empty; put the shared secret in it",
+                    spec.name,
+                    spec.secret_file.display()
+                ));
+            }
+            warnings.extend(smsotp_core::config::short_secret_warning(
+                &spec.name,
+                secret.len(),
+            ));
+            if !spec.require_message_authenticator {
+                warnings.push(format!(
+                    "radius client \"{}\": Message-Authenticator is not required (limit_proxy_state on); \
+                     configure the NAS to send it and remove require_message_authenticator = false",
+                    spec.name
+                ));
+            }
+            clients.push(Client {
+                spec: spec.clone(),
+                secret: Zeroizing::new(secret.as_bytes().to_vec()),
+            });
+        }
+        let primary: Box<dyn PrimaryAuth> = match &radius.primary {
+            PrimarySpec::None => Box::new(NoPrimary),
+            PrimarySpec::Pam { service } => Box::new(PamPrimary {
+                service: service.clone(),
+            }),
+        };
+        let directories = directory::shared_from_config(&config.directories);
+        let config_syslog = config.audit.syslog;
+        // Log lines also go to stderr, unless stderr is the journal that
+        // syslog already feeds: one line per decision, not two.
+        let stderr = stderr_wanted(config_syslog, std::env::var_os("JOURNAL_STREAM").is_some());
+        let sinks = Arc::new(ServerSinks::new(
+            IDENT,
+            debug,
+            config_syslog.then(|| PathBuf::from("/dev/log")),
+            stderr,
+            config.audit.file.clone(),
+        ));
+        let (store, store_guard) =
+            smsotp_core::store::open_shared(&config.store).map_err(|e| e.to_string())?;
+        // Replies queued by a batch's deferred work leave together.
+        store.after_each_batch(Box::new(outgoing::flush));
+        Ok((
+            Runtime {
+                config,
+                radius,
+                clients,
+                primary,
+                store,
+                _store_guard: store_guard,
+                directories,
+                sms: smsotp_core::sms::ProviderContext {
+                    smpp_sessions: Some(smsotp_core::sms::smpp::SmppSessions::new()),
+                },
+                generation,
+                debug,
+                sinks,
+            },
+            warnings,
+        ))
+    }
+
+    pub(crate) fn client_for(&self, ip: IpAddr) -> Option<&Client> {
+        let spec = self.radius.client_for(ip)?;
+        self.clients.iter().find(|c| c.spec.name == spec.name)
+    }
+
+    pub(crate) fn log_options(&self) -> LogOptions {
+        LogOptions {
+            ident: IDENT.into(),
+            debug: self.debug,
+            // The server's sinks replace the per-event ones, stderr
+            // included (see `stderr_wanted`).
+            stderr: false,
+            server: Some(self.sinks.clone()),
+        }
+    }
+
+    /// Logs a server-level event (not about a login decision) to the same
+    /// places the engine logs to.
+    pub fn log(&self, level: Level, event: &Event) {
+        let now = smsotp_core::clock::Clock::now_ms(&smsotp_core::clock::SystemClock);
+        self.sinks.record(level, now, event);
+        self.sinks.flush();
+    }
+}
+
+/// Whether log lines go to stderr too. Under systemd stderr is the
+/// journal (it sets `JOURNAL_STREAM`), which also receives syslog: with
+/// syslog on, stderr would log every decision twice there.
+pub fn stderr_wanted(syslog: bool, stderr_is_journal: bool) -> bool {
+    !(syslog && stderr_is_journal)
+}
+
+/// How many bad phone-list entries are logged one by one.
+const BAD_NUMBERS_LOGGED: usize = 20;
+
+/// Validates every number in the phone lists, on a thread of its own: bad
+/// entries are in the log at start (and after each reload) rather than
+/// found by the users they belong to, and logins find their numbers
+/// already validated (parsing one costs more than the rest of a login).
+pub(crate) fn check_phone_lists(rt: Arc<Runtime>) {
+    let for_errors = rt.clone();
+    let spawned = std::thread::Builder::new()
+        .name("phone-check".into())
+        .spawn(move || {
+            let store = &*rt.store;
+            let mut n = 0u32;
+            let checked = directory::check_numbers(
+                rt.directories.iter().map(|d| &**d as &dyn Directory),
+                &rt.config.phone,
+                store.number_cache(),
+                || {
+                    // Let what this thread cached be committed now and
+                    // then, like a request's writes.
+                    n += 1;
+                    if n % 256 == 0 {
+                        store.flush();
+                    }
+                },
+            );
+            store.flush();
+            // The check's working memory (every entry, the parser's tables
+            // built on first use) is freed now; hand it back to the system
+            // rather than keep it in the heap.
+            // SAFETY: malloc_trim only releases free memory of the allocator.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            for e in checked.bad.iter().take(BAD_NUMBERS_LOGGED) {
+                rt.log(Level::Warning, &event("phone_list", e.to_string()));
+            }
+            let bad = checked.bad.len();
+            if checked.valid + bad > 0 {
+                let level = if bad > 0 { Level::Warning } else { Level::Info };
+                let more = if bad > BAD_NUMBERS_LOGGED {
+                    format!(" ({} not shown)", bad - BAD_NUMBERS_LOGGED)
+                } else {
+                    String::new()
+                };
+                rt.log(
+                    level,
+                    &event(
+                        "phone_list",
+                        format!(
+                            "phone lists checked: {} valid, {bad} not{more}",
+                            smsotp_core::counted(checked.valid, "number", "numbers")
+                        ),
+                    ),
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        // Only a head start is lost: logins validate numbers as they come.
+        for_errors.log(
+            Level::Warning,
+            &event(
+                "phone_list",
+                format!(
+                    "cannot start the phone-list check: {e}; numbers are checked as users log in"
+                ),
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_reach_the_journal_once() {
+        // systemd, syslog on: the journal gets syslog's line only.
+        assert!(!stderr_wanted(true, true));
+        // systemd, syslog off: stderr is the only log.
+        assert!(stderr_wanted(false, true));
+        // A terminal or a file: stderr as well as syslog.
+        assert!(stderr_wanted(true, false));
+        assert!(stderr_wanted(false, false));
+    }
+}
