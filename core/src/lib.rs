@@ -2,7 +2,10 @@
 //!
 //! A login is a conversation driven by [`flow`]: [`flow::Engine::start`]
 //! decides whether the user needs a code (policy, lockout, phone lookup in
-//! [`directory`]), takes one SMS from the rate-limit windows in [`store`],
+//! [`directory`]: the ordered lookup in `directory/mod.rs`, the phone list
+//! file and its cache in `directory/file.rs`, system accounts and GECOS in
+//! `directory/accounts.rs`, the check of every listed number in
+//! `directory/check.rs`), takes one SMS from the rate-limit windows in [`store`],
 //! makes a code ([`otp`]: OS CSPRNG, stored only as an HMAC bound to user,
 //! service and challenge) and sends it through the provider chain in
 //! [`sms`]; [`flow::Engine::answer`] checks the reply in constant time,
