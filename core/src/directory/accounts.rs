@@ -3,13 +3,29 @@
 
 use super::{Directory, DirectoryError, Entry};
 
+/// Why a question about system accounts got no answer. Not "no such user"
+/// (that is `Ok(None)` or no groups): the user may well exist, so callers
+/// fail closed rather than treat them as unknown.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountsError {
+    /// NSS could not answer (an LDAP or SSSD backend down, a broken
+    /// nsswitch.conf, out of memory); the error is the one the C library
+    /// reported.
+    #[error(transparent)]
+    Lookup(#[from] nix::Error),
+    /// The user name cannot be asked about: it contains a NUL byte.
+    #[error(transparent)]
+    InvalidName(#[from] std::ffi::NulError),
+}
+
 /// Facts about system accounts (passwd and groups). Behind a trait so tests
 /// need no real users.
 pub trait Accounts {
     /// The GECOS field of `user`, or `None` if the user does not exist.
-    fn gecos(&self, user: &str) -> Result<Option<String>, String>;
+    fn gecos(&self, user: &str) -> Result<Option<String>, AccountsError>;
     /// Names of all groups `user` belongs to (primary and supplementary).
-    fn groups(&self, user: &str) -> Result<Vec<String>, String>;
+    fn groups(&self, user: &str) -> Result<Vec<String>, AccountsError>;
 }
 
 /// The system's NSS (passwd, group, LDAP via nss, …).
@@ -17,21 +33,19 @@ pub trait Accounts {
 pub struct SystemAccounts;
 
 impl Accounts for SystemAccounts {
-    fn gecos(&self, user: &str) -> Result<Option<String>, String> {
-        nix::unistd::User::from_name(user)
-            .map(|u| u.map(|u| u.gecos.to_string_lossy().into_owned()))
-            .map_err(|e| e.to_string())
+    fn gecos(&self, user: &str) -> Result<Option<String>, AccountsError> {
+        Ok(nix::unistd::User::from_name(user)?.map(|u| u.gecos.to_string_lossy().into_owned()))
     }
 
-    fn groups(&self, user: &str) -> Result<Vec<String>, String> {
-        let Some(u) = nix::unistd::User::from_name(user).map_err(|e| e.to_string())? else {
+    fn groups(&self, user: &str) -> Result<Vec<String>, AccountsError> {
+        let Some(u) = nix::unistd::User::from_name(user)? else {
             return Ok(Vec::new());
         };
-        let cname = std::ffi::CString::new(user).map_err(|e| e.to_string())?;
-        let gids = nix::unistd::getgrouplist(&cname, u.gid).map_err(|e| e.to_string())?;
+        let cname = std::ffi::CString::new(user)?;
+        let gids = nix::unistd::getgrouplist(&cname, u.gid)?;
         let mut names = Vec::with_capacity(gids.len());
         for gid in gids {
-            if let Some(g) = nix::unistd::Group::from_gid(gid).map_err(|e| e.to_string())? {
+            if let Some(g) = nix::unistd::Group::from_gid(gid)? {
                 names.push(g.name);
             }
         }
@@ -54,9 +68,9 @@ impl<A: Accounts> Directory for GecosDirectory<A> {
         let gecos = self
             .accounts
             .gecos(user)
-            .map_err(|message| DirectoryError::Accounts {
+            .map_err(|source| DirectoryError::Accounts {
                 user: user.to_owned(),
-                message,
+                source,
             })?;
         let Some(gecos) = gecos else { return Ok(None) };
         let Some(raw) = gecos

@@ -23,7 +23,7 @@ mod file;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use accounts::{Accounts, GecosDirectory, SystemAccounts};
+pub use accounts::{Accounts, AccountsError, GecosDirectory, SystemAccounts};
 pub use check::{check_numbers, check_phone_lists, BadEntry, NumbersChecked};
 pub use file::{FileDirectory, SERVER_RECHECK};
 
@@ -57,8 +57,8 @@ pub enum DirectoryError {
         user: String,
         error: PhoneError,
     },
-    #[error("cannot look up {user} in the passwd database: {message}")]
-    Accounts { user: String, message: String },
+    #[error("cannot look up {user} in the passwd database: {source}")]
+    Accounts { user: String, source: AccountsError },
 }
 
 /// One source of numbers.

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 pub(crate) struct FakeAccounts(pub HashMap<String, (String, Vec<String>)>);
 
 impl Accounts for FakeAccounts {
-    fn gecos(&self, user: &str) -> Result<Option<String>, String> {
+    fn gecos(&self, user: &str) -> Result<Option<String>, AccountsError> {
         Ok(self.0.get(user).map(|(g, _)| g.clone()))
     }
-    fn groups(&self, user: &str) -> Result<Vec<String>, String> {
+    fn groups(&self, user: &str) -> Result<Vec<String>, AccountsError> {
         Ok(self.0.get(user).map(|(_, g)| g.clone()).unwrap_or_default())
     }
 }

@@ -89,7 +89,12 @@ impl Engine {
     /// password check): whether it passed. A wrong password is logged as a
     /// reject and one that could not be checked as an error; the user is
     /// told neither, so the answer never hints whether the account exists.
-    pub fn first_factor(&self, ctx: &LoginContext, checked: Result<bool, String>) -> bool {
+    /// The error's text goes into the event's detail.
+    pub fn first_factor<E: std::error::Error>(
+        &self,
+        ctx: &LoginContext,
+        checked: Result<bool, E>,
+    ) -> bool {
         match checked {
             Ok(true) => true,
             Ok(false) => {
@@ -99,10 +104,10 @@ impl Engine {
                 self.log(Level::Info, &e);
                 false
             }
-            Err(msg) => {
+            Err(err) => {
                 let mut e = self.event(ctx, "error");
                 e.outcome = Some("failure");
-                e.detail = Some(msg);
+                e.detail = Some(err.to_string());
                 self.log(Level::Error, &e);
                 false
             }

@@ -108,13 +108,13 @@ impl Engine {
             )));
         }
         if !policy.exempt_groups.is_empty() {
-            let groups =
-                self.accounts
-                    .groups(&ctx.user)
-                    .map_err(|message| FlowError::Accounts {
-                        user: ctx.user.clone(),
-                        message,
-                    })?;
+            let groups = self
+                .accounts
+                .groups(&ctx.user)
+                .map_err(|source| FlowError::Accounts {
+                    user: ctx.user.clone(),
+                    source,
+                })?;
             if groups.iter().any(|g| policy.exempt_groups.contains(g)) {
                 return Ok(Start::Done(self.finish(
                     ctx,

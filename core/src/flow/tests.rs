@@ -715,7 +715,7 @@ struct ScriptedConversation {
 }
 
 impl Conversation for ScriptedConversation {
-    fn info(&mut self, text: &str) -> Result<(), String> {
+    fn info(&mut self, text: &str) -> Result<(), ConversationError> {
         if !self.silent {
             self.shown.borrow_mut().push(format!("info: {text}"));
         }
@@ -724,24 +724,28 @@ impl Conversation for ScriptedConversation {
     fn shows_info(&self) -> bool {
         !self.silent
     }
-    fn error(&mut self, text: &str) -> Result<(), String> {
+    fn error(&mut self, text: &str) -> Result<(), ConversationError> {
         self.shown.borrow_mut().push(format!("error: {text}"));
         Ok(())
     }
-    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError> {
         self.shown.borrow_mut().push(format!("prompt: {prompt}"));
         match self.answers.pop_front() {
             Some(f) => Ok(Zeroizing::new(f(&self.harness))),
-            None => Err("user hung up".into()),
+            None => Err(ConversationError::Gone {
+                detail: "user hung up".into(),
+            }),
         }
     }
-    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError> {
         self.shown
             .borrow_mut()
             .push(format!("prompt (echo): {prompt}"));
         match self.answers.pop_front() {
             Some(f) => Ok(Zeroizing::new(f(&self.harness))),
-            None => Err("user hung up".into()),
+            None => Err(ConversationError::Gone {
+                detail: "user hung up".into(),
+            }),
         }
     }
 }
