@@ -162,6 +162,40 @@ impl Phone {
     }
 }
 
+/// A number masked to six stars and its last four digits ("******0123"):
+/// what a log or a person may see. It is only ever made by masking (a
+/// [`Phone`], or text read back from the store, masked again), so it can
+/// never hold a whole number; [`crate::audit::Event`] carries this type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedPhone(String);
+
+impl MaskedPhone {
+    /// `phone` masked.
+    pub fn of(phone: &Phone) -> Self {
+        MaskedPhone(phone.masked())
+    }
+
+    /// A masked number read back from the store (a challenge's
+    /// `phone_masked`), masked again with [`mask_raw`]: unchanged when it
+    /// was masked already, and reduced to its last four digits if a whole
+    /// number ever got there. `None` for an empty text: a challenge that
+    /// went to no phone (backup codes only).
+    pub fn from_stored(text: &str) -> Option<Self> {
+        (!text.is_empty()).then(|| MaskedPhone(mask_raw(text)))
+    }
+
+    /// The masked text ("******0123").
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MaskedPhone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Six stars and the last four digits, whatever the input.
 pub fn mask_raw(text: &str) -> String {
     let mut tail = [0u8; 4];
@@ -238,6 +272,26 @@ pub(crate) mod tests {
             Phone::parse("+1 123", None),
             Err(PhoneError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_masked_phone_never_holds_a_whole_number() {
+        let p = Phone::parse("+12025550143", None).unwrap();
+        assert_eq!(MaskedPhone::of(&p).as_str(), "******0143");
+        // Masked text from the store stays as it was...
+        assert_eq!(
+            MaskedPhone::from_stored("******0143").unwrap(),
+            MaskedPhone::of(&p)
+        );
+        // ...a whole number is masked...
+        assert_eq!(
+            MaskedPhone::from_stored("+12025550143")
+                .unwrap()
+                .to_string(),
+            "******0143"
+        );
+        // ...and no text means no phone.
+        assert_eq!(MaskedPhone::from_stored(""), None);
     }
 
     #[test]

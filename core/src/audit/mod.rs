@@ -11,6 +11,7 @@ mod sinks;
 use std::fmt::Write as _;
 
 use crate::clock::{rfc3339, Millis};
+use crate::phone::MaskedPhone;
 
 pub use sinks::{FileSink, ServerSinks, StderrSink, SyslogSink};
 
@@ -38,7 +39,9 @@ pub struct Event {
     /// The config key of the limit that refused a send ("sms_per_user",
     /// "sms_global").
     pub limit: Option<&'static str>,
-    pub phone: Option<String>,
+    /// The number the event is about, masked: the type cannot hold a
+    /// whole number. `None` when the event concerns no phone.
+    pub phone: Option<MaskedPhone>,
     pub provider: Option<String>,
     /// Free text for errors; must already be free of secrets.
     pub detail: Option<String>,
@@ -86,7 +89,7 @@ impl Event {
             kv("limit", v);
         }
         if let Some(v) = &self.phone {
-            kv("phone", v);
+            kv("phone", v.as_str());
         }
         if let Some(v) = &self.provider {
             kv("provider", v);
@@ -107,7 +110,7 @@ impl Event {
             "outcome": self.outcome,
             "reason": self.reason,
             "limit": self.limit,
-            "phone": self.phone,
+            "phone": self.phone.as_ref().map(MaskedPhone::as_str),
             "provider": self.provider,
             "detail": self.detail,
         })

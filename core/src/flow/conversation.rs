@@ -5,6 +5,7 @@ use zeroize::Zeroizing;
 
 use super::{Answer, Engine, FlowError, LoginContext, Reject, Start, Verdict};
 use crate::otp::ChallengeId;
+use crate::phone::MaskedPhone;
 
 /// Why the conversation with the user broke. Every case ends the login
 /// closed, with the challenge abandoned (a PAM front end answers
@@ -102,8 +103,7 @@ pub fn run(
                 idle = if r.is_idle() { idle + 1 } else { 0 };
                 if idle > MAX_IDLE_ANSWERS {
                     engine.abandon(ctx, &id, "only empty answers");
-                    let shown =
-                        (!info.phone_masked.is_empty()).then_some(info.phone_masked.as_str());
+                    let shown = MaskedPhone::from_stored(&info.phone_masked);
                     let v = engine.finish(ctx, Verdict::Reject(Reject::NoCodeEntered), shown);
                     tell_verdict(conv, &v);
                     return Ok(v);
@@ -120,7 +120,7 @@ pub fn run(
         }
     }
     engine.abandon(ctx, &id, "too many prompts");
-    let shown = (!current.phone_masked.is_empty()).then_some(current.phone_masked.as_str());
+    let shown = MaskedPhone::from_stored(&current.phone_masked);
     let v = engine.finish(ctx, Verdict::Reject(Reject::WrongCode), shown);
     tell_verdict(conv, &v);
     Ok(v)

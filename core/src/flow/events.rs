@@ -4,12 +4,19 @@ use std::time::Duration;
 
 use super::{Accept, Engine, FlowError, Limit, LoginContext, Reason, Reject, Skip, Verdict};
 use crate::audit::Level;
+use crate::phone::MaskedPhone;
 
 impl Engine {
-    /// Logs a final verdict and returns it.
-    pub(crate) fn finish(&self, ctx: &LoginContext, v: Verdict, phone: Option<&str>) -> Verdict {
+    /// Logs a final verdict and returns it. `phone` is the number the
+    /// login's code went to, if any.
+    pub(crate) fn finish(
+        &self,
+        ctx: &LoginContext,
+        v: Verdict,
+        phone: Option<MaskedPhone>,
+    ) -> Verdict {
         let mut e = self.event(ctx, "");
-        e.phone = phone.map(str::to_owned);
+        e.phone = phone;
         let level = match v {
             Verdict::Accept(Accept::CodeVerified) => {
                 e.event = "accept";
