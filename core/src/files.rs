@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+use crate::secret::Secret;
+
 /// How strictly a file is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileRule {
@@ -112,11 +114,11 @@ pub fn read_bytes_checked(path: &Path, rule: FileRule) -> Result<Zeroizing<Vec<u
 
 /// Reads a secret (token, password) from a root-only file, trimming one
 /// trailing newline.
-pub fn read_secret(path: &Path) -> Result<Zeroizing<String>, FileError> {
+pub fn read_secret(path: &Path) -> Result<Secret, FileError> {
     let text = read_checked(path, FileRule::Secret)?;
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
-    Ok(Zeroizing::new(trimmed.to_owned()))
+    Ok(Secret::new(trimmed.to_owned()))
 }
 
 /// A file a long-running process appends lines to (the outbox, the audit
@@ -218,7 +220,7 @@ mod tests {
     fn secret_trims_one_newline() {
         let d = tempfile::tempdir().unwrap();
         let p = file_with_mode(d.path(), 0o600);
-        assert_eq!(&*read_secret(&p).unwrap(), "secret");
+        assert_eq!(read_secret(&p).unwrap().expose(), "secret");
     }
 
     #[test]

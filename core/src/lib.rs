@@ -34,7 +34,9 @@
 //! forked PAM child. Time ([`clock`]) and randomness ([`random`]) are
 //! injected, so expiry, windows and lockouts are tested without sleeping.
 //! [`config`] turns the TOML file into validated types once; [`files`]
-//! refuses files that others could read or change.
+//! refuses files that others could read or change. Every secret held in
+//! memory (provider tokens, the SMPP password, the code key, RADIUS shared
+//! secrets) is a [`secret::Secret`]: zeroized on drop, never printed.
 //!
 //! Sending lives in [`sms`]: the `SmsProvider` trait and the failover chain
 //! in `sms/mod.rs`, one module per provider kind ([`sms::outbox`],
@@ -68,6 +70,7 @@ pub mod flow;
 pub mod otp;
 pub mod phone;
 pub mod random;
+pub mod secret;
 pub mod sms;
 pub mod store;
 

@@ -17,6 +17,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::config::Alphabet;
 use crate::files::{self, FileRule};
 use crate::random::{RandomError, RandomSource};
+use crate::secret::SecretBytes;
 
 const DIGITS: &[u8] = b"0123456789";
 /// No 0/O, 1/I/L: codes are read off a phone screen and typed.
@@ -132,7 +133,7 @@ impl fmt::Debug for ChallengeId {
 }
 
 /// The secret key that turns codes into MACs. Zeroized on drop.
-pub struct OtpKey(Zeroizing<Vec<u8>>);
+pub struct OtpKey(SecretBytes);
 
 impl fmt::Debug for OtpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -159,7 +160,7 @@ pub enum KeyError {
 
 impl OtpKey {
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        OtpKey(Zeroizing::new(bytes.to_vec()))
+        OtpKey(SecretBytes::new(bytes.to_vec()))
     }
 
     /// Loads the key at `path`, creating it (32 random bytes, mode 0600) if
@@ -195,7 +196,7 @@ impl OtpKey {
         tmp.write_all(&key).map_err(create_err)?;
         tmp.as_file().sync_all().map_err(create_err)?;
         match std::fs::hard_link(tmp.path(), path) {
-            Ok(()) => Ok(OtpKey(key)),
+            Ok(()) => Ok(OtpKey(key.into())),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let bytes = files::read_bytes_checked(path, FileRule::Secret)?;
                 Self::checked(path, bytes)
@@ -210,14 +211,14 @@ impl OtpKey {
                 path: path.display().to_string(),
             });
         }
-        Ok(OtpKey(bytes))
+        Ok(OtpKey(bytes.into()))
     }
 
     /// The MAC of a code, bound to the challenge it was issued for, the user
     /// and the service (or NAS), so it is worth nothing anywhere else.
     pub fn mac(&self, challenge: &ChallengeId, user: &str, service: &str, code: &str) -> [u8; 32] {
-        let mut m =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
+            .unwrap_or_else(|_| unreachable_hmac());
         m.update(b"smsotp-code-v1\0");
         m.update(&challenge.0);
         for part in [user, service, code] {
@@ -240,8 +241,8 @@ impl OtpKey {
 
     /// A MAC for things other than codes (e.g. backup codes' lookup keys).
     pub fn mac_labelled(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
-        let mut m =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
+            .unwrap_or_else(|_| unreachable_hmac());
         m.update(label.as_bytes());
         m.update(b"\0");
         for p in parts {
@@ -372,7 +373,7 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let k2 = OtpKey::load_or_create(&p, &OsRandom).unwrap();
-        assert_eq!(*k1.0, *k2.0);
+        assert_eq!(k1.0.expose(), k2.0.expose());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = OtpKey::load_or_create(&p, &OsRandom).unwrap_err();
         assert!(e.to_string().contains("chmod 600"), "{e}");

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString};
 
 use pam_client::{ConversationHandler, ErrorCode, Flag};
-use zeroize::Zeroizing;
+use smsotp_core::secret::SecretBytes;
 
 /// Why a password could not be checked: neither "right" nor "wrong". The
 /// login is refused either way (and the user told nothing more); the
@@ -67,7 +67,7 @@ pub struct PamPrimary {
 /// instead of receiving the password as an answer to something else.
 struct PasswordOnce {
     user: String,
-    password: Option<Zeroizing<Vec<u8>>>,
+    password: Option<SecretBytes>,
 }
 
 impl ConversationHandler for PasswordOnce {
@@ -77,7 +77,7 @@ impl ConversationHandler for PasswordOnce {
 
     fn prompt_echo_off(&mut self, _prompt: &CStr) -> Result<CString, ErrorCode> {
         let pw = self.password.take().ok_or(ErrorCode::CONV_ERR)?;
-        CString::new(pw.to_vec()).map_err(|_| ErrorCode::CONV_ERR)
+        CString::new(pw.expose().to_vec()).map_err(|_| ErrorCode::CONV_ERR)
     }
 
     fn text_info(&mut self, _msg: &CStr) {}
@@ -92,7 +92,7 @@ impl PrimaryAuth for PamPrimary {
         }
         let conv = PasswordOnce {
             user: user.to_owned(),
-            password: Some(Zeroizing::new(password.to_vec())),
+            password: Some(SecretBytes::new(password.to_vec())),
         };
         let mut ctx =
             pam_client::Context::new(&self.service, Some(user), conv).map_err(|source| {

@@ -24,10 +24,10 @@ use smsotp_core::config::{Config, PrimaryAuth as PrimarySpec, RadiusClient, Radi
 use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
+use smsotp_core::secret::SecretBytes;
 use smsotp_core::store::sqlite::{Committer, SharedStore, SqliteStore};
 use smsotp_core::store::StoreCache;
 use smsotp_core::Engine;
-use zeroize::Zeroizing;
 
 use crate::dedup::{DedupKey, Seen, ShardedDedup};
 use crate::handler::{self, Broken, ClientInfo, Decision, Outcome};
@@ -45,7 +45,7 @@ const DEDUP_SHARDS: usize = 16;
 /// A NAS with its secret.
 pub struct Client {
     pub spec: RadiusClient,
-    pub secret: Zeroizing<Vec<u8>>,
+    pub secret: SecretBytes,
 }
 
 /// One generation of configuration: what a reload replaces as a whole.
@@ -105,7 +105,7 @@ impl Runtime {
         for spec in &radius.clients {
             let secret = files::read_secret(&spec.secret_file)
                 .map_err(|e| format!("radius client \"{}\": secret_file {e}", spec.name))?;
-            if secret.is_empty() {
+            if secret.expose().is_empty() {
                 return Err(format!(
                     "radius client \"{}\": secret_file {} is empty; put the shared secret in it",
                     spec.name,
@@ -114,7 +114,7 @@ impl Runtime {
             }
             warnings.extend(smsotp_core::config::short_secret_warning(
                 &spec.name,
-                secret.len(),
+                secret.expose().len(),
             ));
             if !spec.require_message_authenticator {
                 warnings.push(format!(
@@ -125,7 +125,7 @@ impl Runtime {
             }
             clients.push(Client {
                 spec: spec.clone(),
-                secret: Zeroizing::new(secret.as_bytes().to_vec()),
+                secret: SecretBytes::new(secret.expose().as_bytes().to_vec()),
             });
         }
         let primary: Box<dyn PrimaryAuth> = match &radius.primary {
@@ -576,7 +576,7 @@ fn admit(
             wire::MAX_PACKET
         )))
     } else {
-        wire::decode_request(datagram, &client.secret, opts)
+        wire::decode_request(datagram, client.secret.expose(), opts)
     };
     let request = match decoded {
         Ok(r) => r,
@@ -661,7 +661,7 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
     };
     let decided = decision.word();
     let reply = to_reply(decision);
-    let mut bytes = wire::encode_reply(&job.request, &reply, &client.secret);
+    let mut bytes = wire::encode_reply(&job.request, &reply, client.secret.expose());
     bytes.shrink_to_fit();
     // Sent once the store has committed what the decision relies on (a
     // consumed code, a new challenge): never an answer the disk could
@@ -679,7 +679,11 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
                     &store_failed(why, &job.request, client, job.from, decided),
                 );
                 let reject = to_reply(handler::reply(Outcome::Failed(Broken::RolledBack)));
-                wire::encode_reply(&job.request, &reject, &rt.clients[job.client].secret)
+                wire::encode_reply(
+                    &job.request,
+                    &reject,
+                    rt.clients[job.client].secret.expose(),
+                )
             }
         };
         // The decision's log line goes out before its reply.
