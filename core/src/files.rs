@@ -25,19 +25,28 @@ pub enum FileRule {
     Data,
 }
 
+/// Why a file we rely on cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileError {
+    /// The file could not be opened or read (absent: `NotFound`).
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// What the system answered.
         #[source]
         source: std::io::Error,
     },
+    /// Others could change (or, for a secret, read) the file, or it is not
+    /// a regular file owned by root: it is refused, not used.
     #[error("{path}: {problem}; fix with: {fix}")]
     Unsafe {
+        /// The file.
         path: PathBuf,
+        /// What is wrong ("is writable by group or others").
         problem: String,
+        /// The command that puts it right ("chmod 644 …").
         fix: String,
     },
 }
@@ -142,6 +151,7 @@ pub enum AppendError {
 }
 
 impl AppendFile {
+    /// Appends to `path`; nothing is opened until the first append.
     pub fn new(path: PathBuf) -> Self {
         AppendFile { path, open: None }
     }

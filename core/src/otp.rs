@@ -38,6 +38,7 @@ impl Alphabet {
 pub struct Code(String);
 
 impl Code {
+    /// The code's characters, for the SMS text and the MAC only.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -103,16 +104,20 @@ pub fn normalise(input: &str, alphabet: Alphabet) -> Option<Zeroizing<String>> {
 pub struct ChallengeId(pub [u8; 16]);
 
 impl ChallengeId {
+    /// A fresh identifier from `rng` (the OS CSPRNG outside tests).
     pub fn random(rng: &dyn RandomSource) -> Result<Self, RandomError> {
         let mut b = [0u8; 16];
         rng.fill(&mut b)?;
         Ok(ChallengeId(b))
     }
 
+    /// 32 lowercase hex digits: the store's key for the challenge.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The identifier [`ChallengeId::to_hex`] wrote; `None` for anything
+    /// but 32 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
         if s.len() != 32 || !s.is_ascii() {
             return None;
@@ -141,24 +146,36 @@ impl fmt::Debug for OtpKey {
     }
 }
 
+/// Why the code key cannot be used. No code can be made or checked
+/// without it, so logins fail closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// The key file is unreadable or unsafe (others could read it).
     #[error(transparent)]
     File(#[from] files::FileError),
+    /// The key file holds fewer than 32 bytes.
     #[error("{path}: the code key must hold at least 32 bytes; delete it and a new one is made on the next login")]
-    TooShort { path: String },
+    TooShort {
+        /// The key file.
+        path: String,
+    },
+    /// There was no key and a new one could not be written.
     #[error("{path}: cannot create the code key: {source}; make its directory exist and be writable by root")]
     Create {
+        /// The key file.
         path: String,
+        /// What the system answered.
         #[source]
         source: std::io::Error,
     },
+    /// No randomness for a new key.
     #[error(transparent)]
     Random(#[from] RandomError),
 }
 
 impl OtpKey {
+    /// A key of these bytes (tests, and tools that hold the key already).
     pub fn from_bytes(bytes: &[u8]) -> Self {
         OtpKey(SecretBytes::new(bytes.to_vec()))
     }

@@ -15,6 +15,8 @@ pub struct Phone {
     region: Option<Id>,
 }
 
+/// Why a text is not a number a login can use. Each case carries the text
+/// masked, and says the problem and its fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PhoneError {
@@ -98,6 +100,8 @@ impl Phone {
         self.e164.trim_start_matches('+')
     }
 
+    /// The country the number belongs to; `None` for numbers of no single
+    /// country (international services).
     pub fn region(&self) -> Option<Id> {
         self.region
     }
@@ -122,6 +126,8 @@ impl Phone {
 pub trait NumberCache {
     /// The E.164 form and region of `key`, if validated before.
     fn get(&self, key: &str) -> Option<(String, Option<String>)>;
+    /// Remembers that `key` is the valid number `e164` of `region`. Best
+    /// effort: a cache that cannot write just forgets.
     fn put(&self, key: &str, e164: &str, region: Option<&str>);
 }
 

@@ -18,9 +18,15 @@ pub use sinks::{FileSink, ServerSinks, StderrSink, SyslogSink};
 /// Severity of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// An ordinary decision: an accept, a reject, a code sent.
     Info,
+    /// Worth an admin's look: a fail-open, a rate limit, a failover.
     Warning,
+    /// The login could not be decided properly (a store, directory or
+    /// provider failure) or was let in with no SMS sent.
     Error,
+    /// Detail for troubleshooting (where a number was found); recorded
+    /// only when a sink's `debug` is on.
     Debug,
 }
 
@@ -29,8 +35,12 @@ pub enum Level {
 pub struct Event {
     /// "sent", "accept", "reject", "skip", "error", …
     pub event: &'static str,
+    /// The login name the user gave (PAM_USER, or RADIUS User-Name).
     pub user: String,
+    /// The PAM service ("sshd", "sudo") or, for RADIUS, the NAS's name.
     pub service: String,
+    /// Where the login comes from (PAM_RHOST, RADIUS Calling-Station-Id);
+    /// `None` when the front end was not told.
     pub rhost: Option<String>,
     /// "success", "failure", "not_applicable".
     pub outcome: Option<&'static str>,
@@ -42,6 +52,8 @@ pub struct Event {
     /// The number the event is about, masked: the type cannot hold a
     /// whole number. `None` when the event concerns no phone.
     pub phone: Option<MaskedPhone>,
+    /// The provider's name (its `[[provider]]` `name`) that sent or failed
+    /// to send an SMS; `None` for events about no send.
     pub provider: Option<String>,
     /// Free text for errors; must already be free of secrets.
     pub detail: Option<String>,
@@ -99,6 +111,8 @@ impl Event {
         }
     }
 
+    /// The JSON object a [`FileSink`] writes: every field, absent ones as
+    /// `null`, with `at` (RFC 3339, UTC) and `level` added.
     pub fn to_json(&self, at: Millis, level: Level) -> serde_json::Value {
         serde_json::json!({
             "at": rfc3339(at),
@@ -119,6 +133,8 @@ impl Event {
 
 /// Where events go.
 pub trait AuditSink {
+    /// Records `event`, which happened at `at`. Best effort: a sink that
+    /// cannot write drops the event rather than fail the login.
     fn record(&self, level: Level, at: Millis, event: &Event);
     /// Whether events of `level` are recorded at all (so callers can skip
     /// making ones nobody keeps).
@@ -140,10 +156,12 @@ fn tag(level: Level) -> &'static str {
 /// Sends each event to every sink.
 #[derive(Default)]
 pub struct Audit {
+    /// Every sink an event goes to, in order; empty records nothing.
     pub sinks: Vec<Box<dyn AuditSink>>,
 }
 
 impl Audit {
+    /// Gives `event` to every sink.
     pub fn record(&self, level: Level, at: Millis, event: &Event) {
         for s in &self.sinks {
             s.record(level, at, event);

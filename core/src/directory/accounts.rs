@@ -55,7 +55,10 @@ impl Accounts for SystemAccounts {
 
 /// A comma-separated field of the GECOS entry ("Alice,,+1 555…,…").
 pub struct GecosDirectory<A> {
+    /// Which comma-separated field, counted from 0 (`[[directory]]`
+    /// `field = "other"` is 4).
     pub field: usize,
+    /// Where GECOS fields come from ([`SystemAccounts`] outside tests).
     pub accounts: A,
 }
 

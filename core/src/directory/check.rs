@@ -17,6 +17,8 @@ pub struct BadEntry {
     pub path: Option<PathBuf>,
     /// "/etc/smsotp/phones.toml:2:9", or the source's name.
     pub location: String,
+    /// The 1-based line in the source's file; `None` for sources without
+    /// lines (GECOS) and for a file that cannot be read at all.
     pub line: Option<u32>,
     /// Whose entry; `None` when the whole source is at fault.
     pub user: Option<String>,

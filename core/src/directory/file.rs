@@ -11,6 +11,7 @@ use crate::files::{self, FileRule};
 
 /// `alice = "+15550100123"` lines in a TOML file.
 pub struct FileDirectory {
+    /// The phone list; a missing file lists nobody.
     pub path: PathBuf,
     /// The parsed file, kept while the file does not change: a server
     /// looks numbers up thousands of times a second, and a phone list can

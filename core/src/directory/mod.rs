@@ -30,13 +30,16 @@ pub use file::{FileDirectory, SERVER_RECHECK};
 /// A number found for a user, and where it came from (for `user show` and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
+    /// The number, validated and in E.164 form.
     pub phone: Phone,
+    /// The source that knew the user ("file /etc/smsotp/phones.toml").
     pub source: String,
 }
 
 /// A number as a directory holds it, not yet validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The number as written in the source ("030 1234567").
     pub raw: String,
     /// "file /etc/smsotp/phones.toml", "gecos field 5".
     pub source: String,
@@ -46,25 +49,41 @@ pub struct Entry {
     pub line: Option<u32>,
 }
 
+/// Why a source could not answer. Every case fails the login closed: the
+/// user may have a number, so none is not assumed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DirectoryError {
+    /// A phone list cannot be used as a whole: unreadable, unsafe owner or
+    /// mode, or not valid TOML (the error names file, line and fix).
     #[error(transparent)]
     File(#[from] ConfigError),
+    /// The user's entry holds no number a login can use.
     #[error("{source_name}: the number for {user}: {error}")]
     BadNumber {
+        /// Where the entry is ("/etc/smsotp/phones.toml:2:7", "gecos field 5").
         source_name: String,
+        /// Whose entry it is.
         user: String,
+        /// What is wrong with the number (masked).
         error: PhoneError,
     },
+    /// The passwd database could not be asked for the GECOS field.
     #[error("cannot look up {user} in the passwd database: {source}")]
-    Accounts { user: String, source: AccountsError },
+    Accounts {
+        /// Whom the lookup was for.
+        user: String,
+        /// What NSS answered.
+        source: AccountsError,
+    },
 }
 
 /// One source of numbers.
 pub trait Directory {
     /// A short name for messages, e.g. "file /etc/smsotp/phones.toml".
     fn name(&self) -> String;
+    /// `user`'s entry, not yet validated; `None` when this source does not
+    /// know the user (the next source is asked).
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError>;
     /// The file this source reads, if it is one (for reports by file).
     fn path(&self) -> Option<&Path> {

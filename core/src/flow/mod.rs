@@ -80,12 +80,20 @@ pub enum FlowError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    /// The groups of the user could not be read (for
+    /// `policy.exempt_groups`).
     #[error("cannot read the groups of {user}: {source}")]
-    Accounts { user: String, source: AccountsError },
+    Accounts {
+        /// Whose groups.
+        user: String,
+        /// What NSS answered.
+        source: AccountsError,
+    },
     #[error(transparent)]
     Random(#[from] RandomError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The conversation with the user broke; the challenge was abandoned.
     #[error("the conversation with the user failed: {0}")]
     Conversation(ConversationError),
     #[error(transparent)]

@@ -111,6 +111,9 @@ impl fmt::Debug for SmppProvider {
 }
 
 impl SmppProvider {
+    /// A provider for `spec`; `mode` says whether sessions are bound per
+    /// send (PAM) or kept in a pool (smsotp-radiusd). Nothing connects
+    /// until the first send.
     pub fn new(spec: SmppSpec, mode: SessionMode) -> SmppProvider {
         SmppProvider {
             key: format!("{spec:?}"),
