@@ -37,10 +37,12 @@ pub struct Event {
     pub event: &'static str,
     /// The login name the user gave (PAM_USER, or RADIUS User-Name).
     pub user: String,
-    /// The PAM service ("sshd", "sudo") or, for RADIUS, the NAS's name.
+    /// The PAM service ("sshd", "sudo"), or for RADIUS "radius:" and the
+    /// client's configured name ("radius:vpn").
     pub service: String,
-    /// Where the login comes from (PAM_RHOST, RADIUS Calling-Station-Id);
-    /// `None` when the front end was not told.
+    /// Where the login comes from: PAM_RHOST, or for RADIUS the
+    /// Calling-Station-Id (else the NAS's address). `None` when PAM was not
+    /// told.
     pub rhost: Option<String>,
     /// "success", "failure", "not_applicable".
     pub outcome: Option<&'static str>,

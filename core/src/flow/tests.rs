@@ -845,7 +845,13 @@ fn a_silent_conversation_keeps_the_plain_backup_prompt() {
         silent: true,
     };
     let r = run(&h.engine, &mut conv, &ctx("nophone", "sudo"));
-    assert!(matches!(r, Err(FlowError::Conversation(_))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(FlowError::Conversation(ConversationError::Gone { .. }))
+        ),
+        "{r:?}"
+    );
     assert_eq!(*shown.borrow(), vec!["prompt: Backup code: ".to_owned()]);
 }
 
@@ -853,7 +859,13 @@ fn a_silent_conversation_keeps_the_plain_backup_prompt() {
 fn conversation_hang_up_abandons_the_challenge() {
     let h = harness("");
     let (r, _, h) = converse(h, vec![]);
-    assert!(matches!(r, Err(FlowError::Conversation(_))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(FlowError::Conversation(ConversationError::Gone { .. }))
+        ),
+        "{r:?}"
+    );
     assert!(
         h.audit_text().contains("event=abandoned"),
         "{}",
