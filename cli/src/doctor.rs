@@ -330,7 +330,7 @@ fn radius_secrets(cfg: &Config, f: &mut Vec<Finding>) {
             "(umask 077; head -c 24 /dev/urandom | base64 > {path}), then set the same secret \
              on the NAS and restart smsotp-radiusd"
         );
-        let n = secret.len();
+        let n = secret.expose().len();
         f.push(if n == 0 {
             Finding::new(
                 Level::Error,

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+use crate::secret::Secret;
+
 /// How strictly a file is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileRule {
@@ -23,28 +25,28 @@ pub enum FileRule {
     Data,
 }
 
-/// Why a file we rely on was not used.
+/// Why a file we rely on cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileError {
-    /// It could not be opened or read (missing, permission, I/O).
+    /// The file could not be opened or read (absent: `NotFound`).
     #[error("{path}: cannot read: {source}")]
     Read {
-        /// The file, as configured.
+        /// The file.
         path: PathBuf,
-        /// What the OS said.
+        /// What the system answered.
         #[source]
         source: std::io::Error,
     },
-    /// Others could read or change it (owner or mode break its
-    /// [`FileRule`]): refused rather than trust it.
+    /// Others could change (or, for a secret, read) the file, or it is not
+    /// a regular file owned by root: it is refused, not used.
     #[error("{path}: {problem}; fix with: {fix}")]
     Unsafe {
-        /// The file, as configured.
+        /// The file.
         path: PathBuf,
-        /// What is wrong ("mode 0644 lets others read it").
+        /// What is wrong ("is writable by group or others").
         problem: String,
-        /// A command that fixes it (`chmod 600 …`).
+        /// The command that puts it right ("chmod 644 …").
         fix: String,
     },
 }
@@ -121,11 +123,11 @@ pub fn read_bytes_checked(path: &Path, rule: FileRule) -> Result<Zeroizing<Vec<u
 
 /// Reads a secret (token, password) from a root-only file, trimming one
 /// trailing newline.
-pub fn read_secret(path: &Path) -> Result<Zeroizing<String>, FileError> {
+pub fn read_secret(path: &Path) -> Result<Secret, FileError> {
     let text = read_checked(path, FileRule::Secret)?;
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
-    Ok(Zeroizing::new(trimmed.to_owned()))
+    Ok(Secret::new(trimmed.to_owned()))
 }
 
 /// A file a long-running process appends lines to (the outbox, the audit
@@ -228,7 +230,7 @@ mod tests {
     fn secret_trims_one_newline() {
         let d = tempfile::tempdir().unwrap();
         let p = file_with_mode(d.path(), 0o600);
-        assert_eq!(&*read_secret(&p).unwrap(), "secret");
+        assert_eq!(read_secret(&p).unwrap().expose(), "secret");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //!
 //! A login is a conversation driven by [`flow`]: [`flow::Engine::start`]
 //! decides whether the user needs a code (policy, lockout, phone lookup in
-//! [`directory`]), takes one SMS from the rate-limit windows in [`store`],
+//! [`directory`]: the ordered lookup in `directory/mod.rs`, the phone list
+//! file and its cache in `directory/file.rs`, system accounts and GECOS in
+//! `directory/accounts.rs`, the check of every listed number in
+//! `directory/check.rs`), takes one SMS from the rate-limit windows in [`store`],
 //! makes a code ([`otp`]: OS CSPRNG, stored only as an HMAC bound to user,
 //! service and challenge) and sends it through the provider chain in
 //! [`sms`]; [`flow::Engine::answer`] checks the reply in constant time,
@@ -31,7 +34,9 @@
 //! forked PAM child. Time ([`clock`]) and randomness ([`random`]) are
 //! injected, so expiry, windows and lockouts are tested without sleeping.
 //! [`config`] turns the TOML file into validated types once; [`files`]
-//! refuses files that others could read or change.
+//! refuses files that others could read or change. Every secret held in
+//! memory (provider tokens, the SMPP password, the code key, RADIUS shared
+//! secrets) is a [`secret::Secret`]: zeroized on drop, never printed.
 //!
 //! Sending lives in [`sms`]: the `SmsProvider` trait and the failover chain
 //! in `sms/mod.rs`, one module per provider kind ([`sms::outbox`],
@@ -72,6 +77,7 @@ pub mod flow;
 pub mod otp;
 pub mod phone;
 pub mod random;
+pub mod secret;
 pub mod sms;
 pub mod store;
 

@@ -17,6 +17,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::config::Alphabet;
 use crate::files::{self, FileRule};
 use crate::random::{RandomError, RandomSource};
+use crate::secret::SecretBytes;
 
 const DIGITS: &[u8] = b"0123456789";
 /// No 0/O, 1/I/L: codes are read off a phone screen and typed.
@@ -37,7 +38,7 @@ impl Alphabet {
 pub struct Code(String);
 
 impl Code {
-    /// The digits (or letters) to put in the SMS; never log them.
+    /// The code's characters, for the SMS text and the MAC only.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -103,21 +104,20 @@ pub fn normalise(input: &str, alphabet: Alphabet) -> Option<Zeroizing<String>> {
 pub struct ChallengeId(pub [u8; 16]);
 
 impl ChallengeId {
-    /// A fresh id from `rng` (the OS CSPRNG): unguessable, so a State
-    /// cannot be forged.
+    /// A fresh identifier from `rng` (the OS CSPRNG outside tests).
     pub fn random(rng: &dyn RandomSource) -> Result<Self, RandomError> {
         let mut b = [0u8; 16];
         rng.fill(&mut b)?;
         Ok(ChallengeId(b))
     }
 
-    /// 32 lower-case hex digits (the PAM loop's and the store's form).
+    /// 32 lowercase hex digits: the store's key for the challenge.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The id written by [`ChallengeId::to_hex`]; `None` for anything
-    /// that is not exactly 32 hex digits.
+    /// The identifier [`ChallengeId::to_hex`] wrote; `None` for anything
+    /// but 32 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
         if s.len() != 32 || !s.is_ascii() {
             return None;
@@ -138,7 +138,7 @@ impl fmt::Debug for ChallengeId {
 }
 
 /// The secret key that turns codes into MACs. Zeroized on drop.
-pub struct OtpKey(Zeroizing<Vec<u8>>);
+pub struct OtpKey(SecretBytes);
 
 impl fmt::Debug for OtpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -146,25 +146,26 @@ impl fmt::Debug for OtpKey {
     }
 }
 
-/// Why the code key could not be used. Logins fail closed.
+/// Why the code key cannot be used. No code can be made or checked
+/// without it, so logins fail closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The key file is unreadable or others could read it.
+    /// The key file is unreadable or unsafe (others could read it).
     #[error(transparent)]
     File(#[from] files::FileError),
-    /// The key file holds fewer than 32 bytes (damaged or hand-made).
+    /// The key file holds fewer than 32 bytes.
     #[error("{path}: the code key must hold at least 32 bytes; delete it and a new one is made on the next login")]
     TooShort {
         /// The key file.
         path: String,
     },
+    /// There was no key and a new one could not be written.
     #[error("{path}: cannot create the code key: {source}; make its directory exist and be writable by root")]
-    /// The key did not exist and could not be written.
     Create {
         /// The key file.
         path: String,
-        /// What the OS said.
+        /// What the system answered.
         #[source]
         source: std::io::Error,
     },
@@ -174,9 +175,9 @@ pub enum KeyError {
 }
 
 impl OtpKey {
-    /// A key from raw bytes (tests; a server that read the file once).
+    /// A key of these bytes (tests, and tools that hold the key already).
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        OtpKey(Zeroizing::new(bytes.to_vec()))
+        OtpKey(SecretBytes::new(bytes.to_vec()))
     }
 
     /// Loads the key at `path`, creating it (32 random bytes, mode 0600) if
@@ -212,7 +213,7 @@ impl OtpKey {
         tmp.write_all(&key).map_err(create_err)?;
         tmp.as_file().sync_all().map_err(create_err)?;
         match std::fs::hard_link(tmp.path(), path) {
-            Ok(()) => Ok(OtpKey(key)),
+            Ok(()) => Ok(OtpKey(key.into())),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let bytes = files::read_bytes_checked(path, FileRule::Secret)?;
                 Self::checked(path, bytes)
@@ -227,14 +228,14 @@ impl OtpKey {
                 path: path.display().to_string(),
             });
         }
-        Ok(OtpKey(bytes))
+        Ok(OtpKey(bytes.into()))
     }
 
     /// The MAC of a code, bound to the challenge it was issued for, the user
     /// and the service (or NAS), so it is worth nothing anywhere else.
     pub fn mac(&self, challenge: &ChallengeId, user: &str, service: &str, code: &str) -> [u8; 32] {
-        let mut m =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
+            .unwrap_or_else(|_| unreachable_hmac());
         m.update(b"smsotp-code-v1\0");
         m.update(&challenge.0);
         for part in [user, service, code] {
@@ -257,8 +258,8 @@ impl OtpKey {
 
     /// A MAC for things other than codes (e.g. backup codes' lookup keys).
     pub fn mac_labelled(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
-        let mut m =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
+            .unwrap_or_else(|_| unreachable_hmac());
         m.update(label.as_bytes());
         m.update(b"\0");
         for p in parts {
@@ -389,7 +390,7 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let k2 = OtpKey::load_or_create(&p, &OsRandom).unwrap();
-        assert_eq!(*k1.0, *k2.0);
+        assert_eq!(k1.0.expose(), k2.0.expose());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = OtpKey::load_or_create(&p, &OsRandom).unwrap_err();
         assert!(e.to_string().contains("chmod 600"), "{e}");

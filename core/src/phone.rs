@@ -15,6 +15,8 @@ pub struct Phone {
     region: Option<Id>,
 }
 
+/// Why a text is not a number a login can use. Each case carries the text
+/// masked, and says the problem and its fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PhoneError {
@@ -98,6 +100,8 @@ impl Phone {
         self.e164.trim_start_matches('+')
     }
 
+    /// The country the number belongs to; `None` for numbers of no single
+    /// country (international services).
     pub fn region(&self) -> Option<Id> {
         self.region
     }
@@ -122,6 +126,8 @@ impl Phone {
 pub trait NumberCache {
     /// The E.164 form and region of `key`, if validated before.
     fn get(&self, key: &str) -> Option<(String, Option<String>)>;
+    /// Remembers that `key` is the valid number `e164` of `region`. Best
+    /// effort: a cache that cannot write just forgets.
     fn put(&self, key: &str, e164: &str, region: Option<&str>);
 }
 
@@ -159,6 +165,40 @@ impl Phone {
         let phone = Phone::parse(text, default_region)?;
         cache.put(&key, &phone.e164, phone.region.as_ref().map(|r| r.as_ref()));
         Ok(phone)
+    }
+}
+
+/// A number masked to six stars and its last four digits ("******0123"):
+/// what a log or a person may see. It is only ever made by masking (a
+/// [`Phone`], or text read back from the store, masked again), so it can
+/// never hold a whole number; [`crate::audit::Event`] carries this type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedPhone(String);
+
+impl MaskedPhone {
+    /// `phone` masked.
+    pub fn of(phone: &Phone) -> Self {
+        MaskedPhone(phone.masked())
+    }
+
+    /// A masked number read back from the store (a challenge's
+    /// `phone_masked`), masked again with [`mask_raw`]: unchanged when it
+    /// was masked already, and reduced to its last four digits if a whole
+    /// number ever got there. `None` for an empty text: a challenge that
+    /// went to no phone (backup codes only).
+    pub fn from_stored(text: &str) -> Option<Self> {
+        (!text.is_empty()).then(|| MaskedPhone(mask_raw(text)))
+    }
+
+    /// The masked text ("******0123").
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MaskedPhone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -238,6 +278,26 @@ pub(crate) mod tests {
             Phone::parse("+1 123", None),
             Err(PhoneError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_masked_phone_never_holds_a_whole_number() {
+        let p = Phone::parse("+12025550143", None).unwrap();
+        assert_eq!(MaskedPhone::of(&p).as_str(), "******0143");
+        // Masked text from the store stays as it was...
+        assert_eq!(
+            MaskedPhone::from_stored("******0143").unwrap(),
+            MaskedPhone::of(&p)
+        );
+        // ...a whole number is masked...
+        assert_eq!(
+            MaskedPhone::from_stored("+12025550143")
+                .unwrap()
+                .to_string(),
+            "******0143"
+        );
+        // ...and no text means no phone.
+        assert_eq!(MaskedPhone::from_stored(""), None);
     }
 
     #[test]

@@ -47,7 +47,7 @@ use smsotp_core::audit::{AuditSink, Event, Level, SyslogSink};
 use smsotp_core::config::DEFAULT_CONFIG_PATH;
 use smsotp_core::flow::texts::{ROUND_OVER, UNAVAILABLE, UNAVAILABLE_CONFIG};
 use smsotp_core::flow::{
-    self, Conversation, Failure, LogOptions, LoginContext, OpenError, Verdict,
+    self, Conversation, ConversationError, Failure, LogOptions, LoginContext, OpenError, Verdict,
 };
 use zeroize::Zeroizing;
 
@@ -201,29 +201,45 @@ impl Conversation for PamConversation<'_> {
         !self.silent
     }
 
-    fn info(&mut self, text: &str) -> Result<(), String> {
+    fn info(&mut self, text: &str) -> Result<(), ConversationError> {
         if self.silent {
             return Ok(());
         }
         self.conv
             .send(PAM_TEXT_INFO, text)
             .map(drop)
-            .map_err(|c| format!("{c:?}"))
+            .map_err(conversation_error)
     }
 
-    fn error(&mut self, text: &str) -> Result<(), String> {
+    fn error(&mut self, text: &str) -> Result<(), ConversationError> {
         self.conv
             .send(PAM_ERROR_MSG, text)
             .map(drop)
-            .map_err(|c| format!("{c:?}"))
+            .map_err(conversation_error)
     }
 
-    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError> {
         self.ask(PAM_PROMPT_ECHO_OFF, prompt)
     }
 
-    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError> {
         self.ask(PAM_PROMPT_ECHO_ON, prompt)
+    }
+}
+
+/// What a failed call of the application's conversation function means:
+/// the user or client gave up, or the function failed. Either way the
+/// login ends with PAM_CONV_ERR; the code is kept for the log.
+fn conversation_error(c: PamResultCode) -> ConversationError {
+    let name = format!("{c:?}");
+    match c {
+        PamResultCode::PAM_ABORT
+        | PamResultCode::PAM_CONV_AGAIN
+        | PamResultCode::PAM_INCOMPLETE => ConversationError::Gone { detail: name },
+        _ => ConversationError::Failed {
+            code: c as i32,
+            name,
+        },
     }
 }
 
@@ -232,11 +248,8 @@ impl PamConversation<'_> {
         &mut self,
         style: pam::constants::PamMessageStyle,
         prompt: &str,
-    ) -> Result<Zeroizing<String>, String> {
-        let reply = self
-            .conv
-            .send(style, prompt)
-            .map_err(|c| format!("{c:?}"))?;
+    ) -> Result<Zeroizing<String>, ConversationError> {
+        let reply = self.conv.send(style, prompt).map_err(conversation_error)?;
         // No reply at all is an empty answer; bytes that are not UTF-8
         // cannot be a code and are checked (and counted) as a wrong one.
         Ok(Zeroizing::new(match reply {
@@ -354,6 +367,30 @@ fn syslog_error(event: &'static str, user: &str, service: &str, detail: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conversation_that_fails_keeps_its_pam_code_and_still_ends_in_conv_err() {
+        assert_eq!(
+            conversation_error(PamResultCode::PAM_ABORT),
+            ConversationError::Gone {
+                detail: "PAM_ABORT".into()
+            }
+        );
+        let e = conversation_error(PamResultCode::PAM_CONV_ERR);
+        assert_eq!(
+            e,
+            ConversationError::Failed {
+                code: 19,
+                name: "PAM_CONV_ERR".into()
+            }
+        );
+        // The log text is the code's name, as before.
+        assert_eq!(e.to_string(), "PAM_CONV_ERR");
+        assert_eq!(
+            code(Outcome::Failed(flow::FlowError::Conversation(e).failure())),
+            PamResultCode::PAM_CONV_ERR
+        );
+    }
 
     #[test]
     fn args_parse_and_refuse_unknown() {

@@ -16,7 +16,7 @@ use smsotp_core::store::sqlite::SqliteStore;
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::primary::NoPrimary;
+use crate::primary::{NoPrimary, PrimaryError};
 use crate::wire::{Request, RequestCode};
 
 struct Fixture {
@@ -95,7 +95,7 @@ fn request(user: &str, password: &str, state: Option<&[u8]>) -> Request {
 struct Password(&'static str, std::sync::atomic::AtomicUsize);
 
 impl PrimaryAuth for Password {
-    fn check(&self, _user: &str, password: &[u8]) -> Result<bool, String> {
+    fn check(&self, _user: &str, password: &[u8]) -> Result<bool, PrimaryError> {
         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(password == self.0.as_bytes())
     }

@@ -4,12 +4,43 @@
 use std::ffi::{CStr, CString};
 
 use pam_client::{ConversationHandler, ErrorCode, Flag};
-use zeroize::Zeroizing;
+use smsotp_core::secret::SecretBytes;
+
+/// Why a password could not be checked: neither "right" nor "wrong". The
+/// login is refused either way (and the user told nothing more); the
+/// cases tell an admin where to look.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrimaryError {
+    /// The PAM service could not be started (libpam refused to open it:
+    /// a missing or broken file in /etc/pam.d, a module that does not
+    /// load): this host is misconfigured, and no password passes until it
+    /// is fixed.
+    #[error("PAM service {service}: {source}")]
+    Unavailable {
+        /// The configured `primary.service`.
+        service: String,
+        /// What libpam answered, with its code.
+        source: pam_client::Error,
+    },
+    /// The service ran but failed with an error that says nothing about
+    /// the password (PAM_SYSTEM_ERR, PAM_AUTHINFO_UNAVAIL, PAM_BUF_ERR, …):
+    /// a module or the service behind it is broken or down.
+    #[error("PAM service {service}: {source}")]
+    Failed {
+        /// The configured `primary.service`.
+        service: String,
+        /// What the PAM stack answered, with its code.
+        source: pam_client::Error,
+    },
+}
 
 /// Checks a user's password. `Ok(false)` for a wrong password *and* for an
 /// unknown user: the two must look the same from outside.
 pub trait PrimaryAuth: Send + Sync {
-    fn check(&self, user: &str, password: &[u8]) -> Result<bool, String>;
+    /// Whether `password` is `user`'s; an error when it could not be
+    /// checked at all.
+    fn check(&self, user: &str, password: &[u8]) -> Result<bool, PrimaryError>;
     /// Whether a password is checked at all.
     fn checks_password(&self) -> bool;
 }
@@ -18,7 +49,7 @@ pub trait PrimaryAuth: Send + Sync {
 pub struct NoPrimary;
 
 impl PrimaryAuth for NoPrimary {
-    fn check(&self, _user: &str, _password: &[u8]) -> Result<bool, String> {
+    fn check(&self, _user: &str, _password: &[u8]) -> Result<bool, PrimaryError> {
         Ok(true)
     }
     fn checks_password(&self) -> bool {
@@ -36,7 +67,7 @@ pub struct PamPrimary {
 /// instead of receiving the password as an answer to something else.
 struct PasswordOnce {
     user: String,
-    password: Option<Zeroizing<Vec<u8>>>,
+    password: Option<SecretBytes>,
 }
 
 impl ConversationHandler for PasswordOnce {
@@ -46,7 +77,7 @@ impl ConversationHandler for PasswordOnce {
 
     fn prompt_echo_off(&mut self, _prompt: &CStr) -> Result<CString, ErrorCode> {
         let pw = self.password.take().ok_or(ErrorCode::CONV_ERR)?;
-        CString::new(pw.to_vec()).map_err(|_| ErrorCode::CONV_ERR)
+        CString::new(pw.expose().to_vec()).map_err(|_| ErrorCode::CONV_ERR)
     }
 
     fn text_info(&mut self, _msg: &CStr) {}
@@ -55,16 +86,21 @@ impl ConversationHandler for PasswordOnce {
 }
 
 impl PrimaryAuth for PamPrimary {
-    fn check(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+    fn check(&self, user: &str, password: &[u8]) -> Result<bool, PrimaryError> {
         if password.is_empty() || password.contains(&0) {
             return Ok(false);
         }
         let conv = PasswordOnce {
             user: user.to_owned(),
-            password: Some(Zeroizing::new(password.to_vec())),
+            password: Some(SecretBytes::new(password.to_vec())),
         };
-        let mut ctx = pam_client::Context::new(&self.service, Some(user), conv)
-            .map_err(|e| format!("PAM service {}: {e}", self.service))?;
+        let mut ctx =
+            pam_client::Context::new(&self.service, Some(user), conv).map_err(|source| {
+                PrimaryError::Unavailable {
+                    service: self.service.clone(),
+                    source,
+                }
+            })?;
         let outcome = ctx
             .authenticate(Flag::DISALLOW_NULL_AUTHTOK)
             .and_then(|()| ctx.acct_mgmt(Flag::NONE));
@@ -80,7 +116,10 @@ impl PrimaryAuth for PamPrimary {
                 | ErrorCode::NEW_AUTHTOK_REQD
                 | ErrorCode::AUTHTOK_EXPIRED
                 | ErrorCode::CONV_ERR => Ok(false),
-                _ => Err(format!("PAM service {}: {e}", self.service)),
+                _ => Err(PrimaryError::Failed {
+                    service: self.service.clone(),
+                    source: e,
+                }),
             },
         }
     }

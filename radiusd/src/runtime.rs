@@ -13,8 +13,8 @@ use smsotp_core::config::{Config, PrimaryAuth as PrimarySpec, RadiusClient, Radi
 use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
+use smsotp_core::secret::SecretBytes;
 use smsotp_core::store::{SharedBackend, SharedGuard};
-use zeroize::Zeroizing;
 
 use crate::outgoing;
 use crate::primary::{NoPrimary, PamPrimary, PrimaryAuth};
@@ -23,7 +23,7 @@ use crate::server::{event, IDENT};
 /// A NAS with its secret.
 pub struct Client {
     pub spec: RadiusClient,
-    pub secret: Zeroizing<Vec<u8>>,
+    pub secret: SecretBytes,
 }
 
 /// One generation of configuration: what a reload replaces as a whole.
@@ -85,7 +85,7 @@ impl Runtime {
         for spec in &radius.clients {
             let secret = files::read_secret(&spec.secret_file)
                 .map_err(|e| format!("radius client \"{}\": secret_file {e}", spec.name))?;
-            if secret.is_empty() {
+            if secret.expose().is_empty() {
                 return Err(format!(
                     "radius client \"{}\": secret_file {} is empty; put the shared secret in it",
                     spec.name,
@@ -94,7 +94,7 @@ impl Runtime {
             }
             warnings.extend(smsotp_core::config::short_secret_warning(
                 &spec.name,
-                secret.len(),
+                secret.expose().len(),
             ));
             if !spec.require_message_authenticator {
                 warnings.push(format!(
@@ -105,7 +105,7 @@ impl Runtime {
             }
             clients.push(Client {
                 spec: spec.clone(),
-                secret: Zeroizing::new(secret.as_bytes().to_vec()),
+                secret: SecretBytes::new(secret.expose().as_bytes().to_vec()),
             });
         }
         let primary: Box<dyn PrimaryAuth> = match &radius.primary {

@@ -342,7 +342,7 @@ fn admit(
             wire::MAX_PACKET
         )))
     } else {
-        wire::decode_request(datagram, &client.secret, opts)
+        wire::decode_request(datagram, client.secret.expose(), opts)
     };
     let request = match decoded {
         Ok(r) => r,
@@ -427,7 +427,7 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
     };
     let decided = decision.word();
     let reply = to_reply(decision);
-    let mut bytes = wire::encode_reply(&job.request, &reply, &client.secret);
+    let mut bytes = wire::encode_reply(&job.request, &reply, client.secret.expose());
     bytes.shrink_to_fit();
     // Sent once the store has committed what the decision relies on (a
     // consumed code, a new challenge): never an answer the disk could
@@ -445,7 +445,11 @@ fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
                     &store_failed(why, &job.request, client, job.from, decided),
                 );
                 let reject = to_reply(handler::reply(Outcome::Failed(Broken::RolledBack)));
-                wire::encode_reply(&job.request, &reject, &rt.clients[job.client].secret)
+                wire::encode_reply(
+                    &job.request,
+                    &reject,
+                    rt.clients[job.client].secret.expose(),
+                )
             }
         };
         // The decision's log line goes out before its reply.

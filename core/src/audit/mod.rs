@@ -11,15 +11,22 @@ mod sinks;
 use std::fmt::Write as _;
 
 use crate::clock::{rfc3339, Millis};
+use crate::phone::MaskedPhone;
 
 pub use sinks::{FileSink, ServerSinks, StderrSink, SyslogSink};
 
 /// Severity of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// An ordinary decision: an accept, a reject, a code sent.
     Info,
+    /// Worth an admin's look: a fail-open, a rate limit, a failover.
     Warning,
+    /// The login could not be decided properly (a store, directory or
+    /// provider failure) or was let in with no SMS sent.
     Error,
+    /// Detail for troubleshooting (where a number was found); recorded
+    /// only when a sink's `debug` is on.
     Debug,
 }
 
@@ -28,8 +35,14 @@ pub enum Level {
 pub struct Event {
     /// "sent", "accept", "reject", "skip", "error", …
     pub event: &'static str,
+    /// The login name the user gave (PAM_USER, or RADIUS User-Name).
     pub user: String,
+    /// The PAM service ("sshd", "sudo"), or for RADIUS "radius:" and the
+    /// client's configured name ("radius:vpn").
     pub service: String,
+    /// Where the login comes from: PAM_RHOST, or for RADIUS the
+    /// Calling-Station-Id (else the NAS's address). `None` when PAM was not
+    /// told.
     pub rhost: Option<String>,
     /// "success", "failure", "not_applicable".
     pub outcome: Option<&'static str>,
@@ -38,7 +51,11 @@ pub struct Event {
     /// The config key of the limit that refused a send ("sms_per_user",
     /// "sms_global").
     pub limit: Option<&'static str>,
-    pub phone: Option<String>,
+    /// The number the event is about, masked: the type cannot hold a
+    /// whole number. `None` when the event concerns no phone.
+    pub phone: Option<MaskedPhone>,
+    /// The provider's name (its `[[provider]]` `name`) that sent or failed
+    /// to send an SMS; `None` for events about no send.
     pub provider: Option<String>,
     /// Free text for errors; must already be free of secrets.
     pub detail: Option<String>,
@@ -86,7 +103,7 @@ impl Event {
             kv("limit", v);
         }
         if let Some(v) = &self.phone {
-            kv("phone", v);
+            kv("phone", v.as_str());
         }
         if let Some(v) = &self.provider {
             kv("provider", v);
@@ -96,6 +113,8 @@ impl Event {
         }
     }
 
+    /// The JSON object a [`FileSink`] writes: every field, absent ones as
+    /// `null`, with `at` (RFC 3339, UTC) and `level` added.
     pub fn to_json(&self, at: Millis, level: Level) -> serde_json::Value {
         serde_json::json!({
             "at": rfc3339(at),
@@ -107,7 +126,7 @@ impl Event {
             "outcome": self.outcome,
             "reason": self.reason,
             "limit": self.limit,
-            "phone": self.phone,
+            "phone": self.phone.as_ref().map(MaskedPhone::as_str),
             "provider": self.provider,
             "detail": self.detail,
         })
@@ -116,6 +135,8 @@ impl Event {
 
 /// Where events go.
 pub trait AuditSink {
+    /// Records `event`, which happened at `at`. Best effort: a sink that
+    /// cannot write drops the event rather than fail the login.
     fn record(&self, level: Level, at: Millis, event: &Event);
     /// Whether events of `level` are recorded at all (so callers can skip
     /// making ones nobody keeps).
@@ -137,10 +158,12 @@ fn tag(level: Level) -> &'static str {
 /// Sends each event to every sink.
 #[derive(Default)]
 pub struct Audit {
+    /// Every sink an event goes to, in order; empty records nothing.
     pub sinks: Vec<Box<dyn AuditSink>>,
 }
 
 impl Audit {
+    /// Gives `event` to every sink.
     pub fn record(&self, level: Level, at: Millis, event: &Event) {
         for s in &self.sinks {
             s.record(level, at, event);

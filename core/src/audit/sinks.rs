@@ -12,13 +12,16 @@ use crate::files::AppendFile;
 /// no state in the host process (no `openlog`, which would change sshd's own
 /// logging identity).
 pub struct SyslogSink {
+    /// The program name each line is tagged with ("pam_smsotp").
     pub ident: String,
+    /// Whether [`Level::Debug`] events are sent too.
     pub debug: bool,
     /// The local syslog socket, normally /dev/log.
     pub socket: PathBuf,
 }
 
 impl SyslogSink {
+    /// A sink writing to /dev/log as `ident`.
     pub fn new(ident: &str, debug: bool) -> Self {
         SyslogSink {
             ident: ident.to_owned(),
@@ -88,7 +91,9 @@ fn file_line(at: Millis, level: Level, event: &Event) -> String {
 /// One line per event on standard error, for daemons whose stderr goes to
 /// the journal.
 pub struct StderrSink {
+    /// The program name each line starts with ("smsotp-radiusd").
     pub ident: String,
+    /// Whether [`Level::Debug`] events are written too.
     pub debug: bool,
 }
 
@@ -107,7 +112,10 @@ impl AuditSink for StderrSink {
 
 /// Appends one JSON object per event to a file (mode 0600).
 pub struct FileSink {
+    /// The file appended to (`audit.file`); created mode 0600 if absent,
+    /// reopened if it is rotated away.
     pub path: PathBuf,
+    /// Whether [`Level::Debug`] events are written too.
     pub debug: bool,
 }
 

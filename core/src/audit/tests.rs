@@ -175,7 +175,7 @@ fn line_quotes_values_that_need_it() {
         outcome: Some("failure"),
         reason: Some("wrong_code"),
         limit: None,
-        phone: Some("******0143".into()),
+        phone: MaskedPhone::from_stored("+12025550143"),
         provider: None,
         detail: Some("tries left: 2".into()),
     };

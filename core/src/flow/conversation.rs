@@ -5,20 +5,53 @@ use zeroize::Zeroizing;
 
 use super::{Answer, Engine, FlowError, LoginContext, Reject, Start, Verdict};
 use crate::otp::ChallengeId;
+use crate::phone::MaskedPhone;
+
+/// Why the conversation with the user broke. Every case ends the login
+/// closed, with the challenge abandoned (a PAM front end answers
+/// PAM_CONV_ERR for each); the cases differ in what the log tells an
+/// admin: nothing to fix on this host, or an application whose
+/// conversation function fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConversationError {
+    /// The user or client went away or gave up before answering: end of
+    /// input, a hung-up connection, an aborted prompt (PAM_ABORT,
+    /// PAM_CONV_AGAIN, PAM_INCOMPLETE). `detail` is how the front end
+    /// learnt it (for PAM, the return code's name).
+    #[error("{detail}")]
+    Gone {
+        /// How the front end learnt it, for the log ("PAM_ABORT").
+        detail: String,
+    },
+    /// The application's conversation function failed.
+    #[error("{name}")]
+    Failed {
+        /// The front end's own error code, kept as it came (for PAM, the
+        /// return code: 19 is PAM_CONV_ERR).
+        code: i32,
+        /// That code's name, for the log ("PAM_CONV_ERR").
+        name: String,
+    },
+}
 
 /// How an interactive front end talks to the user (the PAM conversation).
 pub trait Conversation {
-    fn info(&mut self, text: &str) -> Result<(), String>;
-    fn error(&mut self, text: &str) -> Result<(), String>;
+    /// Shows `text` as information (PAM_TEXT_INFO); a front end that hides
+    /// information (PAM_SILENT) drops it and says so in
+    /// [`Conversation::shows_info`].
+    fn info(&mut self, text: &str) -> Result<(), ConversationError>;
+    /// Shows `text` as an error message (PAM_ERROR_MSG), always.
+    fn error(&mut self, text: &str) -> Result<(), ConversationError>;
     /// Whether [`Conversation::info`] reaches the user. When not (PAM_SILENT),
     /// the code prompt itself names the phone the code went to.
     fn shows_info(&self) -> bool {
         true
     }
     /// An echo-off prompt; the answer is zeroized when dropped.
-    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
+    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError>;
     /// An echo-on prompt (a phone number to enroll).
-    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, String>;
+    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError>;
 }
 
 /// Consecutive empty answers that cannot bring a new code before the login
@@ -70,8 +103,7 @@ pub fn run(
                 idle = if r.is_idle() { idle + 1 } else { 0 };
                 if idle > MAX_IDLE_ANSWERS {
                     engine.abandon(ctx, &id, "only empty answers");
-                    let shown =
-                        (!info.phone_masked.is_empty()).then_some(info.phone_masked.as_str());
+                    let shown = MaskedPhone::from_stored(&info.phone_masked);
                     let v = engine.finish(ctx, Verdict::Reject(Reject::NoCodeEntered), shown);
                     tell_verdict(conv, &v);
                     return Ok(v);
@@ -88,7 +120,7 @@ pub fn run(
         }
     }
     engine.abandon(ctx, &id, "too many prompts");
-    let shown = (!current.phone_masked.is_empty()).then_some(current.phone_masked.as_str());
+    let shown = MaskedPhone::from_stored(&current.phone_masked);
     let v = engine.finish(ctx, Verdict::Reject(Reject::WrongCode), shown);
     tell_verdict(conv, &v);
     Ok(v)
@@ -98,7 +130,7 @@ fn conversation_failed(
     engine: &Engine,
     ctx: &LoginContext,
     id: &ChallengeId,
-    e: String,
+    e: ConversationError,
 ) -> FlowError {
     engine.abandon(ctx, id, &format!("conversation failed: {e}"));
     FlowError::Conversation(e)

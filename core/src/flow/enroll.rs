@@ -7,7 +7,7 @@ use super::{Answer, Engine, FlowError, LoginContext, Reject, Retry, Step, Verdic
 use crate::audit::Level;
 use crate::clock::{ms, Millis};
 use crate::otp;
-use crate::phone::Phone;
+use crate::phone::{MaskedPhone, Phone};
 use crate::store::{ChallengeRecord, SendPermit};
 
 impl Engine {
@@ -47,7 +47,7 @@ impl Engine {
             Ok(Answer::Done(self.finish(
                 ctx,
                 Verdict::Reject(v),
-                Some(&masked),
+                Some(MaskedPhone::of(&phone)),
             )))
         };
         // A number registered since the login began (by an admin) is not
@@ -80,7 +80,11 @@ impl Engine {
         }
         if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "enroll_code_sent") {
             self.store.delete_challenge(&rec.id)?;
-            return Ok(Answer::Done(self.finish(ctx, v, Some(&masked))));
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                v,
+                Some(MaskedPhone::of(&phone)),
+            )));
         }
         let updated = ChallengeRecord {
             phone_masked: masked.clone(),

@@ -4,12 +4,19 @@ use std::time::Duration;
 
 use super::{Accept, Engine, FlowError, Limit, LoginContext, Reason, Reject, Skip, Verdict};
 use crate::audit::Level;
+use crate::phone::MaskedPhone;
 
 impl Engine {
-    /// Logs a final verdict and returns it.
-    pub(crate) fn finish(&self, ctx: &LoginContext, v: Verdict, phone: Option<&str>) -> Verdict {
+    /// Logs a final verdict and returns it. `phone` is the number the
+    /// login's code went to, if any.
+    pub(crate) fn finish(
+        &self,
+        ctx: &LoginContext,
+        v: Verdict,
+        phone: Option<MaskedPhone>,
+    ) -> Verdict {
         let mut e = self.event(ctx, "");
-        e.phone = phone.map(str::to_owned);
+        e.phone = phone;
         let level = match v {
             Verdict::Accept(Accept::CodeVerified) => {
                 e.event = "accept";
@@ -89,7 +96,12 @@ impl Engine {
     /// password check): whether it passed. A wrong password is logged as a
     /// reject and one that could not be checked as an error; the user is
     /// told neither, so the answer never hints whether the account exists.
-    pub fn first_factor(&self, ctx: &LoginContext, checked: Result<bool, String>) -> bool {
+    /// The error's text goes into the event's detail.
+    pub fn first_factor<E: std::error::Error>(
+        &self,
+        ctx: &LoginContext,
+        checked: Result<bool, E>,
+    ) -> bool {
         match checked {
             Ok(true) => true,
             Ok(false) => {
@@ -99,10 +111,10 @@ impl Engine {
                 self.log(Level::Info, &e);
                 false
             }
-            Err(msg) => {
+            Err(err) => {
                 let mut e = self.event(ctx, "error");
                 e.outcome = Some("failure");
-                e.detail = Some(msg);
+                e.detail = Some(err.to_string());
                 self.log(Level::Error, &e);
                 false
             }

@@ -13,7 +13,7 @@ use crate::backup::{self, Redeemed};
 use crate::clock::{ms, Millis};
 use crate::config::{MessageValues, NoPhone, ProviderDown};
 use crate::otp::{self, ChallengeId};
-use crate::phone::Phone;
+use crate::phone::{MaskedPhone, Phone};
 use crate::sms::{self, ChainOutcome, Sms};
 use crate::store::{ChallengeRecord, SendPermit};
 
@@ -108,13 +108,13 @@ impl Engine {
             )));
         }
         if !policy.exempt_groups.is_empty() {
-            let groups =
-                self.accounts
-                    .groups(&ctx.user)
-                    .map_err(|message| FlowError::Accounts {
-                        user: ctx.user.clone(),
-                        message,
-                    })?;
+            let groups = self
+                .accounts
+                .groups(&ctx.user)
+                .map_err(|source| FlowError::Accounts {
+                    user: ctx.user.clone(),
+                    source,
+                })?;
             if groups.iter().any(|g| policy.exempt_groups.contains(g)) {
                 return Ok(Start::Done(self.finish(
                     ctx,
@@ -161,7 +161,7 @@ impl Engine {
         let masked = phone.masked();
         if self.audit.takes(Level::Debug) {
             let mut e = self.event(ctx, "phone_found");
-            e.phone = Some(masked.clone());
+            e.phone = Some(MaskedPhone::of(&phone));
             e.detail = Some(format!("from {}", found.source));
             self.log(Level::Debug, &e);
         }
@@ -169,7 +169,7 @@ impl Engine {
             return Ok(Start::Done(self.finish(
                 ctx,
                 Verdict::Reject(Reject::CountryNotAllowed),
-                Some(&masked),
+                Some(MaskedPhone::of(&phone)),
             )));
         }
         let id = self.new_id(ctx, ids)?;
@@ -204,7 +204,7 @@ impl Engine {
                 return Ok(Start::Done(self.finish(
                     ctx,
                     Verdict::Reject(r),
-                    Some(&masked),
+                    Some(MaskedPhone::of(&phone)),
                 )));
             }
         }
@@ -216,7 +216,7 @@ impl Engine {
                 // What backup codes are for: the phone cannot be reached.
                 self.store.set_step(&id, &rec.code_mac, Step::BackupOnly)?;
                 let mut e = self.event(ctx, "backup_fallback");
-                e.phone = Some(masked.clone());
+                e.phone = Some(MaskedPhone::of(&phone));
                 e.reason = Some(r.word());
                 e.detail = Some("no SMS could be sent; asking for a backup code".into());
                 self.log(Level::Warning, &e);
@@ -226,7 +226,11 @@ impl Engine {
             }
             Some(v) => {
                 self.store.withdraw(&id, &rec.code_mac)?;
-                Ok(Start::Done(self.finish(ctx, v, Some(&masked))))
+                Ok(Start::Done(self.finish(
+                    ctx,
+                    v,
+                    Some(MaskedPhone::of(&phone)),
+                )))
             }
         }
     }
@@ -327,7 +331,7 @@ impl Engine {
                     self.log(Level::Warning, &e);
                 }
                 let mut e = self.event(ctx, event);
-                e.phone = Some(phone.masked());
+                e.phone = Some(MaskedPhone::of(phone));
                 e.provider = Some(provider.clone());
                 self.log(Level::Info, &e);
                 None
@@ -335,7 +339,7 @@ impl Engine {
             ChainOutcome::Failed(errors) => {
                 for (name, err) in errors {
                     let mut e = self.event(ctx, "send_failed");
-                    e.phone = Some(phone.masked());
+                    e.phone = Some(MaskedPhone::of(phone));
                     e.provider = Some(name.clone());
                     e.detail = Some(err.to_string());
                     self.log(Level::Error, &e);
@@ -390,7 +394,7 @@ impl Engine {
                 .store
                 .consume_code(id, &ctx.user, &ctx.service, &mac, now)?
             {
-                let shown = (!masked.is_empty()).then_some(masked.as_str());
+                let shown = MaskedPhone::from_stored(&masked);
                 return Ok(Answer::Done(self.finish(
                     ctx,
                     Verdict::Accept(Accept::CodeVerified),
@@ -421,7 +425,7 @@ impl Engine {
             )));
         }
         let masked = rec.phone_masked.clone();
-        let shown = (!masked.is_empty()).then_some(masked.as_str());
+        let shown = MaskedPhone::from_stored(&masked);
         if state.locked_until.is_some() {
             self.store.withdraw(id, &rec.code_mac)?;
             return Ok(Answer::Done(self.finish(
@@ -525,7 +529,7 @@ impl Engine {
         }
         match backup::redeem(&*self.store, &self.key, &ctx.user, input, Some(&rec.id))? {
             Redeemed::Accepted { left } => {
-                let shown = (!rec.phone_masked.is_empty()).then_some(rec.phone_masked.as_str());
+                let shown = MaskedPhone::from_stored(&rec.phone_masked);
                 Ok(Some(self.finish(
                     ctx,
                     Verdict::Accept(Accept::BackupCode { left }),
@@ -545,7 +549,7 @@ impl Engine {
     ) -> Result<Answer, FlowError> {
         let id = &rec.id;
         let masked = rec.phone_masked.clone();
-        let shown = (!masked.is_empty()).then_some(masked.as_str());
+        let shown = MaskedPhone::from_stored(&masked);
         let left = self.store.wrong_attempt(id)?;
         let limits = &self.cfg.limits;
         let failures = self.store.record_failure(
@@ -555,7 +559,7 @@ impl Engine {
             limits.lockout,
         )?;
         let mut e = self.event(ctx, "wrong_code");
-        e.phone = shown.map(str::to_owned);
+        e.phone = shown.clone();
         e.detail = Some(format!(
             "tries left: {}; consecutive failures: {}",
             left.unwrap_or(0),
@@ -605,7 +609,7 @@ impl Engine {
             Ok(Answer::Done(this.finish(
                 ctx,
                 Verdict::Reject(v),
-                Some(&rec.phone_masked),
+                MaskedPhone::from_stored(&rec.phone_masked),
             )))
         };
         if rec.resends_used >= self.cfg.otp.resend_max {
@@ -666,7 +670,11 @@ impl Engine {
         }
         if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "resent") {
             self.store.delete_challenge(&rec.id)?;
-            return Ok(Answer::Done(self.finish(ctx, v, Some(&phone.masked()))));
+            return Ok(Answer::Done(self.finish(
+                ctx,
+                v,
+                Some(MaskedPhone::of(&phone)),
+            )));
         }
         let updated = ChallengeRecord {
             phone_masked: phone.masked(),

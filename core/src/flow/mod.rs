@@ -33,7 +33,9 @@ use crate::audit::{Audit, AuditSink, Event, FileSink, Level, StderrSink, SyslogS
 use crate::backup::{self, BackupError};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::config::Config;
-use crate::directory::{self, Accounts, Directory, DirectoryError, Found, SystemAccounts};
+use crate::directory::{
+    self, Accounts, AccountsError, Directory, DirectoryError, Found, SystemAccounts,
+};
 use crate::otp::{KeyError, OtpKey};
 use crate::phone::{NoCache, Phone};
 use crate::random::{OsRandom, RandomError, RandomSource};
@@ -41,7 +43,7 @@ use crate::sms::{self, SmsProvider};
 pub use crate::store::Step;
 use crate::store::{Store, StoreError};
 
-pub use conversation::{run, Conversation};
+pub use conversation::{run, Conversation, ConversationError};
 pub use outcome::{
     Accept, Answer, ChallengeInfo, Expired, Limit, Reason, Reject, Retry, Skip, Start, Verdict,
 };
@@ -82,14 +84,22 @@ pub enum FlowError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
-    #[error("cannot read the groups of {user}: {message}")]
-    Accounts { user: String, message: String },
+    /// The groups of the user could not be read (for
+    /// `policy.exempt_groups`).
+    #[error("cannot read the groups of {user}: {source}")]
+    Accounts {
+        /// Whose groups.
+        user: String,
+        /// What NSS answered.
+        source: AccountsError,
+    },
     #[error(transparent)]
     Random(#[from] RandomError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The conversation with the user broke; the challenge was abandoned.
     #[error("the conversation with the user failed: {0}")]
-    Conversation(String),
+    Conversation(ConversationError),
     #[error(transparent)]
     Backup(#[from] BackupError),
 }

@@ -715,7 +715,7 @@ struct ScriptedConversation {
 }
 
 impl Conversation for ScriptedConversation {
-    fn info(&mut self, text: &str) -> Result<(), String> {
+    fn info(&mut self, text: &str) -> Result<(), ConversationError> {
         if !self.silent {
             self.shown.borrow_mut().push(format!("info: {text}"));
         }
@@ -724,24 +724,28 @@ impl Conversation for ScriptedConversation {
     fn shows_info(&self) -> bool {
         !self.silent
     }
-    fn error(&mut self, text: &str) -> Result<(), String> {
+    fn error(&mut self, text: &str) -> Result<(), ConversationError> {
         self.shown.borrow_mut().push(format!("error: {text}"));
         Ok(())
     }
-    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+    fn ask_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError> {
         self.shown.borrow_mut().push(format!("prompt: {prompt}"));
         match self.answers.pop_front() {
             Some(f) => Ok(Zeroizing::new(f(&self.harness))),
-            None => Err("user hung up".into()),
+            None => Err(ConversationError::Gone {
+                detail: "user hung up".into(),
+            }),
         }
     }
-    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, String> {
+    fn ask_text(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError> {
         self.shown
             .borrow_mut()
             .push(format!("prompt (echo): {prompt}"));
         match self.answers.pop_front() {
             Some(f) => Ok(Zeroizing::new(f(&self.harness))),
-            None => Err("user hung up".into()),
+            None => Err(ConversationError::Gone {
+                detail: "user hung up".into(),
+            }),
         }
     }
 }
@@ -841,7 +845,13 @@ fn a_silent_conversation_keeps_the_plain_backup_prompt() {
         silent: true,
     };
     let r = run(&h.engine, &mut conv, &ctx("nophone", "sudo"));
-    assert!(matches!(r, Err(FlowError::Conversation(_))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(FlowError::Conversation(ConversationError::Gone { .. }))
+        ),
+        "{r:?}"
+    );
     assert_eq!(*shown.borrow(), vec!["prompt: Backup code: ".to_owned()]);
 }
 
@@ -849,7 +859,13 @@ fn a_silent_conversation_keeps_the_plain_backup_prompt() {
 fn conversation_hang_up_abandons_the_challenge() {
     let h = harness("");
     let (r, _, h) = converse(h, vec![]);
-    assert!(matches!(r, Err(FlowError::Conversation(_))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(FlowError::Conversation(ConversationError::Gone { .. }))
+        ),
+        "{r:?}"
+    );
     assert!(
         h.audit_text().contains("event=abandoned"),
         "{}",

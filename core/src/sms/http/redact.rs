@@ -27,20 +27,7 @@ pub fn without_credentials(url: &str) -> String {
     }
 }
 
-/// A secret read from a root-only file: zeroized when dropped, never printed.
-pub struct Secret(pub(super) Zeroizing<String>);
-
-impl Secret {
-    pub(super) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Reads each `(name, path)` with [`files::read_secret`] (owner-only mode).
 pub(super) fn read_secrets(
@@ -54,13 +41,13 @@ pub(super) fn read_secrets(
             )),
             other => SendError::Misconfigured(other.to_string()),
         })?;
-        if value.trim().is_empty() {
+        if value.expose().trim().is_empty() {
             return Err(SendError::Misconfigured(format!(
                 "{}: is empty; put the secret in it",
                 path.display()
             )));
         }
-        out.insert(name.clone(), Secret(value));
+        out.insert(name.clone(), value);
     }
     Ok(out)
 }

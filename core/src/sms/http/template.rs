@@ -216,7 +216,7 @@ impl Template {
     pub(super) fn sample(&self, esc: Escape) -> String {
         let mut secrets = BTreeMap::new();
         for n in self.secret_names() {
-            secrets.insert(n.to_owned(), Secret(Zeroizing::new("s3cret".into())));
+            secrets.insert(n.to_owned(), Secret::new("s3cret".to_owned()));
         }
         let v = Values {
             number: "+12025550143",

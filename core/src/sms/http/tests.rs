@@ -1237,7 +1237,7 @@ fn errors_never_show_secrets_the_message_or_the_number() {
 
 #[test]
 fn debug_output_holds_no_secret() {
-    let s = Secret(Zeroizing::new("hunter2".into()));
+    let s = Secret::new("hunter2".to_owned());
     assert_eq!(format!("{s:?}"), "[redacted]");
     let o = Outgoing {
         method: Method::Post,
@@ -1251,7 +1251,7 @@ fn debug_output_holds_no_secret() {
     assert!(!format!("{o:?}").contains("hunter2"), "{o:?}");
     let to = phone();
     let mut secrets = BTreeMap::new();
-    secrets.insert(String::new(), Secret(Zeroizing::new("hunter2".into())));
+    secrets.insert(String::new(), Secret::new("hunter2".to_owned()));
     let r = Redactor::new(
         &Sms {
             to: &to,

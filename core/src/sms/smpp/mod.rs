@@ -70,6 +70,8 @@ use rusmpp_core::values::{DataCoding, EsmClass, InterfaceVersion, Npi, Registere
 use rusmpp_core::{CommandId, CommandStatus};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::secret::Secret;
+
 use crate::files;
 use crate::sms::gsm::{gsm7_encode, ESC};
 use crate::sms::tls;
@@ -109,6 +111,9 @@ impl fmt::Debug for SmppProvider {
 }
 
 impl SmppProvider {
+    /// A provider for `spec`; `mode` says whether sessions are bound per
+    /// send (PAM) or kept in a pool (smsotp-radiusd). Nothing connects
+    /// until the first send.
     pub fn new(spec: SmppSpec, mode: SessionMode) -> SmppProvider {
         SmppProvider {
             key: format!("{spec:?}"),
@@ -224,13 +229,13 @@ impl SmppProvider {
     /// Connects and binds as a transmitter.
     fn open(&self, deadline: Instant) -> Result<Session, SendError> {
         let password = match &self.spec.password_file {
-            None => Zeroizing::new(String::new()),
+            None => Secret::new(String::new()),
             Some(p) => read_password(p)?,
         };
         let mut session = Session::new(self.connect(deadline)?);
         let pdu = Pdu::BindTransmitter(BindTransmitter::new(
             c_octets(&self.spec.system_id),
-            secret_c_octets(&password),
+            secret_c_octets(password.expose()),
             c_octets(&self.spec.system_type),
             InterfaceVersion::Smpp3_4,
             Ton::Unknown,
@@ -477,14 +482,15 @@ fn secret_c_octets(v: &str) -> COctetString<1, 9> {
     COctetString::from_bytes(Bytes::from_owner(bytes)).unwrap_or_else(|_| COctetString::empty())
 }
 
-fn read_password(path: &std::path::Path) -> Result<Zeroizing<String>, SendError> {
+fn read_password(path: &std::path::Path) -> Result<Secret, SendError> {
     let p = files::read_secret(path).map_err(|e| match e {
         files::FileError::Read { .. } => SendError::Misconfigured(format!(
             "password_file {e}; put the SMPP password in that file (owner root, mode 0600)"
         )),
         other => SendError::Misconfigured(format!("password_file {other}")),
     })?;
-    if p.len() > 8 || !p.is_ascii() || p.contains('\0') {
+    let text = p.expose();
+    if text.len() > 8 || !text.is_ascii() || text.contains('\0') {
         return Err(SendError::Misconfigured(format!(
             "{}: SMPP 3.4 passwords are at most 8 ASCII characters",
             path.display()

@@ -1,0 +1,176 @@
+//! Where a user's phone number comes from: a TOML file or the passwd GECOS
+//! field, tried in the configured order. The first source that knows the
+//! user wins; a source that fails makes the lookup fail (closed), so a
+//! broken file never silently falls through to another number.
+//!
+//! This file holds the [`Directory`] trait, its errors, the configured
+//! sources and the ordered [`lookup`]; `file.rs` the TOML phone list
+//! ([`FileDirectory`]) with its parse cache; `accounts.rs` the system
+//! accounts ([`Accounts`], [`SystemAccounts`]) and the GECOS source
+//! ([`GecosDirectory`]); `check.rs` the check of every listed number
+//! ([`check_numbers`], [`check_phone_lists`]) behind `check-config`,
+//! `doctor` and `smsotp-radiusd --check`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{ConfigError, DirectorySpec};
+use crate::phone::{NumberCache, Phone, PhoneError};
+
+mod accounts;
+mod check;
+mod file;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use accounts::{Accounts, AccountsError, GecosDirectory, SystemAccounts};
+pub use check::{check_numbers, check_phone_lists, BadEntry, NumbersChecked};
+pub use file::{FileDirectory, SERVER_RECHECK};
+
+/// A number found for a user, and where it came from (for `user show` and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The number, validated and in E.164 form.
+    pub phone: Phone,
+    /// The source that knew the user ("file /etc/smsotp/phones.toml").
+    pub source: String,
+}
+
+/// A number as a directory holds it, not yet validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The number as written in the source ("030 1234567").
+    pub raw: String,
+    /// "file /etc/smsotp/phones.toml", "gecos field 5".
+    pub source: String,
+    /// Where exactly, for error messages ("/etc/smsotp/phones.toml:2:7").
+    pub location: String,
+    /// The line in the source's file, if it has one.
+    pub line: Option<u32>,
+}
+
+/// Why a source could not answer. Every case fails the login closed: the
+/// user may have a number, so none is not assumed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// A phone list cannot be used as a whole: unreadable, unsafe owner or
+    /// mode, or not valid TOML (the error names file, line and fix).
+    #[error(transparent)]
+    File(#[from] ConfigError),
+    /// The user's entry holds no number a login can use.
+    #[error("{source_name}: the number for {user}: {error}")]
+    BadNumber {
+        /// Where the entry is ("/etc/smsotp/phones.toml:2:7", "gecos field 5").
+        source_name: String,
+        /// Whose entry it is.
+        user: String,
+        /// What is wrong with the number (masked).
+        error: PhoneError,
+    },
+    /// The passwd database could not be asked for the GECOS field.
+    #[error("cannot look up {user} in the passwd database: {source}")]
+    Accounts {
+        /// Whom the lookup was for.
+        user: String,
+        /// What NSS answered.
+        source: AccountsError,
+    },
+}
+
+/// One source of numbers.
+pub trait Directory {
+    /// A short name for messages, e.g. "file /etc/smsotp/phones.toml".
+    fn name(&self) -> String;
+    /// `user`'s entry, not yet validated; `None` when this source does not
+    /// know the user (the next source is asked).
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError>;
+    /// The file this source reads, if it is one (for reports by file).
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+    /// Every user this source lists, for checking them all ahead of any
+    /// login. Sources that cannot list (the passwd database) return none.
+    fn users(&self) -> Result<Vec<String>, DirectoryError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A source shared by several engines (a server's worker threads), so a
+/// large phone list is parsed and held once.
+impl<D: Directory + ?Sized> Directory for Arc<D> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
+        (**self).lookup(user)
+    }
+    fn path(&self) -> Option<&Path> {
+        (**self).path()
+    }
+    fn users(&self) -> Result<Vec<String>, DirectoryError> {
+        (**self).users()
+    }
+}
+
+/// The configured sources, built once to be shared between threads; give
+/// each engine `shared.iter().map(|d| Box::new(d.clone()) as Box<dyn Directory>)`.
+pub fn shared_from_config(specs: &[DirectorySpec]) -> Vec<Arc<dyn Directory + Send + Sync>> {
+    specs
+        .iter()
+        .map(|s| -> Arc<dyn Directory + Send + Sync> {
+            match s {
+                DirectorySpec::File { path } => {
+                    Arc::new(FileDirectory::rechecked_every(path.clone(), SERVER_RECHECK))
+                }
+                DirectorySpec::Gecos { field } => Arc::new(GecosDirectory {
+                    field: *field,
+                    accounts: SystemAccounts,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Builds the configured sources, in order.
+pub fn from_config(specs: &[DirectorySpec]) -> Vec<Box<dyn Directory>> {
+    specs
+        .iter()
+        .map(|s| -> Box<dyn Directory> {
+            match s {
+                DirectorySpec::File { path } => Box::new(FileDirectory::new(path.clone())),
+                DirectorySpec::Gecos { field } => Box::new(GecosDirectory {
+                    field: *field,
+                    accounts: SystemAccounts,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Asks each source in order; the first that knows the user answers, and
+/// its number is validated (through `cache`).
+pub fn lookup(
+    dirs: &[Box<dyn Directory>],
+    user: &str,
+    default_region: Option<phonenumber::country::Id>,
+    cache: &dyn NumberCache,
+) -> Result<Option<Found>, DirectoryError> {
+    for d in dirs {
+        if let Some(entry) = d.lookup(user)? {
+            let phone =
+                Phone::parse_cached(&entry.raw, default_region, cache).map_err(|error| {
+                    DirectoryError::BadNumber {
+                        source_name: entry.location.clone(),
+                        user: user.to_owned(),
+                        error,
+                    }
+                })?;
+            return Ok(Some(Found {
+                phone,
+                source: entry.source,
+            }));
+        }
+    }
+    Ok(None)
+}
