@@ -12,7 +12,7 @@ use smsotp_core::flow::Parts;
 use smsotp_core::otp::OtpKey;
 use smsotp_core::random::OsRandom;
 use smsotp_core::sms::outbox::OutboxProvider;
-use smsotp_core::store::sqlite::SqliteStore;
+use smsotp_core::store::memory::MemoryStore;
 use zeroize::Zeroizing;
 
 use super::*;
@@ -37,7 +37,7 @@ fn fixture(extra: &str) -> Fixture {
     let outbox = dir.path().join("outbox.jsonl");
     let cfg = Config::from_toml(Path::new("/test.toml"), extra).unwrap();
     let parts = Parts {
-        store: Box::new(SqliteStore::open_in_memory().unwrap()),
+        store: Box::new(MemoryStore::new()),
         directories: vec![Box::new(FileDirectory::new(phones))],
         providers: vec![Box::new(OutboxProvider::new(
             "outbox".into(),
