@@ -80,8 +80,11 @@ impl LoginContext {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FlowError {
+    /// The store could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A phone source failed (unreadable list, a bad number in it): the
+    /// lookup fails closed rather than fall through to another number.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     /// The groups of the user could not be read (for
@@ -93,13 +96,16 @@ pub enum FlowError {
         /// What NSS answered.
         source: AccountsError,
     },
+    /// No randomness for a code or a challenge id.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// The code key could not be read or made.
     #[error(transparent)]
     Key(#[from] KeyError),
     /// The conversation with the user broke; the challenge was abandoned.
     #[error("the conversation with the user failed: {0}")]
     Conversation(ConversationError),
+    /// Backup codes could not be checked (a damaged hash, the store).
     #[error(transparent)]
     Backup(#[from] BackupError),
 }
