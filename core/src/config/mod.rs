@@ -76,13 +76,24 @@ struct RawConfig {
 pub struct Config {
     /// The file this came from (for messages).
     pub path: PathBuf,
+    /// `[otp]`: the codes and the SMS text.
     pub otp: OtpSettings,
+    /// `[policy]`: who is exempt and what happens when no code can be sent.
     pub policy: PolicySettings,
+    /// `[phone]`: how numbers are read and which countries are allowed.
     pub phone: PhoneSettings,
+    /// `[limits]`: SMS rates and the lockout.
     pub limits: Limits,
+    /// The `[[directory]]` tables in file order, tried in that order; never
+    /// empty (the default is the phone file `/etc/smsotp/phones.toml`).
     pub directories: Vec<DirectorySpec>,
+    /// `[store]`: where state is kept.
     pub store: StoreSpec,
+    /// The `[[provider]]` tables in file order, the order of failover; never
+    /// empty (the default is an outbox file in the state directory), names
+    /// distinct.
     pub providers: Vec<ProviderSpec>,
+    /// `[audit]`: where the audit lines go besides the front end's own log.
     pub audit: AuditSettings,
     /// Present when the file has a `[radius]` table (smsotp-radiusd).
     pub radius: Option<RadiusSettings>,

@@ -38,15 +38,28 @@ pub enum Alphabet {
     Alphanumeric,
 }
 
+/// `[otp]`, validated: what a code looks like, how long it lives and how
+/// often a user may try or ask again.
 #[derive(Debug, Clone)]
 pub struct OtpSettings {
+    /// Characters per code, 6 to 10 (default 6).
     pub length: usize,
+    /// What the characters are drawn from (default digits).
     pub alphabet: Alphabet,
+    /// How long a code can be used after it is sent, 30s to 10m (default 5m).
     pub ttl: Duration,
+    /// Wrong answers allowed for one code before it is void, 1 to 10
+    /// (default 3).
     pub max_attempts: NonZeroU32,
+    /// New codes a user may ask for (an empty answer) in one login, 0 to 10
+    /// (default 2).
     pub resend_max: u32,
+    /// The least time between two sends in one login, 0 to 10m (default 30s).
     pub resend_cooldown: Duration,
+    /// The SMS text, checked to contain `{code}`.
     pub message: MessageTemplate,
+    /// The key the stored code HMACs are made with: `otp.key_file`, or
+    /// `otp.key` beside the store's database.
     pub key_file: PathBuf,
 }
 
@@ -56,10 +69,15 @@ pub struct MessageTemplate(String);
 
 /// Values substituted into a [`MessageTemplate`].
 pub struct MessageValues<'a> {
+    /// The code itself: the rendered text is a secret.
     pub code: &'a str,
+    /// This host's name, as the user knows it.
     pub host: &'a str,
+    /// How long the code lives (`otp.ttl`), rendered for people ("5 minutes").
     pub ttl: Duration,
+    /// The login name.
     pub user: &'a str,
+    /// The PAM service (`sshd`, `sudo`) or `radius:NAME` of the client.
     pub service: &'a str,
 }
 

@@ -63,11 +63,18 @@ pub enum ProviderDown {
     Allow,
 }
 
+/// `[policy]`, validated: who needs a code, and what happens when none can
+/// be sent.
 #[derive(Debug, Clone)]
 pub struct PolicySettings {
+    /// Users who log in without a code.
     pub exempt_users: BTreeSet<String>,
+    /// Members of these groups (primary or supplementary) log in without a
+    /// code.
     pub exempt_groups: BTreeSet<String>,
+    /// A user without a number (default deny).
     pub no_phone: NoPhone,
+    /// No provider could send (default deny).
     pub provider_down: ProviderDown,
     /// Admins may mark users as opted out (WSO2's SMSOTPEnableByUserClaim).
     /// Default false.
@@ -87,8 +94,11 @@ impl PolicySettings {
     }
 }
 
+/// `[phone]`, validated: how numbers are read.
 #[derive(Debug, Clone)]
 pub struct PhoneSettings {
+    /// The region a number without `+` is read in; `None`: such numbers are
+    /// refused.
     pub default_region: Option<phonenumber::country::Id>,
     /// Empty: every country is allowed.
     pub allowed_countries: Vec<phonenumber::country::Id>,
@@ -97,7 +107,9 @@ pub struct PhoneSettings {
 /// At most `count` events in any `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
+    /// How many events the window holds, at least 1.
     pub count: NonZeroU32,
+    /// The sliding window, 1s to 31 days.
     pub window: Duration,
 }
 
@@ -112,11 +124,20 @@ impl fmt::Display for Rate {
     }
 }
 
+/// `[limits]`, validated: how many SMS may go out, and when a user is
+/// locked out.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// SMS to one user (default 5 per hour).
     pub sms_per_user: Rate,
+    /// SMS from this host (or this smsotp-radiusd) to anyone (default 1000
+    /// per hour): a bound on cost if logins are abused.
     pub sms_global: Rate,
+    /// Wrong codes in a row, over logins, that lock the user out, 1 to 1000
+    /// (default 10).
     pub lockout_after: NonZeroU32,
+    /// How long a lockout lasts, 1s to 7 days (default 15m); an admin can
+    /// lift it with `smsotp user unlock`.
     pub lockout: Duration,
 }
 

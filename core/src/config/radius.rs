@@ -61,7 +61,10 @@ pub enum PrimaryAuth {
     /// The NAS checked the password already (or there is none).
     None,
     /// Run the password through this PAM service.
-    Pam { service: String },
+    Pam {
+        /// The file in /etc/pam.d (default `smsotp-radius`).
+        service: String,
+    },
 }
 
 /// How a NAS asks for the code.
@@ -77,19 +80,35 @@ pub enum ClientMode {
 /// One NAS allowed to talk to smsotp-radiusd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RadiusClient {
+    /// Unique among the clients; the service is `radius:NAME` in audit
+    /// lines and rate keys.
     pub name: String,
+    /// The source addresses it may send from (a single address is a /32 or
+    /// /128); the most specific network wins.
     pub network: ipnet::IpNet,
+    /// The file holding the shared secret (read by smsotp-radiusd, never
+    /// kept in the config).
     pub secret_file: PathBuf,
+    /// How it asks for the code (default challenge).
     pub mode: ClientMode,
+    /// Drop requests without a valid Message-Authenticator (default true;
+    /// false only with `limit_proxy_state`, against BlastRADIUS).
     pub require_message_authenticator: bool,
+    /// Drop requests that carry Proxy-State but no Message-Authenticator
+    /// (default false).
     pub limit_proxy_state: bool,
 }
 
+/// `[radius]`, validated: only smsotp-radiusd reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RadiusSettings {
+    /// The UDP addresses to bind; never empty (default `0.0.0.0:1812`).
     pub listen: Vec<std::net::SocketAddr>,
+    /// The first factor (default none: the NAS checked the password).
     pub primary: PrimaryAuth,
+    /// Worker threads, 1 to 256 (default 4).
     pub workers: usize,
+    /// The NASes answered; a request from any other address is dropped.
     pub clients: Vec<RadiusClient>,
 }
 

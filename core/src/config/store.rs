@@ -37,21 +37,36 @@ pub(super) struct RawAudit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirectorySpec {
     /// A TOML file of `user = "+number"` lines.
-    File { path: PathBuf },
+    File {
+        /// Absolute; default `/etc/smsotp/phones.toml`.
+        path: PathBuf,
+    },
     /// A comma-separated field of the passwd GECOS entry (0-based index).
-    Gecos { field: usize },
+    Gecos {
+        /// 0 full name, 1 room, 2 work phone, 3 home phone, 4 other (the
+        /// default).
+        field: usize,
+    },
 }
 
+/// `[store]`, validated: the one backend the loader accepts today.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
+    /// `kind = "sqlite"` (the default): one database file on this host.
     Sqlite {
+        /// Absolute; default `/var/lib/smsotp/state.db`. The code key
+        /// defaults to `otp.key` in the same directory.
         path: PathBuf,
+        /// How long a write waits for another process's lock, 100ms to 60s
+        /// (default 5s).
         busy_timeout: Duration,
     },
 }
 
+/// `[audit]`, validated.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
+    /// Send audit lines to syslog (default true).
     pub syslog: bool,
     /// Also append one JSON line per event here (root-only file).
     pub file: Option<PathBuf>,
