@@ -14,9 +14,15 @@ use crate::sms::{ProviderSpec, SendError, Sms, SmsProvider};
 /// the number was refused. Exit 78 (EX_CONFIG): misconfigured. Any other
 /// failure, or running past the timeout: temporary.
 pub struct CommandProvider {
+    /// The provider's `name`, for logs and the chain's outcome.
     pub name: String,
+    /// Absolute path of the program, run directly (no shell).
     pub program: PathBuf,
+    /// Its arguments, passed as they are (the message is only in the
+    /// environment, so it never shows in `ps`).
     pub args: Vec<String>,
+    /// How long it may run before it is killed and the send counts as
+    /// temporary failure.
     pub timeout: Duration,
 }
 

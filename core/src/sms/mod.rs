@@ -31,10 +31,15 @@ use smpp::{SessionMode, SmppProvider, SmppSessions, SmppSpec};
 
 /// One message to send. The text contains the code: never log it.
 pub struct Sms<'a> {
+    /// The recipient, already normalised and checked against
+    /// `phone.allowed_countries`.
     pub to: &'a Phone,
+    /// The rendered `otp.message`, code included.
     pub text: &'a str,
 }
 
+/// Why a provider did not send, classified for the chain: only
+/// `Transient` fails over. The texts are redacted (no code, no secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -49,22 +54,35 @@ pub enum SendError {
     Misconfigured(String),
 }
 
+/// One way of sending a text. Implementations block, with their own
+/// timeouts, and start no threads (they run inside sshd's PAM child).
 pub trait SmsProvider {
+    /// The configured `name`, for audit lines and the chain's outcome.
     fn name(&self) -> &str;
+    /// Sends one message, or says why not. `Ok` means the gateway accepted
+    /// it, not that it was delivered.
     fn send(&self, sms: &Sms<'_>) -> Result<(), SendError>;
 }
 
 /// One validated `[[provider]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderSpec {
+    /// `kind = "outbox"`: JSON lines appended to a root-only file.
     Outbox {
+        /// Default `outbox`.
         name: String,
+        /// Absolute; default `/var/lib/smsotp/outbox.jsonl`.
         path: PathBuf,
     },
+    /// `kind = "command"`: the admin's program does the sending.
     Command {
+        /// Default `command`.
         name: String,
+        /// Absolute path of the program.
         program: PathBuf,
+        /// Its arguments, as written.
         args: Vec<String>,
+        /// How long it may run (default 10s).
         timeout: Duration,
     },
     /// `kind = "http"` or a vendor preset (`twilio`, `vonage`, …).
@@ -74,6 +92,7 @@ pub enum ProviderSpec {
 }
 
 impl ProviderSpec {
+    /// The provider's `name` (its kind when not set), unique in a config.
     pub fn name(&self) -> &str {
         match self {
             ProviderSpec::Outbox { name, .. } | ProviderSpec::Command { name, .. } => name,
@@ -215,10 +234,15 @@ pub fn from_config_with(
 /// What the chain did: who sent it, or every failure in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainOutcome {
+    /// A provider accepted the message.
     Sent {
+        /// The name of the one that accepted it.
         provider: String,
+        /// The first provider and its temporary failure, when the chain
+        /// failed over.
         failed_over_from: Option<(String, SendError)>,
     },
+    /// No provider accepted it: each one tried, with its error, in order.
     Failed(Vec<(String, SendError)>),
 }
 

@@ -11,14 +11,18 @@ use crate::sms::{SendError, Sms, SmsProvider};
 /// Appends `{"to", "message", "at"}` as one JSON line to a file (mode 0600).
 /// The embedded default: no SMS account needed, codes readable by root.
 pub struct OutboxProvider {
+    /// The provider's `name`, for logs and the chain's outcome.
     pub name: String,
+    /// The JSON-lines file, created 0600 if missing.
     pub path: PathBuf,
+    /// Where the `at` time of each line comes from.
     pub clock: Box<dyn Clock>,
     /// The file, kept open between sends (a server sends many).
     file: std::sync::Mutex<crate::files::AppendFile>,
 }
 
 impl OutboxProvider {
+    /// A provider appending to `path`; the file is opened at the first send.
     pub fn new(name: String, path: PathBuf, clock: Box<dyn Clock>) -> Self {
         OutboxProvider {
             name,

@@ -285,23 +285,38 @@ pub enum LongMessages {
 /// password is read from `password_file` at each bind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmppSpec {
+    /// The provider's `name` (default `smpp`), unique in the config.
     pub name: String,
+    /// The SMSC's name or address, without port.
     pub host: String,
+    /// Default 2775 ([`SmppSpec::DEFAULT_PORT`]).
     pub port: u16,
+    /// Connect with TLS (default false; then `ca_file` is refused).
     pub tls: bool,
     /// An extra trust anchor besides the system's CAs (with `tls`).
     pub ca_file: Option<PathBuf>,
+    /// The account the SMSC gave, up to 15 ASCII characters.
     pub system_id: String,
     /// No file: bind with an empty password.
     pub password_file: Option<PathBuf>,
+    /// Sent in the bind, up to 12 characters; empty by default.
     pub system_type: String,
+    /// The sender (up to 11 characters when alphanumeric, TON 5); empty:
+    /// the SMSC's default.
     pub source_addr: String,
+    /// Type of number of the sender (default 5, alphanumeric).
     pub source_addr_ton: u8,
+    /// Numbering plan of the sender (default 0 for alphanumeric, else 1).
     pub source_addr_npi: u8,
+    /// Type of number of the recipient (default 1, international).
     pub dest_addr_ton: u8,
+    /// Numbering plan of the recipient (default 1, E.164).
     pub dest_addr_npi: u8,
+    /// The `registered_delivery` flags, 0 to 31 (default 0: no receipt).
     pub registered_delivery: u8,
+    /// How the text is encoded (default GSM 7-bit when it fits).
     pub data_coding: Coding,
+    /// How a long text is split (default UDH concatenation).
     pub long_messages: LongMessages,
     /// Each connection attempt.
     pub connect_timeout: Duration,
@@ -312,9 +327,14 @@ pub struct SmppSpec {
 }
 
 impl SmppSpec {
+    /// The IANA port of SMPP, used when `port` is not set (with or without
+    /// TLS).
     pub const DEFAULT_PORT: u16 = 2775;
+    /// `timeout` when not set.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `connect_timeout` when not set (never more than `timeout`).
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// `enquire_link_interval` when not set.
     pub const DEFAULT_ENQUIRE_LINK_INTERVAL: Duration = Duration::from_secs(30);
 
     /// `smpp://host:port` (`smpps://` with TLS), for status and doctor

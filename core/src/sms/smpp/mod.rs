@@ -109,6 +109,8 @@ impl fmt::Debug for SmppProvider {
 }
 
 impl SmppProvider {
+    /// A provider for `spec`, binding per send or through the pool `mode`
+    /// names; nothing connects until the first send.
     pub fn new(spec: SmppSpec, mode: SessionMode) -> SmppProvider {
         SmppProvider {
             key: format!("{spec:?}"),
