@@ -30,8 +30,11 @@
 //! The core is synchronous and starts no threads: it runs inside sshd's
 //! forked PAM child. Time ([`clock`]) and randomness ([`random`]) are
 //! injected, so expiry, windows and lockouts are tested without sleeping.
-//! [`config`] turns the TOML file into validated types once; [`files`]
-//! refuses files that others could read or change.
+//! [`config`] turns the TOML file into validated types once: `config/mod.rs`
+//! only assembles [`Config`]; each section owns its raw table, validation
+//! and types (`config/otp.rs`, `policy.rs`, `store.rs`, `radius.rs`), and
+//! `config/errors.rs` turns toml's errors into ours. [`files`] refuses
+//! files that others could read or change.
 //!
 //! Sending lives in [`sms`]: the `SmsProvider` trait and the failover chain
 //! in `sms/mod.rs`, one module per provider kind ([`sms::outbox`],
