@@ -112,8 +112,11 @@ impl Config {
 
     /// Validates `text` as if it had been read from `path` (no file checks).
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| errors::serde_error(path, text, &e))?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| errors::serde_error(path, text, &sms::earlier_error(text, e)))?;
+        // Each [[provider]] again, with its kind's own struct.
+        let read_providers =
+            sms::read(text, &raw.provider).map_err(|e| errors::serde_error(path, text, &e))?;
         let c = Checker { path, text };
         let state = Path::new(DEFAULT_STATE_DIR);
 
@@ -134,7 +137,7 @@ impl Config {
         let mut warnings = Vec::new();
         let mut providers = Vec::new();
         let mut seen_names = BTreeSet::new();
-        for (i, p) in raw.provider.iter().enumerate() {
+        for (i, p) in read_providers.iter().enumerate() {
             let key = format!("provider[{i}]");
             let spec = sms::validate(&c, &key, p, &mut warnings)?;
             if !seen_names.insert(spec.name().to_owned()) {

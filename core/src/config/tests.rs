@@ -47,7 +47,16 @@ fn setting(path: &str) -> String {
             let kind = if name == "service" { "pam" } else { "none" };
             format!("[radius]\nprimary = {{ kind = \"{kind}\", {name} = {v} }}\n")
         }
-        "provider" | "radius.client" => format!("[[{table}]]\n{name} = {v}\n"),
+        "provider" if name == "kind" => format!("[[provider]]\nkind = {v}\n"),
+        // The first kind that takes the key (http for one none takes).
+        "provider" => {
+            let kind = crate::sms::KINDS
+                .iter()
+                .find(|k| crate::sms::provider_keys(k).unwrap().contains(&name))
+                .unwrap_or(&"http");
+            format!("[[provider]]\nkind = \"{kind}\"\n{name} = {v}\n")
+        }
+        "radius.client" => format!("[[{table}]]\n{name} = {v}\n"),
         t if t.starts_with("provider.") => {
             format!(
                 "[[provider]]\nkind = \"http\"\n{} = {{ {name} = {v} }}\n",
@@ -59,12 +68,19 @@ fn setting(path: &str) -> String {
     }
 }
 
+/// Both reads of the loader: the file, then each `[[provider]]` with its
+/// kind's struct.
+fn read_raw(text: &str) -> Result<(), toml::de::Error> {
+    let raw = toml::from_str::<RawConfig>(text)?;
+    crate::sms::read(text, &raw.provider).map(|_| ())
+}
+
 /// Every key of the table is one the deserializer accepts.
 #[test]
 fn every_listed_key_is_accepted() {
     for key in KEYS {
         let text = setting(key.path);
-        if let Err(e) = toml::from_str::<RawConfig>(&text) {
+        if let Err(e) = read_raw(&text) {
             assert!(
                 !e.message().contains("unknown field"),
                 "{} is in KEYS but refused:\n{text}\n{e}",
@@ -74,6 +90,20 @@ fn every_listed_key_is_accepted() {
     }
     // The check can fail: a key that is not in the schema.
     let e = toml::from_str::<RawConfig>(&setting("otp.not_a_key")).unwrap_err();
+    assert!(e.message().contains("unknown field"), "{e}");
+    // Each kind's struct takes every key of the kind's list.
+    for kind in crate::sms::KINDS {
+        for name in crate::sms::provider_keys(kind).unwrap() {
+            let text = format!("[[provider]]\nkind = \"{kind}\"\n{name} = 1\n");
+            if let Err(e) = read_raw(&text) {
+                assert!(
+                    !e.message().contains("unknown field"),
+                    "{kind} lists {name} but refuses it:\n{e}"
+                );
+            }
+        }
+    }
+    let e = read_raw(&setting("provider.not_a_key")).unwrap_err();
     assert!(e.message().contains("unknown field"), "{e}");
 }
 
@@ -107,7 +137,7 @@ fn every_accepted_key_is_listed() {
         } else {
             setting(&format!("{table}.zz_unknown"))
         };
-        let e = toml::from_str::<RawConfig>(&text).unwrap_err();
+        let e = read_raw(&text).unwrap_err();
         let m = e.message();
         assert!(m.contains("unknown field `zz_unknown`"), "{table}: {m}");
         let listed = keys::children(table);
@@ -144,20 +174,20 @@ fn every_accepted_key_is_listed() {
             assert!(listed.contains(&name), "{table}.{name}: {m}");
         }
     }
-    // Each provider kind's keys are keys of [[provider]].
+    // Each kind's struct takes only keys of [[provider]] (serde lists
+    // the names it takes)…
     let listed = keys::children("provider");
-    for kind in [
-        "outbox",
-        "command",
-        "http",
-        "smpp",
-        "twilio",
-        "vonage",
-        "nexmo",
-        "clickatell",
-        "plivo",
-        "bulksms",
-    ] {
+    for kind in crate::sms::KINDS {
+        let text = format!("[[provider]]\nkind = \"{kind}\"\nzz_unknown = 1\n");
+        let e = read_raw(&text).unwrap_err();
+        let m = e.message();
+        assert!(m.contains("unknown field `zz_unknown`"), "{kind}: {m}");
+        for name in m.split('`').skip(3).step_by(2) {
+            assert!(listed.contains(&name), "provider.{name} ({kind}): {m}");
+        }
+    }
+    // …and each kind's list of keys names only keys of [[provider]].
+    for kind in crate::sms::KINDS {
         for name in crate::sms::provider_keys(kind).unwrap() {
             assert!(listed.contains(&name), "provider.{name} ({kind})");
         }

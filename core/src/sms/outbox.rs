@@ -7,6 +7,9 @@ use crate::config::check::{ConfigError, DEFAULT_STATE_DIR};
 use crate::sms::raw::Fields;
 use crate::sms::ProviderSpec;
 use crate::sms::{SendError, Sms, SmsProvider};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use toml::Spanned;
 
 /// Appends `{"to", "message", "at"}` as one JSON line to a file (mode 0600).
 /// The embedded default: no SMS account needed, codes readable by root.
@@ -85,8 +88,23 @@ impl SmsProvider for OutboxProvider {
 /// The keys of `kind = "outbox"`, besides `kind`.
 pub(crate) const KEYS: [&str; 2] = ["name", "path"];
 
+/// A `kind = "outbox"` table as read (`kind` and `name` are read by the
+/// shared layer in `sms/raw.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutbox {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
+    path: Option<Spanned<String>>,
+}
+
 /// Validates one `kind = "outbox"` table.
-pub(crate) fn validate(table: &Fields<'_>, name: String) -> Result<ProviderSpec, ConfigError> {
+pub(crate) fn validate(
+    table: &Fields<'_, RawOutbox>,
+    name: String,
+) -> Result<ProviderSpec, ConfigError> {
     Ok(ProviderSpec::Outbox {
         name,
         path: match &table.raw().path {

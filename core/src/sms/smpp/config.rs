@@ -1,14 +1,17 @@
 //! `kind = "smpp"` in the config: Gluu's smpp script settings, one to one
 //! (see docs/smpp.md), checked into an [`SmppSpec`].
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use crate::config::check::{Checker, ConfigError, ConfigWarning};
-use crate::sms::raw::{timeouts, Fields, RawProvider};
+use crate::sms::raw::{timeouts, Fields};
 use crate::sms::smpp;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 /// The keys of `kind = "smpp"`, besides `kind`.
 pub(crate) const KEYS: [&str; 19] = [
@@ -33,21 +36,50 @@ pub(crate) const KEYS: [&str; 19] = [
     "enquire_link_interval",
 ];
 
+/// A `kind = "smpp"` table as read (`kind` and `name` are read by the
+/// shared layer in `sms/raw.rs`). Gluu's script settings, one to one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSmpp {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    tls: Option<Spanned<bool>>,
+    ca_file: Option<Spanned<String>>,
+    system_id: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    system_type: Option<Spanned<String>>,
+    source_addr: Option<Spanned<String>>,
+    source_addr_ton: Option<Spanned<toml::Value>>,
+    source_addr_npi: Option<Spanned<toml::Value>>,
+    dest_addr_ton: Option<Spanned<toml::Value>>,
+    dest_addr_npi: Option<Spanned<toml::Value>>,
+    registered_delivery: Option<Spanned<i64>>,
+    data_coding: Option<Spanned<String>>,
+    long_messages: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    enquire_link_interval: Option<Spanned<String>>,
+}
+
 /// Validates one `kind = "smpp"` table; warns when it has no
 /// `password_file`.
 pub(crate) fn validate(
-    table: &Fields<'_>,
+    table: &Fields<'_, RawSmpp>,
     name: String,
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<SmppSpec, ConfigError> {
-    let (c, key, p) = (table.c, table.key, table.p);
-    let s = smpp_spec(c, key, p, name)?;
+    let (c, key, span) = (table.c, table.key, table.span.clone());
+    let s = smpp_spec(c, key, table.raw(), span.clone(), name)?;
     // Binding without a password is legitimate (SMSCs that trust the
     // address), so not an error; but a forgotten password_file would
     // otherwise show only as a refused bind at the first login.
     if s.password_file.is_none() {
         warnings.push(c.warning(
-            p.span(),
+            span,
             &format!("{key}.password_file"),
             "is not set, so the SMSC is bound with an empty password; if it wants one, \
              put it in a file (owner root, mode 0600) and set \
@@ -63,10 +95,10 @@ pub(crate) fn validate(
 fn smpp_spec(
     c: &Checker<'_>,
     key: &str,
-    p: &Spanned<RawProvider>,
+    r: &RawSmpp,
+    span: Range<usize>,
     name: String,
 ) -> Result<SmppSpec, ConfigError> {
-    let r = p.get_ref();
     let k = |field: &str| format!("{key}.{field}");
     // Printable ASCII of at most `max` characters (SMPP C-Octet strings).
     let ascii = |v: &Spanned<String>, field: &str, max: usize, empty_ok: bool| {
@@ -93,7 +125,7 @@ fn smpp_spec(
     let host = match &r.host {
         None => {
             return Err(c.err(
-                p.span(),
+                span.clone(),
                 &k("host"),
                 "is missing; kind \"smpp\" needs host = \"smsc.example.net\" (Gluu: smpp_server)",
             ))
@@ -123,7 +155,7 @@ fn smpp_spec(
     let system_id =
         match &r.system_id {
             None => return Err(c.err(
-                p.span(),
+                span.clone(),
                 &k("system_id"),
                 "is missing; kind \"smpp\" needs system_id = \"…\" (the account the SMSC gave you)",
             )),
@@ -195,7 +227,7 @@ fn smpp_spec(
         .transpose()?;
     let (timeout, connect_timeout) = timeouts(
         c,
-        r,
+        (&r.timeout, &r.connect_timeout),
         &k,
         (SmppSpec::DEFAULT_TIMEOUT, SmppSpec::DEFAULT_CONNECT_TIMEOUT),
         "send",
