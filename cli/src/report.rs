@@ -160,7 +160,7 @@ impl Failure {
     }
 }
 
-/// The effective config (as [`crate::effective`] makes it) for people:
+/// The effective config (as [`crate::check_config::effective`] makes it) for people:
 /// one `[section]` a table, `key = value` lines, nested tables as
 /// `outer.inner`, and one block per directory, provider and RADIUS client.
 pub(crate) fn effective_text(eff: &Value) -> String {

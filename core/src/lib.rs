@@ -33,18 +33,25 @@
 //! The core is synchronous and starts no threads: it runs inside sshd's
 //! forked PAM child. Time ([`clock`]) and randomness ([`random`]) are
 //! injected, so expiry, windows and lockouts are tested without sleeping.
-//! [`config`] turns the TOML file into validated types once; [`files`]
-//! refuses files that others could read or change. Every secret held in
-//! memory (provider tokens, the SMPP password, the code key, RADIUS shared
+//! [`config`] turns the TOML file into validated types once: `config/mod.rs`
+//! only assembles [`Config`]; each section owns its raw table, validation
+//! and types (`config/otp.rs`, `policy.rs`, `store.rs`, `radius.rs`), and
+//! `config/errors.rs` turns toml's errors into ours. [`files`] refuses
+//! files that others could read or change. Every secret held in memory
+//! (provider tokens, the SMPP password, the code key, RADIUS shared
 //! secrets) is a [`secret::Secret`]: zeroized on drop, never printed.
 //!
 //! Sending lives in [`sms`]: the `SmsProvider` trait and the failover chain
 //! in `sms/mod.rs`, one module per provider kind ([`sms::outbox`],
 //! [`sms::command`], [`sms::http`] with its presets, [`sms::smpp`]), one
 //! GSM 03.38 table ([`sms::gsm`]) and one CA-bundle reader ([`sms::tls`])
-//! shared by HTTP and SMPP. Each provider owns its validation and its
-//! validated spec (`sms/http/config.rs`, `sms/smpp/config.rs`, …) and reads
-//! its keys from the one flat `[[provider]]` table in `sms/raw.rs`.
+//! shared by HTTP and SMPP. Each provider kind owns its raw table
+//! (`deny_unknown_fields`), its key list, its validation and its validated
+//! spec (`sms/outbox.rs`, `sms/command.rs`, `sms/http/config.rs` with the
+//! presets, `sms/smpp/config.rs`); `sms/raw.rs` reads `kind` and `name` and
+//! re-reads each table from the same text with its kind's struct, so every
+//! error keeps its line and column, and `sms/mod.rs` dispatches, one arm
+//! per kind.
 //!
 //! State lives behind the [`store::Store`] trait, in domain words
 //! (challenges, send windows, failures and lockouts, backup codes,

@@ -20,7 +20,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/smsotp";
 /// A position in a file, 1-based, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
+    /// The line, counting from 1.
     pub line: usize,
+    /// The column in characters (not bytes), counting from 1.
     pub column: usize,
 }
 
@@ -41,23 +43,33 @@ pub enum ConfigError {
     /// The file could not be opened or read.
     #[error("{path}: cannot read: {source}; create it, or point to another file with config=PATH")]
     Read {
+        /// The file that was to be read (the config, or a file it names).
         path: PathBuf,
+        /// Why the system refused it (missing, permission, …).
         #[source]
         source: std::io::Error,
     },
     /// Ownership or mode would let someone other than root change or read it.
     #[error("{path}: {problem}; fix with: {fix}")]
     Unsafe {
+        /// The file whose owner or mode is wrong.
         path: PathBuf,
+        /// What is wrong, for people: "is writable by group".
         problem: String,
+        /// A command that fixes it, e.g. `chmod 600 /etc/smsotp/smsotp.toml`.
         fix: String,
     },
     /// A value is malformed, out of range, or an unknown key.
     #[error("{path}:{}:{}: {key}: {message}", location.line, location.column)]
     Invalid {
+        /// The file the value was read from.
         path: PathBuf,
+        /// Where the value (or the unknown key) stands in it.
         location: Location,
+        /// The dotted key path with indices, `provider[0].url`.
         key: String,
+        /// What is wrong and what to write instead, ending with the man page
+        /// section that documents the key.
         message: String,
     },
 }
@@ -68,9 +80,14 @@ pub enum ConfigError {
 /// prints them, a running smsotp-radiusd logs them at start and reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {
+    /// The config file.
     pub path: PathBuf,
+    /// Where the questionable value stands.
     pub location: Location,
+    /// The dotted key path with indices, `provider[1].tls`.
     pub key: String,
+    /// Why it is probably a mistake and what to do, ending with the man
+    /// page section of the key.
     pub message: String,
 }
 

@@ -24,7 +24,10 @@ pub enum ValueKind {
 /// tables spelled out: `otp.resend.max`) and the kind of its value.
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
+    /// The dotted path as a person writes it under its table, without
+    /// array indices: `provider.url`, `radius.client.secret_file`.
     pub path: &'static str,
+    /// What the value is, so a wrong-type error can say what to write.
     pub kind: ValueKind,
 }
 

@@ -8,15 +8,24 @@ use std::time::{Duration, Instant};
 use crate::config::check::ConfigError;
 use crate::sms::raw::Fields;
 use crate::sms::{ProviderSpec, SendError, Sms, SmsProvider};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use toml::Spanned;
 
 /// Runs the admin's program with `SMSOTP_NUMBER`, `SMSOTP_NUMBER_DIGITS` and
 /// `SMSOTP_MESSAGE` in its environment. Exit 0: sent. Exit 65 (EX_DATAERR):
 /// the number was refused. Exit 78 (EX_CONFIG): misconfigured. Any other
 /// failure, or running past the timeout: temporary.
 pub struct CommandProvider {
+    /// The provider's `name`, for logs and the chain's outcome.
     pub name: String,
+    /// Absolute path of the program, run directly (no shell).
     pub program: PathBuf,
+    /// Its arguments, passed as they are (the message is only in the
+    /// environment, so it never shows in `ps`).
     pub args: Vec<String>,
+    /// How long it may run before it is killed and the send counts as
+    /// temporary failure.
     pub timeout: Duration,
 }
 
@@ -97,8 +106,25 @@ impl SmsProvider for CommandProvider {
 /// The keys of `kind = "command"`, besides `kind`.
 pub(crate) const KEYS: [&str; 4] = ["name", "program", "args", "timeout"];
 
+/// A `kind = "command"` table as read (`kind` and `name` are read by the
+/// shared layer in `sms/raw.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCommand {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
+    program: Option<Spanned<String>>,
+    args: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
+}
+
 /// Validates one `kind = "command"` table.
-pub(crate) fn validate(table: &Fields<'_>, name: String) -> Result<ProviderSpec, ConfigError> {
+pub(crate) fn validate(
+    table: &Fields<'_, RawCommand>,
+    name: String,
+) -> Result<ProviderSpec, ConfigError> {
     Ok(ProviderSpec::Command {
         name,
         program: table.file(

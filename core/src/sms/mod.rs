@@ -2,6 +2,12 @@
 //! module per provider kind: [`outbox`], [`command`], [`http`] (with the
 //! vendor presets) and [`smpp`].
 //!
+//! Each kind owns its `[[provider]]` table: its raw struct, its key list
+//! and its validation into its spec. This file reads `kind` and `name`
+//! (through `raw.rs`, which keeps every position), refuses a key of
+//! another kind by name, and dispatches to the kind: a new kind is its own
+//! module plus one arm in `provider_keys`, `Typed` and `validate`.
+//!
 //! Errors say what the chain should do: `Transient` fails over to the next
 //! provider (once per code, with the same code, so a user never receives two
 //! different codes), `Rejected` and `Misconfigured` stop.
@@ -17,6 +23,7 @@ pub mod tls;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
 use toml::Spanned;
 
 use crate::clock::Clock;
@@ -31,10 +38,15 @@ use smpp::{SessionMode, SmppProvider, SmppSessions, SmppSpec};
 
 /// One message to send. The text contains the code: never log it.
 pub struct Sms<'a> {
+    /// The recipient, already normalised and checked against
+    /// `phone.allowed_countries`.
     pub to: &'a Phone,
+    /// The rendered `otp.message`, code included.
     pub text: &'a str,
 }
 
+/// Why a provider did not send, classified for the chain: only
+/// `Transient` fails over. The texts are redacted (no code, no secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -49,22 +61,35 @@ pub enum SendError {
     Misconfigured(String),
 }
 
+/// One way of sending a text. Implementations block, with their own
+/// timeouts, and start no threads (they run inside sshd's PAM child).
 pub trait SmsProvider {
+    /// The configured `name`, for audit lines and the chain's outcome.
     fn name(&self) -> &str;
+    /// Sends one message, or says why not. `Ok` means the gateway accepted
+    /// it, not that it was delivered.
     fn send(&self, sms: &Sms<'_>) -> Result<(), SendError>;
 }
 
 /// One validated `[[provider]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderSpec {
+    /// `kind = "outbox"`: JSON lines appended to a root-only file.
     Outbox {
+        /// Default `outbox`.
         name: String,
+        /// Absolute; default `/var/lib/smsotp/outbox.jsonl`.
         path: PathBuf,
     },
+    /// `kind = "command"`: the admin's program does the sending.
     Command {
+        /// Default `command`.
         name: String,
+        /// Absolute path of the program.
         program: PathBuf,
+        /// Its arguments, as written.
         args: Vec<String>,
+        /// How long it may run (default 10s).
         timeout: Duration,
     },
     /// `kind = "http"` or a vendor preset (`twilio`, `vonage`, …).
@@ -74,6 +99,7 @@ pub enum ProviderSpec {
 }
 
 impl ProviderSpec {
+    /// The provider's `name` (its kind when not set), unique in a config.
     pub fn name(&self) -> &str {
         match self {
             ProviderSpec::Outbox { name, .. } | ProviderSpec::Command { name, .. } => name,
@@ -86,6 +112,20 @@ impl ProviderSpec {
 const PROVIDER_KINDS: &str =
     "\"outbox\", \"command\", \"http\", \"smpp\", \"twilio\", \"vonage\" (or \"nexmo\"), \
                               \"clickatell\", \"plivo\" or \"bulksms\"";
+
+/// Every kind's name, in the order their keys are checked.
+pub(crate) const KINDS: [&str; 10] = [
+    "outbox",
+    "command",
+    "http",
+    "smpp",
+    "twilio",
+    "vonage",
+    "nexmo",
+    "clickatell",
+    "plivo",
+    "bulksms",
+];
 
 /// The keys each provider kind takes, besides `kind`.
 pub(crate) fn provider_keys(kind: &str) -> Option<Vec<&'static str>> {
@@ -103,28 +143,155 @@ pub(crate) fn provider_keys(kind: &str) -> Option<Vec<&'static str>> {
     Some(v)
 }
 
-/// Validates one `[[provider]]` table: the keys its kind takes and its
-/// name here, the rest in the kind's own module.
+/// A table read by its kind's own struct: one arm per kind.
+enum Typed {
+    Outbox(outbox::RawOutbox),
+    Command(command::RawCommand),
+    Http(http::config::RawHttp),
+    Preset(http::config::RawPreset),
+    Smpp(smpp::config::RawSmpp),
+}
+
+impl Typed {
+    /// Reads table `index` of `text` as kind `kind` takes it; `None` for
+    /// a kind that does not exist.
+    fn read(text: &str, index: usize, kind: &str) -> Result<Option<Typed>, toml::de::Error> {
+        fn one<T: serde::de::DeserializeOwned>(
+            text: &str,
+            index: usize,
+        ) -> Result<Option<T>, toml::de::Error> {
+            Ok(raw::nth::<T>(text, index)?.map(Spanned::into_inner))
+        }
+        Ok(match kind {
+            "outbox" => one(text, index)?.map(Typed::Outbox),
+            "command" => one(text, index)?.map(Typed::Command),
+            "http" => one(text, index)?.map(Typed::Http),
+            "smpp" => one(text, index)?.map(Typed::Smpp),
+            k if http::config::preset_keys(k).is_some() => one(text, index)?.map(Typed::Preset),
+            _ => None,
+        })
+    }
+}
+
+/// One `[[provider]]` table, read: its kind and name, and the rest as
+/// its kind's struct read it.
+pub(crate) struct ReadProvider {
+    span: std::ops::Range<usize>,
+    kind: Spanned<String>,
+    name: Option<Spanned<String>>,
+    body: Body,
+}
+
+impl ReadProvider {
+    /// Where the whole table stands.
+    pub(crate) fn span(&self) -> std::ops::Range<usize> {
+        self.span.clone()
+    }
+}
+
+/// What is known of a table beyond its kind and name.
+enum Body {
+    /// `kind` names no kind.
+    UnknownKind,
+    /// A key that belongs to another kind stands here (at this span).
+    Misplaced(&'static str, std::ops::Range<usize>),
+    /// Read by its kind's struct (boxed: the structs are large).
+    Typed(Box<Typed>),
+}
+
+/// Reads every `[[provider]]` table of `text` (listed in `tables` by the
+/// first read of the file) with its kind's struct. The first error in
+/// file order is toml's own, with its position: the caller maps it as it
+/// maps every other parse error.
+pub(crate) fn read(
+    text: &str,
+    tables: &[Spanned<RawProvider>],
+) -> Result<Vec<ReadProvider>, toml::de::Error> {
+    let mut out = Vec::new();
+    for (i, t) in tables.iter().enumerate() {
+        let Some(head) = raw::nth::<raw::Head>(text, i)? else {
+            continue;
+        };
+        let head = head.into_inner();
+        let kind = head.kind.get_ref().as_str();
+        let body = match provider_keys(kind) {
+            None => Body::UnknownKind,
+            Some(allowed) => {
+                let present = &t.get_ref().0;
+                let misplaced = KINDS
+                    .iter()
+                    .flat_map(|k| provider_keys(k).unwrap_or_default())
+                    .find(|f| present.contains_key(*f) && !allowed.contains(f));
+                match misplaced {
+                    Some(f) => {
+                        Body::Misplaced(f, present.get(f).map(Spanned::span).unwrap_or_default())
+                    }
+                    None => match Typed::read(text, i, kind)? {
+                        Some(typed) => Body::Typed(Box::new(typed)),
+                        None => Body::UnknownKind,
+                    },
+                }
+            }
+        };
+        out.push(ReadProvider {
+            span: t.span(),
+            kind: head.kind,
+            name: head.name,
+            body,
+        });
+    }
+    Ok(out)
+}
+
+/// When the first read of the file failed with `e`: an error of a
+/// `[[provider]]` table that stands before it in the file, if any, since
+/// that is the one toml would have met first had each table been read
+/// with its kind's struct in that read.
+pub(crate) fn earlier_error(text: &str, e: toml::de::Error) -> toml::de::Error {
+    #[derive(Deserialize)]
+    struct Tables {
+        #[serde(default)]
+        provider: Vec<Spanned<RawProvider>>,
+    }
+    let Some(at) = e.span().map(|s| s.start) else {
+        return e;
+    };
+    let Ok(t) = toml::from_str::<Tables>(text) else {
+        return e;
+    };
+    let before: Vec<Spanned<RawProvider>> = t
+        .provider
+        .into_iter()
+        .take_while(|p| p.span().start < at)
+        .collect();
+    match read(text, &before) {
+        Err(p) if p.span().is_some_and(|s| s.start < at) => p,
+        _ => e,
+    }
+}
+
+/// Validates one `[[provider]]` table: its kind, the keys its kind takes
+/// and its name here, the rest in the kind's own module.
 pub(crate) fn validate(
     c: &Checker<'_>,
     key: &str,
-    p: &Spanned<RawProvider>,
+    p: &ReadProvider,
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<ProviderSpec, ConfigError> {
-    let r = p.get_ref();
-    let kind = r.kind.get_ref().as_str();
+    let kind = p.kind.get_ref().as_str();
     let k = |field: &str| format!("{key}.{field}");
-    let Some(allowed) = provider_keys(kind) else {
-        return Err(c.err(
-            r.kind.span(),
-            &k("kind"),
-            format!("\"{kind}\" is not a provider kind; use {PROVIDER_KINDS}"),
-        ));
-    };
-    for (field, span) in r.present() {
-        if !allowed.contains(&field) {
+    let typed = match &p.body {
+        Body::UnknownKind => {
             return Err(c.err(
-                span,
+                p.kind.span(),
+                &k("kind"),
+                format!("\"{kind}\" is not a provider kind; use {PROVIDER_KINDS}"),
+            ))
+        }
+        Body::Misplaced(field, span) => {
+            let allowed = provider_keys(kind).unwrap_or_default();
+            return Err(c.err(
+                span.clone(),
                 &k(field),
                 format!(
                     "is not a key of kind \"{kind}\"; remove it (kind \"{kind}\" takes: {})",
@@ -132,8 +299,9 @@ pub(crate) fn validate(
                 ),
             ));
         }
-    }
-    let name = match &r.name {
+        Body::Typed(t) => t,
+    };
+    let name = match &p.name {
         None => kind.to_owned(),
         Some(n) => {
             let v = n.get_ref().trim();
@@ -147,13 +315,38 @@ pub(crate) fn validate(
             v.to_owned()
         }
     };
-    let table = Fields { c, key, p, kind };
-    Ok(match kind {
-        "outbox" => outbox::validate(&table, name)?,
-        "command" => command::validate(&table, name)?,
-        "smpp" => ProviderSpec::Smpp(Box::new(smpp::config::validate(&table, name, warnings)?)),
-        "http" => ProviderSpec::Http(Box::new(http::config::validate(&table, name)?)),
-        _ => ProviderSpec::Http(Box::new(http::config::validate_preset(&table, name)?)),
+    let span = p.span.clone();
+    fn fields<'a, R>(
+        c: &'a Checker<'a>,
+        key: &'a str,
+        span: std::ops::Range<usize>,
+        raw: &'a R,
+        kind: &'a str,
+    ) -> Fields<'a, R> {
+        Fields {
+            c,
+            key,
+            span,
+            raw,
+            kind,
+        }
+    }
+    Ok(match &**typed {
+        Typed::Outbox(r) => outbox::validate(&fields(c, key, span, r, kind), name)?,
+        Typed::Command(r) => command::validate(&fields(c, key, span, r, kind), name)?,
+        Typed::Http(r) => ProviderSpec::Http(Box::new(http::config::validate(
+            &fields(c, key, span, r, kind),
+            name,
+        )?)),
+        Typed::Preset(r) => ProviderSpec::Http(Box::new(http::config::validate_preset(
+            &fields(c, key, span, r, kind),
+            name,
+        )?)),
+        Typed::Smpp(r) => ProviderSpec::Smpp(Box::new(smpp::config::validate(
+            &fields(c, key, span, r, kind),
+            name,
+            warnings,
+        )?)),
     })
 }
 
@@ -215,10 +408,15 @@ pub fn from_config_with(
 /// What the chain did: who sent it, or every failure in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainOutcome {
+    /// A provider accepted the message.
     Sent {
+        /// The name of the one that accepted it.
         provider: String,
+        /// The first provider and its temporary failure, when the chain
+        /// failed over.
         failed_over_from: Option<(String, SendError)>,
     },
+    /// No provider accepted it: each one tried, with its error, in order.
     Failed(Vec<(String, SendError)>),
 }
 

@@ -7,18 +7,25 @@ use crate::config::check::{ConfigError, DEFAULT_STATE_DIR};
 use crate::sms::raw::Fields;
 use crate::sms::ProviderSpec;
 use crate::sms::{SendError, Sms, SmsProvider};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use toml::Spanned;
 
 /// Appends `{"to", "message", "at"}` as one JSON line to a file (mode 0600).
 /// The embedded default: no SMS account needed, codes readable by root.
 pub struct OutboxProvider {
+    /// The provider's `name`, for logs and the chain's outcome.
     pub name: String,
+    /// The JSON-lines file, created 0600 if missing.
     pub path: PathBuf,
+    /// Where the `at` time of each line comes from.
     pub clock: Box<dyn Clock>,
     /// The file, kept open between sends (a server sends many).
     file: std::sync::Mutex<crate::files::AppendFile>,
 }
 
 impl OutboxProvider {
+    /// A provider appending to `path`; the file is opened at the first send.
     pub fn new(name: String, path: PathBuf, clock: Box<dyn Clock>) -> Self {
         OutboxProvider {
             name,
@@ -81,8 +88,23 @@ impl SmsProvider for OutboxProvider {
 /// The keys of `kind = "outbox"`, besides `kind`.
 pub(crate) const KEYS: [&str; 2] = ["name", "path"];
 
+/// A `kind = "outbox"` table as read (`kind` and `name` are read by the
+/// shared layer in `sms/raw.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutbox {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
+    path: Option<Spanned<String>>,
+}
+
 /// Validates one `kind = "outbox"` table.
-pub(crate) fn validate(table: &Fields<'_>, name: String) -> Result<ProviderSpec, ConfigError> {
+pub(crate) fn validate(
+    table: &Fields<'_, RawOutbox>,
+    name: String,
+) -> Result<ProviderSpec, ConfigError> {
     Ok(ProviderSpec::Outbox {
         name,
         path: match &table.raw().path {

@@ -1,167 +1,132 @@
-//! The `[[provider]]` table as read, and what every provider's validation
-//! uses to read it: [`Fields`] (required keys, one-line text, absolute
-//! paths) and the `timeout`/`connect_timeout` pair of the network providers.
+//! The layer every provider kind shares: reading a `[[provider]]` table's
+//! `kind` and `name`, re-reading the table with its kind's own raw struct,
+//! and what every kind's validation uses ([`Fields`]: required keys,
+//! one-line text, absolute paths; [`timeouts`] of the network providers).
+//!
+//! Why two reads: serde's tagged enums buffer a table and lose the
+//! positions `toml::Spanned` keeps, and errors must name the line and
+//! column of the key at fault. So the whole file is read first with each
+//! `[[provider]]` as a [`RawProvider`] (its keys and where their values
+//! stand, any key allowed); then each table is read again from the same
+//! text, as the one element of `provider` that a seed ([`nth`]) picks,
+//! with its kind's struct (`deny_unknown_fields`). Both reads go through
+//! toml's own deserializer over the same text, so every span and every
+//! serde error is where it was.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::check::{Checker, ConfigError};
 
-/// Flat rather than tagged: every key keeps its own position for error
-/// messages, and a key that belongs to another kind is named as such.
-/// `kind` decides which keys apply (see `provider_keys` in [`crate::sms`]).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawProvider {
+/// A `[[provider]]` table as the first read sees it: the keys it sets,
+/// with where each value stands. Its kind's struct reads it again.
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct RawProvider(pub(crate) BTreeMap<String, Spanned<IgnoredAny>>);
+
+/// What every table has whatever its kind (no `deny_unknown_fields`: the
+/// kind's own struct refuses what it does not know).
+#[derive(Deserialize)]
+pub(crate) struct Head {
     pub(crate) kind: Spanned<String>,
     pub(crate) name: Option<Spanned<String>>,
-    // outbox
-    pub(crate) path: Option<Spanned<String>>,
-    // command
-    pub(crate) program: Option<Spanned<String>>,
-    pub(crate) args: Option<Spanned<Vec<String>>>,
-    // command, http and presets
-    pub(crate) timeout: Option<Spanned<String>>,
-    // http and presets
-    pub(crate) connect_timeout: Option<Spanned<String>>,
-    pub(crate) ca_file: Option<Spanned<String>>,
-    pub(crate) proxy: Option<Spanned<String>>,
-    // http
-    pub(crate) url: Option<Spanned<String>>,
-    pub(crate) method: Option<Spanned<String>>,
-    pub(crate) content_type: Option<Spanned<String>>,
-    pub(crate) headers: Option<Spanned<toml::Table>>,
-    pub(crate) basic_auth: Option<Spanned<RawBasicAuth>>,
-    pub(crate) body: Option<Spanned<toml::Value>>,
-    pub(crate) secret_file: Option<Spanned<String>>,
-    pub(crate) secrets: Option<Spanned<toml::Table>>,
-    pub(crate) success_status: Option<Spanned<Vec<Spanned<i64>>>>,
-    pub(crate) success_body: Option<Spanned<RawSuccessBody>>,
-    pub(crate) allow_http: Option<Spanned<bool>>,
-    // presets
-    pub(crate) base_url: Option<Spanned<String>>,
-    pub(crate) from: Option<Spanned<String>>,
-    pub(crate) account_sid: Option<Spanned<String>>,
-    pub(crate) auth_token_file: Option<Spanned<String>>,
-    pub(crate) messaging_service_sid: Option<Spanned<String>>,
-    pub(crate) api_key: Option<Spanned<String>>,
-    pub(crate) api_secret_file: Option<Spanned<String>>,
-    pub(crate) api_key_file: Option<Spanned<String>>,
-    pub(crate) auth_id: Option<Spanned<String>>,
-    pub(crate) powerpack_uuid: Option<Spanned<String>>,
-    pub(crate) username: Option<Spanned<String>>,
-    pub(crate) password_file: Option<Spanned<String>>,
-    // smpp (besides password_file, timeout, connect_timeout, ca_file)
-    pub(crate) host: Option<Spanned<String>>,
-    pub(crate) port: Option<Spanned<i64>>,
-    pub(crate) tls: Option<Spanned<bool>>,
-    pub(crate) system_id: Option<Spanned<String>>,
-    pub(crate) system_type: Option<Spanned<String>>,
-    pub(crate) source_addr: Option<Spanned<String>>,
-    pub(crate) source_addr_ton: Option<Spanned<toml::Value>>,
-    pub(crate) source_addr_npi: Option<Spanned<toml::Value>>,
-    pub(crate) dest_addr_ton: Option<Spanned<toml::Value>>,
-    pub(crate) dest_addr_npi: Option<Spanned<toml::Value>>,
-    pub(crate) registered_delivery: Option<Spanned<i64>>,
-    pub(crate) data_coding: Option<Spanned<String>>,
-    pub(crate) long_messages: Option<Spanned<String>>,
-    pub(crate) enquire_link_interval: Option<Spanned<String>>,
 }
 
-impl RawProvider {
-    /// The keys set in this table, with where each stands.
-    pub(crate) fn present(&self) -> Vec<(&'static str, Range<usize>)> {
-        let mut v = Vec::new();
-        macro_rules! keys {
-            ($($f:ident),*) => {$(
-                if let Some(x) = &self.$f {
-                    v.push((stringify!($f), x.span()));
-                }
-            )*};
-        }
-        keys!(
-            name,
-            path,
-            program,
-            args,
-            timeout,
-            connect_timeout,
-            ca_file,
-            proxy,
-            url,
-            method,
-            content_type,
-            headers,
-            basic_auth,
-            body,
-            secret_file,
-            secrets,
-            success_status,
-            success_body,
-            allow_http,
-            base_url,
-            from,
-            account_sid,
-            auth_token_file,
-            messaging_service_sid,
-            api_key,
-            api_secret_file,
-            api_key_file,
-            auth_id,
-            powerpack_uuid,
-            username,
-            password_file,
-            host,
-            port,
-            tls,
-            system_id,
-            system_type,
-            source_addr,
-            source_addr_ton,
-            source_addr_npi,
-            dest_addr_ton,
-            dest_addr_npi,
-            registered_delivery,
-            data_coding,
-            long_messages,
-            enquire_link_interval
-        );
-        v
+/// Element `index` of the file's `[[provider]]` array, read as `T` from
+/// the whole text (the other elements and tables are skipped), so spans
+/// and errors are those of the file. `None`: no such element.
+pub(crate) fn nth<T: DeserializeOwned>(
+    text: &str,
+    index: usize,
+) -> Result<Option<Spanned<T>>, toml::de::Error> {
+    Document::<T>(index, PhantomData).deserialize(toml::Deserializer::new(text))
+}
+
+/// The top level: only `provider` is read.
+struct Document<T>(usize, PhantomData<T>);
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Document<T> {
+    type Value = Option<Spanned<T>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawBasicAuth {
-    pub(crate) username: String,
-    pub(crate) password: String,
+impl<'de, T: DeserializeOwned> Visitor<'de> for Document<T> {
+    type Value = Option<Spanned<T>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a config file")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut out = None;
+        while let Some(key) = m.next_key::<String>()? {
+            if key == "provider" {
+                out = m.next_value_seed(Element::<T>(self.0, PhantomData))?;
+            } else {
+                m.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSuccessBody {
-    pub(crate) contains: Option<String>,
-    pub(crate) regex: Option<String>,
-    pub(crate) json_pointer: Option<String>,
-    pub(crate) equals: Option<toml::Value>,
+/// The `provider` array: element `.0` as `T`, the others skipped.
+struct Element<T>(usize, PhantomData<T>);
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Element<T> {
+    type Value = Option<Spanned<T>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for Element<T> {
+    type Value = Option<Spanned<T>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of tables")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+        let mut out = None;
+        let mut i = 0;
+        loop {
+            if i == self.0 {
+                match s.next_element::<Spanned<T>>()? {
+                    Some(v) => out = Some(v),
+                    None => break,
+                }
+            } else if s.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
 }
 
 /// One `[[provider]]` table being validated: its key path (`provider[0]`)
 /// and kind, for errors that name the key at fault.
-pub(crate) struct Fields<'a> {
+pub(crate) struct Fields<'a, R> {
     pub(crate) c: &'a Checker<'a>,
     pub(crate) key: &'a str,
-    pub(crate) p: &'a Spanned<RawProvider>,
+    /// The whole table, where a missing key is reported.
+    pub(crate) span: Range<usize>,
+    pub(crate) raw: &'a R,
     pub(crate) kind: &'a str,
 }
 
-impl Fields<'_> {
-    pub(crate) fn raw(&self) -> &RawProvider {
-        self.p.get_ref()
+impl<R> Fields<'_, R> {
+    pub(crate) fn raw(&self) -> &R {
+        self.raw
     }
 
     /// The full key path of `field`: `provider[0].url`.
@@ -178,7 +143,7 @@ impl Fields<'_> {
     ) -> Result<Spanned<String>, ConfigError> {
         v.clone().ok_or_else(|| {
             self.c.err(
-                self.p.span(),
+                self.span.clone(),
                 &self.k(field),
                 format!("is missing; kind \"{}\" needs {field} = {hint}", self.kind),
             )
@@ -209,23 +174,23 @@ impl Fields<'_> {
 /// outlast the total (`bounds` names what the total covers).
 pub(crate) fn timeouts(
     c: &Checker<'_>,
-    r: &RawProvider,
+    (raw_timeout, raw_connect): (&Option<Spanned<String>>, &Option<Spanned<String>>),
     k: &dyn Fn(&str) -> String,
     (default_total, default_connect): (Duration, Duration),
     bounds: &str,
 ) -> Result<(Duration, Duration), ConfigError> {
     let timeout = c.duration_in(
-        &r.timeout,
+        raw_timeout,
         &k("timeout"),
         Duration::from_millis(100),
         Duration::from_secs(60),
         default_total,
     )?;
-    let connect_timeout = match &r.connect_timeout {
+    let connect_timeout = match raw_connect {
         None => default_connect.min(timeout),
         Some(s) => {
             let d = c.duration_in(
-                &r.connect_timeout,
+                raw_connect,
                 &k("connect_timeout"),
                 Duration::from_millis(100),
                 Duration::from_secs(60),

@@ -12,7 +12,9 @@ use crate::sms::http::{
     self, BodyRule, BodySpec, ContentType, Gateway, HttpSpec, JsonTemplate, Method, Pattern,
     PlivoSender, Preset, Template, TemplateSpec, TransportSpec, TwilioSender,
 };
-use crate::sms::raw::{timeouts, Fields, RawProvider, RawSuccessBody};
+use crate::sms::raw::{timeouts, Fields};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 /// The keys of `kind = "http"`, besides `kind` and the transport's.
 pub(crate) const KEYS: [&str; 12] = [
@@ -60,13 +62,99 @@ pub(crate) fn preset_keys(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// A `kind = "http"` table as read (`kind` and `name` are read by the
+/// shared layer in `sms/raw.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
+    url: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    content_type: Option<Spanned<String>>,
+    headers: Option<Spanned<toml::Table>>,
+    basic_auth: Option<Spanned<RawBasicAuth>>,
+    body: Option<Spanned<toml::Value>>,
+    secret_file: Option<Spanned<String>>,
+    secrets: Option<Spanned<toml::Table>>,
+    success_status: Option<Spanned<Vec<Spanned<i64>>>>,
+    success_body: Option<Spanned<RawSuccessBody>>,
+    allow_http: Option<Spanned<bool>>,
+    // The transport (TRANSPORT_KEYS).
+    timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    proxy: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuccessBody {
+    contains: Option<String>,
+    regex: Option<String>,
+    json_pointer: Option<String>,
+    equals: Option<toml::Value>,
+}
+
+/// A preset table (`twilio`, `vonage`, …) as read: the keys of every
+/// preset; the shared layer has refused those of another preset (by
+/// [`preset_keys`]) before this struct reads the table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPreset {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
+    base_url: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    account_sid: Option<Spanned<String>>,
+    auth_token_file: Option<Spanned<String>>,
+    messaging_service_sid: Option<Spanned<String>>,
+    api_key: Option<Spanned<String>>,
+    api_secret_file: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    auth_id: Option<Spanned<String>>,
+    powerpack_uuid: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    // The transport (TRANSPORT_KEYS).
+    timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    proxy: Option<Spanned<String>>,
+}
+
+/// The transport keys of an HTTP table, whichever kind read it.
+struct RawTransport<'a> {
+    timeout: &'a Option<Spanned<String>>,
+    connect_timeout: &'a Option<Spanned<String>>,
+    ca_file: &'a Option<Spanned<String>>,
+    proxy: &'a Option<Spanned<String>>,
+}
+
 /// Validates one `kind = "http"` table.
-pub(crate) fn validate(table: &Fields<'_>, name: String) -> Result<HttpSpec, ConfigError> {
-    let (c, key, p, r) = (table.c, table.key, table.p, table.raw());
+pub(crate) fn validate(table: &Fields<'_, RawHttp>, name: String) -> Result<HttpSpec, ConfigError> {
+    let (c, key, r) = (table.c, table.key, table.raw());
 
     let allow_http = r.allow_http.as_ref().is_some_and(|b| *b.get_ref());
-    let transport = transport_spec(c, key, r, allow_http)?;
-    let gateway = Gateway::Template(template_spec(c, key, p, allow_http)?);
+    let raw_transport = RawTransport {
+        timeout: &r.timeout,
+        connect_timeout: &r.connect_timeout,
+        ca_file: &r.ca_file,
+        proxy: &r.proxy,
+    };
+    let transport = transport_spec(c, key, &raw_transport, allow_http)?;
+    let gateway = Gateway::Template(template_spec(c, key, r, table.span.clone(), allow_http)?);
     Ok(HttpSpec {
         name,
         gateway,
@@ -75,10 +163,19 @@ pub(crate) fn validate(table: &Fields<'_>, name: String) -> Result<HttpSpec, Con
 }
 
 /// Validates one preset table (`twilio`, `vonage`, …).
-pub(crate) fn validate_preset(table: &Fields<'_>, name: String) -> Result<HttpSpec, ConfigError> {
-    let (c, key, p, r, kind) = (table.c, table.key, table.p, table.raw(), table.kind);
+pub(crate) fn validate_preset(
+    table: &Fields<'_, RawPreset>,
+    name: String,
+) -> Result<HttpSpec, ConfigError> {
+    let (c, key, r, kind) = (table.c, table.key, table.raw(), table.kind);
     let k = |field: &str| table.k(field);
-    let transport = transport_spec(c, key, r, false)?;
+    let raw_transport = RawTransport {
+        timeout: &r.timeout,
+        connect_timeout: &r.connect_timeout,
+        ca_file: &r.ca_file,
+        proxy: &r.proxy,
+    };
+    let transport = transport_spec(c, key, &raw_transport, false)?;
     let preset = match kind {
         "twilio" => Preset::Twilio {
             account_sid: table.text(
@@ -107,7 +204,7 @@ pub(crate) fn validate_preset(table: &Fields<'_>, name: String) -> Result<HttpSp
                 }
                 (None, None) => {
                     return Err(c.err(
-                        p.span(),
+                        table.span.clone(),
                         &k("from"),
                         "is missing; kind \"twilio\" needs from = \"+1…\" (your Twilio number) \
                          or messaging_service_sid = \"MG…\"",
@@ -169,7 +266,7 @@ pub(crate) fn validate_preset(table: &Fields<'_>, name: String) -> Result<HttpSp
                 }
                 (None, None) => {
                     return Err(c.err(
-                        p.span(),
+                        table.span.clone(),
                         &k("from"),
                         "is missing; kind \"plivo\" needs from = \"+1…\" (a Plivo number or sender ID) \
                          or powerpack_uuid = \"…\"",
@@ -212,13 +309,13 @@ pub(crate) fn validate_preset(table: &Fields<'_>, name: String) -> Result<HttpSp
 fn transport_spec(
     c: &Checker<'_>,
     key: &str,
-    r: &RawProvider,
+    r: &RawTransport<'_>,
     allow_http: bool,
 ) -> Result<TransportSpec, ConfigError> {
     let k = |field: &str| format!("{key}.{field}");
     let (timeout, connect_timeout) = timeouts(
         c,
-        r,
+        (r.timeout, r.connect_timeout),
         &k,
         (
             TransportSpec::DEFAULT_TIMEOUT,
@@ -231,7 +328,7 @@ fn transport_spec(
         .as_ref()
         .map(|f| c.absolute(f.get_ref(), f.span(), &k("ca_file")))
         .transpose()?;
-    let proxy = match &r.proxy {
+    let proxy = match r.proxy {
         None => None,
         Some(s) => {
             let v = s.get_ref().trim();
@@ -260,10 +357,10 @@ fn transport_spec(
 fn template_spec(
     c: &Checker<'_>,
     key: &str,
-    p: &Spanned<RawProvider>,
+    r: &RawHttp,
+    span: Range<usize>,
     allow_http: bool,
 ) -> Result<TemplateSpec, ConfigError> {
-    let r = p.get_ref();
     let k = |field: &str| format!("{key}.{field}");
     let tpl = |text: &str, span: Range<usize>, field: &str| {
         Template::parse(text).map_err(|m| c.err(span, &k(field), m))
@@ -273,7 +370,7 @@ fn template_spec(
 
     let Some(url_s) = &r.url else {
         return Err(c.err(
-            p.span(),
+            span,
             &k("url"),
             "is missing; kind \"http\" needs url = \"https://api.example.net/send?to={number}\"",
         ));

@@ -61,8 +61,11 @@ const EXCERPT_CHARS: usize = 200;
 /// HTTP method of the generic provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// No body; everything goes in the URL.
     Get,
+    /// The default.
     Post,
+    /// For gateways that create a message with PUT.
     Put,
 }
 
@@ -102,11 +105,17 @@ impl ContentType {
 /// A JSON body written as a TOML table: string leaves are templates.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonTemplate {
+    /// Sent as `null` (TOML has none; kept for symmetry with JSON).
     Null,
+    /// Sent as written.
     Bool(bool),
+    /// Sent as written.
     Number(serde_json::Number),
+    /// Rendered, then sent as a JSON string.
     Str(Template),
+    /// Each element rendered in order.
     Array(Vec<JsonTemplate>),
+    /// Keys as written (not templates), values rendered; order kept.
     Object(Vec<(String, JsonTemplate)>),
 }
 
@@ -146,7 +155,9 @@ impl JsonTemplate {
 pub enum BodySpec {
     /// A string template, escaped as `content_type` says.
     Text {
+        /// The body text with its placeholders.
         template: Template,
+        /// Sent as `Content-Type`, and decides how values are escaped.
         content_type: ContentType,
     },
     /// A TOML table sent as a form: keys and values percent-encoded.
@@ -156,6 +167,8 @@ pub enum BodySpec {
 }
 
 impl BodySpec {
+    /// Every template in the body, for the checks that apply to all of them
+    /// (known placeholders, secrets only where they may go).
     pub fn templates(&self) -> Vec<&Template> {
         match self {
             BodySpec::Text { template, .. } => vec![template],
@@ -196,12 +209,16 @@ impl Eq for Pattern {}
 /// What a successful answer's body must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyRule {
+    /// The body contains this text.
     Contains(String),
+    /// The regular expression matches somewhere in the body.
     Regex(Pattern),
     /// The JSON value at `pointer` (RFC 6901) equals `equals`; a string
     /// also matches a number or boolean written the same way.
     JsonPointer {
+        /// An RFC 6901 pointer such as `/messages/0/status`.
         pointer: String,
+        /// The value expected there.
         equals: serde_json::Value,
     },
 }
@@ -247,23 +264,39 @@ impl BodyRule {
 /// `kind = "http"`: any gateway, described by templates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateSpec {
+    /// The request URL; `https://` unless `allow_http`.
     pub url: Template,
+    /// Default POST.
     pub method: Method,
+    /// Extra headers, names as written, values rendered.
     pub headers: Vec<(String, Template)>,
     /// `Authorization: Basic` from these two templates (user, password).
     pub basic_auth: Option<(Template, Template)>,
+    /// `None`: no body (the usual case with GET).
     pub body: Option<BodySpec>,
     /// Secret files by placeholder name ("" is `{secret}`).
     pub secrets: Vec<(String, PathBuf)>,
+    /// The statuses that mean sent (default 200, 201, 202); any other is a
+    /// failure, classified by status.
     pub success_status: Vec<u16>,
+    /// Also required of a successful answer's body; `None`: the status
+    /// decides alone.
     pub success_body: Option<BodyRule>,
 }
 
 /// What the request is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gateway {
+    /// `kind = "http"`: the request as the admin wrote it.
     Template(TemplateSpec),
-    Preset { preset: Preset, base_url: String },
+    /// A vendor preset: the vendor's documented request.
+    Preset {
+        /// The vendor and its account keys.
+        preset: Preset,
+        /// The API's root, `base_url` or the vendor's (for tests and
+        /// regional endpoints).
+        base_url: String,
+    },
 }
 
 /// Connection settings shared by the generic provider and the presets.
@@ -282,15 +315,20 @@ pub struct TransportSpec {
 }
 
 impl TransportSpec {
+    /// `timeout` when not set.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `connect_timeout` when not set (never more than `timeout`).
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 }
 
 /// One configured HTTP provider (`kind = "http"` or a preset).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSpec {
+    /// The provider's `name` (default its kind), unique in the config.
     pub name: String,
+    /// What is sent and how the answer is read.
     pub gateway: Gateway,
+    /// How the connection is made.
     pub transport: TransportSpec,
 }
 
@@ -337,6 +375,7 @@ impl fmt::Debug for HttpProvider {
 }
 
 impl HttpProvider {
+    /// A provider for `spec`; the HTTP agent is built at the first send.
     pub fn new(spec: HttpSpec) -> HttpProvider {
         HttpProvider {
             spec,

@@ -6,14 +6,18 @@ use super::*;
 /// Who a Twilio message is from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TwilioSender {
+    /// `from`: a Twilio number or an alphanumeric sender id.
     From(String),
+    /// `messaging_service_sid`: Twilio picks the sender.
     MessagingService(String),
 }
 
 /// Who a Plivo message is from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlivoSender {
+    /// `from`: a Plivo number or sender id.
     Src(String),
+    /// `powerpack_uuid`: Plivo picks the sender from the Powerpack.
     Powerpack(String),
 }
 
@@ -27,8 +31,11 @@ pub enum Preset {
     /// Errors carry `{"code", "message"}`; 21212/21606/21659/21660 are about
     /// the sender (misconfigured), other 400s refuse the message.
     Twilio {
+        /// `AC…`, also the Basic user name.
         account_sid: String,
+        /// Holds the Auth Token; read at each send.
         auth_token_file: PathBuf,
+        /// Who the message is from.
         sender: TwilioSender,
     },
     /// Vonage (Nexmo) SMS API: `POST {base}/sms/json`, a form with
@@ -40,8 +47,11 @@ pub enum Preset {
     /// wrong; the rest (3, 6, 7, 12, 22, 29, 33: invalid or barred number,
     /// message too long, …) refuse the message.
     Vonage {
+        /// The account's API key (not secret).
         api_key: String,
+        /// Holds the API secret; read at each send.
         api_secret_file: PathBuf,
+        /// The sender: a number or an alphanumeric id (required by Vonage).
         from: String,
     },
     /// Clickatell Platform (SMS API, REST integration):
@@ -50,7 +60,9 @@ pub enum Preset {
     /// with `messages[*].accepted == true`; a message not accepted carries
     /// `errorCode`/`errorDescription`. `402` (out of credit) is temporary.
     Clickatell {
+        /// Holds the API key (it is the whole credential); read at each send.
         api_key_file: PathBuf,
+        /// The sender; `None`: the account's default.
         from: Option<String>,
     },
     /// Plivo Message API: `POST {base}/v1/Account/{auth_id}/Message/`, HTTP
@@ -58,8 +70,11 @@ pub enum Preset {
     /// "dst": "<E.164 without +>", "text"}`. Success: `202` ("message(s)
     /// queued"); errors carry `{"error"}`.
     Plivo {
+        /// `MA…`, also the Basic user name.
         auth_id: String,
+        /// Holds the Auth Token; read at each send.
         auth_token_file: PathBuf,
+        /// Who the message is from.
         sender: PlivoSender,
     },
     /// BulkSMS JSON REST API v1: `POST {base}/v1/messages?auto-unicode=true`,
@@ -67,8 +82,11 @@ pub enum Preset {
     /// JSON `{"to": "<E.164>", "body", "from"?}`. Success: `201 Created`;
     /// errors are problem documents `{"title", "detail"}`.
     Bulksms {
+        /// The account name or an API token id.
         username: String,
+        /// Holds the password or token secret; read at each send.
         password_file: PathBuf,
+        /// The sender; `None`: the account's default.
         from: Option<String>,
     },
 }

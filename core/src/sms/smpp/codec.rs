@@ -12,7 +12,9 @@ pub(super) fn ucs2(text: &str) -> Vec<u8> {
 /// A text in the bytes of one `data_coding`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Encoded {
+    /// The SMPP `data_coding` value the bytes are in.
     pub data_coding: u8,
+    /// The encoded text; it holds the code, so it is wiped on drop.
     pub bytes: Zeroizing<Vec<u8>>,
 }
 
@@ -90,9 +92,14 @@ impl Encoded {
 /// What goes into one `submit_sm`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Part {
+    /// 0x40 (UDH indicator) for a part of a concatenated message, else 0.
     pub esm_class: u8,
+    /// The SMPP `data_coding` of the text.
     pub data_coding: u8,
+    /// The part's bytes, UDH first; empty when the text is in `payload`.
     pub short_message: Zeroizing<Vec<u8>>,
+    /// The whole text as the `message_payload` TLV (`long_messages =
+    /// "payload"`); `None` otherwise.
     pub payload: Option<Zeroizing<Vec<u8>>>,
 }
 

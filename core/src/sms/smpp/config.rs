@@ -1,14 +1,17 @@
 //! `kind = "smpp"` in the config: Gluu's smpp script settings, one to one
 //! (see docs/smpp.md), checked into an [`SmppSpec`].
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use crate::config::check::{Checker, ConfigError, ConfigWarning};
-use crate::sms::raw::{timeouts, Fields, RawProvider};
+use crate::sms::raw::{timeouts, Fields};
 use crate::sms::smpp;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 /// The keys of `kind = "smpp"`, besides `kind`.
 pub(crate) const KEYS: [&str; 19] = [
@@ -33,21 +36,50 @@ pub(crate) const KEYS: [&str; 19] = [
     "enquire_link_interval",
 ];
 
+/// A `kind = "smpp"` table as read (`kind` and `name` are read by the
+/// shared layer in `sms/raw.rs`). Gluu's script settings, one to one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSmpp {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    tls: Option<Spanned<bool>>,
+    ca_file: Option<Spanned<String>>,
+    system_id: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    system_type: Option<Spanned<String>>,
+    source_addr: Option<Spanned<String>>,
+    source_addr_ton: Option<Spanned<toml::Value>>,
+    source_addr_npi: Option<Spanned<toml::Value>>,
+    dest_addr_ton: Option<Spanned<toml::Value>>,
+    dest_addr_npi: Option<Spanned<toml::Value>>,
+    registered_delivery: Option<Spanned<i64>>,
+    data_coding: Option<Spanned<String>>,
+    long_messages: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    enquire_link_interval: Option<Spanned<String>>,
+}
+
 /// Validates one `kind = "smpp"` table; warns when it has no
 /// `password_file`.
 pub(crate) fn validate(
-    table: &Fields<'_>,
+    table: &Fields<'_, RawSmpp>,
     name: String,
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<SmppSpec, ConfigError> {
-    let (c, key, p) = (table.c, table.key, table.p);
-    let s = smpp_spec(c, key, p, name)?;
+    let (c, key, span) = (table.c, table.key, table.span.clone());
+    let s = smpp_spec(c, key, table.raw(), span.clone(), name)?;
     // Binding without a password is legitimate (SMSCs that trust the
     // address), so not an error; but a forgotten password_file would
     // otherwise show only as a refused bind at the first login.
     if s.password_file.is_none() {
         warnings.push(c.warning(
-            p.span(),
+            span,
             &format!("{key}.password_file"),
             "is not set, so the SMSC is bound with an empty password; if it wants one, \
              put it in a file (owner root, mode 0600) and set \
@@ -63,10 +95,10 @@ pub(crate) fn validate(
 fn smpp_spec(
     c: &Checker<'_>,
     key: &str,
-    p: &Spanned<RawProvider>,
+    r: &RawSmpp,
+    span: Range<usize>,
     name: String,
 ) -> Result<SmppSpec, ConfigError> {
-    let r = p.get_ref();
     let k = |field: &str| format!("{key}.{field}");
     // Printable ASCII of at most `max` characters (SMPP C-Octet strings).
     let ascii = |v: &Spanned<String>, field: &str, max: usize, empty_ok: bool| {
@@ -93,7 +125,7 @@ fn smpp_spec(
     let host = match &r.host {
         None => {
             return Err(c.err(
-                p.span(),
+                span.clone(),
                 &k("host"),
                 "is missing; kind \"smpp\" needs host = \"smsc.example.net\" (Gluu: smpp_server)",
             ))
@@ -123,7 +155,7 @@ fn smpp_spec(
     let system_id =
         match &r.system_id {
             None => return Err(c.err(
-                p.span(),
+                span.clone(),
                 &k("system_id"),
                 "is missing; kind \"smpp\" needs system_id = \"…\" (the account the SMSC gave you)",
             )),
@@ -195,7 +227,7 @@ fn smpp_spec(
         .transpose()?;
     let (timeout, connect_timeout) = timeouts(
         c,
-        r,
+        (&r.timeout, &r.connect_timeout),
         &k,
         (SmppSpec::DEFAULT_TIMEOUT, SmppSpec::DEFAULT_CONNECT_TIMEOUT),
         "send",
@@ -285,23 +317,38 @@ pub enum LongMessages {
 /// password is read from `password_file` at each bind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmppSpec {
+    /// The provider's `name` (default `smpp`), unique in the config.
     pub name: String,
+    /// The SMSC's name or address, without port.
     pub host: String,
+    /// Default 2775 ([`SmppSpec::DEFAULT_PORT`]).
     pub port: u16,
+    /// Connect with TLS (default false; then `ca_file` is refused).
     pub tls: bool,
     /// An extra trust anchor besides the system's CAs (with `tls`).
     pub ca_file: Option<PathBuf>,
+    /// The account the SMSC gave, up to 15 ASCII characters.
     pub system_id: String,
     /// No file: bind with an empty password.
     pub password_file: Option<PathBuf>,
+    /// Sent in the bind, up to 12 characters; empty by default.
     pub system_type: String,
+    /// The sender (up to 11 characters when alphanumeric, TON 5); empty:
+    /// the SMSC's default.
     pub source_addr: String,
+    /// Type of number of the sender (default 5, alphanumeric).
     pub source_addr_ton: u8,
+    /// Numbering plan of the sender (default 0 for alphanumeric, else 1).
     pub source_addr_npi: u8,
+    /// Type of number of the recipient (default 1, international).
     pub dest_addr_ton: u8,
+    /// Numbering plan of the recipient (default 1, E.164).
     pub dest_addr_npi: u8,
+    /// The `registered_delivery` flags, 0 to 31 (default 0: no receipt).
     pub registered_delivery: u8,
+    /// How the text is encoded (default GSM 7-bit when it fits).
     pub data_coding: Coding,
+    /// How a long text is split (default UDH concatenation).
     pub long_messages: LongMessages,
     /// Each connection attempt.
     pub connect_timeout: Duration,
@@ -312,9 +359,14 @@ pub struct SmppSpec {
 }
 
 impl SmppSpec {
+    /// The IANA port of SMPP, used when `port` is not set (with or without
+    /// TLS).
     pub const DEFAULT_PORT: u16 = 2775;
+    /// `timeout` when not set.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `connect_timeout` when not set (never more than `timeout`).
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// `enquire_link_interval` when not set.
     pub const DEFAULT_ENQUIRE_LINK_INTERVAL: Duration = Duration::from_secs(30);
 
     /// `smpp://host:port` (`smpps://` with TLS), for status and doctor

@@ -31,6 +31,7 @@ impl fmt::Debug for SmppSessions {
 }
 
 impl SmppSessions {
+    /// An empty pool: sessions are opened by the first sends and kept.
     pub fn new() -> SmppSessions {
         SmppSessions::default()
     }

@@ -1,0 +1,156 @@
+//! `check-config`: load the config, check the phone lists, and print the
+//! effective values with secrets redacted (also the first part of `doctor`).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use smsotp_core::config::Config;
+use smsotp_core::directory;
+
+use crate::report::{self, Failure};
+use crate::{load_config, Output};
+
+pub(crate) fn check_config(path: &Path) -> Result<Output, Failure> {
+    let cfg = load_config(path)?;
+    let eff = effective(&cfg);
+    let lists = directory::check_phone_lists(&cfg);
+    let bad: Vec<Value> = lists
+        .bad
+        .iter()
+        .map(|b| {
+            json!({"location": b.location, "path": b.path, "line": b.line, "user": b.user,
+                   "problem": b.problem, "fix": b.fix})
+        })
+        .collect();
+    let mut text = format!(
+        "{}: valid; the effective values follow (secrets are never shown: they stay in their files)\n\n",
+        path.display()
+    );
+    text.push_str(&report::effective_text(&eff));
+    // Settings that work but are probably not what the admin meant.
+    for w in &cfg.warnings {
+        text.push_str(&format!("warning: {w}\n"));
+    }
+    // The count, each bad entry with its fix, and what they mean.
+    let findings = report::phone_list_findings(&lists);
+    if let Some((summary, entries)) = findings.split_last() {
+        text.push_str(&summary.message);
+        text.push('\n');
+        for f in entries {
+            text.push_str(&format!("  {}\n", f.message));
+            if let Some(fix) = &f.fix {
+                text.push_str(&format!("    fix: {fix}\n"));
+            }
+        }
+        if let Some(fix) = &summary.fix {
+            text.push_str(&format!("\n{} problem(s): {fix}\n", entries.len()));
+        }
+    }
+    let code = report::findings_exit(&findings);
+    Ok(Output {
+        text,
+        json: json!({"ok": lists.bad.is_empty(), "config": path, "effective": eff,
+                     "warnings": cfg.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                     "phone_lists": {"valid": lists.valid, "bad": bad}}),
+        code,
+    })
+}
+
+/// The effective config, without secrets: secret values live in files and
+/// only their paths are shown; HTTP providers show only where they connect.
+pub(crate) fn effective(c: &Config) -> Value {
+    use smsotp_core::config::{
+        Alphabet, ClientMode, DirectorySpec, NoPhone, PrimaryAuth, ProviderDown,
+    };
+    let d = |d: std::time::Duration| smsotp_core::config::human_duration(d);
+    let providers: Vec<Value> = c.providers.iter().map(provider_json).collect();
+    json!({
+        "otp": {
+            "length": c.otp.length,
+            "alphabet": match c.otp.alphabet { Alphabet::Digits => "digits", Alphabet::Alphanumeric => "alphanumeric" },
+            "ttl": d(c.otp.ttl),
+            "max_attempts": c.otp.max_attempts.get(),
+            "resend": {"max": c.otp.resend_max, "cooldown": d(c.otp.resend_cooldown)},
+            "key_file": c.otp.key_file,
+        },
+        "policy": {
+            "exempt_users": c.policy.exempt_users,
+            "exempt_groups": c.policy.exempt_groups,
+            "no_phone": match c.policy.no_phone { NoPhone::Deny => "deny", NoPhone::Allow => "allow", NoPhone::Enroll => "enroll" },
+            "provider_down": match c.policy.provider_down { ProviderDown::Deny => "deny", ProviderDown::Allow => "allow" },
+            "user_opt_out": c.policy.user_opt_out,
+            "mandatory": c.policy.mandatory,
+            "backup_codes": c.policy.backup_codes,
+        },
+        "phone": {
+            "default_region": c.phone.default_region.map(|r| r.as_ref().to_owned()),
+            "allowed_countries": c.phone.allowed_countries.iter().map(|r| r.as_ref().to_owned()).collect::<Vec<_>>(),
+        },
+        "limits": {
+            "sms_per_user": c.limits.sms_per_user.to_string(),
+            "sms_global": c.limits.sms_global.to_string(),
+            "lockout_after": c.limits.lockout_after.get(),
+            "lockout": d(c.limits.lockout),
+        },
+        "directories": c.directories.iter().map(|s| match s {
+            DirectorySpec::File { path } => json!({"kind": "file", "path": path}),
+            DirectorySpec::Gecos { field } => json!({"kind": "gecos", "field": field}),
+        }).collect::<Vec<_>>(),
+        "store": c.store.settings().into_iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
+        "providers": providers,
+        "audit": {"syslog": c.audit.syslog, "file": c.audit.file},
+        "radius": c.radius.as_ref().map(|r| json!({
+            "listen": r.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "primary": match &r.primary { PrimaryAuth::None => "none".to_owned(), PrimaryAuth::Pam { service } => format!("pam:{service}") },
+            "clients": r.clients.iter().map(|cl| json!({
+                "name": cl.name, "address": cl.network.to_string(),
+                "mode": match cl.mode { ClientMode::Challenge => "challenge", ClientMode::Append => "append" },
+                "secret_file": cl.secret_file,
+                "require_message_authenticator": cl.require_message_authenticator,
+            })).collect::<Vec<_>>(),
+        })),
+    })
+}
+
+/// One provider: its kind and where it connects, with the paths of its
+/// secret files but never their contents.
+fn provider_json(p: &smsotp_core::sms::ProviderSpec) -> Value {
+    use smsotp_core::sms::http::{Gateway, Preset};
+    use smsotp_core::sms::ProviderSpec;
+    let d = smsotp_core::config::human_duration;
+    match p {
+        ProviderSpec::Outbox { name, path } => {
+            json!({"name": name, "kind": "outbox", "path": path})
+        }
+        ProviderSpec::Command {
+            name,
+            program,
+            args,
+            timeout,
+        } => json!({"name": name, "kind": "command", "program": program,
+                    "args": args.len(), "timeout": d(*timeout)}),
+        ProviderSpec::Http(h) => {
+            let preset = match &h.gateway {
+                Gateway::Template(_) => None,
+                Gateway::Preset { preset, .. } => Some(match preset {
+                    Preset::Twilio { .. } => "twilio",
+                    Preset::Vonage { .. } => "vonage",
+                    Preset::Clickatell { .. } => "clickatell",
+                    Preset::Plivo { .. } => "plivo",
+                    Preset::Bulksms { .. } => "bulksms",
+                }),
+            };
+            let secret_files: Vec<PathBuf> = h.secret_paths().into_iter().map(|(_, p)| p).collect();
+            json!({"name": h.name, "kind": "http", "preset": preset,
+                   "endpoint": h.endpoint(),
+                   "proxy": h.transport.proxy.as_deref().map(smsotp_core::sms::http::without_credentials),
+                   "ca_file": h.transport.ca_file, "timeout": d(h.transport.timeout),
+                   "secret_files": secret_files})
+        }
+        ProviderSpec::Smpp(s) => json!({"name": s.name, "kind": "smpp",
+            "host": s.host, "port": s.port, "tls": s.tls, "endpoint": s.endpoint(),
+            "system_id": s.system_id, "source_addr": s.source_addr,
+            "password_file": s.password_file, "ca_file": s.ca_file,
+            "timeout": d(s.timeout)}),
+    }
+}

@@ -1,0 +1,307 @@
+//! `[radius]`: what smsotp-radiusd listens on, how it checks the password
+//! first ([`PrimaryAuth`]) and the NASes it answers ([`RadiusClient`]).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::check::{Checker, ConfigError};
+
+/// A RADIUS shared secret shorter than this is warned about: RFC 2865 asks
+/// for at least 16 octets, and an offline guess of a shorter one from a
+/// captured request is cheap.
+pub const RADIUS_SECRET_MIN_BYTES: usize = 16;
+
+/// The warning for a RADIUS client whose shared secret is `len` bytes long,
+/// if that is too short (one threshold and one text for every front end).
+pub fn short_secret_warning(client: &str, len: usize) -> Option<String> {
+    (len < RADIUS_SECRET_MIN_BYTES).then(|| {
+        format!(
+            "radius client \"{client}\": the shared secret is only {len} bytes; use at least \
+             {RADIUS_SECRET_MIN_BYTES} random characters, e.g. openssl rand -base64 24, in its \
+             secret_file and on the NAS"
+        )
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRadius {
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    primary: Option<Spanned<RawPrimary>>,
+    workers: Option<Spanned<i64>>,
+    #[serde(default)]
+    client: Vec<Spanned<RawClient>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub(super) enum RawPrimary {
+    // A struct variant: a unit variant would let unknown keys through.
+    None {},
+    Pam { service: Option<String> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClient {
+    name: String,
+    address: String,
+    secret_file: String,
+    mode: Option<String>,
+    require_message_authenticator: Option<bool>,
+    limit_proxy_state: Option<bool>,
+}
+
+/// How smsotp-radiusd checks the password before sending a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrimaryAuth {
+    /// The NAS checked the password already (or there is none).
+    None,
+    /// Run the password through this PAM service.
+    Pam {
+        /// The file in /etc/pam.d (default `smsotp-radius`).
+        service: String,
+    },
+}
+
+/// How a NAS asks for the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMode {
+    /// Access-Challenge with State, the code in a second Access-Request.
+    Challenge,
+    /// For NASes without challenges: the password alone sends the code and
+    /// is rejected ("Code sent"); password followed by the code logs in.
+    Append,
+}
+
+/// One NAS allowed to talk to smsotp-radiusd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RadiusClient {
+    /// Unique among the clients; the service is `radius:NAME` in audit
+    /// lines and rate keys.
+    pub name: String,
+    /// The source addresses it may send from (a single address is a /32 or
+    /// /128); the most specific network wins.
+    pub network: ipnet::IpNet,
+    /// The file holding the shared secret (read by smsotp-radiusd, never
+    /// kept in the config).
+    pub secret_file: PathBuf,
+    /// How it asks for the code (default challenge).
+    pub mode: ClientMode,
+    /// Drop requests without a valid Message-Authenticator (default true;
+    /// false only with `limit_proxy_state`, against BlastRADIUS).
+    pub require_message_authenticator: bool,
+    /// Drop requests that carry Proxy-State but no Message-Authenticator
+    /// (default false).
+    pub limit_proxy_state: bool,
+}
+
+/// `[radius]`, validated: only smsotp-radiusd reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RadiusSettings {
+    /// The UDP addresses to bind; never empty (default `0.0.0.0:1812`).
+    pub listen: Vec<std::net::SocketAddr>,
+    /// The first factor (default none: the NAS checked the password).
+    pub primary: PrimaryAuth,
+    /// Worker threads, 1 to 256 (default 4).
+    pub workers: usize,
+    /// The NASes answered; a request from any other address is dropped.
+    pub clients: Vec<RadiusClient>,
+}
+
+impl RadiusSettings {
+    /// The most specific client whose network holds `ip`.
+    pub fn client_for(&self, ip: std::net::IpAddr) -> Option<&RadiusClient> {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.clients
+            .iter()
+            .filter(|c| c.network.contains(&ip))
+            .max_by_key(|c| c.network.prefix_len())
+    }
+}
+
+/// Validates `[radius]`.
+pub(super) fn validate(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings, ConfigError> {
+    let mut listen = Vec::new();
+    for l in &r.listen {
+        let addr = l.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+            c.err(
+                l.span(),
+                "radius.listen",
+                format!(
+                    "\"{}\" is not an address and port; write \"0.0.0.0:1812\" or \"[::]:1812\"",
+                    l.get_ref()
+                ),
+            )
+        })?;
+        listen.push(addr);
+    }
+    if listen.is_empty() {
+        listen.push(std::net::SocketAddr::from(([0, 0, 0, 0], 1812)));
+    }
+    let primary = match &r.primary {
+        None => PrimaryAuth::None,
+        Some(p) => match p.get_ref() {
+            RawPrimary::None {} => PrimaryAuth::None,
+            RawPrimary::Pam { service } => {
+                let service = service.clone().unwrap_or_else(|| "smsotp-radius".into());
+                if service.is_empty() || service.contains('/') {
+                    return Err(c.err(
+                        p.span(),
+                        "radius.primary.service",
+                        "must be a PAM service name (a file in /etc/pam.d)",
+                    ));
+                }
+                PrimaryAuth::Pam { service }
+            }
+        },
+    };
+    let workers = c.int_in(&r.workers, "radius.workers", 1..=256, 4)? as usize;
+    let mut clients: Vec<RadiusClient> = Vec::new();
+    for (i, cl) in r.client.iter().enumerate() {
+        let key = format!("radius.client[{i}]");
+        let raw = cl.get_ref();
+        let name = raw.name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            return Err(c.err(
+                cl.span(),
+                &format!("{key}.name"),
+                "use letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if clients.iter().any(|o| o.name == name) {
+            return Err(c.err(
+                cl.span(),
+                &format!("{key}.name"),
+                format!("\"{name}\" names two clients; give each a distinct name"),
+            ));
+        }
+        let address = raw.address.trim();
+        let network = address
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| address.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                c.err(
+                    cl.span(),
+                    &format!("{key}.address"),
+                    format!("\"{address}\" is not an address or network; write \"192.0.2.10\", \"192.0.2.0/24\" or \"2001:db8::/64\""),
+                )
+            })?
+            .trunc();
+        let secret_file = c.absolute(&raw.secret_file, cl.span(), &format!("{key}.secret_file"))?;
+        let mode = match raw.mode.as_deref() {
+            None | Some("challenge") => ClientMode::Challenge,
+            Some("append") => ClientMode::Append,
+            Some(other) => {
+                return Err(c.err(
+                    cl.span(),
+                    &format!("{key}.mode"),
+                    format!("\"{other}\" is not allowed; use \"challenge\" or \"append\""),
+                ))
+            }
+        };
+        let require_message_authenticator = raw.require_message_authenticator.unwrap_or(true);
+        let limit_proxy_state = raw.limit_proxy_state.unwrap_or(false);
+        if !require_message_authenticator && !limit_proxy_state {
+            return Err(c.err(
+                cl.span(),
+                &format!("{key}.require_message_authenticator"),
+                "may be false only together with limit_proxy_state = true (BlastRADIUS, CVE-2024-3596); \
+                 better: make the NAS send Message-Authenticator",
+            ));
+        }
+        clients.push(RadiusClient {
+            name: name.to_owned(),
+            network,
+            secret_file,
+            mode,
+            require_message_authenticator,
+            limit_proxy_state,
+        });
+    }
+    Ok(RadiusSettings {
+        listen,
+        primary,
+        workers,
+        clients,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{err_of, parse};
+
+    #[test]
+    fn radius_clients_are_validated() {
+        let base = "[radius]\nlisten = [\"127.0.0.1:1812\", \"[::1]:1812\"]\nprimary = { kind = \"pam\" }\n";
+        let ok = format!(
+            "{base}[[radius.client]]\nname = \"vpn\"\naddress = \"192.0.2.0/24\"\nsecret_file = \"/etc/smsotp/secrets/vpn\"\n\
+             [[radius.client]]\nname = \"fw\"\naddress = \"192.0.2.9\"\nsecret_file = \"/etc/smsotp/secrets/fw\"\nmode = \"append\"\n"
+        );
+        let r = parse(&ok).unwrap().radius.unwrap();
+        assert_eq!(r.listen.len(), 2);
+        assert_eq!(
+            r.primary,
+            PrimaryAuth::Pam {
+                service: "smsotp-radius".into()
+            }
+        );
+        assert_eq!(r.clients[0].mode, ClientMode::Challenge);
+        assert!(r.clients[0].require_message_authenticator);
+        // The most specific network wins; IPv4-mapped IPv6 matches IPv4 clients.
+        assert_eq!(
+            r.client_for("192.0.2.9".parse().unwrap()).unwrap().name,
+            "fw"
+        );
+        assert_eq!(
+            r.client_for("192.0.2.10".parse().unwrap()).unwrap().name,
+            "vpn"
+        );
+        assert_eq!(
+            r.client_for("::ffff:192.0.2.10".parse().unwrap())
+                .unwrap()
+                .name,
+            "vpn"
+        );
+        assert!(r.client_for("198.51.100.1".parse().unwrap()).is_none());
+
+        let no_ma = format!(
+            "{base}[[radius.client]]\nname = \"old\"\naddress = \"192.0.2.1\"\nsecret_file = \"/s\"\nrequire_message_authenticator = false\n"
+        );
+        let e = err_of(&no_ma);
+        assert!(
+            e.contains("limit_proxy_state") && e.contains("BlastRADIUS"),
+            "{e}"
+        );
+        assert!(parse(&format!("{no_ma}limit_proxy_state = true\n")).is_ok());
+
+        let e = err_of(&format!("{base}[[radius.client]]\nname = \"x\"\naddress = \"vpn.example\"\nsecret_file = \"/s\"\n"));
+        assert!(e.contains("radius.client[0].address"), "{e}");
+        let e = err_of("[radius]\nlisten = [\"1812\"]\n");
+        assert!(e.contains("radius.listen"), "{e}");
+        assert!(parse("").unwrap().radius.is_none());
+    }
+
+    #[test]
+    fn short_secret_threshold_and_advice_agree() {
+        assert_eq!(RADIUS_SECRET_MIN_BYTES, 16);
+        let w = short_secret_warning("vpn", 15).unwrap();
+        assert!(
+            w.contains("only 15 bytes") && w.contains("at least 16 random characters"),
+            "{w}"
+        );
+        assert!(short_secret_warning("vpn", 12).is_some());
+        assert_eq!(short_secret_warning("vpn", 16), None);
+    }
+}
