@@ -74,6 +74,11 @@
 //! (locations, `ConfigError`, the value checkers), which imports nothing of
 //! ours but the key table.
 
+// The other lints are set once for every crate in [workspace.lints]; this one
+// only here, where other crates read the API (Cargo cannot add a lint to a
+// crate that takes the workspace's).
+#![deny(missing_docs)]
+
 pub mod audit;
 pub mod backup;
 pub mod clock;
