@@ -202,16 +202,25 @@ pub(crate) fn read(
 ) -> Result<Vec<ReadProvider>, ReadError> {
     let mut out = Vec::new();
     for (item, t) in items.into_tables().into_iter().zip(tables) {
-        let head: raw::Head = item.clone().read()?;
+        let head = item.head()?;
         let kind = head.kind.get_ref().as_str();
         let body = match provider_keys(kind) {
             None => Body::UnknownKind,
             Some(allowed) => {
                 let present = &t.get_ref().0;
-                let misplaced = KINDS
-                    .iter()
-                    .flat_map(|k| provider_keys(k).unwrap_or_default())
-                    .find(|f| present.contains_key(*f) && !allowed.contains(f));
+                // Only a key this kind does not take can be another kind's
+                // (no kind lists `kind`): the search is for such tables.
+                let foreign = present
+                    .keys()
+                    .any(|k| k != "kind" && !allowed.contains(&k.as_str()));
+                let misplaced = if foreign {
+                    KINDS
+                        .iter()
+                        .flat_map(|k| provider_keys(k).unwrap_or_default())
+                        .find(|f| present.contains_key(*f) && !allowed.contains(f))
+                } else {
+                    None
+                };
                 match misplaced {
                     Some(f) => {
                         Body::Misplaced(f, present.get(f).map(Spanned::span).unwrap_or_default())
@@ -524,6 +533,15 @@ pub(crate) mod tests {
         assert!(matches!(out, ChainOutcome::Failed(ref v) if v.len() == 2));
         assert!(out.is_outage());
         assert!(c.sent.borrow().is_empty());
+    }
+
+    #[test]
+    fn no_kind_lists_kind_among_its_keys() {
+        // `read` looks for another kind's key only among the keys a table
+        // sets besides `kind` and its kind's own.
+        for kind in KINDS {
+            assert!(!provider_keys(kind).unwrap().contains(&"kind"), "{kind}");
+        }
     }
 
     #[test]

@@ -99,6 +99,45 @@ pub(crate) enum ProviderTable {
 }
 
 impl ProviderTable {
+    /// Its `kind` and `name` as [`Head`] reads them. When both are strings
+    /// (or `name` is absent) they are taken from the parsed values, with
+    /// their span (the one toml's deserializer gives `Spanned`), which
+    /// spares a copy and a read of every table; otherwise the table is read
+    /// as [`Head`], for toml's own error.
+    pub(crate) fn head(&self) -> Result<Head, ReadError> {
+        match self.strings() {
+            Some(head) => Ok(head),
+            None => self.clone().read(),
+        }
+    }
+
+    /// `kind` and `name` when reading [`Head`] cannot fail: `kind` a
+    /// string, `name` a string or absent, both with a span.
+    fn strings(&self) -> Option<Head> {
+        /// `None`: `key` is not set; `Some(None)`: it is, to a table.
+        fn get<'a>(t: &'a ProviderTable, key: &str) -> Option<Option<&'a Value>> {
+            match t {
+                ProviderTable::Table(t) => t.get(key).map(Item::as_value),
+                ProviderTable::Inline(v) => v.as_inline_table().and_then(|t| t.get(key)).map(Some),
+            }
+        }
+        fn string(v: Option<&Value>) -> Option<Spanned<String>> {
+            match v? {
+                v @ Value::String(s) => Some(Spanned::new(v.span()?, s.value().clone())),
+                _ => None,
+            }
+        }
+        if let ProviderTable::Inline(v) = self {
+            v.as_inline_table()?;
+        }
+        let kind = string(get(self, "kind")?)?;
+        let name = match get(self, "name") {
+            None => None,
+            Some(v) => Some(string(v)?),
+        };
+        Some(Head { kind, name })
+    }
+
     /// The table read as `T`, as the first read met it: toml's
     /// deserializer over the element of `provider`, spans and errors
     /// included.
