@@ -23,7 +23,7 @@ impl From<files::FileError> for ConfigError {
 /// when one can be given (the nearest known key, another system's name for
 /// one of ours, a number where a duration or rate belongs), and where the
 /// key is documented.
-pub(super) fn serde_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+pub(super) fn serde_error(path: &Path, text: &str, e: &toml_edit::de::Error) -> ConfigError {
     let span = e.span().unwrap_or(0..0);
     let raw_message = e.message().trim_end();
     let mut shown = raw_message.to_owned();

@@ -112,11 +112,17 @@ impl Config {
 
     /// Validates `text` as if it had been read from `path` (no file checks).
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| errors::serde_error(path, text, &sms::earlier_error(text, e)))?;
+        let invalid = |e: &toml_edit::de::Error| errors::serde_error(path, text, e);
+        // What toml::from_str does (the same parser and deserializer, so
+        // errors are toml's own), with the text parsed once for both reads:
+        // the [[provider]] tables are copied from the parse before the
+        // first read consumes it.
+        let doc = toml_edit::ImDocument::parse(text).map_err(|e| invalid(&e.into()))?;
+        let items = sms::ProviderItems::of(&doc);
+        let raw = RawConfig::deserialize(toml_edit::de::Deserializer::from(doc))
+            .map_err(|e| invalid(&sms::earlier_error(&items, e)))?;
         // Each [[provider]] again, with its kind's own struct.
-        let read_providers =
-            sms::read(text, &raw.provider).map_err(|e| errors::serde_error(path, text, &e))?;
+        let read_providers = sms::read(items, &raw.provider).map_err(|e| invalid(&e))?;
         let c = Checker { path, text };
         let state = Path::new(DEFAULT_STATE_DIR);
 

@@ -70,9 +70,11 @@ fn setting(path: &str) -> String {
 
 /// Both reads of the loader: the file, then each `[[provider]]` with its
 /// kind's struct.
-fn read_raw(text: &str) -> Result<(), toml::de::Error> {
-    let raw = toml::from_str::<RawConfig>(text)?;
-    crate::sms::read(text, &raw.provider).map(|_| ())
+fn read_raw(text: &str) -> Result<(), toml_edit::de::Error> {
+    let doc = toml_edit::ImDocument::parse(text)?;
+    let items = crate::sms::ProviderItems::of(&doc);
+    let raw = RawConfig::deserialize(toml_edit::de::Deserializer::from(doc))?;
+    crate::sms::read(items, &raw.provider).map(|_| ())
 }
 
 /// Every key of the table is one the deserializer accepts.

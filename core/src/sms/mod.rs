@@ -23,7 +23,6 @@ pub mod tls;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use crate::clock::Clock;
@@ -32,8 +31,8 @@ use crate::phone::Phone;
 use command::CommandProvider;
 use http::{HttpProvider, HttpSpec};
 use outbox::OutboxProvider;
-use raw::Fields;
-pub(crate) use raw::RawProvider;
+use raw::{Fields, ProviderTable, ReadError};
+pub(crate) use raw::{ProviderItems, RawProvider};
 use smpp::{SessionMode, SmppProvider, SmppSessions, SmppSpec};
 
 /// One message to send. The text contains the code: never log it.
@@ -153,23 +152,17 @@ enum Typed {
 }
 
 impl Typed {
-    /// Reads table `index` of `text` as kind `kind` takes it; `None` for
-    /// a kind that does not exist.
-    fn read(text: &str, index: usize, kind: &str) -> Result<Option<Typed>, toml::de::Error> {
-        fn one<T: serde::de::DeserializeOwned>(
-            text: &str,
-            index: usize,
-        ) -> Result<Option<T>, toml::de::Error> {
-            Ok(raw::nth::<T>(text, index)?.map(Spanned::into_inner))
-        }
-        Ok(match kind {
-            "outbox" => one(text, index)?.map(Typed::Outbox),
-            "command" => one(text, index)?.map(Typed::Command),
-            "http" => one(text, index)?.map(Typed::Http),
-            "smpp" => one(text, index)?.map(Typed::Smpp),
-            k if http::config::preset_keys(k).is_some() => one(text, index)?.map(Typed::Preset),
-            _ => None,
-        })
+    /// Reads `table` as kind `kind` takes it; `None` for a kind that does
+    /// not exist.
+    fn read(table: ProviderTable, kind: &str) -> Result<Option<Typed>, ReadError> {
+        Ok(Some(match kind {
+            "outbox" => Typed::Outbox(table.read()?),
+            "command" => Typed::Command(table.read()?),
+            "http" => Typed::Http(table.read()?),
+            "smpp" => Typed::Smpp(table.read()?),
+            k if http::config::preset_keys(k).is_some() => Typed::Preset(table.read()?),
+            _ => return Ok(None),
+        }))
     }
 }
 
@@ -199,34 +192,40 @@ enum Body {
     Typed(Box<Typed>),
 }
 
-/// Reads every `[[provider]]` table of `text` (listed in `tables` by the
-/// first read of the file) with its kind's struct. The first error in
-/// file order is toml's own, with its position: the caller maps it as it
-/// maps every other parse error.
+/// Reads every `[[provider]]` table of the file (`items`, copied from its
+/// parse; `tables`, the first read of the same tables) with its kind's
+/// struct. The first error in file order is toml's own, with its position:
+/// the caller maps it as it maps every other parse error.
 pub(crate) fn read(
-    text: &str,
+    items: ProviderItems,
     tables: &[Spanned<RawProvider>],
-) -> Result<Vec<ReadProvider>, toml::de::Error> {
+) -> Result<Vec<ReadProvider>, ReadError> {
     let mut out = Vec::new();
-    for (i, t) in tables.iter().enumerate() {
-        let Some(head) = raw::nth::<raw::Head>(text, i)? else {
-            continue;
-        };
-        let head = head.into_inner();
+    for (item, t) in items.into_tables().into_iter().zip(tables) {
+        let head = item.head()?;
         let kind = head.kind.get_ref().as_str();
         let body = match provider_keys(kind) {
             None => Body::UnknownKind,
             Some(allowed) => {
                 let present = &t.get_ref().0;
-                let misplaced = KINDS
-                    .iter()
-                    .flat_map(|k| provider_keys(k).unwrap_or_default())
-                    .find(|f| present.contains_key(*f) && !allowed.contains(f));
+                // Only a key this kind does not take can be another kind's
+                // (no kind lists `kind`): the search is for such tables.
+                let foreign = present
+                    .keys()
+                    .any(|k| k != "kind" && !allowed.contains(&k.as_str()));
+                let misplaced = if foreign {
+                    KINDS
+                        .iter()
+                        .flat_map(|k| provider_keys(k).unwrap_or_default())
+                        .find(|f| present.contains_key(*f) && !allowed.contains(f))
+                } else {
+                    None
+                };
                 match misplaced {
                     Some(f) => {
                         Body::Misplaced(f, present.get(f).map(Spanned::span).unwrap_or_default())
                     }
-                    None => match Typed::read(text, i, kind)? {
+                    None => match Typed::read(item, kind)? {
                         Some(typed) => Body::Typed(Box::new(typed)),
                         None => Body::UnknownKind,
                     },
@@ -244,27 +243,21 @@ pub(crate) fn read(
 }
 
 /// When the first read of the file failed with `e`: an error of a
-/// `[[provider]]` table that stands before it in the file, if any, since
-/// that is the one toml would have met first had each table been read
-/// with its kind's struct in that read.
-pub(crate) fn earlier_error(text: &str, e: toml::de::Error) -> toml::de::Error {
-    #[derive(Deserialize)]
-    struct Tables {
-        #[serde(default)]
-        provider: Vec<Spanned<RawProvider>>,
-    }
+/// `[[provider]]` table (of `items`) that stands before it in the file,
+/// if any, since that is the one toml would have met first had each table
+/// been read with its kind's struct in that read.
+pub(crate) fn earlier_error(items: &ProviderItems, e: ReadError) -> ReadError {
     let Some(at) = e.span().map(|s| s.start) else {
         return e;
     };
-    let Ok(t) = toml::from_str::<Tables>(text) else {
+    let Ok(tables) = items.raw() else {
         return e;
     };
-    let before: Vec<Spanned<RawProvider>> = t
-        .provider
+    let before: Vec<Spanned<RawProvider>> = tables
         .into_iter()
         .take_while(|p| p.span().start < at)
         .collect();
-    match read(text, &before) {
+    match read(items.clone(), &before) {
         Err(p) if p.span().is_some_and(|s| s.start < at) => p,
         _ => e,
     }
@@ -540,6 +533,15 @@ pub(crate) mod tests {
         assert!(matches!(out, ChainOutcome::Failed(ref v) if v.len() == 2));
         assert!(out.is_outage());
         assert!(c.sent.borrow().is_empty());
+    }
+
+    #[test]
+    fn no_kind_lists_kind_among_its_keys() {
+        // `read` looks for another kind's key only among the keys a table
+        // sets besides `kind` and its kind's own.
+        for kind in KINDS {
+            assert!(!provider_keys(kind).unwrap().contains(&"kind"), "{kind}");
+        }
     }
 
     #[test]

@@ -7,26 +7,33 @@
 //! positions `toml::Spanned` keeps, and errors must name the line and
 //! column of the key at fault. So the whole file is read first with each
 //! `[[provider]]` as a [`RawProvider`] (its keys and where their values
-//! stand, any key allowed); then each table is read again from the same
-//! text, as the one element of `provider` that a seed ([`nth`]) picks,
-//! with its kind's struct (`deny_unknown_fields`). Both reads go through
-//! toml's own deserializer over the same text, so every span and every
-//! serde error is where it was.
+//! stand, any key allowed); then each table is read again with its kind's
+//! struct (`deny_unknown_fields`).
+//!
+//! Why one parse: the text is parsed once, by the parser `toml::from_str`
+//! runs underneath (toml_edit), and the `provider` item of that parse is
+//! copied ([`ProviderItems`]) before the first read consumes the document.
+//! Each table's second read is toml's own deserializer over its copy,
+//! exactly as the first read meets it as an element of `provider`, so
+//! every span and every serde error is what `toml::from_str` gives, and
+//! the cost no longer grows with the number of tables.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::de::{
-    DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{DeserializeOwned, IgnoredAny, IntoDeserializer};
 use serde::Deserialize;
 use toml::Spanned;
+use toml_edit::de::Deserializer as ItemDeserializer;
+use toml_edit::{DocumentMut, ImDocument, Item, Table, Value};
 
 use crate::config::check::{Checker, ConfigError};
+
+/// A syntax or schema error of the file, with its position: what
+/// `toml::de::Error` wraps (same message, same span).
+pub(crate) type ReadError = toml_edit::de::Error;
 
 /// A `[[provider]]` table as the first read sees it: the keys it sets,
 /// with where each value stands. Its kind's struct reads it again.
@@ -42,74 +49,103 @@ pub(crate) struct Head {
     pub(crate) name: Option<Spanned<String>>,
 }
 
-/// Element `index` of the file's `[[provider]]` array, read as `T` from
-/// the whole text (the other elements and tables are skipped), so spans
-/// and errors are those of the file. `None`: no such element.
-pub(crate) fn nth<T: DeserializeOwned>(
-    text: &str,
-    index: usize,
-) -> Result<Option<Spanned<T>>, toml::de::Error> {
-    Document::<T>(index, PhantomData).deserialize(toml::Deserializer::new(text))
-}
+/// The file's `provider` item as parsed (spans kept), copied before the
+/// first read consumes the document; `None` when the file has none.
+#[derive(Clone)]
+pub(crate) struct ProviderItems(Option<Item>);
 
-/// The top level: only `provider` is read.
-struct Document<T>(usize, PhantomData<T>);
+impl ProviderItems {
+    /// Copies the `provider` item out of the parsed file.
+    pub(crate) fn of<S>(doc: &ImDocument<S>) -> ProviderItems {
+        ProviderItems(doc.as_table().get("provider").cloned())
+    }
 
-impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Document<T> {
-    type Value = Option<Spanned<T>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+    /// The tables in file order: `[[provider]]` tables or the elements of
+    /// an inline array (what the first read took for each [`RawProvider`]).
+    pub(crate) fn into_tables(self) -> Vec<ProviderTable> {
+        match self.0 {
+            Some(Item::ArrayOfTables(a)) => a.into_iter().map(ProviderTable::Table).collect(),
+            Some(Item::Value(Value::Array(a))) => {
+                a.into_iter().map(ProviderTable::Inline).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every table as a [`RawProvider`], as a file holding only this
+    /// `provider` item is read: what the first read would have given had
+    /// it not failed elsewhere.
+    pub(crate) fn raw(&self) -> Result<Vec<Spanned<RawProvider>>, ReadError> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            provider: Vec<Spanned<RawProvider>>,
+        }
+        let mut root = Table::new();
+        if let Some(item) = &self.0 {
+            root.insert("provider", item.clone());
+        }
+        File::deserialize(ItemDeserializer::from(DocumentMut::from(root))).map(|f| f.provider)
     }
 }
 
-impl<'de, T: DeserializeOwned> Visitor<'de> for Document<T> {
-    type Value = Option<Spanned<T>>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a config file")
+/// One `[[provider]]` table as parsed.
+#[derive(Clone)]
+pub(crate) enum ProviderTable {
+    /// A `[[provider]]` table.
+    Table(Table),
+    /// An inline table, element of `provider = [{ … }]`.
+    Inline(Value),
+}
+
+impl ProviderTable {
+    /// Its `kind` and `name` as [`Head`] reads them. When both are strings
+    /// (or `name` is absent) they are taken from the parsed values, with
+    /// their span (the one toml's deserializer gives `Spanned`), which
+    /// spares a copy and a read of every table; otherwise the table is read
+    /// as [`Head`], for toml's own error.
+    pub(crate) fn head(&self) -> Result<Head, ReadError> {
+        match self.strings() {
+            Some(head) => Ok(head),
+            None => self.clone().read(),
+        }
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-        let mut out = None;
-        while let Some(key) = m.next_key::<String>()? {
-            if key == "provider" {
-                out = m.next_value_seed(Element::<T>(self.0, PhantomData))?;
-            } else {
-                m.next_value::<IgnoredAny>()?;
+
+    /// `kind` and `name` when reading [`Head`] cannot fail: `kind` a
+    /// string, `name` a string or absent, both with a span.
+    fn strings(&self) -> Option<Head> {
+        /// `None`: `key` is not set; `Some(None)`: it is, to a table.
+        fn get<'a>(t: &'a ProviderTable, key: &str) -> Option<Option<&'a Value>> {
+            match t {
+                ProviderTable::Table(t) => t.get(key).map(Item::as_value),
+                ProviderTable::Inline(v) => v.as_inline_table().and_then(|t| t.get(key)).map(Some),
             }
         }
-        Ok(out)
-    }
-}
-
-/// The `provider` array: element `.0` as `T`, the others skipped.
-struct Element<T>(usize, PhantomData<T>);
-
-impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Element<T> {
-    type Value = Option<Spanned<T>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de, T: DeserializeOwned> Visitor<'de> for Element<T> {
-    type Value = Option<Spanned<T>>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of tables")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-        let mut out = None;
-        let mut i = 0;
-        loop {
-            if i == self.0 {
-                match s.next_element::<Spanned<T>>()? {
-                    Some(v) => out = Some(v),
-                    None => break,
-                }
-            } else if s.next_element::<IgnoredAny>()?.is_none() {
-                break;
+        fn string(v: Option<&Value>) -> Option<Spanned<String>> {
+            match v? {
+                v @ Value::String(s) => Some(Spanned::new(v.span()?, s.value().clone())),
+                _ => None,
             }
-            i += 1;
         }
-        Ok(out)
+        if let ProviderTable::Inline(v) = self {
+            v.as_inline_table()?;
+        }
+        let kind = string(get(self, "kind")?)?;
+        let name = match get(self, "name") {
+            None => None,
+            Some(v) => Some(string(v)?),
+        };
+        Some(Head { kind, name })
+    }
+
+    /// The table read as `T`, as the first read met it: toml's
+    /// deserializer over the element of `provider`, spans and errors
+    /// included.
+    pub(crate) fn read<T: DeserializeOwned>(self) -> Result<T, ReadError> {
+        match self {
+            ProviderTable::Table(t) => T::deserialize(ItemDeserializer::from(DocumentMut::from(t))),
+            ProviderTable::Inline(v) => T::deserialize(v.into_deserializer()),
+        }
     }
 }
 
