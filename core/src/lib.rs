@@ -48,10 +48,10 @@
 //! shared by HTTP and SMPP. Each provider kind owns its raw table
 //! (`deny_unknown_fields`), its key list, its validation and its validated
 //! spec (`sms/outbox.rs`, `sms/command.rs`, `sms/http/config.rs` with the
-//! presets, `sms/smpp/config.rs`); `sms/raw.rs` reads `kind` and `name` and
-//! re-reads each table from the same text with its kind's struct, so every
-//! error keeps its line and column, and `sms/mod.rs` dispatches, one arm
-//! per kind.
+//! presets, `sms/smpp/config.rs`); the file is parsed once, `sms/raw.rs`
+//! reads each table's `kind` and `name` and then the table with its kind's
+//! struct from that parse, so every error keeps its line and column, and
+//! `sms/mod.rs` dispatches, one arm per kind.
 //!
 //! State lives behind the [`store::Store`] trait, in domain words
 //! (challenges, send windows, failures and lockouts, backup codes,
