@@ -134,6 +134,7 @@ pub const KEYS: &[Key] = &[
     k("radius.primary.kind"),
     k("radius.primary.service"),
     k("radius.workers"),
+    k("radius.max_pending_sends"),
     k("radius.client.name"),
     k("radius.client.address"),
     k("radius.client.secret_file"),
