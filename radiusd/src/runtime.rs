@@ -42,8 +42,9 @@ pub struct Runtime {
     _store_guard: SharedGuard,
     /// Phone sources shared by all workers (one parsed phone list).
     pub directories: Vec<Arc<dyn Directory + Send + Sync>>,
-    /// Providers' shared state: one pool of bound SMPP sessions, kept and
-    /// reused across sends by every worker of this generation.
+    /// Providers' shared state, kept and reused across sends by every
+    /// thread of this generation: one pool of bound SMPP sessions, and one
+    /// HTTP agent (its keep-alive connections) per HTTP provider.
     pub sms: smsotp_core::sms::ProviderContext,
     pub generation: u64,
     pub debug: bool,
@@ -126,6 +127,13 @@ impl Runtime {
             stderr,
             config.audit.file.clone(),
         ));
+        let sms = smsotp_core::sms::ProviderContext {
+            smpp_sessions: Some(smsotp_core::sms::smpp::SmppSessions::new()),
+            // As many idle connections as sends may be in flight.
+            http_agents: Some(smsotp_core::sms::http::HttpAgents::new(
+                radius.max_pending_sends,
+            )),
+        };
         let (store, store_guard) =
             smsotp_core::store::open_shared(&config.store).map_err(|e| e.to_string())?;
         // Replies queued by a batch's deferred work leave together.
@@ -139,9 +147,7 @@ impl Runtime {
                 store,
                 _store_guard: store_guard,
                 directories,
-                sms: smsotp_core::sms::ProviderContext {
-                    smpp_sessions: Some(smsotp_core::sms::smpp::SmppSessions::new()),
-                },
+                sms,
                 generation,
                 debug,
                 sinks,
