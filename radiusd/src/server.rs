@@ -427,11 +427,14 @@ fn admit(
 /// Whether deciding `job` may send an SMS, and so wait for a gateway: an
 /// Access-Request without State (a first round in challenge mode, where
 /// the password is also checked; any append-mode login), or with a State
-/// and an empty answer (a request for a new code). Everything else (a code
-/// with its State, Status-Server) is decided by the worker that read it.
+/// and an empty answer (a request for a new code), when the runtime's
+/// sends or password checks can wait at all
+/// ([`Runtime::first_rounds_wait`]). Everything else (a code with its
+/// State, Status-Server) is decided by the worker that read it.
 fn may_send(job: &Job) -> bool {
     let r = &job.request;
-    r.code == RequestCode::AccessRequest
+    job.runtime.first_rounds_wait
+        && r.code == RequestCode::AccessRequest
         && (r.state.is_none() || r.user_password.as_ref().is_none_or(|p| p.is_empty()))
 }
 
