@@ -128,6 +128,7 @@ pub const KEYS: &[Key] = &[
     k("provider.data_coding"),
     k("provider.long_messages"),
     d("provider.enquire_link_interval"),
+    k("provider.max_sessions"),
     k("audit.syslog"),
     k("audit.file"),
     k("radius.listen"),

@@ -70,6 +70,7 @@ pub(crate) struct RawProvider {
     pub(crate) data_coding: Option<Spanned<String>>,
     pub(crate) long_messages: Option<Spanned<String>>,
     pub(crate) enquire_link_interval: Option<Spanned<String>>,
+    pub(crate) max_sessions: Option<Spanned<i64>>,
 }
 
 impl RawProvider {
@@ -128,7 +129,8 @@ impl RawProvider {
             registered_delivery,
             data_coding,
             long_messages,
-            enquire_link_interval
+            enquire_link_interval,
+            max_sessions
         );
         v
     }

@@ -11,7 +11,7 @@ use crate::sms::raw::{timeouts, Fields, RawProvider};
 use crate::sms::smpp;
 
 /// The keys of `kind = "smpp"`, besides `kind`.
-pub(crate) const KEYS: [&str; 19] = [
+pub(crate) const KEYS: [&str; 20] = [
     "name",
     "host",
     "port",
@@ -31,6 +31,7 @@ pub(crate) const KEYS: [&str; 19] = [
     "timeout",
     "connect_timeout",
     "enquire_link_interval",
+    "max_sessions",
 ];
 
 /// Validates one `kind = "smpp"` table; warns when it has no
@@ -207,6 +208,12 @@ fn smpp_spec(
         Duration::from_secs(3600),
         SmppSpec::DEFAULT_ENQUIRE_LINK_INTERVAL,
     )?;
+    let max_sessions = c.int_in(
+        &r.max_sessions,
+        &k("max_sessions"),
+        1..=64,
+        SmppSpec::DEFAULT_MAX_SESSIONS as i64,
+    )? as usize;
     Ok(SmppSpec {
         name,
         host,
@@ -227,6 +234,7 @@ fn smpp_spec(
         connect_timeout,
         timeout,
         enquire_link_interval,
+        max_sessions,
     })
 }
 
@@ -309,6 +317,9 @@ pub struct SmppSpec {
     pub timeout: Duration,
     /// A pooled session idle longer than this is probed before use.
     pub enquire_link_interval: Duration,
+    /// smsotp-radiusd: the most sends at once, each on a bound session
+    /// of its own; more wait for one (within `timeout`).
+    pub max_sessions: usize,
 }
 
 impl SmppSpec {
@@ -316,6 +327,9 @@ impl SmppSpec {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_ENQUIRE_LINK_INTERVAL: Duration = Duration::from_secs(30);
+    /// As many as smsotp-radiusd's 4 workers had bound before sends left
+    /// them: SMSCs often limit binds per system_id.
+    pub const DEFAULT_MAX_SESSIONS: usize = 4;
 
     /// `smpp://host:port` (`smpps://` with TLS), for status and doctor
     /// output: no credentials in it.
