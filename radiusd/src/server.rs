@@ -335,7 +335,7 @@ fn worker(shared: &Arc<Shared>, lane: &Arc<Lane>, sock: &Arc<UdpSocket>) {
         // worker alive through anything else a datagram could trip.
         let handled = catch_unwind(AssertUnwindSafe(|| {
             if let Some(job) = admit(shared, sock, &buf[..n.min(buf.len())], n, from) {
-                if may_send(&job) {
+                if may_send(&job.request, job.runtime.first_rounds_wait) {
                     hand_over(shared, lane, job);
                 } else {
                     answer(shared, &mut engine, job);
@@ -424,16 +424,15 @@ fn admit(
     })
 }
 
-/// Whether deciding `job` may send an SMS, and so wait for a gateway: an
+/// Whether deciding `r` may send an SMS, and so wait for a gateway: an
 /// Access-Request without State (a first round in challenge mode, where
 /// the password is also checked; any append-mode login), or with a State
 /// and an empty answer (a request for a new code), when the runtime's
-/// sends or password checks can wait at all
-/// ([`Runtime::first_rounds_wait`]). Everything else (a code with its
+/// sends or password checks can wait at all (`waits`:
+/// [`Runtime::first_rounds_wait`]). Everything else (a code with its
 /// State, Status-Server) is decided by the worker that read it.
-fn may_send(job: &Job) -> bool {
-    let r = &job.request;
-    job.runtime.first_rounds_wait
+fn may_send(r: &Request, waits: bool) -> bool {
+    waits
         && r.code == RequestCode::AccessRequest
         && (r.state.is_none() || r.user_password.as_ref().is_none_or(|p| p.is_empty()))
 }
@@ -622,6 +621,31 @@ mod tests {
             nas_ip_address: None,
             calling_station_id: None,
         }
+    }
+
+    #[test]
+    fn only_requests_that_may_send_an_sms_go_to_the_send_lane() {
+        let first = request("alice");
+        assert!(may_send(&first, true));
+        let mut code = request("alice");
+        code.state = Some(vec![7; 16]);
+        code.user_password = Some(zeroize::Zeroizing::new(b"123456".to_vec()));
+        assert!(!may_send(&code, true), "a code with its State");
+        let mut resend = code.clone();
+        resend.user_password = Some(zeroize::Zeroizing::new(Vec::new()));
+        assert!(
+            may_send(&resend, true),
+            "an empty answer asks for a new code"
+        );
+        resend.user_password = None;
+        assert!(may_send(&resend, true), "so does no answer at all");
+        let mut status = request("alice");
+        status.code = wire::RequestCode::StatusServer;
+        assert!(!may_send(&status, true), "Status-Server");
+        // Nothing can wait (outbox only, no password check): all on the
+        // workers.
+        assert!(!may_send(&first, false));
+        assert!(!may_send(&resend, false));
     }
 
     #[test]
