@@ -27,7 +27,10 @@
 # per delay), DELAYS ("500 1000 hang"), PROVIDER_TIMEOUT (4 s, the
 # provider's timeout: bounds the hanging runs), NAS_TIMEOUT (3000 ms),
 # NAS_RETRIES (2), PROBE_MS (20), USERS (2000), SOCKETS (4), KEEP=1 (keep
-# the temp dir), NO_BUILD=1 (use the release binaries in target/).
+# the temp dir), NO_BUILD=1 (use the release binaries in target/),
+# SERVER=PATH (another smsotp-radiusd binary, e.g. an older build to
+# compare with; its config must not need keys it lacks: this one sets
+# none of the send lane's).
 #
 # Everything it starts listens on 127.0.0.1 only and is stopped, by pid,
 # when the script exits, however it exits.
@@ -82,7 +85,7 @@ if [ "${NO_BUILD:-}" != 1 ]; then
 fi
 radload="$target_dir/release/radload"
 smsgw="$target_dir/release/smsgw"
-server="$target_dir/release/smsotp-radiusd"
+server=${SERVER:-$target_dir/release/smsotp-radiusd}
 for b in "$radload" "$smsgw" "$server"; do
     [ -x "$b" ] || die "$b is missing; run without NO_BUILD=1"
 done
@@ -236,5 +239,5 @@ for d in $DELAYS; do
     echo "    $(sed -n 's/^server: //p' "$out")"
     echo "    $(sed -n 's/^gateway: //p' "$out")"
 done
-echo "reproduce all: cd $root && INFLIGHT=$INFLIGHT DURATION=$DURATION DELAYS=\"$DELAYS\" PROVIDER_TIMEOUT=$PROVIDER_TIMEOUT NAS_TIMEOUT=$NAS_TIMEOUT NAS_RETRIES=$NAS_RETRIES PROBE_MS=$PROBE_MS USERS=$USERS scripts/bench-gateway.sh"
+echo "reproduce all: cd $root && ${SERVER:+SERVER=$SERVER }INFLIGHT=$INFLIGHT DURATION=$DURATION DELAYS=\"$DELAYS\" PROVIDER_TIMEOUT=$PROVIDER_TIMEOUT NAS_TIMEOUT=$NAS_TIMEOUT NAS_RETRIES=$NAS_RETRIES PROBE_MS=$PROBE_MS USERS=$USERS scripts/bench-gateway.sh"
 echo "(the per-run commands above use files in $work, which is removed at exit unless KEEP=1)"
