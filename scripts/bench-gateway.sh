@@ -198,6 +198,9 @@ EOF
         --flows 0 --duration "$DURATION" --inflight "$INFLIGHT" --sockets "$SOCKETS" \
         --password "$PASSWORD" --timeout "$NAS_TIMEOUT" --retries "$NAS_RETRIES" \
         --probe-interval "$PROBE_MS" | tee "$dir/radload.out"
+    # The server's threads (workers, send lane, commit) and memory at the
+    # end of the load, before it stops.
+    grep -E '^(Threads|VmRSS|VmHWM)' "/proc/$srv_pid/status" | tr -s ' \t' ' ' | tr '\n' ' ' >"$dir/server.status"
     # Sends still in flight when radload stopped finish before the count.
     stop
     echo "server: $server --config $dir/smsotp.toml" >>"$dir/radload.out"
@@ -235,6 +238,7 @@ for d in $DELAYS; do
             printf "D=%sms logins/s %s  W/D %.1f  ratio %.3f (%s %s)  flow p50 %s ms p99 %s ms  no-SMS answers p99 %.3f ms (round two p99 %s ms)  SMS received %d for %d logins begun (%s)  gateway connections %d  NAS retransmits %d  errors %d  load %s\n",
                 d, r, lim, q, (q >= t ? "meets" : "MISSES"), t, p50, p99, f, r2, s, b, (s == b ? "nothing sent twice" : "MISMATCH"), c, x, e, l }'
     fi
+    echo "    smsotp-radiusd after the load: $(cat "$dir/server.status")"
     echo "    $(sed -n 's/^  reproduce: //p' "$out")"
     echo "    $(sed -n 's/^server: //p' "$out")"
     echo "    $(sed -n 's/^gateway: //p' "$out")"
