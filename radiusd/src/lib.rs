@@ -1,7 +1,8 @@
 //! smsotp-radiusd: the RADIUS front end of smsotp.
 //!
 //! Three layers, kept apart: [`server`] owns sockets, secrets, the
-//! duplicate cache ([`dedup`]), workers, reload and shutdown, with what a
+//! duplicate cache ([`dedup`]), workers and the send lane ([`lane`]: what
+//! may wait for an SMS gateway), reload and shutdown, with what a
 //! reload replaces (config, clients, the shared store) in [`runtime`]; [`wire`]
 //! decodes and checks packets (bounds, Message-Authenticator) and encodes
 //! replies; [`handler`] turns one decoded request into a decision by
@@ -11,6 +12,7 @@
 pub mod dedup;
 pub mod dictionary;
 pub mod handler;
+pub mod lane;
 pub mod outgoing;
 pub mod primary;
 pub mod runtime;

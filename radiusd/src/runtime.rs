@@ -14,6 +14,7 @@ use smsotp_core::directory::{self, Directory};
 use smsotp_core::files;
 use smsotp_core::flow::LogOptions;
 use smsotp_core::secret::SecretBytes;
+use smsotp_core::sms::ProviderSpec;
 use smsotp_core::store::{SharedBackend, SharedGuard};
 
 use crate::outgoing;
@@ -42,9 +43,18 @@ pub struct Runtime {
     _store_guard: SharedGuard,
     /// Phone sources shared by all workers (one parsed phone list).
     pub directories: Vec<Arc<dyn Directory + Send + Sync>>,
-    /// Providers' shared state: one pool of bound SMPP sessions, kept and
-    /// reused across sends by every worker of this generation.
+    /// Providers' shared state, kept and reused across sends by every
+    /// thread of this generation: one pool of bound SMPP sessions, and one
+    /// HTTP agent (its keep-alive connections) per HTTP provider.
     pub sms: smsotp_core::sms::ProviderContext,
+    /// Whether a request that may send an SMS can wait on something
+    /// beyond this host while it is decided: a provider other than an
+    /// outbox (a gateway, a program), or PAM checking the password (a
+    /// failure delay, a directory server). Such requests go to the send
+    /// lane (see `server.rs`); with only an outbox and no password check
+    /// there is nothing to wait for, and the worker decides them itself,
+    /// sparing the hand-off.
+    pub first_rounds_wait: bool,
     pub generation: u64,
     pub debug: bool,
     /// Where this generation logs: kept open, stderr and audit-file lines
@@ -126,6 +136,18 @@ impl Runtime {
             stderr,
             config.audit.file.clone(),
         ));
+        let first_rounds_wait = !matches!(radius.primary, PrimarySpec::None)
+            || config
+                .providers
+                .iter()
+                .any(|p| !matches!(p, ProviderSpec::Outbox { .. }));
+        let sms = smsotp_core::sms::ProviderContext {
+            smpp_sessions: Some(smsotp_core::sms::smpp::SmppSessions::new()),
+            // As many idle connections as sends may be in flight.
+            http_agents: Some(smsotp_core::sms::http::HttpAgents::new(
+                radius.max_pending_sends,
+            )),
+        };
         let (store, store_guard) =
             smsotp_core::store::open_shared(&config.store).map_err(|e| e.to_string())?;
         // Replies queued by a batch's deferred work leave together.
@@ -139,9 +161,8 @@ impl Runtime {
                 store,
                 _store_guard: store_guard,
                 directories,
-                sms: smsotp_core::sms::ProviderContext {
-                    smpp_sessions: Some(smsotp_core::sms::smpp::SmppSessions::new()),
-                },
+                sms,
+                first_rounds_wait,
                 generation,
                 debug,
                 sinks,

@@ -5,11 +5,28 @@
 //! a rate-limited log line) → decode and Message-Authenticator check with
 //! that client's secret (bad: dropped, logged) → duplicate cache (a
 //! retransmit gets the cached reply, or nothing while the first copy is in
-//! flight) → [`handler::handle`] on the same thread → the reply is encoded
+//! flight) → [`handler::handle`], on the same thread, or on a thread of
+//! the send lane ([`crate::lane`]) for a request that may send an
+//! SMS (`may_send`) → the reply is encoded
 //! and, once the store has made durable the writes it relies on
 //! ([`SharedBackend::defer`]: SQLite's group commit), cached and sent with
 //! the rest of its batch ([`outgoing`]). Only requests that pass the checks
 //! reach the cache, so forged packets cannot fill it or pin a key.
+//!
+//! A request stays in flight in the duplicate cache from its admission
+//! until its reply is cached, on whichever thread it is decided: a
+//! retransmit during a slow send is dropped, never decided a second time
+//! (no second SMS, no second password check).
+//!
+//! When the send lane is full (`[radius] max_pending_sends` requests
+//! waiting for their gateway), a further request that may send an SMS is
+//! dropped, not rejected, and its in-flight mark is forgotten: its sends
+//! take 0.2 to 1.5 s, so the NAS's retransmit a few seconds later usually
+//! finds room and the user logs in; a NAS with a second RADIUS server
+//! fails over to it; and nothing has been done for the request (no
+//! password checked, no SMS), so deciding the retransmit afresh is safe. A
+//! reject would end a login that a second's wait would have let through.
+//! The drops are counted in one warning a minute.
 //!
 //! What a reload replaces, one generation of configuration with its
 //! store, is a [`Runtime`] (`runtime.rs`).
@@ -29,9 +46,10 @@ use smsotp_core::Engine;
 
 use crate::dedup::{DedupKey, Seen, ShardedDedup};
 use crate::handler::{self, Broken, ClientInfo, Decision, Outcome};
+use crate::lane::{self, SendLane};
 use crate::outgoing;
 use crate::runtime::{check_phone_lists, Runtime};
-use crate::wire::{self, DecodeOptions, Reply, ReplyCode, Request};
+use crate::wire::{self, DecodeOptions, Reply, ReplyCode, Request, RequestCode};
 
 pub const IDENT: &str = "smsotp-radiusd";
 /// RFC 5080: a retransmit within this window gets the cached reply.
@@ -101,6 +119,13 @@ fn limited_log(
     }
 }
 
+/// An engine and the runtime generation it was opened for: each worker and
+/// each send-lane thread keeps its own.
+type EngineSlot = Option<(u64, Engine)>;
+
+/// The send lane of this server: requests that may send an SMS.
+type Lane = SendLane<Job, EngineSlot>;
+
 struct Job {
     runtime: Arc<Runtime>,
     client: usize,
@@ -117,6 +142,7 @@ struct Shared {
     stop: AtomicBool,
     unknown_log: Mutex<LogLimiter>,
     bad_log: Mutex<LogLimiter>,
+    full_log: Mutex<LogLimiter>,
     handled: AtomicU64,
 }
 
@@ -165,18 +191,30 @@ pub fn run(
     signals: Signals,
 ) -> std::io::Result<()> {
     let workers = runtime.radius.workers;
+    let max_pending_sends = runtime.radius.max_pending_sends;
     let shared = Arc::new(Shared {
         runtime: RwLock::new(Arc::new(runtime)),
         dedup: ShardedDedup::new(DEDUP_WINDOW, DEDUP_MAX, DEDUP_SHARDS),
         stop: AtomicBool::new(false),
         unknown_log: Mutex::new(LogLimiter::new(20)),
         bad_log: Mutex::new(LogLimiter::new(60)),
+        full_log: Mutex::new(LogLimiter::new(1)),
         handled: AtomicU64::new(0),
     });
     check_phone_lists(shared.runtime());
+    let lane: Arc<Lane> = {
+        let shared = shared.clone();
+        SendLane::new(
+            "send",
+            max_pending_sends,
+            lane::IDLE_EXIT,
+            move |engine: &mut EngineSlot, job: Job| answer(&shared, engine, job),
+        )
+    };
     // Each worker reads its own datagrams: no hand-off between threads on
-    // the way in, and the kernel's socket buffer is the queue. A worker
-    // held up by a slow SMS gateway leaves the socket to the others.
+    // the way in, and the kernel's socket buffer is the queue. What may
+    // wait for an SMS gateway goes to the send lane, so the workers are
+    // never held up by one.
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     for sock in sockets {
         let sock = Arc::new(sock);
@@ -184,10 +222,11 @@ pub fn run(
         for i in 0..workers {
             let sock = sock.clone();
             let shared = shared.clone();
+            let lane = lane.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("worker-{i}-{}", local.port()))
-                    .spawn(move || worker(&shared, &sock))?,
+                    .spawn(move || worker(&shared, &lane, &sock))?,
             );
         }
     }
@@ -196,6 +235,7 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(100));
         if signals.reload.swap(false, Ordering::Relaxed) {
             reload(&shared, &config_path);
+            lane.set_max(shared.runtime().radius.max_pending_sends);
         }
     }
     let rt = shared.runtime();
@@ -204,11 +244,12 @@ pub fn run(
         &event("stopping", "finishing requests in flight".into()),
     );
     shared.stop.store(true, Ordering::Relaxed);
-    // Each worker finishes the request it holds; then the replies waiting
-    // for a commit go out.
+    // Each worker finishes the request it holds, and the send lane every
+    // request handed to it; then the replies waiting for a commit go out.
     for t in threads {
         let _ = t.join();
     }
+    lane.shutdown();
     shared.runtime().store.flush();
     rt.log(
         Level::Info,
@@ -265,11 +306,11 @@ fn reload(shared: &Shared, path: &Path) {
 
 /// One worker: reads a datagram, checks it, answers it; again until told
 /// to stop.
-fn worker(shared: &Arc<Shared>, sock: &Arc<UdpSocket>) {
+fn worker(shared: &Arc<Shared>, lane: &Arc<Lane>, sock: &Arc<UdpSocket>) {
     // One byte more than the largest legal packet, to see oversized ones.
     let mut buf = vec![0u8; wire::MAX_PACKET + 1];
     // The engine of the runtime generation it was opened for.
-    let mut engine: Option<(u64, Engine)> = None;
+    let mut engine: EngineSlot = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -294,7 +335,11 @@ fn worker(shared: &Arc<Shared>, sock: &Arc<UdpSocket>) {
         // worker alive through anything else a datagram could trip.
         let handled = catch_unwind(AssertUnwindSafe(|| {
             if let Some(job) = admit(shared, sock, &buf[..n.min(buf.len())], n, from) {
-                answer(shared, &mut engine, job);
+                if may_send(&job.request, job.runtime.first_rounds_wait) {
+                    hand_over(shared, lane, job);
+                } else {
+                    answer(shared, &mut engine, job);
+                }
             }
         }));
         if handled.is_err() {
@@ -379,9 +424,47 @@ fn admit(
     })
 }
 
+/// Whether deciding `r` may send an SMS, and so wait for a gateway: an
+/// Access-Request without State (a first round in challenge mode, where
+/// the password is also checked; any append-mode login), or with a State
+/// and an empty answer (a request for a new code), when the runtime's
+/// sends or password checks can wait at all (`waits`:
+/// [`Runtime::first_rounds_wait`]). Everything else (a code with its
+/// State, Status-Server) is decided by the worker that read it.
+fn may_send(r: &Request, waits: bool) -> bool {
+    waits
+        && r.code == RequestCode::AccessRequest
+        && (r.state.is_none() || r.user_password.as_ref().is_none_or(|p| p.is_empty()))
+}
+
+/// Hands `job` to the send lane; when the lane is full, drops it (see the
+/// module doc) so that the NAS's retransmit is decided afresh.
+fn hand_over(shared: &Shared, lane: &Arc<Lane>, job: Job) {
+    let Err(job) = lane.submit(job) else {
+        return;
+    };
+    shared.dedup.shard(&job.key).forget(&job.key);
+    limited_log(
+        &shared.full_log,
+        &job.runtime,
+        "send_lane_full",
+        |suppressed| {
+            format!(
+                "{} requests are waiting for the SMS gateway (radius.max_pending_sends = {}): \
+             dropped a login from client {} ({}), the NAS retransmits ({suppressed} more dropped \
+             since the last line)",
+                lane.pending(),
+                lane.max(),
+                job.runtime.clients[job.client].spec.name,
+                job.from
+            )
+        },
+    );
+}
+
 /// Decides `job` and has the reply sent once the store has committed what
 /// the decision relies on.
-fn answer(shared: &Arc<Shared>, engine: &mut Option<(u64, Engine)>, job: Job) {
+fn answer(shared: &Arc<Shared>, engine: &mut EngineSlot, job: Job) {
     let rt = &job.runtime;
     if engine.as_ref().map(|(g, _)| *g) != Some(rt.generation) {
         let store = rt.store.handle();
@@ -538,6 +621,31 @@ mod tests {
             nas_ip_address: None,
             calling_station_id: None,
         }
+    }
+
+    #[test]
+    fn only_requests_that_may_send_an_sms_go_to_the_send_lane() {
+        let first = request("alice");
+        assert!(may_send(&first, true));
+        let mut code = request("alice");
+        code.state = Some(vec![7; 16]);
+        code.user_password = Some(zeroize::Zeroizing::new(b"123456".to_vec()));
+        assert!(!may_send(&code, true), "a code with its State");
+        let mut resend = code.clone();
+        resend.user_password = Some(zeroize::Zeroizing::new(Vec::new()));
+        assert!(
+            may_send(&resend, true),
+            "an empty answer asks for a new code"
+        );
+        resend.user_password = None;
+        assert!(may_send(&resend, true), "so does no answer at all");
+        let mut status = request("alice");
+        status.code = wire::RequestCode::StatusServer;
+        assert!(!may_send(&status, true), "Status-Server");
+        // Nothing can wait (outbox only, no password check): all on the
+        // workers.
+        assert!(!may_send(&first, false));
+        assert!(!may_send(&resend, false));
     }
 
     #[test]

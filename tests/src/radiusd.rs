@@ -851,6 +851,8 @@ pub struct ServerSpec {
     /// Other TOML (`[otp]`, `[limits]`, …) for the config.
     pub extra: String,
     pub workers: u32,
+    /// `[radius] max_pending_sends`, when set.
+    pub max_pending_sends: Option<u32>,
     /// Also listen on `[::1]` (same port).
     pub ipv6: bool,
     /// `[[provider]]` tables to use instead of the scratch outbox.
@@ -864,6 +866,7 @@ impl ServerSpec {
             primary: Primary::None,
             extra: String::new(),
             workers: 4,
+            max_pending_sends: None,
             ipv6: true,
             providers: None,
         }
@@ -902,6 +905,9 @@ impl ServerSpec {
             listen.join(", "),
             self.workers
         );
+        if let Some(n) = self.max_pending_sends {
+            t.push_str(&format!("max_pending_sends = {n}\n"));
+        }
         for c in &self.clients {
             t.push_str(&format!(
                 "\n[[radius.client]]\nname = \"{}\"\naddress = \"{}\"\nsecret_file = \"{}\"\nmode = \"{}\"\nrequire_message_authenticator = {}\nlimit_proxy_state = {}\n",

@@ -1063,6 +1063,293 @@ fn sigterm_finishes_the_request_in_flight() {
     assert_eq!(wait_slow_codes(&scratch, 1).len(), 1, "the code was sent");
 }
 
+// ------------------------------------------------------------------ slow SMS gateways
+
+/// A running `smsgw` (tests/src/bin/smsgw.rs): an HTTP SMS gateway on
+/// loopback that answers after a delay, or never. Killed when dropped.
+struct Gateway {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Gateway {
+    /// `delay`: milliseconds, or "hang".
+    fn start(scratch: &Scratch, delay: &str) -> Gateway {
+        use std::io::BufRead;
+        let log = scratch.path(&format!("gateway-{delay}.jsonl"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_smsgw"))
+            .args(["--listen", "127.0.0.1:0", "--delay", delay, "--log"])
+            .arg(&log)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start smsgw");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let Some(addr) = line.trim().strip_prefix("smsgw listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("smsgw did not start: {line:?}");
+        };
+        let addr = addr.parse().expect("smsgw's address");
+        Gateway { child, addr, log }
+    }
+
+    /// The `[[provider]]` table that sends through it, giving up after
+    /// `timeout`.
+    fn provider(&self, timeout: &str) -> String {
+        format!(
+            "[[provider]]\nkind = \"http\"\nname = \"gateway\"\nurl = \"http://{}/sms\"\nmethod = \"POST\"\n\
+             body = {{ to = \"{{number}}\", message = \"{{message}}\" }}\nallow_http = true\ntimeout = \"{timeout}\"\n",
+            self.addr
+        )
+    }
+
+    /// The requests it received, as (number, code).
+    fn received(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                let to = v["to"].as_str().unwrap_or_default().to_owned();
+                let code = smsotp_e2e::extract_code(v["message"].as_str().unwrap_or_default())
+                    .unwrap_or_default();
+                (to, code)
+            })
+            .collect()
+    }
+
+    /// The code of the first SMS to `number`.
+    fn code_for(&self, number: &str) -> String {
+        self.received()
+            .into_iter()
+            .find(|(to, _)| to == number)
+            .map(|(_, c)| c)
+            .unwrap_or_else(|| panic!("no SMS to {number}: {:?}", self.received()))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue #17: with one worker and a gateway that takes a second, a login
+/// waiting for its SMS holds up neither Status-Server nor another user's
+/// code: both are answered well before the slow send ends.
+#[test]
+fn a_slow_gateway_holds_up_only_the_login_waiting_for_it() {
+    let scratch = Scratch::new();
+    phones(&scratch);
+    let gw = Gateway::start(&scratch, "1000");
+    let mut spec = ServerSpec::new(vec![vpn()]).providers(&gw.provider("10s"));
+    spec.workers = 1;
+    let srv = Radiusd::start(&scratch, spec);
+
+    // Bob has a challenge open (his SMS took the gateway's second).
+    let nas_b = srv.nas("127.0.0.1", "vpn");
+    let req = Request::access(nas_b.id())
+        .user("bob")
+        .password(NAS_PASSWORD);
+    let bob = nas_b.exchange(&req, &|| srv.context());
+    assert_code(&bob, code::ACCESS_CHALLENGE, "bob's first round", &srv);
+    let bob_code = gw.code_for(BOB_PHONE);
+
+    // Alice logs in: her SMS takes a second.
+    let nas_a = srv.nas("127.0.0.1", "vpn");
+    let alice_req = Request::access(nas_a.id())
+        .user("alice")
+        .password(NAS_PASSWORD);
+    let alice_sent = Instant::now();
+    nas_a.send_bytes(&nas_a.encode(&alice_req));
+    std::thread::sleep(Duration::from_millis(150));
+
+    // Meanwhile: Status-Server, and bob's code with his State.
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let t = Instant::now();
+    let alive = nas.exchange(&Request::status(nas.id()), &|| srv.context());
+    let status_took = t.elapsed();
+    assert_code(&alive, code::ACCESS_ACCEPT, "Status-Server", &srv);
+    let t = Instant::now();
+    let ok = follow_up(&srv, &nas_b, "bob", &bob.state(), &bob_code);
+    let code_took = t.elapsed();
+    assert_code(&ok, code::ACCESS_ACCEPT, "bob's code", &srv);
+    assert!(
+        alice_sent.elapsed() < Duration::from_millis(900),
+        "the fast answers came only after {:?}, when alice's send was nearly done\n{}",
+        alice_sent.elapsed(),
+        srv.context()
+    );
+    eprintln!("during a 1 s send: Status-Server {status_took:?}, a code {code_took:?}");
+
+    let alice = nas_a.reply_to(&alice_req, &|| srv.context());
+    assert_code(&alice, code::ACCESS_CHALLENGE, "alice's first round", &srv);
+    assert!(
+        alice_sent.elapsed() >= Duration::from_millis(900),
+        "alice's challenge came before the gateway answered: {:?}",
+        alice_sent.elapsed()
+    );
+    assert_eq!(gw.received().len(), 2, "one SMS each");
+}
+
+/// Issue #17: three retransmits while a two-second send is in flight get
+/// nothing or the one reply; the gateway gets one SMS, the password is
+/// checked once.
+#[test]
+fn retransmits_during_a_slow_send_send_one_sms_and_check_the_password_once() {
+    let mut env = PamEnv::new();
+    phones(&env.scratch);
+    // Every password check appends a line to checks.txt, then pam_matrix
+    // checks the password.
+    let checks = env.scratch.path("checks.txt");
+    let script = env.scratch.write(
+        "count-check.sh",
+        &format!("#!/bin/sh\necho check >> {}\n", checks.display()),
+        0o755,
+    );
+    let count_line = env.system_line(
+        "optional",
+        "pam_exec.so",
+        &format!("quiet {}", script.display()),
+    );
+    let matrix = env.matrix_line();
+    env.service("e2e-radius-slow", &[count_line, matrix]);
+    let primary = Primary::Pam {
+        service: "e2e-radius-slow".into(),
+        service_dir: env.scratch.path("pam.d"),
+    };
+    let gw = Gateway::start(&env.scratch, "2000");
+    let spec = ServerSpec::new(vec![vpn()])
+        .primary(primary)
+        .providers(&gw.provider("10s"));
+    let srv = Radiusd::start(&env.scratch, spec);
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let req = Request::access(nas.id()).user("alice").password(PASSWORD);
+    let bytes = nas.encode(&req);
+    nas.send_bytes(&bytes);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(400));
+        nas.send_bytes(&bytes);
+    }
+    let first = nas.reply_to(&req, &|| srv.context());
+    assert_code(&first, code::ACCESS_CHALLENGE, "the slow first round", &srv);
+    while let Some(b) = nas.recv_bytes(SILENCE) {
+        assert_eq!(hex(&b), hex(&first.bytes), "a different reply to a copy");
+    }
+    // After the reply: the cached bytes.
+    nas.send_bytes(&bytes);
+    let late = nas.reply_to(&req, &|| srv.context());
+    assert_eq!(hex(&late.bytes), hex(&first.bytes), "the cached reply");
+    assert_eq!(
+        gw.received().len(),
+        1,
+        "one SMS for four copies\n{}",
+        srv.context()
+    );
+    let checked = std::fs::read_to_string(&checks).unwrap_or_default();
+    assert_eq!(
+        checked.lines().count(),
+        1,
+        "one password check for four copies\n{}",
+        srv.context()
+    );
+    let ok = follow_up(
+        &srv,
+        &nas,
+        "alice",
+        &first.state(),
+        &gw.code_for(ALICE_PHONE),
+    );
+    assert_code(&ok, code::ACCESS_ACCEPT, "the code", &srv);
+}
+
+/// Issue #17: with `max_pending_sends = 2` and a gateway that never
+/// answers, a third login is dropped (not held), one warning says so,
+/// Status-Server and answers with a State are still answered at once, and
+/// the third login's retransmit is decided once a send has given up.
+#[test]
+fn a_full_send_lane_drops_a_login_until_a_send_ends() {
+    let scratch = Scratch::new();
+    scratch.phones(&[
+        ("alice", ALICE_PHONE),
+        ("bob", BOB_PHONE),
+        ("carol", "+12015552123"),
+    ]);
+    let gw = Gateway::start(&scratch, "hang");
+    let mut spec = ServerSpec::new(vec![vpn()]).providers(&gw.provider("3s"));
+    spec.max_pending_sends = Some(2);
+    let srv = Radiusd::start(&scratch, spec);
+    let started = Instant::now();
+    let mut waiting = Vec::new();
+    for user in ["alice", "bob"] {
+        let nas = srv.nas("127.0.0.1", "vpn");
+        let req = Request::access(nas.id()).user(user).password(NAS_PASSWORD);
+        nas.send_bytes(&nas.encode(&req));
+        waiting.push((nas, req));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mark = srv.log_mark();
+    let carol = srv.nas("127.0.0.1", "vpn");
+    let carol_req = Request::access(carol.id())
+        .user("carol")
+        .password(NAS_PASSWORD);
+    let carol_bytes = carol.encode(&carol_req);
+    carol.silent(&carol_bytes, "a login beyond the bound", &|| srv.context());
+    assert!(
+        srv.wait_log("send_lane_full", mark, Duration::from_secs(1))
+            .is_some(),
+        "the drop is logged\n{}",
+        srv.context()
+    );
+
+    // The fast lane works meanwhile.
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let t = Instant::now();
+    let alive = nas.exchange(&Request::status(nas.id()), &|| srv.context());
+    assert_code(&alive, code::ACCESS_ACCEPT, "Status-Server", &srv);
+    let unknown = follow_up(&srv, &nas, "alice", &random_bytes(16), "123456");
+    assert_code(&unknown, code::ACCESS_REJECT, "a State never issued", &srv);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "answers that need no SMS took {:?}",
+        t.elapsed()
+    );
+
+    // The two sends give up after the provider's 3 s: rejected.
+    for (nas, req) in &waiting {
+        let r = nas.reply_to(req, &|| srv.context());
+        assert_code(&r, code::ACCESS_REJECT, "a send that timed out", &srv);
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2900));
+    // Carol's retransmit now finds room: decided once, through the same
+    // hanging gateway.
+    carol.send_bytes(&carol_bytes);
+    let r = carol.reply_to(&carol_req, &|| srv.context());
+    assert_code(&r, code::ACCESS_REJECT, "the retransmit, decided", &srv);
+    let got: Vec<String> = gw.received().into_iter().map(|(to, _)| to).collect();
+    assert_eq!(
+        got.len(),
+        3,
+        "one request per login, none for the dropped copy: {got:?}"
+    );
+    assert_eq!(
+        srv.log().matches("send_lane_full").count(),
+        1,
+        "one warning\n{}",
+        srv.context()
+    );
+}
+
 // ------------------------------------------------------------------ Status-Server, Proxy-State
 
 #[test]

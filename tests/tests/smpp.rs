@@ -318,6 +318,7 @@ fn persistent_session_is_reused_and_rebound_after_a_drop() {
     let pool = SmppSessions::new();
     let ctx = ProviderContext {
         smpp_sessions: Some(pool.clone()),
+        ..ProviderContext::default()
     };
     let toml = smpp_table(&s, server.port, "secret", "");
     // Two providers from the same config, as two radiusd workers have.
@@ -362,6 +363,7 @@ fn persistent_session_sends_enquire_link_after_idling() {
     let s = Scratch::new();
     let ctx = ProviderContext {
         smpp_sessions: Some(SmppSessions::new()),
+        ..ProviderContext::default()
     };
     let p = providers(
         &smpp_table(

@@ -32,6 +32,7 @@ pub(super) struct RawRadius {
     listen: Vec<Spanned<String>>,
     primary: Option<Spanned<RawPrimary>>,
     workers: Option<Spanned<i64>>,
+    max_pending_sends: Option<Spanned<i64>>,
     #[serde(default)]
     client: Vec<Spanned<RawClient>>,
 }
@@ -108,6 +109,11 @@ pub struct RadiusSettings {
     pub primary: PrimaryAuth,
     /// Worker threads, 1 to 256 (default 4).
     pub workers: usize,
+    /// Requests that may send an SMS (a first round, an append-mode login,
+    /// an empty-code resend) decided at once, each on a thread of its own
+    /// while it waits for the gateway; more are dropped until one ends.
+    /// 1 to 4096 (default 256).
+    pub max_pending_sends: usize,
     /// The NASes answered; a request from any other address is dropped.
     pub clients: Vec<RadiusClient>,
 }
@@ -163,6 +169,12 @@ pub(super) fn validate(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings,
         },
     };
     let workers = c.int_in(&r.workers, "radius.workers", 1..=256, 4)? as usize;
+    let max_pending_sends = c.int_in(
+        &r.max_pending_sends,
+        "radius.max_pending_sends",
+        1..=4096,
+        256,
+    )? as usize;
     let mut clients: Vec<RadiusClient> = Vec::new();
     for (i, cl) in r.client.iter().enumerate() {
         let key = format!("radius.client[{i}]");
@@ -233,6 +245,7 @@ pub(super) fn validate(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings,
         listen,
         primary,
         workers,
+        max_pending_sends,
         clients,
     })
 }
@@ -259,6 +272,22 @@ mod tests {
         );
         assert_eq!(r.clients[0].mode, ClientMode::Challenge);
         assert!(r.clients[0].require_message_authenticator);
+        assert_eq!((r.workers, r.max_pending_sends), (4, 256));
+        let r = parse(&ok.replace("primary =", "max_pending_sends = 2\nprimary ="))
+            .unwrap()
+            .radius
+            .unwrap();
+        assert_eq!(r.max_pending_sends, 2);
+        for bad in ["0", "4097", "-1"] {
+            let e = err_of(&ok.replace(
+                "primary =",
+                &format!("max_pending_sends = {bad}\nprimary ="),
+            ));
+            assert!(
+                e.contains("radius.max_pending_sends") && e.contains("1 to 4096"),
+                "{e}"
+            );
+        }
         // The most specific network wins; IPv4-mapped IPv6 matches IPv4 clients.
         assert_eq!(
             r.client_for("192.0.2.9".parse().unwrap()).unwrap().name,

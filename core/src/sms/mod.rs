@@ -29,7 +29,7 @@ use crate::clock::Clock;
 use crate::config::check::{Checker, ConfigError, ConfigWarning};
 use crate::phone::Phone;
 use command::CommandProvider;
-use http::{HttpProvider, HttpSpec};
+use http::{HttpAgents, HttpProvider, HttpSpec};
 use outbox::OutboxProvider;
 use raw::{Fields, ProviderTable, ReadError};
 pub(crate) use raw::{ProviderItems, RawProvider};
@@ -350,6 +350,11 @@ pub struct ProviderContext {
     /// one pool per config generation, shared by every worker). `None`: one
     /// session per send, as the PAM module needs.
     pub smpp_sessions: Option<SmppSessions>,
+    /// One agent per HTTP provider, its keep-alive connections shared by
+    /// every engine (smsotp-radiusd: per config generation, by every
+    /// thread). `None`: each provider builds its own, as the PAM module
+    /// needs.
+    pub http_agents: Option<HttpAgents>,
 }
 
 /// Builds the configured providers, in order, for a short-lived process
@@ -385,7 +390,10 @@ pub fn from_config_with(
                     args: args.clone(),
                     timeout: *timeout,
                 }),
-                ProviderSpec::Http(spec) => Box::new(HttpProvider::new((**spec).clone())),
+                ProviderSpec::Http(spec) => Box::new(match &ctx.http_agents {
+                    None => HttpProvider::new((**spec).clone()),
+                    Some(agents) => HttpProvider::shared((**spec).clone(), agents),
+                }),
                 ProviderSpec::Smpp(spec) => Box::new(SmppProvider::new(
                     (**spec).clone(),
                     match &ctx.smpp_sessions {

@@ -29,6 +29,13 @@
 //! `--pending N` runs round one only, for N distinct users, and leaves the N
 //! challenges pending (the script then reads the server's VmRSS).
 //!
+//! `--probe-interval MS` measures, beside the load, the answers that need
+//! no SMS (`scripts/bench-gateway.sh`): a thread of its own sends, one at
+//! a time every MS ms, a Status-Server or an Access-Request with a State
+//! the server never issued (rejected after a look in its store), and
+//! times each answer. These must stay fast while logins wait for a slow
+//! SMS gateway.
+//!
 //! The target must be a loopback address: this is a load generator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
@@ -72,6 +79,8 @@ const USAGE: &str = "usage: radload --target 127.0.0.1:PORT --secret-file PATH
   --retries R            retransmit an unanswered request R times (default 0)
   --reply-ma MODE        required | optional (default required)
   --pending N            round one only, for N distinct users; challenges stay pending
+  --probe-interval MS    also time answers that need no SMS: a Status-Server or an
+                         unknown State every MS ms, one at a time (default: off)
   --label NAME           a name for the result lines (default: the target)
   --write-phones PATH    write a phones.toml for --users valid, distinct numbers and exit
   --write-freeradius-users PATH
@@ -83,6 +92,7 @@ const ACCESS_REQUEST: u8 = 1;
 const ACCESS_ACCEPT: u8 = 2;
 const ACCESS_REJECT: u8 = 3;
 const ACCESS_CHALLENGE: u8 = 11;
+const STATUS_SERVER: u8 = 12;
 const USER_NAME: u8 = 1;
 const USER_PASSWORD: u8 = 2;
 const REPLY_MESSAGE: u8 = 18;
@@ -120,6 +130,7 @@ struct Args {
     retries: u32,
     reply_ma: ReplyMa,
     pending: Option<usize>,
+    probe_interval: Option<Duration>,
     label: String,
 }
 
@@ -152,6 +163,7 @@ fn parse_args() -> Result<Job> {
     let mut retries = 0u32;
     let mut reply_ma = ReplyMa::Required;
     let mut pending = None;
+    let mut probe_ms: Option<u64> = None;
     let mut label = None;
     let mut write_phones = None;
     let mut write_freeradius = None;
@@ -189,6 +201,7 @@ fn parse_args() -> Result<Job> {
                 }
             }
             "--pending" => pending = Some(value()?.parse()?),
+            "--probe-interval" => probe_ms = Some(value()?.parse()?),
             "--label" => label = Some(value()?),
             "--write-phones" => write_phones = Some(PathBuf::from(value()?)),
             "--write-freeradius-users" => write_freeradius = Some(PathBuf::from(value()?)),
@@ -291,6 +304,7 @@ fn parse_args() -> Result<Job> {
         retries,
         reply_ma,
         pending,
+        probe_interval: probe_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
     })))
 }
 
@@ -503,6 +517,26 @@ fn access_request(
     }
 }
 
+/// A Status-Server (RFC 5997) with Message-Authenticator.
+fn status_server(secret: &[u8], id: u8, authenticator: [u8; 16]) -> Request {
+    let mut p = Vec::with_capacity(64);
+    p.extend_from_slice(&[STATUS_SERVER, id, 0, 0]);
+    p.extend_from_slice(&authenticator);
+    p.extend_from_slice(&[MESSAGE_AUTHENTICATOR, 18]);
+    let ma_at = p.len();
+    p.extend_from_slice(&[0; 16]);
+    push_attr(&mut p, NAS_IDENTIFIER, b"radload");
+    let len = p.len() as u16;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    let mac = hmac_md5(secret, &p);
+    p[ma_at..ma_at + 16].copy_from_slice(&mac);
+    Request {
+        id,
+        authenticator,
+        bytes: p,
+    }
+}
+
 /// A reply that passed every check.
 struct Reply {
     code: u8,
@@ -697,6 +731,8 @@ struct Shared {
     args: Box<Args>,
     code: CodeSource,
     started: AtomicU64,
+    /// Round ones sent (logins begun), retransmits not counted.
+    begun: AtomicU64,
     stop_at: Instant,
 }
 
@@ -936,6 +972,9 @@ impl Worker<'_> {
         let now = Instant::now();
         self.by_id[id as usize] = Some(i);
         let sent = self.send(&req);
+        if sent {
+            self.shared.begun.fetch_add(1, Ordering::Relaxed);
+        }
         self.slots[i].phase = Phase::One {
             req,
             sent: now,
@@ -1240,6 +1279,100 @@ impl Worker<'_> {
     }
 }
 
+/// What the probe thread measured: answers that need no SMS.
+#[derive(Default)]
+struct Probes {
+    status_us: Vec<u32>,
+    state_us: Vec<u32>,
+    /// No valid answer within the timeout.
+    lost: u64,
+    /// An answer of the wrong code (Status-Server: Accept; an unknown
+    /// State: Reject).
+    unexpected: u64,
+}
+
+/// Every `interval`, one request that needs no SMS, alternately a
+/// Status-Server and an Access-Request with a State never issued; waits
+/// for its answer (up to --timeout) before the next. Until `stop`.
+fn probe(
+    shared: &Shared,
+    interval: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Probes> {
+    let args = &shared.args;
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    sock.connect(args.target)?;
+    let mut rng = Randomness::new();
+    let mut out = Probes::default();
+    let mut buf = [0u8; MAX_PACKET];
+    let user = format!("{}probe", args.user_prefix);
+    let mut id = 0u8;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        next += interval;
+        id = id.wrapping_add(1);
+        let status = id % 2 == 0;
+        let auth = rng.authenticator()?;
+        let req = if status {
+            status_server(&args.secret, id, auth)
+        } else {
+            let state = rng.authenticator()?;
+            access_request(&args.secret, id, auth, &user, b"000000", Some(&state))
+        };
+        let sent = Instant::now();
+        sock.send(&req.bytes)?;
+        let deadline = sent + args.timeout;
+        let answered = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            sock.set_read_timeout(Some(left))?;
+            match sock.recv(&mut buf) {
+                Ok(n) if n > 1 && buf[1] == id => {
+                    let at = Instant::now();
+                    if let Ok(r) =
+                        check_reply(&args.secret, &req.authenticator, &buf[..n], args.reply_ma)
+                    {
+                        break Some((r.code, at - sent));
+                    }
+                }
+                // A late answer to an earlier probe.
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        match answered {
+            None => out.lost += 1,
+            Some((code, took)) => {
+                let want = if status { ACCESS_ACCEPT } else { ACCESS_REJECT };
+                if code != want {
+                    out.unexpected += 1;
+                }
+                if status {
+                    out.status_us.push(micros(took));
+                } else {
+                    out.state_us.push(micros(took));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn percentile(sorted: &[u32], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -1342,9 +1475,16 @@ fn load(args: Box<Args>) -> Result<()> {
         args,
         code,
         started: AtomicU64::new(0),
+        begun: AtomicU64::new(0),
     };
     let mut total = Stats::default();
+    let mut probes = None;
+    let probing = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
+        let prober = shared.args.probe_interval.map(|interval| {
+            let (shared, probing) = (&shared, &probing);
+            scope.spawn(move || probe(shared, interval, probing).map_err(|e| e.to_string()))
+        });
         let mut handles = Vec::new();
         let mut global = 0;
         for sock in sockets {
@@ -1373,18 +1513,25 @@ fn load(args: Box<Args>) -> Result<()> {
             };
             handles.push(scope.spawn(move || worker.run().map_err(|e| e.to_string())));
         }
+        let mut result = Ok(());
         for h in handles {
-            let stats = h.join().map_err(|_| "a worker thread panicked")??;
-            total.merge(stats);
+            match h.join().map_err(|_| "a worker thread panicked".to_string()) {
+                Ok(Ok(stats)) => total.merge(stats),
+                Ok(Err(e)) | Err(e) => result = Err(e),
+            }
         }
-        Ok(())
+        probing.store(true, Ordering::Relaxed);
+        if let Some(p) = prober {
+            probes = Some(p.join().map_err(|_| "the probe thread panicked")??);
+        }
+        Ok(result?)
     })?;
     let elapsed = started.elapsed();
-    report(&shared, total, elapsed);
+    report(&shared, total, probes, elapsed);
     Ok(())
 }
 
-fn report(shared: &Shared, mut s: Stats, elapsed: Duration) {
+fn report(shared: &Shared, mut s: Stats, probes: Option<Probes>, elapsed: Duration) {
     let a = &shared.args;
     let secs = elapsed.as_secs_f64();
     let distinct: HashSet<&Vec<u8>> = s.states.iter().collect();
@@ -1443,6 +1590,21 @@ fn report(shared: &Shared, mut s: Stats, elapsed: Duration) {
     // Every request answered, of both rounds: what a NAS waits for.
     let mut requests: Vec<u32> = s.one_us.iter().chain(&s.two_us).copied().collect();
     println!("{}", latency_row("any request", &mut requests));
+    let mut fast: Vec<u32> = Vec::new();
+    let mut fast_lost = 0;
+    if let Some(mut p) = probes {
+        println!(
+            "  answers that need no SMS (one at a time, every {:?}; {} unanswered, {} of the wrong code):",
+            a.probe_interval.unwrap_or_default(),
+            p.lost,
+            p.unexpected
+        );
+        println!("{}", latency_row("Status-Server", &mut p.status_us));
+        println!("{}", latency_row("unknown State", &mut p.state_us));
+        fast = p.status_us.iter().chain(&p.state_us).copied().collect();
+        println!("{}", latency_row("either", &mut fast));
+        fast_lost = p.lost + p.unexpected;
+    }
     for sample in &s.samples {
         println!("  e.g. {sample}");
     }
@@ -1460,8 +1622,9 @@ fn report(shared: &Shared, mut s: Stats, elapsed: Duration) {
         &s.flow_us
     };
     println!(
-        "RESULT label={} completed={} challenges={} errors={errors} duplicate_states={duplicates} seconds={secs:.3} rate={rate:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} round1_p99_ms={:.3} round2_p99_ms={:.3} request_p50_ms={:.3} request_p99_ms={:.3}",
+        "RESULT label={} begun={} completed={} challenges={} errors={errors} duplicate_states={duplicates} seconds={secs:.3} rate={rate:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} round1_p99_ms={:.3} round2_p99_ms={:.3} request_p50_ms={:.3} request_p99_ms={:.3} fast_n={} fast_lost={fast_lost} fast_p50_ms={:.3} fast_p99_ms={:.3} fast_max_ms={:.3} retransmits={}",
         a.label,
+        shared.begun.load(Ordering::Relaxed),
         s.completed,
         s.challenges,
         percentile(main, 0.5),
@@ -1471,6 +1634,11 @@ fn report(shared: &Shared, mut s: Stats, elapsed: Duration) {
         percentile(&s.two_us, 0.99),
         percentile(&requests, 0.5),
         percentile(&requests, 0.99),
+        fast.len(),
+        percentile(&fast, 0.5),
+        percentile(&fast, 0.99),
+        percentile(&fast, 1.0),
+        s.retransmits,
     );
 }
 

@@ -36,12 +36,12 @@ pub use redact::*;
 pub use template::*;
 pub use transport::*;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Read;
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -360,10 +360,50 @@ impl HttpSpec {
     }
 }
 
+/// The agents of a server's HTTP providers, one per provider name: a
+/// server builds a provider per thread (each thread has its own engine),
+/// and they all send through the one agent of their provider, so its
+/// keep-alive connections are reused by every thread of a config
+/// generation rather than opened per thread. A clone shares the agents.
+#[derive(Clone, Default)]
+pub struct HttpAgents {
+    agents: Arc<Mutex<HashMap<String, ureq::Agent>>>,
+    idle: usize,
+}
+
+impl fmt::Debug for HttpAgents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.agents.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "HttpAgents {{ agents: {n}, idle: {} }}", self.idle)
+    }
+}
+
+impl HttpAgents {
+    /// Agents that each keep up to `idle` keep-alive connections (in all
+    /// and per host), for as many concurrent sends.
+    pub fn new(idle: usize) -> HttpAgents {
+        HttpAgents {
+            agents: Arc::default(),
+            idle: idle.max(1),
+        }
+    }
+
+    fn get_or_build(&self, spec: &HttpSpec) -> Result<ureq::Agent, SendError> {
+        let mut m = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = m.get(&spec.name) {
+            return Ok(a.clone());
+        }
+        let a = build_agent(&spec.transport, Some(self.idle))?;
+        m.insert(spec.name.clone(), a.clone());
+        Ok(a)
+    }
+}
+
 /// Sends through an HTTP API: the generic template or a vendor preset.
 pub struct HttpProvider {
     spec: HttpSpec,
     agent: OnceLock<ureq::Agent>,
+    shared: Option<HttpAgents>,
 }
 
 impl fmt::Debug for HttpProvider {
@@ -380,6 +420,16 @@ impl HttpProvider {
         HttpProvider {
             spec,
             agent: OnceLock::new(),
+            shared: None,
+        }
+    }
+
+    /// A provider that sends through the agent `agents` holds for its
+    /// name (built by the first of them to send).
+    pub fn shared(spec: HttpSpec, agents: &HttpAgents) -> HttpProvider {
+        HttpProvider {
+            shared: Some(agents.clone()),
+            ..HttpProvider::new(spec)
         }
     }
 
@@ -389,7 +439,10 @@ impl HttpProvider {
         if let Some(a) = self.agent.get() {
             return Ok(a);
         }
-        let a = build_agent(&self.spec.transport)?;
+        let a = match &self.shared {
+            None => build_agent(&self.spec.transport, None)?,
+            Some(agents) => agents.get_or_build(&self.spec)?,
+        };
         Ok(self.agent.get_or_init(|| a))
     }
 }

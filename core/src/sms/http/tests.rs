@@ -1511,3 +1511,85 @@ fn userinfo_is_what_a_url_carries_before_its_host() {
     assert_eq!(userinfo("https://api.example.net/send?e=a@b"), None);
     assert_eq!(userinfo("no scheme"), None);
 }
+
+/// smsotp-radiusd builds a provider per thread; with [`HttpAgents`] they
+/// send through one agent, so one keep-alive connection serves every
+/// thread's sends one after another (and as many as were in flight at
+/// once are kept for the next ones), instead of one connection per thread.
+#[test]
+fn shared_agents_reuse_one_connection_across_providers() {
+    // A plain HTTP/1.1 server with keep-alive that counts connections.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut out = c.try_clone().unwrap();
+                let mut r = BufReader::new(c);
+                loop {
+                    // A GET: headers only.
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if out
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let toml = format!(
+        "[[provider]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/x?to={{number}}&m={{message}}\"\nallow_http = true\n"
+    );
+    let cfg = Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), &toml).unwrap();
+    fn clock() -> Box<dyn crate::clock::Clock> {
+        Box::new(FixedClock::at(0))
+    }
+    let build = |ctx: &crate::sms::ProviderContext| {
+        crate::sms::from_config_with(&cfg.providers, clock, ctx).remove(0)
+    };
+    let sends = |a: &dyn SmsProvider, b: &dyn SmsProvider| {
+        for _ in 0..3 {
+            send(a, "123456").unwrap();
+            send(b, "123456").unwrap();
+        }
+    };
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while connections.load(std::sync::atomic::Ordering::SeqCst) < n
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        connections.load(std::sync::atomic::Ordering::SeqCst)
+    };
+
+    // Two threads' providers, each with its own agent: two connections.
+    let own = crate::sms::ProviderContext::default();
+    let (a, b) = (build(&own), build(&own));
+    sends(&*a, &*b);
+    assert_eq!(wait_for(2), 2);
+
+    // Sharing the agents of one generation: one connection for both.
+    let shared = crate::sms::ProviderContext {
+        http_agents: Some(HttpAgents::new(16)),
+        ..Default::default()
+    };
+    let (a, b) = (build(&shared), build(&shared));
+    sends(&*a, &*b);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(wait_for(3), 3, "one more connection, not two");
+}

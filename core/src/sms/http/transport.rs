@@ -165,7 +165,13 @@ pub(super) fn trust_anchors(
     Ok(certs)
 }
 
-pub(super) fn build_agent(t: &TransportSpec) -> Result<ureq::Agent, SendError> {
+/// An agent for `t`. `idle`: how many keep-alive connections it keeps
+/// (per host and in all) for a server's many concurrent sends; `None`
+/// keeps ureq's defaults.
+pub(super) fn build_agent(
+    t: &TransportSpec,
+    idle: Option<usize>,
+) -> Result<ureq::Agent, SendError> {
     use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
     let roots = trust_anchors(t.ca_file.as_deref())?;
     let tls = TlsConfig::builder()
@@ -182,7 +188,13 @@ pub(super) fn build_agent(t: &TransportSpec) -> Result<ureq::Agent, SendError> {
             ))
         })?),
     };
-    let config = ureq::Agent::config_builder()
+    let mut builder = ureq::Agent::config_builder();
+    if let Some(n) = idle {
+        builder = builder
+            .max_idle_connections(n)
+            .max_idle_connections_per_host(n);
+    }
+    let config = builder
         .tls_config(tls)
         // Set explicitly: the default reads HTTPS_PROXY from the environment.
         .proxy(proxy)

@@ -14,7 +14,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// The keys of `kind = "smpp"`, besides `kind`.
-pub(crate) const KEYS: [&str; 19] = [
+pub(crate) const KEYS: [&str; 20] = [
     "name",
     "host",
     "port",
@@ -34,6 +34,7 @@ pub(crate) const KEYS: [&str; 19] = [
     "timeout",
     "connect_timeout",
     "enquire_link_interval",
+    "max_sessions",
 ];
 
 /// A `kind = "smpp"` table as read (`kind` and `name` are read by the
@@ -63,6 +64,7 @@ pub(crate) struct RawSmpp {
     timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
     enquire_link_interval: Option<Spanned<String>>,
+    max_sessions: Option<Spanned<i64>>,
 }
 
 /// Validates one `kind = "smpp"` table; warns when it has no
@@ -239,6 +241,12 @@ fn smpp_spec(
         Duration::from_secs(3600),
         SmppSpec::DEFAULT_ENQUIRE_LINK_INTERVAL,
     )?;
+    let max_sessions = c.int_in(
+        &r.max_sessions,
+        &k("max_sessions"),
+        1..=64,
+        SmppSpec::DEFAULT_MAX_SESSIONS as i64,
+    )? as usize;
     Ok(SmppSpec {
         name,
         host,
@@ -259,6 +267,7 @@ fn smpp_spec(
         connect_timeout,
         timeout,
         enquire_link_interval,
+        max_sessions,
     })
 }
 
@@ -356,6 +365,9 @@ pub struct SmppSpec {
     pub timeout: Duration,
     /// A pooled session idle longer than this is probed before use.
     pub enquire_link_interval: Duration,
+    /// smsotp-radiusd: the most sends at once, each on a bound session
+    /// of its own; more wait for one (within `timeout`).
+    pub max_sessions: usize,
 }
 
 impl SmppSpec {
@@ -368,6 +380,9 @@ impl SmppSpec {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// `enquire_link_interval` when not set.
     pub const DEFAULT_ENQUIRE_LINK_INTERVAL: Duration = Duration::from_secs(30);
+    /// As many as smsotp-radiusd's 4 workers had bound before sends left
+    /// them: SMSCs often limit binds per system_id.
+    pub const DEFAULT_MAX_SESSIONS: usize = 4;
 
     /// `smpp://host:port` (`smpps://` with TLS), for status and doctor
     /// output: no credentials in it.

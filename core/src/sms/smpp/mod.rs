@@ -21,7 +21,11 @@
 //! smsotp-radiusd keeps bound sessions in a [`SmppSessions`] pool shared by
 //! its workers ([`SessionMode::Persistent`]): a send takes an idle session,
 //! or binds a new one when none is idle, and puts it back afterwards, so
-//! steady traffic reuses one bind. The core starts no threads, so keep-alive
+//! steady traffic reuses one bind. At most `max_sessions` sends of a
+//! provider run at once, each on its own session; the others wait for a
+//! place within their timeout ([`SmppSessions`]' permits), so a burst
+//! never binds more sessions than the SMSC may allow. The core starts no
+//! threads, so keep-alive
 //! is lazy: before reusing a session idle for longer than
 //! `enquire_link_interval`, it sends `enquire_link` and binds afresh if that
 //! fails; a session idle for less is checked for a close (or an `unbind` or
@@ -85,8 +89,9 @@ pub const MAX_PARTS: usize = 10;
 const MAX_PDU: usize = 64 * 1024;
 /// How long an `unbind` may wait for its answer.
 const UNBIND_WAIT: Duration = Duration::from_millis(500);
-/// The most idle sessions a pool keeps per provider.
-const MAX_IDLE: usize = 4;
+/// The most idle sessions a pool keeps per provider: at least the most
+/// `max_sessions` allows, so that none is unbound just to be bound again.
+const MAX_IDLE: usize = 64;
 
 // ----------------------------------------------------------------- provider
 
@@ -442,6 +447,22 @@ impl SmsProvider for SmppProvider {
             .map(|p| self.submit_pdu(p, to))
             .collect::<Result<Vec<_>, _>>()?;
         let deadline = Instant::now() + self.spec.timeout;
+        // A pool: at most max_sessions sends (and so bound sessions) at
+        // once; the rest wait their turn within their own timeout.
+        let _permit = match &self.mode {
+            SessionMode::PerSend => None,
+            SessionMode::Persistent(pool) => Some(
+                pool.permit(&self.key, self.spec.max_sessions, deadline)
+                    .ok_or_else(|| {
+                        SendError::Transient(format!(
+                            "all {} sessions to {} stayed busy for {} (max_sessions)",
+                            self.spec.max_sessions,
+                            self.server(),
+                            humantime::format_duration(self.spec.timeout)
+                        ))
+                    })?,
+            ),
+        };
         let (mut session, reused) = match self.take_idle(deadline) {
             Some(s) => (s, true),
             None => (self.open(deadline)?, false),

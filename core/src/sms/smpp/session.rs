@@ -11,12 +11,30 @@ use super::*;
 #[derive(Clone, Default)]
 pub struct SmppSessions {
     pub(super) inner: Arc<Mutex<HashMap<String, PoolEntry>>>,
+    /// Signalled when a send ends (see [`SmppSessions::permit`]).
+    freed: Arc<std::sync::Condvar>,
 }
 
 #[derive(Default)]
 pub(super) struct PoolEntry {
     pub(super) idle: Vec<Session>,
     pub(super) refused_until: Option<Instant>,
+    /// Sends under way, each holding a [`Permit`].
+    pub(super) sending: usize,
+}
+
+/// Leave for one send through a pooled provider; the send's place is
+/// given back when this is dropped.
+pub(super) struct Permit {
+    pool: SmppSessions,
+    key: String,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.pool.with(&self.key, |e| e.sending -= 1);
+        self.pool.freed.notify_all();
+    }
 }
 
 impl fmt::Debug for SmppSessions {
@@ -47,6 +65,34 @@ impl SmppSessions {
     pub(super) fn with<T>(&self, key: &str, f: impl FnOnce(&mut PoolEntry) -> T) -> T {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         f(map.entry(key.to_owned()).or_default())
+    }
+
+    /// Waits until fewer than `max` sends of provider `key` are under way,
+    /// or `deadline`; `None` if it passed first. A send holds its session
+    /// (idle or newly bound) only while it holds the permit, so a provider
+    /// never has more than `max` sessions bound: `MAX_IDLE` is at least
+    /// as many as a provider may be given.
+    pub(super) fn permit(&self, key: &str, max: usize, deadline: Instant) -> Option<Permit> {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let e = map.entry(key.to_owned()).or_default();
+            if e.sending < max {
+                e.sending += 1;
+                return Some(Permit {
+                    pool: self.clone(),
+                    key: key.to_owned(),
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            map = self
+                .freed
+                .wait_timeout(map, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 

@@ -322,3 +322,47 @@ fn thread_probe_child() {
     assert_eq!(crate::sms::http::tests::tasks(), before);
     println!("probe: sent");
 }
+
+#[test]
+fn max_sessions_is_checked_and_defaults_to_four() {
+    assert_eq!(spec(BASE).max_sessions, 4);
+    assert_eq!(spec(&format!("{BASE}max_sessions = 16\n")).max_sessions, 16);
+    for bad in ["0", "65"] {
+        let e = err_of(&format!("{BASE}max_sessions = {bad}\n"));
+        assert!(
+            e.contains("provider[0].max_sessions") && e.contains("1 to 64"),
+            "{e}"
+        );
+    }
+}
+
+/// smsotp-radiusd's send lane may run hundreds of sends at once; a pooled
+/// provider lets max_sessions of them through (each binds or reuses one
+/// session) and the others wait for a place within their own deadline.
+#[test]
+fn a_pool_lets_max_sessions_sends_through_at_once() {
+    let pool = SmppSessions::new();
+    let soon = || Instant::now() + Duration::from_secs(5);
+    let a = pool.permit("p", 2, soon()).unwrap();
+    let b = pool.permit("p", 2, soon()).unwrap();
+    // Another provider has places of its own.
+    let other = pool.permit("q", 2, soon()).unwrap();
+    let t = Instant::now();
+    assert!(pool
+        .permit("p", 2, Instant::now() + Duration::from_millis(50))
+        .is_none());
+    assert!(
+        t.elapsed() >= Duration::from_millis(50),
+        "waited its deadline"
+    );
+    // A place freed while a third send waits: it goes through.
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.permit("p", 2, soon()).is_some())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    drop(a);
+    assert!(waiter.join().unwrap());
+    drop((b, other));
+    assert_eq!(pool.with("p", |e| e.sending), 0);
+}
