@@ -49,8 +49,11 @@ struct State<J> {
     queue: VecDeque<J>,
     /// Threads alive.
     threads: usize,
-    /// Threads waiting for work (some may have been woken and not yet
-    /// taken their request: `queue.len() <= idle` always).
+    /// Threads waiting for work, and threads started and not yet running
+    /// (each will look at the queue before it waits): some may have been
+    /// woken and not yet taken their request. Counting a starting thread
+    /// here keeps a burst from starting a second thread for a request the
+    /// first will take.
     idle: usize,
     /// Threads deciding a request.
     busy: usize,
@@ -130,6 +133,8 @@ impl<J: Send + 'static, L: Default + 'static> SendLane<J, L> {
         match spawned {
             Ok(_) => {
                 s.threads += 1;
+                // Counted idle until it runs (see `State::idle`).
+                s.idle += 1;
                 Ok(())
             }
             // A thread that is alive takes it when it is done; with none,
@@ -166,6 +171,8 @@ impl<J: Send + 'static, L: Default + 'static> SendLane<J, L> {
         let _out = Out(self);
         let mut kept = L::default();
         let mut s = self.lock();
+        // Counted idle since `submit` started it.
+        s.idle -= 1;
         loop {
             if let Some(job) = s.queue.pop_front() {
                 s.busy += 1;
