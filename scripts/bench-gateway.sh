@@ -26,7 +26,7 @@
 # Knobs (environment): INFLIGHT (64), DURATION (30 s of starting logins
 # per delay), DELAYS ("500 1000 hang"), PROVIDER_TIMEOUT (4 s, the
 # provider's timeout: bounds the hanging runs), NAS_TIMEOUT (3000 ms),
-# NAS_RETRIES (2), PROBE_MS (20), USERS (2000), SOCKETS (4), KEEP=1 (keep
+# NAS_RETRIES (2), PROBE_MS (20), USERS (2000), SOCKETS (1: one NAS sends from one socket), KEEP=1 (keep
 # the temp dir), NO_BUILD=1 (use the release binaries in target/),
 # SERVER=PATH (another smsotp-radiusd binary, e.g. an older build to
 # compare with; its config must not need keys it lacks: this one sets
@@ -38,6 +38,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/bench-config.sh
 
 INFLIGHT=${INFLIGHT:-64}
 DURATION=${DURATION:-30}
@@ -47,7 +48,7 @@ NAS_TIMEOUT=${NAS_TIMEOUT:-3000}
 NAS_RETRIES=${NAS_RETRIES:-2}
 PROBE_MS=${PROBE_MS:-20}
 USERS=${USERS:-2000}
-SOCKETS=${SOCKETS:-4}
+SOCKETS=${SOCKETS:-1}
 PASSWORD=bench-password
 RATIO_TARGET=0.9
 FAST_P99_TARGET_MS=10
@@ -118,23 +119,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Waits until FILE contains PATTERN, or PID died, or 30 s passed.
-wait_for() {
-    file=$1 pattern=$2 pid=$3 what=$4
-    i=0
-    while ! grep -q "$pattern" "$file" 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$file" >&2 || true
-            die "$what exited before it was ready (log above)"
-        fi
-        i=$((i + 1))
-        [ "$i" -lt 300 ] || { tail -n 30 "$file" >&2; die "$what not ready after 30 s"; }
-        sleep 0.1
-    done
-}
-
-# A value of a RESULT line: field FILE KEY.
-field() { sed -n "s/^RESULT .* $2=\([^ ]*\).*/\1/p" "$1" | tail -n 1; }
 # A value of smsgw's stats file: stat FILE KEY.
 stat_of() { tr ' ' '\n' <"$1" | sed -n "s/^$2=//p"; }
 

@@ -105,23 +105,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Waits until FILE contains PATTERN, or PID died, or 30 s passed.
-wait_for() {
-    file=$1 pattern=$2 pid=$3 what=$4
-    i=0
-    while ! grep -q "$pattern" "$file" 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$file" >&2 || true
-            die "$what exited before it was ready (log above)"
-        fi
-        i=$((i + 1))
-        [ "$i" -lt 300 ] || { tail -n 30 "$file" >&2; die "$what not ready after 30 s"; }
-        sleep 0.1
-    done
-}
-
-# A value of a RESULT line: field FILE KEY.
-field() { sed -n "s/^RESULT .* $2=\([^ ]*\).*/\1/p" "$1" | tail -n 1; }
 
 secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 umask 077
