@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: where the built module is, a
-//! scratch directory with a config, and reading codes from the outbox.
+//! scratch directory with a config, reading codes from the outbox, and a
+//! server that never answers ([`BlackHole`]) or a port that refuses
+//! ([`closed_port`]).
 //!
 //! Every server or program a test starts is bound to loopback, bounded in
 //! time, and stopped when the guard that owns it is dropped.
@@ -7,12 +9,17 @@
 
 pub mod pamenv;
 pub mod radiusd;
+pub mod slapd;
 pub mod smpp;
 pub mod sshd;
 
 use std::io::BufRead;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The workspace root (the directory holding the top-level Cargo.toml).
@@ -210,6 +217,70 @@ impl Outbox {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers
+/// (for "the server hangs" tests: a client must give up by its own
+/// deadline). Every connection is closed when the guard is dropped.
+pub struct BlackHole {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<usize>>,
+}
+
+impl BlackHole {
+    pub fn start() -> BlackHole {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            held.len()
+        });
+        BlackHole {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops accepting, closes every connection, and says how many there
+    /// were.
+    pub fn close(mut self) -> usize {
+        self.end()
+    }
+
+    fn end(&mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("black hole thread"))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens right now, so a connection is
+/// refused (a "server down" URL). Another process could take it in the
+/// meantime; tests use it at once.
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
 }
 
 #[cfg(test)]
