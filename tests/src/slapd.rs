@@ -318,7 +318,7 @@ impl Slapd {
                 Ok(()) => return,
                 Err(log) if log.contains("Address already in use") => last = log,
                 Err(log) => {
-                    panic!("slapd did not start within {START_TIMEOUT:?}\n--- log ---\n{log}")
+                    panic!("slapd did not start: {log}")
                 }
             }
         }
@@ -377,7 +377,10 @@ impl Slapd {
             {
                 self.child = None;
                 self.end_watchdog();
-                return Err(format!("slapd exited: {status}\n{}", self.log()));
+                return Err(format!(
+                    "it exited ({status})\n--- slapd log ---\n{}",
+                    self.log()
+                ));
             }
             let up = |port: u16| {
                 TcpStream::connect_timeout(
@@ -395,7 +398,7 @@ impl Slapd {
             if Instant::now() > deadline {
                 self.stop();
                 return Err(format!(
-                    "not listening after {START_TIMEOUT:?}\n{}",
+                    "it was not listening after {START_TIMEOUT:?}\n--- slapd log ---\n{}",
                     self.log()
                 ));
             }
