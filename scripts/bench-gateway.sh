@@ -57,26 +57,7 @@ say() { echo "bench-gateway: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 # ------------------------------------------------------------------ syslog
-if ! dpkg-query -W -f='${Status}' rsyslog 2>/dev/null | grep -q "install ok installed"; then
-    say "installing rsyslog (smsotp-radiusd audits to syslog by default)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null
-fi
-syslog_pid=""
-if [ ! -S /dev/log ]; then
-    rsyslogd_bin=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
-    [ -x "$rsyslogd_bin" ] || die "rsyslogd not found after installing rsyslog"
-    rm -f /run/rsyslogd.pid
-    "$rsyslogd_bin"
-    i=0
-    while [ ! -S /dev/log ] || [ ! -s /run/rsyslogd.pid ]; do
-        i=$((i + 1))
-        [ "$i" -lt 100 ] || die "rsyslogd started but /dev/log did not appear within 10 s"
-        sleep 0.1
-    done
-    syslog_pid=$(cat /run/rsyslogd.pid)
-    say "started rsyslogd (pid $syslog_pid); stopped again at exit"
-fi
+start_syslog
 
 # ------------------------------------------------------------------ build
 target_dir=${CARGO_TARGET_DIR:-$root/target}

@@ -9,6 +9,16 @@
 #
 #   scripts/bench-radius.sh                  # 20,000 flows each, 64 in flight
 #   FLOWS=50000 INFLIGHT=128 scripts/bench-radius.sh
+#   MODE=kind scripts/bench-radius.sh        # the kinder settings, labelled
+#
+# MODE=defaults (the default, the headline): smsotp-radiusd runs with the
+# product's defaults where they matter (workers unset, [audit] left out so
+# every decision is audited to syslog, with rsyslog installed when missing
+# and started when nothing reads /dev/log, as on any Debian host), and
+# radload sends from one socket, as one NAS does. FreeRADIUS runs with its
+# own default logging (log { auth = no }: its start-up lines, to a file,
+# and no line per request). MODE=kind: syslog off and four source
+# sockets, settings no user runs; its figures are labelled so.
 #
 # Both servers run side by side; each first gets WARMUP flows (2000) that
 # are not counted, as benchmarks do, so neither is measured while its
@@ -21,7 +31,7 @@
 # per-round ratios.
 #
 # Knobs (environment): FLOWS (20000), WARMUP (2000), ROUNDS (5), DURATION (300 s, a cap per run),
-# INFLIGHT (64), SOCKETS (4), USERS (10000), PENDING (10000),
+# INFLIGHT (64), SOCKETS (1 in MODE=defaults, 4 in MODE=kind), USERS (10000), PENDING (10000),
 # ONLY=freeradius|smsotp (run one side), KEEP=1 (keep the temp dir),
 # NO_BUILD=1 (use the release binaries already in target/).
 #
@@ -40,11 +50,15 @@ WARMUP=${WARMUP:-2000}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-300}
 INFLIGHT=${INFLIGHT:-64}
-SOCKETS=${SOCKETS:-4}
+MODE=${MODE:-defaults}
+case "$MODE" in
+    defaults) SOCKETS=${SOCKETS:-1}; AUDIT=default; WORKERS=${WORKERS:-default} ;;
+    kind) SOCKETS=${SOCKETS:-4}; AUDIT=off; WORKERS=${WORKERS:-4} ;;
+    *) echo "bench-radius: MODE must be defaults or kind" >&2; exit 2 ;;
+esac
 USERS=${USERS:-10000}
 PENDING=${PENDING:-10000}
 ONLY=${ONLY:-}
-WORKERS=${WORKERS:-4}
 CODE=123456
 PASSWORD=bench-password
 P99_TARGET_MS=5
@@ -67,6 +81,8 @@ if [ -n "$missing" ]; then
 fi
 freeradius_bin=$(command -v freeradius || echo /usr/sbin/freeradius)
 [ -x "$freeradius_bin" ] || die "freeradius not found after installing it"
+
+[ "$AUDIT" = off ] || start_syslog
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 if [ "${NO_BUILD:-}" != 1 ]; then
@@ -96,6 +112,9 @@ stop() {
 }
 cleanup() {
     stop
+    if [ -n "$syslog_pid" ]; then
+        kill -TERM "$syslog_pid" 2>/dev/null || true
+    fi
     if [ "${KEEP:-}" = 1 ]; then
         say "kept $work"
     else
@@ -144,14 +163,27 @@ warm_up() { # label port code-args...
     say "$label: $WARMUP warm-up flows done ($(field "$work/$label.warmup.out" rate) flows/s), not counted"
 }
 
-run_load() { # label port code-args... ; prints and keeps the output
-    label=$1 port=$2
-    shift 2
+# CPU time (user + system, in clock ticks) PID has used, threads included.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+syslogd_pid() { pgrep -x rsyslogd | head -n 1; }
+
+run_load() { # label port server-pid code-args... ; prints and keeps the output
+    label=$1 port=$2 pid=$3
+    shift 3
     # Other work on the machine skews every figure: keep the load average.
     cut -d' ' -f1-3 /proc/loadavg >"$work/$label.load"
+    # Where the CPU goes, whatever else the machine runs: the server's and
+    # the syslog daemon's CPU time over the run, per 1000 flows.
+    logd=$(syslogd_pid)
+    s0=$(cpu_ticks "$pid") l0=$(if [ -n "$logd" ]; then cpu_ticks "$logd"; else echo 0; fi)
     "$radload" --label "$label" --target "127.0.0.1:$port" --secret-file "$work/secret" \
         --flows "$FLOWS" --duration "$DURATION" --inflight "$INFLIGHT" --sockets "$SOCKETS" \
         --users "$USERS" --password "$PASSWORD" "$@" | tee "$work/$label.out"
+    s1=$(cpu_ticks "$pid") l1=$(if [ -n "$logd" ]; then cpu_ticks "$logd"; else echo 0; fi)
+    flows=$(field "$work/$label.out" completed)
+    awk -v s=$((s1 - s0)) -v l=$((l1 - l0)) -v f="${flows:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        if (f > 0) printf "%.1f %.1f\n", s * 1000 / hz * 1000 / f, l * 1000 / hz * 1000 / f; else print "- -" }' \
+        >"$work/$label.cpu"
 }
 
 # --------------------------------------------------------------- FreeRADIUS
@@ -242,7 +274,7 @@ start_smsotp() { # name; sets sms_pid, sms_port, sms_dir
     cp "$work/phones.toml" "$sms_dir/phones.toml"
     chmod 0644 "$sms_dir/phones.toml"
     sms_port=$("$radload" --free-udp-port)
-    bench_config "$sms_dir" "$sms_port" "$WORKERS"
+    bench_config "$sms_dir" "$sms_port" "$WORKERS" "$AUDIT"
     "$server" --config "$sms_dir/smsotp.toml" 2>"$sms_dir/stderr.log" &
     sms_pid=$!
     wait_for "$sms_dir/stderr.log" "smsotp-radiusd: ready" "$sms_pid" smsotp-radiusd
@@ -260,8 +292,8 @@ if [ "$ONLY" != freeradius ]; then
 fi
 
 # ------------------------------------------------------------------ rounds
-fr_load() { run_load "freeradius-$1" "$fr_port" --fixed-code "$CODE"; }
-sms_load() { run_load "smsotp-$1" "$sms_port" --outbox "$sms_dir/outbox.jsonl" --phones "$sms_dir/phones.toml"; }
+fr_load() { run_load "freeradius-$1" "$fr_port" "$fr_pid" --fixed-code "$CODE"; }
+sms_load() { run_load "smsotp-$1" "$sms_port" "$sms_pid" --outbox "$sms_dir/outbox.jsonl" --phones "$sms_dir/phones.toml"; }
 [ "$ONLY" = smsotp ] || warm_up freeradius "$fr_port" --fixed-code "$CODE"
 [ "$ONLY" = freeradius ] || warm_up smsotp "$sms_port" --outbox "$sms_dir/outbox.jsonl" --phones "$sms_dir/phones.toml"
 round=1
@@ -301,7 +333,12 @@ fi
 
 # ------------------------------------------------------------------ summary
 echo
-echo "=== bench-radius summary ($(nproc) CPUs; $INFLIGHT flows in flight; $ROUNDS rounds of FLOWS=$FLOWS after WARMUP=$WARMUP, cap ${DURATION}s) ==="
+if [ "$MODE" = defaults ]; then
+    mode_line="MODE=defaults: smsotp-radiusd audits to syslog (rsyslog), workers at the default; $SOCKETS source socket(s)"
+else
+    mode_line="MODE=kind (settings no user runs): syslog off, workers=$WORKERS; $SOCKETS source sockets"
+fi
+echo "=== bench-radius summary ($mode_line; $(nproc) CPUs; $INFLIGHT flows in flight; $ROUNDS rounds of FLOWS=$FLOWS after WARMUP=$WARMUP, cap ${DURATION}s) ==="
 fmt_run() { # label
     out="$work/$1.out"
     printf '%-15s %10s flows/s  request p99 %s ms (round one %s, round two %s)  flow p50 %s ms  p99 %s ms  max %s ms  errors %s  repeated States %s  load %s\n' \
@@ -309,6 +346,8 @@ fmt_run() { # label
         "$(field "$out" round1_p99_ms)" "$(field "$out" round2_p99_ms)" \
         "$(field "$out" p50_ms)" "$(field "$out" p99_ms)" "$(field "$out" max_ms)" \
         "$(field "$out" errors)" "$(field "$out" duplicate_states)" "$(cat "$work/$1.load")"
+    printf '%-15s CPU per 1000 flows: server %s ms, rsyslogd %s ms\n' "" \
+        "$(cut -d' ' -f1 "$work/$1.cpu")" "$(cut -d' ' -f2 "$work/$1.cpu")"
 }
 # Median of the numbers on stdin, one per line.
 median() {
@@ -328,6 +367,13 @@ medians() { # server
         "$(each_round "$1" round1_p99_ms | median)" "$(each_round "$1" round2_p99_ms | median)" \
         "$(each_round "$1" p50_ms | median)" "$(each_round "$1" p99_ms | median)" \
         "$(each_round "$1" duplicate_states | awk '{ n += $1 } END { print n + 0 }')"
+    r=1 cpu_s="" cpu_l=""
+    while [ "$r" -le "$ROUNDS" ]; do
+        cpu_s="$cpu_s $(cut -d' ' -f1 "$work/$1-$r.cpu")" cpu_l="$cpu_l $(cut -d' ' -f2 "$work/$1-$r.cpu")"
+        r=$((r + 1))
+    done
+    printf '%-15s CPU per 1000 flows (median): server %s ms, rsyslogd %s ms\n' "" \
+        "$(echo $cpu_s | tr ' ' '\n' | median)" "$(echo $cpu_l | tr ' ' '\n' | median)"
 }
 servers=""
 [ "$ONLY" = smsotp ] || servers="freeradius"
@@ -377,5 +423,5 @@ if [ "$ONLY" != freeradius ]; then
     echo "    server:  $pending_cmd"
     echo "    $(sed -n 's/^  reproduce: //p' "$work/pending.out")"
 fi
-echo "reproduce all: cd $root && FLOWS=$FLOWS WARMUP=$WARMUP ROUNDS=$ROUNDS DURATION=$DURATION INFLIGHT=$INFLIGHT SOCKETS=$SOCKETS USERS=$USERS PENDING=$PENDING${ONLY:+ ONLY=$ONLY} scripts/bench-radius.sh"
+echo "reproduce all: cd $root && MODE=$MODE FLOWS=$FLOWS WARMUP=$WARMUP ROUNDS=$ROUNDS DURATION=$DURATION INFLIGHT=$INFLIGHT SOCKETS=$SOCKETS USERS=$USERS PENDING=$PENDING${ONLY:+ ONLY=$ONLY} scripts/bench-radius.sh"
 echo "(the per-run commands above use files in $work, which is removed at exit unless KEEP=1)"

@@ -261,6 +261,8 @@ pub fn run(
             ),
         ),
     );
+    // The audit lines still queued for syslog go out before the exit.
+    rt.sinks.close(Duration::from_secs(2));
     Ok(())
 }
 

@@ -133,7 +133,8 @@ impl AuditSink for FileSink {
 }
 
 /// The sinks of a long-running server, shared by its threads and kept
-/// between events: one syslog connection (made again after an error), and
+/// between events: a thread that sends the syslog lines (over one
+/// connection, made again after an error), and
 /// the stderr and audit-file lines gathered and written in one go by
 /// [`ServerSinks::flush`], which the server calls before it sends the
 /// replies those lines are about. Per event, the PAM module's sinks would
@@ -142,8 +143,8 @@ impl AuditSink for FileSink {
 pub struct ServerSinks {
     ident: String,
     debug: bool,
-    /// The syslog socket and the connection to it, if syslog is on.
-    syslog: Option<(PathBuf, std::sync::Mutex<Option<SyslogLogger>>)>,
+    /// The way to the syslog socket, if syslog is on.
+    syslog: Option<ServerSyslog>,
     stderr: bool,
     /// Whether there is an audit file (it lives in `pending`).
     to_file: bool,
@@ -154,7 +155,7 @@ impl std::fmt::Debug for ServerSinks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerSinks")
             .field("ident", &self.ident)
-            .field("syslog", &self.syslog.as_ref().map(|(p, _)| p))
+            .field("syslog", &self.syslog.as_ref().map(|s| &s.socket))
             .field("stderr", &self.stderr)
             .finish_non_exhaustive()
     }
@@ -182,7 +183,7 @@ impl ServerSinks {
         ServerSinks {
             ident: ident.to_owned(),
             debug,
-            syslog: syslog.map(|socket| (socket, std::sync::Mutex::new(None))),
+            syslog: syslog.map(|socket| ServerSyslog::start(ident, socket)),
             stderr,
             to_file: file.is_some(),
             pending: std::sync::Mutex::new(Pending {
@@ -210,24 +211,130 @@ impl ServerSinks {
     }
 
     fn send_syslog(&self, level: Level, event: &Event) {
-        let Some((socket, conn)) = &self.syslog else {
+        let Some(syslog) = &self.syslog else {
             return;
         };
-        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         let line = event.to_line();
-        // A syslog daemon restarted meanwhile: connect again, once.
-        for _ in 0..2 {
-            if conn.is_none() {
-                *conn = syslog_connect(&self.ident, socket);
+        let queue = syslog.queue.read().unwrap_or_else(|e| e.into_inner());
+        match queue.as_ref() {
+            // Waits only while the queue is full: lines are never dropped.
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError((level, line))) = tx.send((level, line)) {
+                    syslog.direct(level, &line);
+                }
             }
-            let Some(logger) = conn.as_mut() else {
-                return;
-            };
-            if syslog_send(logger, level, &line).is_ok() {
-                return;
-            }
-            *conn = None;
+            None => syslog.direct(level, &line),
         }
+    }
+
+    /// Sends the syslog lines still queued and stops the thread that sends
+    /// them; later lines are sent by the recording thread itself. Waits at
+    /// most `limit` (a syslog daemon that reads nothing must not hold up a
+    /// shutdown forever).
+    pub fn close(&self, limit: std::time::Duration) {
+        let Some(syslog) = &self.syslog else {
+            return;
+        };
+        let tx = syslog
+            .queue
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(tx);
+        let handle = syslog
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let until = std::time::Instant::now() + limit;
+            while !h.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for ServerSinks {
+    fn drop(&mut self) {
+        self.close(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Lines waiting for the syslog thread; past this, a recording thread
+/// waits for room (a few seconds of the busiest server's lines).
+const SYSLOG_QUEUE: usize = 16_384;
+
+/// A server's way to syslog: a thread of its own sends the lines, in the
+/// order they were recorded, so that no worker waits for the syslog daemon
+/// (a send blocks while the daemon's socket queue is full: 10 datagrams
+/// where systemd has not raised `net.unix.max_dgram_qlen`). Without the
+/// thread (it could not be started, or [`ServerSinks::close`] stopped it)
+/// the recording thread sends through one shared connection.
+struct ServerSyslog {
+    socket: PathBuf,
+    ident: String,
+    queue: std::sync::RwLock<Option<std::sync::mpsc::SyncSender<(Level, String)>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    shared: std::sync::Mutex<Option<SyslogLogger>>,
+}
+
+impl ServerSyslog {
+    fn start(ident: &str, socket: PathBuf) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Level, String)>(SYSLOG_QUEUE);
+        let thread = {
+            let ident = ident.to_owned();
+            let socket = socket.clone();
+            std::thread::Builder::new()
+                .name("syslog".into())
+                .spawn(move || {
+                    let mut conn = None;
+                    while let Ok((level, line)) = rx.recv() {
+                        send_line(&mut conn, &ident, &socket, level, &line);
+                    }
+                })
+                .ok()
+        };
+        ServerSyslog {
+            queue: std::sync::RwLock::new(thread.as_ref().map(|_| tx)),
+            thread: std::sync::Mutex::new(thread),
+            shared: std::sync::Mutex::new(None),
+            socket,
+            ident: ident.to_owned(),
+        }
+    }
+
+    /// Sends on the recording thread, through the shared connection.
+    fn direct(&self, level: Level, line: &str) {
+        let mut conn = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        send_line(&mut conn, &self.ident, &self.socket, level, line);
+    }
+}
+
+/// Sends `line` through `conn`, connecting first if needed; a syslog
+/// daemon restarted meanwhile gets one new connection. Errors drop the
+/// line: logging must never break a login.
+fn send_line(
+    conn: &mut Option<SyslogLogger>,
+    ident: &str,
+    socket: &std::path::Path,
+    level: Level,
+    line: &str,
+) {
+    for _ in 0..2 {
+        if conn.is_none() {
+            *conn = syslog_connect(ident, socket);
+        }
+        let Some(logger) = conn.as_mut() else {
+            return;
+        };
+        if syslog_send(logger, level, line).is_ok() {
+            return;
+        }
+        *conn = None;
     }
 }
 

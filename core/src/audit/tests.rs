@@ -200,3 +200,72 @@ fn line_quotes_values_that_need_it() {
     );
     assert_eq!(limited.to_json(0, Level::Info)["limit"], "sms_per_user");
 }
+
+#[test]
+fn server_sinks_do_not_wait_for_a_slow_syslog_daemon_and_keep_the_order() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("log");
+    let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let sinks = ServerSinks::new("smsotp-radiusd", false, Some(sock.clone()), false, None);
+    let e = |n: usize| Event {
+        event: "accept",
+        user: format!("u{n}"),
+        service: "vpn".into(),
+        ..Event::default()
+    };
+    // Nothing reads yet: the socket's queue (net.unix.max_dgram_qlen, 10
+    // without systemd) fills, and a worker sending itself would block.
+    let t0 = std::time::Instant::now();
+    for n in 0..200 {
+        sinks.record(Level::Info, 0, &e(n));
+    }
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "recording waited for the syslog daemon: {:?}",
+        t0.elapsed()
+    );
+    // Now the daemon reads: every line arrives, in the order recorded.
+    let mut buf = [0u8; 512];
+    for n in 0..200 {
+        let len = rx.recv(&mut buf).unwrap();
+        let line = String::from_utf8_lossy(&buf[..len]).into_owned();
+        assert!(
+            line.ends_with(&format!("user=u{n} service=vpn")),
+            "{n}: {line}"
+        );
+    }
+    // After close, lines are sent by the recording thread itself.
+    sinks.close(std::time::Duration::from_secs(2));
+    sinks.record(Level::Info, 0, &e(999));
+    let len = rx.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..len]).ends_with("user=u999 service=vpn"));
+}
+
+#[test]
+fn closing_server_sinks_is_bounded_when_syslog_reads_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("log");
+    let _rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    let sinks = ServerSinks::new("smsotp-radiusd", false, Some(sock.clone()), false, None);
+    // More than the socket queues, even where systemd raised its length.
+    for n in 0..2000 {
+        sinks.record(
+            Level::Info,
+            0,
+            &Event {
+                event: "accept",
+                user: format!("u{n}"),
+                ..Event::default()
+            },
+        );
+    }
+    let t0 = std::time::Instant::now();
+    sinks.close(std::time::Duration::from_millis(300));
+    let took = t0.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(250) && took < std::time::Duration::from_secs(2),
+        "{took:?}"
+    );
+}
