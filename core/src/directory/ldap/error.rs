@@ -128,7 +128,7 @@ pub enum LdapError {
     },
     /// The user name holds characters a login name cannot hold; nothing
     /// was sent.
-    #[error("\"{user}\" is not a login name (empty, too long, or holds whitespace, ':' or control characters); not looked up")]
+    #[error("{user} is not a login name (empty, too long, or holds whitespace, ':' or control characters); not looked up")]
     BadUser {
         /// The name as given (Debug-escaped in the message).
         user: String,
