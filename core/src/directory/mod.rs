@@ -1,13 +1,16 @@
-//! Where a user's phone number comes from: a TOML file or the passwd GECOS
-//! field, tried in the configured order. The first source that knows the
-//! user wins; a source that fails makes the lookup fail (closed), so a
-//! broken file never silently falls through to another number.
+//! Where a user's phone number comes from: a TOML file, the passwd GECOS
+//! field or an LDAP directory, tried in the configured order. The first
+//! source that knows the user wins; a source that fails makes the lookup
+//! fail (closed), so a broken file never silently falls through to
+//! another number. Only an LDAP directory that cannot be reached and says
+//! `on_unavailable = "next"` lets the next source answer.
 //!
 //! This file holds the [`Directory`] trait, its errors, the configured
 //! sources and the ordered [`lookup`]; `file.rs` the TOML phone list
 //! ([`FileDirectory`]) with its parse cache; `accounts.rs` the system
 //! accounts ([`Accounts`], [`SystemAccounts`]) and the GECOS source
-//! ([`GecosDirectory`]); `check.rs` the check of every listed number
+//! ([`GecosDirectory`]); `ldap/` LDAP and Active Directory
+//! ([`LdapDirectory`], its client, filters and config); `check.rs` the check of every listed number
 //! ([`check_numbers`], [`check_phone_lists`]) behind `check-config`,
 //! `doctor` and `smsotp-radiusd --check`.
 

@@ -378,6 +378,17 @@ impl LdapDirectory {
     }
 }
 
+impl LdapDirectory {
+    /// The directory in an error message: the URL is in the error already,
+    /// so only a `name` of its own is added.
+    fn label(&self) -> String {
+        match self.spec.urls.first() {
+            Some(u) if u.text == self.spec.name => "ldap directory".to_owned(),
+            _ => format!("ldap directory \"{}\"", self.spec.name),
+        }
+    }
+}
+
 impl Directory for LdapDirectory {
     fn name(&self) -> String {
         format!("ldap {}", self.spec.name)
@@ -392,14 +403,14 @@ impl Directory for LdapDirectory {
             Err(error) if error.is_unavailable() => match self.remembered(user) {
                 Some(e) => Ok(Some(e)),
                 None => Err(DirectoryError::Unavailable {
-                    directory: self.name(),
+                    directory: self.label(),
                     error,
                 }),
             },
             Err(error) => {
                 self.remember(user, None);
                 Err(DirectoryError::Ldap {
-                    directory: self.name(),
+                    directory: self.label(),
                     error,
                 })
             }
@@ -425,7 +436,7 @@ impl Directory for LdapDirectory {
             Ok(true)
         });
         r.map_err(|error| DirectoryError::Ldap {
-            directory: self.name(),
+            directory: self.label(),
             error,
         })
     }
