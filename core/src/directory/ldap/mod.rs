@@ -42,6 +42,12 @@
 //! - Only connection failures (DNS, TCP, TLS, a timeout while connecting
 //!   or during StartTLS and the handshake) move on to the next URL; a
 //!   refused bind or a search result is the directory's answer.
+//! - Every read and write is bounded by what is left of its step's
+//!   deadline (`connect_timeout` per server for the TCP connect,
+//!   `timeout` for the TLS handshake with StartTLS, and for each bind,
+//!   search and modify). Name resolution is getaddrinfo in this process
+//!   (no resolver thread), bounded by the resolver's own timeouts
+//!   (resolv.conf), not by `connect_timeout`.
 //! - Referrals (SearchResultReference and referral results) are not
 //!   followed: they count as no entry.
 //! - A filter matching two entries for one user is an error, not a pick.

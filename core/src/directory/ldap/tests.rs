@@ -421,6 +421,21 @@ fn a_server_that_never_answers_times_out_within_the_deadline() {
             .contains("no answer within the timeout while binding"),
         "{e}"
     );
+    // Over ldaps:// the handshake is what times out.
+    let spec = spec_of(
+        &table(&[s.url().replace("ldap://", "ldaps://")], &f, "")
+            .replace("timeout = \"1s\"\n", "timeout = \"300ms\"\n"),
+    );
+    let t0 = Instant::now();
+    match spec.connect() {
+        Err(LdapError::Timeout { step, .. }) => assert_eq!(step, "the TLS handshake"),
+        other => panic!("{:?}", other.err()),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 /// A port nothing listens on (bound, then closed).
@@ -875,8 +890,12 @@ fn a_lookup_starts_no_thread() {
         )],
         ResultCode::Success,
     );
+    let (ca_pem, cfg) = pki("smsotp ldap test CA");
+    let tls = tls_server(cfg);
     let f = Files::new();
     let pw = f.secret("bindpw", "s3cret\n");
+    let ca = f.0.path().join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args([
@@ -887,6 +906,8 @@ fn a_lookup_starts_no_thread() {
         ])
         .env("SMSOTP_LDAP_PROBE_PORT", s.addr.port().to_string())
         .env("SMSOTP_LDAP_PROBE_PW", pw)
+        .env("SMSOTP_LDAP_PROBE_TLS_PORT", tls.addr.port().to_string())
+        .env("SMSOTP_LDAP_PROBE_CA", ca.display().to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -911,6 +932,7 @@ fn a_lookup_starts_no_thread() {
         "{text}"
     );
     assert!(s.requests().len() >= 2);
+    assert!(tls.requests().len() >= 2);
 }
 
 /// Only does something when run by [`a_lookup_starts_no_thread`].
@@ -920,10 +942,15 @@ fn ldap_thread_probe_child() {
         return;
     };
     let pw = std::env::var("SMSOTP_LDAP_PROBE_PW").unwrap();
+    let tls_port = std::env::var("SMSOTP_LDAP_PROBE_TLS_PORT").unwrap();
+    let ca = std::env::var("SMSOTP_LDAP_PROBE_CA").unwrap();
     // A host name, so the resolver runs; the directory as PAM builds it.
     let c = parse(&format!(
         "[[directory]]\nkind = \"ldap\"\nurls = [\"ldap://localhost:{port}\"]\n\
          allow_plaintext = true\nbind_dn = \"cn=svc\"\nbind_password_file = \"{pw}\"\n\
+         base = \"dc=example,dc=org\"\n\
+         [[directory]]\nkind = \"ldap\"\nurls = [\"ldaps://localhost:{tls_port}\"]\n\
+         ca_file = \"{ca}\"\nbind_dn = \"cn=svc\"\nbind_password_file = \"{pw}\"\n\
          base = \"dc=example,dc=org\"\n"
     ))
     .unwrap();
@@ -936,6 +963,9 @@ fn ldap_thread_probe_child() {
     );
     let e = dirs[0].lookup("pat").unwrap().unwrap();
     assert_eq!(e.raw, "+12025550123");
+    let e = dirs[1].lookup("oli").unwrap().unwrap();
+    assert_eq!(e.raw, "+12025550123");
+    assert!(e.source.starts_with("ldap ldaps://"), "{}", e.source);
     assert_eq!(crate::sms::http::tests::tasks(), before);
     println!("probe: looked up");
 }
