@@ -4,8 +4,9 @@
 //! decides whether the user needs a code (policy, lockout, phone lookup in
 //! [`directory`]: the ordered lookup in `directory/mod.rs`, the phone list
 //! file and its cache in `directory/file.rs`, system accounts and GECOS in
-//! `directory/accounts.rs`, the check of every listed number in
-//! `directory/check.rs`), takes one SMS from the rate-limit windows in [`store`],
+//! `directory/accounts.rs`, LDAP and Active Directory with their own
+//! synchronous client in `directory/ldap/`, the check of every listed
+//! number in `directory/check.rs`), takes one SMS from the rate-limit windows in [`store`],
 //! makes a code ([`otp`]: OS CSPRNG, stored only as an HMAC bound to user,
 //! service and challenge) and sends it through the provider chain in
 //! [`sms`]; [`flow::Engine::answer`] checks the reply in constant time,

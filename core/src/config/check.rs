@@ -227,6 +227,17 @@ impl Checker<'_> {
     }
 }
 
+/// Whether `name` could be a user or group name: not empty, no
+/// whitespace, control character or ':' (the passwd and group field
+/// separator). The rule `exempt_users` and the LDAP directory's user names
+/// share.
+pub fn plausible_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch == ':' || ch.is_control())
+}
+
 /// Parses "30s", "5m", "1h30m", "2 minutes".
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {

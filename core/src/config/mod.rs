@@ -34,7 +34,9 @@ mod store;
 mod tests;
 
 use check::Checker;
-pub use check::{parse_duration, ConfigError, ConfigWarning, Location, DEFAULT_STATE_DIR};
+pub use check::{
+    parse_duration, plausible_name, ConfigError, ConfigWarning, Location, DEFAULT_STATE_DIR,
+};
 pub use keys::{section_of, Key, ValueKind, KEYS};
 pub use otp::{human_duration, Alphabet, MessageTemplate, MessageValues, OtpSettings};
 pub use policy::{parse_rate, Limits, NoPhone, PhoneSettings, PolicySettings, ProviderDown, Rate};

@@ -270,10 +270,7 @@ fn names(
     let mut out = BTreeSet::new();
     for s in list {
         let n = s.get_ref();
-        if n.is_empty()
-            || n.chars()
-                .any(|ch| ch.is_whitespace() || ch == ':' || ch.is_control())
-        {
+        if !super::check::plausible_name(n) {
             return Err(c.err(
                 s.span(),
                 key,

@@ -15,6 +15,7 @@ use super::check::{Checker, ConfigError};
 pub(super) enum RawDirectory {
     File { path: Option<String> },
     Gecos { field: Option<String> },
+    Ldap(Box<crate::directory::ldap::RawLdap>),
 }
 
 /// Flat rather than tagged: `kind` may be left out (sqlite).
@@ -47,6 +48,8 @@ pub enum DirectorySpec {
         /// default).
         field: usize,
     },
+    /// An LDAP server or Active Directory (`directory/ldap/config.rs`).
+    Ldap(Box<crate::directory::ldap::LdapSpec>),
 }
 
 /// `[store]`, validated: the one backend the loader accepts today.
@@ -93,6 +96,9 @@ pub(super) fn directories(
                 field: gecos_field(field.as_deref().unwrap_or("other"))
                     .map_err(|m| c.err(d.span(), &format!("{key}.field"), m))?,
             },
+            RawDirectory::Ldap(raw) => DirectorySpec::Ldap(Box::new(
+                crate::directory::ldap::validate(c, d.span(), &key, raw)?,
+            )),
         });
     }
     if directories.is_empty() {

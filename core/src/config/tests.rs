@@ -40,7 +40,11 @@ fn setting(path: &str) -> String {
     let v = "1";
     match table {
         "directory" => {
-            let kind = if name == "field" { "gecos" } else { "file" };
+            let kind = match name {
+                "field" => "gecos",
+                "path" | "kind" => "file",
+                _ => "ldap",
+            };
             format!("[[directory]]\nkind = \"{kind}\"\n{name} = {v}\n")
         }
         "radius.primary" => {

@@ -1,13 +1,16 @@
-//! Where a user's phone number comes from: a TOML file or the passwd GECOS
-//! field, tried in the configured order. The first source that knows the
-//! user wins; a source that fails makes the lookup fail (closed), so a
-//! broken file never silently falls through to another number.
+//! Where a user's phone number comes from: a TOML file, the passwd GECOS
+//! field or an LDAP directory, tried in the configured order. The first
+//! source that knows the user wins; a source that fails makes the lookup
+//! fail (closed), so a broken file never silently falls through to
+//! another number. Only an LDAP directory that cannot be reached and says
+//! `on_unavailable = "next"` lets the next source answer.
 //!
 //! This file holds the [`Directory`] trait, its errors, the configured
 //! sources and the ordered [`lookup`]; `file.rs` the TOML phone list
 //! ([`FileDirectory`]) with its parse cache; `accounts.rs` the system
 //! accounts ([`Accounts`], [`SystemAccounts`]) and the GECOS source
-//! ([`GecosDirectory`]); `check.rs` the check of every listed number
+//! ([`GecosDirectory`]); `ldap/` LDAP and Active Directory
+//! ([`LdapDirectory`], its client, filters and config); `check.rs` the check of every listed number
 //! ([`check_numbers`], [`check_phone_lists`]) behind `check-config`,
 //! `doctor` and `smsotp-radiusd --check`.
 
@@ -20,12 +23,14 @@ use crate::phone::{NumberCache, Phone, PhoneError};
 mod accounts;
 mod check;
 mod file;
+pub mod ldap;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use accounts::{Accounts, AccountsError, GecosDirectory, SystemAccounts};
 pub use check::{check_numbers, check_phone_lists, BadEntry, NumbersChecked};
 pub use file::{FileDirectory, SERVER_RECHECK};
+pub use ldap::LdapDirectory;
 
 /// A number found for a user, and where it came from (for `user show` and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +81,27 @@ pub enum DirectoryError {
         /// What NSS answered.
         source: AccountsError,
     },
+    /// A directory server could not be asked: DNS, TCP, TLS, a timeout,
+    /// a broken connection, a busy server ([`ldap::LdapError::is_unavailable`]).
+    /// Fails the login closed unless the directory says
+    /// `on_unavailable = "next"`.
+    #[error("{directory} cannot be reached: {error}")]
+    Unavailable {
+        /// The directory ("ldap ldaps://dc1.example.org").
+        directory: String,
+        /// What failed, classified.
+        error: ldap::LdapError,
+    },
+    /// A directory server answered, but not with a usable entry: a
+    /// refused service bind, a failed search, several entries, a disabled
+    /// account, a refused write.
+    #[error("{directory}: {error}")]
+    Ldap {
+        /// The directory.
+        directory: String,
+        /// What failed, classified.
+        error: ldap::LdapError,
+    },
 }
 
 /// One source of numbers.
@@ -94,6 +120,19 @@ pub trait Directory {
     fn users(&self) -> Result<Vec<String>, DirectoryError> {
         Ok(Vec::new())
     }
+    /// Whether [`lookup`] asks the next source when this one is
+    /// [`DirectoryError::Unavailable`] (`on_unavailable = "next"`), rather
+    /// than failing the login.
+    fn next_when_unavailable(&self) -> bool {
+        false
+    }
+    /// Writes a number confirmed at enrollment (E.164) to `user`'s entry,
+    /// where the source is configured to (`write_back = true`); `Ok(true)`
+    /// when it wrote. Sources that cannot write do nothing.
+    fn write_back(&self, user: &str, e164: &str) -> Result<bool, DirectoryError> {
+        let _ = (user, e164);
+        Ok(false)
+    }
 }
 
 /// A source shared by several engines (a server's worker threads), so a
@@ -111,6 +150,12 @@ impl<D: Directory + ?Sized> Directory for Arc<D> {
     fn users(&self) -> Result<Vec<String>, DirectoryError> {
         (**self).users()
     }
+    fn next_when_unavailable(&self) -> bool {
+        (**self).next_when_unavailable()
+    }
+    fn write_back(&self, user: &str, e164: &str) -> Result<bool, DirectoryError> {
+        (**self).write_back(user, e164)
+    }
 }
 
 /// The configured sources, built once to be shared between threads; give
@@ -127,6 +172,7 @@ pub fn shared_from_config(specs: &[DirectorySpec]) -> Vec<Arc<dyn Directory + Se
                     field: *field,
                     accounts: SystemAccounts,
                 }),
+                DirectorySpec::Ldap(spec) => Arc::new(LdapDirectory::shared((**spec).clone())),
             }
         })
         .collect()
@@ -143,21 +189,42 @@ pub fn from_config(specs: &[DirectorySpec]) -> Vec<Box<dyn Directory>> {
                     field: *field,
                     accounts: SystemAccounts,
                 }),
+                DirectorySpec::Ldap(spec) => Box::new(LdapDirectory::new((**spec).clone())),
             }
         })
         .collect()
 }
 
 /// Asks each source in order; the first that knows the user answers, and
-/// its number is validated (through `cache`).
+/// its number is validated (through `cache`). A source that cannot be
+/// reached fails the lookup, unless it says `on_unavailable = "next"`.
 pub fn lookup(
     dirs: &[Box<dyn Directory>],
     user: &str,
     default_region: Option<phonenumber::country::Id>,
     cache: &dyn NumberCache,
 ) -> Result<Option<Found>, DirectoryError> {
+    lookup_noting(dirs, user, default_region, cache, &mut Vec::new())
+}
+
+/// [`lookup`], putting the sources skipped as unavailable (with why) in
+/// `skipped`, for the audit.
+pub fn lookup_noting(
+    dirs: &[Box<dyn Directory>],
+    user: &str,
+    default_region: Option<phonenumber::country::Id>,
+    cache: &dyn NumberCache,
+    skipped: &mut Vec<DirectoryError>,
+) -> Result<Option<Found>, DirectoryError> {
     for d in dirs {
-        if let Some(entry) = d.lookup(user)? {
+        let answer = match d.lookup(user) {
+            Err(e @ DirectoryError::Unavailable { .. }) if d.next_when_unavailable() => {
+                skipped.push(e);
+                continue;
+            }
+            other => other?,
+        };
+        if let Some(entry) = answer {
             let phone =
                 Phone::parse_cached(&entry.raw, default_region, cache).map_err(|error| {
                     DirectoryError::BadNumber {

@@ -498,6 +498,11 @@ impl Engine {
                 )
             };
             if used {
+                if accept == Accept::Enrolled {
+                    if let Some(e164) = &rec.pending_phone {
+                        self.write_back(ctx, e164);
+                    }
+                }
                 return Ok(Answer::Done(self.finish(
                     ctx,
                     Verdict::Accept(accept),

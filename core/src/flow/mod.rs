@@ -345,12 +345,49 @@ impl Engine {
                 source: format!("store (set by {})", rec.set_by),
             }));
         }
-        Ok(directory::lookup(
+        let mut skipped = Vec::new();
+        let found = directory::lookup_noting(
             &self.directories,
             user,
             self.cfg.phone.default_region,
             self.store.number_cache(),
-        )?)
+            &mut skipped,
+        );
+        for e in skipped {
+            // on_unavailable = "next": the login went on without it.
+            self.log(
+                Level::Warning,
+                &Event {
+                    event: "directory_skipped",
+                    user: user.to_owned(),
+                    detail: Some(e.to_string()),
+                    ..Event::default()
+                },
+            );
+        }
+        Ok(found?)
+    }
+
+    /// Enrollment confirmed `e164` by its code: each directory configured
+    /// to (`write_back = true`) writes it to the user's entry. A failed
+    /// write does not fail the login: the number is in the store already
+    /// and is used from there; the failure is recorded as a warning.
+    fn write_back(&self, ctx: &LoginContext, e164: &str) {
+        for d in &self.directories {
+            match d.write_back(&ctx.user, e164) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let mut e = self.event(ctx, "directory_write_back");
+                    e.detail = Some(d.name());
+                    self.log(Level::Info, &e);
+                }
+                Err(err) => {
+                    let mut e = self.event(ctx, "directory_write_back_failed");
+                    e.detail = Some(err.to_string());
+                    self.log(Level::Warning, &e);
+                }
+            }
+        }
     }
 
     /// The configured directories alone (for `user clear-phone`: does a

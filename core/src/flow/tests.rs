@@ -12,7 +12,7 @@ use super::*;
 use crate::audit::tests::MemorySink;
 use crate::clock::FixedClock;
 use crate::directory::tests::FakeAccounts;
-use crate::directory::FileDirectory;
+use crate::directory::{Directory, Entry, FileDirectory};
 use crate::random::FixedRandom;
 use crate::sms::tests::FakeSms;
 use crate::sms::SendError;
@@ -43,6 +43,15 @@ fn harness(extra_toml: &str) -> Harness {
 }
 
 fn harness_with(extra_toml: &str, providers: Vec<Box<dyn SmsProvider>>) -> Harness {
+    harness_dirs(extra_toml, providers, Vec::new())
+}
+
+/// [`harness_with`], with `before` asked ahead of the phone file.
+fn harness_dirs(
+    extra_toml: &str,
+    providers: Vec<Box<dyn SmsProvider>>,
+    before: Vec<Box<dyn Directory>>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let phones = dir.path().join("phones.toml");
     std::fs::write(
@@ -70,7 +79,10 @@ fn harness_with(extra_toml: &str, providers: Vec<Box<dyn SmsProvider>>) -> Harne
         .insert("svc".into(), (String::new(), vec!["svc-backup".into()]));
     let parts = Parts {
         store: Box::new(SqliteStore::open_in_memory().unwrap()),
-        directories: vec![Box::new(FileDirectory::new(phones))],
+        directories: before
+            .into_iter()
+            .chain([Box::new(FileDirectory::new(phones)) as Box<dyn Directory>])
+            .collect(),
         providers,
         accounts: Box::new(accounts),
         clock: Box::new(SharedClock(clock.clone())),
@@ -1316,4 +1328,128 @@ fn one_line_and_appended_texts() {
         Retry::WrongCode { tries_left: 2 }.appended_message(),
         "Wrong code, 2 tries left. Log in again with your password followed by the code."
     );
+}
+
+/// A directory that knows no one, may be down (with `on_unavailable =
+/// "next"`), and records what enrollment writes back to it.
+#[derive(Clone, Default)]
+struct WritingDirectory {
+    writes: Rc<RefCell<Vec<(String, String)>>>,
+    refuse_writes: bool,
+    down: bool,
+}
+
+impl Directory for WritingDirectory {
+    fn name(&self) -> String {
+        "ldap fake".into()
+    }
+    fn lookup(&self, _user: &str) -> Result<Option<Entry>, DirectoryError> {
+        if self.down {
+            return Err(DirectoryError::Unavailable {
+                directory: self.name(),
+                error: crate::directory::ldap::LdapError::Timeout {
+                    url: "ldap://fake".into(),
+                    step: "binding",
+                },
+            });
+        }
+        Ok(None)
+    }
+    fn next_when_unavailable(&self) -> bool {
+        true
+    }
+    fn write_back(&self, user: &str, e164: &str) -> Result<bool, DirectoryError> {
+        self.writes
+            .borrow_mut()
+            .push((user.to_owned(), e164.to_owned()));
+        if self.refuse_writes {
+            return Err(DirectoryError::Ldap {
+                directory: self.name(),
+                error: crate::directory::ldap::LdapError::Refused {
+                    url: "ldap://fake".into(),
+                    operation: "modify".into(),
+                    code: 50,
+                    message: String::new(),
+                },
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// Enrolls carol at (202) 555-0177 through `h`.
+fn enroll_carol(h: &Harness) -> Answer {
+    let c = ctx("carol", "sshd");
+    let ch = h.start(&c);
+    assert_eq!(ch.step, Step::EnrollNumber);
+    assert!(matches!(
+        h.answer(&c, &ch, "(202) 555-0177"),
+        Answer::Retry(Retry::EnrollCodeSent { .. }, _)
+    ));
+    h.answer(&c, &ch, &h.last_code())
+}
+
+const ENROLL: &str = "[policy]\nno_phone = \"enroll\"\n[phone]\ndefault_region = \"US\"\n";
+
+#[test]
+fn an_enrolled_number_is_written_back_to_the_directory() {
+    let d = WritingDirectory::default();
+    let h = harness_dirs(ENROLL, vec![], vec![Box::new(d.clone())]);
+    assert_eq!(
+        enroll_carol(&h),
+        Answer::Done(Verdict::Accept(Accept::Enrolled))
+    );
+    assert_eq!(
+        *d.writes.borrow(),
+        [("carol".to_owned(), "+12025550177".to_owned())]
+    );
+    assert!(
+        h.audit_text().contains("directory_write_back"),
+        "{}",
+        h.audit_text()
+    );
+    assert!(!h.audit_text().contains("directory_write_back_failed"));
+    // A wrong code writes nothing.
+    let d = WritingDirectory::default();
+    let h = harness_dirs(ENROLL, vec![], vec![Box::new(d.clone())]);
+    let c = ctx("carol", "sshd");
+    let ch = h.start(&c);
+    h.answer(&c, &ch, "(202) 555-0177");
+    h.answer(&c, &ch, &wrong(&h.last_code()));
+    assert!(d.writes.borrow().is_empty());
+}
+
+#[test]
+fn a_failed_write_back_keeps_the_login_and_the_stored_number() {
+    let d = WritingDirectory {
+        refuse_writes: true,
+        ..WritingDirectory::default()
+    };
+    let h = harness_dirs(ENROLL, vec![], vec![Box::new(d.clone())]);
+    assert_eq!(
+        enroll_carol(&h),
+        Answer::Done(Verdict::Accept(Accept::Enrolled))
+    );
+    assert_eq!(d.writes.borrow().len(), 1);
+    assert_eq!(
+        h.engine.store().phone("carol").unwrap().unwrap().e164,
+        "+12025550177"
+    );
+    let text = h.audit_text();
+    assert!(text.contains("directory_write_back_failed"), "{text}");
+    assert!(text.contains("insufficientAccessRights"), "{text}");
+}
+
+#[test]
+fn an_unavailable_directory_marked_next_is_skipped_and_audited() {
+    let d = WritingDirectory {
+        down: true,
+        ..WritingDirectory::default()
+    };
+    let h = harness_dirs("", vec![], vec![Box::new(d)]);
+    let ch = h.start(&ctx("alice", "sshd"));
+    assert_eq!(ch.step, Step::Code);
+    let text = h.audit_text();
+    assert!(text.contains("directory_skipped"), "{text}");
+    assert!(text.contains("ldap://fake"), "{text}");
 }

@@ -1,8 +1,11 @@
 //! Trust anchors for the providers that speak TLS (`http` and its presets,
-//! `smpp` with `tls = true`): the system's CA bundle plus an optional
-//! `ca_file`, read and checked the same way for both.
+//! `smpp` with `tls = true`) and for LDAP directories (ldaps://,
+//! StartTLS): the system's CA bundle plus an optional `ca_file`, read and
+//! checked the same way for all, and the rustls client config SMPP and
+//! LDAP build from them (`client_config`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -69,4 +72,38 @@ pub(crate) fn no_anchors() -> SendError {
     SendError::Misconfigured(
         "no trusted CA certificates: install the ca-certificates package or set ca_file".into(),
     )
+}
+
+/// A rustls client config (ring, TLS 1.2 and 1.3, no client certificate)
+/// trusting the system's CA bundle and `ca_file`: what SMPP with `tls =
+/// true` and LDAP over ldaps:// or StartTLS use. Host names are checked
+/// by rustls against the name connected to.
+pub(crate) fn client_config(
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, SendError> {
+    let anchors = trust_anchors(ca_file)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in anchors.system {
+        let _ = roots.add(c);
+    }
+    let mut added = 0;
+    for c in anchors.extra {
+        if roots.add(c).is_ok() {
+            added += 1;
+        }
+    }
+    if let (Some(path), 0) = (ca_file, added) {
+        return Err(no_certificate(path));
+    }
+    if roots.is_empty() {
+        return Err(no_anchors());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| SendError::Misconfigured(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }

@@ -522,31 +522,7 @@ fn read_password(path: &std::path::Path) -> Result<Secret, SendError> {
 
 /// The system's CA bundle plus `ca_file`, for `tls = true`.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, SendError> {
-    let anchors = tls::trust_anchors(ca_file)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in anchors.system {
-        let _ = roots.add(c);
-    }
-    let mut added = 0;
-    for c in anchors.extra {
-        if roots.add(c).is_ok() {
-            added += 1;
-        }
-    }
-    if let (Some(path), 0) = (ca_file, added) {
-        return Err(tls::no_certificate(path));
-    }
-    if roots.is_empty() {
-        return Err(tls::no_anchors());
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| SendError::Misconfigured(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    tls::client_config(ca_file)
 }
 
 #[cfg(test)]
