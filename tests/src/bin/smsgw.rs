@@ -35,11 +35,16 @@ struct Gateway {
     connections: AtomicU64,
     in_flight: AtomicU64,
     in_flight_max: AtomicU64,
+    stats_lock: Mutex<()>,
 }
 
 impl Gateway {
     fn write_stats(&self) {
         if let Some(p) = &self.stats {
+            // One writer at a time, counts read under the lock: otherwise a
+            // thread holding older counts can rename its file over a newer
+            // one (the last SMS of a run then went uncounted: "511 for 512").
+            let _one = self.stats_lock.lock().unwrap();
             let text = format!(
                 "requests={} connections={} in_flight_max={}\n",
                 self.requests.load(Ordering::SeqCst),
@@ -198,6 +203,7 @@ fn main() {
         connections: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         in_flight_max: AtomicU64::new(0),
+        stats_lock: Mutex::new(()),
     });
     gw.write_stats();
     println!(
