@@ -1593,3 +1593,33 @@ fn shared_agents_reuse_one_connection_across_providers() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(wait_for(3), 3, "one more connection, not two");
 }
+
+#[test]
+fn headers_up_to_the_buffer_pass_and_larger_ones_fail_clearly() {
+    // A gateway whose answer carries `pad` bytes of one extra header.
+    let serve = |pad: usize| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Some(mut c) = listener.incoming().flatten().next() {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nX-Pad: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    "a".repeat(pad)
+                );
+                let _ = c.write_all(head.as_bytes());
+            }
+        });
+        provider(&format!(
+            "[[provider]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/x?to={{number}}&m={{message}}\"\nallow_http = true\n"
+        ))
+    };
+    // Far more than any gateway sends, and still within the buffer.
+    send(&*serve(12 * 1024), MESSAGE).unwrap();
+    let e = send(&*serve(64 * 1024), MESSAGE).unwrap_err();
+    assert!(
+        e.to_string().to_lowercase().contains("header"),
+        "an oversized answer must fail and say why: {e}"
+    );
+}

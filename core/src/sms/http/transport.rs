@@ -165,6 +165,10 @@ pub(super) fn trust_anchors(
     Ok(certs)
 }
 
+/// The largest header section of an answer accepted (a gateway's are well
+/// under 2 KiB); each connection's output buffer, and half its input one.
+const MAX_ANSWER_HEADERS: usize = 16 * 1024;
+
 /// An agent for `t`. `idle`: how many keep-alive connections it keeps
 /// (per host and in all) for a server's many concurrent sends; `None`
 /// keeps ureq's defaults.
@@ -206,6 +210,15 @@ pub(super) fn build_agent(
         .timeout_global(Some(t.timeout))
         .timeout_connect(Some(t.connect_timeout))
         .user_agent(concat!("smsotp/", env!("CARGO_PKG_VERSION")))
+        // ureq gives each connection 128 KiB each way; an SMS request and
+        // its answer's headers are a few hundred bytes, and a server with
+        // 256 sends in flight keeps as many connections (a 64-send rush
+        // held 16 MB in these buffers). A header section must fit in the
+        // input buffer with room to spare, or ureq cannot tell "too large"
+        // from a server that hung up.
+        .input_buffer_size(2 * MAX_ANSWER_HEADERS)
+        .max_response_header_size(MAX_ANSWER_HEADERS)
+        .output_buffer_size(MAX_ANSWER_HEADERS)
         .build();
     Ok(ureq::Agent::with_parts(
         config,
