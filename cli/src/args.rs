@@ -38,9 +38,13 @@ pub(crate) enum Command {
         /// The PAM service directory.
         #[arg(long, value_name = "DIR", default_value = "/etc/pam.d")]
         pam_dir: PathBuf,
-        /// Do not connect to HTTP providers.
+        /// Do not connect to HTTP providers or LDAP directories.
         #[arg(long)]
         no_network: bool,
+        /// Also look USER up in every LDAP directory (entry, account
+        /// state, phone attribute, number).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Send a test SMS through the configured providers (failover as at
     /// login), or through one of them.
