@@ -38,7 +38,8 @@ pub(crate) enum Command {
         /// The PAM service directory.
         #[arg(long, value_name = "DIR", default_value = "/etc/pam.d")]
         pam_dir: PathBuf,
-        /// Do not connect to HTTP providers or LDAP directories.
+        /// Skip the reachability of HTTP providers and the step-by-step
+        /// check of LDAP directories.
         #[arg(long)]
         no_network: bool,
         /// Also look USER up in every LDAP directory (entry, account

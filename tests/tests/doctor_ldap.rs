@@ -483,3 +483,40 @@ fn user_show_names_the_ldap_source_or_why_it_cannot_ask() {
     assert!(!r.stdout.contains("none registered"), "{r}");
     assert!(!r.stderr.contains("panicked"), "{r}");
 }
+
+#[test]
+fn doctor_reports_an_active_directory_account_enabled_or_disabled() {
+    let slapd = Slapd::start();
+    // The test schema has AD's `user` class but no objectCategory, so the
+    // preset's filter is narrowed to what it holds.
+    let s = scratch(&format!(
+        "{}preset = \"active_directory\"\nfilter = \"(&(objectClass=user)(sAMAccountName={{user}}))\"\n",
+        table(
+            &slapd,
+            &slapd.url_ldaps(),
+            &slapd.ca_file(),
+            &slapd.service_password_file()
+        )
+    ));
+    let (_, f) = doctor(&s, Some("dave"));
+    find(&f, "ok", &["dave: search: entry", &slapd.user_dn("dave")]);
+    find(
+        &f,
+        "ok",
+        &["dave: the account is enabled (userAccountControl)"],
+    );
+    find(&f, "ok", &["dave: mobile holds ******3333"]);
+    let (r, f) = doctor(&s, Some("erin"));
+    assert_eq!(r.code, 1, "{r}");
+    find(
+        &f,
+        "warning",
+        &["erin: the account is disabled", "no code is sent"],
+    );
+    assert!(
+        !f.iter()
+            .any(|x| x["message"].as_str().unwrap().contains("holds")),
+        "{}",
+        show(&f)
+    );
+}
