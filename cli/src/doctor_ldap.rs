@@ -220,7 +220,7 @@ fn connect(spec: &LdapSpec, who: &str, f: &mut Vec<Finding>) -> Option<Connectio
                     }
                 ),
             )
-            .fix("fix the first step that failed above"),
+            .fix("fix the step that failed for each URL above"),
         ),
     }
     kept
