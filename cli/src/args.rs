@@ -38,9 +38,14 @@ pub(crate) enum Command {
         /// The PAM service directory.
         #[arg(long, value_name = "DIR", default_value = "/etc/pam.d")]
         pam_dir: PathBuf,
-        /// Do not connect to HTTP providers.
+        /// Skip the reachability of HTTP providers and the step-by-step
+        /// check of LDAP directories.
         #[arg(long)]
         no_network: bool,
+        /// Also look USER up in every LDAP directory (entry, account
+        /// state, phone attribute, number).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Send a test SMS through the configured providers (failover as at
     /// login), or through one of them.

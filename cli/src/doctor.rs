@@ -1,5 +1,6 @@
 //! `smsotp doctor`: the config, then the host. Everything that could lock
 //! an admin out or let someone in without a code is a warning or an error.
+//! The LDAP directories are checked step by step in `doctor_ldap.rs`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -21,6 +22,7 @@ pub(crate) fn run(
     sshd_config: &Path,
     pam_dir: &Path,
     no_network: bool,
+    user: Option<&str>,
 ) -> Result<Output, Failure> {
     let mut f = Vec::new();
     let cfg = match Config::load(config) {
@@ -59,6 +61,7 @@ pub(crate) fn run(
         file_modes(cfg, &mut f);
         radius_secrets(cfg, &mut f);
         providers(cfg, no_network, &mut f);
+        crate::doctor_ldap::check(cfg, user, no_network, &mut f);
         state(cfg, &opts, &mut f);
     }
 

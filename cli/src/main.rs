@@ -15,6 +15,7 @@
 mod args;
 mod check_config;
 mod doctor;
+mod doctor_ldap;
 mod host;
 mod report;
 mod test_send;
@@ -79,7 +80,14 @@ fn run(cli: Cli) -> Result<Output, Failure> {
             sshd_config,
             pam_dir,
             no_network,
-        } => doctor::run(&cli.config, sshd_config, pam_dir, *no_network),
+            user,
+        } => doctor::run(
+            &cli.config,
+            sshd_config,
+            pam_dir,
+            *no_network,
+            user.as_deref(),
+        ),
         Command::TestSend { to, user, provider } => test_send(
             &cli.config,
             to.as_deref(),

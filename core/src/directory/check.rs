@@ -163,8 +163,9 @@ pub fn check_numbers<'a>(
     out
 }
 
-/// Problem and fix for a valid number outside `phone.allowed_countries`.
-fn not_allowed(phone: &Phone, settings: &PhoneSettings) -> (String, String) {
+/// Problem and fix for a valid number outside `phone.allowed_countries`
+/// (the number masked).
+pub fn not_allowed(phone: &Phone, settings: &PhoneSettings) -> (String, String) {
     let allowed: Vec<&str> = settings
         .allowed_countries
         .iter()

@@ -28,7 +28,7 @@ pub mod ldap;
 pub(crate) mod tests;
 
 pub use accounts::{Accounts, AccountsError, GecosDirectory, SystemAccounts};
-pub use check::{check_numbers, check_phone_lists, BadEntry, NumbersChecked};
+pub use check::{check_numbers, check_phone_lists, not_allowed, BadEntry, NumbersChecked};
 pub use file::{FileDirectory, SERVER_RECHECK};
 pub use ldap::LdapDirectory;
 
