@@ -460,7 +460,9 @@ fn a_refused_first_url_fails_over_to_the_second() {
     let spec = spec_of(&table(&[dead.clone(), s.url()], &f, ""));
     let d = LdapDirectory::new(spec.clone());
     let e = d.lookup("fay").unwrap().unwrap();
-    assert_eq!(e.source, format!("ldap {}", s.url()));
+    // The directory's name (its first URL by default), then the server
+    // that answered.
+    assert_eq!(e.source, format!("ldap {dead} ({})", s.url()));
     // Alone, the dead URL is a TCP error naming the address.
     let spec = spec_of(&table(std::slice::from_ref(&dead), &f, ""));
     match spec.connect() {
