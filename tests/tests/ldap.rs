@@ -891,6 +891,10 @@ fn active_directory_preset_sends_to_dave_and_not_to_disabled_erin() {
     login_fails_without_sms(&env, &svc, "erin", Duration::from_secs(10));
     let audit = audit_text(&env.scratch).to_lowercase();
     assert!(audit.contains("disabled"), "{audit}");
+    let r = smsotp(&env.scratch, &["user", "show", "erin"]);
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert!(text.contains("disabled"), "user show erin: {r}");
+    assert!(!text.contains("5555"), "user show erin: {r}");
     // alice is no AD user: the preset's filter does not find her.
     login_fails_without_sms(&env, &svc, "alice", Duration::from_secs(10));
 }
