@@ -624,6 +624,11 @@ fn ldaps_mobile_and_starttls_phone_number_verified_log_in() {
     // alice has no phoneNumberVerified: no SMS, the login fails
     // (no_phone = "deny" by default).
     login_fails_without_sms(&env, &svc, "alice", Duration::from_secs(10));
+    // The audit names masked numbers only.
+    let raw = std::fs::read_to_string(env.scratch.path("audit.jsonl")).unwrap();
+    for whole in [ALICE_MOBILE, BOB_VERIFIED] {
+        assert!(!raw.contains(&whole[1..]), "{whole} in the audit:\n{raw}");
+    }
 }
 
 #[test]
