@@ -22,10 +22,10 @@
 //!
 //! Directory contents (all numbers fictional; see [`USERS`]): `ou=people`
 //! with alice (`mobile`), bob (`phoneNumberVerified` only, Gluu style), carol
-//! (no phone), dave (AD style: objectClass `user`, `sAMAccountName`,
-//! `userAccountControl: 512`, `mobile`) and erin (AD style, disabled:
-//! `userAccountControl: 514`); `ou=services` with the service account
-//! `cn=smsotp`.
+//! (no phone), dave (AD style: objectClass `user`, `objectCategory:
+//! person`, `sAMAccountName`, `userAccountControl: 512`, `mobile`) and erin
+//! (AD style, disabled: `userAccountControl: 514`); `ou=services` with the
+//! service account `cn=smsotp`.
 //!
 //! Access control on `dc=example,dc=org` (besides the rootdn, which may do
 //! anything): anonymous may only bind (auth); each user may bind and read
@@ -130,6 +130,10 @@ pub const ERIN_MOBILE: &str = "+4915144445555";
 ///   `(sAMAccountName=dave)` never matches there; and its `user` class
 ///   requires `nTSecurityDescriptor` and friends yet does not allow
 ///   `sAMAccountName`.
+/// - AD's `objectCategory`, as a plain string holding `person`: AD stores
+///   the DN of the class's category and accepts the short name in
+///   filters, so the preset's `(objectCategory=person)` matches the same
+///   entries here as there.
 ///
 /// Never load this into a real directory.
 pub const TEST_SCHEMA: &str = "\
@@ -148,6 +152,10 @@ olcAttributeTypes: ( 1.2.840.113556.1.4.8 NAME 'userAccountControl'
   DESC 'test only: as in Active Directory (2 = disabled)'
   EQUALITY integerMatch
   SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+olcAttributeTypes: ( 1.2.840.113556.1.4.782 NAME 'objectCategory'
+  DESC 'test only: as in Active Directory, reduced to the short name'
+  EQUALITY caseIgnoreMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
 olcAttributeTypes: ( 1.2.840.113556.1.4.656 NAME 'userPrincipalName'
   DESC 'test only: as in Active Directory'
   EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch
@@ -159,6 +167,7 @@ olcObjectClasses: ( 1.2.840.113556.1.5.9 NAME 'user'
   DESC 'test only: an Active Directory user, reduced'
   SUP organizationalPerson STRUCTURAL
   MAY ( sAMAccountName $ userAccountControl $ userPrincipalName $ mobile $
+  objectCategory $
   mail $ displayName $ givenName ) )
 ";
 
@@ -215,6 +224,7 @@ objectClass: user
 cn: Dave Example
 sn: Example
 sAMAccountName: dave
+objectCategory: person
 userPrincipalName: dave@example.org
 userAccountControl: 512
 mobile: +4915122223333
@@ -225,6 +235,7 @@ objectClass: user
 cn: Erin Example
 sn: Example
 sAMAccountName: erin
+objectCategory: person
 userPrincipalName: erin@example.org
 userAccountControl: 514
 mobile: +4915144445555

@@ -6,6 +6,12 @@
 //! bounds, that both TLS paths work with the test CA and fail with the
 //! wrong one, and that the access control is what the product's tests will
 //! rely on.
+//!
+//! The tests below them drive the product (issue #18 point 7): logins
+//! through pamtester with the built PAM module ([`PamEnv`]) and through a
+//! real sshd, and the built `smsotp` tool, against a config whose
+//! `[[directory]] kind = "ldap"` points at the private slapd. Needs
+//! `cargo build --workspace` and the Debian packages of both harnesses.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
 use std::io::{Read, Write};
@@ -15,11 +21,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use smsotp_e2e::pamenv::{audit_lines, PamEnv};
 use smsotp_e2e::slapd::{
     run_tool, run_tool_input, Slapd, ToolRun, ALICE_MOBILE, BOB_VERIFIED, DAVE_MOBILE, ERIN_MOBILE,
-    START_TIMEOUT,
+    PEOPLE, START_TIMEOUT,
 };
-use smsotp_e2e::{closed_port, BlackHole};
+use smsotp_e2e::sshd::{ensure_user, CodeAnswer, Sshd, SshdSetup};
+use smsotp_e2e::{closed_port, module_path, workspace_root, BlackHole, Scratch};
 
 /// `ldapsearch -x -LLL` against `url`, trusting `ca`, bound as `bind`
 /// (dn, password) or anonymously, for `filter` under the base.
@@ -395,4 +403,543 @@ fn the_black_hole_holds_connections_silently_and_the_closed_port_refuses() {
     let e = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
         .expect_err("closed port accepted");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+}
+
+// ------------------------------------------------------------ the product
+
+/// The built `smsotp` tool.
+fn cli_path() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let p = target.join("debug/smsotp");
+    assert!(
+        p.exists(),
+        "{} not found; run `cargo build --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// One run of the `smsotp` tool.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// `smsotp --config SCRATCH/smsotp.toml ARGS`, killed (and the test
+/// failed) after [`TOOL_LIMIT`].
+fn smsotp(scratch: &Scratch, args: &[&str]) -> Run {
+    let mut child = Command::new(cli_path())
+        .arg("--config")
+        .arg(scratch.path("smsotp.toml"))
+        .args(args)
+        .env_remove("SUDO_USER")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run smsotp");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + TOOL_LIMIT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for smsotp") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let r = Run {
+        code: status.and_then(|s| s.code()).unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "smsotp {args:?} ran past {TOOL_LIMIT:?}: {r}"
+    );
+    r
+}
+
+/// How long one `smsotp` run may take (every LDAP step is bounded by the
+/// config's 2 s timeouts).
+const TOOL_LIMIT: Duration = Duration::from_secs(15);
+
+/// The directory's name in the configs below (messages and `user show`).
+const LDAP_NAME: &str = "e2e-ldap";
+
+/// A `[[directory]] kind = "ldap"` table for `s`: the given URLs, the test
+/// CA, the service account, base `ou=people`, 2 s timeouts, then `extra`
+/// (keys not set here).
+fn ldap_table(s: &Slapd, urls: &[String], extra: &str) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[[directory]]\nkind = \"ldap\"\nname = \"{LDAP_NAME}\"\nurls = [{}]\nca_file = \"{}\"\n\
+         bind_dn = \"{}\"\nbind_password_file = \"{}\"\nbase = \"{}\"\n\
+         connect_timeout = \"2s\"\ntimeout = \"2s\"\n{extra}\n\n",
+        urls.join(", "),
+        s.ca_file().display(),
+        s.service_dn(),
+        s.service_password_file().display(),
+        s.people(),
+    )
+}
+
+/// A `[[directory]] kind = "file"` table for the scratch's phones.toml.
+fn file_table(scratch: &Scratch) -> String {
+    format!(
+        "[[directory]]\nkind = \"file\"\npath = \"{}\"\n\n",
+        scratch.path("phones.toml").display()
+    )
+}
+
+/// Writes smsotp.toml: `top` (e.g. `[policy]`), the scratch's store, audit
+/// and outbox, then the `[[directory]]` tables in order.
+fn write_config(scratch: &Scratch, top: &str, directories: &[String]) {
+    let text = format!(
+        "{top}\n{}{}",
+        scratch.base_tables(false, true),
+        directories.concat()
+    );
+    scratch.write("smsotp.toml", &text, 0o600);
+}
+
+/// A login of `user` that must get its code by SMS at `number` and log in
+/// with it; the SMS is the `seen`+1st in the outbox.
+fn login_with_code(env: &PamEnv, svc: &str, user: &str, number: &str, seen: usize) {
+    let outbox = env.scratch.outbox();
+    let mut login = env.login(svc, user);
+    login
+        .password()
+        .expect_text(&format!(
+            "Code sent to ******{}",
+            &number[number.len() - 4..]
+        ))
+        .expect_prompt("SMS code");
+    let sms = login.answer_code_from_outbox(&outbox, seen);
+    assert_eq!(sms.to, number, "{}", login.dialog());
+    login.finish().assert_success();
+    assert_eq!(outbox.count(), seen + 1, "one SMS for one login");
+}
+
+/// A login of `user` that fails without an SMS, within `bound`.
+fn login_fails_without_sms(env: &PamEnv, svc: &str, user: &str, bound: Duration) -> String {
+    let outbox = env.scratch.outbox();
+    let seen = outbox.count();
+    let t = Instant::now();
+    let mut login = env.login(svc, user);
+    login.password();
+    let out = login.finish();
+    let took = t.elapsed();
+    out.assert_failure().assert_not_saw("Code sent");
+    assert!(
+        took < bound,
+        "the failed login of {user:?} took {took:?}:\n{out}"
+    );
+    assert_eq!(outbox.count(), seen, "an SMS was sent for {user:?}:\n{out}");
+    out.transcript
+}
+
+/// The audit file as text (for assertions on what the admin sees): each
+/// line's event and detail, unescaped.
+fn audit_text(scratch: &Scratch) -> String {
+    audit_lines(scratch)
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}\n",
+                l["event"].as_str().unwrap_or(""),
+                l["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ldaps_mobile_and_starttls_phone_number_verified_log_in() {
+    let s = Slapd::start();
+    let mut env = PamEnv::new();
+    // alice's `mobile` over ldaps://.
+    write_config(&env.scratch, "", &[ldap_table(&s, &[s.url_ldaps()], "")]);
+    let svc = env.smsotp_service("ldaps", "");
+    login_with_code(&env, &svc, "alice", ALICE_MOBILE, 0);
+    let j = smsotp(&env.scratch, &["--json", "user", "show", "alice"]).json();
+    assert_eq!(j["phone"], "******5678", "{j}");
+    assert_eq!(
+        j["source"],
+        format!("ldap {LDAP_NAME} ({})", s.url_ldaps()),
+        "user show does not name the LDAP directory: {j}"
+    );
+    // bob has no `mobile`: with the default attributes, no number.
+    let j = smsotp(&env.scratch, &["--json", "user", "show", "bob"]).json();
+    assert_eq!(j["phone"], serde_json::Value::Null, "{j}");
+
+    // bob's `phoneNumberVerified` over ldap:// with StartTLS.
+    write_config(
+        &env.scratch,
+        "",
+        &[ldap_table(
+            &s,
+            &[s.url_plain()],
+            "starttls = true\nphone_attributes = [\"phoneNumberVerified\"]",
+        )],
+    );
+    login_with_code(&env, &svc, "bob", BOB_VERIFIED, 1);
+    let j = smsotp(&env.scratch, &["--json", "user", "show", "bob"]).json();
+    assert_eq!(j["phone"], "******4321", "{j}");
+    assert!(
+        j["source"].as_str().unwrap_or("").contains(LDAP_NAME),
+        "{j}"
+    );
+    // alice has no phoneNumberVerified: no SMS, the login fails
+    // (no_phone = "deny" by default).
+    login_fails_without_sms(&env, &svc, "alice", Duration::from_secs(10));
+    // The audit names masked numbers only.
+    let raw = std::fs::read_to_string(env.scratch.path("audit.jsonl")).unwrap();
+    for whole in [ALICE_MOBILE, BOB_VERIFIED] {
+        assert!(!raw.contains(&whole[1..]), "{whole} in the audit:\n{raw}");
+    }
+}
+
+#[test]
+fn two_directories_are_asked_in_order() {
+    let s = Slapd::start();
+    let mut env = PamEnv::new();
+    // A file list first that lacks alice and has carol: alice from LDAP,
+    // carol from the file (she has no number in LDAP).
+    env.scratch.phones(&[("carol", "+4915100001111")]);
+    write_config(
+        &env.scratch,
+        "",
+        &[
+            file_table(&env.scratch),
+            ldap_table(&s, &[s.url_ldaps()], ""),
+        ],
+    );
+    let svc = env.smsotp_service("two", "");
+    login_with_code(&env, &svc, "alice", ALICE_MOBILE, 0);
+    login_with_code(&env, &svc, "carol", "+4915100001111", 1);
+
+    // The file has alice too, with another number: the first directory
+    // that has her answers.
+    env.scratch
+        .phones(&[("alice", "+4915100002222"), ("carol", "+4915100001111")]);
+    login_with_code(&env, &svc, "alice", "+4915100002222", 2);
+
+    // LDAP first: its number wins for alice; carol, whom LDAP lacks a
+    // number for, gets the file's.
+    write_config(
+        &env.scratch,
+        "",
+        &[
+            ldap_table(&s, &[s.url_ldaps()], ""),
+            file_table(&env.scratch),
+        ],
+    );
+    login_with_code(&env, &svc, "alice", ALICE_MOBILE, 3);
+    login_with_code(&env, &svc, "carol", "+4915100001111", 4);
+    let j = smsotp(&env.scratch, &["--json", "user", "show", "alice"]).json();
+    assert!(
+        j["source"].as_str().unwrap_or("").contains(LDAP_NAME),
+        "{j}"
+    );
+    let j = smsotp(&env.scratch, &["--json", "user", "show", "carol"]).json();
+    assert!(
+        j["source"].as_str().unwrap_or("").contains("phones.toml"),
+        "{j}"
+    );
+}
+
+#[test]
+fn a_closed_first_url_fails_over_to_the_second() {
+    let s = Slapd::start();
+    let mut env = PamEnv::new();
+    let down = format!("ldaps://127.0.0.1:{}", closed_port());
+    write_config(
+        &env.scratch,
+        "",
+        &[ldap_table(&s, &[down, s.url_ldaps()], "")],
+    );
+    let svc = env.smsotp_service("failover", "");
+    let t = Instant::now();
+    login_with_code(&env, &svc, "alice", ALICE_MOBILE, 0);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_server_that_never_answers_fails_closed_in_time_or_is_skipped() {
+    let hole = BlackHole::start();
+    let mut env = PamEnv::new();
+    env.scratch.phones(&[("alice", "+4915100003333")]);
+    // The black hole's URLs need no real CA: the handshake never ends.
+    let table = |extra: &str| {
+        format!(
+            "[[directory]]\nkind = \"ldap\"\nname = \"{LDAP_NAME}\"\nurls = [\"ldaps://127.0.0.1:{}\"]\n\
+             base = \"{PEOPLE}\"\nconnect_timeout = \"1s\"\ntimeout = \"1s\"\n{extra}\n\n",
+            hole.port
+        )
+    };
+    write_config(&env.scratch, "", &[table(""), file_table(&env.scratch)]);
+    let svc = env.smsotp_service("blackhole", "");
+    login_fails_without_sms(&env, &svc, "alice", Duration::from_secs(5));
+    let audit = audit_text(&env.scratch);
+    assert!(
+        audit.contains(LDAP_NAME),
+        "the audit does not name the directory:\n{audit}"
+    );
+
+    // on_unavailable = "next": the file's number, still in time.
+    write_config(
+        &env.scratch,
+        "",
+        &[table("on_unavailable = \"next\""), file_table(&env.scratch)],
+    );
+    let t = Instant::now();
+    login_with_code(&env, &svc, "alice", "+4915100003333", 0);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let audit = audit_text(&env.scratch);
+    assert!(audit.contains("directory_skipped"), "{audit}");
+    assert!(hole.close() >= 2, "the black hole was not asked");
+}
+
+#[test]
+fn filter_injection_finds_nothing() {
+    let s = Slapd::start();
+    let mut env = PamEnv::new();
+    let names = ["*", "*)(uid=*", "a)(|(objectClass=*"];
+    for (i, name) in names.iter().enumerate() {
+        env.add_user(name, 3001 + i as u32, 3001 + i as u32, "", &[]);
+    }
+    write_config(&env.scratch, "", &[ldap_table(&s, &[s.url_ldaps()], "")]);
+    let svc = env.smsotp_service("inject", "");
+    for name in names {
+        let shown = login_fails_without_sms(&env, &svc, name, Duration::from_secs(10));
+        assert!(!shown.contains("+49"), "{shown}");
+        let r = smsotp(&env.scratch, &["--json", "user", "show", name]);
+        assert!(
+            !r.stdout.contains("5678") && !r.stdout.contains("+49"),
+            "user show {name:?} found a number: {r}"
+        );
+        if r.code == 0 {
+            assert_eq!(r.json()["phone"], serde_json::Value::Null, "{r}");
+        }
+    }
+    // slapd got each name as one escaped value, never as filter syntax.
+    // (slapd logs the filter normalized: attribute names in lower case.)
+    let log = s.log().to_lowercase();
+    for escaped in [
+        "filter=\"(uid=\\2a)\"",
+        "filter=\"(uid=\\2a\\29\\28uid=\\2a)\"",
+        "filter=\"(uid=a\\29\\28|\\28objectclass=\\2a)\"",
+    ] {
+        assert!(log.contains(escaped), "no {escaped} in slapd's log:\n{log}");
+    }
+    let searches = log.matches(" srch base=").count();
+    assert_eq!(
+        searches,
+        2 * names.len(),
+        "one search per login and per user show:\n{log}"
+    );
+    // The same directory still finds alice, so "nothing" was not an outage.
+    login_with_code(&env, &svc, "alice", ALICE_MOBILE, 0);
+}
+
+#[test]
+fn a_wrong_bind_password_fails_closed_and_says_so() {
+    let s = Slapd::start();
+    let mut env = PamEnv::new();
+    let wrong = env
+        .scratch
+        .write("ldap.secret", "not-the-service-password\n", 0o600);
+    let table = ldap_table(&s, &[s.url_ldaps()], "").replace(
+        &s.service_password_file().display().to_string(),
+        &wrong.display().to_string(),
+    );
+    write_config(&env.scratch, "", &[table]);
+    let svc = env.smsotp_service("badbind", "");
+    login_fails_without_sms(&env, &svc, "alice", Duration::from_secs(10));
+    let audit = audit_text(&env.scratch).to_lowercase();
+    assert!(
+        audit.contains("bind as \"cn=smsotp,ou=services,dc=example,dc=org\" refused")
+            && audit.contains("invalidcredentials (wrong dn or password) (49)"),
+        "the audit does not say the bind was refused:\n{audit}"
+    );
+    assert!(!audit.contains("not-the-service-password"), "{audit}");
+    let r = smsotp(&env.scratch, &["user", "show", "alice"]);
+    let text = format!("{}{}", r.stdout, r.stderr).to_lowercase();
+    assert!(
+        text.contains("wrong dn or password"),
+        "user show does not say why: {r}"
+    );
+    assert!(!text.contains("5678"), "{r}");
+}
+
+#[test]
+fn the_wrong_ca_fails_closed_and_says_so() {
+    let s = Slapd::start();
+    let mut env = PamEnv::new();
+    let svc = env.smsotp_service("badca", "");
+    for (url, extra) in [(s.url_ldaps(), ""), (s.url_plain(), "starttls = true")] {
+        let table = ldap_table(&s, std::slice::from_ref(&url), extra).replace(
+            &s.ca_file().display().to_string(),
+            &s.wrong_ca_file().display().to_string(),
+        );
+        write_config(&env.scratch, "", &[table]);
+        login_fails_without_sms(&env, &svc, "alice", Duration::from_secs(10));
+        let audit = audit_text(&env.scratch).to_lowercase();
+        assert!(
+            audit.contains("not signed by a trusted ca (unknown issuer): set ca_file"),
+            "{url}: the audit does not name the certificate problem:\n{audit}"
+        );
+        let r = smsotp(&env.scratch, &["user", "show", "alice"]);
+        let text = format!("{}{}", r.stdout, r.stderr).to_lowercase();
+        assert!(
+            text.contains("unknown issuer"),
+            "{url}: user show does not say why: {r}"
+        );
+        std::fs::remove_file(env.scratch.path("audit.jsonl")).unwrap();
+    }
+}
+
+/// Enrolls carol (no phone in LDAP) through a login; returns her entry's
+/// `mobile` as the rootdn sees it afterwards, and the audit.
+fn enroll_carol(write_back: bool) -> (String, String) {
+    const NUMBER: &str = "+4915112340099";
+    let s = Slapd::start();
+    let mut env = PamEnv::new();
+    write_config(
+        &env.scratch,
+        "[policy]\nno_phone = \"enroll\"\n",
+        &[ldap_table(
+            &s,
+            &[s.url_ldaps()],
+            &format!("write_back = {write_back}"),
+        )],
+    );
+    let svc = env.smsotp_service("enroll", "");
+    let outbox = env.scratch.outbox();
+    let mut login = env.login(&svc, "carol");
+    login
+        .password()
+        .expect_prompt("Mobile number for SMS codes")
+        .answer(NUMBER)
+        .expect_text("Code sent to ******0099")
+        .expect_prompt("SMS code");
+    let sms = login.answer_code_from_outbox(&outbox, 0);
+    assert_eq!(sms.to, NUMBER);
+    login.finish().assert_success().assert_saw("now registered");
+    let found = s.search("(uid=carol)", &["mobile"]);
+    (found, audit_text(&env.scratch))
+}
+
+#[test]
+fn write_back_after_enrollment_is_in_the_directory() {
+    let (found, audit) = enroll_carol(true);
+    assert!(found.contains("mobile: +4915112340099"), "{found}\n{audit}");
+    assert!(!audit.contains("directory_write_back_failed"), "{audit}");
+}
+
+#[test]
+fn without_write_back_the_directory_is_left_alone() {
+    let (found, audit) = enroll_carol(false);
+    assert!(
+        found.contains("uid=carol"),
+        "the search found no carol: {found}"
+    );
+    assert!(!found.contains("mobile:"), "{found}");
+    assert!(!audit.contains("directory_write_back_failed"), "{audit}");
+}
+
+#[test]
+fn active_directory_preset_sends_to_dave_and_not_to_disabled_erin() {
+    let s = Slapd::start();
+    let mut env = PamEnv::new();
+    // The preset sets filter and phone_attributes; the table gives only
+    // where and how to connect.
+    let table = ldap_table(&s, &[s.url_ldaps()], "preset = \"active_directory\"").replace(
+        &format!("base = \"{}\"", s.people()),
+        &format!("base = \"{}\"", s.base()),
+    );
+    write_config(&env.scratch, "", &[table]);
+    let svc = env.smsotp_service("ad", "");
+    login_with_code(&env, &svc, "dave", DAVE_MOBILE, 0);
+    login_fails_without_sms(&env, &svc, "erin", Duration::from_secs(10));
+    let audit = audit_text(&env.scratch).to_lowercase();
+    assert!(audit.contains("disabled"), "{audit}");
+    let r = smsotp(&env.scratch, &["user", "show", "erin"]);
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert!(text.contains("disabled"), "user show erin: {r}");
+    assert!(!text.contains("5555"), "user show erin: {r}");
+    // alice is no AD user: the preset's filter does not find her.
+    login_fails_without_sms(&env, &svc, "alice", Duration::from_secs(10));
+}
+
+#[test]
+fn an_ssh_login_gets_its_code_at_the_number_from_ldap() {
+    const USER: &str = "smsotp-ldap-t1";
+    const PASSWORD: &str = "ldap ssh battery";
+    const NUMBER: &str = "+4915112340077";
+    let s = Slapd::start();
+    s.add(&format!(
+        "dn: uid={USER},{}\nobjectClass: inetOrgPerson\nuid: {USER}\ncn: SSH Test\nsn: Test\nmobile: {NUMBER}\n",
+        s.people()
+    ));
+    ensure_user(USER);
+    let scratch = Scratch::new();
+    write_config(&scratch, "", &[ldap_table(&s, &[s.url_ldaps()], "")]);
+    let sshd = Sshd::start(&SshdSetup::new(USER, PASSWORD).then_required(
+        &module_path(),
+        &format!("config={}", scratch.path("smsotp.toml").display()),
+    ));
+    let outbox = scratch.outbox();
+    let login = sshd.login(USER, PASSWORD, Some(&outbox.path), CodeAnswer::Right);
+    let ctx = format!(
+        "{}\n--- audit\n{}",
+        login.transcript(),
+        audit_text(&scratch)
+    );
+    assert!(login.succeeded(), "{ctx}");
+    let sent = outbox.all();
+    assert_eq!(sent.len(), 1, "{sent:?}\n{ctx}");
+    assert_eq!(sent[0].to, NUMBER, "{ctx}");
+
+    // The number is the directory's: without it, the same login fails
+    // and sends nothing.
+    s.modify(&format!(
+        "dn: uid={USER},{}\nchangetype: modify\ndelete: mobile\n",
+        s.people()
+    ));
+    let login = sshd.login(USER, PASSWORD, Some(&outbox.path), CodeAnswer::Right);
+    assert!(login.refused(), "{}", login.transcript());
+    assert_eq!(outbox.count(), 1, "{}", login.transcript());
 }

@@ -249,11 +249,36 @@ pub struct Connection {
     timeout: Duration,
 }
 
+/// A TLS failure in words an admin acts on: rustls names certificate
+/// problems by their enum variant ("UnknownIssuer"), which says neither
+/// what is wrong in plain words nor which key fixes it.
+fn tls_detail(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "the server's certificate is not signed by a trusted CA (unknown issuer): \
+             set ca_file to the CA that issued it"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+            "the server's certificate is not issued for the host in the URL (name mismatch): \
+             use a host name the certificate names"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Expired)
+        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+            "the server's certificate has expired".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
 fn io_err(url: &str, step: &'static str, e: std::io::Error) -> LdapError {
     if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return LdapError::Tls {
             url: url.to_owned(),
-            detail: t.to_string(),
+            detail: tls_detail(t),
         };
     }
     match e.kind() {

@@ -333,7 +333,13 @@ impl LdapDirectory {
         }
         Ok(self.spec.phone_of(&entry).map(|(attr, raw)| Entry {
             raw,
-            source: format!("ldap {url}"),
+            // The configured name (what the audit and the man page call
+            // it), and the server that answered when that is not the name.
+            source: if self.spec.name == url {
+                format!("ldap {url}")
+            } else {
+                format!("ldap {} ({url})", self.spec.name)
+            },
             location: format!("{url} {} {attr}", entry.dn),
             line: None,
         }))
