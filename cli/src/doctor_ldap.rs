@@ -312,15 +312,20 @@ fn classify(spec: &LdapSpec, tls_step: &'static str, e: LdapError) -> Failed {
     }
 }
 
-/// rustls's certificate error in words, with the fix.
+/// The certificate problem in words, with the fix. `detail` is the
+/// client's description (core words the common cases: "unknown issuer",
+/// "name mismatch", "expired"), else rustls's own text.
 fn tls_words(detail: &str) -> (&'static str, &'static str) {
-    if detail.contains("UnknownIssuer") {
+    if detail.contains("UnknownIssuer") || detail.contains("unknown issuer") {
         (
             "the server's certificate is signed by a CA not trusted here (unknown issuer)",
             "set ca_file to the PEM certificate of the CA that signed the server's certificate \
              (for AD: the enterprise root CA)",
         )
-    } else if detail.contains("not valid for name") || detail.contains("NotValidForName") {
+    } else if detail.contains("not valid for name")
+        || detail.contains("NotValidForName")
+        || detail.contains("name mismatch")
+    {
         (
             "the server's certificate does not name the host in the URL (name mismatch)",
             "write the host in urls as the certificate names it, or have the certificate \
