@@ -10,7 +10,7 @@
 //! The steps of a check go through [`Session`], so the decisions are
 //! tested with a fake (`FakeSession` below) without a server.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use smsotp_core::directory::ldap::{filter, LdapEntry, LdapError, LdapSpec};
 
@@ -100,17 +100,19 @@ fn check_with<S: Session>(
 /// a `[[directory]] kind = "ldap"`.
 pub struct LdapPrimary {
     spec: LdapSpec,
-    /// The trust anchors, loaded at the first check and kept.
-    tls: OnceLock<Option<Arc<rustls::ClientConfig>>>,
+    /// The trust anchors (system bundle and `ca_file`), loaded once per
+    /// configuration generation.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl LdapPrimary {
-    /// Checks passwords with these settings.
-    pub fn new(spec: LdapSpec) -> Self {
-        LdapPrimary {
-            spec,
-            tls: OnceLock::new(),
-        }
+    /// Checks passwords with these settings. The trust anchors are loaded
+    /// now, so a bad `ca_file` stops the server at start (and `--check`)
+    /// rather than failing every login.
+    pub fn new(spec: LdapSpec) -> Result<Self, PrimaryError> {
+        let mut p = LdapPrimary { spec, tls: None };
+        p.tls = p.spec.tls_config().map_err(|e| p.error(e))?;
+        Ok(p)
     }
 
     /// The directory in messages: its URL is in each error already, so
@@ -123,17 +125,9 @@ impl LdapPrimary {
     }
 
     fn open(&self) -> Result<Live<'_>, LdapError> {
-        let tls = match self.tls.get() {
-            Some(t) => t.clone(),
-            None => {
-                let t = self.spec.tls_config()?;
-                let _ = self.tls.set(t.clone());
-                t
-            }
-        };
         Ok(Live {
             spec: &self.spec,
-            conn: self.spec.connect_with(tls)?,
+            conn: self.spec.connect_with(self.tls.clone())?,
         })
     }
 
@@ -376,7 +370,7 @@ mod tests {
             })
         })
         .unwrap_err();
-        let p = LdapPrimary::new(spec.clone()).error(e);
+        let p = LdapPrimary::new(spec.clone()).unwrap().error(e);
         assert!(matches!(p, PrimaryError::DirectoryUnavailable { .. }));
         assert_eq!(
             p.to_string(),
@@ -385,7 +379,8 @@ mod tests {
         let named = LdapPrimary::new(LdapSpec {
             name: "corp".into(),
             ..spec.clone()
-        });
+        })
+        .unwrap();
         let p = named.error(LdapError::SeveralEntries {
             url: "ldaps://fake".into(),
             user: "alice".into(),
@@ -399,6 +394,16 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_ca_file_is_found_at_start() {
+        let spec = spec("ca_file = \"/nonexistent/smsotp-ca.pem\"\n");
+        let Err(e) = LdapPrimary::new(spec) else {
+            panic!("a missing CA file was accepted")
+        };
+        assert!(matches!(e, PrimaryError::DirectoryFailed { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/smsotp-ca.pem"), "{e}");
+    }
+
+    #[test]
     fn the_real_primary_sends_nothing_for_an_empty_password() {
         // A server that does not exist: any attempt would be an error.
         let spec = spec("connect_timeout = \"100ms\"\n");
@@ -408,7 +413,7 @@ mod tests {
             ],
             ..spec
         };
-        let p = LdapPrimary::new(spec);
+        let p = LdapPrimary::new(spec).unwrap();
         assert!(!p.check("alice", b"").unwrap());
         assert!(p.check("alice", b"pw").is_err(), "it can fail");
     }

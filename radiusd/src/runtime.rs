@@ -123,7 +123,10 @@ impl Runtime {
             PrimarySpec::Pam { service } => Box::new(PamPrimary {
                 service: service.clone(),
             }),
-            PrimarySpec::Ldap(spec) => Box::new(LdapPrimary::new((**spec).clone())),
+            PrimarySpec::Ldap(spec) => Box::new(
+                LdapPrimary::new((**spec).clone())
+                    .map_err(|e| format!("radius primary (kind = \"ldap\"): {e}"))?,
+            ),
         };
         let directories = directory::shared_from_config(&config.directories);
         let config_syslog = config.audit.syslog;
