@@ -1,10 +1,16 @@
 //! The first factor over RADIUS: the NAS checked the password already
-//! (`none`), or we run it through a PAM service (`pam`).
+//! (`none`), we run it through a PAM service (`pam`), or bind to an LDAP
+//! directory as the user (`ldap`, in `primary_ldap.rs`).
 
 use std::ffi::{CStr, CString};
 
 use pam_client::{ConversationHandler, ErrorCode, Flag};
+use smsotp_core::directory::ldap::LdapError;
 use smsotp_core::secret::SecretBytes;
+
+#[path = "primary_ldap.rs"]
+mod ldap;
+pub use ldap::LdapPrimary;
 
 /// Why a password could not be checked: neither "right" nor "wrong". The
 /// login is refused either way (and the user told nothing more); the
@@ -32,6 +38,27 @@ pub enum PrimaryError {
         service: String,
         /// What the PAM stack answered, with its code.
         source: pam_client::Error,
+    },
+    /// The LDAP directory could not be asked (DNS, TCP, TLS, a timeout, a
+    /// broken connection, a busy or unavailable server): no password
+    /// passes until it answers again.
+    #[error("{directory}: {source}")]
+    DirectoryUnavailable {
+        /// `ldap directory`, with its `name` when it has one.
+        directory: String,
+        /// What failed, with the server's URL.
+        source: LdapError,
+    },
+    /// The LDAP directory answered, but not about the password: the
+    /// service bind was refused, the filter matched several entries, the
+    /// user's bind failed for another reason than the password, a local
+    /// setting (CA file, bind password file) is wrong.
+    #[error("{directory}: {source}")]
+    DirectoryFailed {
+        /// `ldap directory`, with its `name` when it has one.
+        directory: String,
+        /// What the directory answered, with the server's URL.
+        source: LdapError,
     },
 }
 

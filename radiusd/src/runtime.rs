@@ -18,7 +18,7 @@ use smsotp_core::sms::ProviderSpec;
 use smsotp_core::store::{SharedBackend, SharedGuard};
 
 use crate::outgoing;
-use crate::primary::{NoPrimary, PamPrimary, PrimaryAuth};
+use crate::primary::{LdapPrimary, NoPrimary, PamPrimary, PrimaryAuth};
 use crate::server::{event, IDENT};
 
 /// A NAS with its secret.
@@ -49,8 +49,8 @@ pub struct Runtime {
     pub sms: smsotp_core::sms::ProviderContext,
     /// Whether a request that may send an SMS can wait on something
     /// beyond this host while it is decided: a provider other than an
-    /// outbox (a gateway, a program), or PAM checking the password (a
-    /// failure delay, a directory server). Such requests go to the send
+    /// outbox (a gateway, a program), or a password check (PAM: a failure
+    /// delay, a directory server; LDAP: the binds and the search). Such requests go to the send
     /// lane (see `server.rs`); with only an outbox and no password check
     /// there is nothing to wait for, and the worker decides them itself,
     /// sparing the hand-off.
@@ -123,6 +123,10 @@ impl Runtime {
             PrimarySpec::Pam { service } => Box::new(PamPrimary {
                 service: service.clone(),
             }),
+            PrimarySpec::Ldap(spec) => Box::new(
+                LdapPrimary::new((**spec).clone())
+                    .map_err(|e| format!("radius primary (kind = \"ldap\"): {e}"))?,
+            ),
         };
         let directories = directory::shared_from_config(&config.directories);
         let config_syslog = config.audit.syslog;
@@ -136,6 +140,7 @@ impl Runtime {
             stderr,
             config.audit.file.clone(),
         ));
+        // Any password check may wait (PAM and LDAP alike).
         let first_rounds_wait = !matches!(radius.primary, PrimarySpec::None)
             || config
                 .providers

@@ -841,6 +841,11 @@ pub enum Primary {
         service: String,
         service_dir: PathBuf,
     },
+    /// `{ kind = "ldap" }`, or `{ kind = "ldap", directory = NAME }`: the
+    /// `[[directory]] kind = "ldap"` table goes into `extra`.
+    Ldap {
+        directory: Option<String>,
+    },
 }
 
 /// Everything [`Radiusd::start`] needs besides the scratch dir.
@@ -899,6 +904,10 @@ impl ServerSpec {
             Primary::Pam { service, .. } => {
                 format!("{{ kind = \"pam\", service = \"{service}\" }}")
             }
+            Primary::Ldap { directory: None } => "{ kind = \"ldap\" }".to_owned(),
+            Primary::Ldap {
+                directory: Some(name),
+            } => format!("{{ kind = \"ldap\", directory = \"{name}\" }}"),
         };
         let mut t = format!(
             "[radius]\nlisten = [{}]\nprimary = {primary}\nworkers = {}\n",

@@ -155,6 +155,7 @@ pub const KEYS: &[Key] = &[
     k("radius.listen"),
     k("radius.primary.kind"),
     k("radius.primary.service"),
+    k("radius.primary.directory"),
     k("radius.workers"),
     k("radius.max_pending_sends"),
     k("radius.client.name"),

@@ -171,7 +171,7 @@ impl Config {
         let radius = raw
             .radius
             .as_ref()
-            .map(|r| radius::validate(&c, r))
+            .map(|r| radius::validate(&c, r, &directories))
             .transpose()?;
 
         Ok(Config {

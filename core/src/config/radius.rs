@@ -7,6 +7,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::check::{Checker, ConfigError};
+use super::store::DirectorySpec;
+use crate::directory::ldap::LdapSpec;
 
 /// A RADIUS shared secret shorter than this is warned about: RFC 2865 asks
 /// for at least 16 octets, and an offline guess of a shorter one from a
@@ -43,6 +45,7 @@ pub(super) enum RawPrimary {
     // A struct variant: a unit variant would let unknown keys through.
     None {},
     Pam { service: Option<String> },
+    Ldap { directory: Option<String> },
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +69,10 @@ pub enum PrimaryAuth {
         /// The file in /etc/pam.d (default `smsotp-radius`).
         service: String,
     },
+    /// Bind to an LDAP server or Active Directory as the user, with the
+    /// settings of a `[[directory]] kind = "ldap"` (the first one, or the
+    /// one named by `primary.directory`).
+    Ldap(Box<LdapSpec>),
 }
 
 /// How a NAS asks for the code.
@@ -132,8 +139,13 @@ impl RadiusSettings {
     }
 }
 
-/// Validates `[radius]`.
-pub(super) fn validate(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings, ConfigError> {
+/// Validates `[radius]`; `directories` are the validated `[[directory]]`
+/// tables, which an LDAP primary takes its settings from.
+pub(super) fn validate(
+    c: &Checker<'_>,
+    r: &RawRadius,
+    directories: &[DirectorySpec],
+) -> Result<RadiusSettings, ConfigError> {
     let mut listen = Vec::new();
     for l in &r.listen {
         let addr = l.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
@@ -166,6 +178,12 @@ pub(super) fn validate(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings,
                 }
                 PrimaryAuth::Pam { service }
             }
+            RawPrimary::Ldap { directory } => PrimaryAuth::Ldap(Box::new(ldap_directory(
+                c,
+                p.span(),
+                directories,
+                directory.as_deref(),
+            )?)),
         },
     };
     let workers = c.int_in(&r.workers, "radius.workers", 1..=256, 4)? as usize;
@@ -250,6 +268,49 @@ pub(super) fn validate(c: &Checker<'_>, r: &RawRadius) -> Result<RadiusSettings,
     })
 }
 
+/// The LDAP directory an LDAP primary binds to: the one named `name`, or
+/// the first.
+fn ldap_directory(
+    c: &Checker<'_>,
+    span: std::ops::Range<usize>,
+    directories: &[DirectorySpec],
+    name: Option<&str>,
+) -> Result<LdapSpec, ConfigError> {
+    let ldap: Vec<&LdapSpec> = directories
+        .iter()
+        .filter_map(|d| match d {
+            DirectorySpec::Ldap(spec) => Some(&**spec),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = ldap.first() else {
+        return Err(c.err(
+            span,
+            "radius.primary.kind",
+            "\"ldap\" binds with the settings of an LDAP directory, and there is none; add a \
+             [[directory]] table with kind = \"ldap\" (urls, base, ...), or use kind = \"pam\" or \"none\"",
+        ));
+    };
+    let Some(name) = name else {
+        return Ok((*first).clone());
+    };
+    match ldap.iter().find(|s| s.name == name) {
+        Some(spec) => Ok((*spec).clone()),
+        None => {
+            let names: Vec<String> = ldap.iter().map(|s| format!("\"{}\"", s.name)).collect();
+            Err(c.err(
+                span,
+                "radius.primary.directory",
+                format!(
+                    "no LDAP directory is named \"{name}\"; the LDAP directories are {}: use one of \
+                     these names, or set name = \"{name}\" in its [[directory]] table",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +381,52 @@ mod tests {
         let e = err_of("[radius]\nlisten = [\"1812\"]\n");
         assert!(e.contains("radius.listen"), "{e}");
         assert!(parse("").unwrap().radius.is_none());
+    }
+
+    #[test]
+    fn ldap_primary_takes_a_directory_s_settings() {
+        let radius = "[radius]\nprimary = { kind = \"ldap\" }\n";
+        let dirs = "[[directory]]\nkind = \"file\"\n\
+                    [[directory]]\nkind = \"ldap\"\nurls = [\"ldaps://dc1.example.org\"]\nbase = \"dc=example,dc=org\"\n\
+                    [[directory]]\nkind = \"ldap\"\nname = \"ad\"\npreset = \"active_directory\"\n\
+                    urls = [\"ldaps://ad.example.org\"]\nbase = \"dc=ad,dc=example,dc=org\"\n";
+        // The first LDAP directory (the file directory is skipped).
+        let r = parse(&format!("{dirs}{radius}")).unwrap().radius.unwrap();
+        let PrimaryAuth::Ldap(spec) = &r.primary else {
+            panic!("{:?}", r.primary)
+        };
+        assert_eq!(spec.name, "ldaps://dc1.example.org");
+        assert!(!spec.active_directory);
+        // The one named.
+        let named = radius.replace("\"ldap\" }", "\"ldap\", directory = \"ad\" }");
+        let r = parse(&format!("{dirs}{named}")).unwrap().radius.unwrap();
+        let PrimaryAuth::Ldap(spec) = &r.primary else {
+            panic!("{:?}", r.primary)
+        };
+        assert!(spec.active_directory && spec.name == "ad", "{spec:?}");
+        // No such name: the names there are.
+        let e = err_of(&format!(
+            "{dirs}{}",
+            radius.replace("\"ldap\" }", "\"ldap\", directory = \"dc\" }")
+        ));
+        assert!(
+            e.contains("radius.primary.directory")
+                && e.contains("no LDAP directory is named \"dc\"")
+                && e.contains("\"ldaps://dc1.example.org\", \"ad\""),
+            "{e}"
+        );
+        // No LDAP directory at all.
+        let e = err_of(radius);
+        assert!(
+            e.contains("radius.primary.kind") && e.contains("kind = \"ldap\""),
+            "{e}"
+        );
+        // Unknown keys are refused.
+        let e = err_of(&format!(
+            "{dirs}{}",
+            radius.replace("\"ldap\" }", "\"ldap\", service = \"x\" }")
+        ));
+        assert!(e.contains("service"), "{e}");
     }
 
     #[test]

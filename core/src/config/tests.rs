@@ -48,7 +48,11 @@ fn setting(path: &str) -> String {
             format!("[[directory]]\nkind = \"{kind}\"\n{name} = {v}\n")
         }
         "radius.primary" => {
-            let kind = if name == "service" { "pam" } else { "none" };
+            let kind = match name {
+                "service" => "pam",
+                "directory" => "ldap",
+                _ => "none",
+            };
             format!("[radius]\nprimary = {{ kind = \"{kind}\", {name} = {v} }}\n")
         }
         "provider" if name == "kind" => format!("[[provider]]\nkind = {v}\n"),
