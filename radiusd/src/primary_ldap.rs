@@ -79,8 +79,13 @@ fn check_with<S: Session>(
             session.bind_service()?;
             match session.find_user(user)? {
                 Some(entry) if !spec.is_disabled(&entry) => entry.dn,
-                // Unknown or disabled: no bind as the user at all.
+                // Unknown or disabled: never a bind as the user. A bind
+                // as a DN that cannot exist takes the place of it, so that
+                // the answer costs the same round trips as a wrong
+                // password and its timing does not tell the NAS (or
+                // whoever watches it) which user names exist.
                 _ => {
+                    let _ = session.bind_user(&decoy_dn(&spec.base), password);
                     session.close();
                     return Ok(false);
                 }
@@ -94,6 +99,18 @@ fn check_with<S: Session>(
     };
     session.close();
     Ok(right)
+}
+
+/// The DN bound as in place of an unknown or disabled user's: under the
+/// search base, named so no entry has it. The directory answers it as a
+/// wrong password (invalidCredentials), after the same work.
+fn decoy_dn(base: &str) -> String {
+    const DECOY: &str = "cn=smsotp-no-such-user-9f1c2a";
+    if base.is_empty() {
+        DECOY.to_owned()
+    } else {
+        format!("{DECOY},{base}")
+    }
 }
 
 /// `primary = { kind = "ldap" }`: a bind as the user, with the settings of
@@ -266,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_user_is_a_wrong_password_without_a_user_bind() {
+    fn unknown_user_is_a_wrong_password_with_a_decoy_bind_not_a_user_bind() {
         let spec = spec("");
         let s = Script {
             entries: vec![entry("alice", None)],
@@ -274,7 +291,11 @@ mod tests {
             ..Script::default()
         };
         assert!(!run(&spec, &s, "mallory", b"pw").unwrap());
-        assert_eq!(steps(&s), ["bind service", "find mallory", "close"]);
+        // As many round trips as a wrong password, bound as no one's DN.
+        let decoy = "bind cn=smsotp-no-such-user-9f1c2a,dc=example,dc=org";
+        assert_eq!(steps(&s), ["bind service", "find mallory", decoy, "close"]);
+        assert!(!run(&spec, &s, "alice", b"wrong").unwrap());
+        assert_eq!(steps(&s).len(), 4, "the same steps as an unknown user");
     }
 
     #[test]
@@ -302,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn a_disabled_ad_account_gets_no_bind_even_with_its_password() {
+    fn a_disabled_ad_account_is_never_bound_as_even_with_its_password() {
         let ad = spec("preset = \"active_directory\"\n");
         let s = Script {
             entries: vec![entry("erin", Some("514")), entry("dave", Some("512"))],
@@ -310,7 +331,8 @@ mod tests {
             ..Script::default()
         };
         assert!(!run(&ad, &s, "erin", b"pw").unwrap());
-        assert_eq!(steps(&s), ["bind service", "find erin", "close"]);
+        let decoy = "bind cn=smsotp-no-such-user-9f1c2a,dc=example,dc=org";
+        assert_eq!(steps(&s), ["bind service", "find erin", decoy, "close"]);
         assert!(run(&ad, &s, "dave", b"pw").unwrap());
         // Without the preset, userAccountControl means nothing.
         assert!(run(&spec(""), &s, "erin", b"pw").unwrap());
