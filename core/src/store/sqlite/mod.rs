@@ -222,11 +222,12 @@ impl SqliteStore {
             // default of a checkpoint every 1000 pages that was up to 1 M
             // instructions of a login. Checkpointing every
             // SHORT_LIVED_CHECKPOINT pages instead (one login writes ~6)
-            // cut it to near nothing in bench_pam's logins, for two fsyncs
-            // every ~20 logins. Not yet shown to hold for every pattern of
-            // writes: a test of 300 handles writing one row twice each still
-            // saw the WAL reach 576 frames. smsotp-radiusd turns automatic
-            // checkpoints off on its own connection and runs its own.
+            // bounds that read, for two fsyncs every ~20 logins. The WAL
+            // starts again at the first write after a finished checkpoint
+            // in the same process (a login's second write: the code
+            // consumed); a fresh process cannot know that the last one
+            // finished. smsotp-radiusd turns automatic checkpoints off on
+            // its own connection and runs its own.
             s.conn
                 .pragma_update(None, "wal_autocheckpoint", SHORT_LIVED_CHECKPOINT)
                 .map_err(|e| s.err(e))?;
