@@ -49,8 +49,9 @@ const PAM_OATH: &str = "/lib/x86_64-linux-gnu/security/pam_oath.so";
 const OATH_SECRET: &str = "3132333435363738393031323334353637383930";
 /// A number the module accepts (libphonenumber's example US number).
 const PHONE: &str = "+12015550123";
-/// The figure the project promises: pam_smsotp's cost over pam_permit.
-const TARGET_MS: f64 = 5.0;
+/// The goal of issue #17 (point 5): pam_smsotp's cost over pam_permit
+/// (pam_oath adds 0.8 ms).
+const TARGET_MS: f64 = 1.5;
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Set in a child of this program: what it times, once ("dlopen:PATH",
 /// "parse" or "part:NAME"); it prints microseconds.
