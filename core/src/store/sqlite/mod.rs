@@ -61,6 +61,10 @@ pub struct SqliteStore {
 /// and a pending (enrollment) number.
 const SCHEMA_VERSION: i64 = 3;
 
+/// WAL pages after which a commit of a short-lived handle (PAM, the admin
+/// tool) checkpoints; see [`SqliteStore::init`].
+const SHORT_LIVED_CHECKPOINT: i64 = 128;
+
 /// Tables of short-lived state, dropped and rebuilt when the layout
 /// changes. The others (`phone`, `backup_code`, `opt_out`) hold what admins
 /// and users decided and are never dropped: a later layout must migrate
@@ -184,10 +188,13 @@ impl SqliteStore {
         s.set_busy_timeout();
         s.conn.busy_handler(Some(busy_wait)).map_err(|e| s.err(e))?;
         // Small pages: rows are ~150 bytes, and every page a commit touches
-        // is written whole to the WAL. Only takes effect on a new file.
-        s.conn
-            .pragma_update(None, "page_size", 1024)
-            .map_err(|e| s.err(e))?;
+        // is written whole to the WAL. Only takes effect on a new file, so a
+        // store already at this layout is spared the statement.
+        if s.layout_version()? != SCHEMA_VERSION {
+            s.conn
+                .pragma_update(None, "page_size", 1024)
+                .map_err(|e| s.err(e))?;
+        }
         // WAL lets readers and one writer proceed together; NORMAL sync is
         // durable across process crashes, which is what matters here.
         s.conn
@@ -208,6 +215,22 @@ impl SqliteStore {
                     true,
                 )
                 .map_err(|e| s.err(e))?;
+            // A process that opens the store while no other has it open
+            // (every sshd login, unless smsotp-radiusd runs on the host)
+            // rebuilds SQLite's WAL index by reading every frame written
+            // since the last checkpoint, one read each: with SQLite's
+            // default of a checkpoint every 1000 pages that was up to 1 M
+            // instructions of a login. Checkpointing every
+            // SHORT_LIVED_CHECKPOINT pages instead (one login writes ~6)
+            // bounds that read, for two fsyncs every ~20 logins. The WAL
+            // starts again at the first write after a finished checkpoint
+            // in the same process (a login's second write: the code
+            // consumed); a fresh process cannot know that the last one
+            // finished. smsotp-radiusd turns automatic checkpoints off on
+            // its own connection and runs its own.
+            s.conn
+                .pragma_update(None, "wal_autocheckpoint", SHORT_LIVED_CHECKPOINT)
+                .map_err(|e| s.err(e))?;
             let mut persist: std::os::raw::c_int = 1;
             s.conn
                 .file_control(
@@ -224,10 +247,7 @@ impl SqliteStore {
     /// holds only short-lived state (pending codes, send windows, failure
     /// counts, a cache), so an older layout is rebuilt rather than migrated.
     fn migrate(&self) -> Result<(), StoreError> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+        let version = self.layout_version()?;
         if version == SCHEMA_VERSION {
             return Ok(());
         }
@@ -248,6 +268,14 @@ impl SqliteStore {
             tx.execute_batch(SCHEMA)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })
+    }
+
+    /// The layout version the file says it has (`user_version`; 0 for a
+    /// new file).
+    fn layout_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     /// Stores made by builds before append-mode challenges had ids of their

@@ -530,3 +530,51 @@ fn sweeps_are_rare() {
     s.insert_challenge(&d).unwrap();
     assert!(s.challenge(&c.id).unwrap().is_some());
 }
+
+#[test]
+fn short_lived_handles_keep_the_wal_that_the_next_open_reads_short() {
+    // Each PAM login opens the store, writes twice (the challenge stored,
+    // then deleted when the code is consumed) and exits; the next one reads every WAL frame since
+    // the last checkpoint. 300 such logins write far more than
+    // SHORT_LIVED_CHECKPOINT pages: the WAL must have been checkpointed (at
+    // a commit past the limit) and started again (by the next write of
+    // that process; a fresh process cannot know the checkpoint finished),
+    // not grown towards SQLite's default of 1000.
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("state.db");
+    for i in 0..300 {
+        let s = SqliteStore::open(&path, Duration::from_secs(5)).unwrap();
+        let mut rec = PhoneRecord {
+            e164: "+12025550143".into(),
+            set_at: i,
+            set_by: "admin:root".into(),
+        };
+        s.set_phone(&format!("user{i}"), &rec).unwrap();
+        // A second write that changes the row (SQLite writes nothing for a
+        // row rewritten as it was).
+        rec.set_at += 1000;
+        s.set_phone(&format!("user{i}"), &rec).unwrap();
+    }
+    let s = SqliteStore::open(&path, Duration::from_secs(5)).unwrap();
+    let page: i64 = s
+        .conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, 1024, "a reopened store keeps its small pages");
+    let ac: i64 = s
+        .conn
+        .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+        .unwrap();
+    eprintln!("DEBUG autocheckpoint {ac}");
+    let frames = (std::fs::metadata(d.path().join("state.db-wal"))
+        .unwrap()
+        .len()
+        - 32)
+        / (page as u64 + 24);
+    assert!(
+        frames <= SHORT_LIVED_CHECKPOINT as u64 + 16,
+        "the WAL grew to {frames} frames"
+    );
+    assert_eq!(s.phone("user0").unwrap().map(|r| r.set_at), Some(1000));
+    assert_eq!(s.phone("user299").unwrap().map(|r| r.set_at), Some(1299));
+}
