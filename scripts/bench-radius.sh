@@ -165,7 +165,14 @@ warm_up() { # label port code-args...
 
 # CPU time (user + system, in clock ticks) PID has used, threads included.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-syslogd_pid() { pgrep -x rsyslogd | head -n 1; }
+# The running rsyslogd (its pid file; pgrep also lists exited ones not yet reaped).
+syslogd_pid() {
+    if [ -s /run/rsyslogd.pid ] && [ -d "/proc/$(cat /run/rsyslogd.pid)" ]; then
+        cat /run/rsyslogd.pid
+    else
+        pgrep -x rsyslogd | head -n 1
+    fi
+}
 
 run_load() { # label port server-pid code-args... ; prints and keeps the output
     label=$1 port=$2 pid=$3
