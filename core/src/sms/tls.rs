@@ -107,3 +107,47 @@ pub(crate) fn client_config(
     .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+/// A TCP connection in the clear or under TLS, as the SMPP provider and
+/// the LDAP client both keep one, with the socket beneath at hand for
+/// setting each read's and write's deadline.
+pub(crate) enum Stream {
+    /// No TLS.
+    Plain(std::net::TcpStream),
+    /// rustls over the socket.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl Stream {
+    /// The socket beneath.
+    pub(crate) fn tcp(&self) -> &std::net::TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}

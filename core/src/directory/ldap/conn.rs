@@ -15,6 +15,7 @@ use rasn_ldap::{
 };
 
 use super::error::LdapError;
+use crate::sms::tls::Stream;
 
 /// The largest PDU read from a server: an entry with a few phone
 /// attributes is a few hundred bytes.
@@ -147,44 +148,6 @@ pub struct ConnectSettings {
     /// The bound on each operation (TLS handshake, StartTLS, bind, search,
     /// modify), from request to the last byte of its answer.
     pub timeout: Duration,
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
 }
 
 /// An entry a search found: its DN and the attributes asked for.

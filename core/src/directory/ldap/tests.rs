@@ -4,7 +4,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -902,40 +901,15 @@ fn a_lookup_starts_no_thread() {
     let pw = f.secret("bindpw", "s3cret\n");
     let ca = f.0.path().join("ca.pem");
     std::fs::write(&ca, &ca_pem).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "directory::ldap::tests::ldap_thread_probe_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("SMSOTP_LDAP_PROBE_PORT", s.addr.port().to_string())
-        .env("SMSOTP_LDAP_PROBE_PW", pw)
-        .env("SMSOTP_LDAP_PROBE_TLS_PORT", tls.addr.port().to_string())
-        .env("SMSOTP_LDAP_PROBE_CA", ca.display().to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the probe did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("1 passed") && text.contains("probe: looked up"),
-        "{text}"
+    crate::sms::http::tests::run_probe(
+        "directory::ldap::tests::ldap_thread_probe_child",
+        &[
+            ("SMSOTP_LDAP_PROBE_PORT", s.addr.port().to_string()),
+            ("SMSOTP_LDAP_PROBE_PW", pw.clone()),
+            ("SMSOTP_LDAP_PROBE_TLS_PORT", tls.addr.port().to_string()),
+            ("SMSOTP_LDAP_PROBE_CA", ca.display().to_string()),
+        ],
+        "probe: looked up",
     );
     assert!(s.requests().len() >= 2);
     assert!(tls.requests().len() >= 2);

@@ -1365,17 +1365,29 @@ fn json_placeholders_must_stand_in_strings() {
 fn a_send_starts_no_thread() {
     let s = Server::start();
     s.reply(Reply::Status(201, "{}".into()));
+    run_probe(
+        "sms::http::tests::thread_probe_child",
+        &[
+            ("SMSOTP_THREAD_PROBE_PORT", s.addr.port().to_string()),
+            ("SMSOTP_THREAD_PROBE_CA", s.ca().to_string()),
+            (
+                "SMSOTP_THREAD_PROBE_SECRET",
+                s.secret("k", "key").to_string(),
+            ),
+        ],
+        "probe: sent",
+    );
+    assert_eq!(s.requests().len(), 1);
+}
+
+/// Runs the test `test` of this binary alone in a fresh process with
+/// `env` (a probe that restricts itself, e.g. with
+/// [`forbid_new_threads`]), within 60 s; it must pass and print `said`.
+pub(crate) fn run_probe(test: &str, env: &[(&str, String)], said: &str) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "sms::http::tests::thread_probe_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("SMSOTP_THREAD_PROBE_PORT", s.addr.port().to_string())
-        .env("SMSOTP_THREAD_PROBE_CA", s.ca())
-        .env("SMSOTP_THREAD_PROBE_SECRET", s.secret("k", "key"))
+        .args(["--exact", test, "--test-threads=1", "--nocapture"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1384,7 +1396,7 @@ fn a_send_starts_no_thread() {
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the probe did not finish");
+            panic!("the probe {test} did not finish");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1395,11 +1407,7 @@ fn a_send_starts_no_thread() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("1 passed") && text.contains("probe: sent"),
-        "{text}"
-    );
-    assert_eq!(s.requests().len(), 1);
+    assert!(text.contains("1 passed") && text.contains(said), "{text}");
 }
 
 pub(crate) fn tasks() -> usize {

@@ -6,7 +6,6 @@ use super::*;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::config::Config;
 use crate::phone::Phone;
@@ -264,28 +263,10 @@ fn one_session_per_send_binds_submits_and_unbinds() {
 #[test]
 fn a_send_starts_no_thread() {
     let (port, h) = tiny_smsc();
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args([
-            "--exact",
-            "sms::smpp::tests::thread_probe_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("SMSOTP_SMPP_PROBE_PORT", port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("1 passed") && text.contains("probe: sent"),
-        "{text}"
+    crate::sms::http::tests::run_probe(
+        "sms::smpp::tests::thread_probe_child",
+        &[("SMSOTP_SMPP_PROBE_PORT", port.to_string())],
+        "probe: sent",
     );
     assert_eq!(h.join().unwrap(), [0x02, 0x04, 0x06]);
 }
