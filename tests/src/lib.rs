@@ -283,6 +283,24 @@ pub fn closed_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// The built `smsotp` admin tool: `$SMSOTP_CLI`, or the debug build in
+/// the target directory (`cargo build --workspace` first).
+pub fn cli_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SMSOTP_CLI") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let p = target.join("debug/smsotp");
+    assert!(
+        p.exists(),
+        "{} not found; run `cargo build --workspace`",
+        p.display()
+    );
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,25 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use smsotp_e2e::{workspace_root, Scratch};
+use smsotp_e2e::{cli_path, workspace_root, Scratch};
 
 const ALICE_PHONE: &str = "+12015550123";
-
-fn cli_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SMSOTP_CLI") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let p = target.join("debug/smsotp");
-    assert!(
-        p.exists(),
-        "{} not found; run `cargo build -p smsotp`",
-        p.display()
-    );
-    p
-}
 
 struct Run {
     code: i32,

@@ -7,29 +7,12 @@
 //! Needs `cargo build --workspace` (or `SMSOTP_CLI=path`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use smsotp_e2e::slapd::{Slapd, ALICE_MOBILE, BOB_VERIFIED};
-use smsotp_e2e::{closed_port, workspace_root, BlackHole, Scratch};
-
-fn cli_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SMSOTP_CLI") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let p = target.join("debug/smsotp");
-    assert!(
-        p.exists(),
-        "{} not found; run `cargo build -p smsotp`",
-        p.display()
-    );
-    p
-}
+use smsotp_e2e::{cli_path, closed_port, BlackHole, Scratch};
 
 struct Run {
     code: i32,

@@ -27,7 +27,7 @@ use smsotp_e2e::slapd::{
     PEOPLE, START_TIMEOUT,
 };
 use smsotp_e2e::sshd::{ensure_user, CodeAnswer, Sshd, SshdSetup};
-use smsotp_e2e::{closed_port, module_path, workspace_root, BlackHole, Scratch};
+use smsotp_e2e::{cli_path, closed_port, module_path, BlackHole, Scratch};
 
 /// `ldapsearch -x -LLL` against `url`, trusting `ca`, bound as `bind`
 /// (dn, password) or anonymously, for `filter` under the base.
@@ -406,20 +406,6 @@ fn the_black_hole_holds_connections_silently_and_the_closed_port_refuses() {
 }
 
 // ------------------------------------------------------------ the product
-
-/// The built `smsotp` tool.
-fn cli_path() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let p = target.join("debug/smsotp");
-    assert!(
-        p.exists(),
-        "{} not found; run `cargo build --workspace`",
-        p.display()
-    );
-    p
-}
 
 /// One run of the `smsotp` tool.
 struct Run {
