@@ -17,6 +17,7 @@ use std::io::BufRead;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -299,6 +300,79 @@ pub fn cli_path() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// One run of the `smsotp` admin tool.
+pub struct ToolRun {
+    /// Exit code (-1 when killed by a signal or by the time limit).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Start to exit.
+    pub took: Duration,
+}
+
+impl ToolRun {
+    /// Standard output as JSON (`--json`); panics with both streams if not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
+    }
+}
+
+impl std::fmt::Display for ToolRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {} after {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.took, self.stdout, self.stderr
+        )
+    }
+}
+
+/// `smsotp --config SCRATCH/smsotp.toml ARGS` (no `SUDO_USER`, stdin
+/// closed), killed and the test failed if it runs past `limit`.
+pub fn run_tool(scratch: &Scratch, args: &[&str], limit: Duration) -> ToolRun {
+    let started = Instant::now();
+    let mut child = Command::new(cli_path())
+        .arg("--config")
+        .arg(scratch.path("smsotp.toml"))
+        .args(args)
+        .env_remove("SUDO_USER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run smsotp");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = started + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for smsotp") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let r = ToolRun {
+        code: status.and_then(|s| s.code()).unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        took: started.elapsed(),
+    };
+    assert!(status.is_some(), "smsotp {args:?} ran past {limit:?}: {r}");
+    r
 }
 
 #[cfg(test)]

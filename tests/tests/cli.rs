@@ -14,42 +14,10 @@ use smsotp_e2e::{cli_path, workspace_root, Scratch};
 
 const ALICE_PHONE: &str = "+12015550123";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
+use smsotp_e2e::ToolRun as Run;
 
 fn smsotp(scratch: &Scratch, args: &[&str]) -> Run {
-    let out = Command::new(cli_path())
-        .arg("--config")
-        .arg(scratch.path("smsotp.toml"))
-        .args(args)
-        .env_remove("SUDO_USER")
-        .output()
-        .expect("run smsotp");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    smsotp_e2e::run_tool(scratch, args, std::time::Duration::from_secs(60))
 }
 
 fn scratch(extra: &str) -> Scratch {

@@ -7,45 +7,16 @@
 //! Needs `cargo build --workspace` (or `SMSOTP_CLI=path`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use smsotp_e2e::slapd::{Slapd, ALICE_MOBILE, BOB_VERIFIED};
-use smsotp_e2e::{cli_path, closed_port, BlackHole, Scratch};
+use smsotp_e2e::{closed_port, BlackHole, Scratch};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.took, self.stdout, self.stderr
-        )
-    }
-}
+use smsotp_e2e::ToolRun as Run;
 
 fn smsotp(s: &Scratch, args: &[&str]) -> Run {
-    let t = Instant::now();
-    let out = Command::new(cli_path())
-        .arg("--config")
-        .arg(s.path("smsotp.toml"))
-        .args(args)
-        .env_remove("SUDO_USER")
-        .output()
-        .expect("run smsotp");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: t.elapsed(),
-    }
+    smsotp_e2e::run_tool(s, args, Duration::from_secs(60))
 }
 
 /// A scratch config whose one directory is `ldap` (the body of a

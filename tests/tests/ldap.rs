@@ -27,7 +27,7 @@ use smsotp_e2e::slapd::{
     PEOPLE, START_TIMEOUT,
 };
 use smsotp_e2e::sshd::{ensure_user, CodeAnswer, Sshd, SshdSetup};
-use smsotp_e2e::{cli_path, closed_port, module_path, BlackHole, Scratch};
+use smsotp_e2e::{closed_port, module_path, BlackHole, Scratch};
 
 /// `ldapsearch -x -LLL` against `url`, trusting `ca`, bound as `bind`
 /// (dn, password) or anonymously, for `filter` under the base.
@@ -407,74 +407,12 @@ fn the_black_hole_holds_connections_silently_and_the_closed_port_refuses() {
 
 // ------------------------------------------------------------ the product
 
-/// One run of the `smsotp` tool.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
+use smsotp_e2e::ToolRun as Run;
 
 /// `smsotp --config SCRATCH/smsotp.toml ARGS`, killed (and the test
 /// failed) after [`TOOL_LIMIT`].
 fn smsotp(scratch: &Scratch, args: &[&str]) -> Run {
-    let mut child = Command::new(cli_path())
-        .arg("--config")
-        .arg(scratch.path("smsotp.toml"))
-        .args(args)
-        .env_remove("SUDO_USER")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run smsotp");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            String::from_utf8_lossy(&v).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + TOOL_LIMIT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for smsotp") {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let r = Run {
-        code: status.and_then(|s| s.code()).unwrap_or(-1),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
-    assert!(
-        status.is_some(),
-        "smsotp {args:?} ran past {TOOL_LIMIT:?}: {r}"
-    );
-    r
+    smsotp_e2e::run_tool(scratch, args, TOOL_LIMIT)
 }
 
 /// How long one `smsotp` run may take (every LDAP step is bounded by the
