@@ -483,24 +483,27 @@ pub trait Store {
 pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
     match spec {
         StoreSpec::Sqlite { .. } => Ok(Box::new(sqlite::SqliteStore::open_spec(spec)?)),
+        StoreSpec::Redis(r) => Ok(Box::new(redis::RedisStore::open(r)?)),
     }
 }
 
 /// What front ends say about the configured store without matching on its
 /// backend.
 impl StoreSpec {
-    /// The backend, as `store.kind` names it: "sqlite".
+    /// The backend, as `store.kind` names it: "sqlite" or "redis".
     pub fn kind(&self) -> &'static str {
         match self {
             StoreSpec::Sqlite { .. } => "sqlite",
+            StoreSpec::Redis(_) => "redis",
         }
     }
 
     /// Where the store is, for messages (the same text its errors name
-    /// it by): a SQLite file's path.
+    /// it by): a SQLite file's path, a Redis URL.
     pub fn location(&self) -> String {
         match self {
             StoreSpec::Sqlite { path, .. } => path.display().to_string(),
+            StoreSpec::Redis(r) => r.url.clone(),
         }
     }
 
@@ -515,6 +518,25 @@ impl StoreSpec {
                 ("path", path.display().to_string()),
                 ("busy_timeout", crate::config::human_duration(*busy_timeout)),
             ],
+            StoreSpec::Redis(r) => vec![
+                ("kind", self.kind().to_owned()),
+                ("url", r.url.clone()),
+                ("username", r.username.clone().unwrap_or_default()),
+                (
+                    "password_file",
+                    r.password_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
+                ("db", r.db.to_string()),
+                ("key_prefix", format!("{:?}", r.key_prefix)),
+                (
+                    "connect_timeout",
+                    crate::config::human_duration(r.connect_timeout),
+                ),
+                ("timeout", crate::config::human_duration(r.timeout)),
+            ],
         }
     }
 
@@ -525,6 +547,7 @@ impl StoreSpec {
     pub fn local_file(&self) -> Option<&Path> {
         match self {
             StoreSpec::Sqlite { path, .. } => Some(path),
+            StoreSpec::Redis(_) => None,
         }
     }
 }
@@ -532,6 +555,7 @@ impl StoreSpec {
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod memory;
+pub mod redis;
 pub mod shared;
 pub mod sqlite;
 
