@@ -397,6 +397,7 @@ impl Store for RedisStore {
     fn login_state(&self, user: &str, now: Millis) -> Result<LoginState, StoreError> {
         let (until, phone): (Option<Millis>, PhoneFields) = self.run(|c| {
             redis::pipe()
+                .atomic()
                 .cmd("HGET")
                 .arg(self.fail(user))
                 .arg("u")
@@ -421,6 +422,7 @@ impl Store for RedisStore {
     ) -> Result<AnswerState, StoreError> {
         let (h, until): (HashMap<String, Vec<u8>>, Option<Millis>) = self.run(|c| {
             redis::pipe()
+                .atomic()
                 .cmd("HGETALL")
                 .arg(self.ch(id))
                 .cmd("HGET")

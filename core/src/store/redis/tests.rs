@@ -347,3 +347,63 @@ fn redis_thread_probe_child() {
     assert_eq!(crate::sms::http::tests::tasks(), before);
     println!("probe: stored");
 }
+
+#[test]
+fn open_shared_opens_a_redis_store_that_keeps_the_contract() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let spec = crate::config::StoreSpec::Redis(Box::new(server.spec("shared:")));
+    let (shared, guard) = crate::store::open_shared(&spec).unwrap();
+    crate::store::conformance::backends::shared_backend_contract(&*shared);
+    drop(shared);
+    drop(guard);
+    // What it wrote is on the server, for the next process to see.
+    let again = crate::store::open(&spec).unwrap();
+    assert!(again.challenge(&record(1, "alice").id).unwrap().is_some());
+}
+
+#[test]
+fn login_and_answer_state_read_in_one_step() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let s = RedisStore::open(&server.spec("state:")).unwrap();
+    let rec = PhoneRecord {
+        e164: "+12025550143".into(),
+        set_at: 5,
+        set_by: "enroll:sshd".into(),
+    };
+    assert_eq!(s.login_state("alice", 1_000).unwrap(), Default::default());
+    s.set_phone("alice", &rec).unwrap();
+    let f = s
+        .record_failure("alice", 1_000, 1, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(f.locked_until, Some(61_000));
+    let l = s.login_state("alice", 2_000).unwrap();
+    assert_eq!((l.locked_until, l.phone), (Some(61_000), Some(rec)));
+    assert_eq!(s.login_state("alice", 61_000).unwrap().locked_until, None);
+    let c = record(9, "alice");
+    s.insert_challenge(&c).unwrap();
+    let a = s.answer_state(&c.id, "alice", 2_000).unwrap();
+    assert_eq!(
+        (a.challenge, a.locked_until),
+        (Some(c.clone()), Some(61_000))
+    );
+    let a = s.answer_state(&record(8, "bob").id, "bob", 2_000).unwrap();
+    assert_eq!((a.challenge, a.locked_until), (None, None));
+    // A value that is not ours is Corrupt, not a panic or a wrong answer.
+    let key = s.ch(&c.id);
+    s.run(|conn| {
+        redis::cmd("HSET")
+            .arg(&key)
+            .arg("a")
+            .arg("many")
+            .query::<i64>(conn)
+    })
+    .unwrap();
+    assert!(matches!(
+        s.challenge(&c.id).unwrap_err(),
+        StoreError::Corrupt { .. }
+    ));
+}
