@@ -20,8 +20,9 @@
 //!
 //! Backends live beside it: [`sqlite`] (the embedded default; `sweep.rs`
 //! forgets what has expired, and [`sqlite::shared`] with `commit.rs` is
-//! the group commit smsotp-radiusd uses) and [`memory`] (plain maps, for
-//! tests). One conformance suite (`conformance.rs`) runs against every
+//! the group commit smsotp-radiusd uses), [`redis`] (a Redis or Valkey
+//! server several hosts share; `redis/scripts.rs` holds the Lua that makes
+//! each method one atomic step) and [`memory`] (plain maps, for tests). One conformance suite (`conformance.rs`) runs against every
 //! backend, and a short contract test against every [`SharedBackend`]: a
 //! new backend is done when it passes them.
 

@@ -407,3 +407,20 @@ fn login_and_answer_state_read_in_one_step() {
         StoreError::Corrupt { .. }
     ));
 }
+
+#[test]
+fn an_acl_user_logs_in_with_its_password_file() {
+    let Some(server) = Server::start(&["--user", "smsotp", "on", ">acl-pw", "~*", "+@all"]) else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut spec = server.spec("acl:");
+    spec.username = Some("smsotp".into());
+    spec.password_file = Some(write_secret(d.path(), "pw", "acl-pw\n", 0o600));
+    let s = RedisStore::open(&spec).unwrap();
+    assert_eq!(s.backup_codes_left("alice").unwrap(), 0);
+    spec.username = Some("nobody".into());
+    let e = RedisStore::open(&spec).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+    assert!(!format!("{e:?}").contains("acl-pw"), "{e:?}");
+}
