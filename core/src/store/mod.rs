@@ -522,13 +522,17 @@ impl StoreSpec {
             StoreSpec::Redis(r) => vec![
                 ("kind", self.kind().to_owned()),
                 ("url", r.url.clone()),
-                ("username", r.username.clone().unwrap_or_default()),
+                (
+                    "username",
+                    r.username
+                        .clone()
+                        .unwrap_or_else(|| "(default user)".into()),
+                ),
                 (
                     "password_file",
                     r.password_file
                         .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
+                        .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
                 ),
                 ("db", r.db.to_string()),
                 ("key_prefix", format!("{:?}", r.key_prefix)),

@@ -156,8 +156,12 @@ impl RedisStore {
     }
 
     fn map_err(&self, e: &redis::RedisError) -> StoreError {
-        if e.kind() == redis::ErrorKind::UnexpectedReturnType || e.kind() == redis::ErrorKind::Parse
-        {
+        if e.kind() == redis::ErrorKind::Parse {
+            return self.unavailable(format!(
+                "what answered is not a Redis server (check store.url): {e}"
+            ));
+        }
+        if e.kind() == redis::ErrorKind::UnexpectedReturnType {
             return StoreError::Corrupt {
                 location: self.spec.url.clone(),
                 source: Box::new(Failed(format!("unexpected reply: {e}"))),
@@ -233,6 +237,7 @@ impl RedisStore {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_unrecoverable_error()
+                    || e.kind() == redis::ErrorKind::Parse
                     || !redis::ConnectionLike::is_open(conn)
                 {
                     *g = None;

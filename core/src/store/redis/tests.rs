@@ -424,3 +424,35 @@ fn an_acl_user_logs_in_with_its_password_file() {
     assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
     assert!(!format!("{e:?}").contains("acl-pw"), "{e:?}");
 }
+
+#[test]
+fn a_server_that_is_not_redis_is_unavailable() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let http = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let spec = RedisSpec {
+        url: format!("redis://127.0.0.1:{port}"),
+        addr: RedisAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        username: None,
+        password_file: None,
+        db: 0,
+        key_prefix: "x:".into(),
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
+    };
+    let e = RedisStore::open(&spec).unwrap_err();
+    let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{text}");
+    assert!(text.contains("not a Redis server"), "{text}");
+    http.join().unwrap();
+}
