@@ -257,6 +257,11 @@ fn file_modes(cfg: &Config, f: &mut Vec<Finding>) {
     if let Some(path) = cfg.store.local_file() {
         check_file(path, FileRule::Secret, "state store", f);
     }
+    if let smsotp_core::config::StoreSpec::Redis(r) = &cfg.store {
+        if let Some(pw) = &r.password_file {
+            check_file(pw, FileRule::Secret, "store password (redis)", f);
+        }
+    }
     for d in &cfg.directories {
         if let DirectorySpec::File { path } = d {
             check_file(path, FileRule::Data, "phone list", f);

@@ -66,8 +66,10 @@
 //! writes are durable). `store/sqlite` is the embedded default
 //! (`SqliteStore`; `sqlite/sweep.rs` deletes expired rows now and then;
 //! `sqlite/shared.rs` and `sqlite/commit.rs` are the group commit
-//! smsotp-radiusd uses); `store/memory` is the in-memory reference
-//! backend. One conformance suite (`store/conformance.rs`) runs against
+//! smsotp-radiusd uses); `store/redis` is the state several hosts share
+//! on a Redis or Valkey server (`RedisStore`: the sync client, no thread;
+//! each read-then-write a Lua script in `redis/scripts.rs`, TTLs as the
+//! safety net); `store/memory` is the in-memory reference backend. One conformance suite (`store/conformance.rs`) runs against
 //! every backend: a new backend is done when it passes it.
 //!
 //! Imports run one way: `config` (the schema and the loader) calls into

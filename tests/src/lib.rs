@@ -9,6 +9,7 @@
 
 pub mod pamenv;
 pub mod radiusd;
+pub mod redis;
 pub mod slapd;
 pub mod smpp;
 pub mod sshd;

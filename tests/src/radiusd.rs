@@ -862,6 +862,8 @@ pub struct ServerSpec {
     pub ipv6: bool,
     /// `[[provider]]` tables to use instead of the scratch outbox.
     pub providers: Option<String>,
+    /// A `[store]` table to use instead of the scratch SQLite file.
+    pub store: Option<String>,
 }
 
 impl ServerSpec {
@@ -874,6 +876,7 @@ impl ServerSpec {
             max_pending_sends: None,
             ipv6: true,
             providers: None,
+            store: None,
         }
     }
 
@@ -932,12 +935,29 @@ impl ServerSpec {
     }
 
     /// The whole config text: `extra`, `[radius]`, then the scratch tables.
+    /// The scratch's tables, with [`ServerSpec::store`] in place of its
+    /// `[store]` when set.
+    fn base_tables(&self, scratch: &Scratch) -> String {
+        let base = scratch.base_tables(true, self.providers.is_none());
+        match &self.store {
+            None => base,
+            Some(store) => {
+                let sqlite = format!(
+                    "[store]\nkind = \"sqlite\"\npath = \"{}/state.db\"\n\n",
+                    scratch.dir.path().display()
+                );
+                assert!(base.contains(&sqlite), "the scratch's [store] changed");
+                base.replace(&sqlite, store)
+            }
+        }
+    }
+
     pub fn config_text(&self, scratch: &Scratch, port: u16) -> String {
         format!(
             "{}\n{}\n{}{}",
             self.extra,
             self.radius_toml(scratch, port),
-            scratch.base_tables(true, self.providers.is_none()),
+            self.base_tables(scratch),
             self.providers.as_deref().unwrap_or_default()
         )
     }

@@ -1,5 +1,6 @@
 //! smsotp-radiusd end to end: the real server on loopback ports with a
-//! scratch config (sqlite store, outbox provider, audit file), driven by
+//! scratch config (sqlite store, or a test's own redis-server for the
+//! `redis_store_*` test; outbox provider, audit file), driven by
 //! FreeRADIUS's `radclient`, by packets crafted in [`smsotp_e2e::radiusd`]
 //! (which check every reply's Response Authenticator and that
 //! Message-Authenticator comes first and is right), and by
@@ -1939,4 +1940,45 @@ fn check_validates_the_config_the_secrets_and_every_phone_list_number() {
     let (code, out, err) = check(&config);
     assert_eq!(code, 78, "{out}{err}");
     assert!(err.contains("secret_file"), "{err}");
+}
+
+// ------------------------------------------------------------------ redis
+
+/// Two servers (two "hosts") on one Redis store: a challenge sent by one is
+/// answered at the other, once; the code key is shared as the hosts would
+/// share it.
+#[test]
+fn redis_store_two_servers_share_challenges() {
+    let Some(redis) = smsotp_e2e::redis::RedisServer::start() else {
+        return;
+    };
+    let scratch_a = Scratch::new();
+    phones(&scratch_a);
+    let key = scratch_a.path("shared-otp.key");
+    let spec = || {
+        let mut s = ServerSpec::new(vec![vpn()]);
+        s.store = Some(redis.store_toml("e2e:"));
+        s.extra = format!("[otp]\nkey_file = \"{}\"\n", key.display());
+        s
+    };
+    let a = Radiusd::start(&scratch_a, spec());
+    let outbox = scratch_a.outbox();
+    let nas_a = a.nas("127.0.0.1", "vpn");
+    let (reply, code) = challenge(&a, &nas_a, &outbox, "alice", NAS_PASSWORD);
+
+    // Host B: its own scratch (phones, outbox), the same Redis and key.
+    let scratch_b = Scratch::new();
+    phones(&scratch_b);
+    let b = Radiusd::start(&scratch_b, spec());
+    let nas_b = b.nas("127.0.0.1", "vpn");
+    let ok = follow_up(&b, &nas_b, "alice", &reply.state(), &code);
+    assert_code(&ok, code::ACCESS_ACCEPT, "right code at the other host", &b);
+    let again = follow_up(&a, &nas_a, "alice", &reply.state(), &code);
+    assert_code(&again, code::ACCESS_REJECT, "the same code again", &a);
+    assert!(
+        !scratch_a.path("state.db").exists() && !scratch_b.path("state.db").exists(),
+        "no SQLite file with a redis store"
+    );
+    assert_not_logged(&a, &scratch_a, &[&code, NAS_PASSWORD, SECRET_A]);
+    assert_not_logged(&b, &scratch_b, &[&code, NAS_PASSWORD, SECRET_A]);
 }

@@ -44,7 +44,7 @@ pub use radius::{
     short_secret_warning, ClientMode, PrimaryAuth, RadiusClient, RadiusSettings,
     RADIUS_SECRET_MIN_BYTES,
 };
-pub use store::{AuditSettings, DirectorySpec, StoreSpec};
+pub use store::{AuditSettings, DirectorySpec, RedisAddr, RedisSpec, StoreSpec};
 
 /// Where the config lives unless the front end is told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smsotp/smsotp.toml";
@@ -136,11 +136,13 @@ impl Config {
         let store = store::store(&c, &raw.store, state)?;
 
         // The code key lives beside the store unless configured elsewhere.
-        let StoreSpec::Sqlite {
-            path: store_path, ..
-        } = &store;
-        otp.key_file =
-            key_file.unwrap_or_else(|| store_path.parent().unwrap_or(state).join("otp.key"));
+        // With a store elsewhere (redis), it stays in the state directory.
+        otp.key_file = key_file.unwrap_or_else(|| match &store {
+            StoreSpec::Sqlite {
+                path: store_path, ..
+            } => store_path.parent().unwrap_or(state).join("otp.key"),
+            StoreSpec::Redis(_) => state.join("otp.key"),
+        });
 
         let mut warnings = Vec::new();
         let mut providers = Vec::new();

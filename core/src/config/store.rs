@@ -25,6 +25,13 @@ pub(super) struct RawStore {
     kind: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     busy_timeout: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    db: Option<Spanned<i64>>,
+    key_prefix: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,9 +59,11 @@ pub enum DirectorySpec {
     Ldap(Box<crate::directory::ldap::LdapSpec>),
 }
 
-/// `[store]`, validated: the one backend the loader accepts today.
+/// `[store]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
+    /// `kind = "redis"`: a Redis (or Valkey) server several hosts share.
+    Redis(Box<RedisSpec>),
     /// `kind = "sqlite"` (the default): one database file on this host.
     Sqlite {
         /// Absolute; default `/var/lib/smsotp/state.db`. The code key
@@ -64,6 +73,43 @@ pub enum StoreSpec {
         /// (default 5s).
         busy_timeout: Duration,
     },
+}
+
+/// Where a Redis server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAddr {
+    /// `redis://host:port` (port 6379 if left out).
+    Tcp {
+        /// A name or an address (an IPv6 address without its brackets).
+        host: String,
+        /// The TCP port.
+        port: u16,
+    },
+    /// `unix:///path` or `redis+unix:///path`.
+    Unix(PathBuf),
+}
+
+/// `[store] kind = "redis"`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSpec {
+    /// `store.url` as written (what messages name the store by).
+    pub url: String,
+    /// Where the server listens, from `url`.
+    pub addr: RedisAddr,
+    /// The ACL user (`AUTH username password`); `None`: the default user.
+    pub username: Option<String>,
+    /// A root-only file holding the password (one trailing newline is
+    /// dropped); read each time the store connects.
+    pub password_file: Option<PathBuf>,
+    /// The logical database, 0 to 15 (default 0).
+    pub db: i64,
+    /// Put before every key, so several sites can share one server
+    /// (default `"smsotp:"`).
+    pub key_prefix: String,
+    /// How long connecting may take, 100ms to 60s (default 2s).
+    pub connect_timeout: Duration,
+    /// How long one command may take, 100ms to 60s (default 2s).
+    pub timeout: Duration,
 }
 
 /// `[audit]`, validated.
@@ -115,7 +161,41 @@ pub(super) fn store(
     st: &RawStore,
     state: &Path,
 ) -> Result<StoreSpec, ConfigError> {
-    c.choice(&st.kind, "store.kind", &[("sqlite", ())], ())?;
+    let redis = c.choice(
+        &st.kind,
+        "store.kind",
+        &[("sqlite", false), ("redis", true)],
+        false,
+    )?;
+    if redis {
+        return redis_store(c, st);
+    }
+    for (key, set) in [
+        ("store.url", st.url.as_ref().map(Spanned::span)),
+        ("store.username", st.username.as_ref().map(Spanned::span)),
+        (
+            "store.password_file",
+            st.password_file.as_ref().map(Spanned::span),
+        ),
+        ("store.db", st.db.as_ref().map(Spanned::span)),
+        (
+            "store.key_prefix",
+            st.key_prefix.as_ref().map(Spanned::span),
+        ),
+        (
+            "store.connect_timeout",
+            st.connect_timeout.as_ref().map(Spanned::span),
+        ),
+        ("store.timeout", st.timeout.as_ref().map(Spanned::span)),
+    ] {
+        if let Some(span) = set {
+            return Err(c.err(
+                span,
+                key,
+                "is a setting of the redis store; set kind = \"redis\" or remove it",
+            ));
+        }
+    }
     Ok(StoreSpec::Sqlite {
         path: match &st.path {
             None => state.join("state.db"),
@@ -128,6 +208,163 @@ pub(super) fn store(
             Duration::from_secs(60),
             Duration::from_secs(5),
         )?,
+    })
+}
+
+/// Validates `[store]` with `kind = "redis"`.
+fn redis_store(c: &Checker<'_>, st: &RawStore) -> Result<StoreSpec, ConfigError> {
+    for (key, set) in [
+        ("store.path", st.path.as_ref().map(Spanned::span)),
+        (
+            "store.busy_timeout",
+            st.busy_timeout.as_ref().map(Spanned::span),
+        ),
+    ] {
+        if let Some(span) = set {
+            return Err(c.err(
+                span,
+                key,
+                "is a setting of the sqlite store; remove it (a redis store is named by url)",
+            ));
+        }
+    }
+    let Some(url) = &st.url else {
+        return Err(c.err(
+            st.kind.as_ref().map_or(0..0, Spanned::span),
+            "store.url",
+            "is missing; a redis store needs url = \"redis://host:6379\" or \"unix:///run/redis/redis.sock\"",
+        ));
+    };
+    let addr = redis_addr(url.get_ref()).map_err(|m| c.err(url.span(), "store.url", m))?;
+    let username = match &st.username {
+        None => None,
+        Some(u) if u.get_ref().is_empty() || u.get_ref().chars().any(|ch| ch.is_whitespace() || ch.is_control()) => {
+            return Err(c.err(
+                u.span(),
+                "store.username",
+                format!("{:?} is not a Redis user name; write the ACL user without spaces, or leave it out for the default user", u.get_ref()),
+            ))
+        }
+        Some(u) => Some(u.get_ref().clone()),
+    };
+    let password_file = st
+        .password_file
+        .as_ref()
+        .map(|p| c.absolute(p.get_ref(), p.span(), "store.password_file"))
+        .transpose()?;
+    if username.is_some() && password_file.is_none() {
+        return Err(c.err(
+            st.username.as_ref().map_or(0..0, Spanned::span),
+            "store.username",
+            "needs store.password_file too (a root-only file holding the user's password)",
+        ));
+    }
+    let db = c.int_in(&st.db, "store.db", 0..=15, 0)?;
+    let key_prefix = match &st.key_prefix {
+        None => "smsotp:".to_owned(),
+        Some(p) if p.get_ref().chars().any(|ch| ch.is_whitespace() || ch.is_control()) || p.get_ref().len() > 64 => {
+            return Err(c.err(
+                p.span(),
+                "store.key_prefix",
+                format!("{:?} is not a usable key prefix; use up to 64 characters without spaces, e.g. \"smsotp:site1:\"", p.get_ref()),
+            ))
+        }
+        Some(p) => p.get_ref().clone(),
+    };
+    let span = |min, max, default, v: &Option<Spanned<String>>, key| {
+        c.duration_in(v, key, min, max, default)
+    };
+    Ok(StoreSpec::Redis(Box::new(RedisSpec {
+        url: url.get_ref().clone(),
+        addr,
+        username,
+        password_file,
+        db,
+        key_prefix,
+        connect_timeout: span(
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+            &st.connect_timeout,
+            "store.connect_timeout",
+        )?,
+        timeout: span(
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+            &st.timeout,
+            "store.timeout",
+        )?,
+    })))
+}
+
+/// Reads `store.url`: `redis://host[:port]`, `unix:///path` or
+/// `redis+unix:///path`.
+fn redis_addr(url: &str) -> Result<RedisAddr, String> {
+    if url.starts_with("rediss://") {
+        return Err(format!(
+            "\"{url}\": TLS (rediss://) is not supported yet; use redis:// on a trusted network, or a Unix socket (unix:///path) with a TLS tunnel"
+        ));
+    }
+    for scheme in ["unix://", "redis+unix://"] {
+        if let Some(path) = url.strip_prefix(scheme) {
+            let path = Path::new(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "\"{url}\" does not name an absolute socket path; write {scheme}/run/redis/redis.sock"
+                ));
+            }
+            return Ok(RedisAddr::Unix(path.to_owned()));
+        }
+    }
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return Err(format!(
+            "\"{url}\" is not a Redis URL; write redis://host:6379 or unix:///run/redis/redis.sock"
+        ));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') {
+        // Not echoed: what is before the @ may be a password.
+        return Err(
+            "the URL holds credentials (user:password@); remove them and set store.username and store.password_file instead"
+                .to_owned(),
+        );
+    }
+    if rest.contains('/') || rest.contains('?') {
+        return Err(format!(
+            "\"{url}\" has a path or options; write only redis://host:port and set the database with store.db"
+        ));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err(format!(
+                "\"{url}\" has an unclosed [; write redis://[::1]:6379"
+            ));
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("\"{url}\" names no host; write redis://host:6379"));
+    }
+    let port = match port {
+        None => 6379,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return Err(format!(
+                    "\"{url}\": \"{p}\" is not a port; use a number from 1 to 65535"
+                ))
+            }
+        },
+    };
+    Ok(RedisAddr::Tcp {
+        host: host.to_owned(),
+        port,
     })
 }
 
@@ -154,5 +391,119 @@ fn gecos_field(name: &str) -> Result<usize, String> {
         other => Err(format!(
             "\"{other}\" is not a GECOS field; use \"work_phone\", \"home_phone\", \"other\", \"room\" or \"full_name\""
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{err_of, parse};
+    use super::*;
+
+    #[test]
+    fn redis_store_defaults() {
+        let c = parse("[store]\nkind = \"redis\"\nurl = \"redis://10.0.0.5\"\n").unwrap();
+        let StoreSpec::Redis(r) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(
+            r.addr,
+            RedisAddr::Tcp {
+                host: "10.0.0.5".into(),
+                port: 6379
+            }
+        );
+        assert_eq!(r.key_prefix, "smsotp:");
+        assert_eq!(r.db, 0);
+        assert_eq!(r.connect_timeout, Duration::from_secs(2));
+        assert_eq!(r.timeout, Duration::from_secs(2));
+        assert_eq!(r.username, None);
+        // No state directory of its own: the code key stays in /var/lib/smsotp.
+        assert_eq!(c.otp.key_file, Path::new("/var/lib/smsotp/otp.key"));
+        assert_eq!(c.store.local_file(), None);
+        assert_eq!(c.store.kind(), "redis");
+        assert_eq!(c.store.location(), "redis://10.0.0.5");
+    }
+
+    #[test]
+    fn redis_store_settings() {
+        let c = parse(
+            "[store]\nkind = \"redis\"\nurl = \"redis+unix:///run/redis/redis.sock\"\n\
+             username = \"smsotp\"\npassword_file = \"/etc/smsotp/redis.pass\"\ndb = 3\n\
+             key_prefix = \"smsotp:site1:\"\nconnect_timeout = \"500ms\"\ntimeout = \"1s\"\n",
+        )
+        .unwrap();
+        let StoreSpec::Redis(r) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(r.addr, RedisAddr::Unix("/run/redis/redis.sock".into()));
+        assert_eq!(r.username.as_deref(), Some("smsotp"));
+        assert_eq!(
+            r.password_file.as_deref(),
+            Some(Path::new("/etc/smsotp/redis.pass"))
+        );
+        assert_eq!((r.db, r.key_prefix.as_str()), (3, "smsotp:site1:"));
+        assert_eq!(r.connect_timeout, Duration::from_millis(500));
+        let shown = c.store.settings();
+        assert_eq!(shown[0], ("kind", "redis".to_owned()));
+        assert!(shown.contains(&("db", "3".to_owned())), "{shown:?}");
+        let v6 = parse("[store]\nkind = \"redis\"\nurl = \"redis://[::1]:7000\"\n").unwrap();
+        let StoreSpec::Redis(r) = &v6.store else {
+            panic!()
+        };
+        assert_eq!(
+            r.addr,
+            RedisAddr::Tcp {
+                host: "::1".into(),
+                port: 7000
+            }
+        );
+    }
+
+    #[test]
+    fn redis_store_errors_say_what_to_do() {
+        let r = |rest: &str| err_of(&format!("[store]\nkind = \"redis\"\n{rest}"));
+        let e = r("");
+        assert!(e.contains("store.url") && e.contains("is missing"), "{e}");
+        let e = r("url = \"rediss://r.example:6380\"\n");
+        assert!(e.contains("not supported yet"), "{e}");
+        let e = r("url = \"http://r.example\"\n");
+        assert!(e.contains("is not a Redis URL"), "{e}");
+        let e = r("url = \"redis://u:pw@r.example\"\n");
+        assert!(
+            e.contains("password_file instead") && !e.contains("pw@"),
+            "{e}"
+        );
+        let e = r("url = \"redis://r.example:99999\"\n");
+        assert!(e.contains("is not a port"), "{e}");
+        let e = r("url = \"redis://r.example/2\"\n");
+        assert!(e.contains("store.db"), "{e}");
+        let e = r("url = \"unix://run/redis.sock\"\n");
+        assert!(e.contains("absolute socket path"), "{e}");
+        let e = r("url = \"redis://\"\n");
+        assert!(e.contains("names no host"), "{e}");
+        let e = r("url = \"redis://r\"\ndb = 16\n");
+        assert!(e.contains("store.db") && e.contains("0 to 15"), "{e}");
+        let e = r("url = \"redis://r\"\nusername = \"smsotp\"\n");
+        assert!(e.contains("needs store.password_file"), "{e}");
+        let e = r("url = \"redis://r\"\nusername = \"a b\"\npassword_file = \"/p\"\n");
+        assert!(e.contains("not a Redis user name"), "{e}");
+        let e = r("url = \"redis://r\"\npassword_file = \"p\"\n");
+        assert!(e.contains("not an absolute path"), "{e}");
+        let e = r("url = \"redis://r\"\nkey_prefix = \"a b\"\n");
+        assert!(e.contains("not a usable key prefix"), "{e}");
+        let e = r("url = \"redis://r\"\ntimeout = \"2min\"\n");
+        assert!(
+            e.contains("store.timeout") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = r("url = \"redis://r\"\nconnect_timeout = \"1ms\"\n");
+        assert!(e.contains("store.connect_timeout"), "{e}");
+        let e = r("url = \"redis://r\"\npath = \"/var/lib/x.db\"\n");
+        assert!(e.contains("setting of the sqlite store"), "{e}");
+        let e = err_of("[store]\nurl = \"redis://r\"\n");
+        assert!(
+            e.contains("kind = \\\"redis\\\"") || e.contains("kind = \"redis\""),
+            "{e}"
+        );
     }
 }

@@ -482,7 +482,7 @@ pub(super) fn expiry(make: Make<'_>) {
     });
 }
 
-mod backends {
+pub(super) mod backends {
     use super::*;
     use crate::store::memory::MemoryStore;
     use crate::store::sqlite::{Committer, SharedStore, SqliteStore};
@@ -535,7 +535,7 @@ mod backends {
     /// What a server relies on from a [`SharedBackend`]: handles write to
     /// the one store, deferred work runs once, told the writes are durable,
     /// then the end-of-batch hook; `flush` returns once it all has run.
-    fn shared_backend_contract(s: &dyn SharedBackend) {
+    pub(in crate::store) fn shared_backend_contract(s: &dyn SharedBackend) {
         use std::sync::Arc;
         let batches = Arc::new(AtomicU32::new(0));
         let counted = batches.clone();

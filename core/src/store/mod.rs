@@ -20,8 +20,9 @@
 //!
 //! Backends live beside it: [`sqlite`] (the embedded default; `sweep.rs`
 //! forgets what has expired, and [`sqlite::shared`] with `commit.rs` is
-//! the group commit smsotp-radiusd uses) and [`memory`] (plain maps, for
-//! tests). One conformance suite (`conformance.rs`) runs against every
+//! the group commit smsotp-radiusd uses), [`redis`] (a Redis or Valkey
+//! server several hosts share; `redis/scripts.rs` holds the Lua that makes
+//! each method one atomic step) and [`memory`] (plain maps, for tests). One conformance suite (`conformance.rs`) runs against every
 //! backend, and a short contract test against every [`SharedBackend`]: a
 //! new backend is done when it passes them.
 
@@ -483,24 +484,27 @@ pub trait Store {
 pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
     match spec {
         StoreSpec::Sqlite { .. } => Ok(Box::new(sqlite::SqliteStore::open_spec(spec)?)),
+        StoreSpec::Redis(r) => Ok(Box::new(redis::RedisStore::open(r)?)),
     }
 }
 
 /// What front ends say about the configured store without matching on its
 /// backend.
 impl StoreSpec {
-    /// The backend, as `store.kind` names it: "sqlite".
+    /// The backend, as `store.kind` names it: "sqlite" or "redis".
     pub fn kind(&self) -> &'static str {
         match self {
             StoreSpec::Sqlite { .. } => "sqlite",
+            StoreSpec::Redis(_) => "redis",
         }
     }
 
     /// Where the store is, for messages (the same text its errors name
-    /// it by): a SQLite file's path.
+    /// it by): a SQLite file's path, a Redis URL.
     pub fn location(&self) -> String {
         match self {
             StoreSpec::Sqlite { path, .. } => path.display().to_string(),
+            StoreSpec::Redis(r) => r.url.clone(),
         }
     }
 
@@ -515,6 +519,29 @@ impl StoreSpec {
                 ("path", path.display().to_string()),
                 ("busy_timeout", crate::config::human_duration(*busy_timeout)),
             ],
+            StoreSpec::Redis(r) => vec![
+                ("kind", self.kind().to_owned()),
+                ("url", r.url.clone()),
+                (
+                    "username",
+                    r.username
+                        .clone()
+                        .unwrap_or_else(|| "(default user)".into()),
+                ),
+                (
+                    "password_file",
+                    r.password_file
+                        .as_ref()
+                        .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
+                ),
+                ("db", r.db.to_string()),
+                ("key_prefix", format!("{:?}", r.key_prefix)),
+                (
+                    "connect_timeout",
+                    crate::config::human_duration(r.connect_timeout),
+                ),
+                ("timeout", crate::config::human_duration(r.timeout)),
+            ],
         }
     }
 
@@ -525,6 +552,7 @@ impl StoreSpec {
     pub fn local_file(&self) -> Option<&Path> {
         match self {
             StoreSpec::Sqlite { path, .. } => Some(path),
+            StoreSpec::Redis(_) => None,
         }
     }
 }
@@ -532,6 +560,7 @@ impl StoreSpec {
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod memory;
+pub mod redis;
 pub mod shared;
 pub mod sqlite;
 

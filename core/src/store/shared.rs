@@ -4,7 +4,7 @@
 //! on are durable (a consumed code, a new challenge), so the server hands
 //! its reply to [`SharedBackend::defer`] and the backend sends it on once
 //! they are: at once for a backend whose every write is durable when it
-//! returns ([`super::memory::MemoryStore`]), after the batch's commit for
+//! returns ([`super::memory::MemoryStore`], [`super::redis::RedisStore`]), after the batch's commit for
 //! SQLite's group commit ([`super::sqlite::SharedStore`]).
 
 use super::{sqlite, Store, StoreError};
@@ -73,5 +73,9 @@ pub fn open_shared(spec: &StoreSpec) -> Result<(Box<dyn SharedBackend>, SharedGu
                 })?;
             Ok((Box::new(shared), SharedGuard(Some(Box::new(committer)))))
         }
+        StoreSpec::Redis(r) => Ok((
+            Box::new(super::redis::RedisStore::open(r)?),
+            SharedGuard::none(),
+        )),
     }
 }

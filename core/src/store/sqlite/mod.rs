@@ -137,7 +137,12 @@ CREATE TABLE IF NOT EXISTS opt_out (
 impl SqliteStore {
     /// Opens the store `spec` names (see [`SqliteStore::open`]).
     pub fn open_spec(spec: &crate::config::StoreSpec) -> Result<Self, StoreError> {
-        let crate::config::StoreSpec::Sqlite { path, busy_timeout } = spec;
+        let crate::config::StoreSpec::Sqlite { path, busy_timeout } = spec else {
+            return Err(StoreError::Unavailable {
+                location: spec.location(),
+                source: format!("a {} store is not a SQLite file", spec.kind()).into(),
+            });
+        };
         Self::open(path, *busy_timeout)
     }
 

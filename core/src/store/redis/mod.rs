@@ -1,0 +1,855 @@
+//! `RedisStore`: the shared state on a Redis (or Valkey) server, so many
+//! hosts share challenges, send windows, lockouts and registrations
+//! (`[store] kind = "redis"`).
+//!
+//! The client is the `redis` crate's synchronous connection: no thread, no
+//! runtime (it runs inside sshd). One connection per store handle, opened
+//! on first use and again after it broke; a failed command is not retried
+//! (it may have run), the next call reconnects.
+//!
+//! Every method is one atomic step on the server: a Lua script (`scripts.rs`;
+//! EVALSHA, EVAL when the server does not know it yet) where it reads
+//! before it writes, else one command or a MULTI block. Decisions use the
+//! `now` the caller passes, never the server's clock; challenges and send
+//! windows also get a TTL computed from the caller's times plus
+//! [`GRACE_MS`], a safety net so nothing needs a purge job.
+//!
+//! Keys, all under `store.key_prefix` (P):
+//! - `P c:<id in hex>`: a challenge, a hash (`u` user, `s` service, `m`
+//!   code MAC, `k` masked phone, `c` created, `t` sent, `e` expires, `a`
+//!   attempts left, `r` resends, `p` step 0-3, `n` pending phone);
+//! - `P f:<user>`: failures, a hash (`n` count, `u` locked until);
+//! - `P s:<user>`: the user's sends, a hash send time -> SMS at that time;
+//! - `P g:<bucket size>`: the global window, a hash bucket -> SMS in it;
+//! - `P p:<user>`: the registered phone (`e` E.164, `t` set at, `b` set by);
+//! - `P b:<user>`: backup codes, a hash argon2 hash -> 8-byte tag;
+//! - `P o`: opt-outs, a hash user -> "set_at set_by".
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+
+use super::shared::{AfterBatch, Deferred, SharedBackend};
+use super::{
+    AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendPermit,
+    SmsWindow, Step, Store, StoreError,
+};
+use crate::clock::{ms, Millis};
+use crate::config::{Rate, RedisAddr, RedisSpec};
+use crate::otp::ChallengeId;
+
+mod scripts;
+
+/// How long past the caller's expiry the server keeps a challenge or a
+/// send window before its TTL drops it (reads compare with `now` anyway).
+pub const GRACE_MS: Millis = 600_000;
+
+/// The shared state on a Redis server. Each value is one connection.
+///
+/// As a [`SharedBackend`] (smsotp-radiusd) it runs deferred work at once:
+/// a write is done on the server when its command returns, and as
+/// durable as the server's own persistence settings make it. Each
+/// [`SharedBackend::handle`] is a connection of its own.
+pub struct RedisStore {
+    spec: RedisSpec,
+    conn: Mutex<Option<Connection>>,
+    /// See [`SharedBackend::after_each_batch`].
+    after_batch: OnceLock<AfterBatch>,
+}
+
+impl SharedBackend for RedisStore {
+    fn handle(&self) -> Box<dyn Store> {
+        Box::new(RedisStore::lazy(&self.spec))
+    }
+    fn defer(&self, f: Deferred) {
+        f(Ok(()));
+        if let Some(after) = self.after_batch.get() {
+            after();
+        }
+    }
+    fn flush(&self) {}
+    fn after_each_batch(&self, f: AfterBatch) {
+        let _ = self.after_batch.set(f);
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.spec.url)
+            .field("key_prefix", &self.spec.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What failed, for [`StoreError`]'s source: never a secret or a code.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failed(String);
+
+fn step_num(s: Step) -> u8 {
+    match s {
+        Step::Code => 0,
+        Step::BackupOnly => 1,
+        Step::EnrollNumber => 2,
+        Step::EnrollCode => 3,
+    }
+}
+
+fn num_step(n: i64) -> Option<Step> {
+    Some(match n {
+        0 => Step::Code,
+        1 => Step::BackupOnly,
+        2 => Step::EnrollNumber,
+        3 => Step::EnrollCode,
+        _ => return None,
+    })
+}
+
+/// Same bucket size as SQLite's and memory's.
+fn global_bucket_ms(window: Duration) -> Millis {
+    (ms(window) / 60).max(1000)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A TTL for something that matters until `until`, counted from `from`.
+fn ttl(from: Millis, until: Millis) -> Millis {
+    until.saturating_sub(from).max(0).saturating_add(GRACE_MS)
+}
+
+impl RedisStore {
+    /// A store on the server `spec` names. Connects now, so a wrong URL,
+    /// password or a server that is down shows at once; later calls
+    /// reconnect when the connection broke.
+    pub fn open(spec: &RedisSpec) -> Result<Self, StoreError> {
+        let store = Self::lazy(spec);
+        {
+            let mut g = store.lock();
+            *g = Some(store.connect()?);
+        }
+        Ok(store)
+    }
+
+    /// A store on the server `spec` names that connects on first use.
+    pub fn lazy(spec: &RedisSpec) -> Self {
+        RedisStore {
+            spec: spec.clone(),
+            conn: Mutex::new(None),
+            after_batch: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unavailable(&self, what: String) -> StoreError {
+        StoreError::Unavailable {
+            location: self.spec.url.clone(),
+            source: Box::new(Failed(what)),
+        }
+    }
+
+    fn map_err(&self, e: &redis::RedisError) -> StoreError {
+        if e.kind() == redis::ErrorKind::Parse {
+            return self.unavailable(format!(
+                "what answered is not a Redis server (check store.url): {e}"
+            ));
+        }
+        if e.kind() == redis::ErrorKind::UnexpectedReturnType {
+            return StoreError::Corrupt {
+                location: self.spec.url.clone(),
+                source: Box::new(Failed(format!("unexpected reply: {e}"))),
+            };
+        }
+        if e.is_timeout() {
+            return self.unavailable(format!(
+                "no answer within store.timeout ({})",
+                crate::config::human_duration(self.spec.timeout)
+            ));
+        }
+        self.unavailable(e.to_string())
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let s = &self.spec;
+        let addr = match &s.addr {
+            RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
+            RedisAddr::Unix(path) => ConnectionAddr::Unix(path.clone()),
+        };
+        let mut redis_settings = RedisConnectionInfo::default()
+            .set_db(s.db)
+            .set_skip_set_lib_name();
+        if let Some(file) = &s.password_file {
+            let password = crate::files::read_secret(file)
+                .map_err(|e| self.unavailable(format!("store.password_file: {e}")))?;
+            redis_settings = redis_settings.set_password(password.expose());
+        }
+        if let Some(user) = &s.username {
+            redis_settings = redis_settings.set_username(user);
+        }
+        let info = addr
+            .into_connection_info()
+            .map_err(|e| self.map_err(&e))?
+            .set_redis_settings(redis_settings);
+        let client = redis::Client::open(info).map_err(|e| self.map_err(&e))?;
+        let conn = client
+            .get_connection_with_timeout(s.connect_timeout)
+            .map_err(|e| {
+                if e.is_timeout() {
+                    self.unavailable(format!(
+                        "cannot connect within store.connect_timeout ({})",
+                        crate::config::human_duration(s.connect_timeout)
+                    ))
+                } else {
+                    self.unavailable(format!("cannot connect: {e}"))
+                }
+            })?;
+        let mut conn = conn;
+        conn.set_read_timeout(Some(s.timeout))
+            .and_then(|()| conn.set_write_timeout(Some(s.timeout)))
+            .map_err(|e| self.map_err(&e))?;
+        // The handshake sends nothing without a password or a db: a PING
+        // shows now whether the server answers and lets us in.
+        redis::cmd("PING")
+            .query::<()>(&mut conn)
+            .map_err(|e| self.map_err(&e))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on the connection (opening it if needed); a connection
+    /// that failed is dropped, for the next call to open a new one.
+    fn run<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+        let mut g = self.lock();
+        let conn = match &mut *g {
+            Some(c) => c,
+            None => g.insert(self.connect()?),
+        };
+        match f(conn) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.kind() == redis::ErrorKind::Parse
+                    || !redis::ConnectionLike::is_open(conn)
+                {
+                    *g = None;
+                }
+                Err(self.map_err(&e))
+            }
+        }
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}{kind}:{rest}", self.spec.key_prefix)
+    }
+    fn ch(&self, id: &ChallengeId) -> String {
+        self.key("c", &hex(&id.0))
+    }
+    fn fail(&self, user: &str) -> String {
+        self.key("f", user)
+    }
+    fn sends(&self, user: &str) -> String {
+        self.key("s", user)
+    }
+    fn global(&self, size: Millis) -> String {
+        self.key("g", &size.to_string())
+    }
+    fn phone_key(&self, user: &str) -> String {
+        self.key("p", user)
+    }
+    fn backup(&self, user: &str) -> String {
+        self.key("b", user)
+    }
+    fn opt_key(&self) -> String {
+        format!("{}o", self.spec.key_prefix)
+    }
+
+    fn corrupt(&self, what: &str) -> StoreError {
+        StoreError::Corrupt {
+            location: self.spec.url.clone(),
+            source: Box::new(Failed(format!(
+                "{what}; delete the key or the store's keys (key_prefix {:?}) to start afresh",
+                self.spec.key_prefix
+            ))),
+        }
+    }
+
+    fn decode_challenge(
+        &self,
+        id: &ChallengeId,
+        h: HashMap<String, Vec<u8>>,
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let bad = || self.corrupt("a challenge is not what this smsotp writes");
+        let text = |f: &str| {
+            h.get(f)
+                .and_then(|v| String::from_utf8(v.clone()).ok())
+                .ok_or_else(bad)
+        };
+        let int = |f: &str| text(f).and_then(|t| t.parse::<i64>().map_err(|_| bad()));
+        let code_mac: [u8; 32] = h
+            .get("m")
+            .and_then(|m| m.as_slice().try_into().ok())
+            .ok_or_else(bad)?;
+        let pending_phone = match h.get("n") {
+            None => None,
+            Some(_) => Some(text("n")?),
+        };
+        Ok(Some(ChallengeRecord {
+            id: *id,
+            user: text("u")?,
+            service: text("s")?,
+            code_mac,
+            phone_masked: text("k")?,
+            created_at: int("c")?,
+            sent_at: int("t")?,
+            expires_at: int("e")?,
+            attempts_left: u32::try_from(int("a")?).map_err(|_| bad())?,
+            resends_used: u32::try_from(int("r")?).map_err(|_| bad())?,
+            step: num_step(int("p")?).ok_or_else(bad)?,
+            pending_phone,
+        }))
+    }
+
+    fn decode_phone(&self, v: PhoneFields) -> Result<Option<PhoneRecord>, StoreError> {
+        match v {
+            (None, None, None) => Ok(None),
+            (Some(e164), Some(set_at), Some(set_by)) => Ok(Some(PhoneRecord {
+                e164,
+                set_at,
+                set_by,
+            })),
+            _ => Err(self.corrupt("a phone record is not what this smsotp writes")),
+        }
+    }
+
+    /// Arguments that write a challenge (see `scripts::PUT`).
+    fn challenge_args<'a>(&self, inv: &mut redis::ScriptInvocation<'a>, c: &ChallengeRecord) {
+        inv.arg(&c.user)
+            .arg(&c.service)
+            .arg(&c.code_mac[..])
+            .arg(&c.phone_masked)
+            .arg(c.created_at)
+            .arg(c.sent_at)
+            .arg(c.expires_at)
+            .arg(c.attempts_left)
+            .arg(c.resends_used)
+            .arg(step_num(c.step))
+            .arg(u8::from(c.pending_phone.is_some()))
+            .arg(c.pending_phone.as_deref().unwrap_or(""))
+            .arg(ttl(c.created_at.min(c.sent_at), c.expires_at));
+    }
+
+    /// Keys and arguments of the send-window part of a script.
+    fn window_args<'a>(
+        &self,
+        inv: &mut redis::ScriptInvocation<'a>,
+        now: Millis,
+        per_user: Rate,
+        global: Rate,
+    ) {
+        let size = global_bucket_ms(global.window);
+        let longest = ms(per_user.window.max(global.window));
+        inv.arg(now)
+            .arg(now - ms(per_user.window))
+            .arg(per_user.count.get())
+            .arg(now - longest)
+            .arg(size)
+            .arg((now - ms(global.window)) / size)
+            .arg(now / size)
+            .arg(global.count.get())
+            .arg(ttl(now, now + longest));
+    }
+
+    fn permit(&self, n: i64) -> Result<SendPermit, StoreError> {
+        match n {
+            0 => Ok(SendPermit::Granted),
+            1 => Ok(SendPermit::UserLimit),
+            2 => Ok(SendPermit::GlobalLimit),
+            3 => Err(StoreError::Conflict {
+                location: self.spec.url.clone(),
+                source: "challenge id already used by another login".into(),
+            }),
+            _ => Err(self.corrupt("unexpected answer from the send-window script")),
+        }
+    }
+}
+
+/// A phone record's fields as HMGET reads them: number, set at, set by.
+type PhoneFields = (Option<String>, Option<i64>, Option<String>);
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+impl Store for RedisStore {
+    fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+        let until: Option<Millis> =
+            self.run(|c| redis::cmd("HGET").arg(self.fail(user)).arg("u").query(c))?;
+        Ok(until.filter(|&u| u > now))
+    }
+
+    fn login_state(&self, user: &str, now: Millis) -> Result<LoginState, StoreError> {
+        let (until, phone): (Option<Millis>, PhoneFields) = self.run(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HGET")
+                .arg(self.fail(user))
+                .arg("u")
+                .cmd("HMGET")
+                .arg(self.phone_key(user))
+                .arg("e")
+                .arg("t")
+                .arg("b")
+                .query(c)
+        })?;
+        Ok(LoginState {
+            locked_until: until.filter(|&u| u > now),
+            phone: self.decode_phone(phone)?,
+        })
+    }
+
+    fn answer_state(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        now: Millis,
+    ) -> Result<AnswerState, StoreError> {
+        let (h, until): (HashMap<String, Vec<u8>>, Option<Millis>) = self.run(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HGETALL")
+                .arg(self.ch(id))
+                .cmd("HGET")
+                .arg(self.fail(user))
+                .arg("u")
+                .query(c)
+        })?;
+        Ok(AnswerState {
+            challenge: self.decode_challenge(id, h)?,
+            locked_until: until.filter(|&u| u > now),
+        })
+    }
+
+    fn record_failure(
+        &self,
+        user: &str,
+        now: Millis,
+        lockout_after: u32,
+        lockout: Duration,
+    ) -> Result<FailureState, StoreError> {
+        let (n, until): (i64, i64) = self.run(|c| {
+            scripts::RECORD_FAILURE
+                .key(self.fail(user))
+                .arg(now)
+                .arg(lockout_after)
+                .arg(now.saturating_add(ms(lockout)))
+                .invoke(c)
+        })?;
+        Ok(FailureState {
+            count: count(n),
+            locked_until: (until >= 0).then_some(until),
+        })
+    }
+
+    fn clear_failures(&self, user: &str) -> Result<(), StoreError> {
+        self.run(|c| redis::cmd("DEL").arg(self.fail(user)).query::<i64>(c))?;
+        Ok(())
+    }
+
+    fn unlock(&self, user: &str) -> Result<(), StoreError> {
+        self.clear_failures(user)
+    }
+
+    fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
+        let (n, until): (Option<i64>, Option<Millis>) = self.run(|c| {
+            redis::cmd("HMGET")
+                .arg(self.fail(user))
+                .arg("n")
+                .arg("u")
+                .query(c)
+        })?;
+        Ok(FailureState {
+            count: n.map_or(0, count),
+            locked_until: until.filter(|&u| u > now),
+        })
+    }
+
+    fn sms_window(&self, user: &str, now: Millis, per_user: Rate) -> Result<SmsWindow, StoreError> {
+        let all: HashMap<Millis, u32> =
+            self.run(|c| redis::cmd("HGETALL").arg(self.sends(user)).query(c))?;
+        let span = ms(per_user.window);
+        let sends: BTreeMap<Millis, u32> =
+            all.into_iter().filter(|&(at, _)| at > now - span).collect();
+        let sent = sends.values().sum::<u32>();
+        let limit = per_user.count.get();
+        let next_allowed_at = (sent >= limit).then(|| {
+            let must_leave = sent - limit + 1;
+            let mut left = 0;
+            sends
+                .iter()
+                .find(|&(_, &n)| {
+                    left += n;
+                    left >= must_leave
+                })
+                .map_or(now, |(&at, _)| at + span)
+        });
+        Ok(SmsWindow {
+            sent,
+            next_allowed_at,
+        })
+    }
+
+    fn clear_sms_window(
+        &self,
+        user: &str,
+        now: Millis,
+        window: Duration,
+    ) -> Result<u32, StoreError> {
+        let n: i64 = self.run(|c| {
+            scripts::CLEAR_SENDS
+                .key(self.sends(user))
+                .arg(now - ms(window))
+                .invoke(c)
+        })?;
+        Ok(count(n))
+    }
+
+    fn reserve_sms(
+        &self,
+        user: &str,
+        now: Millis,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        let size = global_bucket_ms(global.window);
+        let n: i64 = self.run(|c| {
+            let mut inv = scripts::RESERVE.prepare_invoke();
+            inv.key(self.sends(user)).key(self.global(size));
+            self.window_args(&mut inv, now, per_user, global);
+            inv.invoke(c)
+        })?;
+        self.permit(n)
+    }
+
+    fn insert_challenge(&self, ch: &ChallengeRecord) -> Result<(), StoreError> {
+        let n: i64 = self.run(|c| {
+            let mut inv = scripts::INSERT.prepare_invoke();
+            inv.key(self.ch(&ch.id));
+            self.challenge_args(&mut inv, ch);
+            inv.invoke(c)
+        })?;
+        self.permit(n).map(|_| ())
+    }
+
+    fn start_challenge(
+        &self,
+        ch: &ChallengeRecord,
+        per_user: Rate,
+        global: Rate,
+    ) -> Result<SendPermit, StoreError> {
+        let size = global_bucket_ms(global.window);
+        let n: i64 = self.run(|c| {
+            let mut inv = scripts::START.prepare_invoke();
+            inv.key(self.ch(&ch.id))
+                .key(self.sends(&ch.user))
+                .key(self.global(size));
+            self.challenge_args(&mut inv, ch);
+            self.window_args(&mut inv, ch.created_at, per_user, global);
+            inv.invoke(c)
+        })?;
+        self.permit(n)
+    }
+
+    fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
+        let h: HashMap<String, Vec<u8>> =
+            self.run(|c| redis::cmd("HGETALL").arg(self.ch(id)).query(c))?;
+        self.decode_challenge(id, h)
+    }
+
+    fn replace_code(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+        resends_used: u32,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self.run(|c| {
+            scripts::REPLACE_CODE
+                .key(self.ch(id))
+                .arg(&code_mac[..])
+                .arg(sent_at)
+                .arg(expires_at)
+                .arg(attempts_left)
+                .arg(resends_used)
+                .arg(ttl(sent_at, expires_at))
+                .invoke(c)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn wrong_attempt(&self, id: &ChallengeId) -> Result<Option<u32>, StoreError> {
+        let n: i64 = self.run(|c| scripts::WRONG_ATTEMPT.key(self.ch(id)).invoke(c))?;
+        Ok((n >= 0).then(|| count(n)))
+    }
+
+    fn consume(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self.run(|c| {
+            scripts::CONSUME
+                .key(self.ch(id))
+                .key(self.fail(user))
+                .arg(&code_mac[..])
+                .invoke(c)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn consume_code(
+        &self,
+        id: &ChallengeId,
+        user: &str,
+        service: &str,
+        code_mac: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        self.run(|c| {
+            scripts::CONSUME_CODE
+                .key(self.ch(id))
+                .key(self.fail(user))
+                .arg(user)
+                .arg(service)
+                .arg(&code_mac[..])
+                .arg(now)
+                .invoke(c)
+        })
+    }
+
+    fn delete_challenge(&self, id: &ChallengeId) -> Result<(), StoreError> {
+        self.run(|c| redis::cmd("DEL").arg(self.ch(id)).query::<i64>(c))?;
+        Ok(())
+    }
+
+    fn withdraw(&self, id: &ChallengeId, code_mac: &[u8; 32]) -> Result<bool, StoreError> {
+        let n: i64 = self.run(|c| {
+            scripts::WITHDRAW
+                .key(self.ch(id))
+                .arg(&code_mac[..])
+                .invoke(c)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
+        let v = self.run(|c| {
+            redis::cmd("HMGET")
+                .arg(self.phone_key(user))
+                .arg("e")
+                .arg("t")
+                .arg("b")
+                .query(c)
+        })?;
+        self.decode_phone(v)
+    }
+
+    fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
+        self.run(|c| {
+            redis::cmd("HSET")
+                .arg(self.phone_key(user))
+                .arg("e")
+                .arg(&rec.e164)
+                .arg("t")
+                .arg(rec.set_at)
+                .arg("b")
+                .arg(&rec.set_by)
+                .query::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.run(|c| redis::cmd("DEL").arg(self.phone_key(user)).query(c))?;
+        Ok(n == 1)
+    }
+
+    fn enroll_number(
+        &self,
+        id: &ChallengeId,
+        e164: &str,
+        code_mac: &[u8; 32],
+        sent_at: Millis,
+        expires_at: Millis,
+        attempts_left: u32,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self.run(|c| {
+            scripts::ENROLL_NUMBER
+                .key(self.ch(id))
+                .arg(e164)
+                .arg(&code_mac[..])
+                .arg(crate::phone::mask_raw(e164))
+                .arg(sent_at)
+                .arg(expires_at)
+                .arg(attempts_left)
+                .arg(ttl(sent_at, expires_at))
+                .invoke(c)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn complete_enrollment(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        user: &str,
+        at: Millis,
+        set_by: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self.run(|c| {
+            scripts::COMPLETE_ENROLLMENT
+                .key(self.ch(id))
+                .key(self.fail(user))
+                .key(self.phone_key(user))
+                .arg(&code_mac[..])
+                .arg(user)
+                .arg(at)
+                .arg(set_by)
+                .invoke(c)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn set_step(
+        &self,
+        id: &ChallengeId,
+        code_mac: &[u8; 32],
+        step: Step,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self.run(|c| {
+            scripts::SET_STEP
+                .key(self.ch(id))
+                .arg(&code_mac[..])
+                .arg(step_num(step))
+                .invoke(c)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn replace_backup_codes(
+        &self,
+        user: &str,
+        codes: &[BackupHash],
+        _at: Millis,
+    ) -> Result<(), StoreError> {
+        self.run(|c| {
+            let mut p = redis::pipe();
+            p.atomic().cmd("DEL").arg(self.backup(user)).ignore();
+            if !codes.is_empty() {
+                let cmd = p.cmd("HSET").arg(self.backup(user));
+                for code in codes {
+                    cmd.arg(&code.hash).arg(&code.tag[..]);
+                }
+                cmd.ignore();
+            }
+            p.query::<()>(c)
+        })
+    }
+
+    fn backup_candidates(&self, user: &str, tag: &[u8; 8]) -> Result<Vec<String>, StoreError> {
+        let all: HashMap<String, Vec<u8>> =
+            self.run(|c| redis::cmd("HGETALL").arg(self.backup(user)).query(c))?;
+        Ok(all
+            .into_iter()
+            .filter(|(_, t)| t.as_slice() == tag)
+            .map(|(h, _)| h)
+            .collect())
+    }
+
+    fn consume_backup_code(
+        &self,
+        user: &str,
+        hash: &str,
+        challenge: Option<&ChallengeId>,
+    ) -> Result<Option<u32>, StoreError> {
+        let ch = challenge.map_or_else(|| self.key("c", "-"), |id| self.ch(id));
+        let n: i64 = self.run(|c| {
+            scripts::CONSUME_BACKUP
+                .key(self.backup(user))
+                .key(self.fail(user))
+                .key(ch)
+                .arg(hash)
+                .arg(u8::from(challenge.is_some()))
+                .invoke(c)
+        })?;
+        Ok((n >= 0).then(|| count(n)))
+    }
+
+    fn backup_codes_left(&self, user: &str) -> Result<u32, StoreError> {
+        let n: i64 = self.run(|c| redis::cmd("HLEN").arg(self.backup(user)).query(c))?;
+        Ok(count(n))
+    }
+
+    fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError> {
+        let (n, _): (i64, i64) = self.run(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HLEN")
+                .arg(self.backup(user))
+                .cmd("DEL")
+                .arg(self.backup(user))
+                .query(c)
+        })?;
+        Ok(count(n))
+    }
+
+    fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
+        self.run(|c| match set {
+            Some((by, at)) => redis::cmd("HSET")
+                .arg(self.opt_key())
+                .arg(user)
+                .arg(format!("{at} {by}"))
+                .query::<i64>(c),
+            None => redis::cmd("HDEL")
+                .arg(self.opt_key())
+                .arg(user)
+                .query::<i64>(c),
+        })?;
+        Ok(())
+    }
+
+    fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError> {
+        let v: Option<String> =
+            self.run(|c| redis::cmd("HGET").arg(self.opt_key()).arg(user).query(c))?;
+        let Some(v) = v else { return Ok(None) };
+        let (at, by) = v
+            .split_once(' ')
+            .and_then(|(at, by)| Some((at.parse::<Millis>().ok()?, by)))
+            .ok_or_else(|| self.corrupt("an opt-out is not what this smsotp writes"))?;
+        Ok(Some((by.to_owned(), at)))
+    }
+
+    fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
+        let mut users: Vec<String> =
+            self.run(|c| redis::cmd("HKEYS").arg(self.opt_key()).query(c))?;
+        users.sort();
+        Ok(users)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! The Lua scripts that make each read-then-write [`super::RedisStore`]
+//! method one atomic step on the server. Each runs by EVALSHA, with EVAL
+//! when the server does not know it yet (the `redis` crate's `Script`).
+//! Numbers that decide anything (now, expiries, windows) come from the
+//! caller as arguments: the server's clock is never consulted.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Compares two MACs in time that does not depend on where they differ.
+const EQ: &str = r"
+local function eq(a, b)
+  if not a or #a ~= #b then return false end
+  local d = 0
+  for i = 1, #a do d = bit.bor(d, bit.bxor(string.byte(a, i), string.byte(b, i))) end
+  return d == 0
+end
+";
+
+/// Writes a challenge from ARGV[1..13]: user, service, MAC, masked phone,
+/// created, sent, expires, attempts, resends, step, has pending, pending,
+/// TTL. A challenge of another login with the same id that has not
+/// expired at `created` is a conflict (answer 3).
+const PUT: &str = r"
+local function conflict(k, A)
+  local old = redis.call('HMGET', k, 'u', 's', 'e')
+  return old[1] and tonumber(old[3]) > tonumber(A[5]) and (old[1] ~= A[1] or old[2] ~= A[2])
+end
+local function put(k, A)
+  redis.call('DEL', k)
+  redis.call('HSET', k, 'u', A[1], 's', A[2], 'm', A[3], 'k', A[4], 'c', A[5], 't', A[6],
+    'e', A[7], 'a', A[8], 'r', A[9], 'p', A[10])
+  if A[11] == '1' then redis.call('HSET', k, 'n', A[12]) end
+  redis.call('PEXPIRE', k, A[13])
+end
+";
+
+/// Takes one SMS from the user's window (`ku`) and the global one (`kg`),
+/// with A[o..o+8]: now, user window start, user limit, forget sends up to
+/// here, bucket size, oldest global bucket (not counted), this bucket,
+/// global limit, TTL. 0 granted, 1 user limit, 2 global limit.
+const WINDOW: &str = r"
+local function reserve(ku, kg, A, o)
+  local usince = tonumber(A[o + 1])
+  local prune = tonumber(A[o + 3])
+  local size = tonumber(A[o + 4])
+  local n = 0
+  local all = redis.call('HGETALL', ku)
+  for i = 1, #all, 2 do
+    local at = tonumber(all[i])
+    if at <= prune then redis.call('HDEL', ku, all[i])
+    elseif at > usince then n = n + tonumber(all[i + 1]) end
+  end
+  if n >= tonumber(A[o + 2]) then return 1 end
+  local g = 0
+  local oldest = tonumber(A[o + 5])
+  all = redis.call('HGETALL', kg)
+  for i = 1, #all, 2 do
+    local b = tonumber(all[i])
+    if (b + 1) * size <= prune then redis.call('HDEL', kg, all[i])
+    elseif b > oldest then g = g + tonumber(all[i + 1]) end
+  end
+  if g >= tonumber(A[o + 7]) then return 2 end
+  redis.call('HINCRBY', ku, A[o], 1)
+  redis.call('HINCRBY', kg, A[o + 6], 1)
+  redis.call('PEXPIRE', ku, A[o + 8])
+  redis.call('PEXPIRE', kg, A[o + 8])
+  return 0
+end
+";
+
+fn script(parts: &[&str]) -> Script {
+    Script::new(&parts.concat())
+}
+
+/// KEYS: sends, global. ARGV: the window's (see `WINDOW`).
+pub(super) static RESERVE: LazyLock<Script> =
+    LazyLock::new(|| script(&[WINDOW, "return reserve(KEYS[1], KEYS[2], ARGV, 1)"]));
+
+/// KEYS: challenge. ARGV: the challenge's (see `PUT`). 0, or 3 (conflict).
+pub(super) static INSERT: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        PUT,
+        "if conflict(KEYS[1], ARGV) then return 3 end put(KEYS[1], ARGV) return 0",
+    ])
+});
+
+/// KEYS: challenge, sends, global. ARGV: the challenge's (13), then the
+/// window's. The challenge is written only if the SMS is granted.
+pub(super) static START: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        PUT,
+        WINDOW,
+        "if conflict(KEYS[1], ARGV) then return 3 end
+         local r = reserve(KEYS[2], KEYS[3], ARGV, 14)
+         if r == 0 then put(KEYS[1], ARGV) end
+         return r",
+    ])
+});
+
+/// KEYS: failures. ARGV: now, lockout after, locked until if locked.
+/// Returns {count, locked until or -1}.
+pub(super) static RECORD_FAILURE: LazyLock<Script> = LazyLock::new(|| {
+    script(&[r"
+local f = redis.call('HMGET', KEYS[1], 'n', 'u')
+local now = tonumber(ARGV[1])
+local n
+if f[2] and tonumber(f[2]) <= now then n = 1
+elseif f[1] then n = tonumber(f[1]) + 1
+else n = 1 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'n', n)
+local lu = -1
+if n >= tonumber(ARGV[2]) then
+  lu = tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], 'u', ARGV[3])
+end
+return {n, lu}
+"])
+});
+
+/// KEYS: sends. ARGV: window start. Deletes them all; returns how many
+/// were after the start.
+pub(super) static CLEAR_SENDS: LazyLock<Script> = LazyLock::new(|| {
+    script(&[r"
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+  if tonumber(all[i]) > tonumber(ARGV[1]) then n = n + tonumber(all[i + 1]) end
+end
+redis.call('DEL', KEYS[1])
+return n
+"])
+});
+
+/// KEYS: challenge. ARGV: MAC, sent, expires, attempts, resends, TTL.
+pub(super) static REPLACE_CODE: LazyLock<Script> = LazyLock::new(|| {
+    script(&[r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'm', ARGV[1], 't', ARGV[2], 'e', ARGV[3], 'a', ARGV[4], 'r', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"])
+});
+
+/// KEYS: challenge. Tries left, or -1 if it is gone.
+pub(super) static WRONG_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    script(&[r"
+local a = redis.call('HGET', KEYS[1], 'a')
+if not a then return -1 end
+local left = tonumber(a) - 1
+if left < 0 then left = 0 end
+if left == 0 then redis.call('DEL', KEYS[1]) else redis.call('HSET', KEYS[1], 'a', left) end
+return left
+"])
+});
+
+/// KEYS: challenge, failures. ARGV: MAC.
+pub(super) static CONSUME: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        EQ,
+        r"
+if not eq(redis.call('HGET', KEYS[1], 'm'), ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+",
+    ])
+});
+
+/// KEYS: challenge, failures. ARGV: user, service, MAC, now. The masked
+/// phone if it took the code, else nil.
+pub(super) static CONSUME_CODE: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        EQ,
+        r"
+local c = redis.call('HMGET', KEYS[1], 'u', 's', 'p', 'e', 'm', 'k')
+local now = tonumber(ARGV[4])
+if not c[1] or c[1] ~= ARGV[1] or c[2] ~= ARGV[2] or c[3] ~= '0'
+   or tonumber(c[4]) <= now or not eq(c[5], ARGV[3]) then return false end
+local lu = redis.call('HGET', KEYS[2], 'u')
+if lu and tonumber(lu) > now then return false end
+redis.call('DEL', KEYS[1], KEYS[2])
+return c[6]
+",
+    ])
+});
+
+/// KEYS: challenge. ARGV: MAC.
+pub(super) static WITHDRAW: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        EQ,
+        r"
+if not eq(redis.call('HGET', KEYS[1], 'm'), ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+",
+    ])
+});
+
+/// KEYS: challenge. ARGV: MAC, step.
+pub(super) static SET_STEP: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        EQ,
+        r"
+if not eq(redis.call('HGET', KEYS[1], 'm'), ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'p', ARGV[2])
+return 1
+",
+    ])
+});
+
+/// KEYS: challenge. ARGV: number, MAC, masked number, sent, expires,
+/// attempts, TTL.
+pub(super) static ENROLL_NUMBER: LazyLock<Script> = LazyLock::new(|| {
+    script(&[r"
+if redis.call('HGET', KEYS[1], 'p') ~= '2' then return 0 end
+redis.call('HSET', KEYS[1], 'p', '3', 'n', ARGV[1], 'm', ARGV[2], 'k', ARGV[3], 't', ARGV[4],
+  'e', ARGV[5], 'a', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+return 1
+"])
+});
+
+/// KEYS: challenge, failures, phone. ARGV: MAC, user, at, set by.
+pub(super) static COMPLETE_ENROLLMENT: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        EQ,
+        r"
+local c = redis.call('HMGET', KEYS[1], 'm', 'u', 'p', 'n')
+if not c[1] or not eq(c[1], ARGV[1]) or c[2] ~= ARGV[2] or c[3] ~= '3' or not c[4] then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('HSET', KEYS[3], 'e', c[4], 't', ARGV[3], 'b', ARGV[4])
+end
+return 1
+",
+    ])
+});
+
+/// KEYS: backup codes, failures, challenge. ARGV: hash, whether to delete
+/// the challenge. Codes left, or -1 if the code was gone.
+pub(super) static CONSUME_BACKUP: LazyLock<Script> = LazyLock::new(|| {
+    script(&[r"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('DEL', KEYS[2])
+if ARGV[2] == '1' then redis.call('DEL', KEYS[3]) end
+return redis.call('HLEN', KEYS[1])
+"])
+});

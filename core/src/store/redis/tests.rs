@@ -1,0 +1,458 @@
+//! The Redis store against a real `redis-server` started here on a Unix
+//! socket in a temp dir (no TCP port, no disk writes), killed on drop:
+//! the conformance suite, key prefixes, passwords, the server going away
+//! and coming back, and that a store operation starts no thread.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::RedisStore;
+use crate::config::{RedisAddr, RedisSpec};
+use crate::store::conformance::{record, run_all, Backend};
+use crate::store::{PhoneRecord, Store, StoreError};
+
+/// A `redis-server` of this test's own, on a Unix socket in a temp dir.
+pub(crate) struct Server {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts one, or says loudly why not and gives `None` if
+    /// `redis-server` is not installed (CI installs it: scripts/deps.sh).
+    pub(crate) fn start(extra: &[&str]) -> Option<Self> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            eprintln!(
+                "\n\n*** SKIPPED: redis-server is not installed; the Redis store is NOT tested \
+                 (apt-get install redis-server) ***\n\n"
+            );
+            return None;
+        }
+        let mut s = Server {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        s.run();
+        Some(s)
+    }
+
+    pub(crate) fn sock(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// Starts the server (again) and waits (< 5 s) until it answers.
+    fn run(&mut self) {
+        let _ = std::fs::remove_file(self.sock());
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.sock())
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if std::os::unix::net::UnixStream::connect(self.sock()).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start in 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A spec for this server, with keys under `prefix`.
+    pub(crate) fn spec(&self, prefix: &str) -> RedisSpec {
+        RedisSpec {
+            url: format!("unix://{}", self.sock().display()),
+            addr: RedisAddr::Unix(self.sock()),
+            username: None,
+            password_file: None,
+            db: 0,
+            key_prefix: prefix.to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One store for the suite: a fresh key prefix on a shared server; each
+/// handle a connection of its own, as each host's process has.
+struct OnRedis(RedisSpec);
+
+impl Backend for OnRedis {
+    fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
+        f(&RedisStore::open(&self.0).unwrap());
+    }
+}
+
+#[test]
+fn redis_store_conforms() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let n = AtomicU32::new(0);
+    run_all(&|| {
+        let prefix = format!("t{}:", n.fetch_add(1, Ordering::SeqCst));
+        Box::new(OnRedis(server.spec(&prefix)))
+    });
+}
+
+#[test]
+fn key_prefixes_and_dbs_keep_sites_apart() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let a = RedisStore::open(&server.spec("site1:")).unwrap();
+    let b = RedisStore::open(&server.spec("site2:")).unwrap();
+    let mut other_db = server.spec("site1:");
+    other_db.db = 1;
+    let c = RedisStore::open(&other_db).unwrap();
+    let rec = PhoneRecord {
+        e164: "+12025550143".into(),
+        set_at: 1,
+        set_by: "admin:root".into(),
+    };
+    a.set_phone("alice", &rec).unwrap();
+    a.insert_challenge(&record(1, "alice")).unwrap();
+    assert_eq!(a.phone("alice").unwrap(), Some(rec));
+    assert_eq!(b.phone("alice").unwrap(), None);
+    assert_eq!(c.phone("alice").unwrap(), None);
+    assert_eq!(b.challenge(&record(1, "alice").id).unwrap(), None);
+}
+
+#[test]
+fn challenges_get_a_ttl_from_the_callers_times() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let s = RedisStore::open(&server.spec("ttl:")).unwrap();
+    let c = record(7, "alice");
+    s.insert_challenge(&c).unwrap();
+    let key = s.ch(&c.id);
+    let ttl: i64 = s
+        .run(|conn| redis::cmd("PTTL").arg(&key).query(conn))
+        .unwrap();
+    let want = c.expires_at - c.created_at + super::GRACE_MS;
+    assert!(ttl > want - 5_000 && ttl <= want, "{ttl} vs {want}");
+}
+
+fn write_secret(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+#[test]
+fn password_file_rules() {
+    let Some(server) = Server::start(&["--requirepass", "s3cret-pw"]) else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut spec = server.spec("pw:");
+    // One trailing newline is not part of the password.
+    spec.password_file = Some(write_secret(d.path(), "ok", "s3cret-pw\n", 0o600));
+    let s = RedisStore::open(&spec).unwrap();
+    assert_eq!(s.phone("alice").unwrap(), None);
+
+    spec.password_file = Some(write_secret(d.path(), "wrong", "not-it\n", 0o600));
+    let e = RedisStore::open(&spec).unwrap_err();
+    let text = format!("{e}: {:?}", std::error::Error::source(&e));
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{text}");
+    assert!(
+        !text.contains("not-it") && !text.contains("s3cret"),
+        "{text}"
+    );
+
+    spec.password_file = Some(write_secret(d.path(), "open", "s3cret-pw\n", 0o644));
+    let e = RedisStore::open(&spec).unwrap_err();
+    let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(
+        text.contains("store.password_file") && text.contains("chmod 600"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+
+    spec.password_file = None;
+    let e = RedisStore::open(&spec).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+}
+
+#[test]
+fn a_stopped_server_is_unavailable_quickly_and_the_handle_recovers() {
+    let Some(mut server) = Server::start(&[]) else {
+        return;
+    };
+    let mut spec = server.spec("down:");
+    spec.timeout = Duration::from_millis(500);
+    spec.connect_timeout = Duration::from_millis(500);
+    let s = RedisStore::open(&spec).unwrap();
+    s.set_phone(
+        "alice",
+        &PhoneRecord {
+            e164: "+12025550143".into(),
+            set_at: 1,
+            set_by: "admin:root".into(),
+        },
+    )
+    .unwrap();
+    server.stop();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let e = s.locked_until("alice", 1).unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    // The data went with the server (no persistence here); the handle
+    // connects again.
+    server.run();
+    assert_eq!(s.phone("alice").unwrap(), None);
+    assert_eq!(s.locked_until("alice", 1).unwrap(), None);
+}
+
+#[test]
+fn a_server_that_does_not_answer_times_out() {
+    // Accepts and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut spec = RedisSpec {
+        url: format!("redis://127.0.0.1:{port}"),
+        addr: RedisAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        username: None,
+        password_file: None,
+        db: 0,
+        key_prefix: "x:".into(),
+        connect_timeout: Duration::from_millis(300),
+        timeout: Duration::from_millis(300),
+    };
+    let s = RedisStore::lazy(&spec);
+    let t = Instant::now();
+    let e = s.phone("alice").unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains(&spec.url), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(listener);
+    // Nothing listens: refused at once.
+    spec.db = 1;
+    let t = Instant::now();
+    let e = RedisStore::open(&spec).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+/// Runs [`redis_thread_probe_child`] in a fresh process of this test
+/// binary: store operations there start no thread (seccomp refuses
+/// thread creation).
+#[test]
+fn a_store_operation_starts_no_thread() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "store::redis::tests::redis_thread_probe_child",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("SMSOTP_REDIS_PROBE_SOCK", server.sock())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the probe did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("1 passed") && text.contains("probe: stored"),
+        "{text}"
+    );
+}
+
+/// Only does something when run by [`a_store_operation_starts_no_thread`].
+#[test]
+fn redis_thread_probe_child() {
+    let Ok(sock) = std::env::var("SMSOTP_REDIS_PROBE_SOCK") else {
+        return;
+    };
+    let sock = PathBuf::from(sock);
+    let spec = RedisSpec {
+        url: format!("unix://{}", sock.display()),
+        addr: RedisAddr::Unix(sock),
+        username: None,
+        password_file: None,
+        db: 0,
+        key_prefix: "probe:".into(),
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
+    };
+    let before = crate::sms::http::tests::tasks();
+    crate::sms::http::tests::forbid_new_threads();
+    assert!(
+        std::thread::Builder::new().spawn(|| ()).is_err(),
+        "the probe must be able to see a thread being started"
+    );
+    // Connecting, a script (EVALSHA, then EVAL) and a plain command.
+    let s = RedisStore::open(&spec).unwrap();
+    let c = record(3, "alice");
+    s.insert_challenge(&c).unwrap();
+    assert!(s.consume(&c.id, &c.code_mac, "alice").unwrap());
+    assert_eq!(s.phone("alice").unwrap(), None);
+    assert_eq!(crate::sms::http::tests::tasks(), before);
+    println!("probe: stored");
+}
+
+#[test]
+fn open_shared_opens_a_redis_store_that_keeps_the_contract() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let spec = crate::config::StoreSpec::Redis(Box::new(server.spec("shared:")));
+    let (shared, guard) = crate::store::open_shared(&spec).unwrap();
+    crate::store::conformance::backends::shared_backend_contract(&*shared);
+    drop(shared);
+    drop(guard);
+    // What it wrote is on the server, for the next process to see.
+    let again = crate::store::open(&spec).unwrap();
+    assert!(again.challenge(&record(1, "alice").id).unwrap().is_some());
+}
+
+#[test]
+fn login_and_answer_state_read_in_one_step() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let s = RedisStore::open(&server.spec("state:")).unwrap();
+    let rec = PhoneRecord {
+        e164: "+12025550143".into(),
+        set_at: 5,
+        set_by: "enroll:sshd".into(),
+    };
+    assert_eq!(s.login_state("alice", 1_000).unwrap(), Default::default());
+    s.set_phone("alice", &rec).unwrap();
+    let f = s
+        .record_failure("alice", 1_000, 1, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(f.locked_until, Some(61_000));
+    let l = s.login_state("alice", 2_000).unwrap();
+    assert_eq!((l.locked_until, l.phone), (Some(61_000), Some(rec)));
+    assert_eq!(s.login_state("alice", 61_000).unwrap().locked_until, None);
+    let c = record(9, "alice");
+    s.insert_challenge(&c).unwrap();
+    let a = s.answer_state(&c.id, "alice", 2_000).unwrap();
+    assert_eq!(
+        (a.challenge, a.locked_until),
+        (Some(c.clone()), Some(61_000))
+    );
+    let a = s.answer_state(&record(8, "bob").id, "bob", 2_000).unwrap();
+    assert_eq!((a.challenge, a.locked_until), (None, None));
+    // A value that is not ours is Corrupt, not a panic or a wrong answer.
+    let key = s.ch(&c.id);
+    s.run(|conn| {
+        redis::cmd("HSET")
+            .arg(&key)
+            .arg("a")
+            .arg("many")
+            .query::<i64>(conn)
+    })
+    .unwrap();
+    assert!(matches!(
+        s.challenge(&c.id).unwrap_err(),
+        StoreError::Corrupt { .. }
+    ));
+}
+
+#[test]
+fn an_acl_user_logs_in_with_its_password_file() {
+    let Some(server) = Server::start(&["--user", "smsotp", "on", ">acl-pw", "~*", "+@all"]) else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut spec = server.spec("acl:");
+    spec.username = Some("smsotp".into());
+    spec.password_file = Some(write_secret(d.path(), "pw", "acl-pw\n", 0o600));
+    let s = RedisStore::open(&spec).unwrap();
+    assert_eq!(s.backup_codes_left("alice").unwrap(), 0);
+    spec.username = Some("nobody".into());
+    let e = RedisStore::open(&spec).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+    assert!(!format!("{e:?}").contains("acl-pw"), "{e:?}");
+}
+
+#[test]
+fn a_server_that_is_not_redis_is_unavailable() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let http = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let spec = RedisSpec {
+        url: format!("redis://127.0.0.1:{port}"),
+        addr: RedisAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        username: None,
+        password_file: None,
+        db: 0,
+        key_prefix: "x:".into(),
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
+    };
+    let e = RedisStore::open(&spec).unwrap_err();
+    let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{text}");
+    assert!(text.contains("not a Redis server"), "{text}");
+    http.join().unwrap();
+}
