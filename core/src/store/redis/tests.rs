@@ -281,37 +281,13 @@ fn a_store_operation_starts_no_thread() {
     let Some(server) = Server::start(&[]) else {
         return;
     };
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "store::redis::tests::redis_thread_probe_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("SMSOTP_REDIS_PROBE_SOCK", server.sock())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the probe did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("1 passed") && text.contains("probe: stored"),
-        "{text}"
+    crate::sms::http::tests::run_probe(
+        "store::redis::tests::redis_thread_probe_child",
+        &[(
+            "SMSOTP_REDIS_PROBE_SOCK",
+            server.sock().display().to_string(),
+        )],
+        "probe: stored",
     );
 }
 
