@@ -4,16 +4,19 @@
 # and the helpers they share (wait_for, field; the caller defines die and
 # say).
 #
-#   bench_config DIR PORT WORKERS [AUDIT]   # writes DIR/smsotp.toml (0600)
+#   bench_config DIR PORT WORKERS [AUDIT] [STORE]   # writes DIR/smsotp.toml (0600)
 #
 # AUDIT "default" (the default) leaves [audit] out: the product's default,
 # audit lines to syslog. AUDIT "off" turns syslog off, a kinder setting no
 # user runs; figures measured so are labelled as such. WORKERS "default"
-# leaves the key out.
+# leaves the key out. STORE is a [store] table; the default is SQLite in
+# DIR/state.db.
 bench_config() {
     if [ "$3" = default ]; then workers_line=""; else workers_line="workers = $3"; fi
     if [ "${4:-default}" = off ]; then audit_table="[audit]
 syslog = false"; else audit_table=""; fi
+    store_table=${5:-}
+    [ -n "$store_table" ] || store_table=$(printf '[store]\nkind = "sqlite"\npath = "%s"\n' "$1/state.db")
     cat >"$1/smsotp.toml" <<EOF_CONF
 [radius]
 listen = ["127.0.0.1:$2"]
@@ -39,9 +42,7 @@ path = "$1/phones.toml"
 kind = "outbox"
 path = "$1/outbox.jsonl"
 
-[store]
-kind = "sqlite"
-path = "$1/state.db"
+$store_table
 
 $audit_table
 EOF_CONF

@@ -10,6 +10,7 @@
 #   scripts/bench-radius.sh                  # 20,000 flows each, 64 in flight
 #   FLOWS=50000 INFLIGHT=128 scripts/bench-radius.sh
 #   MODE=kind scripts/bench-radius.sh        # the kinder settings, labelled
+#   STORE=redis scripts/bench-radius.sh      # also smsotp-radiusd on Redis
 #
 # MODE=defaults (the default, the headline): smsotp-radiusd runs with the
 # product's defaults where they matter (workers unset, [audit] left out so
@@ -19,6 +20,16 @@
 # own default logging (log { auth = no }: its start-up lines, to a file,
 # and no line per request). MODE=kind: syslog off and four source
 # sockets, settings no user runs; its figures are labelled so.
+#
+# STORE=redis adds smsotp-radiusd on a local redis-server (TCP on
+# 127.0.0.1, appendonly yes + appendfsync everysec, as docs/redis.md
+# recommends) to every round, beside the same server on SQLite, and prints
+# the ratio of the two (target: Redis at least 0.8 of SQLite) and the
+# Redis round trips per login (the server's read events, INFO stats
+# total_reads_processed, over the flows); then one run of three
+# smsotp-radiusd instances on that Redis, each loaded by a radload of its
+# own (three NASes, a third of the flows and of the flows in flight each,
+# users of their own), their flows/s summed.
 #
 # Both servers run side by side; each first gets WARMUP flows (2000) that
 # are not counted, as benchmarks do, so neither is measured while its
@@ -32,7 +43,7 @@
 #
 # Knobs (environment): FLOWS (20000), WARMUP (2000), ROUNDS (5), DURATION (300 s, a cap per run),
 # INFLIGHT (64), SOCKETS (1 in MODE=defaults, 4 in MODE=kind), USERS (10000), PENDING (10000),
-# ONLY=freeradius|smsotp (run one side), KEEP=1 (keep the temp dir),
+# ONLY=freeradius|smsotp (run one side), STORE=sqlite|redis, KEEP=1 (keep the temp dir),
 # NO_BUILD=1 (use the release binaries already in target/).
 #
 # Installs the Debian packages it needs when missing (freeradius,
@@ -59,6 +70,12 @@ esac
 USERS=${USERS:-10000}
 PENDING=${PENDING:-10000}
 ONLY=${ONLY:-}
+STORE=${STORE:-sqlite}
+case "$STORE" in
+    sqlite | redis) ;;
+    *) echo "bench-radius: STORE must be sqlite or redis" >&2; exit 2 ;;
+esac
+[ "$STORE" = sqlite ] || [ "$ONLY" != freeradius ] || { echo "bench-radius: STORE=redis needs smsotp (not ONLY=freeradius)" >&2; exit 2; }
 CODE=123456
 PASSWORD=bench-password
 P99_TARGET_MS=5
@@ -68,6 +85,7 @@ say() { echo "bench-radius: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 packages="freeradius freeradius-utils"
+[ "$STORE" = sqlite ] || packages="$packages redis-server redis-tools"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -99,19 +117,28 @@ server="$target_dir/release/smsotp-radiusd"
 work=$(mktemp -d /tmp/bench-radius.XXXXXX)
 fr_pid=""
 sms_pid=""
+red_pid=""
+redis_pid=""
+three_pids=""
 stop() {
     # Only the processes this script started, by pid.
-    for pid in $fr_pid $sms_pid; do
+    for pid in $fr_pid $sms_pid $red_pid $three_pids; do
         kill -TERM "$pid" 2>/dev/null || true
     done
-    for pid in $fr_pid $sms_pid; do
+    for pid in $fr_pid $sms_pid $red_pid $three_pids; do
         wait "$pid" 2>/dev/null || true
     done
     fr_pid=""
     sms_pid=""
+    red_pid=""
+    three_pids=""
 }
 cleanup() {
     stop
+    if [ -n "$redis_pid" ]; then
+        kill -TERM "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+    fi
     if [ -n "$syslog_pid" ]; then
         kill -TERM "$syslog_pid" 2>/dev/null || true
     fi
@@ -274,14 +301,14 @@ EOF
 fi
 
 # ------------------------------------------------------------ smsotp-radiusd
-start_smsotp() { # name; sets sms_pid, sms_port, sms_dir
+start_smsotp() { # name [store-table [phones]]; sets sms_pid, sms_port, sms_dir
     sms_dir="$work/$1"
     mkdir -p "$sms_dir"
     cp "$work/secret" "$sms_dir/secret"
-    cp "$work/phones.toml" "$sms_dir/phones.toml"
+    cp "${3:-$work/phones.toml}" "$sms_dir/phones.toml"
     chmod 0644 "$sms_dir/phones.toml"
     sms_port=$("$radload" --free-udp-port)
-    bench_config "$sms_dir" "$sms_port" "$WORKERS" "$AUDIT"
+    bench_config "$sms_dir" "$sms_port" "$WORKERS" "$AUDIT" "${2:-}"
     "$server" --config "$sms_dir/smsotp.toml" 2>"$sms_dir/stderr.log" &
     sms_pid=$!
     wait_for "$sms_dir/stderr.log" "smsotp-radiusd: ready" "$sms_pid" smsotp-radiusd
@@ -289,26 +316,70 @@ start_smsotp() { # name; sets sms_pid, sms_port, sms_dir
     sms_cmd="$server --config $sms_dir/smsotp.toml"
 }
 
+# ------------------------------------------------------------------- Redis
+if [ "$STORE" = redis ]; then
+    redis_port=$("$radload" --free-udp-port)
+    mkdir -p "$work/redis"
+    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" --save "" \
+        --appendonly yes --appendfsync everysec --daemonize no >"$work/redis/log" 2>&1 &
+    redis_pid=$!
+    i=0
+    until redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null | grep -q PONG; do
+        kill -0 "$redis_pid" 2>/dev/null || { cat "$work/redis/log" >&2; die "redis-server exited"; }
+        i=$((i + 1))
+        [ "$i" -lt 100 ] || die "redis-server not answering after 10 s"
+        sleep 0.1
+    done
+    redis_version=$(redis-cli -h 127.0.0.1 -p "$redis_port" info server | tr -d '\r' | sed -n 's/^redis_version://p')
+    say "redis-server $redis_version on 127.0.0.1:$redis_port (appendonly yes, appendfsync everysec)"
+    redis_cmd="redis-server --bind 127.0.0.1 --port $redis_port --dir $work/redis --save '' --appendonly yes --appendfsync everysec"
+    # One code key for every instance (the first creates it), as on a real site.
+    redis_store() { # key prefix
+        printf '[store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"\nkey_prefix = "%s"\n\n[otp]\nkey_file = "%s"\n' \
+            "$redis_port" "$1" "$work/redis-otp.key"
+    }
+    redis_reads() { redis-cli -h 127.0.0.1 -p "$redis_port" info stats | sed -n 's/^total_reads_processed:\([0-9]*\).*/\1/p'; }
+fi
+
 rss() { grep -E '^(VmRSS|VmHWM)' "/proc/$1/status" | tr -s ' \t' ' ' | tr '\n' ' '; }
 rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }
 
+outbox_code() { printf '%s' "tail -n 1 '$1/outbox.jsonl' | sed -n 's/.*\"message\":\"[^0-9]*\([0-9]\{6,10\}\).*/\\1/p'"; }
 if [ "$ONLY" != freeradius ]; then
     start_smsotp throughput
-    smoke "$sms_port" "tail -n 1 '$sms_dir/outbox.jsonl' | sed -n 's/.*\"message\":\"[^0-9]*\([0-9]\{6,10\}\).*/\1/p'"
+    smoke "$sms_port" "$(outbox_code "$sms_dir")"
     tp_cmd=$sms_cmd
+fi
+if [ "$STORE" = redis ]; then
+    # Its own process beside the SQLite one, so the rounds alternate.
+    keep_pid=$sms_pid keep_port=$sms_port keep_dir=$sms_dir
+    start_smsotp redis-1 "$(redis_store "bench1:")"
+    smoke "$sms_port" "$(outbox_code "$sms_dir")"
+    red_pid=$sms_pid red_port=$sms_port red_dir=$sms_dir red_cmd=$sms_cmd
+    sms_pid=$keep_pid sms_port=$keep_port sms_dir=$keep_dir
 fi
 
 # ------------------------------------------------------------------ rounds
 fr_load() { run_load "freeradius-$1" "$fr_port" "$fr_pid" --fixed-code "$CODE"; }
 sms_load() { run_load "smsotp-$1" "$sms_port" "$sms_pid" --outbox "$sms_dir/outbox.jsonl" --phones "$sms_dir/phones.toml"; }
+red_load() {
+    r0=$(redis_reads) c0=$(cpu_ticks "$redis_pid")
+    run_load "redis-$1" "$red_port" "$red_pid" --outbox "$red_dir/outbox.jsonl" --phones "$red_dir/phones.toml"
+    r1=$(redis_reads) c1=$(cpu_ticks "$redis_pid")
+    awk -v r=$((r1 - r0)) -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v f="$(field "$work/redis-$1.out" completed)" 'BEGIN {
+        if (f > 0) printf "%.2f %.1f\n", r / f, c * 1000 / hz * 1000 / f; else print "- -" }' >"$work/redis-$1.trips"
+}
 [ "$ONLY" = smsotp ] || warm_up freeradius "$fr_port" --fixed-code "$CODE"
 [ "$ONLY" = freeradius ] || warm_up smsotp "$sms_port" --outbox "$sms_dir/outbox.jsonl" --phones "$sms_dir/phones.toml"
+[ "$STORE" = sqlite ] || warm_up redis "$red_port" --outbox "$red_dir/outbox.jsonl" --phones "$red_dir/phones.toml"
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
     if [ $((round % 2)) = 1 ]; then
         [ "$ONLY" = smsotp ] || fr_load "$round"
         [ "$ONLY" = freeradius ] || sms_load "$round"
+        [ "$STORE" = sqlite ] || red_load "$round"
     else
+        [ "$STORE" = sqlite ] || red_load "$round"
         [ "$ONLY" = freeradius ] || sms_load "$round"
         [ "$ONLY" = smsotp ] || fr_load "$round"
     fi
@@ -322,6 +393,46 @@ if [ "$ONLY" != freeradius ]; then
     cp "$sms_dir/stderr.log" "$work/smsotp-throughput.stderr"
 fi
 stop
+
+# Three instances on the one Redis, three NASes: a radload each, with a
+# third of the flows and of the flows in flight, and users of its own.
+if [ "$STORE" = redis ]; then
+    three_pids=""
+    for k in 1 2 3; do
+        "$radload" --users "$USERS" --user-prefix "nas$k" --password "$PASSWORD" \
+            --write-phones "$work/phones-nas$k.toml" >/dev/null
+        start_smsotp "redis-3-$k" "$(redis_store "bench3:")" "$work/phones-nas$k.toml"
+        eval "three_pid_$k=$sms_pid three_port_$k=$sms_port three_dir_$k=$sms_dir"
+        three_pids="$three_pids $sms_pid"
+        eval "three_cmd_$k=\"\$sms_cmd\""
+    done
+    for k in 1 2 3; do
+        eval "p=\$three_port_$k d=\$three_dir_$k"
+        "$radload" --label "redis3-$k-warmup" --target "127.0.0.1:$p" --secret-file "$work/secret" \
+            --flows $((WARMUP / 3 + 1)) --duration "$DURATION" --inflight $((INFLIGHT / 3)) --sockets "$SOCKETS" \
+            --users "$USERS" --user-prefix "nas$k" --password "$PASSWORD" \
+            --outbox "$d/outbox.jsonl" --phones "$d/phones.toml" >"$work/redis3-$k.warmup.out" ||
+            { cat "$work/redis3-$k.warmup.out" >&2; die "warm-up run against instance $k failed"; }
+    done
+    cut -d' ' -f1-3 /proc/loadavg >"$work/redis3.load"
+    r0=$(redis_reads)
+    for k in 1 2 3; do
+        eval "p=\$three_port_$k d=\$three_dir_$k"
+        "$radload" --label "redis3-$k" --target "127.0.0.1:$p" --secret-file "$work/secret" \
+            --flows $((FLOWS / 3)) --duration "$DURATION" --inflight $((INFLIGHT / 3)) --sockets "$SOCKETS" \
+            --users "$USERS" --user-prefix "nas$k" --password "$PASSWORD" \
+            --outbox "$d/outbox.jsonl" --phones "$d/phones.toml" >"$work/redis3-$k.out" &
+        eval "three_load_$k=\$!"
+    done
+    for k in 1 2 3; do
+        eval "wait \$three_load_$k" || { cat "$work/redis3-$k.out" >&2; die "radload against instance $k failed"; }
+    done
+    r1=$(redis_reads)
+    three_rate=$(for k in 1 2 3; do field "$work/redis3-$k.out" rate; done | awk '{ n += $1 } END { printf "%.1f", n }')
+    three_done=$(for k in 1 2 3; do field "$work/redis3-$k.out" completed; done | awk '{ n += $1 } END { print n + 0 }')
+    three_trips=$(awk -v r=$((r1 - r0)) -v f="$three_done" 'BEGIN { if (f > 0) printf "%.2f", r / f; else print "-" }')
+    stop
+fi
 
 if [ "$ONLY" != freeradius ]; then
     start_smsotp pending
@@ -385,6 +496,7 @@ medians() { # server
 servers=""
 [ "$ONLY" = smsotp ] || servers="freeradius"
 [ "$ONLY" = freeradius ] || servers="$servers smsotp"
+[ "$STORE" = sqlite ] || servers="$servers redis"
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
     for srv in $servers; do fmt_run "$srv-$round"; done
@@ -412,6 +524,32 @@ if [ -z "$ONLY" ]; then
     echo "ratio smsotp/freeradius flows/s, each round: $(echo $ratios)"
     awk -v m="$m" 'BEGIN { printf "ratio smsotp/freeradius flows/s: %s, the median (%s)\n", m, (m >= 1 ? "target met" : "target MISSED") }'
 fi
+if [ "$STORE" = redis ]; then
+    echo "smsotp-radiusd on Redis $redis_version (redis-1: 127.0.0.1:$redis_port, appendonly yes, appendfsync everysec; the rows \"redis\" above):"
+    echo "    server:  $red_cmd"
+    echo "    redis:   $redis_cmd"
+    echo "    Redis round trips per login (server read events / flows), each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f1 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')"
+    echo "    redis-server CPU per 1000 flows, each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f2 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')ms"
+    red_ratios=$(r=1; while [ "$r" -le "$ROUNDS" ]; do
+        awk -v s="$(field "$work/redis-$r.out" rate)" -v q="$(field "$work/smsotp-$r.out" rate)" \
+            'BEGIN { if (q > 0 && s > 0) printf "%.4f\n", s / q }'
+        r=$((r + 1))
+    done)
+    rm_=$(echo "$red_ratios" | median)
+    echo "ratio Redis/SQLite flows/s (one smsotp-radiusd each), each round: $(echo $red_ratios)"
+    awk -v m="$rm_" 'BEGIN { printf "ratio Redis/SQLite flows/s: %s, the median (target 0.8: %s)\n", m, (m >= 0.8 ? "met" : "MISSED") }'
+    [ -z "$ONLY" ] && echo "ratio Redis/FreeRADIUS flows/s (median of the rounds): $(r=1; while [ "$r" -le "$ROUNDS" ]; do
+        awk -v s="$(field "$work/redis-$r.out" rate)" -v f="$(field "$work/freeradius-$r.out" rate)" \
+            'BEGIN { if (f > 0 && s > 0) printf "%.4f\n", s / f }'; r=$((r + 1)); done | median)"
+    echo "three smsotp-radiusd instances on the one Redis (three NASes, $((INFLIGHT / 3)) flows in flight each, load before: $(cat "$work/redis3.load")):"
+    for i in 1 2 3; do
+        printf '    instance %s: %s flows/s, %s flows, request p99 %s ms, errors %s\n' "$i" \
+            "$(field "$work/redis3-$i.out" rate)" "$(field "$work/redis3-$i.out" completed)" \
+            "$(field "$work/redis3-$i.out" request_p99_ms)" "$(field "$work/redis3-$i.out" errors)"
+    done
+    echo "    together: $three_rate flows/s; Redis round trips per login $three_trips"
+    echo "    instance 1: $three_cmd_1"
+fi
 if [ "$ONLY" != freeradius ]; then
     # The target is a request's p99: the time a NAS waits for an answer.
     # A flow is two requests one after the other (and the code lookup).
@@ -430,5 +568,5 @@ if [ "$ONLY" != freeradius ]; then
     echo "    server:  $pending_cmd"
     echo "    $(sed -n 's/^  reproduce: //p' "$work/pending.out")"
 fi
-echo "reproduce all: cd $root && MODE=$MODE FLOWS=$FLOWS WARMUP=$WARMUP ROUNDS=$ROUNDS DURATION=$DURATION INFLIGHT=$INFLIGHT SOCKETS=$SOCKETS USERS=$USERS PENDING=$PENDING${ONLY:+ ONLY=$ONLY} scripts/bench-radius.sh"
+echo "reproduce all: cd $root && MODE=$MODE FLOWS=$FLOWS WARMUP=$WARMUP ROUNDS=$ROUNDS DURATION=$DURATION INFLIGHT=$INFLIGHT SOCKETS=$SOCKETS USERS=$USERS PENDING=$PENDING${ONLY:+ ONLY=$ONLY} STORE=$STORE scripts/bench-radius.sh"
 echo "(the per-run commands above use files in $work, which is removed at exit unless KEEP=1)"

@@ -141,6 +141,37 @@ impl NumberCache for NoCache {
     fn put(&self, _key: &str, _e164: &str, _region: Option<&str>) {}
 }
 
+/// Validated numbers remembered in memory, shared by threads: what a
+/// server keeps in front of its store's cache, since entries never change
+/// meaning (the key holds the build's version). Holds at most
+/// [`MemoryNumbers::CAPACITY`] entries; beyond, it starts over.
+#[derive(Debug, Default)]
+pub struct MemoryNumbers(std::sync::RwLock<Numbers>);
+
+/// Number-cache key -> (E.164 number, region).
+type Numbers = std::collections::HashMap<Box<str>, (Box<str>, Option<Box<str>>)>;
+
+impl MemoryNumbers {
+    /// The most entries kept before starting over.
+    pub const CAPACITY: usize = 100_000;
+}
+
+impl NumberCache for MemoryNumbers {
+    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+        let numbers = self.0.read().unwrap_or_else(|p| p.into_inner());
+        numbers
+            .get(key)
+            .map(|(e164, region)| (e164.to_string(), region.as_deref().map(str::to_owned)))
+    }
+    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
+        let mut numbers = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if numbers.len() >= Self::CAPACITY {
+            numbers.clear();
+        }
+        numbers.insert(key.into(), (e164.into(), region.map(Into::into)));
+    }
+}
+
 impl Phone {
     /// [`Phone::parse`], remembering the result in `cache`. Only valid
     /// numbers are cached; the key includes this build's version (and so its

@@ -203,6 +203,7 @@ fn shipped_references_are_packaged() {
         "/usr/share/doc/libpam-smsotp/smpp.md",
         "/usr/share/doc/libpam-smsotp/http-providers.md",
         "/usr/share/doc/libpam-smsotp/ldap.md",
+        "/usr/share/doc/libpam-smsotp/redis.md",
         "/usr/share/man/man5/smsotp.toml.5.gz",
     ] {
         assert!(

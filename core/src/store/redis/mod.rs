@@ -23,10 +23,18 @@
 //! - `P g:<bucket size>`: the global window, a hash bucket -> SMS in it;
 //! - `P p:<user>`: the registered phone (`e` E.164, `t` set at, `b` set by);
 //! - `P b:<user>`: backup codes, a hash argon2 hash -> 8-byte tag;
-//! - `P o`: opt-outs, a hash user -> "set_at set_by".
+//! - `P o`: opt-outs, a hash user -> "set_at set_by";
+//! - `P n:<cache key>`: a validated phone number ("E.164 region"), the
+//!   hosts' shared [`NumberCache`], kept [`NUMBER_TTL_S`] seconds.
+//!
+//! The number cache spares parsing a number (the numbering metadata of
+//! every country is built on first use, about 100 ms: every PAM login, a
+//! process of its own, would pay it). A server's handles also share it in
+//! memory ([`MemoryNumbers`]), so smsotp-radiusd asks the server only for
+//! a number it has not seen.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
@@ -39,12 +47,18 @@ use super::{
 use crate::clock::{ms, Millis};
 use crate::config::{Rate, RedisAddr, RedisSpec};
 use crate::otp::ChallengeId;
+use crate::phone::{MemoryNumbers, NumberCache};
 
 mod scripts;
 
 /// How long past the caller's expiry the server keeps a challenge or a
 /// send window before its TTL drops it (reads compare with `now` anyway).
 pub const GRACE_MS: Millis = 600_000;
+
+/// How long the server keeps a validated number in the shared number
+/// cache (30 days): its entries never change meaning, the TTL only lets
+/// numbers no one uses any more, and a past version's keys, go.
+pub const NUMBER_TTL_S: u64 = 30 * 24 * 3600;
 
 /// The shared state on a Redis server. Each value is one connection.
 ///
@@ -57,11 +71,15 @@ pub struct RedisStore {
     conn: Mutex<Option<Connection>>,
     /// See [`SharedBackend::after_each_batch`].
     after_batch: OnceLock<AfterBatch>,
+    /// Validated numbers seen through this store or its handles.
+    numbers: Arc<MemoryNumbers>,
 }
 
 impl SharedBackend for RedisStore {
     fn handle(&self) -> Box<dyn Store> {
-        Box::new(RedisStore::lazy(&self.spec))
+        let mut handle = RedisStore::lazy(&self.spec);
+        handle.numbers = self.numbers.clone();
+        Box::new(handle)
     }
     fn defer(&self, f: Deferred) {
         f(Ok(()));
@@ -141,6 +159,7 @@ impl RedisStore {
             spec: spec.clone(),
             conn: Mutex::new(None),
             after_batch: OnceLock::new(),
+            numbers: Arc::default(),
         }
     }
 
@@ -267,6 +286,9 @@ impl RedisStore {
     }
     fn backup(&self, user: &str) -> String {
         self.key("b", user)
+    }
+    fn number_key(&self, cache_key: &str) -> String {
+        self.key("n", cache_key)
     }
     fn opt_key(&self) -> String {
         format!("{}o", self.spec.key_prefix)
@@ -849,7 +871,56 @@ impl Store for RedisStore {
         users.sort();
         Ok(users)
     }
+
+    fn number_cache(&self) -> &dyn NumberCache {
+        self
+    }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// The hosts' shared cache of validated numbers: memory first, then the
+/// server. A failing cache is only slower, never wrong: errors are
+/// ignored (and a broken connection is reopened by the next call).
+impl NumberCache for RedisStore {
+    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+        if let Some(found) = self.numbers.get(key) {
+            return Some(found);
+        }
+        let text: String = self
+            .run(|c| {
+                redis::cmd("GET")
+                    .arg(self.number_key(key))
+                    .query::<Option<String>>(c)
+            })
+            .ok()
+            .flatten()?;
+        let (e164, region) = match text.split_once(' ') {
+            Some((e164, region)) => (e164.to_owned(), Some(region.to_owned())),
+            None => (text, None),
+        };
+        // Only what this smsotp writes: "+" and digits.
+        let digits = e164.strip_prefix('+')?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        self.numbers.put(key, &e164, region.as_deref());
+        Some((e164, region))
+    }
+    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
+        self.numbers.put(key, e164, region);
+        let value = match region {
+            Some(r) => format!("{e164} {r}"),
+            None => e164.to_owned(),
+        };
+        let _ = self.run(|c| {
+            redis::cmd("SET")
+                .arg(self.number_key(key))
+                .arg(value)
+                .arg("EX")
+                .arg(NUMBER_TTL_S)
+                .query::<()>(c)
+        });
+    }
+}

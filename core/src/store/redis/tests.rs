@@ -166,6 +166,49 @@ fn challenges_get_a_ttl_from_the_callers_times() {
     assert!(ttl > want - 5_000 && ttl <= want, "{ttl} vs {want}");
 }
 
+#[test]
+fn validated_numbers_are_shared_by_hosts_and_kept_in_memory() {
+    use crate::phone::{NumberCache, Phone};
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let host1 = RedisStore::open(&server.spec("nc:")).unwrap();
+    let host2 = RedisStore::open(&server.spec("nc:")).unwrap();
+    let parsed = Phone::parse_cached("+1 202 555 0143", None, host1.number_cache()).unwrap();
+    assert_eq!(parsed.e164(), "+12025550143");
+    // Another host (a process of its own) finds it on the server, with
+    // its region, and keeps it in memory after.
+    let key = "v1|test|US|(202) 555-0143";
+    host1.put(key, "+12025550143", Some("US"));
+    assert_eq!(
+        host2.get(key),
+        Some(("+12025550143".to_owned(), Some("US".to_owned())))
+    );
+    let on_server = host2.number_key(key);
+    let ttl: i64 = host2
+        .run(|c| redis::cmd("TTL").arg(&on_server).query(c))
+        .unwrap();
+    assert!(ttl > 0 && ttl <= super::NUMBER_TTL_S as i64, "{ttl}");
+    host2
+        .run(|c| redis::cmd("DEL").arg(&on_server).query::<i64>(c))
+        .unwrap();
+    assert_eq!(host2.get(key).map(|(n, _)| n), Some("+12025550143".into()));
+    // What this smsotp does not write is not taken for a number.
+    host2
+        .run(|c| {
+            redis::cmd("SET")
+                .arg(host2.number_key("v1|x|"))
+                .arg("call me")
+                .query::<()>(c)
+        })
+        .unwrap();
+    assert_eq!(host2.get("v1|x|"), None);
+    // The server gone: the cache only forgets.
+    drop(server);
+    assert_eq!(host1.get("v1|absent|"), None);
+    host1.put("v1|absent|", "+12025550143", None);
+}
+
 fn write_secret(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();

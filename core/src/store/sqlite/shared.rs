@@ -12,7 +12,7 @@ use super::SqliteStore;
 use crate::clock::Millis;
 use crate::config::Rate;
 use crate::otp::ChallengeId;
-use crate::phone::NumberCache;
+use crate::phone::{MemoryNumbers, NumberCache};
 use crate::store::shared::{AfterBatch, Deferred, SharedBackend};
 use crate::store::{
     AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendPermit,
@@ -60,18 +60,11 @@ struct SharedInner {
     /// Validated numbers, as in the `number_cache` table. Its rows never
     /// change meaning (the key holds the build's version), so they can be
     /// remembered without asking the store, or taking its lock, again.
-    numbers: std::sync::RwLock<Numbers>,
+    numbers: MemoryNumbers,
     /// Runs after each batch of deferred work (see
     /// [`SharedStore::after_each_batch`]).
     after_batch: std::sync::OnceLock<AfterBatch>,
 }
-
-/// Number-cache key -> (E.164 number, region).
-type Numbers = std::collections::HashMap<Box<str>, (Box<str>, Option<Box<str>>)>;
-
-/// Validated numbers a [`SharedStore`] remembers at most; beyond, it
-/// starts over.
-const NUMBERS_REMEMBERED: usize = 100_000;
 
 struct SharedState {
     store: SqliteStore,
@@ -195,7 +188,7 @@ impl SharedStore {
             in_request: std::sync::atomic::AtomicUsize::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
             batched,
-            numbers: std::sync::RwLock::new(std::collections::HashMap::new()),
+            numbers: MemoryNumbers::default(),
             after_batch: std::sync::OnceLock::new(),
         }))
     }
@@ -255,11 +248,7 @@ impl SharedStore {
     }
 
     fn remember_number(&self, key: &str, e164: &str, region: Option<&str>) {
-        let mut numbers = self.0.numbers.write().unwrap_or_else(|p| p.into_inner());
-        if numbers.len() >= NUMBERS_REMEMBERED {
-            numbers.clear();
-        }
-        numbers.insert(key.into(), (e164.into(), region.map(Into::into)));
+        self.0.numbers.put(key, e164, region);
     }
 
     /// Returns once everything deferred so far has run (its writes
@@ -342,10 +331,6 @@ impl Queue {
 }
 
 impl SharedInner {
-    fn numbers(&self) -> std::sync::RwLockReadGuard<'_, Numbers> {
-        self.numbers.read().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
         lock_spinning(&self.state)
     }
@@ -563,11 +548,8 @@ impl SharedStore {
         &self,
         key: &str,
     ) -> Result<Option<(String, Option<String>)>, StoreError> {
-        if let Some((e164, region)) = self.0.numbers().get(key) {
-            return Ok(Some((
-                e164.to_string(),
-                region.as_deref().map(str::to_owned),
-            )));
+        if let Some(found) = self.0.numbers.get(key) {
+            return Ok(Some(found));
         }
         let found = self.with(|s| s.validated_number(key))?;
         if let Some((e164, region)) = &found {
