@@ -392,6 +392,11 @@ if [ "$ONLY" != freeradius ]; then
     sms_wal_kb=$(du -k "$sms_dir/state.db-wal" 2>/dev/null | cut -f1)
     cp "$sms_dir/stderr.log" "$work/smsotp-throughput.stderr"
 fi
+if [ "$STORE" = redis ]; then
+    # What the server spent per command, warm-up and rounds together.
+    redis-cli -h 127.0.0.1 -p "$redis_port" info commandstats | tr -d '\r' |
+        sed -n 's/^cmdstat_\([a-z|]*\):calls=\([0-9]*\),usec=[0-9]*,usec_per_call=\([0-9.]*\).*/\1 \2 \3/p' >"$work/redis.cmdstats"
+fi
 stop
 
 # Three instances on the one Redis, three NASes: a radload each, with a
@@ -529,6 +534,7 @@ if [ "$STORE" = redis ]; then
     echo "    server:  $red_cmd"
     echo "    redis:   $redis_cmd"
     echo "    Redis round trips per login (server read events / flows), each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f1 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')"
+    echo "    redis-server time per command (INFO commandstats, all one-instance runs): $(awk '$2 > 1000 { printf "%s %s calls %.1f us; ", $1, $2, $3 }' "$work/redis.cmdstats")"
     echo "    redis-server CPU per 1000 flows, each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f2 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')ms"
     red_ratios=$(r=1; while [ "$r" -le "$ROUNDS" ]; do
         awk -v s="$(field "$work/redis-$r.out" rate)" -v q="$(field "$work/smsotp-$r.out" rate)" \
