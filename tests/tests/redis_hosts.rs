@@ -333,20 +333,43 @@ fn pam_redis_black_hole_is_bounded_and_exempt_users_never_connect() {
 }
 
 /// smsotp-radiusd with Redis stopped answers Access-Reject and logs why;
-/// with Redis back it serves the next request without a restart.
+/// with Redis back it serves the next request without a restart (each
+/// worker's kept connection is dead then, and is replaced at once).
 #[test]
 fn radiusd_redis_down_rejects_then_reconnects() {
     let _turn = turn();
-    let Some(mut redis) = RedisServer::start() else {
+    radiusd_down_and_back(false);
+}
+
+/// [`radiusd_redis_down_rejects_then_reconnects`] over TCP, where a dead
+/// connection shows as a reset or end of file rather than a broken pipe.
+#[test]
+fn radiusd_redis_down_over_tcp_rejects_then_reconnects() {
+    let _turn = turn();
+    radiusd_down_and_back(true);
+}
+
+fn radiusd_down_and_back(tcp: bool) {
+    let Some(mut redis) = RedisServer::start_with(RedisOptions {
+        tcp,
+        ..RedisOptions::default()
+    }) else {
         return;
     };
-    let (scratch, srv) = radius_host(&redis.store_toml("e2e:"), &shared_key(), "", "");
+    let url = if tcp {
+        redis.tcp_url()
+    } else {
+        redis.unix_url()
+    };
+    let (scratch, srv) = radius_host(&store_table(&url, "e2e:", ""), &shared_key(), "", "");
     let outbox = scratch.outbox();
     let r = first_round(&srv, "alice");
     assert_code(&r, code::ACCESS_CHALLENGE, "Redis up", &srv);
     let c = outbox.wait_beyond(0, SMS_WAIT).code();
     let ok = follow_up(&srv, "alice", &r.state(), &c);
     assert_code(&ok, code::ACCESS_ACCEPT, "right code", &srv);
+    // Requests at once, so that several workers hold a connection.
+    burst_of_users_without_a_number(&srv);
 
     redis.stop();
     let mark = srv.log_mark();
@@ -356,14 +379,21 @@ fn radiusd_redis_down_rejects_then_reconnects() {
     // The socket is gone: refused at once, well within the 2 s timeouts.
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(
-        srv.wait_log(&redis.unix_url(), mark, Duration::from_secs(2))
-            .is_some(),
+        srv.wait_log(&url, mark, Duration::from_secs(2)).is_some(),
         "the log names the store:\n{}",
         srv.context()
     );
     assert_eq!(outbox.count(), 1, "no SMS while the store is down");
 
     redis.restart();
+    // Every worker's connection from before is dead: none may fail a login.
+    let mark = srv.log_mark();
+    burst_of_users_without_a_number(&srv);
+    assert!(
+        srv.wait_log("event=error", mark, Duration::ZERO).is_none(),
+        "a login failed after Redis came back:\n{}",
+        srv.context()
+    );
     let r = first_round(&srv, "alice");
     assert_code(&r, code::ACCESS_CHALLENGE, "Redis back", &srv);
     let c = outbox.wait_beyond(1, SMS_WAIT).code();
@@ -375,6 +405,21 @@ fn radiusd_redis_down_rejects_then_reconnects() {
         &srv,
     );
     assert!(srv.running());
+}
+
+/// Eight requests at once for users without a number: each is refused
+/// for that reason (the store was read), none as unavailable.
+fn burst_of_users_without_a_number(srv: &Radiusd) {
+    let replies: Vec<Reply> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8)
+            .map(|i| s.spawn(move || first_round(srv, &format!("nobody{i}"))))
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for r in &replies {
+        assert_code(r, code::ACCESS_REJECT, "a user without a number", srv);
+        assert_ne!(r.message(), UNAVAILABLE, "{}", srv.context());
+    }
 }
 
 /// With `appendonly yes`, what a login and an admin wrote survives Redis
