@@ -327,7 +327,10 @@ fn pam_redis_black_hole_is_bounded_and_exempt_users_never_connect() {
         lines.iter().any(|l| l["event"] == "error"
             && l["detail"]
                 .as_str()
-                .is_some_and(|d| d.contains("store.timeout") || d.contains("connect_timeout"))),
+                .is_some_and(
+                    |d| (d.contains("store.timeout") || d.contains("connect_timeout"))
+                        && d.contains("(500 milliseconds)")
+                )),
         "the audit names the timeout: {lines:#?}"
     );
 }
