@@ -752,3 +752,34 @@ fn one_backup_code_raced_from_two_hosts_wins_once() {
     assert_eq!(j["backup_codes_left"], 0, "{j}");
     assert_eq!(total(&[pam1.scratch.outbox(), pam2.scratch.outbox()]), 0);
 }
+
+/// The PAM path reaches Redis only when a login needs it; `smsotp doctor`
+/// still opens the store at once, so a server that is down (or a wrong
+/// URL) shows there, named.
+#[test]
+fn doctor_names_a_redis_that_is_down() {
+    let _turn = turn();
+    let url = format!("redis://127.0.0.1:{}", smsotp_e2e::closed_port());
+    let store = store_table(&url, "e2e:", "connect_timeout = \"500ms\"\n");
+    let (env, _svc) = pam_host("hosts-doctor", &store, &shared_key(), "", "");
+    let pam_dir = env.scratch.path("pam.d");
+    let sshd = env.scratch.write("sshd_config", "UsePAM yes\n", 0o644);
+    let r = tool(
+        &env.scratch,
+        &[
+            "doctor",
+            "--no-network",
+            "--sshd-config",
+            sshd.to_str().unwrap(),
+            "--pam-dir",
+            pam_dir.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(r.code, 0, "{r}");
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("ERROR")
+            && l.contains("cannot open the state store")
+            && l.contains(&url)),
+        "{r}"
+    );
+}
