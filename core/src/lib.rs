@@ -60,7 +60,9 @@
 //! method each) with a backend-neutral [`store::StoreError`]. Expiry is
 //! each backend's business; the host's cache of validated numbers is an
 //! optional extra of a backend ([`store::Store::number_cache`]), not
-//! shared state. [`store::open`] opens the configured backend, and
+//! shared state. [`store::open`] opens the configured backend
+//! ([`store::open_on_first_use`] for one PAM login: a Redis server is
+//! reached only once the login needs state, after exemption), and
 //! [`store::open_shared`] opens it for a server's threads as a
 //! [`store::SharedBackend`] (`store/shared.rs`: a reply waits until its
 //! writes are durable). `store/sqlite` is the embedded default

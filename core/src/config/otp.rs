@@ -138,8 +138,18 @@ impl MessageTemplate {
     }
 }
 
-/// "5 minutes", "90 seconds", "1 hour" — for messages to people.
+/// "5 minutes", "90 seconds", "1 hour", "500 milliseconds" — for
+/// messages to people.
 pub fn human_duration(d: Duration) -> String {
+    // Timeouts may be set below a second ("500ms"): not "0 seconds".
+    if d.subsec_millis() != 0 {
+        let ms = d.as_millis();
+        return if ms == 1 {
+            "1 millisecond".into()
+        } else {
+            format!("{ms} milliseconds")
+        };
+    }
     let s = d.as_secs();
     let (n, unit) = if s >= 3600 && s % 3600 == 0 {
         (s / 3600, "hour")
@@ -273,5 +283,14 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(60)), "1 minute");
         assert_eq!(human_duration(Duration::from_secs(90)), "90 seconds");
         assert_eq!(human_duration(Duration::from_secs(7200)), "2 hours");
+        assert_eq!(
+            human_duration(Duration::from_millis(500)),
+            "500 milliseconds"
+        );
+        assert_eq!(
+            human_duration(Duration::from_millis(1500)),
+            "1500 milliseconds"
+        );
+        assert_eq!(human_duration(Duration::from_millis(2000)), "2 seconds");
     }
 }

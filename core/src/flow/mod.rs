@@ -230,6 +230,17 @@ impl Engine {
         Engine::open_with_store(cfg, log, store)
     }
 
+    /// [`Engine::open`] for one login (the PAM module): the store is
+    /// opened with [`crate::store::open_on_first_use`], so a server store
+    /// (Redis) is first reached when the login needs state. Exemption is
+    /// decided before that: an exempt user gets in while the store is
+    /// down, and a store that is down costs a login no more than its
+    /// configured timeouts.
+    pub fn open_for_login(cfg: Config, log: &LogOptions) -> Result<Engine, FlowError> {
+        let store = crate::store::open_on_first_use(&cfg.store)?;
+        Engine::open_with_store(cfg, log, store)
+    }
+
     /// [`Engine::open`] with a store the caller opened (a server shares one
     /// between its threads).
     pub fn open_with_store(
@@ -432,10 +443,11 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "this host".into())
 }
 
-/// Loads the config at `path` and opens the engine.
+/// Loads the config at `path` and opens the engine for one login
+/// ([`Engine::open_for_login`]: a server store is reached on first use).
 pub fn open_from_path(path: &Path, log: &LogOptions) -> Result<Engine, OpenError> {
     let cfg = Config::load(path)?;
-    Ok(Engine::open(cfg, log)?)
+    Ok(Engine::open_for_login(cfg, log)?)
 }
 
 /// Why an engine could not be opened.

@@ -1453,3 +1453,49 @@ fn an_unavailable_directory_marked_next_is_skipped_and_audited() {
     assert!(text.contains("directory_skipped"), "{text}");
     assert!(text.contains("ldap://fake"), "{text}");
 }
+
+/// The PAM path opens a Redis store on first use: with the server down an
+/// exempt user is let through without the store being reached, and a user
+/// who needs a code is refused as unavailable, not let in, within the
+/// configured timeouts.
+#[test]
+fn a_login_engine_decides_exemption_before_reaching_a_server_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let phones = dir.path().join("phones.toml");
+    std::fs::write(&phones, format!("alice = \"{ALICE}\"\n")).unwrap();
+    let toml = format!(
+        "[policy]\nexempt_users = [\"bob\"]\n\n[otp]\nkey_file = \"{}\"\n\n\
+         [store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n\
+         connect_timeout = \"300ms\"\ntimeout = \"300ms\"\n\n\
+         [[directory]]\nkind = \"file\"\npath = \"{}\"\n\n\
+         [audit]\nsyslog = false\n",
+        dir.path().join("otp.key").display(),
+        phones.display()
+    );
+    let cfg = Config::from_toml(Path::new("/test/smsotp.toml"), &toml).unwrap();
+    let log = LogOptions {
+        ident: "test".into(),
+        debug: false,
+        stderr: false,
+        server: None,
+    };
+    // The eager open (what the admin tool's checks use) sees the server down.
+    assert!(matches!(
+        Engine::open(cfg.clone(), &log),
+        Err(FlowError::Store(StoreError::Unavailable { .. }))
+    ));
+    let engine = Engine::open_for_login(cfg, &log).unwrap();
+    assert_eq!(
+        engine.start(&ctx("bob", "sshd")).unwrap(),
+        Start::Done(Verdict::NotApplicable(Skip::ExemptUser))
+    );
+    let t = std::time::Instant::now();
+    let e = engine.start(&ctx("alice", "sshd")).unwrap_err();
+    assert_eq!(e.failure(), Failure::Unavailable, "{e}");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}

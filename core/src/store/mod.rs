@@ -488,6 +488,19 @@ pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
     }
 }
 
+/// [`open`] for one login (the PAM module): a store on a server (Redis)
+/// connects on its first use, so a login that needs no state (an exempt
+/// user) neither waits for it nor fails when it is down; the first call
+/// that needs it reports it unavailable. A store in a local file opens at
+/// once, as with [`open`]. The admin tool's checks use [`open`], so a
+/// wrong URL still shows there.
+pub fn open_on_first_use(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
+    match spec {
+        StoreSpec::Sqlite { .. } => open(spec),
+        StoreSpec::Redis(r) => Ok(Box::new(redis::RedisStore::lazy(r))),
+    }
+}
+
 /// What front ends say about the configured store without matching on its
 /// backend.
 impl StoreSpec {

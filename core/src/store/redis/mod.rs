@@ -5,7 +5,8 @@
 //! The client is the `redis` crate's synchronous connection: no thread, no
 //! runtime (it runs inside sshd). One connection per store handle, opened
 //! on first use and again after it broke; a failed command is not retried
-//! (it may have run), the next call reconnects.
+//! (it may have run), the next call reconnects, except on a kept
+//! connection the server had closed (see `RedisStore::run`).
 //!
 //! Every method is one atomic step on the server: a Lua script (`scripts.rs`;
 //! EVALSHA, EVAL when the server does not know it yet) where it reads
@@ -135,6 +136,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `conn` cannot be used again after `e`.
+fn broken(e: &redis::RedisError, conn: &Connection) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || e.kind() == redis::ErrorKind::Parse
+        || !redis::ConnectionLike::is_open(conn)
+}
+
 /// A TTL for something that matters until `until`, counted from `from`.
 fn ttl(from: Millis, until: Millis) -> Millis {
     until.saturating_sub(from).max(0).saturating_add(GRACE_MS)
@@ -243,22 +254,43 @@ impl RedisStore {
 
     /// Runs `f` on the connection (opening it if needed); a connection
     /// that failed is dropped, for the next call to open a new one.
-    fn run<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+    ///
+    /// One case is retried, once, on a new connection: a connection kept
+    /// from an earlier call that the server had closed under it (Redis
+    /// restarted, a failover, an idle timeout), which shows as a broken
+    /// pipe, a reset or end of file, never as a timeout. Else every worker
+    /// of smsotp-radiusd would fail one login after each Redis restart. The
+    /// server that closed the connection cannot have run the command;
+    /// should it have run all the same (it died after running it, before
+    /// answering), running a script twice only counts a send or a failure
+    /// twice or finds a code already used: stricter, never weaker.
+    fn run<T>(
+        &self,
+        mut f: impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
         let mut g = self.lock();
+        let kept = g.is_some();
         let conn = match &mut *g {
             Some(c) => c,
             None => g.insert(self.connect()?),
         };
+        let e = match f(conn) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let closed_under_us = e.is_connection_dropped() && !e.is_timeout();
+        if !(kept && closed_under_us) {
+            if broken(&e, conn) {
+                *g = None;
+            }
+            return Err(self.map_err(&e));
+        }
+        *g = None;
+        let conn = g.insert(self.connect()?);
         match f(conn) {
             Ok(v) => Ok(v),
             Err(e) => {
-                if e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error()
-                    || e.kind() == redis::ErrorKind::Parse
-                    || !redis::ConnectionLike::is_open(conn)
-                {
+                if broken(&e, conn) {
                     *g = None;
                 }
                 Err(self.map_err(&e))
@@ -813,7 +845,7 @@ impl Store for RedisStore {
             scripts::CONSUME_BACKUP
                 .key(self.backup(user))
                 .key(self.fail(user))
-                .key(ch)
+                .key(&ch)
                 .arg(hash)
                 .arg(u8::from(challenge.is_some()))
                 .invoke(c)

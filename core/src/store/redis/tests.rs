@@ -283,6 +283,27 @@ fn a_stopped_server_is_unavailable_quickly_and_the_handle_recovers() {
     assert_eq!(s.locked_until("alice", 1).unwrap(), None);
 }
 
+/// A connection kept from before a restart is closed under the handle:
+/// the first call after the restart works (it reconnects and runs the
+/// command once more), rather than fail one login on every handle.
+#[test]
+fn a_kept_connection_closed_by_a_restart_is_replaced_at_once() {
+    let Some(mut server) = Server::start(&[]) else {
+        return;
+    };
+    let s = RedisStore::open(&server.spec("restart:")).unwrap();
+    assert_eq!(s.phone("alice").unwrap(), None);
+    server.stop();
+    server.run();
+    let rec = PhoneRecord {
+        e164: "+12025550143".into(),
+        set_at: 1,
+        set_by: "admin:root".into(),
+    };
+    s.set_phone("alice", &rec).unwrap();
+    assert_eq!(s.phone("alice").unwrap(), Some(rec));
+}
+
 #[test]
 fn a_server_that_does_not_answer_times_out() {
     // Accepts and never answers.
