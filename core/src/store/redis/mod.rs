@@ -949,7 +949,7 @@ impl NumberCache for RedisStore {
         let _ = self.run(|c| {
             redis::cmd("SET")
                 .arg(self.number_key(key))
-                .arg(value)
+                .arg(&value)
                 .arg("EX")
                 .arg(NUMBER_TTL_S)
                 .query::<()>(c)
