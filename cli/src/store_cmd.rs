@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use smsotp_core::clock::{Clock, SystemClock};
-use smsotp_core::config::{Config, StoreSpec};
+use smsotp_core::config::{Config, ConfigError, StoreSpec};
 use smsotp_core::counted;
 use smsotp_core::files::{self, FileError, FileRule};
 use smsotp_core::store::migrate::{self, ImportCounts, KindCounts, LeftBehind, Snapshot};
 
 use crate::args::StoreCommand;
 use crate::report::{exit, Failure};
-use crate::{load_config, store_err, Output};
+use crate::{config_err, load_config, store_err, Output};
 
 pub(crate) fn store_command(path: &Path, cmd: &StoreCommand) -> Result<Output, Failure> {
     match cmd {
@@ -165,7 +165,18 @@ fn report(counts: &ImportCounts, left: &LeftBehind, dry_run: bool) -> String {
 
 fn migrate_store(path: &Path, to: &Path, dry_run: bool) -> Result<Output, Failure> {
     let from_cfg = load_config(path)?;
-    let to_cfg = load_config(to)?;
+    let to_cfg = Config::load(to).map_err(|e| match e {
+        // config_err's advice is about --config.
+        ConfigError::Read { path, source } => Failure::new(
+            exit::CONFIG,
+            format!("--to {}: cannot read: {source}", path.display()),
+        )
+        .fix(
+            "give --to an smsotp config whose [store] names the target \
+             (a copy of this config with another [store] will do)",
+        ),
+        e => config_err(e),
+    })?;
     let (from, target) = (&from_cfg.store, &to_cfg.store);
     if same_store(from, target) {
         return Err(Failure::new(

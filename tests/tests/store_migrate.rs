@@ -255,6 +255,19 @@ fn migrate_refuses_the_same_store_and_another_key() {
     ok_json(&src, &["user", "set-phone", "alice", "+12015550123"]);
     ok_json(&src, &["backup-codes", "generate", "alice", "--count", "1"]);
 
+    // No such file: the fix is about --to.
+    let r = smsotp(
+        &src,
+        &["store", "migrate", "--to", "/nonexistent/smsotp.toml"],
+    );
+    assert_eq!(r.code, 78, "{r}");
+    assert!(
+        r.stderr
+            .contains("--to /nonexistent/smsotp.toml: cannot read"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("fix: give --to an smsotp config"), "{r}");
+
     // The same store, under another name.
     let same = Scratch::new();
     let text = std::fs::read_to_string(src.path("smsotp.toml")).unwrap();
