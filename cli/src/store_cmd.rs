@@ -220,7 +220,12 @@ fn migrate_store(path: &Path, to: &Path, dry_run: bool) -> Result<Output, Failur
             let there = target_store.export(now).map_err(store_err)?;
             migrate::plan(&there, &snap)
         } else {
-            migrate::import(&*target_store, &snap, now).map_err(store_err)?
+            migrate::import(&*target_store, &snap, now).map_err(|e| {
+                store_err(e).fix(
+                    "put the store right and run it again: what was copied stays, \
+                     and counts as already there",
+                )
+            })?
         }
     };
     let mut text = format!(
