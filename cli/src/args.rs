@@ -71,6 +71,26 @@ pub(crate) enum Command {
     /// Hand out or revoke backup codes.
     #[command(subcommand)]
     BackupCodes(BackupCommand),
+    /// Work on the state store as a whole.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Copy registered numbers, backup codes, opt-outs and running
+    /// lockouts from the configured store into the one FILE's [store]
+    /// names (SQLite to Redis, or back). Pending codes, send windows and
+    /// failure counts are not copied.
+    Migrate {
+        /// Another smsotp config; its [store] and otp.key_file name the
+        /// target.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Count what would be copied, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! `smsotp`: the admin tool. Check the config and the host before turning
-//! the second factor on, send a test SMS, and look after users: their
-//! number, lockout, backup codes and opt-out. See smsotp(8).
+//! the second factor on, send a test SMS, look after users (their number,
+//! lockout, backup codes and opt-out), and move the state to another
+//! store. See smsotp(8).
 //!
 //! Every command prints text for people, or one JSON object with `--json`.
 //! Exit codes (the same in smsotp(8) and the README; [`report::exit`]):
@@ -18,6 +19,7 @@ mod doctor;
 mod doctor_ldap;
 mod host;
 mod report;
+mod store_cmd;
 mod test_send;
 mod user;
 
@@ -96,6 +98,7 @@ fn run(cli: Cli) -> Result<Output, Failure> {
         ),
         Command::User(u) => user_command(&cli.config, u),
         Command::BackupCodes(b) => backup_command(&cli.config, b),
+        Command::Store(s) => store_cmd::store_command(&cli.config, s),
     }
 }
 

@@ -71,7 +71,11 @@
 //! smsotp-radiusd uses); `store/redis` is the state several hosts share
 //! on a Redis or Valkey server (`RedisStore`: the sync client, no thread;
 //! each read-then-write a Lua script in `redis/scripts.rs`, TTLs as the
-//! safety net); `store/memory` is the in-memory reference backend. One conformance suite (`store/conformance.rs`) runs against
+//! safety net); `store/memory` is the in-memory reference backend.
+//! `store/migrate.rs` moves what is durable (numbers, backup codes,
+//! opt-outs, lockouts) from one store to another (`smsotp store
+//! migrate`), by one rule per kind that each backend applies in one
+//! atomic step. One conformance suite (`store/conformance.rs`) runs against
 //! every backend: a new backend is done when it passes it.
 //!
 //! Imports run one way: `config` (the schema and the loader) calls into

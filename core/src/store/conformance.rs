@@ -10,6 +10,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::migrate::{self, ImportCounts, KindCounts, Lockout, Outcome, Record, Snapshot};
 use super::{BackupHash, ChallengeRecord, PhoneRecord, SendPermit, Step, Store, StoreError};
 use crate::config::Rate;
 use crate::otp::ChallengeId;
@@ -40,6 +41,11 @@ pub(super) const ALL: &[(&str, Test)] = &[
     ("opt_out", opt_out),
     ("challenge_binding", challenge_binding),
     ("expiry", expiry),
+    ("export_and_import", export_and_import),
+    (
+        "import_keeps_the_newest_under_races",
+        import_keeps_the_newest_under_races,
+    ),
 ];
 
 /// Runs the whole suite against one backend, naming the test that fails.
@@ -479,6 +485,207 @@ pub(super) fn expiry(make: Make<'_>) {
             "{got:?}"
         );
         assert_eq!(cache.get("other"), None);
+    });
+}
+
+fn phone_rec(e164: &str, set_at: i64) -> PhoneRecord {
+    PhoneRecord {
+        e164: e164.into(),
+        set_at,
+        set_by: "admin:root".into(),
+    }
+}
+
+fn backup_code(n: u8) -> BackupHash {
+    BackupHash {
+        tag: [n; 8],
+        hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt{n}$hash{n}"),
+    }
+}
+
+fn export_of(b: &dyn Backend, now: i64) -> Snapshot {
+    let mut snap = None;
+    on(b, |s| snap = Some(s.export(now).unwrap()));
+    snap.unwrap()
+}
+
+fn import_into(b: &dyn Backend, snap: &Snapshot, now: i64) -> ImportCounts {
+    let mut counts = None;
+    on(b, |s| counts = Some(migrate::import(s, snap, now).unwrap()));
+    counts.unwrap()
+}
+
+fn kinds(c: &ImportCounts) -> [(u64, u64, u64); 4] {
+    let k = |k: &KindCounts| (k.copied, k.present, k.kept);
+    [
+        k(&c.phones),
+        k(&c.backup_codes),
+        k(&c.opt_outs),
+        k(&c.lockouts),
+    ]
+}
+
+/// Numbers, backup codes, opt-outs and running lockouts come out of one
+/// store and go into another by each kind's rule (as the dry run
+/// counts): an older record never replaces a newer one, a second import
+/// changes nothing, and challenges, send windows and failure counts stay
+/// behind, counted.
+pub(super) fn export_and_import(make: Make<'_>) {
+    let src = make();
+    let dst = make();
+    let lockout = Duration::from_secs(900);
+    on(&*src, |s| {
+        s.set_phone("alice", &phone_rec("+12025550143", 10))
+            .unwrap();
+        s.set_phone("bob", &phone_rec("+12025550144", 10)).unwrap();
+        s.set_phone("carol", &phone_rec("+12025550145", 30))
+            .unwrap();
+        s.replace_backup_codes("alice", &[backup_code(1), backup_code(2)], 20)
+            .unwrap();
+        s.replace_backup_codes("bob", &[backup_code(3)], 20)
+            .unwrap();
+        s.set_opt_out("dave", Some(("admin:root", 40))).unwrap();
+        // A running lockout, a count below it, a lockout that has ended.
+        s.record_failure("eve", 1_000, 1, lockout).unwrap();
+        s.record_failure("frank", 1_000, 5, lockout).unwrap();
+        s.record_failure("gina", 1_000, 1, Duration::from_secs(1))
+            .unwrap();
+        let c = record(1, "alice");
+        assert_eq!(
+            s.start_challenge(&c, rate(5, 3600), rate(100, 3600))
+                .unwrap(),
+            SendPermit::Granted
+        );
+    });
+    let now = 5_000;
+    let snap = export_of(&*src, now);
+    let users = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        snap.phones
+            .iter()
+            .map(|p| p.user.clone())
+            .collect::<Vec<_>>(),
+        users(vec!["alice", "bob", "carol"])
+    );
+    assert_eq!(snap.phones[2].phone, phone_rec("+12025550145", 30));
+    assert_eq!(
+        snap.backup_codes
+            .iter()
+            .map(|b| (b.user.clone(), b.codes.len()))
+            .collect::<Vec<_>>(),
+        [("alice".to_owned(), 2), ("bob".to_owned(), 1)]
+    );
+    assert_eq!(snap.opt_outs.len(), 1);
+    assert_eq!(
+        (
+            snap.opt_outs[0].user.as_str(),
+            snap.opt_outs[0].set_by.as_str()
+        ),
+        ("dave", "admin:root")
+    );
+    assert_eq!(snap.opt_outs[0].set_at, 40);
+    assert_eq!(
+        snap.lockouts,
+        [Lockout {
+            user: "eve".into(),
+            count: 1,
+            locked_until: 901_000
+        }]
+    );
+    let left = snap.left_behind;
+    assert_eq!(
+        (left.challenges, left.send_windows, left.failure_counts),
+        (1, 1, 2)
+    );
+
+    // The target: a newer number for bob, an older one for carol, codes of
+    // bob's own.
+    on(&*dst, |s| {
+        s.set_phone("bob", &phone_rec("+12025550199", 50)).unwrap();
+        s.set_phone("carol", &phone_rec("+12025550198", 5)).unwrap();
+        s.replace_backup_codes("bob", &[backup_code(9)], 60)
+            .unwrap();
+    });
+    let planned = migrate::plan(&export_of(&*dst, now), &snap);
+    let counts = import_into(&*dst, &snap, now);
+    assert_eq!(counts, planned, "the dry run counts as the import does");
+    assert_eq!(kinds(&counts), [(2, 0, 1), (1, 0, 1), (1, 0, 0), (1, 0, 0)]);
+    on(&*dst, |s| {
+        assert_eq!(
+            s.phone("alice").unwrap(),
+            Some(phone_rec("+12025550143", 10))
+        );
+        assert_eq!(s.phone("bob").unwrap(), Some(phone_rec("+12025550199", 50)));
+        assert_eq!(
+            s.phone("carol").unwrap(),
+            Some(phone_rec("+12025550145", 30))
+        );
+        assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
+        assert_eq!(
+            s.backup_candidates("alice", &[2; 8]).unwrap(),
+            [backup_code(2).hash]
+        );
+        assert_eq!(
+            s.backup_candidates("bob", &[9; 8]).unwrap(),
+            [backup_code(9).hash]
+        );
+        assert_eq!(s.backup_codes_left("bob").unwrap(), 1);
+        assert_eq!(s.opt_out("dave").unwrap(), Some(("admin:root".into(), 40)));
+        assert_eq!(s.locked_until("eve", now).unwrap(), Some(901_000));
+        assert_eq!(s.failures("eve", now).unwrap().count, 1);
+        // Short-lived state stayed behind.
+        assert_eq!(s.failures("frank", now).unwrap().count, 0);
+        assert_eq!(s.challenge(&record(1, "alice").id).unwrap(), None);
+        assert_eq!(s.sms_window("alice", now, rate(5, 3600)).unwrap().sent, 0);
+    });
+
+    // Again: nothing new.
+    let again = import_into(&*dst, &snap, now);
+    assert_eq!(again.copied(), 0);
+    assert_eq!(kinds(&again), [(0, 2, 1), (0, 1, 1), (0, 1, 0), (0, 1, 0)]);
+    assert_eq!(migrate::plan(&export_of(&*dst, now), &snap), again);
+
+    // And back, into a fresh store: what the target holds now.
+    let back = make();
+    let snap = export_of(&*dst, now);
+    let counts = import_into(&*back, &snap, now);
+    assert_eq!(kinds(&counts), [(3, 0, 0), (2, 0, 0), (1, 0, 0), (1, 0, 0)]);
+    let mut round = export_of(&*back, now);
+    let mut expected = snap;
+    for s in [&mut round, &mut expected] {
+        // Who made the codes when is kept where the backend keeps it.
+        for b in &mut s.backup_codes {
+            b.set_at = None;
+            b.codes.sort_by(|x, y| x.hash.cmp(&y.hash));
+        }
+        s.left_behind = Default::default();
+    }
+    assert_eq!(round, expected);
+}
+
+/// Of concurrent imports of one user's number, the newest stays,
+/// whatever the order they run in: each reads and writes in one step.
+pub(super) fn import_keeps_the_newest_under_races(make: Make<'_>) {
+    let b = make();
+    let next = AtomicU32::new(0);
+    let copied = race(&*b, |s| {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let p = migrate::UserPhone {
+            user: "alice".into(),
+            phone: phone_rec(&format!("+120255501{i:02}"), 100 + i64::from(i)),
+        };
+        s.import_record(&Record::Phone(&p), 0).unwrap() == Outcome::Copied
+    });
+    assert!(copied >= 1);
+    on(&*b, |s| {
+        let last = THREADS as u32 - 1;
+        assert_eq!(
+            s.phone("alice").unwrap(),
+            Some(phone_rec(
+                &format!("+120255501{last:02}"),
+                100 + i64::from(last)
+            ))
+        );
     });
 }
 

@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use super::migrate::{
+    BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
+};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
     BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
@@ -548,5 +551,100 @@ impl Store for MemoryStore {
 
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.state().opt_out.keys().cloned().collect())
+    }
+
+    fn export(&self, now: Millis) -> Result<Snapshot, StoreError> {
+        let s = self.state();
+        let mut phones: Vec<UserPhone> = s
+            .phones
+            .iter()
+            .map(|(user, phone)| UserPhone {
+                user: user.clone(),
+                phone: phone.clone(),
+            })
+            .collect();
+        phones.sort_by(|a, b| a.user.cmp(&b.user));
+        let mut backup_codes: Vec<BackupSet> = s
+            .backup
+            .iter()
+            .filter(|(_, codes)| !codes.is_empty())
+            .map(|(user, codes)| BackupSet {
+                user: user.clone(),
+                codes: codes.clone(),
+                set_at: None,
+            })
+            .collect();
+        backup_codes.sort_by(|a, b| a.user.cmp(&b.user));
+        let opt_outs = s
+            .opt_out
+            .iter()
+            .map(|(user, (set_by, set_at))| OptOut {
+                user: user.clone(),
+                set_by: set_by.clone(),
+                set_at: *set_at,
+            })
+            .collect();
+        let mut lockouts: Vec<Lockout> = s
+            .failures
+            .iter()
+            .filter_map(|(user, &(count, until))| {
+                let locked_until = until.filter(|&u| u > now)?;
+                Some(Lockout {
+                    user: user.clone(),
+                    count,
+                    locked_until,
+                })
+            })
+            .collect();
+        lockouts.sort_by(|a, b| a.user.cmp(&b.user));
+        let n = |i: usize| u64::try_from(i).unwrap_or(u64::MAX);
+        let left_behind = LeftBehind {
+            challenges: n(s.challenges.values().filter(|c| c.expires_at > now).count()),
+            send_windows: n(s.sms_sent.len()),
+            failure_counts: n(s.failures.len() - lockouts.len()),
+        };
+        Ok(Snapshot {
+            phones,
+            backup_codes,
+            opt_outs,
+            lockouts,
+            left_behind,
+        })
+    }
+
+    fn import_record(&self, rec: &Record<'_>, now: Millis) -> Result<Outcome, StoreError> {
+        let mut s = self.state();
+        let user = rec.user();
+        let existing = match rec {
+            Record::Phone(_) => Existing::Phone(s.phones.get(user).cloned()),
+            Record::BackupCodes(_) => {
+                Existing::BackupCodes(s.backup.get(user).cloned().unwrap_or_default())
+            }
+            Record::OptOut(_) => Existing::OptOut(s.opt_out.contains_key(user)),
+            Record::Lockout(_) => {
+                Existing::Lockout(s.failure(user, now).and_then(|f| f.locked_until))
+            }
+        };
+        let outcome = rec.outcome(&existing);
+        if outcome != Outcome::Copied {
+            return Ok(outcome);
+        }
+        match rec {
+            Record::Phone(p) => {
+                s.phones.insert(p.user.clone(), p.phone.clone());
+            }
+            Record::BackupCodes(b) => {
+                s.backup.insert(b.user.clone(), b.codes.clone());
+            }
+            Record::OptOut(o) => {
+                s.opt_out
+                    .insert(o.user.clone(), (o.set_by.clone(), o.set_at));
+            }
+            Record::Lockout(l) => {
+                s.failures
+                    .insert(l.user.clone(), (l.count, Some(l.locked_until)));
+            }
+        }
+        Ok(outcome)
     }
 }

@@ -14,6 +14,10 @@
 //! cache of validated phone numbers is not shared state: a backend may
 //! offer one through [`Store::number_cache`].
 //!
+//! [`migrate`] moves the durable part of the state (numbers, backup
+//! codes, opt-outs, lockouts) from one store into another, by one rule per
+//! kind that every backend applies in [`Store::import_record`].
+//!
 //! [`shared`] is what a server's threads need from one store besides the
 //! trait ([`SharedBackend`]: a reply waits until what it relies on is
 //! durable), opened by [`open_shared`].
@@ -467,6 +471,20 @@ pub trait Store {
     /// Every user marked opted out.
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError>;
 
+    /// Everything durable the store holds, for moving it to another store
+    /// ([`migrate`]): registered numbers, backup codes, opt-outs and the
+    /// lockouts that run at `now`, with a count of what stays behind
+    /// (challenges, send windows, failure counts).
+    fn export(&self, now: Millis) -> Result<migrate::Snapshot, StoreError>;
+    /// Reads what the store holds for `rec`'s user and kind and, if the
+    /// kind's rule ([`migrate::Record::outcome`]) says so, writes `rec`
+    /// over it, in one atomic step; `now` judges whether a lockout runs.
+    fn import_record(
+        &self,
+        rec: &migrate::Record<'_>,
+        now: Millis,
+    ) -> Result<migrate::Outcome, StoreError>;
+
     /// Where this host remembers phone numbers it has validated, if the
     /// backend keeps such a cache (SQLite does, in its file; a shared
     /// SQLite store also in memory). Not part of the shared state: it only
@@ -573,6 +591,7 @@ impl StoreSpec {
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod memory;
+pub mod migrate;
 pub mod redis;
 pub mod shared;
 pub mod sqlite;

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
 
+use super::migrate::{Outcome, Record, Snapshot};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
     AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendPermit,
@@ -50,6 +51,7 @@ use crate::config::{Rate, RedisAddr, RedisSpec};
 use crate::otp::ChallengeId;
 use crate::phone::{MemoryNumbers, NumberCache};
 
+mod migrate;
 mod scripts;
 
 /// How long past the caller's expiry the server keeps a challenge or a
@@ -876,7 +878,7 @@ impl Store for RedisStore {
             Some((by, at)) => redis::cmd("HSET")
                 .arg(self.opt_key())
                 .arg(user)
-                .arg(format!("{at} {by}"))
+                .arg(migrate::opt_out_value(by, at))
                 .query::<i64>(c),
             None => redis::cmd("HDEL")
                 .arg(self.opt_key())
@@ -889,12 +891,7 @@ impl Store for RedisStore {
     fn opt_out(&self, user: &str) -> Result<Option<(String, Millis)>, StoreError> {
         let v: Option<String> =
             self.run(|c| redis::cmd("HGET").arg(self.opt_key()).arg(user).query(c))?;
-        let Some(v) = v else { return Ok(None) };
-        let (at, by) = v
-            .split_once(' ')
-            .and_then(|(at, by)| Some((at.parse::<Millis>().ok()?, by)))
-            .ok_or_else(|| self.corrupt("an opt-out is not what this smsotp writes"))?;
-        Ok(Some((by.to_owned(), at)))
+        v.map(|v| self.decode_opt_out(&v)).transpose()
     }
 
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
@@ -906,6 +903,14 @@ impl Store for RedisStore {
 
     fn number_cache(&self) -> &dyn NumberCache {
         self
+    }
+
+    fn export(&self, now: Millis) -> Result<Snapshot, StoreError> {
+        self.export_all(now)
+    }
+
+    fn import_record(&self, rec: &Record<'_>, now: Millis) -> Result<Outcome, StoreError> {
+        self.import_one(rec, now)
     }
 }
 

@@ -496,3 +496,43 @@ fn a_server_that_is_not_redis_is_unavailable() {
     assert!(text.contains("not a Redis server"), "{text}");
     http.join().unwrap();
 }
+
+#[test]
+fn an_export_reads_its_own_prefix_only_and_not_by_glob() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    // Unescaped, "site[1]:" as a SCAN pattern would match "site1:" keys.
+    let a = RedisStore::open(&server.spec("site[1]:")).unwrap();
+    let b = RedisStore::open(&server.spec("site1:")).unwrap();
+    let rec = |n: &str| PhoneRecord {
+        e164: n.into(),
+        set_at: 1,
+        set_by: "admin:root".into(),
+    };
+    a.set_phone("alice", &rec("+12025550143")).unwrap();
+    b.set_phone("bob", &rec("+12025550144")).unwrap();
+    b.replace_backup_codes(
+        "bob",
+        &[crate::store::BackupHash {
+            tag: [1; 8],
+            hash: "h".into(),
+        }],
+        1,
+    )
+    .unwrap();
+    b.set_opt_out("bob", Some(("admin:root", 1))).unwrap();
+    let snap = a.export(0).unwrap();
+    assert_eq!(snap.phones.len(), 1);
+    assert_eq!(snap.phones[0].user, "alice");
+    assert!(snap.backup_codes.is_empty() && snap.opt_outs.is_empty());
+    let snap = b.export(0).unwrap();
+    assert_eq!(
+        (
+            snap.phones.len(),
+            snap.backup_codes.len(),
+            snap.opt_outs.len()
+        ),
+        (1, 1, 1)
+    );
+}

@@ -11,6 +11,9 @@ use crate::clock::{ms, Millis};
 use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::NumberCache;
+use crate::store::migrate::{
+    BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
+};
 use crate::store::{
     BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
     StoreError,
@@ -433,19 +436,7 @@ impl Store for SqliteStore {
     }
 
     fn phone(&self, user: &str) -> Result<Option<PhoneRecord>, StoreError> {
-        self.conn
-            .prepare_cached("SELECT e164, set_at, set_by FROM phone WHERE user = ?1")
-            .and_then(|mut st| {
-                st.query_row([user], |r| {
-                    Ok(PhoneRecord {
-                        e164: r.get(0)?,
-                        set_at: r.get(1)?,
-                        set_by: r.get(2)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(|e| self.err(e))
+        phone_in(&self.conn, user).map_err(|e| self.err(e))
     }
 
     fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
@@ -650,8 +641,203 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn export(&self, now: Millis) -> Result<Snapshot, StoreError> {
+        // One read transaction, so the kinds are read as of one moment
+        // (inside a batch of a shared store, the batch's transaction is).
+        let tx = if self.conn.is_autocommit() {
+            Some(self.conn.unchecked_transaction().map_err(|e| self.err(e))?)
+        } else {
+            None
+        };
+        let snap = export_in(&self.conn, now).map_err(|e| self.err(e))?;
+        if let Some(tx) = tx {
+            tx.commit().map_err(|e| self.err(e))?;
+        }
+        Ok(snap)
+    }
+
+    fn import_record(&self, rec: &Record<'_>, now: Millis) -> Result<Outcome, StoreError> {
+        self.write(|tx| {
+            let user = rec.user();
+            let existing = match rec {
+                Record::Phone(_) => Existing::Phone(phone_in(tx, user)?),
+                Record::BackupCodes(_) => Existing::BackupCodes(backup_codes_in(tx, user)?),
+                Record::OptOut(_) => Existing::OptOut(
+                    tx.prepare_cached("SELECT 1 FROM opt_out WHERE user = ?1")?
+                        .exists([user])?,
+                ),
+                Record::Lockout(_) => {
+                    Existing::Lockout(failure_in(tx, user, now)?.and_then(|f| f.locked_until))
+                }
+            };
+            let outcome = rec.outcome(&existing);
+            if outcome == Outcome::Copied {
+                import_in(tx, rec, now)?;
+            }
+            Ok(outcome)
+        })
+    }
+
     fn number_cache(&self) -> &dyn NumberCache {
         self
+    }
+}
+
+fn phone_in(conn: &Connection, user: &str) -> rusqlite::Result<Option<PhoneRecord>> {
+    conn.prepare_cached("SELECT e164, set_at, set_by FROM phone WHERE user = ?1")?
+        .query_row([user], |r| {
+            Ok(PhoneRecord {
+                e164: r.get(0)?,
+                set_at: r.get(1)?,
+                set_by: r.get(2)?,
+            })
+        })
+        .optional()
+}
+
+fn backup_codes_in(conn: &Connection, user: &str) -> rusqlite::Result<Vec<BackupHash>> {
+    conn.prepare_cached("SELECT tag, hash FROM backup_code WHERE user = ?1 ORDER BY id")?
+        .query_map([user], |r| {
+            Ok(BackupHash {
+                tag: r.get(0)?,
+                hash: r.get(1)?,
+            })
+        })?
+        .collect()
+}
+
+/// Everything [`Store::export`] reads, on `conn`.
+fn export_in(conn: &Connection, now: Millis) -> rusqlite::Result<Snapshot> {
+    let phones = conn
+        .prepare("SELECT user, e164, set_at, set_by FROM phone ORDER BY user")?
+        .query_map([], |r| {
+            Ok(UserPhone {
+                user: r.get(0)?,
+                phone: PhoneRecord {
+                    e164: r.get(1)?,
+                    set_at: r.get(2)?,
+                    set_by: r.get(3)?,
+                },
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut backup_codes: Vec<BackupSet> = Vec::new();
+    let mut st =
+        conn.prepare("SELECT user, tag, hash, created_at FROM backup_code ORDER BY user, id")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let user: String = r.get(0)?;
+        let code = BackupHash {
+            tag: r.get(1)?,
+            hash: r.get(2)?,
+        };
+        let at: Millis = r.get(3)?;
+        match backup_codes.last_mut() {
+            Some(set) if set.user == user => {
+                set.codes.push(code);
+                set.set_at = set.set_at.map(|s| s.min(at));
+            }
+            _ => backup_codes.push(BackupSet {
+                user,
+                codes: vec![code],
+                set_at: Some(at),
+            }),
+        }
+    }
+    let opt_outs = conn
+        .prepare("SELECT user, set_by, set_at FROM opt_out ORDER BY user")?
+        .query_map([], |r| {
+            Ok(OptOut {
+                user: r.get(0)?,
+                set_by: r.get(1)?,
+                set_at: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let lockouts = conn
+        .prepare(
+            "SELECT user, count, locked_until FROM failure WHERE locked_until > ?1 ORDER BY user",
+        )?
+        .query_map([now], |r| {
+            Ok(Lockout {
+                user: r.get(0)?,
+                count: r.get(1)?,
+                locked_until: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
+        conn.prepare(sql)?
+            .query_row(p, |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    };
+    let left_behind = LeftBehind {
+        challenges: count(
+            "SELECT COUNT(*) FROM challenge WHERE expires_at > ?1",
+            &[&now],
+        )?,
+        send_windows: count("SELECT COUNT(DISTINCT user) FROM sms_sent", &[])?,
+        failure_counts: count(
+            "SELECT COUNT(*) FROM failure WHERE locked_until IS NULL OR locked_until <= ?1",
+            &[&now],
+        )?,
+    };
+    Ok(Snapshot {
+        phones,
+        backup_codes,
+        opt_outs,
+        lockouts,
+        left_behind,
+    })
+}
+
+/// Writes `rec` over what the store holds for its user and kind.
+fn import_in(tx: &Connection, rec: &Record<'_>, now: Millis) -> rusqlite::Result<()> {
+    match rec {
+        Record::Phone(p) => tx
+            .prepare_cached(
+                "INSERT INTO phone (user, e164, set_at, set_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(user) DO UPDATE SET e164 = ?2, set_at = ?3, set_by = ?4",
+            )?
+            .execute(params![
+                p.user,
+                p.phone.e164,
+                p.phone.set_at,
+                p.phone.set_by
+            ])
+            .map(drop),
+        Record::BackupCodes(b) => {
+            tx.prepare_cached("DELETE FROM backup_code WHERE user = ?1")?
+                .execute([&b.user])?;
+            for (i, c) in b.codes.iter().enumerate() {
+                tx.prepare_cached(
+                    "INSERT INTO backup_code (user, id, tag, hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    b.user,
+                    i as i64 + 1,
+                    &c.tag[..],
+                    c.hash,
+                    b.set_at.unwrap_or(now)
+                ])?;
+            }
+            Ok(())
+        }
+        Record::OptOut(o) => tx
+            .prepare_cached(
+                "INSERT INTO opt_out (user, set_at, set_by) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user) DO UPDATE SET set_at = ?2, set_by = ?3",
+            )?
+            .execute(params![o.user, o.set_at, o.set_by])
+            .map(drop),
+        Record::Lockout(l) => tx
+            .prepare_cached(
+                "INSERT INTO failure (user, count, locked_until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user) DO UPDATE SET count = ?2, locked_until = ?3",
+            )?
+            .execute(params![l.user, l.count, l.locked_until])
+            .map(drop),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::clock::Millis;
 use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::{MemoryNumbers, NumberCache};
+use crate::store::migrate::{Outcome, Record, Snapshot};
 use crate::store::shared::{AfterBatch, Deferred, SharedBackend};
 use crate::store::{
     AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendPermit,
@@ -532,6 +533,12 @@ impl Store for SharedStore {
     }
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.opted_out_users())
+    }
+    fn export(&self, now: Millis) -> Result<Snapshot, StoreError> {
+        self.with(|s| s.export(now))
+    }
+    fn import_record(&self, rec: &Record<'_>, now: Millis) -> Result<Outcome, StoreError> {
+        self.with(|s| s.import_record(rec, now))
     }
     fn number_cache(&self) -> &dyn NumberCache {
         self
