@@ -69,7 +69,9 @@
 //! smsotp-radiusd uses); `store/redis` is the state several hosts share
 //! on a Redis or Valkey server (`RedisStore`: the sync client, no thread;
 //! each read-then-write a Lua script in `redis/scripts.rs`, TTLs as the
-//! safety net); `store/memory` is the in-memory reference backend. One conformance suite (`store/conformance.rs`) runs against
+//! safety net; the code key's fingerprint checked as each connection
+//! opens, [`store::Store::check_key_fingerprint`]; `redis/info.rs` what
+//! doctor asks the server); `store/memory` is the in-memory reference backend. One conformance suite (`store/conformance.rs`) runs against
 //! every backend: a new backend is done when it passes it.
 //!
 //! Imports run one way: `config` (the schema and the loader) calls into

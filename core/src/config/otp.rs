@@ -138,8 +138,12 @@ impl MessageTemplate {
     }
 }
 
-/// "5 minutes", "90 seconds", "1 hour" — for messages to people.
+/// "5 minutes", "90 seconds", "1 hour", "500ms" — for messages to people.
 pub fn human_duration(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        // Store timeouts go down to 100ms: "0 seconds" would be wrong.
+        return format!("{}ms", d.as_millis());
+    }
     let s = d.as_secs();
     let (n, unit) = if s >= 3600 && s % 3600 == 0 {
         (s / 3600, "hour")
