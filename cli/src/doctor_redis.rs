@@ -41,8 +41,27 @@ pub(crate) fn check(cfg: &Config, spec: &RedisSpec, f: &mut Vec<Finding>) -> Usa
         }
     };
     f.push(connection(spec, &info));
-    f.push(persistence(&info));
-    f.push(replication(spec, &info));
+    match &info.info_refused {
+        None => {
+            f.push(persistence(&info));
+            f.push(replication(spec, &info));
+        }
+        Some(why) => f.push(
+            Finding::new(
+                Level::Warning,
+                "store",
+                format!(
+                    "the server refuses INFO to user {} ({why}): its persistence and \
+                     replication are not checked",
+                    spec.username.as_deref().unwrap_or("default")
+                ),
+            )
+            .fix(format!(
+                "check by hand that the server has appendonly yes and appendfsync everysec, \
+                 or allow INFO to this user (ACL: +info); {PERSISTENCE_FIX}"
+            )),
+        ),
+    }
     sentinel_view(spec, f);
     key_fingerprint(cfg, spec, &store, &info, f)
 }
@@ -79,15 +98,18 @@ fn connection(spec: &RedisSpec, i: &ServerInfo) -> Finding {
     } else {
         "without a password"
     };
+    let server = if i.info_refused.is_some() {
+        "the server (which does not say what it is)".to_owned()
+    } else {
+        format!("{} {}", i.name, i.version)
+    };
     Finding::new(
         Level::Ok,
         "store",
         format!(
-            "redis store {}: {} {} answers; user {user} {auth}, db {} selected, key prefix {:?}; \
-             round trip {}",
+            "redis store {}: {server} answers; user {user} {auth}, db {} selected, key prefix \
+             {:?}; round trip {}",
             spec.url,
-            i.name,
-            i.version,
             spec.db,
             spec.key_prefix,
             round_trip(i.round_trip)
@@ -273,5 +295,69 @@ fn key_fingerprint(
             f.push(unreachable(spec, &e));
             Usable::No
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ServerInfo {
+        ServerInfo {
+            name: "valkey".into(),
+            version: "8.0.1".into(),
+            round_trip: Duration::from_micros(250),
+            aof: false,
+            rdb_save: Some("3600 1 300 100".into()),
+            role: "master".into(),
+            connected_replicas: 1,
+            key_fingerprint: None,
+            info_refused: None,
+        }
+    }
+
+    #[test]
+    fn persistence_names_what_a_restart_loses() {
+        let f = persistence(&info());
+        assert_eq!(f.level, Level::Warning);
+        assert!(
+            f.message
+                .contains("only RDB snapshots (save 3600 1 300 100)"),
+            "{}",
+            f.message
+        );
+        let mut i = info();
+        i.rdb_save = None;
+        assert!(persistence(&i).message.contains("cannot be read"));
+        i.aof = true;
+        assert_eq!(persistence(&i).level, Level::Ok);
+    }
+
+    #[test]
+    fn a_replica_is_an_error_and_a_primary_is_information() {
+        let spec = RedisSpec {
+            url: "redis://10.0.0.5".into(),
+            addr: smsotp_core::config::RedisAddr::Tcp {
+                host: "10.0.0.5".into(),
+                port: 6379,
+            },
+            username: None,
+            password_file: None,
+            db: 0,
+            key_prefix: "smsotp:".into(),
+            connect_timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(2),
+        };
+        let f = replication(&spec, &info());
+        assert_eq!(f.level, Level::Info);
+        assert_eq!(f.message, "replication: role primary, 1 replica connected");
+        let mut i = info();
+        i.role = "slave".into();
+        assert_eq!(replication(&spec, &i).level, Level::Error);
+        assert_eq!(round_trip(i.round_trip), "250 µs");
+        assert_eq!(
+            timeouts(&spec),
+            "store.connect_timeout 500ms, store.timeout 2 seconds"
+        );
     }
 }

@@ -42,6 +42,9 @@ pub struct ServerInfo {
     pub connected_replicas: u32,
     /// The code key fingerprint the store was first used with, if any.
     pub key_fingerprint: Option<String>,
+    /// The server's refusal of `INFO` (an ACL that does not allow it to
+    /// this user): name, version, persistence and role are then unknown.
+    pub info_refused: Option<String>,
 }
 
 impl ServerInfo {
@@ -75,46 +78,61 @@ impl ServerInfo {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
             key_fingerprint: None,
+            info_refused: None,
         }
     }
 }
 
+/// A reply that is the server's error (NOPERM, an unknown command), not a
+/// broken connection.
+fn refused(e: &redis::RedisError) -> bool {
+    !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error())
+}
+
+/// The three `INFO` sections doctor reads.
+type Sections = (String, String, String);
+
 impl RedisStore {
     /// Asks the server about itself ([`ServerInfo`]): connects if needed
     /// (an error then says why, naming the URL and the timeout), times
-    /// one PING, then reads `INFO server`, `INFO persistence`, `INFO
-    /// replication` and the key fingerprint in one round trip. Writes
-    /// nothing.
+    /// one PING, then reads `INFO server`, `INFO persistence` and `INFO
+    /// replication` in one round trip (a server that refuses `INFO` to
+    /// this user gives [`ServerInfo::info_refused`], not an error), and
+    /// the key fingerprint. Writes nothing.
     pub fn server_info(&self) -> Result<ServerInfo, StoreError> {
         self.run(|c| redis::cmd("PING").query::<()>(c))?;
         let started = Instant::now();
         self.run(|c| redis::cmd("PING").query::<()>(c))?;
         let round_trip = started.elapsed();
-        let (server, persistence, replication, kf): (String, String, String, Option<String>) = self
-            .run(|c| {
-                redis::pipe()
-                    .cmd("INFO")
-                    .arg("server")
-                    .cmd("INFO")
-                    .arg("persistence")
-                    .cmd("INFO")
-                    .arg("replication")
-                    .cmd("GET")
-                    .arg(self.kf_key())
-                    .query(c)
-            })?;
+        let sections: Result<Sections, String> = self.run(|c| {
+            match redis::pipe()
+                .cmd("INFO")
+                .arg("server")
+                .cmd("INFO")
+                .arg("persistence")
+                .cmd("INFO")
+                .arg("replication")
+                .query::<Sections>(c)
+            {
+                Ok(v) => Ok(Ok(v)),
+                Err(e) if refused(&e) => Ok(Err(e.to_string())),
+                Err(e) => Err(e),
+            }
+        })?;
+        let key_fingerprint = self.stored_key_fingerprint()?;
         // CONFIG may be renamed away or denied by an ACL: then unknown.
         let save: Option<Vec<String>> = self
             .run(|c| redis::cmd("CONFIG").arg("GET").arg("save").query(c))
             .ok();
-        let mut info = ServerInfo::from_sections(
-            &parse_info(&server),
-            &parse_info(&persistence),
-            &parse_info(&replication),
+        let (server, persistence, replication) = sections.as_ref().map_or_else(
+            |_| Default::default(),
+            |(a, b, c)| (parse_info(a), parse_info(b), parse_info(c)),
         );
+        let mut info = ServerInfo::from_sections(&server, &persistence, &replication);
         info.round_trip = round_trip;
         info.rdb_save = save.map(|v| v.get(1).cloned().unwrap_or_default());
-        info.key_fingerprint = kf;
+        info.key_fingerprint = key_fingerprint;
+        info.info_refused = sections.err();
         Ok(info)
     }
 }

@@ -571,3 +571,26 @@ fn server_info_reads_version_persistence_role_and_fingerprint() {
     assert!(i.aof, "{i:?}");
     assert_eq!(i.key_fingerprint, Some(k.fingerprint));
 }
+
+#[test]
+fn server_info_copes_with_an_acl_that_refuses_info() {
+    let Some(server) =
+        Server::start(&["--user", "smsotp", "on", ">acl-pw", "~*", "+@all", "-info"])
+    else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut spec = server.spec("noinfo:");
+    spec.username = Some("smsotp".into());
+    spec.password_file = Some(write_secret(d.path(), "pw", "acl-pw\n", 0o600));
+    let s = RedisStore::open_keyed(&spec, &fp(5, "/k")).unwrap();
+    let i = s.server_info().unwrap();
+    let why = i.info_refused.clone().unwrap_or_default();
+    assert!(
+        why.contains("NOPERM") || why.contains("no permissions"),
+        "{i:?}"
+    );
+    assert_eq!(i.key_fingerprint, Some(fp(5, "/k").fingerprint));
+    // The connection still works after the refusal.
+    assert_eq!(s.phone("alice").unwrap(), None);
+}
