@@ -316,8 +316,9 @@ fn redis_thread_probe_child() {
         std::thread::Builder::new().spawn(|| ()).is_err(),
         "the probe must be able to see a thread being started"
     );
-    // Connecting, a script (EVALSHA, then EVAL) and a plain command.
-    let s = RedisStore::open(&spec).unwrap();
+    // Connecting with the key check (a MULTI block), a script (EVALSHA,
+    // then EVAL) and a plain command.
+    let s = RedisStore::open_keyed(&spec, &fp(6, "/k")).unwrap();
     let c = record(3, "alice");
     s.insert_challenge(&c).unwrap();
     assert!(s.consume(&c.id, &c.code_mac, "alice").unwrap());
