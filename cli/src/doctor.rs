@@ -1,6 +1,7 @@
 //! `smsotp doctor`: the config, then the host. Everything that could lock
 //! an admin out or let someone in without a code is a warning or an error.
-//! The LDAP directories are checked step by step in `doctor_ldap.rs`.
+//! The LDAP directories are checked step by step in `doctor_ldap.rs`, a
+//! Redis store in `doctor_redis.rs`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -62,7 +63,20 @@ pub(crate) fn run(
         radius_secrets(cfg, &mut f);
         providers(cfg, no_network, &mut f);
         crate::doctor_ldap::check(cfg, user, no_network, &mut f);
-        state(cfg, &opts, &mut f);
+        let usable = match &cfg.store {
+            smsotp_core::config::StoreSpec::Redis(r) => crate::doctor_redis::check(cfg, r, &mut f),
+            _ => crate::doctor_redis::Usable::Yes,
+        };
+        if usable == crate::doctor_redis::Usable::Yes {
+            state(cfg, &opts, &mut f);
+        } else {
+            f.push(Finding::new(
+                Level::Info,
+                "users",
+                "the admins' numbers and lockouts are not checked: the state store cannot be \
+                 used (see above)",
+            ));
+        }
     }
 
     let code = report::findings_exit(&f);

@@ -17,6 +17,7 @@ mod args;
 mod check_config;
 mod doctor;
 mod doctor_ldap;
+mod doctor_redis;
 mod host;
 mod report;
 mod store_cmd;

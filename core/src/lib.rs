@@ -71,7 +71,9 @@
 //! smsotp-radiusd uses); `store/redis` is the state several hosts share
 //! on a Redis or Valkey server (`RedisStore`: the sync client, no thread;
 //! each read-then-write a Lua script in `redis/scripts.rs`, TTLs as the
-//! safety net); `store/memory` is the in-memory reference backend.
+//! safety net; the code key's fingerprint checked as each connection
+//! opens, [`store::Store::check_key_fingerprint`]; `redis/info.rs` what
+//! doctor asks the server); `store/memory` is the in-memory reference backend.
 //! `store/migrate.rs` moves what is durable (numbers, backup codes,
 //! opt-outs, lockouts) from one store to another (`smsotp store
 //! migrate`), by one rule per kind that each backend applies in one

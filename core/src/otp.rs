@@ -222,6 +222,14 @@ impl OtpKey {
         }
     }
 
+    /// Loads the key at `path` without ever creating one (tools that only
+    /// look, such as `smsotp doctor`): a missing file is
+    /// [`KeyError::File`] with a not-found [`files::FileError::Read`].
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let bytes = files::read_bytes_checked(path, FileRule::Secret)?;
+        Self::checked(path, bytes)
+    }
+
     fn checked(path: &Path, bytes: Zeroizing<Vec<u8>>) -> Result<Self, KeyError> {
         if bytes.len() < 32 {
             return Err(KeyError::TooShort {
@@ -256,6 +264,18 @@ impl OtpKey {
         ChallengeId(id)
     }
 
+    /// A public name of the key: 16 hex digits (64 bits of an HMAC under
+    /// the key of a fixed label), so hosts that share a store can tell
+    /// whether they hold the same key without showing it. It reveals
+    /// nothing about the key (a PRF output of a label no code path MACs),
+    /// and two different keys share one with odds of 2^-64.
+    pub fn fingerprint(&self) -> String {
+        self.mac_labelled("smsotp key fingerprint v1", &[])[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// A MAC for things other than codes (e.g. backup codes' lookup keys).
     pub fn mac_labelled(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
@@ -285,6 +305,27 @@ pub fn macs_equal(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::random::{FixedRandom, OsRandom};
+
+    #[test]
+    fn fingerprint_names_the_key_and_nothing_else() {
+        let a = OtpKey::from_bytes(&[7u8; 32]);
+        let fp = a.fingerprint();
+        assert_eq!(fp.len(), 16);
+        assert!(fp
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(fp, OtpKey::from_bytes(&[7u8; 32]).fingerprint());
+        assert_ne!(fp, OtpKey::from_bytes(&[8u8; 32]).fingerprint());
+        // Not a prefix of the key, nor of a MAC a login stores.
+        assert!(!fp.starts_with("0707"));
+        let id = ChallengeId([0; 16]);
+        let mac: String = a
+            .mac(&id, "", "", "")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!mac.starts_with(&fp));
+    }
 
     #[test]
     fn codes_have_the_length_and_alphabet() {

@@ -155,6 +155,21 @@ impl Runtime {
         };
         let (store, store_guard) =
             smsotp_core::store::open_shared(&config.store).map_err(|e| e.to_string())?;
+        // A host whose code key differs from the one a shared store was
+        // first used with would fail every code: refuse to start (or
+        // reload) instead, with the message that says how to fix it.
+        let key = smsotp_core::otp::OtpKey::load_or_create(
+            &config.otp.key_file,
+            &smsotp_core::random::OsRandom,
+        )
+        .map_err(|e| e.to_string())?;
+        store
+            .handle()
+            .check_key_fingerprint(&smsotp_core::store::KeyFingerprint::of(
+                &key,
+                &config.otp.key_file,
+            ))
+            .map_err(|e| e.to_string())?;
         // Replies queued by a batch's deferred work leave together.
         store.after_each_batch(Box::new(outgoing::flush));
         Ok((

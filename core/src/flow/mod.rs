@@ -41,7 +41,7 @@ use crate::phone::{NoCache, Phone};
 use crate::random::{OsRandom, RandomError, RandomSource};
 use crate::sms::{self, SmsProvider};
 pub use crate::store::Step;
-use crate::store::{Store, StoreError};
+use crate::store::{KeyFingerprint, Store, StoreError};
 
 pub use conversation::{run, Conversation, ConversationError};
 pub use outcome::{
@@ -226,8 +226,17 @@ impl Engine {
     /// The production engine: real clock, OS randomness, the configured
     /// store, directories and providers.
     pub fn open(cfg: Config, log: &LogOptions) -> Result<Engine, FlowError> {
-        let store = crate::store::open(&cfg.store)?;
-        Engine::open_with_store(cfg, log, store)
+        // The key first: a shared store checks it in the round trip that
+        // opens its connection. A store that cannot be opened is still
+        // the error reported first, as it always was.
+        let key = OtpKey::load_or_create(&cfg.otp.key_file, &OsRandom);
+        let store = match &key {
+            Ok(k) => {
+                crate::store::open_keyed(&cfg.store, &KeyFingerprint::of(k, &cfg.otp.key_file))?
+            }
+            Err(_) => crate::store::open(&cfg.store)?,
+        };
+        Engine::with_key(cfg, log, store, key?)
     }
 
     /// [`Engine::open`] for one login (the PAM module): the store is
@@ -237,18 +246,45 @@ impl Engine {
     /// down, and a store that is down costs a login no more than its
     /// configured timeouts.
     pub fn open_for_login(cfg: Config, log: &LogOptions) -> Result<Engine, FlowError> {
-        let store = crate::store::open_on_first_use(&cfg.store)?;
-        Engine::open_with_store(cfg, log, store)
+        let key = OtpKey::load_or_create(&cfg.otp.key_file, &OsRandom)?;
+        // Bound to the key without connecting: the first connection a
+        // login needs checks it as it opens.
+        let store = crate::store::open_on_first_use(
+            &cfg.store,
+            &KeyFingerprint::of(&key, &cfg.otp.key_file),
+        )?;
+        Engine::build(cfg, log, store, key)
     }
 
     /// [`Engine::open`] with a store the caller opened (a server shares one
-    /// between its threads).
+    /// between its threads). The store is bound to the code key
+    /// ([`Store::check_key_fingerprint`]) before anything else.
     pub fn open_with_store(
         cfg: Config,
         log: &LogOptions,
         store: Box<dyn Store>,
     ) -> Result<Engine, FlowError> {
         let key = OtpKey::load_or_create(&cfg.otp.key_file, &OsRandom)?;
+        Engine::with_key(cfg, log, store, key)
+    }
+
+    fn with_key(
+        cfg: Config,
+        log: &LogOptions,
+        store: Box<dyn Store>,
+        key: OtpKey,
+    ) -> Result<Engine, FlowError> {
+        store.check_key_fingerprint(&KeyFingerprint::of(&key, &cfg.otp.key_file))?;
+        Engine::build(cfg, log, store, key)
+    }
+
+    /// The engine on a store already bound to `key`.
+    fn build(
+        cfg: Config,
+        log: &LogOptions,
+        store: Box<dyn Store>,
+        key: OtpKey,
+    ) -> Result<Engine, FlowError> {
         let parts = Parts {
             store,
             directories: directory::from_config(&cfg.directories),

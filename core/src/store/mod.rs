@@ -26,11 +26,12 @@
 //! forgets what has expired, and [`sqlite::shared`] with `commit.rs` is
 //! the group commit smsotp-radiusd uses), [`redis`] (a Redis or Valkey
 //! server several hosts share; `redis/scripts.rs` holds the Lua that makes
-//! each method one atomic step) and [`memory`] (plain maps, for tests). One conformance suite (`conformance.rs`) runs against every
+//! each method one atomic step, `redis/info.rs` what `smsotp doctor` asks
+//! the server) and [`memory`] (plain maps, for tests). One conformance suite (`conformance.rs`) runs against every
 //! backend, and a short contract test against every [`SharedBackend`]: a
 //! new backend is done when it passes them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock::Millis;
@@ -114,6 +115,11 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The store was first used with another code key than this host's
+    /// (see [`Store::check_key_fingerprint`]): every code this host sent
+    /// or checked would fail. Fail closed until the keys agree.
+    #[error("{0}")]
+    KeyMismatch(Box<KeyMismatch>),
     /// The operating system refused something the store needs besides the
     /// store itself (here: creating its directory).
     #[error("state store {location}: cannot create its directory: {source}")]
@@ -129,6 +135,55 @@ pub enum StoreError {
 
 /// A backend's own error, kept as the source of a [`StoreError`].
 pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What [`StoreError::KeyMismatch`] says: which store, which keys, and how
+/// to make them agree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "state store {location}: this host's code key {key_file} has fingerprint {ours}, but the \
+     store was first used with a key of fingerprint {stored} ({record}), so every code this \
+     host sends or checks would fail; copy the key file from a host that works to {key_file} \
+     on this host (owned by root, mode 0600), or point otp.key_file at such a copy. To change \
+     the key on every host on purpose, put the new key on every host, then {forget}"
+)]
+pub struct KeyMismatch {
+    /// Where the store is, as [`StoreSpec::location`] names it.
+    pub location: String,
+    /// Where in the store the fingerprint is kept (for Redis: the key,
+    /// named with its `store.key_prefix`).
+    pub record: String,
+    /// How to make the store forget its fingerprint (the next host to use
+    /// it records its own).
+    pub forget: String,
+    /// This host's key file (`otp.key_file`).
+    pub key_file: String,
+    /// The fingerprint of this host's key
+    /// ([`crate::otp::OtpKey::fingerprint`]).
+    pub ours: String,
+    /// The fingerprint the store was first used with.
+    pub stored: String,
+}
+
+/// This host's code key as a store records and compares it
+/// ([`Store::check_key_fingerprint`]): its public fingerprint, and the file
+/// it came from (for the message when they disagree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFingerprint {
+    /// [`crate::otp::OtpKey::fingerprint`] of the key.
+    pub fingerprint: String,
+    /// The key file it was read from (`otp.key_file`).
+    pub key_file: PathBuf,
+}
+
+impl KeyFingerprint {
+    /// The fingerprint of `key`, read from `key_file`.
+    pub fn of(key: &crate::otp::OtpKey, key_file: &Path) -> Self {
+        KeyFingerprint {
+            fingerprint: key.fingerprint(),
+            key_file: key_file.to_owned(),
+        }
+    }
+}
 
 /// A pending challenge: what was sent, to whom, for what, and how much of it
 /// is left. The code is only its MAC.
@@ -484,6 +539,20 @@ pub trait Store {
         rec: &migrate::Record<'_>,
         now: Millis,
     ) -> Result<migrate::Outcome, StoreError>;
+    /// Binds this handle to the code key `key` ([`Engine`] calls it once
+    /// it has loaded the key, before any login step). A store that
+    /// several hosts share records the key's fingerprint the first time
+    /// any host uses it and compares it now (connecting if need be) and
+    /// on each new connection: a host with another key gets
+    /// [`StoreError::KeyMismatch`] from this call and from every later
+    /// one, instead of failing every code silently. The default does
+    /// nothing: a store on one host has one key file.
+    ///
+    /// [`Engine`]: crate::flow::Engine
+    fn check_key_fingerprint(&self, key: &KeyFingerprint) -> Result<(), StoreError> {
+        let _ = key;
+        Ok(())
+    }
 
     /// Where this host remembers phone numbers it has validated, if the
     /// backend keeps such a cache (SQLite does, in its file; a shared
@@ -506,16 +575,35 @@ pub fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
     }
 }
 
-/// [`open`] for one login (the PAM module): a store on a server (Redis)
-/// connects on its first use, so a login that needs no state (an exempt
-/// user) neither waits for it nor fails when it is down; the first call
-/// that needs it reports it unavailable. A store in a local file opens at
-/// once, as with [`open`]. The admin tool's checks use [`open`], so a
-/// wrong URL still shows there.
-pub fn open_on_first_use(spec: &StoreSpec) -> Result<Box<dyn Store>, StoreError> {
+/// [`open`] for one login (the PAM module), bound to the code key `key`:
+/// a store on a server (Redis) connects on its first use (checking the
+/// key as that connection opens), so a login that needs no state (an
+/// exempt user) neither waits for it nor fails when it is down; the first
+/// call that needs it reports it unavailable. A store in a local file
+/// opens at once, as with [`open_keyed`]. The admin tool's checks use
+/// [`open`], so a wrong URL still shows there.
+pub fn open_on_first_use(
+    spec: &StoreSpec,
+    key: &KeyFingerprint,
+) -> Result<Box<dyn Store>, StoreError> {
     match spec {
-        StoreSpec::Sqlite { .. } => open(spec),
-        StoreSpec::Redis(r) => Ok(Box::new(redis::RedisStore::lazy(r))),
+        StoreSpec::Sqlite { .. } => open_keyed(spec, key),
+        StoreSpec::Redis(r) => Ok(Box::new(redis::RedisStore::lazy_keyed(r, key))),
+    }
+}
+
+/// [`open`], bound to the code key `key` from the start
+/// ([`Store::check_key_fingerprint`]): a networked store checks the key in
+/// the round trip that opens its connection, so the check costs no round
+/// trip of its own.
+pub fn open_keyed(spec: &StoreSpec, key: &KeyFingerprint) -> Result<Box<dyn Store>, StoreError> {
+    match spec {
+        StoreSpec::Sqlite { .. } => {
+            let store = open(spec)?;
+            store.check_key_fingerprint(key)?;
+            Ok(store)
+        }
+        StoreSpec::Redis(r) => Ok(Box::new(redis::RedisStore::open_keyed(r, key)?)),
     }
 }
 

@@ -26,7 +26,17 @@
 //! - `P b:<user>`: backup codes, a hash argon2 hash -> 8-byte tag;
 //! - `P o`: opt-outs, a hash user -> "set_at set_by";
 //! - `P n:<cache key>`: a validated phone number ("E.164 region"), the
-//!   hosts' shared [`NumberCache`], kept [`NUMBER_TTL_S`] seconds.
+//!   hosts' shared [`NumberCache`], kept [`NUMBER_TTL_S`] seconds;
+//! - `P kf`: the fingerprint of the code key the store was first used
+//!   with (see [`Store::check_key_fingerprint`]), no TTL.
+//!
+//! The key check costs no round trip of its own: once the handle knows
+//! the key (from [`RedisStore::open_keyed`], or
+//! [`Store::check_key_fingerprint`], which connects a handle that has
+//! not yet), each new connection sends `MULTI; SET P kf <fp> NX; GET P
+//! kf; EXEC` in place of the PING that would otherwise prove it works.
+//! Only a handle told the key after it connected pays one round trip,
+//! once.
 //!
 //! The number cache spares parsing a number (the numbering metadata of
 //! every country is built on first use, about 100 ms: every PAM login, a
@@ -43,14 +53,15 @@ use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
 use super::migrate::{Outcome, Record, Snapshot};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
-    AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendPermit,
-    SmsWindow, Step, Store, StoreError,
+    AnswerState, BackupHash, ChallengeRecord, FailureState, KeyFingerprint, LoginState,
+    PhoneRecord, SendPermit, SmsWindow, Step, Store, StoreError,
 };
 use crate::clock::{ms, Millis};
 use crate::config::{Rate, RedisAddr, RedisSpec};
 use crate::otp::ChallengeId;
 use crate::phone::{MemoryNumbers, NumberCache};
 
+pub mod info;
 mod migrate;
 mod scripts;
 
@@ -72,6 +83,10 @@ pub const NUMBER_TTL_S: u64 = 30 * 24 * 3600;
 pub struct RedisStore {
     spec: RedisSpec,
     conn: Mutex<Option<Connection>>,
+    /// The code key this handle is bound to, once known: every connection
+    /// opened since was checked against the store's fingerprint. Locked
+    /// after `conn` when both are.
+    key_fp: Mutex<Option<KeyFingerprint>>,
     /// See [`SharedBackend::after_each_batch`].
     after_batch: OnceLock<AfterBatch>,
     /// Validated numbers seen through this store or its handles.
@@ -166,11 +181,36 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// [`RedisStore::open`] bound to the code key `key`: the connection is
+    /// checked against the store's key fingerprint as it opens (recording
+    /// it if the store has none), in the round trip that proves it works.
+    /// A store first used with another key is
+    /// [`StoreError::KeyMismatch`].
+    pub fn open_keyed(spec: &RedisSpec, key: &KeyFingerprint) -> Result<Self, StoreError> {
+        let store = Self::lazy(spec);
+        *store.key_fp_lock() = Some(key.clone());
+        {
+            let mut g = store.lock();
+            *g = Some(store.connect()?);
+        }
+        Ok(store)
+    }
+
+    /// [`RedisStore::lazy`] bound to the code key `key`: its first
+    /// connection, when a call needs one, is checked against the store's
+    /// key fingerprint as it opens.
+    pub fn lazy_keyed(spec: &RedisSpec, key: &KeyFingerprint) -> Self {
+        let store = Self::lazy(spec);
+        *store.key_fp_lock() = Some(key.clone());
+        store
+    }
+
     /// A store on the server `spec` names that connects on first use.
     pub fn lazy(spec: &RedisSpec) -> Self {
         RedisStore {
             spec: spec.clone(),
             conn: Mutex::new(None),
+            key_fp: Mutex::new(None),
             after_batch: OnceLock::new(),
             numbers: Arc::default(),
         }
@@ -178,6 +218,94 @@ impl RedisStore {
 
     fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn key_fp_lock(&self) -> MutexGuard<'_, Option<KeyFingerprint>> {
+        self.key_fp.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where the key fingerprint is kept: `P kf`.
+    fn kf_key(&self) -> String {
+        format!("{}kf", self.spec.key_prefix)
+    }
+
+    /// Records `key`'s fingerprint if the store has none, and compares it
+    /// with the one it has: one round trip.
+    fn check_key_on(&self, conn: &mut Connection, key: &KeyFingerprint) -> Result<(), StoreError> {
+        let (stored,): (Option<String>,) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.kf_key())
+            .arg(&key.fingerprint)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(self.kf_key())
+            .query(conn)
+            .map_err(|e| self.map_err(&e))?;
+        match stored {
+            Some(s) if s == key.fingerprint => Ok(()),
+            // Deleted between SET and GET inside MULTI cannot happen; a
+            // missing value means something else answered.
+            None => Err(self.corrupt("the key fingerprint could not be recorded")),
+            Some(stored) => Err(self.key_mismatch(key, stored)),
+        }
+    }
+
+    fn key_mismatch(&self, key: &KeyFingerprint, stored: String) -> StoreError {
+        let kf = self.kf_key();
+        StoreError::KeyMismatch(Box::new(super::KeyMismatch {
+            location: self.spec.url.clone(),
+            record: format!(
+                "kept in key {kf:?}, store.key_prefix {:?}",
+                self.spec.key_prefix
+            ),
+            forget: format!(
+                "delete that key once: {} DEL {kf} (the next host to use the store records its \
+                 key)",
+                self.cli_command()
+            ),
+            key_file: key.key_file.display().to_string(),
+            ours: key.fingerprint.clone(),
+            stored,
+        }))
+    }
+
+    /// The `redis-cli` command line that reaches this store, for advice
+    /// (`--askpass` asks the password, so none is shown).
+    pub fn cli_command(&self) -> String {
+        let s = &self.spec;
+        let mut cmd = match &s.addr {
+            RedisAddr::Tcp { host, port } => format!("redis-cli -h {host} -p {port}"),
+            RedisAddr::Unix(path) => format!("redis-cli -s {}", path.display()),
+        };
+        if s.db != 0 {
+            cmd.push_str(&format!(" -n {}", s.db));
+        }
+        if let Some(user) = &s.username {
+            cmd.push_str(&format!(" --user {user}"));
+        }
+        if s.password_file.is_some() {
+            cmd.push_str(" --askpass");
+        }
+        cmd
+    }
+
+    /// The key fingerprint the store was first used with, if any (read
+    /// only: `smsotp doctor`).
+    pub fn stored_key_fingerprint(&self) -> Result<Option<String>, StoreError> {
+        self.run(|c| redis::cmd("GET").arg(self.kf_key()).query(c))
+    }
+
+    /// Compares `key` with the store's fingerprint without recording
+    /// anything: `Ok(true)` if they agree, `Ok(false)` if the store has
+    /// none yet, [`StoreError::KeyMismatch`] if it has another.
+    pub fn compare_key_fingerprint(&self, key: &KeyFingerprint) -> Result<bool, StoreError> {
+        match self.stored_key_fingerprint()? {
+            None => Ok(false),
+            Some(s) if s == key.fingerprint => Ok(true),
+            Some(s) => Err(self.key_mismatch(key, s)),
+        }
     }
 
     fn unavailable(&self, what: String) -> StoreError {
@@ -247,10 +375,15 @@ impl RedisStore {
             .and_then(|()| conn.set_write_timeout(Some(s.timeout)))
             .map_err(|e| self.map_err(&e))?;
         // The handshake sends nothing without a password or a db: a PING
-        // shows now whether the server answers and lets us in.
-        redis::cmd("PING")
-            .query::<()>(&mut conn)
-            .map_err(|e| self.map_err(&e))?;
+        // (or the key check, which is a command too) shows now whether the
+        // server answers and lets us in.
+        let key = self.key_fp_lock().clone();
+        match key {
+            Some(key) => self.check_key_on(&mut conn, &key)?,
+            None => redis::cmd("PING")
+                .query::<()>(&mut conn)
+                .map_err(|e| self.map_err(&e))?,
+        }
         Ok(conn)
     }
 
@@ -911,6 +1044,31 @@ impl Store for RedisStore {
 
     fn import_record(&self, rec: &Record<'_>, now: Millis) -> Result<Outcome, StoreError> {
         self.import_one(rec, now)
+    }
+
+    fn check_key_fingerprint(&self, key: &KeyFingerprint) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        {
+            let mut k = self.key_fp_lock();
+            if k.as_ref() == Some(key) && g.is_some() {
+                // Every connection opened since it was set was checked.
+                return Ok(());
+            }
+            *k = Some(key.clone());
+        }
+        let Some(conn) = &mut *g else {
+            // Now, not on first use: a server refuses to start at once.
+            // The connection opens with the check (no round trip more).
+            *g = Some(self.connect()?);
+            return Ok(());
+        };
+        let checked = self.check_key_on(conn, key);
+        if checked.is_err() {
+            // Not known to be this key's: the next call reconnects and
+            // checks again (and fails the same way while they differ).
+            *g = None;
+        }
+        checked
     }
 }
 

@@ -327,6 +327,8 @@ fn a_server_that_does_not_answer_times_out() {
     let e = s.phone("alice").unwrap_err();
     assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
     assert!(e.to_string().contains(&spec.url), "{e}");
+    // Not "0 seconds": a sub-second timeout is named as set.
+    assert!(e.to_string().contains("store.timeout (300 milliseconds)"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     drop(listener);
     // Nothing listens: refused at once.
@@ -378,8 +380,9 @@ fn redis_thread_probe_child() {
         std::thread::Builder::new().spawn(|| ()).is_err(),
         "the probe must be able to see a thread being started"
     );
-    // Connecting, a script (EVALSHA, then EVAL) and a plain command.
-    let s = RedisStore::open(&spec).unwrap();
+    // Connecting with the key check (a MULTI block), a script (EVALSHA,
+    // then EVAL) and a plain command.
+    let s = RedisStore::open_keyed(&spec, &fp(6, "/k")).unwrap();
     let c = record(3, "alice");
     s.insert_challenge(&c).unwrap();
     assert!(s.consume(&c.id, &c.code_mac, "alice").unwrap());
@@ -535,4 +538,164 @@ fn an_export_reads_its_own_prefix_only_and_not_by_glob() {
         ),
         (1, 1, 1)
     );
+}
+
+fn fp(byte: u8, file: &str) -> crate::store::KeyFingerprint {
+    crate::store::KeyFingerprint::of(
+        &crate::otp::OtpKey::from_bytes(&[byte; 32]),
+        Path::new(file),
+    )
+}
+
+#[test]
+fn the_first_key_is_recorded_and_another_is_refused_with_the_fix() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let spec = server.spec("kf1:");
+    let a = fp(1, "/etc/a/otp.key");
+    let b = fp(2, "/etc/b/otp.key");
+    let first = RedisStore::open_keyed(&spec, &a).unwrap();
+    assert_eq!(
+        first.stored_key_fingerprint().unwrap(),
+        Some(a.fingerprint.clone())
+    );
+    // The same key again, from a handle told after it connected.
+    let plain = RedisStore::open(&spec).unwrap();
+    plain.check_key_fingerprint(&a).unwrap();
+    assert!(plain.compare_key_fingerprint(&a).unwrap());
+
+    let e = match RedisStore::open_keyed(&spec, &b) {
+        Ok(_) => panic!("a second key was accepted"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, StoreError::KeyMismatch(_)), "{e}");
+    let text = e.to_string();
+    for want in [
+        "/etc/b/otp.key",
+        a.fingerprint.as_str(),
+        b.fingerprint.as_str(),
+        "copy the key file from a host that works",
+        "0600",
+        "otp.key_file",
+        "\"kf1:kf\"",
+        "DEL kf1:kf",
+        &spec.url,
+    ] {
+        assert!(text.contains(want), "{want:?} not in: {text}");
+    }
+    // Nothing was overwritten, and a handle that has not connected yet
+    // connects to check, then fails each time, not only once.
+    assert!(first.compare_key_fingerprint(&a).unwrap());
+    let lazy = RedisStore::lazy(&spec);
+    assert!(matches!(
+        lazy.check_key_fingerprint(&b).unwrap_err(),
+        StoreError::KeyMismatch(_)
+    ));
+    for _ in 0..2 {
+        assert!(matches!(
+            lazy.phone("alice").unwrap_err(),
+            StoreError::KeyMismatch(_)
+        ));
+    }
+    // A handle told after it connected fails at once, and stays failed.
+    let late = RedisStore::open(&spec).unwrap();
+    assert!(matches!(
+        late.check_key_fingerprint(&b).unwrap_err(),
+        StoreError::KeyMismatch(_)
+    ));
+    assert!(matches!(
+        late.phone("alice").unwrap_err(),
+        StoreError::KeyMismatch(_)
+    ));
+    // Another key prefix is another store with a key of its own.
+    RedisStore::open_keyed(&server.spec("kf2:"), &b).unwrap();
+    // The documented way to change the key site-wide: delete P kf; the
+    // next host records its key.
+    first
+        .run(|c| redis::cmd("DEL").arg("kf1:kf").query::<i64>(c))
+        .unwrap();
+    assert_eq!(late.phone("alice").unwrap(), None);
+    assert_eq!(
+        late.stored_key_fingerprint().unwrap(),
+        Some(b.fingerprint.clone())
+    );
+    assert!(matches!(
+        first.compare_key_fingerprint(&a).unwrap_err(),
+        StoreError::KeyMismatch(_)
+    ));
+}
+
+#[test]
+fn open_keyed_checks_every_backend_the_same_way() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let spec = crate::config::StoreSpec::Redis(Box::new(server.spec("kf3:")));
+    crate::store::open_keyed(&spec, &fp(1, "/k")).unwrap();
+    assert!(matches!(
+        crate::store::open_keyed(&spec, &fp(2, "/k")).map(|_| ()),
+        Err(StoreError::KeyMismatch(_))
+    ));
+    // SQLite is one host's: nothing to compare.
+    let d = tempfile::tempdir().unwrap();
+    let sqlite = crate::config::StoreSpec::Sqlite {
+        path: d.path().join("state.db"),
+        busy_timeout: Duration::from_secs(1),
+    };
+    crate::store::open_keyed(&sqlite, &fp(1, "/k")).unwrap();
+    crate::store::open_keyed(&sqlite, &fp(2, "/k")).unwrap();
+}
+
+#[test]
+fn server_info_reads_version_persistence_role_and_fingerprint() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let spec = server.spec("info:");
+    let s = RedisStore::open(&spec).unwrap();
+    let i = s.server_info().unwrap();
+    assert_eq!(i.name, "redis");
+    assert!(i.version.starts_with(|c: char| c.is_ascii_digit()), "{i:?}");
+    assert!(!i.aof, "{i:?}");
+    assert_eq!(i.rdb_save.as_deref(), Some(""), "{i:?}");
+    assert_eq!((i.role.as_str(), i.connected_replicas), ("master", 0));
+    assert_eq!(i.key_fingerprint, None);
+    assert!(i.round_trip < Duration::from_secs(2));
+    s.run(|c| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendonly")
+            .arg("yes")
+            .query::<()>(c)
+    })
+    .unwrap();
+    let k = fp(4, "/k");
+    s.check_key_fingerprint(&k).unwrap();
+    let i = s.server_info().unwrap();
+    assert!(i.aof, "{i:?}");
+    assert_eq!(i.key_fingerprint, Some(k.fingerprint));
+}
+
+#[test]
+fn server_info_copes_with_an_acl_that_refuses_info() {
+    let Some(server) =
+        Server::start(&["--user", "smsotp", "on", ">acl-pw", "~*", "+@all", "-info"])
+    else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut spec = server.spec("noinfo:");
+    spec.username = Some("smsotp".into());
+    spec.password_file = Some(write_secret(d.path(), "pw", "acl-pw\n", 0o600));
+    let s = RedisStore::open_keyed(&spec, &fp(5, "/k")).unwrap();
+    let i = s.server_info().unwrap();
+    let why = i.info_refused.clone().unwrap_or_default();
+    assert!(
+        why.contains("NOPERM") || why.contains("no permissions"),
+        "{i:?}"
+    );
+    assert_eq!(i.key_fingerprint, Some(fp(5, "/k").fingerprint));
+    // The connection still works after the refusal.
+    assert_eq!(s.phone("alice").unwrap(), None);
 }
