@@ -778,7 +778,7 @@ fn doctor_names_a_redis_that_is_down() {
     assert_ne!(r.code, 0, "{r}");
     assert!(
         r.stdout.lines().any(|l| l.starts_with("ERROR")
-            && l.contains("cannot open the state store")
+            && l.contains("cannot connect")
             && l.contains(&url)),
         "{r}"
     );
