@@ -163,13 +163,27 @@ impl Runtime {
             &smsotp_core::random::OsRandom,
         )
         .map_err(|e| e.to_string())?;
-        store
+        // A shared store that does not answer yet (Redis down at boot) is
+        // no reason to stay down: the server starts, rejects logins with
+        // the reason logged, and each connection it opens later checks
+        // the key as it opens. Exiting instead would have the service
+        // manager give up after a few quick restarts.
+        match store
             .handle()
             .check_key_fingerprint(&smsotp_core::store::KeyFingerprint::of(
                 &key,
                 &config.otp.key_file,
-            ))
-            .map_err(|e| e.to_string())?;
+            )) {
+            Ok(()) => {}
+            Err(e @ smsotp_core::store::StoreError::Unavailable { .. })
+                if config.store.local_file().is_none() =>
+            {
+                warnings.push(format!(
+                    "{e}; starting anyway: logins are rejected until the store answers"
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
         // Replies queued by a batch's deferred work leave together.
         store.after_each_batch(Box::new(outgoing::flush));
         Ok((

@@ -410,6 +410,41 @@ fn radiusd_down_and_back(tcp: bool) {
     assert!(srv.running());
 }
 
+/// Redis down when smsotp-radiusd starts (a reboot where Redis comes up
+/// later): the server comes up all the same, says why it cannot answer
+/// yet, rejects, and logs in once Redis is there, without a restart.
+#[test]
+fn radiusd_started_while_redis_is_down_comes_up_and_serves_when_it_is_back() {
+    let _turn = turn();
+    let Some(mut redis) = RedisServer::start_with(RedisOptions {
+        tcp: true,
+        ..RedisOptions::default()
+    }) else {
+        return;
+    };
+    let url = redis.tcp_url();
+    redis.stop();
+    let (scratch, srv) = radius_host(&store_table(&url, "e2e:", ""), &shared_key(), "", "");
+    assert!(srv.running(), "{}", srv.context());
+    assert!(
+        srv.wait_log("starting anyway", 0, Duration::from_secs(2))
+            .is_some(),
+        "the start-up warning names the store:\n{}",
+        srv.context()
+    );
+    let outbox = scratch.outbox();
+    let r = first_round(&srv, "alice");
+    assert_code(&r, code::ACCESS_REJECT, "Redis not there yet", &srv);
+    assert_eq!(outbox.count(), 0);
+
+    redis.restart();
+    let r = first_round(&srv, "alice");
+    assert_code(&r, code::ACCESS_CHALLENGE, "Redis there", &srv);
+    let c = outbox.wait_beyond(0, SMS_WAIT).code();
+    let ok = follow_up(&srv, "alice", &r.state(), &c);
+    assert_code(&ok, code::ACCESS_ACCEPT, "right code", &srv);
+}
+
 /// Eight requests at once for users without a number: each is refused
 /// for that reason (the store was read), none as unavailable.
 fn burst_of_users_without_a_number(srv: &Radiusd) {

@@ -73,8 +73,11 @@ pub fn open_shared(spec: &StoreSpec) -> Result<(Box<dyn SharedBackend>, SharedGu
                 })?;
             Ok((Box::new(shared), SharedGuard(Some(Box::new(committer)))))
         }
+        // Each handle connects on its first use (and again after a
+        // failure): a server started while Redis is down comes up, and
+        // answers once it is back.
         StoreSpec::Redis(r) => Ok((
-            Box::new(super::redis::RedisStore::open(r)?),
+            Box::new(super::redis::RedisStore::lazy(r)),
             SharedGuard::none(),
         )),
     }
