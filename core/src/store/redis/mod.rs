@@ -5,7 +5,29 @@
 //! The client is the `redis` crate's synchronous connection: no thread, no
 //! runtime (it runs inside sshd). One connection per store handle, opened
 //! on first use and again after it broke; a failed command is not retried
-//! (it may have run), the next call reconnects.
+//! (it may have run), the next call reconnects. With `store.sentinels`
+//! (`conn.rs`) connecting means asking the sentinels in order where the
+//! master is and checking that it says it is master (`ROLE`); a broken
+//! connection, a timeout or a `READONLY` reply (a failover made our
+//! master a replica) drops it, so the next call asks the sentinels again.
+//!
+//! Durability across a failover: Redis replicates asynchronously, so a
+//! write the master acknowledged can be lost if the master dies before a
+//! replica has it. The writes that must not be lost wait for the replicas
+//! before the method returns (`Conn::make_durable` in `conn.rs`: `WAITAOF`
+//! where the server has it, Redis 7.2+ and Valkey, else `WAIT`, for as
+//! many replicas as the master has connected): a failure that locks the
+//! user out, an unlock, a used backup code, new or revoked backup codes,
+//! a completed enrollment, a phone set or cleared, an opt-out. When fewer
+//! replicas acknowledge in time (half of `store.timeout`) the write still
+//! stands on the master and the method succeeds: a lockout on the master
+//! holds, and failing the login would punish the user for a replica's
+//! lag. Ordinary logins (a challenge started, a code taken, a wrong
+//! guess) do not wait: a code lost in a failover is replaced by a new
+//! one. Each challenge carries its own tries left (`a` in its hash), so a
+//! failure count lost in a failover never buys more guesses at one code
+//! than that code's tries (plus the guesses within the replication lag,
+//! normally milliseconds).
 //!
 //! Every method is one atomic step on the server: a Lua script (`scripts.rs`;
 //! EVALSHA, EVAL when the server does not know it yet) where it reads
@@ -29,7 +51,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+use redis::{Connection, RedisResult};
 
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
@@ -37,10 +59,14 @@ use super::{
     SmsWindow, Step, Store, StoreError,
 };
 use crate::clock::{ms, Millis};
-use crate::config::{Rate, RedisAddr, RedisSpec};
+use crate::config::{Rate, RedisSpec};
 use crate::otp::ChallengeId;
 
+mod conn;
 mod scripts;
+
+pub use conn::{sentinel_view, SentinelAnswer};
+use conn::{Conn, OpenError};
 
 /// How long past the caller's expiry the server keeps a challenge or a
 /// send window before its TTL drops it (reads compare with `now` anyway).
@@ -54,7 +80,7 @@ pub const GRACE_MS: Millis = 600_000;
 /// [`SharedBackend::handle`] is a connection of its own.
 pub struct RedisStore {
     spec: RedisSpec,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<Conn>>,
     /// See [`SharedBackend::after_each_batch`].
     after_batch: OnceLock<AfterBatch>,
 }
@@ -144,7 +170,7 @@ impl RedisStore {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Conn>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -176,70 +202,72 @@ impl RedisStore {
         self.unavailable(e.to_string())
     }
 
-    fn connect(&self) -> Result<Connection, StoreError> {
-        let s = &self.spec;
-        let addr = match &s.addr {
-            RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
-            RedisAddr::Unix(path) => ConnectionAddr::Unix(path.clone()),
-        };
-        let mut redis_settings = RedisConnectionInfo::default()
-            .set_db(s.db)
-            .set_skip_set_lib_name();
-        if let Some(file) = &s.password_file {
-            let password = crate::files::read_secret(file)
-                .map_err(|e| self.unavailable(format!("store.password_file: {e}")))?;
-            redis_settings = redis_settings.set_password(password.expose());
-        }
-        if let Some(user) = &s.username {
-            redis_settings = redis_settings.set_username(user);
-        }
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| self.map_err(&e))?
-            .set_redis_settings(redis_settings);
-        let client = redis::Client::open(info).map_err(|e| self.map_err(&e))?;
-        let conn = client
-            .get_connection_with_timeout(s.connect_timeout)
-            .map_err(|e| {
-                if e.is_timeout() {
-                    self.unavailable(format!(
-                        "cannot connect within store.connect_timeout ({})",
-                        crate::config::human_duration(s.connect_timeout)
-                    ))
-                } else {
-                    self.unavailable(format!("cannot connect: {e}"))
-                }
-            })?;
-        let mut conn = conn;
-        conn.set_read_timeout(Some(s.timeout))
-            .and_then(|()| conn.set_write_timeout(Some(s.timeout)))
-            .map_err(|e| self.map_err(&e))?;
-        // The handshake sends nothing without a password or a db: a PING
-        // shows now whether the server answers and lets us in.
-        redis::cmd("PING")
-            .query::<()>(&mut conn)
-            .map_err(|e| self.map_err(&e))?;
-        Ok(conn)
+    fn connect(&self) -> Result<Conn, StoreError> {
+        Conn::open(&self.spec).map_err(|e| match e {
+            OpenError::Secret(m) => self.unavailable(m),
+            OpenError::Sentinels(why) => {
+                self.unavailable(format!("no sentinel led to a master: {}", why.join("; ")))
+            }
+            OpenError::Redis(e) if e.is_timeout() => self.unavailable(format!(
+                "cannot connect within store.connect_timeout ({})",
+                crate::config::human_duration(self.spec.connect_timeout)
+            )),
+            OpenError::Redis(e)
+                if e.kind() == redis::ErrorKind::Parse
+                    || e.kind() == redis::ErrorKind::UnexpectedReturnType =>
+            {
+                self.map_err(&e)
+            }
+            OpenError::Redis(e) if e.is_io_error() => {
+                self.unavailable(format!("cannot connect: {e}"))
+            }
+            OpenError::Redis(e) => self.map_err(&e),
+        })
     }
 
     /// Runs `f` on the connection (opening it if needed); a connection
-    /// that failed is dropped, for the next call to open a new one.
+    /// that failed is dropped, for the next call to open a new one (with
+    /// sentinels: to ask them again where the master is).
     fn run<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+        self.run_then(f, |_| false)
+    }
+
+    /// [`Self::run`] for a write that must outlive a failover (lockouts,
+    /// unlocks, backup codes, registrations, opt-outs): once it is done,
+    /// [`Conn::make_durable`]. What that wait says never turns the write
+    /// into an error: the write stands on the master either way.
+    fn run_durable<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        self.run_then(f, |_| true)
+    }
+
+    /// Runs `f`, then makes its write durable if `durable` says, from
+    /// what `f` answered, that it wrote something that must last.
+    fn run_then<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+        durable: impl FnOnce(&T) -> bool,
+    ) -> Result<T, StoreError> {
         let mut g = self.lock();
         let conn = match &mut *g {
             Some(c) => c,
             None => g.insert(self.connect()?),
         };
-        match f(conn) {
-            Ok(v) => Ok(v),
+        match f(&mut conn.c) {
+            Ok(v) => {
+                if durable(&v) {
+                    if let Err(e) = conn.make_durable(&self.spec) {
+                        if broken(&e, &conn.c) {
+                            *g = None;
+                        }
+                    }
+                }
+                Ok(v)
+            }
             Err(e) => {
-                if e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error()
-                    || e.kind() == redis::ErrorKind::Parse
-                    || !redis::ConnectionLike::is_open(conn)
-                {
+                if broken(&e, &conn.c) {
                     *g = None;
                 }
                 Err(self.map_err(&e))
@@ -385,6 +413,22 @@ impl RedisStore {
     }
 }
 
+/// Whether the connection is of no more use: an I/O error or a timeout
+/// (the reply may still come and would answer the next command), a reply
+/// that is not Redis, or a master that a failover made a replica
+/// (`READONLY`; the next connection asks the sentinels again).
+fn broken(e: &redis::RedisError, conn: &Connection) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || e.kind() == redis::ErrorKind::Parse
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        || e.code() == Some("READONLY")
+        || e.to_string().contains("READONLY")
+        || !redis::ConnectionLike::is_open(conn)
+}
+
 /// A phone record's fields as HMGET reads them: number, set at, set by.
 type PhoneFields = (Option<String>, Option<i64>, Option<String>);
 
@@ -448,14 +492,19 @@ impl Store for RedisStore {
         lockout_after: u32,
         lockout: Duration,
     ) -> Result<FailureState, StoreError> {
-        let (n, until): (i64, i64) = self.run(|c| {
-            scripts::RECORD_FAILURE
-                .key(self.fail(user))
-                .arg(now)
-                .arg(lockout_after)
-                .arg(now.saturating_add(ms(lockout)))
-                .invoke(c)
-        })?;
+        // Only a failure that locks is waited for: a lost count costs at
+        // most a few more tries, each bounded by the challenge's own.
+        let (n, until): (i64, i64) = self.run_then(
+            |c| {
+                scripts::RECORD_FAILURE
+                    .key(self.fail(user))
+                    .arg(now)
+                    .arg(lockout_after)
+                    .arg(now.saturating_add(ms(lockout)))
+                    .invoke(c)
+            },
+            |&(_, until)| until >= 0,
+        )?;
         Ok(FailureState {
             count: count(n),
             locked_until: (until >= 0).then_some(until),
@@ -468,7 +517,8 @@ impl Store for RedisStore {
     }
 
     fn unlock(&self, user: &str) -> Result<(), StoreError> {
-        self.clear_failures(user)
+        self.run_durable(|c| redis::cmd("DEL").arg(self.fail(user)).query::<i64>(c))?;
+        Ok(())
     }
 
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
@@ -669,7 +719,7 @@ impl Store for RedisStore {
     }
 
     fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.run_durable(|c| {
             redis::cmd("HSET")
                 .arg(self.phone_key(user))
                 .arg("e")
@@ -684,7 +734,7 @@ impl Store for RedisStore {
     }
 
     fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.run(|c| redis::cmd("DEL").arg(self.phone_key(user)).query(c))?;
+        let n: i64 = self.run_durable(|c| redis::cmd("DEL").arg(self.phone_key(user)).query(c))?;
         Ok(n == 1)
     }
 
@@ -720,17 +770,20 @@ impl Store for RedisStore {
         at: Millis,
         set_by: &str,
     ) -> Result<bool, StoreError> {
-        let n: i64 = self.run(|c| {
-            scripts::COMPLETE_ENROLLMENT
-                .key(self.ch(id))
-                .key(self.fail(user))
-                .key(self.phone_key(user))
-                .arg(&code_mac[..])
-                .arg(user)
-                .arg(at)
-                .arg(set_by)
-                .invoke(c)
-        })?;
+        let n: i64 = self.run_then(
+            |c| {
+                scripts::COMPLETE_ENROLLMENT
+                    .key(self.ch(id))
+                    .key(self.fail(user))
+                    .key(self.phone_key(user))
+                    .arg(&code_mac[..])
+                    .arg(user)
+                    .arg(at)
+                    .arg(set_by)
+                    .invoke(c)
+            },
+            |&n| n == 1,
+        )?;
         Ok(n == 1)
     }
 
@@ -756,7 +809,7 @@ impl Store for RedisStore {
         codes: &[BackupHash],
         _at: Millis,
     ) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.run_durable(|c| {
             let mut p = redis::pipe();
             p.atomic().cmd("DEL").arg(self.backup(user)).ignore();
             if !codes.is_empty() {
@@ -787,15 +840,18 @@ impl Store for RedisStore {
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError> {
         let ch = challenge.map_or_else(|| self.key("c", "-"), |id| self.ch(id));
-        let n: i64 = self.run(|c| {
-            scripts::CONSUME_BACKUP
-                .key(self.backup(user))
-                .key(self.fail(user))
-                .key(ch)
-                .arg(hash)
-                .arg(u8::from(challenge.is_some()))
-                .invoke(c)
-        })?;
+        let n: i64 = self.run_then(
+            |c| {
+                scripts::CONSUME_BACKUP
+                    .key(self.backup(user))
+                    .key(self.fail(user))
+                    .key(ch)
+                    .arg(hash)
+                    .arg(u8::from(challenge.is_some()))
+                    .invoke(c)
+            },
+            |&n| n >= 0,
+        )?;
         Ok((n >= 0).then(|| count(n)))
     }
 
@@ -805,7 +861,7 @@ impl Store for RedisStore {
     }
 
     fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError> {
-        let (n, _): (i64, i64) = self.run(|c| {
+        let (n, _): (i64, i64) = self.run_durable(|c| {
             redis::pipe()
                 .atomic()
                 .cmd("HLEN")
@@ -818,7 +874,7 @@ impl Store for RedisStore {
     }
 
     fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
-        self.run(|c| match set {
+        self.run_durable(|c| match set {
             Some((by, at)) => redis::cmd("HSET")
                 .arg(self.opt_key())
                 .arg(user)
@@ -851,5 +907,7 @@ impl Store for RedisStore {
     }
 }
 
+#[cfg(test)]
+mod sentinel_tests;
 #[cfg(test)]
 mod tests;

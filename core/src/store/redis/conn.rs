@@ -1,0 +1,304 @@
+//! Opening the connection a [`super::RedisStore`] runs its commands on:
+//! straight to the server `store.url` names, or to the master the
+//! sentinels (`store.sentinels`) name, and making a write durable
+//! ([`Conn::make_durable`]).
+//!
+//! Everything here is a handful of commands on the `redis` crate's
+//! synchronous connection, each bounded by `store.connect_timeout`
+//! (connecting, with the handshake) and `store.timeout` (each command).
+//! The crate's own `sentinel` module is not used: it connects without a
+//! timeout and retries a command after an I/O error.
+
+use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+
+use crate::config::{join_host_port, RedisAddr, RedisSpec, SentinelSpec};
+
+/// A connection to the master, with what was learnt about the server
+/// through it.
+pub(super) struct Conn {
+    pub(super) c: Connection,
+    waitaof: WaitAof,
+}
+
+/// Whether the server takes `WAITAOF` (Redis 7.2+, Valkey), found out by
+/// the first durable write on a connection from the server's own answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitAof {
+    /// Not tried yet on this connection.
+    Unknown,
+    /// `WAITAOF 1 N`: the master's own append-only file and N replicas'.
+    Local,
+    /// `WAITAOF 0 N`: the master keeps no append-only file.
+    ReplicasOnly,
+    /// The server has no WAITAOF: `WAIT N` (replicas' memory only).
+    No,
+}
+
+/// One sentinel's answer to "where is the master?", for doctor
+/// ([`sentinel_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelAnswer {
+    /// The sentinel asked, as `host:port` (`[v6]:port`).
+    pub sentinel: String,
+    /// The master's address as it answered (`ip:port`), or why it gave
+    /// none: could not connect, refused the login, does not know the
+    /// master name.
+    pub master: Result<String, String>,
+}
+
+/// Asks each sentinel of `spec` in order where the master is, each
+/// bounded by `store.connect_timeout` and `store.timeout`; empty for a
+/// store named by `url`. Does not connect to the master; what doctor
+/// shows so an admin sees a sentinel whose view differs from the others.
+pub fn sentinel_view(spec: &RedisSpec) -> Vec<SentinelAnswer> {
+    let RedisAddr::Sentinel(s) = &spec.addr else {
+        return Vec::new();
+    };
+    s.sentinels
+        .iter()
+        .map(|(host, port)| SentinelAnswer {
+            sentinel: join_host_port(host, *port),
+            master: ask_sentinel(spec, s, host, *port).map(|(h, p)| join_host_port(&h, p)),
+        })
+        .collect()
+}
+
+/// Why a connection could not be opened, for `StoreError::Unavailable`.
+pub(super) enum OpenError {
+    /// The one server `url` names failed as the crate says.
+    Redis(redis::RedisError),
+    /// A secret file could not be read (the message names the key).
+    Secret(String),
+    /// No sentinel led to a master; what each said, in order.
+    Sentinels(Vec<String>),
+}
+
+impl Conn {
+    /// Connects to the master: the server `url` names, or the one the
+    /// first sentinel that can answer names and that says it is master.
+    pub(super) fn open(spec: &RedisSpec) -> Result<Conn, OpenError> {
+        let settings = master_settings(spec)?;
+        let c = match &spec.addr {
+            RedisAddr::Tcp { host, port } => {
+                node(spec, ConnectionAddr::Tcp(host.clone(), *port), settings)
+                    .map_err(OpenError::Redis)?
+            }
+            RedisAddr::Unix(path) => node(spec, ConnectionAddr::Unix(path.clone()), settings)
+                .map_err(OpenError::Redis)?,
+            RedisAddr::Sentinel(s) => via_sentinels(spec, s, settings)?,
+        };
+        Ok(Conn {
+            c,
+            waitaof: WaitAof::Unknown,
+        })
+    }
+
+    /// Asks the server to keep the last write through a failover or a
+    /// crash before the caller answers: `WAITAOF` where the server has it,
+    /// else `WAIT` for the replicas the master has connected now (none: no
+    /// wait). Bounded by half of `store.timeout`, so the answer comes
+    /// before the socket's own timeout. Fewer acknowledgements than asked
+    /// are not an error (the write stands on the master); an error here
+    /// is given back for the caller to drop a broken connection, never to
+    /// undo or redo the write.
+    pub(super) fn make_durable(&mut self, spec: &RedisSpec) -> RedisResult<()> {
+        let replicas = match redis::cmd("ROLE").query::<redis::Role>(&mut self.c)? {
+            redis::Role::Primary { replicas, .. } => replicas.len(),
+            // A replica refused the write already (READONLY); a sentinel
+            // is not a store.
+            _ => return Ok(()),
+        };
+        let wait_ms = u64::try_from(spec.timeout.as_millis() / 2)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        loop {
+            let local = match self.waitaof {
+                WaitAof::Unknown | WaitAof::Local => 1,
+                WaitAof::ReplicasOnly => 0,
+                WaitAof::No => {
+                    if replicas > 0 {
+                        redis::cmd("WAIT")
+                            .arg(replicas)
+                            .arg(wait_ms)
+                            .query::<i64>(&mut self.c)?;
+                    }
+                    return Ok(());
+                }
+            };
+            if local == 0 && replicas == 0 {
+                return Ok(());
+            }
+            match redis::cmd("WAITAOF")
+                .arg(local)
+                .arg(replicas)
+                .arg(wait_ms)
+                .query::<(i64, i64)>(&mut self.c)
+            {
+                Ok(_) => {
+                    if self.waitaof == WaitAof::Unknown {
+                        self.waitaof = WaitAof::Local;
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.code().is_some() => {
+                    let text = e.to_string();
+                    self.waitaof = if text.contains("appendonly") && local == 1 {
+                        WaitAof::ReplicasOnly
+                    } else if text.to_ascii_lowercase().contains("unknown command") {
+                        WaitAof::No
+                    } else {
+                        return Err(e);
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The master's login: `username`/`password_file`, `db`.
+fn master_settings(spec: &RedisSpec) -> Result<RedisConnectionInfo, OpenError> {
+    login(
+        RedisConnectionInfo::default().set_db(spec.db),
+        spec.username.as_deref(),
+        spec.password_file.as_deref(),
+        "store.password_file",
+    )
+}
+
+fn login(
+    mut settings: RedisConnectionInfo,
+    username: Option<&str>,
+    password_file: Option<&std::path::Path>,
+    key: &str,
+) -> Result<RedisConnectionInfo, OpenError> {
+    settings = settings.set_skip_set_lib_name();
+    if let Some(file) = password_file {
+        let password = crate::files::read_secret(file)
+            .map_err(|e| OpenError::Secret(format!("{key}: {e}")))?;
+        settings = settings.set_password(password.expose());
+    }
+    if let Some(user) = username {
+        settings = settings.set_username(user);
+    }
+    Ok(settings)
+}
+
+/// One server, connected within `connect_timeout` (the handshake
+/// included), every later command bounded by `timeout`, and a PING
+/// answered (the handshake sends nothing without a password or a db).
+fn node(
+    spec: &RedisSpec,
+    addr: ConnectionAddr,
+    settings: RedisConnectionInfo,
+) -> RedisResult<Connection> {
+    let info = addr.into_connection_info()?.set_redis_settings(settings);
+    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(spec.connect_timeout)?;
+    conn.set_read_timeout(Some(spec.timeout))?;
+    conn.set_write_timeout(Some(spec.timeout))?;
+    redis::cmd("PING").query::<()>(&mut conn)?;
+    Ok(conn)
+}
+
+/// Short words for what went wrong with one server, for a message that
+/// lists several.
+fn said(e: &redis::RedisError, spec: &RedisSpec) -> String {
+    if e.is_timeout() {
+        format!(
+            "no answer within {}",
+            crate::config::human_duration(spec.timeout.max(spec.connect_timeout))
+        )
+    } else if e.is_io_error() {
+        format!("cannot connect ({e})")
+    } else {
+        e.to_string()
+    }
+}
+
+/// `SENTINEL get-master-addr-by-name` on one sentinel.
+fn ask_sentinel(
+    spec: &RedisSpec,
+    s: &SentinelSpec,
+    host: &str,
+    port: u16,
+) -> Result<(String, u16), String> {
+    let settings = login(
+        RedisConnectionInfo::default(),
+        s.username.as_deref(),
+        s.password_file.as_deref(),
+        "store.sentinel_password_file",
+    )
+    .map_err(|e| match e {
+        OpenError::Secret(m) => m,
+        OpenError::Redis(e) => e.to_string(),
+        OpenError::Sentinels(v) => v.join("; "),
+    })?;
+    let mut conn = node(spec, ConnectionAddr::Tcp(host.to_owned(), port), settings)
+        .map_err(|e| said(&e, spec))?;
+    let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(&s.master_name)
+        .query(&mut conn)
+        .map_err(|e| {
+            if e.to_string()
+                .to_ascii_lowercase()
+                .contains("unknown command")
+            {
+                "is not a sentinel (no SENTINEL command)".to_owned()
+            } else {
+                said(&e, spec)
+            }
+        })?;
+    let Some((ip, port)) = addr else {
+        return Err(format!(
+            "does not monitor a master named \"{}\" (check store.master_name)",
+            s.master_name
+        ));
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("answered the port \"{port}\""))?;
+    Ok((ip, port))
+}
+
+/// Asks each sentinel in order; the first master that says it is one
+/// wins. A sentinel with a stale view (its master is a replica now) or a
+/// master that cannot be reached sends us to the next sentinel.
+fn via_sentinels(
+    spec: &RedisSpec,
+    s: &SentinelSpec,
+    settings: RedisConnectionInfo,
+) -> Result<Connection, OpenError> {
+    let mut why = Vec::new();
+    for (host, port) in &s.sentinels {
+        let name = join_host_port(host, *port);
+        let (mh, mp) = match ask_sentinel(spec, s, host, *port) {
+            Ok(a) => a,
+            Err(e) => {
+                why.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let master = join_host_port(&mh, mp);
+        let mut conn = match node(spec, ConnectionAddr::Tcp(mh, mp), settings.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                why.push(format!("{name}: master {master}: {}", said(&e, spec)));
+                continue;
+            }
+        };
+        match redis::cmd("ROLE").query::<redis::Role>(&mut conn) {
+            Ok(redis::Role::Primary { .. }) => return Ok(conn),
+            Ok(_) => why.push(format!(
+                "{name}: named {master}, which is not a master now (a stale view)"
+            )),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
+                why.push(format!(
+                    "{name}: master {master}: the store's user may not run ROLE (grant it +role)"
+                ));
+            }
+            Err(e) => why.push(format!("{name}: master {master}: {}", said(&e, spec))),
+        }
+    }
+    Err(OpenError::Sentinels(why))
+}
