@@ -9,6 +9,8 @@
 //! The crate's own `sentinel` module is not used: it connects without a
 //! timeout and retries a command after an I/O error.
 
+use std::time::{Duration, Instant};
+
 use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
 
 use crate::config::{join_host_port, RedisAddr, RedisSpec, SentinelSpec};
@@ -18,7 +20,12 @@ use crate::config::{join_host_port, RedisAddr, RedisSpec, SentinelSpec};
 pub(super) struct Conn {
     pub(super) c: Connection,
     waitaof: WaitAof,
+    /// When a command last went through, for [`Conn::stale`].
+    last_used: Instant,
 }
+
+/// A connection idle this long is PINGed before the next command.
+pub(super) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Whether the server takes `WAITAOF` (Redis 7.2+, Valkey), found out by
 /// the first durable write on a connection from the server's own answer.
@@ -90,7 +97,28 @@ impl Conn {
         Ok(Conn {
             c,
             waitaof: WaitAof::Unknown,
+            last_used: Instant::now(),
         })
+    }
+
+    /// Whether a connection that sat idle for a while is dead (a server
+    /// that died or a failover closed it meanwhile): PING, which changes
+    /// nothing, so opening a new connection after it is not a retry. A
+    /// server thread keeps one connection per worker, and a worker idle
+    /// across a failover would otherwise fail its next login on the dead
+    /// master's socket.
+    pub(super) fn stale(&mut self) -> bool {
+        if self.last_used.elapsed() < IDLE_CHECK {
+            return false;
+        }
+        let dead = redis::cmd("PING").query::<()>(&mut self.c).is_err();
+        self.last_used = Instant::now();
+        dead
+    }
+
+    /// Notes that a command went through now.
+    pub(super) fn used(&mut self) {
+        self.last_used = Instant::now();
     }
 
     /// Asks the server to keep the last write through a failover or a

@@ -10,6 +10,9 @@
 //! master is and checking that it says it is master (`ROLE`); a broken
 //! connection, a timeout or a `READONLY` reply (a failover made our
 //! master a replica) drops it, so the next call asks the sentinels again.
+//! A connection idle for a second is PINGed before it is used, so a
+//! server's worker that sat out a failover opens a new one instead of
+//! failing a login on the dead master's socket.
 //!
 //! Durability across a failover: Redis replicates asynchronously, so a
 //! write the master acknowledged can be lost if the master dies before a
@@ -251,11 +254,16 @@ impl RedisStore {
         durable: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
         let mut g = self.lock();
+        if g.as_mut().is_some_and(Conn::stale) {
+            *g = None;
+        }
         let conn = match &mut *g {
             Some(c) => c,
             None => g.insert(self.connect()?),
         };
-        match f(&mut conn.c) {
+        let result = f(&mut conn.c);
+        conn.used();
+        match result {
             Ok(v) => {
                 if durable(&v) {
                     if let Err(e) = conn.make_durable(&self.spec) {

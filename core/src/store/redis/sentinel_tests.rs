@@ -333,6 +333,30 @@ fn a_stale_sentinel_is_skipped_and_a_demoted_master_is_left() {
 }
 
 #[test]
+fn an_idle_connection_to_a_dead_master_is_replaced_before_use() {
+    if !installed("redis-server") {
+        return;
+    }
+    let mut a = Node::server(&[]);
+    let sentinel = FakeSentinel::new(Some(a.port));
+    let s = RedisStore::open(&spec(&[sentinel.port], "m")).unwrap();
+    s.set_phone("alice", &phone(1)).unwrap();
+    // The master dies while the handle sits idle; the sentinel names
+    // another one.
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    let b = Node::server(&[]);
+    sentinel.set(Some(b.port));
+    std::thread::sleep(super::conn::IDLE_CHECK + Duration::from_millis(100));
+    // The first call after the pause works: a PING found the old
+    // connection dead and nothing was sent on it.
+    assert_eq!(s.phone("alice").unwrap(), None);
+    s.set_phone("alice", &phone(2)).unwrap();
+    let got: Option<String> = b.cmd(&["HGET", "sent:p:alice", "t"]);
+    assert_eq!(got.as_deref(), Some("2"));
+}
+
+#[test]
 fn no_sentinel_leading_to_a_master_is_unavailable_naming_each() {
     if !installed("redis-server") {
         return;
