@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,13 +70,18 @@ impl Node {
 
     /// A redis-sentinel watching `name` at the master's port.
     fn sentinel(name: &str, master_port: u16) -> Node {
+        Node::sentinel_with(name, master_port, "")
+    }
+
+    /// The same, with more lines for its config file.
+    fn sentinel_with(name: &str, master_port: u16, extra: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(
             &conf,
             format!(
-                "bind 127.0.0.1\nport {port}\ndir {}\nsentinel monitor {name} 127.0.0.1 {master_port} 1\n",
+                "bind 127.0.0.1\nport {port}\ndir {}\nsentinel monitor {name} 127.0.0.1 {master_port} 1\n{extra}",
                 dir.path().display()
             ),
         )
@@ -293,6 +299,52 @@ fn a_real_sentinel_names_the_master_and_the_store_follows_it() {
     s.set_phone("alice", &phone(1)).unwrap();
     let got: Option<String> = master.cmd(&["HGET", "sent:p:alice", "e"]);
     assert_eq!(got.as_deref(), Some("+12025550143"));
+}
+
+#[test]
+fn sentinels_that_need_auth_get_their_own_password_never_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    if !installed("redis-server") || !installed("redis-sentinel") {
+        return;
+    }
+    let master = Node::server(&["--requirepass", "master-pw-1"]);
+    let sentinel = Node::sentinel_with(
+        "mymaster",
+        master.port,
+        "requirepass sentinel-pw-2\nsentinel auth-pass mymaster master-pw-1\n",
+    );
+    let d = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = d.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+    let mut spec = spec(&[sentinel.port], "mymaster");
+    spec.password_file = Some(file("master", "master-pw-1\n"));
+    let with_sentinel_pw = |spec: &mut RedisSpec, pw: Option<PathBuf>| {
+        let RedisAddr::Sentinel(s) = &mut spec.addr else {
+            unreachable!()
+        };
+        s.password_file = pw;
+    };
+    // Without the sentinels' password: refused, and said so.
+    let e = RedisStore::open(&spec).unwrap_err();
+    let msg = text(&e);
+    assert!(msg.contains("no sentinel led to a master"), "{msg}");
+    with_sentinel_pw(&mut spec, Some(file("wrong", "not-it-3\n")));
+    let msg = text(&RedisStore::open(&spec).unwrap_err());
+    assert!(!msg.contains("not-it-3") && !msg.contains("pw-"), "{msg}");
+    let view = format!("{:?}", sentinel_view(&spec));
+    assert!(!view.contains("not-it-3"), "{view}");
+    with_sentinel_pw(&mut spec, Some(file("sentinel", "sentinel-pw-2\n")));
+    assert_eq!(
+        sentinel_view(&spec)[0].master,
+        Ok(format!("127.0.0.1:{}", master.port))
+    );
+    let s = RedisStore::open(&spec).unwrap();
+    s.set_phone("alice", &phone(1)).unwrap();
+    assert!(!format!("{s:?}").contains("pw"), "{s:?}");
 }
 
 #[test]
