@@ -27,17 +27,16 @@ pub(super) struct Conn {
 /// A connection idle this long is PINGed before the next command.
 pub(super) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// Whether the server takes `WAITAOF` (Redis 7.2+, Valkey), found out by
-/// the first durable write on a connection from the server's own answer.
+/// Whether `WAITAOF 1 0` is worth sending on this connection: the server
+/// has it (Redis 7.2+, Valkey) and keeps an append-only file. Found out by
+/// the first durable write on a connection, from the server's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WaitAof {
     /// Not tried yet on this connection.
     Unknown,
-    /// `WAITAOF 1 N`: the master's own append-only file and N replicas'.
-    Local,
-    /// `WAITAOF 0 N`: the master keeps no append-only file.
-    ReplicasOnly,
-    /// The server has no WAITAOF: `WAIT N` (replicas' memory only).
+    /// It answered.
+    Yes,
+    /// No such command, or no append-only file to wait for.
     No,
 }
 
@@ -122,13 +121,17 @@ impl Conn {
     }
 
     /// Asks the server to keep the last write through a failover or a
-    /// crash before the caller answers: `WAITAOF` where the server has it,
-    /// else `WAIT` for the replicas the master has connected now (none: no
-    /// wait). Bounded by half of `store.timeout`, so the answer comes
-    /// before the socket's own timeout. Fewer acknowledgements than asked
-    /// are not an error (the write stands on the master); an error here
-    /// is given back for the caller to drop a broken connection, never to
-    /// undo or redo the write.
+    /// crash before the caller answers: `WAIT N` for the N replicas the
+    /// master has connected now (none: no wait), so the replica a failover
+    /// promotes has it; then, where the server has `WAITAOF` (Redis 7.2+,
+    /// Valkey) and keeps an append-only file, `WAITAOF 1 0` for its own
+    /// fsync. Not `WAITAOF 1 N`: replicas without an append-only file
+    /// never acknowledge it, and every such write would wait the full
+    /// time. Each wait is bounded by half of `store.timeout`, so its
+    /// answer comes before the socket's own timeout. Fewer
+    /// acknowledgements than asked are not an error (the write stands on
+    /// the master); an error here is given back for the caller to drop a
+    /// broken connection, never to undo or redo the write.
     pub(super) fn make_durable(&mut self, spec: &RedisSpec) -> RedisResult<()> {
         let replicas = match redis::cmd("ROLE").query::<redis::Role>(&mut self.c)? {
             redis::Role::Primary { replicas, .. } => replicas.len(),
@@ -139,47 +142,37 @@ impl Conn {
         let wait_ms = u64::try_from(spec.timeout.as_millis() / 2)
             .unwrap_or(u64::MAX)
             .max(1);
-        loop {
-            let local = match self.waitaof {
-                WaitAof::Unknown | WaitAof::Local => 1,
-                WaitAof::ReplicasOnly => 0,
-                WaitAof::No => {
-                    if replicas > 0 {
-                        redis::cmd("WAIT")
-                            .arg(replicas)
-                            .arg(wait_ms)
-                            .query::<i64>(&mut self.c)?;
-                    }
-                    return Ok(());
-                }
-            };
-            if local == 0 && replicas == 0 {
-                return Ok(());
-            }
-            match redis::cmd("WAITAOF")
-                .arg(local)
+        if replicas > 0 {
+            redis::cmd("WAIT")
                 .arg(replicas)
                 .arg(wait_ms)
-                .query::<(i64, i64)>(&mut self.c)
-            {
-                Ok(_) => {
-                    if self.waitaof == WaitAof::Unknown {
-                        self.waitaof = WaitAof::Local;
-                    }
-                    return Ok(());
-                }
-                Err(e) if e.code().is_some() => {
-                    let text = e.to_string();
-                    self.waitaof = if text.contains("appendonly") && local == 1 {
-                        WaitAof::ReplicasOnly
-                    } else if text.to_ascii_lowercase().contains("unknown command") {
-                        WaitAof::No
-                    } else {
-                        return Err(e);
-                    };
-                }
-                Err(e) => return Err(e),
+                .query::<i64>(&mut self.c)?;
+        }
+        if self.waitaof == WaitAof::No {
+            return Ok(());
+        }
+        match redis::cmd("WAITAOF")
+            .arg(1)
+            .arg(0)
+            .arg(wait_ms)
+            .query::<(i64, i64)>(&mut self.c)
+        {
+            Ok(_) => {
+                self.waitaof = WaitAof::Yes;
+                Ok(())
             }
+            // "unknown command" (before 7.2) or "appendonly is disabled":
+            // nothing to wait for on this connection, now or later.
+            Err(e) if e.code().is_some() && self.waitaof == WaitAof::Unknown => {
+                let text = e.to_string().to_ascii_lowercase();
+                if text.contains("unknown command") || text.contains("appendonly") {
+                    self.waitaof = WaitAof::No;
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 }

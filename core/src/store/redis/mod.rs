@@ -17,9 +17,10 @@
 //! Durability across a failover: Redis replicates asynchronously, so a
 //! write the master acknowledged can be lost if the master dies before a
 //! replica has it. The writes that must not be lost wait for the replicas
-//! before the method returns (`Conn::make_durable` in `conn.rs`: `WAITAOF`
-//! where the server has it, Redis 7.2+ and Valkey, else `WAIT`, for as
-//! many replicas as the master has connected): a failure that locks the
+//! before the method returns (`Conn::make_durable` in `conn.rs`: `WAIT`
+//! for as many replicas as the master has connected, then `WAITAOF 1 0`
+//! for the master's own append-only file where the server has both,
+//! Redis 7.2+ and Valkey): a failure that locks the
 //! user out, an unlock, a used backup code, new or revoked backup codes,
 //! a completed enrollment, a phone set or cleared, an opt-out. When fewer
 //! replicas acknowledge in time (half of `store.timeout`) the write still
