@@ -110,6 +110,7 @@ pub const KEYS: &[Key] = &[
     k("store.master_name"),
     k("store.sentinel_username"),
     k("store.sentinel_password_file"),
+    k("store.ca_file"),
     k("provider.kind"),
     k("provider.name"),
     k("provider.path"),

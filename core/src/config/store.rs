@@ -36,6 +36,7 @@ pub(super) struct RawStore {
     master_name: Option<Spanned<String>>,
     sentinel_username: Option<Spanned<String>>,
     sentinel_password_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +92,18 @@ pub enum RedisAddr {
     },
     /// `unix:///path` or `redis+unix:///path`.
     Unix(PathBuf),
+    /// `rediss://host:port` (port 6379 if left out): TLS, the server's
+    /// certificate checked against `ca_file` or the system's CA bundle.
+    Tls {
+        /// A name or an address (an IPv6 address without its brackets);
+        /// the certificate must name it.
+        host: String,
+        /// The TCP port.
+        port: u16,
+        /// `store.ca_file`: the trust anchors (PEM) instead of the
+        /// system's CA bundle.
+        ca_file: Option<PathBuf>,
+    },
     /// `sentinels` and `master_name`: the master is whichever server the
     /// sentinels name, asked again after a connection breaks.
     Sentinel(Box<SentinelSpec>),
@@ -224,6 +237,7 @@ pub(super) fn store(
             "store.sentinel_password_file",
             st.sentinel_password_file.as_ref().map(Spanned::span),
         ),
+        ("store.ca_file", st.ca_file.as_ref().map(Spanned::span)),
     ] {
         if let Some(span) = set {
             return Err(c.err(
@@ -300,12 +314,33 @@ fn redis_store(c: &Checker<'_>, st: &RawStore) -> Result<StoreSpec, ConfigError>
                     ));
                 }
             }
-            (
-                url.get_ref().clone(),
-                redis_addr(url.get_ref()).map_err(|m| c.err(url.span(), "store.url", m))?,
-            )
+            let mut addr =
+                redis_addr(url.get_ref()).map_err(|m| c.err(url.span(), "store.url", m))?;
+            match (&mut addr, &st.ca_file) {
+                (RedisAddr::Tls { ca_file, .. }, Some(p)) => {
+                    *ca_file = Some(c.absolute(p.get_ref(), p.span(), "store.ca_file")?);
+                }
+                (RedisAddr::Tls { .. }, None) | (_, None) => {}
+                (_, Some(p)) => {
+                    return Err(c.err(
+                        p.span(),
+                        "store.ca_file",
+                        "goes with a TLS url (rediss://host:6379); remove it, or write the url with rediss://",
+                    ))
+                }
+            }
+            (url.get_ref().clone(), addr)
         }
-        (None, Some(list)) => sentinel_set(c, st, list)?,
+        (None, Some(list)) => {
+            if let Some(p) = &st.ca_file {
+                return Err(c.err(
+                    p.span(),
+                    "store.ca_file",
+                    "goes with a TLS url (rediss://); TLS to sentinels is not supported yet, remove it",
+                ));
+            }
+            sentinel_set(c, st, list)?
+        }
     };
     let username = match &st.username {
         None => None,
@@ -506,14 +541,10 @@ fn host_port(text: &str, default: u16) -> Result<(String, u16), String> {
     Ok((host.to_owned(), port))
 }
 
-/// Reads `store.url`: `redis://host[:port]`, `unix:///path` or
+/// Reads `store.url`: `redis://host[:port]`, `rediss://host[:port]`
+/// (TLS; `ca_file` is added by the caller), `unix:///path` or
 /// `redis+unix:///path`.
 fn redis_addr(url: &str) -> Result<RedisAddr, String> {
-    if url.starts_with("rediss://") {
-        return Err(format!(
-            "\"{url}\": TLS (rediss://) is not supported yet; use redis:// on a trusted network, or a Unix socket (unix:///path) with a TLS tunnel"
-        ));
-    }
     for scheme in ["unix://", "redis+unix://"] {
         if let Some(path) = url.strip_prefix(scheme) {
             let path = Path::new(path);
@@ -525,10 +556,14 @@ fn redis_addr(url: &str) -> Result<RedisAddr, String> {
             return Ok(RedisAddr::Unix(path.to_owned()));
         }
     }
-    let Some(rest) = url.strip_prefix("redis://") else {
-        return Err(format!(
-            "\"{url}\" is not a Redis URL; write redis://host:6379 or unix:///run/redis/redis.sock"
-        ));
+    let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => {
+            return Err(format!(
+                "\"{url}\" is not a Redis URL; write redis://host:6379, rediss://host:6379 (TLS) or unix:///run/redis/redis.sock"
+            ))
+        }
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('@') {
@@ -570,6 +605,13 @@ fn redis_addr(url: &str) -> Result<RedisAddr, String> {
             }
         },
     };
+    if tls {
+        return Ok(RedisAddr::Tls {
+            host: host.to_owned(),
+            port,
+            ca_file: None,
+        });
+    }
     Ok(RedisAddr::Tcp {
         host: host.to_owned(),
         port,
@@ -672,8 +714,13 @@ mod tests {
         let r = |rest: &str| err_of(&format!("[store]\nkind = \"redis\"\n{rest}"));
         let e = r("");
         assert!(e.contains("store.url") && e.contains("is missing"), "{e}");
-        let e = r("url = \"rediss://r.example:6380\"\n");
-        assert!(e.contains("not supported yet"), "{e}");
+        let e = r("url = \"redis://r.example\"\nca_file = \"/etc/smsotp/redis-ca.pem\"\n");
+        assert!(e.contains("goes with a TLS url"), "{e}");
+        let e = r("url = \"rediss://r.example\"\nca_file = \"ca.pem\"\n");
+        assert!(
+            e.contains("store.ca_file") && e.contains("not an absolute path"),
+            "{e}"
+        );
         let e = r("url = \"http://r.example\"\n");
         assert!(e.contains("is not a Redis URL"), "{e}");
         let e = r("url = \"redis://u:pw@r.example\"\n");
@@ -713,6 +760,47 @@ mod tests {
             e.contains("kind = \\\"redis\\\"") || e.contains("kind = \"redis\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn redis_tls_url_and_ca_file() {
+        let c = parse(
+            "[store]\nkind = \"redis\"\nurl = \"rediss://r.example:6380\"\nca_file = \"/etc/smsotp/redis-ca.pem\"\n",
+        )
+        .unwrap();
+        let StoreSpec::Redis(r) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(
+            r.addr,
+            RedisAddr::Tls {
+                host: "r.example".into(),
+                port: 6380,
+                ca_file: Some("/etc/smsotp/redis-ca.pem".into())
+            }
+        );
+        assert_eq!(c.store.location(), "rediss://r.example:6380");
+        let shown = c.store.settings();
+        assert!(
+            shown.contains(&("ca_file", "/etc/smsotp/redis-ca.pem".to_owned())),
+            "{shown:?}"
+        );
+        let c = parse("[store]\nkind = \"redis\"\nurl = \"rediss://[::1]\"\n").unwrap();
+        let StoreSpec::Redis(r) = &c.store else {
+            panic!()
+        };
+        assert_eq!(
+            r.addr,
+            RedisAddr::Tls {
+                host: "::1".into(),
+                port: 6379,
+                ca_file: None
+            }
+        );
+        assert!(c
+            .store
+            .settings()
+            .contains(&("ca_file", "(none: the system's CA bundle)".to_owned())));
     }
 
     #[test]

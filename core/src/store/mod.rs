@@ -545,6 +545,16 @@ impl StoreSpec {
                             ),
                         ]);
                     }
+                    crate::config::RedisAddr::Tls { ca_file, .. } => v.extend([
+                        ("url", r.url.clone()),
+                        (
+                            "ca_file",
+                            ca_file.as_ref().map_or_else(
+                                || "(none: the system's CA bundle)".into(),
+                                |p| p.display().to_string(),
+                            ),
+                        ),
+                    ]),
                     _ => v.push(("url", r.url.clone())),
                 }
                 v.extend(vec![

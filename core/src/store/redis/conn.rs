@@ -91,6 +91,25 @@ impl Conn {
             }
             RedisAddr::Unix(path) => node(spec, ConnectionAddr::Unix(path.clone()), settings)
                 .map_err(OpenError::Redis)?,
+            RedisAddr::Tls {
+                host,
+                port,
+                ca_file,
+            } => {
+                let roots = trust(ca_file.as_deref()).map_err(OpenError::Secret)?;
+                node_tls(
+                    spec,
+                    ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: false,
+                        tls_params: None,
+                    },
+                    settings,
+                    Some(roots),
+                )
+                .map_err(OpenError::Redis)?
+            }
             RedisAddr::Sentinel(s) => via_sentinels(spec, s, settings)?,
         };
         Ok(Conn {
@@ -213,12 +232,73 @@ fn node(
     addr: ConnectionAddr,
     settings: RedisConnectionInfo,
 ) -> RedisResult<Connection> {
+    node_tls(spec, addr, settings, None)
+}
+
+/// [`node`], over TLS trusting `roots` (PEM) when given.
+fn node_tls(
+    spec: &RedisSpec,
+    addr: ConnectionAddr,
+    settings: RedisConnectionInfo,
+    roots: Option<Vec<u8>>,
+) -> RedisResult<Connection> {
     let info = addr.into_connection_info()?.set_redis_settings(settings);
-    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(spec.connect_timeout)?;
+    let client = match roots {
+        None => redis::Client::open(info)?,
+        Some(pem) => {
+            // The crate builds its rustls config with the process's
+            // default provider: make it ring, as everywhere else here
+            // (a no-op when one is installed already).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )?
+        }
+    };
+    let mut conn = client.get_connection_with_timeout(spec.connect_timeout)?;
     conn.set_read_timeout(Some(spec.timeout))?;
     conn.set_write_timeout(Some(spec.timeout))?;
     redis::cmd("PING").query::<()>(&mut conn)?;
     Ok(conn)
+}
+
+/// The trust anchors of a `rediss://` store as PEM for the `redis` crate:
+/// `ca_file` alone when set (read with the same rules as every CA file
+/// here), else the system's CA bundle from its fixed paths, never from
+/// the environment.
+fn trust(ca_file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let said = |e: crate::sms::SendError| match e {
+        crate::sms::SendError::Misconfigured(m) => format!("store.{m}"),
+        other => other.to_string(),
+    };
+    let anchors = crate::sms::tls::trust_anchors(ca_file).map_err(said)?;
+    let certs = if ca_file.is_some() {
+        anchors.extra
+    } else {
+        anchors.system
+    };
+    if certs.is_empty() {
+        return Err(
+            "no trusted CA certificates for rediss://: install the ca-certificates package or set store.ca_file"
+                .to_owned(),
+        );
+    }
+    let mut pem = Vec::new();
+    for c in certs {
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(c.as_ref());
+        for line in b64.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    Ok(pem)
 }
 
 /// Short words for what went wrong with one server, for a message that

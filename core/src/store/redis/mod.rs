@@ -5,7 +5,9 @@
 //! The client is the `redis` crate's synchronous connection: no thread, no
 //! runtime (it runs inside sshd). One connection per store handle, opened
 //! on first use and again after it broke; a failed command is not retried
-//! (it may have run), the next call reconnects. With `store.sentinels`
+//! (it may have run), the next call reconnects. A `rediss://` url is
+//! TLS (the crate's rustls, with ring; trust anchors from `ca_file` or the
+//! system's CA bundle, `conn.rs`). With `store.sentinels`
 //! (`conn.rs`) connecting means asking the sentinels in order where the
 //! master is and checking that it says it is master (`ROLE`); a broken
 //! connection, a timeout or a `READONLY` reply (a failover made our
@@ -920,3 +922,5 @@ impl Store for RedisStore {
 mod sentinel_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
