@@ -73,8 +73,9 @@ pub fn sentinel_view(spec: &RedisSpec) -> Vec<SentinelAnswer> {
 pub(super) enum OpenError {
     /// The one server `url` names failed as the crate says.
     Redis(redis::RedisError),
-    /// A secret file could not be read (the message names the key).
-    Secret(String),
+    /// A password file or the trust anchors could not be read (the
+    /// message names the key).
+    Setup(String),
     /// No sentinel led to a master; what each said, in order.
     Sentinels(Vec<String>),
 }
@@ -96,7 +97,7 @@ impl Conn {
                 port,
                 ca_file,
             } => {
-                let roots = trust(ca_file.as_deref()).map_err(OpenError::Secret)?;
+                let roots = trust(ca_file.as_deref()).map_err(OpenError::Setup)?;
                 node_tls(
                     spec,
                     ConnectionAddr::TcpTls {
@@ -215,7 +216,7 @@ fn login(
     settings = settings.set_skip_set_lib_name();
     if let Some(file) = password_file {
         let password = crate::files::read_secret(file)
-            .map_err(|e| OpenError::Secret(format!("{key}: {e}")))?;
+            .map_err(|e| OpenError::Setup(format!("{key}: {e}")))?;
         settings = settings.set_password(password.expose());
     }
     if let Some(user) = username {
@@ -330,7 +331,7 @@ fn ask_sentinel(
         "store.sentinel_password_file",
     )
     .map_err(|e| match e {
-        OpenError::Secret(m) => m,
+        OpenError::Setup(m) => m,
         OpenError::Redis(e) => e.to_string(),
         OpenError::Sentinels(v) => v.join("; "),
     })?;

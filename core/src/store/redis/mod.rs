@@ -210,7 +210,7 @@ impl RedisStore {
 
     fn connect(&self) -> Result<Conn, StoreError> {
         Conn::open(&self.spec).map_err(|e| match e {
-            OpenError::Secret(m) => self.unavailable(m),
+            OpenError::Setup(m) => self.unavailable(m),
             OpenError::Sentinels(why) => {
                 self.unavailable(format!("no sentinel led to a master: {}", why.join("; ")))
             }
