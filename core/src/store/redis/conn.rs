@@ -215,8 +215,8 @@ fn login(
 ) -> Result<RedisConnectionInfo, OpenError> {
     settings = settings.set_skip_set_lib_name();
     if let Some(file) = password_file {
-        let password = crate::files::read_secret(file)
-            .map_err(|e| OpenError::Setup(format!("{key}: {e}")))?;
+        let password =
+            crate::files::read_secret(file).map_err(|e| OpenError::Setup(format!("{key}: {e}")))?;
         settings = settings.set_password(password.expose());
     }
     if let Some(user) = username {
