@@ -7,7 +7,7 @@ pkgs=(libpam0g-dev libclang-dev pkg-config)
 case "$what" in
   build) ;;
   demo) pkgs+=(pamtester libpam-wrapper python3) ;;
-  test) pkgs+=(pamtester libpam-wrapper libnss-wrapper openssh-server openssh-client python3 python3-paramiko freeradius-utils libpam-radius-auth lintian slapd ldap-utils openssl nodejs npm redis-server redis-tools) ;;
+  test) pkgs+=(pamtester libpam-wrapper libnss-wrapper openssh-server openssh-client python3 python3-paramiko freeradius-utils libpam-radius-auth lintian slapd ldap-utils openssl nodejs npm redis-server redis-sentinel redis-tools) ;;
   bench) pkgs+=(pamtester libpam-wrapper libpam-oath oathtool) ;;
   *) echo "usage: $0 [build|demo|test|bench]" >&2; exit 2 ;;
 esac

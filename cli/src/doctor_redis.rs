@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use smsotp_core::config::{human_duration, Config, RedisSpec};
+use smsotp_core::config::{human_duration, Config, RedisAddr, RedisSpec};
 use smsotp_core::files::FileError;
 use smsotp_core::otp::{KeyError, OtpKey};
 use smsotp_core::store::redis::info::ServerInfo;
@@ -32,6 +32,7 @@ pub(crate) enum Usable {
 /// Every check of a Redis store, in order; the connection first, and
 /// nothing else when it fails.
 pub(crate) fn check(cfg: &Config, spec: &RedisSpec, f: &mut Vec<Finding>) -> Usable {
+    sentinel_view(spec, f);
     let store = RedisStore::lazy(spec);
     let info = match store.server_info() {
         Ok(i) => i,
@@ -62,7 +63,6 @@ pub(crate) fn check(cfg: &Config, spec: &RedisSpec, f: &mut Vec<Finding>) -> Usa
             )),
         ),
     }
-    sentinel_view(spec, f);
     key_fingerprint(cfg, spec, &store, &info, f)
 }
 
@@ -189,12 +189,76 @@ fn replication(spec: &RedisSpec, i: &ServerInfo) -> Finding {
     }
 }
 
-/// SENTINEL: the place for the Sentinel view of this store (which
-/// primary the Sentinels name, how many agree, the quorum). Added by the
-/// Sentinel work of issue #19; nothing to say until the config can name
-/// Sentinels.
+/// With `store.sentinels`: what each sentinel says the master is, each
+/// asked within the timeouts; a sentinel that cannot answer is a warning
+/// (the others may still lead to the master), sentinels that disagree
+/// are a warning (a failover under way, or one cut off), none naming a
+/// master is an error. Shown before the connection, which goes through
+/// them.
 fn sentinel_view(spec: &RedisSpec, f: &mut Vec<Finding>) {
-    let _ = (spec, f);
+    let RedisAddr::Sentinel(s) = &spec.addr else {
+        return;
+    };
+    let answers = smsotp_core::store::redis::sentinel_view(spec);
+    let mut masters: Vec<&str> = Vec::new();
+    for a in &answers {
+        match &a.master {
+            Ok(m) => {
+                if !masters.contains(&m.as_str()) {
+                    masters.push(m);
+                }
+                f.push(Finding::new(
+                    Level::Ok,
+                    "store",
+                    format!(
+                        "sentinel {}: master {:?} is at {m}",
+                        a.sentinel, s.master_name
+                    ),
+                ));
+            }
+            Err(why) => f.push(
+                Finding::new(
+                    Level::Warning,
+                    "store",
+                    format!(
+                        "sentinel {}: no master {:?}: {why}",
+                        a.sentinel, s.master_name
+                    ),
+                )
+                .fix(
+                    "start that sentinel or correct store.sentinels and store.master_name; \
+                     check store.sentinel_username and store.sentinel_password_file against its \
+                     ACL",
+                ),
+            ),
+        }
+    }
+    if masters.is_empty() {
+        f.push(
+            Finding::new(
+                Level::Error,
+                "store",
+                format!(
+                    "no sentinel names a master {:?}: every login that needs the store fails",
+                    s.master_name
+                ),
+            )
+            .fix("start the sentinels (or correct store.sentinels); see the lines above"),
+        );
+    } else if masters.len() > 1 {
+        f.push(
+            Finding::new(
+                Level::Warning,
+                "store",
+                format!(
+                    "the sentinels disagree on the master ({}): a failover may be under way, or \
+                     a sentinel is cut off from the others",
+                    masters.join(", ")
+                ),
+            )
+            .fix("run doctor again in a minute; if they still disagree, check each sentinel's SENTINEL masters"),
+        );
+    }
 }
 
 /// This host's key file against the fingerprint the store was first used

@@ -10,6 +10,7 @@
 pub mod pamenv;
 pub mod radiusd;
 pub mod redis;
+pub mod sentinel;
 pub mod slapd;
 pub mod smpp;
 pub mod sshd;

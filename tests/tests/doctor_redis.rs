@@ -272,3 +272,48 @@ fn doctor_names_the_url_and_the_timeouts_of_a_server_that_is_down_or_silent() {
     );
     assert!(hole.close() >= 1, "doctor never connected");
 }
+
+/// With `store.sentinels`, doctor shows what each sentinel says the
+/// master is before the connection it opens through them; a sentinel that
+/// cannot be reached is a warning naming it, the others still lead to the
+/// master.
+#[test]
+fn doctor_shows_each_sentinels_view_of_the_master() {
+    let Some(cluster) = smsotp_e2e::sentinel::Cluster::start() else {
+        return;
+    };
+    let master = cluster.master_port().expect("the sentinels name a master");
+    let dead = closed_port();
+    let table = cluster.store_toml("e2e-doc:").replacen(
+        "sentinels = [",
+        &format!("sentinels = [\"127.0.0.1:{dead}\", "),
+        1,
+    );
+    let s = scratch(&table, 7);
+    let (r, all) = doctor(&s);
+    let st = store(&all);
+    find(
+        &st,
+        "warning",
+        &[&format!("sentinel 127.0.0.1:{dead}"), "no master"],
+    );
+    let ok: Vec<&Value> = st
+        .iter()
+        .filter(|f| {
+            f["level"] == "ok"
+                && f["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("is at 127.0.0.1:{master}"))
+        })
+        .collect();
+    assert_eq!(
+        ok.len(),
+        3,
+        "each live sentinel names the master:\n{}",
+        show(&st)
+    );
+    // Through them, the master answers and the key is recorded.
+    find(&st, "ok", &["answers"]);
+    assert_eq!(count(&st, "error"), 0, "{r}\n{}", show(&st));
+}

@@ -812,9 +812,9 @@ fn doctor_names_a_redis_that_is_down() {
     );
     assert_ne!(r.code, 0, "{r}");
     assert!(
-        r.stdout.lines().any(|l| l.starts_with("ERROR")
-            && l.contains("cannot connect")
-            && l.contains(&url)),
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("ERROR") && l.contains("cannot connect") && l.contains(&url)),
         "{r}"
     );
 }

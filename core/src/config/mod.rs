@@ -44,7 +44,9 @@ pub use radius::{
     short_secret_warning, ClientMode, PrimaryAuth, RadiusClient, RadiusSettings,
     RADIUS_SECRET_MIN_BYTES,
 };
-pub use store::{AuditSettings, DirectorySpec, RedisAddr, RedisSpec, StoreSpec};
+pub use store::{
+    join_host_port, AuditSettings, DirectorySpec, RedisAddr, RedisSpec, SentinelSpec, StoreSpec,
+};
 
 /// Where the config lives unless the front end is told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smsotp/smsotp.toml";

@@ -32,6 +32,11 @@ pub(super) struct RawStore {
     key_prefix: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    sentinels: Option<Spanned<Vec<String>>>,
+    master_name: Option<Spanned<String>>,
+    sentinel_username: Option<Spanned<String>>,
+    sentinel_password_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,14 +92,46 @@ pub enum RedisAddr {
     },
     /// `unix:///path` or `redis+unix:///path`.
     Unix(PathBuf),
+    /// `rediss://host:port` (port 6379 if left out): TLS, the server's
+    /// certificate checked against `ca_file` or the system's CA bundle.
+    Tls {
+        /// A name or an address (an IPv6 address without its brackets);
+        /// the certificate must name it.
+        host: String,
+        /// The TCP port.
+        port: u16,
+        /// `store.ca_file`: the trust anchors (PEM) instead of the
+        /// system's CA bundle.
+        ca_file: Option<PathBuf>,
+    },
+    /// `sentinels` and `master_name`: the master is whichever server the
+    /// sentinels name, asked again after a connection breaks.
+    Sentinel(Box<SentinelSpec>),
+}
+
+/// `store.sentinels` and the keys that go with it, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSpec {
+    /// The sentinels, asked in this order: host (an IPv6 address without
+    /// its brackets) and port (26379 if left out).
+    pub sentinels: Vec<(String, u16)>,
+    /// The name the sentinels monitor the master by (`master_name`).
+    pub master_name: String,
+    /// The sentinels' ACL user (`sentinel_username`); `None`: the default.
+    pub username: Option<String>,
+    /// A root-only file holding the sentinels' password
+    /// (`sentinel_password_file`), read each time a sentinel is asked.
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[store] kind = "redis"`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSpec {
-    /// `store.url` as written (what messages name the store by).
+    /// `store.url` as written, or for a sentinel set
+    /// `sentinel://host:port,host:port/master_name` (what messages name the
+    /// store by).
     pub url: String,
-    /// Where the server listens, from `url`.
+    /// Where the server listens, from `url` or `sentinels`.
     pub addr: RedisAddr,
     /// The ACL user (`AUTH username password`); `None`: the default user.
     pub username: Option<String>,
@@ -187,6 +224,20 @@ pub(super) fn store(
             st.connect_timeout.as_ref().map(Spanned::span),
         ),
         ("store.timeout", st.timeout.as_ref().map(Spanned::span)),
+        ("store.sentinels", st.sentinels.as_ref().map(Spanned::span)),
+        (
+            "store.master_name",
+            st.master_name.as_ref().map(Spanned::span),
+        ),
+        (
+            "store.sentinel_username",
+            st.sentinel_username.as_ref().map(Spanned::span),
+        ),
+        (
+            "store.sentinel_password_file",
+            st.sentinel_password_file.as_ref().map(Spanned::span),
+        ),
+        ("store.ca_file", st.ca_file.as_ref().map(Spanned::span)),
     ] {
         if let Some(span) = set {
             return Err(c.err(
@@ -228,14 +279,69 @@ fn redis_store(c: &Checker<'_>, st: &RawStore) -> Result<StoreSpec, ConfigError>
             ));
         }
     }
-    let Some(url) = &st.url else {
-        return Err(c.err(
-            st.kind.as_ref().map_or(0..0, Spanned::span),
-            "store.url",
-            "is missing; a redis store needs url = \"redis://host:6379\" or \"unix:///run/redis/redis.sock\"",
-        ));
+    let (url, addr) = match (&st.url, &st.sentinels) {
+        (Some(_), Some(s)) => {
+            return Err(c.err(
+                s.span(),
+                "store.sentinels",
+                "and store.url both name the server; keep url for one server, or sentinels (with master_name) to follow failovers, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(c.err(
+                st.kind.as_ref().map_or(0..0, Spanned::span),
+                "store.url",
+                "is missing; a redis store needs url = \"redis://host:6379\" or \"unix:///run/redis/redis.sock\", or sentinels = [\"host:26379\", ...] with master_name",
+            ))
+        }
+        (Some(url), None) => {
+            for (key, set) in [
+                ("store.master_name", st.master_name.as_ref().map(Spanned::span)),
+                (
+                    "store.sentinel_username",
+                    st.sentinel_username.as_ref().map(Spanned::span),
+                ),
+                (
+                    "store.sentinel_password_file",
+                    st.sentinel_password_file.as_ref().map(Spanned::span),
+                ),
+            ] {
+                if let Some(span) = set {
+                    return Err(c.err(
+                        span,
+                        key,
+                        "goes with store.sentinels; remove it, or replace url with sentinels = [\"host:26379\", ...]",
+                    ));
+                }
+            }
+            let mut addr =
+                redis_addr(url.get_ref()).map_err(|m| c.err(url.span(), "store.url", m))?;
+            match (&mut addr, &st.ca_file) {
+                (RedisAddr::Tls { ca_file, .. }, Some(p)) => {
+                    *ca_file = Some(c.absolute(p.get_ref(), p.span(), "store.ca_file")?);
+                }
+                (RedisAddr::Tls { .. }, None) | (_, None) => {}
+                (_, Some(p)) => {
+                    return Err(c.err(
+                        p.span(),
+                        "store.ca_file",
+                        "goes with a TLS url (rediss://host:6379); remove it, or write the url with rediss://",
+                    ))
+                }
+            }
+            (url.get_ref().clone(), addr)
+        }
+        (None, Some(list)) => {
+            if let Some(p) = &st.ca_file {
+                return Err(c.err(
+                    p.span(),
+                    "store.ca_file",
+                    "goes with a TLS url (rediss://); TLS to sentinels is not supported yet, remove it",
+                ));
+            }
+            sentinel_set(c, st, list)?
+        }
     };
-    let addr = redis_addr(url.get_ref()).map_err(|m| c.err(url.span(), "store.url", m))?;
     let username = match &st.username {
         None => None,
         Some(u) if u.get_ref().is_empty() || u.get_ref().chars().any(|ch| ch.is_whitespace() || ch.is_control()) => {
@@ -275,7 +381,7 @@ fn redis_store(c: &Checker<'_>, st: &RawStore) -> Result<StoreSpec, ConfigError>
         c.duration_in(v, key, min, max, default)
     };
     Ok(StoreSpec::Redis(Box::new(RedisSpec {
-        url: url.get_ref().clone(),
+        url,
         addr,
         username,
         password_file,
@@ -298,14 +404,147 @@ fn redis_store(c: &Checker<'_>, st: &RawStore) -> Result<StoreSpec, ConfigError>
     })))
 }
 
-/// Reads `store.url`: `redis://host[:port]`, `unix:///path` or
-/// `redis+unix:///path`.
-fn redis_addr(url: &str) -> Result<RedisAddr, String> {
-    if url.starts_with("rediss://") {
-        return Err(format!(
-            "\"{url}\": TLS (rediss://) is not supported yet; use redis:// on a trusted network, or a Unix socket (unix:///path) with a TLS tunnel"
+/// Validates `store.sentinels` and the keys that go with it; gives the
+/// name messages use (`sentinel://h1:26379,h2:26379/name`) and the address.
+fn sentinel_set(
+    c: &Checker<'_>,
+    st: &RawStore,
+    list: &Spanned<Vec<String>>,
+) -> Result<(String, RedisAddr), ConfigError> {
+    let err = |m: String| c.err(list.span(), "store.sentinels", m);
+    if list.get_ref().is_empty() {
+        return Err(err(
+            "is empty; list the sentinels, e.g. sentinels = [\"10.0.0.5:26379\", \"10.0.0.6:26379\", \"10.0.0.7:26379\"]"
+                .to_owned(),
         ));
     }
+    let mut sentinels: Vec<(String, u16)> = Vec::new();
+    for entry in list.get_ref() {
+        let (host, port) = host_port(entry, 26379).map_err(|m| {
+            err(format!(
+                "\"{entry}\": {m}; write \"host:26379\" or \"[::1]:26379\""
+            ))
+        })?;
+        if sentinels.iter().any(|(h, p)| *h == host && *p == port) {
+            return Err(err(format!(
+                "\"{entry}\" is listed twice; list each sentinel once"
+            )));
+        }
+        sentinels.push((host, port));
+    }
+    let Some(name) = &st.master_name else {
+        return Err(c.err(
+            list.span(),
+            "store.master_name",
+            "is missing; with store.sentinels set master_name to the name the sentinels monitor the master by (sentinel monitor <name> ...), e.g. master_name = \"mymaster\"",
+        ));
+    };
+    let master_name = name.get_ref();
+    if master_name.is_empty()
+        || master_name.len() > 128
+        || master_name
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '/' || ch == ',')
+    {
+        return Err(c.err(
+            name.span(),
+            "store.master_name",
+            format!("{master_name:?} is not a sentinel master name; write the name from \"sentinel monitor <name> ...\" (no spaces, / or ,), e.g. \"mymaster\""),
+        ));
+    }
+    let username = match &st.sentinel_username {
+        None => None,
+        Some(u) if u.get_ref().is_empty() || u.get_ref().chars().any(|ch| ch.is_whitespace() || ch.is_control()) => {
+            return Err(c.err(
+                u.span(),
+                "store.sentinel_username",
+                format!("{:?} is not a Redis user name; write the sentinels' ACL user without spaces, or leave it out for the default user", u.get_ref()),
+            ))
+        }
+        Some(u) => Some(u.get_ref().clone()),
+    };
+    let password_file = st
+        .sentinel_password_file
+        .as_ref()
+        .map(|p| c.absolute(p.get_ref(), p.span(), "store.sentinel_password_file"))
+        .transpose()?;
+    if username.is_some() && password_file.is_none() {
+        return Err(c.err(
+            st.sentinel_username.as_ref().map_or(0..0, Spanned::span),
+            "store.sentinel_username",
+            "needs store.sentinel_password_file too (a root-only file holding the sentinels' password)",
+        ));
+    }
+    let spec = SentinelSpec {
+        sentinels,
+        master_name: master_name.clone(),
+        username,
+        password_file,
+    };
+    Ok((spec.url(), RedisAddr::Sentinel(Box::new(spec))))
+}
+
+impl SentinelSpec {
+    /// `sentinel://h1:26379,[::1]:26379/name`: what messages name a
+    /// sentinel-managed store by.
+    pub fn url(&self) -> String {
+        let list: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(h, p)| join_host_port(h, *p))
+            .collect();
+        format!("sentinel://{}/{}", list.join(","), self.master_name)
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Splits `host[:port]` or `[v6][:port]`; the message says what is wrong.
+fn host_port(text: &str, default: u16) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = text.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err("it has an unclosed [".to_owned());
+        };
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => return Err(format!("\"{after}\" after ] is not :port")),
+            },
+        }
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err("an IPv6 address needs brackets".to_owned())
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() || host.chars().any(|ch| ch.is_whitespace() || ch == '/') {
+        return Err("it names no host".to_owned());
+    }
+    let port = match port {
+        None => default,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("\"{p}\" is not a port (1 to 65535)")),
+        },
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// Reads `store.url`: `redis://host[:port]`, `rediss://host[:port]`
+/// (TLS; `ca_file` is added by the caller), `unix:///path` or
+/// `redis+unix:///path`.
+fn redis_addr(url: &str) -> Result<RedisAddr, String> {
     for scheme in ["unix://", "redis+unix://"] {
         if let Some(path) = url.strip_prefix(scheme) {
             let path = Path::new(path);
@@ -317,10 +556,14 @@ fn redis_addr(url: &str) -> Result<RedisAddr, String> {
             return Ok(RedisAddr::Unix(path.to_owned()));
         }
     }
-    let Some(rest) = url.strip_prefix("redis://") else {
-        return Err(format!(
-            "\"{url}\" is not a Redis URL; write redis://host:6379 or unix:///run/redis/redis.sock"
-        ));
+    let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => {
+            return Err(format!(
+                "\"{url}\" is not a Redis URL; write redis://host:6379, rediss://host:6379 (TLS) or unix:///run/redis/redis.sock"
+            ))
+        }
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('@') {
@@ -362,6 +605,13 @@ fn redis_addr(url: &str) -> Result<RedisAddr, String> {
             }
         },
     };
+    if tls {
+        return Ok(RedisAddr::Tls {
+            host: host.to_owned(),
+            port,
+            ca_file: None,
+        });
+    }
     Ok(RedisAddr::Tcp {
         host: host.to_owned(),
         port,
@@ -464,8 +714,13 @@ mod tests {
         let r = |rest: &str| err_of(&format!("[store]\nkind = \"redis\"\n{rest}"));
         let e = r("");
         assert!(e.contains("store.url") && e.contains("is missing"), "{e}");
-        let e = r("url = \"rediss://r.example:6380\"\n");
-        assert!(e.contains("not supported yet"), "{e}");
+        let e = r("url = \"redis://r.example\"\nca_file = \"/etc/smsotp/redis-ca.pem\"\n");
+        assert!(e.contains("goes with a TLS url"), "{e}");
+        let e = r("url = \"rediss://r.example\"\nca_file = \"ca.pem\"\n");
+        assert!(
+            e.contains("store.ca_file") && e.contains("not an absolute path"),
+            "{e}"
+        );
         let e = r("url = \"http://r.example\"\n");
         assert!(e.contains("is not a Redis URL"), "{e}");
         let e = r("url = \"redis://u:pw@r.example\"\n");
@@ -505,5 +760,132 @@ mod tests {
             e.contains("kind = \\\"redis\\\"") || e.contains("kind = \"redis\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn redis_tls_url_and_ca_file() {
+        let c = parse(
+            "[store]\nkind = \"redis\"\nurl = \"rediss://r.example:6380\"\nca_file = \"/etc/smsotp/redis-ca.pem\"\n",
+        )
+        .unwrap();
+        let StoreSpec::Redis(r) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(
+            r.addr,
+            RedisAddr::Tls {
+                host: "r.example".into(),
+                port: 6380,
+                ca_file: Some("/etc/smsotp/redis-ca.pem".into())
+            }
+        );
+        assert_eq!(c.store.location(), "rediss://r.example:6380");
+        let shown = c.store.settings();
+        assert!(
+            shown.contains(&("ca_file", "/etc/smsotp/redis-ca.pem".to_owned())),
+            "{shown:?}"
+        );
+        let c = parse("[store]\nkind = \"redis\"\nurl = \"rediss://[::1]\"\n").unwrap();
+        let StoreSpec::Redis(r) = &c.store else {
+            panic!()
+        };
+        assert_eq!(
+            r.addr,
+            RedisAddr::Tls {
+                host: "::1".into(),
+                port: 6379,
+                ca_file: None
+            }
+        );
+        assert!(c
+            .store
+            .settings()
+            .contains(&("ca_file", "(none: the system's CA bundle)".to_owned())));
+    }
+
+    #[test]
+    fn redis_sentinel_settings() {
+        let c = parse(
+            "[store]\nkind = \"redis\"\nsentinels = [\"10.0.0.5\", \"10.0.0.6:26380\", \"[::1]:26381\"]\n\
+             master_name = \"mymaster\"\nsentinel_username = \"sentinel-user\"\n\
+             sentinel_password_file = \"/etc/smsotp/sentinel.pass\"\n",
+        )
+        .unwrap();
+        let StoreSpec::Redis(r) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        let RedisAddr::Sentinel(s) = &r.addr else {
+            panic!("{:?}", r.addr)
+        };
+        assert_eq!(
+            s.sentinels,
+            [
+                ("10.0.0.5".to_owned(), 26379),
+                ("10.0.0.6".to_owned(), 26380),
+                ("::1".to_owned(), 26381)
+            ]
+        );
+        assert_eq!(s.master_name, "mymaster");
+        assert_eq!(s.username.as_deref(), Some("sentinel-user"));
+        assert_eq!(
+            s.password_file.as_deref(),
+            Some(Path::new("/etc/smsotp/sentinel.pass"))
+        );
+        assert_eq!(
+            c.store.location(),
+            "sentinel://10.0.0.5:26379,10.0.0.6:26380,[::1]:26381/mymaster"
+        );
+        let shown = c.store.settings();
+        assert_eq!(shown[0], ("kind", "redis".to_owned()));
+        assert!(
+            shown.contains(&(
+                "sentinels",
+                "10.0.0.5:26379, 10.0.0.6:26380, [::1]:26381".to_owned()
+            )),
+            "{shown:?}"
+        );
+        assert!(shown.contains(&("master_name", "mymaster".to_owned())));
+        assert!(shown.contains(&(
+            "sentinel_password_file",
+            "/etc/smsotp/sentinel.pass".to_owned()
+        )));
+        assert!(!shown.iter().any(|(k, _)| *k == "url"), "{shown:?}");
+    }
+
+    #[test]
+    fn redis_sentinel_errors_say_what_to_do() {
+        let r = |rest: &str| err_of(&format!("[store]\nkind = \"redis\"\n{rest}"));
+        let e = r("url = \"redis://r\"\nsentinels = [\"s1\"]\nmaster_name = \"m\"\n");
+        assert!(
+            e.contains("store.sentinels") && e.contains("not both"),
+            "{e}"
+        );
+        let e = r("sentinels = [\"s1\"]\n");
+        assert!(
+            e.contains("store.master_name") && e.contains("is missing"),
+            "{e}"
+        );
+        let e = r("sentinels = []\nmaster_name = \"m\"\n");
+        assert!(e.contains("is empty"), "{e}");
+        let e = r("sentinels = [\"s1:0\"]\nmaster_name = \"m\"\n");
+        assert!(e.contains("is not a port"), "{e}");
+        let e = r("sentinels = [\"::1\"]\nmaster_name = \"m\"\n");
+        assert!(e.contains("needs brackets"), "{e}");
+        let e = r("sentinels = [\"[::1\"]\nmaster_name = \"m\"\n");
+        assert!(e.contains("unclosed ["), "{e}");
+        let e = r("sentinels = [\"s1\", \"s1:26379\"]\nmaster_name = \"m\"\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = r("sentinels = [\"s1\"]\nmaster_name = \"my master\"\n");
+        assert!(e.contains("not a sentinel master name"), "{e}");
+        let e = r("sentinels = [\"s1\"]\nmaster_name = \"m\"\nsentinel_username = \"u\"\n");
+        assert!(e.contains("needs store.sentinel_password_file"), "{e}");
+        let e = r("sentinels = [\"s1\"]\nmaster_name = \"m\"\nsentinel_password_file = \"p\"\n");
+        assert!(e.contains("not an absolute path"), "{e}");
+        let e = r("url = \"redis://r\"\nmaster_name = \"m\"\n");
+        assert!(e.contains("goes with store.sentinels"), "{e}");
+        let e = r("");
+        assert!(e.contains("sentinels"), "{e}");
+        let e = err_of("[store]\nsentinels = [\"s1\"]\n");
+        assert!(e.contains("setting of the redis store"), "{e}");
     }
 }

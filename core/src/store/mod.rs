@@ -638,29 +638,67 @@ impl StoreSpec {
                 ("path", path.display().to_string()),
                 ("busy_timeout", crate::config::human_duration(*busy_timeout)),
             ],
-            StoreSpec::Redis(r) => vec![
-                ("kind", self.kind().to_owned()),
-                ("url", r.url.clone()),
-                (
-                    "username",
-                    r.username
-                        .clone()
-                        .unwrap_or_else(|| "(default user)".into()),
-                ),
-                (
-                    "password_file",
-                    r.password_file
-                        .as_ref()
-                        .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
-                ),
-                ("db", r.db.to_string()),
-                ("key_prefix", format!("{:?}", r.key_prefix)),
-                (
-                    "connect_timeout",
-                    crate::config::human_duration(r.connect_timeout),
-                ),
-                ("timeout", crate::config::human_duration(r.timeout)),
-            ],
+            StoreSpec::Redis(r) => {
+                let mut v = vec![("kind", self.kind().to_owned())];
+                match &r.addr {
+                    crate::config::RedisAddr::Sentinel(s) => {
+                        let list: Vec<String> = s
+                            .sentinels
+                            .iter()
+                            .map(|(h, p)| crate::config::join_host_port(h, *p))
+                            .collect();
+                        v.extend([
+                            ("sentinels", list.join(", ")),
+                            ("master_name", s.master_name.clone()),
+                            (
+                                "sentinel_username",
+                                s.username
+                                    .clone()
+                                    .unwrap_or_else(|| "(default user)".into()),
+                            ),
+                            (
+                                "sentinel_password_file",
+                                s.password_file
+                                    .as_ref()
+                                    .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
+                            ),
+                        ]);
+                    }
+                    crate::config::RedisAddr::Tls { ca_file, .. } => v.extend([
+                        ("url", r.url.clone()),
+                        (
+                            "ca_file",
+                            ca_file.as_ref().map_or_else(
+                                || "(none: the system's CA bundle)".into(),
+                                |p| p.display().to_string(),
+                            ),
+                        ),
+                    ]),
+                    _ => v.push(("url", r.url.clone())),
+                }
+                v.extend(vec![
+                    (
+                        "username",
+                        r.username
+                            .clone()
+                            .unwrap_or_else(|| "(default user)".into()),
+                    ),
+                    (
+                        "password_file",
+                        r.password_file
+                            .as_ref()
+                            .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
+                    ),
+                    ("db", r.db.to_string()),
+                    ("key_prefix", format!("{:?}", r.key_prefix)),
+                    (
+                        "connect_timeout",
+                        crate::config::human_duration(r.connect_timeout),
+                    ),
+                    ("timeout", crate::config::human_duration(r.timeout)),
+                ]);
+                v
+            }
         }
     }
 

@@ -6,7 +6,36 @@
 //! runtime (it runs inside sshd). One connection per store handle, opened
 //! on first use and again after it broke; a failed command is not retried
 //! (it may have run), the next call reconnects, except on a kept
-//! connection the server had closed (see `RedisStore::run`).
+//! connection the server had closed (see `RedisStore::run_then`). A
+//! `rediss://` url is
+//! TLS (the crate's rustls, with ring; trust anchors from `ca_file` or the
+//! system's CA bundle, `conn.rs`). With `store.sentinels`
+//! (`conn.rs`) connecting means asking the sentinels in order where the
+//! master is and checking that it says it is master (`ROLE`); a broken
+//! connection, a timeout or a `READONLY` reply (a failover made our
+//! master a replica) drops it, so the next call asks the sentinels again.
+//! A connection idle for a second is PINGed before it is used, so a
+//! server's worker that sat out a failover opens a new one instead of
+//! failing a login on the dead master's socket.
+//!
+//! Durability across a failover: Redis replicates asynchronously, so a
+//! write the master acknowledged can be lost if the master dies before a
+//! replica has it. The writes that must not be lost wait for the replicas
+//! before the method returns (`Conn::make_durable` in `conn.rs`: `WAIT`
+//! for as many replicas as the master has connected, then `WAITAOF 1 0`
+//! for the master's own append-only file where the server has both,
+//! Redis 7.2+ and Valkey): a failure that locks the
+//! user out, an unlock, a used backup code, new or revoked backup codes,
+//! a completed enrollment, a phone set or cleared, an opt-out. When fewer
+//! replicas acknowledge in time (half of `store.timeout`) the write still
+//! stands on the master and the method succeeds: a lockout on the master
+//! holds, and failing the login would punish the user for a replica's
+//! lag. Ordinary logins (a challenge started, a code taken, a wrong
+//! guess) do not wait: a code lost in a failover is replaced by a new
+//! one. Each challenge carries its own tries left (`a` in its hash), so a
+//! failure count lost in a failover never buys more guesses at one code
+//! than that code's tries (plus the guesses within the replication lag,
+//! normally milliseconds).
 //!
 //! Every method is one atomic step on the server: a Lua script (`scripts.rs`;
 //! EVALSHA, EVAL when the server does not know it yet) where it reads
@@ -48,7 +77,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+use redis::{Connection, RedisResult};
 
 use super::migrate::{Outcome, Record, Snapshot};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
@@ -61,9 +90,13 @@ use crate::config::{Rate, RedisAddr, RedisSpec};
 use crate::otp::ChallengeId;
 use crate::phone::{MemoryNumbers, NumberCache};
 
+mod conn;
 pub mod info;
 mod migrate;
 mod scripts;
+
+pub use conn::{sentinel_view, SentinelAnswer};
+use conn::{Conn, OpenError};
 
 /// How long past the caller's expiry the server keeps a challenge or a
 /// send window before its TTL drops it (reads compare with `now` anyway).
@@ -82,7 +115,7 @@ pub const NUMBER_TTL_S: u64 = 30 * 24 * 3600;
 /// [`SharedBackend::handle`] is a connection of its own.
 pub struct RedisStore {
     spec: RedisSpec,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<Conn>>,
     /// The code key this handle is bound to, once known: every connection
     /// opened since was checked against the store's fingerprint. Locked
     /// after `conn` when both are.
@@ -153,16 +186,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `conn` cannot be used again after `e`.
-fn broken(e: &redis::RedisError, conn: &Connection) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_unrecoverable_error()
-        || e.kind() == redis::ErrorKind::Parse
-        || !redis::ConnectionLike::is_open(conn)
-}
-
 /// A TTL for something that matters until `until`, counted from `from`.
 fn ttl(from: Millis, until: Millis) -> Millis {
     until.saturating_sub(from).max(0).saturating_add(GRACE_MS)
@@ -216,7 +239,7 @@ impl RedisStore {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Conn>> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -278,6 +301,28 @@ impl RedisStore {
         let mut cmd = match &s.addr {
             RedisAddr::Tcp { host, port } => format!("redis-cli -h {host} -p {port}"),
             RedisAddr::Unix(path) => format!("redis-cli -s {}", path.display()),
+            RedisAddr::Tls {
+                host,
+                port,
+                ca_file,
+            } => {
+                let mut c = format!("redis-cli --tls -h {host} -p {port}");
+                if let Some(ca) = ca_file {
+                    c.push_str(&format!(" --cacert {}", ca.display()));
+                }
+                c
+            }
+            RedisAddr::Sentinel(st) => {
+                let (h, p) = st
+                    .sentinels
+                    .first()
+                    .map_or(("SENTINEL", 26379), |(h, p)| (h.as_str(), *p));
+                format!(
+                    "(on the master `redis-cli -h {h} -p {p} SENTINEL \
+                     get-master-addr-by-name {}` names) redis-cli -h MASTER -p PORT",
+                    st.master_name
+                )
+            }
         };
         if s.db != 0 {
             cmd.push_str(&format!(" -n {}", s.db));
@@ -336,59 +381,57 @@ impl RedisStore {
         self.unavailable(e.to_string())
     }
 
-    fn connect(&self) -> Result<Connection, StoreError> {
-        let s = &self.spec;
-        let addr = match &s.addr {
-            RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
-            RedisAddr::Unix(path) => ConnectionAddr::Unix(path.clone()),
-        };
-        let mut redis_settings = RedisConnectionInfo::default()
-            .set_db(s.db)
-            .set_skip_set_lib_name();
-        if let Some(file) = &s.password_file {
-            let password = crate::files::read_secret(file)
-                .map_err(|e| self.unavailable(format!("store.password_file: {e}")))?;
-            redis_settings = redis_settings.set_password(password.expose());
-        }
-        if let Some(user) = &s.username {
-            redis_settings = redis_settings.set_username(user);
-        }
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| self.map_err(&e))?
-            .set_redis_settings(redis_settings);
-        let client = redis::Client::open(info).map_err(|e| self.map_err(&e))?;
-        let conn = client
-            .get_connection_with_timeout(s.connect_timeout)
-            .map_err(|e| {
-                if e.is_timeout() {
-                    self.unavailable(format!(
-                        "cannot connect within store.connect_timeout ({})",
-                        crate::config::human_duration(s.connect_timeout)
-                    ))
-                } else {
-                    self.unavailable(format!("cannot connect: {e}"))
-                }
-            })?;
-        let mut conn = conn;
-        conn.set_read_timeout(Some(s.timeout))
-            .and_then(|()| conn.set_write_timeout(Some(s.timeout)))
-            .map_err(|e| self.map_err(&e))?;
-        // The handshake sends nothing without a password or a db: a PING
-        // (or the key check, which is a command too) shows now whether the
-        // server answers and lets us in.
+    fn connect(&self) -> Result<Conn, StoreError> {
         let key = self.key_fp_lock().clone();
-        match key {
-            Some(key) => self.check_key_on(&mut conn, &key)?,
-            None => redis::cmd("PING")
-                .query::<()>(&mut conn)
-                .map_err(|e| self.map_err(&e))?,
+        // The handshake sends nothing without a password or a db: a
+        // command shows now whether the server answers and lets us in,
+        // PING or, for a handle bound to a key, the key check itself.
+        let mut conn = Conn::open(&self.spec, key.is_none()).map_err(|e| match e {
+            OpenError::Setup(m) => self.unavailable(m),
+            OpenError::Sentinels(why) => {
+                self.unavailable(format!("no sentinel led to a master: {}", why.join("; ")))
+            }
+            OpenError::Redis(e) if e.is_timeout() => self.unavailable(format!(
+                "cannot connect within store.connect_timeout ({})",
+                crate::config::human_duration(self.spec.connect_timeout)
+            )),
+            OpenError::Redis(e)
+                if e.kind() == redis::ErrorKind::Parse
+                    || e.kind() == redis::ErrorKind::UnexpectedReturnType =>
+            {
+                self.map_err(&e)
+            }
+            OpenError::Redis(e) if e.is_io_error() => {
+                self.unavailable(format!("cannot connect: {e}"))
+            }
+            OpenError::Redis(e) | OpenError::Answer(e) => self.map_err(&e),
+        })?;
+        if let Some(key) = key {
+            self.check_key_on(&mut conn.c, &key)?;
         }
         Ok(conn)
     }
 
     /// Runs `f` on the connection (opening it if needed); a connection
-    /// that failed is dropped, for the next call to open a new one.
+    /// that failed is dropped, for the next call to open a new one (with
+    /// sentinels: to ask them again where the master is).
+    fn run<T>(&self, f: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+        self.run_then(f, |_| false)
+    }
+
+    /// [`Self::run`] for a write that must outlive a failover (lockouts,
+    /// unlocks, backup codes, registrations, opt-outs): once it is done,
+    /// [`Conn::make_durable`]. What that wait says never turns the write
+    /// into an error: the write stands on the master either way.
+    fn run_durable<T>(
+        &self,
+        f: impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        self.run_then(f, |_| true)
+    }
+
+    /// Runs `f`, then makes its write durable if `durable` says, from
+    /// what `f` answered, that it wrote something that must last.
     ///
     /// One case is retried, once, on a new connection: a connection kept
     /// from an earlier call that the server had closed under it (Redis
@@ -399,33 +442,50 @@ impl RedisStore {
     /// should it have run all the same (it died after running it, before
     /// answering), running a script twice only counts a send or a failure
     /// twice or finds a code already used: stricter, never weaker.
-    fn run<T>(
+    fn run_then<T>(
         &self,
         mut f: impl FnMut(&mut Connection) -> RedisResult<T>,
+        durable: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
         let mut g = self.lock();
-        let kept = g.is_some();
-        let conn = match &mut *g {
-            Some(c) => c,
-            None => g.insert(self.connect()?),
-        };
-        let e = match f(conn) {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        let closed_under_us = e.is_connection_dropped() && !e.is_timeout();
-        if !(kept && closed_under_us) {
-            if broken(&e, conn) {
-                *g = None;
-            }
-            return Err(self.map_err(&e));
+        if g.as_mut().is_some_and(Conn::stale) {
+            *g = None;
         }
-        *g = None;
-        let conn = g.insert(self.connect()?);
-        match f(conn) {
-            Ok(v) => Ok(v),
+        let kept = g.is_some();
+        let first = {
+            let conn = match &mut *g {
+                Some(c) => c,
+                None => g.insert(self.connect()?),
+            };
+            let r = f(&mut conn.c);
+            conn.used();
+            r
+        };
+        let result = match first {
+            Err(e) if kept && e.is_connection_dropped() && !e.is_timeout() => {
+                *g = None;
+                let conn = g.insert(self.connect()?);
+                let r = f(&mut conn.c);
+                conn.used();
+                r
+            }
+            r => r,
+        };
+        match result {
+            Ok(v) => {
+                if durable(&v) {
+                    if let Some(conn) = g.as_mut() {
+                        if let Err(e) = conn.make_durable(&self.spec) {
+                            if broken(&e, &conn.c) {
+                                *g = None;
+                            }
+                        }
+                    }
+                }
+                Ok(v)
+            }
             Err(e) => {
-                if broken(&e, conn) {
+                if g.as_ref().is_none_or(|conn| broken(&e, &conn.c)) {
                     *g = None;
                 }
                 Err(self.map_err(&e))
@@ -574,6 +634,22 @@ impl RedisStore {
     }
 }
 
+/// Whether the connection is of no more use: an I/O error or a timeout
+/// (the reply may still come and would answer the next command), a reply
+/// that is not Redis, or a master that a failover made a replica
+/// (`READONLY`; the next connection asks the sentinels again).
+fn broken(e: &redis::RedisError, conn: &Connection) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || e.kind() == redis::ErrorKind::Parse
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        || e.code() == Some("READONLY")
+        || e.to_string().contains("READONLY")
+        || !redis::ConnectionLike::is_open(conn)
+}
+
 /// A phone record's fields as HMGET reads them: number, set at, set by.
 type PhoneFields = (Option<String>, Option<i64>, Option<String>);
 
@@ -637,14 +713,19 @@ impl Store for RedisStore {
         lockout_after: u32,
         lockout: Duration,
     ) -> Result<FailureState, StoreError> {
-        let (n, until): (i64, i64) = self.run(|c| {
-            scripts::RECORD_FAILURE
-                .key(self.fail(user))
-                .arg(now)
-                .arg(lockout_after)
-                .arg(now.saturating_add(ms(lockout)))
-                .invoke(c)
-        })?;
+        // Only a failure that locks is waited for: a lost count costs at
+        // most a few more tries, each bounded by the challenge's own.
+        let (n, until): (i64, i64) = self.run_then(
+            |c| {
+                scripts::RECORD_FAILURE
+                    .key(self.fail(user))
+                    .arg(now)
+                    .arg(lockout_after)
+                    .arg(now.saturating_add(ms(lockout)))
+                    .invoke(c)
+            },
+            |&(_, until)| until >= 0,
+        )?;
         Ok(FailureState {
             count: count(n),
             locked_until: (until >= 0).then_some(until),
@@ -657,7 +738,8 @@ impl Store for RedisStore {
     }
 
     fn unlock(&self, user: &str) -> Result<(), StoreError> {
-        self.clear_failures(user)
+        self.run_durable(|c| redis::cmd("DEL").arg(self.fail(user)).query::<i64>(c))?;
+        Ok(())
     }
 
     fn failures(&self, user: &str, now: Millis) -> Result<FailureState, StoreError> {
@@ -858,7 +940,7 @@ impl Store for RedisStore {
     }
 
     fn set_phone(&self, user: &str, rec: &PhoneRecord) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.run_durable(|c| {
             redis::cmd("HSET")
                 .arg(self.phone_key(user))
                 .arg("e")
@@ -873,7 +955,7 @@ impl Store for RedisStore {
     }
 
     fn clear_phone(&self, user: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.run(|c| redis::cmd("DEL").arg(self.phone_key(user)).query(c))?;
+        let n: i64 = self.run_durable(|c| redis::cmd("DEL").arg(self.phone_key(user)).query(c))?;
         Ok(n == 1)
     }
 
@@ -909,17 +991,20 @@ impl Store for RedisStore {
         at: Millis,
         set_by: &str,
     ) -> Result<bool, StoreError> {
-        let n: i64 = self.run(|c| {
-            scripts::COMPLETE_ENROLLMENT
-                .key(self.ch(id))
-                .key(self.fail(user))
-                .key(self.phone_key(user))
-                .arg(&code_mac[..])
-                .arg(user)
-                .arg(at)
-                .arg(set_by)
-                .invoke(c)
-        })?;
+        let n: i64 = self.run_then(
+            |c| {
+                scripts::COMPLETE_ENROLLMENT
+                    .key(self.ch(id))
+                    .key(self.fail(user))
+                    .key(self.phone_key(user))
+                    .arg(&code_mac[..])
+                    .arg(user)
+                    .arg(at)
+                    .arg(set_by)
+                    .invoke(c)
+            },
+            |&n| n == 1,
+        )?;
         Ok(n == 1)
     }
 
@@ -945,7 +1030,7 @@ impl Store for RedisStore {
         codes: &[BackupHash],
         _at: Millis,
     ) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.run_durable(|c| {
             let mut p = redis::pipe();
             p.atomic().cmd("DEL").arg(self.backup(user)).ignore();
             if !codes.is_empty() {
@@ -976,15 +1061,18 @@ impl Store for RedisStore {
         challenge: Option<&ChallengeId>,
     ) -> Result<Option<u32>, StoreError> {
         let ch = challenge.map_or_else(|| self.key("c", "-"), |id| self.ch(id));
-        let n: i64 = self.run(|c| {
-            scripts::CONSUME_BACKUP
-                .key(self.backup(user))
-                .key(self.fail(user))
-                .key(&ch)
-                .arg(hash)
-                .arg(u8::from(challenge.is_some()))
-                .invoke(c)
-        })?;
+        let n: i64 = self.run_then(
+            |c| {
+                scripts::CONSUME_BACKUP
+                    .key(self.backup(user))
+                    .key(self.fail(user))
+                    .key(&ch)
+                    .arg(hash)
+                    .arg(u8::from(challenge.is_some()))
+                    .invoke(c)
+            },
+            |&n| n >= 0,
+        )?;
         Ok((n >= 0).then(|| count(n)))
     }
 
@@ -994,7 +1082,7 @@ impl Store for RedisStore {
     }
 
     fn revoke_backup_codes(&self, user: &str) -> Result<u32, StoreError> {
-        let (n, _): (i64, i64) = self.run(|c| {
+        let (n, _): (i64, i64) = self.run_durable(|c| {
             redis::pipe()
                 .atomic()
                 .cmd("HLEN")
@@ -1007,7 +1095,7 @@ impl Store for RedisStore {
     }
 
     fn set_opt_out(&self, user: &str, set: Option<(&str, Millis)>) -> Result<(), StoreError> {
-        self.run(|c| match set {
+        self.run_durable(|c| match set {
             Some((by, at)) => redis::cmd("HSET")
                 .arg(self.opt_key())
                 .arg(user)
@@ -1062,7 +1150,7 @@ impl Store for RedisStore {
             *g = Some(self.connect()?);
             return Ok(());
         };
-        let checked = self.check_key_on(conn, key);
+        let checked = self.check_key_on(&mut conn.c, key);
         if checked.is_err() {
             // Not known to be this key's: the next call reconnects and
             // checks again (and fails the same way while they differ).
@@ -1073,7 +1161,11 @@ impl Store for RedisStore {
 }
 
 #[cfg(test)]
+mod sentinel_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 /// The hosts' shared cache of validated numbers: memory first, then the
 /// server. A failing cache is only slower, never wrong: errors are

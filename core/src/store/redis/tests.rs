@@ -328,7 +328,10 @@ fn a_server_that_does_not_answer_times_out() {
     assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
     assert!(e.to_string().contains(&spec.url), "{e}");
     // Not "0 seconds": a sub-second timeout is named as set.
-    assert!(e.to_string().contains("store.timeout (300 milliseconds)"), "{e}");
+    assert!(
+        e.to_string().contains("store.timeout (300 milliseconds)"),
+        "{e}"
+    );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     drop(listener);
     // Nothing listens: refused at once.
