@@ -175,7 +175,7 @@ impl Config {
         let radius = raw
             .radius
             .as_ref()
-            .map(|r| radius::validate(&c, r, &directories))
+            .map(|r| radius::validate(&c, r, &directories, &store))
             .transpose()?;
 
         Ok(Config {

@@ -114,7 +114,7 @@ pub struct RadiusSettings {
     pub listen: Vec<std::net::SocketAddr>,
     /// The first factor (default none: the NAS checked the password).
     pub primary: PrimaryAuth,
-    /// Worker threads, 1 to 256 (default 4).
+    /// Worker threads, 1 to 256 (default 4; 16 with a Redis store).
     pub workers: usize,
     /// Requests that may send an SMS (a first round, an append-mode login,
     /// an empty-code resend) decided at once, each on a thread of its own
@@ -145,6 +145,7 @@ pub(super) fn validate(
     c: &Checker<'_>,
     r: &RawRadius,
     directories: &[DirectorySpec],
+    store: &super::StoreSpec,
 ) -> Result<RadiusSettings, ConfigError> {
     let mut listen = Vec::new();
     for l in &r.listen {
@@ -186,7 +187,12 @@ pub(super) fn validate(
             )?)),
         },
     };
-    let workers = c.int_in(&r.workers, "radius.workers", 1..=256, 4)? as usize;
+    // A worker on a networked store (Redis) spends most of a request
+    // waiting for the server's answers, and more of them keep the CPU
+    // busy meanwhile (bench-radius STORE=redis); on SQLite they would only
+    // queue for its one connection.
+    let default_workers = if store.local_file().is_none() { 16 } else { 4 };
+    let workers = c.int_in(&r.workers, "radius.workers", 1..=256, default_workers)? as usize;
     let max_pending_sends = c.int_in(
         &r.max_pending_sends,
         "radius.max_pending_sends",
@@ -334,6 +340,11 @@ mod tests {
         assert_eq!(r.clients[0].mode, ClientMode::Challenge);
         assert!(r.clients[0].require_message_authenticator);
         assert_eq!((r.workers, r.max_pending_sends), (4, 256));
+        // On a networked store the workers wait on it: more of them.
+        let on_redis = format!("{ok}\n[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\n");
+        assert_eq!(parse(&on_redis).unwrap().radius.unwrap().workers, 16);
+        let set = on_redis.replace("primary = {", "workers = 3\nprimary = {");
+        assert_eq!(parse(&set).unwrap().radius.unwrap().workers, 3);
         let r = parse(&ok.replace("primary =", "max_pending_sends = 2\nprimary ="))
             .unwrap()
             .radius
