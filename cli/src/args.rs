@@ -79,11 +79,11 @@ pub(crate) enum Command {
 #[derive(Debug, Subcommand)]
 pub(crate) enum StoreCommand {
     /// Copy registered numbers, backup codes, opt-outs and running
-    /// lockouts from the configured store into the one FILE's [store]
-    /// names (SQLite to Redis, or back). Pending codes, send windows and
-    /// failure counts are not copied.
+    /// lockouts from the configured store into the store that FILE's store
+    /// table names (SQLite to Redis, or back). Pending codes, send windows
+    /// and failure counts are not copied.
     Migrate {
-        /// Another smsotp config; its [store] and otp.key_file name the
+        /// Another smsotp config; its store table and otp.key_file name the
         /// target.
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
