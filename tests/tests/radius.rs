@@ -716,6 +716,48 @@ fn pam_primary_wrong_password_unknown_user_and_no_number_look_the_same() {
     assert_eq!(outbox.count(), 0, "no SMS for a wrong password");
 }
 
+/// The same in append mode, where a user with a code pending (alice,
+/// right after her password) has the end of the field tried as that code:
+/// a wrong password still gets the reply an unknown user gets.
+#[test]
+fn pam_primary_append_mode_wrong_password_looks_like_an_unknown_user() {
+    let (env, primary) = pam_primary("e2e-radius-enum-append");
+    let srv = Radiusd::start(
+        &env.scratch,
+        ServerSpec::new(vec![vpn().append()]).primary(primary),
+    );
+    let outbox = env.scratch.outbox();
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let ask = |user: &str, password: &str| {
+        nas.exchange(
+            &Request::access(nas.id()).user(user).password(password),
+            &|| srv.context(),
+        )
+    };
+    let first = ask("alice", PASSWORD);
+    assert_code(&first, code::ACCESS_REJECT, "alice's password alone", &srv);
+    assert!(
+        first.message().starts_with("Code sent to"),
+        "{}",
+        first.message()
+    );
+    outbox.wait_beyond(0, SMS_WAIT);
+    let wrong = "not-the-password-123456";
+    let alice = ask("alice", wrong);
+    assert_code(&alice, code::ACCESS_REJECT, "alice, wrong password", &srv);
+    for user in ["carol", "mallory"] {
+        let r = ask(user, wrong);
+        assert_code(&r, code::ACCESS_REJECT, user, &srv);
+        assert_eq!(
+            r.packet.attrs_but_message_authenticator(),
+            alice.packet.attrs_but_message_authenticator(),
+            "{user} vs alice with a code pending"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(outbox.count(), 1, "no SMS for a wrong password");
+}
+
 // ------------------------------------------------------------------ Message-Authenticator
 
 #[test]
