@@ -1366,6 +1366,51 @@ fn remove_stale_wrapper_dir(pid: u32) {
     }
 }
 
+/// Times `cases` (named closures, each one request and its checked
+/// reply) over `rounds` rounds, interleaved and in an order that rotates
+/// each round, so load on the machine falls on every case alike; returns
+/// each case's median.
+pub fn median_times(rounds: usize, cases: &[(&str, &dyn Fn())]) -> Vec<Duration> {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); cases.len()];
+    for round in 0..rounds {
+        for k in 0..cases.len() {
+            let i = (round + k) % cases.len();
+            let t = Instant::now();
+            (cases[i].1)();
+            times[i].push(t.elapsed());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+/// Panics unless every case's median in `medians` (as [`median_times`]
+/// returned for `cases`) is within a factor of two of the first's: a
+/// difference that large tells an observer which case a request was.
+pub fn assert_medians_alike(cases: &[(&str, &dyn Fn())], medians: &[Duration], context: &str) {
+    let base = medians[0].as_secs_f64();
+    let table: String = cases
+        .iter()
+        .zip(medians)
+        .map(|((name, _), m)| format!("  {name}: {m:?}\n"))
+        .collect();
+    for ((name, _), m) in cases.iter().zip(medians).skip(1) {
+        let ratio = m.as_secs_f64() / base;
+        assert!(
+            (0.5..=2.0).contains(&ratio),
+            "{name} takes {ratio:.2} times as long as {}: a timing difference that \
+             tells them apart\nmedians:\n{table}{context}",
+            cases[0].0
+        );
+    }
+    eprintln!("medians:\n{table}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

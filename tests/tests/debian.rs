@@ -174,6 +174,32 @@ fn installed_doc_references() -> Vec<String> {
     doc_references(&texts)
 }
 
+/// docs/security.md names the test behind each promise as
+/// `path.rs::test_name`: each must exist, so the page cannot promise what
+/// no test holds (a renamed or deleted test fails here).
+#[test]
+fn security_md_names_only_tests_that_exist() {
+    let root = workspace_root();
+    let page = std::fs::read_to_string(root.join("docs/security.md")).expect("docs/security.md");
+    let mut named = 0;
+    for item in page.split('`').skip(1).step_by(2) {
+        let Some((path, name)) = item.split_once("::") else {
+            continue;
+        };
+        if !path.ends_with(".rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(root.join(path))
+            .unwrap_or_else(|e| panic!("docs/security.md names {path}: {e}"));
+        assert!(
+            text.contains(&format!("fn {name}(")),
+            "docs/security.md names {path}::{name}, which {path} does not have"
+        );
+        named += 1;
+    }
+    assert!(named >= 40, "only {named} tests named in docs/security.md");
+}
+
 /// Without installing: what the shipped config, the man pages and the unit
 /// refer to is what the packages install, the unit's documentation is man
 /// pages (no placeholder URL), and the man pages are dated alike.
@@ -204,6 +230,7 @@ fn shipped_references_are_packaged() {
         "/usr/share/doc/libpam-smsotp/http-providers.md",
         "/usr/share/doc/libpam-smsotp/ldap.md",
         "/usr/share/doc/libpam-smsotp/redis.md",
+        "/usr/share/doc/libpam-smsotp/security.md",
         "/usr/share/man/man5/smsotp.toml.5.gz",
     ] {
         assert!(

@@ -468,6 +468,87 @@ fn no_phone_deny_refuses() {
     audit_mentions(&audit, "bob", &svc);
 }
 
+/// What `user` sees typing `password`, then nothing more (stdin closed at
+/// the next prompt), with their name replaced by `USER`; the login must
+/// fail.
+fn refused_transcript(env: &PamEnv, svc: &str, user: &str, password: &str) -> String {
+    let mut login = env.login(svc, user);
+    login.expect_prompt("Password").answer(password);
+    let out = login.finish();
+    out.assert_failure();
+    out.transcript.replace(user, "USER")
+}
+
+/// Issue #20 point 6: the second factor shows nothing before the password
+/// is right (`requisite`): a wrong password of a user with a number
+/// (alice), of one without (bob) and of a name the system does not know
+/// read the same, and no code is asked for or sent. Enumeration by the
+/// second factor would need the first.
+#[test]
+fn a_wrong_password_reads_the_same_for_any_user() {
+    let (env, svc) = setup("e2e-enum-pw", "[policy]\nno_phone = \"deny\"\n");
+    let alice = refused_transcript(&env, &svc, "alice", "not-the-password-7");
+    for user in ["bob", "mallory"] {
+        assert_eq!(
+            refused_transcript(&env, &svc, user, "not-the-password-7"),
+            alice,
+            "{user} vs alice"
+        );
+    }
+    assert!(
+        !alice.contains(PROMPT) && !alice.contains("phone"),
+        "{alice}"
+    );
+    assert_eq!(env.scratch.outbox().count(), 0);
+    // pam_smsotp never ran: nothing in its audit.
+    assert_eq!(audit_lines(&env.scratch), Vec::<serde_json::Value>::new());
+}
+
+/// Issue #20 point 6, past the password: a user the first factor knows
+/// but the system has never heard of (in pam_matrix's passdb, not in
+/// passwd) reads exactly as a user without a number, under each
+/// `no_phone` policy that asks something of them; the audit says why.
+#[test]
+fn past_the_password_an_unknown_user_reads_as_one_without_a_number() {
+    for (policy, text) in [
+        (
+            "deny",
+            "No phone number is registered for this account. Contact your administrator.",
+        ),
+        (
+            "enroll",
+            "No phone number is registered for this account. \
+             Enter your mobile number to register it for SMS codes.",
+        ),
+    ] {
+        let (env, svc) = setup(
+            &format!("e2e-enum-{policy}"),
+            &format!("[policy]\nno_phone = \"{policy}\"\n"),
+        );
+        // mallory passes the password step, yet has no account.
+        let passdb = env.scratch.path("passdb");
+        let mut db = std::fs::read_to_string(&passdb).unwrap();
+        db.push_str(&format!("mallory:{PASSWORD}:{svc}\n"));
+        env.scratch.write("passdb", &db, 0o600);
+        let transcript = |user: &str| {
+            let mut login = env.login(&svc, user);
+            login.password().expect_text(text);
+            let out = login.finish();
+            out.assert_failure();
+            out.assert_not_saw("Code sent");
+            out.transcript.replace(user, "USER")
+        };
+        let bob = transcript("bob");
+        assert!(bob.contains(text), "{bob}");
+        assert_eq!(transcript("mallory"), bob, "no_phone = {policy}");
+        eprintln!("no_phone = {policy}:\n{bob}");
+        assert_eq!(env.scratch.outbox().count(), 0);
+        let audit = check_audit(&env, &[]);
+        audit_mentions(&audit, "bob", &svc);
+        audit_mentions(&audit, "mallory", &svc);
+    }
+}
+
 #[test]
 fn no_phone_allow_lets_in_without_sms() {
     let (env, svc) = setup("e2e-nophone-allow", "[policy]\nno_phone = \"allow\"\n");

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use smsotp_e2e::pamenv::{audit_lines, PamEnv, PASSWORD};
 use smsotp_e2e::radiusd::{
-    attr, code, encode_reply, hex, random_bytes, request_message_authenticator_ok, unhide_password,
-    ClientSpec, Nas, Packet, Primary, RadclientRun, Radiusd, Reply, Request, ServerSpec,
-    REPLY_TIMEOUT, SILENCE, STOP_TIMEOUT,
+    assert_medians_alike, attr, code, encode_reply, hex, median_times, random_bytes,
+    request_message_authenticator_ok, unhide_password, ClientSpec, Nas, Packet, Primary,
+    RadclientRun, Radiusd, Reply, Request, ServerSpec, REPLY_TIMEOUT, SILENCE, STOP_TIMEOUT,
 };
 use smsotp_e2e::{Outbox, Scratch};
 
@@ -674,6 +674,88 @@ fn pam_primary_wrong_password_rejects_without_sms() {
     );
     assert_received(&ok, ACCEPT, &srv);
     assert_not_logged(&srv, &env.scratch, &[&code, PASSWORD, "not-the-password"]);
+}
+
+/// Issue #20 point 6: with the password checked here (`primary = "pam"`),
+/// a wrong password of a user with a number, of a user without one
+/// (carol) and any password of an unknown user get the same reply, in the
+/// same time (medians of 30 interleaved tries within a factor of two), and
+/// no SMS. Only the right password reaches the second factor.
+#[test]
+fn pam_primary_wrong_password_unknown_user_and_no_number_look_the_same() {
+    let (env, primary) = pam_primary("e2e-radius-enum");
+    let srv = Radiusd::start(&env.scratch, ServerSpec::new(vec![vpn()]).primary(primary));
+    let outbox = env.scratch.outbox();
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let ask = |user: &str| {
+        let r = nas.exchange(
+            &Request::access(nas.id())
+                .user(user)
+                .password("not-the-password"),
+            &|| srv.context(),
+        );
+        assert_code(&r, code::ACCESS_REJECT, user, &srv);
+        r.packet.attrs_but_message_authenticator()
+    };
+    let known = ask("alice");
+    assert_eq!(ask("carol"), known, "no number vs a wrong password");
+    assert_eq!(ask("mallory"), known, "unknown user vs a wrong password");
+    let cases: [(&str, &dyn Fn()); 3] = [
+        ("a wrong password (alice)", &|| {
+            ask("alice");
+        }),
+        ("no number (carol)", &|| {
+            ask("carol");
+        }),
+        ("an unknown user (mallory)", &|| {
+            ask("mallory");
+        }),
+    ];
+    let medians = median_times(30, &cases);
+    assert_medians_alike(&cases, &medians, &srv.context());
+    assert_eq!(outbox.count(), 0, "no SMS for a wrong password");
+}
+
+/// The same in append mode, where a user with a code pending (alice,
+/// right after her password) has the end of the field tried as that code:
+/// a wrong password still gets the reply an unknown user gets.
+#[test]
+fn pam_primary_append_mode_wrong_password_looks_like_an_unknown_user() {
+    let (env, primary) = pam_primary("e2e-radius-enum-append");
+    let srv = Radiusd::start(
+        &env.scratch,
+        ServerSpec::new(vec![vpn().append()]).primary(primary),
+    );
+    let outbox = env.scratch.outbox();
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let ask = |user: &str, password: &str| {
+        nas.exchange(
+            &Request::access(nas.id()).user(user).password(password),
+            &|| srv.context(),
+        )
+    };
+    let first = ask("alice", PASSWORD);
+    assert_code(&first, code::ACCESS_REJECT, "alice's password alone", &srv);
+    assert!(
+        first.message().starts_with("Code sent to"),
+        "{}",
+        first.message()
+    );
+    outbox.wait_beyond(0, SMS_WAIT);
+    let wrong = "not-the-password-123456";
+    let alice = ask("alice", wrong);
+    assert_code(&alice, code::ACCESS_REJECT, "alice, wrong password", &srv);
+    for user in ["carol", "mallory"] {
+        let r = ask(user, wrong);
+        assert_code(&r, code::ACCESS_REJECT, user, &srv);
+        assert_eq!(
+            r.packet.attrs_but_message_authenticator(),
+            alice.packet.attrs_but_message_authenticator(),
+            "{user} vs alice with a code pending"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(outbox.count(), 1, "no SMS for a wrong password");
 }
 
 // ------------------------------------------------------------------ Message-Authenticator

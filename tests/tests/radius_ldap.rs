@@ -11,7 +11,10 @@
 use std::time::{Duration, Instant};
 
 use smsotp_e2e::pamenv::audit_lines;
-use smsotp_e2e::radiusd::{code, ClientSpec, Nas, Primary, Radiusd, Reply, Request, ServerSpec};
+use smsotp_e2e::radiusd::{
+    assert_medians_alike, code, median_times, ClientSpec, Nas, Primary, Radiusd, Reply, Request,
+    ServerSpec,
+};
 use smsotp_e2e::slapd::{Slapd, ALICE_MOBILE, DAVE_MOBILE, PEOPLE, SERVICE_DN};
 use smsotp_e2e::{closed_port, BlackHole, Outbox, Scratch};
 
@@ -187,6 +190,28 @@ fn ldap_primary_wrong_password_and_unknown_user_look_the_same() {
         assert!(!log.contains(secret), "stderr holds {secret:?}:\n{log}");
         assert!(!audit.contains(secret), "audit holds {secret:?}:\n{audit}");
     }
+}
+
+/// Issue #20 point 6, timing: a wrong password, an unknown user (bound
+/// as a decoy DN) and a user without a number take the same time to be
+/// refused (medians of 30 interleaved tries within a factor of two).
+#[test]
+fn ldap_primary_refusals_take_the_same_time() {
+    let s = Slapd::start();
+    let (scratch, srv, nas) = start(&directory(&s, &s.url_ldaps(), ""), ldap());
+    let outbox = scratch.outbox();
+    let ask = |user: &str| {
+        let r = ask(&srv, &nas, user, "not-the-Pw-31");
+        assert_code(&r, code::ACCESS_REJECT, user, &srv, &s);
+    };
+    let cases: [(&str, &dyn Fn()); 3] = [
+        ("a wrong password (alice)", &|| ask("alice")),
+        ("no number (carol)", &|| ask("carol")),
+        ("an unknown user (mallory)", &|| ask("mallory")),
+    ];
+    let medians = median_times(30, &cases);
+    assert_medians_alike(&cases, &medians, &srv.context());
+    assert_eq!(outbox.count(), 0, "no SMS for a wrong password");
 }
 
 #[test]

@@ -66,12 +66,27 @@ const SCHEMA_VERSION: i64 = 3;
 const SHORT_LIVED_CHECKPOINT: i64 = 128;
 
 /// Tables of short-lived state, dropped and rebuilt when the layout
-/// changes. The others (`phone`, `backup_code`, `opt_out`) hold what admins
-/// and users decided and are never dropped: a later layout must migrate
-/// them with `ALTER TABLE`.
+/// changes. The others (`phone`, `backup_code`, `opt_out`, and `failure`,
+/// which holds lockouts) are never dropped: a later layout must migrate
+/// them (`ALTER TABLE`, or copy as [`KEEP_FAILURES`] does), and the
+/// fixtures in `testdata/` (one per layout, opened by the tests
+/// `layout_*_keeps_*`) hold it to that.
 const EPHEMERAL_TABLES: &str = "DROP TABLE IF EXISTS challenge; DROP TABLE IF EXISTS sms_sent;
-     DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;
-     DROP TABLE IF EXISTS failure;";
+     DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;";
+
+/// Carries the failure counts and lockouts of any earlier layout (every
+/// one had `failure (user, count, locked_until)`; layout 1 as a rowid
+/// table) into today's table. Layouts up to 2 dropped them on upgrade, so
+/// an upgrade unlocked every locked-out user.
+const KEEP_FAILURES: &str = "ALTER TABLE failure RENAME TO failure_old;
+     CREATE TABLE failure (
+         user         TEXT PRIMARY KEY,
+         count        INTEGER NOT NULL,
+         locked_until INTEGER
+     ) WITHOUT ROWID;
+     INSERT OR REPLACE INTO failure (user, count, locked_until)
+         SELECT user, count, locked_until FROM failure_old;
+     DROP TABLE failure_old;";
 
 /// Tables are `WITHOUT ROWID` and carry few indexes: every page a write
 /// touches is copied into the WAL, so fewer B-trees means less I/O per
@@ -248,9 +263,10 @@ impl SqliteStore {
         Ok(s)
     }
 
-    /// Creates the tables, or replaces those of an older layout. The store
-    /// holds only short-lived state (pending codes, send windows, failure
-    /// counts, a cache), so an older layout is rebuilt rather than migrated.
+    /// Creates the tables, or brings those of an older layout to today's:
+    /// short-lived state (pending codes, send windows, a cache) is rebuilt,
+    /// what is durable (numbers, backup codes, opt-outs, failure counts
+    /// and lockouts) is kept.
     fn migrate(&self) -> Result<(), StoreError> {
         let version = self.layout_version()?;
         if version == SCHEMA_VERSION {
@@ -270,6 +286,15 @@ impl SqliteStore {
                 return Ok(());
             }
             tx.execute_batch(EPHEMERAL_TABLES)?;
+            let has_failures: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                   WHERE type = 'table' AND name = 'failure')",
+                [],
+                |r| r.get(0),
+            )?;
+            if has_failures {
+                tx.execute_batch(KEEP_FAILURES)?;
+            }
             tx.execute_batch(SCHEMA)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })

@@ -578,3 +578,101 @@ fn short_lived_handles_keep_the_wal_that_the_next_open_reads_short() {
     assert_eq!(s.phone("user0").unwrap().map(|r| r.set_at), Some(1000));
     assert_eq!(s.phone("user299").unwrap().map(|r| r.set_at), Some(1299));
 }
+
+/// A store file built by `script` (a fixture in `testdata/`), opened by
+/// today's code.
+fn open_fixture(script: &str) -> (tempfile::TempDir, SqliteStore) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    Connection::open(&p).unwrap().execute_batch(script).unwrap();
+    let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+    (d, s)
+}
+
+/// Layout 2 kept lockouts and failure counts only; an upgrade used to drop
+/// them with the short-lived tables, unlocking everyone.
+#[test]
+fn layout_2_keeps_its_lockout() {
+    let (_d, s) = open_fixture(include_str!("testdata/layout-v2.sql"));
+    assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
+    let now: Millis = 2_000;
+    assert_eq!(
+        s.failures("mallory", now).unwrap(),
+        FailureState {
+            count: 5,
+            locked_until: Some(4_102_444_800_000)
+        }
+    );
+    assert_eq!(
+        s.locked_until("mallory", now).unwrap(),
+        Some(4_102_444_800_000)
+    );
+    assert_eq!(s.failures("bob", now).unwrap().count, 2);
+    // Short-lived state is rebuilt in today's layout, and works.
+    assert_eq!(s.challenge(&ChallengeId([7; 16])).unwrap(), None);
+    s.insert_challenge(&record(8, "alice")).unwrap();
+    assert!(s.challenge(&ChallengeId([8; 16])).unwrap().is_some());
+}
+
+/// Today's layout, written by hand as it is today: whatever the next
+/// layout change does, these rows must come through it.
+#[test]
+fn layout_3_keeps_what_is_durable() {
+    let (_d, s) = open_fixture(include_str!("testdata/layout-v3.sql"));
+    assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
+    let now: Millis = 5_000;
+    assert_eq!(
+        s.phone("alice").unwrap(),
+        Some(PhoneRecord {
+            e164: "+12025550143".into(),
+            set_at: 1000,
+            set_by: "admin:root".into(),
+        })
+    );
+    assert_eq!(s.phone("carol").unwrap().unwrap().e164, "+447700900123");
+    assert_eq!(
+        s.login_state("alice", now).unwrap().phone.unwrap().set_at,
+        1000
+    );
+    assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
+    assert_eq!(
+        s.backup_candidates("alice", &[1, 2, 3, 4, 5, 6, 7, 8])
+            .unwrap(),
+        vec!["$argon2id$fixture-hash-0".to_owned()]
+    );
+    assert_eq!(
+        s.opt_out("dave").unwrap(),
+        Some(("admin:root".into(), 3000))
+    );
+    assert_eq!(s.opted_out_users().unwrap(), vec!["dave".to_owned()]);
+    assert_eq!(
+        s.locked_until("mallory", now).unwrap(),
+        Some(4_102_444_800_000)
+    );
+    assert_eq!(s.failures("bob", now).unwrap().count, 2);
+}
+
+/// An upgrade from any earlier layout keeps what today's layout holds: a
+/// store made today, with its `user_version` set back as an older build
+/// would have left it, comes through the rebuild with every durable row.
+#[test]
+fn an_upgrade_keeps_todays_durable_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    let c = Connection::open(&p).unwrap();
+    c.execute_batch(include_str!("testdata/layout-v3.sql"))
+        .unwrap();
+    c.pragma_update(None, "user_version", SCHEMA_VERSION - 1)
+        .unwrap();
+    drop(c);
+    let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+    assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
+    let now: Millis = 5_000;
+    assert!(s.phone("alice").unwrap().is_some());
+    assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
+    assert!(s.opt_out("dave").unwrap().is_some());
+    assert_eq!(
+        s.locked_until("mallory", now).unwrap(),
+        Some(4_102_444_800_000)
+    );
+}
