@@ -821,3 +821,47 @@ fn a_retry_on_the_same_handle_sends_no_second_sms() {
         serde_json::from_str(&smsotp_cli(&env, &["--json", "user", "show", "alice"])).unwrap();
     assert_eq!(j["failures"], 3, "three failures, not nine: {j}");
 }
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// A FIFO where the config or the phone list belongs used to hang the
+/// login for ever in open(): now it is refused at once, the login fails
+/// with the unavailable text, and nothing is sent.
+#[test]
+fn a_fifo_as_config_or_phone_list_fails_the_login_at_once() {
+    let mut env = PamEnv::new();
+    phones(&env);
+    let fifo = env.scratch.path("fifo.toml");
+    mkfifo(&fifo);
+    let lines = [env.matrix_line(), env.smsotp_line_with_config(&fifo, "")];
+    let svc = env.service("e2e-fifoconfig", &lines);
+    let started = Instant::now();
+    let out = assert_refused_without_sms(&env, &svc);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}:\n{out}",
+        started.elapsed()
+    );
+    out.assert_saw("SMS login is not available (configuration problem)");
+
+    // The phone list a FIFO: the config is fine, the lookup fails at once.
+    let list = env.scratch.path("phones.toml");
+    std::fs::remove_file(&list).unwrap();
+    mkfifo(&list);
+    env.scratch.config("");
+    let svc = env.smsotp_service("e2e-fifophones", "");
+    let started = Instant::now();
+    let out = assert_refused_without_sms(&env, &svc);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}:\n{out}",
+        started.elapsed()
+    );
+    out.assert_saw("SMS login is not available");
+    let audit = std::fs::read_to_string(env.scratch.path("audit.jsonl")).unwrap_or_default();
+    assert!(audit.contains("is a FIFO, not a regular file"), "{audit}");
+}

@@ -578,3 +578,36 @@ fn short_lived_handles_keep_the_wal_that_the_next_open_reads_short() {
     assert_eq!(s.phone("user0").unwrap().map(|r| r.set_at), Some(1000));
     assert_eq!(s.phone("user299").unwrap().map(|r| r.set_at), Some(1299));
 }
+
+#[test]
+fn a_store_path_that_is_a_symlink_fifo_or_directory_is_refused_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("real.db");
+    drop(SqliteStore::open(&real, Duration::from_secs(5)).unwrap());
+    let link = d.path().join("state.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let e = SqliteStore::open(&link, Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is a symlink"), "{e}");
+    assert!(e.contains("point store.path at the real file"), "{e}");
+
+    let fifo = d.path().join("fifo.db");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let e = SqliteStore::open(&fifo, Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let e = SqliteStore::open(d.path(), Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is a directory"), "{e}");
+}
