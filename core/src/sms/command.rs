@@ -302,10 +302,18 @@ mod tests {
     fn fds_seen_by(mut command: Command, out: &std::path::Path) -> Vec<i32> {
         let status = command.status().unwrap();
         assert!(status.success());
+        fds_listed(out)
+    }
+
+    /// The numbers `ls /proc/self/fd` wrote to `out`, in numeric order.
+    fn fds_listed(out: &std::path::Path) -> Vec<i32> {
         let text = std::fs::read_to_string(out).unwrap();
-        text.split_whitespace()
+        let mut v: Vec<i32> = text
+            .split_whitespace()
             .map(|f| f.parse().unwrap())
-            .collect()
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     #[test]
@@ -339,11 +347,7 @@ mod tests {
         };
         let p = phone();
         c.send(&Sms { to: &p, text: "1" }).unwrap();
-        let text = std::fs::read_to_string(&out).unwrap();
-        let seen: Vec<i32> = text
-            .split_whitespace()
-            .map(|f| f.parse().unwrap())
-            .collect();
+        let seen = fds_listed(&out);
         // 0, 1, 2 and the directory `ls` reads (the lowest free number).
         assert_eq!(seen, vec![0, 1, 2, 3], "{seen:?}");
         // SAFETY: ours to close.
