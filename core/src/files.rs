@@ -11,9 +11,9 @@
 //!
 //! Secrets and the code key are never read through a symlink
 //! (`O_NOFOLLOW`). The config, phone lists and CA bundles may be symlinks
-//! when, as sshd's StrictModes asks, the link and every directory on the
-//! path it resolves to are owned by root and not writable by group or
-//! others. Files written ([`AppendFile`]: the outbox, the audit file) refuse
+//! (or lie in a directory reached through one) when, as sshd's StrictModes
+//! asks, the link and every directory on the path it resolves to are owned
+//! by root and not writable by group or others. Files written ([`AppendFile`]: the outbox, the audit file) refuse
 //! symlinks too.
 
 use std::fs::{File, Metadata};
@@ -204,13 +204,21 @@ pub fn check_link(path: &Path, link: &Metadata) -> Result<PathBuf, FileError> {
         path: path.to_owned(),
         source,
     })?;
+    check_resolved_dirs(path, &resolved)?;
+    Ok(resolved)
+}
+
+/// Every directory on `resolved` (what `path`, which goes through a
+/// symlink, resolves to) must be owned by root (or us) and not writable by
+/// group or others.
+fn check_resolved_dirs(path: &Path, resolved: &Path) -> Result<(), FileError> {
     for dir in resolved.ancestors().skip(1) {
         let meta = std::fs::metadata(dir).map_err(|source| FileError::Read {
             path: dir.to_owned(),
             source,
         })?;
         let on_path = format!(
-            "is on the path the symlink {} resolves to ({})",
+            "is on the path {} resolves to through a symlink ({})",
             path.display(),
             resolved.display()
         );
@@ -238,7 +246,7 @@ pub fn check_link(path: &Path, link: &Metadata) -> Result<PathBuf, FileError> {
             });
         }
     }
-    Ok(resolved)
+    Ok(())
 }
 
 /// Opens for reading without blocking and never through a final symlink
@@ -365,7 +373,13 @@ fn open_inspected(path: &Path, rule: FileRule) -> Result<(File, Metadata), FileE
         if link.file_type().is_symlink() {
             check_link(path, &link)?
         } else {
-            path.to_owned()
+            // A directory on the path may be a symlink: then the
+            // directories it leads to are checked as a link's are.
+            let resolved = std::fs::canonicalize(path).map_err(read_err)?;
+            if resolved != std::path::absolute(path).map_err(read_err)? {
+                check_resolved_dirs(path, &resolved)?;
+            }
+            resolved
         }
     } else {
         path.to_owned()
@@ -730,6 +744,19 @@ mod tests {
             assert!(e.contains("is a symlink owned by uid 65534"), "{e}");
             assert!(e.contains("chown -h root:"), "{e}");
         }
+        // A directory on the path that is a link: the directories it
+        // leads to are checked the same way.
+        let dir_link = d.path().join("etc");
+        std::os::unix::fs::symlink(&real_dir, &dir_link).unwrap();
+        let via_dir = dir_link.join("smsotp.toml");
+        assert!(read_checked(&via_dir, FileRule::Config).is_ok());
+        std::fs::set_permissions(&real_dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let e = read_checked(&via_dir, FileRule::Config).unwrap_err();
+        assert!(
+            matches!(&e, FileError::Unsafe { path, .. } if path == &real_dir),
+            "{e}"
+        );
+        std::fs::set_permissions(&real_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         // A dangling link reads as a missing file.
         let dangling = d.path().join("dangling");
         std::os::unix::fs::symlink(d.path().join("nothing"), &dangling).unwrap();

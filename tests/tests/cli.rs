@@ -989,8 +989,9 @@ fn check_config_refuses_a_fifo_or_an_unsafe_symlink_at_once() {
     assert_eq!(r.code, 78, "{r}");
     assert!(
         r.stderr.contains(&format!(
-            "{}: is on the path the symlink",
-            open_dir.display()
+            "{}: is on the path {} resolves to through a symlink",
+            open_dir.display(),
+            config.display()
         )),
         "{r}"
     );
