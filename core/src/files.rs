@@ -354,11 +354,48 @@ pub fn open_checked(path: &Path, rule: FileRule) -> Result<CheckedFile, FileErro
     })
 }
 
-/// Checks `path` as [`open_checked`] does, except its size (for files
-/// that are looked at, not read: the store, the audit file, by `smsotp
-/// doctor`), and returns its metadata.
+/// Checks `path` as [`open_checked`] does, except its size, without
+/// opening it, and returns its metadata: for files that are looked at, not
+/// read (the store, the audit file, by `smsotp doctor`). Not opening
+/// matters for the store: closing any descriptor of a SQLite file drops
+/// the POSIX locks the process's own connections hold on it.
 pub fn inspect(path: &Path, rule: FileRule) -> Result<Metadata, FileError> {
-    open_inspected(path, rule).map(|(_, meta)| meta)
+    let target = resolve(path, rule)?;
+    let meta = std::fs::symlink_metadata(&target).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    regular(path, &meta)?;
+    check(path, &meta, rule)?;
+    Ok(meta)
+}
+
+/// The path to open for `path`: itself, or where its symlinks lead once
+/// [`check_link`] (or, for a directory reached through a link, the same
+/// directory check) allows it. A secret that is a symlink is refused.
+fn resolve(path: &Path, rule: FileRule) -> Result<PathBuf, FileError> {
+    let read_err = |source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let link = std::fs::symlink_metadata(path).map_err(read_err)?;
+    if link.file_type().is_symlink() {
+        return if rule.follows_links() {
+            check_link(path, &link)
+        } else {
+            Err(link_refused(path, rule))
+        };
+    }
+    if !rule.follows_links() {
+        return Ok(path.to_owned());
+    }
+    // A directory on the path may be a symlink: then the directories it
+    // leads to are checked as a link's are.
+    let resolved = std::fs::canonicalize(path).map_err(read_err)?;
+    if resolved != std::path::absolute(path).map_err(read_err)? {
+        check_resolved_dirs(path, &resolved)?;
+    }
+    Ok(resolved)
 }
 
 fn open_inspected(path: &Path, rule: FileRule) -> Result<(File, Metadata), FileError> {
@@ -366,24 +403,9 @@ fn open_inspected(path: &Path, rule: FileRule) -> Result<(File, Metadata), FileE
         path: path.to_owned(),
         source,
     };
-    // The resolved path of a checked link is opened with O_NOFOLLOW too:
-    // it holds no link, and one planted since is refused.
-    let target = if rule.follows_links() {
-        let link = std::fs::symlink_metadata(path).map_err(read_err)?;
-        if link.file_type().is_symlink() {
-            check_link(path, &link)?
-        } else {
-            // A directory on the path may be a symlink: then the
-            // directories it leads to are checked as a link's are.
-            let resolved = std::fs::canonicalize(path).map_err(read_err)?;
-            if resolved != std::path::absolute(path).map_err(read_err)? {
-                check_resolved_dirs(path, &resolved)?;
-            }
-            resolved
-        }
-    } else {
-        path.to_owned()
-    };
+    // The resolved path is opened with O_NOFOLLOW too: it holds no link,
+    // and one planted since is refused.
+    let target = resolve(path, rule)?;
     let file = open_nofollow(&target, rule).map_err(|e| match e {
         // Name the path the caller gave, not the resolved one.
         FileError::Read { source, .. } => read_err(source),
@@ -641,6 +663,9 @@ mod tests {
             assert!(m.starts_with(&fifo.display().to_string()), "{m}");
         }
         let p = fifo.clone();
+        let e = promptly(move || inspect(&p, FileRule::Secret)).unwrap_err();
+        assert!(e.to_string().contains("is a FIFO"), "{e}");
+        let p = fifo.clone();
         let e = promptly(move || read_system_file(&p, 1 << 20)).unwrap_err();
         assert!(e.to_string().contains("is a FIFO"), "{e}");
         let p = fifo.clone();
@@ -682,6 +707,8 @@ mod tests {
         let e = read_secret(&link).unwrap_err().to_string();
         assert!(e.contains("is a symlink"), "{e}");
         assert!(e.contains("point the config at the real file"), "{e}");
+        let e = inspect(&link, FileRule::Secret).unwrap_err().to_string();
+        assert!(e.contains("is a symlink"), "{e}");
         let e = read_bytes_checked(&link, FileRule::Secret).unwrap_err();
         assert!(
             e.to_string().starts_with(&link.display().to_string()),
