@@ -219,49 +219,57 @@ fn policy(cfg: &Config, f: &mut Vec<Finding>) {
 }
 
 fn check_file(path: &Path, rule: FileRule, what: &str, f: &mut Vec<Finding>) {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => f.push(Finding::new(
-            Level::Info,
-            "files",
-            format!("{what} {} does not exist yet", path.display()),
-        )),
-        Err(e) => f.push(Finding::new(
-            Level::Error,
-            "files",
-            format!("{what} {}: {e}", path.display()),
-        )),
-        Ok(m) => match files::check(path, &m, rule) {
-            Ok(()) if m.uid() != 0 => f.push(
-                Finding::new(
-                    Level::Warning,
-                    "files",
-                    format!(
-                        "{what} {} is owned by uid {}, not root",
-                        path.display(),
-                        m.uid()
-                    ),
-                )
-                .fix(format!("chown root: {}", path.display())),
-            ),
-            Ok(()) => f.push(Finding::new(
-                Level::Ok,
+    // Opened without blocking and checked as the module checks it (a
+    // regular file, a symlink refused or checked, owner, mode).
+    match files::inspect(path, rule) {
+        Err(files::FileError::Read { source: e, .. })
+            if e.kind() == std::io::ErrorKind::NotFound =>
+        {
+            f.push(Finding::new(
+                Level::Info,
+                "files",
+                format!("{what} {} does not exist yet", path.display()),
+            ))
+        }
+        Ok(m) if m.uid() != 0 => f.push(
+            Finding::new(
+                Level::Warning,
                 "files",
                 format!(
-                    "{what} {} (mode {:04o}, root)",
+                    "{what} {} is owned by uid {}, not root",
                     path.display(),
-                    m.mode() & 0o7777
+                    m.uid()
                 ),
-            )),
-            Err(files::FileError::Unsafe { problem, fix, .. }) => f.push(
-                Finding::new(
-                    Level::Error,
-                    "files",
-                    format!("{what} {}: {problem}", path.display()),
-                )
-                .fix(fix),
+            )
+            .fix(format!("chown root: {}", path.display())),
+        ),
+        Ok(m) => f.push(Finding::new(
+            Level::Ok,
+            "files",
+            format!(
+                "{what} {} (mode {:04o}, root)",
+                path.display(),
+                m.mode() & 0o7777
             ),
-            Err(e) => f.push(Finding::new(Level::Error, "files", e.to_string())),
-        },
+        )),
+        // The path at fault may be a directory on a symlink's path.
+        Err(files::FileError::Unsafe {
+            path: at,
+            problem,
+            fix,
+        }) => f.push(
+            Finding::new(
+                Level::Error,
+                "files",
+                if at == path {
+                    format!("{what} {}: {problem}", path.display())
+                } else {
+                    format!("{what} {}: {} {problem}", path.display(), at.display())
+                },
+            )
+            .fix(fix),
+        ),
+        Err(e) => f.push(Finding::new(Level::Error, "files", e.to_string())),
     }
 }
 
@@ -308,7 +316,7 @@ fn file_modes(cfg: &Config, f: &mut Vec<Finding>) {
                 if let Some(ca) = &h.transport.ca_file {
                     check_file(
                         ca,
-                        FileRule::Data,
+                        FileRule::Certificates,
                         &format!("provider {} ca_file", h.name),
                         f,
                     );

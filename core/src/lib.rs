@@ -37,8 +37,10 @@
 //! [`config`] turns the TOML file into validated types once: `config/mod.rs`
 //! only assembles [`Config`]; each section owns its raw table, validation
 //! and types (`config/otp.rs`, `policy.rs`, `store.rs`, `radius.rs`), and
-//! `config/errors.rs` turns toml's errors into ours. [`files`] refuses
-//! files that others could read or change. Every secret held in memory
+//! `config/errors.rs` turns toml's errors into ours. [`files`] opens every
+//! file without blocking and refuses what is not a regular file, what is
+//! over its kind's size cap, unsafe symlinks, and files that others could
+//! read or change. Every secret held in memory
 //! (provider tokens, the SMPP password, the code key, RADIUS shared
 //! secrets) is a [`secret::Secret`]: zeroized on drop, never printed.
 //!

@@ -952,3 +952,52 @@ fn check_config_and_doctor_show_the_loader_warnings() {
         "{r}"
     );
 }
+
+/// A config that is a FIFO is refused at once (it used to block in
+/// open()); one reached through a symlink whose target's directory others
+/// can write is refused naming that directory.
+#[test]
+fn check_config_refuses_a_fifo_or_an_unsafe_symlink_at_once() {
+    let s = scratch("");
+    let config = s.path("smsotp.toml");
+    let real = s.path("real.toml");
+    std::fs::rename(&config, &real).unwrap();
+    let c = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let r = smsotp_e2e::run_tool(&s, &["check-config"], std::time::Duration::from_secs(10));
+    assert_eq!(r.code, 78, "{r}");
+    assert!(r.took < std::time::Duration::from_secs(5), "{r}");
+    assert!(
+        r.stderr.contains(&format!(
+            "{}: is a FIFO, not a regular file",
+            config.display()
+        )),
+        "{r}"
+    );
+
+    // Through a symlink into a directory others can write: refused, and
+    // the directory is named.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::remove_file(&config).unwrap();
+    let open_dir = s.path("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::rename(&real, open_dir.join("smsotp.toml")).unwrap();
+    std::os::unix::fs::symlink(open_dir.join("smsotp.toml"), &config).unwrap();
+    let r = smsotp(&s, &["check-config"]);
+    assert_eq!(r.code, 78, "{r}");
+    assert!(
+        r.stderr.contains(&format!(
+            "{}: is on the path {} resolves to through a symlink",
+            open_dir.display(),
+            config.display()
+        )),
+        "{r}"
+    );
+    assert!(
+        r.stderr.contains("writable by group or others (mode 0777)"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("chmod go-w"), "{r}");
+}

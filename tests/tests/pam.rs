@@ -902,3 +902,114 @@ fn a_retry_on_the_same_handle_sends_no_second_sms() {
         serde_json::from_str(&smsotp_cli(&env, &["--json", "user", "show", "alice"])).unwrap();
     assert_eq!(j["failures"], 3, "three failures, not nine: {j}");
 }
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// A FIFO where the config or the phone list belongs used to hang the
+/// login for ever in open(): now it is refused at once, the login fails
+/// with the unavailable text, and nothing is sent.
+#[test]
+fn a_fifo_as_config_or_phone_list_fails_the_login_at_once() {
+    let mut env = PamEnv::new();
+    phones(&env);
+    let fifo = env.scratch.path("fifo.toml");
+    mkfifo(&fifo);
+    let lines = [env.matrix_line(), env.smsotp_line_with_config(&fifo, "")];
+    let svc = env.service("e2e-fifoconfig", &lines);
+    let started = Instant::now();
+    let out = assert_refused_without_sms(&env, &svc);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}:\n{out}",
+        started.elapsed()
+    );
+    out.assert_saw("SMS login is not available (configuration problem)");
+
+    // The phone list a FIFO: the config is fine, the lookup fails at once.
+    let list = env.scratch.path("phones.toml");
+    std::fs::remove_file(&list).unwrap();
+    mkfifo(&list);
+    env.scratch.config("");
+    let svc = env.smsotp_service("e2e-fifophones", "");
+    let started = Instant::now();
+    let out = assert_refused_without_sms(&env, &svc);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}:\n{out}",
+        started.elapsed()
+    );
+    out.assert_saw("SMS login is not available");
+    let audit = std::fs::read_to_string(env.scratch.path("audit.jsonl")).unwrap_or_default();
+    assert!(audit.contains("is a FIFO, not a regular file"), "{audit}");
+}
+
+/// The `command` provider's program gets stdin, stdout and stderr only:
+/// a descriptor the host (here pamtester, as sshd would) holds without
+/// close-on-exec is not passed on.
+#[test]
+fn a_command_provider_program_inherits_no_descriptor_of_the_host() {
+    let mut env = PamEnv::new();
+    phones(&env);
+    let host_fds = env.scratch.path("host-fds");
+    let child_fds = env.scratch.path("child-fds");
+    let script = env.scratch.write(
+        "send.sh",
+        &format!(
+            "#!/bin/sh\nls /proc/$PPID/fd > {}\nls /proc/self/fd > {}\n",
+            host_fds.display(),
+            child_fds.display()
+        ),
+        0o700,
+    );
+    let text = format!(
+        "{}[[provider]]\nkind = \"command\"\nname = \"script\"\nprogram = \"{}\"\n",
+        env.scratch.base_tables(true, false),
+        script.display()
+    );
+    env.scratch.write("smsotp.toml", &text, 0o600);
+    let svc = env.smsotp_service("e2e-cmdfds", "");
+
+    // A descriptor without close-on-exec, at a number nothing else uses,
+    // inherited by pamtester; closed here once it is started.
+    const LEAKED: i32 = 733;
+    let leak = env.scratch.write("leak", "x", 0o600);
+    let c = std::ffi::CString::new(leak.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; both descriptors are closed below.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0, "open");
+    // SAFETY: dup2 onto a number of our choosing (no close-on-exec).
+    assert_eq!(unsafe { libc::dup2(fd, LEAKED) }, LEAKED, "dup2");
+    let login = env.login(&svc, "alice");
+    // SAFETY: ours to close; pamtester holds its own copies.
+    unsafe {
+        libc::close(fd);
+        libc::close(LEAKED);
+    }
+    let mut login = login;
+    login
+        .password()
+        .expect_text(CODE_SENT)
+        .expect_prompt(PROMPT);
+    login.abort();
+
+    let list = |p: &std::path::Path| -> Vec<i32> {
+        let mut v: Vec<i32> = std::fs::read_to_string(p)
+            .unwrap()
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let host = list(&host_fds);
+    assert!(
+        host.contains(&LEAKED),
+        "pamtester should hold {LEAKED}: {host:?}"
+    );
+    // 0, 1, 2, and the directory `ls` reads (the lowest free number).
+    assert_eq!(list(&child_fds), vec![0, 1, 2, 3]);
+}

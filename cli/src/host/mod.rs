@@ -15,3 +15,11 @@ pub(crate) use sshd::*;
 
 #[cfg(test)]
 mod tests;
+
+/// Reads a system file (sshd_config, a PAM service) without blocking: a
+/// FIFO or device put there is refused at once, not waited on.
+fn read_text(path: &std::path::Path) -> std::io::Result<String> {
+    let bytes = smsotp_core::files::read_system_file(path, 1 << 20)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8"))
+}

@@ -113,7 +113,7 @@ fn expand(
         ));
         return;
     }
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Ok(text) = super::read_text(&path) else {
         if depth > 0 {
             f.push(Finding::new(
                 Level::Warning,

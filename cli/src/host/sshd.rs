@@ -142,7 +142,7 @@ fn read_sshd_file(
         ));
         return;
     }
-    let text = match std::fs::read_to_string(path) {
+    let text = match super::read_text(path) {
         Ok(t) => t,
         Err(e) => {
             findings.push(Finding::new(

@@ -134,38 +134,26 @@ impl FileDirectory {
         {
             return Ok(Some(f(&p.entries)));
         }
-        let meta = match std::fs::metadata(&self.path) {
-            Ok(m) => m,
+        // Opened without blocking and checked (a regular file, its cap,
+        // ownership, mode, a symlink's path) whenever the file is looked
+        // at, whether it changed or not.
+        let file = match files::open_checked(&self.path, FileRule::Data) {
+            Ok(f) => f,
             // No file yet means nobody has a number here: not an error.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(files::FileError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 *self.cache() = None;
                 return Ok(None);
             }
-            Err(source) => {
-                return Err(ConfigError::from(files::FileError::Read {
-                    path: self.path.clone(),
-                    source,
-                })
-                .into())
-            }
+            Err(e) => return Err(ConfigError::from(e).into()),
         };
-        // Ownership and mode are checked whenever the file is looked at,
-        // whether it changed or not.
-        files::check(&self.path, &meta, FileRule::Data).map_err(ConfigError::from)?;
-        let stamp = Stamp::of(&meta);
+        let stamp = Stamp::of(file.metadata());
         if let Some(p) = self.cache().as_mut().filter(|p| p.stamp == stamp) {
             p.checked = std::time::Instant::now();
             return Ok(Some(f(&p.entries)));
         }
-        let text = match files::read_checked(&self.path, FileRule::Data) {
-            Ok(t) => t,
-            Err(files::FileError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(ConfigError::from(e).into()),
-        };
+        let text = file.read_string().map_err(ConfigError::from)?;
         let entries = self.parse(&text)?;
         let out = f(&entries);
         *self.cache() = Some(Parsed {

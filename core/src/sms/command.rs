@@ -43,7 +43,8 @@ impl SmsProvider for CommandProvider {
         let child_err = errfile
             .try_clone()
             .map_err(|e| SendError::Transient(format!("{prog}: {e}")))?;
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(&self.args)
             // A clean environment: nothing of the login's (LD_PRELOAD, …) leaks in.
             .env_clear()
@@ -56,7 +57,9 @@ impl SmsProvider for CommandProvider {
             .env("SMSOTP_MESSAGE", sms.text)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(child_err)
+            .stderr(child_err);
+        only_std_descriptors(&mut command);
+        let mut child = command
             .spawn()
             .map_err(|e| SendError::Misconfigured(format!("cannot run {prog}: {e}")))?;
         let deadline = Instant::now() + self.timeout;
@@ -101,6 +104,65 @@ impl SmsProvider for CommandProvider {
             _ => SendError::Transient(msg),
         })
     }
+}
+
+/// The program gets stdin, stdout and stderr and nothing else: every
+/// other descriptor of the host process (sshd's sockets, files opened
+/// without close-on-exec) is closed as it starts, as PAM's own helpers do.
+///
+/// The child marks every descriptor above 2 close-on-exec
+/// (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`, Linux 5.11) rather than
+/// closing it: std reports a failed exec through a close-on-exec pipe that
+/// must stay open until the exec. Where the kernel lacks it, each
+/// descriptor up to the soft `RLIMIT_NOFILE` (read before the fork) is
+/// marked one by one. Between fork and exec only async-signal-safe calls
+/// are made, and nothing is allocated.
+fn only_std_descriptors(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let limit = open_files_limit();
+    let close_all = move || {
+        // SAFETY: syscall and fcntl are async-signal-safe; no allocation,
+        // no lock.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+            )
+        };
+        if done != 0 {
+            cloexec_each(limit);
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes async-signal-safe calls (see above).
+    unsafe { command.pre_exec(close_all) };
+}
+
+/// Marks descriptors 3 up to `limit` close-on-exec, one `fcntl` each
+/// (async-signal-safe; EBADF for a number not open is fine): the fallback
+/// where `close_range` is missing.
+fn cloexec_each(limit: libc::c_int) {
+    for fd in 3..limit {
+        // SAFETY: fcntl on any number is sound; it only sets a flag.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+/// The soft limit on open files: no descriptor is numbered at or above it.
+/// Bounded, so the fallback loop stays short when the limit is infinite.
+fn open_files_limit() -> libc::c_int {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0;
+    if !ok || rl.rlim_cur == libc::RLIM_INFINITY {
+        return 1 << 20;
+    }
+    libc::c_int::try_from(rl.rlim_cur.min(1 << 20)).unwrap_or(1 << 20)
 }
 
 /// The keys of `kind = "command"`, besides `kind`.
@@ -240,6 +302,79 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("987654"), "{e}");
+    }
+
+    /// Lists the descriptors `ls` has when started by `command` (the ones
+    /// it inherited, and the one it opens for the directory).
+    fn fds_seen_by(mut command: Command, out: &std::path::Path) -> Vec<i32> {
+        let status = command.status().unwrap();
+        assert!(status.success());
+        fds_listed(out)
+    }
+
+    /// The numbers `ls /proc/self/fd` wrote to `out`, in numeric order.
+    fn fds_listed(out: &std::path::Path) -> Vec<i32> {
+        let text = std::fs::read_to_string(out).unwrap();
+        let mut v: Vec<i32> = text
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn the_program_gets_only_stdin_stdout_and_stderr() {
+        let d = tempfile::tempdir().unwrap();
+        // A descriptor of the host without close-on-exec, as sshd's
+        // sockets are; far above the ones the test harness uses.
+        let leak = d.path().join("leak");
+        std::fs::write(&leak, "x").unwrap();
+        let path = std::ffi::CString::new(leak.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; the descriptors are closed below.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 0);
+        // SAFETY: dup2 onto a free high number.
+        let high = unsafe { libc::dup2(fd, 517) };
+        assert_eq!(high, 517);
+        let out = d.path().join("fds");
+        let list = format!("ls /proc/self/fd > {}", out.display());
+        // The test means something: a plain child inherits both.
+        let mut plain = Command::new("/bin/sh");
+        plain.arg("-c").arg(&list);
+        let seen = fds_seen_by(plain, &out);
+        assert!(seen.contains(&fd) && seen.contains(&517), "{seen:?}");
+
+        let prog = script(d.path(), &list);
+        let c = CommandProvider {
+            name: "cmd".into(),
+            program: prog,
+            args: vec![],
+            timeout: Duration::from_secs(5),
+        };
+        let p = phone();
+        c.send(&Sms { to: &p, text: "1" }).unwrap();
+        let seen = fds_listed(&out);
+        // 0, 1, 2 and the directory `ls` reads (the lowest free number).
+        assert_eq!(seen, vec![0, 1, 2, 3], "{seen:?}");
+
+        // The fallback for kernels without close_range, run here in the
+        // test process (where it only sets a flag std sets on its own
+        // descriptors anyway; in this test, so no other test's leaked
+        // descriptor is touched).
+        // SAFETY: F_GETFD reads the flags of our descriptor.
+        let flags = || unsafe { libc::fcntl(high, libc::F_GETFD) };
+        assert_eq!(flags() & libc::FD_CLOEXEC, 0);
+        let limit = open_files_limit();
+        assert!(limit > high, "{limit}");
+        cloexec_each(limit);
+        assert_eq!(flags() & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+
+        // SAFETY: ours to close.
+        unsafe {
+            libc::close(fd);
+            libc::close(high);
+        }
     }
 
     #[test]

@@ -39,9 +39,14 @@ impl OutboxProvider {
         let where_ = self.path.display();
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         file.append(bytes).map_err(|e| match e {
-            crate::files::AppendError::Open(e) => SendError::Misconfigured(format!(
-                "cannot open outbox {where_}: {e}; create its directory"
-            )),
+            crate::files::AppendError::Open(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                SendError::Misconfigured(format!(
+                    "cannot open outbox {where_}: {e}; create its directory"
+                ))
+            }
+            crate::files::AppendError::Open(e) => {
+                SendError::Misconfigured(format!("outbox {where_}: {e}"))
+            }
             crate::files::AppendError::Write(e) => {
                 SendError::Transient(format!("cannot write outbox {where_}: {e}"))
             }

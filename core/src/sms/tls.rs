@@ -41,7 +41,7 @@ pub(crate) fn pem_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
 pub(crate) fn trust_anchors(ca_file: Option<&Path>) -> Result<TrustAnchors, SendError> {
     let mut system = Vec::new();
     for path in SYSTEM_CA_BUNDLES {
-        if let Ok(pem) = std::fs::read(path) {
+        if let Ok(pem) = files::read_system_file(Path::new(path), FileRule::Certificates.cap()) {
             system = pem_certs(&pem);
             break;
         }
@@ -49,7 +49,7 @@ pub(crate) fn trust_anchors(ca_file: Option<&Path>) -> Result<TrustAnchors, Send
     let mut extra = Vec::new();
     if let Some(path) = ca_file {
         // A trust anchor decides who may read the codes: root's alone to change.
-        let pem = files::read_bytes_checked(path, FileRule::Data)
+        let pem = files::read_bytes_checked(path, FileRule::Certificates)
             .map_err(|e| SendError::Misconfigured(format!("ca_file: {e}")))?;
         extra = pem_certs(&pem);
         if extra.is_empty() {

@@ -176,9 +176,14 @@ impl SqliteStore {
                     })?;
             }
         }
+        refuse_odd_file(path)?;
         // SQLite creates files with 0644 unless told otherwise by the umask.
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-        let conn = Connection::open(path);
+        // Never through a symlink, even one planted after the check above.
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        );
         nix::sys::stat::umask(old);
         let conn = conn.map_err(|source| sqlite_error(display.clone(), source))?;
         let mut store = Self::init(conn, display, busy_timeout)?;
@@ -450,6 +455,36 @@ fn busy_wait(attempts: i32) -> bool {
     });
     std::thread::sleep(Duration::from_millis(1));
     true
+}
+
+/// Refuses a store path that is a symlink (the store is never opened
+/// through one) or anything but a regular file (a FIFO, device or
+/// directory), at once and naming it. A missing file is created.
+fn refuse_odd_file(path: &Path) -> Result<(), StoreError> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let t = meta.file_type();
+    let problem = if t.is_symlink() {
+        "is a symlink; the store is never opened through a link: point store.path at the real file"
+    } else if t.is_file() {
+        return Ok(());
+    } else {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            "is a FIFO, not a regular file; point store.path at a regular file"
+        } else if t.is_dir() {
+            "is a directory, not a regular file; point store.path at a file in it"
+        } else if t.is_socket() {
+            "is a socket, not a regular file; point store.path at a regular file"
+        } else {
+            "is a device, not a regular file; point store.path at a regular file"
+        }
+    };
+    Err(StoreError::Unavailable {
+        location: path.display().to_string(),
+        source: problem.into(),
+    })
 }
 
 /// `<store>-waiting`, a file beside the store on which a process waiting

@@ -676,3 +676,36 @@ fn an_upgrade_keeps_todays_durable_rows() {
         Some(4_102_444_800_000)
     );
 }
+
+#[test]
+fn a_store_path_that_is_a_symlink_fifo_or_directory_is_refused_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("real.db");
+    drop(SqliteStore::open(&real, Duration::from_secs(5)).unwrap());
+    let link = d.path().join("state.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let e = SqliteStore::open(&link, Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is a symlink"), "{e}");
+    assert!(e.contains("point store.path at the real file"), "{e}");
+
+    let fifo = d.path().join("fifo.db");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let e = SqliteStore::open(&fifo, Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let e = SqliteStore::open(d.path(), Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is a directory"), "{e}");
+}
