@@ -7,6 +7,7 @@
 //! time, and stopped when the guard that owns it is dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
+pub mod findings;
 pub mod pamenv;
 pub mod radiusd;
 pub mod redis;

@@ -7,6 +7,7 @@
 //! Needs `cargo build --workspace` (or `SMSOTP_CLI=path`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
+use smsotp_e2e::findings::{count, find, show};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -78,37 +79,6 @@ fn doctor(s: &Scratch, user: Option<&str>) -> (Run, Vec<Value>) {
         "{r}"
     );
     (r, ldap)
-}
-
-fn show(findings: &[Value]) -> String {
-    findings
-        .iter()
-        .map(|f| {
-            format!(
-                "{} {} (fix: {})\n",
-                f["level"].as_str().unwrap_or("?"),
-                f["message"].as_str().unwrap_or("?"),
-                f["fix"].as_str().unwrap_or("-")
-            )
-        })
-        .collect()
-}
-
-/// The one finding at `level` whose message holds every needle.
-fn find<'a>(findings: &'a [Value], level: &str, needles: &[&str]) -> &'a Value {
-    findings
-        .iter()
-        .find(|f| {
-            f["level"] == level
-                && needles
-                    .iter()
-                    .all(|n| f["message"].as_str().unwrap_or("").contains(n))
-        })
-        .unwrap_or_else(|| panic!("no {level} finding with {needles:?} in\n{}", show(findings)))
-}
-
-fn count(findings: &[Value], level: &str) -> usize {
-    findings.iter().filter(|f| f["level"] == level).count()
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! redis-server (scripts/deps.sh test).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
+use smsotp_e2e::findings::{count, find, show};
 use std::process::Command;
 use std::time::Duration;
 
@@ -72,37 +73,6 @@ fn store(findings: &[Value]) -> Vec<Value> {
         .filter(|f| f["area"] == "store")
         .cloned()
         .collect()
-}
-
-fn show(findings: &[Value]) -> String {
-    findings
-        .iter()
-        .map(|f| {
-            format!(
-                "{} {} (fix: {})\n",
-                f["level"].as_str().unwrap_or("?"),
-                f["message"].as_str().unwrap_or("?"),
-                f["fix"].as_str().unwrap_or("-")
-            )
-        })
-        .collect()
-}
-
-/// The one finding at `level` whose message holds every needle.
-fn find<'a>(findings: &'a [Value], level: &str, needles: &[&str]) -> &'a Value {
-    findings
-        .iter()
-        .find(|f| {
-            f["level"] == level
-                && needles
-                    .iter()
-                    .all(|n| f["message"].as_str().unwrap_or("").contains(n))
-        })
-        .unwrap_or_else(|| panic!("no {level} finding with {needles:?} in\n{}", show(findings)))
-}
-
-fn count(findings: &[Value], level: &str) -> usize {
-    findings.iter().filter(|f| f["level"] == level).count()
 }
 
 /// `redis-cli` on the test's own server (never another).
