@@ -91,6 +91,37 @@ fn radius_host(store: &str, key: &[u8], otp: &str, extra: &str) -> (Scratch, Rad
     (scratch, srv)
 }
 
+/// Two PAM hosts and three RADIUS servers on one Redis (keys under
+/// "e2e:"), the same code key on all, each with `limits`; and their
+/// outboxes, PAM hosts first.
+struct Fleet {
+    pam1: (PamEnv, String),
+    pam2: (PamEnv, String),
+    radius: Vec<(Scratch, Radiusd)>,
+    outboxes: Vec<Outbox>,
+}
+
+fn fleet(name: &str, redis: &RedisServer, limits: &str) -> Fleet {
+    let key = shared_key();
+    let store = redis.store_toml("e2e:");
+    let pam1 = pam_host(&format!("{name}-1"), &store, &key, "", limits);
+    let pam2 = pam_host(&format!("{name}-2"), &store, &key, "", limits);
+    let radius: Vec<(Scratch, Radiusd)> = (0..3)
+        .map(|_| radius_host(&store, &key, "", limits))
+        .collect();
+    let outboxes = [&pam1.0.scratch, &pam2.0.scratch]
+        .into_iter()
+        .chain(radius.iter().map(|(s, _)| s))
+        .map(Scratch::outbox)
+        .collect();
+    Fleet {
+        pam1,
+        pam2,
+        radius,
+        outboxes,
+    }
+}
+
 fn nas(srv: &Radiusd) -> Nas {
     srv.nas("127.0.0.1", "vpn")
 }
@@ -588,19 +619,13 @@ fn sms_per_user_limit_counts_across_hosts() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let key = shared_key();
-    let store = redis.store_toml("e2e:");
     let limits = "[limits]\nsms_per_user = \"3/1h\"\n";
-    let (pam1, svc1) = pam_host("hosts-limit-1", &store, &key, "", limits);
-    let (pam2, svc2) = pam_host("hosts-limit-2", &store, &key, "", limits);
-    let radius: Vec<(Scratch, Radiusd)> = (0..3)
-        .map(|_| radius_host(&store, &key, "", limits))
-        .collect();
-    let outboxes: Vec<Outbox> = [&pam1.scratch, &pam2.scratch]
-        .into_iter()
-        .chain(radius.iter().map(|(s, _)| s))
-        .map(Scratch::outbox)
-        .collect();
+    let Fleet {
+        pam1: (pam1, svc1),
+        pam2: (pam2, svc2),
+        radius,
+        outboxes,
+    } = fleet("hosts-limit", &redis, limits);
 
     // Four PAM logins (two a host) and one request at each server, at once.
     let mut logins: Vec<Login> = [
@@ -676,19 +701,13 @@ fn lockout_counts_across_hosts() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let key = shared_key();
-    let store = redis.store_toml("e2e:");
     let limits = "[limits]\nlockout_after = 5\nlockout = \"1h\"\nsms_per_user = \"20/1h\"\n";
-    let (pam1, svc1) = pam_host("hosts-lock-1", &store, &key, "", limits);
-    let (pam2, svc2) = pam_host("hosts-lock-2", &store, &key, "", limits);
-    let radius: Vec<(Scratch, Radiusd)> = (0..3)
-        .map(|_| radius_host(&store, &key, "", limits))
-        .collect();
-    let outboxes: Vec<Outbox> = [&pam1.scratch, &pam2.scratch]
-        .into_iter()
-        .chain(radius.iter().map(|(s, _)| s))
-        .map(Scratch::outbox)
-        .collect();
+    let Fleet {
+        pam1: (pam1, svc1),
+        pam2: (pam2, svc2),
+        radius,
+        outboxes,
+    } = fleet("hosts-lock", &redis, limits);
 
     for (env, svc) in [(&pam1, &svc1), (&pam2, &svc2)] {
         let outbox = env.scratch.outbox();
