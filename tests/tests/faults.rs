@@ -709,3 +709,183 @@ fn assert_no_code_logged(srv: &Radiusd, scratch: &Scratch, codes: &[String], fau
         );
     }
 }
+
+// ------------------------------------------------------------------ file system full
+
+/// A tmpfs of `size` mounted on a directory of the scratch dir; lazily
+/// unmounted when dropped.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// `None` (with the reason) when the mount is refused: not root, or a
+    /// container without CAP_SYS_ADMIN.
+    fn mount(scratch: &Scratch, size: &str) -> Result<Tmpfs, String> {
+        let dir = scratch.path("small-fs");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+            .arg("tmpfs")
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    /// Fills the file system with `filler` until it is full.
+    fn fill(&self) -> std::path::PathBuf {
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).expect("create filler");
+        let chunk = vec![0x5au8; 4096];
+        loop {
+            if let Err(e) = f.write_all(&chunk) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
+                break;
+            }
+        }
+        // Whatever is left is less than a page.
+        let _ = f.write_all(&[0x5a; 512]);
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// `PRAGMA integrity_check` on the store: "ok" for a sound file.
+fn integrity(db: &Path) -> String {
+    let out = Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(db)
+        .arg("PRAGMA integrity_check")
+        .output()
+        .expect("run sqlite3 (Debian package sqlite3)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+/// The store on a 1 MiB tmpfs that is then filled up: a PAM login fails
+/// closed (PAM_AUTHINFO_UNAVAIL, the unavailable text, no SMS) and the
+/// audit (on another file system) says the store is full; the store is
+/// not corrupt (PRAGMA integrity_check); once space is freed, logins work
+/// again without anyone touching the store. Skips, loudly, where the
+/// mount is refused (not root, no CAP_SYS_ADMIN).
+#[test]
+fn pam_fails_closed_on_a_full_file_system_and_recovers() {
+    let mut env = PamEnv::new();
+    phones(&env.scratch);
+    let fs = match Tmpfs::mount(&env.scratch, "1m") {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the full-disk fault is untested");
+            return;
+        }
+    };
+    let db = fs.dir.join("state.db");
+    let text = env.scratch.base_tables(true, true).replace(
+        &format!("path = \"{}\"", env.scratch.path("state.db").display()),
+        &format!("path = \"{}\"", db.display()),
+    );
+    assert!(text.contains("small-fs/state.db"), "{text}");
+    env.scratch.write("smsotp.toml", &text, 0o600);
+    let svc = env.smsotp_service("e2e-disk-full", "");
+    good_login(&env, &svc);
+
+    // SQLite's write-ahead log keeps the space it had: logins go on while
+    // their writes fit in it. Log in until the store cannot even hold a
+    // new challenge. A login whose code was sent but whose use cannot be
+    // recorded (the answer's write fails) is refused too: a code whose
+    // single use is not on record must not open anything.
+    let filler = fs.fill();
+    let outbox = env.scratch.outbox();
+    let (mut ok, mut refused_at_answer) = (0, 0);
+    let out = loop {
+        let seen = outbox.count();
+        match attempt(&env, &svc) {
+            Ok(()) => ok += 1,
+            Err(out) => {
+                assert_eq!(out.pam_result(), Some(AUTHINFO_UNAVAIL), "{out}");
+                out.assert_failure().assert_saw(UNAVAILABLE);
+                if !out.transcript.contains(PROMPT) {
+                    assert_eq!(
+                        outbox.count(),
+                        seen,
+                        "an SMS for a challenge never stored: {out}"
+                    );
+                    break out;
+                }
+                refused_at_answer += 1;
+            }
+        }
+        assert!(
+            ok + refused_at_answer < 100,
+            "100 logins on a full file system"
+        );
+    };
+    eprintln!(
+        "on the full file system: {ok} logins fit in the space the store had, \
+         {refused_at_answer} refused at the answer, then:\n{out}"
+    );
+    let audit = audit_text(&env.scratch);
+    assert!(
+        audit.contains("database or disk is full")
+            && audit.contains("free space on the file system")
+            && audit.contains(db.to_str().unwrap()),
+        "no audit line says the store is full:\n{audit}"
+    );
+    assert_eq!(integrity(&db), "ok", "the store is damaged");
+    eprintln!(
+        "audit: {}",
+        audit
+            .lines()
+            .rfind(|l| l.contains("full"))
+            .unwrap_or_default()
+    );
+
+    std::fs::remove_file(&filler).expect("free the space");
+    good_login(&env, &svc);
+    assert_eq!(integrity(&db), "ok", "the store is damaged");
+}
+
+/// One login of alice: the code from the outbox typed if one is asked
+/// for. `Err` with how it ended if it did not succeed.
+fn attempt(env: &PamEnv, svc: &str) -> Result<(), Outcome> {
+    let outbox = env.scratch.outbox();
+    let seen = outbox.count();
+    let mut login = env.login(svc, "alice");
+    login.password();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = login.transcript();
+        if t.contains(PROMPT) {
+            login.answer_code_from_outbox(&outbox, seen);
+            break;
+        }
+        if t.lines().any(|l| {
+            l.starts_with("pamtester: ") && !l.contains("invoking") && !l.contains("performing")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the login neither asked nor ended:\n{t}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = login.finish();
+    if out.success {
+        Ok(())
+    } else {
+        Err(out)
+    }
+}

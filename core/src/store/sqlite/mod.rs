@@ -392,6 +392,10 @@ fn sqlite_error(location: String, source: rusqlite::Error) -> StoreError {
             location,
             source: Box::new(Damaged(source)),
         },
+        Some(C::DiskFull) => StoreError::Unavailable {
+            location,
+            source: Box::new(Full(source)),
+        },
         Some(_) => StoreError::Unavailable { location, source },
         // Not from SQLite itself: a value read back is not what it should
         // be, or the statement is wrong for the layout.
@@ -415,6 +419,28 @@ impl std::fmt::Display for Damaged {
              in it are lost unless you restore a backup",
             self.0
         )
+    }
+}
+
+/// SQLite could not grow the file or its log: what it said, and that
+/// logins come back by themselves once there is room.
+#[derive(Debug)]
+struct Full(super::BackendError);
+
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; logins fail closed until there is free space on the file system holding \
+             the store, then work again with nothing to repair",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Full {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
     }
 }
 
