@@ -889,3 +889,100 @@ fn attempt(env: &PamEnv, svc: &str) -> Result<(), Outcome> {
         Err(out)
     }
 }
+
+/// smsotp-radiusd with its store on a 1 MiB tmpfs that is then filled up:
+/// logins go on while their writes fit in the space SQLite's log had,
+/// then a first round is rejected with a log line naming the store and
+/// the full disk (an SMS may have gone out first, with a code that opens
+/// nothing: group commit sends before the batch commits, see the note in
+/// the loop); the server keeps answering (Status-Server),
+/// the store passes PRAGMA integrity_check, and once space is freed a
+/// login works again without a restart. Skips, loudly, where the mount is
+/// refused.
+#[test]
+fn radiusd_fails_closed_on_a_full_file_system_and_recovers() {
+    let scratch = Scratch::new();
+    phones(&scratch);
+    let fs = match Tmpfs::mount(&scratch, "1m") {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the full-disk fault is untested");
+            return;
+        }
+    };
+    let db = fs.dir.join("state.db");
+    let mut spec = ServerSpec::new(vec![vpn()]).extra("[limits]\nsms_per_user = \"100/1h\"\n");
+    spec.store = Some(format!(
+        "[store]\nkind = \"sqlite\"\npath = \"{}\"\n\n",
+        db.display()
+    ));
+    let srv = Radiusd::start(&scratch, spec);
+    let outbox = scratch.outbox();
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let (c, code_) = challenge(&srv, &nas, &outbox, "alice");
+    let ok = follow_up(&srv, &nas, "alice", &c.state(), &code_);
+    assert_eq!(ok.code(), code::ACCESS_ACCEPT, "{}", srv.context());
+
+    let filler = fs.fill();
+    let mut logins = 0;
+    loop {
+        assert!(
+            logins < 100,
+            "100 logins on a full file system\n{}",
+            srv.context()
+        );
+        let seen = outbox.count();
+        let req = Request::access(nas.id())
+            .user("alice")
+            .password(NAS_PASSWORD);
+        let first = nas.exchange(&req, &|| srv.context());
+        if first.code() == code::ACCESS_REJECT {
+            assert_eq!(
+                first.message(),
+                "SMS login is not available right now. Contact your administrator."
+            );
+            if outbox.count() > seen {
+                // Known gap (reported, issue #20): with SQLite's group
+                // commit the SMS goes out before the batch holding its
+                // challenge commits; when the commit fails the login is
+                // rejected, and the code sent opens nothing (no State was
+                // given, no challenge stored). The log must say so.
+                let line = wait_line(&srv, "the challenge logged for this request was not stored");
+                assert!(line.contains("rejected instead"), "{line}");
+                eprintln!("an SMS went out for a challenge the full disk could not hold: {line}");
+            }
+            break;
+        }
+        assert_eq!(first.code(), code::ACCESS_CHALLENGE, "{}", srv.context());
+        let sms = outbox.wait_beyond(seen, SMS_WAIT);
+        let answer = follow_up(&srv, &nas, "alice", &first.state(), &sms.code());
+        // A code whose use cannot be recorded opens nothing.
+        assert_ne!(answer.code(), code::ACCESS_CHALLENGE, "{}", srv.context());
+        logins += 1;
+    }
+    let line = wait_line(&srv, "disk is full");
+    assert!(
+        line.contains(db.to_str().unwrap()) && line.contains("free space on the file system"),
+        "{line}"
+    );
+    eprintln!("after {logins} logins on the full file system: {line}");
+    let alive = nas.exchange(&Request::status(nas.id()), &|| srv.context());
+    assert_eq!(
+        alive.code(),
+        code::ACCESS_ACCEPT,
+        "Status-Server\n{}",
+        srv.context()
+    );
+    assert_eq!(integrity(&db), "ok", "the store is damaged");
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let (c, code_) = challenge(&srv, &nas, &outbox, "alice");
+    let ok = follow_up(&srv, &nas, "alice", &c.state(), &code_);
+    assert_eq!(
+        ok.code(),
+        code::ACCESS_ACCEPT,
+        "after freeing space\n{}",
+        srv.context()
+    );
+    assert_eq!(integrity(&db), "ok", "the store is damaged");
+}
