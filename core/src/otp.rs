@@ -264,6 +264,22 @@ impl OtpKey {
         ChallengeId(id)
     }
 
+    /// The challenge id of the first round that request `request_key` (a
+    /// RADIUS Request Authenticator, unique per request and the same in
+    /// its retransmits) opens for `user` at `service`: a retransmit that
+    /// reaches a restarted server (its duplicate cache gone) finds the
+    /// challenge its first copy opened, instead of sending a second SMS.
+    /// Unpredictable without the key, like a random id.
+    pub fn request_id(&self, user: &str, service: &str, request_key: &[u8]) -> ChallengeId {
+        let mac = self.mac_labelled(
+            "smsotp-request-id-v1",
+            &[user.as_bytes(), service.as_bytes(), request_key],
+        );
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&mac[..16]);
+        ChallengeId(id)
+    }
+
     /// A public name of the key: 16 hex digits (64 bits of an HMAC under
     /// the key of a fixed label), so hosts that share a store can tell
     /// whether they hold the same key without showing it. It reveals

@@ -303,14 +303,17 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         stderr: false,
         server: None,
     };
-    let engine = match flow::open_from_path(&args.config, &log) {
+    let engine = match flow::open_from_path(&args.config, &log, &ctx) {
         Ok(e) => e,
         Err(e) => {
-            let (event, outcome) = match &e {
-                OpenError::Config(_) => ("config_error", Outcome::NoConfig),
-                OpenError::Flow(_) => ("unavailable", Outcome::NoEngine),
+            let outcome = match &e {
+                OpenError::Config(_) => {
+                    syslog_error("config_error", &ctx.user, &ctx.service, &e.to_string());
+                    Outcome::NoConfig
+                }
+                // Already recorded in the config's audit sinks.
+                OpenError::Flow(_) => Outcome::NoEngine,
             };
-            syslog_error(event, &ctx.user, &ctx.service, &e.to_string());
             return tell(&mut conv, outcome);
         }
     };

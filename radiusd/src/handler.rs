@@ -140,7 +140,9 @@ fn decide(
     let password: &[u8] = req.user_password.as_deref().map_or(&[], |p| p.as_slice());
     let result = match (&req.state, client.mode) {
         (Some(state), _) => answer_state(engine, &ctx, state, password),
-        (None, ClientMode::Challenge) => first_round(engine, primary, &ctx, password),
+        (None, ClientMode::Challenge) => {
+            first_round(engine, primary, &ctx, password, &req.authenticator)
+        }
         (None, ClientMode::Append) => append(engine, primary, &ctx, password),
     };
     result.unwrap_or_else(|e| {
@@ -190,11 +192,15 @@ fn first_round(
     primary: &dyn PrimaryAuth,
     ctx: &LoginContext,
     password: &[u8],
+    authenticator: &[u8; 16],
 ) -> Flow<Outcome> {
     if !password_ok(engine, primary, ctx, password) {
         return Ok(Outcome::Refused);
     }
-    Ok(match engine.start(ctx)? {
+    // Keyed by the Request Authenticator: a retransmit the duplicate cache
+    // no longer knows (the server restarted) gets the same challenge, not
+    // a second SMS.
+    Ok(match engine.start_for_request(ctx, authenticator)? {
         Start::Challenge(info) => {
             let message = info.intro_with_tries();
             Outcome::Challenge(info, message)

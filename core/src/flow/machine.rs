@@ -25,6 +25,9 @@ enum Ids {
     Random,
     /// [`crate::otp::OtpKey::login_id`]: found again by user and service alone.
     PerLogin,
+    /// [`crate::otp::OtpKey::request_id`] of this request key: a repeat of
+    /// the request finds the challenge its first copy opened.
+    ForRequest([u8; 16]),
 }
 
 /// What an answer that comes after the code expired gets.
@@ -58,6 +61,31 @@ impl Engine {
     /// Step one: decide whether the user needs a code, and send it.
     pub fn start(&self, ctx: &LoginContext) -> Result<Start, FlowError> {
         self.start_with(ctx, Ids::Random)
+    }
+
+    /// [`Engine::start`] for a request that may come again (a RADIUS
+    /// Access-Request, retransmitted by its NAS until answered):
+    /// `request_key` (the Request Authenticator) names the challenge. A
+    /// repeat while that challenge is open for this user and service,
+    /// as after a restart that lost the server's duplicate cache, gets the
+    /// same challenge back and sends no second SMS.
+    pub fn start_for_request(
+        &self,
+        ctx: &LoginContext,
+        request_key: &[u8; 16],
+    ) -> Result<Start, FlowError> {
+        let id = self.key.request_id(&ctx.user, &ctx.service, request_key);
+        let now = self.now();
+        if let Some(rec) = self.store.challenge(&id)? {
+            if rec.user == ctx.user && rec.service == ctx.service && now < rec.expires_at {
+                let mut e = self.event(ctx, "repeated_request");
+                e.detail =
+                    Some("the challenge this request opened is still open; no new SMS".into());
+                self.log(Level::Info, &e);
+                return Ok(Start::Challenge(self.info(&rec, now)));
+            }
+        }
+        self.start_with(ctx, Ids::ForRequest(*request_key))
     }
 
     /// [`Engine::start`] for front ends that cannot carry the challenge id
@@ -95,6 +123,7 @@ impl Engine {
         Ok(match ids {
             Ids::Random => ChallengeId::random(&*self.rng)?,
             Ids::PerLogin => self.key.login_id(&ctx.user, &ctx.service),
+            Ids::ForRequest(k) => self.key.request_id(&ctx.user, &ctx.service, &k),
         })
     }
 

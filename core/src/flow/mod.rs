@@ -481,9 +481,32 @@ pub fn hostname() -> String {
 
 /// Loads the config at `path` and opens the engine for one login
 /// ([`Engine::open_for_login`]: a server store is reached on first use).
-pub fn open_from_path(path: &Path, log: &LogOptions) -> Result<Engine, OpenError> {
+///
+/// When the config is valid but the engine cannot be opened (the key, or
+/// a store that is unreachable, damaged or not SQLite), the failure is
+/// recorded as an `unavailable` error event for `ctx` in the config's
+/// audit sinks (syslog, the audit file) before it is returned, so the
+/// caller must not log it again; a config error is the caller's to log.
+pub fn open_from_path(
+    path: &Path,
+    log: &LogOptions,
+    ctx: &LoginContext,
+) -> Result<Engine, OpenError> {
     let cfg = Config::load(path)?;
-    Ok(Engine::open_for_login(cfg, log)?)
+    let audit = audit_from_config(&cfg, log);
+    Engine::open_for_login(cfg, log).map_err(|e| {
+        let event = Event {
+            event: "unavailable",
+            user: ctx.user.clone(),
+            service: ctx.service.clone(),
+            rhost: ctx.rhost.clone(),
+            outcome: Some("failure"),
+            detail: Some(e.to_string()),
+            ..Event::default()
+        };
+        audit.record(Level::Error, SystemClock.now_ms(), &event);
+        OpenError::Flow(e)
+    })
 }
 
 /// Why an engine could not be opened.

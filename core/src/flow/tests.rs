@@ -190,6 +190,48 @@ fn right_code_is_accepted_once() {
     );
 }
 
+/// Issue #20: a RADIUS retransmit that reaches a restarted server (its
+/// duplicate cache gone) is the same request again: it gets the challenge
+/// its first copy opened and no second SMS; another request, or the same
+/// one for another user or service, opens its own.
+#[test]
+fn a_repeated_request_gets_its_challenge_again_without_a_second_sms() {
+    let h = harness("");
+    let c = ctx("alice", "radius:vpn");
+    let start = |c: &LoginContext, key: &[u8; 16]| match h.engine.start_for_request(c, key).unwrap()
+    {
+        Start::Challenge(ch) => ch,
+        Start::Done(v) => panic!("expected a challenge, got {v:?}"),
+    };
+    let first = start(&c, &[7; 16]);
+    assert_eq!(h.sent_count(), 1);
+    let code = h.last_code();
+    let again = start(&c, &[7; 16]);
+    assert_eq!(h.sent_count(), 1, "a second SMS for a repeated request");
+    assert_eq!(again.id, first.id);
+    assert!(
+        h.audit_text().contains("repeated_request"),
+        "{}",
+        h.audit_text()
+    );
+    let other = start(&c, &[8; 16]);
+    assert_ne!(other.id, first.id);
+    assert_eq!(h.sent_count(), 2);
+    let bob = start(&ctx("bob", "radius:vpn"), &[7; 16]);
+    assert_ne!(bob.id, first.id, "the id is bound to the user");
+    assert_eq!(h.sent_count(), 3);
+    // The first challenge still takes its code; once used, a repeat of its
+    // request is a new first round (the login ended: a NAS does not repeat
+    // a request it got an answer to).
+    assert!(matches!(
+        h.answer(&c, &first, &code),
+        Answer::Done(Verdict::Accept(_))
+    ));
+    let after = start(&c, &[7; 16]);
+    assert_eq!(h.sent_count(), 4);
+    assert_eq!(after.id, first.id);
+}
+
 #[test]
 fn wrong_codes_count_down_then_reject() {
     let h = harness("");

@@ -185,6 +185,11 @@ impl SharedState {
             if let Err(e) = self.store.conn.execute_batch("COMMIT") {
                 let _ = self.store.conn.execute_batch("ROLLBACK");
                 self.last_failed = self.epoch;
+                // Through the store's error classes, so a full disk or a
+                // damaged file says what to do, as it does elsewhere.
+                let e = super::super::sqlite_error(String::new(), e);
+                let e =
+                    std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
                 self.failure = format!("state store {}: commit failed: {e}", self.store.path);
             }
             self.epoch += 1;

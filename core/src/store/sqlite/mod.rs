@@ -418,11 +418,65 @@ fn sqlite_error(location: String, source: rusqlite::Error) -> StoreError {
     match code {
         Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::Busy { location, source },
         Some(C::ConstraintViolation) => StoreError::Conflict { location, source },
-        Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Corrupt { location, source },
+        Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Corrupt {
+            location,
+            source: Box::new(Damaged(source)),
+        },
+        Some(C::DiskFull) => StoreError::Unavailable {
+            location,
+            source: Box::new(Full(source)),
+        },
         Some(_) => StoreError::Unavailable { location, source },
         // Not from SQLite itself: a value read back is not what it should
         // be, or the statement is wrong for the layout.
         None => StoreError::Corrupt { location, source },
+    }
+}
+
+/// SQLite found the file is no database, or a damaged one: what it said,
+/// and how the admin recovers (issue #20: a store that is corrupt or not
+/// SQLite fails closed, and the message says what to do).
+#[derive(Debug)]
+struct Damaged(super::BackendError);
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (not a SQLite database, or a damaged one); every login fails until it is \
+             fixed: move the file away (keep it for inspection) and the store is recreated \
+             empty at the next use; registered numbers, backup codes, opt-outs and lockouts \
+             in it are lost unless you restore a backup",
+            self.0
+        )
+    }
+}
+
+/// SQLite could not grow the file or its log: what it said, and that
+/// logins come back by themselves once there is room.
+#[derive(Debug)]
+struct Full(super::BackendError);
+
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; logins fail closed until there is free space on the file system holding \
+             the store, then work again with nothing to repair",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Full {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+impl std::error::Error for Damaged {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
     }
 }
 

@@ -49,6 +49,16 @@ fn sqlite_errors_become_backend_neutral_cases() {
     assert!(e
         .to_string()
         .starts_with(&format!("state store {}: ", p.display())));
+    // Issue #20: the message says how to recover and what that costs.
+    let text = e.to_string();
+    for want in [
+        "not a SQLite database",
+        "move the file away",
+        "recreated",
+        "lost unless you restore a backup",
+    ] {
+        assert!(text.contains(want), "{want:?} missing: {text}");
+    }
 }
 
 #[test]
