@@ -59,8 +59,7 @@ impl SmsProvider for CommandProvider {
             .stdout(Stdio::null())
             .stderr(child_err);
         only_std_descriptors(&mut command);
-        let mut child = command
-            .spawn()
+        let mut child = spawn_retrying_busy(&mut command)
             .map_err(|e| SendError::Misconfigured(format!("cannot run {prog}: {e}")))?;
         let deadline = Instant::now() + self.timeout;
         let status = loop {
@@ -117,6 +116,24 @@ impl SmsProvider for CommandProvider {
 /// descriptor up to the soft `RLIMIT_NOFILE` (read before the fork) is
 /// marked one by one. Between fork and exec only async-signal-safe calls
 /// are made, and nothing is allocated.
+/// Starts `command`, again (up to 5 times, 20 ms apart) while exec says
+/// the program is "Text file busy" (ETXTBSY): for a moment after the
+/// program was written (an upgrade installing it, a test writing its
+/// script), a process forked elsewhere may still hold it open for
+/// writing until its own exec closes it. Anything else fails at once.
+fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 5 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn only_std_descriptors(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     let limit = open_files_limit();
