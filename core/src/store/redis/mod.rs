@@ -86,13 +86,15 @@ use super::{
     PhoneRecord, SendPermit, SmsWindow, Step, Store, StoreError,
 };
 use crate::clock::{ms, Millis};
-use crate::config::{Rate, RedisAddr, RedisSpec};
+use crate::config::{Rate, RedisSpec};
 use crate::otp::ChallengeId;
 use crate::phone::{MemoryNumbers, NumberCache};
 
 mod conn;
 pub mod info;
+mod key;
 mod migrate;
+mod numbers;
 mod scripts;
 
 pub use conn::{sentinel_view, SentinelAnswer};
@@ -245,112 +247,6 @@ impl RedisStore {
 
     fn key_fp_lock(&self) -> MutexGuard<'_, Option<KeyFingerprint>> {
         self.key_fp.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Where the key fingerprint is kept: `P kf`.
-    fn kf_key(&self) -> String {
-        format!("{}kf", self.spec.key_prefix)
-    }
-
-    /// Records `key`'s fingerprint if the store has none, and compares it
-    /// with the one it has: one round trip.
-    fn check_key_on(&self, conn: &mut Connection, key: &KeyFingerprint) -> Result<(), StoreError> {
-        let (stored,): (Option<String>,) = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(self.kf_key())
-            .arg(&key.fingerprint)
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(self.kf_key())
-            .query(conn)
-            .map_err(|e| self.map_err(&e))?;
-        match stored {
-            Some(s) if s == key.fingerprint => Ok(()),
-            // Deleted between SET and GET inside MULTI cannot happen; a
-            // missing value means something else answered.
-            None => Err(self.corrupt("the key fingerprint could not be recorded")),
-            Some(stored) => Err(self.key_mismatch(key, stored)),
-        }
-    }
-
-    fn key_mismatch(&self, key: &KeyFingerprint, stored: String) -> StoreError {
-        let kf = self.kf_key();
-        StoreError::KeyMismatch(Box::new(super::KeyMismatch {
-            location: self.spec.url.clone(),
-            record: format!(
-                "kept in key {kf:?}, store.key_prefix {:?}",
-                self.spec.key_prefix
-            ),
-            forget: format!(
-                "delete that key once: {} DEL {kf} (the next host to use the store records its \
-                 key)",
-                self.cli_command()
-            ),
-            key_file: key.key_file.display().to_string(),
-            ours: key.fingerprint.clone(),
-            stored,
-        }))
-    }
-
-    /// The `redis-cli` command line that reaches this store, for advice
-    /// (`--askpass` asks the password, so none is shown).
-    pub fn cli_command(&self) -> String {
-        let s = &self.spec;
-        let mut cmd = match &s.addr {
-            RedisAddr::Tcp { host, port } => format!("redis-cli -h {host} -p {port}"),
-            RedisAddr::Unix(path) => format!("redis-cli -s {}", path.display()),
-            RedisAddr::Tls {
-                host,
-                port,
-                ca_file,
-            } => {
-                let mut c = format!("redis-cli --tls -h {host} -p {port}");
-                if let Some(ca) = ca_file {
-                    c.push_str(&format!(" --cacert {}", ca.display()));
-                }
-                c
-            }
-            RedisAddr::Sentinel(st) => {
-                let (h, p) = st
-                    .sentinels
-                    .first()
-                    .map_or(("SENTINEL", 26379), |(h, p)| (h.as_str(), *p));
-                format!(
-                    "(on the master `redis-cli -h {h} -p {p} SENTINEL \
-                     get-master-addr-by-name {}` names) redis-cli -h MASTER -p PORT",
-                    st.master_name
-                )
-            }
-        };
-        if s.db != 0 {
-            cmd.push_str(&format!(" -n {}", s.db));
-        }
-        if let Some(user) = &s.username {
-            cmd.push_str(&format!(" --user {user}"));
-        }
-        if s.password_file.is_some() {
-            cmd.push_str(" --askpass");
-        }
-        cmd
-    }
-
-    /// The key fingerprint the store was first used with, if any (read
-    /// only: `smsotp doctor`).
-    pub fn stored_key_fingerprint(&self) -> Result<Option<String>, StoreError> {
-        self.run(|c| redis::cmd("GET").arg(self.kf_key()).query(c))
-    }
-
-    /// Compares `key` with the store's fingerprint without recording
-    /// anything: `Ok(true)` if they agree, `Ok(false)` if the store has
-    /// none yet, [`StoreError::KeyMismatch`] if it has another.
-    pub fn compare_key_fingerprint(&self, key: &KeyFingerprint) -> Result<bool, StoreError> {
-        match self.stored_key_fingerprint()? {
-            None => Ok(false),
-            Some(s) if s == key.fingerprint => Ok(true),
-            Some(s) => Err(self.key_mismatch(key, s)),
-        }
     }
 
     fn unavailable(&self, what: String) -> StoreError {
@@ -1166,48 +1062,3 @@ mod sentinel_tests;
 mod tests;
 #[cfg(test)]
 mod tls_tests;
-
-/// The hosts' shared cache of validated numbers: memory first, then the
-/// server. A failing cache is only slower, never wrong: errors are
-/// ignored (and a broken connection is reopened by the next call).
-impl NumberCache for RedisStore {
-    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
-        if let Some(found) = self.numbers.get(key) {
-            return Some(found);
-        }
-        let text: String = self
-            .run(|c| {
-                redis::cmd("GET")
-                    .arg(self.number_key(key))
-                    .query::<Option<String>>(c)
-            })
-            .ok()
-            .flatten()?;
-        let (e164, region) = match text.split_once(' ') {
-            Some((e164, region)) => (e164.to_owned(), Some(region.to_owned())),
-            None => (text, None),
-        };
-        // Only what this smsotp writes: "+" and digits.
-        let digits = e164.strip_prefix('+')?;
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        self.numbers.put(key, &e164, region.as_deref());
-        Some((e164, region))
-    }
-    fn put(&self, key: &str, e164: &str, region: Option<&str>) {
-        self.numbers.put(key, e164, region);
-        let value = match region {
-            Some(r) => format!("{e164} {r}"),
-            None => e164.to_owned(),
-        };
-        let _ = self.run(|c| {
-            redis::cmd("SET")
-                .arg(self.number_key(key))
-                .arg(&value)
-                .arg("EX")
-                .arg(NUMBER_TTL_S)
-                .query::<()>(c)
-        });
-    }
-}

@@ -1,0 +1,122 @@
+//! The code key's fingerprint on a shared store (`P kf`): recorded by
+//! the first host that uses the store, checked by every connection as it
+//! opens (see the module doc of [`super`]), and the advice a host with
+//! another key is given.
+
+use redis::Connection;
+
+use super::RedisStore;
+use crate::config::RedisAddr;
+use crate::store::{KeyFingerprint, StoreError};
+
+impl RedisStore {
+    /// Where the key fingerprint is kept: `P kf`.
+    pub(super) fn kf_key(&self) -> String {
+        format!("{}kf", self.spec.key_prefix)
+    }
+
+    /// Records `key`'s fingerprint if the store has none, and compares it
+    /// with the one it has: one round trip.
+    pub(super) fn check_key_on(
+        &self,
+        conn: &mut Connection,
+        key: &KeyFingerprint,
+    ) -> Result<(), StoreError> {
+        let (stored,): (Option<String>,) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.kf_key())
+            .arg(&key.fingerprint)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(self.kf_key())
+            .query(conn)
+            .map_err(|e| self.map_err(&e))?;
+        match stored {
+            Some(s) if s == key.fingerprint => Ok(()),
+            // Deleted between SET and GET inside MULTI cannot happen; a
+            // missing value means something else answered.
+            None => Err(self.corrupt("the key fingerprint could not be recorded")),
+            Some(stored) => Err(self.key_mismatch(key, stored)),
+        }
+    }
+
+    pub(super) fn key_mismatch(&self, key: &KeyFingerprint, stored: String) -> StoreError {
+        let kf = self.kf_key();
+        StoreError::KeyMismatch(Box::new(crate::store::KeyMismatch {
+            location: self.spec.url.clone(),
+            record: format!(
+                "kept in key {kf:?}, store.key_prefix {:?}",
+                self.spec.key_prefix
+            ),
+            forget: format!(
+                "delete that key once: {} DEL {kf} (the next host to use the store records its \
+                 key)",
+                self.cli_command()
+            ),
+            key_file: key.key_file.display().to_string(),
+            ours: key.fingerprint.clone(),
+            stored,
+        }))
+    }
+
+    /// The `redis-cli` command line that reaches this store, for advice
+    /// (`--askpass` asks the password, so none is shown).
+    pub fn cli_command(&self) -> String {
+        let s = &self.spec;
+        let mut cmd = match &s.addr {
+            RedisAddr::Tcp { host, port } => format!("redis-cli -h {host} -p {port}"),
+            RedisAddr::Unix(path) => format!("redis-cli -s {}", path.display()),
+            RedisAddr::Tls {
+                host,
+                port,
+                ca_file,
+            } => {
+                let mut c = format!("redis-cli --tls -h {host} -p {port}");
+                if let Some(ca) = ca_file {
+                    c.push_str(&format!(" --cacert {}", ca.display()));
+                }
+                c
+            }
+            RedisAddr::Sentinel(st) => {
+                let (h, p) = st
+                    .sentinels
+                    .first()
+                    .map_or(("SENTINEL", 26379), |(h, p)| (h.as_str(), *p));
+                format!(
+                    "(on the master `redis-cli -h {h} -p {p} SENTINEL \
+                     get-master-addr-by-name {}` names) redis-cli -h MASTER -p PORT",
+                    st.master_name
+                )
+            }
+        };
+        if s.db != 0 {
+            cmd.push_str(&format!(" -n {}", s.db));
+        }
+        if let Some(user) = &s.username {
+            cmd.push_str(&format!(" --user {user}"));
+        }
+        if s.password_file.is_some() {
+            cmd.push_str(" --askpass");
+        }
+        cmd
+    }
+
+    /// The key fingerprint the store was first used with, if any (read
+    /// only: `smsotp doctor`).
+    pub fn stored_key_fingerprint(&self) -> Result<Option<String>, StoreError> {
+        self.run(|c| redis::cmd("GET").arg(self.kf_key()).query(c))
+    }
+
+    /// Compares `key` with the store's fingerprint without recording
+    /// anything: `Ok(true)` if they agree, `Ok(false)` if the store has
+    /// none yet, [`StoreError::KeyMismatch`] if it has another.
+    pub fn compare_key_fingerprint(&self, key: &KeyFingerprint) -> Result<bool, StoreError> {
+        match self.stored_key_fingerprint()? {
+            None => Ok(false),
+            Some(s) if s == key.fingerprint => Ok(true),
+            Some(s) => Err(self.key_mismatch(key, s)),
+        }
+    }
+}
