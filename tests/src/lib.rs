@@ -157,6 +157,20 @@ impl Sms {
     }
 }
 
+/// A code of the same shape as `code` that is not `code` (its first
+/// character changed), for tests that type a wrong one.
+pub fn wrong_code(code: &str) -> String {
+    code.chars()
+        .enumerate()
+        .map(|(i, c)| match (i, c) {
+            (0, '9') => '1',
+            (0, d) if d.is_ascii_digit() => char::from(d as u8 + 1),
+            (0, _) => '2',
+            (_, c) => c,
+        })
+        .collect()
+}
+
 /// Finds the code in an SMS text: the first word of 6-10 digits or
 /// upper-case letters and digits.
 pub fn extract_code(message: &str) -> Option<String> {

@@ -999,6 +999,19 @@ pub struct Radiusd {
 }
 
 impl Radiusd {
+    /// Fails the test unless `reply` is of code `expected`, saying `what`
+    /// was asked, what came back and the server's log.
+    pub fn assert_code(&self, reply: &Reply, expected: u8, what: &str) {
+        assert_eq!(
+            reply.code(),
+            expected,
+            "{what}: expected {}, got {}\n{}",
+            code::name(expected),
+            reply.packet.describe(),
+            self.context()
+        );
+    }
+
     /// Writes the secrets and config into `scratch`, starts the server on a
     /// free port and waits until it is ready. Retries on another port if the
     /// one picked was taken in the meantime.

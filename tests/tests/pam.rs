@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use smsotp_e2e::pamenv::{audit_lines, Login, Outcome, PamEnv, LOGIN_TIMEOUT, PASSWORD};
+use smsotp_e2e::wrong_code as wrong;
 
 const ALICE_PHONE: &str = "+12015550123";
 const CODE_SENT: &str = "Code sent to ******0123.";
@@ -54,19 +55,6 @@ fn up_to_code_prompt(env: &PamEnv, service: &str, user: &str) -> Login {
         .expect_text(CODE_SENT)
         .expect_prompt(PROMPT);
     login
-}
-
-/// A code of the same shape that is not `code`.
-fn wrong(code: &str) -> String {
-    code.chars()
-        .enumerate()
-        .map(|(i, c)| match (i, c) {
-            (0, '9') => '1',
-            (0, d) if d.is_ascii_digit() => char::from(d as u8 + 1),
-            (0, _) => '2',
-            (_, c) => c,
-        })
-        .collect()
 }
 
 /// Every audit line has the expected keys, none holds a code or the full

@@ -26,6 +26,7 @@ use smsotp_e2e::radiusd::{
     request_message_authenticator_ok, unhide_password, ClientSpec, Nas, Packet, Primary,
     RadclientRun, Radiusd, Reply, Request, ServerSpec, REPLY_TIMEOUT, SILENCE, STOP_TIMEOUT,
 };
+use smsotp_e2e::wrong_code as wrong;
 use smsotp_e2e::{Outbox, Scratch};
 
 const ALICE_PHONE: &str = "+12015550123";
@@ -91,27 +92,7 @@ fn assert_no_reply(run: &RadclientRun, what: &str, srv: &Radiusd) {
 }
 
 fn assert_code(reply: &Reply, expected: u8, what: &str, srv: &Radiusd) {
-    assert_eq!(
-        reply.code(),
-        expected,
-        "{what}: expected {}, got {}\n{}",
-        code::name(expected),
-        reply.packet.describe(),
-        srv.context()
-    );
-}
-
-/// A code of the same shape that is not `code`.
-fn wrong(code: &str) -> String {
-    code.chars()
-        .enumerate()
-        .map(|(i, c)| match (i, c) {
-            (0, '9') => '1',
-            (0, d) if d.is_ascii_digit() => char::from(d as u8 + 1),
-            (0, _) => '2',
-            (_, c) => c,
-        })
-        .collect()
+    srv.assert_code(reply, expected, what);
 }
 
 /// Access-Request(user, password) from `nas`; expects a Challenge carrying

@@ -18,6 +18,7 @@ use smsotp_e2e::radiusd::{
     check_reply, code, ClientSpec, Nas, Radiusd, Reply, Request, ServerSpec,
 };
 use smsotp_e2e::redis::{store_table, RedisOptions, RedisServer};
+use smsotp_e2e::wrong_code as wrong;
 use smsotp_e2e::{run_tool, BlackHole, Outbox, Scratch, ToolRun};
 
 const ALICE_PHONE: &str = "+12015550123";
@@ -163,27 +164,7 @@ fn turn() -> MutexGuard<'static, ()> {
 }
 
 fn assert_code(reply: &Reply, expected: u8, what: &str, srv: &Radiusd) {
-    assert_eq!(
-        reply.code(),
-        expected,
-        "{what}: expected {}, got {}\n{}",
-        code::name(expected),
-        reply.packet.describe(),
-        srv.context()
-    );
-}
-
-/// A code of the same shape that is not `code`.
-fn wrong(code: &str) -> String {
-    code.chars()
-        .enumerate()
-        .map(|(i, c)| match (i, c) {
-            (0, '9') => '1',
-            (0, d) if d.is_ascii_digit() => char::from(d as u8 + 1),
-            (0, _) => '2',
-            (_, c) => c,
-        })
-        .collect()
+    srv.assert_code(reply, expected, what);
 }
 
 /// Password, then the code prompt after "Code sent".

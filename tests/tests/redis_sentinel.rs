@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use smsotp_e2e::radiusd::{code, ClientSpec, Nas, Radiusd, Reply, Request, ServerSpec};
 use smsotp_e2e::sentinel::{query, Cluster, DOWN_AFTER, FAILOVER_TIMEOUT};
+use smsotp_e2e::wrong_code as wrong;
 use smsotp_e2e::{run_tool, Outbox, Scratch};
 
 const SECRET: &str = "e2e-sentinel-secret-41c7";
@@ -27,14 +28,7 @@ fn send(srv: &Radiusd, nas: &Nas, user: &str, password: &str, state: Option<&[u8
 }
 
 fn expect(reply: &Reply, want: u8, what: &str, srv: &Radiusd) {
-    assert_eq!(
-        reply.code(),
-        want,
-        "{what}: expected {}, got {}\n{}",
-        code::name(want),
-        reply.packet.describe(),
-        srv.context()
-    );
+    srv.assert_code(reply, want, what);
 }
 
 /// A challenge for `user`: its State and the code the SMS brought.
@@ -48,13 +42,6 @@ fn challenge(srv: &Radiusd, nas: &Nas, outbox: &Outbox, user: &str) -> (Vec<u8>,
         srv,
     );
     (r.state(), outbox.wait_beyond(seen, SMS_WAIT).code())
-}
-
-/// A code of the same shape that is not `code`.
-fn wrong(code: &str) -> String {
-    let mut c: Vec<char> = code.chars().collect();
-    c[0] = if c[0] == '1' { '2' } else { '1' };
-    c.into_iter().collect()
 }
 
 fn user_show(scratch: &Scratch, user: &str) -> serde_json::Value {
