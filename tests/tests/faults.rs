@@ -893,9 +893,9 @@ fn attempt(env: &PamEnv, svc: &str) -> Result<(), Outcome> {
 /// smsotp-radiusd with its store on a 1 MiB tmpfs that is then filled up:
 /// logins go on while their writes fit in the space SQLite's log had,
 /// then a first round is rejected with a log line naming the store and
-/// the full disk (an SMS may have gone out first, with a code that opens
-/// nothing: group commit sends before the batch commits, see the note in
-/// the loop); the server keeps answering (Status-Server),
+/// the full disk (with the outbox, a local file, its line may have been
+/// written first, see the note in the loop; a provider that reaches a
+/// phone waits for the commit: the next test); the server keeps answering (Status-Server),
 /// the store passes PRAGMA integrity_check, and once space is freed a
 /// login works again without a restart. Skips, loudly, where the mount is
 /// refused.
@@ -942,11 +942,12 @@ fn radiusd_fails_closed_on_a_full_file_system_and_recovers() {
                 "SMS login is not available right now. Contact your administrator."
             );
             if outbox.count() > seen {
-                // Known gap (reported, issue #20): with SQLite's group
-                // commit the SMS goes out before the batch holding its
-                // challenge commits; when the commit fails the login is
-                // rejected, and the code sent opens nothing (no State was
-                // given, no challenge stored). The log must say so.
+                // The outbox is a local file, written without waiting for
+                // the commit of the batch that holds the challenge (a
+                // provider that reaches a phone waits: the next test).
+                // When that commit fails the login is rejected and the
+                // line written opens nothing (no State was given, no
+                // challenge stored). The log must say so.
                 let line = wait_line(&srv, "the challenge logged for this request was not stored");
                 assert!(line.contains("rejected instead"), "{line}");
                 eprintln!("an SMS went out for a challenge the full disk could not hold: {line}");
@@ -978,6 +979,102 @@ fn radiusd_fails_closed_on_a_full_file_system_and_recovers() {
     std::fs::remove_file(&filler).expect("free the space");
     let (c, code_) = challenge(&srv, &nas, &outbox, "alice");
     let ok = follow_up(&srv, &nas, "alice", &c.state(), &code_);
+    assert_eq!(
+        ok.code(),
+        code::ACCESS_ACCEPT,
+        "after freeing space\n{}",
+        srv.context()
+    );
+    assert_eq!(integrity(&db), "ok", "the store is damaged");
+}
+
+/// The same full disk with a provider that reaches a phone (here a
+/// `command` program): the SMS leaves only once the batch holding its
+/// challenge has committed, so the first round the disk cannot hold is
+/// rejected with no SMS sent, never with a code that opens nothing.
+#[test]
+fn radiusd_sends_no_sms_for_a_challenge_the_full_disk_cannot_hold() {
+    let scratch = Scratch::new();
+    phones(&scratch);
+    let fs = match Tmpfs::mount(&scratch, "1m") {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the full-disk fault is untested");
+            return;
+        }
+    };
+    let db = fs.dir.join("state.db");
+    let sent = scratch.path("sent.log");
+    let program = scratch.write(
+        "send.sh",
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$SMSOTP_MESSAGE\" >> {}\n",
+            sent.display()
+        ),
+        0o700,
+    );
+    let mut spec = ServerSpec::new(vec![vpn()])
+        .extra("[limits]\nsms_per_user = \"100/1h\"\n\n[otp]\nmessage = \"code {code}\"\n")
+        .providers(&format!(
+            "[[provider]]\nkind = \"command\"\nname = \"gateway\"\nprogram = \"{}\"\n",
+            program.display()
+        ));
+    spec.store = Some(format!(
+        "[store]\nkind = \"sqlite\"\npath = \"{}\"\n\n",
+        db.display()
+    ));
+    let srv = Radiusd::start(&scratch, spec);
+    let nas = srv.nas("127.0.0.1", "vpn");
+    let sent_codes = || -> Vec<String> {
+        std::fs::read_to_string(&sent)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("code ").map(str::to_owned))
+            .collect()
+    };
+    let filler = fs.fill();
+    let mut logins = 0;
+    loop {
+        assert!(
+            logins < 100,
+            "100 logins on a full file system\n{}",
+            srv.context()
+        );
+        let seen = sent_codes().len();
+        let req = Request::access(nas.id())
+            .user("alice")
+            .password(NAS_PASSWORD);
+        let first = nas.exchange(&req, &|| srv.context());
+        if first.code() == code::ACCESS_REJECT {
+            assert_eq!(
+                sent_codes().len(),
+                seen,
+                "an SMS went out for a challenge the store could not keep\n{}",
+                srv.context()
+            );
+            break;
+        }
+        assert_eq!(first.code(), code::ACCESS_CHALLENGE, "{}", srv.context());
+        let codes = sent_codes();
+        assert_eq!(codes.len(), seen + 1, "one SMS per challenge");
+        let answer = follow_up(&srv, &nas, "alice", &first.state(), &codes[seen]);
+        assert_ne!(answer.code(), code::ACCESS_CHALLENGE, "{}", srv.context());
+        logins += 1;
+    }
+    let line = wait_line(&srv, "disk is full");
+    assert!(line.contains(db.to_str().unwrap()), "{line}");
+    eprintln!("after {logins} logins on the full file system: {line}");
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let seen = sent_codes().len();
+    let req = Request::access(nas.id())
+        .user("alice")
+        .password(NAS_PASSWORD);
+    let first = nas.exchange(&req, &|| srv.context());
+    assert_eq!(first.code(), code::ACCESS_CHALLENGE, "{}", srv.context());
+    let codes = sent_codes();
+    assert_eq!(codes.len(), seen + 1);
+    let ok = follow_up(&srv, &nas, "alice", &first.state(), &codes[seen]);
     assert_eq!(
         ok.code(),
         code::ACCESS_ACCEPT,

@@ -14,7 +14,7 @@ use crate::clock::{ms, Millis};
 use crate::config::{MessageValues, NoPhone, ProviderDown};
 use crate::otp::{self, ChallengeId};
 use crate::phone::{MaskedPhone, Phone};
-use crate::sms::{self, ChainOutcome, Sms};
+use crate::sms::{self, ChainOutcome, ProviderSpec, Sms};
 use crate::store::{ChallengeRecord, SendPermit};
 
 /// How [`Engine::start_with`] names a new challenge.
@@ -237,7 +237,7 @@ impl Engine {
                 )));
             }
         }
-        match self.deliver(ctx, &phone, code.as_str(), "sent") {
+        match self.deliver(ctx, &phone, code.as_str(), "sent")? {
             None => Ok(Start::Challenge(self.info(&rec, now))),
             Some(Verdict::Reject(r @ (Reject::ProviderDown | Reject::SendRefused)))
                 if self.backup_usable(&ctx.user)? =>
@@ -326,14 +326,28 @@ impl Engine {
     }
 
     /// Sends `code`; on failure returns (without logging it) the verdict
-    /// the policy asks for.
+    /// the policy asks for. First makes durable what the store was told
+    /// (the challenge, the send counted), when the SMS is to leave for a
+    /// phone: under smsotp-radiusd's group commit those writes may still
+    /// wait for their batch's commit, and a commit that fails (a full disk)
+    /// must fail the login before a code that could never work is paid for
+    /// and sent. The outbox is a local file, not a phone: its line is
+    /// written without that wait.
     pub(super) fn deliver(
         &self,
         ctx: &LoginContext,
         phone: &crate::phone::Phone,
         code: &str,
         event: &'static str,
-    ) -> Option<Verdict> {
+    ) -> Result<Option<Verdict>, FlowError> {
+        if self
+            .cfg
+            .providers
+            .iter()
+            .any(|p| !matches!(p, ProviderSpec::Outbox { .. }))
+        {
+            self.store.durable()?;
+        }
         let text = self.cfg.otp.message.render(&MessageValues {
             code,
             host: &self.host,
@@ -363,7 +377,7 @@ impl Engine {
                 e.phone = Some(MaskedPhone::of(phone));
                 e.provider = Some(provider.clone());
                 self.log(Level::Info, &e);
-                None
+                Ok(None)
             }
             ChainOutcome::Failed(errors) => {
                 for (name, err) in errors {
@@ -373,14 +387,14 @@ impl Engine {
                     e.detail = Some(err.to_string());
                     self.log(Level::Error, &e);
                 }
-                Some(if !outcome.is_outage() {
+                Ok(Some(if !outcome.is_outage() {
                     Verdict::Reject(Reject::SendRefused)
                 } else {
                     match self.cfg.policy.provider_down {
                         ProviderDown::Allow => Verdict::Accept(Accept::ProviderDownAllowed),
                         ProviderDown::Deny => Verdict::Reject(Reject::ProviderDown),
                     }
-                })
+                }))
             }
         }
     }
@@ -702,7 +716,7 @@ impl Engine {
                 None,
             )));
         }
-        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "resent") {
+        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "resent")? {
             self.store.delete_challenge(&rec.id)?;
             return Ok(Answer::Done(self.finish(
                 ctx,

@@ -539,6 +539,17 @@ pub trait Store {
         rec: &migrate::Record<'_>,
         now: Millis,
     ) -> Result<migrate::Outcome, StoreError>;
+    /// Makes what this handle has written so far durable now, before
+    /// something that cannot be taken back happens (an SMS leaves for a
+    /// phone): a store that could not keep the challenge fails the login
+    /// before anyone receives a code that could never work. The default
+    /// does nothing: every write of the backend is durable (or, for Redis,
+    /// as durable as the server's persistence makes it) when it returns.
+    /// A shared SQLite store under group commit waits here for the commit
+    /// of the batch this thread's writes are in.
+    fn durable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Binds this handle to the code key `key` ([`Engine`] calls it once
     /// it has loaded the key, before any login step). A store that
     /// several hosts share records the key's fingerprint the first time

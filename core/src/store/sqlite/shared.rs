@@ -268,6 +268,32 @@ impl SharedStore {
         let _ = rx.recv();
     }
 
+    /// Waits until the writes this thread made since its last `defer` are
+    /// committed (see [`Store::durable`]); an error naming why if their
+    /// batch was rolled back.
+    fn wait_durable(&self) -> Result<(), StoreError> {
+        let touched = TOUCHED
+            .with(|t| t.get())
+            .is_some_and(|(id, _)| id == self.id());
+        if !touched || !self.0.batched {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.defer(Box::new(move |done| {
+            let _ = tx.send(done.map_err(str::to_owned));
+        }));
+        let failed = |why: String| StoreError::Unavailable {
+            location: self.0.lock().store.path.clone(),
+            source: why.into(),
+        };
+        match rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(failed(why)),
+            // The closure was dropped unrun: no committer took it.
+            Err(_) => Err(failed("the commit thread has ended".into())),
+        }
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
@@ -349,6 +375,9 @@ impl SharedInner {
 }
 
 impl Store for SharedStore {
+    fn durable(&self) -> Result<(), StoreError> {
+        self.wait_durable()
+    }
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         self.with(|s| s.locked_until(user, now))
     }

@@ -83,6 +83,53 @@ fn deferred_work_of_a_rolled_back_batch_is_told_so() {
 }
 
 #[test]
+fn durable_returns_once_this_threads_writes_are_committed() {
+    let (_d, shared, _committer, other) = batched_pair();
+    // Nothing written: nothing to wait for.
+    shared.durable().unwrap();
+    let c = record(4, "alice");
+    shared.insert_challenge(&c).unwrap();
+    shared.durable().unwrap();
+    assert!(
+        other.challenge(&c.id).unwrap().is_some(),
+        "another connection must see the challenge once durable returns"
+    );
+}
+
+#[test]
+fn durable_fails_when_this_threads_batch_was_rolled_back() {
+    let (_d, shared, _committer, other) = batched_pair();
+    shared.0.queue().paused = true;
+    let c = record(5, "alice");
+    shared.insert_challenge(&c).unwrap();
+    let err = shared.with(|s| {
+        s.conn.execute_batch("ROLLBACK").unwrap();
+        Err::<(), _>(s.err(rusqlite::Error::InvalidQuery))
+    });
+    assert!(err.is_err());
+    let unpause = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            shared.0.queue().paused = false;
+            shared.0.wake.notify_one();
+        })
+    };
+    let e = shared.durable().expect_err("the challenge was rolled back");
+    unpause.join().unwrap();
+    assert!(
+        matches!(e, StoreError::Unavailable { .. }),
+        "a rolled-back batch is the store being unavailable: {e}"
+    );
+    assert!(other.challenge(&c.id).unwrap().is_none());
+    // The next request starts afresh.
+    let c2 = record(6, "bob");
+    shared.insert_challenge(&c2).unwrap();
+    shared.durable().unwrap();
+    assert!(other.challenge(&c2.id).unwrap().is_some());
+}
+
+#[test]
 fn many_threads_share_batches_and_every_answer_follows_its_commit() {
     let (_d, shared, committer, _other) = batched_pair();
     let (tx, rx) = std::sync::mpsc::channel();
