@@ -77,10 +77,16 @@ start_syslog() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null
     fi
-    [ ! -S /dev/log ] || return 0
+    # A socket file alone is not a daemon: one that exited leaves
+    # /dev/log behind, and every audit line then goes nowhere (a kinder
+    # setting than any host runs). Ask it: refused means nobody reads.
+    if [ -S /dev/log ] && logger --socket-errors=on -u /dev/log -p user.debug \
+        "bench: is a syslog daemon reading /dev/log?" 2>/dev/null; then
+        return 0
+    fi
     rsyslogd_bin=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
     [ -x "$rsyslogd_bin" ] || die "rsyslogd not found after installing rsyslog"
-    rm -f /run/rsyslogd.pid
+    rm -f /run/rsyslogd.pid /dev/log
     "$rsyslogd_bin"
     i=0
     while [ ! -S /dev/log ] || [ ! -s /run/rsyslogd.pid ]; do

@@ -209,6 +209,7 @@ run_load() { # label port server-pid code-args... ; prints and keeps the output
     # Where the CPU goes, whatever else the machine runs: the server's and
     # the syslog daemon's CPU time over the run, per 1000 flows.
     logd=$(syslogd_pid)
+    [ "$AUDIT" = off ] || [ -n "$logd" ] || die "no syslog daemon is running: the defaults audit to syslog"
     s0=$(cpu_ticks "$pid") l0=$(if [ -n "$logd" ]; then cpu_ticks "$logd"; else echo 0; fi)
     "$radload" --label "$label" --target "127.0.0.1:$port" --secret-file "$work/secret" \
         --flows "$FLOWS" --duration "$DURATION" --inflight "$INFLIGHT" --sockets "$SOCKETS" \

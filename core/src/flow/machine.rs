@@ -74,17 +74,6 @@ impl Engine {
         ctx: &LoginContext,
         request_key: &[u8; 16],
     ) -> Result<Start, FlowError> {
-        let id = self.key.request_id(&ctx.user, &ctx.service, request_key);
-        let now = self.now();
-        if let Some(rec) = self.store.challenge(&id)? {
-            if rec.user == ctx.user && rec.service == ctx.service && now < rec.expires_at {
-                let mut e = self.event(ctx, "repeated_request");
-                e.detail =
-                    Some("the challenge this request opened is still open; no new SMS".into());
-                self.log(Level::Info, &e);
-                return Ok(Start::Challenge(self.info(&rec, now)));
-            }
-        }
         self.start_with(ctx, Ids::ForRequest(*request_key))
     }
 
@@ -160,7 +149,23 @@ impl Engine {
             )));
         }
         let now = self.now();
-        let state = self.store.login_state(&ctx.user, now)?;
+        let request = match ids {
+            Ids::ForRequest(k) => Some(self.key.request_id(&ctx.user, &ctx.service, &k)),
+            Ids::Random | Ids::PerLogin => None,
+        };
+        let state = self.store.login_state(&ctx.user, now, request.as_ref())?;
+        // A copy of a request that already opened its challenge (a NAS's
+        // retransmit after this server restarted, or answered by another
+        // instance): that challenge again, and no second SMS.
+        if let Some(rec) = state.request_challenge {
+            if rec.user == ctx.user && rec.service == ctx.service && now < rec.expires_at {
+                let mut e = self.event(ctx, "repeated_request");
+                e.detail =
+                    Some("the challenge this request opened is still open; no new SMS".into());
+                self.log(Level::Info, &e);
+                return Ok(Start::Challenge(self.info(&rec, now)));
+            }
+        }
         if state.locked_until.is_some() {
             return Ok(Start::Done(self.finish(
                 ctx,

@@ -377,6 +377,15 @@ pub(super) fn challenge_binding(make: Make<'_>) {
         other_service.service = "sudo".into();
         assert!(s.insert_challenge(&other_service).is_err());
         assert_eq!(s.challenge(&c.id).unwrap(), Some(c.clone()));
+        // The login state brings the challenge asked about along, whoever's.
+        let st = s.login_state("bob", 2_000, Some(&c.id)).unwrap();
+        assert_eq!(st.request_challenge, Some(c.clone()));
+        let st = s
+            .login_state("alice", 2_000, Some(&record(9, "alice").id))
+            .unwrap();
+        assert_eq!(st.request_challenge, None);
+        let st = s.login_state("alice", 2_000, None).unwrap();
+        assert_eq!(st.request_challenge, None);
         for (user, service) in [("bob", "sshd"), ("alice", "sudo")] {
             assert_eq!(
                 s.consume_code(&c.id, user, service, &c.code_mac, 2_000)

@@ -300,6 +300,10 @@ pub struct LoginState {
     /// The number registered in the store (by an admin or by enrollment),
     /// which wins over the configured directories; `None` if there is none.
     pub phone: Option<PhoneRecord>,
+    /// The challenge with the id asked about, whoever's it is and expired
+    /// or not (the caller checks both); `None` if none was asked about or
+    /// there is none.
+    pub request_challenge: Option<ChallengeRecord>,
 }
 
 /// What [`Store::answer_state`] reads: the challenge an answer is for, and
@@ -327,14 +331,25 @@ pub trait Store {
     /// When the user's lockout ends, if they are locked out at `now`.
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError>;
     /// What [`crate::flow::Engine::start`] needs to know about `user`
-    /// before it sends anything: the lockout and the registered number, in
-    /// one step where the backend can (one lock for the SQLite
-    /// `SharedStore`, one round trip for a networked store). The default
-    /// reads them one after the other.
-    fn login_state(&self, user: &str, now: Millis) -> Result<LoginState, StoreError> {
+    /// before it sends anything: the lockout and the registered number,
+    /// and, when `request` names one, the challenge with that id (a
+    /// RADIUS request's own, [`crate::otp::OtpKey::request_id`], opened by
+    /// an earlier copy of the request), in one step where the backend can
+    /// (one lock for the SQLite `SharedStore`, one round trip for a
+    /// networked store). The default reads them one after the other.
+    fn login_state(
+        &self,
+        user: &str,
+        now: Millis,
+        request: Option<&ChallengeId>,
+    ) -> Result<LoginState, StoreError> {
         Ok(LoginState {
             locked_until: self.locked_until(user, now)?,
             phone: self.phone(user)?,
+            request_challenge: match request {
+                Some(id) => self.challenge(id)?,
+                None => None,
+            },
         })
     }
     /// What [`crate::flow::Engine::answer`] judges an answer to challenge

@@ -539,7 +539,7 @@ fn part(name: &str) -> Result<Duration> {
             if cfg.policy.opt_out_honoured() {
                 store.opt_out(&user)?;
             }
-            store.login_state(&user, now)?;
+            store.login_state(&user, now, None)?;
             let permit = store.start_challenge(&rec, limits.sms_per_user, limits.sms_global)?;
             let consumed = store.consume_code(&id, &user, SMSOTP_SERVICE, &mac, now)?;
             let took = t0.elapsed();

@@ -560,10 +560,15 @@ impl Store for RedisStore {
         Ok(until.filter(|&u| u > now))
     }
 
-    fn login_state(&self, user: &str, now: Millis) -> Result<LoginState, StoreError> {
-        let (until, phone): (Option<Millis>, PhoneFields) = self.run(|c| {
-            redis::pipe()
-                .atomic()
+    fn login_state(
+        &self,
+        user: &str,
+        now: Millis,
+        request: Option<&ChallengeId>,
+    ) -> Result<LoginState, StoreError> {
+        let pipe = || {
+            let mut p = redis::pipe();
+            p.atomic()
                 .cmd("HGET")
                 .arg(self.fail(user))
                 .arg("u")
@@ -571,12 +576,26 @@ impl Store for RedisStore {
                 .arg(self.phone_key(user))
                 .arg("e")
                 .arg("t")
-                .arg("b")
-                .query(c)
-        })?;
+                .arg("b");
+            p
+        };
+        let (until, phone, request_challenge) = match request {
+            // The request's own challenge in the same round trip.
+            Some(id) => {
+                let (until, phone, h): (Option<Millis>, PhoneFields, HashMap<String, Vec<u8>>) =
+                    self.run(|c| pipe().cmd("HGETALL").arg(self.ch(id)).query(c))?;
+                (until, phone, self.decode_challenge(id, h)?)
+            }
+            None => {
+                let (until, phone): (Option<Millis>, PhoneFields) =
+                    self.run(|c| pipe().query(c))?;
+                (until, phone, None)
+            }
+        };
         Ok(LoginState {
             locked_until: until.filter(|&u| u > now),
             phone: self.decode_phone(phone)?,
+            request_challenge,
         })
     }
 

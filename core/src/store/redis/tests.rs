@@ -420,15 +420,21 @@ fn login_and_answer_state_read_in_one_step() {
         set_at: 5,
         set_by: "enroll:sshd".into(),
     };
-    assert_eq!(s.login_state("alice", 1_000).unwrap(), Default::default());
+    assert_eq!(
+        s.login_state("alice", 1_000, None).unwrap(),
+        Default::default()
+    );
     s.set_phone("alice", &rec).unwrap();
     let f = s
         .record_failure("alice", 1_000, 1, Duration::from_secs(60))
         .unwrap();
     assert_eq!(f.locked_until, Some(61_000));
-    let l = s.login_state("alice", 2_000).unwrap();
+    let l = s.login_state("alice", 2_000, None).unwrap();
     assert_eq!((l.locked_until, l.phone), (Some(61_000), Some(rec)));
-    assert_eq!(s.login_state("alice", 61_000).unwrap().locked_until, None);
+    assert_eq!(
+        s.login_state("alice", 61_000, None).unwrap().locked_until,
+        None
+    );
     let c = record(9, "alice");
     s.insert_challenge(&c).unwrap();
     let a = s.answer_state(&c.id, "alice", 2_000).unwrap();

@@ -381,8 +381,13 @@ impl Store for SharedStore {
     fn locked_until(&self, user: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         self.with(|s| s.locked_until(user, now))
     }
-    fn login_state(&self, user: &str, now: Millis) -> Result<LoginState, StoreError> {
-        self.with(|s| s.login_state(user, now))
+    fn login_state(
+        &self,
+        user: &str,
+        now: Millis,
+        request: Option<&ChallengeId>,
+    ) -> Result<LoginState, StoreError> {
+        self.with(|s| s.login_state(user, now, request))
     }
     fn answer_state(
         &self,

@@ -641,7 +641,11 @@ fn layout_3_keeps_what_is_durable() {
     );
     assert_eq!(s.phone("carol").unwrap().unwrap().e164, "+447700900123");
     assert_eq!(
-        s.login_state("alice", now).unwrap().phone.unwrap().set_at,
+        s.login_state("alice", now, None)
+            .unwrap()
+            .phone
+            .unwrap()
+            .set_at,
         1000
     );
     assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
