@@ -4,13 +4,13 @@
 //! cache, reload and shutdown.
 //!
 //! A datagram goes: its queue (full: dropped unread, one warning a minute
-//! counts them; see below) → client lookup by source address (unknown: dropped, with
-//! a rate-limited log line) → decode and Message-Authenticator check with
-//! that client's secret (bad: dropped, logged) → duplicate cache (a
-//! retransmit gets the cached reply, or nothing while the first copy is in
-//! flight) → [`handler::handle`], on the same thread, or on a thread of
-//! the send lane ([`crate::lane`]) for a request that may send an
-//! SMS (`may_send`) → the reply is encoded
+//! counts them; see below) → client lookup by source address (unknown:
+//! dropped, with a rate-limited log line) → decode and
+//! Message-Authenticator check with that client's secret (bad: dropped,
+//! logged) → duplicate cache (a retransmit gets the cached reply, or
+//! nothing while the first copy is in flight) → [`handler::handle`], on
+//! the worker, or on a thread of the send lane ([`crate::lane`]) for a
+//! request that may send an SMS (`may_send`) → the reply is encoded
 //! and, once the store has made durable the writes it relies on
 //! ([`SharedBackend::defer`]: SQLite's group commit), cached and sent with
 //! the rest of its batch ([`outgoing`]). Only requests that pass the checks
@@ -354,7 +354,18 @@ fn reload(shared: &Shared, path: &Path) {
 
 /// The reader of `sock`: reads datagrams and queues each by its kind
 /// until told to stop; what finds its queue full is dropped and counted.
+/// Nothing in it should panic; if something does, it reads on, since a
+/// socket without its reader would go silent.
 fn reader(shared: &Shared, queues: &Queues, sock: &UdpSocket, local: SocketAddr) {
+    while catch_unwind(AssertUnwindSafe(|| read(shared, queues, sock, local))).is_err() {
+        shared.runtime().log(
+            Level::Error,
+            &event("panic", format!("internal error in the reader of {local}")),
+        );
+    }
+}
+
+fn read(shared: &Shared, queues: &Queues, sock: &UdpSocket, local: SocketAddr) {
     let mut buf = triage::buffer();
     while !shared.stop.load(Ordering::Relaxed) {
         let (n, from) = match sock.recv_from(&mut buf) {
