@@ -22,7 +22,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
 use std::collections::HashMap;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use md5::{Digest, Md5};
 use smsotp_e2e::radiusd::{
     attr, check_reply, code, random_bytes, ClientSpec, Item, Nas, Radiusd, Request, ServerSpec,
+    STOP_TIMEOUT,
 };
 use smsotp_e2e::Scratch;
 
@@ -241,6 +242,47 @@ fn answer(nas: &Nas, req: &Request) -> (Got, usize) {
     (Got::Nothing, TRIES)
 }
 
+/// Sends `packets` to `server` at `rate` a second for `length`, from
+/// [`FLOOD_SOCKETS`] ports in turn, each sending every packet once (so
+/// `packets` must hold a share of `rate × length`); returns how many left
+/// and in what time.
+fn flood_at(
+    server: SocketAddr,
+    packets: Arc<Vec<Vec<u8>>>,
+    rate: f64,
+    length: Duration,
+) -> std::thread::JoinHandle<(u64, Duration)> {
+    std::thread::spawn(move || {
+        let socks: Vec<UdpSocket> = (0..FLOOD_SOCKETS)
+            .map(|_| {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                sock.connect(server).unwrap();
+                sock
+            })
+            .collect();
+        let total = ((rate * length.as_secs_f64()) as usize).min(packets.len() * FLOOD_SOCKETS);
+        let start = Instant::now();
+        let (mut next, mut sent) = (0usize, 0u64);
+        while next < total && start.elapsed() < length {
+            let due = ((start.elapsed().as_secs_f64() * rate) as usize).min(total);
+            if next >= due {
+                std::thread::sleep(Duration::from_micros(500));
+                continue;
+            }
+            for i in next..due {
+                let (sock, packet) = (i / packets.len(), i % packets.len());
+                // A full socket buffer here is the machine's limit, not
+                // the server's: count only what left.
+                if socks[sock].send(&packets[packet]).is_ok() {
+                    sent += 1;
+                }
+            }
+            next = due;
+        }
+        (sent, start.elapsed())
+    })
+}
+
 #[test]
 fn codes_are_answered_under_a_flood_of_new_requests() {
     let scratch = Scratch::new();
@@ -253,7 +295,7 @@ fn codes_are_answered_under_a_flood_of_new_requests() {
     let mut spec = ServerSpec::new(vec![ClientSpec::new("vpn", "127.0.0.1", SECRET)]);
     spec.workers = WORKERS;
     spec.ipv6 = false;
-    let srv = Radiusd::start(&scratch, spec);
+    let mut srv = Radiusd::start(&scratch, spec);
     let pid = srv.pid();
 
     // Each user gets a challenge and its SMS before the flood.
@@ -321,38 +363,9 @@ fn codes_are_answered_under_a_flood_of_new_requests() {
         packets.len(),
         built.elapsed()
     );
+    let packets = Arc::new(packets);
     let stop = Arc::new(AtomicBool::new(false));
-    let flooder = {
-        let server = srv.v4();
-        std::thread::spawn(move || {
-            let socks: Vec<UdpSocket> = (0..FLOOD_SOCKETS)
-                .map(|_| {
-                    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    sock.connect(server).unwrap();
-                    sock
-                })
-                .collect();
-            let start = Instant::now();
-            let (mut next, mut sent) = (0usize, 0u64);
-            while next < total && start.elapsed() < FLOOD {
-                let due = ((start.elapsed().as_secs_f64() * rate) as usize).min(total);
-                if next >= due {
-                    std::thread::sleep(Duration::from_micros(500));
-                    continue;
-                }
-                for i in next..due {
-                    let (sock, packet) = (i / packets.len(), i % packets.len());
-                    // A full socket buffer here is the machine's limit,
-                    // not the server's: count only what left.
-                    if socks[sock].send(&packets[packet]).is_ok() {
-                        sent += 1;
-                    }
-                }
-                next = due;
-            }
-            (sent, start.elapsed())
-        })
-    };
+    let flooder = flood_at(srv.v4(), packets.clone(), rate, FLOOD);
     // The server's memory, sampled meanwhile.
     let sampler = {
         let stop = stop.clone();
@@ -478,4 +491,23 @@ fn codes_are_answered_under_a_flood_of_new_requests() {
         .state(&reply.state());
     let reply = nas.exchange(&req, &|| srv.context());
     srv.assert_code(&reply, code::ACCESS_ACCEPT, "its code after the flood");
+
+    // Stopped in the middle of a flood, it exits cleanly: the answers
+    // queued decided, the new requests queued dropped and counted.
+    let burst = flood_at(srv.v4(), packets, rate, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(500));
+    let mark = srv.log_mark();
+    let status = srv.terminate(STOP_TIMEOUT);
+    let _ = burst.join();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM during a flood: {status:?}\n{}",
+        srv.context()
+    );
+    let log = srv.log();
+    let stopped = log[mark..]
+        .lines()
+        .find(|l| l.contains("event=stopped"))
+        .unwrap_or_else(|| panic!("no stop line\n{log}"));
+    eprintln!("{stopped}");
 }
