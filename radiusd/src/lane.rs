@@ -3,10 +3,10 @@
 //!
 //! A gateway answers in 200 ms to 1.5 s (or not at all, until the
 //! provider's timeout). A worker that sent the SMS itself would leave the
-//! socket to the others for that long: with 4 workers, 4 sends in flight
+//! queues to the others for that long: with 4 workers, 4 sends in flight
 //! at most, and an answer with a State or a Status-Server queued behind
 //! them. So the workers hand such requests here ([`SendLane::submit`]) and
-//! go back to the socket at once.
+//! go back to their queues at once.
 //!
 //! Threads are started when a request finds none idle, up to the bound
 //! (`[radius] max_pending_sends`), and end after [`IDLE_EXIT`] without

@@ -1,8 +1,10 @@
 //! smsotp-radiusd: the RADIUS front end of smsotp.
 //!
 //! Three layers, kept apart: [`server`] owns sockets, secrets, the
-//! duplicate cache ([`dedup`]), workers and the send lane ([`lane`]: what
-//! may wait for an SMS gateway), reload and shutdown, with what a
+//! duplicate cache ([`dedup`]), the readers that sort what arrives so
+//! answers with a State go first under overload ([`triage`]), workers and
+//! the send lane ([`lane`]: what may wait for an SMS gateway), reload and
+//! shutdown, with what a
 //! reload replaces (config, clients, the shared store) in [`runtime`]; [`wire`]
 //! decodes and checks packets (bounds, Message-Authenticator) and encodes
 //! replies; [`handler`] turns one decoded request into a decision by
@@ -17,4 +19,5 @@ pub mod outgoing;
 pub mod primary;
 pub mod runtime;
 pub mod server;
+pub mod triage;
 pub mod wire;

@@ -1,13 +1,16 @@
-//! The socket side: worker threads that each read from a listening socket
-//! and answer what they read, the duplicate cache, reload and shutdown.
+//! The socket side: a reader thread per listening socket that sorts what
+//! arrives into two bounded queues ([`crate::triage`]), worker threads
+//! that answer what is queued (answers with a State first), the duplicate
+//! cache, reload and shutdown.
 //!
-//! A datagram goes: client lookup by source address (unknown: dropped, with
-//! a rate-limited log line) → decode and Message-Authenticator check with
-//! that client's secret (bad: dropped, logged) → duplicate cache (a
-//! retransmit gets the cached reply, or nothing while the first copy is in
-//! flight) → [`handler::handle`], on the same thread, or on a thread of
-//! the send lane ([`crate::lane`]) for a request that may send an
-//! SMS (`may_send`) → the reply is encoded
+//! A datagram goes: its queue (full: dropped unread, one warning a minute
+//! counts them; see below) → client lookup by source address (unknown:
+//! dropped, with a rate-limited log line) → decode and
+//! Message-Authenticator check with that client's secret (bad: dropped,
+//! logged) → duplicate cache (a retransmit gets the cached reply, or
+//! nothing while the first copy is in flight) → [`handler::handle`], on
+//! the worker, or on a thread of the send lane ([`crate::lane`]) for a
+//! request that may send an SMS (`may_send`) → the reply is encoded
 //! and, once the store has made durable the writes it relies on
 //! ([`SharedBackend::defer`]: SQLite's group commit), cached and sent with
 //! the rest of its batch ([`outgoing`]). Only requests that pass the checks
@@ -27,6 +30,16 @@
 //! password checked, no SMS), so deciding the retransmit afresh is safe. A
 //! reject would end a login that a second's wait would have let through.
 //! The drops are counted in one warning a minute.
+//!
+//! When the workers cannot keep up (more requests than the CPU can
+//! decide), the queues fill instead of the kernel's socket buffer: the
+//! reader keeps reading, so an answer with a State still finds room in
+//! its queue while the flood of new requests is dropped at the reader for
+//! the price of one read (RFC 5080 §2.2.3). `[radius] max_queued` bounds
+//! each queue, and so the memory and the wait of what is queued. On stop,
+//! the answers queued are still decided and the new requests queued are
+//! dropped (counted in the "stopped" line): nothing was done for them, so
+//! their retransmits are safe to decide afresh.
 //!
 //! What a reload replaces, one generation of configuration with its
 //! store, is a [`Runtime`] (`runtime.rs`).
@@ -49,6 +62,7 @@ use crate::handler::{self, Broken, ClientInfo, Decision, Outcome};
 use crate::lane::{self, SendLane};
 use crate::outgoing;
 use crate::runtime::{check_phone_lists, Runtime};
+use crate::triage::{self, Datagram, Kind, Next, Queues};
 use crate::wire::{self, DecodeOptions, Reply, ReplyCode, Request, RequestCode};
 
 pub const IDENT: &str = "smsotp-radiusd";
@@ -143,6 +157,7 @@ struct Shared {
     unknown_log: Mutex<LogLimiter>,
     bad_log: Mutex<LogLimiter>,
     full_log: Mutex<LogLimiter>,
+    overload_log: Mutex<LogLimiter>,
     handled: AtomicU64,
 }
 
@@ -192,6 +207,7 @@ pub fn run(
 ) -> std::io::Result<()> {
     let workers = runtime.radius.workers;
     let max_pending_sends = runtime.radius.max_pending_sends;
+    let max_queued = runtime.radius.max_queued;
     let shared = Arc::new(Shared {
         runtime: RwLock::new(Arc::new(runtime)),
         dedup: ShardedDedup::new(DEDUP_WINDOW, DEDUP_MAX, DEDUP_SHARDS),
@@ -199,6 +215,7 @@ pub fn run(
         unknown_log: Mutex::new(LogLimiter::new(20)),
         bad_log: Mutex::new(LogLimiter::new(60)),
         full_log: Mutex::new(LogLimiter::new(1)),
+        overload_log: Mutex::new(LogLimiter::new(1)),
         handled: AtomicU64::new(0),
     });
     check_phone_lists(shared.runtime());
@@ -211,22 +228,37 @@ pub fn run(
             move |engine: &mut EngineSlot, job: Job| answer(&shared, engine, job),
         )
     };
-    // Each worker reads its own datagrams: no hand-off between threads on
-    // the way in, and the kernel's socket buffer is the queue. What may
-    // wait for an SMS gateway goes to the send lane, so the workers are
-    // never held up by one.
+    // One reader per socket keeps the kernel's buffer empty and sorts
+    // what it reads (see the module doc): one hand-off on the way in, to
+    // an idle worker only when one waits. What may wait for an SMS
+    // gateway goes on to the send lane, so the workers are never held up
+    // by one.
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut all_queues: Vec<Arc<Queues>> = Vec::new();
     for sock in sockets {
         let sock = Arc::new(sock);
         let local = sock.local_addr()?;
+        let queues = Arc::new(Queues::new(max_queued));
+        all_queues.push(queues.clone());
+        {
+            let sock = sock.clone();
+            let shared = shared.clone();
+            let queues = queues.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("reader-{}", local.port()))
+                    .spawn(move || reader(&shared, &queues, &sock, local))?,
+            );
+        }
         for i in 0..workers {
             let sock = sock.clone();
             let shared = shared.clone();
             let lane = lane.clone();
+            let queues = queues.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("worker-{i}-{}", local.port()))
-                    .spawn(move || worker(&shared, &lane, &sock))?,
+                    .spawn(move || worker(&shared, &lane, &queues, &sock))?,
             );
         }
     }
@@ -235,7 +267,11 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(100));
         if signals.reload.swap(false, Ordering::Relaxed) {
             reload(&shared, &config_path);
-            lane.set_max(shared.runtime().radius.max_pending_sends);
+            let radius = &shared.runtime().radius;
+            lane.set_max(radius.max_pending_sends);
+            for q in &all_queues {
+                q.set_max(radius.max_queued);
+            }
         }
     }
     let rt = shared.runtime();
@@ -244,8 +280,11 @@ pub fn run(
         &event("stopping", "finishing requests in flight".into()),
     );
     shared.stop.store(true, Ordering::Relaxed);
-    // Each worker finishes the request it holds, and the send lane every
-    // request handed to it; then the replies waiting for a commit go out.
+    // The readers stop reading; each worker finishes the request it holds
+    // and the answers queued, and the send lane every request handed to
+    // it; then the replies waiting for a commit go out. New requests
+    // still queued are dropped (see the module doc).
+    let unread: usize = all_queues.iter().map(|q| q.stop()).sum();
     for t in threads {
         let _ = t.join();
     }
@@ -256,8 +295,15 @@ pub fn run(
         &event(
             "stopped",
             format!(
-                "{} requests handled",
-                shared.handled.load(Ordering::Relaxed)
+                "{} requests handled{}",
+                shared.handled.load(Ordering::Relaxed),
+                match unread {
+                    0 => String::new(),
+                    n => format!(
+                        ", {} dropped unread (their NAS retransmits)",
+                        smsotp_core::counted(n, "new request", "new requests")
+                    ),
+                }
             ),
         ),
     );
@@ -306,13 +352,21 @@ fn reload(shared: &Shared, path: &Path) {
     }
 }
 
-/// One worker: reads a datagram, checks it, answers it; again until told
-/// to stop.
-fn worker(shared: &Arc<Shared>, lane: &Arc<Lane>, sock: &Arc<UdpSocket>) {
-    // One byte more than the largest legal packet, to see oversized ones.
-    let mut buf = vec![0u8; wire::MAX_PACKET + 1];
-    // The engine of the runtime generation it was opened for.
-    let mut engine: EngineSlot = None;
+/// The reader of `sock`: reads datagrams and queues each by its kind
+/// until told to stop; what finds its queue full is dropped and counted.
+/// Nothing in it should panic; if something does, it reads on, since a
+/// socket without its reader would go silent.
+fn reader(shared: &Shared, queues: &Queues, sock: &UdpSocket, local: SocketAddr) {
+    while catch_unwind(AssertUnwindSafe(|| read(shared, queues, sock, local))).is_err() {
+        shared.runtime().log(
+            Level::Error,
+            &event("panic", format!("internal error in the reader of {local}")),
+        );
+    }
+}
+
+fn read(shared: &Shared, queues: &Queues, sock: &UdpSocket, local: SocketAddr) {
+    let mut buf = triage::buffer();
     while !shared.stop.load(Ordering::Relaxed) {
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -333,10 +387,54 @@ fn worker(shared: &Arc<Shared>, lane: &Arc<Lane>, sock: &Arc<UdpSocket>) {
                 continue;
             }
         };
+        let kind = triage::classify(&buf[..n.min(buf.len())]);
+        match queues.push(kind, Datagram { buf, len: n, from }) {
+            Ok(next) => buf = next,
+            Err(d) => {
+                buf = d.buf;
+                if !shared.stop.load(Ordering::Relaxed) {
+                    shed(shared, queues, kind, from, local);
+                }
+            }
+        }
+    }
+}
+
+/// Logs (at most once a minute, with the count since) a datagram dropped
+/// because its queue was full.
+fn shed(shared: &Shared, queues: &Queues, kind: Kind, from: SocketAddr, local: SocketAddr) {
+    let rt = shared.runtime();
+    limited_log(&shared.overload_log, &rt, "overload", |suppressed| {
+        let (answers, new) = queues.lengths();
+        format!(
+            "more requests than the workers can answer on {local}: the queue of {} is full \
+             (radius.max_queued = {}; {answers} answers and {new} new requests waiting), \
+             dropped one from {from} unanswered, the NAS retransmits; answers with a State \
+             go first ({suppressed} more dropped since the last line)",
+            kind.word(),
+            queues.max()
+        )
+    });
+}
+
+/// One worker: takes a datagram (answers first), checks it, answers it;
+/// again until the queues stop and no answer is left.
+fn worker(shared: &Arc<Shared>, lane: &Arc<Lane>, queues: &Queues, sock: &Arc<UdpSocket>) {
+    // The engine of the runtime generation it was opened for.
+    let mut engine: EngineSlot = None;
+    // The buffer of the datagram just decided, back to the reader.
+    let mut done: Option<Vec<u8>> = None;
+    loop {
+        let d = match queues.next(done.take(), Duration::from_millis(200)) {
+            Next::Work(d) => d,
+            Next::Idle => continue,
+            Next::Stop => return,
+        };
+        let from = d.from;
         // The login itself runs under catch_unwind in `answer`; this keeps a
         // worker alive through anything else a datagram could trip.
         let handled = catch_unwind(AssertUnwindSafe(|| {
-            if let Some(job) = admit(shared, sock, &buf[..n.min(buf.len())], n, from) {
+            if let Some(job) = admit(shared, sock, d.bytes(), d.len, from) {
                 if may_send(&job.request, job.runtime.first_rounds_wait) {
                     hand_over(shared, lane, job);
                 } else {
@@ -354,6 +452,7 @@ fn worker(shared: &Arc<Shared>, lane: &Arc<Lane>, sock: &Arc<UdpSocket>) {
                 ),
             );
         }
+        done = Some(d.buf);
     }
 }
 

@@ -170,6 +170,7 @@ pub const KEYS: &[Key] = &[
     k("radius.primary.directory"),
     k("radius.workers"),
     k("radius.max_pending_sends"),
+    k("radius.max_queued"),
     k("radius.client.name"),
     k("radius.client.address"),
     k("radius.client.secret_file"),

@@ -35,6 +35,7 @@ pub(super) struct RawRadius {
     primary: Option<Spanned<RawPrimary>>,
     workers: Option<Spanned<i64>>,
     max_pending_sends: Option<Spanned<i64>>,
+    max_queued: Option<Spanned<i64>>,
     #[serde(default)]
     client: Vec<Spanned<RawClient>>,
 }
@@ -121,6 +122,11 @@ pub struct RadiusSettings {
     /// while it waits for the gateway; more are dropped until one ends.
     /// 1 to 4096 (default 256).
     pub max_pending_sends: usize,
+    /// Datagrams read and waiting for a worker, per listen address and per
+    /// kind (answers with a State and Status-Server; new requests): when
+    /// one queue is full, what arrives for it is dropped unanswered.
+    /// 16 to 16384 (default 1024).
+    pub max_queued: usize,
     /// The NASes answered; a request from any other address is dropped.
     pub clients: Vec<RadiusClient>,
 }
@@ -199,6 +205,7 @@ pub(super) fn validate(
         1..=4096,
         256,
     )? as usize;
+    let max_queued = c.int_in(&r.max_queued, "radius.max_queued", 16..=16_384, 1024)? as usize;
     let mut clients: Vec<RadiusClient> = Vec::new();
     for (i, cl) in r.client.iter().enumerate() {
         let key = format!("radius.client[{i}]");
@@ -270,6 +277,7 @@ pub(super) fn validate(
         primary,
         workers,
         max_pending_sends,
+        max_queued,
         clients,
     })
 }
@@ -357,6 +365,19 @@ mod tests {
             ));
             assert!(
                 e.contains("radius.max_pending_sends") && e.contains("1 to 4096"),
+                "{e}"
+            );
+        }
+        assert_eq!(parse(&ok).unwrap().radius.unwrap().max_queued, 1024);
+        let q = parse(&ok.replace("primary =", "max_queued = 64\nprimary ="))
+            .unwrap()
+            .radius
+            .unwrap();
+        assert_eq!(q.max_queued, 64);
+        for bad in ["15", "16385"] {
+            let e = err_of(&ok.replace("primary =", &format!("max_queued = {bad}\nprimary =")));
+            assert!(
+                e.contains("radius.max_queued") && e.contains("16 to 16384"),
                 "{e}"
             );
         }
