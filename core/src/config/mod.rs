@@ -39,7 +39,9 @@ pub use check::{
 };
 pub use keys::{section_of, Key, ValueKind, KEYS};
 pub use otp::{human_duration, Alphabet, MessageTemplate, MessageValues, OtpSettings};
-pub use policy::{parse_rate, Limits, NoPhone, PhoneSettings, PolicySettings, ProviderDown, Rate};
+pub use policy::{
+    parse_rate, CountryRates, Limits, NoPhone, PhoneSettings, PolicySettings, ProviderDown, Rate,
+};
 pub use radius::{
     short_secret_warning, ClientMode, PrimaryAuth, RadiusClient, RadiusSettings,
     RADIUS_SECRET_MIN_BYTES,

@@ -1,7 +1,7 @@
 //! `[policy]` (exemptions, `no_phone`, `provider_down`, opt-outs),
 //! `[phone]` (regions) and `[limits]` (the SMS rates and the lockout).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::check::{Checker, ConfigError};
+use crate::store::limits::{Backoff, LimitKind, LimitMode};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,8 +39,21 @@ pub(super) struct RawPhone {
 pub(super) struct RawLimits {
     sms_per_user: Option<Spanned<String>>,
     sms_global: Option<Spanned<String>>,
+    sms_per_number: Option<Spanned<String>>,
+    sms_per_country: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    sms_per_source: Option<Spanned<String>>,
+    backoff: Option<Spanned<RawBackoff>>,
+    #[serde(default)]
+    monitor: Vec<Spanned<String>>,
     lockout_after: Option<Spanned<i64>>,
     lockout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackoff {
+    first: Option<Spanned<String>>,
+    max: Option<Spanned<String>>,
 }
 
 /// What to do for a user with no phone number in any directory.
@@ -139,10 +153,107 @@ pub struct Limits {
     /// How long a lockout lasts, 1s to 7 days (default 15m); an admin can
     /// lift it with `smsotp user unlock`.
     pub lockout: Duration,
+    /// SMS to one destination number, whoever logs in (default: none).
+    pub sms_per_number: Option<Rate>,
+    /// SMS to one destination country, each its own window (default:
+    /// none).
+    pub sms_per_country: Option<CountryRates>,
+    /// SMS for logins from one source address (PAM_RHOST, RADIUS
+    /// Calling-Station-Id); logins without one are not counted (default:
+    /// none).
+    pub sms_per_source: Option<Rate>,
+    /// The growing wait between one user's SMS (default: none).
+    pub backoff: Option<Backoff>,
+    /// The limits that only log what they would refuse
+    /// (`limits.monitor`).
+    pub monitor: Vec<LimitKind>,
+}
+
+impl Limits {
+    /// Whether `kind` refuses sends or only logs.
+    pub fn mode(&self, kind: LimitKind) -> LimitMode {
+        if self.monitor.contains(&kind) {
+            LimitMode::Monitor
+        } else {
+            LimitMode::Enforce
+        }
+    }
+
+    /// Every limit that is set, with its setting as people read it (for
+    /// check-config and logs): (key, setting, mode).
+    pub fn summary(&self) -> Vec<(&'static str, String, LimitMode)> {
+        let mut v = vec![
+            (LimitKind::PerUser, Some(self.sms_per_user.to_string())),
+            (LimitKind::Global, Some(self.sms_global.to_string())),
+            (
+                LimitKind::PerNumber,
+                self.sms_per_number.map(|r| r.to_string()),
+            ),
+            (
+                LimitKind::PerCountry,
+                self.sms_per_country.as_ref().map(CountryRates::to_string),
+            ),
+            (
+                LimitKind::PerSource,
+                self.sms_per_source.map(|r| r.to_string()),
+            ),
+            (
+                LimitKind::Backoff,
+                self.backoff.map(|b| {
+                    format!(
+                        "first {}, max {}",
+                        humantime::format_duration(b.first),
+                        humantime::format_duration(b.max)
+                    )
+                }),
+            ),
+        ];
+        v.retain(|(_, s)| s.is_some());
+        v.into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k.key(), s, self.mode(k))))
+            .collect()
+    }
+}
+
+/// `limits.sms_per_country`: a rate per region, and one for the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountryRates {
+    /// Each listed region's rate.
+    pub regions: Vec<(phonenumber::country::Id, Rate)>,
+    /// The rate of every region not listed (and of numbers without one);
+    /// `None`: those are not limited per country.
+    pub default: Option<Rate>,
+}
+
+impl CountryRates {
+    /// The rate for `region`, if any.
+    pub fn rate_for(&self, region: Option<phonenumber::country::Id>) -> Option<Rate> {
+        region
+            .and_then(|r| self.regions.iter().find(|(id, _)| *id == r))
+            .map(|&(_, rate)| rate)
+            .or(self.default)
+    }
+}
+
+impl fmt::Display for CountryRates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(d) = self.default {
+            parts.push(format!("default {d}"));
+        }
+        for (id, r) in &self.regions {
+            parts.push(format!("{} {r}", id.as_ref()));
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// The checks that need this module's own types ([`Rate`], regions).
 impl Checker<'_> {
+    fn one_rate(&self, s: &Spanned<String>, key: &str) -> Result<Rate, ConfigError> {
+        parse_rate(s.get_ref()).map_err(|m| self.err(s.span(), key, m))
+    }
+
     fn rate(
         &self,
         v: &Option<Spanned<String>>,
@@ -255,7 +366,131 @@ pub(super) fn limits(c: &Checker<'_>, l: &RawLimits) -> Result<Limits, ConfigErr
             Duration::from_secs(7 * 86400),
             Duration::from_secs(900),
         )?,
+        sms_per_number: l
+            .sms_per_number
+            .as_ref()
+            .map(|s| c.one_rate(s, "limits.sms_per_number"))
+            .transpose()?,
+        sms_per_country: l
+            .sms_per_country
+            .as_ref()
+            .map(|t| country_rates(c, t))
+            .transpose()?,
+        sms_per_source: l
+            .sms_per_source
+            .as_ref()
+            .map(|s| c.one_rate(s, "limits.sms_per_source"))
+            .transpose()?,
+        backoff: l.backoff.as_ref().map(|b| backoff(c, b)).transpose()?,
+        monitor: monitor(c, l)?,
     })
+}
+
+/// The names `limits.monitor` takes.
+const MONITORABLE: [LimitKind; 6] = [
+    LimitKind::PerUser,
+    LimitKind::Global,
+    LimitKind::PerNumber,
+    LimitKind::PerCountry,
+    LimitKind::PerSource,
+    LimitKind::Backoff,
+];
+
+fn monitor(c: &Checker<'_>, l: &RawLimits) -> Result<Vec<LimitKind>, ConfigError> {
+    let mut out = Vec::new();
+    for s in &l.monitor {
+        let Some(k) = MONITORABLE.iter().find(|k| k.key() == s.get_ref()) else {
+            let names: Vec<String> = MONITORABLE
+                .iter()
+                .map(|k| format!("\"{}\"", k.key()))
+                .collect();
+            return Err(c.err(
+                s.span(),
+                "limits.monitor",
+                format!(
+                    "\"{}\" is not a limit; list some of {}",
+                    s.get_ref(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        if !out.contains(k) {
+            out.push(*k);
+        }
+    }
+    Ok(out)
+}
+
+fn country_rates(
+    c: &Checker<'_>,
+    t: &Spanned<BTreeMap<String, Spanned<String>>>,
+) -> Result<CountryRates, ConfigError> {
+    let key = "limits.sms_per_country";
+    let mut out = CountryRates {
+        regions: Vec::new(),
+        default: None,
+    };
+    for (name, v) in t.get_ref() {
+        let rate =
+            parse_rate(v.get_ref()).map_err(|m| c.err(v.span(), &format!("{key}.{name}"), m))?;
+        if name == "default" {
+            out.default = Some(rate);
+            continue;
+        }
+        let id: phonenumber::country::Id = name.to_ascii_uppercase().parse().map_err(|_| {
+            c.err(
+                v.span(),
+                key,
+                format!(
+                    "\"{name}\" is not a known region; use \"default\" or a two-letter ISO 3166 \
+                     code such as \"NG\" or \"DE\""
+                ),
+            )
+        })?;
+        if out.regions.iter().any(|(r, _)| *r == id) {
+            return Err(c.err(
+                v.span(),
+                key,
+                format!("{} is listed twice; keep one", id.as_ref()),
+            ));
+        }
+        out.regions.push((id, rate));
+    }
+    if out.default.is_none() && out.regions.is_empty() {
+        return Err(c.err(
+            t.span(),
+            key,
+            "the table is empty; set default = \"COUNT/WINDOW\" and a rate per region, \
+             such as { default = \"500/1d\", NG = \"20/1d\" }",
+        ));
+    }
+    Ok(out)
+}
+
+fn backoff(c: &Checker<'_>, b: &Spanned<RawBackoff>) -> Result<Backoff, ConfigError> {
+    let Some(first) = &b.get_ref().first else {
+        return Err(c.err(
+            b.span(),
+            "limits.backoff.first",
+            "backoff needs the first wait; write backoff = { first = \"1m\", max = \"32m\" }",
+        ));
+    };
+    let first = c.duration_in(
+        &Some(first.clone()),
+        "limits.backoff.first",
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )?;
+    let default_max = first.saturating_mul(32).min(Duration::from_secs(86400));
+    let max = c.duration_in(
+        &b.get_ref().max,
+        "limits.backoff.max",
+        first,
+        Duration::from_secs(86400),
+        default_max,
+    )?;
+    Ok(Backoff { first, max })
 }
 
 fn nz(n: u32) -> NonZeroU32 {
