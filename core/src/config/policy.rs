@@ -519,7 +519,10 @@ fn names(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::tests::{err_of, parse};
+    use crate::store::limits::{LimitKind, LimitMode};
 
     #[test]
     fn bad_duration_says_how_to_write_one() {
@@ -550,5 +553,107 @@ mod tests {
             .unwrap();
         assert_eq!(c.phone.default_region, Some(phonenumber::country::Id::DE));
         assert_eq!(c.phone.allowed_countries.len(), 2);
+    }
+
+    #[test]
+    fn limits_beyond_the_user_parse_with_days_and_modes() {
+        let c = parse(
+            "[limits]\nsms_per_number = \"10/1d\"\nsms_per_source = \"20/1h\"\n\
+             sms_per_country = { default = \"500/1d\", ng = \"20/1d\" }\n\
+             backoff = { first = \"1m\" }\nmonitor = [\"sms_per_country\", \"backoff\"]\n",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(
+            l.sms_per_number.unwrap().window,
+            Duration::from_secs(86_400)
+        );
+        let pc = l.sms_per_country.as_ref().unwrap();
+        assert_eq!(
+            pc.rate_for(Some(phonenumber::country::Id::NG))
+                .unwrap()
+                .count
+                .get(),
+            20
+        );
+        assert_eq!(
+            pc.rate_for(Some(phonenumber::country::Id::DE))
+                .unwrap()
+                .count
+                .get(),
+            500
+        );
+        assert_eq!(pc.rate_for(None).unwrap().count.get(), 500);
+        let b = l.backoff.unwrap();
+        assert_eq!(
+            (b.first, b.max),
+            (Duration::from_secs(60), Duration::from_secs(1920))
+        );
+        assert_eq!(l.mode(LimitKind::PerCountry), LimitMode::Monitor);
+        assert_eq!(l.mode(LimitKind::PerNumber), LimitMode::Enforce);
+        let summary: Vec<String> = l
+            .summary()
+            .iter()
+            .map(|(k, s, m)| format!("{k}: {s} ({})", m.word()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "sms_per_user: 5/1h (enforce)",
+                "sms_global: 1000/1h (enforce)",
+                "sms_per_number: 10/1day (enforce)",
+                "sms_per_country: default 500/1day, NG 20/1day (monitor)",
+                "sms_per_source: 20/1h (enforce)",
+                "backoff: first 1m, max 32m (monitor)",
+            ]
+        );
+        // Unset: none of them apply.
+        let c = parse("").unwrap();
+        assert!(c.limits.sms_per_number.is_none() && c.limits.backoff.is_none());
+        assert!(c.limits.monitor.is_empty());
+    }
+
+    #[test]
+    fn bad_limits_name_the_key_and_the_fix() {
+        let e = err_of("[limits]\nsms_per_country = { default = \"500/1d\", XX = \"20/1d\" }\n");
+        assert!(
+            e.contains("limits.sms_per_country") && e.contains("\"XX\" is not a known region"),
+            "{e}"
+        );
+        assert!(
+            e.contains("\"default\" or a two-letter ISO 3166 code"),
+            "{e}"
+        );
+        let e = err_of("[limits]\nsms_per_country = { NG = \"twenty a day\" }\n");
+        assert!(
+            e.contains("limits.sms_per_country.NG") && e.contains("COUNT/WINDOW"),
+            "{e}"
+        );
+        let e = err_of("[limits]\nsms_per_country = {}\n");
+        assert!(e.contains("the table is empty"), "{e}");
+        let e = err_of("[limits]\nsms_per_number = \"10/40d\"\n");
+        assert!(
+            e.contains("limits.sms_per_number") && e.contains("from 1s to 31 days"),
+            "{e}"
+        );
+        let e = err_of("[limits]\nsms_per_source = \"0/1h\"\n");
+        assert!(e.contains("limits.sms_per_source"), "{e}");
+        let e = err_of("[limits]\nbackoff = { max = \"32m\" }\n");
+        assert!(
+            e.contains("limits.backoff.first") && e.contains("first = \"1m\""),
+            "{e}"
+        );
+        let e = err_of("[limits]\nbackoff = { first = \"5m\", max = \"1m\" }\n");
+        assert!(
+            e.contains("limits.backoff.max") && e.contains("from 5m"),
+            "{e}"
+        );
+        let e = err_of("[limits]\nmonitor = [\"per_country\"]\n");
+        assert!(
+            e.contains("limits.monitor")
+                && e.contains("\"per_country\" is not a limit")
+                && e.contains("\"sms_per_country\""),
+            "{e}"
+        );
     }
 }
