@@ -18,6 +18,11 @@
 //! codes, opt-outs, lockouts) from one store into another, by one rule per
 //! kind that every backend applies in [`Store::import_record`].
 //!
+//! [`limits`] is what one SMS is counted against ([`SendLimits`]: the
+//! user's window, the back-off and any number of keyed windows, each
+//! enforced or monitored) and the one rule that decides it, which every
+//! backend applies in the same atomic step as the count.
+//!
 //! [`shared`] is what a server's threads need from one store besides the
 //! trait ([`SharedBackend`]: a reply waits until what it relies on is
 //! durable), opened by [`open_shared`].
