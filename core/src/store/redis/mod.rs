@@ -51,6 +51,9 @@
 //! - `P f:<user>`: failures, a hash (`n` count, `u` locked until);
 //! - `P s:<user>`: the user's sends, a hash send time -> SMS at that time;
 //! - `P g:<bucket size>`: the global window, a hash bucket -> SMS in it;
+//! - `P l:<bucket size>:<kind>:<key>`: a keyed window (kind `number`,
+//!   `country` or `source`), a hash bucket -> SMS in it, with a TTL of its
+//!   window;
 //! - `P p:<user>`: the registered phone (`e` E.164, `t` set at, `b` set by);
 //! - `P b:<user>`: backup codes, a hash argon2 hash -> 8-byte tag;
 //! - `P o`: opt-outs, a hash user -> "set_at set_by";
