@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::check::{Checker, ConfigError};
+use super::check::{Checker, ConfigError, ConfigWarning};
 use crate::store::limits::{Backoff, LimitKind, LimitMode};
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,9 +339,14 @@ pub(super) fn phone(c: &Checker<'_>, ph: &RawPhone) -> Result<PhoneSettings, Con
     })
 }
 
-/// Validates `[limits]`.
-pub(super) fn limits(c: &Checker<'_>, l: &RawLimits) -> Result<Limits, ConfigError> {
-    Ok(Limits {
+/// Validates `[limits]`; a limit `limits.monitor` lists but that is not
+/// set is a warning.
+pub(super) fn limits(
+    c: &Checker<'_>,
+    l: &RawLimits,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<Limits, ConfigError> {
+    let limits = Limits {
         sms_per_user: c.rate(
             &l.sms_per_user,
             "limits.sms_per_user",
@@ -383,7 +388,22 @@ pub(super) fn limits(c: &Checker<'_>, l: &RawLimits) -> Result<Limits, ConfigErr
             .transpose()?,
         backoff: l.backoff.as_ref().map(|b| backoff(c, b)).transpose()?,
         monitor: monitor(c, l)?,
-    })
+    };
+    let set: Vec<&str> = limits.summary().iter().map(|(k, _, _)| *k).collect();
+    for s in &l.monitor {
+        if !set.contains(&s.get_ref().as_str()) {
+            warnings.push(c.warning(
+                s.span(),
+                "limits.monitor",
+                &format!(
+                    "lists {0}, which is not set, so there is nothing to monitor; set \
+                     limits.{0} or take it off the list",
+                    s.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok(limits)
 }
 
 /// The names `limits.monitor` takes.
@@ -606,6 +626,13 @@ mod tests {
                 "sms_per_source: 20/1h (enforce)",
                 "backoff: first 1m, max 32m (monitor)",
             ]
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse("[limits]\nmonitor = [\"sms_per_source\"]\n").unwrap();
+        let w = c.warnings[0].to_string();
+        assert!(
+            w.contains("limits.monitor") && w.contains("sms_per_source, which is not set"),
+            "{w}"
         );
         // Unset: none of them apply.
         let c = parse("").unwrap();
