@@ -100,6 +100,18 @@ impl Engine {
                 wait(w)
             ),
             Limit::Global => format!("sms_global = {} reached", limits.sms_global),
+            // Monitored, a grant: no wait was computed.
+            Limit::Backoff { wait: w } if w.is_zero() => format!(
+                "backoff reached (first {}, max {})",
+                limits
+                    .backoff
+                    .map_or_else(String::new, |b| humantime::format_duration(b.first)
+                        .to_string()),
+                limits
+                    .backoff
+                    .map_or_else(String::new, |b| humantime::format_duration(b.max)
+                        .to_string()),
+            ),
             Limit::Backoff { wait: w } => format!(
                 "backoff reached (first {}, max {}); next SMS allowed in {}",
                 limits

@@ -356,6 +356,7 @@ impl Engine {
                 region: phone.region(),
             },
             LimitKind::PerSource => Limit::PerSource,
+            // A refusal says when; a monitored grant does not (zero).
             LimitKind::Backoff => Limit::Backoff {
                 wait: wait_until(decision.retry_at.unwrap_or(now)),
             },

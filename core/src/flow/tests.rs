@@ -673,6 +673,23 @@ fn backoff_grows_then_caps_then_resets() {
     assert!(h.audit_text().contains("limit=backoff"));
 }
 
+/// The back-off in monitor mode: sends at once, and says so without a
+/// made-up wait.
+#[test]
+fn backoff_in_monitor_mode_sends_and_logs() {
+    let h = harness("[limits]\nbackoff = { first = \"1m\" }\nmonitor = [\"backoff\"]\n");
+    let c = ctx("alice", "sshd");
+    h.start(&c);
+    h.start(&c);
+    assert_eq!(h.sent_count(), 2);
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("event=limit_monitor")
+            && audit.contains("detail=\"would have refused the SMS: backoff reached (first 1m, max 32m); sent, as limits.monitor lists backoff\""),
+        "{audit}"
+    );
+}
+
 /// Monitor mode: the SMS goes out, the window counts it, and a warning
 /// says which limit would have refused.
 #[test]
