@@ -86,12 +86,7 @@ pub(crate) fn effective(c: &Config) -> Value {
             "default_region": c.phone.default_region.map(|r| r.as_ref().to_owned()),
             "allowed_countries": c.phone.allowed_countries.iter().map(|r| r.as_ref().to_owned()).collect::<Vec<_>>(),
         },
-        "limits": {
-            "sms_per_user": c.limits.sms_per_user.to_string(),
-            "sms_global": c.limits.sms_global.to_string(),
-            "lockout_after": c.limits.lockout_after.get(),
-            "lockout": d(c.limits.lockout),
-        },
+        "limits": limits_json(&c.limits),
         "directories": c.directories.iter().map(|s| match s {
             DirectorySpec::File { path } => json!({"kind": "file", "path": path}),
             DirectorySpec::Gecos { field } => json!({"kind": "gecos", "field": field}),
@@ -123,6 +118,24 @@ pub(crate) fn effective(c: &Config) -> Value {
             })).collect::<Vec<_>>(),
         })),
     })
+}
+
+/// `[limits]`: each SMS limit that is set with its mode (`enforce`, or
+/// `monitor` when `limits.monitor` lists it), then the lockout.
+fn limits_json(l: &smsotp_core::config::Limits) -> Value {
+    let mut m = serde_json::Map::new();
+    for (key, setting, mode) in l.summary() {
+        m.insert(
+            key.to_owned(),
+            json!({"limit": setting, "mode": mode.word()}),
+        );
+    }
+    m.insert("lockout_after".into(), json!(l.lockout_after.get()));
+    m.insert(
+        "lockout".into(),
+        json!(smsotp_core::config::human_duration(l.lockout)),
+    );
+    Value::Object(m)
 }
 
 /// One provider: its kind and where it connects, with the paths of its

@@ -39,7 +39,9 @@ pub use check::{
 };
 pub use keys::{section_of, Key, ValueKind, KEYS};
 pub use otp::{human_duration, Alphabet, MessageTemplate, MessageValues, OtpSettings};
-pub use policy::{parse_rate, Limits, NoPhone, PhoneSettings, PolicySettings, ProviderDown, Rate};
+pub use policy::{
+    parse_rate, CountryRates, Limits, NoPhone, PhoneSettings, PolicySettings, ProviderDown, Rate,
+};
 pub use radius::{
     short_secret_warning, ClientMode, PrimaryAuth, RadiusClient, RadiusSettings,
     RADIUS_SECRET_MIN_BYTES,
@@ -133,7 +135,8 @@ impl Config {
         let (mut otp, key_file) = otp::validate(&c, &raw.otp)?;
         let policy = policy::policy(&c, &raw.policy)?;
         let phone = policy::phone(&c, &raw.phone)?;
-        let limits = policy::limits(&c, &raw.limits)?;
+        let mut warnings = Vec::new();
+        let limits = policy::limits(&c, &raw.limits, &mut warnings)?;
         let directories = store::directories(&c, &raw.directory)?;
         let store = store::store(&c, &raw.store, state)?;
 
@@ -146,7 +149,6 @@ impl Config {
             StoreSpec::Redis(_) => state.join("otp.key"),
         });
 
-        let mut warnings = Vec::new();
         let mut providers = Vec::new();
         let mut seen_names = BTreeSet::new();
         for (i, p) in read_providers.iter().enumerate() {

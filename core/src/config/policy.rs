@@ -1,7 +1,7 @@
 //! `[policy]` (exemptions, `no_phone`, `provider_down`, opt-outs),
 //! `[phone]` (regions) and `[limits]` (the SMS rates and the lockout).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::check::{Checker, ConfigError};
+use super::check::{Checker, ConfigError, ConfigWarning};
+use crate::store::limits::{Backoff, LimitKind, LimitMode};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,8 +39,21 @@ pub(super) struct RawPhone {
 pub(super) struct RawLimits {
     sms_per_user: Option<Spanned<String>>,
     sms_global: Option<Spanned<String>>,
+    sms_per_number: Option<Spanned<String>>,
+    sms_per_country: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    sms_per_source: Option<Spanned<String>>,
+    backoff: Option<Spanned<RawBackoff>>,
+    #[serde(default)]
+    monitor: Vec<Spanned<String>>,
     lockout_after: Option<Spanned<i64>>,
     lockout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackoff {
+    first: Option<Spanned<String>>,
+    max: Option<Spanned<String>>,
 }
 
 /// What to do for a user with no phone number in any directory.
@@ -139,10 +153,107 @@ pub struct Limits {
     /// How long a lockout lasts, 1s to 7 days (default 15m); an admin can
     /// lift it with `smsotp user unlock`.
     pub lockout: Duration,
+    /// SMS to one destination number, whoever logs in (default: none).
+    pub sms_per_number: Option<Rate>,
+    /// SMS to one destination country, each its own window (default:
+    /// none).
+    pub sms_per_country: Option<CountryRates>,
+    /// SMS for logins from one source address (PAM_RHOST, RADIUS
+    /// Calling-Station-Id); logins without one are not counted (default:
+    /// none).
+    pub sms_per_source: Option<Rate>,
+    /// The growing wait between one user's SMS (default: none).
+    pub backoff: Option<Backoff>,
+    /// The limits that only log what they would refuse
+    /// (`limits.monitor`).
+    pub monitor: Vec<LimitKind>,
+}
+
+impl Limits {
+    /// Whether `kind` refuses sends or only logs.
+    pub fn mode(&self, kind: LimitKind) -> LimitMode {
+        if self.monitor.contains(&kind) {
+            LimitMode::Monitor
+        } else {
+            LimitMode::Enforce
+        }
+    }
+
+    /// Every limit that is set, with its setting as people read it (for
+    /// check-config and logs): (key, setting, mode).
+    pub fn summary(&self) -> Vec<(&'static str, String, LimitMode)> {
+        let mut v = vec![
+            (LimitKind::PerUser, Some(self.sms_per_user.to_string())),
+            (LimitKind::Global, Some(self.sms_global.to_string())),
+            (
+                LimitKind::PerNumber,
+                self.sms_per_number.map(|r| r.to_string()),
+            ),
+            (
+                LimitKind::PerCountry,
+                self.sms_per_country.as_ref().map(CountryRates::to_string),
+            ),
+            (
+                LimitKind::PerSource,
+                self.sms_per_source.map(|r| r.to_string()),
+            ),
+            (
+                LimitKind::Backoff,
+                self.backoff.map(|b| {
+                    format!(
+                        "first {}, max {}",
+                        humantime::format_duration(b.first),
+                        humantime::format_duration(b.max)
+                    )
+                }),
+            ),
+        ];
+        v.retain(|(_, s)| s.is_some());
+        v.into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k.key(), s, self.mode(k))))
+            .collect()
+    }
+}
+
+/// `limits.sms_per_country`: a rate per region, and one for the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountryRates {
+    /// Each listed region's rate.
+    pub regions: Vec<(phonenumber::country::Id, Rate)>,
+    /// The rate of every region not listed (and of numbers without one);
+    /// `None`: those are not limited per country.
+    pub default: Option<Rate>,
+}
+
+impl CountryRates {
+    /// The rate for `region`, if any.
+    pub fn rate_for(&self, region: Option<phonenumber::country::Id>) -> Option<Rate> {
+        region
+            .and_then(|r| self.regions.iter().find(|(id, _)| *id == r))
+            .map(|&(_, rate)| rate)
+            .or(self.default)
+    }
+}
+
+impl fmt::Display for CountryRates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(d) = self.default {
+            parts.push(format!("default {d}"));
+        }
+        for (id, r) in &self.regions {
+            parts.push(format!("{} {r}", id.as_ref()));
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// The checks that need this module's own types ([`Rate`], regions).
 impl Checker<'_> {
+    fn one_rate(&self, s: &Spanned<String>, key: &str) -> Result<Rate, ConfigError> {
+        parse_rate(s.get_ref()).map_err(|m| self.err(s.span(), key, m))
+    }
+
     fn rate(
         &self,
         v: &Option<Spanned<String>>,
@@ -228,9 +339,14 @@ pub(super) fn phone(c: &Checker<'_>, ph: &RawPhone) -> Result<PhoneSettings, Con
     })
 }
 
-/// Validates `[limits]`.
-pub(super) fn limits(c: &Checker<'_>, l: &RawLimits) -> Result<Limits, ConfigError> {
-    Ok(Limits {
+/// Validates `[limits]`; a limit `limits.monitor` lists but that is not
+/// set is a warning.
+pub(super) fn limits(
+    c: &Checker<'_>,
+    l: &RawLimits,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<Limits, ConfigError> {
+    let limits = Limits {
         sms_per_user: c.rate(
             &l.sms_per_user,
             "limits.sms_per_user",
@@ -255,7 +371,146 @@ pub(super) fn limits(c: &Checker<'_>, l: &RawLimits) -> Result<Limits, ConfigErr
             Duration::from_secs(7 * 86400),
             Duration::from_secs(900),
         )?,
-    })
+        sms_per_number: l
+            .sms_per_number
+            .as_ref()
+            .map(|s| c.one_rate(s, "limits.sms_per_number"))
+            .transpose()?,
+        sms_per_country: l
+            .sms_per_country
+            .as_ref()
+            .map(|t| country_rates(c, t))
+            .transpose()?,
+        sms_per_source: l
+            .sms_per_source
+            .as_ref()
+            .map(|s| c.one_rate(s, "limits.sms_per_source"))
+            .transpose()?,
+        backoff: l.backoff.as_ref().map(|b| backoff(c, b)).transpose()?,
+        monitor: monitor(c, l)?,
+    };
+    let set: Vec<&str> = limits.summary().iter().map(|(k, _, _)| *k).collect();
+    for s in &l.monitor {
+        if !set.contains(&s.get_ref().as_str()) {
+            warnings.push(c.warning(
+                s.span(),
+                "limits.monitor",
+                &format!(
+                    "lists {0}, which is not set, so there is nothing to monitor; set \
+                     limits.{0} or take it off the list",
+                    s.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok(limits)
+}
+
+/// The names `limits.monitor` takes.
+const MONITORABLE: [LimitKind; 6] = [
+    LimitKind::PerUser,
+    LimitKind::Global,
+    LimitKind::PerNumber,
+    LimitKind::PerCountry,
+    LimitKind::PerSource,
+    LimitKind::Backoff,
+];
+
+fn monitor(c: &Checker<'_>, l: &RawLimits) -> Result<Vec<LimitKind>, ConfigError> {
+    let mut out = Vec::new();
+    for s in &l.monitor {
+        let Some(k) = MONITORABLE.iter().find(|k| k.key() == s.get_ref()) else {
+            let names: Vec<String> = MONITORABLE
+                .iter()
+                .map(|k| format!("\"{}\"", k.key()))
+                .collect();
+            return Err(c.err(
+                s.span(),
+                "limits.monitor",
+                format!(
+                    "\"{}\" is not a limit; list some of {}",
+                    s.get_ref(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        if !out.contains(k) {
+            out.push(*k);
+        }
+    }
+    Ok(out)
+}
+
+fn country_rates(
+    c: &Checker<'_>,
+    t: &Spanned<BTreeMap<String, Spanned<String>>>,
+) -> Result<CountryRates, ConfigError> {
+    let key = "limits.sms_per_country";
+    let mut out = CountryRates {
+        regions: Vec::new(),
+        default: None,
+    };
+    for (name, v) in t.get_ref() {
+        let rate =
+            parse_rate(v.get_ref()).map_err(|m| c.err(v.span(), &format!("{key}.{name}"), m))?;
+        if name == "default" {
+            out.default = Some(rate);
+            continue;
+        }
+        let id: phonenumber::country::Id = name.to_ascii_uppercase().parse().map_err(|_| {
+            c.err(
+                v.span(),
+                key,
+                format!(
+                    "\"{name}\" is not a known region; use \"default\" or a two-letter ISO 3166 \
+                     code such as \"NG\" or \"DE\""
+                ),
+            )
+        })?;
+        if out.regions.iter().any(|(r, _)| *r == id) {
+            return Err(c.err(
+                v.span(),
+                key,
+                format!("{} is listed twice; keep one", id.as_ref()),
+            ));
+        }
+        out.regions.push((id, rate));
+    }
+    if out.default.is_none() && out.regions.is_empty() {
+        return Err(c.err(
+            t.span(),
+            key,
+            "the table is empty; set default = \"COUNT/WINDOW\" and a rate per region, \
+             such as { default = \"500/1d\", NG = \"20/1d\" }",
+        ));
+    }
+    Ok(out)
+}
+
+fn backoff(c: &Checker<'_>, b: &Spanned<RawBackoff>) -> Result<Backoff, ConfigError> {
+    let Some(first) = &b.get_ref().first else {
+        return Err(c.err(
+            b.span(),
+            "limits.backoff.first",
+            "backoff needs the first wait; write backoff = { first = \"1m\", max = \"32m\" }",
+        ));
+    };
+    let first = c.duration_in(
+        &Some(first.clone()),
+        "limits.backoff.first",
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )?;
+    let default_max = first.saturating_mul(32).min(Duration::from_secs(86400));
+    let max = c.duration_in(
+        &b.get_ref().max,
+        "limits.backoff.max",
+        first,
+        Duration::from_secs(86400),
+        default_max,
+    )?;
+    Ok(Backoff { first, max })
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -284,7 +539,10 @@ fn names(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::tests::{err_of, parse};
+    use crate::store::limits::{LimitKind, LimitMode};
 
     #[test]
     fn bad_duration_says_how_to_write_one() {
@@ -315,5 +573,114 @@ mod tests {
             .unwrap();
         assert_eq!(c.phone.default_region, Some(phonenumber::country::Id::DE));
         assert_eq!(c.phone.allowed_countries.len(), 2);
+    }
+
+    #[test]
+    fn limits_beyond_the_user_parse_with_days_and_modes() {
+        let c = parse(
+            "[limits]\nsms_per_number = \"10/1d\"\nsms_per_source = \"20/1h\"\n\
+             sms_per_country = { default = \"500/1d\", ng = \"20/1d\" }\n\
+             backoff = { first = \"1m\" }\nmonitor = [\"sms_per_country\", \"backoff\"]\n",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(
+            l.sms_per_number.unwrap().window,
+            Duration::from_secs(86_400)
+        );
+        let pc = l.sms_per_country.as_ref().unwrap();
+        assert_eq!(
+            pc.rate_for(Some(phonenumber::country::Id::NG))
+                .unwrap()
+                .count
+                .get(),
+            20
+        );
+        assert_eq!(
+            pc.rate_for(Some(phonenumber::country::Id::DE))
+                .unwrap()
+                .count
+                .get(),
+            500
+        );
+        assert_eq!(pc.rate_for(None).unwrap().count.get(), 500);
+        let b = l.backoff.unwrap();
+        assert_eq!(
+            (b.first, b.max),
+            (Duration::from_secs(60), Duration::from_secs(1920))
+        );
+        assert_eq!(l.mode(LimitKind::PerCountry), LimitMode::Monitor);
+        assert_eq!(l.mode(LimitKind::PerNumber), LimitMode::Enforce);
+        let summary: Vec<String> = l
+            .summary()
+            .iter()
+            .map(|(k, s, m)| format!("{k}: {s} ({})", m.word()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "sms_per_user: 5/1h (enforce)",
+                "sms_global: 1000/1h (enforce)",
+                "sms_per_number: 10/1day (enforce)",
+                "sms_per_country: default 500/1day, NG 20/1day (monitor)",
+                "sms_per_source: 20/1h (enforce)",
+                "backoff: first 1m, max 32m (monitor)",
+            ]
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse("[limits]\nmonitor = [\"sms_per_source\"]\n").unwrap();
+        let w = c.warnings[0].to_string();
+        assert!(
+            w.contains("limits.monitor") && w.contains("sms_per_source, which is not set"),
+            "{w}"
+        );
+        // Unset: none of them apply.
+        let c = parse("").unwrap();
+        assert!(c.limits.sms_per_number.is_none() && c.limits.backoff.is_none());
+        assert!(c.limits.monitor.is_empty());
+    }
+
+    #[test]
+    fn bad_limits_name_the_key_and_the_fix() {
+        let e = err_of("[limits]\nsms_per_country = { default = \"500/1d\", XX = \"20/1d\" }\n");
+        assert!(
+            e.contains("limits.sms_per_country") && e.contains("\"XX\" is not a known region"),
+            "{e}"
+        );
+        assert!(
+            e.contains("\"default\" or a two-letter ISO 3166 code"),
+            "{e}"
+        );
+        let e = err_of("[limits]\nsms_per_country = { NG = \"twenty a day\" }\n");
+        assert!(
+            e.contains("limits.sms_per_country.NG") && e.contains("COUNT/WINDOW"),
+            "{e}"
+        );
+        let e = err_of("[limits]\nsms_per_country = {}\n");
+        assert!(e.contains("the table is empty"), "{e}");
+        let e = err_of("[limits]\nsms_per_number = \"10/40d\"\n");
+        assert!(
+            e.contains("limits.sms_per_number") && e.contains("from 1s to 31 days"),
+            "{e}"
+        );
+        let e = err_of("[limits]\nsms_per_source = \"0/1h\"\n");
+        assert!(e.contains("limits.sms_per_source"), "{e}");
+        let e = err_of("[limits]\nbackoff = { max = \"32m\" }\n");
+        assert!(
+            e.contains("limits.backoff.first") && e.contains("first = \"1m\""),
+            "{e}"
+        );
+        let e = err_of("[limits]\nbackoff = { first = \"5m\", max = \"1m\" }\n");
+        assert!(
+            e.contains("limits.backoff.max") && e.contains("from 5m"),
+            "{e}"
+        );
+        let e = err_of("[limits]\nmonitor = [\"per_country\"]\n");
+        assert!(
+            e.contains("limits.monitor")
+                && e.contains("\"per_country\" is not a limit")
+                && e.contains("\"sms_per_country\""),
+            "{e}"
+        );
     }
 }

@@ -8,7 +8,7 @@ use crate::audit::Level;
 use crate::clock::{ms, Millis};
 use crate::otp;
 use crate::phone::{MaskedPhone, Phone};
-use crate::store::{ChallengeRecord, SendPermit};
+use crate::store::ChallengeRecord;
 
 impl Engine {
     /// Enrollment: the user typed a number. Check it, send a code to it.
@@ -55,12 +55,11 @@ impl Engine {
         if self.find_phone(&ctx.user)?.is_some() {
             return give_up(Reject::UnknownChallenge);
         }
-        let limits = &self.cfg.limits;
-        let permit =
-            self.store
-                .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?;
-        if permit != SendPermit::Granted {
-            return give_up(self.limited(ctx, permit, now)?);
+        let decision = self
+            .store
+            .reserve_sends(&ctx.user, now, &self.send_limits(ctx, &phone))?;
+        if let Some(r) = self.limited(ctx, &decision, &phone, now)? {
+            return give_up(r);
         }
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
         let mac = self

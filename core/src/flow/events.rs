@@ -60,15 +60,7 @@ impl Engine {
                 e.outcome = Some("failure");
                 e.reason = Some(r.word());
                 e.limit = Some(limit.key());
-                let limits = &self.cfg.limits;
-                e.detail = Some(match limit {
-                    Limit::PerUser { wait } => format!(
-                        "sms_per_user = {} reached; next SMS allowed in {}",
-                        limits.sms_per_user,
-                        humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
-                    ),
-                    Limit::Global => format!("sms_global = {} reached", limits.sms_global),
-                });
+                e.detail = Some(self.limit_detail(limit));
                 Level::Warning
             }
             Verdict::Reject(r) => {
@@ -90,6 +82,61 @@ impl Engine {
         };
         self.log(level, &e);
         v
+    }
+
+    /// What the audit line says of a limit that is reached: its key, the
+    /// region for a per-country limit, its setting, and for a user's own
+    /// limit the wait.
+    pub(super) fn limit_detail(&self, limit: Limit) -> String {
+        let limits = &self.cfg.limits;
+        let wait = |w: Duration| {
+            humantime::format_duration(Duration::from_secs(w.as_secs().max(1))).to_string()
+        };
+        let rate = |r: Option<crate::config::Rate>| r.map_or_else(String::new, |r| r.to_string());
+        match limit {
+            Limit::PerUser { wait: w } => format!(
+                "sms_per_user = {} reached; next SMS allowed in {}",
+                limits.sms_per_user,
+                wait(w)
+            ),
+            Limit::Global => format!("sms_global = {} reached", limits.sms_global),
+            // Monitored, a grant: no wait was computed.
+            Limit::Backoff { wait: w } if w.is_zero() => format!(
+                "backoff reached (first {}, max {})",
+                limits
+                    .backoff
+                    .map_or_else(String::new, |b| humantime::format_duration(b.first)
+                        .to_string()),
+                limits
+                    .backoff
+                    .map_or_else(String::new, |b| humantime::format_duration(b.max)
+                        .to_string()),
+            ),
+            Limit::Backoff { wait: w } => format!(
+                "backoff reached (first {}, max {}); next SMS allowed in {}",
+                limits
+                    .backoff
+                    .map_or_else(String::new, |b| humantime::format_duration(b.first)
+                        .to_string()),
+                limits
+                    .backoff
+                    .map_or_else(String::new, |b| humantime::format_duration(b.max)
+                        .to_string()),
+                wait(w)
+            ),
+            Limit::PerNumber => format!("sms_per_number = {} reached", rate(limits.sms_per_number)),
+            Limit::PerCountry { region } => format!(
+                "sms_per_country region={} = {} reached",
+                region.as_ref().map_or("none", |r| r.as_ref()),
+                rate(
+                    limits
+                        .sms_per_country
+                        .as_ref()
+                        .and_then(|c| c.rate_for(region))
+                )
+            ),
+            Limit::PerSource => format!("sms_per_source = {} reached", rate(limits.sms_per_source)),
+        }
     }
 
     /// The first factor a front end checked itself (a RADIUS server's

@@ -15,7 +15,8 @@ use crate::config::{MessageValues, NoPhone, ProviderDown};
 use crate::otp::{self, ChallengeId};
 use crate::phone::{MaskedPhone, Phone};
 use crate::sms::{self, ChainOutcome, ProviderSpec, Sms};
-use crate::store::{ChallengeRecord, SendPermit};
+use crate::store::limits::{self, KeyedWindow, LimitKind, SendDecision, SendLimits};
+use crate::store::ChallengeRecord;
 
 /// How [`Engine::start_with`] names a new challenge.
 #[derive(Debug, Clone, Copy)]
@@ -227,20 +228,15 @@ impl Engine {
         // one transaction, before anything is sent: a store that cannot take
         // it fails the login before anyone receives a code that could never
         // work.
-        let limits = &self.cfg.limits;
-        match self
+        let decision = self
             .store
-            .start_challenge(&rec, limits.sms_per_user, limits.sms_global)?
-        {
-            SendPermit::Granted => {}
-            refused => {
-                let r = self.limited(ctx, refused, now)?;
-                return Ok(Start::Done(self.finish(
-                    ctx,
-                    Verdict::Reject(r),
-                    Some(MaskedPhone::of(&phone)),
-                )));
-            }
+            .start_challenge_with(&rec, &self.send_limits(ctx, &phone))?;
+        if let Some(r) = self.limited(ctx, &decision, &phone, now)? {
+            return Ok(Start::Done(self.finish(
+                ctx,
+                Verdict::Reject(r),
+                Some(MaskedPhone::of(&phone)),
+            )));
         }
         match self.deliver(ctx, &phone, code.as_str(), "sent")? {
             None => Ok(Start::Challenge(self.info(&rec, now))),
@@ -269,26 +265,117 @@ impl Engine {
         }
     }
 
-    /// The reason for a send a limit refused: which limit, and for the
-    /// user's own, how long until the window lets the next SMS through.
+    /// Every limit an SMS to `phone` for this login counts against, in
+    /// the order the store checks them: the user's window, the back-off,
+    /// the global window, then those of the number, its country and the
+    /// login's source address (each only if set; the source only if the
+    /// front end knows one).
+    pub(super) fn send_limits(&self, ctx: &LoginContext, phone: &Phone) -> SendLimits {
+        let l = &self.cfg.limits;
+        let mut s = SendLimits {
+            per_user: l.sms_per_user,
+            per_user_mode: l.mode(LimitKind::PerUser),
+            backoff: l.backoff.map(|b| (b, l.mode(LimitKind::Backoff))),
+            windows: vec![KeyedWindow::new(
+                LimitKind::Global,
+                "",
+                l.sms_global,
+                l.mode(LimitKind::Global),
+            )],
+        };
+        if let Some(r) = l.sms_per_number {
+            let mode = l.mode(LimitKind::PerNumber);
+            s.windows.push(KeyedWindow::new(
+                LimitKind::PerNumber,
+                phone.e164(),
+                r,
+                mode,
+            ));
+        }
+        if let Some(r) = l
+            .sms_per_country
+            .as_ref()
+            .and_then(|c| c.rate_for(phone.region()))
+        {
+            let region = phone.region();
+            let region = region.as_ref().map_or("none", |r| r.as_ref());
+            let mode = l.mode(LimitKind::PerCountry);
+            s.windows
+                .push(KeyedWindow::new(LimitKind::PerCountry, region, r, mode));
+        }
+        if let Some(r) = l.sms_per_source {
+            if let Some(src) = ctx.rhost.as_deref().and_then(limits::normalise_source) {
+                let mode = l.mode(LimitKind::PerSource);
+                s.windows
+                    .push(KeyedWindow::new(LimitKind::PerSource, &src, r, mode));
+            }
+        }
+        s
+    }
+
+    /// What the store's `decision` means for this login: `None` if the SMS
+    /// may go (after logging, at warning, each limit in monitor mode that
+    /// would have refused it), else the reason it may not: which limit,
+    /// and for the user's own limits how long until the next SMS.
     pub(super) fn limited(
         &self,
         ctx: &LoginContext,
-        permit: SendPermit,
+        decision: &SendDecision,
+        phone: &Phone,
         now: Millis,
-    ) -> Result<Reject, FlowError> {
-        if permit == SendPermit::GlobalLimit {
-            return Ok(Reject::RateLimited(Limit::Global));
-        }
-        let window = self
-            .store
-            .sms_window(&ctx.user, now, self.cfg.limits.sms_per_user)?;
-        // A window that has just freed up (a send raced this one out)
-        // still reads as a short wait, never as none.
-        let next = window.next_allowed_at.unwrap_or(now).max(now);
-        Ok(Reject::RateLimited(Limit::PerUser {
-            wait: Duration::from_millis((next - now) as u64),
-        }))
+    ) -> Result<Option<Reject>, FlowError> {
+        let Some(kind) = decision.refused else {
+            for &k in &decision.monitored {
+                let limit = self.limit_of(ctx, k, phone, decision, now)?;
+                let mut e = self.event(ctx, "limit_monitor");
+                e.phone = Some(MaskedPhone::of(phone));
+                e.limit = Some(limit.key());
+                e.detail = Some(format!(
+                    "would have refused the SMS: {}; sent, as limits.monitor lists {}",
+                    self.limit_detail(limit),
+                    limit.key()
+                ));
+                self.log(Level::Warning, &e);
+            }
+            return Ok(None);
+        };
+        let limit = self.limit_of(ctx, kind, phone, decision, now)?;
+        Ok(Some(Reject::RateLimited(limit)))
+    }
+
+    /// The [`Limit`] of a limit kind, with what the user or the audit line
+    /// is told about it.
+    fn limit_of(
+        &self,
+        ctx: &LoginContext,
+        kind: LimitKind,
+        phone: &Phone,
+        decision: &SendDecision,
+        now: Millis,
+    ) -> Result<Limit, FlowError> {
+        let wait_until = |at: Millis| Duration::from_millis((at.max(now) - now) as u64);
+        Ok(match kind {
+            LimitKind::Global => Limit::Global,
+            LimitKind::PerNumber => Limit::PerNumber,
+            LimitKind::PerCountry => Limit::PerCountry {
+                region: phone.region(),
+            },
+            LimitKind::PerSource => Limit::PerSource,
+            // A refusal says when; a monitored grant does not (zero).
+            LimitKind::Backoff => Limit::Backoff {
+                wait: wait_until(decision.retry_at.unwrap_or(now)),
+            },
+            LimitKind::PerUser => {
+                let window = self
+                    .store
+                    .sms_window(&ctx.user, now, self.cfg.limits.sms_per_user)?;
+                // A window that has just freed up (a send raced this one
+                // out) still reads as a short wait, never as none.
+                Limit::PerUser {
+                    wait: wait_until(window.next_allowed_at.unwrap_or(now)),
+                }
+            }
+        })
     }
 
     /// A challenge that sends nothing yet: a backup code only, or the first
@@ -679,19 +766,9 @@ impl Engine {
                 self.info(&rec, now),
             ));
         }
-        let limits = &self.cfg.limits;
-        let permit =
-            self.store
-                .reserve_sms(&ctx.user, now, limits.sms_per_user, limits.sms_global)?;
-        if permit != SendPermit::Granted {
-            if expired {
-                let r = self.limited(ctx, permit, now)?;
-                return give_up(self, r);
-            }
-            return Ok(Answer::Retry(Retry::ResendLimited, self.info(&rec, now)));
-        }
         // Enrollment resends to the number being enrolled; otherwise look
-        // the number up again: it may have changed since.
+        // the number up again: it may have changed since. Looked up before
+        // the send is counted, as the number's own limits count it.
         let phone = match (&rec.step, &rec.pending_phone) {
             (Step::EnrollCode, Some(e164)) => {
                 Phone::parse_cached(e164, None, self.store.number_cache()).ok()
@@ -701,6 +778,15 @@ impl Engine {
         let Some(phone) = phone else {
             return give_up(self, Reject::NoPhone);
         };
+        let decision = self
+            .store
+            .reserve_sends(&ctx.user, now, &self.send_limits(ctx, &phone))?;
+        if let Some(r) = self.limited(ctx, &decision, &phone, now)? {
+            if expired {
+                return give_up(self, r);
+            }
+            return Ok(Answer::Retry(Retry::ResendLimited, self.info(&rec, now)));
+        }
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
         let mac = self
             .key

@@ -79,6 +79,23 @@ pub enum Limit {
     },
     /// `limits.sms_global`: the sends of every user together.
     Global,
+    /// `limits.backoff`: this user's next SMS must wait `wait`.
+    Backoff {
+        /// Until the user's next SMS is allowed.
+        wait: Duration,
+    },
+    /// `limits.sms_per_number`: the sends to this number, whoever logged
+    /// in.
+    PerNumber,
+    /// `limits.sms_per_country`: the sends to the number's country
+    /// (`None`: a number of no region, counted under `default`).
+    PerCountry {
+        /// The number's region.
+        region: Option<phonenumber::country::Id>,
+    },
+    /// `limits.sms_per_source`: the sends for logins from this source
+    /// address.
+    PerSource,
 }
 
 impl Limit {
@@ -87,6 +104,10 @@ impl Limit {
         match self {
             Limit::PerUser { .. } => "sms_per_user",
             Limit::Global => "sms_global",
+            Limit::Backoff { .. } => "backoff",
+            Limit::PerNumber => "sms_per_number",
+            Limit::PerCountry { .. } => "sms_per_country",
+            Limit::PerSource => "sms_per_source",
         }
     }
 }

@@ -56,7 +56,10 @@ fn harness_dirs(
     let phones = dir.path().join("phones.toml");
     std::fs::write(
         &phones,
-        format!("alice = \"{ALICE}\"\nbob = \"+12025550199\"\nerin = \"+49301234567\"\n"),
+        format!(
+            "alice = \"{ALICE}\"\nbob = \"+12025550199\"\nerin = \"+49301234567\"\n\
+             dave = \"{ALICE}\"\n"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&phones, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -552,6 +555,185 @@ fn global_sms_limit() {
             && audit.contains("detail=\"sms_global = 2/1m reached\""),
         "{audit}"
     );
+}
+
+fn refused_by(h: &Harness, c: &LoginContext) -> Reject {
+    match h.engine.start(c).unwrap() {
+        Start::Done(Verdict::Reject(r)) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Two accounts sharing a number share its limit; the user reads the
+/// global text, the audit line names the limit and masks the number.
+#[test]
+fn per_number_limit_counts_every_account_of_the_number() {
+    let h = harness("[limits]\nsms_per_number = \"2/1d\"\n");
+    h.start(&ctx("alice", "sshd"));
+    h.start(&ctx("dave", "sshd"));
+    let r = refused_by(&h, &ctx("alice", "sshd"));
+    assert_eq!(r, Reject::RateLimited(Limit::PerNumber));
+    assert_eq!(
+        r.user_message(),
+        Reject::RateLimited(Limit::Global).user_message()
+    );
+    assert_eq!(h.sent_count(), 2);
+    // Another number is not affected.
+    h.start(&ctx("bob", "sshd"));
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("reason=rate_limited limit=sms_per_number phone=******0123 detail=\"sms_per_number = 2/1day reached\""),
+        "{audit}"
+    );
+    assert!(!audit.contains(ALICE), "{audit}");
+    // A day later the window has slid.
+    h.clock.advance(Duration::from_secs(86_400));
+    h.start(&ctx("dave", "sshd"));
+}
+
+/// Each country its own window: the listed rate, or `default`.
+#[test]
+fn per_country_limit_by_region_with_a_default() {
+    let h = harness("[limits]\nsms_per_country = { default = \"2/1d\", us = \"1/1d\" }\n");
+    h.start(&ctx("alice", "sshd"));
+    let r = refused_by(&h, &ctx("bob", "sshd"));
+    assert_eq!(
+        r,
+        Reject::RateLimited(Limit::PerCountry {
+            region: Some(phonenumber::country::Id::US)
+        })
+    );
+    // DE falls under the default, two a day.
+    h.start(&ctx("erin", "sshd"));
+    h.clock.advance(Duration::from_secs(3700));
+    h.start(&ctx("erin", "sshd"));
+    h.clock.advance(Duration::from_secs(3700));
+    assert!(matches!(
+        refused_by(&h, &ctx("erin", "sshd")),
+        Reject::RateLimited(Limit::PerCountry { .. })
+    ));
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("limit=sms_per_country")
+            && audit.contains("detail=\"sms_per_country region=US = 1/1day reached\"")
+            && audit.contains("detail=\"sms_per_country region=DE = 2/1day reached\""),
+        "{audit}"
+    );
+}
+
+/// Per source address: the same host in another spelling is the same
+/// source; logins without one are not counted.
+#[test]
+fn per_source_limit_normalises_the_address_and_skips_unknown_sources() {
+    let h = harness("[limits]\nsms_per_source = \"1/1h\"\n");
+    let from = |user: &str, rhost: Option<&str>| LoginContext {
+        rhost: rhost.map(Into::into),
+        ..ctx(user, "sshd")
+    };
+    h.start(&from("alice", Some("192.0.2.7")));
+    assert_eq!(
+        refused_by(&h, &from("bob", Some(" ::ffff:192.0.2.7"))),
+        Reject::RateLimited(Limit::PerSource)
+    );
+    h.start(&from("bob", Some("192.0.2.8")));
+    h.start(&from("erin", None));
+    h.start(&from("dave", Some("")));
+    assert!(h.audit_text().contains("limit=sms_per_source"));
+}
+
+/// The back-off: 1, 2, 4 … minutes, capped, told as the user's own wait;
+/// a long enough pause starts over.
+#[test]
+fn backoff_grows_then_caps_then_resets() {
+    let h = harness(
+        "[limits]\nbackoff = { first = \"1m\", max = \"4m\" }\nsms_per_user = \"100/1h\"\n",
+    );
+    let c = ctx("alice", "sshd");
+    h.start(&c);
+    for wait in [60, 120, 240, 240] {
+        h.clock.advance(Duration::from_secs(wait - 1));
+        let r = refused_by(&h, &c);
+        assert_eq!(
+            r,
+            Reject::RateLimited(Limit::Backoff {
+                wait: Duration::from_secs(1)
+            }),
+            "after {wait}s"
+        );
+        assert!(r.user_message().contains("Try again in about"), "{r:?}");
+        h.clock.advance(Duration::from_secs(1));
+        h.start(&c);
+    }
+    assert_eq!(h.sent_count(), 5);
+    // 2 × max without a send: the next one's wait is 1m again.
+    h.clock.advance(Duration::from_secs(480));
+    h.start(&c);
+    h.clock.advance(Duration::from_secs(60));
+    h.start(&c);
+    assert!(h.audit_text().contains("limit=backoff"));
+}
+
+/// The back-off in monitor mode: sends at once, and says so without a
+/// made-up wait.
+#[test]
+fn backoff_in_monitor_mode_sends_and_logs() {
+    let h = harness("[limits]\nbackoff = { first = \"1m\" }\nmonitor = [\"backoff\"]\n");
+    let c = ctx("alice", "sshd");
+    h.start(&c);
+    h.start(&c);
+    assert_eq!(h.sent_count(), 2);
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("event=limit_monitor")
+            && audit.contains("detail=\"would have refused the SMS: backoff reached (first 1m, max 32m); sent, as limits.monitor lists backoff\""),
+        "{audit}"
+    );
+}
+
+/// Monitor mode: the SMS goes out, the window counts it, and a warning
+/// says which limit would have refused.
+#[test]
+fn monitor_mode_sends_and_logs_what_it_would_have_refused() {
+    let h = harness(
+        "[limits]\nsms_per_number = \"1/1d\"\nsms_per_country = { US = \"1/1d\" }\n\
+         monitor = [\"sms_per_country\"]\n",
+    );
+    h.start(&ctx("alice", "sshd"));
+    // bob: another US number; the country limit is only monitored.
+    h.start(&ctx("bob", "sshd"));
+    assert_eq!(h.sent_count(), 2);
+    let audit = h.audit_text();
+    assert!(
+        audit.contains("event=limit_monitor")
+            && audit.contains("limit=sms_per_country phone=******0199 detail=\"would have refused the SMS: sms_per_country region=US = 1/1day reached; sent, as limits.monitor lists sms_per_country\""),
+        "{audit}"
+    );
+    assert!(h
+        .audit
+        .0
+        .borrow()
+        .iter()
+        .any(|(l, e)| e.event == "limit_monitor" && *l == Level::Warning));
+    // The per-number limit is enforced all the same.
+    assert_eq!(
+        refused_by(&h, &ctx("dave", "sshd")),
+        Reject::RateLimited(Limit::PerNumber)
+    );
+}
+
+/// A resend counts against the number's limits too.
+#[test]
+fn a_resend_meets_the_per_number_limit() {
+    let h = harness(
+        "[limits]\nsms_per_number = \"1/1d\"\n[otp]\nresend = { max = 2, cooldown = \"0s\" }\n",
+    );
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    assert!(matches!(
+        h.answer(&c, &ch, ""),
+        Answer::Retry(Retry::ResendLimited, _)
+    ));
+    assert_eq!(h.sent_count(), 1);
 }
 
 #[test]

@@ -72,11 +72,15 @@ impl Reject {
             Reject::LockedOut => {
                 "A code cannot be used for this login now. Try again later.".into()
             }
-            Reject::RateLimited(Limit::PerUser { wait }) => format!(
+            Reject::RateLimited(Limit::PerUser { wait } | Limit::Backoff { wait }) => format!(
                 "Too many codes were sent recently. Try again in about {}.",
                 about(*wait)
             ),
-            Reject::RateLimited(Limit::Global) => {
+            // The limits beyond the user read alike: which one it was, and
+            // the number's country, are for the audit trail only.
+            Reject::RateLimited(
+                Limit::Global | Limit::PerNumber | Limit::PerCountry { .. } | Limit::PerSource,
+            ) => {
                 "Codes cannot be sent right now: this system has sent its maximum for the moment. \
                  Try again in a few minutes."
                     .into()

@@ -10,6 +10,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::limits::{Backoff, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits};
 use super::migrate::{self, ImportCounts, KindCounts, Lockout, Outcome, Record, Snapshot};
 use super::{BackupHash, ChallengeRecord, PhoneRecord, SendPermit, Step, Store, StoreError};
 use crate::config::Rate;
@@ -46,6 +47,10 @@ pub(super) const ALL: &[(&str, Test)] = &[
         "import_keeps_the_newest_under_races",
         import_keeps_the_newest_under_races,
     ),
+    ("keyed_windows", keyed_windows),
+    ("keyed_windows_under_races", keyed_windows_under_races),
+    ("backoff", backoff),
+    ("monitor_mode", monitor_mode),
 ];
 
 /// Runs the whole suite against one backend, naming the test that fails.
@@ -831,4 +836,190 @@ pub(super) mod backends {
             Box::new(Batched(shared, committer, file.0))
         });
     }
+}
+
+/// The user's and global windows (roomy) and one keyed window of `kind`.
+fn with_window(kind: LimitKind, key: &str, r: Rate, mode: LimitMode) -> SendLimits {
+    let mut l = SendLimits::user_and_global(rate(100, 3600), rate(1000, 3600));
+    l.windows.push(KeyedWindow::new(kind, key, r, mode));
+    l
+}
+
+fn refused(by: LimitKind) -> SendDecision {
+    SendDecision {
+        refused: Some(by),
+        ..SendDecision::default()
+    }
+}
+
+/// Per number, country and source: each counts every user's sends under
+/// its key, refuses at its bound (counting nothing, storing nothing),
+/// keeps keys apart, and slides; days work as windows.
+pub(super) fn keyed_windows(make: Make<'_>) {
+    let day = 86_400_000;
+    // Day 10 since the epoch: a bucket starts here.
+    let t = 10 * day;
+    for kind in [
+        LimitKind::PerNumber,
+        LimitKind::PerCountry,
+        LimitKind::PerSource,
+    ] {
+        let b = make();
+        let l = with_window(kind, "k1", rate(2, 86_400), LimitMode::Enforce);
+        let other = with_window(kind, "k2", rate(2, 86_400), LimitMode::Enforce);
+        on(&*b, |s| {
+            let ok = SendDecision::granted();
+            assert_eq!(s.reserve_sends("alice", t, &l).unwrap(), ok, "{kind:?}");
+            assert_eq!(s.reserve_sends("bob", t + 1_000, &l).unwrap(), ok);
+            assert_eq!(
+                s.reserve_sends("carol", t + 2_000, &l).unwrap(),
+                refused(kind)
+            );
+            // Another key has a window of its own.
+            assert_eq!(s.reserve_sends("carol", t + 2_000, &other).unwrap(), ok);
+            // Nothing was counted for the refused send, nothing stored.
+            let w = s.sms_window("carol", t + 2_000, rate(5, 3600)).unwrap();
+            assert_eq!(w.sent, 1);
+            let mut c = record(7, "dave");
+            c.created_at = t + 3_000;
+            assert_eq!(s.start_challenge_with(&c, &l).unwrap(), refused(kind));
+            assert_eq!(s.challenge(&c.id).unwrap(), None);
+            // Not yet a day later, both still count.
+            assert_eq!(
+                s.reserve_sends("erin", t + day - 1, &l).unwrap(),
+                refused(kind)
+            );
+            // A day later both have left the window.
+            assert_eq!(
+                s.reserve_sends("erin", t + day, &l).unwrap(),
+                ok,
+                "{kind:?}"
+            );
+            let mut c = record(8, "frank");
+            c.created_at = t + day + 1;
+            assert_eq!(s.start_challenge_with(&c, &l).unwrap(), ok);
+            assert_eq!(s.challenge(&c.id).unwrap(), Some(c.clone()));
+            assert_eq!(
+                s.reserve_sends("gina", t + day + 2, &l).unwrap(),
+                refused(kind)
+            );
+        });
+    }
+}
+
+/// Of concurrent sends to one number (from different users), exactly the
+/// limit is granted; likewise per country and per source.
+pub(super) fn keyed_windows_under_races(make: Make<'_>) {
+    for kind in [
+        LimitKind::PerNumber,
+        LimitKind::PerCountry,
+        LimitKind::PerSource,
+    ] {
+        let b = make();
+        let l = with_window(kind, "shared", rate(3, 3600), LimitMode::Enforce);
+        let n = AtomicU32::new(0);
+        let won = race(&*b, |s| {
+            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut c = record(u8::try_from(i).unwrap(), &format!("u{i}"));
+            c.created_at = 5_000;
+            s.start_challenge_with(&c, &l).unwrap().refused.is_none()
+        });
+        assert_eq!(won, 3, "{kind:?}");
+    }
+}
+
+/// The back-off: after the n-th send of a streak the next waits
+/// first·2^(n-1), at most max; refused sends count nothing; a gap of
+/// twice max ends the streak.
+pub(super) fn backoff(make: Make<'_>) {
+    let b = make();
+    let mut l = SendLimits::user_and_global(rate(100, 3600), rate(1000, 3600));
+    let bo = Backoff {
+        first: Duration::from_secs(60),
+        max: Duration::from_secs(240),
+    };
+    l.backoff = Some((bo, LimitMode::Enforce));
+    let m = 60_000;
+    on(&*b, |s| {
+        let r = |at| s.reserve_sends("alice", at, &l).unwrap();
+        assert_eq!(r(0), SendDecision::granted());
+        let d = r(m - 1);
+        assert_eq!(d.refused, Some(LimitKind::Backoff));
+        assert_eq!(d.retry_at, Some(m));
+        assert_eq!(r(m).refused, None);
+        // Second of the streak: 2m.
+        assert_eq!(r(3 * m - 1).retry_at, Some(3 * m));
+        assert_eq!(r(3 * m).refused, None);
+        // Third: 4m (the cap).
+        assert_eq!(r(7 * m - 1).retry_at, Some(7 * m));
+        assert_eq!(r(7 * m).refused, None);
+        // Fourth: capped at 4m.
+        assert_eq!(r(11 * m - 1).retry_at, Some(11 * m));
+        assert_eq!(r(11 * m).refused, None);
+        // 8m (2 × max) without a send: a new streak, 1m after its first.
+        assert_eq!(r(19 * m).refused, None);
+        assert_eq!(r(20 * m - 1).retry_at, Some(20 * m));
+        // Another user is not held back.
+        assert_eq!(
+            s.reserve_sends("bob", 20 * m - 1, &l).unwrap().refused,
+            None
+        );
+        // The user's window counts only what was granted.
+        assert_eq!(
+            s.sms_window("alice", 20 * m, rate(100, 3600)).unwrap().sent,
+            6
+        );
+    });
+}
+
+/// Monitor mode: a full limit grants, names itself, and the window still
+/// counts; an enforced one after it still refuses.
+pub(super) fn monitor_mode(make: Make<'_>) {
+    let b = make();
+    let mut l = with_window(
+        LimitKind::PerCountry,
+        "NG",
+        rate(1, 86_400),
+        LimitMode::Monitor,
+    );
+    l.per_user = rate(2, 3600);
+    l.per_user_mode = LimitMode::Monitor;
+    l.backoff = Some((
+        Backoff {
+            first: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        },
+        LimitMode::Monitor,
+    ));
+    on(&*b, |s| {
+        assert_eq!(
+            s.reserve_sends("alice", 0, &l).unwrap(),
+            SendDecision::granted()
+        );
+        let d = s.reserve_sends("alice", 1, &l).unwrap();
+        assert_eq!(d.refused, None);
+        assert_eq!(d.monitored, [LimitKind::Backoff, LimitKind::PerCountry]);
+        let d = s.reserve_sends("alice", 2, &l).unwrap();
+        assert_eq!(
+            d.monitored,
+            [
+                LimitKind::PerUser,
+                LimitKind::Backoff,
+                LimitKind::PerCountry
+            ]
+        );
+        assert_eq!(s.sms_window("alice", 3, rate(10, 3600)).unwrap().sent, 3);
+        // Enforced per number after the monitored ones: refuses.
+        let mut strict = l.clone();
+        strict.windows.push(KeyedWindow::new(
+            LimitKind::PerNumber,
+            "+2348000000000",
+            rate(1, 3600),
+            LimitMode::Enforce,
+        ));
+        assert_eq!(s.reserve_sends("bob", 4, &strict).unwrap().refused, None);
+        let d = s.reserve_sends("carol", 5, &strict).unwrap();
+        assert_eq!(d.refused, Some(LimitKind::PerNumber));
+        assert!(d.monitored.is_empty());
+    });
 }

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use super::limits::{self, bucket_stale, KeyedWindow, LimitKind, SendDecision, SendLimits};
 use super::migrate::{
     BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
 };
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
-    BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
-    StoreError,
+    BackupHash, ChallengeRecord, FailureState, PhoneRecord, SmsWindow, Step, Store, StoreError,
 };
 use crate::clock::{ms, Millis};
 use crate::config::Rate;
@@ -40,6 +40,9 @@ struct State {
     sms_sent: HashMap<String, BTreeMap<Millis, u32>>,
     /// (bucket size, bucket) -> SMS sent in it, for the global window.
     sms_global: HashMap<(Millis, Millis), u32>,
+    /// (window name, bucket size, bucket) -> SMS sent in it, for the keyed
+    /// windows (per number, country, source).
+    sms_limit: HashMap<(String, Millis, Millis), u32>,
     /// user -> (count, locked until).
     failures: HashMap<String, (u32, Option<Millis>)>,
     phones: HashMap<String, PhoneRecord>,
@@ -78,11 +81,6 @@ impl SharedBackend for MemoryStore {
     }
 }
 
-/// Same bucket size as SQLite's, so both count the global window alike.
-fn global_bucket_ms(window: Duration) -> Millis {
-    (ms(window) / 60).max(1000)
-}
-
 impl State {
     /// Forgets the challenges expired at `now`: on every write that adds
     /// one (a resend's `reserve_sms` leaves them, as its challenge may have
@@ -92,10 +90,12 @@ impl State {
     }
 
     /// Forgets the sends that count in no window any more: those older
-    /// than the longest of `per_user` and `global`, on every write that
-    /// counts one.
-    fn forget_old_sends(&mut self, now: Millis, per_user: Rate, global: Rate) {
-        let before = now - ms(per_user.window.max(global.window));
+    /// than the longest window of `limits`, on every write that counts
+    /// one; keyed windows by their own length.
+    fn forget_old_sends(&mut self, now: Millis, limits: &SendLimits) {
+        let before = now - ms(limits.longest());
+        self.sms_limit
+            .retain(|&(_, size, bucket), _| !bucket_stale(size, bucket, now));
         for sends in self.sms_sent.values_mut() {
             sends.retain(|&at, _| at > before);
         }
@@ -143,20 +143,39 @@ impl State {
         }
     }
 
-    fn reserve(&mut self, user: &str, now: Millis, per_user: Rate, global: Rate) -> SendPermit {
-        if self.user_sends(user, now - ms(per_user.window)) >= per_user.count.get() {
-            return SendPermit::UserLimit;
+    fn window_count(&self, w: &KeyedWindow, now: Millis) -> u32 {
+        let size = w.bucket_ms();
+        let oldest = (now - ms(w.rate.window)) / size;
+        if w.kind == LimitKind::Global {
+            return self
+                .sms_global
+                .iter()
+                .filter(|(&(s, b), _)| s == size && b > oldest)
+                .map(|(_, &n)| n)
+                .sum();
         }
-        let size = global_bucket_ms(global.window);
-        let oldest = (now - ms(global.window)) / size;
-        let n_all: u32 = self
-            .sms_global
+        self.sms_limit
             .iter()
-            .filter(|(&(s, b), _)| s == size && b > oldest)
+            .filter(|((name, s, b), _)| *name == w.name && *s == size && *b > oldest)
             .map(|(_, &n)| n)
-            .sum();
-        if n_all >= global.count.get() {
-            return SendPermit::GlobalLimit;
+            .sum()
+    }
+
+    fn reserve(&mut self, user: &str, now: Millis, l: &SendLimits) -> SendDecision {
+        let since = now - ms(l.keep_user_sends());
+        let sends: Vec<(Millis, u32)> = self.sms_sent.get(user).map_or_else(Vec::new, |m| {
+            m.range(since.saturating_add(1)..)
+                .map(|(&at, &n)| (at, n))
+                .collect()
+        });
+        let counts: Vec<u32> = l
+            .windows
+            .iter()
+            .map(|w| self.window_count(w, now))
+            .collect();
+        let d = limits::decide(l, &sends, &counts, now);
+        if d.refused.is_some() {
+            return d;
         }
         *self
             .sms_sent
@@ -164,8 +183,18 @@ impl State {
             .or_default()
             .entry(now)
             .or_insert(0) += 1;
-        *self.sms_global.entry((size, now / size)).or_insert(0) += 1;
-        SendPermit::Granted
+        for w in &l.windows {
+            let size = w.bucket_ms();
+            if w.kind == LimitKind::Global {
+                *self.sms_global.entry((size, now / size)).or_insert(0) += 1;
+            } else {
+                *self
+                    .sms_limit
+                    .entry((w.name.clone(), size, now / size))
+                    .or_insert(0) += 1;
+            }
+        }
+        d
     }
 
     fn insert(&mut self, c: &ChallengeRecord) -> Result<(), StoreError> {
@@ -241,16 +270,15 @@ impl Store for MemoryStore {
         Ok(counted)
     }
 
-    fn reserve_sms(
+    fn reserve_sends(
         &self,
         user: &str,
         now: Millis,
-        per_user: Rate,
-        global: Rate,
-    ) -> Result<SendPermit, StoreError> {
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError> {
         let mut s = self.state();
-        s.forget_old_sends(now, per_user, global);
-        Ok(s.reserve(user, now, per_user, global))
+        s.forget_old_sends(now, limits);
+        Ok(s.reserve(user, now, limits))
     }
 
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
@@ -259,26 +287,25 @@ impl Store for MemoryStore {
         s.insert(c)
     }
 
-    fn start_challenge(
+    fn start_challenge_with(
         &self,
         c: &ChallengeRecord,
-        per_user: Rate,
-        global: Rate,
-    ) -> Result<SendPermit, StoreError> {
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError> {
         let mut s = self.state();
         s.forget_expired_challenges(c.created_at);
-        s.forget_old_sends(c.created_at, per_user, global);
+        s.forget_old_sends(c.created_at, limits);
         // Checked first, so a conflict takes no SMS (SQLite rolls back).
         if let Some(old) = s.challenges.get(&c.id.0) {
             if old.user != c.user || old.service != c.service {
-                return s.insert(c).map(|()| SendPermit::Granted);
+                return s.insert(c).map(|()| SendDecision::granted());
             }
         }
-        let permit = s.reserve(&c.user, c.created_at, per_user, global);
-        if permit == SendPermit::Granted {
+        let d = s.reserve(&c.user, c.created_at, limits);
+        if d.refused.is_none() {
             s.insert(c)?;
         }
-        Ok(permit)
+        Ok(d)
     }
 
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {

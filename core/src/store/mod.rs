@@ -18,6 +18,11 @@
 //! codes, opt-outs, lockouts) from one store into another, by one rule per
 //! kind that every backend applies in [`Store::import_record`].
 //!
+//! [`limits`] is what one SMS is counted against ([`SendLimits`]: the
+//! user's window, the back-off and any number of keyed windows, each
+//! enforced or monitored) and the one rule that decides it, which every
+//! backend applies in the same atomic step as the count.
+//!
 //! [`shared`] is what a server's threads need from one store besides the
 //! trait ([`SharedBackend`]: a reply waits until what it relies on is
 //! durable), opened by [`open_shared`].
@@ -38,6 +43,8 @@ use crate::clock::Millis;
 use crate::config::{Rate, StoreSpec};
 use crate::otp::ChallengeId;
 use crate::phone::{NoCache, NumberCache};
+
+pub use limits::{Backoff, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits};
 
 /// Why the store could not do what was asked. Backend-neutral: each
 /// backend maps its own errors onto these, keeping its error as the
@@ -395,14 +402,28 @@ pub trait Store {
         window: Duration,
     ) -> Result<u32, StoreError>;
     /// Takes one SMS from the user's and the global window, or says which
-    /// limit is reached (and takes nothing).
+    /// limit is reached (and takes nothing): [`Store::reserve_sends`] with
+    /// those two, enforced.
     fn reserve_sms(
         &self,
         user: &str,
         now: Millis,
         per_user: Rate,
         global: Rate,
-    ) -> Result<SendPermit, StoreError>;
+    ) -> Result<SendPermit, StoreError> {
+        let l = SendLimits::user_and_global(per_user, global);
+        Ok(self.reserve_sends(user, now, &l)?.permit())
+    }
+    /// Takes one SMS from every window of `limits`, or says which enforced
+    /// limit is reached (and takes nothing), in one atomic step; limits in
+    /// monitor mode that are reached are named in the answer and counted
+    /// all the same. Checked in the order of [`limits::decide`].
+    fn reserve_sends(
+        &self,
+        user: &str,
+        now: Millis,
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError>;
     /// Stores `c`, in place of the same user's challenge for the same
     /// service with its id (one opened with
     /// [`crate::otp::OtpKey::login_id`] replaces the last); another login's
@@ -415,7 +436,17 @@ pub trait Store {
         c: &ChallengeRecord,
         per_user: Rate,
         global: Rate,
-    ) -> Result<SendPermit, StoreError>;
+    ) -> Result<SendPermit, StoreError> {
+        let l = SendLimits::user_and_global(per_user, global);
+        Ok(self.start_challenge_with(c, &l)?.permit())
+    }
+    /// [`Store::reserve_sends`] (at `c.created_at`, for `c.user`) and, if
+    /// granted, [`Store::insert_challenge`], in one transaction.
+    fn start_challenge_with(
+        &self,
+        c: &ChallengeRecord,
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError>;
     /// The challenge with id `id`, whoever's it is and expired or not (the
     /// caller checks both); `None` if it is gone.
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
@@ -742,6 +773,7 @@ impl StoreSpec {
 
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod limits;
 pub mod memory;
 pub mod migrate;
 pub mod redis;

@@ -51,6 +51,9 @@
 //! - `P f:<user>`: failures, a hash (`n` count, `u` locked until);
 //! - `P s:<user>`: the user's sends, a hash send time -> SMS at that time;
 //! - `P g:<bucket size>`: the global window, a hash bucket -> SMS in it;
+//! - `P l:<bucket size>:<kind>:<key>`: a keyed window (kind `number`,
+//!   `country` or `source`), a hash bucket -> SMS in it, with a TTL of its
+//!   window;
 //! - `P p:<user>`: the registered phone (`e` E.164, `t` set at, `b` set by);
 //! - `P b:<user>`: backup codes, a hash argon2 hash -> 8-byte tag;
 //! - `P o`: opt-outs, a hash user -> "set_at set_by";
@@ -79,11 +82,12 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult};
 
+use super::limits::{KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits};
 use super::migrate::{Outcome, Record, Snapshot};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
     AnswerState, BackupHash, ChallengeRecord, FailureState, KeyFingerprint, LoginState,
-    PhoneRecord, SendPermit, SmsWindow, Step, Store, StoreError,
+    PhoneRecord, SmsWindow, Step, Store, StoreError,
 };
 use crate::clock::{ms, Millis};
 use crate::config::{Rate, RedisSpec};
@@ -177,11 +181,6 @@ fn num_step(n: i64) -> Option<Step> {
         3 => Step::EnrollCode,
         _ => return None,
     })
-}
-
-/// Same bucket size as SQLite's and memory's.
-fn global_bucket_ms(window: Duration) -> Millis {
-    (ms(window) / 60).max(1000)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -495,37 +494,88 @@ impl RedisStore {
             .arg(ttl(c.created_at.min(c.sent_at), c.expires_at));
     }
 
-    /// Keys and arguments of the send-window part of a script.
-    fn window_args<'a>(
-        &self,
-        inv: &mut redis::ScriptInvocation<'a>,
-        now: Millis,
-        per_user: Rate,
-        global: Rate,
-    ) {
-        let size = global_bucket_ms(global.window);
-        let longest = ms(per_user.window.max(global.window));
+    /// Keys and arguments of the send-window part of a script (see
+    /// `scripts::WINDOW`), after the sends key.
+    fn window_args<'a>(&self, inv: &mut redis::ScriptInvocation<'a>, now: Millis, l: &SendLimits) {
+        for w in &l.windows {
+            inv.key(self.window_key(w));
+        }
+        let mode = |m: LimitMode| u8::from(m == LimitMode::Monitor);
+        let keep = ms(l.keep_user_sends());
+        let (bfirst, bmax, bmode) = l
+            .backoff
+            .map_or((0, 0, 0), |(b, m)| (ms(b.first).max(1), ms(b.max), mode(m)));
         inv.arg(now)
-            .arg(now - ms(per_user.window))
-            .arg(per_user.count.get())
-            .arg(now - longest)
-            .arg(size)
-            .arg((now - ms(global.window)) / size)
-            .arg(now / size)
-            .arg(global.count.get())
-            .arg(ttl(now, now + longest));
+            .arg(now - ms(l.per_user.window))
+            .arg(l.per_user.count.get())
+            .arg(mode(l.per_user_mode))
+            .arg(now - keep)
+            .arg(bfirst)
+            .arg(bmax)
+            .arg(bmode)
+            .arg(ttl(now, now + keep))
+            .arg(l.windows.len());
+        for w in &l.windows {
+            let size = w.bucket_ms();
+            inv.arg(size)
+                .arg((now - ms(w.rate.window)) / size)
+                .arg(now / size)
+                .arg(w.rate.count.get())
+                .arg(mode(w.mode))
+                .arg(ttl(now, now + ms(w.rate.window)));
+        }
     }
 
-    fn permit(&self, n: i64) -> Result<SendPermit, StoreError> {
+    /// The hash of a keyed window: the global one under its old name.
+    fn window_key(&self, w: &KeyedWindow) -> String {
+        let size = w.bucket_ms();
+        if w.kind == LimitKind::Global {
+            return self.global(size);
+        }
+        self.key("l", &format!("{size}:{}", w.name))
+    }
+
+    /// Reads the send-window script's answer (see `scripts::WINDOW`).
+    fn decision(&self, r: &[i64], l: &SendLimits) -> Result<SendDecision, StoreError> {
+        let kind = |code: i64| -> Result<LimitKind, StoreError> {
+            match code {
+                1 => Ok(LimitKind::PerUser),
+                2 => Ok(LimitKind::Backoff),
+                c if c >= 10 => usize::try_from(c - 10)
+                    .ok()
+                    .and_then(|i| l.windows.get(i))
+                    .map(|w| w.kind)
+                    .ok_or_else(|| self.corrupt("unexpected answer from the send-window script")),
+                _ => Err(self.corrupt("unexpected answer from the send-window script")),
+            }
+        };
+        match r.first() {
+            Some(0) => Ok(SendDecision {
+                refused: None,
+                monitored: r[1..].iter().map(|&c| kind(c)).collect::<Result<_, _>>()?,
+                retry_at: None,
+            }),
+            Some(3) => Err(StoreError::Conflict {
+                location: self.spec.url.clone(),
+                source: "challenge id already used by another login".into(),
+            }),
+            Some(&c) => Ok(SendDecision {
+                refused: Some(kind(c)?),
+                monitored: Vec::new(),
+                retry_at: if c == 2 { r.get(1).copied() } else { None },
+            }),
+            None => Err(self.corrupt("unexpected answer from the send-window script")),
+        }
+    }
+
+    fn permit(&self, n: i64) -> Result<(), StoreError> {
         match n {
-            0 => Ok(SendPermit::Granted),
-            1 => Ok(SendPermit::UserLimit),
-            2 => Ok(SendPermit::GlobalLimit),
+            0 => Ok(()),
             3 => Err(StoreError::Conflict {
                 location: self.spec.url.clone(),
                 source: "challenge id already used by another login".into(),
             }),
-            _ => Err(self.corrupt("unexpected answer from the send-window script")),
+            _ => Err(self.corrupt("unexpected answer from the challenge script")),
         }
     }
 }
@@ -711,21 +761,19 @@ impl Store for RedisStore {
         Ok(count(n))
     }
 
-    fn reserve_sms(
+    fn reserve_sends(
         &self,
         user: &str,
         now: Millis,
-        per_user: Rate,
-        global: Rate,
-    ) -> Result<SendPermit, StoreError> {
-        let size = global_bucket_ms(global.window);
-        let n: i64 = self.run(|c| {
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError> {
+        let r: Vec<i64> = self.run(|c| {
             let mut inv = scripts::RESERVE.prepare_invoke();
-            inv.key(self.sends(user)).key(self.global(size));
-            self.window_args(&mut inv, now, per_user, global);
+            inv.key(self.sends(user));
+            self.window_args(&mut inv, now, limits);
             inv.invoke(c)
         })?;
-        self.permit(n)
+        self.decision(&r, limits)
     }
 
     fn insert_challenge(&self, ch: &ChallengeRecord) -> Result<(), StoreError> {
@@ -735,26 +783,22 @@ impl Store for RedisStore {
             self.challenge_args(&mut inv, ch);
             inv.invoke(c)
         })?;
-        self.permit(n).map(|_| ())
+        self.permit(n)
     }
 
-    fn start_challenge(
+    fn start_challenge_with(
         &self,
         ch: &ChallengeRecord,
-        per_user: Rate,
-        global: Rate,
-    ) -> Result<SendPermit, StoreError> {
-        let size = global_bucket_ms(global.window);
-        let n: i64 = self.run(|c| {
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError> {
+        let r: Vec<i64> = self.run(|c| {
             let mut inv = scripts::START.prepare_invoke();
-            inv.key(self.ch(&ch.id))
-                .key(self.sends(&ch.user))
-                .key(self.global(size));
+            inv.key(self.ch(&ch.id)).key(self.sends(&ch.user));
             self.challenge_args(&mut inv, ch);
-            self.window_args(&mut inv, ch.created_at, per_user, global);
+            self.window_args(&mut inv, ch.created_at, limits);
             inv.invoke(c)
         })?;
-        self.permit(n)
+        self.decision(&r, limits)
     }
 
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {

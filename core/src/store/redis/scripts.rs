@@ -38,37 +38,87 @@ local function put(k, A)
 end
 ";
 
-/// Takes one SMS from the user's window (`ku`) and the global one (`kg`),
-/// with A[o..o+8]: now, user window start, user limit, forget sends up to
-/// here, bucket size, oldest global bucket (not counted), this bucket,
-/// global limit, TTL. 0 granted, 1 user limit, 2 global limit.
+/// Takes one SMS from every window, the rule of `limits::decide` in Lua.
+/// `ku` the user's sends (at -> n), `kw` the keyed windows' hashes (bucket
+/// -> n), A[o..]: now, user window start, user limit, user mode, forget
+/// sends up to here, back-off first (0: none), back-off max, back-off
+/// mode, sends TTL, window count; then per window size, oldest bucket
+/// (not counted), this bucket, limit, mode, TTL. Modes: 1 monitor, 0
+/// enforce. Answers {r, monitored…}: r 0 granted, 1 user, 2 back-off,
+/// 10 + i window i (from 0) refused; the monitored in the same codes;
+/// after a 2, when the next SMS is allowed.
+/// Loops run over hash entries (a user's sends, ≤ 61 buckets per window),
+/// never over bytes.
 const WINDOW: &str = r"
-local function reserve(ku, kg, A, o)
+local function reserve(ku, kw, A, o)
+  local now = tonumber(A[o])
   local usince = tonumber(A[o + 1])
-  local prune = tonumber(A[o + 3])
-  local size = tonumber(A[o + 4])
+  local prune = tonumber(A[o + 4])
+  local bfirst = tonumber(A[o + 5])
+  local mon = {}
+  local function hit(code, mode)
+    if mode == '1' then mon[#mon + 1] = code return false end
+    return true
+  end
   local n = 0
+  local list = {}
   local all = redis.call('HGETALL', ku)
   for i = 1, #all, 2 do
     local at = tonumber(all[i])
     if at <= prune then redis.call('HDEL', ku, all[i])
-    elseif at > usince then n = n + tonumber(all[i + 1]) end
+    else
+      local k = tonumber(all[i + 1])
+      if at > usince then n = n + k end
+      if bfirst > 0 then list[#list + 1] = {at, k} end
+    end
   end
-  if n >= tonumber(A[o + 2]) then return 1 end
-  local g = 0
-  local oldest = tonumber(A[o + 5])
-  all = redis.call('HGETALL', kg)
-  for i = 1, #all, 2 do
-    local b = tonumber(all[i])
-    if (b + 1) * size <= prune then redis.call('HDEL', kg, all[i])
-    elseif b > oldest then g = g + tonumber(all[i + 1]) end
+  if n >= tonumber(A[o + 2]) and hit(1, A[o + 3]) then return {1} end
+  if bfirst > 0 and #list > 0 then
+    table.sort(list, function(x, y) return x[1] < y[1] end)
+    local bmax = tonumber(A[o + 6])
+    local reset = 2 * bmax
+    local last = list[#list][1]
+    if now - last < reset then
+      local streak, nxt = 0, last
+      for i = #list, 1, -1 do
+        if nxt - list[i][1] >= reset then break end
+        streak = streak + list[i][2]
+        nxt = list[i][1]
+      end
+      local wait = bmax
+      if streak <= 31 then wait = math.min(bfirst * 2 ^ (streak - 1), bmax) end
+      if last + wait > now and hit(2, A[o + 7]) then return {2, last + wait} end
+    end
   end
-  if g >= tonumber(A[o + 7]) then return 2 end
+  local nw = tonumber(A[o + 9])
+  for w = 1, nw do
+    local p = o + 10 + 6 * (w - 1)
+    local size = tonumber(A[p])
+    local oldest = tonumber(A[p + 1])
+    local g = 0
+    all = redis.call('HGETALL', kw[w])
+    for i = 1, #all, 2 do
+      local b = tonumber(all[i])
+      if (b + 62) * size <= now then redis.call('HDEL', kw[w], all[i])
+      elseif b > oldest then g = g + tonumber(all[i + 1]) end
+    end
+    if g >= tonumber(A[p + 3]) and hit(9 + w, A[p + 4]) then return {9 + w} end
+  end
   redis.call('HINCRBY', ku, A[o], 1)
-  redis.call('HINCRBY', kg, A[o + 6], 1)
   redis.call('PEXPIRE', ku, A[o + 8])
-  redis.call('PEXPIRE', kg, A[o + 8])
-  return 0
+  for w = 1, nw do
+    local p = o + 10 + 6 * (w - 1)
+    redis.call('HINCRBY', kw[w], A[p + 2], 1)
+    redis.call('PEXPIRE', kw[w], A[p + 5])
+  end
+  local r = {0}
+  for i = 1, #mon do r[#r + 1] = mon[i] end
+  return r
+end
+local function tail(from)
+  local t = {}
+  for i = from, #KEYS do t[#t + 1] = KEYS[i] end
+  return t
 end
 ";
 
@@ -76,9 +126,9 @@ fn script(parts: &[&str]) -> Script {
     Script::new(&parts.concat())
 }
 
-/// KEYS: sends, global. ARGV: the window's (see `WINDOW`).
+/// KEYS: sends, then each window's. ARGV: the windows' (see `WINDOW`).
 pub(super) static RESERVE: LazyLock<Script> =
-    LazyLock::new(|| script(&[WINDOW, "return reserve(KEYS[1], KEYS[2], ARGV, 1)"]));
+    LazyLock::new(|| script(&[WINDOW, "return reserve(KEYS[1], tail(2), ARGV, 1)"]));
 
 /// KEYS: challenge. ARGV: the challenge's (see `PUT`). 0, or 3 (conflict).
 pub(super) static INSERT: LazyLock<Script> = LazyLock::new(|| {
@@ -88,15 +138,16 @@ pub(super) static INSERT: LazyLock<Script> = LazyLock::new(|| {
     ])
 });
 
-/// KEYS: challenge, sends, global. ARGV: the challenge's (13), then the
-/// window's. The challenge is written only if the SMS is granted.
+/// KEYS: challenge, sends, then each window's. ARGV: the challenge's
+/// (13), then the windows'. The challenge is written only if the SMS is
+/// granted. {3}: a conflict.
 pub(super) static START: LazyLock<Script> = LazyLock::new(|| {
     script(&[
         PUT,
         WINDOW,
-        "if conflict(KEYS[1], ARGV) then return 3 end
-         local r = reserve(KEYS[2], KEYS[3], ARGV, 14)
-         if r == 0 then put(KEYS[1], ARGV) end
+        "if conflict(KEYS[1], ARGV) then return {3} end
+         local r = reserve(KEYS[2], tail(3), ARGV, 14)
+         if r[1] == 0 then put(KEYS[1], ARGV) end
          return r",
     ])
 });

@@ -59,7 +59,10 @@ pub struct SqliteStore {
 ///
 /// 3: `phone`, `backup_code` and `opt_out` tables; challenges carry a step
 /// and a pending (enrollment) number.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: `sms_limit`, the keyed send windows (per number, country, source);
+/// a layout-3 store only gains the table, keeping even its pending
+/// challenges and windows.
+const SCHEMA_VERSION: i64 = 4;
 
 /// WAL pages after which a commit of a short-lived handle (PAM, the admin
 /// tool) checkpoints; see [`SqliteStore::init`].
@@ -72,7 +75,8 @@ const SHORT_LIVED_CHECKPOINT: i64 = 128;
 /// fixtures in `testdata/` (one per layout, opened by the tests
 /// `layout_*_keeps_*`) hold it to that.
 const EPHEMERAL_TABLES: &str = "DROP TABLE IF EXISTS challenge; DROP TABLE IF EXISTS sms_sent;
-     DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;";
+     DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;
+     DROP TABLE IF EXISTS sms_limit;";
 
 /// Carries the failure counts and lockouts of any earlier layout (every
 /// one had `failure (user, count, locked_until)`; layout 1 as a rowid
@@ -117,6 +121,13 @@ CREATE TABLE IF NOT EXISTS sms_global (
     bucket INTEGER NOT NULL,
     count  INTEGER NOT NULL,
     PRIMARY KEY (size, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sms_limit (
+    name   TEXT NOT NULL,
+    size   INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    count  INTEGER NOT NULL,
+    PRIMARY KEY (name, size, bucket)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS number_cache (
     key    TEXT PRIMARY KEY,
@@ -289,6 +300,11 @@ impl SqliteStore {
             let v: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if v == SCHEMA_VERSION {
                 return Ok(());
+            }
+            if v == 3 {
+                // Layout 4 only adds a table.
+                tx.execute_batch(SCHEMA)?;
+                return tx.pragma_update(None, "user_version", SCHEMA_VERSION);
             }
             tx.execute_batch(EPHEMERAL_TABLES)?;
             let has_failures: bool = tx.query_row(

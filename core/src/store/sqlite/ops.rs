@@ -5,18 +5,18 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::sweep::{self, Kinds};
+use super::sweep::Kinds;
 use super::SqliteStore;
 use crate::clock::{ms, Millis};
 use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::NumberCache;
+use crate::store::limits::{self, KeyedWindow, LimitKind, SendDecision, SendLimits};
 use crate::store::migrate::{
     BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
 };
 use crate::store::{
-    BackupHash, ChallengeRecord, FailureState, PhoneRecord, SendPermit, SmsWindow, Step, Store,
-    StoreError,
+    BackupHash, ChallengeRecord, FailureState, PhoneRecord, SmsWindow, Step, Store, StoreError,
 };
 
 fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRecord> {
@@ -45,12 +45,6 @@ fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRecord> 
 const SELECT_CHALLENGE: &str =
     "SELECT id, user, service, code_mac, phone_masked, created_at, sent_at,
         expires_at, attempts_left, resends_used, step, pending_phone FROM challenge";
-
-/// Global sends are counted in 60 buckets per window rather than row by
-/// row: a busy host's count stays a sum over at most 61 rows.
-fn global_bucket_ms(window: Duration) -> Millis {
-    (ms(window) / 60).max(1000)
-}
 
 /// `user`'s failure row, if any, with a lockout only while it lasts at
 /// `now`: the one rule of what "locked out" means.
@@ -108,38 +102,74 @@ fn count_user_sends(tx: &Connection, user: &str, since: Millis) -> rusqlite::Res
         .query_row(params![user, since], |r| r.get(0))
 }
 
+/// `user`'s sends after `since`, oldest first.
+fn user_sends_since(
+    tx: &Connection,
+    user: &str,
+    since: Millis,
+) -> rusqlite::Result<Vec<(Millis, u32)>> {
+    tx.prepare_cached("SELECT at, n FROM sms_sent WHERE user = ?1 AND at > ?2 ORDER BY at")?
+        .query_map(params![user, since], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// The sends counted in window `w` at `now`: the global one in
+/// `sms_global`, the others in `sms_limit` by name.
+fn window_count(tx: &Connection, w: &KeyedWindow, now: Millis) -> rusqlite::Result<u32> {
+    let size = w.bucket_ms();
+    let oldest = (now - ms(w.rate.window)) / size;
+    if w.kind == LimitKind::Global {
+        return tx
+            .prepare_cached(
+                "SELECT COALESCE(SUM(count), 0) FROM sms_global WHERE size = ?1 AND bucket > ?2",
+            )?
+            .query_row(params![size, oldest], |r| r.get(0));
+    }
+    tx.prepare_cached(
+        "SELECT COALESCE(SUM(count), 0) FROM sms_limit
+         WHERE name = ?1 AND size = ?2 AND bucket > ?3",
+    )?
+    .query_row(params![w.name, size, oldest], |r| r.get(0))
+}
+
 /// The checks and bookkeeping of one SMS, inside a write transaction.
 fn reserve_in(
     tx: &Connection,
     user: &str,
     now: Millis,
-    per_user: Rate,
-    global: Rate,
-) -> rusqlite::Result<SendPermit> {
-    if count_user_sends(tx, user, now - ms(per_user.window))? >= per_user.count.get() {
-        return Ok(SendPermit::UserLimit);
+    l: &SendLimits,
+) -> rusqlite::Result<SendDecision> {
+    let sends = user_sends_since(tx, user, now - ms(l.keep_user_sends()))?;
+    let mut counts = Vec::with_capacity(l.windows.len());
+    for w in &l.windows {
+        counts.push(window_count(tx, w, now)?);
     }
-    let size = global_bucket_ms(global.window);
-    let oldest = (now - ms(global.window)) / size;
-    let n_all: u32 = tx
-        .prepare_cached(
-            "SELECT COALESCE(SUM(count), 0) FROM sms_global WHERE size = ?1 AND bucket > ?2",
-        )?
-        .query_row(params![size, oldest], |r| r.get(0))?;
-    if n_all >= global.count.get() {
-        return Ok(SendPermit::GlobalLimit);
+    let d = limits::decide(l, &sends, &counts, now);
+    if d.refused.is_some() {
+        return Ok(d);
     }
     tx.prepare_cached(
         "INSERT INTO sms_sent (user, at, n) VALUES (?1, ?2, 1)
          ON CONFLICT(user, at) DO UPDATE SET n = n + 1",
     )?
     .execute(params![user, now])?;
-    tx.prepare_cached(
-        "INSERT INTO sms_global (size, bucket, count) VALUES (?1, ?2, 1)
-         ON CONFLICT(size, bucket) DO UPDATE SET count = count + 1",
-    )?
-    .execute(params![size, now / size])?;
-    Ok(SendPermit::Granted)
+    for w in &l.windows {
+        let size = w.bucket_ms();
+        if w.kind == LimitKind::Global {
+            tx.prepare_cached(
+                "INSERT INTO sms_global (size, bucket, count) VALUES (?1, ?2, 1)
+                 ON CONFLICT(size, bucket) DO UPDATE SET count = count + 1",
+            )?
+            .execute(params![size, now / size])?;
+        } else {
+            tx.prepare_cached(
+                "INSERT INTO sms_limit (name, size, bucket, count) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT(name, size, bucket) DO UPDATE SET count = count + 1",
+            )?
+            .execute(params![w.name, size, now / size])?;
+        }
+    }
+    Ok(d)
 }
 
 /// Inserts `c`. A challenge with its id is replaced only if it is the
@@ -258,21 +288,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn reserve_sms(
+    fn reserve_sends(
         &self,
         user: &str,
         now: Millis,
-        per_user: Rate,
-        global: Rate,
-    ) -> Result<SendPermit, StoreError> {
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError> {
         self.write(|tx| {
             // Sends only: a resend's challenge may have expired, and is
             // renewed by this very send.
             if self.sweep_due(now) {
-                let keep = sweep::keep(per_user, global);
+                let keep = limits.longest();
                 SqliteStore::sweep_in(tx, now, Kinds::Sends { keep })?;
             }
-            reserve_in(tx, user, now, per_user, global)
+            reserve_in(tx, user, now, limits)
         })
     }
 
@@ -286,23 +315,22 @@ impl Store for SqliteStore {
         insert_in(&self.conn, c).map_err(|e| self.err(e))
     }
 
-    fn start_challenge(
+    fn start_challenge_with(
         &self,
         c: &ChallengeRecord,
-        per_user: Rate,
-        global: Rate,
-    ) -> Result<SendPermit, StoreError> {
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError> {
         self.write(|tx| {
             let now = c.created_at;
             if self.sweep_due(now) {
-                let keep = sweep::keep(per_user, global);
+                let keep = limits.longest();
                 SqliteStore::sweep_in(tx, now, Kinds::Both { keep })?;
             }
-            let permit = reserve_in(tx, &c.user, now, per_user, global)?;
-            if permit == SendPermit::Granted {
+            let d = reserve_in(tx, &c.user, now, limits)?;
+            if d.refused.is_none() {
                 insert_in(tx, c)?;
             }
-            Ok(permit)
+            Ok(d)
         })
     }
 

@@ -16,8 +16,8 @@ use crate::phone::{MemoryNumbers, NumberCache};
 use crate::store::migrate::{Outcome, Record, Snapshot};
 use crate::store::shared::{AfterBatch, Deferred, SharedBackend};
 use crate::store::{
-    AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendPermit,
-    SmsWindow, Step, Store, StoreError,
+    AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendDecision,
+    SendLimits, SmsWindow, Step, Store, StoreError,
 };
 
 #[path = "commit.rs"]
@@ -426,25 +426,23 @@ impl Store for SharedStore {
     ) -> Result<u32, StoreError> {
         self.with(|s| s.clear_sms_window(user, now, window))
     }
-    fn reserve_sms(
+    fn reserve_sends(
         &self,
         user: &str,
         now: Millis,
-        per_user: Rate,
-        global: Rate,
-    ) -> Result<SendPermit, StoreError> {
-        self.with(|s| s.reserve_sms(user, now, per_user, global))
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError> {
+        self.with(|s| s.reserve_sends(user, now, limits))
     }
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
         self.with(|s| s.insert_challenge(c))
     }
-    fn start_challenge(
+    fn start_challenge_with(
         &self,
         c: &ChallengeRecord,
-        per_user: Rate,
-        global: Rate,
-    ) -> Result<SendPermit, StoreError> {
-        self.with(|s| s.start_challenge(c, per_user, global))
+        limits: &SendLimits,
+    ) -> Result<SendDecision, StoreError> {
+        self.with(|s| s.start_challenge_with(c, limits))
     }
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
         self.with(|s| s.challenge(id))

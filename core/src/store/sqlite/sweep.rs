@@ -90,6 +90,10 @@ impl SqliteStore {
             // counts for nothing.
             tx.prepare_cached("DELETE FROM sms_global WHERE (bucket + 1) * size <= ?1")?
                 .execute([before])?;
+            // Keyed windows by their own length (see `limits::bucket_stale`),
+            // whatever this host's configuration says.
+            tx.prepare_cached("DELETE FROM sms_limit WHERE (bucket + 62) * size <= ?1")?
+                .execute([now])?;
         }
         Ok(())
     }
@@ -99,10 +103,4 @@ impl SqliteStore {
     pub(crate) fn set_sweep_dice(&mut self, dice: Box<dyn RandomSource + Send>) {
         self.sweeper.dice = dice;
     }
-}
-
-/// The longest of the windows a send counts against: how long its record
-/// must be kept.
-pub(super) fn keep(per_user: crate::config::Rate, global: crate::config::Rate) -> Duration {
-    per_user.window.max(global.window)
 }

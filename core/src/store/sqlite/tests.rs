@@ -666,29 +666,138 @@ fn layout_3_keeps_what_is_durable() {
     assert_eq!(s.failures("bob", now).unwrap().count, 2);
 }
 
+/// Layout 4 only added a table: a layout-3 store keeps even its pending
+/// challenge and its send windows, and counts in the new windows at once.
+#[test]
+fn layout_3_gains_the_keyed_windows_and_keeps_the_rest() {
+    let mut script = include_str!("testdata/layout-v3.sql").to_owned();
+    let c = record(9, "alice");
+    script.push_str(&format!(
+        "INSERT INTO challenge VALUES (x'{}', 'alice', 'sshd', x'{}', '{}', {}, {}, {}, {}, 0, 0, NULL);
+         INSERT INTO sms_sent VALUES ('alice', 1000, 1);",
+        "09".repeat(16),
+        "09".repeat(32),
+        c.phone_masked,
+        c.created_at,
+        c.sent_at,
+        c.expires_at,
+        c.attempts_left
+    ));
+    let (_d, s) = open_fixture(&script);
+    assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(s.challenge(&c.id).unwrap(), Some(c));
+    assert_eq!(s.sms_window("alice", 2_000, rate(5, 3600)).unwrap().sent, 1);
+    assert_eq!(s.phone("alice").unwrap().unwrap().e164, "+12025550143");
+    let mut l = crate::store::SendLimits::user_and_global(rate(5, 3600), rate(100, 3600));
+    l.windows.push(crate::store::KeyedWindow::new(
+        crate::store::LimitKind::PerNumber,
+        "+12025550143",
+        rate(1, 86_400),
+        crate::store::LimitMode::Enforce,
+    ));
+    assert_eq!(s.reserve_sends("bob", 3_000, &l).unwrap().refused, None);
+    assert_eq!(
+        s.reserve_sends("carol", 4_000, &l).unwrap().refused,
+        Some(crate::store::LimitKind::PerNumber)
+    );
+}
+
+/// Today's layout, written by hand as it is today.
+#[test]
+fn layout_4_keeps_what_is_durable() {
+    let (_d, s) = open_fixture(include_str!("testdata/layout-v4.sql"));
+    assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
+    let now: Millis = 5_000;
+    assert_eq!(s.phone("carol").unwrap().unwrap().e164, "+447700900123");
+    assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
+    assert_eq!(s.opted_out_users().unwrap(), vec!["dave".to_owned()]);
+    assert_eq!(
+        s.locked_until("mallory", now).unwrap(),
+        Some(4_102_444_800_000)
+    );
+    assert_eq!(s.failures("bob", now).unwrap().count, 2);
+    let n: u32 = s
+        .conn
+        .query_row("SELECT count FROM sms_limit", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+/// The sweep forgets keyed-window buckets older than any window of their
+/// size, whatever this host's limits are.
+#[test]
+fn the_sweep_forgets_old_keyed_buckets() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let day = 86_400_000;
+    let l = {
+        let mut l = crate::store::SendLimits::user_and_global(rate(5, 3600), rate(100, 3600));
+        l.windows.push(crate::store::KeyedWindow::new(
+            crate::store::LimitKind::PerCountry,
+            "NG",
+            rate(10, 86_400),
+            crate::store::LimitMode::Enforce,
+        ));
+        l
+    };
+    s.reserve_sends("alice", 10 * day, &l).unwrap();
+    let rows = |s: &SqliteStore| -> u32 {
+        s.conn
+            .query_row("SELECT COUNT(*) FROM sms_limit", [], |r| r.get(0))
+            .unwrap()
+    };
+    s.write(|tx| {
+        SqliteStore::sweep_in(
+            tx,
+            11 * day - 1,
+            sweep::Kinds::Sends {
+                keep: Duration::from_secs(3600),
+            },
+        )
+    })
+    .unwrap();
+    assert_eq!(rows(&s), 1, "still inside a day");
+    s.write(|tx| {
+        SqliteStore::sweep_in(
+            tx,
+            11 * day + day / 30,
+            sweep::Kinds::Sends {
+                keep: Duration::from_secs(3600),
+            },
+        )
+    })
+    .unwrap();
+    assert_eq!(rows(&s), 0);
+}
+
 /// An upgrade from any earlier layout keeps what today's layout holds: a
 /// store made today, with its `user_version` set back as an older build
 /// would have left it, comes through the rebuild with every durable row.
 #[test]
 fn an_upgrade_keeps_todays_durable_rows() {
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("state.db");
-    let c = Connection::open(&p).unwrap();
-    c.execute_batch(include_str!("testdata/layout-v3.sql"))
-        .unwrap();
-    c.pragma_update(None, "user_version", SCHEMA_VERSION - 1)
-        .unwrap();
-    drop(c);
-    let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
-    assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
-    let now: Millis = 5_000;
-    assert!(s.phone("alice").unwrap().is_some());
-    assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
-    assert!(s.opt_out("dave").unwrap().is_some());
-    assert_eq!(
-        s.locked_until("mallory", now).unwrap(),
-        Some(4_102_444_800_000)
-    );
+    // Set back one layout (layout 4 only adds a table), and set back to
+    // layout 2 (the rebuild of short-lived tables).
+    for (fixture, version) in [
+        (include_str!("testdata/layout-v3.sql"), SCHEMA_VERSION - 1),
+        (include_str!("testdata/layout-v4.sql"), 2),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(fixture).unwrap();
+        c.pragma_update(None, "user_version", version).unwrap();
+        drop(c);
+        let s = SqliteStore::open(&p, Duration::from_secs(5)).unwrap();
+        assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
+        let now: Millis = 5_000;
+        assert!(s.phone("alice").unwrap().is_some());
+        assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
+        assert!(s.opt_out("dave").unwrap().is_some());
+        assert_eq!(
+            s.locked_until("mallory", now).unwrap(),
+            Some(4_102_444_800_000),
+            "from layout {version}"
+        );
+    }
 }
 
 #[test]
