@@ -46,3 +46,23 @@ fn every_target_has_a_binary() {
         );
     }
 }
+
+#[test]
+fn fuzz_sh_knows_every_target() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fuzz.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("targets=("))
+        .expect("a targets=( line in scripts/fuzz.sh");
+    let listed: Vec<&str> = line
+        .trim_start_matches("targets=(")
+        .trim_end_matches(')')
+        .split_whitespace()
+        .collect();
+    let known: Vec<&str> = smsotp_fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        listed, known,
+        "scripts/fuzz.sh and fuzz/src/lib.rs TARGETS differ"
+    );
+}
