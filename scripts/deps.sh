@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building, the demo and the tests need.
-# Usage: scripts/deps.sh [build|demo|test|bench]   (default: test)
+# Usage: scripts/deps.sh [build|demo|test|bench|fuzz]   (default: test)
 set -euo pipefail
 what=${1:-test}
 pkgs=(libpam0g-dev libclang-dev pkg-config)
@@ -9,7 +9,9 @@ case "$what" in
   demo) pkgs+=(pamtester libpam-wrapper python3) ;;
   test) pkgs+=(pamtester libpam-wrapper libnss-wrapper openssh-server openssh-client python3 python3-paramiko freeradius-utils libpam-radius-auth lintian slapd ldap-utils openssl nodejs npm redis-server redis-sentinel redis-tools) ;;
   bench) pkgs+=(pamtester libpam-wrapper libpam-oath oathtool) ;;
-  *) echo "usage: $0 [build|demo|test|bench]" >&2; exit 2 ;;
+  # libFuzzer's C++, built by the libfuzzer-sys crate (scripts/fuzz.sh).
+  fuzz) pkgs+=(g++) ;;
+  *) echo "usage: $0 [build|demo|test|bench|fuzz]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

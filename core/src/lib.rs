@@ -89,6 +89,11 @@
 //! `sms` to check each `[[provider]]`; `sms` uses only [`config::check`]
 //! (locations, `ConfigError`, the value checkers), which imports nothing of
 //! ours but the key table.
+//!
+//! `fuzzing.rs`, built only with the `fuzzing` feature (no shipped build
+//! has it), hands the fuzz targets in `fuzz/` the decoders private to
+//! their modules: SMPP framing, the LDAP message reader, the HTTP
+//! success-body rule (docs/fuzzing.md).
 
 // The other lints are set once for every crate in [workspace.lints]; this one
 // only here, where other crates read the API (Cargo cannot add a lint to a
@@ -102,6 +107,8 @@ pub mod config;
 pub mod directory;
 pub mod files;
 pub mod flow;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod otp;
 pub mod phone;
 pub mod random;

@@ -79,13 +79,27 @@ impl Phone {
             Some(rest) => format!("+{rest}"),
             None => t.to_owned(),
         };
-        let n = phonenumber::parse(default_region, &normalised)
+        // An international number is read without the default region:
+        // phonenumber strips a national prefix after the country code
+        // ("+7 8…") only when the default region is none or the number's
+        // own, so the same text gave different numbers on hosts with
+        // different `phone.default_region` (found by fuzzing).
+        let region = if international { None } else { default_region };
+        let n = phonenumber::parse(region, &normalised)
             .map_err(|_| PhoneError::Unparsable(mask_raw(t)))?;
         if !n.is_valid() {
             return Err(PhoneError::Invalid(mask_raw(t)));
         }
+        let e164 = n.format().mode(Mode::E164).to_string();
+        // What is stored and sent must read back as itself (a prefix
+        // stripped once could be stripped again); a number that does not
+        // is refused rather than kept in two forms.
+        let again = phonenumber::parse(None, &e164).ok();
+        if again.is_none_or(|m| !m.is_valid() || m.format().mode(Mode::E164).to_string() != e164) {
+            return Err(PhoneError::Invalid(mask_raw(t)));
+        }
         Ok(Phone {
-            e164: n.format().mode(Mode::E164).to_string(),
+            e164,
             region: n.country().id(),
         })
     }
@@ -293,6 +307,29 @@ pub(crate) mod tests {
         assert_eq!(p.e164(), "+49301234567");
         let p = Phone::parse("0049 30 1234567", None).unwrap();
         assert_eq!(p.e164(), "+49301234567");
+    }
+
+    #[test]
+    fn an_international_number_reads_the_same_whatever_the_default_region() {
+        // Fuzzing found "+7851 (2) 55) 5574" accepted as +78512555574 with
+        // default_region IT, a number that itself does not parse back
+        // (phonenumber strips the "8" without a region): refused now under
+        // every region, and every accepted number parses to itself.
+        for text in ["+7851 (2) 55) 5574", "+7 8512 55 55 74", "+78512555574"] {
+            for region in [None, Some(Id::IT), Some(Id::US), Some(Id::RU), Some(Id::DE)] {
+                assert!(
+                    matches!(Phone::parse(text, region), Err(PhoneError::Invalid(_))),
+                    "{text} {region:?}"
+                );
+            }
+        }
+        for region in [None, Some(Id::IT), Some(Id::US), Some(Id::DE)] {
+            let p = Phone::parse("+7 495 123 45 67", region).unwrap();
+            assert_eq!(p.e164(), "+74951234567");
+            assert_eq!(Phone::parse(p.e164(), None).unwrap().e164(), p.e164());
+            let p = Phone::parse("+49 30 1234567", region).unwrap();
+            assert_eq!(p.e164(), "+49301234567");
+        }
     }
 
     #[test]

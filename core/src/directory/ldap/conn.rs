@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rasn_ldap::{
     AuthenticationChoice, BindRequest, ChangeOperation, ExtendedRequest, Filter, LdapMessage,
     LdapResult, ModifyRequest, ModifyRequestChanges, PartialAttribute, ProtocolOp, ResultCode,
-    SearchRequest, SearchRequestDerefAliases, SearchRequestScope, UnbindRequest,
+    SearchRequest, SearchRequestDerefAliases, SearchRequestScope, SearchResultEntry, UnbindRequest,
 };
 
 use super::error::LdapError;
@@ -160,6 +160,23 @@ pub struct LdapEntry {
 }
 
 impl LdapEntry {
+    /// The entry as a search result carries it.
+    pub(crate) fn from_wire(e: SearchResultEntry) -> LdapEntry {
+        LdapEntry {
+            dn: e.object_name.0,
+            attributes: e
+                .attributes
+                .into_iter()
+                .map(|a| {
+                    (
+                        a.r#type.0,
+                        a.vals.to_vec().into_iter().map(|v| v.to_vec()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// The values of `name` (compared without regard to case).
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.attributes
@@ -328,12 +345,24 @@ fn receive(
     url: &str,
     step: &'static str,
 ) -> Result<LdapMessage, LdapError> {
+    read_message(
+        &mut |buf: &mut [u8]| read_full(s, tcp, buf, deadline, url, step),
+        url,
+    )
+}
+
+/// [`receive`] over `read_exact`, which fills its buffer or fails: kept
+/// apart from the socket so the decoder is fuzzed from a byte slice.
+pub(crate) fn read_message(
+    read_exact: &mut dyn FnMut(&mut [u8]) -> Result<(), LdapError>,
+    url: &str,
+) -> Result<LdapMessage, LdapError> {
     let garbage = |detail: String| LdapError::Protocol {
         url: url.to_owned(),
         detail,
     };
     let mut head = [0u8; 2];
-    read_full(s, tcp, &mut head, deadline, url, step)?;
+    read_exact(&mut head)?;
     if head[0] != 0x30 {
         return Err(garbage(format!(
             "expected an LDAP message (0x30), got 0x{:02x}: is this an LDAP server (and TLS where it expects TLS)?",
@@ -349,7 +378,7 @@ fn receive(
             return Err(garbage("indefinite or oversized BER length".into()));
         }
         let mut len_bytes = vec![0u8; n];
-        read_full(s, tcp, &mut len_bytes, deadline, url, step)?;
+        read_exact(&mut len_bytes)?;
         pdu.extend_from_slice(&len_bytes);
         len_bytes
             .iter()
@@ -362,7 +391,7 @@ fn receive(
     }
     let start = pdu.len();
     pdu.resize(start + len, 0);
-    read_full(s, tcp, &mut pdu[start..], deadline, url, step)?;
+    read_exact(&mut pdu[start..])?;
     rasn::ber::decode::<LdapMessage>(&pdu).map_err(|e| garbage(format!("undecodable message: {e}")))
 }
 
@@ -644,21 +673,7 @@ impl Connection {
         let mut found: Vec<LdapEntry> = Vec::new();
         loop {
             match self.answer(id, deadline, step)? {
-                ProtocolOp::SearchResEntry(e) => {
-                    found.push(LdapEntry {
-                        dn: e.object_name.0,
-                        attributes: e
-                            .attributes
-                            .into_iter()
-                            .map(|a| {
-                                (
-                                    a.r#type.0,
-                                    a.vals.to_vec().into_iter().map(|v| v.to_vec()).collect(),
-                                )
-                            })
-                            .collect(),
-                    });
-                }
+                ProtocolOp::SearchResEntry(e) => found.push(LdapEntry::from_wire(e)),
                 ProtocolOp::SearchResRef(_) => {}
                 ProtocolOp::SearchResDone(d) => {
                     let LdapResult {
@@ -739,7 +754,7 @@ impl Connection {
     }
 }
 
-fn unexpected(url: &str, id: u32, op: &ProtocolOp) -> LdapError {
+pub(crate) fn unexpected(url: &str, id: u32, op: &ProtocolOp) -> LdapError {
     let what = match op {
         ProtocolOp::ExtendedResp(r) if id == 0 => {
             return LdapError::Protocol {

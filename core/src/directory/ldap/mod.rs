@@ -81,6 +81,8 @@ pub use config::{LdapSpec, OnUnavailable, AD_FILTER};
 pub use conn::{
     code_of, ConnectSettings, Connection, Deadline, LdapEntry, LdapUrl, Scope, MAX_PDU,
 };
+#[cfg(feature = "fuzzing")]
+pub(crate) use conn::{read_message, unexpected};
 pub use error::{code_name, LdapError};
 
 /// How many users' numbers a server remembers at most (the oldest go

@@ -767,6 +767,22 @@ fn body_rule(b: &RawSuccessBody) -> Result<BodyRule, String> {
     }
 }
 
+/// For [`crate::fuzzing::success_body`]: `rule` is the value of
+/// `success_body` as written in the config (`{ contains = "OK" }`, …),
+/// validated as the config does; then whether `body` passes it, and the
+/// rule as the log describes it.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn success_body(rule: &str, body: &str) -> Result<(bool, String), String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct One {
+        success_body: RawSuccessBody,
+    }
+    let one: One = toml::from_str(&format!("success_body = {rule}")).map_err(|e| e.to_string())?;
+    let rule = body_rule(&one.success_body)?;
+    Ok((rule.matches(body), rule.describe()))
+}
+
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;

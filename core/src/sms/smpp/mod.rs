@@ -491,6 +491,34 @@ impl SmsProvider for SmppProvider {
 }
 
 /// A C-Octet string of settings checked at config time (ASCII, short).
+/// For [`crate::fuzzing::smpp_stream`]: reads `bytes` as what an SMSC sent
+/// on a session, PDU by PDU as [`Session`] does, until the bytes run out or
+/// are out of step.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn read_stream(bytes: &[u8]) -> crate::fuzzing::SmppStream {
+    let mut buf = bytes.to_vec();
+    let mut pdus = Vec::new();
+    loop {
+        let before = buf.len();
+        match session::take_pdu(&mut buf) {
+            Ok(Some(m)) => {
+                let at = bytes.len() - before;
+                let frame = bytes[at..at + before - buf.len()].to_vec();
+                // The log's name for the status (a session logs it).
+                let _ = session::status_name(m.status);
+                pdus.push((frame, [u32::from(m.id), u32::from(m.status), m.seq]));
+            }
+            Ok(None) => return crate::fuzzing::SmppStream { pdus, error: None },
+            Err(e) => {
+                return crate::fuzzing::SmppStream {
+                    pdus,
+                    error: Some(format!("{e:?}")),
+                }
+            }
+        }
+    }
+}
+
 fn c_octets<const MIN: usize, const MAX: usize>(v: &str) -> COctetString<MIN, MAX> {
     COctetString::from_string(v.to_owned()).unwrap_or_else(|_| COctetString::empty())
 }

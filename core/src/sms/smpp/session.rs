@@ -188,18 +188,12 @@ impl Session {
 
     pub(super) fn read_pdu(&mut self, deadline: Instant) -> Result<Incoming, Wire> {
         loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
-                    as usize;
-                if !(16..=MAX_PDU).contains(&len) {
+            match take_pdu(&mut self.buf) {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {}
+                Err(e) => {
                     self.healthy = false;
-                    return Err(Wire::Malformed(format!(
-                        "a PDU of {len} bytes (must be 16 to {MAX_PDU})"
-                    )));
-                }
-                if self.buf.len() >= len {
-                    let frame: Vec<u8> = self.buf.drain(..len).collect();
-                    return Ok(decode(&frame));
+                    return Err(e);
                 }
             }
             self.arm(deadline)?;
@@ -348,6 +342,26 @@ pub(super) fn encode(seq: u32, status: CommandStatus, pdu: &Pdu) -> Zeroizing<Ve
     // The bind's copy holds the password.
     b[..].zeroize();
     out
+}
+
+/// Takes the first whole PDU out of `buf` (bytes read so far), decoded;
+/// `None` while it is incomplete. A length field outside 16..=[`MAX_PDU`]
+/// is an error: the stream is out of step and the session is done.
+pub(super) fn take_pdu(buf: &mut Vec<u8>) -> Result<Option<Incoming>, Wire> {
+    let Some(head) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*head) as usize;
+    if !(16..=MAX_PDU).contains(&len) {
+        return Err(Wire::Malformed(format!(
+            "a PDU of {len} bytes (must be 16 to {MAX_PDU})"
+        )));
+    }
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let frame: Vec<u8> = buf.drain(..len).collect();
+    Ok(Some(decode(&frame)))
 }
 
 /// The header, through rusmpp when it decodes the PDU, by hand when the
