@@ -242,7 +242,7 @@ impl Engine {
                 )));
             }
         }
-        match self.deliver(ctx, &phone, code.as_str(), "sent")? {
+        match self.deliver(ctx, &rec.id, &phone, code.as_str(), "sent")? {
             None => Ok(Start::Challenge(self.info(&rec, now))),
             Some(Verdict::Reject(r @ (Reject::ProviderDown | Reject::SendRefused)))
                 if self.backup_usable(&ctx.user)? =>
@@ -341,6 +341,7 @@ impl Engine {
     pub(super) fn deliver(
         &self,
         ctx: &LoginContext,
+        id: &ChallengeId,
         phone: &crate::phone::Phone,
         code: &str,
         event: &'static str,
@@ -360,7 +361,7 @@ impl Engine {
             user: &ctx.user,
             service: &ctx.service,
         });
-        let outcome = sms::send_with_failover(
+        let (outcome, tracked) = sms::send_with_failover_tracked(
             &self.providers,
             &Sms {
                 to: phone,
@@ -382,6 +383,7 @@ impl Engine {
                 e.phone = Some(MaskedPhone::of(phone));
                 e.provider = Some(provider.clone());
                 self.log(Level::Info, &e);
+                self.note_sent(ctx, id, phone, code, tracked);
                 Ok(None)
             }
             ChainOutcome::Failed(errors) => {
@@ -721,7 +723,7 @@ impl Engine {
                 None,
             )));
         }
-        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "resent")? {
+        if let Some(v) = self.deliver(ctx, &rec.id, &phone, code.as_str(), "resent")? {
             self.store.delete_challenge(&rec.id)?;
             return Ok(Answer::Done(self.finish(
                 ctx,
