@@ -103,7 +103,6 @@ impl Engine {
             return;
         };
         let provider = self
-            .cfg
             .providers
             .get(provider_index)
             .map(|p| p.name().to_owned())

@@ -487,6 +487,8 @@ pub(crate) mod tests {
         pub name: String,
         pub sent: Rc<RefCell<Vec<(String, String)>>>,
         pub fail_with: Rc<RefCell<Option<SendError>>>,
+        /// Answers a message id ("m1", "m2", …) as an SMSC does.
+        pub tracked: bool,
     }
 
     impl FakeSms {
@@ -515,6 +517,12 @@ pub(crate) mod tests {
                 .borrow_mut()
                 .push((sms.to.e164().into(), sms.text.into()));
             Ok(())
+        }
+        fn send_tracked(&self, sms: &Sms<'_>) -> Result<Option<String>, SendError> {
+            self.send(sms)?;
+            Ok(self
+                .tracked
+                .then(|| format!("m{}", self.sent.borrow().len())))
         }
     }
 
