@@ -28,6 +28,7 @@ use smsotp_core::audit::{AuditSink, Level, ServerSinks};
 use smsotp_core::clock::{Clock, SystemClock};
 use smsotp_core::config::ReceiptSettings;
 use smsotp_core::flow::{ReceiptResend, ReceiptSink, SentCode};
+use smsotp_core::otp::ChallengeId;
 use smsotp_core::sms::smpp::{Receipt, ReceiptError, ReceiptState};
 use smsotp_core::Engine;
 
@@ -159,13 +160,8 @@ impl Registry {
             }
         }
         t.order.push_back(key.clone());
-        t.by_id.insert(
-            key,
-            Pending {
-                code,
-                deadline: at + self.settings.resend_within,
-            },
-        );
+        let deadline = at + self.settings.resend_within.min(code.valid_for);
+        t.by_id.insert(key, Pending { code, deadline });
         drop(t);
         if dropped > 0 {
             self.lock_counts().dropped += dropped;
@@ -258,6 +254,13 @@ impl Registry {
 impl ReceiptSink for Registry {
     fn sent(&self, code: SentCode) {
         self.hold(code, now());
+    }
+
+    fn done(&self, id: &ChallengeId) {
+        let mut t = self.lock_table();
+        if !t.by_id.is_empty() {
+            t.by_id.retain(|_, p| p.code.challenge != *id);
+        }
     }
 }
 
@@ -384,7 +387,6 @@ fn run(weak: Weak<Runtime>, queue: Receiver<(SentCode, ReceiptState)>) {
 mod tests {
     use super::*;
     use smsotp_core::flow::LoginContext;
-    use smsotp_core::otp::ChallengeId;
     use smsotp_core::phone::Phone;
     use zeroize::Zeroizing;
 
@@ -412,6 +414,7 @@ mod tests {
             phone: Phone::parse("+4915112345678", None).unwrap(),
             code: Zeroizing::new("123456".into()),
             sent_at: 0,
+            valid_for: Duration::from_secs(300),
         }
     }
 
@@ -497,6 +500,23 @@ mod tests {
         r.on_receipt("other", receipt("m3", ReceiptState::Undeliverable), t0);
         assert!(rx.try_recv().is_err());
         assert_eq!(r.pending(), 1);
+    }
+
+    #[test]
+    fn forgotten_once_used_and_never_held_past_the_code_s_life() {
+        let (r, rx) = registry(1800, 10);
+        let t0 = Instant::now();
+        r.hold(code("m1"), t0);
+        r.done(&ChallengeId([7; 16]));
+        assert_eq!(r.pending(), 0);
+        r.on_receipt("smsc", receipt("m1", ReceiptState::Undeliverable), t0);
+        assert!(rx.try_recv().is_err());
+        // resend_within 30m, otp.ttl 5m: gone after 5m.
+        r.hold(code("m2"), t0);
+        r.expire(t0 + Duration::from_secs(299));
+        assert_eq!(r.pending(), 1);
+        r.expire(t0 + Duration::from_secs(300));
+        assert_eq!(r.pending(), 0);
     }
 
     #[test]

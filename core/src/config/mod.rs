@@ -183,7 +183,7 @@ impl Config {
             .as_ref()
             .map(|r| radius::validate(&c, r, &directories, &store))
             .transpose()?;
-        let receipts = receipts::validate(&c, &raw.receipts)?;
+        let receipts = receipts::validate(&c, &raw.receipts, &providers, &mut warnings)?;
 
         Ok(Config {
             radius,

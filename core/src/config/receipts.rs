@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::check::{Checker, ConfigError};
+use super::check::{Checker, ConfigError, ConfigWarning};
+use crate::sms::ProviderSpec;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +39,24 @@ impl Default for ReceiptSettings {
     }
 }
 
-pub(super) fn validate(c: &Checker<'_>, r: &RawReceipts) -> Result<ReceiptSettings, ConfigError> {
+/// `[receipts]`; warns when it is set but no provider asks for receipts.
+pub(super) fn validate(
+    c: &Checker<'_>,
+    r: &RawReceipts,
+    providers: &[ProviderSpec],
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<ReceiptSettings, ConfigError> {
+    let asks = providers
+        .iter()
+        .any(|p| matches!(p, ProviderSpec::Smpp(s) if s.registered_delivery != 0));
+    if let (Some(v), false) = (&r.resend_within, asks) {
+        warnings.push(c.warning(
+            v.span(),
+            "receipts.resend_within",
+            "no provider asks for delivery receipts, so nothing is ever resent; \
+             set registered_delivery = 1 on the smpp provider",
+        ));
+    }
     let d = ReceiptSettings::default();
     let resend_within = c.duration_in(
         &r.resend_within,
@@ -74,6 +92,8 @@ mod tests {
         let c = load("").unwrap();
         assert_eq!(c.receipts, ReceiptSettings::default());
         let c = load("[receipts]\nresend_within = \"0s\"\nmax_pending = 5\n").unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].message.contains("registered_delivery = 1"));
         assert!(c.receipts.resend_within.is_zero());
         assert_eq!(c.receipts.max_pending, 5);
         let e = load("[receipts]\nresend_within = \"1h\"\n")

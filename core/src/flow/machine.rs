@@ -444,6 +444,7 @@ impl Engine {
                 .store
                 .consume_code(id, &ctx.user, &ctx.service, &mac, now)?
             {
+                self.note_done(id);
                 let shown = MaskedPhone::from_stored(&masked);
                 return Ok(Answer::Done(self.finish(
                     ctx,

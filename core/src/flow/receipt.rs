@@ -46,6 +46,9 @@ pub struct SentCode {
     pub code: Zeroizing<String>,
     /// When it was sent (engine clock).
     pub sent_at: Millis,
+    /// How long the code lives from `sent_at` (`otp.ttl`): no use holding
+    /// it longer.
+    pub valid_for: std::time::Duration,
 }
 
 impl fmt::Debug for SentCode {
@@ -66,6 +69,10 @@ impl fmt::Debug for SentCode {
 pub trait ReceiptSink: Send + Sync {
     /// `code` was taken by its provider; its receipt may come later.
     fn sent(&self, code: SentCode);
+    /// Challenge `id` was decided (its code used): forget its codes.
+    fn done(&self, id: &ChallengeId) {
+        let _ = id;
+    }
 }
 
 /// What [`Engine::resend_after_receipt`] did.
@@ -116,7 +123,15 @@ impl Engine {
             phone: phone.clone(),
             code: Zeroizing::new(code.to_owned()),
             sent_at: self.now(),
+            valid_for: self.cfg.otp.ttl,
         });
+    }
+
+    /// Tells the sink, if any, that challenge `id` is decided.
+    pub(super) fn note_done(&self, id: &ChallengeId) {
+        if let Some(sink) = &self.receipts {
+            sink.done(id);
+        }
     }
 
     /// A receipt said `sent` failed with `state`: sends the same code once

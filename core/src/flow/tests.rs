@@ -1546,11 +1546,17 @@ fn a_login_engine_decides_exemption_before_reaching_a_server_store() {
 
 /// Keeps what the engine hands it, as smsotp-radiusd's registry does.
 #[derive(Default)]
-struct CollectSink(std::sync::Mutex<Vec<SentCode>>);
+struct CollectSink(
+    std::sync::Mutex<Vec<SentCode>>,
+    std::sync::Mutex<Vec<crate::otp::ChallengeId>>,
+);
 
 impl ReceiptSink for CollectSink {
     fn sent(&self, code: SentCode) {
         self.0.lock().unwrap().push(code);
+    }
+    fn done(&self, id: &crate::otp::ChallengeId) {
+        self.1.lock().unwrap().push(*id);
     }
 }
 
@@ -1615,6 +1621,7 @@ fn a_failed_receipt_sends_the_same_code_once_through_the_next_provider() {
         h.answer(&c, &ch, &code),
         Answer::Done(Verdict::Accept(Accept::CodeVerified))
     );
+    assert_eq!(*sink.1.lock().unwrap(), vec![ch.id], "the sink forgets it");
     let r = h
         .engine
         .resend_after_receipt(&sent, ReceiptState::Rejected)
