@@ -91,7 +91,7 @@ mod tests {
     fn defaults_off_and_bounds() {
         let c = load("").unwrap();
         assert_eq!(c.receipts, ReceiptSettings::default());
-        let c = load("[receipts]\nresend_within = \"0s\"\nmax_pending = 5\n").unwrap();
+        let c = load("[receipts]\nresend_within = \"0\"\nmax_pending = 5\n").unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].message.contains("registered_delivery = 1"));
         assert!(c.receipts.resend_within.is_zero());

@@ -41,10 +41,18 @@
 //! a timeout are `Transient` (fail over); an invalid destination is
 //! `Rejected`. No message says the password, the text or the number.
 //!
+//! Delivery receipts (smsotp-radiusd only): a pool made with
+//! [`SmppSessions::with_receipts`] binds providers with
+//! `registered_delivery` set as transceivers and hands each `deliver_sm`
+//! receipt it reads (while waiting for an answer, or in
+//! [`SmppSessions::poll_idle`]) to its hook; `receipt` reads them.
+//! [`SmsProvider::send_tracked`] answers the `submit_sm_resp` message id.
+//!
 //! Here: [`SmppProvider`] (bind, submit, retry and hold-off). Beside it:
 //! `config` (the validated [`SmppSpec`], TON/NPI names, and the
 //! `[[provider]]` keys checked into it), `codec` (text into `submit_sm`
-//! parts) and `session` (the bound session, its PDUs, the pool).
+//! parts), `session` (the bound session, its PDUs, the pool) and
+//! [`receipt`] (`deliver_sm` receipts read).
 
 mod codec;
 pub(crate) mod config;
