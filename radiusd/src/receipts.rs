@@ -40,6 +40,17 @@ pub const POLL_EVERY: Duration = Duration::from_millis(200);
 /// The most failed receipts waiting for the resend thread; more are
 /// counted and dropped (each would only resend a code).
 const QUEUE: usize = 256;
+/// How long a receipt that matched no code waits for its code.
+const EARLY_FOR: Duration = Duration::from_secs(5);
+/// The most such receipts kept.
+const EARLY_MAX: usize = 256;
+
+fn country_of(code: &SentCode) -> String {
+    code.phone
+        .region()
+        .map(|r| r.as_ref().to_owned())
+        .unwrap_or_else(|| "--".into())
+}
 
 /// Receipts by provider, country (ISO code of the number, "--" when the
 /// receipt matched no code held here) and state, since start or the last
@@ -64,12 +75,25 @@ struct Pending {
     deadline: Instant,
 }
 
+type Key = (String, String);
+
+/// A receipt that came before its code was held: an SMSC may answer an
+/// unknown number with UNDELIV at once, and the flow hands the code over
+/// only once the send returned.
+struct Early {
+    at: Instant,
+    key: Key,
+    state: ReceiptState,
+}
+
 #[derive(Default)]
 struct Table {
-    by_id: HashMap<(String, String), Pending>,
+    by_id: HashMap<Key, Pending>,
     /// Insertion order, for dropping the oldest; may name entries already
     /// gone.
-    order: VecDeque<(String, String)>,
+    order: VecDeque<Key>,
+    /// Receipts no held code matched yet, oldest first, for [`EARLY_FOR`].
+    early: VecDeque<Early>,
 }
 
 /// The codes waiting for their receipt, and the receipt counters.
@@ -159,12 +183,39 @@ impl Registry {
                 dropped += 1;
             }
         }
-        t.order.push_back(key.clone());
         let deadline = at + self.settings.resend_within.min(code.valid_for);
-        t.by_id.insert(key, Pending { code, deadline });
+        let provider = code.provider.clone();
+        let early = t.early.iter().position(|e| e.key == key);
+        let settled = match early.and_then(|i| t.early.remove(i)) {
+            Some(e) => Some((e.state, Pending { code, deadline })),
+            None => {
+                t.order.push_back(key.clone());
+                t.by_id.insert(key, Pending { code, deadline });
+                None
+            }
+        };
         drop(t);
         if dropped > 0 {
             self.lock_counts().dropped += dropped;
+        }
+        if let Some((state, p)) = settled {
+            self.count(&provider, country_of(&p.code), state);
+            self.settle(&provider, p, state, at);
+        }
+    }
+
+    fn count(&self, provider: &str, country: String, state: ReceiptState) {
+        *self
+            .lock_counts()
+            .by_state
+            .entry((provider.to_owned(), country, state))
+            .or_default() += 1;
+    }
+
+    /// Counts the early receipts that no code claimed, under country "--".
+    fn count_unmatched(&self, gone: Vec<Early>) {
+        for e in gone {
+            self.count(&e.key.0, "--".into(), e.state);
         }
     }
 
@@ -173,9 +224,19 @@ impl Registry {
         let mut t = self.lock_table();
         t.by_id.retain(|_, p| p.deadline > at);
         if t.order.len() > 2 * t.by_id.len() + 64 {
-            let Table { by_id, order } = &mut *t;
+            let Table { by_id, order, .. } = &mut *t;
             order.retain(|k| by_id.contains_key(k));
         }
+        let mut gone = Vec::new();
+        while t
+            .early
+            .front()
+            .is_some_and(|e| at.saturating_duration_since(e.at) >= EARLY_FOR)
+        {
+            gone.extend(t.early.pop_front());
+        }
+        drop(t);
+        self.count_unmatched(gone);
     }
 
     /// A receipt (or why one could not be read) from `provider`'s session.
@@ -198,28 +259,38 @@ impl Registry {
         };
         let key = (provider.to_owned(), receipt.message_id.clone());
         let state = receipt.state;
-        let taken = {
-            let mut t = self.lock_table();
-            match t.by_id.get(&key) {
-                // More may follow an intermediate report.
-                Some(_) if state == ReceiptState::Enroute => None,
-                Some(_) => t.by_id.remove(&key),
-                None => None,
+        let mut t = self.lock_table();
+        let Some(country) = t.by_id.get(&key).map(|p| country_of(&p.code)) else {
+            if state == ReceiptState::Enroute {
+                drop(t);
+                self.count(provider, "--".into(), state);
+                return;
             }
-        };
-        let country = taken
-            .as_ref()
-            .and_then(|p| p.code.phone.region())
-            .map(|r| r.as_ref().to_owned())
-            .unwrap_or_else(|| "--".into());
-        *self
-            .lock_counts()
-            .by_state
-            .entry((provider.to_owned(), country, state))
-            .or_default() += 1;
-        let Some(p) = taken else {
+            t.early.push_back(Early { at, key, state });
+            let mut gone = Vec::new();
+            while t.early.len() > EARLY_MAX {
+                gone.extend(t.early.pop_front());
+            }
+            drop(t);
+            self.count_unmatched(gone);
             return;
         };
+        // More may follow an intermediate report.
+        let taken = if state == ReceiptState::Enroute {
+            None
+        } else {
+            t.by_id.remove(&key)
+        };
+        drop(t);
+        self.count(provider, country, state);
+        if let Some(p) = taken {
+            self.settle(provider, p, state, at);
+        }
+    }
+
+    /// A final receipt for a held code: a failure in time goes to the
+    /// resend thread.
+    fn settle(&self, provider: &str, p: Pending, state: ReceiptState, at: Instant) {
         if !state.is_failure() {
             return;
         }
@@ -458,8 +529,11 @@ mod tests {
                 .get(&("smsc".into(), "DE".into(), ReceiptState::Undeliverable)),
             Some(&1)
         );
+        // The second, unclaimed, is counted once its wait is over.
+        assert_eq!(counts.by_state.len(), 1);
+        r.expire(t0 + Duration::from_secs(12));
         assert_eq!(
-            counts
+            r.counts()
                 .by_state
                 .get(&("smsc".into(), "--".into(), ReceiptState::Undeliverable)),
             Some(&1)
@@ -517,6 +591,33 @@ mod tests {
         assert_eq!(r.pending(), 1);
         r.expire(t0 + Duration::from_secs(300));
         assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn a_receipt_before_its_code_is_held_still_counts() {
+        let (r, rx) = registry(120, 10);
+        let t0 = Instant::now();
+        r.on_receipt("smsc", receipt("m1", ReceiptState::Undeliverable), t0);
+        r.hold(code("m1"), t0 + Duration::from_millis(5));
+        let (c, state) = rx.try_recv().expect("resent");
+        assert_eq!(
+            (c.message_id.as_str(), state),
+            ("m1", ReceiptState::Undeliverable)
+        );
+        assert_eq!(r.pending(), 0);
+        assert_eq!(
+            r.counts()
+                .by_state
+                .get(&("smsc".into(), "DE".into(), ReceiptState::Undeliverable)),
+            Some(&1)
+        );
+        // Too late: after EARLY_FOR the receipt is counted unmatched and
+        // the code waits for another.
+        r.on_receipt("smsc", receipt("m2", ReceiptState::Undeliverable), t0);
+        r.expire(t0 + EARLY_FOR);
+        r.hold(code("m2"), t0 + EARLY_FOR);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(r.pending(), 1);
     }
 
     #[test]
