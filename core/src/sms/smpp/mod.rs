@@ -99,6 +99,9 @@ pub const MAX_PARTS: usize = 10;
 const MAX_PDU: usize = 64 * 1024;
 /// How long an `unbind` may wait for its answer.
 const UNBIND_WAIT: Duration = Duration::from_millis(500);
+/// How long an `enquire_link` sent to keep an idle session bound may
+/// wait for its answer.
+const KEEPALIVE_WAIT: Duration = Duration::from_secs(2);
 /// The most idle sessions a pool keeps per provider: at least the most
 /// `max_sessions` allows, so that none is unbound just to be bound again.
 const MAX_IDLE: usize = 64;
@@ -289,7 +292,10 @@ impl SmppProvider {
                 CommandId::BindTransmitterResp,
             )
         };
-        session.receipts = hook.map(|h| (h, self.spec.name.clone()));
+        if let Some(h) = hook {
+            session.receipts = Some((h, self.spec.name.clone()));
+            session.keepalive = Some(self.spec.enquire_link_interval);
+        }
         // The PDU's copy of the password is freed (and zeroized, see
         // secret_c_octets) when `pdu` goes out of scope.
         let m = match session.request(&pdu, deadline) {

@@ -77,9 +77,10 @@ impl SmppSessions {
     /// Reads what arrived on every idle session (receipts, `enquire_link`,
     /// `unbind`), without waiting for more, and drops the sessions that
     /// closed. A server calls this now and then so that receipts on idle
-    /// sessions are not left waiting for the next send. Each session is
-    /// taken out of the pool while it is read, so a send never waits for
-    /// this; returns how many sessions were read.
+    /// sessions are not left waiting for the next send. One session at a
+    /// time is taken out of the pool while it is read (about a
+    /// millisecond), so a send finds the others; returns how many sessions
+    /// were read.
     pub fn poll_idle(&self) -> usize {
         let keys: Vec<String> = match self.inner.lock() {
             Ok(m) => m.keys().cloned().collect(),
@@ -87,28 +88,40 @@ impl SmppSessions {
         };
         let mut n = 0;
         for key in keys {
-            let taken = self.with(&key, |e| std::mem::take(&mut e.idle));
-            let mut alive = Vec::new();
-            for mut s in taken {
+            let count = self.with(&key, |e| e.idle.len());
+            for _ in 0..count {
+                // The least recently used first; back to the same end, so
+                // sends keep taking the most recently used.
+                let Some(mut s) =
+                    self.with(&key, |e| (!e.idle.is_empty()).then(|| e.idle.remove(0)))
+                else {
+                    break;
+                };
                 n += 1;
-                if s.still_alive() {
-                    alive.push(s);
-                } else {
+                let alive = match s.keepalive {
+                    Some(every) if s.last_used.elapsed() >= every => {
+                        let ok = s.enquire_link(Instant::now() + KEEPALIVE_WAIT);
+                        if ok {
+                            s.last_used = Instant::now();
+                        }
+                        ok
+                    }
+                    _ => s.still_alive(),
+                };
+                if !alive {
                     s.healthy = false;
+                    continue;
                 }
-            }
-            let extra = self.with(&key, |e| {
-                // Sessions put back meanwhile stay first in line.
-                for s in alive {
+                let extra = self.with(&key, |e| {
                     if e.idle.len() < MAX_IDLE {
                         e.idle.insert(0, s);
+                        None
                     } else {
-                        return Some(s);
+                        Some(s)
                     }
-                }
-                None
-            });
-            drop(extra);
+                });
+                drop(extra);
+            }
         }
         n
     }
@@ -196,6 +209,10 @@ pub(super) struct Session {
     pub(super) healthy: bool,
     /// Where receipts read here go, with the provider's name.
     pub(super) receipts: Option<(ReceiptHook, String)>,
+    /// With receipts: how long the session may idle before
+    /// [`SmppSessions::poll_idle`] sends `enquire_link`, so that the SMSC
+    /// keeps it bound and has somewhere to send receipts.
+    pub(super) keepalive: Option<Duration>,
 }
 
 impl Session {
@@ -207,6 +224,7 @@ impl Session {
             last_used: Instant::now(),
             healthy: true,
             receipts: None,
+            keepalive: None,
         }
     }
 
