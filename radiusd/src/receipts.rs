@@ -31,6 +31,7 @@ use smsotp_core::flow::{ReceiptResend, ReceiptSink, SentCode};
 use smsotp_core::otp::ChallengeId;
 use smsotp_core::sms::smpp::{Receipt, ReceiptError, ReceiptState};
 use smsotp_core::Engine;
+use zeroize::Zeroizing;
 
 use crate::runtime::Runtime;
 use crate::server::event;
@@ -167,11 +168,20 @@ impl Registry {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Holds `code` until `at + resend_within`.
-    pub fn hold(&self, code: SentCode, at: Instant) {
-        if self.settings.resend_within.is_zero() {
-            return;
-        }
+    fn resend_on(&self) -> bool {
+        !self.settings.resend_within.is_zero()
+    }
+
+    /// Holds `code` until `at + resend_within` (at most its life). With the
+    /// resend off, only what its receipt is counted under (provider,
+    /// country) is held, for the code's life; the code itself is dropped.
+    pub fn hold(&self, mut code: SentCode, at: Instant) {
+        let keep_for = if self.resend_on() {
+            self.settings.resend_within.min(code.valid_for)
+        } else {
+            code.code = Zeroizing::new(String::new());
+            code.valid_for
+        };
         let key = (code.provider.clone(), code.message_id.clone());
         let mut t = self.lock_table();
         let mut dropped = 0;
@@ -183,7 +193,7 @@ impl Registry {
                 dropped += 1;
             }
         }
-        let deadline = at + self.settings.resend_within.min(code.valid_for);
+        let deadline = at + keep_for;
         let provider = code.provider.clone();
         let early = t.early.iter().position(|e| e.key == key);
         let settled = match early.and_then(|i| t.early.remove(i)) {
@@ -291,7 +301,7 @@ impl Registry {
     /// A final receipt for a held code: a failure in time goes to the
     /// resend thread.
     fn settle(&self, provider: &str, p: Pending, state: ReceiptState, at: Instant) {
-        if !state.is_failure() {
+        if !state.is_failure() || !self.resend_on() {
             return;
         }
         if at > p.deadline {
@@ -459,7 +469,6 @@ mod tests {
     use super::*;
     use smsotp_core::flow::LoginContext;
     use smsotp_core::phone::Phone;
-    use zeroize::Zeroizing;
 
     fn registry(within: u64, max: usize) -> (Arc<Registry>, Receiver<(SentCode, ReceiptState)>) {
         Registry::new(
@@ -634,10 +643,27 @@ mod tests {
     }
 
     #[test]
-    fn off_holds_nothing_and_garbage_is_counted() {
-        let (r, _rx) = registry(0, 10);
+    fn off_counts_without_holding_the_code_and_garbage_is_counted() {
+        let (r, rx) = registry(0, 10);
         r.hold(code("m1"), Instant::now());
-        assert_eq!(r.pending(), 0);
+        assert_eq!(r.pending(), 1);
+        assert!(r
+            .lock_table()
+            .by_id
+            .values()
+            .all(|p| p.code.code.is_empty()));
+        r.on_receipt(
+            "smsc",
+            receipt("m1", ReceiptState::Undeliverable),
+            Instant::now(),
+        );
+        assert!(rx.try_recv().is_err(), "resend off");
+        assert_eq!(
+            r.counts()
+                .by_state
+                .get(&("smsc".into(), "DE".into(), ReceiptState::Undeliverable)),
+            Some(&1)
+        );
         r.on_receipt("smsc", Err(ReceiptError::NoId), Instant::now());
         assert_eq!(r.counts().unreadable, 1);
     }

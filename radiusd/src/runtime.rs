@@ -30,8 +30,7 @@ pub struct Client {
 /// One generation of configuration: what a reload replaces as a whole.
 pub struct Runtime {
     /// Delivery receipts: present when an SMPP provider asks for them
-    /// (`registered_delivery` not 0) and `receipts.resend_within` is not
-    /// 0 (see `receipts.rs`).
+    /// (`registered_delivery` not 0; see `receipts.rs`).
     pub receipts: Option<crate::receipts::Receipts>,
     pub config: Config,
     pub radius: RadiusSettings,
@@ -154,7 +153,7 @@ impl Runtime {
             .providers
             .iter()
             .any(|p| matches!(p, ProviderSpec::Smpp(s) if s.registered_delivery != 0));
-        let receipts = (asks_receipts && !config.receipts.resend_within.is_zero())
+        let receipts = asks_receipts
             .then(|| crate::receipts::Receipts::new(config.receipts.clone(), sinks.clone()));
         let sms = smsotp_core::sms::ProviderContext {
             smpp_sessions: Some(match &receipts {
