@@ -7,7 +7,7 @@
 // Usage: node tests/smpp_server.js --log FILE [--port N] [--system-id ID]
 //          [--password PW] [--throttle N] [--queue-full N] [--nack N]
 //          [--hang bind|submit] [--drop-after N] [--tls-key F --tls-cert F]
-//          [--lifetime SECONDS]
+//          [--lifetime SECONDS] [--receipts STATE[@MS],...]
 //
 //   --port N          listen on 127.0.0.1:N (default 0: any free port)
 //   --system-id/--password  the only credentials a bind_transmitter may use;
@@ -17,6 +17,14 @@
 //   --nack N          then the next N with generic_nack
 //   --hang bind|submit  never answer that command
 //   --drop-after N    close a session's connection after N accepted submit_sm
+//   --receipts LIST   the k-th accepted submit_sm that asks for a receipt
+//                     (registered_delivery & 1) gets, on its session, a
+//                     deliver_sm receipt (esm_class 0x04, Appendix B text)
+//                     with the k-th state of the comma-separated LIST
+//                     (DELIVRD, UNDELIV, …), after MS milliseconds (default
+//                     100); "-" or an exhausted list: no receipt. Logged as
+//                     {"event": "receipt", "message_id", "stat"} when sent
+//                     and {"event": "receipt_acked", …} when answered.
 //
 // Prints {"port": P} on stdout once listening. Each log line has "command",
 // "session" (1, 2, … per connection) and "sequence_number"; binds add
@@ -44,6 +52,24 @@ let queueFull = num('queue-full');
 let nack = num('nack');
 let sessions = 0;
 let messageId = 0;
+const receipts = (args.receipts || '').split(',').filter((r) => r.length);
+let receiptsAsked = 0;
+
+function sendReceipt(session, submit, id) {
+  const plan = receipts[receiptsAsked++];
+  if (!plan || plan === '-') return;
+  const [stat, ms] = plan.split('@');
+  setTimeout(() => {
+    const text = `id:${id} sub:001 dlvrd:000 submit date:2401011200 done date:2401011201 stat:${stat} err:000 text:`;
+    record({ event: 'receipt', message_id: id, stat });
+    session.deliver_sm({
+      source_addr: submit.destination_addr,
+      destination_addr: submit.source_addr,
+      esm_class: 0x04,
+      short_message: text,
+    }, (resp) => record({ event: 'receipt_acked', message_id: id, stat, command_status: resp.command_status }));
+  }, parseInt(ms || '100', 10));
+}
 
 // Keep the raw bytes: the package replaces short_message and message_payload
 // by their decoded form.
@@ -129,8 +155,10 @@ const server = smpp.createServer(opts, (session) => {
           }));
           return;
         }
-        session.send(pdu.response({ message_id: String(++messageId) }));
+        const id = String(++messageId);
+        session.send(pdu.response({ message_id: id }));
         accepted++;
+        if (pdu.registered_delivery & 1) sendReceipt(session, pdu, id);
         if (args['drop-after'] && accepted >= num('drop-after')) {
           setTimeout(() => session.destroy(), 20);
         }

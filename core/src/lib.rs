@@ -29,7 +29,9 @@
 //! tries left, RADIUS's one-line and append-mode variants, the unavailable
 //! texts); `flow/events.rs` builds the audit events that end a login;
 //! `flow/conversation.rs` is the interactive loop ([`flow::run`]) PAM
-//! drives. Front ends decide nothing: they map outcomes, errors and
+//! drives; `flow/receipt.rs` sends the same code once more after a failed
+//! delivery receipt (smsotp-radiusd only; `sms/smpp/receipt.rs` reads
+//! the receipts). Front ends decide nothing: they map outcomes, errors and
 //! panics to their answer in one exhaustive match each. [`audit`] keeps the
 //! record and its line and JSON forms apart from where lines go (the
 //! syslog, stderr, file and server sinks in `audit/sinks.rs`).

@@ -10,6 +10,8 @@
 //! replies; [`handler`] turns one decoded request into a decision by
 //! calling the core's login flow, with the first factor from [`primary`].
 //! The RADIUS code and attribute numbers are in [`dictionary`].
+//! [`receipts`] holds sent codes until their SMPP delivery receipt and
+//! sends a failed one once more through the next provider.
 
 pub mod dedup;
 pub mod dictionary;
@@ -17,6 +19,7 @@ pub mod handler;
 pub mod lane;
 pub mod outgoing;
 pub mod primary;
+pub mod receipts;
 pub mod runtime;
 pub mod server;
 pub mod triage;

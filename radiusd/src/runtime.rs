@@ -29,6 +29,9 @@ pub struct Client {
 
 /// One generation of configuration: what a reload replaces as a whole.
 pub struct Runtime {
+    /// Delivery receipts: present when an SMPP provider asks for them
+    /// (`registered_delivery` not 0; see `receipts.rs`).
+    pub receipts: Option<crate::receipts::Receipts>,
     pub config: Config,
     pub radius: RadiusSettings,
     pub clients: Vec<Client>,
@@ -146,8 +149,17 @@ impl Runtime {
                 .providers
                 .iter()
                 .any(|p| !matches!(p, ProviderSpec::Outbox { .. }));
+        let asks_receipts = config
+            .providers
+            .iter()
+            .any(|p| matches!(p, ProviderSpec::Smpp(s) if s.registered_delivery != 0));
+        let receipts = asks_receipts
+            .then(|| crate::receipts::Receipts::new(config.receipts.clone(), sinks.clone()));
         let sms = smsotp_core::sms::ProviderContext {
-            smpp_sessions: Some(smsotp_core::sms::smpp::SmppSessions::new()),
+            smpp_sessions: Some(match &receipts {
+                Some(r) => smsotp_core::sms::smpp::SmppSessions::with_receipts(r.registry.hook()),
+                None => smsotp_core::sms::smpp::SmppSessions::new(),
+            }),
             // As many idle connections as sends may be in flight.
             http_agents: Some(smsotp_core::sms::http::HttpAgents::new(
                 radius.max_pending_sends,
@@ -188,6 +200,7 @@ impl Runtime {
         store.after_each_batch(Box::new(outgoing::flush));
         Ok((
             Runtime {
+                receipts,
                 config,
                 radius,
                 clients,

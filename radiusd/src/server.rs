@@ -219,6 +219,7 @@ pub fn run(
         handled: AtomicU64::new(0),
     });
     check_phone_lists(shared.runtime());
+    crate::receipts::start(&shared.runtime());
     let lane: Arc<Lane> = {
         let shared = shared.clone();
         SendLane::new(
@@ -340,7 +341,8 @@ fn reload(shared: &Shared, path: &Path) {
                 Level::Info,
                 &event("reloaded", format!("configuration from {}", path.display())),
             );
-            check_phone_lists(new);
+            check_phone_lists(new.clone());
+            crate::receipts::start(&new);
         }
         Err(e) => old.log(
             Level::Error,
@@ -576,7 +578,12 @@ fn answer(shared: &Arc<Shared>, engine: &mut EngineSlot, job: Job) {
             &rt.directories,
             &rt.sms,
         ) {
-            Ok(e) => Some((rt.generation, e)),
+            Ok(mut e) => {
+                if let Some(r) = &rt.receipts {
+                    e.set_receipt_sink(r.registry.clone());
+                }
+                Some((rt.generation, e))
+            }
             Err(e) => {
                 rt.log(
                     Level::Error,

@@ -36,6 +36,10 @@ pub struct Script {
     pub drop_after: Option<u32>,
     /// Fixed port (0: any free one).
     pub port: u16,
+    /// The k-th accepted submit_sm asking for a receipt gets a deliver_sm
+    /// receipt with the k-th state ("UNDELIV", "DELIVRD@2500": after 2.5 s;
+    /// "-": none).
+    pub receipts: Vec<String>,
 }
 
 impl Default for Script {
@@ -49,6 +53,7 @@ impl Default for Script {
             hang: None,
             drop_after: None,
             port: 0,
+            receipts: Vec::new(),
         }
     }
 }
@@ -92,6 +97,9 @@ impl SmppServer {
         }
         if let Some(n) = script.drop_after {
             cmd.args(["--drop-after", &n.to_string()]);
+        }
+        if !script.receipts.is_empty() {
+            cmd.args(["--receipts", &script.receipts.join(",")]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -138,6 +146,31 @@ impl SmppServer {
             .into_iter()
             .filter(|e| e["command"] == command)
             .collect()
+    }
+
+    /// The logged events named `event` ("receipt", "receipt_acked", …).
+    pub fn logged(&self, event: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == event)
+            .collect()
+    }
+
+    /// Waits until at least `n` events named `event` were logged.
+    pub fn wait_for_event(
+        &self,
+        event: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.logged(event);
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until at least `n` PDUs named `command` were logged.

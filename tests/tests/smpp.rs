@@ -455,3 +455,129 @@ fn radiusd_reuses_one_bind_for_many_sends() {
     );
     assert!(server.pdus("unbind").is_empty());
 }
+
+/// Delivery receipts (issue #21 point 4): smsotp-radiusd with the SMSC
+/// first (asking for receipts) and the outbox second. A receipt of
+/// UNDELIV sends the same code once through the outbox, logged; DELIVRD
+/// sends nothing more; UNDELIV after the code was used sends nothing.
+#[test]
+fn radiusd_resends_the_same_code_once_after_an_undeliv_receipt() {
+    use smsotp_e2e::radiusd::{code, ClientSpec, Nas, Radiusd, Request, ServerSpec};
+    use smsotp_e2e::{extract_code, pamenv::audit_lines};
+    const SECRET: &str = "e2e-receipt-secret-9a7f";
+    let server = SmppServer::start(&Script {
+        receipts: vec!["UNDELIV".into(), "DELIVRD".into(), "UNDELIV@2500".into()],
+        ..Script::default()
+    });
+    let scratch = Scratch::new();
+    scratch.phones(&[
+        ("alice", "+12015550120"),
+        ("bob", "+12015550121"),
+        ("carol", "+12015550122"),
+    ]);
+    let providers = format!(
+        "{}\n[[provider]]\nkind = \"outbox\"\npath = \"{}\"\n",
+        smpp_table(
+            &scratch,
+            server.port,
+            "secret",
+            "name = \"smsc\"\nregistered_delivery = 1\n"
+        ),
+        scratch.outbox().path.display()
+    );
+    let spec =
+        ServerSpec::new(vec![ClientSpec::new("vpn", "127.0.0.1", SECRET)]).providers(&providers);
+    let srv = Radiusd::start(&scratch, spec);
+    let nas = Nas::new("127.0.0.1".parse().unwrap(), srv.v4(), SECRET);
+    let outbox = scratch.outbox();
+    let wait = Duration::from_secs(5);
+
+    // First round: a challenge, and the code as the SMSC got it.
+    let login = |user: &str, n: usize| -> (Vec<u8>, String) {
+        let req = Request::access(nas.id()).user(user).password("nas-pw");
+        let reply = nas.exchange(&req, &|| srv.context());
+        srv.assert_code(&reply, code::ACCESS_CHALLENGE, user);
+        let subs = server.wait_for("submit_sm", n, wait);
+        assert_eq!(subs.len(), n, "{}", srv.context());
+        let text = subs[n - 1]["text"].as_str().unwrap_or_default().to_owned();
+        let code = extract_code(&text).unwrap_or_else(|| panic!("no code in {text:?}"));
+        (reply.state(), code)
+    };
+    let answer = |user: &str, state: &[u8], code_: &str| {
+        let req = Request::access(nas.id())
+            .user(user)
+            .password(code_)
+            .state(state);
+        nas.exchange(&req, &|| srv.context())
+    };
+
+    // alice: UNDELIV → the same code once through the outbox.
+    let (state, sent) = login("alice", 1);
+    let binds = server.pdus("bind_transceiver");
+    assert_eq!(
+        binds.len(),
+        1,
+        "receipts need a transceiver bind\n{}",
+        srv.context()
+    );
+    assert!(server.pdus("bind_transmitter").is_empty());
+    let again = outbox.wait_beyond(0, wait);
+    assert_eq!(again.to, "+12015550120");
+    assert_eq!(again.code(), sent, "the same code, not a new one");
+    let acked = server.wait_for_event("receipt_acked", 1, wait);
+    assert_eq!(acked[0]["command_status"], 0, "receipt acknowledged");
+    let reply = answer("alice", &state, &sent);
+    srv.assert_code(&reply, code::ACCESS_ACCEPT, "alice with the resent code");
+    let resent: Vec<_> = audit_lines(&scratch)
+        .into_iter()
+        .filter(|l| l["event"] == "resent_after_receipt")
+        .collect();
+    assert_eq!(resent.len(), 1, "{}", srv.context());
+    assert_eq!(resent[0]["user"], "alice");
+    assert_eq!(resent[0]["provider"], "outbox");
+    let detail = resent[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("from=smsc") && detail.contains("state=UNDELIV"),
+        "{detail}"
+    );
+    let line = resent[0].to_string();
+    assert!(!line.contains(&sent), "the code is never logged: {line}");
+    assert!(!line.contains("2015550120"), "the number is masked: {line}");
+
+    // bob: DELIVRD → nothing more.
+    let (state, sent) = login("bob", 2);
+    server.wait_for_event("receipt_acked", 2, wait);
+    // The receipt thread polls every 200 ms: give it a few rounds.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        outbox.count(),
+        1,
+        "no resend after DELIVRD\n{}",
+        srv.context()
+    );
+    let reply = answer("bob", &state, &sent);
+    srv.assert_code(&reply, code::ACCESS_ACCEPT, "bob");
+
+    // carol: uses the code, then UNDELIV arrives → nothing sent.
+    let (state, sent) = login("carol", 3);
+    let reply = answer("carol", &state, &sent);
+    srv.assert_code(&reply, code::ACCESS_ACCEPT, "carol");
+    assert!(
+        server.logged("receipt").len() < 3,
+        "the receipt came too early for this test"
+    );
+    let acked = server.wait_for_event("receipt_acked", 3, wait);
+    assert_eq!(acked.len(), 3, "{}", srv.context());
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        outbox.count(),
+        1,
+        "no resend for a used code\n{}",
+        srv.context()
+    );
+    let resent = audit_lines(&scratch)
+        .into_iter()
+        .filter(|l| l["event"] == "resent_after_receipt")
+        .count();
+    assert_eq!(resent, 1);
+}

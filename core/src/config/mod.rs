@@ -10,7 +10,7 @@
 //! validated types: `otp.rs` (`[otp]`, the message template), `policy.rs`
 //! (`[policy]`, `[phone]`, `[limits]` and rates), `store.rs`
 //! (`[[directory]]`, `[store]`, `[audit]`), `radius.rs` (`[radius]` and
-//! its clients); `[[provider]]` belongs to [`crate::sms`]. [`check`] is
+//! its clients), `receipts.rs` (`[receipts]`); `[[provider]]` belongs to [`crate::sms`]. [`check`] is
 //! what they share to report a problem, `keys.rs` the table of every key,
 //! and `errors.rs` turns toml's errors into ours.
 
@@ -29,6 +29,7 @@ mod keys;
 mod otp;
 mod policy;
 mod radius;
+mod receipts;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,7 @@ pub use radius::{
     short_secret_warning, ClientMode, PrimaryAuth, RadiusClient, RadiusSettings,
     RADIUS_SECRET_MIN_BYTES,
 };
+pub use receipts::ReceiptSettings;
 pub use store::{
     join_host_port, AuditSettings, DirectorySpec, RedisAddr, RedisSpec, SentinelSpec, StoreSpec,
 };
@@ -75,6 +77,8 @@ struct RawConfig {
     #[serde(default)]
     audit: store::RawAudit,
     radius: Option<radius::RawRadius>,
+    #[serde(default)]
+    receipts: receipts::RawReceipts,
 }
 
 /// The whole validated configuration.
@@ -103,6 +107,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Present when the file has a `[radius]` table (smsotp-radiusd).
     pub radius: Option<RadiusSettings>,
+    /// `[receipts]`: delivery receipts in smsotp-radiusd.
+    pub receipts: ReceiptSettings,
     /// Allowed but probably mistaken settings, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -179,9 +185,11 @@ impl Config {
             .as_ref()
             .map(|r| radius::validate(&c, r, &directories, &store))
             .transpose()?;
+        let receipts = receipts::validate(&c, &raw.receipts, &providers, &mut warnings)?;
 
         Ok(Config {
             radius,
+            receipts,
             path: path.to_owned(),
             otp,
             policy,

@@ -77,7 +77,7 @@ impl Engine {
                 None,
             )));
         }
-        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "enroll_code_sent")? {
+        if let Some(v) = self.deliver(ctx, &rec.id, &phone, code.as_str(), "enroll_code_sent")? {
             self.store.delete_challenge(&rec.id)?;
             return Ok(Answer::Done(self.finish(
                 ctx,

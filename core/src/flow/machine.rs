@@ -238,7 +238,7 @@ impl Engine {
                 Some(MaskedPhone::of(&phone)),
             )));
         }
-        match self.deliver(ctx, &phone, code.as_str(), "sent")? {
+        match self.deliver(ctx, &rec.id, &phone, code.as_str(), "sent")? {
             None => Ok(Start::Challenge(self.info(&rec, now))),
             Some(Verdict::Reject(r @ (Reject::ProviderDown | Reject::SendRefused)))
                 if self.backup_usable(&ctx.user)? =>
@@ -428,6 +428,7 @@ impl Engine {
     pub(super) fn deliver(
         &self,
         ctx: &LoginContext,
+        id: &ChallengeId,
         phone: &crate::phone::Phone,
         code: &str,
         event: &'static str,
@@ -447,7 +448,7 @@ impl Engine {
             user: &ctx.user,
             service: &ctx.service,
         });
-        let outcome = sms::send_with_failover(
+        let (outcome, tracked) = sms::send_with_failover_tracked(
             &self.providers,
             &Sms {
                 to: phone,
@@ -469,6 +470,7 @@ impl Engine {
                 e.phone = Some(MaskedPhone::of(phone));
                 e.provider = Some(provider.clone());
                 self.log(Level::Info, &e);
+                self.note_sent(ctx, id, phone, code, tracked);
                 Ok(None)
             }
             ChainOutcome::Failed(errors) => {
@@ -529,6 +531,7 @@ impl Engine {
                 .store
                 .consume_code(id, &ctx.user, &ctx.service, &mac, now)?
             {
+                self.note_done(id);
                 let shown = MaskedPhone::from_stored(&masked);
                 return Ok(Answer::Done(self.finish(
                     ctx,
@@ -807,7 +810,7 @@ impl Engine {
                 None,
             )));
         }
-        if let Some(v) = self.deliver(ctx, &phone, code.as_str(), "resent")? {
+        if let Some(v) = self.deliver(ctx, &rec.id, &phone, code.as_str(), "resent")? {
             self.store.delete_challenge(&rec.id)?;
             return Ok(Answer::Done(self.finish(
                 ctx,

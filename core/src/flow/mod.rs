@@ -23,6 +23,7 @@ mod enroll;
 mod events;
 mod machine;
 mod outcome;
+mod receipt;
 pub mod texts;
 
 use std::path::Path;
@@ -47,6 +48,7 @@ pub use conversation::{run, Conversation, ConversationError};
 pub use outcome::{
     Accept, Answer, ChallengeInfo, Expired, Limit, Reason, Reject, Retry, Skip, Start, Verdict,
 };
+pub use receipt::{ReceiptResend, ReceiptSink, SentCode};
 pub use texts::{BACKUP_PROMPT, CODE_PROMPT, ENROLL_PROMPT, UNAVAILABLE};
 
 /// Who is logging in, to what, from where.
@@ -152,6 +154,9 @@ pub struct Engine {
     audit: Audit,
     key: OtpKey,
     host: String,
+    /// Where sent codes go to wait for their delivery receipt
+    /// (smsotp-radiusd); `None` in the PAM module.
+    receipts: Option<std::sync::Arc<dyn ReceiptSink>>,
 }
 
 /// The parts of an [`Engine`], for tests and for front ends that build their
@@ -332,6 +337,7 @@ impl Engine {
             audit: p.audit,
             key: p.key,
             host: p.host,
+            receipts: None,
         }
     }
 

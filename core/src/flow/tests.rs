@@ -1723,3 +1723,135 @@ fn a_login_engine_decides_exemption_before_reaching_a_server_store() {
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
+
+// ------------------------------------------------------------ receipts
+
+/// Keeps what the engine hands it, as smsotp-radiusd's registry does.
+#[derive(Default)]
+struct CollectSink(
+    std::sync::Mutex<Vec<SentCode>>,
+    std::sync::Mutex<Vec<crate::otp::ChallengeId>>,
+);
+
+impl ReceiptSink for CollectSink {
+    fn sent(&self, code: SentCode) {
+        self.0.lock().unwrap().push(code);
+    }
+    fn done(&self, id: &crate::otp::ChallengeId) {
+        self.1.lock().unwrap().push(*id);
+    }
+}
+
+fn receipt_harness() -> (Harness, FakeSms, FakeSms, std::sync::Arc<CollectSink>) {
+    let first = FakeSms {
+        tracked: true,
+        ..FakeSms::named("smsc")
+    };
+    let second = FakeSms::named("backup");
+    let mut h = harness_with("", vec![Box::new(first.clone()), Box::new(second.clone())]);
+    let sink = std::sync::Arc::new(CollectSink::default());
+    h.engine.set_receipt_sink(sink.clone());
+    (h, first, second, sink)
+}
+
+#[test]
+fn a_failed_receipt_sends_the_same_code_once_through_the_next_provider() {
+    use crate::sms::smpp::ReceiptState;
+    let (h, first, second, sink) = receipt_harness();
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let sent = sink.0.lock().unwrap().pop().expect("the sink got the code");
+    assert_eq!(
+        (
+            sent.message_id.as_str(),
+            sent.provider_index,
+            sent.provider.as_str()
+        ),
+        ("m1", 0, "smsc")
+    );
+    let code = first.sent.borrow()[0]
+        .1
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(&*sent.code, &code);
+    assert!(!format!("{sent:?}").contains(&code), "Debug hides the code");
+
+    let r = h
+        .engine
+        .resend_after_receipt(&sent, ReceiptState::Undeliverable)
+        .unwrap();
+    assert_eq!(r, ReceiptResend::Resent("backup".into()));
+    let again = second.sent.borrow().clone();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, ALICE);
+    assert!(
+        again[0].1.starts_with(&code),
+        "the same code: {}",
+        again[0].1
+    );
+    let log = h.audit_text();
+    assert!(log.contains("event=resent_after_receipt"), "{log}");
+    assert!(log.contains("from=smsc state=UNDELIV"), "{log}");
+    assert!(!log.contains(&code), "no code in the log: {log}");
+    // The backup provider gave no id: nothing more to wait for.
+    assert!(sink.0.lock().unwrap().is_empty());
+
+    // The code still opens the login; once used, a receipt sends nothing.
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+    assert_eq!(*sink.1.lock().unwrap(), vec![ch.id], "the sink forgets it");
+    let r = h
+        .engine
+        .resend_after_receipt(&sent, ReceiptState::Rejected)
+        .unwrap();
+    assert_eq!(r, ReceiptResend::NotOpen);
+    assert_eq!(second.sent.borrow().len(), 1);
+}
+
+#[test]
+fn no_resend_for_an_expired_or_replaced_code_nor_past_the_last_provider() {
+    use crate::sms::smpp::ReceiptState;
+    let (h, _first, second, sink) = receipt_harness();
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let sent = sink.0.lock().unwrap().pop().unwrap();
+    // Replaced by a resend the user asked for: the old code is closed.
+    h.clock.advance(Duration::from_secs(61));
+    let _ = h.answer(&c, &ch, "");
+    let replaced = sink.0.lock().unwrap().pop().expect("the new code too");
+    assert_ne!(&*replaced.code, &*sent.code);
+    assert_eq!(
+        h.engine
+            .resend_after_receipt(&sent, ReceiptState::Undeliverable)
+            .unwrap(),
+        ReceiptResend::NotOpen
+    );
+    // Expired: closed.
+    h.clock.advance(Duration::from_secs(301));
+    assert_eq!(
+        h.engine
+            .resend_after_receipt(&replaced, ReceiptState::Expired)
+            .unwrap(),
+        ReceiptResend::NotOpen
+    );
+    assert!(second.sent.borrow().is_empty());
+
+    // Sent by the last provider: logged, nothing sent.
+    let bob = ctx("bob", "sshd");
+    h.start(&bob);
+    let mut last = sink.0.lock().unwrap().pop().unwrap();
+    last.provider_index = 1;
+    last.provider = "backup".into();
+    assert_eq!(
+        h.engine
+            .resend_after_receipt(&last, ReceiptState::Undeliverable)
+            .unwrap(),
+        ReceiptResend::NoNextProvider
+    );
+    assert!(second.sent.borrow().is_empty());
+    assert!(h.audit_text().contains("event=receipt_failed"));
+}

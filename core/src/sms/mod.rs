@@ -68,6 +68,11 @@ pub trait SmsProvider {
     /// Sends one message, or says why not. `Ok` means the gateway accepted
     /// it, not that it was delivered.
     fn send(&self, sms: &Sms<'_>) -> Result<(), SendError>;
+    /// [`SmsProvider::send`], answering the id the gateway gave the
+    /// message when it gives one that a delivery receipt will name (SMPP).
+    fn send_tracked(&self, sms: &Sms<'_>) -> Result<Option<String>, SendError> {
+        self.send(sms).map(|()| None)
+    }
 }
 
 /// One validated `[[provider]]` table.
@@ -436,14 +441,27 @@ impl ChainOutcome {
 
 /// Tries the first provider; on a temporary failure, the next one, once.
 pub fn send_with_failover(providers: &[Box<dyn SmsProvider>], sms: &Sms<'_>) -> ChainOutcome {
+    send_with_failover_tracked(providers, sms).0
+}
+
+/// [`send_with_failover`], also answering which provider (its index in
+/// `providers`) took the message and the id it gave it, when it gave one
+/// a delivery receipt will name.
+pub fn send_with_failover_tracked(
+    providers: &[Box<dyn SmsProvider>],
+    sms: &Sms<'_>,
+) -> (ChainOutcome, Option<(usize, String)>) {
     let mut failures = Vec::new();
-    for p in providers.iter().take(2) {
-        match p.send(sms) {
-            Ok(()) => {
-                return ChainOutcome::Sent {
-                    provider: p.name().to_owned(),
-                    failed_over_from: failures.pop(),
-                }
+    for (i, p) in providers.iter().enumerate().take(2) {
+        match p.send_tracked(sms) {
+            Ok(id) => {
+                return (
+                    ChainOutcome::Sent {
+                        provider: p.name().to_owned(),
+                        failed_over_from: failures.pop(),
+                    },
+                    id.map(|id| (i, id)),
+                )
             }
             Err(e) => {
                 let transient = matches!(e, SendError::Transient(_));
@@ -454,7 +472,7 @@ pub fn send_with_failover(providers: &[Box<dyn SmsProvider>], sms: &Sms<'_>) -> 
             }
         }
     }
-    ChainOutcome::Failed(failures)
+    (ChainOutcome::Failed(failures), None)
 }
 
 #[cfg(test)]
@@ -469,6 +487,8 @@ pub(crate) mod tests {
         pub name: String,
         pub sent: Rc<RefCell<Vec<(String, String)>>>,
         pub fail_with: Rc<RefCell<Option<SendError>>>,
+        /// Answers a message id ("m1", "m2", …) as an SMSC does.
+        pub tracked: bool,
     }
 
     impl FakeSms {
@@ -497,6 +517,12 @@ pub(crate) mod tests {
                 .borrow_mut()
                 .push((sms.to.e164().into(), sms.text.into()));
             Ok(())
+        }
+        fn send_tracked(&self, sms: &Sms<'_>) -> Result<Option<String>, SendError> {
+            self.send(sms)?;
+            Ok(self
+                .tracked
+                .then(|| format!("m{}", self.sent.borrow().len())))
         }
     }
 

@@ -41,17 +41,27 @@
 //! a timeout are `Transient` (fail over); an invalid destination is
 //! `Rejected`. No message says the password, the text or the number.
 //!
+//! Delivery receipts (smsotp-radiusd only): a pool made with
+//! [`SmppSessions::with_receipts`] binds providers with
+//! `registered_delivery` set as transceivers and hands each `deliver_sm`
+//! receipt it reads (while waiting for an answer, or in
+//! [`SmppSessions::poll_idle`]) to its hook; `receipt` reads them.
+//! [`SmsProvider::send_tracked`] answers the `submit_sm_resp` message id.
+//!
 //! Here: [`SmppProvider`] (bind, submit, retry and hold-off). Beside it:
 //! `config` (the validated [`SmppSpec`], TON/NPI names, and the
 //! `[[provider]]` keys checked into it), `codec` (text into `submit_sm`
-//! parts) and `session` (the bound session, its PDUs, the pool).
+//! parts), `session` (the bound session, its PDUs, the pool) and
+//! [`receipt`] (`deliver_sm` receipts read).
 
 mod codec;
 pub(crate) mod config;
+pub mod receipt;
 mod session;
 
 pub use codec::*;
 pub use config::{code_of, Coding, LongMessages, SmppSpec, NPIS, TONS};
+pub use receipt::{parse_deliver_sm, Receipt, ReceiptError, ReceiptState};
 pub use session::*;
 
 use std::collections::HashMap;
@@ -66,7 +76,7 @@ use rusmpp_core::command::owned::Command;
 use rusmpp_core::decode::owned::DecodeWithLength;
 use rusmpp_core::encode::owned::Encode;
 use rusmpp_core::encode::Length;
-use rusmpp_core::pdus::owned::{BindTransmitter, DeliverSmResp, Pdu, SubmitSm};
+use rusmpp_core::pdus::owned::{BindTransceiver, BindTransmitter, DeliverSmResp, Pdu, SubmitSm};
 use rusmpp_core::tlvs::owned::MessageSubmissionRequestTlvValue;
 use rusmpp_core::types::owned::{AnyOctetString, COctetString, OctetString};
 use rusmpp_core::values::owned::MessagePayload;
@@ -89,6 +99,9 @@ pub const MAX_PARTS: usize = 10;
 const MAX_PDU: usize = 64 * 1024;
 /// How long an `unbind` may wait for its answer.
 const UNBIND_WAIT: Duration = Duration::from_millis(500);
+/// How long an `enquire_link` sent to keep an idle session bound may
+/// wait for its answer.
+const KEEPALIVE_WAIT: Duration = Duration::from_secs(2);
 /// The most idle sessions a pool keeps per provider: at least the most
 /// `max_sessions` allows, so that none is unbound just to be bound again.
 const MAX_IDLE: usize = 64;
@@ -238,26 +251,62 @@ impl SmppProvider {
             Some(p) => read_password(p)?,
         };
         let mut session = Session::new(self.connect(deadline)?);
-        let pdu = Pdu::BindTransmitter(BindTransmitter::new(
+        let hook = match &self.mode {
+            SessionMode::Persistent(pool) if self.spec.registered_delivery != 0 => {
+                pool.receipts.clone()
+            }
+            _ => None,
+        };
+        let (system_id, password, system_type) = (
             c_octets(&self.spec.system_id),
             secret_c_octets(password.expose()),
             c_octets(&self.spec.system_type),
-            InterfaceVersion::Smpp3_4,
-            Ton::Unknown,
-            Npi::Unknown,
-            COctetString::empty(),
-        ));
+        );
+        // Receipts come only to a receiver or a transceiver.
+        let (pdu, bind, expected) = if hook.is_some() {
+            (
+                Pdu::BindTransceiver(BindTransceiver::new(
+                    system_id,
+                    password,
+                    system_type,
+                    InterfaceVersion::Smpp3_4,
+                    Ton::Unknown,
+                    Npi::Unknown,
+                    COctetString::empty(),
+                )),
+                "bind_transceiver",
+                CommandId::BindTransceiverResp,
+            )
+        } else {
+            (
+                Pdu::BindTransmitter(BindTransmitter::new(
+                    system_id,
+                    password,
+                    system_type,
+                    InterfaceVersion::Smpp3_4,
+                    Ton::Unknown,
+                    Npi::Unknown,
+                    COctetString::empty(),
+                )),
+                "bind_transmitter",
+                CommandId::BindTransmitterResp,
+            )
+        };
+        if let Some(h) = hook {
+            session.receipts = Some((h, self.spec.name.clone()));
+            session.keepalive = Some(self.spec.enquire_link_interval);
+        }
         // The PDU's copy of the password is freed (and zeroized, see
         // secret_c_octets) when `pdu` goes out of scope.
         let m = match session.request(&pdu, deadline) {
             Ok(m) => m,
             Err(e) => {
                 session.healthy = false;
-                return Err(self.wire_error(e.wire(), "to bind_transmitter"));
+                return Err(self.wire_error(e.wire(), &format!("to {bind}")));
             }
         };
         let code = u32::from(m.status);
-        if m.id == CommandId::BindTransmitterResp && code == 0 {
+        if m.id == expected && code == 0 {
             self.set_refused(None);
             return Ok(session);
         }
@@ -277,7 +326,7 @@ impl SmppProvider {
                 ))
             }
             _ if m.id == CommandId::GenericNack => SendError::Transient(format!(
-                "{server} answered bind_transmitter with generic_nack: {what}"
+                "{server} answered {bind} with generic_nack: {what}"
             )),
             _ => SendError::Transient(format!("{server} refused the bind: {what}")),
         })
@@ -401,9 +450,11 @@ impl SmppProvider {
         session: &mut Session,
         pdu: &Pdu,
         deadline: Instant,
-    ) -> Result<(), (SendError, bool)> {
+    ) -> Result<Option<String>, (SendError, bool)> {
         match session.request(pdu, deadline) {
-            Ok(m) if m.id == CommandId::SubmitSmResp && u32::from(m.status) == 0 => Ok(()),
+            Ok(m) if m.id == CommandId::SubmitSmResp && u32::from(m.status) == 0 => {
+                Ok(submit_sm_resp_id(&m.body))
+            }
             Ok(m) => Err((self.submit_error(&m), false)),
             Err(Sent::No(w)) => Err((self.wire_error(w, "to submit_sm"), true)),
             Err(Sent::Yes(w)) => Err((self.wire_error(w, "to submit_sm"), false)),
@@ -417,6 +468,12 @@ impl SmsProvider for SmppProvider {
     }
 
     fn send(&self, sms: &Sms<'_>) -> Result<(), SendError> {
+        self.send_tracked(sms).map(drop)
+    }
+
+    /// The id the SMSC gave the last part (the one a receipt names, for a
+    /// message in one part).
+    fn send_tracked(&self, sms: &Sms<'_>) -> Result<Option<String>, SendError> {
         if let Some(until) = self.refused_until() {
             let left = until.saturating_duration_since(Instant::now());
             if !left.is_zero() {
@@ -467,16 +524,20 @@ impl SmsProvider for SmppProvider {
             Some(s) => (s, true),
             None => (self.open(deadline)?, false),
         };
+        let mut message_id = None;
         for (i, pdu) in pdus.iter().enumerate() {
             match self.submit(&mut session, pdu, deadline) {
-                Ok(()) => {}
+                Ok(id) => message_id = id,
                 Err((_, true)) if i == 0 && reused => {
                     // The pooled session had died: nothing was sent yet.
                     session.healthy = false;
                     session = self.open(deadline)?;
-                    if let Err((e, _)) = self.submit(&mut session, pdu, deadline) {
-                        self.put_back(session);
-                        return Err(e);
+                    match self.submit(&mut session, pdu, deadline) {
+                        Ok(id) => message_id = id,
+                        Err((e, _)) => {
+                            self.put_back(session);
+                            return Err(e);
+                        }
                     }
                 }
                 Err((e, _)) => {
@@ -486,8 +547,15 @@ impl SmsProvider for SmppProvider {
             }
         }
         self.put_back(session);
-        Ok(())
+        Ok(message_id)
     }
+}
+
+/// The `message_id` of a `submit_sm_resp` body (a C-Octet string), when
+/// it is a plausible one.
+fn submit_sm_resp_id(body: &[u8]) -> Option<String> {
+    let id = body.split(|&c| c == 0).next()?;
+    (!id.is_empty() && id.len() <= 64).then(|| String::from_utf8_lossy(id).into_owned())
 }
 
 /// A C-Octet string of settings checked at config time (ASCII, short).

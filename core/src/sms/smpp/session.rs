@@ -14,7 +14,15 @@ pub struct SmppSessions {
     pub(super) inner: Arc<Mutex<HashMap<String, PoolEntry>>>,
     /// Signalled when a send ends (see [`SmppSessions::permit`]).
     freed: Arc<std::sync::Condvar>,
+    /// Where delivery receipts read on pooled sessions go; `None`: they
+    /// are acknowledged and dropped, and sessions bind as transmitters.
+    pub(super) receipts: Option<ReceiptHook>,
 }
+
+/// Called with each `deliver_sm` receipt read on a pooled session (or the
+/// reason it could not be read), and the name of the provider whose
+/// session it came on. It runs on the thread that read it: keep it short.
+pub type ReceiptHook = Arc<dyn Fn(&str, Result<Receipt, ReceiptError>) + Send + Sync>;
 
 #[derive(Default)]
 pub(super) struct PoolEntry {
@@ -53,6 +61,69 @@ impl SmppSessions {
     /// An empty pool: sessions are opened by the first sends and kept.
     pub fn new() -> SmppSessions {
         SmppSessions::default()
+    }
+
+    /// An empty pool whose sessions hand delivery receipts to `hook`. Its
+    /// providers that ask for receipts (`registered_delivery` not 0) bind
+    /// as transceivers, since an SMSC sends `deliver_sm` to no
+    /// transmitter.
+    pub fn with_receipts(hook: ReceiptHook) -> SmppSessions {
+        SmppSessions {
+            receipts: Some(hook),
+            ..SmppSessions::default()
+        }
+    }
+
+    /// Reads what arrived on every idle session (receipts, `enquire_link`,
+    /// `unbind`), without waiting for more, and drops the sessions that
+    /// closed. A server calls this now and then so that receipts on idle
+    /// sessions are not left waiting for the next send. One session at a
+    /// time is taken out of the pool while it is read (about a
+    /// millisecond), so a send finds the others; returns how many sessions
+    /// were read.
+    pub fn poll_idle(&self) -> usize {
+        let keys: Vec<String> = match self.inner.lock() {
+            Ok(m) => m.keys().cloned().collect(),
+            Err(p) => p.into_inner().keys().cloned().collect(),
+        };
+        let mut n = 0;
+        for key in keys {
+            let count = self.with(&key, |e| e.idle.len());
+            for _ in 0..count {
+                // The least recently used first; back to the same end, so
+                // sends keep taking the most recently used.
+                let Some(mut s) =
+                    self.with(&key, |e| (!e.idle.is_empty()).then(|| e.idle.remove(0)))
+                else {
+                    break;
+                };
+                n += 1;
+                let alive = match s.keepalive {
+                    Some(every) if s.last_used.elapsed() >= every => {
+                        let ok = s.enquire_link(Instant::now() + KEEPALIVE_WAIT);
+                        if ok {
+                            s.last_used = Instant::now();
+                        }
+                        ok
+                    }
+                    _ => s.still_alive(),
+                };
+                if !alive {
+                    s.healthy = false;
+                    continue;
+                }
+                let extra = self.with(&key, |e| {
+                    if e.idle.len() < MAX_IDLE {
+                        e.idle.insert(0, s);
+                        None
+                    } else {
+                        Some(s)
+                    }
+                });
+                drop(extra);
+            }
+        }
+        n
     }
 
     /// Idle sessions in the pool (for tests and status).
@@ -122,6 +193,9 @@ pub(super) struct Incoming {
     pub(super) id: CommandId,
     pub(super) status: CommandStatus,
     pub(super) seq: u32,
+    /// The body of a `submit_sm_resp` or `deliver_sm` (read by hand, see
+    /// `receipt.rs`); empty for every other PDU.
+    pub(super) body: Vec<u8>,
 }
 
 /// A bound transmitter session.
@@ -133,6 +207,12 @@ pub(super) struct Session {
     pub(super) last_used: Instant,
     /// Still bound and in step: worth an `unbind` when dropped.
     pub(super) healthy: bool,
+    /// Where receipts read here go, with the provider's name.
+    pub(super) receipts: Option<(ReceiptHook, String)>,
+    /// With receipts: how long the session may idle before
+    /// [`SmppSessions::poll_idle`] sends `enquire_link`, so that the SMSC
+    /// keeps it bound and has somewhere to send receipts.
+    pub(super) keepalive: Option<Duration>,
 }
 
 impl Session {
@@ -143,6 +223,8 @@ impl Session {
             seq: 0,
             last_used: Instant::now(),
             healthy: true,
+            receipts: None,
+            keepalive: None,
         }
     }
 
@@ -227,6 +309,15 @@ impl Session {
                 return Err(Wire::Closed);
             }
             CommandId::DeliverSm => {
+                // Acknowledged whatever it holds: an SMSC resends what is
+                // not acknowledged, and a garbled receipt stays garbled.
+                if let Some((hook, provider)) = &self.receipts {
+                    match parse_deliver_sm(&m.body) {
+                        Ok(Some(r)) => hook(provider, Ok(r)),
+                        Ok(None) => {}
+                        Err(e) => hook(provider, Err(e)),
+                    }
+                }
                 Pdu::DeliverSmResp(DeliverSmResp::new(COctetString::empty(), Vec::new()))
             }
             id if id.is_operation() => {
@@ -369,18 +460,24 @@ pub(super) fn take_pdu(buf: &mut Vec<u8>) -> Result<Option<Incoming>, Wire> {
 pub(super) fn decode(frame: &[u8]) -> Incoming {
     let word = |i: usize| u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
     let mut body = BytesMut::from(&frame[4..]);
-    match Command::decode(&mut body, frame.len() - 4) {
+    let mut m = match Command::decode(&mut body, frame.len() - 4) {
         Ok((c, _)) => Incoming {
             id: c.id(),
             status: c.status(),
             seq: c.sequence_number(),
+            body: Vec::new(),
         },
         Err(_) => Incoming {
             id: CommandId::from(word(4)),
             status: CommandStatus::from(word(8)),
             seq: word(12),
+            body: Vec::new(),
         },
+    };
+    if matches!(m.id, CommandId::SubmitSmResp | CommandId::DeliverSm) {
+        m.body = frame[16.min(frame.len())..].to_vec();
     }
+    m
 }
 
 /// `ESME_RTHROTTLED (0x00000058)`.
