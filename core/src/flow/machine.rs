@@ -232,6 +232,23 @@ impl Engine {
             .store
             .start_challenge_with(&rec, &self.send_limits(ctx, &phone))?;
         if let Some(r) = self.limited(ctx, &decision, &phone, now)? {
+            if r == Reject::RateLimited(Limit::DailyBudget) && self.backup_usable(&ctx.user)? {
+                // As when no provider can send: a code that costs nothing.
+                let rec = ChallengeRecord {
+                    step: Step::BackupOnly,
+                    ..rec
+                };
+                self.store.insert_challenge(&rec)?;
+                let mut e = self.event(ctx, "backup_fallback");
+                e.phone = Some(MaskedPhone::of(&phone));
+                e.reason = Some(r.word());
+                e.limit = Some(Limit::DailyBudget.key());
+                e.detail = Some(
+                    "the SMS budget is spent (breaker tripped); asking for a backup code".into(),
+                );
+                self.log(Level::Warning, &e);
+                return Ok(Start::Challenge(self.info(&rec, now)));
+            }
             return Ok(Start::Done(self.finish(
                 ctx,
                 Verdict::Reject(r),
@@ -310,7 +327,52 @@ impl Engine {
                     .push(KeyedWindow::new(LimitKind::PerSource, &src, r, mode));
             }
         }
+        if let Some(b) = &l.daily_budget {
+            s.windows.push(KeyedWindow::budget(
+                b.rate(),
+                b.cost_for(phone.region()),
+                l.mode(LimitKind::DailyBudget),
+            ));
+        }
         s
+    }
+
+    /// The spend budget's window as the store knows it (what one SMS adds
+    /// does not matter to a read or a reset), if `limits.daily_budget` is
+    /// set.
+    pub fn budget_window(&self) -> Option<KeyedWindow> {
+        let l = &self.cfg.limits;
+        l.daily_budget
+            .as_ref()
+            .map(|b| KeyedWindow::budget(b.rate(), 1000, l.mode(LimitKind::DailyBudget)))
+    }
+
+    /// The alert of a trip of the spend breaker: once per trip, to every
+    /// sink at [`Level::Alert`] (syslog `LOG_ALERT`).
+    fn alert_trip(&self, ctx: &LoginContext, phone: &Phone, now: Millis) -> Result<(), FlowError> {
+        let Some((w, b)) = self
+            .budget_window()
+            .zip(self.cfg.limits.daily_budget.as_ref())
+        else {
+            return Ok(());
+        };
+        let state = self.store.breaker(&w, now)?;
+        let spent = state.trip.as_ref().map_or(state.spent, |t| t.spent);
+        let mut e = self.event(ctx, "breaker_tripped");
+        e.phone = Some(MaskedPhone::of(phone));
+        e.limit = Some(Limit::DailyBudget.key());
+        e.detail = Some(format!(
+            "spent {} of daily_budget = {}; no SMS is sent until {} or `smsotp breaker reset`; \
+             codes already sent still work",
+            crate::config::units(spent),
+            b,
+            state.trip.as_ref().map_or_else(
+                || "the window ends".to_string(),
+                |t| crate::clock::rfc3339(t.until)
+            ),
+        ));
+        self.log(Level::Alert, &e);
+        Ok(())
     }
 
     /// What the store's `decision` means for this login: `None` if the SMS
@@ -324,6 +386,9 @@ impl Engine {
         phone: &Phone,
         now: Millis,
     ) -> Result<Option<Reject>, FlowError> {
+        if decision.tripped_now {
+            self.alert_trip(ctx, phone, now)?;
+        }
         let Some(kind) = decision.refused else {
             for &k in &decision.monitored {
                 let limit = self.limit_of(ctx, k, phone, decision, now)?;
@@ -361,6 +426,7 @@ impl Engine {
                 region: phone.region(),
             },
             LimitKind::PerSource => Limit::PerSource,
+            LimitKind::DailyBudget => Limit::DailyBudget,
             // A refusal says when; a monitored grant does not (zero).
             LimitKind::Backoff => Limit::Backoff {
                 wait: wait_until(decision.retry_at.unwrap_or(now)),
