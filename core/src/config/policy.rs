@@ -958,4 +958,77 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn budget_counts_sms_or_costs_in_thousandths() {
+        let l = parse("[limits]\ndaily_budget = 1000\n").unwrap().limits;
+        let b = l.daily_budget.unwrap();
+        assert_eq!(b.milli.get(), 1_000_000);
+        assert_eq!(b.window, Duration::from_secs(86_400));
+        assert_eq!(b.cost_for(None), 1000);
+        assert_eq!(b.to_string(), "1000 SMS per 1day");
+        let l = parse(
+            "[limits]\ndaily_budget = \"250.5/12h\"\n\
+             sms_cost = { default = 1.0, NG = 8.5, gb = 0.04 }\nmonitor = [\"daily_budget\"]\n",
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(l.mode(LimitKind::DailyBudget), LimitMode::Monitor);
+        let b = l.daily_budget.clone().unwrap();
+        assert_eq!(b.milli.get(), 250_500);
+        assert_eq!(b.window, Duration::from_secs(12 * 3600));
+        assert_eq!(b.cost_for("NG".parse().ok()), 8_500);
+        assert_eq!(b.cost_for("GB".parse().ok()), 40);
+        assert_eq!(b.cost_for("DE".parse().ok()), 1_000);
+        assert_eq!(
+            b.to_string(),
+            "250.5 cost units per 12h (sms_cost: default 1, NG 8.5, GB 0.04)"
+        );
+        assert!(l
+            .summary()
+            .iter()
+            .any(|(k, _, m)| *k == "daily_budget" && *m == LimitMode::Monitor));
+        let b = parse("[limits]\ndaily_budget = 250.0\nsms_cost = { NG = 8 }\n")
+            .unwrap()
+            .limits
+            .daily_budget
+            .unwrap();
+        assert_eq!((b.milli.get(), b.cost_for(None)), (250_000, 1_000));
+    }
+
+    #[test]
+    fn bad_budgets_say_what_to_write() {
+        for (text, want) in [
+            ("daily_budget = 0", "above 0"),
+            ("daily_budget = -5", "must be above 0"),
+            ("daily_budget = 12.5", "not a whole number of SMS"),
+            ("daily_budget = \"lots\"", "is not a budget"),
+            ("daily_budget = \"10/soon\"", "the window is not a duration"),
+            ("daily_budget = \"10/1s\"", "from 1m to 31 days"),
+            ("daily_budget = 5000000", "out of range"),
+            ("daily_budget = true", "is not a number"),
+            (
+                "daily_budget = 1.0001\nsms_cost = { default = 1 }",
+                "more than three decimals",
+            ),
+            ("sms_cost = { NG = 8.5 }", "daily_budget, which is not set"),
+            (
+                "daily_budget = 10\nsms_cost = { NG = 0 }",
+                "limits.sms_cost.NG",
+            ),
+            (
+                "daily_budget = 10\nsms_cost = { NG = 0.00001 }",
+                "at most three decimals",
+            ),
+            (
+                "daily_budget = 10\nsms_cost = { XX = 1 }",
+                "\"XX\" is not a known region",
+            ),
+        ] {
+            let e = err_of(&format!("[limits]\n{text}\n"));
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let e = err_of("[limits]\ndaily_budget = 12.5\n");
+        assert!(e.contains("limits.daily_budget"), "{e}");
+    }
 }

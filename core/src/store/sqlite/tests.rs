@@ -720,7 +720,17 @@ fn layout_4_keeps_what_is_durable() {
         .conn
         .query_row("SELECT count FROM sms_limit", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 2, "layout 5 only adds the breaker table: windows stay");
+    // And that table works.
+    let mut l = crate::store::SendLimits::user_and_global(rate(5, 3600), rate(100, 3600));
+    l.windows.push(crate::store::KeyedWindow::budget(
+        rate(1, 86_400),
+        1,
+        crate::store::LimitMode::Enforce,
+    ));
+    assert_eq!(s.reserve_sends("bob", now, &l).unwrap().refused, None);
+    assert!(s.reserve_sends("bob", now + 1, &l).unwrap().tripped_now);
+    assert!(s.breaker(&l.windows[1], now + 2).unwrap().trip.is_some());
 }
 
 /// The sweep forgets keyed-window buckets older than any window of their
