@@ -187,6 +187,8 @@ fn line_quotes_values_that_need_it() {
     assert_eq!(j["reason"], "wrong_code");
     assert_eq!(j["level"], "info");
     assert_eq!(j["limit"], serde_json::Value::Null);
+    assert_eq!(e.to_json(0, Level::Alert)["level"], "alert");
+    assert_eq!(super::tag(Level::Alert), "alert");
     let limited = Event {
         reason: Some("rate_limited"),
         limit: Some("sms_per_user"),
