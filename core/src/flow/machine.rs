@@ -395,8 +395,13 @@ impl Engine {
                 let mut e = self.event(ctx, "limit_monitor");
                 e.phone = Some(MaskedPhone::of(phone));
                 e.limit = Some(limit.key());
+                let what = if k == LimitKind::DailyBudget {
+                    "would have tripped the spend breaker"
+                } else {
+                    "would have refused the SMS"
+                };
                 e.detail = Some(format!(
-                    "would have refused the SMS: {}; sent, as limits.monitor lists {}",
+                    "{what}: {}; sent, as limits.monitor lists {}",
                     self.limit_detail(limit),
                     limit.key()
                 ));

@@ -1845,6 +1845,8 @@ fn spend_breaker_in_monitor_mode_sends_and_logs() {
     let m = events_of(&h, "limit_monitor");
     assert_eq!(m.len(), 2, "{}", h.audit_text());
     assert_eq!(m[0].1.limit, Some("daily_budget"));
+    let d = m[0].1.detail.as_deref().unwrap();
+    assert!(d.contains("would have tripped the spend breaker"), "{d}");
     assert!(events_of(&h, "breaker_tripped").is_empty());
     let w = h.engine.budget_window().unwrap();
     let st = h.engine.store().breaker(&w, h.engine.now()).unwrap();
