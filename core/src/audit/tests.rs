@@ -37,6 +37,7 @@ fn syslog_lines_go_to_authpriv() {
     sink.record(Level::Info, 0, &e);
     sink.record(Level::Debug, 0, &e); // dropped: debug is off
     sink.record(Level::Warning, 0, &e);
+    sink.record(Level::Alert, 0, &e);
     let mut buf = [0u8; 512];
     let n = rx.recv(&mut buf).unwrap();
     let line = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -52,6 +53,9 @@ fn syslog_lines_go_to_authpriv() {
         String::from_utf8_lossy(&buf[..n]).starts_with("<84>"),
         "warning next, debug skipped"
     );
+    // authpriv * 8 + alert (1) = 81: the spend breaker's trip.
+    let n = rx.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("<81>"));
 }
 
 #[test]

@@ -348,31 +348,35 @@ impl Engine {
     }
 
     /// The alert of a trip of the spend breaker: once per trip, to every
-    /// sink at [`Level::Alert`] (syslog `LOG_ALERT`).
-    fn alert_trip(&self, ctx: &LoginContext, phone: &Phone, now: Millis) -> Result<(), FlowError> {
+    /// sink at [`Level::Alert`] (syslog `LOG_ALERT`). The spend is read
+    /// back from the store; if that read fails the alert goes out without
+    /// it (the trip is recorded, and the login's refusal stands).
+    fn alert_trip(&self, ctx: &LoginContext, phone: &Phone, now: Millis) {
         let Some((w, b)) = self
             .budget_window()
             .zip(self.cfg.limits.daily_budget.as_ref())
         else {
-            return Ok(());
+            return;
         };
-        let state = self.store.breaker(&w, now)?;
-        let spent = state.trip.as_ref().map_or(state.spent, |t| t.spent);
+        let spent = match self.store.breaker(&w, now) {
+            Ok(st) => {
+                let until = st.trip.as_ref().map_or(now + ms(b.window), |t| t.until);
+                let spent = st.trip.as_ref().map_or(st.spent, |t| t.spent);
+                format!(
+                    "spent {} of daily_budget = {b}; no SMS is sent until {}",
+                    crate::config::units(spent),
+                    crate::clock::rfc3339(until)
+                )
+            }
+            Err(err) => format!("daily_budget = {b} spent (the spend could not be read: {err}); no SMS is sent for one window"),
+        };
         let mut e = self.event(ctx, "breaker_tripped");
         e.phone = Some(MaskedPhone::of(phone));
         e.limit = Some(Limit::DailyBudget.key());
         e.detail = Some(format!(
-            "spent {} of daily_budget = {}; no SMS is sent until {} or `smsotp breaker reset`; \
-             codes already sent still work",
-            crate::config::units(spent),
-            b,
-            state.trip.as_ref().map_or_else(
-                || "the window ends".to_string(),
-                |t| crate::clock::rfc3339(t.until)
-            ),
+            "{spent} or `smsotp breaker reset`; codes already sent still work"
         ));
         self.log(Level::Alert, &e);
-        Ok(())
     }
 
     /// What the store's `decision` means for this login: `None` if the SMS
@@ -387,7 +391,7 @@ impl Engine {
         now: Millis,
     ) -> Result<Option<Reject>, FlowError> {
         if decision.tripped_now {
-            self.alert_trip(ctx, phone, now)?;
+            self.alert_trip(ctx, phone, now);
         }
         let Some(kind) = decision.refused else {
             for &k in &decision.monitored {
