@@ -1868,3 +1868,23 @@ fn spend_breaker_reset_sends_again_and_the_next_trip_alerts() {
     refused_by(&h, &ctx("erin", "sshd"));
     assert_eq!(events_of(&h, "breaker_tripped").len(), 2);
 }
+
+/// A resend asked for while the breaker is tripped sends nothing (the
+/// resend trips it here, and alerts); the code already sent still opens.
+#[test]
+fn a_resend_meets_the_spend_breaker_and_the_sent_code_still_opens() {
+    let h = harness("[limits]\ndaily_budget = 1\n[otp]\nresend = { max = 2, cooldown = \"0s\" }\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let code = h.last_code();
+    assert!(matches!(
+        h.answer(&c, &ch, ""),
+        Answer::Retry(Retry::ResendLimited, _)
+    ));
+    assert_eq!(h.sent_count(), 1);
+    assert_eq!(events_of(&h, "breaker_tripped").len(), 1);
+    assert!(matches!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Accept(_))
+    ));
+}
