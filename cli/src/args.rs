@@ -74,6 +74,22 @@ pub(crate) enum Command {
     /// Work on the state store as a whole.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// What the SMS limits look like now: the spend breaker (state, spend
+    /// and budget in its window, since when tripped).
+    Status,
+    /// The spend breaker (limits.daily_budget).
+    #[command(subcommand)]
+    Breaker(BreakerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BreakerCommand {
+    /// State, spend and budget (the breaker part of `smsotp status`).
+    Status,
+    /// Close a tripped breaker and forget the budget window's spend:
+    /// SMS go out again at once, and only those sent after the reset
+    /// count against the budget.
+    Reset,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,8 @@
 //! `smsotp`: the admin tool. Check the config and the host before turning
 //! the second factor on, send a test SMS, look after users (their number,
-//! lockout, backup codes and opt-out), and move the state to another
-//! store. See smsotp(8).
+//! lockout, backup codes and opt-out), move the state to another store,
+//! and see or reset the spend breaker (`status`, `breaker`). See
+//! smsotp(8).
 //!
 //! Every command prints text for people, or one JSON object with `--json`.
 //! Exit codes (the same in smsotp(8) and the README; [`report::exit`]):
@@ -20,6 +21,7 @@ mod doctor_ldap;
 mod doctor_redis;
 mod host;
 mod report;
+mod status;
 mod store_cmd;
 mod test_send;
 mod user;
@@ -100,6 +102,10 @@ fn run(cli: Cli) -> Result<Output, Failure> {
         Command::User(u) => user_command(&cli.config, u),
         Command::BackupCodes(b) => backup_command(&cli.config, b),
         Command::Store(s) => store_cmd::store_command(&cli.config, s),
+        Command::Status | Command::Breaker(args::BreakerCommand::Status) => {
+            status::status(&cli.config)
+        }
+        Command::Breaker(args::BreakerCommand::Reset) => status::breaker_reset(&cli.config),
     }
 }
 

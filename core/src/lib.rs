@@ -8,8 +8,9 @@
 //! synchronous client in `directory/ldap/`, the check of every listed
 //! number in `directory/check.rs`), takes one SMS from the rate-limit windows in [`store`]
 //! (every window at once: the user's, the back-off, global, per number,
-//! country and source, each enforced or only monitored, as
-//! `store/limits.rs` lists and decides them),
+//! country and source, and the spend budget whose breaker trips once
+//! and alerts, each enforced or only monitored, as `store/limits.rs`
+//! lists and decides them),
 //! makes a code ([`otp`]: OS CSPRNG, stored only as an HMAC bound to user,
 //! service and challenge) and sends it through the provider chain in
 //! [`sms`]; [`flow::Engine::answer`] checks the reply in constant time,

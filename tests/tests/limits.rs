@@ -3,7 +3,10 @@
 //! phone list, outbox and audit) and one smsotp-radiusd, all on one SQLite
 //! store file, as hosts sharing a store would be. The per-number limit
 //! counts the sends of every account of the number on all three; a
-//! per-country limit in monitor mode sends and logs.
+//! per-country limit in monitor mode sends and logs. The spend breaker
+//! (`limits.daily_budget`) trips once for a PAM host and smsotp-radiusd
+//! together, alerts once, shows in `smsotp status` and is reset by
+//! `smsotp breaker reset`.
 //!
 //! Needs what tests/pam.rs and tests/radius.rs need, and `cargo build
 //! --workspace`. Every server is on loopback, bounded in time and stopped
@@ -232,4 +235,102 @@ fn per_source_limit_reads_the_calling_station_id() {
             .any(|l| l["limit"] == "sms_per_source" && l["user"] == "erin"),
         "{a:#?}"
     );
+}
+
+/// `daily_budget = 2` for a PAM host and smsotp-radiusd on one store: two
+/// SMS go out, the third login (PAM) is refused and trips the breaker
+/// with one alert line, the fourth (RADIUS) is refused without another;
+/// `smsotp status --json` shows the trip, and `smsotp breaker reset`
+/// (audited) lets the next login send.
+#[test]
+fn spend_breaker_trips_once_across_pam_and_radius_and_resets() {
+    let shared = Scratch::new();
+    let store = format!(
+        "[store]\nkind = \"sqlite\"\npath = \"{}\"\n\n",
+        shared.path("state.db").display()
+    );
+    let key = smsotp_e2e::radiusd::random_bytes(32);
+    let limits = "[limits]\ndaily_budget = 2\n";
+    let (pam, svc) = pam_host("e2e-brk-1", &store, &key, limits);
+    let rscratch = Scratch::new();
+    phones(&rscratch);
+    let mut spec = ServerSpec::new(vec![ClientSpec::new("vpn", "127.0.0.1", SECRET)]);
+    spec.store = Some(store.clone());
+    spec.extra = format!("{limits}\n{}", key_table(&rscratch, &key));
+    let srv = Radiusd::start(&rscratch, spec);
+    let outboxes = [&pam.scratch, &rscratch].map(Scratch::outbox);
+
+    let status = || {
+        let r = run_tool(&pam.scratch, &["--json", "status"], TOOL_LIMIT);
+        assert_eq!(r.code, 0, "{r}");
+        r.json()
+    };
+    let j = status();
+    assert_eq!(j["breaker"]["state"], "closed", "{j}");
+    assert_eq!(j["breaker"]["budget"], "2", "{j}");
+
+    let l = gets_a_code(&pam, &svc, "alice", CODE_SENT);
+    l.abort();
+    let r = first_round(&srv, "carol", None);
+    srv.assert_code(&r, code::ACCESS_CHALLENGE, "the second SMS");
+    assert_eq!(total(&outboxes), 2);
+
+    // The third: refused with the global text, and the trip.
+    let mut login = pam.login(&svc, "dave");
+    login.password().expect_text(SYSTEM_MAX);
+    login.finish().assert_failure().assert_not_saw(PROMPT);
+    // The fourth, over RADIUS: refused, no second alert.
+    let r = first_round(&srv, "erin", None);
+    srv.assert_code(&r, code::ACCESS_REJECT, "breaker tripped");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(total(&outboxes), 2, "no SMS while tripped");
+
+    let ap = audit(&pam.scratch);
+    let ar = audit(&rscratch);
+    let alerts: Vec<&serde_json::Value> = ap
+        .iter()
+        .chain(&ar)
+        .filter(|l| l["event"] == "breaker_tripped")
+        .collect();
+    assert_eq!(alerts.len(), 1, "one alert per trip: {alerts:#?}");
+    let a = alerts[0];
+    assert_eq!(a["level"], "alert", "{a}");
+    assert_eq!(a["user"], "dave", "{a}");
+    assert!(
+        a["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("spent 2 of daily_budget = 2 SMS")),
+        "{a}"
+    );
+    assert!(
+        ar.iter()
+            .any(|l| l["reason"] == "rate_limited" && l["limit"] == "daily_budget"),
+        "{ar:#?}"
+    );
+
+    let j = status();
+    let b = &j["breaker"];
+    assert_eq!(b["state"], "tripped", "{j}");
+    assert_eq!(b["spent"], "2", "{j}");
+    assert_eq!(b["trip"]["user"], "dave", "{j}");
+
+    // The admin resets it; the next login sends.
+    let r = run_tool(&pam.scratch, &["breaker", "reset"], TOOL_LIMIT);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("reset the spend breaker"), "{r}");
+    let ap = audit(&pam.scratch);
+    let reset = ap
+        .iter()
+        .find(|l| l["event"] == "breaker_reset")
+        .unwrap_or_else(|| panic!("no breaker_reset line: {ap:#?}"));
+    assert!(
+        reset["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("(by admin:root)")),
+        "{reset}"
+    );
+    assert_eq!(status()["breaker"]["state"], "closed");
+    let r = first_round(&srv, "erin", None);
+    srv.assert_code(&r, code::ACCESS_CHALLENGE, "after the reset");
+    assert_eq!(total(&outboxes), 3);
 }

@@ -28,6 +28,8 @@ pub enum Level {
     /// Detail for troubleshooting (where a number was found); recorded
     /// only when a sink's `debug` is on.
     Debug,
+    /// Needs an admin now: the spend breaker tripped (syslog `LOG_ALERT`).
+    Alert,
 }
 
 /// One audit record. Build it with the fields that apply.
@@ -152,6 +154,7 @@ fn tag(level: Level) -> &'static str {
         Level::Warning => "warning",
         Level::Error => "error",
         Level::Debug => "debug",
+        Level::Alert => "alert",
     }
 }
 

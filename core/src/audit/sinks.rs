@@ -66,6 +66,7 @@ fn syslog_send(logger: &mut SyslogLogger, level: Level, line: &str) -> syslog::R
         Level::Warning => logger.warning(line),
         Level::Error => logger.err(line),
         Level::Debug => logger.debug(line),
+        Level::Alert => logger.alert(line),
     }
 }
 

@@ -37,6 +37,7 @@ fn syslog_lines_go_to_authpriv() {
     sink.record(Level::Info, 0, &e);
     sink.record(Level::Debug, 0, &e); // dropped: debug is off
     sink.record(Level::Warning, 0, &e);
+    sink.record(Level::Alert, 0, &e);
     let mut buf = [0u8; 512];
     let n = rx.recv(&mut buf).unwrap();
     let line = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -52,6 +53,9 @@ fn syslog_lines_go_to_authpriv() {
         String::from_utf8_lossy(&buf[..n]).starts_with("<84>"),
         "warning next, debug skipped"
     );
+    // authpriv * 8 + alert (1) = 81: the spend breaker's trip.
+    let n = rx.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("<81>"));
 }
 
 #[test]
@@ -187,6 +191,8 @@ fn line_quotes_values_that_need_it() {
     assert_eq!(j["reason"], "wrong_code");
     assert_eq!(j["level"], "info");
     assert_eq!(j["limit"], serde_json::Value::Null);
+    assert_eq!(e.to_json(0, Level::Alert)["level"], "alert");
+    assert_eq!(super::tag(Level::Alert), "alert");
     let limited = Event {
         reason: Some("rate_limited"),
         limit: Some("sms_per_user"),

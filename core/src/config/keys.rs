@@ -80,6 +80,8 @@ pub const KEYS: &[Key] = &[
     r("limits.sms_per_source"),
     d("limits.backoff.first"),
     d("limits.backoff.max"),
+    k("limits.daily_budget"),
+    k("limits.sms_cost"),
     k("limits.monitor"),
     k("directory.kind"),
     k("directory.path"),

@@ -41,7 +41,8 @@ pub use check::{
 pub use keys::{section_of, Key, ValueKind, KEYS};
 pub use otp::{human_duration, Alphabet, MessageTemplate, MessageValues, OtpSettings};
 pub use policy::{
-    parse_rate, CountryRates, Limits, NoPhone, PhoneSettings, PolicySettings, ProviderDown, Rate,
+    parse_rate, units, Budget, CountryRates, Limits, NoPhone, PhoneSettings, PolicySettings,
+    ProviderDown, Rate, SmsCosts, BUDGET_MAX, COST_MAX,
 };
 pub use radius::{
     short_secret_warning, ClientMode, PrimaryAuth, RadiusClient, RadiusSettings,

@@ -43,6 +43,8 @@ pub(super) struct RawLimits {
     sms_per_country: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     sms_per_source: Option<Spanned<String>>,
     backoff: Option<Spanned<RawBackoff>>,
+    daily_budget: Option<Spanned<toml::Value>>,
+    sms_cost: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
     #[serde(default)]
     monitor: Vec<Spanned<String>>,
     lockout_after: Option<Spanned<i64>>,
@@ -164,6 +166,9 @@ pub struct Limits {
     pub sms_per_source: Option<Rate>,
     /// The growing wait between one user's SMS (default: none).
     pub backoff: Option<Backoff>,
+    /// The spend budget that trips the breaker (`limits.daily_budget`,
+    /// weighed by `limits.sms_cost`; default: none).
+    pub daily_budget: Option<Budget>,
     /// The limits that only log what they would refuse
     /// (`limits.monitor`).
     pub monitor: Vec<LimitKind>,
@@ -207,11 +212,153 @@ impl Limits {
                     )
                 }),
             ),
+            (
+                LimitKind::DailyBudget,
+                self.daily_budget.as_ref().map(Budget::to_string),
+            ),
         ];
         v.retain(|(_, s)| s.is_some());
         v.into_iter()
             .filter_map(|(k, s)| s.map(|s| (k.key(), s, self.mode(k))))
             .collect()
+    }
+}
+
+/// The largest budget, in units (SMS, or cost units): its thousandths
+/// must fit the store's 32-bit counters.
+pub const BUDGET_MAX: u32 = 4_000_000;
+
+/// The largest cost of one SMS in `limits.sms_cost`.
+pub const COST_MAX: u32 = 1000;
+
+/// `limits.daily_budget` (with `limits.sms_cost`), validated. Amounts
+/// are whole thousandths of a unit (of an SMS without a cost table), so
+/// every backend adds integers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// The budget, in thousandths of a unit, per `window`.
+    pub milli: NonZeroU32,
+    /// The window (one day unless written as AMOUNT/WINDOW).
+    pub window: Duration,
+    /// `limits.sms_cost`; `None`: each SMS costs 1 (a count of SMS).
+    pub costs: Option<SmsCosts>,
+}
+
+impl Budget {
+    /// As the store counts it.
+    pub fn rate(&self) -> Rate {
+        Rate {
+            count: self.milli,
+            window: self.window,
+        }
+    }
+
+    /// What one SMS to `region` adds, in thousandths.
+    pub fn cost_for(&self, region: Option<phonenumber::country::Id>) -> u32 {
+        self.costs.as_ref().map_or(1000, |c| c.cost_for(region))
+    }
+
+    /// The unit amounts are read in: "SMS" or "cost units".
+    pub fn unit(&self) -> &'static str {
+        if self.costs.is_some() {
+            "cost units"
+        } else {
+            "SMS"
+        }
+    }
+}
+
+impl fmt::Display for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} per {}",
+            units(self.milli.get()),
+            self.unit(),
+            humantime::format_duration(self.window)
+        )?;
+        if let Some(c) = &self.costs {
+            write!(f, " (sms_cost: {c})")?;
+        }
+        Ok(())
+    }
+}
+
+/// `limits.sms_cost`: what one SMS costs, in thousandths, per destination
+/// region, and for the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsCosts {
+    /// Each listed region's cost.
+    pub regions: Vec<(phonenumber::country::Id, u32)>,
+    /// Every other region's (and a number without one): `default`, else
+    /// 1.
+    pub default: u32,
+}
+
+impl SmsCosts {
+    /// What one SMS to `region` costs, in thousandths.
+    pub fn cost_for(&self, region: Option<phonenumber::country::Id>) -> u32 {
+        region
+            .and_then(|r| self.regions.iter().find(|(id, _)| *id == r))
+            .map_or(self.default, |&(_, c)| c)
+    }
+}
+
+impl fmt::Display for SmsCosts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "default {}", units(self.default))?;
+        for (id, c) in &self.regions {
+            write!(f, ", {} {}", id.as_ref(), units(*c))?;
+        }
+        Ok(())
+    }
+}
+
+/// Thousandths as people write the amount: "250", "8.5", "0.04".
+pub fn units(milli: u32) -> String {
+    let (whole, frac) = (milli / 1000, milli % 1000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let f = format!("{frac:03}");
+    format!("{whole}.{}", f.trim_end_matches('0'))
+}
+
+/// A decimal amount with at most three decimals, in thousandths.
+fn milli_of_text(t: &str) -> Option<u64> {
+    let t = t.trim();
+    let (w, f) = t.split_once('.').unwrap_or((t, ""));
+    if w.is_empty() || !w.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if f.len() > 3 || !f.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u64 = w.parse().ok()?;
+    let frac: u64 = format!("{f:0<3}").parse().ok()?;
+    whole.checked_mul(1000)?.checked_add(frac)
+}
+
+/// A TOML number (integer or float, at most three decimals) in
+/// thousandths; `Err` names what is wrong.
+fn milli_of_value(v: &toml::Value) -> Result<u64, &'static str> {
+    match v {
+        toml::Value::Integer(i) if *i > 0 => u64::try_from(*i)
+            .ok()
+            .and_then(|i| i.checked_mul(1000))
+            .ok_or("is too large"),
+        toml::Value::Float(x) if x.is_finite() && *x > 0.0 => {
+            let m = (x * 1000.0).round();
+            if (x * 1000.0 - m).abs() > 1e-6 {
+                return Err("has more than three decimals");
+            }
+            if !(1.0..=1e15).contains(&m) {
+                return Err("is out of range");
+            }
+            Ok(m as u64)
+        }
+        toml::Value::Integer(_) | toml::Value::Float(_) => Err("must be above 0"),
+        _ => Err("is not a number"),
     }
 }
 
@@ -387,6 +534,7 @@ pub(super) fn limits(
             .map(|s| c.one_rate(s, "limits.sms_per_source"))
             .transpose()?,
         backoff: l.backoff.as_ref().map(|b| backoff(c, b)).transpose()?,
+        daily_budget: budget(c, l)?,
         monitor: monitor(c, l)?,
     };
     let set: Vec<&str> = limits.summary().iter().map(|(k, _, _)| *k).collect();
@@ -407,13 +555,14 @@ pub(super) fn limits(
 }
 
 /// The names `limits.monitor` takes.
-const MONITORABLE: [LimitKind; 6] = [
+const MONITORABLE: [LimitKind; 7] = [
     LimitKind::PerUser,
     LimitKind::Global,
     LimitKind::PerNumber,
     LimitKind::PerCountry,
     LimitKind::PerSource,
     LimitKind::Backoff,
+    LimitKind::DailyBudget,
 ];
 
 fn monitor(c: &Checker<'_>, l: &RawLimits) -> Result<Vec<LimitKind>, ConfigError> {
@@ -483,6 +632,132 @@ fn country_rates(
             "the table is empty; set default = \"COUNT/WINDOW\" and a rate per region, \
              such as { default = \"500/1d\", NG = \"20/1d\" }",
         ));
+    }
+    Ok(out)
+}
+
+/// `limits.daily_budget` and `limits.sms_cost`.
+fn budget(c: &Checker<'_>, l: &RawLimits) -> Result<Option<Budget>, ConfigError> {
+    let costs = l.sms_cost.as_ref().map(|t| sms_costs(c, t)).transpose()?;
+    let Some(v) = &l.daily_budget else {
+        if let Some(t) = &l.sms_cost {
+            return Err(c.err(
+                t.span(),
+                "limits.sms_cost",
+                "weighs limits.daily_budget, which is not set; set daily_budget (cost units \
+                 a day, such as 250.0) or take sms_cost out",
+            ));
+        }
+        return Ok(None);
+    };
+    let key = "limits.daily_budget";
+    let unit = if costs.is_some() {
+        "cost units (limits.sms_cost is set)"
+    } else {
+        "SMS"
+    };
+    let bad = |why: &str| {
+        c.err(
+            v.span(),
+            key,
+            format!(
+                "{why}; write the {unit} allowed per day, such as 1000 or 250.5, or \
+                 AMOUNT/WINDOW such as \"1000/1d\", above 0 and at most {BUDGET_MAX}"
+            ),
+        )
+    };
+    let (milli, window) = match v.get_ref() {
+        toml::Value::String(t) => {
+            let (a, w) = t
+                .split_once('/')
+                .ok_or_else(|| bad(&format!("\"{t}\" is not a budget")))?;
+            let milli = milli_of_text(a).ok_or_else(|| {
+                bad(&format!(
+                    "\"{t}\": the amount is not a number with at most three decimals"
+                ))
+            })?;
+            let window = humantime::parse_duration(w.trim())
+                .map_err(|_| bad(&format!("\"{t}\": the window is not a duration")))?;
+            if window < Duration::from_secs(60) || window > Duration::from_secs(31 * 86400) {
+                return Err(c.err(
+                    v.span(),
+                    key,
+                    format!("\"{t}\": the window must be from 1m to 31 days, such as \"1d\""),
+                ));
+            }
+            (milli, window)
+        }
+        other => (
+            milli_of_value(other).map_err(|why| bad(&format!("{other} {why}")))?,
+            Duration::from_secs(86400),
+        ),
+    };
+    if milli == 0 || milli > u64::from(BUDGET_MAX) * 1000 {
+        return Err(bad("the budget is out of range"));
+    }
+    if costs.is_none() && milli % 1000 != 0 {
+        return Err(c.err(
+            v.span(),
+            key,
+            "is not a whole number of SMS; without limits.sms_cost the budget counts SMS \
+             (such as 1000); set limits.sms_cost to budget in cost units",
+        ));
+    }
+    Ok(Some(Budget {
+        milli: nz(u32::try_from(milli).unwrap_or(u32::MAX)),
+        window,
+        costs,
+    }))
+}
+
+/// `limits.sms_cost`.
+fn sms_costs(
+    c: &Checker<'_>,
+    t: &Spanned<BTreeMap<String, Spanned<toml::Value>>>,
+) -> Result<SmsCosts, ConfigError> {
+    let key = "limits.sms_cost";
+    let mut out = SmsCosts {
+        regions: Vec::new(),
+        default: 1000,
+    };
+    for (name, v) in t.get_ref() {
+        let cost = milli_of_value(v.get_ref())
+            .ok()
+            .filter(|&m| m <= u64::from(COST_MAX) * 1000)
+            .ok_or_else(|| {
+                c.err(
+                    v.span(),
+                    &format!("{key}.{name}"),
+                    format!(
+                        "{} is not a cost; write what one SMS costs as a number above 0 and \
+                         at most {COST_MAX}, with at most three decimals, such as 8.5 or 0.04",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        if name == "default" {
+            out.default = cost;
+            continue;
+        }
+        let id: phonenumber::country::Id = name.to_ascii_uppercase().parse().map_err(|_| {
+            c.err(
+                v.span(),
+                key,
+                format!(
+                    "\"{name}\" is not a known region; use \"default\" or a two-letter ISO 3166 \
+                     code such as \"NG\" or \"GB\""
+                ),
+            )
+        })?;
+        if out.regions.iter().any(|(r, _)| *r == id) {
+            return Err(c.err(
+                v.span(),
+                key,
+                format!("{} is listed twice; keep one", id.as_ref()),
+            ));
+        }
+        out.regions.push((id, cost));
     }
     Ok(out)
 }
@@ -682,5 +957,78 @@ mod tests {
                 && e.contains("\"sms_per_country\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn budget_counts_sms_or_costs_in_thousandths() {
+        let l = parse("[limits]\ndaily_budget = 1000\n").unwrap().limits;
+        let b = l.daily_budget.unwrap();
+        assert_eq!(b.milli.get(), 1_000_000);
+        assert_eq!(b.window, Duration::from_secs(86_400));
+        assert_eq!(b.cost_for(None), 1000);
+        assert_eq!(b.to_string(), "1000 SMS per 1day");
+        let l = parse(
+            "[limits]\ndaily_budget = \"250.5/12h\"\n\
+             sms_cost = { default = 1.0, NG = 8.5, gb = 0.04 }\nmonitor = [\"daily_budget\"]\n",
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(l.mode(LimitKind::DailyBudget), LimitMode::Monitor);
+        let b = l.daily_budget.clone().unwrap();
+        assert_eq!(b.milli.get(), 250_500);
+        assert_eq!(b.window, Duration::from_secs(12 * 3600));
+        assert_eq!(b.cost_for("NG".parse().ok()), 8_500);
+        assert_eq!(b.cost_for("GB".parse().ok()), 40);
+        assert_eq!(b.cost_for("DE".parse().ok()), 1_000);
+        assert_eq!(
+            b.to_string(),
+            "250.5 cost units per 12h (sms_cost: default 1, NG 8.5, GB 0.04)"
+        );
+        assert!(l
+            .summary()
+            .iter()
+            .any(|(k, _, m)| *k == "daily_budget" && *m == LimitMode::Monitor));
+        let b = parse("[limits]\ndaily_budget = 250.0\nsms_cost = { NG = 8 }\n")
+            .unwrap()
+            .limits
+            .daily_budget
+            .unwrap();
+        assert_eq!((b.milli.get(), b.cost_for(None)), (250_000, 1_000));
+    }
+
+    #[test]
+    fn bad_budgets_say_what_to_write() {
+        for (text, want) in [
+            ("daily_budget = 0", "above 0"),
+            ("daily_budget = -5", "must be above 0"),
+            ("daily_budget = 12.5", "not a whole number of SMS"),
+            ("daily_budget = \"lots\"", "is not a budget"),
+            ("daily_budget = \"10/soon\"", "the window is not a duration"),
+            ("daily_budget = \"10/1s\"", "from 1m to 31 days"),
+            ("daily_budget = 5000000", "out of range"),
+            ("daily_budget = true", "is not a number"),
+            (
+                "daily_budget = 1.0001\nsms_cost = { default = 1 }",
+                "more than three decimals",
+            ),
+            ("sms_cost = { NG = 8.5 }", "daily_budget, which is not set"),
+            (
+                "daily_budget = 10\nsms_cost = { NG = 0 }",
+                "limits.sms_cost.NG",
+            ),
+            (
+                "daily_budget = 10\nsms_cost = { NG = 0.00001 }",
+                "at most three decimals",
+            ),
+            (
+                "daily_budget = 10\nsms_cost = { XX = 1 }",
+                "\"XX\" is not a known region",
+            ),
+        ] {
+            let e = err_of(&format!("[limits]\n{text}\n"));
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let e = err_of("[limits]\ndaily_budget = 12.5\n");
+        assert!(e.contains("limits.daily_budget"), "{e}");
     }
 }

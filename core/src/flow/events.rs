@@ -136,6 +136,13 @@ impl Engine {
                 )
             ),
             Limit::PerSource => format!("sms_per_source = {} reached", rate(limits.sms_per_source)),
+            Limit::DailyBudget => format!(
+                "daily_budget = {} spent",
+                limits
+                    .daily_budget
+                    .as_ref()
+                    .map_or_else(String::new, |b| b.to_string())
+            ),
         }
     }
 

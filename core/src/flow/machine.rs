@@ -232,6 +232,23 @@ impl Engine {
             .store
             .start_challenge_with(&rec, &self.send_limits(ctx, &phone))?;
         if let Some(r) = self.limited(ctx, &decision, &phone, now)? {
+            if r == Reject::RateLimited(Limit::DailyBudget) && self.backup_usable(&ctx.user)? {
+                // As when no provider can send: a code that costs nothing.
+                let rec = ChallengeRecord {
+                    step: Step::BackupOnly,
+                    ..rec
+                };
+                self.store.insert_challenge(&rec)?;
+                let mut e = self.event(ctx, "backup_fallback");
+                e.phone = Some(MaskedPhone::of(&phone));
+                e.reason = Some(r.word());
+                e.limit = Some(Limit::DailyBudget.key());
+                e.detail = Some(
+                    "the SMS budget is spent (breaker tripped); asking for a backup code".into(),
+                );
+                self.log(Level::Warning, &e);
+                return Ok(Start::Challenge(self.info(&rec, now)));
+            }
             return Ok(Start::Done(self.finish(
                 ctx,
                 Verdict::Reject(r),
@@ -310,7 +327,56 @@ impl Engine {
                     .push(KeyedWindow::new(LimitKind::PerSource, &src, r, mode));
             }
         }
+        if let Some(b) = &l.daily_budget {
+            s.windows.push(KeyedWindow::budget(
+                b.rate(),
+                b.cost_for(phone.region()),
+                l.mode(LimitKind::DailyBudget),
+            ));
+        }
         s
+    }
+
+    /// The spend budget's window as the store knows it (what one SMS adds
+    /// does not matter to a read or a reset), if `limits.daily_budget` is
+    /// set.
+    pub fn budget_window(&self) -> Option<KeyedWindow> {
+        let l = &self.cfg.limits;
+        l.daily_budget
+            .as_ref()
+            .map(|b| KeyedWindow::budget(b.rate(), 1000, l.mode(LimitKind::DailyBudget)))
+    }
+
+    /// The alert of a trip of the spend breaker: once per trip, to every
+    /// sink at [`Level::Alert`] (syslog `LOG_ALERT`). The spend is read
+    /// back from the store; if that read fails the alert goes out without
+    /// it (the trip is recorded, and the login's refusal stands).
+    fn alert_trip(&self, ctx: &LoginContext, phone: &Phone, now: Millis) {
+        let Some((w, b)) = self
+            .budget_window()
+            .zip(self.cfg.limits.daily_budget.as_ref())
+        else {
+            return;
+        };
+        let spent = match self.store.breaker(&w, now) {
+            Ok(st) => {
+                let until = st.trip.as_ref().map_or(now + ms(b.window), |t| t.until);
+                let spent = st.trip.as_ref().map_or(st.spent, |t| t.spent);
+                format!(
+                    "spent {} of daily_budget = {b}; no SMS is sent until {}",
+                    crate::config::units(spent),
+                    crate::clock::rfc3339(until)
+                )
+            }
+            Err(err) => format!("daily_budget = {b} spent (the spend could not be read: {err}); no SMS is sent for one window"),
+        };
+        let mut e = self.event(ctx, "breaker_tripped");
+        e.phone = Some(MaskedPhone::of(phone));
+        e.limit = Some(Limit::DailyBudget.key());
+        e.detail = Some(format!(
+            "{spent} or `smsotp breaker reset`; codes already sent still work"
+        ));
+        self.log(Level::Alert, &e);
     }
 
     /// What the store's `decision` means for this login: `None` if the SMS
@@ -324,14 +390,22 @@ impl Engine {
         phone: &Phone,
         now: Millis,
     ) -> Result<Option<Reject>, FlowError> {
+        if decision.tripped_now {
+            self.alert_trip(ctx, phone, now);
+        }
         let Some(kind) = decision.refused else {
             for &k in &decision.monitored {
                 let limit = self.limit_of(ctx, k, phone, decision, now)?;
                 let mut e = self.event(ctx, "limit_monitor");
                 e.phone = Some(MaskedPhone::of(phone));
                 e.limit = Some(limit.key());
+                let what = if k == LimitKind::DailyBudget {
+                    "would have tripped the spend breaker"
+                } else {
+                    "would have refused the SMS"
+                };
                 e.detail = Some(format!(
-                    "would have refused the SMS: {}; sent, as limits.monitor lists {}",
+                    "{what}: {}; sent, as limits.monitor lists {}",
                     self.limit_detail(limit),
                     limit.key()
                 ));
@@ -361,6 +435,7 @@ impl Engine {
                 region: phone.region(),
             },
             LimitKind::PerSource => Limit::PerSource,
+            LimitKind::DailyBudget => Limit::DailyBudget,
             // A refusal says when; a monitored grant does not (zero).
             LimitKind::Backoff => Limit::Backoff {
                 wait: wait_until(decision.retry_at.unwrap_or(now)),

@@ -96,6 +96,8 @@ pub enum Limit {
     /// `limits.sms_per_source`: the sends for logins from this source
     /// address.
     PerSource,
+    /// `limits.daily_budget`: the spend breaker is tripped.
+    DailyBudget,
 }
 
 impl Limit {
@@ -108,6 +110,7 @@ impl Limit {
             Limit::PerNumber => "sms_per_number",
             Limit::PerCountry { .. } => "sms_per_country",
             Limit::PerSource => "sms_per_source",
+            Limit::DailyBudget => "daily_budget",
         }
     }
 }

@@ -1855,3 +1855,168 @@ fn no_resend_for_an_expired_or_replaced_code_nor_past_the_last_provider() {
     assert!(second.sent.borrow().is_empty());
     assert!(h.audit_text().contains("event=receipt_failed"));
 }
+
+/// The audit lines of `event`, with their levels.
+fn events_of(h: &Harness, event: &str) -> Vec<(Level, Event)> {
+    h.audit
+        .0
+        .borrow()
+        .iter()
+        .filter(|(_, e)| e.event == event)
+        .cloned()
+        .collect()
+}
+
+/// The spend breaker: the send that finds the budget spent is refused
+/// and alerts, once; later ones are refused quietly; codes sent before
+/// the trip still verify.
+#[test]
+fn spend_breaker_trips_once_alerts_once_and_issued_codes_still_verify() {
+    let h = harness("[limits]\ndaily_budget = 2\n");
+    let a = ctx("alice", "sshd");
+    let ch_a = h.start(&a);
+    let code_a = h.last_code();
+    h.start(&ctx("bob", "sshd"));
+    assert_eq!(
+        refused_by(&h, &ctx("erin", "sshd")),
+        Reject::RateLimited(Limit::DailyBudget)
+    );
+    assert_eq!(
+        refused_by(&h, &ctx("dave", "sshd")),
+        Reject::RateLimited(Limit::DailyBudget)
+    );
+    assert_eq!(h.sent_count(), 2);
+    let alerts = events_of(&h, "breaker_tripped");
+    assert_eq!(alerts.len(), 1, "{}", h.audit_text());
+    let (level, e) = &alerts[0];
+    assert_eq!(*level, Level::Alert);
+    assert_eq!(e.user, "erin");
+    assert_eq!(e.limit, Some("daily_budget"));
+    let detail = e.detail.clone().unwrap();
+    assert!(
+        detail.contains("spent 2 of daily_budget = 2 SMS per 1day"),
+        "{detail}"
+    );
+    assert!(!e.to_line().contains("49301234567"), "{}", e.to_line());
+    assert!(h.audit_text().contains("limit=daily_budget"));
+    // Alice's code, sent before the trip, still opens.
+    assert!(matches!(
+        h.answer(&a, &ch_a, &code_a),
+        Answer::Done(Verdict::Accept(_))
+    ));
+    // The user reads what any limit beyond the user says.
+    assert!(Reject::RateLimited(Limit::DailyBudget)
+        .user_message()
+        .contains("maximum"));
+}
+
+/// While the breaker is tripped, a user with backup codes is asked for
+/// one (no SMS), as when no provider can send.
+#[test]
+fn spend_breaker_offers_backup_codes() {
+    let h = harness("[limits]\ndaily_budget = 1\n");
+    h.start(&ctx("bob", "sshd"));
+    let codes = backup_codes(&h, "alice", 2);
+    let a = ctx("alice", "sshd");
+    let ch = h.start(&a);
+    assert_eq!(ch.step, Step::BackupOnly);
+    assert_eq!(h.sent_count(), 1);
+    assert_eq!(
+        h.answer(&a, &ch, &codes[0]),
+        Answer::Done(Verdict::Accept(Accept::BackupCode { left: 1 }))
+    );
+    let fb = events_of(&h, "backup_fallback");
+    assert_eq!(fb.len(), 1);
+    assert_eq!(fb[0].1.limit, Some("daily_budget"));
+    // The fallback's send found the budget spent: it alerted, once.
+    assert_eq!(events_of(&h, "breaker_tripped").len(), 1);
+}
+
+/// Each SMS adds its country's cost; the budget is in cost units.
+#[test]
+fn spend_breaker_weighs_each_country() {
+    let h = harness("[limits]\ndaily_budget = 10.0\nsms_cost = { default = 1, DE = 6.5 }\n");
+    h.start(&ctx("erin", "sshd"));
+    h.start(&ctx("alice", "sshd"));
+    h.start(&ctx("bob", "sshd"));
+    // 8.5 spent: another 6.5 to DE would pass 10, a 1 to the US not.
+    h.clock.advance(Duration::from_secs(3700));
+    assert_eq!(
+        refused_by(&h, &ctx("erin", "sshd")),
+        Reject::RateLimited(Limit::DailyBudget)
+    );
+    // Tripped: even the cheap one is refused now.
+    h.clock.advance(Duration::from_secs(3700));
+    assert_eq!(
+        refused_by(&h, &ctx("alice", "sshd")),
+        Reject::RateLimited(Limit::DailyBudget)
+    );
+    let w = h.engine.budget_window().unwrap();
+    let st = h.engine.store().breaker(&w, h.engine.now()).unwrap();
+    assert_eq!(st.spent, 8_500);
+    assert_eq!(st.trip.unwrap().user, "erin");
+    let (_, e) = &events_of(&h, "breaker_tripped")[0];
+    assert!(
+        e.detail
+            .as_deref()
+            .unwrap()
+            .contains("spent 8.5 of daily_budget = 10 cost units"),
+        "{e:?}"
+    );
+}
+
+/// Monitor mode: every SMS goes out; the would-be refusals are logged
+/// as `limit_monitor`, and nothing trips.
+#[test]
+fn spend_breaker_in_monitor_mode_sends_and_logs() {
+    let h = harness("[limits]\ndaily_budget = 1\nmonitor = [\"daily_budget\"]\n");
+    h.start(&ctx("alice", "sshd"));
+    h.start(&ctx("bob", "sshd"));
+    h.start(&ctx("erin", "sshd"));
+    assert_eq!(h.sent_count(), 3);
+    let m = events_of(&h, "limit_monitor");
+    assert_eq!(m.len(), 2, "{}", h.audit_text());
+    assert_eq!(m[0].1.limit, Some("daily_budget"));
+    let d = m[0].1.detail.as_deref().unwrap();
+    assert!(d.contains("would have tripped the spend breaker"), "{d}");
+    assert!(events_of(&h, "breaker_tripped").is_empty());
+    let w = h.engine.budget_window().unwrap();
+    let st = h.engine.store().breaker(&w, h.engine.now()).unwrap();
+    assert_eq!((st.trip, st.spent), (None, 3_000));
+}
+
+/// An admin's reset lets the next login send at once; the next trip
+/// alerts again.
+#[test]
+fn spend_breaker_reset_sends_again_and_the_next_trip_alerts() {
+    let h = harness("[limits]\ndaily_budget = 1\n");
+    h.start(&ctx("alice", "sshd"));
+    refused_by(&h, &ctx("bob", "sshd"));
+    let w = h.engine.budget_window().unwrap();
+    let before = h.engine.store().reset_breaker(&w, h.engine.now()).unwrap();
+    assert_eq!(before.trip.unwrap().user, "bob");
+    h.start(&ctx("bob", "sshd"));
+    assert_eq!(h.sent_count(), 2);
+    refused_by(&h, &ctx("erin", "sshd"));
+    assert_eq!(events_of(&h, "breaker_tripped").len(), 2);
+}
+
+/// A resend asked for while the breaker is tripped sends nothing (the
+/// resend trips it here, and alerts); the code already sent still opens.
+#[test]
+fn a_resend_meets_the_spend_breaker_and_the_sent_code_still_opens() {
+    let h = harness("[limits]\ndaily_budget = 1\n[otp]\nresend = { max = 2, cooldown = \"0s\" }\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let code = h.last_code();
+    assert!(matches!(
+        h.answer(&c, &ch, ""),
+        Answer::Retry(Retry::ResendLimited, _)
+    ));
+    assert_eq!(h.sent_count(), 1);
+    assert_eq!(events_of(&h, "breaker_tripped").len(), 1);
+    assert!(matches!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Accept(_))
+    ));
+}

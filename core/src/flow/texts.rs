@@ -79,7 +79,11 @@ impl Reject {
             // The limits beyond the user read alike: which one it was, and
             // the number's country, are for the audit trail only.
             Reject::RateLimited(
-                Limit::Global | Limit::PerNumber | Limit::PerCountry { .. } | Limit::PerSource,
+                Limit::Global
+                | Limit::PerNumber
+                | Limit::PerCountry { .. }
+                | Limit::PerSource
+                | Limit::DailyBudget,
             ) => {
                 "Codes cannot be sent right now: this system has sent its maximum for the moment. \
                  Try again in a few minutes."

@@ -10,7 +10,9 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::limits::{Backoff, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits};
+use super::limits::{
+    Backoff, BreakerState, BreakerTrip, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits,
+};
 use super::migrate::{self, ImportCounts, KindCounts, Lockout, Outcome, Record, Snapshot};
 use super::{BackupHash, ChallengeRecord, PhoneRecord, SendPermit, Step, Store, StoreError};
 use crate::config::Rate;
@@ -51,6 +53,8 @@ pub(super) const ALL: &[(&str, Test)] = &[
     ("keyed_windows_under_races", keyed_windows_under_races),
     ("backoff", backoff),
     ("monitor_mode", monitor_mode),
+    ("spend_breaker", spend_breaker),
+    ("spend_breaker_under_races", spend_breaker_under_races),
 ];
 
 /// Runs the whole suite against one backend, naming the test that fails.
@@ -1022,4 +1026,110 @@ pub(super) fn monitor_mode(make: Make<'_>) {
         assert_eq!(d.refused, Some(LimitKind::PerNumber));
         assert!(d.monitored.is_empty());
     });
+}
+
+/// The user's and global windows (roomy) and the spend budget: `budget`
+/// units a day, this SMS costing `cost`.
+fn with_budget(budget: u32, cost: u32, mode: LimitMode) -> SendLimits {
+    let mut l = SendLimits::user_and_global(rate(100, 3600), rate(1000, 3600));
+    l.windows
+        .push(KeyedWindow::budget(rate(budget, 86_400), cost, mode));
+    l
+}
+
+/// The spend breaker: each SMS adds its cost; the send that finds the
+/// budget spent trips it and alone is told so; a trip refuses even with
+/// room, stores nothing, until a reset (which forgets the spend) or one
+/// window after the trip; the admin view shows it.
+pub(super) fn spend_breaker(make: Make<'_>) {
+    let day = 86_400_000;
+    let t = 10 * day;
+    let b = make();
+    // 10.000 units; to NG 4.000, elsewhere 1.000.
+    let ng = with_budget(10_000, 4_000, LimitMode::Enforce);
+    let gb = with_budget(10_000, 1_000, LimitMode::Enforce);
+    let w = ng.windows[1].clone();
+    on(&*b, |s| {
+        let ok = SendDecision::granted();
+        assert_eq!(s.breaker(&w, t).unwrap(), BreakerState::default());
+        assert_eq!(s.reserve_sends("alice", t, &ng).unwrap(), ok);
+        assert_eq!(s.reserve_sends("bob", t + 1, &ng).unwrap(), ok);
+        assert_eq!(s.breaker(&w, t + 2).unwrap().spent, 8_000);
+        // 8.000 + 4.000 would pass 10.000: refused, and the trip.
+        let d = s.reserve_sends("carol", t + 2, &ng).unwrap();
+        assert_eq!(d.refused, Some(LimitKind::DailyBudget));
+        assert!(d.tripped_now);
+        let st = s.breaker(&w, t + 3).unwrap();
+        assert_eq!(
+            st,
+            BreakerState {
+                trip: Some(BreakerTrip {
+                    at: t + 2,
+                    until: t + 2 + day,
+                    user: "carol".into(),
+                    spent: 8_000,
+                }),
+                spent: 8_000,
+            }
+        );
+        // Tripped: a cheaper SMS that would fit is refused too, and no
+        // second "tripped now"; nothing counted, nothing stored.
+        let mut c = record(9, "dave");
+        c.created_at = t + 4;
+        let d = s.start_challenge_with(&c, &gb).unwrap();
+        assert_eq!(d.refused, Some(LimitKind::DailyBudget));
+        assert!(!d.tripped_now);
+        assert_eq!(s.challenge(&c.id).unwrap(), None);
+        assert_eq!(s.breaker(&w, t + 5).unwrap().spent, 8_000);
+        // A monitored budget ignores the trip and never trips.
+        let mon = with_budget(10_000, 4_000, LimitMode::Monitor);
+        let d = s.reserve_sends("erin", t + 6, &mon).unwrap();
+        assert_eq!(d.refused, None);
+        assert_eq!(d.monitored, [LimitKind::DailyBudget]);
+        // The reset: returns what it cleared, forgets the spend.
+        let before = s.reset_breaker(&w, t + 7).unwrap();
+        assert_eq!(before.trip.map(|t| t.user), Some("carol".into()));
+        assert_eq!(before.spent, 12_000);
+        assert_eq!(s.breaker(&w, t + 8).unwrap(), BreakerState::default());
+        assert_eq!(s.reserve_sends("frank", t + 8, &ng).unwrap(), ok);
+        assert_eq!(s.reserve_sends("gina", t + 9, &ng).unwrap(), ok);
+        let d = s.reserve_sends("hank", t + 10, &gb).unwrap();
+        assert_eq!(d.refused, None, "2 × 4.000 + 1.000 fits");
+        let d = s.reserve_sends("ivan", t + 11, &gb).unwrap();
+        assert_eq!(d.refused, None, "9.000 + 1.000 fits exactly");
+        let d = s.reserve_sends("ivan", t + 12, &gb).unwrap();
+        assert!(d.tripped_now, "10.000 + 1.000 does not");
+        // Not yet a window after the trip: still tripped (the window has
+        // room by then, as its sends have left it).
+        let later = t + 12 + day - 1;
+        assert_eq!(
+            s.reserve_sends("judy", later, &gb).unwrap().refused,
+            Some(LimitKind::DailyBudget)
+        );
+        assert!(s.breaker(&w, later).unwrap().trip.is_some());
+        // One window after the trip it closes by itself.
+        assert_eq!(s.reserve_sends("judy", t + 12 + day, &gb).unwrap(), ok);
+        assert_eq!(s.breaker(&w, t + 12 + day).unwrap().trip, None);
+    });
+}
+
+/// Of concurrent sends that find the budget spent, exactly one trips the
+/// breaker; exactly the budget is granted.
+pub(super) fn spend_breaker_under_races(make: Make<'_>) {
+    let b = make();
+    let l = with_budget(3, 1, LimitMode::Enforce);
+    let n = AtomicU32::new(0);
+    let tripped = AtomicU32::new(0);
+    let won = race(&*b, |s| {
+        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut c = record(u8::try_from(i).unwrap(), &format!("u{i}"));
+        c.created_at = 5_000;
+        let d = s.start_challenge_with(&c, &l).unwrap();
+        if d.tripped_now {
+            tripped.fetch_add(1, Ordering::SeqCst);
+        }
+        d.refused.is_none()
+    });
+    assert_eq!(won, 3);
+    assert_eq!(tripped.into_inner(), 1);
 }

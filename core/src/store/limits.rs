@@ -5,8 +5,13 @@
 //! address). Every backend takes or refuses one SMS in all of them in one
 //! atomic step ([`super::Store::reserve_sends`],
 //! [`super::Store::start_challenge_with`]) and evaluates them in the order
-//! [`SendLimits`] lists them, so all three answer alike. A later window
-//! (a daily budget) is one more [`KeyedWindow`].
+//! [`SendLimits`] lists them, so all three answer alike. The spend
+//! budget (`limits.daily_budget`) is one more [`KeyedWindow`], weighted
+//! (each SMS adds its [`KeyedWindow::cost`]) and last; it carries a
+//! breaker ([`BreakerTrip`]): the send that finds the budget spent trips
+//! it (and alone is told so, [`SendDecision::tripped_now`]), and from then
+//! on every send is refused until an admin resets it or its window has
+//! passed since the trip.
 
 use std::time::Duration;
 
@@ -28,6 +33,8 @@ pub enum LimitKind {
     PerCountry,
     /// `limits.sms_per_source`.
     PerSource,
+    /// `limits.daily_budget`: the spend breaker.
+    DailyBudget,
 }
 
 impl LimitKind {
@@ -40,6 +47,7 @@ impl LimitKind {
             LimitKind::PerNumber => "sms_per_number",
             LimitKind::PerCountry => "sms_per_country",
             LimitKind::PerSource => "sms_per_source",
+            LimitKind::DailyBudget => "daily_budget",
         }
     }
 
@@ -49,6 +57,7 @@ impl LimitKind {
             LimitKind::PerNumber => "number:",
             LimitKind::PerCountry => "country:",
             LimitKind::PerSource => "source:",
+            LimitKind::DailyBudget => "budget",
             LimitKind::PerUser | LimitKind::Backoff | LimitKind::Global => "",
         }
     }
@@ -129,13 +138,18 @@ impl Backoff {
 pub struct KeyedWindow {
     /// Which limit it is.
     pub kind: LimitKind,
-    /// Its name in the store: "" for the global window, else the kind's
-    /// tag and the number, region or source ("country:NG").
+    /// Its name in the store: "" for the global window, "budget" for the
+    /// spend budget, else the kind's tag and the number, region or source
+    /// ("country:NG").
     pub name: String,
-    /// How many in what window.
+    /// How many in what window (for the budget: in the units of `cost`).
     pub rate: Rate,
     /// Enforce or monitor.
     pub mode: LimitMode,
+    /// What this SMS adds to the window: 1 for a count, the SMS's cost in
+    /// thousandths of a cost unit for a costed budget. A send is refused
+    /// when the window's sum plus `cost` would pass `rate.count`.
+    pub cost: u32,
 }
 
 impl KeyedWindow {
@@ -146,7 +160,27 @@ impl KeyedWindow {
             name: format!("{}{key}", kind.tag()),
             rate,
             mode,
+            cost: 1,
         }
+    }
+
+    /// The spend budget's window: `budget` in the units of `cost` (what
+    /// this SMS adds).
+    pub fn budget(budget: Rate, cost: u32, mode: LimitMode) -> Self {
+        KeyedWindow {
+            cost,
+            ..KeyedWindow::new(LimitKind::DailyBudget, "", budget, mode)
+        }
+    }
+
+    /// Whether a window holding `n` has no room for this SMS.
+    pub fn full(&self, n: u32) -> bool {
+        u64::from(n) + u64::from(self.cost) > u64::from(self.rate.count.get())
+    }
+
+    /// The window of the breaker this window trips: the budget's own.
+    pub fn is_breaker(&self) -> bool {
+        self.kind == LimitKind::DailyBudget
     }
 
     /// The bucket length: 60 buckets per window, at least 1 s (as the
@@ -227,6 +261,10 @@ pub struct SendDecision {
     pub monitored: Vec<LimitKind>,
     /// Refused by the back-off: when the user's next SMS is allowed.
     pub retry_at: Option<Millis>,
+    /// Refused by the budget, and this send tripped the breaker: exactly
+    /// one send per trip is told so (it raises the alert); refusals while
+    /// it stays tripped are not.
+    pub tripped_now: bool,
 }
 
 impl SendDecision {
@@ -245,14 +283,44 @@ impl SendDecision {
     }
 }
 
+/// A trip of the spend breaker, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerTrip {
+    /// When the send that found the budget spent came.
+    pub at: Millis,
+    /// When the breaker closes again by itself: the budget's window after
+    /// the trip (by then nothing counted before the trip is in the
+    /// window, and nothing was sent since).
+    pub until: Millis,
+    /// The user whose send tripped it.
+    pub user: String,
+    /// What the window held then (units of the budget).
+    pub spent: u32,
+}
+
+/// The breaker as `smsotp status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BreakerState {
+    /// The trip in force (`None`: closed, SMS go out).
+    pub trip: Option<BreakerTrip>,
+    /// What the budget's window holds now.
+    pub spent: u32,
+}
+
 /// The one rule every backend applies to what it has read: `user_sends`
 /// the user's sends (oldest first, within `keep_user_sends`), `counts` each
-/// window's count in its window, in `limits.windows`' order. Backends that
-/// evaluate in the store (Redis's Lua) follow the same order.
+/// window's count in its window, in `limits.windows`' order, `tripped`
+/// whether the budget's breaker is tripped (a trip in force at `now`).
+/// Backends that evaluate in the store (Redis's Lua) follow the same
+/// order. A tripped breaker refuses as a full budget does (not in monitor
+/// mode, which never trips it); a full budget that is not yet tripped
+/// refuses with [`SendDecision::tripped_now`], and the backend records
+/// the trip in the same atomic step.
 pub fn decide(
     limits: &SendLimits,
     user_sends: &[(Millis, u32)],
     counts: &[u32],
+    tripped: bool,
     now: Millis,
 ) -> SendDecision {
     let mut monitored = Vec::new();
@@ -290,9 +358,19 @@ pub fn decide(
         }
     }
     for (w, &n) in limits.windows.iter().zip(counts) {
-        if n >= w.rate.count.get() {
+        let breaker = w.is_breaker() && w.mode == LimitMode::Enforce;
+        if breaker && tripped {
+            return SendDecision {
+                refused: Some(w.kind),
+                ..SendDecision::default()
+            };
+        }
+        if w.full(n) {
             if let Some(d) = hit(w.kind, w.mode) {
-                return d;
+                return SendDecision {
+                    tripped_now: breaker,
+                    ..d
+                };
             }
         }
     }
@@ -300,6 +378,7 @@ pub fn decide(
         refused: None,
         monitored,
         retry_at: None,
+        tripped_now: false,
     }
 }
 
@@ -389,14 +468,39 @@ mod tests {
             rate(1, 86400),
             LimitMode::Monitor,
         ));
-        let d = decide(&l, &[(1, 1)], &[0, 1], 5);
+        let d = decide(&l, &[(1, 1)], &[0, 1], false, 5);
         assert_eq!(d.refused, None);
         assert_eq!(d.monitored, [LimitKind::PerCountry]);
-        let d = decide(&l, &[(1, 2)], &[10, 1], 5);
+        let d = decide(&l, &[(1, 2)], &[10, 1], false, 5);
         assert_eq!(d.refused, Some(LimitKind::PerUser));
         assert!(d.monitored.is_empty());
-        let d = decide(&l, &[], &[10, 0], 5);
+        let d = decide(&l, &[], &[10, 0], false, 5);
         assert_eq!(d.refused, Some(LimitKind::Global));
+    }
+
+    #[test]
+    fn budget_weighs_each_send_and_trips_once() {
+        let mut l = SendLimits::user_and_global(rate(100, 3600), rate(100, 3600));
+        // 10.000 units a day; this SMS costs 8.500.
+        l.windows.push(KeyedWindow::budget(
+            rate(10_000, 86400),
+            8_500,
+            LimitMode::Enforce,
+        ));
+        assert_eq!(decide(&l, &[], &[0, 1_500], false, 5).refused, None);
+        let d = decide(&l, &[], &[0, 1_501], false, 5);
+        assert_eq!(d.refused, Some(LimitKind::DailyBudget));
+        assert!(d.tripped_now);
+        // Tripped: refused with room, and not "tripped now" again.
+        let d = decide(&l, &[], &[0, 0], true, 5);
+        assert_eq!(d.refused, Some(LimitKind::DailyBudget));
+        assert!(!d.tripped_now);
+        // Monitor mode neither trips nor honours a trip.
+        l.windows[1].mode = LimitMode::Monitor;
+        let d = decide(&l, &[], &[0, 9_000], true, 5);
+        assert_eq!(d.refused, None);
+        assert!(!d.tripped_now);
+        assert_eq!(d.monitored, [LimitKind::DailyBudget]);
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use super::limits::{self, bucket_stale, KeyedWindow, LimitKind, SendDecision, SendLimits};
+use super::limits::{
+    self, bucket_stale, BreakerState, BreakerTrip, KeyedWindow, LimitKind, SendDecision, SendLimits,
+};
 use super::migrate::{
     BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
 };
@@ -43,6 +45,8 @@ struct State {
     /// (window name, bucket size, bucket) -> SMS sent in it, for the keyed
     /// windows (per number, country, source).
     sms_limit: HashMap<(String, Millis, Millis), u32>,
+    /// window name -> the breaker's trip (expired ones are ignored).
+    breaker: HashMap<String, BreakerTrip>,
     /// user -> (count, locked until).
     failures: HashMap<String, (u32, Option<Millis>)>,
     phones: HashMap<String, PhoneRecord>,
@@ -161,6 +165,18 @@ impl State {
             .sum()
     }
 
+    /// Whether the breaker of `l`'s budget window, if any, is tripped.
+    fn tripped(&self, l: &SendLimits, now: Millis) -> bool {
+        l.windows
+            .iter()
+            .filter(|w| w.is_breaker())
+            .any(|w| self.trip(w, now).is_some())
+    }
+
+    fn trip(&self, w: &KeyedWindow, now: Millis) -> Option<BreakerTrip> {
+        self.breaker.get(&w.name).filter(|t| t.until > now).cloned()
+    }
+
     fn reserve(&mut self, user: &str, now: Millis, l: &SendLimits) -> SendDecision {
         let since = now - ms(l.keep_user_sends());
         let sends: Vec<(Millis, u32)> = self.sms_sent.get(user).map_or_else(Vec::new, |m| {
@@ -173,7 +189,21 @@ impl State {
             .iter()
             .map(|w| self.window_count(w, now))
             .collect();
-        let d = limits::decide(l, &sends, &counts, now);
+        let tripped = self.tripped(l, now);
+        let d = limits::decide(l, &sends, &counts, tripped, now);
+        if d.tripped_now {
+            if let Some((w, &n)) = l.windows.iter().zip(&counts).find(|(w, _)| w.is_breaker()) {
+                self.breaker.insert(
+                    w.name.clone(),
+                    BreakerTrip {
+                        at: now,
+                        until: now + ms(w.rate.window),
+                        user: user.to_owned(),
+                        spent: n,
+                    },
+                );
+            }
+        }
         if d.refused.is_some() {
             return d;
         }
@@ -188,10 +218,11 @@ impl State {
             if w.kind == LimitKind::Global {
                 *self.sms_global.entry((size, now / size)).or_insert(0) += 1;
             } else {
-                *self
+                let n = self
                     .sms_limit
                     .entry((w.name.clone(), size, now / size))
-                    .or_insert(0) += 1;
+                    .or_insert(0);
+                *n = n.saturating_add(w.cost);
             }
         }
         d
@@ -279,6 +310,25 @@ impl Store for MemoryStore {
         let mut s = self.state();
         s.forget_old_sends(now, limits);
         Ok(s.reserve(user, now, limits))
+    }
+
+    fn breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
+        let s = self.state();
+        Ok(BreakerState {
+            trip: s.trip(w, now),
+            spent: s.window_count(w, now),
+        })
+    }
+
+    fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
+        let mut s = self.state();
+        let before = BreakerState {
+            trip: s.trip(w, now),
+            spent: s.window_count(w, now),
+        };
+        s.breaker.remove(&w.name);
+        s.sms_limit.retain(|(name, _, _), _| *name != w.name);
+        Ok(before)
     }
 
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {

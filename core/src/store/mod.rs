@@ -44,7 +44,9 @@ use crate::config::{Rate, StoreSpec};
 use crate::otp::ChallengeId;
 use crate::phone::{NoCache, NumberCache};
 
-pub use limits::{Backoff, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits};
+pub use limits::{
+    Backoff, BreakerState, BreakerTrip, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits,
+};
 
 /// Why the store could not do what was asked. Backend-neutral: each
 /// backend maps its own errors onto these, keeping its error as the
@@ -447,6 +449,15 @@ pub trait Store {
         c: &ChallengeRecord,
         limits: &SendLimits,
     ) -> Result<SendDecision, StoreError>;
+    /// The spend breaker of the budget window `w` (see
+    /// [`KeyedWindow::budget`]) at `now`: the trip in force, if any, and
+    /// what the window holds (admin view).
+    fn breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError>;
+    /// Clears the trip of `w`'s breaker and forgets what its window holds,
+    /// in one atomic step (admin action): sends go out again at once, and
+    /// only those after the reset count against the budget. Returns the
+    /// state it cleared.
+    fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError>;
     /// The challenge with id `id`, whoever's it is and expired or not (the
     /// caller checks both); `None` if it is gone.
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;

@@ -54,6 +54,10 @@
 //! - `P l:<bucket size>:<kind>:<key>`: a keyed window (kind `number`,
 //!   `country` or `source`), a hash bucket -> SMS in it, with a TTL of its
 //!   window;
+//! - `P l:<bucket size>:budget`: the spend budget's window, a hash
+//!   bucket -> cost in it (each SMS adds its cost);
+//! - `P k:budget`: the spend breaker's trip, a hash (`a` at, `u` until,
+//!   `n` user, `s` spent), with a TTL until it ends;
 //! - `P p:<user>`: the registered phone (`e` E.164, `t` set at, `b` set by);
 //! - `P b:<user>`: backup codes, a hash argon2 hash -> 8-byte tag;
 //! - `P o`: opt-outs, a hash user -> "set_at set_by";
@@ -82,7 +86,9 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult};
 
-use super::limits::{KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits};
+use super::limits::{
+    BreakerState, BreakerTrip, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits,
+};
 use super::migrate::{Outcome, Record, Snapshot};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
@@ -496,9 +502,19 @@ impl RedisStore {
 
     /// Keys and arguments of the send-window part of a script (see
     /// `scripts::WINDOW`), after the sends key.
-    fn window_args<'a>(&self, inv: &mut redis::ScriptInvocation<'a>, now: Millis, l: &SendLimits) {
+    fn window_args<'a>(
+        &self,
+        inv: &mut redis::ScriptInvocation<'a>,
+        user: &str,
+        now: Millis,
+        l: &SendLimits,
+    ) {
         for w in &l.windows {
             inv.key(self.window_key(w));
+        }
+        let budget = l.windows.iter().find(|w| w.is_breaker());
+        if let Some(w) = budget {
+            inv.key(self.breaker_key(w));
         }
         let mode = |m: LimitMode| u8::from(m == LimitMode::Monitor);
         let keep = ms(l.keep_user_sends());
@@ -522,8 +538,56 @@ impl RedisStore {
                 .arg(now / size)
                 .arg(w.rate.count.get())
                 .arg(mode(w.mode))
-                .arg(ttl(now, now + ms(w.rate.window)));
+                .arg(ttl(now, now + ms(w.rate.window)))
+                .arg(w.cost)
+                .arg(u8::from(w.is_breaker()));
         }
+        if let Some(w) = budget {
+            let until = now + ms(w.rate.window);
+            inv.arg(user).arg(until).arg(ttl(now, until));
+        }
+    }
+
+    /// The spend breaker's hash for budget window `w`.
+    fn breaker_key(&self, w: &KeyedWindow) -> String {
+        self.key("k", &w.name)
+    }
+
+    /// Reads (and with `reset`, clears) `w`'s breaker (see
+    /// `scripts::BREAKER`).
+    fn breaker_op(
+        &self,
+        w: &KeyedWindow,
+        now: Millis,
+        reset: bool,
+    ) -> Result<BreakerState, StoreError> {
+        let size = w.bucket_ms();
+        let r: Vec<String> = self.run(|c| {
+            scripts::BREAKER
+                .key(self.breaker_key(w))
+                .key(self.window_key(w))
+                .arg(now)
+                .arg((now - ms(w.rate.window)) / size)
+                .arg(u8::from(reset))
+                .invoke(c)
+        })?;
+        let bad = || self.corrupt("unexpected answer from the breaker script");
+        let num = |s: &String| s.parse::<i64>().map_err(|_| bad());
+        let [spent, at, until, user, tspent] = r.as_slice() else {
+            return Err(bad());
+        };
+        let spent = u32::try_from(num(spent)?).map_err(|_| bad())?;
+        let trip = if until.is_empty() {
+            None
+        } else {
+            Some(BreakerTrip {
+                at: num(at)?,
+                until: num(until)?,
+                user: user.clone(),
+                spent: u32::try_from(num(tspent)?).map_err(|_| bad())?,
+            })
+        };
+        Ok(BreakerState { trip, spent })
     }
 
     /// The hash of a keyed window: the global one under its old name.
@@ -554,16 +618,21 @@ impl RedisStore {
                 refused: None,
                 monitored: r[1..].iter().map(|&c| kind(c)).collect::<Result<_, _>>()?,
                 retry_at: None,
+                tripped_now: false,
             }),
             Some(3) => Err(StoreError::Conflict {
                 location: self.spec.url.clone(),
                 source: "challenge id already used by another login".into(),
             }),
-            Some(&c) => Ok(SendDecision {
-                refused: Some(kind(c)?),
-                monitored: Vec::new(),
-                retry_at: if c == 2 { r.get(1).copied() } else { None },
-            }),
+            Some(&c) => {
+                let refused = kind(c)?;
+                Ok(SendDecision {
+                    refused: Some(refused),
+                    monitored: Vec::new(),
+                    retry_at: if c == 2 { r.get(1).copied() } else { None },
+                    tripped_now: refused == LimitKind::DailyBudget && r.get(1) == Some(&1),
+                })
+            }
             None => Err(self.corrupt("unexpected answer from the send-window script")),
         }
     }
@@ -770,10 +839,18 @@ impl Store for RedisStore {
         let r: Vec<i64> = self.run(|c| {
             let mut inv = scripts::RESERVE.prepare_invoke();
             inv.key(self.sends(user));
-            self.window_args(&mut inv, now, limits);
+            self.window_args(&mut inv, user, now, limits);
             inv.invoke(c)
         })?;
         self.decision(&r, limits)
+    }
+
+    fn breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
+        self.breaker_op(w, now, false)
+    }
+
+    fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
+        self.breaker_op(w, now, true)
     }
 
     fn insert_challenge(&self, ch: &ChallengeRecord) -> Result<(), StoreError> {
@@ -795,7 +872,7 @@ impl Store for RedisStore {
             let mut inv = scripts::START.prepare_invoke();
             inv.key(self.ch(&ch.id)).key(self.sends(&ch.user));
             self.challenge_args(&mut inv, ch);
-            self.window_args(&mut inv, ch.created_at, limits);
+            self.window_args(&mut inv, &ch.user, ch.created_at, limits);
             inv.invoke(c)
         })?;
         self.decision(&r, limits)

@@ -43,10 +43,14 @@ end
 /// -> n), A[o..]: now, user window start, user limit, user mode, forget
 /// sends up to here, back-off first (0: none), back-off max, back-off
 /// mode, sends TTL, window count; then per window size, oldest bucket
-/// (not counted), this bucket, limit, mode, TTL. Modes: 1 monitor, 0
-/// enforce. Answers {r, monitored…}: r 0 granted, 1 user, 2 back-off,
-/// 10 + i window i (from 0) refused; the monitored in the same codes;
-/// after a 2, when the next SMS is allowed.
+/// (not counted), this bucket, limit, mode, TTL, what this SMS adds
+/// (cost), breaker (1: the budget's window); then, if a window is the
+/// budget's, the user, when its trip would end and the trip's TTL, with
+/// the breaker's hash (`a` at, `u` until, `n` user, `s` spent) as the
+/// last key. Modes: 1 monitor, 0 enforce. Answers {r, monitored…}: r 0
+/// granted, 1 user, 2 back-off, 10 + i window i (from 0) refused; the
+/// monitored in the same codes; after a 2, when the next SMS is allowed;
+/// after a refusal by the budget, 1 if this send tripped the breaker.
 /// Loops run over hash entries (a user's sends, ≤ 61 buckets per window),
 /// never over bytes.
 const WINDOW: &str = r"
@@ -91,8 +95,10 @@ local function reserve(ku, kw, A, o)
     end
   end
   local nw = tonumber(A[o + 9])
+  local q = o + 10 + 8 * nw
+  local kb = kw[nw + 1]
   for w = 1, nw do
-    local p = o + 10 + 6 * (w - 1)
+    local p = o + 10 + 8 * (w - 1)
     local size = tonumber(A[p])
     local oldest = tonumber(A[p + 1])
     local g = 0
@@ -102,13 +108,26 @@ local function reserve(ku, kw, A, o)
       if (b + 62) * size <= now then redis.call('HDEL', kw[w], all[i])
       elseif b > oldest then g = g + tonumber(all[i + 1]) end
     end
-    if g >= tonumber(A[p + 3]) and hit(9 + w, A[p + 4]) then return {9 + w} end
+    local brk = A[p + 7] == '1' and A[p + 4] == '0'
+    if brk then
+      local u = redis.call('HGET', kb, 'u')
+      if u and tonumber(u) > now then return {9 + w, 0} end
+    end
+    if g + tonumber(A[p + 6]) > tonumber(A[p + 3]) and hit(9 + w, A[p + 4]) then
+      if brk then
+        redis.call('DEL', kb)
+        redis.call('HSET', kb, 'a', A[o], 'u', A[q + 1], 'n', A[q], 's', g)
+        redis.call('PEXPIRE', kb, A[q + 2])
+        return {9 + w, 1}
+      end
+      return {9 + w}
+    end
   end
   redis.call('HINCRBY', ku, A[o], 1)
   redis.call('PEXPIRE', ku, A[o + 8])
   for w = 1, nw do
-    local p = o + 10 + 6 * (w - 1)
-    redis.call('HINCRBY', kw[w], A[p + 2], 1)
+    local p = o + 10 + 8 * (w - 1)
+    redis.call('HINCRBY', kw[w], A[p + 2], A[p + 6])
     redis.call('PEXPIRE', kw[w], A[p + 5])
   end
   local r = {0}
@@ -150,6 +169,27 @@ pub(super) static START: LazyLock<Script> = LazyLock::new(|| {
          if r[1] == 0 then put(KEYS[1], ARGV) end
          return r",
     ])
+});
+
+/// KEYS: the breaker's hash, the budget's window. ARGV: now, oldest
+/// bucket counted, 1 to reset (forget both). Returns, as strings, what
+/// the window holds, then the trip in force (at, until, user, spent) or
+/// four empty strings.
+pub(super) static BREAKER: LazyLock<Script> = LazyLock::new(|| {
+    script(&[r"
+local now = tonumber(ARGV[1])
+local oldest = tonumber(ARGV[2])
+local g = 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  if tonumber(all[i]) > oldest then g = g + tonumber(all[i + 1]) end
+end
+local t = redis.call('HMGET', KEYS[1], 'a', 'u', 'n', 's')
+local r = {tostring(g), '', '', '', ''}
+if t[2] and tonumber(t[2]) > now then r = {tostring(g), t[1], t[2], t[3], t[4]} end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
+return r
+"])
 });
 
 /// KEYS: failures. ARGV: now, lockout after, locked until if locked.

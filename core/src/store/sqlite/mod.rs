@@ -62,7 +62,9 @@ pub struct SqliteStore {
 /// 4: `sms_limit`, the keyed send windows (per number, country, source);
 /// a layout-3 store only gains the table, keeping even its pending
 /// challenges and windows.
-const SCHEMA_VERSION: i64 = 4;
+/// 5: `breaker`, the spend breaker's trip; layouts 3 and 4 only gain
+/// tables.
+const SCHEMA_VERSION: i64 = 5;
 
 /// WAL pages after which a commit of a short-lived handle (PAM, the admin
 /// tool) checkpoints; see [`SqliteStore::init`].
@@ -76,7 +78,7 @@ const SHORT_LIVED_CHECKPOINT: i64 = 128;
 /// `layout_*_keeps_*`) hold it to that.
 const EPHEMERAL_TABLES: &str = "DROP TABLE IF EXISTS challenge; DROP TABLE IF EXISTS sms_sent;
      DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;
-     DROP TABLE IF EXISTS sms_limit;";
+     DROP TABLE IF EXISTS sms_limit; DROP TABLE IF EXISTS breaker;";
 
 /// Carries the failure counts and lockouts of any earlier layout (every
 /// one had `failure (user, count, locked_until)`; layout 1 as a rowid
@@ -128,6 +130,13 @@ CREATE TABLE IF NOT EXISTS sms_limit (
     bucket INTEGER NOT NULL,
     count  INTEGER NOT NULL,
     PRIMARY KEY (name, size, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS breaker (
+    name  TEXT PRIMARY KEY,
+    at    INTEGER NOT NULL,
+    until INTEGER NOT NULL,
+    user  TEXT NOT NULL,
+    spent INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS number_cache (
     key    TEXT PRIMARY KEY,
@@ -301,8 +310,8 @@ impl SqliteStore {
             if v == SCHEMA_VERSION {
                 return Ok(());
             }
-            if v == 3 {
-                // Layout 4 only adds a table.
+            if v == 3 || v == 4 {
+                // Layouts 4 and 5 only add tables.
                 tx.execute_batch(SCHEMA)?;
                 return tx.pragma_update(None, "user_version", SCHEMA_VERSION);
             }

@@ -11,7 +11,9 @@ use crate::clock::{ms, Millis};
 use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::NumberCache;
-use crate::store::limits::{self, KeyedWindow, LimitKind, SendDecision, SendLimits};
+use crate::store::limits::{
+    self, BreakerState, BreakerTrip, KeyedWindow, LimitKind, SendDecision, SendLimits,
+};
 use crate::store::migrate::{
     BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
 };
@@ -132,6 +134,28 @@ fn window_count(tx: &Connection, w: &KeyedWindow, now: Millis) -> rusqlite::Resu
     .query_row(params![w.name, size, oldest], |r| r.get(0))
 }
 
+/// The trip of `w`'s breaker in force at `now`, if any.
+fn trip_of(tx: &Connection, w: &KeyedWindow, now: Millis) -> rusqlite::Result<Option<BreakerTrip>> {
+    tx.prepare_cached("SELECT at, until, user, spent FROM breaker WHERE name = ?1 AND until > ?2")?
+        .query_row(params![w.name, now], |r| {
+            Ok(BreakerTrip {
+                at: r.get(0)?,
+                until: r.get(1)?,
+                user: r.get(2)?,
+                spent: r.get(3)?,
+            })
+        })
+        .optional()
+}
+
+/// `w`'s breaker at `now`.
+fn breaker_in(tx: &Connection, w: &KeyedWindow, now: Millis) -> rusqlite::Result<BreakerState> {
+    Ok(BreakerState {
+        trip: trip_of(tx, w, now)?,
+        spent: window_count(tx, w, now)?,
+    })
+}
+
 /// The checks and bookkeeping of one SMS, inside a write transaction.
 fn reserve_in(
     tx: &Connection,
@@ -144,7 +168,20 @@ fn reserve_in(
     for w in &l.windows {
         counts.push(window_count(tx, w, now)?);
     }
-    let d = limits::decide(l, &sends, &counts, now);
+    let mut tripped = false;
+    for w in l.windows.iter().filter(|w| w.is_breaker()) {
+        tripped |= trip_of(tx, w, now)?.is_some();
+    }
+    let d = limits::decide(l, &sends, &counts, tripped, now);
+    if d.tripped_now {
+        if let Some((w, &n)) = l.windows.iter().zip(&counts).find(|(w, _)| w.is_breaker()) {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO breaker (name, at, until, user, spent)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![w.name, now, now + ms(w.rate.window), user, n])?;
+        }
+    }
     if d.refused.is_some() {
         return Ok(d);
     }
@@ -163,10 +200,10 @@ fn reserve_in(
             .execute(params![size, now / size])?;
         } else {
             tx.prepare_cached(
-                "INSERT INTO sms_limit (name, size, bucket, count) VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT(name, size, bucket) DO UPDATE SET count = count + 1",
+                "INSERT INTO sms_limit (name, size, bucket, count) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name, size, bucket) DO UPDATE SET count = count + ?4",
             )?
-            .execute(params![w.name, size, now / size])?;
+            .execute(params![w.name, size, now / size, w.cost])?;
         }
     }
     Ok(d)
@@ -331,6 +368,21 @@ impl Store for SqliteStore {
                 insert_in(tx, c)?;
             }
             Ok(d)
+        })
+    }
+
+    fn breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
+        breaker_in(&self.conn, w, now).map_err(|e| self.err(e))
+    }
+
+    fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
+        self.write(|tx| {
+            let before = breaker_in(tx, w, now)?;
+            tx.prepare_cached("DELETE FROM breaker WHERE name = ?1")?
+                .execute([&w.name])?;
+            tx.prepare_cached("DELETE FROM sms_limit WHERE name = ?1")?
+                .execute([&w.name])?;
+            Ok(before)
         })
     }
 

@@ -16,8 +16,8 @@ use crate::phone::{MemoryNumbers, NumberCache};
 use crate::store::migrate::{Outcome, Record, Snapshot};
 use crate::store::shared::{AfterBatch, Deferred, SharedBackend};
 use crate::store::{
-    AnswerState, BackupHash, ChallengeRecord, FailureState, LoginState, PhoneRecord, SendDecision,
-    SendLimits, SmsWindow, Step, Store, StoreError,
+    AnswerState, BackupHash, BreakerState, ChallengeRecord, FailureState, KeyedWindow, LoginState,
+    PhoneRecord, SendDecision, SendLimits, SmsWindow, Step, Store, StoreError,
 };
 
 #[path = "commit.rs"]
@@ -443,6 +443,12 @@ impl Store for SharedStore {
         limits: &SendLimits,
     ) -> Result<SendDecision, StoreError> {
         self.with(|s| s.start_challenge_with(c, limits))
+    }
+    fn breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
+        self.with(|s| s.breaker(w, now))
+    }
+    fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
+        self.with(|s| s.reset_breaker(w, now))
     }
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
         self.with(|s| s.challenge(id))

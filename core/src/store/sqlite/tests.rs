@@ -702,7 +702,7 @@ fn layout_3_gains_the_keyed_windows_and_keeps_the_rest() {
     );
 }
 
-/// Today's layout, written by hand as it is today.
+/// Layout 4, written by hand as it was.
 #[test]
 fn layout_4_keeps_what_is_durable() {
     let (_d, s) = open_fixture(include_str!("testdata/layout-v4.sql"));
@@ -720,7 +720,17 @@ fn layout_4_keeps_what_is_durable() {
         .conn
         .query_row("SELECT count FROM sms_limit", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 2, "layout 5 only adds the breaker table: windows stay");
+    // And that table works.
+    let mut l = crate::store::SendLimits::user_and_global(rate(5, 3600), rate(100, 3600));
+    l.windows.push(crate::store::KeyedWindow::budget(
+        rate(1, 86_400),
+        1,
+        crate::store::LimitMode::Enforce,
+    ));
+    assert_eq!(s.reserve_sends("bob", now, &l).unwrap().refused, None);
+    assert!(s.reserve_sends("bob", now + 1, &l).unwrap().tripped_now);
+    assert!(s.breaker(&l.windows[1], now + 2).unwrap().trip.is_some());
 }
 
 /// The sweep forgets keyed-window buckets older than any window of their
@@ -769,16 +779,44 @@ fn the_sweep_forgets_old_keyed_buckets() {
     assert_eq!(rows(&s), 0);
 }
 
+/// Today's layout, written by hand as it is today: a trip of the spend
+/// breaker is there after a reopen, and refuses.
+#[test]
+fn layout_5_keeps_what_is_durable() {
+    let (_d, s) = open_fixture(include_str!("testdata/layout-v5.sql"));
+    assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
+    let now: Millis = 5_000;
+    assert_eq!(s.phone("carol").unwrap().unwrap().e164, "+447700900123");
+    assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
+    assert_eq!(s.opted_out_users().unwrap(), vec!["dave".to_owned()]);
+    assert_eq!(
+        s.locked_until("mallory", now).unwrap(),
+        Some(4_102_444_800_000)
+    );
+    let w = crate::store::KeyedWindow::budget(rate(5, 86_400), 1, crate::store::LimitMode::Enforce);
+    let trip = s.breaker(&w, now).unwrap().trip.unwrap();
+    assert_eq!(
+        (trip.at, trip.user.as_str(), trip.spent),
+        (4000, "erin", 2000)
+    );
+    let mut l = crate::store::SendLimits::user_and_global(rate(5, 3600), rate(100, 3600));
+    l.windows.push(w);
+    let d = s.reserve_sends("bob", now, &l).unwrap();
+    assert_eq!(d.refused, Some(crate::store::LimitKind::DailyBudget));
+    assert!(!d.tripped_now);
+}
+
 /// An upgrade from any earlier layout keeps what today's layout holds: a
 /// store made today, with its `user_version` set back as an older build
 /// would have left it, comes through the rebuild with every durable row.
 #[test]
 fn an_upgrade_keeps_todays_durable_rows() {
-    // Set back one layout (layout 4 only adds a table), and set back to
-    // layout 2 (the rebuild of short-lived tables).
+    // Set back one and two layouts (layouts 4 and 5 only add tables),
+    // and set back to layout 2 (the rebuild of short-lived tables).
     for (fixture, version) in [
-        (include_str!("testdata/layout-v3.sql"), SCHEMA_VERSION - 1),
-        (include_str!("testdata/layout-v4.sql"), 2),
+        (include_str!("testdata/layout-v3.sql"), SCHEMA_VERSION - 2),
+        (include_str!("testdata/layout-v4.sql"), SCHEMA_VERSION - 1),
+        (include_str!("testdata/layout-v5.sql"), 2),
     ] {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("state.db");
