@@ -5,7 +5,7 @@
 //! The flow hands every code an SMPP provider took to the [`Registry`]
 //! (a [`ReceiptSink`]) under the `message_id` of its `submit_sm_resp`.
 //! Receipts are read on the pooled sessions (while a send waits for its
-//! answer, and by the thread [`start`] starts, which polls idle sessions a few
+//! answer, and by the thread `start` starts, which polls idle sessions a few
 //! times a second) and come to [`Registry::on_receipt`], which counts them
 //! per provider, country and state. A receipt of UNDELIV, REJECTD or
 //! EXPIRED within `receipts.resend_within` takes the code out of the
@@ -121,7 +121,7 @@ fn now() -> Instant {
 
 impl Registry {
     /// A registry, and the receiving end of its resend queue (for
-    /// [`ReceiptThread::start`]).
+    /// `start`).
     pub fn new(
         settings: ReceiptSettings,
         sinks: Arc<ServerSinks>,
@@ -346,7 +346,7 @@ impl ReceiptSink for Registry {
 }
 
 /// What a generation keeps for receipts: the registry, and the resend
-/// queue's receiving end until [`start`] takes it.
+/// queue's receiving end until `start` takes it.
 pub struct Receipts {
     /// The codes waiting and the counters.
     pub registry: Arc<Registry>,
