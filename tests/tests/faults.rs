@@ -890,6 +890,31 @@ fn attempt(env: &PamEnv, svc: &str) -> Result<(), Outcome> {
     }
 }
 
+/// The phone list, and a 1 MiB tmpfs for the store (its mount and the
+/// store's path), or `None`, said loudly, where the mount is refused.
+fn full_disk_store(scratch: &Scratch) -> Option<(Tmpfs, std::path::PathBuf)> {
+    phones(scratch);
+    match Tmpfs::mount(scratch, "1m") {
+        Ok(fs) => {
+            let db = fs.dir.join("state.db");
+            Some((fs, db))
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the full-disk fault is untested");
+            None
+        }
+    }
+}
+
+/// `spec` with its SQLite store at `db`.
+fn on_store(mut spec: ServerSpec, db: &Path) -> ServerSpec {
+    spec.store = Some(format!(
+        "[store]\nkind = \"sqlite\"\npath = \"{}\"\n\n",
+        db.display()
+    ));
+    spec
+}
+
 /// smsotp-radiusd with its store on a 1 MiB tmpfs that is then filled up:
 /// logins go on while their writes fit in the space SQLite's log had,
 /// then a first round is rejected with a log line naming the store and
@@ -902,21 +927,11 @@ fn attempt(env: &PamEnv, svc: &str) -> Result<(), Outcome> {
 #[test]
 fn radiusd_fails_closed_on_a_full_file_system_and_recovers() {
     let scratch = Scratch::new();
-    phones(&scratch);
-    let fs = match Tmpfs::mount(&scratch, "1m") {
-        Ok(fs) => fs,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the full-disk fault is untested");
-            return;
-        }
+    let Some((fs, db)) = full_disk_store(&scratch) else {
+        return;
     };
-    let db = fs.dir.join("state.db");
-    let mut spec = ServerSpec::new(vec![vpn()]).extra("[limits]\nsms_per_user = \"100/1h\"\n");
-    spec.store = Some(format!(
-        "[store]\nkind = \"sqlite\"\npath = \"{}\"\n\n",
-        db.display()
-    ));
-    let srv = Radiusd::start(&scratch, spec);
+    let spec = ServerSpec::new(vec![vpn()]).extra("[limits]\nsms_per_user = \"100/1h\"\n");
+    let srv = Radiusd::start(&scratch, on_store(spec, &db));
     let outbox = scratch.outbox();
     let nas = srv.nas("127.0.0.1", "vpn");
     let (c, code_) = challenge(&srv, &nas, &outbox, "alice");
@@ -995,15 +1010,9 @@ fn radiusd_fails_closed_on_a_full_file_system_and_recovers() {
 #[test]
 fn radiusd_sends_no_sms_for_a_challenge_the_full_disk_cannot_hold() {
     let scratch = Scratch::new();
-    phones(&scratch);
-    let fs = match Tmpfs::mount(&scratch, "1m") {
-        Ok(fs) => fs,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the full-disk fault is untested");
-            return;
-        }
+    let Some((fs, db)) = full_disk_store(&scratch) else {
+        return;
     };
-    let db = fs.dir.join("state.db");
     let sent = scratch.path("sent.log");
     let program = scratch.write(
         "send.sh",
@@ -1013,17 +1022,13 @@ fn radiusd_sends_no_sms_for_a_challenge_the_full_disk_cannot_hold() {
         ),
         0o700,
     );
-    let mut spec = ServerSpec::new(vec![vpn()])
+    let spec = ServerSpec::new(vec![vpn()])
         .extra("[limits]\nsms_per_user = \"100/1h\"\n\n[otp]\nmessage = \"code {code}\"\n")
         .providers(&format!(
             "[[provider]]\nkind = \"command\"\nname = \"gateway\"\nprogram = \"{}\"\n",
             program.display()
         ));
-    spec.store = Some(format!(
-        "[store]\nkind = \"sqlite\"\npath = \"{}\"\n\n",
-        db.display()
-    ));
-    let srv = Radiusd::start(&scratch, spec);
+    let srv = Radiusd::start(&scratch, on_store(spec, &db));
     let nas = srv.nas("127.0.0.1", "vpn");
     let sent_codes = || -> Vec<String> {
         std::fs::read_to_string(&sent)

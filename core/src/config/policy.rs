@@ -606,23 +606,7 @@ fn country_rates(
             out.default = Some(rate);
             continue;
         }
-        let id: phonenumber::country::Id = name.to_ascii_uppercase().parse().map_err(|_| {
-            c.err(
-                v.span(),
-                key,
-                format!(
-                    "\"{name}\" is not a known region; use \"default\" or a two-letter ISO 3166 \
-                     code such as \"NG\" or \"DE\""
-                ),
-            )
-        })?;
-        if out.regions.iter().any(|(r, _)| *r == id) {
-            return Err(c.err(
-                v.span(),
-                key,
-                format!("{} is listed twice; keep one", id.as_ref()),
-            ));
-        }
+        let id = table_region(c, key, name, v.span(), &out.regions)?;
         out.regions.push((id, rate));
     }
     if out.default.is_none() && out.regions.is_empty() {
@@ -740,26 +724,39 @@ fn sms_costs(
             out.default = cost;
             continue;
         }
-        let id: phonenumber::country::Id = name.to_ascii_uppercase().parse().map_err(|_| {
-            c.err(
-                v.span(),
-                key,
-                format!(
-                    "\"{name}\" is not a known region; use \"default\" or a two-letter ISO 3166 \
-                     code such as \"NG\" or \"GB\""
-                ),
-            )
-        })?;
-        if out.regions.iter().any(|(r, _)| *r == id) {
-            return Err(c.err(
-                v.span(),
-                key,
-                format!("{} is listed twice; keep one", id.as_ref()),
-            ));
-        }
+        let id = table_region(c, key, name, v.span(), &out.regions)?;
         out.regions.push((id, cost));
     }
     Ok(out)
+}
+
+/// The region a per-country table (`key`) names with `name`: a two-letter
+/// ISO 3166 code in either case, not listed before (`taken`).
+fn table_region<T>(
+    c: &Checker<'_>,
+    key: &str,
+    name: &str,
+    span: std::ops::Range<usize>,
+    taken: &[(phonenumber::country::Id, T)],
+) -> Result<phonenumber::country::Id, ConfigError> {
+    let id: phonenumber::country::Id = name.to_ascii_uppercase().parse().map_err(|_| {
+        c.err(
+            span.clone(),
+            key,
+            format!(
+                "\"{name}\" is not a known region; use \"default\" or a two-letter ISO 3166 \
+                 code such as \"NG\" or \"DE\""
+            ),
+        )
+    })?;
+    if taken.iter().any(|(r, _)| *r == id) {
+        return Err(c.err(
+            span,
+            key,
+            format!("{} is listed twice; keep one", id.as_ref()),
+        ));
+    }
+    Ok(id)
 }
 
 fn backoff(c: &Checker<'_>, b: &Spanned<RawBackoff>) -> Result<Backoff, ConfigError> {
