@@ -100,30 +100,23 @@ impl Engine {
                 wait(w)
             ),
             Limit::Global => format!("sms_global = {} reached", limits.sms_global),
-            // Monitored, a grant: no wait was computed.
-            Limit::Backoff { wait: w } if w.is_zero() => format!(
-                "backoff reached (first {}, max {})",
-                limits
-                    .backoff
-                    .map_or_else(String::new, |b| humantime::format_duration(b.first)
-                        .to_string()),
-                limits
-                    .backoff
-                    .map_or_else(String::new, |b| humantime::format_duration(b.max)
-                        .to_string()),
-            ),
-            Limit::Backoff { wait: w } => format!(
-                "backoff reached (first {}, max {}); next SMS allowed in {}",
-                limits
-                    .backoff
-                    .map_or_else(String::new, |b| humantime::format_duration(b.first)
-                        .to_string()),
-                limits
-                    .backoff
-                    .map_or_else(String::new, |b| humantime::format_duration(b.max)
-                        .to_string()),
-                wait(w)
-            ),
+            Limit::Backoff { wait: w } => {
+                let (first, max) = limits.backoff.map_or_else(Default::default, |b| {
+                    (
+                        humantime::format_duration(b.first).to_string(),
+                        humantime::format_duration(b.max).to_string(),
+                    )
+                });
+                // Monitored, a grant: no wait was computed.
+                if w.is_zero() {
+                    format!("backoff reached (first {first}, max {max})")
+                } else {
+                    format!(
+                        "backoff reached (first {first}, max {max}); next SMS allowed in {}",
+                        wait(w)
+                    )
+                }
+            }
             Limit::PerNumber => format!("sms_per_number = {} reached", rate(limits.sms_per_number)),
             Limit::PerCountry { region } => format!(
                 "sms_per_country region={} = {} reached",
