@@ -103,12 +103,32 @@ fn on(b: &dyn Backend, mut f: impl FnMut(&dyn Store)) {
 /// returns how many of them said true.
 fn race(b: &dyn Backend, f: impl Fn(&dyn Store) -> bool + Sync) -> u32 {
     let won = AtomicU32::new(0);
-    let start = std::sync::Barrier::new(THREADS);
+    // Not std's Barrier: a thread whose handle fails to open panics before
+    // it arrives, and the others would wait for it forever (a CI run hung
+    // so). These wait 60 s at most, then fail naming why.
+    let left = std::sync::Mutex::new(THREADS);
+    let all_in = std::sync::Condvar::new();
+    let start = || {
+        let mut n = left.lock().unwrap();
+        *n -= 1;
+        if *n == 0 {
+            all_in.notify_all();
+            return;
+        }
+        let (n, waited) = all_in
+            .wait_timeout_while(n, Duration::from_secs(60), |n| *n > 0)
+            .unwrap();
+        assert!(
+            !waited.timed_out() || *n == 0,
+            "{} racing thread(s) never started: their handle failed to open (see their panic)",
+            *n
+        );
+    };
     std::thread::scope(|scope| {
         for _ in 0..THREADS {
             scope.spawn(|| {
                 b.with_handle(&mut |s| {
-                    start.wait();
+                    start();
                     if f(s) {
                         won.fetch_add(1, Ordering::SeqCst);
                     }
