@@ -58,8 +58,8 @@ impl Engine {
         let decision = self
             .store
             .reserve_sends(&ctx.user, now, &self.send_limits(ctx, &phone))?;
-        if let Some(r) = self.limited(ctx, &decision, &phone, now)? {
-            return give_up(r);
+        if let Some(limit) = self.limited(ctx, &decision, &phone, now)? {
+            return give_up(Reject::RateLimited(limit));
         }
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
         let mac = self

@@ -231,8 +231,9 @@ impl Engine {
         let decision = self
             .store
             .start_challenge_with(&rec, &self.send_limits(ctx, &phone))?;
-        if let Some(r) = self.limited(ctx, &decision, &phone, now)? {
-            if r == Reject::RateLimited(Limit::DailyBudget) && self.backup_usable(&ctx.user)? {
+        if let Some(limit) = self.limited(ctx, &decision, &phone, now)? {
+            let r = Reject::RateLimited(limit);
+            if limit == Limit::DailyBudget && self.backup_usable(&ctx.user)? {
                 // As when no provider can send: a code that costs nothing.
                 let rec = ChallengeRecord {
                     step: Step::BackupOnly,
@@ -389,7 +390,7 @@ impl Engine {
         decision: &SendDecision,
         phone: &Phone,
         now: Millis,
-    ) -> Result<Option<Reject>, FlowError> {
+    ) -> Result<Option<Limit>, FlowError> {
         if decision.tripped_now {
             self.alert_trip(ctx, phone, now);
         }
@@ -413,8 +414,7 @@ impl Engine {
             }
             return Ok(None);
         };
-        let limit = self.limit_of(ctx, kind, phone, decision, now)?;
-        Ok(Some(Reject::RateLimited(limit)))
+        Ok(Some(self.limit_of(ctx, kind, phone, decision, now)?))
     }
 
     /// The [`Limit`] of a limit kind, with what the user or the audit line
@@ -492,6 +492,21 @@ impl Engine {
         Ok(Start::Challenge(self.info(&rec, now)))
     }
 
+    /// Makes durable what the store was told before an SMS leaves for a
+    /// phone (see [`Engine::deliver`]); nothing to wait for when every
+    /// provider is the local outbox.
+    pub(super) fn durable_before_sending(&self) -> Result<(), FlowError> {
+        if self
+            .cfg
+            .providers
+            .iter()
+            .any(|p| !matches!(p, ProviderSpec::Outbox { .. }))
+        {
+            self.store.durable()?;
+        }
+        Ok(())
+    }
+
     /// Sends `code`; on failure returns (without logging it) the verdict
     /// the policy asks for. First makes durable what the store was told
     /// (the challenge, the send counted), when the SMS is to leave for a
@@ -508,14 +523,7 @@ impl Engine {
         code: &str,
         event: &'static str,
     ) -> Result<Option<Verdict>, FlowError> {
-        if self
-            .cfg
-            .providers
-            .iter()
-            .any(|p| !matches!(p, ProviderSpec::Outbox { .. }))
-        {
-            self.store.durable()?;
-        }
+        self.durable_before_sending()?;
         let text = self.cfg.otp.message.render(&MessageValues {
             code,
             host: &self.host,
@@ -859,9 +867,9 @@ impl Engine {
         let decision = self
             .store
             .reserve_sends(&ctx.user, now, &self.send_limits(ctx, &phone))?;
-        if let Some(r) = self.limited(ctx, &decision, &phone, now)? {
+        if let Some(limit) = self.limited(ctx, &decision, &phone, now)? {
             if expired {
-                return give_up(self, r);
+                return give_up(self, Reject::RateLimited(limit));
             }
             return Ok(Answer::Retry(Retry::ResendLimited, self.info(&rec, now)));
         }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::machine::code_opens;
+use super::outcome::Limit;
 use super::{Engine, FlowError, LoginContext};
 use crate::audit::Level;
 use crate::clock::Millis;
@@ -25,6 +26,7 @@ use crate::otp::ChallengeId;
 use crate::phone::{MaskedPhone, Phone};
 use crate::sms::smpp::ReceiptState;
 use crate::sms::{SendError, Sms};
+use crate::store::limits::{LimitKind, LimitMode};
 use crate::store::Step;
 
 /// A code a provider took, with the id its receipt will name. It holds
@@ -88,6 +90,9 @@ pub enum ReceiptResend {
     NoNextProvider,
     /// The next provider did not take it (logged).
     Failed(SendError),
+    /// A limit or the spend breaker refused the second SMS (logged): it
+    /// costs what any SMS does, so it is counted as one.
+    Limited(Limit),
 }
 
 impl Engine {
@@ -175,6 +180,32 @@ impl Engine {
             self.log(Level::Warning, &e);
             return Ok(ReceiptResend::NoNextProvider);
         };
+        // The second SMS is paid for like any other: it counts against
+        // every window and the breaker, which may refuse it. The user did
+        // not ask for it (it stands in for one that never arrived), so it
+        // does not wait for the back-off; it still counts in the streak.
+        let mut limits = self.send_limits(ctx, &sent.phone);
+        if let Some((_, mode)) = &mut limits.backoff {
+            *mode = LimitMode::Monitor;
+        }
+        let mut decision = self.store.reserve_sends(&ctx.user, now, &limits)?;
+        decision.monitored.retain(|&k| {
+            k != LimitKind::Backoff
+                || self.cfg.limits.mode(LimitKind::Backoff) == LimitMode::Monitor
+        });
+        if let Some(limit) = self.limited(ctx, &decision, &sent.phone, now)? {
+            let mut e = self.event(ctx, "receipt_failed");
+            e.phone = Some(MaskedPhone::of(&sent.phone));
+            e.provider = Some(sent.provider.clone());
+            e.limit = Some(limit.key());
+            e.detail = Some(detail(&format!(
+                "; not sent again: {}",
+                self.limit_detail(limit)
+            )));
+            self.log(Level::Warning, &e);
+            return Ok(ReceiptResend::Limited(limit));
+        }
+        self.durable_before_sending()?;
         let text = self.cfg.otp.message.render(&MessageValues {
             code: &sent.code,
             host: &self.host,

@@ -1743,12 +1743,21 @@ impl ReceiptSink for CollectSink {
 }
 
 fn receipt_harness() -> (Harness, FakeSms, FakeSms, std::sync::Arc<CollectSink>) {
+    receipt_harness_with("")
+}
+
+fn receipt_harness_with(
+    extra_toml: &str,
+) -> (Harness, FakeSms, FakeSms, std::sync::Arc<CollectSink>) {
     let first = FakeSms {
         tracked: true,
         ..FakeSms::named("smsc")
     };
     let second = FakeSms::named("backup");
-    let mut h = harness_with("", vec![Box::new(first.clone()), Box::new(second.clone())]);
+    let mut h = harness_with(
+        extra_toml,
+        vec![Box::new(first.clone()), Box::new(second.clone())],
+    );
     let sink = std::sync::Arc::new(CollectSink::default());
     h.engine.set_receipt_sink(sink.clone());
     (h, first, second, sink)
@@ -1854,6 +1863,92 @@ fn no_resend_for_an_expired_or_replaced_code_nor_past_the_last_provider() {
     );
     assert!(second.sent.borrow().is_empty());
     assert!(h.audit_text().contains("event=receipt_failed"));
+}
+
+/// The second SMS after a failed receipt costs what any SMS costs: a
+/// full window (here the number's) or a spent budget refuses it, and it
+/// is logged with the limit; the code still opens the login.
+#[test]
+fn a_resend_after_a_receipt_meets_the_limits_and_the_breaker() {
+    use crate::sms::smpp::ReceiptState;
+    let (h, first, second, sink) = receipt_harness_with("[limits]\nsms_per_number = \"1/1d\"\n");
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let sent = sink.0.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        h.engine
+            .resend_after_receipt(&sent, ReceiptState::Undeliverable)
+            .unwrap(),
+        ReceiptResend::Limited(Limit::PerNumber)
+    );
+    assert!(
+        second.sent.borrow().is_empty(),
+        "nothing sent past the limit"
+    );
+    let (lvl, e) = events_of(&h, "receipt_failed").pop().unwrap();
+    assert_eq!((lvl, e.limit), (Level::Warning, Some("sms_per_number")));
+    let d = e.detail.unwrap();
+    assert!(
+        d.contains("not sent again: sms_per_number = 1/1day reached"),
+        "{d}"
+    );
+    let code = first.sent.borrow()[0]
+        .1
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+
+    // The budget: the first SMS spends it, the second trips the breaker
+    // (one alert) instead of being sent.
+    let (h, _first, second, sink) = receipt_harness_with("[limits]\ndaily_budget = 1\n");
+    h.start(&c);
+    let sent = sink.0.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        h.engine
+            .resend_after_receipt(&sent, ReceiptState::Rejected)
+            .unwrap(),
+        ReceiptResend::Limited(Limit::DailyBudget)
+    );
+    assert!(second.sent.borrow().is_empty());
+    assert_eq!(events_of(&h, "breaker_tripped").len(), 1);
+}
+
+/// The back-off slows what a user (or someone typing their name) asks
+/// for; a resend after a failed receipt stands in for an SMS that never
+/// arrived, so it does not wait for it, and counts in the streak.
+#[test]
+fn a_resend_after_a_receipt_does_not_wait_for_the_backoff_but_counts_in_it() {
+    use crate::sms::smpp::ReceiptState;
+    let (h, _first, second, sink) =
+        receipt_harness_with("[limits]\nbackoff = { first = \"1m\", max = \"8m\" }\n");
+    let c = ctx("alice", "sshd");
+    h.start(&c);
+    let sent = sink.0.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        h.engine
+            .resend_after_receipt(&sent, ReceiptState::Undeliverable)
+            .unwrap(),
+        ReceiptResend::Resent("backup".into())
+    );
+    assert_eq!(second.sent.borrow().len(), 1);
+    assert!(
+        events_of(&h, "limit_monitor").is_empty(),
+        "not logged as monitored"
+    );
+    // Two SMS in the streak: a new login 61 s on must wait for the
+    // back-off's second step (2 min after the last).
+    h.clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        refused_by(&h, &c),
+        Reject::RateLimited(Limit::Backoff {
+            wait: Duration::from_secs(59)
+        })
+    );
 }
 
 /// The audit lines of `event`, with their levels.
