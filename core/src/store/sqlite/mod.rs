@@ -242,10 +242,9 @@ impl SqliteStore {
         }
         // WAL lets readers and one writer proceed together; NORMAL sync is
         // durable across process crashes, which is what matters here.
-        s.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .or_else(|e| if s.path == ":memory:" { Ok(()) } else { Err(e) })
-            .map_err(|e| s.err(e))?;
+        if s.path != ":memory:" {
+            s.use_wal()?;
+        }
         s.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| s.err(e))?;
@@ -332,6 +331,36 @@ impl SqliteStore {
 
     /// The layout version the file says it has (`user_version`; 0 for a
     /// new file).
+    /// Puts the file in WAL mode (it stays so: every later open finds it
+    /// already set and writes nothing). Several processes opening a new
+    /// store at once (logins racing on a fresh host) contend for the
+    /// switch, and SQLite answers the losers SQLITE_BUSY at once, without
+    /// its busy handler; they try again for up to `busy_timeout`.
+    fn use_wal(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        loop {
+            let r = self
+                .conn
+                .pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0))
+                .and_then(|mode| {
+                    if mode.eq_ignore_ascii_case("wal") {
+                        Ok(())
+                    } else {
+                        self.conn.pragma_update(None, "journal_mode", "WAL")
+                    }
+                });
+            match r {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < self.busy_timeout =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                r => return r.map_err(|e| self.err(e)),
+            }
+        }
+    }
+
     fn layout_version(&self) -> Result<i64, StoreError> {
         self.conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
