@@ -89,11 +89,13 @@ impl SmppSessions {
         let mut n = 0;
         for key in keys {
             let count = self.with(&key, |e| e.idle.len());
+            // Each idle session once, the least recently used first, put
+            // back where it was, so sends (which take and return at the
+            // end) keep taking the most recently used. Sends meanwhile do
+            // not move the ones before it.
+            let mut i = 0;
             for _ in 0..count {
-                // The least recently used first; back to the same end, so
-                // sends keep taking the most recently used.
-                let Some(mut s) =
-                    self.with(&key, |e| (!e.idle.is_empty()).then(|| e.idle.remove(0)))
+                let Some(mut s) = self.with(&key, |e| (i < e.idle.len()).then(|| e.idle.remove(i)))
                 else {
                     break;
                 };
@@ -112,9 +114,11 @@ impl SmppSessions {
                     s.healthy = false;
                     continue;
                 }
+                let at = i;
+                i += 1;
                 let extra = self.with(&key, |e| {
                     if e.idle.len() < MAX_IDLE {
-                        e.idle.insert(0, s);
+                        e.idle.insert(at.min(e.idle.len()), s);
                         None
                     } else {
                         Some(s)

@@ -347,3 +347,69 @@ fn a_pool_lets_max_sessions_sends_through_at_once() {
     drop((b, other));
     assert_eq!(pool.with("p", |e| e.sending), 0);
 }
+
+/// The idle-session reader reads every idle session once per round. It
+/// used to put each session it read back at the front and read the front
+/// again, so with two or more idle sessions (a send binds a second one
+/// while the reader holds the first) a receipt on any but the least
+/// recently used was never read, and never acknowledged.
+#[test]
+fn poll_idle_reads_every_idle_session() {
+    use std::sync::{Arc, Mutex};
+    const SESSIONS: usize = 3;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen = got.clone();
+    let pool = SmppSessions::with_receipts(Arc::new(move |provider: &str, r| {
+        if let Ok(r) = r {
+            seen.lock()
+                .unwrap()
+                .push((provider.to_owned(), r.message_id));
+        }
+    }));
+    let mut far_ends = Vec::new();
+    for _ in 0..SESSIONS {
+        let mut s = Session::new(Stream::Plain(std::net::TcpStream::connect(addr).unwrap()));
+        s.receipts = pool.receipts.clone().map(|h| (h, "smsc".to_owned()));
+        far_ends.push(l.accept().unwrap().0);
+        pool.with("smsc", |e| e.idle.push(s));
+    }
+    // The SMSC sends a receipt on the most recently used session only.
+    let text = b"id:42 sub:001 dlvrd:000 stat:UNDELIV err:001";
+    let mut body = vec![0u8, 1, 1];
+    body.extend_from_slice(b"15550100\0");
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(b"ACME\0");
+    body.extend_from_slice(&[0x04, 0, 0, 0, 0, 0, 0, 0, 0]);
+    body.push(text.len() as u8);
+    body.extend_from_slice(text);
+    let mut pdu = Vec::new();
+    pdu.extend_from_slice(&(16 + body.len() as u32).to_be_bytes());
+    pdu.extend_from_slice(&0x0000_0005u32.to_be_bytes());
+    pdu.extend_from_slice(&0u32.to_be_bytes());
+    pdu.extend_from_slice(&7u32.to_be_bytes());
+    pdu.extend_from_slice(&body);
+    let last = far_ends.last_mut().unwrap();
+    last.write_all(&pdu).unwrap();
+    // A few rounds, as the server's thread would run them.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(pool.poll_idle(), SESSIONS, "each session read once a round");
+        if !got.lock().unwrap().is_empty() {
+            break;
+        }
+    }
+    assert_eq!(*got.lock().unwrap(), [("smsc".to_owned(), "42".to_owned())]);
+    // Acknowledged on the session it came on, with its sequence number.
+    last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 16];
+    last.read_exact(&mut head).unwrap();
+    assert_eq!(
+        &head[4..8],
+        &0x8000_0005u32.to_be_bytes(),
+        "deliver_sm_resp"
+    );
+    assert_eq!(&head[12..16], &7u32.to_be_bytes());
+    assert_eq!(pool.idle(), SESSIONS, "all kept");
+}
