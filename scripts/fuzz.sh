@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-targets=(radius_request radius_user_password smpp_pdu http_success_body config phone ldap_message pam_conversation)
+targets=(radius_request radius_user_password radius_triage smpp_pdu http_success_body config phone ldap_message pam_conversation)
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 

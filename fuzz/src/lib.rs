@@ -30,8 +30,10 @@ use smsotp_core::phone::{self, MaskedPhone, MemoryNumbers, Phone};
 use smsotp_core::random::FixedRandom;
 use smsotp_core::sms::{SendError, Sms, SmsProvider};
 use smsotp_core::store::memory::MemoryStore;
+use smsotp_radiusd::triage::{classify, Kind};
 use smsotp_radiusd::wire::{
-    decode_request, encode_reply, DecodeOptions, Reply, ReplyCode, WireError, MAX_PACKET,
+    decode_request, encode_reply, DecodeOptions, Reply, ReplyCode, RequestCode, WireError,
+    MAX_PACKET,
 };
 use zeroize::Zeroizing;
 
@@ -43,6 +45,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("radius_request", radius_request),
     ("radius_user_password", radius_user_password),
+    ("radius_triage", radius_triage),
     ("smpp_pdu", smpp_pdu),
     ("http_success_body", http_success_body),
     ("config", config),
@@ -246,6 +249,42 @@ fn check_reply(req: &smsotp_radiusd::wire::Request, out: &[u8]) {
         .collect();
     let sent: Vec<&[u8]> = req.proxy_state.iter().map(Vec::as_slice).collect();
     assert_eq!(echoed, sent, "Proxy-State not echoed in order");
+}
+
+/// The overload triage (smsotp-radiusd's reader thread): it looks at a
+/// datagram before anything decodes it, to queue a user's answer to a
+/// challenge (and Status-Server) ahead of first rounds. Input as for
+/// [`radius_request`] (flags byte, bit 2: sign the Message-Authenticator).
+/// It must never panic on any bytes, and on every datagram the decoder
+/// accepts it must agree with it: Status-Server and an Access-Request
+/// with a State are answers, an Access-Request without one is new.
+pub fn radius_triage(data: &[u8]) {
+    let Some((&flags, datagram)) = data.split_first() else {
+        return;
+    };
+    let mut packet = datagram.to_vec();
+    if flags & 4 != 0 {
+        sign_message_authenticator(&mut packet, SECRET);
+    }
+    let kind = classify(&packet);
+    let lax = DecodeOptions {
+        require_message_authenticator: false,
+        limit_proxy_state: false,
+    };
+    let Ok(req) = decode_request(&packet, SECRET, lax) else {
+        return;
+    };
+    let answer = match req.code {
+        RequestCode::StatusServer => true,
+        RequestCode::AccessRequest => req.state.is_some(),
+    };
+    let expected = if answer { Kind::Answer } else { Kind::New };
+    assert!(
+        kind == expected,
+        "triage says {kind:?}, the decoder reads {:?} with state {:?}",
+        req.code,
+        req.state
+    );
 }
 
 /// User-Password decoding (RFC 2865 §5.2).
