@@ -25,6 +25,7 @@
 //! `transport` (the request on the wire, TLS, status classification) and
 //! `config` (the `[[provider]]` keys checked into an [`HttpSpec`]).
 
+pub mod callback;
 pub(crate) mod config;
 mod presets;
 mod redact;
@@ -330,6 +331,9 @@ pub struct HttpSpec {
     pub gateway: Gateway,
     /// How the connection is made.
     pub transport: TransportSpec,
+    /// Where the gateway reports delivery (`status_callback`); `None`:
+    /// the gateway is not asked, and no message id is kept.
+    pub status_callback: Option<callback::StatusCallback>,
 }
 
 impl HttpSpec {
@@ -453,6 +457,12 @@ impl SmsProvider for HttpProvider {
     }
 
     fn send(&self, sms: &Sms<'_>) -> Result<(), SendError> {
+        self.send_tracked(sms).map(|_| ())
+    }
+
+    /// With a `status_callback`, the id the answer gives the message
+    /// (Twilio's `sid`, or `status_id_pointer`): its callbacks name it.
+    fn send_tracked(&self, sms: &Sms<'_>) -> Result<Option<String>, SendError> {
         let files = match &self.spec.gateway {
             Gateway::Template(t) => t.secrets.clone(),
             Gateway::Preset { preset, .. } => preset.secret_files(),
@@ -466,7 +476,10 @@ impl SmsProvider for HttpProvider {
         };
         let req = match &self.spec.gateway {
             Gateway::Template(t) => t.build(&values).map_err(SendError::Misconfigured)?,
-            Gateway::Preset { preset, base_url } => preset.build(base_url, sms, &secrets),
+            Gateway::Preset { preset, base_url } => {
+                let callback = self.spec.status_callback.as_ref().map(|c| c.url.as_str());
+                preset.build(base_url, sms, &secrets, callback)
+            }
         };
         let mut auth: Vec<&str> = req
             .headers
@@ -493,7 +506,12 @@ impl SmsProvider for HttpProvider {
         match &self.spec.gateway {
             Gateway::Template(t) => t.judge(status, &body, &red),
             Gateway::Preset { preset, .. } => preset.judge(status, &body, &red),
-        }
+        }?;
+        Ok(self
+            .spec
+            .status_callback
+            .as_ref()
+            .and_then(|c| c.message_id(&body)))
     }
 }
 
