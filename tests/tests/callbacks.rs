@@ -357,6 +357,9 @@ fn twilio_undelivered_callback_resends_the_same_code_once() {
         "no resend after delivered\n{}",
         srv.context()
     );
+    // Over 16 KiB: refused unread.
+    let big = format!("MessageSid=x&Pad={}", "a".repeat(17 * 1024));
+    assert_eq!(post(listen, PATH, &[], &big), 413);
     // A message this server never sent: counted, answered 200.
     let unknown = callback("SM0000000000000000000000000000dead", BOB, "failed");
     assert_eq!(send_callback(listen, PATH, &unknown, Some(TOKEN)), 200);

@@ -340,10 +340,17 @@ impl HttpSpec {
     /// Every secret file this provider reads, with the key that names it:
     /// for `smsotp doctor`'s mode checks.
     pub fn secret_paths(&self) -> Vec<(String, PathBuf)> {
-        match &self.gateway {
+        let mut v = match &self.gateway {
             Gateway::Template(t) => t.secrets.clone(),
             Gateway::Preset { preset, .. } => preset.secret_files(),
+        };
+        // Twilio's callbacks are keyed with the Auth Token, listed above.
+        if let Some(cb) = &self.status_callback {
+            if !v.iter().any(|(_, p)| *p == cb.secret_file) {
+                v.push(("status_token_file".into(), cb.secret_file.clone()));
+            }
         }
+        v
     }
 
     /// Where requests go, without path or query (no secrets): for `smsotp
