@@ -5,7 +5,10 @@
 //! A reverse proxy in front does TLS and forwards those paths; this
 //! serves plain HTTP, meant for a loopback address. Each request is
 //! routed by path to its provider (none: 404), its body capped at
-//! [`MAX_BODY`] (413), authenticated and read by the core
+//! [`MAX_BODY`] (413) and given a few seconds to arrive (tiny_http sets
+//! no time-outs on its connections: a client slow to send its headers
+//! holds only a tiny_http connection thread; see `read_body` for the
+//! body), authenticated and read by the core
 //! ([`smsotp_core::sms::http::callback::read_callback`]: a missing or
 //! wrong signature or token is 403 and an audit line without id or
 //! number), and its report fed to the same [`Registry`] the SMPP
@@ -21,7 +24,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,12 @@ use crate::server::event;
 pub const MAX_BODY: usize = 16 * 1024;
 /// How long the loop waits for a request before it looks at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
+/// The bodies tiny_http reads itself before it hands a request over.
+const BUFFERED: usize = 1024;
+/// How long a longer body may take to arrive.
+const READ_FOR: Duration = Duration::from_secs(5);
+/// The most such bodies being read at once.
+const MAX_READERS: usize = 4;
 
 /// The listener of `receipts.listen`.
 pub struct Listener(tiny_http::Server);
@@ -90,10 +99,11 @@ impl Answer {
 
 /// Serves callbacks until `stop`, with the runtime `current` returns at
 /// each request. Nothing here should panic; if something does, the
-/// request gets no answer and the loop goes on.
+/// request gets 503 and the loop goes on.
 pub fn serve(listener: Listener, current: &dyn Fn() -> Arc<Runtime>, stop: &AtomicBool) {
+    let readers = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
-        let mut req = match listener.0.recv_timeout(POLL) {
+        let req = match listener.0.recv_timeout(POLL) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(e) => {
@@ -108,9 +118,11 @@ pub fn serve(listener: Listener, current: &dyn Fn() -> Arc<Runtime>, stop: &Atom
             }
         };
         let rt = current();
+        let Some((req, body)) = read_body(req, &readers) else {
+            continue;
+        };
         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let method = req.method().as_str().to_owned();
-            let url = req.url().to_owned();
+            let body = body?;
             let headers: Vec<(String, String)> = req
                 .headers()
                 .iter()
@@ -121,36 +133,83 @@ pub fn serve(listener: Listener, current: &dyn Fn() -> Arc<Runtime>, stop: &Atom
                     )
                 })
                 .collect();
-            let declared = req.body_length();
-            let mut body = Vec::new();
-            let over = match declared {
-                Some(n) if n > MAX_BODY => true,
-                _ => {
-                    let r = req
-                        .as_reader()
-                        .take(MAX_BODY as u64 + 1)
-                        .read_to_end(&mut body);
-                    r.is_err() || body.len() > MAX_BODY
-                }
-            };
-            if over {
-                return Answer::TooLarge;
-            }
-            handle(&rt, &method, &url, &headers, &body)
+            Ok(handle(
+                &rt,
+                req.method().as_str(),
+                req.url(),
+                &headers,
+                &body,
+            ))
         }));
-        let answer = answer.unwrap_or_else(|_| {
-            rt.log(
-                Level::Error,
-                &event(
-                    "panic",
-                    "internal error while reading a status callback".into(),
-                ),
-            );
-            Answer::Unavailable
-        });
+        let answer = match answer {
+            Ok(Ok(a) | Err(a)) => a,
+            Err(_) => {
+                rt.log(
+                    Level::Error,
+                    &event(
+                        "panic",
+                        "internal error while reading a status callback".into(),
+                    ),
+                );
+                Answer::Unavailable
+            }
+        };
         let _ = req.respond(tiny_http::Response::empty(answer.status()));
         rt.sinks.flush();
     }
+}
+
+/// The body of `req`, at most [`MAX_BODY`]. tiny_http has read bodies up
+/// to [`BUFFERED`] before handing the request over; a longer one (or one
+/// without a length) is read on a helper thread for at most [`READ_FOR`],
+/// so a client that stalls mid-body cannot hold up the callbacks behind
+/// it; at most [`MAX_READERS`] such reads at once, more get 503. `None`:
+/// the request was answered or given up.
+fn read_body(
+    mut req: tiny_http::Request,
+    readers: &Arc<AtomicUsize>,
+) -> Option<(tiny_http::Request, Result<Vec<u8>, Answer>)> {
+    fn read(req: &mut tiny_http::Request) -> Result<Vec<u8>, Answer> {
+        let mut body = Vec::new();
+        let r = req
+            .as_reader()
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut body);
+        match r {
+            Ok(_) if body.len() <= MAX_BODY => Ok(body),
+            Ok(_) => Err(Answer::TooLarge),
+            Err(_) => Err(Answer::Malformed),
+        }
+    }
+    match req.body_length() {
+        Some(n) if n > MAX_BODY => return Some((req, Err(Answer::TooLarge))),
+        Some(n) if n <= BUFFERED => {
+            let body = read(&mut req);
+            return Some((req, body));
+        }
+        _ => {}
+    }
+    if readers.load(Ordering::Relaxed) >= MAX_READERS {
+        let _ = req.respond(tiny_http::Response::empty(Answer::Unavailable.status()));
+        return None;
+    }
+    readers.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let count = readers.clone();
+    let spawned = std::thread::Builder::new()
+        .name("callback-body".into())
+        .spawn(move || {
+            let body = read(&mut req);
+            // Gone when the wait was over: the request is dropped unanswered.
+            let _ = tx.send((req, body));
+            count.fetch_sub(1, Ordering::Relaxed);
+        });
+    if spawned.is_err() {
+        // The request went with the closure: dropped unanswered.
+        readers.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    rx.recv_timeout(READ_FOR).ok()
 }
 
 /// One callback, already read: routes it, authenticates it and feeds it

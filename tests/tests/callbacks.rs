@@ -344,10 +344,21 @@ fn twilio_undelivered_callback_resends_the_same_code_once() {
     let reply = nas.exchange(&req, &|| srv.context());
     srv.assert_code(&reply, code::ACCESS_ACCEPT, "alice with the resent code");
 
-    // bob's is delivered: nothing, not even after a late failure.
+    // bob's is delivered: nothing, not even after a late failure. A
+    // client stalled mid-body does not hold the callback up for long.
     let (_, _, sid) = login("bob", 2);
+    let mut stalled = TcpStream::connect(("127.0.0.1", listen)).unwrap();
+    stalled
+        .write_all(
+            format!("POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nMessageSid=")
+                .as_bytes(),
+        )
+        .unwrap();
     let delivered = callback(&sid, BOB, "delivered");
+    let t0 = Instant::now();
     assert_eq!(send_callback(listen, PATH, &delivered, Some(TOKEN)), 200);
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    drop(stalled);
     let late = callback(&sid, BOB, "undelivered");
     assert_eq!(send_callback(listen, PATH, &late, Some(TOKEN)), 200);
     std::thread::sleep(QUIET);
