@@ -1631,3 +1631,56 @@ fn headers_up_to_the_buffer_pass_and_larger_ones_fail_clearly() {
         "an oversized answer must fail and say why: {e}"
     );
 }
+
+// ------------------------------------------------------ status callbacks
+
+#[test]
+fn a_status_callback_is_asked_for_and_the_message_id_kept() {
+    let s = Server::start();
+    let to = phone();
+    let sms = Sms {
+        to: &to,
+        text: MESSAGE,
+    };
+    let twilio = format!(
+        "[[provider]]\nkind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token_file = \"{}\"\n\
+         from = \"+12015550100\"\nbase_url = \"{}\"\nca_file = \"{}\"\n",
+        s.secret("twilio", "t"),
+        s.base(),
+        s.ca()
+    );
+    // Without status_callback: no StatusCallback, no id kept.
+    s.reply(Reply::Status(201, r#"{"sid":"SM1"}"#.into()));
+    assert_eq!(provider(&twilio).send_tracked(&sms), Ok(None));
+    assert!(!s.only_request().form().contains_key("StatusCallback"));
+    let url = "https://sms.example.org/smsotp/receipt/twilio?x=1&y=%20";
+    let p = provider(&format!("{twilio}status_callback = \"{url}\"\n"));
+    s.reply(Reply::Status(
+        201,
+        r#"{"sid":"SM2","status":"queued"}"#.into(),
+    ));
+    assert_eq!(p.send_tracked(&sms), Ok(Some("SM2".into())));
+    assert_eq!(s.requests()[1].form()["StatusCallback"], url);
+    // An answer without a sid still sent the SMS; there is just no id.
+    s.reply(Reply::Status(201, "{}".into()));
+    assert_eq!(p.send_tracked(&sms), Ok(None));
+
+    let generic = format!(
+        "[[provider]]\nkind = \"http\"\nurl = \"{}/send\"\nca_file = \"{}\"\n\
+         body = {{ to = \"{{number}}\", text = \"{{message}}\" }}\n\
+         status_callback = \"https://sms.example.org/cb/gw\"\n\
+         status_id_pointer = \"/messages/0/id\"\nstatus_id_field = \"id\"\n\
+         status_field = \"status\"\nstatus_failure = [\"failed\"]\n\
+         status_token_file = \"{}\"\n",
+        s.base(),
+        s.ca(),
+        s.secret("gw-callback", "cb-token")
+    );
+    let p = provider(&generic);
+    s.reply(Reply::Status(200, r#"{"messages":[{"id":42}]}"#.into()));
+    assert_eq!(p.send_tracked(&sms), Ok(Some("42".into())));
+    s.reply(Reply::Status(200, "OK".into()));
+    assert_eq!(p.send_tracked(&sms), Ok(None));
+    // The token is never sent to the gateway.
+    assert!(s.requests().iter().all(|r| !r.text().contains("cb-token")));
+}
