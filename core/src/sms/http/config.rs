@@ -869,6 +869,16 @@ fn template_spec(
             ));
         }
     }
+    if r.status_callback.is_none() {
+        if let Some((field, span, _)) = used.iter().find(|(_, _, t)| t.uses_status_callback()) {
+            return Err(c.err(
+                span.clone(),
+                field,
+                "uses {status_callback}, which needs status_callback = \"https://…\" \
+                 (and the keys that read the callbacks); add it or remove the placeholder",
+            ));
+        }
+    }
     let in_url_or_body = |f: &String| *f == k("url") || *f == k("body");
     if !used
         .iter()

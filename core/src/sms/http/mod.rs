@@ -53,6 +53,10 @@ use crate::sms::gsm::is_gsm7;
 use crate::sms::tls;
 use crate::sms::{SendError, Sms, SmsProvider};
 
+/// Where the callback token is kept among a send's secrets: a name no
+/// `secrets.NAME` can have.
+const CALLBACK_TOKEN: &str = " status_token";
+
 /// The most of a response body we read: enough for any gateway's answer.
 const MAX_RESPONSE: u64 = 64 * 1024;
 /// The most of a response body an error message quotes.
@@ -285,6 +289,17 @@ pub struct TemplateSpec {
     pub success_body: Option<BodyRule>,
 }
 
+impl TemplateSpec {
+    /// Whether any of its templates holds `{status_callback}`.
+    pub fn uses_status_callback(&self) -> bool {
+        let mut all: Vec<&Template> = vec![&self.url];
+        all.extend(self.headers.iter().map(|(_, t)| t));
+        all.extend(self.basic_auth.iter().flat_map(|(u, p)| [u, p]));
+        all.extend(self.body.iter().flat_map(|b| b.templates()));
+        all.iter().any(|t| t.uses_status_callback())
+    }
+}
+
 /// What the request is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gateway {
@@ -470,16 +485,40 @@ impl SmsProvider for HttpProvider {
     /// With a `status_callback`, the id the answer gives the message
     /// (Twilio's `sid`, or `status_id_pointer`): its callbacks name it.
     fn send_tracked(&self, sms: &Sms<'_>) -> Result<Option<String>, SendError> {
-        let files = match &self.spec.gateway {
+        let mut files = match &self.spec.gateway {
             Gateway::Template(t) => t.secrets.clone(),
             Gateway::Preset { preset, .. } => preset.secret_files(),
         };
+        // `{status_callback}` carries the callback token in its query: read
+        // it like a secret (and so redact it from errors).
+        let token_in_url = match (&self.spec.gateway, &self.spec.status_callback) {
+            (Gateway::Template(t), Some(cb)) if t.uses_status_callback() => match &cb.read {
+                callback::CallbackRead::Fields(m) if m.token_header.is_none() => {
+                    files.push((CALLBACK_TOKEN.to_owned(), cb.secret_file.clone()));
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
         let secrets = read_secrets(&files)?;
+        let callback_url = match (&self.spec.status_callback, token_in_url) {
+            (None, _) => Zeroizing::new(String::new()),
+            (Some(cb), false) => Zeroizing::new(cb.url.clone()),
+            (Some(cb), true) => Zeroizing::new(format!(
+                "{}{}{}={}",
+                cb.url,
+                if cb.url.contains('?') { '&' } else { '?' },
+                callback::TOKEN_PARAM,
+                percent_encode(secrets.get(CALLBACK_TOKEN).map_or("", Secret::expose))
+            )),
+        };
         let values = Values {
             number: sms.to.e164(),
             digits: sms.to.digits(),
             message: sms.text,
             secrets: &secrets,
+            status_callback: &callback_url,
         };
         let req = match &self.spec.gateway {
             Gateway::Template(t) => t.build(&values).map_err(SendError::Misconfigured)?,

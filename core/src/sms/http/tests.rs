@@ -1316,6 +1316,7 @@ fn values_are_escaped_for_where_they_stand() {
         digits: DIGITS,
         message: "a&b=c \"d\"\n\\é+",
         secrets: &secrets,
+        status_callback: "",
     };
     let t = Template::parse("{number}|{message}").unwrap();
     assert_eq!(
@@ -1681,6 +1682,40 @@ fn a_status_callback_is_asked_for_and_the_message_id_kept() {
     assert_eq!(p.send_tracked(&sms), Ok(Some("42".into())));
     s.reply(Reply::Status(200, "OK".into()));
     assert_eq!(p.send_tracked(&sms), Ok(None));
-    // The token is never sent to the gateway.
+    // The token is never sent to the gateway…
     assert!(s.requests().iter().all(|r| !r.text().contains("cb-token")));
+    // …but with the callback URL when {status_callback} asks for it.
+    let p = provider(&generic.replace(
+        "text = \"{message}\" }",
+        "text = \"{message}\", notify = \"{status_callback}\" }",
+    ));
+    s.reply(Reply::Status(200, r#"{"messages":[{"id":"m7"}]}"#.into()));
+    assert_eq!(p.send_tracked(&sms), Ok(Some("m7".into())));
+    let r = s.requests().pop().unwrap();
+    assert_eq!(
+        r.form()["notify"],
+        "https://sms.example.org/cb/gw?token=cb-token"
+    );
+    // In a header, the URL goes bare.
+    let p = provider(&format!(
+        "{}status_token_header = \"X-Token\"\n",
+        generic.replace(
+            "text = \"{message}\" }",
+            "text = \"{message}\", notify = \"{status_callback}\" }",
+        )
+    ));
+    s.reply(Reply::Status(200, "{}".into()));
+    assert_eq!(p.send_tracked(&sms), Ok(None));
+    let r = s.requests().pop().unwrap();
+    assert_eq!(r.form()["notify"], "https://sms.example.org/cb/gw");
+    // The placeholder without status_callback is an error naming it.
+    let bare = "[[provider]]\nkind = \"http\"\n\
+        url = \"https://gw.example/send?to={number}&t={message}&cb={status_callback}\"\n";
+    let e = Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), bare)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("provider[0].url") && e.contains("needs status_callback"),
+        "{e}"
+    );
 }
