@@ -6,9 +6,10 @@ usage: twilio_stub.py CERT KEY LOG
 Serves HTTPS on a free 127.0.0.1 port with CERT and KEY and prints
 "twilio_stub listening on 127.0.0.1:PORT" when ready. Every POST to
 /2010-04-01/Accounts/<sid>/Messages.json is answered 201 with
-{"sid": "SM<n>", "status": "queued"}, as Twilio does, and appended to LOG
-as one JSON line: {"path", "form", "sid"} (the form decoded). Anything
-else gets 404. It exits by itself after five minutes.
+{"sid": "SM<n>", "status": "queued"}, as Twilio does; a POST to /send
+(a generic gateway) 200 with {"messages": [{"id": "SM<n>", "status": 0}]}.
+Each is appended to LOG as one JSON line: {"path", "form", "sid"} (the
+form decoded). Anything else gets 404. It exits by itself after five minutes.
 """
 
 import http.server
@@ -30,8 +31,9 @@ def main():
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode("utf-8", "replace")
-            if not (self.path.startswith("/2010-04-01/Accounts/")
-                    and self.path.endswith("/Messages.json")):
+            twilio = (self.path.startswith("/2010-04-01/Accounts/")
+                      and self.path.endswith("/Messages.json"))
+            if not twilio and self.path != "/send":
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -41,8 +43,11 @@ def main():
             sid = "SM%032x" % count[0]
             with open(log, "a") as f:
                 f.write(json.dumps({"path": self.path, "form": form, "sid": sid}) + "\n")
-            out = json.dumps({"sid": sid, "status": "queued"}).encode()
-            self.send_response(201)
+            if twilio:
+                out = json.dumps({"sid": sid, "status": "queued"}).encode()
+            else:
+                out = json.dumps({"messages": [{"id": sid, "status": 0}]}).encode()
+            self.send_response(201 if twilio else 200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()

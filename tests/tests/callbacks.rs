@@ -5,7 +5,8 @@
 //! test plays Twilio's callbacks, signed with python3's own hmac (not the
 //! code under test): a signed `undelivered` sends the same code once
 //! through the outbox; the same callback again, a badly signed one and a
-//! `delivered` one send nothing.
+//! `delivered` one send nothing. The same for a `kind = "http"` gateway
+//! (the stub's `/send`) with JSON reports authenticated by a token.
 //!
 //! Needs `openssl` and `/usr/bin/python3`, and a built server (`cargo
 //! build --workspace`).
@@ -209,14 +210,25 @@ fn form(params: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-/// POSTs `body` to `path` on `port` with `headers`; answers the status.
+/// POSTs `body` (a form) to `path` on `port` with `headers`; answers
+/// the status.
 fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    post_as(
+        port,
+        path,
+        "application/x-www-form-urlencoded",
+        headers,
+        body,
+    )
+}
+
+fn post_as(port: u16, path: &str, content_type: &str, headers: &[(&str, &str)], body: &str) -> u16 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to receipts.listen");
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.set_write_timeout(Some(WAIT)).unwrap();
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: sms.example.org\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (n, v) in headers {
@@ -401,5 +413,99 @@ fn twilio_undelivered_callback_resends_the_same_code_once() {
         assert!(!text.contains(&sent), "the code is never logged: {text}");
         assert!(!text.contains("2015550140"), "numbers are masked: {text}");
         assert!(!text.contains(TOKEN), "the token is never logged: {text}");
+    }
+}
+
+/// A `kind = "http"` gateway: the callback URL goes with each message
+/// (`{status_callback}`, carrying the token), the id comes back in the
+/// JSON answer, and the gateway posts JSON reports with the token in the
+/// query. A report of "failed" with the token sends the same code once
+/// through the outbox; without it, or with another, nothing.
+#[test]
+fn generic_failed_report_with_its_token_resends_the_same_code_once() {
+    const GW_TOKEN: &str = "gw-callback-token-5e8f";
+    let scratch = Scratch::new();
+    scratch.phones(&[("alice", ALICE)]);
+    let (ca, cert, key) = certs(scratch.dir.path());
+    let gw = Twilio::start(&scratch, &cert, &key);
+    let token = scratch.write("gw-token", &format!("{GW_TOKEN}\n"), 0o600);
+    let listen = smsotp_e2e::closed_port();
+    let providers = format!(
+        "[[provider]]\nkind = \"http\"\nname = \"gw\"\nurl = \"https://127.0.0.1:{}/send\"\n\
+         ca_file = \"{}\"\n\
+         body = {{ to = \"{{number}}\", text = \"{{message}}\", report_url = \"{{status_callback}}\" }}\n\
+         status_callback = \"https://sms.example.org/smsotp/receipt/gw\"\n\
+         status_id_pointer = \"/messages/0/id\"\nstatus_id_field = \"/result/id\"\n\
+         status_field = \"/result/status\"\nstatus_failure = [\"FAILED\", \"rejected\"]\n\
+         status_token_file = \"{}\"\n\n\
+         [[provider]]\nkind = \"outbox\"\npath = \"{}\"\n",
+        gw.port,
+        ca.display(),
+        token.display(),
+        scratch.outbox().path.display()
+    );
+    let spec = ServerSpec::new(vec![ClientSpec::new("vpn", "127.0.0.1", SECRET)])
+        .providers(&providers)
+        .extra(&format!("[receipts]\nlisten = \"127.0.0.1:{listen}\"\n"));
+    let srv = Radiusd::start(&scratch, spec);
+    let nas = Nas::new("127.0.0.1".parse().unwrap(), srv.v4(), SECRET);
+    let outbox = scratch.outbox();
+
+    let req = Request::access(nas.id()).user("alice").password("nas-pw");
+    let reply = nas.exchange(&req, &|| srv.context());
+    srv.assert_code(&reply, code::ACCESS_CHALLENGE, "alice");
+    let msgs = gw.wait_for(1);
+    assert_eq!(msgs.len(), 1, "{}", srv.context());
+    let form = &msgs[0]["form"];
+    let sent = extract_code(form["text"].as_str().unwrap()).unwrap();
+    let id = msgs[0]["sid"].as_str().unwrap();
+    // The gateway got the callback URL with the token, and calls it.
+    let report_url = form["report_url"].as_str().unwrap();
+    assert_eq!(
+        report_url,
+        format!("https://sms.example.org/smsotp/receipt/gw?token={GW_TOKEN}")
+    );
+    let path = report_url.strip_prefix("https://sms.example.org").unwrap();
+    let report = format!(r#"{{"result": {{"id": "{id}", "status": "failed", "to": "{ALICE}"}}}}"#);
+    let json = "application/json";
+    for bad in [
+        "/smsotp/receipt/gw",
+        "/smsotp/receipt/gw?token=gw-callback-token-5e8F",
+    ] {
+        assert_eq!(post_as(listen, bad, json, &[], &report), 403, "{bad}");
+    }
+    std::thread::sleep(QUIET);
+    assert_eq!(outbox.count(), 0, "nothing resent\n{}", srv.context());
+    assert_eq!(post_as(listen, path, json, &[], &report), 200);
+    let again = outbox.wait_beyond(0, WAIT);
+    assert_eq!((again.to.as_str(), again.code()), (ALICE, sent.clone()));
+    assert_eq!(post_as(listen, path, json, &[], &report), 200);
+    std::thread::sleep(QUIET);
+    assert_eq!(outbox.count(), 1, "once only\n{}", srv.context());
+
+    let lines = audit_lines(&scratch);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["event"] == "receipt_forbidden")
+            .count(),
+        2
+    );
+    let resent: Vec<_> = lines
+        .iter()
+        .filter(|l| l["event"] == "resent_after_receipt")
+        .collect();
+    assert_eq!(resent.len(), 1, "{}", srv.context());
+    assert!(resent[0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("from=gw"));
+    for l in &lines {
+        let text = l.to_string();
+        assert!(!text.contains(&sent), "the code is never logged: {text}");
+        assert!(
+            !text.contains(GW_TOKEN),
+            "the token is never logged: {text}"
+        );
     }
 }
