@@ -32,7 +32,7 @@
 //! `flow/conversation.rs` is the interactive loop ([`flow::run`]) PAM
 //! drives; `flow/receipt.rs` sends the same code once more after a failed
 //! delivery receipt (smsotp-radiusd only; `sms/smpp/receipt.rs` reads
-//! the receipts). Front ends decide nothing: they map outcomes, errors and
+//! the SMPP receipts, `sms/http/callback.rs` the HTTP status callbacks). Front ends decide nothing: they map outcomes, errors and
 //! panics to their answer in one exhaustive match each. [`audit`] keeps the
 //! record and its line and JSON forms apart from where lines go (the
 //! syslog, stderr, file and server sinks in `audit/sinks.rs`).

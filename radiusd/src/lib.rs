@@ -11,8 +11,10 @@
 //! calling the core's login flow, with the first factor from [`primary`].
 //! The RADIUS code and attribute numbers are in [`dictionary`].
 //! [`receipts`] holds sent codes until their SMPP delivery receipt and
-//! sends a failed one once more through the next provider.
+//! sends a failed one once more through the next provider; [`callback`]
+//! serves the HTTP providers' status callbacks into the same registry.
 
+pub mod callback;
 pub mod dedup;
 pub mod dictionary;
 pub mod handler;

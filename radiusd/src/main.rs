@@ -99,6 +99,22 @@ fn main() -> ExitCode {
             }
         }
     }
+    let callbacks = match runtime.config.receipts.listen {
+        None => None,
+        Some(addr) => match smsotp_radiusd::callback::bind(addr) {
+            Ok(l) => {
+                eprintln!("{IDENT}: status callbacks on http://{addr}");
+                Some(l)
+            }
+            Err(e) => {
+                eprintln!(
+                    "{IDENT}: cannot listen on {addr} (receipts.listen): {e}; \
+                     is another program using that port? change receipts.listen"
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     runtime.log(
         Level::Info,
         &smsotp_core::audit::Event {
@@ -113,7 +129,13 @@ fn main() -> ExitCode {
         },
     );
     eprintln!("{IDENT}: ready");
-    match server::run(args.config, sockets, runtime, Signals { terminate, reload }) {
+    match server::run(
+        args.config,
+        sockets,
+        callbacks,
+        runtime,
+        Signals { terminate, reload },
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{IDENT}: {e}");

@@ -3,7 +3,10 @@
 //! failed code once more.
 //!
 //! The flow hands every code an SMPP provider took to the [`Registry`]
-//! (a [`ReceiptSink`]) under the `message_id` of its `submit_sm_resp`.
+//! (a [`ReceiptSink`]) under the `message_id` of its `submit_sm_resp`
+//! (an HTTP provider with a `status_callback`: the id of its answer,
+//! whose callbacks `callback.rs` feeds in through
+//! [`Registry::on_status`]).
 //! Receipts are read on the pooled sessions (while a send waits for its
 //! answer, and by the thread `start` starts, which polls idle sessions a few
 //! times a second) and come to [`Registry::on_receipt`], which counts them
@@ -298,6 +301,20 @@ impl Registry {
         }
     }
 
+    /// A report that is no SMPP receipt (an HTTP provider's status
+    /// callback): counted and acted on exactly as one.
+    pub fn on_status(&self, provider: &str, message_id: String, state: ReceiptState, at: Instant) {
+        self.on_receipt(
+            provider,
+            Ok(Receipt {
+                message_id,
+                state,
+                error: None,
+            }),
+            at,
+        );
+    }
+
     /// A final receipt for a held code: a failure in time goes to the
     /// resend thread.
     fn settle(&self, provider: &str, p: Pending, state: ReceiptState, at: Instant) {
@@ -325,7 +342,7 @@ impl Registry {
         }
     }
 
-    fn log(&self, level: Level, name: &'static str, detail: String) {
+    pub(crate) fn log(&self, level: Level, name: &'static str, detail: String) {
         self.sinks
             .record(level, SystemClock.now_ms(), &event(name, detail));
         self.sinks.flush();
@@ -475,6 +492,7 @@ mod tests {
             ReceiptSettings {
                 resend_within: Duration::from_secs(within),
                 max_pending: max,
+                listen: None,
             },
             Arc::new(ServerSinks::new("test", false, None, false, None)),
         )
@@ -545,6 +563,26 @@ mod tests {
             r.counts()
                 .by_state
                 .get(&("smsc".into(), "--".into(), ReceiptState::Undeliverable)),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn an_http_status_report_goes_the_same_way_as_a_receipt() {
+        let (r, rx) = registry(120, 10);
+        let t0 = Instant::now();
+        r.hold(code("SM1"), t0);
+        r.on_status("smsc", "SM1".into(), ReceiptState::Enroute, t0);
+        assert!(rx.try_recv().is_err());
+        r.on_status("smsc", "SM1".into(), ReceiptState::Undeliverable, t0);
+        let (c, _) = rx.try_recv().expect("resent");
+        assert_eq!(c.message_id, "SM1");
+        r.on_status("smsc", "SM1".into(), ReceiptState::Undeliverable, t0);
+        assert!(rx.try_recv().is_err(), "once only");
+        assert_eq!(
+            r.counts()
+                .by_state
+                .get(&("smsc".into(), "DE".into(), ReceiptState::Enroute)),
             Some(&1)
         );
     }

@@ -30,7 +30,8 @@ pub struct Client {
 /// One generation of configuration: what a reload replaces as a whole.
 pub struct Runtime {
     /// Delivery receipts: present when an SMPP provider asks for them
-    /// (`registered_delivery` not 0; see `receipts.rs`).
+    /// (`registered_delivery` not 0; see `receipts.rs`), or an HTTP
+    /// provider has a `status_callback` and `receipts.listen` is set.
     pub receipts: Option<crate::receipts::Receipts>,
     pub config: Config,
     pub radius: RadiusSettings,
@@ -149,10 +150,13 @@ impl Runtime {
                 .providers
                 .iter()
                 .any(|p| !matches!(p, ProviderSpec::Outbox { .. }));
-        let asks_receipts = config
-            .providers
-            .iter()
-            .any(|p| matches!(p, ProviderSpec::Smpp(s) if s.registered_delivery != 0));
+        let asks_receipts = config.providers.iter().any(|p| match p {
+            ProviderSpec::Smpp(s) => s.registered_delivery != 0,
+            ProviderSpec::Http(h) => {
+                h.status_callback.is_some() && config.receipts.listen.is_some()
+            }
+            _ => false,
+        });
         let receipts = asks_receipts
             .then(|| crate::receipts::Receipts::new(config.receipts.clone(), sinks.clone()));
         let sms = smsotp_core::sms::ProviderContext {

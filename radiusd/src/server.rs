@@ -202,6 +202,7 @@ pub struct Signals {
 pub fn run(
     config_path: PathBuf,
     sockets: Vec<UdpSocket>,
+    callbacks: Option<crate::callback::Listener>,
     runtime: Runtime,
     signals: Signals,
 ) -> std::io::Result<()> {
@@ -236,6 +237,16 @@ pub fn run(
     // by one.
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut all_queues: Vec<Arc<Queues>> = Vec::new();
+    if let Some(listener) = callbacks {
+        let shared = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("callbacks".into())
+                .spawn(move || {
+                    crate::callback::serve(listener, &|| shared.runtime(), &shared.stop)
+                })?,
+        );
+    }
     for sock in sockets {
         let sock = Arc::new(sock);
         let local = sock.local_addr()?;
@@ -319,6 +330,16 @@ fn reload(shared: &Shared, path: &Path) {
         Ok((new, warnings)) => {
             for w in warnings {
                 new.log(Level::Warning, &event("config_warning", w));
+            }
+            if new.config.receipts.listen != old.config.receipts.listen {
+                new.log(
+                    Level::Warning,
+                    &event(
+                        "reload",
+                        "receipts.listen changed: restart the server to serve status callbacks there"
+                            .into(),
+                    ),
+                );
             }
             if new.radius.listen != old.radius.listen {
                 new.log(

@@ -158,6 +158,7 @@ impl Config {
 
         let mut providers = Vec::new();
         let mut seen_names = BTreeSet::new();
+        let mut provider_spans = Vec::new();
         for (i, p) in read_providers.iter().enumerate() {
             let key = format!("provider[{i}]");
             let spec = sms::validate(&c, &key, p, &mut warnings)?;
@@ -171,6 +172,26 @@ impl Config {
                     ),
                 ));
             }
+            let path = match &spec {
+                ProviderSpec::Http(h) => h.status_callback.as_ref().map(|c| c.path.clone()),
+                _ => None,
+            };
+            if let Some(path) = path {
+                if let Some(other) = providers.iter().find(|o: &&ProviderSpec| {
+                    matches!(o, ProviderSpec::Http(h)
+                        if h.status_callback.as_ref().is_some_and(|c| c.path == path))
+                }) {
+                    return Err(c.err(
+                        p.span(),
+                        &format!("{key}.status_callback"),
+                        format!(
+                            "has the path {path} of provider \"{}\"; give each provider a path of its own",
+                            other.name()
+                        ),
+                    ));
+                }
+            }
+            provider_spans.push(p.span());
             providers.push(spec);
         }
         if providers.is_empty() {
@@ -186,7 +207,13 @@ impl Config {
             .as_ref()
             .map(|r| radius::validate(&c, r, &directories, &store))
             .transpose()?;
-        let receipts = receipts::validate(&c, &raw.receipts, &providers, &mut warnings)?;
+        let receipts = receipts::validate(
+            &c,
+            &raw.receipts,
+            &providers,
+            &provider_spans,
+            &mut warnings,
+        )?;
 
         Ok(Config {
             radius,

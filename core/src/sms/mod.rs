@@ -151,7 +151,7 @@ pub(crate) fn provider_keys(kind: &str) -> Option<Vec<&'static str>> {
 enum Typed {
     Outbox(outbox::RawOutbox),
     Command(command::RawCommand),
-    Http(http::config::RawHttp),
+    Http(Box<http::config::RawHttp>),
     Preset(http::config::RawPreset),
     Smpp(smpp::config::RawSmpp),
 }
@@ -163,7 +163,7 @@ impl Typed {
         Ok(Some(match kind {
             "outbox" => Typed::Outbox(table.read()?),
             "command" => Typed::Command(table.read()?),
-            "http" => Typed::Http(table.read()?),
+            "http" => Typed::Http(Box::new(table.read()?)),
             "smpp" => Typed::Smpp(table.read()?),
             k if http::config::preset_keys(k).is_some() => Typed::Preset(table.read()?),
             _ => return Ok(None),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use crate::config::check::{Checker, ConfigError};
+use crate::sms::http::callback::{CallbackRead, FieldMap, StatusCallback};
 use crate::sms::http::{
     self, BodyRule, BodySpec, ContentType, Gateway, HttpSpec, JsonTemplate, Method, Pattern,
     PlivoSender, Preset, Template, TemplateSpec, TransportSpec, TwilioSender,
@@ -17,7 +18,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// The keys of `kind = "http"`, besides `kind` and the transport's.
-pub(crate) const KEYS: [&str; 12] = [
+pub(crate) const KEYS: [&str; 20] = [
     "name",
     "url",
     "method",
@@ -30,6 +31,26 @@ pub(crate) const KEYS: [&str; 12] = [
     "success_status",
     "success_body",
     "allow_http",
+    "status_callback",
+    "status_id_pointer",
+    "status_id_field",
+    "status_field",
+    "status_failure",
+    "status_delivered",
+    "status_token_file",
+    "status_token_header",
+];
+
+/// The keys of `kind = "http"` that describe its status callbacks: each
+/// needs `status_callback`.
+const STATUS_KEYS: [&str; 7] = [
+    "status_id_pointer",
+    "status_id_field",
+    "status_field",
+    "status_failure",
+    "status_delivered",
+    "status_token_file",
+    "status_token_header",
 ];
 
 /// The keys every HTTP provider takes for its transport.
@@ -46,6 +67,7 @@ pub(crate) fn preset_keys(kind: &str) -> Option<&'static [&'static str]> {
             "auth_token_file",
             "from",
             "messaging_service_sid",
+            "status_callback",
         ],
         "vonage" | "nexmo" => &["name", "base_url", "api_key", "api_secret_file", "from"],
         "clickatell" => &["name", "base_url", "api_key_file", "from"],
@@ -82,6 +104,15 @@ pub(crate) struct RawHttp {
     success_status: Option<Spanned<Vec<Spanned<i64>>>>,
     success_body: Option<Spanned<RawSuccessBody>>,
     allow_http: Option<Spanned<bool>>,
+    // Delivery status callbacks (callback.rs).
+    status_callback: Option<Spanned<String>>,
+    status_id_pointer: Option<Spanned<String>>,
+    status_id_field: Option<Spanned<String>>,
+    status_field: Option<Spanned<String>>,
+    status_failure: Option<Spanned<Vec<String>>>,
+    status_delivered: Option<Spanned<Vec<String>>>,
+    status_token_file: Option<Spanned<String>>,
+    status_token_header: Option<Spanned<String>>,
     // The transport (TRANSPORT_KEYS).
     timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
@@ -127,6 +158,7 @@ pub(crate) struct RawPreset {
     powerpack_uuid: Option<Spanned<String>>,
     username: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
+    status_callback: Option<Spanned<String>>,
     // The transport (TRANSPORT_KEYS).
     timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
@@ -155,10 +187,12 @@ pub(crate) fn validate(table: &Fields<'_, RawHttp>, name: String) -> Result<Http
     };
     let transport = transport_spec(c, key, &raw_transport, allow_http)?;
     let gateway = Gateway::Template(template_spec(c, key, r, table.span.clone(), allow_http)?);
+    let status_callback = generic_callback(table)?;
     Ok(HttpSpec {
         name,
         gateway,
         transport,
+        status_callback,
     })
 }
 
@@ -298,11 +332,195 @@ pub(crate) fn validate_preset(
             b.get_ref().trim_end_matches('/').to_owned()
         }
     };
+    let status_callback = match (&r.status_callback, &preset) {
+        (None, _) => None,
+        (
+            Some(v),
+            Preset::Twilio {
+                auth_token_file, ..
+            },
+        ) => {
+            let (url, path) = callback_url(c, &k("status_callback"), v)?;
+            Some(StatusCallback {
+                url,
+                path,
+                secret_file: auth_token_file.clone(),
+                read: CallbackRead::Twilio,
+            })
+        }
+        // preset_keys lets it through for twilio only.
+        (Some(v), _) => {
+            return Err(c.err(
+                v.span(),
+                &k("status_callback"),
+                "is read for kind \"twilio\" and \"http\" only; remove it",
+            ))
+        }
+    };
     Ok(HttpSpec {
         name,
         gateway: Gateway::Preset { preset, base_url },
         transport,
+        status_callback,
     })
+}
+
+/// `status_callback`: an `https://` URL with a path; answers it as
+/// written (the gateway is given it, Twilio signs it) and its path.
+fn callback_url(
+    c: &Checker<'_>,
+    key: &str,
+    v: &Spanned<String>,
+) -> Result<(String, String), ConfigError> {
+    let url = v.get_ref().trim();
+    let how = "write the public https:// URL the gateway is to call, e.g. \
+               \"https://sms.example.org/smsotp/receipt/twilio\", and have the reverse proxy \
+               forward that path to receipts.listen";
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(c.err(v.span(), key, format!("must start with https://; {how}")));
+    };
+    let path_at = rest.find('/');
+    let host = &rest[..path_at.unwrap_or(rest.len())];
+    let path = path_at.map_or("", |i| &rest[i..]);
+    let path = &path[..path.find('?').unwrap_or(path.len())];
+    if host.is_empty()
+        || host.contains('@')
+        || url.contains('#')
+        || url.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        return Err(c.err(
+            v.span(),
+            key,
+            format!("is not a usable URL (no host, user info, a fragment or spaces); {how}"),
+        ));
+    }
+    if path.len() < 2 {
+        return Err(c.err(
+            v.span(),
+            key,
+            format!("needs a path that names this provider, like /smsotp/receipt/NAME; {how}"),
+        ));
+    }
+    Ok((url.to_owned(), path.to_owned()))
+}
+
+/// The status callback of a `kind = "http"` table, if it has one.
+fn generic_callback(table: &Fields<'_, RawHttp>) -> Result<Option<StatusCallback>, ConfigError> {
+    let (c, r) = (table.c, table.raw());
+    let k = |field: &str| table.k(field);
+    let Some(cb) = &r.status_callback else {
+        let set = [
+            r.status_id_pointer.as_ref().map(Spanned::span),
+            r.status_id_field.as_ref().map(Spanned::span),
+            r.status_field.as_ref().map(Spanned::span),
+            r.status_failure.as_ref().map(Spanned::span),
+            r.status_delivered.as_ref().map(Spanned::span),
+            r.status_token_file.as_ref().map(Spanned::span),
+            r.status_token_header.as_ref().map(Spanned::span),
+        ];
+        if let Some((field, Some(span))) = STATUS_KEYS.iter().zip(set).find(|(_, s)| s.is_some()) {
+            return Err(c.err(
+                span,
+                &k(field),
+                "describes status callbacks, which need status_callback = \"https://…\" \
+                 (the URL the gateway calls); add it or remove this key",
+            ));
+        }
+        return Ok(None);
+    };
+    let (url, path) = callback_url(c, &k("status_callback"), cb)?;
+    let need = |v: &Option<Spanned<String>>, field: &str, hint: &str| {
+        let v = table.required(v, field, hint).map_err(|_| {
+            c.err(
+                cb.span(),
+                &k(field),
+                format!("is missing; status_callback needs {field} = {hint}"),
+            )
+        })?;
+        table.text(&v, field).map(|t| (t, v.span()))
+    };
+    let (id_pointer, span) = need(
+        &r.status_id_pointer,
+        "status_id_pointer",
+        "\"/messages/0/id\" (where the send answer holds the message id)",
+    )?;
+    if !id_pointer.starts_with('/') {
+        return Err(c.err(
+            span,
+            &k("status_id_pointer"),
+            format!("{id_pointer:?} must be a JSON pointer starting with \"/\", like \"/messages/0/id\""),
+        ));
+    }
+    let (id_field, _) = need(
+        &r.status_id_field,
+        "status_id_field",
+        "\"id\" (the callback field naming the message)",
+    )?;
+    let (status_field, _) = need(
+        &r.status_field,
+        "status_field",
+        "\"status\" (the callback field holding the status)",
+    )?;
+    let list = |v: &Option<Spanned<Vec<String>>>,
+                field: &str|
+     -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        let items: Vec<String> = v.get_ref().iter().map(|s| s.trim().to_owned()).collect();
+        if items.is_empty() || items.iter().any(String::is_empty) {
+            return Err(c.err(
+                v.span(),
+                &k(field),
+                "must list one or more non-empty status values, e.g. [\"failed\", \"undelivered\"]",
+            ));
+        }
+        Ok(Some(items))
+    };
+    let Some(failure) = list(&r.status_failure, "status_failure")? else {
+        return Err(c.err(
+            cb.span(),
+            &k("status_failure"),
+            "is missing; status_callback needs status_failure = [\"failed\", \"undelivered\"] \
+             (the status values after which the code is sent through the next provider)",
+        ));
+    };
+    let delivered = list(&r.status_delivered, "status_delivered")?
+        .unwrap_or_else(|| vec!["delivered".to_owned()]);
+    let Some(token_file) = &r.status_token_file else {
+        return Err(c.err(
+            cb.span(),
+            &k("status_token_file"),
+            "is missing; status_callback needs status_token_file = \"/etc/smsotp/secrets/NAME-callback\" \
+             (a random token, mode 0600, that the gateway sends with each callback)",
+        ));
+    };
+    let secret_file = table.file(token_file, "status_token_file")?;
+    let token_header = match &r.status_token_header {
+        None => None,
+        Some(h) => {
+            let name = h.get_ref().trim();
+            if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(c.err(
+                    h.span(),
+                    &k("status_token_header"),
+                    "is not a valid header name; write e.g. \"X-Callback-Token\"",
+                ));
+            }
+            Some(name.to_owned())
+        }
+    };
+    Ok(Some(StatusCallback {
+        url,
+        path,
+        secret_file,
+        read: CallbackRead::Fields(FieldMap {
+            id_pointer,
+            id_field,
+            status_field,
+            failure,
+            delivered,
+            token_header,
+        }),
+    }))
 }
 
 /// Timeouts, extra CA and proxy of an HTTP provider.
@@ -648,6 +866,16 @@ fn template_spec(
                 span.clone(),
                 field,
                 format!("is never used; put {ph} in url, headers or body, or remove it"),
+            ));
+        }
+    }
+    if r.status_callback.is_none() {
+        if let Some((field, span, _)) = used.iter().find(|(_, _, t)| t.uses_status_callback()) {
+            return Err(c.err(
+                span.clone(),
+                field,
+                "uses {status_callback}, which needs status_callback = \"https://…\" \
+                 (and the keys that read the callbacks); add it or remove the placeholder",
             ));
         }
     }

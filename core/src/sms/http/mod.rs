@@ -25,6 +25,7 @@
 //! `transport` (the request on the wire, TLS, status classification) and
 //! `config` (the `[[provider]]` keys checked into an [`HttpSpec`]).
 
+pub mod callback;
 pub(crate) mod config;
 mod presets;
 mod redact;
@@ -51,6 +52,10 @@ use crate::files;
 use crate::sms::gsm::is_gsm7;
 use crate::sms::tls;
 use crate::sms::{SendError, Sms, SmsProvider};
+
+/// Where the callback token is kept among a send's secrets: a name no
+/// `secrets.NAME` can have.
+const CALLBACK_TOKEN: &str = " status_token";
 
 /// The most of a response body we read: enough for any gateway's answer.
 const MAX_RESPONSE: u64 = 64 * 1024;
@@ -284,6 +289,17 @@ pub struct TemplateSpec {
     pub success_body: Option<BodyRule>,
 }
 
+impl TemplateSpec {
+    /// Whether any of its templates holds `{status_callback}`.
+    pub fn uses_status_callback(&self) -> bool {
+        let mut all: Vec<&Template> = vec![&self.url];
+        all.extend(self.headers.iter().map(|(_, t)| t));
+        all.extend(self.basic_auth.iter().flat_map(|(u, p)| [u, p]));
+        all.extend(self.body.iter().flat_map(|b| b.templates()));
+        all.iter().any(|t| t.uses_status_callback())
+    }
+}
+
 /// What the request is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gateway {
@@ -330,16 +346,26 @@ pub struct HttpSpec {
     pub gateway: Gateway,
     /// How the connection is made.
     pub transport: TransportSpec,
+    /// Where the gateway reports delivery (`status_callback`); `None`:
+    /// the gateway is not asked, and no message id is kept.
+    pub status_callback: Option<callback::StatusCallback>,
 }
 
 impl HttpSpec {
     /// Every secret file this provider reads, with the key that names it:
     /// for `smsotp doctor`'s mode checks.
     pub fn secret_paths(&self) -> Vec<(String, PathBuf)> {
-        match &self.gateway {
+        let mut v = match &self.gateway {
             Gateway::Template(t) => t.secrets.clone(),
             Gateway::Preset { preset, .. } => preset.secret_files(),
+        };
+        // Twilio's callbacks are keyed with the Auth Token, listed above.
+        if let Some(cb) = &self.status_callback {
+            if !v.iter().any(|(_, p)| *p == cb.secret_file) {
+                v.push(("status_token_file".into(), cb.secret_file.clone()));
+            }
         }
+        v
     }
 
     /// Where requests go, without path or query (no secrets): for `smsotp
@@ -453,20 +479,53 @@ impl SmsProvider for HttpProvider {
     }
 
     fn send(&self, sms: &Sms<'_>) -> Result<(), SendError> {
-        let files = match &self.spec.gateway {
+        self.send_tracked(sms).map(|_| ())
+    }
+
+    /// With a `status_callback`, the id the answer gives the message
+    /// (Twilio's `sid`, or `status_id_pointer`): its callbacks name it.
+    fn send_tracked(&self, sms: &Sms<'_>) -> Result<Option<String>, SendError> {
+        let mut files = match &self.spec.gateway {
             Gateway::Template(t) => t.secrets.clone(),
             Gateway::Preset { preset, .. } => preset.secret_files(),
         };
+        // `{status_callback}` carries the callback token in its query: read
+        // it like a secret (and so redact it from errors).
+        let token_in_url = match (&self.spec.gateway, &self.spec.status_callback) {
+            (Gateway::Template(t), Some(cb)) if t.uses_status_callback() => match &cb.read {
+                callback::CallbackRead::Fields(m) if m.token_header.is_none() => {
+                    files.push((CALLBACK_TOKEN.to_owned(), cb.secret_file.clone()));
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
         let secrets = read_secrets(&files)?;
+        let callback_url = match (&self.spec.status_callback, token_in_url) {
+            (None, _) => Zeroizing::new(String::new()),
+            (Some(cb), false) => Zeroizing::new(cb.url.clone()),
+            (Some(cb), true) => Zeroizing::new(format!(
+                "{}{}{}={}",
+                cb.url,
+                if cb.url.contains('?') { '&' } else { '?' },
+                callback::TOKEN_PARAM,
+                percent_encode(secrets.get(CALLBACK_TOKEN).map_or("", Secret::expose))
+            )),
+        };
         let values = Values {
             number: sms.to.e164(),
             digits: sms.to.digits(),
             message: sms.text,
             secrets: &secrets,
+            status_callback: &callback_url,
         };
         let req = match &self.spec.gateway {
             Gateway::Template(t) => t.build(&values).map_err(SendError::Misconfigured)?,
-            Gateway::Preset { preset, base_url } => preset.build(base_url, sms, &secrets),
+            Gateway::Preset { preset, base_url } => {
+                let callback = self.spec.status_callback.as_ref().map(|c| c.url.as_str());
+                preset.build(base_url, sms, &secrets, callback)
+            }
         };
         let mut auth: Vec<&str> = req
             .headers
@@ -493,7 +552,12 @@ impl SmsProvider for HttpProvider {
         match &self.spec.gateway {
             Gateway::Template(t) => t.judge(status, &body, &red),
             Gateway::Preset { preset, .. } => preset.judge(status, &body, &red),
-        }
+        }?;
+        Ok(self
+            .spec
+            .status_callback
+            .as_ref()
+            .and_then(|c| c.message_id(&body)))
     }
 }
 

@@ -148,6 +148,7 @@ impl Preset {
         base: &str,
         sms: &Sms<'_>,
         s: &BTreeMap<String, Secret>,
+        status_callback: Option<&str>,
     ) -> Outgoing {
         let secret = s.get("").map_or("", Secret::expose);
         let text = sms.text;
@@ -174,7 +175,11 @@ impl Preset {
                     TwilioSender::From(f) => ("From", f),
                     TwilioSender::MessagingService(m) => ("MessagingServiceSid", m),
                 };
-                out.body = Some(form(&[("To", sms.to.e164()), (key, from), ("Body", text)]));
+                let mut pairs = vec![("To", sms.to.e164()), (key, from.as_str()), ("Body", text)];
+                if let Some(url) = status_callback {
+                    pairs.push(("StatusCallback", url));
+                }
+                out.body = Some(form(&pairs));
             }
             Preset::Vonage { api_key, from, .. } => {
                 out.url = Zeroizing::new(format!("{base}/sms/json"));

@@ -19,11 +19,16 @@ pub(super) enum Part {
     Message,
     /// `{secret}` (name "") or `{secret:NAME}`.
     Secret(String),
+    /// `{status_callback}`: the provider's `status_callback`, with
+    /// `?token=…` when the token goes in the query.
+    StatusCallback,
 }
 
 /// Text with placeholders: `{number}` (E.164 with `+`), `{number_digits}`
 /// (without), `{message}`, `{secret}` (from `secret_file`) and
-/// `{secret:NAME}` (from `secrets.NAME`). `$ctx.num` and `$ctx.msg`, as in
+/// `{secret:NAME}` (from `secrets.NAME`), and `{status_callback}` (the
+/// provider's `status_callback` URL, carrying the callback token when
+/// it goes in the query). `$ctx.num` and `$ctx.msg`, as in
 /// existing gateway configs, mean `{number}` and `{message}`. A `{` not
 /// followed by a name and `}` is literal (JSON bodies are full of them);
 /// `{{` is a literal `{` where a name follows.
@@ -49,6 +54,8 @@ pub(super) struct Values<'a> {
     pub(super) digits: &'a str,
     pub(super) message: &'a str,
     pub(super) secrets: &'a BTreeMap<String, Secret>,
+    /// What `{status_callback}` stands for ("" without one).
+    pub(super) status_callback: &'a str,
 }
 
 impl Template {
@@ -76,12 +83,14 @@ impl Template {
                         "number_digits" => Part::NumberDigits,
                         "message" => Part::Message,
                         "secret" => Part::Secret(String::new()),
+                        "status_callback" => Part::StatusCallback,
                         _ => match name.strip_prefix("secret:") {
                             Some(n) if valid_secret_name(n) => Part::Secret(n.to_owned()),
                             _ => {
                                 return Err(format!(
                                     "unknown placeholder {{{name}}}; use {{number}}, {{number_digits}}, \
-                                     {{message}}, {{secret}} or {{secret:NAME}} (write {{{{ for a literal {{)"
+                                     {{message}}, {{secret}}, {{secret:NAME}} or {{status_callback}} \
+                                     (write {{{{ for a literal {{)"
                                 ))
                             }
                         },
@@ -158,6 +167,11 @@ impl Template {
         self.has(|p| matches!(p, Part::Number | Part::NumberDigits | Part::Message))
     }
 
+    /// Does it contain `{status_callback}`?
+    pub fn uses_status_callback(&self) -> bool {
+        self.has(|p| *p == Part::StatusCallback)
+    }
+
     /// The secret names it uses ("" for `{secret}`).
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.0.iter().filter_map(|p| match p {
@@ -185,6 +199,7 @@ impl Template {
                 Part::Number => v.number,
                 Part::NumberDigits => v.digits,
                 Part::Message => v.message,
+                Part::StatusCallback => v.status_callback,
                 Part::Secret(name) => match v.secrets.get(name) {
                     Some(s) => s.expose(),
                     None => return Err(format!("secret {name:?} was not read")),
@@ -223,6 +238,7 @@ impl Template {
             digits: "12025550143",
             message: "123456 \"is\" your code",
             secrets: &secrets,
+            status_callback: "https://sms.example.org/cb?token=s3cret",
         };
         self.render(&v, esc)
             .map(|s| s.to_string())

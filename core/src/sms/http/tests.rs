@@ -1316,6 +1316,7 @@ fn values_are_escaped_for_where_they_stand() {
         digits: DIGITS,
         message: "a&b=c \"d\"\n\\é+",
         secrets: &secrets,
+        status_callback: "",
     };
     let t = Template::parse("{number}|{message}").unwrap();
     assert_eq!(
@@ -1629,5 +1630,92 @@ fn headers_up_to_the_buffer_pass_and_larger_ones_fail_clearly() {
     assert!(
         e.to_string().to_lowercase().contains("header"),
         "an oversized answer must fail and say why: {e}"
+    );
+}
+
+// ------------------------------------------------------ status callbacks
+
+#[test]
+fn a_status_callback_is_asked_for_and_the_message_id_kept() {
+    let s = Server::start();
+    let to = phone();
+    let sms = Sms {
+        to: &to,
+        text: MESSAGE,
+    };
+    let twilio = format!(
+        "[[provider]]\nkind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token_file = \"{}\"\n\
+         from = \"+12015550100\"\nbase_url = \"{}\"\nca_file = \"{}\"\n",
+        s.secret("twilio", "t"),
+        s.base(),
+        s.ca()
+    );
+    // Without status_callback: no StatusCallback, no id kept.
+    s.reply(Reply::Status(201, r#"{"sid":"SM1"}"#.into()));
+    assert_eq!(provider(&twilio).send_tracked(&sms), Ok(None));
+    assert!(!s.only_request().form().contains_key("StatusCallback"));
+    let url = "https://sms.example.org/smsotp/receipt/twilio?x=1&y=%20";
+    let p = provider(&format!("{twilio}status_callback = \"{url}\"\n"));
+    s.reply(Reply::Status(
+        201,
+        r#"{"sid":"SM2","status":"queued"}"#.into(),
+    ));
+    assert_eq!(p.send_tracked(&sms), Ok(Some("SM2".into())));
+    assert_eq!(s.requests()[1].form()["StatusCallback"], url);
+    // An answer without a sid still sent the SMS; there is just no id.
+    s.reply(Reply::Status(201, "{}".into()));
+    assert_eq!(p.send_tracked(&sms), Ok(None));
+
+    let generic = format!(
+        "[[provider]]\nkind = \"http\"\nurl = \"{}/send\"\nca_file = \"{}\"\n\
+         body = {{ to = \"{{number}}\", text = \"{{message}}\" }}\n\
+         status_callback = \"https://sms.example.org/cb/gw\"\n\
+         status_id_pointer = \"/messages/0/id\"\nstatus_id_field = \"id\"\n\
+         status_field = \"status\"\nstatus_failure = [\"failed\"]\n\
+         status_token_file = \"{}\"\n",
+        s.base(),
+        s.ca(),
+        s.secret("gw-callback", "cb-token")
+    );
+    let p = provider(&generic);
+    s.reply(Reply::Status(200, r#"{"messages":[{"id":42}]}"#.into()));
+    assert_eq!(p.send_tracked(&sms), Ok(Some("42".into())));
+    s.reply(Reply::Status(200, "OK".into()));
+    assert_eq!(p.send_tracked(&sms), Ok(None));
+    // The token is never sent to the gateway…
+    assert!(s.requests().iter().all(|r| !r.text().contains("cb-token")));
+    // …but with the callback URL when {status_callback} asks for it.
+    let p = provider(&generic.replace(
+        "text = \"{message}\" }",
+        "text = \"{message}\", notify = \"{status_callback}\" }",
+    ));
+    s.reply(Reply::Status(200, r#"{"messages":[{"id":"m7"}]}"#.into()));
+    assert_eq!(p.send_tracked(&sms), Ok(Some("m7".into())));
+    let r = s.requests().pop().unwrap();
+    assert_eq!(
+        r.form()["notify"],
+        "https://sms.example.org/cb/gw?token=cb-token"
+    );
+    // In a header, the URL goes bare.
+    let p = provider(&format!(
+        "{}status_token_header = \"X-Token\"\n",
+        generic.replace(
+            "text = \"{message}\" }",
+            "text = \"{message}\", notify = \"{status_callback}\" }",
+        )
+    ));
+    s.reply(Reply::Status(200, "{}".into()));
+    assert_eq!(p.send_tracked(&sms), Ok(None));
+    let r = s.requests().pop().unwrap();
+    assert_eq!(r.form()["notify"], "https://sms.example.org/cb/gw");
+    // The placeholder without status_callback is an error naming it.
+    let bare = "[[provider]]\nkind = \"http\"\n\
+        url = \"https://gw.example/send?to={number}&t={message}&cb={status_callback}\"\n";
+    let e = Config::from_toml(Path::new("/etc/smsotp/smsotp.toml"), bare)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("provider[0].url") && e.contains("needs status_callback"),
+        "{e}"
     );
 }
