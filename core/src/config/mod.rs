@@ -184,7 +184,7 @@ impl Config {
         let radius = raw
             .radius
             .as_ref()
-            .map(|r| radius::validate(&c, r, &directories, &store))
+            .map(|r| radius::validate(&c, r, &directories, &store, &mut warnings))
             .transpose()?;
         let receipts = receipts::validate(&c, &raw.receipts, &providers, &mut warnings)?;
 
