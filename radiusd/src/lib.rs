@@ -11,12 +11,15 @@
 //! calling the core's login flow, with the first factor from [`primary`].
 //! The RADIUS code and attribute numbers are in [`dictionary`].
 //! [`receipts`] holds sent codes until their SMPP delivery receipt and
-//! sends a failed one once more through the next provider.
+//! sends a failed one once more through the next provider. [`metrics`]
+//! serves `GET /metrics` (`radius.metrics`): the store's SMS counters,
+//! requests by outcome and send times.
 
 pub mod dedup;
 pub mod dictionary;
 pub mod handler;
 pub mod lane;
+pub mod metrics;
 pub mod outgoing;
 pub mod primary;
 pub mod receipts;

@@ -99,6 +99,19 @@ fn main() -> ExitCode {
             }
         }
     }
+    let metrics = match runtime.radius.metrics {
+        None => None,
+        Some(addr) => match smsotp_radiusd::metrics::bind(addr) {
+            Ok(l) => {
+                eprintln!("{IDENT}: serving /metrics on http://{addr}/metrics");
+                Some(l)
+            }
+            Err(e) => {
+                eprintln!("{IDENT}: cannot serve radius.metrics on {addr}: {e}; is another program using that port? Pick another, or remove radius.metrics");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     runtime.log(
         Level::Info,
         &smsotp_core::audit::Event {
@@ -113,7 +126,13 @@ fn main() -> ExitCode {
         },
     );
     eprintln!("{IDENT}: ready");
-    match server::run(args.config, sockets, runtime, Signals { terminate, reload }) {
+    match server::run(
+        args.config,
+        sockets,
+        metrics,
+        runtime,
+        Signals { terminate, reload },
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{IDENT}: {e}");
