@@ -48,7 +48,9 @@ pub const CLIENT_TIME: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
 
 /// What became of one datagram, as `smsotp_radius_requests_total`'s
-/// `outcome` label names it.
+/// `outcome` label names it. A retransmit answered again from the
+/// duplicate cache, or dropped while its first copy is decided, is not
+/// counted again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Answered Access-Accept (Status-Server's answer included).
