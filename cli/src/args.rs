@@ -74,9 +74,15 @@ pub(crate) enum Command {
     /// Work on the state store as a whole.
     #[command(subcommand)]
     Store(StoreCommand),
-    /// What the SMS limits look like now: the spend breaker (state, spend
+    /// What became of the SMS today (or on --day), per provider and
+    /// country: sent, failed, refused by which limit (monitored apart),
+    /// receipts by state, resends; and the spend breaker (state, spend
     /// and budget in its window, since when tripped).
-    Status,
+    Status {
+        /// A UTC day of the last 8 (YYYY-MM-DD) instead of today.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        day: Option<String>,
+    },
     /// The spend breaker (limits.daily_budget).
     #[command(subcommand)]
     Breaker(BreakerCommand),

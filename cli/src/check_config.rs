@@ -109,6 +109,7 @@ pub(crate) fn effective(c: &Config) -> Value {
         "audit": {"syslog": c.audit.syslog, "file": c.audit.file},
         "radius": c.radius.as_ref().map(|r| json!({
             "listen": r.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "metrics": r.metrics.map(|a| a.to_string()),
             "primary": match &r.primary { PrimaryAuth::None => "none".to_owned(), PrimaryAuth::Pam { service } => format!("pam:{service}"), PrimaryAuth::Ldap(l) => format!("ldap:{}", l.name) },
             "clients": r.clients.iter().map(|cl| json!({
                 "name": cl.name, "address": cl.network.to_string(),

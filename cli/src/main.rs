@@ -102,9 +102,8 @@ fn run(cli: Cli) -> Result<Output, Failure> {
         Command::User(u) => user_command(&cli.config, u),
         Command::BackupCodes(b) => backup_command(&cli.config, b),
         Command::Store(s) => store_cmd::store_command(&cli.config, s),
-        Command::Status | Command::Breaker(args::BreakerCommand::Status) => {
-            status::status(&cli.config)
-        }
+        Command::Status { day } => status::status(&cli.config, day.as_deref()),
+        Command::Breaker(args::BreakerCommand::Status) => status::breaker_status(&cli.config),
         Command::Breaker(args::BreakerCommand::Reset) => status::breaker_reset(&cli.config),
     }
 }

@@ -32,7 +32,11 @@
 //! `flow/conversation.rs` is the interactive loop ([`flow::run`]) PAM
 //! drives; `flow/receipt.rs` sends the same code once more after a failed
 //! delivery receipt (smsotp-radiusd only; `sms/smpp/receipt.rs` reads
-//! the SMPP receipts, `sms/http/callback.rs` the HTTP status callbacks). Front ends decide nothing: they map outcomes, errors and
+//! the SMPP receipts, `sms/http/callback.rs` the HTTP status callbacks); `flow/counting.rs` counts what became of each SMS
+//! (sent, failed, refused by which limit, resent) in the store's
+//! counters (`store/counters.rs`: per UTC day, provider and country, 8
+//! days kept; a failed count never fails a login) and times each send
+//! for a server's metrics ([`flow::SendObserver`]). Front ends decide nothing: they map outcomes, errors and
 //! panics to their answer in one exhaustive match each. [`audit`] keeps the
 //! record and its line and JSON forms apart from where lines go (the
 //! syslog, stderr, file and server sinks in `audit/sinks.rs`).

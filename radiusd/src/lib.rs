@@ -13,12 +13,15 @@
 //! [`receipts`] holds sent codes until their SMPP delivery receipt and
 //! sends a failed one once more through the next provider; [`callback`]
 //! serves the HTTP providers' status callbacks into the same registry.
+//! [`metrics`] serves `GET /metrics` (`radius.metrics`): the store's SMS
+//! counters, requests by outcome and send times.
 
 pub mod callback;
 pub mod dedup;
 pub mod dictionary;
 pub mod handler;
 pub mod lane;
+pub mod metrics;
 pub mod outgoing;
 pub mod primary;
 pub mod receipts;

@@ -115,6 +115,19 @@ fn main() -> ExitCode {
             }
         },
     };
+    let metrics = match runtime.radius.metrics {
+        None => None,
+        Some(addr) => match smsotp_radiusd::metrics::bind(addr) {
+            Ok(l) => {
+                eprintln!("{IDENT}: serving /metrics on http://{addr}/metrics");
+                Some(l)
+            }
+            Err(e) => {
+                eprintln!("{IDENT}: cannot serve radius.metrics on {addr}: {e}; is another program using that port? Pick another, or remove radius.metrics");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     runtime.log(
         Level::Info,
         &smsotp_core::audit::Event {
@@ -133,6 +146,7 @@ fn main() -> ExitCode {
         args.config,
         sockets,
         callbacks,
+        metrics,
         runtime,
         Signals { terminate, reload },
     ) {

@@ -33,6 +33,7 @@ use smsotp_core::config::ReceiptSettings;
 use smsotp_core::flow::{ReceiptResend, ReceiptSink, SentCode};
 use smsotp_core::otp::ChallengeId;
 use smsotp_core::sms::smpp::{Receipt, ReceiptError, ReceiptState};
+use smsotp_core::store::{Counted, CounterKey};
 use smsotp_core::Engine;
 use zeroize::Zeroizing;
 
@@ -44,6 +45,9 @@ pub const POLL_EVERY: Duration = Duration::from_millis(200);
 /// The most failed receipts waiting for the resend thread; more are
 /// counted and dropped (each would only resend a code).
 const QUEUE: usize = 256;
+/// The most receipts counted and not yet written to the store (the
+/// thread writes them a few times a second).
+const UNSAVED_MAX: usize = 4096;
 /// How long a receipt that matched no code waits for its code.
 const EARLY_FOR: Duration = Duration::from_secs(5);
 /// The most such receipts kept.
@@ -58,7 +62,10 @@ fn country_of(code: &SentCode) -> String {
 
 /// Receipts by provider, country (ISO code of the number, "--" when the
 /// receipt matched no code held here) and state, since start or the last
-/// reload. The status part (issue #21 point 5) reads these.
+/// reload, as this process saw them. `by_state` also goes to the store's
+/// SMS counters (shared by every host, what `smsotp status` and
+/// `/metrics` show): [`Registry::take_unsaved`], written by the receipt
+/// thread.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReceiptCounts {
     /// (provider, country, state) → receipts.
@@ -108,6 +115,9 @@ pub struct Registry {
     resends: SyncSender<(SentCode, ReceiptState)>,
     sinks: Arc<ServerSinks>,
     unreadable_logged: AtomicU64,
+    /// Receipts counted here and not yet in the store, at most
+    /// [`UNSAVED_MAX`].
+    unsaved: Mutex<Vec<CounterKey>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -138,6 +148,7 @@ impl Registry {
                 resends: tx,
                 sinks,
                 unreadable_logged: AtomicU64::new(0),
+                unsaved: Mutex::new(Vec::new()),
             }),
             rx,
         )
@@ -151,6 +162,31 @@ impl Registry {
                 r.on_receipt(provider, receipt, now());
             }
         })
+    }
+
+    /// The receipts counted since the last call, for the store's counters.
+    pub fn take_unsaved(&self) -> Vec<CounterKey> {
+        std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Writes the receipts counted since the last time to the store's
+    /// counters; a store that cannot take them is logged, and they are
+    /// lost (a counter, not a login).
+    fn save_counts(&self, store: &dyn smsotp_core::store::Store) {
+        let keys = self.take_unsaved();
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(e) = store.count(SystemClock.now_ms(), &keys) {
+            self.log(
+                Level::Warning,
+                "count_failed",
+                format!(
+                    "{} not counted in the store: {e}",
+                    smsotp_core::counted(keys.len(), "delivery receipt", "delivery receipts")
+                ),
+            );
+        }
     }
 
     /// Codes held now.
@@ -218,6 +254,16 @@ impl Registry {
     }
 
     fn count(&self, provider: &str, country: String, state: ReceiptState) {
+        {
+            let mut u = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            if u.len() < UNSAVED_MAX {
+                u.push(CounterKey::new(
+                    provider,
+                    Some(&country),
+                    Counted::Receipt(state.as_str().to_owned()),
+                ));
+            }
+        }
         *self
             .lock_counts()
             .by_state
@@ -478,16 +524,22 @@ fn run(weak: Weak<Runtime>, queue: Receiver<(SentCode, ReceiptState)>) {
             pool.poll_idle();
         }
         registry.expire(now());
+        if registry.unsaved.lock().map_or(true, |u| !u.is_empty()) {
+            registry.save_counts(&*rt.store.handle());
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use smsotp_core::flow::LoginContext;
     use smsotp_core::phone::Phone;
 
-    fn registry(within: u64, max: usize) -> (Arc<Registry>, Receiver<(SentCode, ReceiptState)>) {
+    pub(super) fn registry(
+        within: u64,
+        max: usize,
+    ) -> (Arc<Registry>, Receiver<(SentCode, ReceiptState)>) {
         Registry::new(
             ReceiptSettings {
                 resend_within: Duration::from_secs(within),
@@ -498,7 +550,7 @@ mod tests {
         )
     }
 
-    fn code(id: &str) -> SentCode {
+    pub(super) fn code(id: &str) -> SentCode {
         SentCode {
             message_id: id.into(),
             provider_index: 0,
@@ -516,13 +568,19 @@ mod tests {
         }
     }
 
-    fn receipt(id: &str, state: ReceiptState) -> Result<Receipt, ReceiptError> {
+    pub(super) fn receipt(id: &str, state: ReceiptState) -> Result<Receipt, ReceiptError> {
         Ok(Receipt {
             message_id: id.into(),
             state,
             error: None,
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     #[test]
     fn a_failed_receipt_in_time_resends_once() {
@@ -704,5 +762,43 @@ mod tests {
         );
         r.on_receipt("smsc", Err(ReceiptError::NoId), Instant::now());
         assert_eq!(r.counts().unreadable, 1);
+    }
+}
+
+#[cfg(test)]
+mod store_counts {
+    use super::tests_support::*;
+    use super::*;
+    use smsotp_core::store::memory::MemoryStore;
+    use smsotp_core::store::{Day, Store};
+
+    /// What the registry counts goes to the store's counters (once), with
+    /// the country of the held code, or "--" for a receipt no code
+    /// claimed.
+    #[test]
+    fn receipts_go_to_the_store_once() {
+        let (r, _rx) = registry(0, 10);
+        let t0 = Instant::now();
+        r.hold(code("m1"), t0);
+        r.on_receipt("smsc", receipt("m1", ReceiptState::Delivered), t0);
+        r.on_receipt("smsc", receipt("zz", ReceiptState::Enroute), t0);
+        let store = MemoryStore::new();
+        r.save_counts(&store);
+        r.save_counts(&store);
+        let now = SystemClock.now_ms();
+        let got: Vec<(String, String, String, u64)> = store
+            .counters(Day::of(now), now)
+            .unwrap()
+            .into_iter()
+            .map(|(k, n)| (k.provider, k.country, k.what.name(), n))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("smsc".into(), "--".into(), "receipt:ENROUTE".into(), 1),
+                ("smsc".into(), "DE".into(), "receipt:DELIVRD".into(), 1),
+            ]
+        );
+        assert!(r.take_unsaved().is_empty());
     }
 }

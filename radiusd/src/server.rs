@@ -46,7 +46,7 @@
 //!
 //! [`SharedBackend::defer`]: smsotp_core::store::SharedBackend::defer
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,6 +60,7 @@ use smsotp_core::Engine;
 use crate::dedup::{DedupKey, Seen, ShardedDedup};
 use crate::handler::{self, Broken, ClientInfo, Decision, Outcome};
 use crate::lane::{self, SendLane};
+use crate::metrics::{Metrics, Outcome as Tally};
 use crate::outgoing;
 use crate::runtime::{check_phone_lists, Runtime};
 use crate::triage::{self, Datagram, Kind, Next, Queues};
@@ -159,6 +160,9 @@ struct Shared {
     full_log: Mutex<LogLimiter>,
     overload_log: Mutex<LogLimiter>,
     handled: AtomicU64,
+    /// Requests by outcome and send times, for `/metrics`; kept across
+    /// reloads.
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -203,6 +207,7 @@ pub fn run(
     config_path: PathBuf,
     sockets: Vec<UdpSocket>,
     callbacks: Option<crate::callback::Listener>,
+    metrics_listener: Option<TcpListener>,
     runtime: Runtime,
     signals: Signals,
 ) -> std::io::Result<()> {
@@ -218,7 +223,21 @@ pub fn run(
         full_log: Mutex::new(LogLimiter::new(1)),
         overload_log: Mutex::new(LogLimiter::new(1)),
         handled: AtomicU64::new(0),
+        metrics: Arc::new(Metrics::default()),
     });
+    let stop_metrics = Arc::new(AtomicBool::new(false));
+    let metrics_thread = match metrics_listener {
+        Some(listener) => {
+            let reads = shared.clone();
+            Some(crate::metrics::serve(
+                listener,
+                shared.metrics.clone(),
+                Box::new(move || today_s_counters(&reads)),
+                stop_metrics.clone(),
+            )?)
+        }
+        None => None,
+    };
     check_phone_lists(shared.runtime());
     crate::receipts::start(&shared.runtime());
     let lane: Arc<Lane> = {
@@ -301,6 +320,10 @@ pub fn run(
         let _ = t.join();
     }
     lane.shutdown();
+    stop_metrics.store(true, Ordering::Relaxed);
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
     shared.runtime().store.flush();
     rt.log(
         Level::Info,
@@ -331,15 +354,19 @@ fn reload(shared: &Shared, path: &Path) {
             for w in warnings {
                 new.log(Level::Warning, &event("config_warning", w));
             }
-            if new.config.receipts.listen != old.config.receipts.listen {
-                new.log(
-                    Level::Warning,
-                    &event(
-                        "reload",
-                        "receipts.listen changed: restart the server to serve status callbacks there"
-                            .into(),
-                    ),
-                );
+            for (changed, what) in [
+                (
+                    new.config.receipts.listen != old.config.receipts.listen,
+                    "receipts.listen changed: restart the server to serve status callbacks there",
+                ),
+                (
+                    new.radius.metrics != old.radius.metrics,
+                    "radius.metrics changed: restart the server to serve /metrics there",
+                ),
+            ] {
+                if changed {
+                    new.log(Level::Warning, &event("reload", what.into()));
+                }
             }
             if new.radius.listen != old.radius.listen {
                 new.log(
@@ -426,6 +453,7 @@ fn read(shared: &Shared, queues: &Queues, sock: &UdpSocket, local: SocketAddr) {
 /// Logs (at most once a minute, with the count since) a datagram dropped
 /// because its queue was full.
 fn shed(shared: &Shared, queues: &Queues, kind: Kind, from: SocketAddr, local: SocketAddr) {
+    shared.metrics.request(Tally::DroppedOverload);
     let rt = shared.runtime();
     limited_log(&shared.overload_log, &rt, "overload", |suppressed| {
         let (answers, new) = queues.lengths();
@@ -496,6 +524,7 @@ fn admit(
             .position(|x| std::ptr::eq(x, c))
             .map(|i| (i, c))
     }) else {
+        shared.metrics.request(Tally::DroppedUnknownClient);
         limited_log(&shared.unknown_log, &rt, "unknown_client", |suppressed| {
             format!("dropped a packet from {from}: no [[radius.client]] matches ({suppressed} more not logged)")
         });
@@ -516,6 +545,14 @@ fn admit(
     let request = match decoded {
         Ok(r) => r,
         Err(e) => {
+            shared.metrics.request(match e {
+                wire::WireError::MissingMessageAuthenticator
+                | wire::WireError::BadMessageAuthenticator
+                | wire::WireError::ProxyStateWithoutAuthenticator => Tally::DroppedBadAuthenticator,
+                wire::WireError::Malformed(_)
+                | wire::WireError::UnsupportedCode(_)
+                | wire::WireError::BadUserPassword(_) => Tally::DroppedMalformed,
+            });
             limited_log(&shared.bad_log, &rt, "dropped", |suppressed| {
                 format!(
                     "client {} ({from}): {e}; packet dropped ({suppressed} more not logged)",
@@ -568,6 +605,7 @@ fn hand_over(shared: &Shared, lane: &Arc<Lane>, job: Job) {
         return;
     };
     shared.dedup.shard(&job.key).forget(&job.key);
+    shared.metrics.request(Tally::DroppedOverload);
     limited_log(
         &shared.full_log,
         &job.runtime,
@@ -603,6 +641,7 @@ fn answer(shared: &Arc<Shared>, engine: &mut EngineSlot, job: Job) {
                 if let Some(r) = &rt.receipts {
                     e.set_receipt_sink(r.registry.clone());
                 }
+                e.set_send_observer(shared.metrics.clone());
                 Some((rt.generation, e))
             }
             Err(e) => {
@@ -638,6 +677,11 @@ fn answer(shared: &Arc<Shared>, engine: &mut EngineSlot, job: Job) {
         None => handler::reply(Outcome::Failed(Broken::NoEngine)),
     };
     let decided = decision.word();
+    let outcome = match &decision {
+        Decision::Accept { .. } => Tally::Accept,
+        Decision::Reject { .. } => Tally::Reject,
+        Decision::Challenge { .. } => Tally::Challenge,
+    };
     let reply = to_reply(decision);
     let mut bytes = wire::encode_reply(&job.request, &reply, client.secret.expose());
     bytes.shrink_to_fit();
@@ -648,8 +692,12 @@ fn answer(shared: &Arc<Shared>, engine: &mut EngineSlot, job: Job) {
     let runtime = job.runtime.clone();
     runtime.store.defer(Box::new(move |committed| {
         let bytes = match committed {
-            Ok(()) => bytes,
+            Ok(()) => {
+                shared.metrics.request(outcome);
+                bytes
+            }
             Err(why) => {
+                shared.metrics.request(Tally::Reject);
                 let rt = &job.runtime;
                 let client = &rt.clients[job.client].spec.name;
                 rt.log(
@@ -677,6 +725,26 @@ fn answer(shared: &Arc<Shared>, engine: &mut EngineSlot, job: Job) {
         });
         shared.handled.fetch_add(1, Ordering::Relaxed);
     }));
+}
+
+/// The store's SMS counters of today, for a scrape of `/metrics`; a
+/// store that cannot say is logged (at warning) and the scrape goes on
+/// without them.
+fn today_s_counters(shared: &Shared) -> Result<smsotp_core::store::Counts, ()> {
+    let rt = shared.runtime();
+    let now = smsotp_core::clock::Clock::now_ms(&smsotp_core::clock::SystemClock);
+    rt.store
+        .handle()
+        .counters(smsotp_core::store::Day::of(now), now)
+        .map_err(|e| {
+            rt.log(
+                Level::Warning,
+                &event(
+                    "metrics",
+                    format!("cannot read the SMS counters for /metrics: {e}"),
+                ),
+            )
+        })
 }
 
 /// The log line for a request whose decision was logged but whose writes

@@ -864,6 +864,8 @@ pub struct ServerSpec {
     pub providers: Option<String>,
     /// A `[store]` table to use instead of the scratch SQLite file.
     pub store: Option<String>,
+    /// More keys of the `[radius]` table (`metrics = "…"`), one a line.
+    pub radius_extra: String,
 }
 
 impl ServerSpec {
@@ -877,6 +879,7 @@ impl ServerSpec {
             ipv6: true,
             providers: None,
             store: None,
+            radius_extra: String::new(),
         }
     }
 
@@ -920,6 +923,7 @@ impl ServerSpec {
         if let Some(n) = self.max_pending_sends {
             t.push_str(&format!("max_pending_sends = {n}\n"));
         }
+        t.push_str(&self.radius_extra);
         for c in &self.clients {
             t.push_str(&format!(
                 "\n[[radius.client]]\nname = \"{}\"\naddress = \"{}\"\nsecret_file = \"{}\"\nmode = \"{}\"\nrequire_message_authenticator = {}\nlimit_proxy_state = {}\n",

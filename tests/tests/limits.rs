@@ -313,6 +313,11 @@ fn spend_breaker_trips_once_across_pam_and_radius_and_resets() {
     assert_eq!(b["state"], "tripped", "{j}");
     assert_eq!(b["spent"], "2", "{j}");
     assert_eq!(b["trip"]["user"], "dave", "{j}");
+    // The counters, from both hosts on the one store: two sent, two
+    // refused by the budget (one PAM, one RADIUS).
+    let t = &j["counters"]["total"];
+    assert_eq!(t["sent"], 2, "{j}");
+    assert_eq!(t["refused"]["daily_budget"], 2, "{j}");
 
     // The admin resets it; the next login sends.
     let r = run_tool(&pam.scratch, &["breaker", "reset"], TOOL_LIMIT);

@@ -561,6 +561,29 @@ fn radiusd_resends_the_same_code_once_after_an_undeliv_receipt() {
     let reply = answer("bob", &state, &sent);
     srv.assert_code(&reply, code::ACCESS_ACCEPT, "bob");
 
+    // The receipts (written to the store by the receipt thread) and the
+    // resend are in the store's counters, as `smsotp status` shows them.
+    let r = smsotp_e2e::run_tool(&scratch, &["--json", "status"], Duration::from_secs(20));
+    assert_eq!(r.code, 0, "{r}");
+    let j = r.json();
+    let rows = j["counters"]["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let row = |p: &str| {
+        rows.iter()
+            .find(|r| r["provider"] == p && r["country"] == "US")
+            .cloned()
+            .unwrap_or_else(|| panic!("no row of {p} for US: {j}"))
+    };
+    let smsc = row("smsc");
+    assert_eq!(smsc["sent"], 2, "{j}");
+    assert_eq!(smsc["receipts"]["UNDELIV"], 1, "{j}");
+    assert_eq!(smsc["receipts"]["DELIVRD"], 1, "{j}");
+    let outbox_row = row("outbox");
+    assert_eq!(outbox_row["sent"], 1, "{j}");
+    assert_eq!(outbox_row["resent"], 1, "{j}");
+
     // carol: uses the code, then UNDELIV arrives 2.5 s later → nothing
     // sent. By now radiusd may hold two idle sessions (bob's send can bind
     // a second one while the receipt reader holds the first), and the

@@ -190,6 +190,7 @@ pub const KEYS: &[Key] = &[
     k("radius.workers"),
     k("radius.max_pending_sends"),
     k("radius.max_queued"),
+    k("radius.metrics"),
     k("radius.client.name"),
     k("radius.client.address"),
     k("radius.client.secret_file"),

@@ -205,7 +205,7 @@ impl Config {
         let radius = raw
             .radius
             .as_ref()
-            .map(|r| radius::validate(&c, r, &directories, &store))
+            .map(|r| radius::validate(&c, r, &directories, &store, &mut warnings))
             .transpose()?;
         let receipts = receipts::validate(
             &c,

@@ -36,6 +36,7 @@ pub(super) struct RawRadius {
     workers: Option<Spanned<i64>>,
     max_pending_sends: Option<Spanned<i64>>,
     max_queued: Option<Spanned<i64>>,
+    metrics: Option<Spanned<String>>,
     #[serde(default)]
     client: Vec<Spanned<RawClient>>,
 }
@@ -127,6 +128,10 @@ pub struct RadiusSettings {
     /// one queue is full, what arrives for it is dropped unanswered.
     /// 16 to 16384 (default 1024).
     pub max_queued: usize,
+    /// Where `GET /metrics` is served (Prometheus text format), if set
+    /// (`radius.metrics`; default off). Check-config warns unless it is
+    /// a loopback address.
+    pub metrics: Option<std::net::SocketAddr>,
     /// The NASes answered; a request from any other address is dropped.
     pub clients: Vec<RadiusClient>,
 }
@@ -152,6 +157,7 @@ pub(super) fn validate(
     r: &RawRadius,
     directories: &[DirectorySpec],
     store: &super::StoreSpec,
+    warnings: &mut Vec<super::ConfigWarning>,
 ) -> Result<RadiusSettings, ConfigError> {
     let mut listen = Vec::new();
     for l in &r.listen {
@@ -206,6 +212,38 @@ pub(super) fn validate(
         256,
     )? as usize;
     let max_queued = c.int_in(&r.max_queued, "radius.max_queued", 16..=16_384, 1024)? as usize;
+    let metrics = match &r.metrics {
+        None => None,
+        Some(m) => Some(
+            m.get_ref()
+                .trim()
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    c.err(
+                        m.span(),
+                        "radius.metrics",
+                        format!(
+                    "\"{}\" is not an address and port; write \"127.0.0.1:9812\" or \"[::1]:9812\"",
+                    m.get_ref()
+                ),
+                    )
+                })?,
+        ),
+    };
+    if let (Some(addr), Some(m)) = (metrics, &r.metrics) {
+        if !addr.ip().is_loopback() {
+            warnings.push(c.warning(
+                m.span(),
+                "radius.metrics",
+                &format!(
+                    "{addr} is not a loopback address: anyone who can reach it reads the SMS \
+                     counters and request outcomes, without a password; use \"127.0.0.1:{}\" \
+                     and scrape it locally",
+                    addr.port()
+                ),
+            ));
+        }
+    }
     let mut clients: Vec<RadiusClient> = Vec::new();
     for (i, cl) in r.client.iter().enumerate() {
         let key = format!("radius.client[{i}]");
@@ -278,6 +316,7 @@ pub(super) fn validate(
         workers,
         max_pending_sends,
         max_queued,
+        metrics,
         clients,
     })
 }
@@ -329,6 +368,28 @@ fn ldap_directory(
 mod tests {
     use super::*;
     use crate::config::tests::{err_of, parse};
+
+    #[test]
+    fn metrics_is_an_address_warned_about_off_loopback() {
+        let base = "[radius]\nprimary = { kind = \"none\" }\n";
+        let c = parse(base).unwrap();
+        assert_eq!(c.radius.unwrap().metrics, None);
+        let c = parse(&format!("{base}metrics = \"127.0.0.1:9812\"\n")).unwrap();
+        assert_eq!(
+            c.radius.unwrap().metrics,
+            Some("127.0.0.1:9812".parse().unwrap())
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse(&format!("{base}metrics = \"[::]:9812\"\n")).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].message.contains("not a loopback address"));
+        assert!(c.warnings[0].message.contains("\"127.0.0.1:9812\""));
+        let e = err_of(&format!("{base}metrics = \"localhost\"\n"));
+        assert!(
+            e.contains("radius.metrics") && e.contains("\"127.0.0.1:9812\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn radius_clients_are_validated() {

@@ -394,6 +394,7 @@ impl Engine {
         if decision.tripped_now {
             self.alert_trip(ctx, phone, now);
         }
+        self.count_decision(ctx, decision, phone);
         let Some(kind) = decision.refused else {
             for &k in &decision.monitored {
                 let limit = self.limit_of(ctx, k, phone, decision, now)?;
@@ -531,6 +532,7 @@ impl Engine {
             user: &ctx.user,
             service: &ctx.service,
         });
+        let started = std::time::Instant::now();
         let (outcome, tracked) = sms::send_with_failover_tracked(
             &self.providers,
             &Sms {
@@ -538,6 +540,7 @@ impl Engine {
                 text: &text,
             },
         );
+        self.count_delivery(ctx, phone, &outcome, started.elapsed());
         match &outcome {
             ChainOutcome::Sent {
                 provider,

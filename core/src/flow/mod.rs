@@ -19,6 +19,7 @@
 //! rules live here once: no front end decides anything about codes.
 
 mod conversation;
+mod counting;
 mod enroll;
 mod events;
 mod machine;
@@ -45,6 +46,7 @@ pub use crate::store::Step;
 use crate::store::{KeyFingerprint, Store, StoreError};
 
 pub use conversation::{run, Conversation, ConversationError};
+pub use counting::SendObserver;
 pub use outcome::{
     Accept, Answer, ChallengeInfo, Expired, Limit, Reason, Reject, Retry, Skip, Start, Verdict,
 };
@@ -157,6 +159,9 @@ pub struct Engine {
     /// Where sent codes go to wait for their delivery receipt
     /// (smsotp-radiusd); `None` in the PAM module.
     receipts: Option<std::sync::Arc<dyn ReceiptSink>>,
+    /// Told how long each send took (smsotp-radiusd's metrics); `None`
+    /// in the PAM module.
+    sends: Option<std::sync::Arc<dyn SendObserver>>,
 }
 
 /// The parts of an [`Engine`], for tests and for front ends that build their
@@ -338,6 +343,7 @@ impl Engine {
             key: p.key,
             host: p.host,
             receipts: None,
+            sends: None,
         }
     }
 

@@ -217,6 +217,7 @@ impl Engine {
             to: &sent.phone,
             text: &text,
         });
+        self.count_receipt_resend(ctx, &sent.phone, next.name(), r.is_ok());
         match r {
             Ok(_) => {
                 let mut e = self.event(ctx, "resent_after_receipt");

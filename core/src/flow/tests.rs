@@ -52,6 +52,17 @@ fn harness_dirs(
     providers: Vec<Box<dyn SmsProvider>>,
     before: Vec<Box<dyn Directory>>,
 ) -> Harness {
+    let store = Box::new(SqliteStore::open_in_memory().unwrap());
+    harness_full(extra_toml, providers, before, store)
+}
+
+/// [`harness_dirs`] on `store`.
+fn harness_full(
+    extra_toml: &str,
+    providers: Vec<Box<dyn SmsProvider>>,
+    before: Vec<Box<dyn Directory>>,
+    store: Box<dyn Store>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let phones = dir.path().join("phones.toml");
     std::fs::write(
@@ -81,7 +92,7 @@ fn harness_dirs(
         .0
         .insert("svc".into(), (String::new(), vec!["svc-backup".into()]));
     let parts = Parts {
-        store: Box::new(SqliteStore::open_in_memory().unwrap()),
+        store,
         directories: before
             .into_iter()
             .chain([Box::new(FileDirectory::new(phones)) as Box<dyn Directory>])
@@ -1806,6 +1817,15 @@ fn a_failed_receipt_sends_the_same_code_once_through_the_next_provider() {
     assert!(!log.contains(&code), "no code in the log: {log}");
     // The backup provider gave no id: nothing more to wait for.
     assert!(sink.0.lock().unwrap().is_empty());
+    // Counted: the first send through smsc, the resend through backup.
+    assert_eq!(
+        counted(&h),
+        vec![
+            row("backup", "US", "sent", 1),
+            row("backup", "US", "resent", 1),
+            row("smsc", "US", "sent", 1),
+        ]
+    );
 
     // The code still opens the login; once used, a receipt sends nothing.
     assert_eq!(
@@ -2114,4 +2134,82 @@ fn a_resend_meets_the_spend_breaker_and_the_sent_code_still_opens() {
         h.answer(&c, &ch, &code),
         Answer::Done(Verdict::Accept(_))
     ));
+}
+
+/// The day's counters of the harness's store, as (provider, country,
+/// counter name, count).
+fn counted(h: &Harness) -> Vec<(String, String, String, u64)> {
+    let now = h.engine.now();
+    h.engine
+        .store()
+        .counters(crate::store::Day::of(now), now)
+        .unwrap()
+        .into_iter()
+        .map(|(k, n)| (k.provider, k.country, k.what.name(), n))
+        .collect()
+}
+
+fn row(p: &str, c: &str, w: &str, n: u64) -> (String, String, String, u64) {
+    (p.into(), c.into(), w.into(), n)
+}
+
+/// The engine counts in the store: each provider that failed and the one
+/// that took the SMS, by country; a refusal by the limit that refused
+/// (no provider); a monitored limit apart.
+#[test]
+fn sends_failures_refusals_and_monitored_limits_are_counted() {
+    let primary = FakeSms::failing("primary", SendError::Transient("timeout".into()));
+    let backup = FakeSms::named("backup");
+    let h = harness_with(
+        "[limits]\nsms_per_country = { US = \"1/1d\", DE = \"1/1d\" }\nsms_per_number = \"1/1d\"\n\
+         monitor = [\"sms_per_country\"]\n",
+        vec![Box::new(primary), Box::new(backup)],
+    );
+    h.start(&ctx("alice", "sshd"));
+    // bob: US again, over the monitored country limit; sent.
+    h.start(&ctx("bob", "sshd"));
+    // dave shares alice's number: refused by the number's limit.
+    refused_by(&h, &ctx("dave", "sshd"));
+    h.start(&ctx("erin", "sshd"));
+    assert_eq!(
+        counted(&h),
+        vec![
+            row("-", "US", "refused:sms_per_number", 1),
+            row("-", "US", "monitored:sms_per_country", 1),
+            row("backup", "DE", "sent", 1),
+            row("backup", "US", "sent", 2),
+            row("primary", "DE", "failed", 1),
+            row("primary", "US", "failed", 2),
+        ]
+    );
+}
+
+/// A store that cannot take the count: a warning, and the login goes on.
+#[test]
+fn a_count_that_fails_never_fails_the_login() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("state.db");
+    let store = SqliteStore::open(&p, Duration::from_secs(1)).unwrap();
+    rusqlite::Connection::open(&p)
+        .unwrap()
+        .execute_batch("DROP TABLE sms_count")
+        .unwrap();
+    let h = harness_full("", vec![], Vec::new(), Box::new(store));
+    let c = ctx("alice", "sshd");
+    let ch = h.start(&c);
+    let code = h.last_code();
+    assert_eq!(
+        h.answer(&c, &ch, &code),
+        Answer::Done(Verdict::Accept(Accept::CodeVerified))
+    );
+    assert!(h
+        .audit
+        .0
+        .borrow()
+        .iter()
+        .any(|(l, e)| e.event == "count_failed"
+            && *l == Level::Warning
+            && e.detail
+                .as_deref()
+                .is_some_and(|t| t.contains("(sent)") && t.contains("the login goes on"))));
 }

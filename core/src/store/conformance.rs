@@ -10,6 +10,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::counters::{Counted, CounterKey, Day, KEEP_DAYS};
 use super::limits::{
     Backoff, BreakerState, BreakerTrip, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits,
 };
@@ -55,6 +56,9 @@ pub(super) const ALL: &[(&str, Test)] = &[
     ("monitor_mode", monitor_mode),
     ("spend_breaker", spend_breaker),
     ("spend_breaker_under_races", spend_breaker_under_races),
+    ("counters", counters),
+    ("counters_keep_a_bounded_number_of_days", counters_keep_days),
+    ("counters_under_races", counters_under_races),
 ];
 
 /// Runs the whole suite against one backend, naming the test that fails.
@@ -1152,4 +1156,94 @@ pub(super) fn spend_breaker_under_races(make: Make<'_>) {
     });
     assert_eq!(won, 3);
     assert_eq!(tripped.into_inner(), 1);
+}
+
+fn ckey(provider: &str, country: &str, what: Counted) -> CounterKey {
+    CounterKey::new(provider, Some(country), what)
+}
+
+/// The SMS counters: each call adds one to each key (a key twice adds
+/// two), per UTC day; a day reads back each key once, in key order,
+/// without the other days' counts; an empty call counts nothing.
+pub(super) fn counters(make: Make<'_>) {
+    let day = 86_400_000;
+    // 2026-12-03, 23:59:59.999 UTC: the next call is on the next day.
+    let today = Day::parse("2026-12-03").unwrap();
+    let t = today.start() + day - 1;
+    let b = make();
+    on(&*b, |s| {
+        assert!(s.counters(today, t).unwrap().is_empty());
+        let sent = ckey("sms1", "NG", Counted::Sent);
+        let refused = ckey("-", "--", Counted::Refused(LimitKind::PerCountry));
+        let monitored = ckey("-", "GB", Counted::Monitored(LimitKind::Global));
+        let undeliv = ckey("smpp", "GB", Counted::Receipt("UNDELIV".into()));
+        s.count(t - 10, std::slice::from_ref(&sent)).unwrap();
+        s.count(t - 9, &[refused.clone(), sent.clone()]).unwrap();
+        s.count(t - 8, &[monitored.clone(), monitored.clone()])
+            .unwrap();
+        s.count(t - 7, std::slice::from_ref(&undeliv)).unwrap();
+        s.count(t - 6, &[]).unwrap();
+        let want = vec![
+            (refused.clone(), 1),
+            (monitored.clone(), 2),
+            (undeliv.clone(), 1),
+            (sent.clone(), 2),
+        ];
+        assert_eq!(s.counters(today, t).unwrap(), want);
+        // Midnight UTC: a new day starts from nothing; yesterday stays.
+        s.count(t + 1, std::slice::from_ref(&sent)).unwrap();
+        let tomorrow = Day(today.0 + 1);
+        assert_eq!(
+            s.counters(tomorrow, t + 1).unwrap(),
+            vec![(sent.clone(), 1)]
+        );
+        assert_eq!(s.counters(today, t + 1).unwrap(), want);
+        // A day that has not come reads as nothing.
+        assert!(s.counters(Day(tomorrow.0 + 1), t + 1).unwrap().is_empty());
+    });
+}
+
+/// Only the last KEEP_DAYS days are kept: a day drops out of reads as
+/// soon as it is older, and out of the store as later days are counted.
+pub(super) fn counters_keep_days(make: Make<'_>) {
+    let first = Day::parse("2026-11-01").unwrap();
+    let b = make();
+    let k = ckey("sms1", "DE", Counted::Sent);
+    on(&*b, |s| {
+        for i in 0..12 {
+            let d = Day(first.0 + i);
+            s.count(d.start() + 3_600_000, std::slice::from_ref(&k))
+                .unwrap();
+        }
+        let last = Day(first.0 + 11);
+        let now = last.start() + 7_200_000;
+        let kept: Vec<i64> = (0..12)
+            .filter(|&i| !s.counters(Day(first.0 + i), now).unwrap().is_empty())
+            .collect();
+        assert_eq!(kept, (12 - KEEP_DAYS..12).collect::<Vec<_>>());
+        assert_eq!(s.counters(last, now).unwrap(), vec![(k.clone(), 1)]);
+    });
+}
+
+/// Counts from many handles at once are all kept.
+pub(super) fn counters_under_races(make: Make<'_>) {
+    let b = make();
+    let today = Day::parse("2026-12-03").unwrap();
+    let t = today.start() + 1000;
+    let k = ckey("sms1", "FR", Counted::Sent);
+    let f = ckey("sms1", "FR", Counted::Failed);
+    let won = race(&*b, |s| {
+        for _ in 0..5 {
+            s.count(t, &[k.clone(), f.clone()]).unwrap();
+        }
+        true
+    });
+    assert_eq!(won, THREADS as u32);
+    on(&*b, |s| {
+        let n = 5 * THREADS as u64;
+        assert_eq!(
+            s.counters(today, t).unwrap(),
+            vec![(k.clone(), n), (f.clone(), n)]
+        );
+    });
 }

@@ -19,7 +19,7 @@ use crate::clock::{ms, Millis};
 use crate::config::Rate;
 
 /// Which limit a window is, for the decision and the audit line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LimitKind {
     /// `limits.sms_per_user`.
     PerUser,
@@ -49,6 +49,22 @@ impl LimitKind {
             LimitKind::PerSource => "sms_per_source",
             LimitKind::DailyBudget => "daily_budget",
         }
+    }
+
+    /// Every kind, in the order limits are checked.
+    pub const ALL: [LimitKind; 7] = [
+        LimitKind::PerUser,
+        LimitKind::Backoff,
+        LimitKind::Global,
+        LimitKind::PerNumber,
+        LimitKind::PerCountry,
+        LimitKind::PerSource,
+        LimitKind::DailyBudget,
+    ];
+
+    /// The kind whose [`LimitKind::key`] is `key`.
+    pub fn from_key(key: &str) -> Option<LimitKind> {
+        LimitKind::ALL.into_iter().find(|k| k.key() == key)
     }
 
     /// The prefix of a keyed window's name in the store (global has none).

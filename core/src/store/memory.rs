@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use super::counters::{self, CounterKey, Counts, Day};
 use super::limits::{
     self, bucket_stale, BreakerState, BreakerTrip, KeyedWindow, LimitKind, SendDecision, SendLimits,
 };
@@ -47,6 +48,8 @@ struct State {
     sms_limit: HashMap<(String, Millis, Millis), u32>,
     /// window name -> the breaker's trip (expired ones are ignored).
     breaker: HashMap<String, BreakerTrip>,
+    /// (day, key) -> count: the SMS counters.
+    counts: HashMap<(i64, CounterKey), u64>,
     /// user -> (count, locked until).
     failures: HashMap<String, (u32, Option<Millis>)>,
     phones: HashMap<String, PhoneRecord>,
@@ -329,6 +332,31 @@ impl Store for MemoryStore {
         s.breaker.remove(&w.name);
         s.sms_limit.retain(|(name, _, _), _| *name != w.name);
         Ok(before)
+    }
+
+    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let day = Day::of(at);
+        let oldest = day.oldest_kept().0;
+        s.counts.retain(|(d, _), _| *d >= oldest);
+        for k in keys {
+            *s.counts.entry((day.0, k.clone())).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn counters(&self, day: Day, now: Millis) -> Result<Counts, StoreError> {
+        if !day.kept_at(now) {
+            return Ok(Vec::new());
+        }
+        let s = self.state();
+        Ok(counters::tidy(
+            s.counts
+                .iter()
+                .filter(|((d, _), _)| *d == day.0)
+                .map(|((_, k), &n)| (k.clone(), n))
+                .collect(),
+        ))
     }
 
     fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {

@@ -23,6 +23,10 @@
 //! enforced or monitored) and the one rule that decides it, which every
 //! backend applies in the same atomic step as the count.
 //!
+//! [`counters`] is what became of the SMS per UTC day, provider and
+//! country (sent, failed, refused by which limit, receipts, resends),
+//! kept for a bounded number of days in every backend.
+//!
 //! [`shared`] is what a server's threads need from one store besides the
 //! trait ([`SharedBackend`]: a reply waits until what it relies on is
 //! durable), opened by [`open_shared`].
@@ -44,6 +48,7 @@ use crate::config::{Rate, StoreSpec};
 use crate::otp::ChallengeId;
 use crate::phone::{NoCache, NumberCache};
 
+pub use counters::{Counted, CounterKey, Counts, Day};
 pub use limits::{
     Backoff, BreakerState, BreakerTrip, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits,
 };
@@ -458,6 +463,16 @@ pub trait Store {
     /// only those after the reset count against the budget. Returns the
     /// state it cleared.
     fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError>;
+    /// Adds one to each of `keys` (a key may come more than once) on the
+    /// UTC day of `at`, in one atomic step (one round trip for a
+    /// networked store), and forgets the days before the last
+    /// [`counters::KEEP_DAYS`] (a networked store lets them expire).
+    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError>;
+    /// The counters of `day`, each key once, in key order; none if `day`
+    /// is not one of the [`counters::KEEP_DAYS`] days ending at `now`
+    /// (even if the backend has not forgotten it yet). Counts this build
+    /// cannot name (written by a newer one) are left out.
+    fn counters(&self, day: Day, now: Millis) -> Result<Counts, StoreError>;
     /// The challenge with id `id`, whoever's it is and expired or not (the
     /// caller checks both); `None` if it is gone.
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
@@ -784,6 +799,7 @@ impl StoreSpec {
 
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod counters;
 pub mod limits;
 pub mod memory;
 pub mod migrate;

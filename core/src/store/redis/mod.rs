@@ -63,6 +63,9 @@
 //! - `P o`: opt-outs, a hash user -> "set_at set_by";
 //! - `P n:<cache key>`: a validated phone number ("E.164 region"), the
 //!   hosts' shared [`NumberCache`], kept [`NUMBER_TTL_S`] seconds;
+//! - `P d:<day>`: the SMS counters of a UTC day (days since the epoch),
+//!   a hash "provider TAB country TAB counter" -> count, expiring
+//!   [`counters::KEEP_DAYS`] days after the day ends;
 //! - `P kf`: the fingerprint of the code key the store was first used
 //!   with (see [`Store::check_key_fingerprint`]), no TTL.
 //!
@@ -86,6 +89,7 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult};
 
+use super::counters::{self, Counted, CounterKey, Counts, Day};
 use super::limits::{
     BreakerState, BreakerTrip, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits,
 };
@@ -417,6 +421,9 @@ impl RedisStore {
     }
     fn number_key(&self, cache_key: &str) -> String {
         self.key("n", cache_key)
+    }
+    fn day_key(&self, day: Day) -> String {
+        self.key("d", &day.0.to_string())
     }
     fn opt_key(&self) -> String {
         format!("{}o", self.spec.key_prefix)
@@ -851,6 +858,55 @@ impl Store for RedisStore {
 
     fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
         self.breaker_op(w, now, true)
+    }
+
+    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let day = Day::of(at);
+        let key = self.day_key(day);
+        // Relative to the caller's time, as every TTL here: the day is
+        // forgotten KEEP_DAYS days after it ends.
+        let ttl = ((day.forget_at() - at) / 1000).max(1);
+        self.run(|c| {
+            let mut p = redis::pipe();
+            for k in keys {
+                p.cmd("HINCRBY")
+                    .arg(&key)
+                    .arg(format!("{}\t{}\t{}", k.provider, k.country, k.what.name()))
+                    .arg(1)
+                    .ignore();
+            }
+            p.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+            p.query::<()>(c)
+        })
+    }
+
+    fn counters(&self, day: Day, now: Millis) -> Result<Counts, StoreError> {
+        if !day.kept_at(now) {
+            return Ok(Vec::new());
+        }
+        let h: HashMap<String, i64> =
+            self.run(|c| redis::cmd("HGETALL").arg(self.day_key(day)).query(c))?;
+        Ok(counters::tidy(
+            h.into_iter()
+                .filter_map(|(field, n)| {
+                    let mut parts = field.rsplitn(3, '\t');
+                    let what = Counted::parse(parts.next()?)?;
+                    let country = parts.next()?.to_owned();
+                    let provider = parts.next()?.to_owned();
+                    Some((
+                        CounterKey {
+                            provider,
+                            country,
+                            what,
+                        },
+                        u64::try_from(n).unwrap_or(0),
+                    ))
+                })
+                .collect(),
+        ))
     }
 
     fn insert_challenge(&self, ch: &ChallengeRecord) -> Result<(), StoreError> {

@@ -64,7 +64,9 @@ pub struct SqliteStore {
 /// challenges and windows.
 /// 5: `breaker`, the spend breaker's trip; layouts 3 and 4 only gain
 /// tables.
-const SCHEMA_VERSION: i64 = 5;
+/// 6: `sms_count`, the SMS counters per day, provider and country
+/// (`store/counters.rs`); layouts 3 to 5 only gain tables.
+const SCHEMA_VERSION: i64 = 6;
 
 /// WAL pages after which a commit of a short-lived handle (PAM, the admin
 /// tool) checkpoints; see [`SqliteStore::init`].
@@ -78,7 +80,8 @@ const SHORT_LIVED_CHECKPOINT: i64 = 128;
 /// `layout_*_keeps_*`) hold it to that.
 const EPHEMERAL_TABLES: &str = "DROP TABLE IF EXISTS challenge; DROP TABLE IF EXISTS sms_sent;
      DROP TABLE IF EXISTS sms_global; DROP TABLE IF EXISTS number_cache;
-     DROP TABLE IF EXISTS sms_limit; DROP TABLE IF EXISTS breaker;";
+     DROP TABLE IF EXISTS sms_limit; DROP TABLE IF EXISTS breaker;
+     DROP TABLE IF EXISTS sms_count;";
 
 /// Carries the failure counts and lockouts of any earlier layout (every
 /// one had `failure (user, count, locked_until)`; layout 1 as a rowid
@@ -137,6 +140,14 @@ CREATE TABLE IF NOT EXISTS breaker (
     until INTEGER NOT NULL,
     user  TEXT NOT NULL,
     spent INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sms_count (
+    day      INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    country  TEXT NOT NULL,
+    what     TEXT NOT NULL,
+    n        INTEGER NOT NULL,
+    PRIMARY KEY (day, provider, country, what)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS number_cache (
     key    TEXT PRIMARY KEY,
@@ -309,8 +320,8 @@ impl SqliteStore {
             if v == SCHEMA_VERSION {
                 return Ok(());
             }
-            if v == 3 || v == 4 {
-                // Layouts 4 and 5 only add tables.
+            if (3..=5).contains(&v) {
+                // Layouts 4 to 6 only add tables.
                 tx.execute_batch(SCHEMA)?;
                 return tx.pragma_update(None, "user_version", SCHEMA_VERSION);
             }

@@ -11,6 +11,7 @@ use crate::clock::{ms, Millis};
 use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::NumberCache;
+use crate::store::counters::{self, Counted, CounterKey, Counts, Day};
 use crate::store::limits::{
     self, BreakerState, BreakerTrip, KeyedWindow, LimitKind, SendDecision, SendLimits,
 };
@@ -373,6 +374,59 @@ impl Store for SqliteStore {
 
     fn breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
         breaker_in(&self.conn, w, now).map_err(|e| self.err(e))
+    }
+
+    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
+        let day = Day::of(at);
+        self.write(|tx| {
+            // The primary key starts with the day: one short range.
+            tx.prepare_cached("DELETE FROM sms_count WHERE day < ?1")?
+                .execute([day.oldest_kept().0])?;
+            let mut st = tx.prepare_cached(
+                "INSERT INTO sms_count (day, provider, country, what, n)
+                 VALUES (?1, ?2, ?3, ?4, 1)
+                 ON CONFLICT(day, provider, country, what) DO UPDATE SET n = n + 1",
+            )?;
+            for k in keys {
+                st.execute(params![day.0, k.provider, k.country, k.what.name()])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn counters(&self, day: Day, now: Millis) -> Result<Counts, StoreError> {
+        if !day.kept_at(now) {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .conn
+            .prepare_cached("SELECT provider, country, what, n FROM sms_count WHERE day = ?1")
+            .and_then(|mut st| {
+                st.query_map([day.0], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(counters::tidy(
+            rows.into_iter()
+                .filter_map(|(provider, country, what, n)| {
+                    Some((
+                        CounterKey {
+                            provider,
+                            country,
+                            what: Counted::parse(&what)?,
+                        },
+                        u64::try_from(n).unwrap_or(0),
+                    ))
+                })
+                .collect(),
+        ))
     }
 
     fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {

@@ -13,6 +13,7 @@ use crate::clock::Millis;
 use crate::config::Rate;
 use crate::otp::ChallengeId;
 use crate::phone::{MemoryNumbers, NumberCache};
+use crate::store::counters::{CounterKey, Counts, Day};
 use crate::store::migrate::{Outcome, Record, Snapshot};
 use crate::store::shared::{AfterBatch, Deferred, SharedBackend};
 use crate::store::{
@@ -446,6 +447,12 @@ impl Store for SharedStore {
     }
     fn breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
         self.with(|s| s.breaker(w, now))
+    }
+    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
+        self.with(|s| s.count(at, keys))
+    }
+    fn counters(&self, day: Day, now: Millis) -> Result<Counts, StoreError> {
+        self.with(|s| s.counters(day, now))
     }
     fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
         self.with(|s| s.reset_breaker(w, now))

@@ -14,7 +14,9 @@ fn number_cache_round_trip() {
 use super::*;
 use crate::clock::Millis;
 use crate::otp::ChallengeId;
-use crate::store::{FailureState, PhoneRecord, SendPermit, SmsWindow, Store};
+use crate::store::{
+    Counted, CounterKey, Day, FailureState, PhoneRecord, SendPermit, SmsWindow, Store,
+};
 
 pub(super) use crate::store::conformance::{rate, record};
 
@@ -779,8 +781,8 @@ fn the_sweep_forgets_old_keyed_buckets() {
     assert_eq!(rows(&s), 0);
 }
 
-/// Today's layout, written by hand as it is today: a trip of the spend
-/// breaker is there after a reopen, and refuses.
+/// Layout 5, written by hand as it was: a trip of the spend breaker is
+/// there after a reopen, and refuses; the store gains the counters.
 #[test]
 fn layout_5_keeps_what_is_durable() {
     let (_d, s) = open_fixture(include_str!("testdata/layout-v5.sql"));
@@ -804,6 +806,41 @@ fn layout_5_keeps_what_is_durable() {
     let d = s.reserve_sends("bob", now, &l).unwrap();
     assert_eq!(d.refused, Some(crate::store::LimitKind::DailyBudget));
     assert!(!d.tripped_now);
+    let k = CounterKey::new("sms1", Some("GB"), Counted::Sent);
+    s.count(now, std::slice::from_ref(&k)).unwrap();
+    assert_eq!(s.counters(Day::of(now), now).unwrap(), vec![(k, 1)]);
+}
+
+/// Today's layout, written by hand as it is today: what layout 5 kept,
+/// and a day's counters (a counter this build cannot name is left out).
+#[test]
+fn layout_6_keeps_what_is_durable() {
+    let (_d, s) = open_fixture(include_str!("testdata/layout-v6.sql"));
+    assert_eq!(s.layout_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(s.phone("carol").unwrap().unwrap().e164, "+447700900123");
+    assert_eq!(s.backup_codes_left("alice").unwrap(), 2);
+    assert_eq!(s.opted_out_users().unwrap(), vec!["dave".to_owned()]);
+    assert_eq!(
+        s.locked_until("mallory", 5_000).unwrap(),
+        Some(4_102_444_800_000)
+    );
+    let w = crate::store::KeyedWindow::budget(rate(5, 86_400), 1, crate::store::LimitMode::Enforce);
+    assert!(s.breaker(&w, 5_000).unwrap().trip.is_some());
+    let day = Day(20425);
+    let now = day.start() + 1;
+    let sent = CounterKey::new("sms1", Some("GB"), Counted::Sent);
+    let refused = CounterKey::new(
+        "-",
+        Some("NG"),
+        Counted::Refused(crate::store::LimitKind::PerCountry),
+    );
+    let undeliv = CounterKey::new("smpp", Some("GB"), Counted::Receipt("UNDELIV".into()));
+    assert_eq!(
+        s.counters(day, now).unwrap(),
+        vec![(refused, 3), (undeliv, 1), (sent.clone(), 7)]
+    );
+    s.count(now, std::slice::from_ref(&sent)).unwrap();
+    assert_eq!(s.counters(day, now).unwrap().last(), Some(&(sent, 8)));
 }
 
 /// An upgrade from any earlier layout keeps what today's layout holds: a
@@ -811,12 +848,13 @@ fn layout_5_keeps_what_is_durable() {
 /// would have left it, comes through the rebuild with every durable row.
 #[test]
 fn an_upgrade_keeps_todays_durable_rows() {
-    // Set back one and two layouts (layouts 4 and 5 only add tables),
+    // Set back one to three layouts (layouts 4 to 6 only add tables),
     // and set back to layout 2 (the rebuild of short-lived tables).
     for (fixture, version) in [
-        (include_str!("testdata/layout-v3.sql"), SCHEMA_VERSION - 2),
-        (include_str!("testdata/layout-v4.sql"), SCHEMA_VERSION - 1),
-        (include_str!("testdata/layout-v5.sql"), 2),
+        (include_str!("testdata/layout-v3.sql"), SCHEMA_VERSION - 3),
+        (include_str!("testdata/layout-v4.sql"), SCHEMA_VERSION - 2),
+        (include_str!("testdata/layout-v5.sql"), SCHEMA_VERSION - 1),
+        (include_str!("testdata/layout-v6.sql"), 2),
     ] {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("state.db");
