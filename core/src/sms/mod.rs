@@ -17,6 +17,7 @@ pub mod gsm;
 pub mod http;
 pub mod outbox;
 mod raw;
+pub mod segments;
 pub mod smpp;
 pub mod tls;
 

@@ -78,6 +78,44 @@ fn segment_limits_and_cuts() {
 }
 
 #[test]
+fn parts_agree_with_the_shared_count() {
+    use crate::sms::segments;
+    let a = |n: usize| "a".repeat(n);
+    let z = |n: usize| "ж".repeat(n);
+    let texts = [
+        a(160),
+        a(161),
+        a(306),
+        a(307),
+        format!("{}€", a(159)),
+        format!("{}€{}", a(152), a(151)),
+        format!("{}€{}", a(152), a(152)),
+        z(70),
+        z(71),
+        z(134),
+        z(135),
+        format!("{}😀{}", z(66), z(66)),
+        format!("{}😀{}", z(65), z(67)),
+        format!("Your code 123456 – {}", a(60)),
+    ];
+    for t in &texts {
+        let c = segments::count(t);
+        let p = message_parts(t, Coding::Gsm7, LongMessages::Udh, 1).unwrap();
+        assert_eq!(p.len(), c.segments, "{} chars", t.chars().count());
+        let dc = if c.encoding == segments::Encoding::Gsm7 {
+            0
+        } else {
+            8
+        };
+        assert!(p.iter().all(|x| x.data_coding == dc));
+        // Forced UCS-2 splits as the shared count in UCS-2 says.
+        let u = segments::count_in(t, segments::Encoding::Ucs2).unwrap();
+        let p = message_parts(t, Coding::Ucs2, LongMessages::Udh, 1).unwrap();
+        assert_eq!(p.len(), u.segments, "{} chars, ucs2", t.chars().count());
+    }
+}
+
+#[test]
 fn defaults_are_gluus() {
     let s = spec(BASE);
     assert_eq!((s.host.as_str(), s.port), ("smsc.example.net", 2775));
