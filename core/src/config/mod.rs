@@ -10,7 +10,8 @@
 //! validated types: `otp.rs` (`[otp]`, the message template), `policy.rs`
 //! (`[policy]`, `[phone]`, `[limits]` and rates), `store.rs`
 //! (`[[directory]]`, `[store]`, `[audit]`), `radius.rs` (`[radius]` and
-//! its clients), `receipts.rs` (`[receipts]`); `[[provider]]` belongs to [`crate::sms`]. [`check`] is
+//! its clients), `receipts.rs` (`[receipts]`); `sms_fit.rs` counts the SMS each
+//! template takes for check-config; `[[provider]]` belongs to [`crate::sms`]. [`check`] is
 //! what they share to report a problem, `keys.rs` the table of every key,
 //! and `errors.rs` turns toml's errors into ours.
 
@@ -30,6 +31,7 @@ mod otp;
 mod policy;
 mod radius;
 mod receipts;
+pub mod sms_fit;
 mod store;
 #[cfg(test)]
 mod tests;
