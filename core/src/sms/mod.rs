@@ -114,6 +114,22 @@ impl ProviderSpec {
     }
 }
 
+impl ProviderSpec {
+    /// How many SMS `text` takes through this provider: the SMPP
+    /// provider's own parts (its `data_coding` may force UCS-2, Latin-1 or
+    /// IA5), else [`segments::count`] (GSM-7 when it fits, else UCS-2, as
+    /// gateways bill it).
+    pub fn segments(&self, text: &str) -> usize {
+        match self {
+            ProviderSpec::Smpp(s) => {
+                smpp::message_parts(text, s.data_coding, smpp::LongMessages::Udh, 0)
+                    .map_or_else(|_| segments::count(text).segments, |p| p.len())
+            }
+            _ => segments::count(text).segments,
+        }
+    }
+}
+
 const PROVIDER_KINDS: &str =
     "\"outbox\", \"command\", \"http\", \"smpp\", \"twilio\", \"vonage\" (or \"nexmo\"), \
                               \"clickatell\", \"plivo\" or \"bulksms\"";
