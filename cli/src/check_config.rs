@@ -222,7 +222,7 @@ fn provider_json(p: &smsotp_core::sms::ProviderSpec) -> Value {
             };
             let secret_files: Vec<PathBuf> = h.secret_paths().into_iter().map(|(_, p)| p).collect();
             json!({"name": h.name, "kind": "http", "preset": preset,
-                   "endpoint": h.endpoint(),
+                   "endpoint": h.endpoint(), "number_format": h.number_format.word(),
                    "proxy": h.transport.proxy.as_deref().map(smsotp_core::sms::http::without_credentials),
                    "ca_file": h.transport.ca_file, "timeout": d(h.transport.timeout),
                    "secret_files": secret_files})
@@ -230,6 +230,7 @@ fn provider_json(p: &smsotp_core::sms::ProviderSpec) -> Value {
         ProviderSpec::Smpp(s) => json!({"name": s.name, "kind": "smpp",
             "host": s.host, "port": s.port, "tls": s.tls, "endpoint": s.endpoint(),
             "system_id": s.system_id, "source_addr": s.source_addr,
+            "number_format": s.number_format.word(), "dest_addr_ton": s.dest_addr_ton,
             "password_file": s.password_file, "ca_file": s.ca_file,
             "timeout": d(s.timeout)}),
     }

@@ -173,6 +173,14 @@ impl Config {
                     ),
                 ));
             }
+            if spec.number_format() == Some(sms::number_format::NumberFormat::National) {
+                sms::number_format::national_needs_one_country(
+                    &c,
+                    &key,
+                    p.span(),
+                    phone.allowed_countries.len(),
+                )?;
+            }
             providers.push(spec);
         }
         if providers.is_empty() {

@@ -15,6 +15,7 @@
 pub mod command;
 pub mod gsm;
 pub mod http;
+pub mod number_format;
 pub mod outbox;
 mod raw;
 pub mod segments;
@@ -115,6 +116,17 @@ impl ProviderSpec {
 }
 
 impl ProviderSpec {
+    /// How the provider writes the recipient's number; `None` for the
+    /// kinds that hand on every form (outbox: E.164; command: E.164 and
+    /// its digits in the environment).
+    pub fn number_format(&self) -> Option<number_format::NumberFormat> {
+        match self {
+            ProviderSpec::Http(h) => Some(h.number_format),
+            ProviderSpec::Smpp(s) => Some(s.number_format),
+            ProviderSpec::Outbox { .. } | ProviderSpec::Command { .. } => None,
+        }
+    }
+
     /// How many SMS `text` takes through this provider: the SMPP
     /// provider's own parts (its `data_coding` may force UCS-2, Latin-1 or
     /// IA5), else [`segments::count`] (GSM-7 when it fits, else UCS-2, as

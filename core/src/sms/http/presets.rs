@@ -147,6 +147,7 @@ impl Preset {
         &self,
         base: &str,
         sms: &Sms<'_>,
+        to: &str,
         s: &BTreeMap<String, Secret>,
     ) -> Outgoing {
         let secret = s.get("").map_or("", Secret::expose);
@@ -174,7 +175,7 @@ impl Preset {
                     TwilioSender::From(f) => ("From", f),
                     TwilioSender::MessagingService(m) => ("MessagingServiceSid", m),
                 };
-                out.body = Some(form(&[("To", sms.to.e164()), (key, from), ("Body", text)]));
+                out.body = Some(form(&[("To", to), (key, from), ("Body", text)]));
             }
             Preset::Vonage { api_key, from, .. } => {
                 out.url = Zeroizing::new(format!("{base}/sms/json"));
@@ -184,10 +185,11 @@ impl Preset {
                     ("api_key", api_key.as_str()),
                     ("api_secret", secret),
                     ("from", from),
-                    ("to", sms.to.digits()),
+                    ("to", to),
                     ("text", text),
                 ];
-                if !is_gsm7(text) {
+                // The shared count's encoding: what check-config predicted.
+                if segments::count(text).encoding == Encoding::Ucs2 {
                     pairs.push(("type", "unicode"));
                 }
                 out.body = Some(form(&pairs));
@@ -197,7 +199,7 @@ impl Preset {
                 out.header("Authorization", secret);
                 out.header("Content-Type", ContentType::Json.header());
                 out.header("Accept", "application/json");
-                let mut j = serde_json::json!({ "content": text, "to": [sms.to.digits()] });
+                let mut j = serde_json::json!({ "content": text, "to": [to] });
                 if let Some(f) = from {
                     j["from"] = f.as_str().into();
                 }
@@ -213,7 +215,7 @@ impl Preset {
                 out.headers
                     .push(("Authorization".into(), basic(auth_id, secret)));
                 out.header("Content-Type", ContentType::Json.header());
-                let mut j = serde_json::json!({ "dst": sms.to.digits(), "text": text });
+                let mut j = serde_json::json!({ "dst": to, "text": text });
                 match sender {
                     PlivoSender::Src(src) => j["src"] = src.as_str().into(),
                     PlivoSender::Powerpack(p) => j["powerpack_uuid"] = p.as_str().into(),
@@ -225,7 +227,7 @@ impl Preset {
                 out.headers
                     .push(("Authorization".into(), basic(username, secret)));
                 out.header("Content-Type", ContentType::Json.header());
-                let mut j = serde_json::json!({ "to": sms.to.e164(), "body": text });
+                let mut j = serde_json::json!({ "to": to, "body": text });
                 if let Some(f) = from {
                     j["from"] = f.as_str().into();
                 }

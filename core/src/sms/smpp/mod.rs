@@ -498,12 +498,13 @@ impl SmsProvider for SmppProvider {
             reference,
         )
         .map_err(SendError::Misconfigured)?;
-        // TON international: digits without '+'; for the others the E.164
-        // digits too (see docs/smpp.md).
-        let to = sms.to.digits();
+        // TON international: digits without '+'; number_format =
+        // "national": the national form (see SmppSpec::destination and
+        // docs/smpp.md).
+        let to = self.spec.destination(sms.to);
         let pdus = parts
             .iter()
-            .map(|p| self.submit_pdu(p, to))
+            .map(|p| self.submit_pdu(p, &to))
             .collect::<Result<Vec<_>, _>>()?;
         let deadline = Instant::now() + self.spec.timeout;
         // A pool: at most max_sessions sends (and so bound sessions) at
