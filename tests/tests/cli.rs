@@ -99,7 +99,8 @@ fn check_config_shows_each_provider_and_where_it_connects_without_secrets() {
         "tls           = on",
         "source_addr   = SMSOTP",
         "[[provider]] twilio (http)",
-        "endpoint     = https://api.twilio.com",
+        "endpoint      = https://api.twilio.com",
+        "number_format = e164",
         "[[provider]] script (command)",
         "program = /bin/true",
     ] {
