@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use smsotp_core::config::Config;
+use smsotp_core::config::sms_fit::{self, LongestValues, SmsTemplate};
+use smsotp_core::config::{Config, ConfigWarning};
 use smsotp_core::directory;
 
 use crate::report::{self, Failure};
@@ -27,8 +28,12 @@ pub(crate) fn check_config(path: &Path) -> Result<Output, Failure> {
         path.display()
     );
     text.push_str(&report::effective_text(&eff));
+    // Each language's SMS with the longest values: encoding and count.
+    let (sms_text, sms_json, sms_warnings) = sms_section(&cfg, &sms_fit::configured(&cfg));
+    text.push_str(&sms_text);
+    let warnings: Vec<&ConfigWarning> = cfg.warnings.iter().chain(&sms_warnings).collect();
     // Settings that work but are probably not what the admin meant.
-    for w in &cfg.warnings {
+    for w in &warnings {
         text.push_str(&format!("warning: {w}\n"));
     }
     // The count, each bad entry with its fix, and what they mean.
@@ -50,10 +55,59 @@ pub(crate) fn check_config(path: &Path) -> Result<Output, Failure> {
     Ok(Output {
         text,
         json: json!({"ok": lists.bad.is_empty(), "config": path, "effective": eff,
-                     "warnings": cfg.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                     "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                     "sms": sms_json,
                      "phone_lists": {"valid": lists.valid, "bad": bad}}),
         code,
     })
+}
+
+/// Each SMS template of `templates` (one per language) rendered with the
+/// longest values of its placeholders on this host, with its encoding and
+/// SMS count: the text for people, the JSON, and the warnings (a
+/// character forcing UCS-2, more than one SMS).
+pub(crate) fn sms_section(
+    cfg: &Config,
+    templates: &[SmsTemplate<'_>],
+) -> (String, Value, Vec<ConfigWarning>) {
+    let values = LongestValues::for_config(cfg, &smsotp_core::flow::hostname());
+    let fits = sms_fit::check(templates, &values);
+    let shown = |k: &str| match k {
+        "code" => values.code.clone(),
+        "host" => values.host.clone(),
+        "ttl" => smsotp_core::config::human_duration(values.ttl),
+        "user" => values.user.clone(),
+        _ => values.service.clone(),
+    };
+    let mut text =
+        String::from("[sms]\n# each language's SMS with the longest value of each placeholder:\n");
+    for (k, note) in &values.notes {
+        text.push_str(&format!("{k:<8} = {}  ({note})\n", shown(k)));
+    }
+    for f in &fits {
+        text.push_str(&format!(
+            "{} ({}): {}\n  {}\n",
+            f.language,
+            f.key,
+            f.summary(),
+            f.text
+        ));
+    }
+    text.push('\n');
+    let json = json!({
+        "values": values.notes.iter().map(|(k, note)| (k.to_string(), json!({"value": shown(k), "note": note}))).collect::<serde_json::Map<_, _>>(),
+        "templates": fits.iter().map(|f| json!({
+            "language": f.language, "key": f.key, "text": f.text,
+            "encoding": f.count.encoding.name(), "units": f.count.units,
+            "unit": f.count.encoding.unit_name(), "segments": f.count.segments,
+            "first_non_gsm": f.count.first_non_gsm.map(|n| json!({
+                "character": n.character.to_string(), "position": n.position,
+                "replacement": n.replacement(),
+            })),
+        })).collect::<Vec<_>>(),
+    });
+    let warnings = fits.into_iter().flat_map(|f| f.warnings).collect();
+    (text, json, warnings)
 }
 
 /// The effective config, without secrets: secret values live in files and
@@ -169,7 +223,7 @@ fn provider_json(p: &smsotp_core::sms::ProviderSpec) -> Value {
             };
             let secret_files: Vec<PathBuf> = h.secret_paths().into_iter().map(|(_, p)| p).collect();
             json!({"name": h.name, "kind": "http", "preset": preset,
-                   "endpoint": h.endpoint(),
+                   "endpoint": h.endpoint(), "number_format": h.number_format.word(),
                    "proxy": h.transport.proxy.as_deref().map(smsotp_core::sms::http::without_credentials),
                    "ca_file": h.transport.ca_file, "timeout": d(h.transport.timeout),
                    "secret_files": secret_files})
@@ -177,6 +231,7 @@ fn provider_json(p: &smsotp_core::sms::ProviderSpec) -> Value {
         ProviderSpec::Smpp(s) => json!({"name": s.name, "kind": "smpp",
             "host": s.host, "port": s.port, "tls": s.tls, "endpoint": s.endpoint(),
             "system_id": s.system_id, "source_addr": s.source_addr,
+            "number_format": s.number_format.word(), "dest_addr_ton": s.dest_addr_ton,
             "password_file": s.password_file, "ca_file": s.ca_file,
             "timeout": d(s.timeout)}),
     }

@@ -52,7 +52,9 @@ pub(crate) fn run(
     pam(pam_dir, config, &mut f);
 
     if let Some(cfg) = &cfg {
-        for w in &cfg.warnings {
+        let (_, _, sms_warnings) =
+            crate::check_config::sms_section(cfg, &smsotp_core::config::sms_fit::configured(cfg));
+        for w in cfg.warnings.iter().chain(&sms_warnings) {
             f.push(Finding::new(Level::Warning, "config", w.to_string()));
         }
         policy(cfg, &mut f);

@@ -57,7 +57,9 @@
 //! Sending lives in [`sms`]: the `SmsProvider` trait and the failover chain
 //! in `sms/mod.rs`, one module per provider kind ([`sms::outbox`],
 //! [`sms::command`], [`sms::http`] with its presets, [`sms::smpp`]), one
-//! GSM 03.38 table ([`sms::gsm`]) and one CA-bundle reader ([`sms::tls`])
+//! GSM 03.38 table ([`sms::gsm`]), one count of the SMS a text takes
+//! ([`sms::segments`]: encoding and parts, for check-config, the SMPP
+//! encoder and the audit) and one CA-bundle reader ([`sms::tls`])
 //! shared by HTTP and SMPP. Each provider kind owns its raw table
 //! (`deny_unknown_fields`), its key list, its validation and its validated
 //! spec (`sms/outbox.rs`, `sms/command.rs`, `sms/http/config.rs` with the

@@ -114,6 +114,35 @@ impl Phone {
         self.e164.trim_start_matches('+')
     }
 
+    /// The number as dialled inside its own country, digits only: the
+    /// national format (with the trunk prefix, e.g. "02079460018" for
+    /// +44 20 7946 0018, "2025550143" for +1 202 555 0143), without its
+    /// spaces and punctuation. For gateways that deliver only at home.
+    pub fn national(&self) -> String {
+        match phonenumber::parse(None, &self.e164) {
+            Ok(n) => n
+                .format()
+                .mode(Mode::National)
+                .to_string()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect(),
+            // Parse checked that the E.164 form reads back.
+            Err(_) => self.national_significant().to_owned(),
+        }
+    }
+
+    /// The national significant number: without the country code and
+    /// without a trunk prefix ("2079460018" for +44 20 7946 0018), what a
+    /// type of number "national" carries (3GPP TS 23.040 9.1.2.5).
+    pub fn national_significant(&self) -> &str {
+        let digits = self.digits();
+        let cc = phonenumber::parse(None, &self.e164)
+            .map(|n| n.code().value().to_string().len())
+            .unwrap_or(0);
+        digits.get(cc..).unwrap_or(digits)
+    }
+
     /// The country the number belongs to; `None` for numbers of no single
     /// country (international services).
     pub fn region(&self) -> Option<Id> {

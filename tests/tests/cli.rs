@@ -99,7 +99,8 @@ fn check_config_shows_each_provider_and_where_it_connects_without_secrets() {
         "tls           = on",
         "source_addr   = SMSOTP",
         "[[provider]] twilio (http)",
-        "endpoint     = https://api.twilio.com",
+        "endpoint      = https://api.twilio.com",
+        "number_format = e164",
         "[[provider]] script (command)",
         "program = /bin/true",
     ] {
@@ -951,6 +952,72 @@ fn check_config_and_doctor_show_the_loader_warnings() {
             && message(f).contains("password_file")),
         "{r}"
     );
+}
+
+/// check-config prints the SMS with the longest values, its encoding and
+/// count, and warns (naming otp.message) on a character that forces UCS-2
+/// and on a text that needs more than one SMS; the default text fits one.
+#[test]
+fn check_config_counts_the_sms_and_warns_on_ucs2_and_length() {
+    let s = scratch("");
+    let r = smsotp(&s, &["check-config"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout.contains("\nen (otp.message): GSM-7, ") && r.stdout.contains(", 1 SMS\n"),
+        "{r}"
+    );
+    assert!(!r.stdout.contains("warning: "), "{r}");
+    let j = smsotp(&s, &["--json", "check-config"]).json();
+    let t = &j["sms"]["templates"][0];
+    assert_eq!(
+        (t["encoding"].as_str(), t["segments"].as_u64()),
+        (Some("GSM-7"), Some(1)),
+        "{j}"
+    );
+    assert_eq!(
+        j["sms"]["values"]["user"]["value"].as_str().map(str::len),
+        Some(32)
+    );
+
+    // A typographic dash: UCS-2, named with its position and a stand-in.
+    let s = scratch("[otp]\nmessage = \"{code} – your code for {host}\"\n");
+    let r = smsotp(&s, &["check-config"]);
+    assert_eq!(r.code, 0, "a warning alone is no failure: {r}");
+    let w: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(w.len(), 1, "{r}");
+    assert!(
+        w[0].contains("otp.message: the en SMS goes as UCS-2 because of '–' (U+2013), character 8")
+            && w[0].contains("write \"-\" instead"),
+        "{r}"
+    );
+    let j = smsotp(&s, &["--json", "check-config"]).json();
+    assert_eq!(j["sms"]["templates"][0]["encoding"], "UCS-2", "{j}");
+    assert_eq!(
+        j["sms"]["templates"][0]["first_non_gsm"]["position"], 8,
+        "{j}"
+    );
+
+    // A long GSM-7 text: more than one SMS.
+    let long = "Please do not share this code with anyone. ".repeat(4);
+    let s = scratch(&format!("[otp]\nmessage = \"{{code}} {long}\"\n"));
+    let r = smsotp(&s, &["check-config"]);
+    assert!(
+        r.stdout
+            .contains("en (otp.message): GSM-7, 179 septets, 2 SMS"),
+        "{r}"
+    );
+    assert!(
+        r.stdout.lines().any(
+            |l| l.starts_with("warning: ") && l.contains("otp.message: the en SMS takes 2 SMS")
+        ),
+        "{r}"
+    );
+    let j = smsotp(&s, &["--json", "check-config"]).json();
+    assert_eq!(j["warnings"].as_array().map(Vec::len), Some(1), "{j}");
 }
 
 /// A config that is a FIFO is refused at once (it used to block in

@@ -136,6 +136,32 @@ fn non_gsm_message_goes_as_ucs2() {
     assert_eq!(&bytes[..2], &[0x00, b'K']);
 }
 
+/// `number_format = "national"` for a domestic SMSC: the national
+/// significant number with TON national, or as dialled with TON unknown.
+#[test]
+fn national_number_format_sets_the_address_and_its_ton() {
+    let s = Scratch::new();
+    for (extra, ton, addr) in [
+        ("number_format = \"national\"\n", 2, "15112345678"),
+        (
+            "number_format = \"national\"\ndest_addr_ton = \"unknown\"\n",
+            0,
+            "015112345678",
+        ),
+    ] {
+        let server = SmppServer::start(&Script::default());
+        let toml = format!(
+            "[phone]\nallowed_countries = [\"DE\"]\n\n{}",
+            smpp_table(&s, server.port, "secret", extra)
+        );
+        send(&*per_send(&toml), "482913 is your code").unwrap();
+        let m = &server.pdus("submit_sm")[0];
+        assert_eq!(m["dest_addr_ton"], ton, "{extra}");
+        assert_eq!(m["dest_addr_npi"], 1, "{extra}");
+        assert_eq!(m["destination_addr"], addr, "{extra}");
+    }
+}
+
 #[test]
 fn long_message_in_concatenated_parts_or_one_payload() {
     let server = SmppServer::start(&Script::default());

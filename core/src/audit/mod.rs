@@ -59,6 +59,9 @@ pub struct Event {
     /// The provider's name (its `[[provider]]` `name`) that sent or failed
     /// to send an SMS; `None` for events about no send.
     pub provider: Option<String>,
+    /// How many SMS the sent text took ([`crate::sms::ProviderSpec::segments`]):
+    /// each is billed; `None` for events about no send.
+    pub segments: Option<usize>,
     /// Free text for errors; must already be free of secrets.
     pub detail: Option<String>,
 }
@@ -110,6 +113,9 @@ impl Event {
         if let Some(v) = &self.provider {
             kv("provider", v);
         }
+        if let Some(v) = self.segments {
+            kv("segments", &v.to_string());
+        }
         if let Some(v) = &self.detail {
             kv("detail", v);
         }
@@ -130,6 +136,7 @@ impl Event {
             "limit": self.limit,
             "phone": self.phone.as_ref().map(MaskedPhone::as_str),
             "provider": self.provider,
+            "segments": self.segments,
             "detail": self.detail,
         })
     }

@@ -181,6 +181,7 @@ fn line_quotes_values_that_need_it() {
         limit: None,
         phone: MaskedPhone::from_stored("+12025550143"),
         provider: None,
+        segments: None,
         detail: Some("tries left: 2".into()),
     };
     assert_eq!(
@@ -205,6 +206,21 @@ fn line_quotes_values_that_need_it() {
         "event=reject user=alice service=sshd rhost=192.0.2.1 outcome=failure reason=rate_limited limit=sms_per_user detail=\"sms_per_user = 5/1h reached\""
     );
     assert_eq!(limited.to_json(0, Level::Info)["limit"], "sms_per_user");
+    // A send names its provider and how many SMS it took.
+    let sent = Event {
+        event: "sent",
+        outcome: None,
+        reason: None,
+        provider: Some("smsc".into()),
+        segments: Some(2),
+        detail: None,
+        ..limited
+    };
+    assert_eq!(
+        sent.to_line(),
+        "event=sent user=alice service=sshd rhost=192.0.2.1 limit=sms_per_user provider=smsc segments=2"
+    );
+    assert_eq!(sent.to_json(0, Level::Info)["segments"], 2);
 }
 
 #[test]

@@ -121,6 +121,7 @@ pub const KEYS: &[Key] = &[
     k("store.ca_file"),
     k("provider.kind"),
     k("provider.name"),
+    k("provider.number_format"),
     k("provider.path"),
     k("provider.program"),
     k("provider.args"),

@@ -10,7 +10,8 @@
 //! validated types: `otp.rs` (`[otp]`, the message template), `policy.rs`
 //! (`[policy]`, `[phone]`, `[limits]` and rates), `store.rs`
 //! (`[[directory]]`, `[store]`, `[audit]`), `radius.rs` (`[radius]` and
-//! its clients), `receipts.rs` (`[receipts]`); `[[provider]]` belongs to [`crate::sms`]. [`check`] is
+//! its clients), `receipts.rs` (`[receipts]`); `sms_fit.rs` counts the SMS each
+//! template takes for check-config; `[[provider]]` belongs to [`crate::sms`]. [`check`] is
 //! what they share to report a problem, `keys.rs` the table of every key,
 //! and `errors.rs` turns toml's errors into ours.
 
@@ -30,6 +31,7 @@ mod otp;
 mod policy;
 mod radius;
 mod receipts;
+pub mod sms_fit;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -171,6 +173,14 @@ impl Config {
                         spec.name()
                     ),
                 ));
+            }
+            if spec.number_format() == Some(sms::number_format::NumberFormat::National) {
+                sms::number_format::national_needs_one_country(
+                    &c,
+                    &key,
+                    p.span(),
+                    phone.allowed_countries.len(),
+                )?;
             }
             let path = match &spec {
                 ProviderSpec::Http(h) => h.status_callback.as_ref().map(|c| c.path.clone()),

@@ -58,6 +58,9 @@ pub struct OtpSettings {
     pub resend_cooldown: Duration,
     /// The SMS text, checked to contain `{code}`.
     pub message: MessageTemplate,
+    /// Where `otp.message` stands in the file; `None` for the built-in
+    /// text.
+    pub message_at: Option<super::Location>,
     /// The key the stored code HMACs are made with: `otp.key_file`, or
     /// `otp.key` beside the store's database.
     pub key_file: PathBuf,
@@ -84,7 +87,7 @@ pub struct MessageValues<'a> {
 const MESSAGE_PLACEHOLDERS: [&str; 5] = ["code", "host", "ttl", "user", "service"];
 
 impl MessageTemplate {
-    fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let mut seen_code = false;
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -225,6 +228,10 @@ pub(super) fn validate(
         resend_max,
         resend_cooldown,
         message,
+        message_at: o
+            .message
+            .as_ref()
+            .map(|s| super::Location::of(c.text, s.span().start)),
         key_file: PathBuf::new(),
     };
     Ok((otp, key_file))

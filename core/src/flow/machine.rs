@@ -555,6 +555,12 @@ impl Engine {
                 let mut e = self.event(ctx, event);
                 e.phone = Some(MaskedPhone::of(phone));
                 e.provider = Some(provider.clone());
+                e.segments = self
+                    .cfg
+                    .providers
+                    .iter()
+                    .find(|p| p.name() == provider)
+                    .map(|p| p.segments(&text));
                 self.log(Level::Info, &e);
                 self.note_sent(ctx, id, phone, code, tracked);
                 Ok(None)

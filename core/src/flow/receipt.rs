@@ -223,6 +223,12 @@ impl Engine {
                 let mut e = self.event(ctx, "resent_after_receipt");
                 e.phone = Some(MaskedPhone::of(&sent.phone));
                 e.provider = Some(next.name().to_owned());
+                e.segments = self
+                    .cfg
+                    .providers
+                    .iter()
+                    .find(|p| p.name() == next.name())
+                    .map(|p| p.segments(&text));
                 e.detail = Some(detail(""));
                 self.log(Level::Warning, &e);
                 Ok(ReceiptResend::Resent(next.name().to_owned()))

@@ -2213,3 +2213,29 @@ fn a_count_that_fails_never_fails_the_login() {
                 .as_deref()
                 .is_some_and(|t| t.contains("(sent)") && t.contains("the login goes on"))));
 }
+
+/// The audit line of a send says how many SMS the text took, counted as
+/// the provider sends it.
+#[test]
+fn the_sent_event_counts_the_sms() {
+    let provider =
+        "[[provider]]\nkind = \"outbox\"\nname = \"fake\"\npath = \"/nonexistent/outbox.jsonl\"\n";
+    let h = harness(provider);
+    h.start(&ctx("alice", "sshd"));
+    assert!(
+        h.audit_text().contains("event=sent user=alice service=sshd rhost=192.0.2.7 phone=******0123 provider=fake segments=1\n"),
+        "{}",
+        h.audit_text()
+    );
+    // One typographic apostrophe makes it UCS-2: 73 units, two SMS.
+    let h = harness(&format!(
+        "[otp]\nmessage = \"{{code}} it’s {}\"\n{provider}",
+        "x".repeat(61)
+    ));
+    h.start(&ctx("alice", "sshd"));
+    assert!(
+        h.audit_text().contains("provider=fake segments=2\n"),
+        "{}",
+        h.audit_text()
+    );
+}

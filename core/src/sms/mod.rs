@@ -15,8 +15,10 @@
 pub mod command;
 pub mod gsm;
 pub mod http;
+pub mod number_format;
 pub mod outbox;
 mod raw;
+pub mod segments;
 pub mod smpp;
 pub mod tls;
 
@@ -109,6 +111,33 @@ impl ProviderSpec {
             ProviderSpec::Outbox { name, .. } | ProviderSpec::Command { name, .. } => name,
             ProviderSpec::Http(h) => &h.name,
             ProviderSpec::Smpp(s) => &s.name,
+        }
+    }
+}
+
+impl ProviderSpec {
+    /// How the provider writes the recipient's number; `None` for the
+    /// kinds that hand on every form (outbox: E.164; command: E.164 and
+    /// its digits in the environment).
+    pub fn number_format(&self) -> Option<number_format::NumberFormat> {
+        match self {
+            ProviderSpec::Http(h) => Some(h.number_format),
+            ProviderSpec::Smpp(s) => Some(s.number_format),
+            ProviderSpec::Outbox { .. } | ProviderSpec::Command { .. } => None,
+        }
+    }
+
+    /// How many SMS `text` takes through this provider: the SMPP
+    /// provider's own parts (its `data_coding` may force UCS-2, Latin-1 or
+    /// IA5), else [`segments::count`] (GSM-7 when it fits, else UCS-2, as
+    /// gateways bill it).
+    pub fn segments(&self, text: &str) -> usize {
+        match self {
+            ProviderSpec::Smpp(s) => {
+                smpp::message_parts(text, s.data_coding, smpp::LongMessages::Udh, 0)
+                    .map_or_else(|_| segments::count(text).segments, |p| p.len())
+            }
+            _ => segments::count(text).segments,
         }
     }
 }

@@ -13,13 +13,15 @@ use crate::sms::http::{
     self, BodyRule, BodySpec, ContentType, Gateway, HttpSpec, JsonTemplate, Method, Pattern,
     PlivoSender, Preset, Template, TemplateSpec, TransportSpec, TwilioSender,
 };
+use crate::sms::number_format::{self, Allowed, NumberFormat};
 use crate::sms::raw::{timeouts, Fields};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// The keys of `kind = "http"`, besides `kind` and the transport's.
-pub(crate) const KEYS: [&str; 20] = [
+pub(crate) const KEYS: [&str; 21] = [
     "name",
+    "number_format",
     "url",
     "method",
     "content_type",
@@ -62,6 +64,7 @@ pub(crate) fn preset_keys(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
         "twilio" => &[
             "name",
+            "number_format",
             "base_url",
             "account_sid",
             "auth_token_file",
@@ -69,17 +72,32 @@ pub(crate) fn preset_keys(kind: &str) -> Option<&'static [&'static str]> {
             "messaging_service_sid",
             "status_callback",
         ],
-        "vonage" | "nexmo" => &["name", "base_url", "api_key", "api_secret_file", "from"],
-        "clickatell" => &["name", "base_url", "api_key_file", "from"],
+        "vonage" | "nexmo" => &[
+            "name",
+            "number_format",
+            "base_url",
+            "api_key",
+            "api_secret_file",
+            "from",
+        ],
+        "clickatell" => &["name", "number_format", "base_url", "api_key_file", "from"],
         "plivo" => &[
             "name",
+            "number_format",
             "base_url",
             "auth_id",
             "auth_token_file",
             "from",
             "powerpack_uuid",
         ],
-        "bulksms" => &["name", "base_url", "username", "password_file", "from"],
+        "bulksms" => &[
+            "name",
+            "number_format",
+            "base_url",
+            "username",
+            "password_file",
+            "from",
+        ],
         _ => return None,
     })
 }
@@ -93,6 +111,7 @@ pub(crate) struct RawHttp {
     _kind: IgnoredAny,
     #[serde(rename = "name")]
     _name: Option<IgnoredAny>,
+    number_format: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
     method: Option<Spanned<String>>,
     content_type: Option<Spanned<String>>,
@@ -146,6 +165,7 @@ pub(crate) struct RawPreset {
     _kind: IgnoredAny,
     #[serde(rename = "name")]
     _name: Option<IgnoredAny>,
+    number_format: Option<Spanned<String>>,
     base_url: Option<Spanned<String>>,
     from: Option<Spanned<String>>,
     account_sid: Option<Spanned<String>>,
@@ -187,9 +207,23 @@ pub(crate) fn validate(table: &Fields<'_, RawHttp>, name: String) -> Result<Http
     };
     let transport = transport_spec(c, key, &raw_transport, allow_http)?;
     let gateway = Gateway::Template(template_spec(c, key, r, table.span.clone(), allow_http)?);
+    let number_format = number_format::check(
+        c,
+        &r.number_format,
+        key,
+        &Allowed {
+            formats: &[
+                NumberFormat::E164,
+                NumberFormat::Digits,
+                NumberFormat::National,
+            ],
+            why: "",
+        },
+    )?;
     let status_callback = generic_callback(table)?;
     Ok(HttpSpec {
         name,
+        number_format,
         gateway,
         transport,
         status_callback,
@@ -332,6 +366,7 @@ pub(crate) fn validate_preset(
             b.get_ref().trim_end_matches('/').to_owned()
         }
     };
+    let number_format = number_format::check(c, &r.number_format, key, &preset_formats(kind))?;
     let status_callback = match (&r.status_callback, &preset) {
         (None, _) => None,
         (
@@ -359,6 +394,7 @@ pub(crate) fn validate_preset(
     };
     Ok(HttpSpec {
         name,
+        number_format,
         gateway: Gateway::Preset { preset, base_url },
         transport,
         status_callback,
@@ -521,6 +557,34 @@ fn generic_callback(table: &Fields<'_, RawHttp>) -> Result<Option<StatusCallback
             token_header,
         }),
     }))
+}
+
+/// The number formats each vendor's API takes, its documented one first
+/// (the default), and why it takes no other.
+fn preset_formats(kind: &str) -> Allowed<'static> {
+    use NumberFormat::{Digits, E164};
+    match kind {
+        "twilio" => Allowed {
+            formats: &[E164],
+            why: "Twilio's API takes the To number only in E.164, with '+'",
+        },
+        "vonage" | "nexmo" => Allowed {
+            formats: &[Digits],
+            why: "Vonage's SMS API takes the to number in international form without '+' or 00",
+        },
+        "clickatell" => Allowed {
+            formats: &[Digits],
+            why: "Clickatell's API takes numbers in international form without '+'",
+        },
+        "plivo" => Allowed {
+            formats: &[Digits, E164],
+            why: "Plivo's API takes the dst number in international form only",
+        },
+        _ => Allowed {
+            formats: &[E164, Digits],
+            why: "BulkSMS's API takes the to number in international form only",
+        },
+    }
 }
 
 /// Timeouts, extra CA and proxy of an HTTP provider.

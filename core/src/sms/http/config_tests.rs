@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::sms::http::{Gateway, Method};
+use crate::sms::number_format::NumberFormat;
 use crate::sms::ProviderSpec;
 use std::path::Path;
 
@@ -225,4 +226,50 @@ fn presets_take_three_lines_and_check_their_keys() {
         let e = err_of(&format!("[[provider]]\n{t}\n"));
         assert!(e.contains(key) && e.contains(says), "{t}: {e}");
     }
+}
+
+#[test]
+fn number_format_is_checked_per_kind() {
+    let c = parse(&http("")).unwrap();
+    let ProviderSpec::Http(h) = &c.providers[0] else {
+        panic!()
+    };
+    assert_eq!(h.number_format, NumberFormat::E164);
+    let e = err_of(&http("number_format = \"E.164\"\n"));
+    assert!(
+        e.contains("provider[0].number_format: \"E.164\" is not a number format; use \"e164\", \"digits\", \"national\""),
+        "{e}"
+    );
+    // National drops the country code: one allowed country, or refused.
+    let e = err_of(&http("number_format = \"national\"\n"));
+    assert!(
+        e.contains("provider[0].number_format: \"national\" drops the country code")
+            && e.contains("phone.allowed_countries = [\"DE\"]"),
+        "{e}"
+    );
+    let ok = format!(
+        "[phone]\nallowed_countries = [\"DE\"]\n\n{}",
+        http("number_format = \"national\"\n")
+    );
+    assert!(parse(&ok).is_ok());
+    // Each preset's default is what its API documents; others are refused
+    // with the reason.
+    let twilio = "[[provider]]\nkind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token_file = \"/etc/smsotp/secrets/twilio\"\nfrom = \"+12015550100\"\n";
+    let vonage = "[[provider]]\nkind = \"vonage\"\napi_key = \"k\"\napi_secret_file = \"/etc/smsotp/secrets/vonage\"\nfrom = \"ACME\"\n";
+    let format_of = |t: &str| match &parse(t).unwrap().providers[0] {
+        ProviderSpec::Http(h) => h.number_format,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(format_of(twilio), NumberFormat::E164);
+    assert_eq!(format_of(vonage), NumberFormat::Digits);
+    let e = err_of(&format!(
+        "[phone]\nallowed_countries = [\"US\"]\n{twilio}number_format = \"national\"\n"
+    ));
+    assert!(
+        e.contains("provider[0].number_format: \"national\" cannot be used here: Twilio's API takes the To number only in E.164")
+            && e.contains("use \"e164\" (the default)"),
+        "{e}"
+    );
+    let e = err_of(&format!("{vonage}number_format = \"e164\"\n"));
+    assert!(e.contains("without '+' or 00; use \"digits\""), "{e}");
 }

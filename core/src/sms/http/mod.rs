@@ -49,7 +49,8 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::files;
-use crate::sms::gsm::is_gsm7;
+use crate::sms::number_format::NumberFormat;
+use crate::sms::segments::{self, Encoding};
 use crate::sms::tls;
 use crate::sms::{SendError, Sms, SmsProvider};
 
@@ -342,6 +343,10 @@ impl TransportSpec {
 pub struct HttpSpec {
     /// The provider's `name` (default its kind), unique in the config.
     pub name: String,
+    /// How `{number}` (and a preset's recipient) is written: `e164` by
+    /// default for `kind = "http"`; a preset's is the one its API
+    /// documents.
+    pub number_format: NumberFormat,
     /// What is sent and how the answer is read.
     pub gateway: Gateway,
     /// How the connection is made.
@@ -513,8 +518,9 @@ impl SmsProvider for HttpProvider {
                 percent_encode(secrets.get(CALLBACK_TOKEN).map_or("", Secret::expose))
             )),
         };
+        let number = Zeroizing::new(self.spec.number_format.render(sms.to));
         let values = Values {
-            number: sms.to.e164(),
+            number: &number,
             digits: sms.to.digits(),
             message: sms.text,
             secrets: &secrets,
@@ -524,7 +530,7 @@ impl SmsProvider for HttpProvider {
             Gateway::Template(t) => t.build(&values).map_err(SendError::Misconfigured)?,
             Gateway::Preset { preset, base_url } => {
                 let callback = self.spec.status_callback.as_ref().map(|c| c.url.as_str());
-                preset.build(base_url, sms, &secrets, callback)
+                preset.build(base_url, sms, &number, &secrets, callback)
             }
         };
         let mut auth: Vec<&str> = req

@@ -147,6 +147,7 @@ impl Preset {
         &self,
         base: &str,
         sms: &Sms<'_>,
+        to: &str,
         s: &BTreeMap<String, Secret>,
         status_callback: Option<&str>,
     ) -> Outgoing {
@@ -175,7 +176,7 @@ impl Preset {
                     TwilioSender::From(f) => ("From", f),
                     TwilioSender::MessagingService(m) => ("MessagingServiceSid", m),
                 };
-                let mut pairs = vec![("To", sms.to.e164()), (key, from.as_str()), ("Body", text)];
+                let mut pairs = vec![("To", to), (key, from.as_str()), ("Body", text)];
                 if let Some(url) = status_callback {
                     pairs.push(("StatusCallback", url));
                 }
@@ -189,10 +190,11 @@ impl Preset {
                     ("api_key", api_key.as_str()),
                     ("api_secret", secret),
                     ("from", from),
-                    ("to", sms.to.digits()),
+                    ("to", to),
                     ("text", text),
                 ];
-                if !is_gsm7(text) {
+                // The shared count's encoding: what check-config predicted.
+                if segments::count(text).encoding == Encoding::Ucs2 {
                     pairs.push(("type", "unicode"));
                 }
                 out.body = Some(form(&pairs));
@@ -202,7 +204,7 @@ impl Preset {
                 out.header("Authorization", secret);
                 out.header("Content-Type", ContentType::Json.header());
                 out.header("Accept", "application/json");
-                let mut j = serde_json::json!({ "content": text, "to": [sms.to.digits()] });
+                let mut j = serde_json::json!({ "content": text, "to": [to] });
                 if let Some(f) = from {
                     j["from"] = f.as_str().into();
                 }
@@ -218,7 +220,7 @@ impl Preset {
                 out.headers
                     .push(("Authorization".into(), basic(auth_id, secret)));
                 out.header("Content-Type", ContentType::Json.header());
-                let mut j = serde_json::json!({ "dst": sms.to.digits(), "text": text });
+                let mut j = serde_json::json!({ "dst": to, "text": text });
                 match sender {
                     PlivoSender::Src(src) => j["src"] = src.as_str().into(),
                     PlivoSender::Powerpack(p) => j["powerpack_uuid"] = p.as_str().into(),
@@ -230,7 +232,7 @@ impl Preset {
                 out.headers
                     .push(("Authorization".into(), basic(username, secret)));
                 out.header("Content-Type", ContentType::Json.header());
-                let mut j = serde_json::json!({ "to": sms.to.e164(), "body": text });
+                let mut j = serde_json::json!({ "to": to, "body": text });
                 if let Some(f) = from {
                     j["from"] = f.as_str().into();
                 }

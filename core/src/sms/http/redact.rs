@@ -103,6 +103,8 @@ impl Redactor {
         add(sms.to.e164().to_owned(), &masked);
         add(percent_encode(sms.to.e164()), &masked);
         add(sms.to.digits().to_owned(), &masked);
+        // number_format = "national" sends this form.
+        add(sms.to.national(), &masked);
         // Longest first, so a needle inside another is not half-replaced.
         needles.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
         Redactor { needles }

@@ -11,7 +11,8 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Part {
     Lit(String),
-    /// `{number}` or `$ctx.num`: E.164 with the plus.
+    /// `{number}` or `$ctx.num`: in the provider's `number_format` (E.164
+    /// with the plus unless set).
     Number,
     /// `{number_digits}`: E.164 without the plus.
     NumberDigits,
@@ -24,9 +25,10 @@ pub(super) enum Part {
     StatusCallback,
 }
 
-/// Text with placeholders: `{number}` (E.164 with `+`), `{number_digits}`
-/// (without), `{message}`, `{secret}` (from `secret_file`) and
-/// `{secret:NAME}` (from `secrets.NAME`), and `{status_callback}` (the
+/// Text with placeholders: `{number}` (as `number_format` says; E.164
+/// with `+` by default), `{number_digits}` (E.164 without `+`, whatever
+/// `number_format` says), `{message}`, `{secret}` (from `secret_file`),
+/// `{secret:NAME}` (from `secrets.NAME`) and `{status_callback}` (the
 /// provider's `status_callback` URL, carrying the callback token when
 /// it goes in the query). `$ctx.num` and `$ctx.msg`, as in
 /// existing gateway configs, mean `{number}` and `{message}`. A `{` not

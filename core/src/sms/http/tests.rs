@@ -1719,3 +1719,65 @@ fn a_status_callback_is_asked_for_and_the_message_id_kept() {
         "{e}"
     );
 }
+
+// ------------------------------------------------------- number_format
+
+/// `number_format` decides how `{number}` goes (URL and body), and a
+/// preset's recipient; `{number_digits}` stays the E.164 digits.
+#[test]
+fn number_format_decides_how_the_number_goes() {
+    let s = Server::start();
+    let uk = Phone::parse("+442079460018", None).unwrap();
+    for (format, want) in [
+        ("e164", "+442079460018"),
+        ("digits", "442079460018"),
+        ("national", "02079460018"),
+    ] {
+        let toml = format!(
+            "[phone]\nallowed_countries = [\"GB\"]\n\n[[provider]]\nkind = \"http\"\n\
+             number_format = \"{format}\"\nca_file = \"{}\"\n\
+             url = \"{}/send/{{number}}?d={{number_digits}}\"\n\
+             body = {{ to = \"{{number}}\", text = \"{{message}}\" }}\n",
+            s.ca(),
+            s.base()
+        );
+        s.requests.lock().unwrap().clear();
+        provider(&toml)
+            .send(&Sms {
+                to: &uk,
+                text: "123456",
+            })
+            .unwrap();
+        let r = s.only_request();
+        assert_eq!(
+            r.path,
+            format!("/send/{}", want.replace('+', "%2B")),
+            "{format}"
+        );
+        assert_eq!(r.query()["d"], "442079460018", "{format}");
+        assert_eq!(r.form()["to"], want, "{format}");
+    }
+    // Presets: plivo takes E.164 as well as its default digits, bulksms
+    // digits as well as its default E.164.
+    let toml = format!(
+        "[[provider]]\nkind = \"plivo\"\nnumber_format = \"e164\"\nauth_id = \"MAXX\"\n\
+         auth_token_file = \"{}\"\nfrom = \"+14155550100\"\nbase_url = \"{}\"\nca_file = \"{}\"\n\n\
+         [[provider]]\nkind = \"bulksms\"\nnumber_format = \"digits\"\nusername = \"acme\"\n\
+         password_file = \"{}\"\nbase_url = \"{}\"\nca_file = \"{}\"\n",
+        s.secret("plivo", "pl-token"),
+        s.base(),
+        s.ca(),
+        s.secret("bulksms", "bs-token"),
+        s.base(),
+        s.ca()
+    );
+    let p = providers(&toml);
+    s.requests.lock().unwrap().clear();
+    s.reply(Reply::Status(202, "{}".into()));
+    s.reply(Reply::Status(201, "[]".into()));
+    send(&*p[0], "123456").unwrap();
+    send(&*p[1], "123456").unwrap();
+    let r = s.requests();
+    assert_eq!(r[0].json()["dst"], NUMBER);
+    assert_eq!(r[1].json()["to"], DIGITS);
+}

@@ -1,7 +1,10 @@
 //! Text into `submit_sm` contents: the `data_coding` bytes and the split
-//! into parts (UDH or `message_payload`).
+//! into parts (UDH or `message_payload`). GSM-7 or UCS-2, and how many
+//! parts, is decided by the shared counting ([`crate::sms::segments`]),
+//! so the SMSC gets what `smsotp check-config` predicted.
 
 use super::*;
+use crate::sms::segments::{self, Encoding};
 
 // ----------------------------------------------------------------- encoding
 
@@ -32,9 +35,12 @@ impl fmt::Debug for Encoded {
 impl Encoded {
     pub(super) fn of(text: &str, alphabet: Coding) -> Encoded {
         let (data_coding, bytes) = match alphabet {
-            Coding::Gsm7 => match gsm7_encode(text) {
-                Some(b) => (0, b),
-                None => (8, ucs2(text)),
+            Coding::Gsm7 => match segments::count(text).encoding {
+                Encoding::Gsm7 => match gsm7_encode(text) {
+                    Some(b) => (0, b),
+                    None => (8, ucs2(text)),
+                },
+                Encoding::Ucs2 => (8, ucs2(text)),
             },
             Coding::Latin1 if text.chars().all(|c| u32::from(c) <= 0xFF) => {
                 (3, text.chars().map(|c| c as u8).collect())
@@ -125,7 +131,18 @@ pub fn message_parts(
     let enc = Encoded::of(text, alphabet);
     let (single, each) = enc.limits();
     let dc = enc.data_coding;
-    if enc.bytes.len() <= single {
+    // GSM-7 and UCS-2 by the shared count; Latin-1 and IA5 (one octet a
+    // character) by their bytes.
+    let shared = match dc {
+        0 => segments::count_in(text, Encoding::Gsm7),
+        8 => segments::count_in(text, Encoding::Ucs2),
+        _ => None,
+    };
+    let one = match shared {
+        Some(c) => c.segments == 1,
+        None => enc.bytes.len() <= single,
+    };
+    if one {
         return Ok(vec![Part {
             esm_class: 0,
             data_coding: dc,
@@ -142,10 +159,10 @@ pub fn message_parts(
         }]);
     }
     let chunks = enc.chunks(each);
-    if chunks.len() > MAX_PARTS {
+    let needed = shared.map_or(chunks.len(), |c| c.segments);
+    if needed > MAX_PARTS {
         return Err(format!(
-            "the message needs {} SMS parts (at most {MAX_PARTS}); shorten otp.message",
-            chunks.len()
+            "the message needs {needed} SMS parts (at most {MAX_PARTS}); shorten otp.message"
         ));
     }
     let total = chunks.len() as u8;

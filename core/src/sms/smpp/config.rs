@@ -8,14 +8,17 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::config::check::{Checker, ConfigError, ConfigWarning};
+use crate::phone::Phone;
+use crate::sms::number_format::{self, Allowed, NumberFormat};
 use crate::sms::raw::{timeouts, Fields};
 use crate::sms::smpp;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// The keys of `kind = "smpp"`, besides `kind`.
-pub(crate) const KEYS: [&str; 20] = [
+pub(crate) const KEYS: [&str; 21] = [
     "name",
+    "number_format",
     "host",
     "port",
     "tls",
@@ -46,6 +49,7 @@ pub(crate) struct RawSmpp {
     _kind: IgnoredAny,
     #[serde(rename = "name")]
     _name: Option<IgnoredAny>,
+    number_format: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
     port: Option<Spanned<i64>>,
     tls: Option<Spanned<bool>>,
@@ -185,7 +189,43 @@ fn smpp_spec(
         &smpp::NPIS,
         source_npi_default,
     )?;
-    let dest_addr_ton = smpp_code(c, &r.dest_addr_ton, &k("dest_addr_ton"), &smpp::TONS, 1)?;
+    let number_format = number_format::check(
+        c,
+        &r.number_format,
+        key,
+        &Allowed {
+            formats: &[NumberFormat::Digits, NumberFormat::National],
+            why: "SMPP writes an international number as its digits without '+', with \
+                  dest_addr_ton = 1 (international)",
+        },
+    )?;
+    // A national number is the national significant number with TON
+    // national (3GPP TS 23.040 9.1.2.5), or as dialled with TON unknown.
+    let ton_default = match number_format {
+        NumberFormat::National => 2,
+        NumberFormat::E164 | NumberFormat::Digits => 1,
+    };
+    let dest_addr_ton = smpp_code(
+        c,
+        &r.dest_addr_ton,
+        &k("dest_addr_ton"),
+        &smpp::TONS,
+        ton_default,
+    )?;
+    if let (NumberFormat::National, Some(t)) = (number_format, &r.dest_addr_ton) {
+        if ![0, 2].contains(&dest_addr_ton) {
+            return Err(c.err(
+                t.span(),
+                &k("dest_addr_ton"),
+                format!(
+                    "{} does not fit number_format = \"national\"; remove dest_addr_ton (it is \
+                     then 2, national: the number without country code and trunk prefix) or set \
+                     \"unknown\" (the number as dialled in the country, trunk prefix included)",
+                    t.get_ref()
+                ),
+            ));
+        }
+    }
     let dest_addr_npi = smpp_code(c, &r.dest_addr_npi, &k("dest_addr_npi"), &smpp::NPIS, 1)?;
     let registered_delivery =
         c.int_in(&r.registered_delivery, &k("registered_delivery"), 0..=31, 0)? as u8;
@@ -249,6 +289,7 @@ fn smpp_spec(
     )? as usize;
     Ok(SmppSpec {
         name,
+        number_format,
         host,
         port,
         tls,
@@ -328,6 +369,9 @@ pub enum LongMessages {
 pub struct SmppSpec {
     /// The provider's `name` (default `smpp`), unique in the config.
     pub name: String,
+    /// `digits` (default: E.164 without '+', TON international) or
+    /// `national` ([`SmppSpec::destination`]).
+    pub number_format: NumberFormat,
     /// The SMSC's name or address, without port.
     pub host: String,
     /// Default 2775 ([`SmppSpec::DEFAULT_PORT`]).
@@ -383,6 +427,18 @@ impl SmppSpec {
     /// As many as smsotp-radiusd's 4 workers had bound before sends left
     /// them: SMSCs often limit binds per system_id.
     pub const DEFAULT_MAX_SESSIONS: usize = 4;
+
+    /// The `destination_addr` for `to`: its E.164 digits (no '+'); with
+    /// `number_format = "national"`, the national significant number
+    /// under TON national (2), or the number as dialled in its country
+    /// under TON unknown (0).
+    pub fn destination(&self, to: &Phone) -> String {
+        match (self.number_format, self.dest_addr_ton) {
+            (NumberFormat::National, 0) => to.national(),
+            (NumberFormat::National, _) => to.national_significant().to_owned(),
+            (NumberFormat::E164 | NumberFormat::Digits, _) => to.digits().to_owned(),
+        }
+    }
 
     /// `smpp://host:port` (`smpps://` with TLS), for status and doctor
     /// output: no credentials in it.

@@ -10,7 +10,9 @@
 //! Text goes as GSM 03.38 (`data_coding` 0, one unpacked septet per byte, the
 //! form SMSCs expect over SMPP) when every character is in the GSM default
 //! alphabet or its extension table, and as UCS-2 (`data_coding` 8, UTF-16BE)
-//! otherwise; `data_coding` picks Latin-1, IA5 or always UCS-2 instead. A
+//! otherwise (both decided, with the number of parts, by the shared count
+//! of [`crate::sms::segments`]); `data_coding` picks Latin-1, IA5 or
+//! always UCS-2 instead. A
 //! text longer than one SMS (160 GSM septets, 70 UCS-2 characters, 140
 //! octets) goes in parts with a concatenation header (UDH, `esm_class` 0x40,
 //! 8-bit reference; 153/67/134 per part, never splitting an escape or a
@@ -496,12 +498,13 @@ impl SmsProvider for SmppProvider {
             reference,
         )
         .map_err(SendError::Misconfigured)?;
-        // TON international: digits without '+'; for the others the E.164
-        // digits too (see docs/smpp.md).
-        let to = sms.to.digits();
+        // TON international: digits without '+'; number_format =
+        // "national": the national form (see SmppSpec::destination and
+        // docs/smpp.md).
+        let to = self.spec.destination(sms.to);
         let pdus = parts
             .iter()
-            .map(|p| self.submit_pdu(p, to))
+            .map(|p| self.submit_pdu(p, &to))
             .collect::<Result<Vec<_>, _>>()?;
         let deadline = Instant::now() + self.spec.timeout;
         // A pool: at most max_sessions sends (and so bound sessions) at

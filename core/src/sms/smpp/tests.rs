@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::phone::Phone;
+use crate::sms::number_format::NumberFormat;
 use crate::sms::ProviderSpec;
 
 fn spec(toml: &str) -> SmppSpec {
@@ -75,6 +76,74 @@ fn segment_limits_and_cuts() {
     assert!(e.contains("otp.message"), "{e}");
     // Debug never shows the text.
     assert!(!format!("{:?}", parts("123456")).contains("123456"));
+}
+
+#[test]
+fn parts_agree_with_the_shared_count() {
+    use crate::sms::segments;
+    let a = |n: usize| "a".repeat(n);
+    let z = |n: usize| "ж".repeat(n);
+    let texts = [
+        a(160),
+        a(161),
+        a(306),
+        a(307),
+        format!("{}€", a(159)),
+        format!("{}€{}", a(152), a(151)),
+        format!("{}€{}", a(152), a(152)),
+        z(70),
+        z(71),
+        z(134),
+        z(135),
+        format!("{}😀{}", z(66), z(66)),
+        format!("{}😀{}", z(65), z(67)),
+        format!("Your code 123456 – {}", a(60)),
+    ];
+    for t in &texts {
+        let c = segments::count(t);
+        let p = message_parts(t, Coding::Gsm7, LongMessages::Udh, 1).unwrap();
+        assert_eq!(p.len(), c.segments, "{} chars", t.chars().count());
+        let dc = if c.encoding == segments::Encoding::Gsm7 {
+            0
+        } else {
+            8
+        };
+        assert!(p.iter().all(|x| x.data_coding == dc));
+        // Forced UCS-2 splits as the shared count in UCS-2 says.
+        let u = segments::count_in(t, segments::Encoding::Ucs2).unwrap();
+        let p = message_parts(t, Coding::Ucs2, LongMessages::Udh, 1).unwrap();
+        assert_eq!(p.len(), u.segments, "{} chars, ucs2", t.chars().count());
+    }
+}
+
+#[test]
+fn number_format_and_dest_addr_ton_agree() {
+    let gb = "[phone]\nallowed_countries = [\"GB\"]\n\n";
+    assert_eq!(spec(BASE).number_format, NumberFormat::Digits);
+    let s = spec(&format!("{gb}{BASE}number_format = \"national\"\n"));
+    assert_eq!(
+        (s.number_format, s.dest_addr_ton),
+        (NumberFormat::National, 2)
+    );
+    let e = err_of(&format!("{BASE}number_format = \"e164\"\n"));
+    assert!(
+        e.contains("provider[0].number_format: \"e164\" cannot be used here: SMPP writes an international number as its digits without '+'")
+            && e.contains("use \"digits\", \"national\""),
+        "{e}"
+    );
+    let e = err_of(&format!(
+        "{gb}{BASE}number_format = \"national\"\ndest_addr_ton = \"international\"\n"
+    ));
+    assert!(
+        e.contains("provider[0].dest_addr_ton: \"international\" does not fit number_format = \"national\""),
+        "{e}"
+    );
+    // Without one allowed country, national is refused.
+    let e = err_of(&format!("{BASE}number_format = \"national\"\n"));
+    assert!(
+        e.contains("phone.allowed_countries must name exactly one country"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -207,6 +276,16 @@ fn config_errors_name_the_key() {
 /// (`system_id`/`message_id` bodies where needed). Returns the command ids
 /// it saw, when the client closes.
 fn tiny_smsc() -> (u16, std::thread::JoinHandle<Vec<u32>>) {
+    let (port, h) = tiny_smsc_recording();
+    let ids = std::thread::spawn(move || h.join().unwrap().into_iter().map(|(id, _)| id).collect());
+    (port, ids)
+}
+
+/// Each PDU a tiny SMSC read: its command id and body.
+type Seen = Vec<(u32, Vec<u8>)>;
+
+/// [`tiny_smsc`], returning each PDU's command id with its body.
+fn tiny_smsc_recording() -> (u16, std::thread::JoinHandle<Seen>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let h = std::thread::spawn(move || {
@@ -222,7 +301,7 @@ fn tiny_smsc() -> (u16, std::thread::JoinHandle<Vec<u32>>) {
             let mut body = vec![0u8; w(0) as usize - 16];
             s.read_exact(&mut body).unwrap();
             let id = w(4);
-            seen.push(id);
+            seen.push((id, body.clone()));
             let reply_body: &[u8] = match id {
                 0x02 => b"tiny\0",
                 0x04 => b"1\0",
@@ -238,6 +317,49 @@ fn tiny_smsc() -> (u16, std::thread::JoinHandle<Vec<u32>>) {
         }
     });
     (port, h)
+}
+
+/// The destination of a `submit_sm` body: (TON, NPI, address).
+fn destination_of(body: &[u8]) -> (u8, u8, String) {
+    let cstr = |at: usize| -> (String, usize) {
+        let end = at + body[at..].iter().position(|&b| b == 0).unwrap();
+        (String::from_utf8(body[at..end].to_vec()).unwrap(), end + 1)
+    };
+    let (_service_type, at) = cstr(0);
+    let (_source, at) = cstr(at + 2);
+    let (ton, npi) = (body[at], body[at + 1]);
+    (ton, npi, cstr(at + 2).0)
+}
+
+#[test]
+fn number_format_sets_the_destination_and_its_ton() {
+    let to = Phone::parse("+442079460018", None).unwrap();
+    for (extra, want) in [
+        ("", (1, 1, "442079460018")),
+        ("number_format = \"digits\"\n", (1, 1, "442079460018")),
+        ("number_format = \"national\"\n", (2, 1, "2079460018")),
+        (
+            "number_format = \"national\"\ndest_addr_ton = \"unknown\"\n",
+            (0, 1, "02079460018"),
+        ),
+    ] {
+        let (port, h) = tiny_smsc_recording();
+        let s = spec(
+            &format!("[phone]\nallowed_countries = [\"GB\"]\n\n{BASE}host = \"127.0.0.1\"\nport = {port}\n{extra}")
+                .replace("host = \"smsc.example.net\"\n", ""),
+        );
+        let p = SmppProvider::new(s, SessionMode::PerSend);
+        p.send(&Sms {
+            to: &to,
+            text: "123456",
+        })
+        .unwrap();
+        drop(p);
+        let seen = h.join().unwrap();
+        let (_, body) = seen.iter().find(|(id, _)| *id == 0x04).unwrap();
+        let (ton, npi, addr) = destination_of(body);
+        assert_eq!((ton, npi, addr.as_str()), want, "{extra}");
+    }
 }
 
 #[test]
