@@ -3,12 +3,11 @@
 //! `status_callback`.
 //!
 //! A reverse proxy in front does TLS and forwards those paths; this
-//! serves plain HTTP, meant for a loopback address. Each request is
-//! routed by path to its provider (none: 404), its body capped at
-//! [`MAX_BODY`] (413) and given a few seconds to arrive (tiny_http sets
-//! no time-outs on its connections: a client slow to send its headers
-//! holds only a tiny_http connection thread; see `read_body` for the
-//! body), authenticated and read by the core
+//! serves plain HTTP, meant for a loopback address, through
+//! [`crate::http`] (one connection at a time, the whole request read
+//! within a few seconds, bodies capped at [`MAX_BODY`]: 413). Each
+//! request is routed by path to its provider (none: 404), authenticated
+//! and read by the core
 //! ([`smsotp_core::sms::http::callback::read_callback`]: a missing or
 //! wrong signature or token is 403 and an audit line without id or
 //! number), and its report fed to the same [`Registry`] the SMPP
@@ -22,47 +21,24 @@
 //!
 //! [`Registry`]: crate::receipts::Registry
 
-use std::io::Read;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use smsotp_core::audit::Level;
 use smsotp_core::files;
 use smsotp_core::sms::http::callback::{read_callback, CallbackError, CallbackRequest};
 use smsotp_core::sms::ProviderSpec;
 
+use crate::http::{Request, Response};
 use crate::runtime::Runtime;
 use crate::server::event;
 
 /// The largest callback body read; a gateway's report is far smaller.
 pub const MAX_BODY: usize = 16 * 1024;
-/// How long the loop waits for a request before it looks at the stop flag.
-const POLL: Duration = Duration::from_millis(200);
-/// The bodies tiny_http reads itself before it hands a request over.
-const BUFFERED: usize = 1024;
-/// How long a longer body may take to arrive.
-const READ_FOR: Duration = Duration::from_secs(5);
-/// The most such bodies being read at once.
-const MAX_READERS: usize = 4;
-
-/// The listener of `receipts.listen`.
-pub struct Listener(tiny_http::Server);
-
-impl Listener {
-    /// The address it listens on (for tests that bind port 0).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.0.server_addr().to_ip()
-    }
-}
-
-/// Binds `addr` for the callbacks.
-pub fn bind(addr: SocketAddr) -> std::io::Result<Listener> {
-    tiny_http::Server::http(addr)
-        .map(Listener)
-        .map_err(std::io::Error::other)
-}
+pub use crate::http::bind;
 
 /// What one callback got, for the response and the tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +49,6 @@ pub enum Answer {
     NotFound,
     /// Not POST or GET.
     BadMethod,
-    /// The body is over [`MAX_BODY`].
-    TooLarge,
     /// Signature or token missing or wrong.
     Forbidden,
     /// Authenticated but unreadable.
@@ -89,7 +63,6 @@ impl Answer {
             Answer::Taken => 200,
             Answer::NotFound => 404,
             Answer::BadMethod => 405,
-            Answer::TooLarge => 413,
             Answer::Forbidden => 403,
             Answer::Malformed => 400,
             Answer::Unavailable => 503,
@@ -97,53 +70,26 @@ impl Answer {
     }
 }
 
-/// Serves callbacks until `stop`, with the runtime `current` returns at
-/// each request. Nothing here should panic; if something does, the
-/// request gets 503 and the loop goes on.
-pub fn serve(listener: Listener, current: &dyn Fn() -> Arc<Runtime>, stop: &AtomicBool) {
-    let readers = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::Relaxed) {
-        let req = match listener.0.recv_timeout(POLL) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                current().log(
-                    Level::Error,
-                    &event(
-                        "receipts",
-                        format!("the status callback listener failed: {e}; callbacks are no longer answered"),
-                    ),
-                );
-                return;
-            }
-        };
-        let rt = current();
-        let Some((req, body)) = read_body(req, &readers) else {
-            continue;
-        };
-        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let body = body?;
-            let headers: Vec<(String, String)> = req
-                .headers()
-                .iter()
-                .map(|h| {
-                    (
-                        h.field.as_str().as_str().to_owned(),
-                        h.value.as_str().to_owned(),
-                    )
-                })
-                .collect();
-            Ok(handle(
-                &rt,
-                req.method().as_str(),
-                req.url(),
-                &headers,
-                &body,
-            ))
-        }));
-        let answer = match answer {
-            Ok(Ok(a) | Err(a)) => a,
-            Err(_) => {
+/// Serves callbacks on `listener` on a thread of its own until `stop`,
+/// with the runtime `current` returns at each request. Nothing here
+/// should panic; if something does, the request gets 503 and the loop
+/// goes on.
+pub fn serve(
+    listener: TcpListener,
+    current: impl Fn() -> Arc<Runtime> + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    crate::http::serve(
+        "callbacks",
+        listener,
+        MAX_BODY,
+        stop,
+        move |req: &Request| {
+            let rt = current();
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handle(&rt, &req.method, &req.target, &req.headers, &req.body)
+            }))
+            .unwrap_or_else(|_| {
                 rt.log(
                     Level::Error,
                     &event(
@@ -152,64 +98,11 @@ pub fn serve(listener: Listener, current: &dyn Fn() -> Arc<Runtime>, stop: &Atom
                     ),
                 );
                 Answer::Unavailable
-            }
-        };
-        let _ = req.respond(tiny_http::Response::empty(answer.status()));
-        rt.sinks.flush();
-    }
-}
-
-/// The body of `req`, at most [`MAX_BODY`]. tiny_http has read bodies up
-/// to [`BUFFERED`] before handing the request over; a longer one (or one
-/// without a length) is read on a helper thread for at most [`READ_FOR`],
-/// so a client that stalls mid-body cannot hold up the callbacks behind
-/// it; at most [`MAX_READERS`] such reads at once, more get 503. `None`:
-/// the request was answered or given up.
-fn read_body(
-    mut req: tiny_http::Request,
-    readers: &Arc<AtomicUsize>,
-) -> Option<(tiny_http::Request, Result<Vec<u8>, Answer>)> {
-    fn read(req: &mut tiny_http::Request) -> Result<Vec<u8>, Answer> {
-        let mut body = Vec::new();
-        let r = req
-            .as_reader()
-            .take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut body);
-        match r {
-            Ok(_) if body.len() <= MAX_BODY => Ok(body),
-            Ok(_) => Err(Answer::TooLarge),
-            Err(_) => Err(Answer::Malformed),
-        }
-    }
-    match req.body_length() {
-        Some(n) if n > MAX_BODY => return Some((req, Err(Answer::TooLarge))),
-        Some(n) if n <= BUFFERED => {
-            let body = read(&mut req);
-            return Some((req, body));
-        }
-        _ => {}
-    }
-    if readers.load(Ordering::Relaxed) >= MAX_READERS {
-        let _ = req.respond(tiny_http::Response::empty(Answer::Unavailable.status()));
-        return None;
-    }
-    readers.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let count = readers.clone();
-    let spawned = std::thread::Builder::new()
-        .name("callback-body".into())
-        .spawn(move || {
-            let body = read(&mut req);
-            // Gone when the wait was over: the request is dropped unanswered.
-            let _ = tx.send((req, body));
-            count.fetch_sub(1, Ordering::Relaxed);
-        });
-    if spawned.is_err() {
-        // The request went with the closure: dropped unanswered.
-        readers.fetch_sub(1, Ordering::Relaxed);
-        return None;
-    }
-    rx.recv_timeout(READ_FOR).ok()
+            });
+            rt.sinks.flush();
+            Response::text(answer.status(), "")
+        },
+    )
 }
 
 /// One callback, already read: routes it, authenticates it and feeds it

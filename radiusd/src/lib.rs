@@ -20,6 +20,7 @@ pub mod callback;
 pub mod dedup;
 pub mod dictionary;
 pub mod handler;
+pub mod http;
 pub mod lane;
 pub mod metrics;
 pub mod outgoing;

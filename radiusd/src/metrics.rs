@@ -15,19 +15,15 @@
 //!   provider (`smsotp_sms_send_seconds`), fed by the engines'
 //!   [`SendObserver`] hook.
 //!
-//! The HTTP side is deliberately small: one thread, one connection at a
-//! time, the request head (at most [`HEAD_MAX`] bytes, parsed by
-//! `httparse`) read within [`CLIENT_TIME`], the answer written within it
-//! too, then the connection closed. A slow or silent client holds the
-//! thread for at most that long; nothing else waits on it. Only `GET
-//! /metrics` is served; other paths are 404, other methods 405.
+//! Served by [`crate::http`] (one thread, one connection at a time,
+//! bounded in time and size): only `GET /metrics`; other paths are 404,
+//! other methods 405.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::encoding::prometheus_text::{encode, CONTENT_TYPE};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -39,13 +35,8 @@ use prometheus_client::registry::Registry;
 use smsotp_core::flow::SendObserver;
 use smsotp_core::store::{Counted, Counts};
 
-/// The longest request head read.
-pub const HEAD_MAX: usize = 8192;
-/// How long one client may take to send its request, and again to read
-/// the answer.
-pub const CLIENT_TIME: Duration = Duration::from_secs(5);
-/// How often the idle thread looks whether it should stop.
-const POLL: Duration = Duration::from_millis(100);
+pub use crate::http::bind;
+use crate::http::{Request, Response};
 
 /// What became of one datagram, as `smsotp_radius_requests_total`'s
 /// `outcome` label names it. A retransmit answered again from the
@@ -262,14 +253,6 @@ impl SendObserver for Metrics {
     }
 }
 
-/// Binds the metrics address (at start, so a taken port fails the start
-/// with a message, as the RADIUS addresses do).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let l = TcpListener::bind(addr)?;
-    l.set_nonblocking(true)?;
-    Ok(l)
-}
-
 /// Serves `listener` on a thread of its own until `stop`: each scrape
 /// renders `metrics` with what `counters` reads from the store then.
 pub fn serve(
@@ -278,141 +261,53 @@ pub fn serve(
     counters: Box<dyn Fn() -> Result<Counts, ()> + Send>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let _ = one(conn, &|| {
-                            metrics.render(counters().as_ref().map_err(|_| ()))
-                        });
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(POLL);
-                    }
-                    // A connection reset before accept, out of descriptors:
-                    // wait a little and go on.
-                    Err(_) => std::thread::sleep(POLL),
-                }
-            }
-        })
+    crate::http::serve("metrics", listener, 0, stop, move |r: &Request| {
+        answer(r, &|| metrics.render(counters().as_ref().map_err(|_| ())))
+    })
 }
 
-/// What a request head asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Asked {
-    Metrics,
-    NotFound,
-    WrongMethod,
-    Bad,
-    TooLarge,
-}
-
-/// Reads what `head` asks for; `None` while it is incomplete.
-fn asked(head: &[u8]) -> Option<Asked> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Partial) if head.len() >= HEAD_MAX => Some(Asked::TooLarge),
-        Ok(httparse::Status::Partial) => None,
-        Err(httparse::Error::TooManyHeaders) => Some(Asked::TooLarge),
-        Err(_) => Some(Asked::Bad),
-        Ok(httparse::Status::Complete(_)) => {
-            let path = req.path.unwrap_or("");
-            let path = path.split_once('?').map_or(path, |(p, _)| p);
-            Some(match (req.method, path) {
-                (Some("GET"), "/metrics") => Asked::Metrics,
-                (_, "/metrics") => Asked::WrongMethod,
-                _ => Asked::NotFound,
-            })
-        }
+/// The answer to `r`: the metrics for `GET /metrics`, else 404 or 405.
+fn answer(r: &Request, render: &dyn Fn() -> String) -> Response {
+    match (r.method.as_str(), r.path()) {
+        ("GET", "/metrics") => Response {
+            status: 200,
+            content_type: CONTENT_TYPE,
+            body: render(),
+            allow: None,
+        },
+        (_, "/metrics") => Response {
+            allow: Some("GET"),
+            ..Response::text(405, "use GET\n")
+        },
+        _ => Response::text(404, "only GET /metrics is served here\n"),
     }
-}
-
-/// Answers one connection: reads the head within [`CLIENT_TIME`], writes
-/// the answer within it again, closes.
-fn one(mut conn: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
-    conn.set_nonblocking(false)?;
-    conn.set_write_timeout(Some(CLIENT_TIME))?;
-    let deadline = Instant::now() + CLIENT_TIME;
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    let what = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        conn.set_read_timeout(Some(left))?;
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n.min(HEAD_MAX - head.len().min(HEAD_MAX))]);
-        if let Some(a) = asked(&head) {
-            break a;
-        }
-    };
-    let (status, ctype, body) = match what {
-        Asked::Metrics => ("200 OK", CONTENT_TYPE, render()),
-        Asked::NotFound => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "only GET /metrics is served here\n".into(),
-        ),
-        Asked::WrongMethod => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "use GET\n".into(),
-        ),
-        Asked::Bad => (
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            "not an HTTP request\n".into(),
-        ),
-        Asked::TooLarge => (
-            "431 Request Header Fields Too Large",
-            "text/plain; charset=utf-8",
-            "request head too large\n".into(),
-        ),
-    };
-    let allow = if what == Asked::WrongMethod {
-        "Allow: GET\r\n"
-    } else {
-        ""
-    };
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(reply.as_bytes())?;
-    conn.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::CLIENT_TIME;
     use smsotp_core::store::{CounterKey, LimitKind};
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
 
     #[test]
-    fn heads_are_read_as_what_they_ask() {
-        assert_eq!(
-            asked(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(Asked::Metrics)
-        );
-        assert_eq!(
-            asked(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"),
-            Some(Asked::Metrics)
-        );
-        assert_eq!(asked(b"GET / HTTP/1.1\r\n\r\n"), Some(Asked::NotFound));
-        assert_eq!(
-            asked(b"POST /metrics HTTP/1.1\r\n\r\n"),
-            Some(Asked::WrongMethod)
-        );
-        assert_eq!(asked(b"GET /metr"), None);
-        assert_eq!(asked(b"\x16\x03\x01 hello"), Some(Asked::Bad));
-        let long = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(HEAD_MAX));
-        assert_eq!(asked(long.as_bytes()), Some(Asked::TooLarge));
+    fn only_get_metrics_is_served() {
+        let req = |method: &str, target: &str| Request {
+            method: method.into(),
+            target: target.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let render = || "m 1\n".to_owned();
+        let r = answer(&req("GET", "/metrics?x=1"), &render);
+        assert_eq!((r.status, r.body.as_str()), (200, "m 1\n"));
+        assert_eq!(r.content_type, CONTENT_TYPE);
+        assert_eq!(answer(&req("GET", "/"), &render).status, 404);
+        let r = answer(&req("POST", "/metrics"), &render);
+        assert_eq!((r.status, r.allow), (405, Some("GET")));
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub struct Signals {
 pub fn run(
     config_path: PathBuf,
     sockets: Vec<UdpSocket>,
-    callbacks: Option<crate::callback::Listener>,
+    callbacks: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
     runtime: Runtime,
     signals: Signals,
@@ -225,7 +225,7 @@ pub fn run(
         handled: AtomicU64::new(0),
         metrics: Arc::new(Metrics::default()),
     });
-    let stop_metrics = Arc::new(AtomicBool::new(false));
+    let stop_http = Arc::new(AtomicBool::new(false));
     let metrics_thread = match metrics_listener {
         Some(listener) => {
             let reads = shared.clone();
@@ -233,7 +233,7 @@ pub fn run(
                 listener,
                 shared.metrics.clone(),
                 Box::new(move || today_s_counters(&reads)),
-                stop_metrics.clone(),
+                stop_http.clone(),
             )?)
         }
         None => None,
@@ -256,16 +256,17 @@ pub fn run(
     // by one.
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut all_queues: Vec<Arc<Queues>> = Vec::new();
-    if let Some(listener) = callbacks {
-        let shared = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("callbacks".into())
-                .spawn(move || {
-                    crate::callback::serve(listener, &|| shared.runtime(), &shared.stop)
-                })?,
-        );
-    }
+    let callbacks_thread = match callbacks {
+        Some(listener) => {
+            let current = shared.clone();
+            Some(crate::callback::serve(
+                listener,
+                move || current.runtime(),
+                stop_http.clone(),
+            )?)
+        }
+        None => None,
+    };
     for sock in sockets {
         let sock = Arc::new(sock);
         let local = sock.local_addr()?;
@@ -320,8 +321,8 @@ pub fn run(
         let _ = t.join();
     }
     lane.shutdown();
-    stop_metrics.store(true, Ordering::Relaxed);
-    if let Some(t) = metrics_thread {
+    stop_http.store(true, Ordering::Relaxed);
+    for t in [metrics_thread, callbacks_thread].into_iter().flatten() {
         let _ = t.join();
     }
     shared.runtime().store.flush();
