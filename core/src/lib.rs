@@ -112,6 +112,7 @@ pub mod files;
 pub mod flow;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod messages;
 pub mod otp;
 pub mod phone;
 pub mod random;

@@ -10,7 +10,7 @@
 //! validated types: `otp.rs` (`[otp]`, the message template), `policy.rs`
 //! (`[policy]`, `[phone]`, `[limits]` and rates), `store.rs`
 //! (`[[directory]]`, `[store]`, `[audit]`), `radius.rs` (`[radius]` and
-//! its clients), `receipts.rs` (`[receipts]`); `[[provider]]` belongs to [`crate::sms`]. [`check`] is
+//! its clients), `receipts.rs` (`[receipts]`), `messages.rs` (`[messages]`); `[[provider]]` belongs to [`crate::sms`]. [`check`] is
 //! what they share to report a problem, `keys.rs` the table of every key,
 //! and `errors.rs` turns toml's errors into ours.
 
@@ -26,6 +26,7 @@ use crate::sms::{self, ProviderSpec, RawProvider};
 pub mod check;
 mod errors;
 mod keys;
+mod messages;
 mod otp;
 mod policy;
 mod radius;
@@ -39,6 +40,7 @@ pub use check::{
     parse_duration, plausible_name, ConfigError, ConfigWarning, Location, DEFAULT_STATE_DIR,
 };
 pub use keys::{section_of, Key, ValueKind, KEYS};
+pub use messages::{LanguageChoice, MessageSettings};
 pub use otp::{human_duration, Alphabet, MessageTemplate, MessageValues, OtpSettings};
 pub use policy::{
     parse_rate, units, Budget, CountryRates, Limits, NoPhone, PhoneSettings, PolicySettings,
@@ -80,6 +82,8 @@ struct RawConfig {
     radius: Option<radius::RawRadius>,
     #[serde(default)]
     receipts: receipts::RawReceipts,
+    #[serde(default)]
+    messages: messages::RawMessages,
 }
 
 /// The whole validated configuration.
@@ -110,6 +114,8 @@ pub struct Config {
     pub radius: Option<RadiusSettings>,
     /// `[receipts]`: delivery receipts in smsotp-radiusd.
     pub receipts: ReceiptSettings,
+    /// `[messages]`: the admin's catalogues and how a language is chosen.
+    pub messages: MessageSettings,
     /// Allowed but probably mistaken settings, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -187,10 +193,12 @@ impl Config {
             .map(|r| radius::validate(&c, r, &directories, &store))
             .transpose()?;
         let receipts = receipts::validate(&c, &raw.receipts, &providers, &mut warnings)?;
+        let messages = messages::validate(&c, &raw.messages)?;
 
         Ok(Config {
             radius,
             receipts,
+            messages,
             path: path.to_owned(),
             otp,
             policy,
