@@ -46,12 +46,40 @@ pub(crate) fn check_config(path: &Path) -> Result<Output, Failure> {
             text.push_str(&format!("\n{} problem(s): {fix}\n", entries.len()));
         }
     }
-    let code = report::findings_exit(&findings);
+    let mut code = report::findings_exit(&findings);
+    // The message catalogues: a bad file never fails a login (its keys
+    // fall back to the shipped texts), so it is reported here.
+    let messages = smsotp_core::messages::Messages::load(
+        &cfg.messages,
+        cfg.otp.message_set.then_some(&cfg.otp.message),
+    );
+    let languages: Vec<&str> = messages.languages().collect();
+    text.push_str(&format!(
+        "messages: {} (default {})\n",
+        languages.join(", "),
+        messages.default_catalogue().lang()
+    ));
+    let problems: Vec<String> = messages
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for p in &problems {
+        text.push_str(&format!("error: {p}\n"));
+    }
+    if !problems.is_empty() {
+        text.push_str(&format!(
+            "\n{} problem(s) in the message files: logins use the shipped text for each until fixed\n",
+            problems.len()
+        ));
+        code = code.max(crate::report::exit::PROBLEMS);
+    }
     Ok(Output {
         text,
-        json: json!({"ok": lists.bad.is_empty(), "config": path, "effective": eff,
+        json: json!({"ok": lists.bad.is_empty() && problems.is_empty(), "config": path, "effective": eff,
                      "warnings": cfg.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                     "phone_lists": {"valid": lists.valid, "bad": bad}}),
+                     "phone_lists": {"valid": lists.valid, "bad": bad},
+                     "messages": {"languages": languages, "problems": problems}}),
         code,
     })
 }
@@ -60,7 +88,7 @@ pub(crate) fn check_config(path: &Path) -> Result<Output, Failure> {
 /// only their paths are shown; HTTP providers show only where they connect.
 pub(crate) fn effective(c: &Config) -> Value {
     use smsotp_core::config::{
-        Alphabet, ClientMode, DirectorySpec, NoPhone, PrimaryAuth, ProviderDown,
+        Alphabet, ClientMode, DirectorySpec, LanguageChoice, NoPhone, PrimaryAuth, ProviderDown,
     };
     let d = |d: std::time::Duration| smsotp_core::config::human_duration(d);
     let providers: Vec<Value> = c.providers.iter().map(provider_json).collect();
@@ -107,6 +135,12 @@ pub(crate) fn effective(c: &Config) -> Value {
         "store": c.store.settings().into_iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
         "providers": providers,
         "audit": {"syslog": c.audit.syslog, "file": c.audit.file},
+        "messages": {
+            "dir": c.messages.dir,
+            "default_language": c.messages.default_language,
+            "language": match c.messages.language { LanguageChoice::Default => "default", LanguageChoice::ByNumber => "by_number" },
+            "follow_locale": c.messages.follow_locale,
+        },
         "radius": c.radius.as_ref().map(|r| json!({
             "listen": r.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "primary": match &r.primary { PrimaryAuth::None => "none".to_owned(), PrimaryAuth::Pam { service } => format!("pam:{service}"), PrimaryAuth::Ldap(l) => format!("ldap:{}", l.name) },

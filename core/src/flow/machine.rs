@@ -516,13 +516,19 @@ impl Engine {
         {
             self.store.durable()?;
         }
-        let text = self.cfg.otp.message.render(&MessageValues {
-            code,
-            host: &self.host,
-            ttl: self.cfg.otp.ttl,
-            user: &ctx.user,
-            service: &ctx.service,
-        });
+        // The SMS in the user's language; the code and its life are the
+        // same in every language.
+        let lang = self.catalogue_given(&ctx.user, phone);
+        let text = lang.sms().render_in(
+            &MessageValues {
+                code,
+                host: &self.host,
+                ttl: self.cfg.otp.ttl,
+                user: &ctx.user,
+                service: &ctx.service,
+            },
+            lang,
+        );
         let (outcome, tracked) = sms::send_with_failover_tracked(
             &self.providers,
             &Sms {

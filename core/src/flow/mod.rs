@@ -21,6 +21,7 @@
 mod conversation;
 mod enroll;
 mod events;
+mod language;
 mod machine;
 mod outcome;
 mod receipt;
@@ -157,6 +158,10 @@ pub struct Engine {
     /// Where sent codes go to wait for their delivery receipt
     /// (smsotp-radiusd); `None` in the PAM module.
     receipts: Option<std::sync::Arc<dyn ReceiptSink>>,
+    /// The texts in every language this host has.
+    messages: crate::messages::Messages,
+    /// The session's LANG / LC_MESSAGES (PAM, `messages.follow_locale`).
+    session_locale: Option<String>,
 }
 
 /// The parts of an [`Engine`], for tests and for front ends that build their
@@ -290,6 +295,10 @@ impl Engine {
         store: Box<dyn Store>,
         key: OtpKey,
     ) -> Result<Engine, FlowError> {
+        let messages = crate::messages::Messages::load(
+            &cfg.messages,
+            cfg.otp.message_set.then_some(&cfg.otp.message),
+        );
         let parts = Parts {
             store,
             directories: directory::from_config(&cfg.directories),
@@ -301,7 +310,9 @@ impl Engine {
             key,
             host: hostname(),
         };
-        Ok(Engine::with_parts(cfg, parts))
+        let mut engine = Engine::with_parts(cfg, parts);
+        engine.set_messages(messages);
+        Ok(engine)
     }
 
     /// [`Engine::open_with_store`] with directory sources and provider state
@@ -326,7 +337,13 @@ impl Engine {
     /// An engine from parts the caller built (tests, a server that shares
     /// one store between its threads).
     pub fn with_parts(cfg: Config, p: Parts) -> Engine {
+        let messages = crate::messages::Messages::shipped(
+            &cfg.messages,
+            cfg.otp.message_set.then_some(&cfg.otp.message),
+        );
         Engine {
+            messages,
+            session_locale: None,
             cfg,
             store: p.store,
             directories: p.directories,
