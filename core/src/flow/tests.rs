@@ -2020,3 +2020,69 @@ fn a_resend_meets_the_spend_breaker_and_the_sent_code_still_opens() {
         Answer::Done(Verdict::Accept(_))
     ));
 }
+
+/// The language of a login: the user's setting in the store, else the
+/// session's locale (when followed), else the number's country (when
+/// `by_number`), else the default; a language without a catalogue is
+/// passed over.
+#[test]
+fn the_language_is_the_users_then_the_locale_then_the_number_then_the_default() {
+    let mut h = harness(
+        "[messages]\nlanguage = \"by_number\"\ndefault_language = \"fr\"\nfollow_locale = true\n",
+    );
+    let lang = |h: &Harness, user: &str| h.engine.catalogue_for(user).lang().to_owned();
+    assert_eq!(lang(&h, "erin"), "de", "a German number");
+    assert_eq!(lang(&h, "alice"), "en", "a US number");
+    assert_eq!(lang(&h, "nobody"), "fr", "no number: the default");
+    h.engine.set_session_locale(Some("it_IT.UTF-8".into()));
+    assert_eq!(lang(&h, "erin"), "it", "the locale before the number");
+    h.engine.store().set_language("erin", Some("nl")).unwrap();
+    assert_eq!(
+        lang(&h, "erin"),
+        "nl",
+        "the user's setting before the locale"
+    );
+    h.engine.store().set_language("erin", Some("sv")).unwrap();
+    assert_eq!(lang(&h, "erin"), "it", "no catalogue for sv: passed over");
+    h.engine.set_session_locale(Some("C.UTF-8".into()));
+    assert_eq!(lang(&h, "erin"), "de");
+}
+
+#[test]
+fn without_by_number_or_follow_locale_the_default_is_used() {
+    let mut h = harness("[messages]\ndefault_language = \"es\"\n");
+    h.engine.set_session_locale(Some("de_DE.UTF-8".into()));
+    assert_eq!(h.engine.catalogue_for("erin").lang(), "es");
+    h.engine.store().set_language("erin", Some("pt")).unwrap();
+    assert_eq!(h.engine.catalogue_for("erin").lang(), "pt");
+    assert_eq!(h.engine.catalogue_without_store().lang(), "es");
+}
+
+/// A German user's SMS is German, with the same code, lifetime and tries
+/// as anyone's; `otp.message`, once set, is every language's SMS.
+#[test]
+fn the_sms_is_in_the_users_language_and_nothing_else_changes() {
+    let h = harness("");
+    h.engine.store().set_language("erin", Some("de")).unwrap();
+    let info = h.start(&ctx("erin", "sshd"));
+    let code = h.last_code();
+    let text = h.sms.sent.borrow().last().unwrap().1.clone();
+    assert_eq!(
+        text,
+        format!("{code} ist Ihr Anmeldecode für web1. Er verfällt in 5 Minuten.")
+    );
+    let en = h.start(&ctx("bob", "sshd"));
+    assert_eq!(info.attempts_left, en.attempts_left);
+    assert_eq!(info.expires_in, en.expires_in);
+    assert_eq!(code.len(), h.last_code().len());
+    let de = h.engine.catalogue_for("erin");
+    assert_eq!(
+        info.intro_with_tries_in(de),
+        format!("Code an {} gesendet. Noch 3 Versuche.", info.phone_masked)
+    );
+
+    let h = harness("[otp]\nmessage = \"Code {code}\"\n");
+    h.engine.store().set_language("erin", Some("de")).unwrap();
+    h.start(&ctx("erin", "sshd"));
+    assert!(h.sms.sent.borrow().last().unwrap().1.starts_with("Code "));
+}
