@@ -126,7 +126,8 @@ pub(crate) enum UserCommand {
     /// Remove the opt-out mark.
     OptIn { user: String },
     /// Set the language USER reads prompts, messages and the SMS in (a
-    /// tag such as de, fr; see [messages] in smsotp.toml(5)), or --clear it.
+    /// tag such as de, fr; see the messages section of smsotp.toml(5)), or
+    /// --clear it.
     SetLanguage {
         user: String,
         #[arg(required_unless_present = "clear", conflicts_with = "clear")]
