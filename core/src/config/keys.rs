@@ -104,6 +104,7 @@ pub const KEYS: &[Key] = &[
     k("directory.write_back"),
     d("directory.cache_ttl"),
     k("directory.user_dn"),
+    k("directory.language_attribute"),
     k("store.kind"),
     k("store.path"),
     d("store.busy_timeout"),

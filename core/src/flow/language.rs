@@ -1,15 +1,16 @@
 //! Which language a login reads: the user's own setting in the store,
 //! else the session's locale (PAM, `messages.follow_locale`), else the
-//! number's country (`messages.language = "by_number"`), else
-//! `messages.default_language`. A language without a catalogue is
+//! LDAP directory's `language_attribute` of the entry that gave the
+//! number, else the number's country (`messages.language =
+//! "by_number"`), else `messages.default_language`. A language without a catalogue is
 //! passed over. Finding the language never fails a login: a store or
 //! directory that cannot be read only skips its step (the login's own
 //! reads report the failure).
 
 use super::Engine;
 use crate::audit::{Event, Level};
-use crate::config::LanguageChoice;
-use crate::messages::{language_of_region, Catalogue, Messages};
+use crate::config::{DirectorySpec, LanguageChoice};
+use crate::messages::{language_of_region, normalize_tag, Catalogue, Messages};
 use crate::phone::Phone;
 
 impl Engine {
@@ -67,38 +68,59 @@ impl Engine {
 
     fn choose(&self, user: &str, phone: Option<&Phone>, look_up: bool) -> &Catalogue {
         let stored = self.store.language(user).unwrap_or_else(|e| {
-            let mut ev = Event {
+            let ev = Event {
                 event: "language_unread",
                 user: user.to_owned(),
+                outcome: Some("failure"),
                 detail: Some(e.to_string()),
                 ..Event::default()
             };
-            ev.outcome = Some("failure");
             self.log(Level::Debug, &ev);
             None
         });
-        let by_number = || -> Option<&'static str> {
-            if self.cfg.messages.language != LanguageChoice::ByNumber {
-                return None;
-            }
-            let region = match phone {
-                Some(p) => p.region(),
-                None if look_up => self.find_phone(user).ok().flatten()?.phone.region(),
-                None => None,
-            }?;
-            language_of_region(region.as_ref())
-        };
-        let candidates = [stored.as_deref(), self.locale()];
-        if let Some(c) = candidates
+        if let Some(c) = [stored.as_deref(), self.locale()]
             .into_iter()
             .flatten()
-            .find_map(|l| crate::messages::normalize_tag(l).and_then(|l| self.messages.get(&l)))
+            .find_map(|l| normalize_tag(l).and_then(|l| self.messages.get(&l)))
         {
             return c;
         }
-        match by_number().and_then(|l| self.messages.get(l)) {
-            Some(c) => c,
-            None => self.messages.default_catalogue(),
+        let from_directory = self
+            .cfg
+            .directories
+            .iter()
+            .any(|d| matches!(d, DirectorySpec::Ldap(l) if l.language_attribute.is_some()));
+        let by_number = self.cfg.messages.language == LanguageChoice::ByNumber;
+        if !from_directory && !by_number {
+            return self.messages.default_catalogue();
         }
+        let mut region = phone.and_then(Phone::region);
+        // What the directories said with this user's number, if this
+        // engine just looked it up (the login's own lookup).
+        let mut directory_language = self.directory_language.lock().ok().and_then(|m| {
+            m.as_ref()
+                .filter(|(u, _)| u == user)
+                .map(|(_, l)| l.clone())
+        });
+        let need_number = by_number && region.is_none();
+        let need_language = from_directory && directory_language.is_none();
+        if look_up && (need_number || need_language) {
+            if let Ok(Some(found)) = self.find_phone(user) {
+                region = region.or(found.phone.region());
+                directory_language = Some(found.language);
+            }
+        }
+        let candidates = [
+            directory_language.flatten().filter(|_| from_directory),
+            region
+                .filter(|_| by_number)
+                .and_then(|r| language_of_region(r.as_ref()))
+                .map(str::to_owned),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .find_map(|l| self.messages.get(&l))
+            .unwrap_or_else(|| self.messages.default_catalogue())
     }
 }

@@ -162,6 +162,9 @@ pub struct Engine {
     messages: crate::messages::Messages,
     /// The session's LANG / LC_MESSAGES (PAM, `messages.follow_locale`).
     session_locale: Option<String>,
+    /// The language the directories gave with the last number they found
+    /// (user, language), so the SMS of that login need not ask again.
+    directory_language: std::sync::Mutex<Option<(String, Option<String>)>>,
 }
 
 /// The parts of an [`Engine`], for tests and for front ends that build their
@@ -344,6 +347,7 @@ impl Engine {
         Engine {
             messages,
             session_locale: None,
+            directory_language: std::sync::Mutex::new(None),
             cfg,
             store: p.store,
             directories: p.directories,
@@ -413,6 +417,7 @@ impl Engine {
             return Ok(Some(Found {
                 phone,
                 source: format!("store (set by {})", rec.set_by),
+                language: None,
             }));
         }
         let mut skipped = Vec::new();
@@ -423,6 +428,9 @@ impl Engine {
             self.store.number_cache(),
             &mut skipped,
         );
+        if let (Ok(f), Ok(mut memo)) = (&found, self.directory_language.lock()) {
+            *memo = Some((user.to_owned(), f.as_ref().and_then(|f| f.language.clone())));
+        }
         for e in skipped {
             // on_unavailable = "next": the login went on without it.
             self.log(

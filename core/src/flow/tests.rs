@@ -2086,3 +2086,48 @@ fn the_sms_is_in_the_users_language_and_nothing_else_changes() {
     h.start(&ctx("erin", "sshd"));
     assert!(h.sms.sent.borrow().last().unwrap().1.starts_with("Code "));
 }
+
+/// A directory that knows frank, with a German number and Italian as
+/// his language (as LDAP's preferredLanguage would say).
+struct LanguageDirectory;
+
+impl Directory for LanguageDirectory {
+    fn name(&self) -> String {
+        "fake ldap".into()
+    }
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, crate::directory::DirectoryError> {
+        Ok((user == "frank").then(|| Entry {
+            raw: "+491701234567".into(),
+            source: "fake ldap".into(),
+            location: "fake ldap uid=frank".into(),
+            line: None,
+            language: Some("it".into()),
+        }))
+    }
+}
+
+/// The directory's language comes after the user's setting and before
+/// the number's country, in the texts and in the SMS.
+#[test]
+fn the_directorys_language_comes_before_the_number() {
+    let h = harness_dirs(
+        "[[directory]]\nkind = \"ldap\"\nurls = [\"ldaps://ldap.invalid\"]\n\
+         base = \"dc=example,dc=org\"\n[messages]\nlanguage = \"by_number\"\n",
+        vec![],
+        vec![Box::new(LanguageDirectory)],
+    );
+    assert_eq!(h.engine.catalogue_for("frank").lang(), "it");
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "de",
+        "no language: the number"
+    );
+    h.start(&ctx("frank", "sshd"));
+    let code = h.last_code();
+    assert_eq!(
+        h.sms.sent.borrow().last().unwrap().1,
+        format!("{code} è il suo codice di accesso per web1. Scade tra 5 minuti.")
+    );
+    h.engine.store().set_language("frank", Some("nl")).unwrap();
+    assert_eq!(h.engine.catalogue_for("frank").lang(), "nl");
+}
