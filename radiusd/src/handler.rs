@@ -132,8 +132,8 @@ pub fn handle(
     // nothing for it.
     let outcome = decide(engine, primary, client, req, from);
     let lang = match (&outcome, login_context(&client.name, req, from)) {
-        (Outcome::Alive | Outcome::Refused | Outcome::Verdict(Verdict::NotApplicable(_)), _)
-        | (_, None) => Catalogue::english(),
+        (Outcome::Verdict(v), _) if !v.has_text() => Catalogue::english(),
+        (Outcome::Alive | Outcome::Refused, _) | (_, None) => Catalogue::english(),
         // The store may be what failed: the default language, unread.
         (Outcome::Failed(_), Some(_)) => engine.catalogue_without_store(),
         (Outcome::Verdict(_), Some(ctx)) => engine.catalogue_for(&ctx.user),

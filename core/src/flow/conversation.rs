@@ -68,7 +68,7 @@ pub fn run(
 ) -> Result<Verdict, FlowError> {
     let mut current = match engine.start(ctx)? {
         Start::Done(v) => {
-            if !matches!(v, Verdict::NotApplicable(_)) {
+            if v.has_text() {
                 tell_verdict(conv, &v, engine.catalogue_for(&ctx.user));
             }
             return Ok(v);

@@ -13,6 +13,9 @@ use crate::config::{DirectorySpec, LanguageChoice};
 use crate::messages::{language_of_region, normalize_tag, Catalogue, Messages};
 use crate::phone::Phone;
 
+/// How long a read of a user's stored language is reused (ms).
+const STORED_LANGUAGE_REUSE_MS: i64 = 60_000;
+
 impl Engine {
     /// The catalogues this engine speaks.
     pub fn messages(&self) -> &Messages {
@@ -66,8 +69,19 @@ impl Engine {
         self.choose(user, Some(phone), false)
     }
 
-    fn choose(&self, user: &str, phone: Option<&Phone>, look_up: bool) -> &Catalogue {
-        let stored = self.store.language(user).unwrap_or_else(|e| {
+    /// The language stored for `user`: read once per login (a read less
+    /// than a minute old for the same user is reused; `set-language`
+    /// takes effect within that minute on a server).
+    fn stored_language(&self, user: &str) -> Option<String> {
+        let now = self.now();
+        if let Ok(memo) = self.stored_language.lock() {
+            if let Some((u, l, at)) = memo.as_ref() {
+                if u == user && (0..STORED_LANGUAGE_REUSE_MS).contains(&(now - at)) {
+                    return l.clone();
+                }
+            }
+        }
+        let read = self.store.language(user).unwrap_or_else(|e| {
             let ev = Event {
                 event: "language_unread",
                 user: user.to_owned(),
@@ -78,6 +92,14 @@ impl Engine {
             self.log(Level::Debug, &ev);
             None
         });
+        if let Ok(mut memo) = self.stored_language.lock() {
+            *memo = Some((user.to_owned(), read.clone(), now));
+        }
+        read
+    }
+
+    fn choose(&self, user: &str, phone: Option<&Phone>, look_up: bool) -> &Catalogue {
+        let stored = self.stored_language(user);
         if let Some(c) = [stored.as_deref(), self.locale()]
             .into_iter()
             .flatten()

@@ -165,6 +165,9 @@ pub struct Engine {
     /// The language the directories gave with the last number they found
     /// (user, language), so the SMS of that login need not ask again.
     directory_language: std::sync::Mutex<Option<(String, Option<String>)>>,
+    /// The user's stored language as last read (user, language, when),
+    /// so the texts and the SMS of one login cost one read.
+    stored_language: std::sync::Mutex<Option<(String, Option<String>, Millis)>>,
 }
 
 /// The parts of an [`Engine`], for tests and for front ends that build their
@@ -348,6 +351,7 @@ impl Engine {
             messages,
             session_locale: None,
             directory_language: std::sync::Mutex::new(None),
+            stored_language: std::sync::Mutex::new(None),
             cfg,
             store: p.store,
             directories: p.directories,

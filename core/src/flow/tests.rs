@@ -2021,6 +2021,35 @@ fn a_resend_meets_the_spend_breaker_and_the_sent_code_still_opens() {
     ));
 }
 
+/// Sets `user`'s language in the store as `smsotp user set-language`
+/// does, a minute before the next login (an engine reuses a read of the
+/// stored language for a minute).
+fn set_language(h: &Harness, user: &str, lang: Option<&str>) {
+    h.engine.store().set_language(user, lang).unwrap();
+    h.clock.advance(Duration::from_secs(61));
+}
+
+#[test]
+fn a_read_of_the_stored_language_is_reused_for_a_minute() {
+    let h = harness("");
+    assert_eq!(h.engine.catalogue_for("erin").lang(), "en");
+    h.engine.store().set_language("erin", Some("de")).unwrap();
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "en",
+        "within the minute"
+    );
+    assert_eq!(h.engine.catalogue_for("bob").lang(), "en");
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "de",
+        "another user's read in between"
+    );
+    h.engine.store().set_language("erin", None).unwrap();
+    h.clock.advance(Duration::from_secs(61));
+    assert_eq!(h.engine.catalogue_for("erin").lang(), "en");
+}
+
 /// The language of a login: the user's setting in the store, else the
 /// session's locale (when followed), else the number's country (when
 /// `by_number`), else the default; a language without a catalogue is
@@ -2036,13 +2065,13 @@ fn the_language_is_the_users_then_the_locale_then_the_number_then_the_default() 
     assert_eq!(lang(&h, "nobody"), "fr", "no number: the default");
     h.engine.set_session_locale(Some("it_IT.UTF-8".into()));
     assert_eq!(lang(&h, "erin"), "it", "the locale before the number");
-    h.engine.store().set_language("erin", Some("nl")).unwrap();
+    set_language(&h, "erin", Some("nl"));
     assert_eq!(
         lang(&h, "erin"),
         "nl",
         "the user's setting before the locale"
     );
-    h.engine.store().set_language("erin", Some("sv")).unwrap();
+    set_language(&h, "erin", Some("sv"));
     assert_eq!(lang(&h, "erin"), "it", "no catalogue for sv: passed over");
     h.engine.set_session_locale(Some("C.UTF-8".into()));
     assert_eq!(lang(&h, "erin"), "de");
@@ -2053,7 +2082,7 @@ fn without_by_number_or_follow_locale_the_default_is_used() {
     let mut h = harness("[messages]\ndefault_language = \"es\"\n");
     h.engine.set_session_locale(Some("de_DE.UTF-8".into()));
     assert_eq!(h.engine.catalogue_for("erin").lang(), "es");
-    h.engine.store().set_language("erin", Some("pt")).unwrap();
+    set_language(&h, "erin", Some("pt"));
     assert_eq!(h.engine.catalogue_for("erin").lang(), "pt");
     assert_eq!(h.engine.catalogue_without_store().lang(), "es");
 }
@@ -2063,7 +2092,7 @@ fn without_by_number_or_follow_locale_the_default_is_used() {
 #[test]
 fn the_sms_is_in_the_users_language_and_nothing_else_changes() {
     let h = harness("");
-    h.engine.store().set_language("erin", Some("de")).unwrap();
+    set_language(&h, "erin", Some("de"));
     let info = h.start(&ctx("erin", "sshd"));
     let code = h.last_code();
     let text = h.sms.sent.borrow().last().unwrap().1.clone();
@@ -2082,7 +2111,7 @@ fn the_sms_is_in_the_users_language_and_nothing_else_changes() {
     );
 
     let h = harness("[otp]\nmessage = \"Code {code}\"\n");
-    h.engine.store().set_language("erin", Some("de")).unwrap();
+    set_language(&h, "erin", Some("de"));
     h.start(&ctx("erin", "sshd"));
     assert!(h.sms.sent.borrow().last().unwrap().1.starts_with("Code "));
 }
@@ -2128,6 +2157,6 @@ fn the_directorys_language_comes_before_the_number() {
         h.sms.sent.borrow().last().unwrap().1,
         format!("{code} è il suo codice di accesso per web1. Scade tra 5 minuti.")
     );
-    h.engine.store().set_language("frank", Some("nl")).unwrap();
+    set_language(&h, "frank", Some("nl"));
     assert_eq!(h.engine.catalogue_for("frank").lang(), "nl");
 }

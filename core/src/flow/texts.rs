@@ -57,6 +57,18 @@ pub fn round_over_in(c: &Catalogue) -> String {
     c.text("round_over", &[])
 }
 
+impl super::Verdict {
+    /// Whether the user is told anything about this verdict (so its
+    /// language is worth finding).
+    pub fn has_text(&self) -> bool {
+        match self {
+            super::Verdict::Accept(a) => a.user_message().is_some(),
+            super::Verdict::Reject(_) => true,
+            super::Verdict::NotApplicable(_) => false,
+        }
+    }
+}
+
 impl Accept {
     /// What the user is told on success, if anything.
     pub fn user_message(&self) -> Option<String> {
