@@ -218,3 +218,122 @@ fn check_config_names_a_bad_message_file_and_set_language_refuses_an_unknown_one
     assert_eq!(r.json()["language"], serde_json::Value::Null, "{r}");
     assert_eq!(r.json()["reads_language"], "en", "{r}");
 }
+
+/// Every shipped language, through pamtester and through radclient: the
+/// texts a user reads there and the SMS are that language's (written
+/// out here, not read from the catalogues).
+#[test]
+fn every_shipped_language_through_pamtester_and_radclient() {
+    // (language, PAM info, PAM prompt, RADIUS Reply-Message, SMS start)
+    let cases = [
+        (
+            "en",
+            "Code sent to ******0123.",
+            "SMS code: ",
+            "Code sent to ******0123. 3 tries left.",
+            "is your login code for",
+        ),
+        (
+            "de",
+            "Code an ******0123 gesendet.",
+            "SMS-Code: ",
+            "Code an ******0123 gesendet. Noch 3 Versuche.",
+            "ist Ihr Anmeldecode für",
+        ),
+        (
+            "fr",
+            "Code envoyé au ******0123.",
+            "Code SMS : ",
+            "Code envoyé au ******0123. Il reste 3 essais.",
+            "est votre code de connexion pour",
+        ),
+        (
+            "es",
+            "Código enviado al ******0123.",
+            "Código SMS: ",
+            "Código enviado al ******0123. Quedan 3 intentos.",
+            "es su clave de acceso para",
+        ),
+        (
+            "pt",
+            "Código enviado para ******0123.",
+            "Código SMS: ",
+            "Código enviado para ******0123. Restam 3 tentativas.",
+            "para entrar em",
+        ),
+        (
+            "it",
+            "Codice inviato al ******0123.",
+            "Codice SMS: ",
+            "Codice inviato al ******0123. Restano 3 tentativi.",
+            "è il suo codice di accesso per",
+        ),
+        (
+            "nl",
+            "Code verzonden naar ******0123.",
+            "Sms-code: ",
+            "Code verzonden naar ******0123. Nog 3 pogingen.",
+            "is uw inlogcode voor",
+        ),
+    ];
+
+    let mut env = PamEnv::new();
+    env.scratch.phones(&[("alice", "+12015550123")]);
+    // Seven logins of one user within the hour.
+    let limits = "[limits]\nsms_per_user = \"20/1h\"\n";
+    env.scratch
+        .config(&format!("{limits}{}", messages_table(&env.scratch)));
+    let svc = env.smsotp_service("e2e-msg-all", "");
+    let outbox = env.scratch.outbox();
+    for (i, (lang, info, prompt, _, sms_text)) in cases.iter().enumerate() {
+        set_language(&env.scratch, "alice", lang);
+        let mut login = env.login(&svc, "alice");
+        login.password().expect_text(info).expect_prompt(prompt);
+        let sms = login.answer_code_from_outbox(&outbox, i);
+        login.finish().assert_success();
+        assert!(sms.message.contains(sms_text), "{lang}: {}", sms.message);
+    }
+
+    let scratch = Scratch::new();
+    scratch.phones(&[("alice", "+12015550123")]);
+    let spec = ServerSpec::new(vec![ClientSpec::new(
+        "vpn",
+        "127.0.0.1",
+        "e2e-msg-secret-78",
+    )])
+    .extra(&format!("{limits}{}", messages_table(&scratch)));
+    let srv = Radiusd::start(&scratch, spec);
+    let outbox = scratch.outbox();
+    for (i, (lang, _, _, reply, sms_text)) in cases.iter().enumerate() {
+        set_language(&scratch, "alice", lang);
+        let attrs =
+            "User-Name = \"alice\"\nUser-Password = \"nas-pw\"\nMessage-Authenticator = 0x00\n";
+        let first = srv.radclient("vpn", "auth", attrs);
+        assert_eq!(
+            first.received.as_deref(),
+            Some("Access-Challenge"),
+            "{lang}: {}",
+            first.output
+        );
+        assert_eq!(
+            first.attr("Reply-Message"),
+            Some(*reply),
+            "{lang}: {}",
+            first.output
+        );
+        let sms = outbox.wait_beyond(i, Duration::from_secs(5));
+        assert!(sms.message.contains(sms_text), "{lang}: {}", sms.message);
+        let attrs = format!(
+            "User-Name = \"alice\"\nUser-Password = \"{}\"\nMessage-Authenticator = 0x00\nState = 0x{}\n",
+            sms.code(),
+            hex(&first.state())
+        );
+        let r = srv.radclient("vpn", "auth", &attrs);
+        assert_eq!(
+            r.received.as_deref(),
+            Some("Access-Accept"),
+            "{lang}: {}",
+            r.output
+        );
+    }
+}

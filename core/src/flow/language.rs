@@ -69,9 +69,17 @@ impl Engine {
         self.choose(user, Some(phone), false)
     }
 
+    /// Forgets the stored language read for the last login: a new login
+    /// reads it again, so `set-language` applies from the next login.
+    pub(super) fn forget_stored_language(&self) {
+        if let Ok(mut memo) = self.stored_language.lock() {
+            *memo = None;
+        }
+    }
+
     /// The language stored for `user`: read once per login (a read less
-    /// than a minute old for the same user is reused; `set-language`
-    /// takes effect within that minute on a server).
+    /// than a minute old for the same user is reused by the login's later
+    /// steps; each new login reads it again).
     fn stored_language(&self, user: &str) -> Option<String> {
         let now = self.now();
         if let Ok(memo) = self.stored_language.lock() {

@@ -118,6 +118,7 @@ impl Engine {
     }
 
     fn start_with(&self, ctx: &LoginContext, ids: Ids) -> Result<Start, FlowError> {
+        self.forget_stored_language();
         let policy = &self.cfg.policy;
         if policy.exempt_users.contains(&ctx.user) {
             return Ok(Start::Done(self.finish(

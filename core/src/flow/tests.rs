@@ -2048,6 +2048,19 @@ fn a_read_of_the_stored_language_is_reused_for_a_minute() {
     h.engine.store().set_language("erin", None).unwrap();
     h.clock.advance(Duration::from_secs(61));
     assert_eq!(h.engine.catalogue_for("erin").lang(), "en");
+    // A new login reads it again at once.
+    h.engine.store().set_language("erin", Some("nl")).unwrap();
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "en",
+        "within the minute"
+    );
+    h.start(&ctx("erin", "sshd"));
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "nl",
+        "after a new login's start"
+    );
 }
 
 /// The language of a login: the user's setting in the store, else the
