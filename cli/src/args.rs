@@ -131,6 +131,17 @@ pub(crate) enum UserCommand {
     OptOut { user: String },
     /// Remove the opt-out mark.
     OptIn { user: String },
+    /// Set the language USER reads prompts, messages and the SMS in (a
+    /// tag such as de, fr; see the messages section of smsotp.toml(5)), or
+    /// --clear it.
+    SetLanguage {
+        user: String,
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        lang: Option<String>,
+        /// Remove the setting: the language is chosen as for anyone else.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

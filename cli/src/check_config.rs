@@ -28,8 +28,14 @@ pub(crate) fn check_config(path: &Path) -> Result<Output, Failure> {
         path.display()
     );
     text.push_str(&report::effective_text(&eff));
+    // The message catalogues (shipped, and the admin's files).
+    let messages = smsotp_core::messages::Messages::load(
+        &cfg.messages,
+        cfg.otp.message_set.then_some(&cfg.otp.message),
+    );
     // Each language's SMS with the longest values: encoding and count.
-    let (sms_text, sms_json, sms_warnings) = sms_section(&cfg, &sms_fit::configured(&cfg));
+    let (sms_text, sms_json, sms_warnings) =
+        sms_section(&cfg, &sms_fit::every_language(&cfg, &messages));
     text.push_str(&sms_text);
     let warnings: Vec<&ConfigWarning> = cfg.warnings.iter().chain(&sms_warnings).collect();
     // Settings that work but are probably not what the admin meant.
@@ -51,13 +57,37 @@ pub(crate) fn check_config(path: &Path) -> Result<Output, Failure> {
             text.push_str(&format!("\n{} problem(s): {fix}\n", entries.len()));
         }
     }
-    let code = report::findings_exit(&findings);
+    let mut code = report::findings_exit(&findings);
+    // The message catalogues: a bad file never fails a login (its keys
+    // fall back to the shipped texts), so it is reported here.
+    let languages: Vec<&str> = messages.languages().collect();
+    text.push_str(&format!(
+        "messages: {} (default {})\n",
+        languages.join(", "),
+        messages.default_catalogue().lang()
+    ));
+    let problems: Vec<String> = messages
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for p in &problems {
+        text.push_str(&format!("error: {p}\n"));
+    }
+    if !problems.is_empty() {
+        text.push_str(&format!(
+            "\n{} problem(s) in the message files: logins use the shipped text for each until fixed\n",
+            problems.len()
+        ));
+        code = code.max(crate::report::exit::PROBLEMS);
+    }
     Ok(Output {
         text,
-        json: json!({"ok": lists.bad.is_empty(), "config": path, "effective": eff,
+        json: json!({"ok": lists.bad.is_empty() && problems.is_empty(), "config": path, "effective": eff,
                      "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
                      "sms": sms_json,
-                     "phone_lists": {"valid": lists.valid, "bad": bad}}),
+                     "phone_lists": {"valid": lists.valid, "bad": bad},
+                     "messages": {"languages": languages, "problems": problems}}),
         code,
     })
 }
@@ -106,7 +136,37 @@ pub(crate) fn sms_section(
             })),
         })).collect::<Vec<_>>(),
     });
-    let warnings = fits.into_iter().flat_map(|f| f.warnings).collect();
+    // One template (otp.message) used by several languages makes the same
+    // warning for each: say it once, naming them all.
+    let mut warnings: Vec<(ConfigWarning, Vec<String>)> = Vec::new();
+    for f in fits {
+        for w in f.warnings {
+            let plain = w
+                .message
+                .replacen(&format!("the {} SMS", f.language), "the SMS", 1);
+            match warnings.iter_mut().find(|(seen, _)| {
+                seen.path == w.path && seen.location == w.location && seen.message == plain
+            }) {
+                Some((_, langs)) => langs.push(f.language.clone()),
+                None => warnings.push((
+                    ConfigWarning {
+                        message: plain,
+                        ..w
+                    },
+                    vec![f.language.clone()],
+                )),
+            }
+        }
+    }
+    let warnings = warnings
+        .into_iter()
+        .map(|(w, langs)| ConfigWarning {
+            message: w
+                .message
+                .replacen("the SMS", &format!("the {} SMS", langs.join(", ")), 1),
+            ..w
+        })
+        .collect();
     (text, json, warnings)
 }
 
@@ -114,7 +174,7 @@ pub(crate) fn sms_section(
 /// only their paths are shown; HTTP providers show only where they connect.
 pub(crate) fn effective(c: &Config) -> Value {
     use smsotp_core::config::{
-        Alphabet, ClientMode, DirectorySpec, NoPhone, PrimaryAuth, ProviderDown,
+        Alphabet, ClientMode, DirectorySpec, LanguageChoice, NoPhone, PrimaryAuth, ProviderDown,
     };
     let d = |d: std::time::Duration| smsotp_core::config::human_duration(d);
     let providers: Vec<Value> = c.providers.iter().map(provider_json).collect();
@@ -161,6 +221,12 @@ pub(crate) fn effective(c: &Config) -> Value {
         "store": c.store.settings().into_iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
         "providers": providers,
         "audit": {"syslog": c.audit.syslog, "file": c.audit.file},
+        "messages": {
+            "dir": c.messages.dir,
+            "default_language": c.messages.default_language,
+            "language": match c.messages.language { LanguageChoice::Default => "default", LanguageChoice::ByNumber => "by_number" },
+            "follow_locale": c.messages.follow_locale,
+        },
         "radius": c.radius.as_ref().map(|r| json!({
             "listen": r.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "metrics": r.metrics.map(|a| a.to_string()),

@@ -52,8 +52,14 @@ pub(crate) fn run(
     pam(pam_dir, config, &mut f);
 
     if let Some(cfg) = &cfg {
-        let (_, _, sms_warnings) =
-            crate::check_config::sms_section(cfg, &smsotp_core::config::sms_fit::configured(cfg));
+        let messages = smsotp_core::messages::Messages::load(
+            &cfg.messages,
+            cfg.otp.message_set.then_some(&cfg.otp.message),
+        );
+        let (_, _, sms_warnings) = crate::check_config::sms_section(
+            cfg,
+            &smsotp_core::config::sms_fit::every_language(cfg, &messages),
+        );
         for w in cfg.warnings.iter().chain(&sms_warnings) {
             f.push(Finding::new(Level::Warning, "config", w.to_string()));
         }

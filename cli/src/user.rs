@@ -54,6 +54,8 @@ pub(crate) fn user_command(path: &Path, cmd: &UserCommand) -> Result<Output, Fai
             let left = store.backup_codes_left(user).map_err(store_err)?;
             let opt = store.opt_out(user).map_err(store_err)?;
             let stored = store.phone(user).map_err(store_err)?;
+            let language = store.language(user).map_err(store_err)?;
+            let reads = engine.catalogue_for(user).lang().to_owned();
             let policy = &engine.cfg.policy;
             let exempt = policy.exempt_users.contains(user);
             let (phone, source, error) = match &found {
@@ -112,6 +114,14 @@ pub(crate) fn user_command(path: &Path, cmd: &UserCommand) -> Result<Output, Fai
                             .into(),
                 }
             ));
+            t.push_str(&format!(
+                "language:      {reads} ({})\n",
+                match &language {
+                    Some(l) if *l == reads => "set for this user".to_owned(),
+                    Some(l) => format!("set to {l}, which has no catalogue here"),
+                    None => "not set; chosen by [messages]".into(),
+                }
+            ));
             if exempt {
                 t.push_str("exempt:        yes (policy.exempt_users)\n");
             }
@@ -132,6 +142,8 @@ pub(crate) fn user_command(path: &Path, cmd: &UserCommand) -> Result<Output, Fai
                 "opted_out": opt.is_some(),
                 "opt_out_honoured": opt.is_some() && policy.opt_out_honoured(),
                 "exempt_user": exempt,
+                "language": language,
+                "reads_language": reads,
             });
             (t, j)
         }
@@ -231,6 +243,58 @@ pub(crate) fn user_command(path: &Path, cmd: &UserCommand) -> Result<Output, Fai
                 format!("{user}: {said}\n"),
                 json!({"ok": true, "user": user, "was_locked": was_locked,
                        "failures_before": before.count, "sms_cleared": cleared}),
+            )
+        }
+        UserCommand::SetLanguage { user, lang, clear } => {
+            note_unknown_user(user, &mut notes);
+            let lang = match (lang, clear) {
+                (_, true) | (None, _) => None,
+                (Some(l), false) => {
+                    let tag = smsotp_core::messages::normalize_tag(l)
+                        .filter(|t| engine.messages().get(t).is_some());
+                    let known: Vec<&str> = engine.messages().languages().collect();
+                    match tag {
+                        Some(t) => Some(t),
+                        None => {
+                            return Err(Failure::new(
+                                exit::USAGE,
+                                format!("\"{l}\" is not a language this host has messages for"),
+                            )
+                            .fix(format!(
+                                "use one of {}, or add {}.toml to {} (see [messages] in smsotp.toml(5))",
+                                known.join(", "),
+                                smsotp_core::messages::normalize_tag(l)
+                                    .unwrap_or_else(|| "LANG".into()),
+                                engine.cfg.messages.dir.display()
+                            )))
+                        }
+                    }
+                }
+            };
+            store
+                .set_language(user, lang.as_deref())
+                .map_err(store_err)?;
+            audit(
+                &engine,
+                user,
+                "admin_set_language",
+                match &lang {
+                    Some(l) => format!("language set to {l}"),
+                    None => "language setting removed".into(),
+                },
+            );
+            (
+                format!(
+                    "{user}: {}\n",
+                    match &lang {
+                        Some(l) => format!("reads messages in {l}"),
+                        None => format!(
+                            "language setting removed (now reads {})",
+                            engine.catalogue_for(user).lang()
+                        ),
+                    }
+                ),
+                json!({"ok": true, "user": user, "language": lang}),
             )
         }
         UserCommand::OptOut { user } | UserCommand::OptIn { user } => {

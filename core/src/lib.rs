@@ -41,6 +41,14 @@
 //! record and its line and JSON forms apart from where lines go (the
 //! syslog, stderr, file and server sinks in `audit/sinks.rs`).
 //!
+//! The words of every text a user reads come from [`messages`]: one
+//! catalogue per language (`core/messages/<lang>.toml`, built in), the
+//! admin's override files, and the SMS template of each language
+//! ([`messages::Messages::sms_templates`]); `flow/language.rs` picks a
+//! login's language (the user's setting in the store, the session's
+//! locale, the number's country, the default), and each text in
+//! [`flow::texts`] has an `_in` form taking that catalogue.
+//!
 //! The core is synchronous and starts no threads: it runs inside sshd's
 //! forked PAM child. Time ([`clock`]) and randomness ([`random`]) are
 //! injected, so expiry, windows and lockouts are tested without sleeping.
@@ -118,6 +126,7 @@ pub mod files;
 pub mod flow;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod messages;
 pub mod otp;
 pub mod phone;
 pub mod random;

@@ -589,6 +589,7 @@ impl Directory for Phones {
     }
     fn lookup(&self, user: &str) -> Result<Option<Entry>, DirectoryError> {
         Ok((user == "alice").then(|| Entry {
+            language: None,
             raw: "+12025550123".into(),
             source: "fuzz".into(),
             location: "fuzz:1".into(),

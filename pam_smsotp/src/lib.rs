@@ -45,10 +45,11 @@ use pam::module::{PamHandle, PamHooks};
 use pam::pam_hooks;
 use smsotp_core::audit::{AuditSink, Event, Level, SyslogSink};
 use smsotp_core::config::DEFAULT_CONFIG_PATH;
-use smsotp_core::flow::texts::{ROUND_OVER, UNAVAILABLE, UNAVAILABLE_CONFIG};
+use smsotp_core::flow::texts::{round_over_in, unavailable_config_in, unavailable_in};
 use smsotp_core::flow::{
     self, Conversation, ConversationError, Failure, LogOptions, LoginContext, OpenError, Verdict,
 };
+use smsotp_core::messages::Catalogue;
 use zeroize::Zeroizing;
 
 const IDENT: &str = "pam_smsotp";
@@ -83,15 +84,34 @@ enum Outcome {
     Panic,
 }
 
+/// A text the module itself tells the user (the core's texts are told by
+/// the conversation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text {
+    Unavailable,
+    UnavailableConfig,
+    RoundOver,
+}
+
+impl Text {
+    fn in_language(self, lang: &Catalogue) -> String {
+        match self {
+            Text::Unavailable => unavailable_in(lang),
+            Text::UnavailableConfig => unavailable_config_in(lang),
+            Text::RoundOver => round_over_in(lang),
+        }
+    }
+}
+
 /// The one mapping from what an attempt came to, to its PAM code and the
 /// text the user is told, if any. Anything unexpected fails closed.
-fn answer(outcome: Outcome) -> (PamResultCode, Option<&'static str>) {
+fn answer(outcome: Outcome) -> (PamResultCode, Option<Text>) {
     match outcome {
         Outcome::Verdict(Verdict::Accept(_)) => (PamResultCode::PAM_SUCCESS, None),
         Outcome::Verdict(Verdict::Reject(_)) => (PamResultCode::PAM_AUTH_ERR, None),
         Outcome::Verdict(Verdict::NotApplicable(_)) => (PamResultCode::PAM_IGNORE, None),
         Outcome::Failed(Failure::Unavailable) => {
-            (PamResultCode::PAM_AUTHINFO_UNAVAIL, Some(UNAVAILABLE))
+            (PamResultCode::PAM_AUTHINFO_UNAVAIL, Some(Text::Unavailable))
         }
         Outcome::Failed(Failure::Conversation) => (PamResultCode::PAM_CONV_ERR, None),
         Outcome::Failed(Failure::Internal) => (PamResultCode::PAM_SYSTEM_ERR, None),
@@ -99,12 +119,12 @@ fn answer(outcome: Outcome) -> (PamResultCode, Option<&'static str>) {
         Outcome::NoUser => (PamResultCode::PAM_USER_UNKNOWN, None),
         Outcome::PamFailed(code) => (code, None),
         Outcome::NoConversation => (PamResultCode::PAM_CONV_ERR, None),
-        Outcome::NoConfig => (PamResultCode::PAM_SYSTEM_ERR, Some(UNAVAILABLE_CONFIG)),
+        Outcome::NoConfig => (PamResultCode::PAM_SYSTEM_ERR, Some(Text::UnavailableConfig)),
         Outcome::NoEngine => (
             PamResultCode::PAM_AUTHINFO_UNAVAIL,
-            Some(UNAVAILABLE_CONFIG),
+            Some(Text::UnavailableConfig),
         ),
-        Outcome::RoundOver => (PamResultCode::PAM_MAXTRIES, Some(ROUND_OVER)),
+        Outcome::RoundOver => (PamResultCode::PAM_MAXTRIES, Some(Text::RoundOver)),
         Outcome::Panic => (PamResultCode::PAM_SYSTEM_ERR, None),
     }
 }
@@ -114,12 +134,12 @@ fn code(outcome: Outcome) -> PamResultCode {
     answer(outcome).0
 }
 
-/// [`answer`], telling the user its text (best effort: the code stands
-/// even if the text cannot be shown).
-fn tell(conv: &mut PamConversation<'_>, outcome: Outcome) -> PamResultCode {
+/// [`answer`], telling the user its text in `lang` (best effort: the code
+/// stands even if the text cannot be shown).
+fn tell(conv: &mut PamConversation<'_>, outcome: Outcome, lang: &Catalogue) -> PamResultCode {
     let (code, text) = answer(outcome);
     if let Some(text) = text {
-        let _ = conv.error(text);
+        let _ = conv.error(&text.in_language(lang));
     }
     code
 }
@@ -314,13 +334,25 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
                 // Already recorded in the config's audit sinks.
                 OpenError::Flow(_) => Outcome::NoEngine,
             };
-            return tell(&mut conv, outcome);
+            // No config, so no catalogues but the shipped ones: the
+            // session's locale picks among them.
+            let lang = session_locale(pamh)
+                .and_then(|l| smsotp_core::messages::normalize_tag(&l))
+                .and_then(|l| Catalogue::shipped(&l))
+                .unwrap_or_else(Catalogue::english);
+            return tell(&mut conv, outcome, lang);
         }
     };
+    let mut engine = engine;
+    engine.set_session_locale(session_locale(pamh));
 
     if round_failed_before(pamh, &ctx.user) {
         engine.log_round_over(&ctx);
-        return tell(&mut conv, Outcome::RoundOver);
+        return tell(
+            &mut conv,
+            Outcome::RoundOver,
+            engine.catalogue_without_store(),
+        );
     }
 
     let outcome = match flow::run(&engine, &mut conv, &ctx) {
@@ -332,12 +364,43 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     };
     let round_over =
         matches!(&outcome, Outcome::Verdict(Verdict::Reject(r)) if r.ends_code_round());
-    let code = tell(&mut conv, outcome);
+    // The store may be what failed: its texts use the language chosen
+    // without it.
+    let code = tell(&mut conv, outcome, engine.catalogue_without_store());
     if round_over {
         // Best effort: without it a retry only costs one more SMS.
         let _ = pamh.set_data(ROUND_FAILED, Box::new(ctx.user.clone()));
     }
     code
+}
+
+extern "C" {
+    // libpam's own (linked through pam-bindings, which does not wrap it).
+    fn pam_getenv(pamh: *const PamHandle, name: *const std::ffi::c_char)
+        -> *const std::ffi::c_char;
+}
+
+/// The session's locale as the PAM environment has it (sshd puts what the
+/// client sent there with `AcceptEnv LANG LC_*`): LC_ALL, LC_MESSAGES,
+/// then LANG, the first set and not "C" or "POSIX".
+fn session_locale(pamh: &PamHandle) -> Option<String> {
+    [c"LC_ALL", c"LC_MESSAGES", c"LANG"]
+        .into_iter()
+        .find_map(|name| {
+            // SAFETY: `pamh` is the live handle PAM gave this call and `name`
+            // a NUL-terminated string; pam_getenv returns NULL or a string
+            // owned by the handle, copied here before the handle changes.
+            let value = unsafe { pam_getenv(pamh, name.as_ptr()) };
+            if value.is_null() {
+                return None;
+            }
+            // SAFETY: non-NULL, NUL-terminated (as above).
+            let text = unsafe { CStr::from_ptr(value) }
+                .to_string_lossy()
+                .into_owned();
+            (!text.is_empty() && text != "C" && text != "POSIX" && !text.starts_with("C."))
+                .then_some(text)
+        })
 }
 
 /// Whether this handle already had `user`'s code round fail.
@@ -480,7 +543,8 @@ mod tests {
             let what = format!("{outcome:?}");
             let (got_code, got_text) = answer(outcome);
             assert_eq!(got_code, want_code, "{what}");
-            assert_eq!(got_text, want_text, "{what}");
+            let got_text = got_text.map(|t| t.in_language(Catalogue::english()));
+            assert_eq!(got_text.as_deref(), want_text, "{what}");
         }
     }
 

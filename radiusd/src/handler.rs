@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use smsotp_core::config::ClientMode;
-use smsotp_core::flow::{self, Answer, ChallengeInfo, Expired, Failure, Start, Verdict};
+use smsotp_core::flow::{texts, Answer, ChallengeInfo, Expired, Failure, Start, Verdict};
+use smsotp_core::messages::Catalogue;
 use smsotp_core::otp::ChallengeId;
 use smsotp_core::{Engine, LoginContext};
 
@@ -84,18 +85,24 @@ pub enum Broken {
     RolledBack,
 }
 
-/// The one mapping from what a request came to, to the RADIUS answer.
+/// The one mapping from what a request came to, to the RADIUS answer,
+/// in English (before an engine, and so a language, exists).
 pub fn reply(outcome: Outcome) -> Decision {
+    reply_in(outcome, Catalogue::english())
+}
+
+/// [`reply`] with the texts in `lang`.
+pub fn reply_in(outcome: Outcome, lang: &Catalogue) -> Decision {
     match outcome {
         Outcome::Alive => Decision::Accept { message: None },
         Outcome::Refused => Decision::Reject { message: None },
         Outcome::Verdict(Verdict::Accept(a)) => Decision::Accept {
-            message: a.user_message(),
+            message: a.user_message_in(lang),
         },
         // Exempt users have passed the first factor (ours or the NAS's).
         Outcome::Verdict(Verdict::NotApplicable(_)) => Decision::Accept { message: None },
         Outcome::Verdict(Verdict::Reject(r)) => Decision::Reject {
-            message: Some(r.user_message()),
+            message: Some(r.user_message_in(lang)),
         },
         Outcome::Challenge(info, message) => challenge(&info, message),
         Outcome::LogInAgain(message) => Decision::Reject {
@@ -107,7 +114,7 @@ pub fn reply(outcome: Outcome) -> Decision {
             | Broken::Panic
             | Broken::RolledBack,
         ) => Decision::Reject {
-            message: Some(flow::UNAVAILABLE.into()),
+            message: Some(texts::unavailable_in(lang)),
         },
     }
 }
@@ -120,7 +127,20 @@ pub fn handle(
     req: &Request,
     from: IpAddr,
 ) -> Decision {
-    reply(decide(engine, primary, client, req, from))
+    // The language is looked up only for a request that shows a text to
+    // a known user: an exempt user's login, or a refused password, reads
+    // nothing for it.
+    let outcome = decide(engine, primary, client, req, from);
+    let lang = match (&outcome, login_context(&client.name, req, from)) {
+        (Outcome::Verdict(v), _) if !v.has_text() => Catalogue::english(),
+        (Outcome::Alive | Outcome::Refused, _) | (_, None) => Catalogue::english(),
+        // The store may be what failed: the default language, unread.
+        (Outcome::Failed(_), Some(_)) => engine.catalogue_without_store(),
+        (Outcome::Verdict(_), Some(ctx)) => engine.catalogue_for(&ctx.user),
+        // Their texts are already in the user's language.
+        (Outcome::Challenge(..) | Outcome::LogInAgain(_), Some(_)) => Catalogue::english(),
+    };
+    reply_in(outcome, lang)
 }
 
 /// What one request comes to.
@@ -202,7 +222,7 @@ fn first_round(
     // a second SMS.
     Ok(match engine.start_for_request(ctx, authenticator)? {
         Start::Challenge(info) => {
-            let message = info.intro_with_tries();
+            let message = info.intro_with_tries_in(engine.catalogue_for(&ctx.user));
             Outcome::Challenge(info, message)
         }
         Start::Done(v) => Outcome::Verdict(v),
@@ -219,7 +239,9 @@ fn answer_state(engine: &Engine, ctx: &LoginContext, state: &[u8], code: &[u8]) 
     Ok(
         match engine.answer_with(ctx, &ChallengeId(id), &code, Expired::Reject)? {
             Answer::Done(v) => Outcome::Verdict(v),
-            Answer::Retry(r, info) => Outcome::Challenge(info, r.user_message()),
+            Answer::Retry(r, info) => {
+                Outcome::Challenge(info, r.user_message_in(engine.catalogue_for(&ctx.user)))
+            }
         },
     )
 }
@@ -241,7 +263,9 @@ fn append(
                 return Ok(
                     match engine.answer_with(ctx, &pending.id, &code, Expired::Reject)? {
                         Answer::Done(v) => Outcome::Verdict(v),
-                        Answer::Retry(r, _) => Outcome::LogInAgain(r.appended_message()),
+                        Answer::Retry(r, _) => Outcome::LogInAgain(
+                            r.appended_message_in(engine.catalogue_for(&ctx.user)),
+                        ),
                     },
                 );
             }
@@ -253,7 +277,9 @@ fn append(
         return Ok(Outcome::Refused);
     }
     Ok(match engine.start_appended(ctx)? {
-        Start::Challenge(info) => Outcome::LogInAgain(info.appended_message()),
+        Start::Challenge(info) => {
+            Outcome::LogInAgain(info.appended_message_in(engine.catalogue_for(&ctx.user)))
+        }
         Start::Done(v) => Outcome::Verdict(v),
     })
 }

@@ -867,3 +867,47 @@ fn an_ssh_login_gets_its_code_at_the_number_from_ldap() {
     assert!(login.refused(), "{}", login.transcript());
     assert_eq!(outbox.count(), 1, "{}", login.transcript());
 }
+
+/// The directory's `preferredLanguage` (issue #22): alice's entry says
+/// German, so her prompt and SMS are German; `language_attribute = ""`
+/// turns that off.
+#[test]
+fn preferred_language_from_the_directory_picks_the_messages() {
+    let s = Slapd::start();
+    s.modify(&format!(
+        "dn: uid=alice,{}\nchangetype: modify\nadd: preferredLanguage\npreferredLanguage: de\n",
+        s.people()
+    ));
+    let mut env = PamEnv::new();
+    std::fs::create_dir_all(env.scratch.path("messages")).unwrap();
+    let top = format!(
+        "[messages]\ndir = \"{}\"\n",
+        env.scratch.path("messages").display()
+    );
+    write_config(&env.scratch, &top, &[ldap_table(&s, &[s.url_ldaps()], "")]);
+    let svc = env.smsotp_service("ldap-lang", "");
+    let outbox = env.scratch.outbox();
+    let mut login = env.login(&svc, "alice");
+    login
+        .password()
+        .expect_text("Code an ******5678 gesendet.")
+        .expect_prompt("SMS-Code: ");
+    let sms = login.answer_code_from_outbox(&outbox, 0);
+    login.finish().assert_success();
+    assert!(
+        sms.message.contains("ist Ihr Anmeldecode"),
+        "{}",
+        sms.message
+    );
+
+    write_config(
+        &env.scratch,
+        &top,
+        &[ldap_table(
+            &s,
+            &[s.url_ldaps()],
+            "language_attribute = \"\"",
+        )],
+    );
+    login_with_code(&env, &svc, "alice", ALICE_MOBILE, 1);
+}

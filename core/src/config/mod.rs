@@ -10,7 +10,7 @@
 //! validated types: `otp.rs` (`[otp]`, the message template), `policy.rs`
 //! (`[policy]`, `[phone]`, `[limits]` and rates), `store.rs`
 //! (`[[directory]]`, `[store]`, `[audit]`), `radius.rs` (`[radius]` and
-//! its clients), `receipts.rs` (`[receipts]`); `sms_fit.rs` counts the SMS each
+//! its clients), `receipts.rs` (`[receipts]`), `messages.rs` (`[messages]`); `sms_fit.rs` counts the SMS each
 //! template takes for check-config; `[[provider]]` belongs to [`crate::sms`]. [`check`] is
 //! what they share to report a problem, `keys.rs` the table of every key,
 //! and `errors.rs` turns toml's errors into ours.
@@ -27,6 +27,7 @@ use crate::sms::{self, ProviderSpec, RawProvider};
 pub mod check;
 mod errors;
 mod keys;
+mod messages;
 mod otp;
 mod policy;
 mod radius;
@@ -41,6 +42,7 @@ pub use check::{
     parse_duration, plausible_name, ConfigError, ConfigWarning, Location, DEFAULT_STATE_DIR,
 };
 pub use keys::{section_of, Key, ValueKind, KEYS};
+pub use messages::{LanguageChoice, MessageSettings};
 pub use otp::{human_duration, Alphabet, MessageTemplate, MessageValues, OtpSettings};
 pub use policy::{
     parse_rate, units, Budget, CountryRates, Limits, NoPhone, PhoneSettings, PolicySettings,
@@ -82,6 +84,8 @@ struct RawConfig {
     radius: Option<radius::RawRadius>,
     #[serde(default)]
     receipts: receipts::RawReceipts,
+    #[serde(default)]
+    messages: messages::RawMessages,
 }
 
 /// The whole validated configuration.
@@ -112,6 +116,8 @@ pub struct Config {
     pub radius: Option<RadiusSettings>,
     /// `[receipts]`: delivery receipts in smsotp-radiusd.
     pub receipts: ReceiptSettings,
+    /// `[messages]`: the admin's catalogues and how a language is chosen.
+    pub messages: MessageSettings,
     /// Allowed but probably mistaken settings, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -224,10 +230,12 @@ impl Config {
             &provider_spans,
             &mut warnings,
         )?;
+        let messages = messages::validate(&c, &raw.messages)?;
 
         Ok(Config {
             radius,
             receipts,
+            messages,
             path: path.to_owned(),
             otp,
             policy,

@@ -61,6 +61,10 @@ pub struct OtpSettings {
     /// Where `otp.message` stands in the file; `None` for the built-in
     /// text.
     pub message_at: Option<super::Location>,
+    /// Whether the admin set `otp.message`: then it is the SMS of every
+    /// language whose override file does not set `sms` (see
+    /// [`crate::messages`]).
+    pub message_set: bool,
     /// The key the stored code HMACs are made with: `otp.key_file`, or
     /// `otp.key` beside the store's database.
     pub key_file: PathBuf,
@@ -86,7 +90,22 @@ pub struct MessageValues<'a> {
 
 const MESSAGE_PLACEHOLDERS: [&str; 5] = ["code", "host", "ttl", "user", "service"];
 
+/// The shipped English SMS (`sms` of `core/messages/en.toml`).
+const ENGLISH_SMS: &str = "{code} is your login code for {host}. It expires in {ttl}.";
+
 impl MessageTemplate {
+    /// The shipped English SMS text.
+    pub fn english_default() -> MessageTemplate {
+        MessageTemplate(ENGLISH_SMS.to_owned())
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks `text`: known placeholders, `{code}` present, at most 480
+    /// bytes. `Err` says what is wrong and how to fix it.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let mut seen_code = false;
         let mut rest = text;
@@ -115,7 +134,19 @@ impl MessageTemplate {
 
     /// The text with every placeholder filled in.
     pub fn render(&self, v: &MessageValues<'_>) -> zeroize::Zeroizing<String> {
-        let ttl = human_duration(v.ttl);
+        self.render_with_ttl(v, &human_duration(v.ttl))
+    }
+
+    /// [`MessageTemplate::render`] with `{ttl}` in `lang`'s words.
+    pub fn render_in(
+        &self,
+        v: &MessageValues<'_>,
+        lang: &crate::messages::Catalogue,
+    ) -> zeroize::Zeroizing<String> {
+        self.render_with_ttl(v, &lang.duration(v.ttl))
+    }
+
+    fn render_with_ttl(&self, v: &MessageValues<'_>, ttl: &str) -> zeroize::Zeroizing<String> {
         let mut out = zeroize::Zeroizing::new(String::with_capacity(self.0.len() + 32));
         let mut rest = self.0.as_str();
         while let Some(open) = rest.find('{') {
@@ -125,7 +156,7 @@ impl MessageTemplate {
             match &after[..close] {
                 "code" => out.push_str(v.code),
                 "host" => out.push_str(v.host),
-                "ttl" => out.push_str(&ttl),
+                "ttl" => out.push_str(ttl),
                 "user" => out.push_str(v.user),
                 "service" => out.push_str(v.service),
                 other => {
@@ -208,10 +239,7 @@ pub(super) fn validate(
         Duration::from_secs(30),
     )?;
     let message = match &o.message {
-        None => {
-            MessageTemplate::parse("{code} is your login code for {host}. It expires in {ttl}.")
-                .map_err(|m| c.err(0..0, "otp.message", m))?
-        }
+        None => MessageTemplate::english_default(),
         Some(s) => {
             MessageTemplate::parse(s.get_ref()).map_err(|m| c.err(s.span(), "otp.message", m))?
         }
@@ -232,6 +260,7 @@ pub(super) fn validate(
             .message
             .as_ref()
             .map(|s| super::Location::of(c.text, s.span().start)),
+        message_set: o.message.is_some(),
         key_file: PathBuf::new(),
     };
     Ok((otp, key_file))

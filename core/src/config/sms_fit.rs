@@ -40,6 +40,8 @@ pub struct SmsTemplate<'a> {
     pub location: Location,
     /// The template.
     pub template: &'a MessageTemplate,
+    /// The language's catalogue, which words `{ttl}`; `None`: English.
+    pub catalogue: Option<&'a crate::messages::Catalogue>,
 }
 
 /// The config's own SMS template: `otp.message`, in English until the
@@ -54,7 +56,53 @@ pub fn configured(cfg: &Config) -> Vec<SmsTemplate<'_>> {
             .message_at
             .unwrap_or(Location { line: 1, column: 1 }),
         template: &cfg.otp.message,
+        catalogue: None,
     }]
+}
+
+/// Every language's SMS template as `messages` holds it (the override
+/// file's `sms`, else `otp.message` when set, else the shipped text),
+/// each named by where it is set: `otp.message` in the config, `sms` in
+/// the language's file of `messages.dir`, or `sms` of the shipped
+/// catalogue (as installed for reference under [`SHIPPED_DIR`]).
+///
+/// [`SHIPPED_DIR`]: crate::messages::SHIPPED_DIR
+pub fn every_language<'a>(
+    cfg: &'a Config,
+    messages: &'a crate::messages::Messages,
+) -> Vec<SmsTemplate<'a>> {
+    messages
+        .sms_templates()
+        .into_iter()
+        .map(|(lang, template)| {
+            let file = cfg.messages.dir.join(format!("{lang}.toml"));
+            let (key, path, location) = if cfg.otp.message_set && template == &cfg.otp.message {
+                (
+                    "otp.message".to_owned(),
+                    cfg.path.clone(),
+                    cfg.otp
+                        .message_at
+                        .unwrap_or(Location { line: 1, column: 1 }),
+                )
+            } else if file.is_file() {
+                ("sms".to_owned(), file, Location { line: 1, column: 1 })
+            } else {
+                (
+                    "sms".to_owned(),
+                    std::path::Path::new(crate::messages::SHIPPED_DIR).join(format!("{lang}.toml")),
+                    Location { line: 1, column: 1 },
+                )
+            };
+            SmsTemplate {
+                language: lang.to_owned(),
+                key,
+                path,
+                location,
+                template,
+                catalogue: messages.get(lang),
+            }
+        })
+        .collect()
 }
 
 /// The longest value of each placeholder, and where it comes from (for
@@ -173,13 +221,17 @@ pub fn check(templates: &[SmsTemplate<'_>], values: &LongestValues) -> Vec<SmsFi
 }
 
 fn check_one(t: &SmsTemplate<'_>, v: &LongestValues) -> SmsFit {
-    let text = t.template.render(&MessageValues {
+    let values = MessageValues {
         code: &v.code,
         host: &v.host,
         ttl: v.ttl,
         user: &v.user,
         service: &v.service,
-    });
+    };
+    let text = match t.catalogue {
+        Some(lang) => t.template.render_in(&values, lang),
+        None => t.template.render(&values),
+    };
     let count = segments::count(&text);
     let warn = |message: String| ConfigWarning {
         path: t.path.clone(),
@@ -351,6 +403,7 @@ mod tests {
             path: "/usr/share/smsotp/messages/de.toml".into(),
             location: Location { line: 3, column: 7 },
             template: &de,
+            catalogue: None,
         });
         let fits = check(&list, &LongestValues::for_config(&cfg, "h"));
         assert_eq!(fits.len(), 2);

@@ -85,6 +85,7 @@ impl<A: Accounts> Directory for GecosDirectory<A> {
             return Ok(None);
         };
         Ok(Some(Entry {
+            language: None,
             raw: raw.to_owned(),
             source: self.name(),
             location: self.name(),

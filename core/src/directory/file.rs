@@ -111,6 +111,7 @@ impl FileDirectory {
 
     fn entry(&self, (raw, line, col): (Box<str>, u32, u32)) -> Entry {
         Entry {
+            language: None,
             raw: raw.into_string(),
             source: self.name(),
             location: format!("{}:{line}:{col}", self.path.display()),

@@ -39,6 +39,9 @@ pub struct Found {
     pub phone: Phone,
     /// The source that knew the user ("file /etc/smsotp/phones.toml").
     pub source: String,
+    /// The user's language as the source has it (LDAP's
+    /// `language_attribute`), if it has one.
+    pub language: Option<String>,
 }
 
 /// A number as a directory holds it, not yet validated.
@@ -52,6 +55,8 @@ pub struct Entry {
     pub location: String,
     /// The line in the source's file, if it has one.
     pub line: Option<u32>,
+    /// The user's language, from a source that keeps one (LDAP).
+    pub language: Option<String>,
 }
 
 /// Why a source could not answer. Every case fails the login closed: the
@@ -236,6 +241,7 @@ pub fn lookup_noting(
             return Ok(Some(Found {
                 phone,
                 source: entry.source,
+                language: entry.language,
             }));
         }
     }

@@ -4,6 +4,7 @@
 use zeroize::Zeroizing;
 
 use super::{Answer, Engine, FlowError, LoginContext, Reject, Start, Verdict};
+use crate::messages::Catalogue;
 use crate::otp::ChallengeId;
 use crate::phone::MaskedPhone;
 
@@ -67,13 +68,18 @@ pub fn run(
 ) -> Result<Verdict, FlowError> {
     let mut current = match engine.start(ctx)? {
         Start::Done(v) => {
-            tell_verdict(conv, &v);
+            if v.has_text() {
+                tell_verdict(conv, &v, engine.catalogue_for(&ctx.user));
+            }
             return Ok(v);
         }
         Start::Challenge(c) => c,
     };
+    // Chosen once the login needs state anyway (an exempt user's login
+    // reads nothing), and kept for the whole conversation.
+    let lang = engine.catalogue_for(&ctx.user);
     let id = current.id;
-    conv.info(&current.intro())
+    conv.info(&current.intro_in(lang))
         .map_err(|e| conversation_failed(engine, ctx, &id, e))?;
     let otp = &engine.cfg.otp;
     // Enrollment adds a number prompt (with its own tries) before the code.
@@ -82,9 +88,9 @@ pub fn run(
     let mut idle = 0;
     for _ in 0..max_prompts {
         let prompt = if conv.shows_info() {
-            current.prompt().to_owned()
+            current.prompt_in(lang).to_owned()
         } else {
-            current.prompt_naming_phone()
+            current.prompt_naming_phone_in(lang)
         };
         let input = if current.echo() {
             conv.ask_text(&prompt)
@@ -94,7 +100,7 @@ pub fn run(
         .map_err(|e| conversation_failed(engine, ctx, &id, e))?;
         match engine.answer(ctx, &id, &input)? {
             Answer::Done(v) => {
-                tell_verdict(conv, &v);
+                tell_verdict(conv, &v, lang);
                 return Ok(v);
             }
             Answer::Retry(r, info) => {
@@ -105,10 +111,10 @@ pub fn run(
                     engine.abandon(ctx, &id, "only empty answers");
                     let shown = MaskedPhone::from_stored(&info.phone_masked);
                     let v = engine.finish(ctx, Verdict::Reject(Reject::NoCodeEntered), shown);
-                    tell_verdict(conv, &v);
+                    tell_verdict(conv, &v, lang);
                     return Ok(v);
                 }
-                let msg = r.user_message();
+                let msg = r.user_message_in(lang);
                 let sent = if r.is_info() {
                     conv.info(&msg)
                 } else {
@@ -122,7 +128,7 @@ pub fn run(
     engine.abandon(ctx, &id, "too many prompts");
     let shown = MaskedPhone::from_stored(&current.phone_masked);
     let v = engine.finish(ctx, Verdict::Reject(Reject::WrongCode), shown);
-    tell_verdict(conv, &v);
+    tell_verdict(conv, &v, lang);
     Ok(v)
 }
 
@@ -136,14 +142,14 @@ fn conversation_failed(
     FlowError::Conversation(e)
 }
 
-fn tell_verdict(conv: &mut dyn Conversation, v: &Verdict) {
+fn tell_verdict(conv: &mut dyn Conversation, v: &Verdict, lang: &Catalogue) {
     // Best effort: the verdict stands even if the message cannot be shown.
     match v {
         Verdict::Reject(r) => {
-            let _ = conv.error(&r.user_message());
+            let _ = conv.error(&r.user_message_in(lang));
         }
         Verdict::Accept(a) => {
-            if let Some(m) = a.user_message() {
+            if let Some(m) = a.user_message_in(lang) {
                 let _ = conv.info(&m);
             }
         }

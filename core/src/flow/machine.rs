@@ -118,6 +118,7 @@ impl Engine {
     }
 
     fn start_with(&self, ctx: &LoginContext, ids: Ids) -> Result<Start, FlowError> {
+        self.forget_stored_language();
         let policy = &self.cfg.policy;
         if policy.exempt_users.contains(&ctx.user) {
             return Ok(Start::Done(self.finish(
@@ -525,13 +526,19 @@ impl Engine {
         event: &'static str,
     ) -> Result<Option<Verdict>, FlowError> {
         self.durable_before_sending()?;
-        let text = self.cfg.otp.message.render(&MessageValues {
-            code,
-            host: &self.host,
-            ttl: self.cfg.otp.ttl,
-            user: &ctx.user,
-            service: &ctx.service,
-        });
+        // The SMS in the user's language; the code and its life are the
+        // same in every language.
+        let lang = self.catalogue_given(&ctx.user, phone);
+        let text = lang.sms().render_in(
+            &MessageValues {
+                code,
+                host: &self.host,
+                ttl: self.cfg.otp.ttl,
+                user: &ctx.user,
+                service: &ctx.service,
+            },
+            lang,
+        );
         let started = std::time::Instant::now();
         let (outcome, tracked) = sms::send_with_failover_tracked(
             &self.providers,

@@ -22,6 +22,7 @@ mod conversation;
 mod counting;
 mod enroll;
 mod events;
+mod language;
 mod machine;
 mod outcome;
 mod receipt;
@@ -162,6 +163,16 @@ pub struct Engine {
     /// Told how long each send took (smsotp-radiusd's metrics); `None`
     /// in the PAM module.
     sends: Option<std::sync::Arc<dyn SendObserver>>,
+    /// The texts in every language this host has.
+    messages: crate::messages::Messages,
+    /// The session's LANG / LC_MESSAGES (PAM, `messages.follow_locale`).
+    session_locale: Option<String>,
+    /// The language the directories gave with the last number they found
+    /// (user, language), so the SMS of that login need not ask again.
+    directory_language: std::sync::Mutex<Option<(String, Option<String>)>>,
+    /// The user's stored language as last read (user, language, when),
+    /// so the texts and the SMS of one login cost one read.
+    stored_language: std::sync::Mutex<Option<(String, Option<String>, Millis)>>,
 }
 
 /// The parts of an [`Engine`], for tests and for front ends that build their
@@ -295,6 +306,10 @@ impl Engine {
         store: Box<dyn Store>,
         key: OtpKey,
     ) -> Result<Engine, FlowError> {
+        let messages = crate::messages::Messages::load(
+            &cfg.messages,
+            cfg.otp.message_set.then_some(&cfg.otp.message),
+        );
         let parts = Parts {
             store,
             directories: directory::from_config(&cfg.directories),
@@ -306,7 +321,9 @@ impl Engine {
             key,
             host: hostname(),
         };
-        Ok(Engine::with_parts(cfg, parts))
+        let mut engine = Engine::with_parts(cfg, parts);
+        engine.set_messages(messages);
+        Ok(engine)
     }
 
     /// [`Engine::open_with_store`] with directory sources and provider state
@@ -331,7 +348,15 @@ impl Engine {
     /// An engine from parts the caller built (tests, a server that shares
     /// one store between its threads).
     pub fn with_parts(cfg: Config, p: Parts) -> Engine {
+        let messages = crate::messages::Messages::shipped(
+            &cfg.messages,
+            cfg.otp.message_set.then_some(&cfg.otp.message),
+        );
         Engine {
+            messages,
+            session_locale: None,
+            directory_language: std::sync::Mutex::new(None),
+            stored_language: std::sync::Mutex::new(None),
             cfg,
             store: p.store,
             directories: p.directories,
@@ -402,6 +427,7 @@ impl Engine {
             return Ok(Some(Found {
                 phone,
                 source: format!("store (set by {})", rec.set_by),
+                language: None,
             }));
         }
         let mut skipped = Vec::new();
@@ -412,6 +438,9 @@ impl Engine {
             self.store.number_cache(),
             &mut skipped,
         );
+        if let (Ok(f), Ok(mut memo)) = (&found, self.directory_language.lock()) {
+            *memo = Some((user.to_owned(), f.as_ref().and_then(|f| f.language.clone())));
+        }
         for e in skipped {
             // on_unavailable = "next": the login went on without it.
             self.log(

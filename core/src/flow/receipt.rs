@@ -206,13 +206,17 @@ impl Engine {
             return Ok(ReceiptResend::Limited(limit));
         }
         self.durable_before_sending()?;
-        let text = self.cfg.otp.message.render(&MessageValues {
-            code: &sent.code,
-            host: &self.host,
-            ttl: self.cfg.otp.ttl,
-            user: &ctx.user,
-            service: &ctx.service,
-        });
+        let lang = self.catalogue_given(&ctx.user, &sent.phone);
+        let text = lang.sms().render_in(
+            &MessageValues {
+                code: &sent.code,
+                host: &self.host,
+                ttl: self.cfg.otp.ttl,
+                user: &ctx.user,
+                service: &ctx.service,
+            },
+            lang,
+        );
         let r = next.send_tracked(&Sms {
             to: &sent.phone,
             text: &text,

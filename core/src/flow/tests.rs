@@ -2239,3 +2239,156 @@ fn the_sent_event_counts_the_sms() {
         h.audit_text()
     );
 }
+
+/// Sets `user`'s language in the store as `smsotp user set-language`
+/// does, a minute before the next login (an engine reuses a read of the
+/// stored language for a minute).
+fn set_language(h: &Harness, user: &str, lang: Option<&str>) {
+    h.engine.store().set_language(user, lang).unwrap();
+    h.clock.advance(Duration::from_secs(61));
+}
+
+#[test]
+fn a_read_of_the_stored_language_is_reused_for_a_minute() {
+    let h = harness("");
+    assert_eq!(h.engine.catalogue_for("erin").lang(), "en");
+    h.engine.store().set_language("erin", Some("de")).unwrap();
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "en",
+        "within the minute"
+    );
+    assert_eq!(h.engine.catalogue_for("bob").lang(), "en");
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "de",
+        "another user's read in between"
+    );
+    h.engine.store().set_language("erin", None).unwrap();
+    h.clock.advance(Duration::from_secs(61));
+    assert_eq!(h.engine.catalogue_for("erin").lang(), "en");
+    // A new login reads it again at once.
+    h.engine.store().set_language("erin", Some("nl")).unwrap();
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "en",
+        "within the minute"
+    );
+    h.start(&ctx("erin", "sshd"));
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "nl",
+        "after a new login's start"
+    );
+}
+
+/// The language of a login: the user's setting in the store, else the
+/// session's locale (when followed), else the number's country (when
+/// `by_number`), else the default; a language without a catalogue is
+/// passed over.
+#[test]
+fn the_language_is_the_users_then_the_locale_then_the_number_then_the_default() {
+    let mut h = harness(
+        "[messages]\nlanguage = \"by_number\"\ndefault_language = \"fr\"\nfollow_locale = true\n",
+    );
+    let lang = |h: &Harness, user: &str| h.engine.catalogue_for(user).lang().to_owned();
+    assert_eq!(lang(&h, "erin"), "de", "a German number");
+    assert_eq!(lang(&h, "alice"), "en", "a US number");
+    assert_eq!(lang(&h, "nobody"), "fr", "no number: the default");
+    h.engine.set_session_locale(Some("it_IT.UTF-8".into()));
+    assert_eq!(lang(&h, "erin"), "it", "the locale before the number");
+    set_language(&h, "erin", Some("nl"));
+    assert_eq!(
+        lang(&h, "erin"),
+        "nl",
+        "the user's setting before the locale"
+    );
+    set_language(&h, "erin", Some("sv"));
+    assert_eq!(lang(&h, "erin"), "it", "no catalogue for sv: passed over");
+    h.engine.set_session_locale(Some("C.UTF-8".into()));
+    assert_eq!(lang(&h, "erin"), "de");
+}
+
+#[test]
+fn without_by_number_or_follow_locale_the_default_is_used() {
+    let mut h = harness("[messages]\ndefault_language = \"es\"\n");
+    h.engine.set_session_locale(Some("de_DE.UTF-8".into()));
+    assert_eq!(h.engine.catalogue_for("erin").lang(), "es");
+    set_language(&h, "erin", Some("pt"));
+    assert_eq!(h.engine.catalogue_for("erin").lang(), "pt");
+    assert_eq!(h.engine.catalogue_without_store().lang(), "es");
+}
+
+/// A German user's SMS is German, with the same code, lifetime and tries
+/// as anyone's; `otp.message`, once set, is every language's SMS.
+#[test]
+fn the_sms_is_in_the_users_language_and_nothing_else_changes() {
+    let h = harness("");
+    set_language(&h, "erin", Some("de"));
+    let info = h.start(&ctx("erin", "sshd"));
+    let code = h.last_code();
+    let text = h.sms.sent.borrow().last().unwrap().1.clone();
+    assert_eq!(
+        text,
+        format!("{code} ist Ihr Anmeldecode für web1. Er verfällt in 5 Minuten.")
+    );
+    let en = h.start(&ctx("bob", "sshd"));
+    assert_eq!(info.attempts_left, en.attempts_left);
+    assert_eq!(info.expires_in, en.expires_in);
+    assert_eq!(code.len(), h.last_code().len());
+    let de = h.engine.catalogue_for("erin");
+    assert_eq!(
+        info.intro_with_tries_in(de),
+        format!("Code an {} gesendet. Noch 3 Versuche.", info.phone_masked)
+    );
+
+    let h = harness("[otp]\nmessage = \"Code {code}\"\n");
+    set_language(&h, "erin", Some("de"));
+    h.start(&ctx("erin", "sshd"));
+    assert!(h.sms.sent.borrow().last().unwrap().1.starts_with("Code "));
+}
+
+/// A directory that knows frank, with a German number and Italian as
+/// his language (as LDAP's preferredLanguage would say).
+struct LanguageDirectory;
+
+impl Directory for LanguageDirectory {
+    fn name(&self) -> String {
+        "fake ldap".into()
+    }
+    fn lookup(&self, user: &str) -> Result<Option<Entry>, crate::directory::DirectoryError> {
+        Ok((user == "frank").then(|| Entry {
+            raw: "+491701234567".into(),
+            source: "fake ldap".into(),
+            location: "fake ldap uid=frank".into(),
+            line: None,
+            language: Some("it".into()),
+        }))
+    }
+}
+
+/// The directory's language comes after the user's setting and before
+/// the number's country, in the texts and in the SMS.
+#[test]
+fn the_directorys_language_comes_before_the_number() {
+    let h = harness_dirs(
+        "[[directory]]\nkind = \"ldap\"\nurls = [\"ldaps://ldap.invalid\"]\n\
+         base = \"dc=example,dc=org\"\n[messages]\nlanguage = \"by_number\"\n",
+        vec![],
+        vec![Box::new(LanguageDirectory)],
+    );
+    assert_eq!(h.engine.catalogue_for("frank").lang(), "it");
+    assert_eq!(
+        h.engine.catalogue_for("erin").lang(),
+        "de",
+        "no language: the number"
+    );
+    h.start(&ctx("frank", "sshd"));
+    let code = h.last_code();
+    assert_eq!(
+        h.sms.sent.borrow().last().unwrap().1,
+        format!("{code} è il suo codice di accesso per web1. Scade tra 5 minuti.")
+    );
+    set_language(&h, "frank", Some("nl"));
+    assert_eq!(h.engine.catalogue_for("frank").lang(), "nl");
+}

@@ -1,9 +1,14 @@
 //! Every text of the login flow that a user reads: prompts, "Code sent
 //! to …", retries, verdicts. Both front ends show these and no others.
-
-use std::time::Duration;
+//!
+//! The words come from a message catalogue ([`crate::messages`]): each
+//! text has an `_in` form taking the login's [`Catalogue`], and a form
+//! without it in English (the shipped catalogue). The constants below are
+//! the English texts, for front ends that answer before a language is
+//! known and for tests.
 
 use super::outcome::{Accept, ChallengeInfo, Limit, Reject, Retry};
+use crate::messages::Catalogue;
 use crate::store::Step;
 
 /// What a front end that takes the code after the password (RADIUS append
@@ -25,31 +30,64 @@ pub const UNAVAILABLE_CONFIG: &str =
 pub const ROUND_OVER: &str =
     "The SMS code was not accepted; no new code is sent for this attempt. Start again to get one.";
 
-/// "1 try left.", "3 tries left."
-fn tries(n: u32) -> String {
-    format!("{} left.", crate::counted(n as usize, "try", "tries"))
-}
-
 /// The prompt for the code.
 pub const CODE_PROMPT: &str = "SMS code: ";
 /// The prompt for a backup code (no SMS was sent).
 pub const BACKUP_PROMPT: &str = "Backup code: ";
 /// The prompt for a number to enroll (shown as typed).
 pub const ENROLL_PROMPT: &str = "Mobile number for SMS codes: ";
+
+/// "1 try left.", "3 tries left."
+fn tries(c: &Catalogue, n: u32) -> String {
+    c.plural("tries_left", u64::from(n), &[])
+}
+
+/// [`UNAVAILABLE`] in `c`'s language.
+pub fn unavailable_in(c: &Catalogue) -> String {
+    c.text("unavailable.service", &[])
+}
+
+/// [`UNAVAILABLE_CONFIG`] in `c`'s language.
+pub fn unavailable_config_in(c: &Catalogue) -> String {
+    c.text("unavailable.config", &[])
+}
+
+/// [`ROUND_OVER`] in `c`'s language.
+pub fn round_over_in(c: &Catalogue) -> String {
+    c.text("round_over", &[])
+}
+
+impl super::Verdict {
+    /// Whether the user is told anything about this verdict (so its
+    /// language is worth finding).
+    pub fn has_text(&self) -> bool {
+        match self {
+            super::Verdict::Accept(a) => a.user_message().is_some(),
+            super::Verdict::Reject(_) => true,
+            super::Verdict::NotApplicable(_) => false,
+        }
+    }
+}
+
 impl Accept {
     /// What the user is told on success, if anything.
     pub fn user_message(&self) -> Option<String> {
+        self.user_message_in(Catalogue::english())
+    }
+
+    /// [`Accept::user_message`] in `c`'s language.
+    pub fn user_message_in(&self, c: &Catalogue) -> Option<String> {
         match self {
             Accept::CodeVerified | Accept::NoPhoneAllowed | Accept::ProviderDownAllowed => None,
-            Accept::BackupCode { left } => Some(format!(
-                "Backup code accepted; {left} left.{}",
+            Accept::BackupCode { left } => {
+                let mut m = c.plural("accept.backup_code", u64::from(*left), &[]);
                 if *left <= 2 {
-                    " Ask your administrator for new ones."
-                } else {
-                    ""
+                    m.push(' ');
+                    m.push_str(c.raw("accept.backup_codes_low"));
                 }
-            )),
-            Accept::Enrolled => Some("Your mobile number is now registered for SMS codes.".into()),
+                Some(m)
+            }
+            Accept::Enrolled => Some(c.text("accept.enrolled", &[])),
         }
     }
 }
@@ -66,16 +104,18 @@ impl Reject {
     /// enrollment (`no_phone = "enroll"`) meets it the same for any name.
     /// The global limit is nobody's fault and says so.
     pub fn user_message(&self) -> String {
-        match self {
-            Reject::WrongCode => "Too many wrong codes.".into(),
-            Reject::Expired => "The code has expired.".into(),
-            Reject::LockedOut => {
-                "A code cannot be used for this login now. Try again later.".into()
+        self.user_message_in(Catalogue::english())
+    }
+
+    /// [`Reject::user_message`] in `c`'s language.
+    pub fn user_message_in(&self, c: &Catalogue) -> String {
+        let key = match self {
+            Reject::WrongCode => "reject.wrong_code",
+            Reject::Expired => "reject.expired",
+            Reject::LockedOut => "reject.locked_out",
+            Reject::RateLimited(Limit::PerUser { wait } | Limit::Backoff { wait }) => {
+                return c.text("reject.wait", &[("wait", &c.about(*wait))]);
             }
-            Reject::RateLimited(Limit::PerUser { wait } | Limit::Backoff { wait }) => format!(
-                "Too many codes were sent recently. Try again in about {}.",
-                about(*wait)
-            ),
             // The limits beyond the user read alike: which one it was, and
             // the number's country, are for the audit trail only.
             Reject::RateLimited(
@@ -84,56 +124,33 @@ impl Reject {
                 | Limit::PerCountry { .. }
                 | Limit::PerSource
                 | Limit::DailyBudget,
-            ) => {
-                "Codes cannot be sent right now: this system has sent its maximum for the moment. \
-                 Try again in a few minutes."
-                    .into()
-            }
-            Reject::NoPhone => {
-                "No phone number is registered for this account. Contact your administrator.".into()
-            }
-            Reject::ProviderDown | Reject::SendRefused => {
-                "The code could not be sent. Try again later.".into()
-            }
-            Reject::CountryNotAllowed => {
-                "The code could not be sent to your number. Contact your administrator.".into()
-            }
-            Reject::UnknownChallenge => {
-                "This login attempt is no longer valid. Start again.".into()
-            }
-            Reject::NoCodeEntered => "No code was entered.".into(),
-        }
-    }
-}
-/// A wait in whole minutes (at least one), or whole hours from two hours
-/// on, rounded up: "1 minute", "17 minutes", "3 hours".
-fn about(wait: Duration) -> String {
-    let minutes = wait.as_secs().div_ceil(60).max(1);
-    match minutes {
-        1 => "1 minute".into(),
-        m if m < 120 => format!("{m} minutes"),
-        m => format!("{} hours", m.div_ceil(60)),
+            ) => "reject.system_limit",
+            Reject::NoPhone => "reject.no_phone",
+            Reject::ProviderDown | Reject::SendRefused => "reject.send_failed",
+            Reject::CountryNotAllowed => "reject.country_not_allowed",
+            Reject::UnknownChallenge => "reject.unknown_challenge",
+            Reject::NoCodeEntered => "reject.no_code_entered",
+        };
+        c.text(key, &[])
     }
 }
 impl ChallengeInfo {
     /// What to tell the user when the challenge opens.
     pub fn intro(&self) -> String {
+        self.intro_in(Catalogue::english())
+    }
+
+    /// [`ChallengeInfo::intro`] in `c`'s language.
+    pub fn intro_in(&self, c: &Catalogue) -> String {
+        let phone = [("phone", self.phone_masked.as_str())];
         match self.step {
-            Step::Code => format!("Code sent to {}.", self.phone_masked),
-            Step::EnrollCode => format!(
-                "Code sent to {}. Enter it to register this number.",
-                self.phone_masked
-            ),
+            Step::Code => c.text("intro.code_sent", &phone),
+            Step::EnrollCode => c.text("intro.enroll_code_sent", &phone),
             Step::BackupOnly if self.phone_masked.is_empty() => {
-                "No phone number is registered for this account. Enter one of your backup codes."
-                    .into()
+                c.text("intro.backup_no_phone", &[])
             }
-            Step::BackupOnly => {
-                "The code could not be sent. Enter one of your backup codes.".into()
-            }
-            Step::EnrollNumber => "No phone number is registered for this account. \
-                                   Enter your mobile number to register it for SMS codes."
-                .into(),
+            Step::BackupOnly => c.text("intro.backup_send_failed", &[]),
+            Step::EnrollNumber => c.text("intro.enroll_number", &[]),
         }
     }
 
@@ -146,15 +163,29 @@ impl ChallengeInfo {
         }
     }
 
+    /// [`ChallengeInfo::prompt`] in `c`'s language.
+    pub fn prompt_in<'c>(&self, c: &'c Catalogue) -> &'c str {
+        c.raw(match self.step {
+            Step::Code | Step::EnrollCode => "prompt.code",
+            Step::BackupOnly => "prompt.backup",
+            Step::EnrollNumber => "prompt.enroll",
+        })
+    }
+
     /// [`ChallengeInfo::prompt`], naming where the code went, for a front
     /// end that cannot show info messages (PAM_SILENT, as sudo asks): the
     /// user still learns which phone to look at.
     pub fn prompt_naming_phone(&self) -> String {
+        self.prompt_naming_phone_in(Catalogue::english())
+    }
+
+    /// [`ChallengeInfo::prompt_naming_phone`] in `c`'s language.
+    pub fn prompt_naming_phone_in(&self, c: &Catalogue) -> String {
         match self.step {
             Step::Code | Step::EnrollCode if !self.phone_masked.is_empty() => {
-                format!("SMS code (sent to {}): ", self.phone_masked)
+                c.text("prompt.code_sent_to", &[("phone", &self.phone_masked)])
             }
-            _ => self.prompt().to_owned(),
+            _ => self.prompt_in(c).to_owned(),
         }
     }
 
@@ -162,13 +193,14 @@ impl ChallengeInfo {
     /// message with its prompt (a RADIUS Access-Challenge): a code sent
     /// also says how many tries it has.
     pub fn intro_with_tries(&self) -> String {
+        self.intro_with_tries_in(Catalogue::english())
+    }
+
+    /// [`ChallengeInfo::intro_with_tries`] in `c`'s language.
+    pub fn intro_with_tries_in(&self, c: &Catalogue) -> String {
         match self.step {
-            Step::Code => format!(
-                "Code sent to {}. {}",
-                self.phone_masked,
-                tries(self.attempts_left)
-            ),
-            Step::EnrollCode | Step::BackupOnly | Step::EnrollNumber => self.intro(),
+            Step::Code => format!("{} {}", self.intro_in(c), tries(c, self.attempts_left)),
+            Step::EnrollCode | Step::BackupOnly | Step::EnrollNumber => self.intro_in(c),
         }
     }
 
@@ -176,13 +208,20 @@ impl ChallengeInfo {
     /// append mode) says when a challenge opens: it rejects this request
     /// and the user logs in again with the code typed after the password.
     pub fn appended_message(&self) -> String {
+        self.appended_message_in(Catalogue::english())
+    }
+
+    /// [`ChallengeInfo::appended_message`] in `c`'s language.
+    pub fn appended_message_in(&self, c: &Catalogue) -> String {
         match self.step {
-            Step::Code | Step::EnrollCode => {
-                format!("Code sent to {}. {APPEND_HINT}", self.phone_masked)
-            }
-            Step::BackupOnly => format!("{} {APPEND_BACKUP_HINT}", self.intro()),
+            Step::Code | Step::EnrollCode => format!(
+                "{} {}",
+                c.text("intro.code_sent", &[("phone", &self.phone_masked)]),
+                c.raw("hint.append")
+            ),
+            Step::BackupOnly => format!("{} {}", self.intro_in(c), c.raw("hint.append_backup")),
             // Never opened for such a front end (see Engine::start_appended).
-            Step::EnrollNumber => Reject::NoPhone.user_message(),
+            Step::EnrollNumber => Reject::NoPhone.user_message_in(c),
         }
     }
 }
@@ -191,37 +230,37 @@ impl Retry {
     /// [`Retry::user_message`] for a front end that takes the code after
     /// the password (RADIUS append mode).
     pub fn appended_message(&self) -> String {
-        format!("{} {APPEND_HINT}", self.user_message())
+        self.appended_message_in(Catalogue::english())
+    }
+
+    /// [`Retry::appended_message`] in `c`'s language.
+    pub fn appended_message_in(&self, c: &Catalogue) -> String {
+        format!("{} {}", self.user_message_in(c), c.raw("hint.append"))
     }
 
     /// What the user is told before being asked again (one line, no
     /// trailing newline).
     pub fn user_message(&self) -> String {
+        self.user_message_in(Catalogue::english())
+    }
+
+    /// [`Retry::user_message`] in `c`'s language.
+    pub fn user_message_in(&self, c: &Catalogue) -> String {
         match self {
-            Retry::WrongCode { tries_left } => format!("Wrong code, {}", tries(*tries_left)),
-            Retry::Expired => "The code has expired. Press Enter for a new one.".into(),
-            Retry::Resent { phone_masked } => format!("New code sent to {phone_masked}."),
-            Retry::Cooldown { wait } => {
-                let s = wait.as_secs().max(1);
-                format!(
-                    "Wait {s} second{} before asking for a new code.",
-                    if s == 1 { "" } else { "s" }
-                )
+            Retry::WrongCode { tries_left } => {
+                c.plural("retry.wrong_code", u64::from(*tries_left), &[])
             }
-            Retry::NoResendsLeft => "No new code can be sent; enter the code you received.".into(),
-            Retry::ResendLimited => {
-                "No new code can be sent now; enter the code you received.".into()
-            }
-            Retry::NeedBackupCode => "Enter one of your backup codes.".into(),
-            Retry::NeedNumber => {
-                "Enter your mobile number in international form, e.g. +12025550123.".into()
-            }
-            Retry::BadNumber(why) => format!("{why}."),
-            Retry::CountryNotAllowed => {
-                "Numbers of that country cannot receive codes here; enter another number.".into()
-            }
+            Retry::Expired => c.text("retry.expired", &[]),
+            Retry::Resent { phone_masked } => c.text("retry.resent", &[("phone", phone_masked)]),
+            Retry::Cooldown { wait } => c.plural("retry.cooldown", wait.as_secs().max(1), &[]),
+            Retry::NoResendsLeft => c.text("retry.no_resends_left", &[]),
+            Retry::ResendLimited => c.text("retry.resend_limited", &[]),
+            Retry::NeedBackupCode => c.text("retry.need_backup", &[]),
+            Retry::NeedNumber => c.text("retry.need_number", &[]),
+            Retry::BadNumber(why) => c.text("retry.bad_number", &[("reason", why)]),
+            Retry::CountryNotAllowed => c.text("retry.country_not_allowed", &[]),
             Retry::EnrollCodeSent { phone_masked } => {
-                format!("Code sent to {phone_masked}. Enter it to register this number.")
+                c.text("intro.enroll_code_sent", &[("phone", phone_masked)])
             }
         }
     }
@@ -229,6 +268,8 @@ impl Retry {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// A string continued over lines without its `\` keeps the next line's
@@ -242,6 +283,9 @@ mod tests {
             Step::EnrollNumber,
         ] {
             for phone in ["", "******0123"] {
+                if phone.is_empty() && matches!(step, Step::Code | Step::EnrollCode) {
+                    continue; // a code sent always names its phone
+                }
                 let info = ChallengeInfo {
                     id: crate::otp::ChallengeId([0; 16]),
                     phone_masked: phone.into(),
@@ -249,10 +293,51 @@ mod tests {
                     attempts_left: 3,
                     step,
                 };
-                for text in [info.intro(), info.intro_with_tries()] {
-                    assert!(!text.contains("  "), "{step:?}: {text:?}");
+                for (lang, _) in crate::messages::SHIPPED {
+                    let Some(c) = Catalogue::shipped(lang) else {
+                        panic!("{lang} not shipped")
+                    };
+                    for text in [info.intro_in(c), info.intro_with_tries_in(c)] {
+                        assert!(!text.contains("  "), "{lang} {step:?}: {text:?}");
+                    }
                 }
             }
         }
+    }
+
+    /// The English catalogue says what the English constants say.
+    #[test]
+    fn english_constants_match_the_catalogue() {
+        let en = Catalogue::english();
+        assert_eq!(en.raw("prompt.code"), CODE_PROMPT);
+        assert_eq!(en.raw("prompt.backup"), BACKUP_PROMPT);
+        assert_eq!(en.raw("prompt.enroll"), ENROLL_PROMPT);
+        assert_eq!(en.raw("hint.append"), APPEND_HINT);
+        assert_eq!(en.raw("hint.append_backup"), APPEND_BACKUP_HINT);
+        assert_eq!(unavailable_in(en), UNAVAILABLE);
+        assert_eq!(unavailable_config_in(en), UNAVAILABLE_CONFIG);
+        assert_eq!(round_over_in(en), ROUND_OVER);
+    }
+
+    #[test]
+    fn texts_in_german() {
+        let Some(de) = Catalogue::shipped("de") else {
+            panic!("de not shipped")
+        };
+        assert_eq!(
+            Retry::WrongCode { tries_left: 1 }.user_message_in(de),
+            "Falscher Code, noch 1 Versuch."
+        );
+        assert_eq!(
+            Reject::RateLimited(Limit::PerUser {
+                wait: Duration::from_secs(61)
+            })
+            .user_message_in(de),
+            "In letzter Zeit wurden zu viele Codes gesendet. Versuchen Sie es in etwa 2 Minuten erneut."
+        );
+        assert_eq!(
+            Accept::BackupCode { left: 1 }.user_message_in(de).as_deref(),
+            Some("Backup-Code akzeptiert; noch 1 übrig. Fordern Sie bei Ihrem Administrator neue an.")
+        );
     }
 }

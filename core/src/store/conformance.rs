@@ -43,6 +43,7 @@ pub(super) const ALL: &[(&str, Test)] = &[
     ),
     ("enrollment", enrollment),
     ("opt_out", opt_out),
+    ("language", language),
     ("challenge_binding", challenge_binding),
     ("expiry", expiry),
     ("export_and_import", export_and_import),
@@ -393,6 +394,23 @@ pub(super) fn opt_out(make: Make<'_>) {
         s.set_opt_out("bob", None).unwrap();
         assert_eq!(s.opt_out("bob").unwrap(), None);
         assert_eq!(s.opted_out_users().unwrap(), ["alice"]);
+    });
+}
+
+/// A user's language is kept, replaced and cleared, and is nobody else's.
+pub(super) fn language(make: Make<'_>) {
+    let b = make();
+    on(&*b, |s| {
+        assert_eq!(s.language("bob").unwrap(), None);
+        s.set_language("bob", Some("de")).unwrap();
+        s.set_language("alice", Some("fr")).unwrap();
+        assert_eq!(s.language("bob").unwrap().as_deref(), Some("de"));
+        s.set_language("bob", Some("nl")).unwrap();
+        assert_eq!(s.language("bob").unwrap().as_deref(), Some("nl"));
+        s.set_language("bob", None).unwrap();
+        assert_eq!(s.language("bob").unwrap(), None);
+        s.set_language("bob", None).unwrap();
+        assert_eq!(s.language("alice").unwrap().as_deref(), Some("fr"));
     });
 }
 

@@ -57,6 +57,7 @@ struct State {
     backup: HashMap<String, Vec<BackupHash>>,
     /// user -> (set by, set at).
     opt_out: BTreeMap<String, (String, Millis)>,
+    language: BTreeMap<String, String>,
 }
 
 impl MemoryStore {
@@ -656,6 +657,19 @@ impl Store for MemoryStore {
 
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.state().opt_out.keys().cloned().collect())
+    }
+
+    fn set_language(&self, user: &str, lang: Option<&str>) -> Result<(), StoreError> {
+        let mut s = self.state();
+        match lang {
+            Some(l) => s.language.insert(user.to_owned(), l.to_owned()),
+            None => s.language.remove(user),
+        };
+        Ok(())
+    }
+
+    fn language(&self, user: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state().language.get(user).cloned())
     }
 
     fn export(&self, now: Millis) -> Result<Snapshot, StoreError> {

@@ -598,6 +598,12 @@ pub trait Store {
     /// Every user marked opted out.
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError>;
 
+    /// Sets (`Some`, a tag such as "de") or clears (`None`) the language
+    /// `user` reads messages in (`smsotp user set-language`).
+    fn set_language(&self, user: &str, lang: Option<&str>) -> Result<(), StoreError>;
+    /// The language set for `user`, if any.
+    fn language(&self, user: &str) -> Result<Option<String>, StoreError>;
+
     /// Everything durable the store holds, for moving it to another store
     /// ([`migrate`]): registered numbers, backup codes, opt-outs and the
     /// lockouts that run at `now`, with a count of what stays behind

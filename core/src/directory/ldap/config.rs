@@ -39,6 +39,7 @@ pub(crate) struct RawLdap {
     write_back: Option<bool>,
     cache_ttl: Option<String>,
     user_dn: Option<String>,
+    language_attribute: Option<String>,
 }
 
 /// What to do when the directory cannot be reached.
@@ -88,6 +89,9 @@ pub struct LdapSpec {
     pub user_dn: Option<String>,
     /// The Active Directory preset: disabled accounts have no phone.
     pub active_directory: bool,
+    /// Where the user's language is (default `preferredLanguage`);
+    /// `None` when set to "".
+    pub language_attribute: Option<String>,
 }
 
 fn duration(
@@ -303,7 +307,24 @@ pub(crate) fn validate(
             return Err(err("name", "must be one line of text, not empty".into()));
         }
     }
+    let language_attribute = match raw.language_attribute.as_deref() {
+        None => Some("preferredLanguage".to_owned()),
+        Some("") => None,
+        Some(a) if a.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') => {
+            Some(a.to_owned())
+        }
+        Some(a) => {
+            return Err(err(
+                "language_attribute",
+                format!(
+                    "\"{a}\" is not an attribute name (letters, digits, '-'); \
+                     write \"\" to read no language from the directory"
+                ),
+            ))
+        }
+    };
     Ok(LdapSpec {
+        language_attribute,
         name: raw.name.clone().unwrap_or_else(|| urls[0].text.clone()),
         urls,
         starttls,

@@ -155,6 +155,7 @@ impl LdapSpec {
     /// userAccountControl with the Active Directory preset.
     pub fn attributes(&self) -> Vec<String> {
         let mut a = self.phone_attributes.clone();
+        a.extend(self.language_attribute.iter().cloned());
         if self.active_directory {
             a.push("userAccountControl".into());
         }
@@ -191,6 +192,14 @@ impl LdapSpec {
     /// that attribute's name.
     pub fn phone_of(&self, entry: &LdapEntry) -> Option<(String, String)> {
         entry.first_value(&self.phone_attributes)
+    }
+
+    /// The user's language: the language attribute's first value
+    /// (`preferredLanguage`, RFC 2798: "de", "fr-CA", "en;q=0.8, de").
+    pub fn language_of(&self, entry: &LdapEntry) -> Option<String> {
+        let attr = self.language_attribute.as_ref()?;
+        let (_, v) = entry.first_value(std::slice::from_ref(attr))?;
+        crate::messages::normalize_tag(v.split([',', ';']).next()?.trim())
     }
 
     /// The DN from the `user_dn` template, the name escaped per RFC 4514;
@@ -344,6 +353,7 @@ impl LdapDirectory {
             },
             location: format!("{url} {} {attr}", entry.dn),
             line: None,
+            language: self.spec.language_of(&entry),
         }))
     }
 

@@ -618,7 +618,15 @@ fn active_directory_disabled_accounts_get_no_sms() {
     match &s.requests()[1].protocol_op {
         ProtocolOp::SearchRequest(r) => {
             let attrs: Vec<&str> = r.attributes.iter().map(|a| a.0.as_str()).collect();
-            assert_eq!(attrs, ["mobile", "telephoneNumber", "userAccountControl"]);
+            assert_eq!(
+                attrs,
+                [
+                    "mobile",
+                    "telephoneNumber",
+                    "preferredLanguage",
+                    "userAccountControl"
+                ]
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -1140,4 +1148,40 @@ fn starttls_upgrades_before_the_bind() {
         matches!(&seen[0].protocol_op, ProtocolOp::ExtendedReq(r) if &r.request_name[..] == b"1.3.6.1.4.1.1466.20037")
     );
     assert!(matches!(seen[1].protocol_op, ProtocolOp::BindRequest(_)));
+}
+
+#[test]
+fn the_language_attribute_comes_back_with_the_number() {
+    let s = directory_server(
+        vec![entry(
+            "uid=alice,ou=people,dc=example,dc=org",
+            &[
+                ("mobile", &["+12025550123"]),
+                ("preferredLanguage", &["fr-CA, en;q=0.8"]),
+            ],
+        )],
+        ResultCode::Success,
+    );
+    let f = Files::new();
+    let spec = spec_of(&table(&[s.url()], &f, ""));
+    assert_eq!(
+        spec.language_attribute.as_deref(),
+        Some("preferredLanguage")
+    );
+    assert!(spec.attributes().contains(&"preferredLanguage".to_owned()));
+    let e = LdapDirectory::new(spec).lookup("alice").unwrap().unwrap();
+    assert_eq!(e.language.as_deref(), Some("fr"));
+
+    let off = spec_of(&table(&[s.url()], &f, "language_attribute = \"\"\n"));
+    assert_eq!(off.language_attribute, None);
+    let e = LdapDirectory::new(off).lookup("alice").unwrap().unwrap();
+    assert_eq!(e.language, None);
+
+    let e = err_of(&table(
+        &[s.url()],
+        &f,
+        "language_attribute = \"lang uage\"\n",
+    ));
+    assert!(e.contains("language_attribute"), "{e}");
+    assert!(e.contains("is not an attribute name"), "{e}");
 }

@@ -416,6 +416,9 @@ impl RedisStore {
     fn phone_key(&self, user: &str) -> String {
         self.key("p", user)
     }
+    fn language_key(&self, user: &str) -> String {
+        self.key("lang", user)
+    }
     fn backup(&self, user: &str) -> String {
         self.key("b", user)
     }
@@ -1212,6 +1215,18 @@ impl Store for RedisStore {
             self.run(|c| redis::cmd("HKEYS").arg(self.opt_key()).query(c))?;
         users.sort();
         Ok(users)
+    }
+
+    fn set_language(&self, user: &str, lang: Option<&str>) -> Result<(), StoreError> {
+        let key = self.language_key(user);
+        self.run_durable(|c| match lang {
+            Some(l) => redis::cmd("SET").arg(&key).arg(l).query::<()>(c),
+            None => redis::cmd("DEL").arg(&key).query::<()>(c),
+        })
+    }
+
+    fn language(&self, user: &str) -> Result<Option<String>, StoreError> {
+        self.run(|c| redis::cmd("GET").arg(self.language_key(user)).query(c))
     }
 
     fn number_cache(&self) -> &dyn NumberCache {

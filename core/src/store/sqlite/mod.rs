@@ -66,14 +66,16 @@ pub struct SqliteStore {
 /// tables.
 /// 6: `sms_count`, the SMS counters per day, provider and country
 /// (`store/counters.rs`); layouts 3 to 5 only gain tables.
-const SCHEMA_VERSION: i64 = 6;
+/// 7: `language`, the language a user reads messages in; layouts 3 to 6
+/// only gain tables.
+const SCHEMA_VERSION: i64 = 7;
 
 /// WAL pages after which a commit of a short-lived handle (PAM, the admin
 /// tool) checkpoints; see [`SqliteStore::init`].
 const SHORT_LIVED_CHECKPOINT: i64 = 128;
 
 /// Tables of short-lived state, dropped and rebuilt when the layout
-/// changes. The others (`phone`, `backup_code`, `opt_out`, and `failure`,
+/// changes. The others (`phone`, `backup_code`, `opt_out`, `language`, and `failure`,
 /// which holds lockouts) are never dropped: a later layout must migrate
 /// them (`ALTER TABLE`, or copy as [`KEEP_FAILURES`] does), and the
 /// fixtures in `testdata/` (one per layout, opened by the tests
@@ -177,6 +179,10 @@ CREATE TABLE IF NOT EXISTS opt_out (
     user   TEXT PRIMARY KEY,
     set_at INTEGER NOT NULL,
     set_by TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS language (
+    user TEXT PRIMARY KEY,
+    lang TEXT NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -320,8 +326,8 @@ impl SqliteStore {
             if v == SCHEMA_VERSION {
                 return Ok(());
             }
-            if (3..=5).contains(&v) {
-                // Layouts 4 to 6 only add tables.
+            if (3..=6).contains(&v) {
+                // Layouts 4 to 7 only add tables.
                 tx.execute_batch(SCHEMA)?;
                 return tx.pragma_update(None, "user_version", SCHEMA_VERSION);
             }

@@ -775,6 +775,29 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn set_language(&self, user: &str, lang: Option<&str>) -> Result<(), StoreError> {
+        self.write(|tx| match lang {
+            Some(l) => tx
+                .prepare_cached(
+                    "INSERT INTO language (user, lang) VALUES (?1, ?2)
+                     ON CONFLICT(user) DO UPDATE SET lang = ?2",
+                )?
+                .execute(params![user, l])
+                .map(drop),
+            None => tx
+                .prepare_cached("DELETE FROM language WHERE user = ?1")?
+                .execute([user])
+                .map(drop),
+        })
+    }
+
+    fn language(&self, user: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT lang FROM language WHERE user = ?1")
+            .and_then(|mut st| st.query_row([user], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
     fn export(&self, now: Millis) -> Result<Snapshot, StoreError> {
         // One read transaction, so the kinds are read as of one moment
         // (inside a batch of a shared store, the batch's transaction is).

@@ -579,6 +579,12 @@ impl Store for SharedStore {
     fn opted_out_users(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.opted_out_users())
     }
+    fn set_language(&self, user: &str, lang: Option<&str>) -> Result<(), StoreError> {
+        self.with(|s| s.set_language(user, lang))
+    }
+    fn language(&self, user: &str) -> Result<Option<String>, StoreError> {
+        self.with(|s| s.language(user))
+    }
     fn export(&self, now: Millis) -> Result<Snapshot, StoreError> {
         self.with(|s| s.export(now))
     }

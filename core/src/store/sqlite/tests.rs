@@ -848,12 +848,13 @@ fn layout_6_keeps_what_is_durable() {
 /// would have left it, comes through the rebuild with every durable row.
 #[test]
 fn an_upgrade_keeps_todays_durable_rows() {
-    // Set back one to three layouts (layouts 4 to 6 only add tables),
-    // and set back to layout 2 (the rebuild of short-lived tables).
+    // Set back to layouts 3 to 6 (layouts 4 to 7 only add tables), and
+    // to layout 2 (the rebuild of short-lived tables).
     for (fixture, version) in [
-        (include_str!("testdata/layout-v3.sql"), SCHEMA_VERSION - 3),
-        (include_str!("testdata/layout-v4.sql"), SCHEMA_VERSION - 2),
-        (include_str!("testdata/layout-v5.sql"), SCHEMA_VERSION - 1),
+        (include_str!("testdata/layout-v3.sql"), 3),
+        (include_str!("testdata/layout-v4.sql"), 4),
+        (include_str!("testdata/layout-v5.sql"), 5),
+        (include_str!("testdata/layout-v6.sql"), 6),
         (include_str!("testdata/layout-v6.sql"), 2),
     ] {
         let d = tempfile::tempdir().unwrap();
@@ -873,6 +874,9 @@ fn an_upgrade_keeps_todays_durable_rows() {
             Some(4_102_444_800_000),
             "from layout {version}"
         );
+        // Layout 7's table is there to use.
+        s.set_language("alice", Some("de")).unwrap();
+        assert_eq!(s.language("alice").unwrap().as_deref(), Some("de"));
     }
 }
 
