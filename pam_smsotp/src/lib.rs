@@ -336,7 +336,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             };
             // No config, so no catalogues but the shipped ones: the
             // session's locale picks among them.
-            let lang = session_locale(pamh)
+            let lang = session_locale(pamh, ctx.rhost.is_some())
                 .and_then(|l| smsotp_core::messages::normalize_tag(&l))
                 .and_then(|l| Catalogue::shipped(&l))
                 .unwrap_or_else(Catalogue::english);
@@ -344,7 +344,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         }
     };
     let mut engine = engine;
-    engine.set_session_locale(session_locale(pamh));
+    engine.set_session_locale(session_locale(pamh, ctx.rhost.is_some()));
 
     if round_failed_before(pamh, &ctx.user) {
         engine.log_round_over(&ctx);
@@ -380,27 +380,44 @@ extern "C" {
         -> *const std::ffi::c_char;
 }
 
-/// The session's locale as the PAM environment has it (sshd puts what the
-/// client sent there with `AcceptEnv LANG LC_*`): LC_ALL, LC_MESSAGES,
-/// then LANG, the first set and not "C" or "POSIX".
-fn session_locale(pamh: &PamHandle) -> Option<String> {
-    [c"LC_ALL", c"LC_MESSAGES", c"LANG"]
-        .into_iter()
-        .find_map(|name| {
-            // SAFETY: `pamh` is the live handle PAM gave this call and `name`
-            // a NUL-terminated string; pam_getenv returns NULL or a string
-            // owned by the handle, copied here before the handle changes.
-            let value = unsafe { pam_getenv(pamh, name.as_ptr()) };
-            if value.is_null() {
-                return None;
-            }
-            // SAFETY: non-NULL, NUL-terminated (as above).
-            let text = unsafe { CStr::from_ptr(value) }
+/// The locale names looked up, first set wins.
+const LOCALE_VARIABLES: [&std::ffi::CStr; 3] = [c"LC_ALL", c"LC_MESSAGES", c"LANG"];
+
+/// The session's locale: LC_ALL, LC_MESSAGES, then LANG, the first set
+/// and not "C" or "POSIX", from the PAM environment (a module before this
+/// one, or the application, may put them there), else, for a local
+/// session (no PAM_RHOST), from the environment the application runs
+/// with (sudo and su: the user's own; a console login: the system's). A
+/// remote session's process environment is the server's, not the user's
+/// (sshd learns the client's LANG only after authentication), so it is
+/// not read.
+fn session_locale(pamh: &PamHandle, remote: bool) -> Option<String> {
+    let usable = |text: String| {
+        (!text.is_empty() && text != "C" && text != "POSIX" && !text.starts_with("C."))
+            .then_some(text)
+    };
+    let from_pam = LOCALE_VARIABLES.into_iter().find_map(|name| {
+        // SAFETY: `pamh` is the live handle PAM gave this call and `name`
+        // a NUL-terminated string; pam_getenv returns NULL or a string
+        // owned by the handle, copied here before the handle changes.
+        let value = unsafe { pam_getenv(pamh, name.as_ptr()) };
+        if value.is_null() {
+            return None;
+        }
+        // SAFETY: non-NULL, NUL-terminated (as above).
+        usable(
+            unsafe { CStr::from_ptr(value) }
                 .to_string_lossy()
-                .into_owned();
-            (!text.is_empty() && text != "C" && text != "POSIX" && !text.starts_with("C."))
-                .then_some(text)
-        })
+                .into_owned(),
+        )
+    });
+    if from_pam.is_some() || remote {
+        return from_pam;
+    }
+    LOCALE_VARIABLES.into_iter().find_map(|name| {
+        let name = name.to_str().ok()?;
+        std::env::var_os(name).and_then(|v| usable(v.to_string_lossy().into_owned()))
+    })
 }
 
 /// Whether this handle already had `user`'s code round fail.

@@ -337,3 +337,65 @@ fn every_shipped_language_through_pamtester_and_radclient() {
         );
     }
 }
+
+/// `follow_locale = true`: a locale in the PAM environment picks the
+/// language; without one, a local session (no PAM_RHOST, as sudo and su)
+/// follows the environment it runs with; a remote one (sshd sets
+/// PAM_RHOST) does not, since that environment is the server's. Off, no
+/// locale counts.
+#[test]
+fn pam_follows_the_session_locale_when_asked() {
+    let mut env = PamEnv::new();
+    env.scratch.phones(&[("alice", "+12015550123")]);
+    env.scratch.config(&format!(
+        "{}follow_locale = true\n",
+        messages_table(&env.scratch)
+    ));
+    let svc = env.smsotp_service("e2e-msg-locale", "");
+    let outbox = env.scratch.outbox();
+    let prompt_of = |env: &PamEnv, args: &[&str], seen: usize| -> String {
+        let mut all = vec!["-v"];
+        all.extend_from_slice(args);
+        all.extend([svc.as_str(), "alice", "authenticate"]);
+        let mut login =
+            env.login_with_program("pamtester", &all, &svc, "alice", Duration::from_secs(30));
+        login.password();
+        login.answer_code_from_outbox(&outbox, seen);
+        let outcome = login.finish();
+        outcome.assert_success();
+        outcome.transcript.clone()
+    };
+
+    // In the PAM environment (pamtester -E puts it there).
+    let t = prompt_of(&env, &["-E", "LANG=de_DE.UTF-8"], 0);
+    assert!(t.contains("SMS-Code: "), "{t}");
+    assert!(outbox
+        .wait_beyond(0, Duration::from_secs(5))
+        .message
+        .contains("ist Ihr Anmeldecode"));
+
+    // Not in the PAM environment: a local session's own LANG.
+    env.set_env("LANG", "fr_FR.UTF-8");
+    let t = prompt_of(&env, &[], 1);
+    assert!(t.contains("Code envoyé au ******0123."), "{t}");
+    assert!(outbox
+        .wait_beyond(1, Duration::from_secs(5))
+        .message
+        .contains("est votre code"));
+
+    // A remote session: the process's LANG is not the user's.
+    let t = prompt_of(&env, &["-I", "rhost=192.0.2.7"], 2);
+    assert!(t.contains("Code sent to ******0123."), "{t}");
+    // ... but a locale in its PAM environment still counts.
+    let t = prompt_of(
+        &env,
+        &["-I", "rhost=192.0.2.7", "-E", "LC_MESSAGES=it_IT.UTF-8"],
+        3,
+    );
+    assert!(t.contains("Codice inviato al ******0123."), "{t}");
+
+    // Off: none of it.
+    env.scratch.config(&messages_table(&env.scratch));
+    let t = prompt_of(&env, &["-E", "LANG=de_DE.UTF-8"], 4);
+    assert!(t.contains("SMS code: "), "{t}");
+}
