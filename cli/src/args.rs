@@ -100,8 +100,8 @@ pub(crate) enum BreakerCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum StoreCommand {
-    /// Copy registered numbers, backup codes, opt-outs and running
-    /// lockouts from the configured store into the store that FILE's store
+    /// Copy registered numbers, backup codes, opt-outs, languages and
+    /// running lockouts from the configured store into the store that FILE's store
     /// table names (SQLite to Redis, or back). Pending codes, send windows
     /// and failure counts are not copied.
     Migrate {

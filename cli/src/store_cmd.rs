@@ -1,5 +1,5 @@
 //! `store migrate`: copies what is durable in the configured store
-//! (numbers, backup codes, opt-outs, running lockouts) into the store
+//! (numbers, backup codes, opt-outs, languages, running lockouts) into the store
 //! another config file names, by the rules of
 //! [`smsotp_core::store::migrate`]. Safe to run again: what is there
 //! already is counted, not written; run it once before switching the
@@ -138,6 +138,11 @@ fn report(counts: &ImportCounts, left: &LeftBehind, dry_run: bool) -> String {
     ));
     t.push_str(&line("opt-outs:", &counts.opt_outs, ""));
     t.push_str(&line(
+        "languages:",
+        &counts.languages,
+        "the target has another for the user",
+    ));
+    t.push_str(&line(
         "lockouts:",
         &counts.lockouts,
         "the target's ends later",
@@ -248,6 +253,7 @@ fn migrate_store(path: &Path, to: &Path, dry_run: bool) -> Result<Output, Failur
         "phones": kind_json(&counts.phones),
         "backup_codes": kind_json(&counts.backup_codes),
         "opt_outs": kind_json(&counts.opt_outs),
+        "languages": kind_json(&counts.languages),
         "lockouts": kind_json(&counts.lockouts),
         "not_copied": {
             "challenges": left.challenges,

@@ -1,5 +1,5 @@
 //! `smsotp store migrate` end to end: the built tool copies numbers,
-//! backup codes, opt-outs and a lockout from a SQLite store into a
+//! backup codes, opt-outs, a language and a lockout from a SQLite store into a
 //! `redis-server` of the test's own (and back into a fresh SQLite store),
 //! with one key file for all; a backup code made before the move opens a
 //! login through pamtester and the built PAM module on the Redis config.
@@ -95,6 +95,7 @@ fn migrate_sqlite_to_redis_and_back() {
         .collect();
     assert_eq!(codes.len(), 3);
     ok_json(&src, &["user", "opt-out", "carol"]);
+    ok_json(&src, &["user", "set-language", "bob", "de"]);
     // A lockout, and what stays behind: a pending code and its SMS.
     let now = SystemClock.now_ms();
     {
@@ -153,6 +154,7 @@ fn migrate_sqlite_to_redis_and_back() {
     assert_eq!(counts(&j, "phones"), (2, 0, 0), "{j}");
     assert_eq!(counts(&j, "backup_codes"), (1, 0, 0), "{j}");
     assert_eq!(counts(&j, "opt_outs"), (1, 0, 0), "{j}");
+    assert_eq!(counts(&j, "languages"), (1, 0, 0), "{j}");
     assert_eq!(counts(&j, "lockouts"), (1, 0, 0), "{j}");
     assert_eq!(j["not_copied"]["challenges"], 1, "{j}");
     assert_eq!(j["not_copied"]["send_windows"], 1, "{j}");
@@ -164,6 +166,7 @@ fn migrate_sqlite_to_redis_and_back() {
     assert_eq!(show["backup_codes_left"], 3, "{show}");
     let show = ok_json(&env.scratch, &["user", "show", "bob"]);
     assert_eq!(show["phone"], "******0124", "{show}");
+    assert_eq!(show["language"], "de", "{show}");
     assert_eq!(
         ok_json(&env.scratch, &["user", "show", "carol"])["opted_out"],
         true
@@ -198,6 +201,7 @@ fn migrate_sqlite_to_redis_and_back() {
         "phone numbers:        0 copied, 2 already there, 0 kept",
         "backup codes (users): 0 copied, 0 already there, 1 kept (the target has codes of its own",
         "opt-outs:             0 copied, 1 already there",
+        "languages:            0 copied, 1 already there, 0 kept",
         "lockouts:             0 copied, 1 already there, 0 kept",
         "not copied (short-lived, on purpose): 1 pending code, 1 user's SMS send window",
     ] {
@@ -223,6 +227,7 @@ fn migrate_sqlite_to_redis_and_back() {
     assert_eq!(counts(&j, "phones"), (2, 0, 0), "{j}");
     assert_eq!(counts(&j, "backup_codes"), (1, 0, 0), "{j}");
     assert_eq!(counts(&j, "opt_outs"), (1, 0, 0), "{j}");
+    assert_eq!(counts(&j, "languages"), (1, 0, 0), "{j}");
     assert_eq!(counts(&j, "lockouts"), (1, 0, 0), "{j}");
     // Alice's login in Redis: one SMS counted, no code pending.
     assert_eq!(j["not_copied"]["challenges"], 0, "{j}");
@@ -242,7 +247,14 @@ fn migrate_sqlite_to_redis_and_back() {
         &env.scratch,
         &["store", "migrate", "--to", back_cfg.to_str().unwrap()],
     );
-    for kind in ["phones", "backup_codes", "opt_outs", "lockouts"] {
+    assert_eq!(ok_json(&back, &["user", "show", "bob"])["language"], "de");
+    for kind in [
+        "phones",
+        "backup_codes",
+        "opt_outs",
+        "languages",
+        "lockouts",
+    ] {
         assert_eq!(counts(&j, kind).0, 0, "{kind}: {j}");
     }
 }

@@ -575,17 +575,18 @@ fn import_into(b: &dyn Backend, snap: &Snapshot, now: i64) -> ImportCounts {
     counts.unwrap()
 }
 
-fn kinds(c: &ImportCounts) -> [(u64, u64, u64); 4] {
+fn kinds(c: &ImportCounts) -> [(u64, u64, u64); 5] {
     let k = |k: &KindCounts| (k.copied, k.present, k.kept);
     [
         k(&c.phones),
         k(&c.backup_codes),
         k(&c.opt_outs),
+        k(&c.languages),
         k(&c.lockouts),
     ]
 }
 
-/// Numbers, backup codes, opt-outs and running lockouts come out of one
+/// Numbers, backup codes, opt-outs, languages and running lockouts come out of one
 /// store and go into another by each kind's rule (as the dry run
 /// counts): an older record never replaces a newer one, a second import
 /// changes nothing, and challenges, send windows and failure counts stay
@@ -605,6 +606,8 @@ pub(super) fn export_and_import(make: Make<'_>) {
         s.replace_backup_codes("bob", &[backup_code(3)], 20)
             .unwrap();
         s.set_opt_out("dave", Some(("admin:root", 40))).unwrap();
+        s.set_language("alice", Some("de")).unwrap();
+        s.set_language("bob", Some("fr")).unwrap();
         // A running lockout, a count below it, a lockout that has ended.
         s.record_failure("eve", 1_000, 1, lockout).unwrap();
         s.record_failure("frank", 1_000, 5, lockout).unwrap();
@@ -645,6 +648,13 @@ pub(super) fn export_and_import(make: Make<'_>) {
     );
     assert_eq!(snap.opt_outs[0].set_at, 40);
     assert_eq!(
+        snap.languages
+            .iter()
+            .map(|l| (l.user.as_str(), l.language.as_str()))
+            .collect::<Vec<_>>(),
+        [("alice", "de"), ("bob", "fr")]
+    );
+    assert_eq!(
         snap.lockouts,
         [Lockout {
             user: "eve".into(),
@@ -665,11 +675,15 @@ pub(super) fn export_and_import(make: Make<'_>) {
         s.set_phone("carol", &phone_rec("+12025550198", 5)).unwrap();
         s.replace_backup_codes("bob", &[backup_code(9)], 60)
             .unwrap();
+        s.set_language("bob", Some("nl")).unwrap();
     });
     let planned = migrate::plan(&export_of(&*dst, now), &snap);
     let counts = import_into(&*dst, &snap, now);
     assert_eq!(counts, planned, "the dry run counts as the import does");
-    assert_eq!(kinds(&counts), [(2, 0, 1), (1, 0, 1), (1, 0, 0), (1, 0, 0)]);
+    assert_eq!(
+        kinds(&counts),
+        [(2, 0, 1), (1, 0, 1), (1, 0, 0), (1, 0, 1), (1, 0, 0)]
+    );
     on(&*dst, |s| {
         assert_eq!(
             s.phone("alice").unwrap(),
@@ -691,6 +705,9 @@ pub(super) fn export_and_import(make: Make<'_>) {
         );
         assert_eq!(s.backup_codes_left("bob").unwrap(), 1);
         assert_eq!(s.opt_out("dave").unwrap(), Some(("admin:root".into(), 40)));
+        assert_eq!(s.language("alice").unwrap().as_deref(), Some("de"));
+        // The target's own setting stays.
+        assert_eq!(s.language("bob").unwrap().as_deref(), Some("nl"));
         assert_eq!(s.locked_until("eve", now).unwrap(), Some(901_000));
         assert_eq!(s.failures("eve", now).unwrap().count, 1);
         // Short-lived state stayed behind.
@@ -702,14 +719,20 @@ pub(super) fn export_and_import(make: Make<'_>) {
     // Again: nothing new.
     let again = import_into(&*dst, &snap, now);
     assert_eq!(again.copied(), 0);
-    assert_eq!(kinds(&again), [(0, 2, 1), (0, 1, 1), (0, 1, 0), (0, 1, 0)]);
+    assert_eq!(
+        kinds(&again),
+        [(0, 2, 1), (0, 1, 1), (0, 1, 0), (0, 1, 1), (0, 1, 0)]
+    );
     assert_eq!(migrate::plan(&export_of(&*dst, now), &snap), again);
 
     // And back, into a fresh store: what the target holds now.
     let back = make();
     let snap = export_of(&*dst, now);
     let counts = import_into(&*back, &snap, now);
-    assert_eq!(kinds(&counts), [(3, 0, 0), (2, 0, 0), (1, 0, 0), (1, 0, 0)]);
+    assert_eq!(
+        kinds(&counts),
+        [(3, 0, 0), (2, 0, 0), (1, 0, 0), (2, 0, 0), (1, 0, 0)]
+    );
     let mut round = export_of(&*back, now);
     let mut expected = snap;
     for s in [&mut round, &mut expected] {

@@ -12,7 +12,8 @@ use super::limits::{
     self, bucket_stale, BreakerState, BreakerTrip, KeyedWindow, LimitKind, SendDecision, SendLimits,
 };
 use super::migrate::{
-    BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
+    BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserLanguage,
+    UserPhone,
 };
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
@@ -703,6 +704,14 @@ impl Store for MemoryStore {
                 set_at: *set_at,
             })
             .collect();
+        let languages = s
+            .language
+            .iter()
+            .map(|(user, language)| UserLanguage {
+                user: user.clone(),
+                language: language.clone(),
+            })
+            .collect();
         let mut lockouts: Vec<Lockout> = s
             .failures
             .iter()
@@ -726,6 +735,7 @@ impl Store for MemoryStore {
             phones,
             backup_codes,
             opt_outs,
+            languages,
             lockouts,
             left_behind,
         })
@@ -740,6 +750,7 @@ impl Store for MemoryStore {
                 Existing::BackupCodes(s.backup.get(user).cloned().unwrap_or_default())
             }
             Record::OptOut(_) => Existing::OptOut(s.opt_out.contains_key(user)),
+            Record::Language(_) => Existing::Language(s.language.get(user).cloned()),
             Record::Lockout(_) => {
                 Existing::Lockout(s.failure(user, now).and_then(|f| f.locked_until))
             }
@@ -758,6 +769,9 @@ impl Store for MemoryStore {
             Record::OptOut(o) => {
                 s.opt_out
                     .insert(o.user.clone(), (o.set_by.clone(), o.set_at));
+            }
+            Record::Language(l) => {
+                s.language.insert(l.user.clone(), l.language.clone());
             }
             Record::Lockout(l) => {
                 s.failures

@@ -1,6 +1,6 @@
 //! Moving what admins and users decided from one store to another
 //! (`smsotp store migrate`): registered numbers, backup-code hashes,
-//! opt-outs and lockouts that still run. Pending challenges, send windows
+//! opt-outs, users' languages and lockouts that still run. Pending challenges, send windows
 //! and failure counts below the lockout are short-lived and stay behind:
 //! a login in flight starts again, a window refills within its length.
 //!
@@ -21,6 +21,8 @@
 //!   set in the target (codes made there since) stays;
 //! - an opt-out: copied if the target has none; already there if it has
 //!   one (whoever set it);
+//! - a language: copied if the target has none for the user; already
+//!   there if it has the same; a different one in the target stays;
 //! - a lockout: the later end wins; the same end is already there.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +41,8 @@ pub struct Snapshot {
     pub backup_codes: Vec<BackupSet>,
     /// Users marked opted out.
     pub opt_outs: Vec<OptOut>,
+    /// Users' languages (`smsotp user set-language`).
+    pub languages: Vec<UserLanguage>,
     /// Lockouts that have not ended at the `now` of the export.
     pub lockouts: Vec<Lockout>,
     /// What the store holds that is not exported, counted.
@@ -77,6 +81,15 @@ pub struct OptOut {
     pub set_at: Millis,
 }
 
+/// The language a user reads messages in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserLanguage {
+    /// The user.
+    pub user: String,
+    /// The language tag ("de").
+    pub language: String,
+}
+
 /// A lockout that still runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lockout {
@@ -109,6 +122,8 @@ pub enum Record<'a> {
     BackupCodes(&'a BackupSet),
     /// An opt-out.
     OptOut(&'a OptOut),
+    /// A user's language.
+    Language(&'a UserLanguage),
     /// A lockout.
     Lockout(&'a Lockout),
 }
@@ -135,6 +150,8 @@ pub enum Existing {
     BackupCodes(Vec<BackupHash>),
     /// Whether the user is marked opted out.
     OptOut(bool),
+    /// The user's language, if set.
+    Language(Option<String>),
     /// When the user's lockout ends, if it runs at the import's `now`.
     Lockout(Option<Millis>),
 }
@@ -146,6 +163,7 @@ impl Record<'_> {
             Record::Phone(p) => &p.user,
             Record::BackupCodes(b) => &b.user,
             Record::OptOut(o) => &o.user,
+            Record::Language(l) => &l.user,
             Record::Lockout(l) => &l.user,
         }
     }
@@ -176,6 +194,14 @@ impl Record<'_> {
             }
             (Record::OptOut(_), Existing::OptOut(false)) => Outcome::Copied,
             (Record::OptOut(_), Existing::OptOut(true)) => Outcome::Present,
+            (Record::Language(_), Existing::Language(None)) => Outcome::Copied,
+            (Record::Language(l), Existing::Language(Some(old))) => {
+                if *old == l.language {
+                    Outcome::Present
+                } else {
+                    Outcome::Kept
+                }
+            }
             (Record::Lockout(l), Existing::Lockout(until)) => match until {
                 None => Outcome::Copied,
                 Some(u) if *u == l.locked_until => Outcome::Present,
@@ -227,6 +253,8 @@ pub struct ImportCounts {
     pub backup_codes: KindCounts,
     /// Opt-outs.
     pub opt_outs: KindCounts,
+    /// Users' languages.
+    pub languages: KindCounts,
     /// Lockouts.
     pub lockouts: KindCounts,
 }
@@ -237,13 +265,18 @@ impl ImportCounts {
             Record::Phone(_) => self.phones.add(o),
             Record::BackupCodes(_) => self.backup_codes.add(o),
             Record::OptOut(_) => self.opt_outs.add(o),
+            Record::Language(_) => self.languages.add(o),
             Record::Lockout(_) => self.lockouts.add(o),
         }
     }
 
     /// Records written, of every kind.
     pub fn copied(&self) -> u64 {
-        self.phones.copied + self.backup_codes.copied + self.opt_outs.copied + self.lockouts.copied
+        self.phones.copied
+            + self.backup_codes.copied
+            + self.opt_outs.copied
+            + self.languages.copied
+            + self.lockouts.copied
     }
 }
 
@@ -255,6 +288,7 @@ impl Snapshot {
             .map(Record::Phone)
             .chain(self.backup_codes.iter().map(Record::BackupCodes))
             .chain(self.opt_outs.iter().map(Record::OptOut))
+            .chain(self.languages.iter().map(Record::Language))
             .chain(self.lockouts.iter().map(Record::Lockout))
     }
 
@@ -263,6 +297,7 @@ impl Snapshot {
         self.phones.is_empty()
             && self.backup_codes.is_empty()
             && self.opt_outs.is_empty()
+            && self.languages.is_empty()
             && self.lockouts.is_empty()
     }
 }
@@ -298,6 +333,11 @@ pub fn plan(target: &Snapshot, snapshot: &Snapshot) -> ImportCounts {
         .map(|b| (b.user.as_str(), b.codes.as_slice()))
         .collect();
     let opted: BTreeSet<&str> = target.opt_outs.iter().map(|o| o.user.as_str()).collect();
+    let languages: BTreeMap<&str, &str> = target
+        .languages
+        .iter()
+        .map(|l| (l.user.as_str(), l.language.as_str()))
+        .collect();
     let locked: BTreeMap<&str, Millis> = target
         .lockouts
         .iter()
@@ -312,6 +352,7 @@ pub fn plan(target: &Snapshot, snapshot: &Snapshot) -> ImportCounts {
                 Existing::BackupCodes(codes.get(user).map_or_else(Vec::new, |c| c.to_vec()))
             }
             Record::OptOut(_) => Existing::OptOut(opted.contains(user)),
+            Record::Language(_) => Existing::Language(languages.get(user).map(|l| (*l).to_owned())),
             Record::Lockout(_) => Existing::Lockout(locked.get(user).copied()),
         };
         counts.add(&r, r.outcome(&existing));
@@ -380,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn opt_outs_and_lockouts() {
+    fn opt_outs_languages_and_lockouts() {
         let o = OptOut {
             user: "bob".into(),
             set_by: "admin:root".into(),
@@ -399,6 +440,21 @@ mod tests {
         assert_eq!(r.outcome(&Existing::Lockout(Some(999))), Outcome::Copied);
         assert_eq!(r.outcome(&Existing::Lockout(Some(1_000))), Outcome::Present);
         assert_eq!(r.outcome(&Existing::Lockout(Some(1_001))), Outcome::Kept);
+        let de = UserLanguage {
+            user: "bob".into(),
+            language: "de".into(),
+        };
+        let r = Record::Language(&de);
+        assert_eq!(r.outcome(&Existing::Language(None)), Outcome::Copied);
+        assert_eq!(
+            r.outcome(&Existing::Language(Some("de".into()))),
+            Outcome::Present
+        );
+        assert_eq!(
+            r.outcome(&Existing::Language(Some("fr".into()))),
+            Outcome::Kept
+        );
+        let r = Record::Lockout(&l);
         // A record meets what the target holds of its own kind only.
         assert_eq!(r.outcome(&Existing::OptOut(false)), Outcome::Kept);
     }
@@ -416,6 +472,10 @@ mod tests {
                 set_at: Some(3),
             }],
             opt_outs: vec![],
+            languages: vec![UserLanguage {
+                user: "alice".into(),
+                language: "nl".into(),
+            }],
             lockouts: vec![Lockout {
                 user: "carol".into(),
                 count: 10,
@@ -434,7 +494,8 @@ mod tests {
         );
         assert_eq!(c.backup_codes.copied, 1);
         assert_eq!(c.lockouts.copied, 1);
-        assert_eq!(c.copied(), 3);
+        assert_eq!(c.languages.copied, 1);
+        assert_eq!(c.copied(), 4);
         assert_eq!(plan(&snap, &snap).copied(), 0, "a store into itself");
     }
 }

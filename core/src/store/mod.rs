@@ -15,7 +15,7 @@
 //! offer one through [`Store::number_cache`].
 //!
 //! [`migrate`] moves the durable part of the state (numbers, backup
-//! codes, opt-outs, lockouts) from one store into another, by one rule per
+//! codes, opt-outs, languages, lockouts) from one store into another, by one rule per
 //! kind that every backend applies in [`Store::import_record`].
 //!
 //! [`limits`] is what one SMS is counted against ([`SendLimits`]: the

@@ -15,7 +15,8 @@ use redis::{Connection, Pipeline, RedisResult};
 use super::{count, PhoneFields, RedisStore};
 use crate::clock::Millis;
 use crate::store::migrate::{
-    BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
+    BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserLanguage,
+    UserPhone,
 };
 use crate::store::{BackupHash, StoreError};
 
@@ -52,6 +53,7 @@ struct Raw {
     phones: Vec<(String, PhoneFields)>,
     backups: Vec<(String, HashMap<String, Vec<u8>>)>,
     opt_outs: HashMap<String, String>,
+    languages: Vec<(String, Option<String>)>,
     failures: Vec<(String, FailureFields)>,
     challenges: u64,
     send_windows: u64,
@@ -68,6 +70,16 @@ impl RedisStore {
     /// The part after `P kind:` of every hash key of this store of that
     /// kind, each once, in order.
     fn names_of(&self, c: &mut Connection, kind: &str) -> RedisResult<Vec<String>> {
+        self.names_of_type(c, kind, "hash")
+    }
+
+    /// [`Self::names_of`] for keys of the Redis type `type_`.
+    fn names_of_type(
+        &self,
+        c: &mut Connection,
+        kind: &str,
+        type_: &str,
+    ) -> RedisResult<Vec<String>> {
         let head = self.key(kind, "");
         let pattern = format!("{}*", glob_literal(&head));
         let mut names = BTreeSet::new();
@@ -80,7 +92,7 @@ impl RedisStore {
                 .arg("COUNT")
                 .arg(BATCH)
                 .arg("TYPE")
-                .arg("hash")
+                .arg(type_)
                 .query(c)?;
             names.extend(
                 keys.iter()
@@ -126,6 +138,10 @@ impl RedisStore {
             p.cmd("HGETALL").arg(k);
         })?;
         let opt_outs = redis::cmd("HGETALL").arg(self.opt_key()).query(c)?;
+        let users = self.names_of_type(c, "lang", "string")?;
+        let languages = self.read_each(c, "lang", users, |p, k| {
+            p.cmd("GET").arg(k);
+        })?;
         let users = self.names_of(c, "f")?;
         let failures = self.read_each(c, "f", users, |p, k| {
             p.cmd("HMGET").arg(k).arg("n").arg("u");
@@ -143,6 +159,7 @@ impl RedisStore {
             phones,
             backups,
             opt_outs,
+            languages,
             failures,
             challenges: u64::try_from(challenges).unwrap_or(u64::MAX),
             send_windows: u64::try_from(send_windows).unwrap_or(u64::MAX),
@@ -193,6 +210,16 @@ impl RedisStore {
             });
         }
         opt_outs.sort_by(|a, b| a.user.cmp(&b.user));
+        let languages = raw
+            .languages
+            .into_iter()
+            .filter_map(|(user, language)| {
+                Some(UserLanguage {
+                    user,
+                    language: language?,
+                })
+            })
+            .collect();
         let mut lockouts = Vec::new();
         let mut failure_counts = 0;
         for (user, (n, until)) in raw.failures {
@@ -210,6 +237,7 @@ impl RedisStore {
             phones,
             backup_codes,
             opt_outs,
+            languages,
             lockouts,
             left_behind: LeftBehind {
                 challenges: raw.challenges,
@@ -225,6 +253,7 @@ impl RedisStore {
             Record::Phone(p) => self.phone_key(&p.user),
             Record::BackupCodes(b) => self.backup(&b.user),
             Record::OptOut(_) => self.opt_key(),
+            Record::Language(l) => self.language_key(&l.user),
             Record::Lockout(l) => self.fail(&l.user),
         }
     }
@@ -254,6 +283,10 @@ impl RedisStore {
             Record::OptOut(o) => {
                 let there: bool = redis::cmd("HEXISTS").arg(key).arg(&o.user).query(c)?;
                 Ok(Existing::OptOut(there))
+            }
+            Record::Language(_) => {
+                let language: Option<String> = redis::cmd("GET").arg(key).query(c)?;
+                Ok(Existing::Language(language))
             }
             Record::Lockout(_) => {
                 let until: Option<Millis> = redis::cmd("HGET").arg(key).arg("u").query(c)?;
@@ -293,6 +326,9 @@ impl RedisStore {
                     .arg(&o.user)
                     .arg(opt_out_value(&o.set_by, o.set_at))
                     .ignore();
+            }
+            Record::Language(l) => {
+                p.cmd("SET").arg(key).arg(&l.language).ignore();
             }
             Record::Lockout(l) => {
                 p.cmd("DEL").arg(key).ignore();

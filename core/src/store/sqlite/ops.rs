@@ -16,7 +16,8 @@ use crate::store::limits::{
     self, BreakerState, BreakerTrip, KeyedWindow, LimitKind, SendDecision, SendLimits,
 };
 use crate::store::migrate::{
-    BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserPhone,
+    BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserLanguage,
+    UserPhone,
 };
 use crate::store::{
     BackupHash, ChallengeRecord, FailureState, PhoneRecord, SmsWindow, Step, Store, StoreError,
@@ -823,6 +824,11 @@ impl Store for SqliteStore {
                     tx.prepare_cached("SELECT 1 FROM opt_out WHERE user = ?1")?
                         .exists([user])?,
                 ),
+                Record::Language(_) => Existing::Language(
+                    tx.prepare_cached("SELECT lang FROM language WHERE user = ?1")?
+                        .query_row([user], |r| r.get(0))
+                        .optional()?,
+                ),
                 Record::Lockout(_) => {
                     Existing::Lockout(failure_in(tx, user, now)?.and_then(|f| f.locked_until))
                 }
@@ -911,6 +917,15 @@ fn export_in(conn: &Connection, now: Millis) -> rusqlite::Result<Snapshot> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let languages = conn
+        .prepare("SELECT user, lang FROM language ORDER BY user")?
+        .query_map([], |r| {
+            Ok(UserLanguage {
+                user: r.get(0)?,
+                language: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     let lockouts = conn
         .prepare(
             "SELECT user, count, locked_until FROM failure WHERE locked_until > ?1 ORDER BY user",
@@ -943,6 +958,7 @@ fn export_in(conn: &Connection, now: Millis) -> rusqlite::Result<Snapshot> {
         phones,
         backup_codes,
         opt_outs,
+        languages,
         lockouts,
         left_behind,
     })
@@ -987,6 +1003,13 @@ fn import_in(tx: &Connection, rec: &Record<'_>, now: Millis) -> rusqlite::Result
                  ON CONFLICT(user) DO UPDATE SET set_at = ?2, set_by = ?3",
             )?
             .execute(params![o.user, o.set_at, o.set_by])
+            .map(drop),
+        Record::Language(l) => tx
+            .prepare_cached(
+                "INSERT INTO language (user, lang) VALUES (?1, ?2)
+                 ON CONFLICT(user) DO UPDATE SET lang = ?2",
+            )?
+            .execute(params![l.user, l.language])
             .map(drop),
         Record::Lockout(l) => tx
             .prepare_cached(
