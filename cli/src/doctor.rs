@@ -63,6 +63,7 @@ pub(crate) fn run(
         for w in cfg.warnings.iter().chain(&sms_warnings) {
             f.push(Finding::new(Level::Warning, "config", w.to_string()));
         }
+        message_files(&messages, &mut f);
         policy(cfg, &mut f);
         f.extend(report::phone_list_findings(
             &smsotp_core::directory::check_phone_lists(cfg),
@@ -96,6 +97,28 @@ pub(crate) fn run(
     });
     let text = report::findings_text(&f);
     Ok(Output { text, json, code })
+}
+
+/// The languages logins can read, and each problem of the admin's
+/// message files (a login shows the shipped text instead, so it is a
+/// warning, not an error).
+fn message_files(messages: &smsotp_core::messages::Messages, f: &mut Vec<Finding>) {
+    let languages: Vec<&str> = messages.languages().collect();
+    f.push(Finding::new(
+        Level::Ok,
+        "messages",
+        format!(
+            "messages in {} (default {})",
+            languages.join(", "),
+            messages.default_catalogue().lang()
+        ),
+    ));
+    for p in messages.problems() {
+        f.push(Finding::new(Level::Warning, "messages", p.to_string()).fix(
+            "correct the file (smsotp check-config lists every problem); until then \
+                 logins show the shipped text for it",
+        ));
+    }
 }
 
 /// Every service file in `dir` whose auth stack loads pam_smsotp.

@@ -203,6 +203,46 @@ fn check_config_names_a_bad_message_file_and_set_language_refuses_an_unknown_one
     ] {
         assert!(r.stdout.contains(needle), "missing {needle:?}: {r}");
     }
+    // doctor says the same, as warnings of its "messages" area.
+    let pam_dir = s.path("no-pam.d");
+    let r = run_tool(
+        &s,
+        &[
+            "--json",
+            "doctor",
+            "--no-network",
+            "--pam-dir",
+            pam_dir.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    let findings = r.json()["findings"].as_array().cloned().unwrap_or_default();
+    let of_messages: Vec<(String, String)> = findings
+        .iter()
+        .filter(|f| f["area"] == "messages")
+        .map(|f| {
+            (
+                f["level"].as_str().unwrap_or_default().to_owned(),
+                f["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(of_messages.len(), 3, "{r}");
+    assert_eq!(
+        of_messages[0],
+        (
+            "ok".to_owned(),
+            "messages in de, en, es, fr, it, nl, pt (default en)".to_owned()
+        ),
+        "{r}"
+    );
+    assert!(
+        of_messages[1..].iter().all(|(l, _)| l == "warning")
+            && of_messages[2]
+                .1
+                .contains("it.toml: reject.nope: is not a message key"),
+        "{r}"
+    );
 
     let r = run_tool(&s, &["user", "set-language", "alice", "sv"], LIMIT);
     assert_eq!(r.code, 2, "{r}");
