@@ -32,16 +32,52 @@ const GSM_EXTENSION: [(char, u8); 10] = [
 /// The escape septet before an extension-table character.
 pub(crate) const ESC: u8 = 0x1B;
 
+/// For each ASCII character, its septet in the default alphabet plus one
+/// (0: not there), so the common case needs no search of the tables.
+const ASCII_SEPTET: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let c = GSM_BASIC[i] as u32;
+        if c < 128 && c != 0x1b {
+            t[c as usize] = i as u8 + 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The septet of `c` in the default alphabet, if it is there.
+fn basic_septet(c: char) -> Option<u8> {
+    match ASCII_SEPTET.get(c as usize) {
+        Some(&s) => s.checked_sub(1),
+        None => GSM_BASIC
+            .iter()
+            .position(|&g| g == c)
+            .map(|i| i as u8),
+    }
+}
+
+/// How many septets `c` takes in GSM-7: 1 in the default alphabet, 2 in
+/// the extension table (escape and septet), `None` in neither.
+pub fn gsm7_septets(c: char) -> Option<usize> {
+    if basic_septet(c).is_some() {
+        Some(1)
+    } else if GSM_EXTENSION.iter().any(|(g, _)| *g == c) {
+        Some(2)
+    } else {
+        None
+    }
+}
+
 /// The unpacked GSM 03.38 septets of `text`, or `None` when a character is
 /// in neither table.
 pub fn gsm7_encode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len());
     for c in text.chars() {
-        if c != '\u{1b}' {
-            if let Some(i) = GSM_BASIC.iter().position(|&g| g == c) {
-                out.push(i as u8);
-                continue;
-            }
+        if let Some(s) = basic_septet(c) {
+            out.push(s);
+            continue;
         }
         let &(_, s) = GSM_EXTENSION.iter().find(|(g, _)| *g == c)?;
         out.push(ESC);
@@ -72,9 +108,7 @@ pub fn gsm7_decode(septets: &[u8]) -> String {
 
 /// Can `text` go as GSM-7 (the default alphabet), or does it need UCS-2?
 pub fn is_gsm7(text: &str) -> bool {
-    text.chars().all(|c| {
-        (c != '\u{1b}' && GSM_BASIC.contains(&c)) || GSM_EXTENSION.iter().any(|(g, _)| *g == c)
-    })
+    text.chars().all(|c| gsm7_septets(c).is_some())
 }
 
 #[cfg(test)]
@@ -96,6 +130,16 @@ mod tests {
         // Not GSM: accented letters outside the table, other scripts, emoji, ESC.
         for t in ["Kód", "ç", "登录", "😀", "\u{1b}", "`"] {
             assert!(gsm7_encode(t).is_none(), "{t}");
+        }
+        // The quick ASCII table agrees with the alphabet, character by
+        // character, and every width with the encoder's.
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            let mut b = [0; 4];
+            assert_eq!(
+                gsm7_septets(c),
+                gsm7_encode(c.encode_utf8(&mut b)).map(|s| s.len()),
+                "{c:?}"
+            );
         }
         // GSM text is what the HTTP presets also call GSM-7.
         assert!(is_gsm7(&all));

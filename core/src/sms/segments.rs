@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use crate::sms::gsm::gsm7_encode;
+use crate::sms::gsm::gsm7_septets;
 
 /// Septets in one GSM-7 SMS.
 pub const GSM7_SINGLE: usize = 160;
@@ -124,7 +124,7 @@ fn count_with(text: &str, forced: Option<Encoding>) -> SegmentCount {
     let first_non_gsm = text
         .chars()
         .enumerate()
-        .find(|(_, c)| gsm7_encode(c.encode_utf8(&mut [0; 4])).is_none())
+        .find(|&(_, c)| gsm7_septets(c).is_none())
         .map(|(i, character)| NonGsm {
             character,
             position: i + 1,
@@ -138,7 +138,7 @@ fn count_with(text: &str, forced: Option<Encoding>) -> SegmentCount {
     let widths: Vec<usize> = match encoding {
         Encoding::Gsm7 => text
             .chars()
-            .map(|c| gsm7_encode(c.encode_utf8(&mut [0; 4])).map_or(1, |s| s.len()))
+            .map(|c| gsm7_septets(c).unwrap_or(1))
             .collect(),
         Encoding::Ucs2 => text.chars().map(char::len_utf16).collect(),
     };
