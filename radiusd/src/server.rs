@@ -55,6 +55,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use smsotp_core::audit::{Event, Level};
+use smsotp_core::flow::CountBatch;
 use smsotp_core::Engine;
 
 use crate::dedup::{DedupKey, Seen, ShardedDedup};
@@ -163,6 +164,40 @@ struct Shared {
     /// Requests by outcome and send times, for `/metrics`; kept across
     /// reloads.
     metrics: Arc<Metrics>,
+    /// The SMS counts of every engine, written to the store every
+    /// [`COUNTS_EVERY`] and when the server stops (one write a second
+    /// rather than one per SMS); kept across reloads.
+    counts: Arc<CountBatch>,
+    count_log: Mutex<LogLimiter>,
+}
+
+/// Tells the store that this thread (not a worker: the main loop, the
+/// metrics server) has finished its step: a SQLite store's commit would
+/// otherwise wait for it to join, every time.
+fn done_with_store(rt: &Runtime) {
+    rt.store.defer(Box::new(|_| {}));
+}
+
+/// How often the gathered SMS counts are written to the store.
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the gathered SMS counts to the store; a store that refuses
+/// them keeps them gathered for the next time, with a warning.
+fn flush_counts(shared: &Shared) {
+    if shared.counts.is_empty() {
+        return;
+    }
+    let rt = shared.runtime();
+    let flushed = shared.counts.flush(&*rt.store.handle());
+    done_with_store(&rt);
+    if let Err(e) = flushed {
+        limited_log(&shared.count_log, &rt, "count_failed", |suppressed| {
+            format!(
+                "the SMS counters were not written to the store: {e}; they are kept and \
+                 written when it takes them ({suppressed} more such lines since the last)"
+            )
+        });
+    }
 }
 
 impl Shared {
@@ -224,6 +259,8 @@ pub fn run(
         overload_log: Mutex::new(LogLimiter::new(1)),
         handled: AtomicU64::new(0),
         metrics: Arc::new(Metrics::default()),
+        counts: Arc::new(CountBatch::new()),
+        count_log: Mutex::new(LogLimiter::new(1)),
     });
     let stop_http = Arc::new(AtomicBool::new(false));
     let metrics_thread = match metrics_listener {
@@ -295,8 +332,13 @@ pub fn run(
         }
     }
 
+    let mut counts_at = Instant::now();
     while !signals.terminate.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        if counts_at.elapsed() >= COUNTS_EVERY {
+            flush_counts(&shared);
+            counts_at = Instant::now();
+        }
         if signals.reload.swap(false, Ordering::Relaxed) {
             reload(&shared, &config_path);
             let radius = &shared.runtime().radius;
@@ -325,6 +367,7 @@ pub fn run(
     for t in [metrics_thread, callbacks_thread].into_iter().flatten() {
         let _ = t.join();
     }
+    flush_counts(&shared);
     shared.runtime().store.flush();
     rt.log(
         Level::Info,
@@ -643,6 +686,7 @@ fn answer(shared: &Arc<Shared>, engine: &mut EngineSlot, job: Job) {
                     e.set_receipt_sink(r.registry.clone());
                 }
                 e.set_send_observer(shared.metrics.clone());
+                e.set_count_batch(shared.counts.clone());
                 Some((rt.generation, e))
             }
             Err(e) => {
@@ -732,20 +776,24 @@ fn answer(shared: &Arc<Shared>, engine: &mut EngineSlot, job: Job) {
 /// store that cannot say is logged (at warning) and the scrape goes on
 /// without them.
 fn today_s_counters(shared: &Shared) -> Result<smsotp_core::store::Counts, ()> {
+    // What was counted since the last write, too.
+    flush_counts(shared);
     let rt = shared.runtime();
     let now = smsotp_core::clock::Clock::now_ms(&smsotp_core::clock::SystemClock);
-    rt.store
+    let read = rt
+        .store
         .handle()
-        .counters(smsotp_core::store::Day::of(now), now)
-        .map_err(|e| {
-            rt.log(
-                Level::Warning,
-                &event(
-                    "metrics",
-                    format!("cannot read the SMS counters for /metrics: {e}"),
-                ),
-            )
-        })
+        .counters(smsotp_core::store::Day::of(now), now);
+    done_with_store(&rt);
+    read.map_err(|e| {
+        rt.log(
+            Level::Warning,
+            &event(
+                "metrics",
+                format!("cannot read the SMS counters for /metrics: {e}"),
+            ),
+        )
+    })
 }
 
 /// The log line for a request whose decision was logged but whose writes

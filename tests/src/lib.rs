@@ -347,6 +347,26 @@ impl std::fmt::Display for ToolRun {
     }
 }
 
+/// `smsotp --json status` on `scratch`'s config, asked again every 100 ms
+/// until `ready` holds of its answer or 5 s have passed (smsotp-radiusd
+/// writes its SMS counts to the store once a second); the last answer
+/// either way, for the test's own asserts.
+pub fn status_when(
+    scratch: &Scratch,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = run_tool(scratch, &["--json", "status"], Duration::from_secs(20));
+        assert_eq!(r.code, 0, "{r}");
+        let j = r.json();
+        if ready(&j) || Instant::now() >= until {
+            return j;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `smsotp --config SCRATCH/smsotp.toml ARGS` (no `SUDO_USER`, stdin
 /// closed), killed and the test failed if it runs past `limit`.
 pub fn run_tool(scratch: &Scratch, args: &[&str], limit: Duration) -> ToolRun {

@@ -79,12 +79,17 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn status_and_metrics_show_what_radius_logins_sent_and_what_a_limit_refused() {
     let scratch = Scratch::new();
-    scratch.phones(&[("alice", SHARED_PHONE), ("dave", SHARED_PHONE)]);
+    scratch.phones(&[
+        ("alice", SHARED_PHONE),
+        ("dave", SHARED_PHONE),
+        ("erin", "+12015550124"),
+        ("frank", "+12015550125"),
+    ]);
     let metrics_port = free_tcp_port();
     let mut spec = ServerSpec::new(vec![ClientSpec::new("vpn", "127.0.0.1", SECRET)])
         .extra("[limits]\nsms_per_number = \"1/1d\"\n");
     spec.radius_extra = format!("metrics = \"127.0.0.1:{metrics_port}\"\n");
-    let srv = Radiusd::start(&scratch, spec);
+    let mut srv = Radiusd::start(&scratch, spec);
     let outbox = scratch.outbox();
 
     // Nothing counted yet: every outcome at 0, the counters readable.
@@ -132,9 +137,11 @@ fn status_and_metrics_show_what_radius_logins_sent_and_what_a_limit_refused() {
     assert!(bad.no_reply(), "{}", bad.output);
 
     // smsotp status --json, on the server's own config and store.
-    let r = run_tool(&scratch, &["--json", "status"], TOOL_LIMIT);
-    assert_eq!(r.code, 0, "{r}");
-    let j = r.json();
+    // (The server writes its counts once a second.)
+    let j = smsotp_e2e::status_when(&scratch, |j| {
+        j["counters"]["total"]["sent"] == 1
+            && j["counters"]["total"]["refused"]["sms_per_number"] == 1
+    });
     let c = &j["counters"];
     assert_eq!(c["kept_days"], 8, "{j}");
     assert_eq!(c["total"]["sent"], 1, "{j}");
@@ -216,4 +223,22 @@ fn status_and_metrics_show_what_radius_logins_sent_and_what_a_limit_refused() {
     );
     let (status, _) = get(metrics_port, "/");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+    // The server gathers its counts and writes them once a second; what
+    // /metrics shows includes those not yet written, and those counted
+    // just before it stops are written when it stops.
+    let sent = format!("smsotp_sms_sent_total{{provider=\"{provider}\",country=\"US\"}}");
+    let erin = srv.radclient("vpn", "auth", &attrs("erin", NAS_PASSWORD, None));
+    received(&erin, "Access-Challenge", &srv);
+    outbox.wait_beyond(1, SMS_WAIT);
+    let (_, text) = get(metrics_port, "/metrics");
+    assert_eq!(sample(&text, &sent), Some(2.0), "{text}");
+    let frank = srv.radclient("vpn", "auth", &attrs("frank", NAS_PASSWORD, None));
+    received(&frank, "Access-Challenge", &srv);
+    outbox.wait_beyond(2, SMS_WAIT);
+    let status = srv.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let r = run_tool(&scratch, &["--json", "status"], TOOL_LIMIT);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(r.json()["counters"]["total"]["sent"], 3, "{r}");
 }

@@ -6,15 +6,90 @@
 //! count gets an audit line at warning, and the login goes on as if it
 //! had.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Engine, LoginContext};
 use crate::audit::Level;
+use crate::clock::Millis;
 use crate::phone::Phone;
 use crate::sms::ChainOutcome;
 use crate::store::counters::NO_PROVIDER;
-use crate::store::{Counted, CounterKey, SendDecision};
+use crate::store::{Counted, CounterKey, Day, SendDecision, Store, StoreError};
+
+/// Counts gathered in memory and written to the store together now and
+/// then, for a server that makes many logins a second
+/// (smsotp-radiusd writes them every second and when it stops): one
+/// store write a second instead of one per SMS. The PAM module, one
+/// login per process, writes each at once.
+#[derive(Debug, Default)]
+pub struct CountBatch {
+    days: Mutex<Days>,
+}
+
+/// Per UTC day: the latest time counted in it, and each key's count.
+type Days = BTreeMap<i64, (Millis, BTreeMap<CounterKey, u64>)>;
+
+impl CountBatch {
+    /// An empty batch.
+    pub fn new() -> CountBatch {
+        CountBatch::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Days> {
+        self.days.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `n` to each of `counts`' keys on the day of `at`.
+    pub fn add(&self, at: Millis, counts: impl IntoIterator<Item = (CounterKey, u64)>) {
+        let mut days = self.lock();
+        let (latest, keys) = days.entry(Day::of(at).0).or_default();
+        *latest = (*latest).max(at);
+        for (k, n) in counts {
+            let c = keys.entry(k).or_default();
+            *c = c.saturating_add(n);
+        }
+    }
+
+    /// Whether nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Writes everything gathered to `store`, a day at a time; returns how
+    /// many counts it wrote. A day the store did not take goes back into
+    /// the batch (with what was counted meanwhile) for the next call.
+    pub fn flush(&self, store: &dyn Store) -> Result<u64, StoreError> {
+        let taken = std::mem::take(&mut *self.lock());
+        let mut written = 0;
+        let mut failed = None;
+        for (day, (at, keys)) in taken {
+            if failed.is_none() {
+                let counts: Vec<(CounterKey, u64)> =
+                    keys.iter().map(|(k, &n)| (k.clone(), n)).collect();
+                match store.add_counts(at, &counts) {
+                    Ok(()) => {
+                        written += counts.iter().map(|(_, n)| n).sum::<u64>();
+                        continue;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            let mut days = self.lock();
+            let (latest, now_keys) = days.entry(day).or_default();
+            *latest = (*latest).max(at);
+            for (k, n) in keys {
+                let c = now_keys.entry(k).or_default();
+                *c = c.saturating_add(n);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+}
 
 /// Told how long each send through the provider chain took
 /// (smsotp-radiusd's `/metrics`; the PAM module sets none).
@@ -36,9 +111,19 @@ impl Engine {
         self.sends = Some(observer);
     }
 
+    /// Lets this engine count into `batch` instead of writing each count
+    /// to the store at once (see [`CountBatch`]).
+    pub fn set_count_batch(&mut self, batch: Arc<CountBatch>) {
+        self.count_batch = Some(batch);
+    }
+
     /// Adds one to each of `keys`; a failure is logged, never returned.
     pub(super) fn count(&self, ctx: &LoginContext, keys: &[CounterKey]) {
         if keys.is_empty() {
+            return;
+        }
+        if let Some(batch) = &self.count_batch {
+            batch.add(self.now(), keys.iter().map(|k| (k.clone(), 1)));
             return;
         }
         if let Err(err) = self.store.count(self.now(), keys) {

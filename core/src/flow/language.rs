@@ -69,6 +69,15 @@ impl Engine {
         self.choose(user, Some(phone), false)
     }
 
+    /// Keeps `language`, just read from the store with the login's state
+    /// ([`crate::store::LoginState::language`]), as `user`'s for the
+    /// login's texts: no read of its own.
+    pub(super) fn note_stored_language(&self, user: &str, language: Option<String>) {
+        if let Ok(mut memo) = self.stored_language.lock() {
+            *memo = Some((user.to_owned(), language, self.now()));
+        }
+    }
+
     /// Forgets the stored language read for the last login: a new login
     /// reads it again, so `set-language` applies from the next login.
     pub(super) fn forget_stored_language(&self) {

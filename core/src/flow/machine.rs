@@ -156,6 +156,7 @@ impl Engine {
             Ids::Random | Ids::PerLogin => None,
         };
         let state = self.store.login_state(&ctx.user, now, request.as_ref())?;
+        self.note_stored_language(&ctx.user, state.language.clone());
         // A copy of a request that already opened its challenge (a NAS's
         // retransmit after this server restarted, or answered by another
         // instance): that challenge again, and no second SMS.

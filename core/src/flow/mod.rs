@@ -47,7 +47,7 @@ pub use crate::store::Step;
 use crate::store::{KeyFingerprint, Store, StoreError};
 
 pub use conversation::{run, Conversation, ConversationError};
-pub use counting::SendObserver;
+pub use counting::{CountBatch, SendObserver};
 pub use outcome::{
     Accept, Answer, ChallengeInfo, Expired, Limit, Reason, Reject, Retry, Skip, Start, Verdict,
 };
@@ -163,6 +163,8 @@ pub struct Engine {
     /// Told how long each send took (smsotp-radiusd's metrics); `None`
     /// in the PAM module.
     sends: Option<std::sync::Arc<dyn SendObserver>>,
+    /// Where counts go when not straight to the store (smsotp-radiusd).
+    count_batch: Option<std::sync::Arc<CountBatch>>,
     /// The texts in every language this host has.
     messages: crate::messages::Messages,
     /// The session's LANG / LC_MESSAGES (PAM, `messages.follow_locale`).
@@ -369,6 +371,7 @@ impl Engine {
             host: p.host,
             receipts: None,
             sends: None,
+            count_batch: None,
         }
     }
 

@@ -51,10 +51,7 @@ const ASCII_SEPTET: [u8; 128] = {
 fn basic_septet(c: char) -> Option<u8> {
     match ASCII_SEPTET.get(c as usize) {
         Some(&s) => s.checked_sub(1),
-        None => GSM_BASIC
-            .iter()
-            .position(|&g| g == c)
-            .map(|i| i as u8),
+        None => GSM_BASIC.iter().position(|&g| g == c).map(|i| i as u8),
     }
 }
 

@@ -136,10 +136,7 @@ fn count_with(text: &str, forced: Option<Encoding>) -> SegmentCount {
         (None, None) => Encoding::Gsm7,
     };
     let widths: Vec<usize> = match encoding {
-        Encoding::Gsm7 => text
-            .chars()
-            .map(|c| gsm7_septets(c).unwrap_or(1))
-            .collect(),
+        Encoding::Gsm7 => text.chars().map(|c| gsm7_septets(c).unwrap_or(1)).collect(),
         Encoding::Ucs2 => text.chars().map(char::len_utf16).collect(),
     };
     let units = widths.iter().sum();

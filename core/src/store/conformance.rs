@@ -407,8 +407,15 @@ pub(super) fn language(make: Make<'_>) {
         assert_eq!(s.language("bob").unwrap().as_deref(), Some("de"));
         s.set_language("bob", Some("nl")).unwrap();
         assert_eq!(s.language("bob").unwrap().as_deref(), Some("nl"));
+        // The login's state brings it along, with or without a request.
+        let state = s.login_state("bob", 1_000, None).unwrap();
+        assert_eq!(state.language.as_deref(), Some("nl"));
+        let id = record(9, "bob").id;
+        let state = s.login_state("bob", 1_000, Some(&id)).unwrap();
+        assert_eq!(state.language.as_deref(), Some("nl"));
         s.set_language("bob", None).unwrap();
         assert_eq!(s.language("bob").unwrap(), None);
+        assert_eq!(s.login_state("bob", 1_000, None).unwrap().language, None);
         s.set_language("bob", None).unwrap();
         assert_eq!(s.language("alice").unwrap().as_deref(), Some("fr"));
     });

@@ -336,13 +336,13 @@ impl Store for MemoryStore {
         Ok(before)
     }
 
-    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
+    fn add_counts(&self, at: Millis, counts: &[(CounterKey, u64)]) -> Result<(), StoreError> {
         let mut s = self.state();
         let day = Day::of(at);
         let oldest = day.oldest_kept().0;
         s.counts.retain(|(d, _), _| *d >= oldest);
-        for k in keys {
-            *s.counts.entry((day.0, k.clone())).or_default() += 1;
+        for (k, n) in counts {
+            *s.counts.entry((day.0, k.clone())).or_default() += n;
         }
         Ok(())
     }

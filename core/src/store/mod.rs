@@ -318,6 +318,9 @@ pub struct LoginState {
     /// or not (the caller checks both); `None` if none was asked about or
     /// there is none.
     pub request_challenge: Option<ChallengeRecord>,
+    /// The user's language (`smsotp user set-language`), read in the same
+    /// step so a login needs no read of its own for it.
+    pub language: Option<String>,
 }
 
 /// What [`Store::answer_state`] reads: the challenge an answer is for, and
@@ -364,6 +367,7 @@ pub trait Store {
                 Some(id) => self.challenge(id)?,
                 None => None,
             },
+            language: self.language(user)?,
         })
     }
     /// What [`crate::flow::Engine::answer`] judges an answer to challenge
@@ -464,10 +468,16 @@ pub trait Store {
     /// state it cleared.
     fn reset_breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError>;
     /// Adds one to each of `keys` (a key may come more than once) on the
-    /// UTC day of `at`, in one atomic step (one round trip for a
-    /// networked store), and forgets the days before the last
+    /// UTC day of `at`, as [`Store::add_counts`].
+    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
+        let counts: Vec<(CounterKey, u64)> = keys.iter().map(|k| (k.clone(), 1)).collect();
+        self.add_counts(at, &counts)
+    }
+    /// Adds each `n` to its key (a key may come more than once) on the UTC
+    /// day of `at`, in one atomic step (one round trip for a networked
+    /// store), and forgets the days before the last
     /// [`counters::KEEP_DAYS`] (a networked store lets them expire).
-    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError>;
+    fn add_counts(&self, at: Millis, counts: &[(CounterKey, u64)]) -> Result<(), StoreError>;
     /// The counters of `day`, each key once, in key order; none if `day`
     /// is not one of the [`counters::KEEP_DAYS`] days ending at `now`
     /// (even if the backend has not forgotten it yet). Counts this build

@@ -705,26 +705,35 @@ impl Store for RedisStore {
                 .arg(self.phone_key(user))
                 .arg("e")
                 .arg("t")
-                .arg("b");
+                .arg("b")
+                .cmd("GET")
+                .arg(self.language_key(user));
             p
         };
-        let (until, phone, request_challenge) = match request {
+        let (until, phone, language, request_challenge) = match request {
             // The request's own challenge in the same round trip.
             Some(id) => {
-                let (until, phone, h): (Option<Millis>, PhoneFields, HashMap<String, Vec<u8>>) =
+                type Read = (
+                    Option<Millis>,
+                    PhoneFields,
+                    Option<String>,
+                    HashMap<String, Vec<u8>>,
+                );
+                let (until, phone, language, h): Read =
                     self.run(|c| pipe().cmd("HGETALL").arg(self.ch(id)).query(c))?;
-                (until, phone, self.decode_challenge(id, h)?)
+                (until, phone, language, self.decode_challenge(id, h)?)
             }
             None => {
-                let (until, phone): (Option<Millis>, PhoneFields) =
+                let (until, phone, language): (Option<Millis>, PhoneFields, Option<String>) =
                     self.run(|c| pipe().query(c))?;
-                (until, phone, None)
+                (until, phone, language, None)
             }
         };
         Ok(LoginState {
             locked_until: until.filter(|&u| u > now),
             phone: self.decode_phone(phone)?,
             request_challenge,
+            language,
         })
     }
 
@@ -863,8 +872,8 @@ impl Store for RedisStore {
         self.breaker_op(w, now, true)
     }
 
-    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
-        if keys.is_empty() {
+    fn add_counts(&self, at: Millis, counts: &[(CounterKey, u64)]) -> Result<(), StoreError> {
+        if counts.is_empty() {
             return Ok(());
         }
         let day = Day::of(at);
@@ -874,11 +883,11 @@ impl Store for RedisStore {
         let ttl = ((day.forget_at() - at) / 1000).max(1);
         self.run(|c| {
             let mut p = redis::pipe();
-            for k in keys {
+            for (k, n) in counts {
                 p.cmd("HINCRBY")
                     .arg(&key)
                     .arg(format!("{}\t{}\t{}", k.provider, k.country, k.what.name()))
-                    .arg(1)
+                    .arg(i64::try_from(*n).unwrap_or(i64::MAX))
                     .ignore();
             }
             p.cmd("EXPIRE").arg(&key).arg(ttl).ignore();

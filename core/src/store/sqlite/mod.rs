@@ -257,7 +257,10 @@ impl SqliteStore {
         // smsotp-radiusd's CPU under load, all of it in the send
         // window's read.
         s.conn
-            .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                true,
+            )
             .map_err(|e| s.err(e))?;
         // Small pages: rows are ~150 bytes, and every page a commit touches
         // is written whole to the WAL. Only takes effect on a new file, so a

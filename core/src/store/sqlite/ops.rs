@@ -377,7 +377,7 @@ impl Store for SqliteStore {
         breaker_in(&self.conn, w, now).map_err(|e| self.err(e))
     }
 
-    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
+    fn add_counts(&self, at: Millis, counts: &[(CounterKey, u64)]) -> Result<(), StoreError> {
         let day = Day::of(at);
         self.write(|tx| {
             // The primary key starts with the day: one short range.
@@ -385,11 +385,12 @@ impl Store for SqliteStore {
                 .execute([day.oldest_kept().0])?;
             let mut st = tx.prepare_cached(
                 "INSERT INTO sms_count (day, provider, country, what, n)
-                 VALUES (?1, ?2, ?3, ?4, 1)
-                 ON CONFLICT(day, provider, country, what) DO UPDATE SET n = n + 1",
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(day, provider, country, what) DO UPDATE SET n = n + ?5",
             )?;
-            for k in keys {
-                st.execute(params![day.0, k.provider, k.country, k.what.name()])?;
+            for (k, n) in counts {
+                let n = i64::try_from(*n).unwrap_or(i64::MAX);
+                st.execute(params![day.0, k.provider, k.country, k.what.name(), n])?;
             }
             Ok(())
         })

@@ -448,8 +448,8 @@ impl Store for SharedStore {
     fn breaker(&self, w: &KeyedWindow, now: Millis) -> Result<BreakerState, StoreError> {
         self.with(|s| s.breaker(w, now))
     }
-    fn count(&self, at: Millis, keys: &[CounterKey]) -> Result<(), StoreError> {
-        self.with(|s| s.count(at, keys))
+    fn add_counts(&self, at: Millis, counts: &[(CounterKey, u64)]) -> Result<(), StoreError> {
+        self.with(|s| s.add_counts(at, counts))
     }
     fn counters(&self, day: Day, now: Millis) -> Result<Counts, StoreError> {
         self.with(|s| s.counters(day, now))

@@ -949,3 +949,34 @@ fn many_processes_open_a_new_store_at_once() {
         assert_eq!(mode, "wal");
     }
 }
+
+/// A batch of counts the store cannot take (here: a read-only
+/// connection) stays whole for the next flush, with what was counted
+/// meanwhile; then it is written once, a day at a time.
+#[test]
+fn a_count_batch_keeps_what_the_store_refused() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let batch = crate::flow::CountBatch::new();
+    let sent = CounterKey::new("sms1", Some("DE"), Counted::Sent);
+    let failed = CounterKey::new("sms2", None, Counted::Failed);
+    let day = 86_400_000;
+    let (yesterday, today) = (20_000 * day + 5, 20_001 * day + 7);
+    batch.add(yesterday, [(sent.clone(), 1)]);
+    batch.add(today, [(sent.clone(), 1), (failed.clone(), 1)]);
+    s.conn.pragma_update(None, "query_only", true).unwrap();
+    assert!(batch.flush(&s).is_err());
+    batch.add(today, [(sent.clone(), 1)]);
+    assert!(!batch.is_empty());
+    s.conn.pragma_update(None, "query_only", false).unwrap();
+    assert_eq!(batch.flush(&s).unwrap(), 4);
+    assert!(batch.is_empty());
+    assert_eq!(batch.flush(&s).unwrap(), 0);
+    assert_eq!(
+        s.counters(Day::of(today), today).unwrap(),
+        vec![(sent.clone(), 2), (failed, 1)]
+    );
+    assert_eq!(
+        s.counters(Day::of(yesterday), today).unwrap(),
+        vec![(sent, 1)]
+    );
+}
