@@ -8,8 +8,8 @@
 //! a built module).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step panics
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -40,7 +40,7 @@ impl GatewayStub {
             while !halt.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((mut conn, _)) => {
-                        let text = read_request(&mut conn);
+                        let text = smsotp_e2e::read_http_request(&mut conn);
                         reqs.lock().unwrap().push(text);
                         let _ = conn.write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK",
@@ -79,34 +79,6 @@ impl Drop for GatewayStub {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-/// Reads one HTTP request (headers and a Content-Length body) within 2 s.
-fn read_request(conn: &mut TcpStream) -> String {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&data).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if data.len() >= end + 4 + len {
-                return text;
-            }
-        }
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&data).into_owned(),
-            Ok(n) => data.extend_from_slice(&buf[..n]),
         }
     }
 }
