@@ -73,11 +73,11 @@ pub fn open_shared(spec: &StoreSpec) -> Result<(Box<dyn SharedBackend>, SharedGu
                 })?;
             Ok((Box::new(shared), SharedGuard(Some(Box::new(committer)))))
         }
-        // Each handle connects on its first use (and again after a
-        // failure): a server started while Redis is down comes up, and
-        // answers once it is back.
+        // Connects on first use (and again after a failure): a server
+        // started while Redis is down comes up, and answers once it is
+        // back. Its handles share one connection, pipelined.
         StoreSpec::Redis(r) => Ok((
-            Box::new(super::redis::RedisStore::lazy(r)),
+            Box::new(super::redis::RedisStore::shared(r)),
             SharedGuard::none(),
         )),
     }

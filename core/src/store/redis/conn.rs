@@ -142,7 +142,7 @@ impl Conn {
     /// Whether a connection that sat idle for a while is dead (a server
     /// that died or a failover closed it meanwhile): PING, which changes
     /// nothing, so opening a new connection after it is not a retry. A
-    /// server thread keeps one connection per worker, and a worker idle
+    /// server keeps its connections open, and one idle
     /// across a failover would otherwise fail its next login on the dead
     /// master's socket.
     pub(super) fn stale(&mut self) -> bool {

@@ -3,7 +3,7 @@
 //! opens (see the module doc of [`super`]), and the advice a host with
 //! another key is given.
 
-use redis::Connection;
+use redis::ConnectionLike;
 
 use super::RedisStore;
 use crate::config::RedisAddr;
@@ -19,9 +19,22 @@ impl RedisStore {
     /// with the one it has: one round trip.
     pub(super) fn check_key_on(
         &self,
-        conn: &mut Connection,
+        conn: &mut dyn ConnectionLike,
         key: &KeyFingerprint,
     ) -> Result<(), StoreError> {
+        let stored = self
+            .read_key_check(conn, key)
+            .map_err(|e| self.map_err(&e))?;
+        self.judge_key(key, stored)
+    }
+
+    /// `SET P kf <fp> NX; GET P kf` in one MULTI block: the fingerprint
+    /// the store has once `key`'s is recorded if it had none.
+    pub(super) fn read_key_check(
+        &self,
+        conn: &mut dyn ConnectionLike,
+        key: &KeyFingerprint,
+    ) -> redis::RedisResult<Option<String>> {
         let (stored,): (Option<String>,) = redis::pipe()
             .atomic()
             .cmd("SET")
@@ -31,8 +44,16 @@ impl RedisStore {
             .ignore()
             .cmd("GET")
             .arg(self.kf_key())
-            .query(conn)
-            .map_err(|e| self.map_err(&e))?;
+            .query(conn)?;
+        Ok(stored)
+    }
+
+    /// Whether the fingerprint [`Self::read_key_check`] read is `key`'s.
+    pub(super) fn judge_key(
+        &self,
+        key: &KeyFingerprint,
+        stored: Option<String>,
+    ) -> Result<(), StoreError> {
         match stored {
             Some(s) if s == key.fingerprint => Ok(()),
             // Deleted between SET and GET inside MULTI cannot happen; a

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use redis::{Connection, Pipeline, RedisResult};
+use redis::{ConnectionLike, Pipeline, RedisResult};
 
 use super::{count, PhoneFields, RedisStore};
 use crate::clock::Millis;
@@ -69,14 +69,14 @@ impl RedisStore {
 
     /// The part after `P kind:` of every hash key of this store of that
     /// kind, each once, in order.
-    fn names_of(&self, c: &mut Connection, kind: &str) -> RedisResult<Vec<String>> {
+    fn names_of(&self, c: &mut dyn ConnectionLike, kind: &str) -> RedisResult<Vec<String>> {
         self.names_of_type(c, kind, "hash")
     }
 
     /// [`Self::names_of`] for keys of the Redis type `type_`.
     fn names_of_type(
         &self,
-        c: &mut Connection,
+        c: &mut dyn ConnectionLike,
         kind: &str,
         type_: &str,
     ) -> RedisResult<Vec<String>> {
@@ -111,7 +111,7 @@ impl RedisStore {
     /// time.
     fn read_each<T: redis::FromRedisValue>(
         &self,
-        c: &mut Connection,
+        c: &mut dyn ConnectionLike,
         kind: &str,
         names: Vec<String>,
         read: impl Fn(&mut Pipeline, String),
@@ -128,7 +128,7 @@ impl RedisStore {
         Ok(out)
     }
 
-    fn read_all(&self, c: &mut Connection, now: Millis) -> RedisResult<Raw> {
+    fn read_all(&self, c: &mut dyn ConnectionLike, now: Millis) -> RedisResult<Raw> {
         let users = self.names_of(c, "p")?;
         let phones = self.read_each(c, "p", users, |p, k| {
             p.cmd("HMGET").arg(k).arg("e").arg("t").arg("b");
@@ -261,7 +261,7 @@ impl RedisStore {
     /// What the store holds for `rec`'s user and kind (on a watched key).
     fn existing(
         &self,
-        c: &mut Connection,
+        c: &mut dyn ConnectionLike,
         rec: &Record<'_>,
         key: &str,
         now: Millis,
@@ -355,7 +355,9 @@ impl RedisStore {
             .into(),
         }
         };
-        self.run(|c| {
+        // WATCH holds until EXEC on the connection that sent it: never on
+        // one other handles share.
+        self.run_alone(|c| {
             for _ in 0..TRIES {
                 redis::cmd("WATCH").arg(&key).exec(c)?;
                 let existing = match self.existing(c, rec, &key, now)? {

@@ -2,9 +2,12 @@
 //! hosts share challenges, send windows, lockouts and registrations
 //! (`[store] kind = "redis"`).
 //!
-//! The client is the `redis` crate's synchronous connection: no thread, no
-//! runtime (it runs inside sshd). One connection per store handle, opened
-//! on first use and again after it broke; a failed command is not retried
+//! The client is the `redis` crate's synchronous connection: no runtime,
+//! and no thread in the PAM module (it runs inside sshd) or the admin
+//! tool. One connection per store handle, opened
+//! on first use and again after it broke, except that a server's handles
+//! ([`RedisStore::shared`], smsotp-radiusd) share one, pipelined, on a
+//! thread of its own (`mux.rs`); a failed command is not retried
 //! (it may have run), the next call reconnects, except on a kept
 //! connection the server had closed (see `RedisStore::run_then`). A
 //! `rediss://` url is
@@ -87,7 +90,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use redis::{Connection, RedisResult};
+use redis::{Connection, ConnectionLike, RedisResult};
 
 use super::counters::{self, Counted, CounterKey, Counts, Day};
 use super::limits::{
@@ -96,8 +99,8 @@ use super::limits::{
 use super::migrate::{Outcome, Record, Snapshot};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
-    AnswerState, BackupHash, ChallengeRecord, FailureState, KeyFingerprint, LoginState,
-    PhoneRecord, SmsWindow, Step, Store, StoreError,
+    AnswerState, BackendError, BackupHash, ChallengeRecord, FailureState, KeyFingerprint,
+    LoginState, PhoneRecord, SmsWindow, Step, Store, StoreError,
 };
 use crate::clock::{ms, Millis};
 use crate::config::{Rate, RedisSpec};
@@ -108,11 +111,13 @@ mod conn;
 pub mod info;
 mod key;
 mod migrate;
+mod mux;
 mod numbers;
 mod scripts;
 
 pub use conn::{sentinel_view, SentinelAnswer};
 use conn::{Conn, OpenError};
+use mux::{Mux, MuxConn};
 
 /// How long past the caller's expiry the server keeps a challenge or a
 /// send window before its TTL drops it (reads compare with `now` anyway).
@@ -125,17 +130,21 @@ pub const NUMBER_TTL_S: u64 = 30 * 24 * 3600;
 
 /// The shared state on a Redis server. Each value is one connection.
 ///
-/// As a [`SharedBackend`] (smsotp-radiusd) it runs deferred work at once:
-/// a write is done on the server when its command returns, and as
-/// durable as the server's own persistence settings make it. Each
-/// [`SharedBackend::handle`] is a connection of its own.
+/// As a [`SharedBackend`] (smsotp-radiusd, from [`RedisStore::shared`])
+/// it runs deferred work at once: a write is done on the server when its
+/// command returns, and as durable as the server's own persistence
+/// settings make it. It and its [`SharedBackend::handle`]s send their
+/// commands on one connection, pipelined (`mux.rs`); a write that waits
+/// to be durable goes on a connection of its handle's own.
 pub struct RedisStore {
     spec: RedisSpec,
     conn: Mutex<Option<Conn>>,
     /// The code key this handle is bound to, once known: every connection
     /// opened since was checked against the store's fingerprint. Locked
-    /// after `conn` when both are.
-    key_fp: Mutex<Option<KeyFingerprint>>,
+    /// after `conn` when both are. A server's handles share it.
+    key_fp: Arc<Mutex<Option<KeyFingerprint>>>,
+    /// The connection a server's handles share, if this is one.
+    mux: Option<Arc<Mux>>,
     /// See [`SharedBackend::after_each_batch`].
     after_batch: OnceLock<AfterBatch>,
     /// Validated numbers seen through this store or its handles.
@@ -146,6 +155,8 @@ impl SharedBackend for RedisStore {
     fn handle(&self) -> Box<dyn Store> {
         let mut handle = RedisStore::lazy(&self.spec);
         handle.numbers = self.numbers.clone();
+        handle.key_fp = self.key_fp.clone();
+        handle.mux = self.mux.clone();
         Box::new(handle)
     }
     fn defer(&self, f: Deferred) {
@@ -244,9 +255,24 @@ impl RedisStore {
         RedisStore {
             spec: spec.clone(),
             conn: Mutex::new(None),
-            key_fp: Mutex::new(None),
+            key_fp: Arc::default(),
+            mux: None,
             after_batch: OnceLock::new(),
             numbers: Arc::default(),
+        }
+    }
+
+    /// [`RedisStore::lazy`] for a server's threads: it and its handles
+    /// share one connection, their commands pipelined (see `mux.rs`).
+    pub fn shared(spec: &RedisSpec) -> Self {
+        let store = Self::lazy(spec);
+        let connector = RedisStore {
+            key_fp: store.key_fp.clone(),
+            ..Self::lazy(spec)
+        };
+        RedisStore {
+            mux: Some(Arc::new(Mux::new(connector))),
+            ..store
         }
     }
 
@@ -320,7 +346,34 @@ impl RedisStore {
     /// Runs `f` on the connection (opening it if needed); a connection
     /// that failed is dropped, for the next call to open a new one (with
     /// sentinels: to ask them again where the master is).
-    fn run<T>(&self, f: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+    ///
+    /// A server's handles share one connection instead (`mux.rs`), with
+    /// the same rules.
+    fn run<T>(
+        &self,
+        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let Some(mux) = &self.mux else {
+            return self.run_then(f, |_| false);
+        };
+        let mut c = MuxConn {
+            mux,
+            db: self.spec.db,
+            failed: None,
+        };
+        f(&mut c).map_err(|e| match c.failed.take() {
+            Some(open) => again(&open, &self.spec.url),
+            None => self.map_err(&e),
+        })
+    }
+
+    /// [`Self::run`] on a connection of this handle's own even where the
+    /// server's handles share one: for commands that leave state on the
+    /// connection between calls (`WATCH`).
+    fn run_alone<T>(
+        &self,
+        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
         self.run_then(f, |_| false)
     }
 
@@ -330,7 +383,7 @@ impl RedisStore {
     /// into an error: the write stands on the master either way.
     fn run_durable<T>(
         &self,
-        f: impl FnMut(&mut Connection) -> RedisResult<T>,
+        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.run_then(f, |_| true)
     }
@@ -349,7 +402,7 @@ impl RedisStore {
     /// twice or finds a code already used: stricter, never weaker.
     fn run_then<T>(
         &self,
-        mut f: impl FnMut(&mut Connection) -> RedisResult<T>,
+        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
         durable: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
         let mut g = self.lock();
@@ -673,6 +726,35 @@ fn broken(e: &redis::RedisError, conn: &Connection) -> bool {
         || e.code() == Some("READONLY")
         || e.to_string().contains("READONLY")
         || !redis::ConnectionLike::is_open(conn)
+}
+
+/// `e` once more, for each of the handles a shared connection failed to
+/// open for (the error type is not `Clone`; what it says is kept).
+fn again(e: &StoreError, location: &str) -> StoreError {
+    let kept = |source: &BackendError| -> BackendError { Box::new(Failed(source.to_string())) };
+    match e {
+        StoreError::KeyMismatch(m) => StoreError::KeyMismatch(m.clone()),
+        StoreError::Corrupt { location, source } => StoreError::Corrupt {
+            location: location.clone(),
+            source: kept(source),
+        },
+        StoreError::Busy { location, source } => StoreError::Busy {
+            location: location.clone(),
+            source: kept(source),
+        },
+        StoreError::Conflict { location, source } => StoreError::Conflict {
+            location: location.clone(),
+            source: kept(source),
+        },
+        StoreError::Unavailable { location, source } => StoreError::Unavailable {
+            location: location.clone(),
+            source: kept(source),
+        },
+        other => StoreError::Unavailable {
+            location: location.to_owned(),
+            source: Box::new(Failed(other.to_string())),
+        },
+    }
 }
 
 /// A phone record's fields as HMGET reads them: number, set at, set by.
@@ -1251,6 +1333,19 @@ impl Store for RedisStore {
     }
 
     fn check_key_fingerprint(&self, key: &KeyFingerprint) -> Result<(), StoreError> {
+        if let Some(mux) = &self.mux {
+            *self.key_fp_lock() = Some(key.clone());
+            // A connection the handles share opens with the check; this
+            // checks the one open now (or opens one), so a server refuses
+            // to start at once.
+            let checked = self
+                .run(|c| self.read_key_check(c, key))
+                .and_then(|stored| self.judge_key(key, stored));
+            if checked.is_err() {
+                mux.reset();
+            }
+            return checked;
+        }
         let mut g = self.lock();
         {
             let mut k = self.key_fp_lock();
@@ -1276,6 +1371,8 @@ impl Store for RedisStore {
     }
 }
 
+#[cfg(test)]
+mod mux_tests;
 #[cfg(test)]
 mod sentinel_tests;
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl Server {
     }
 
     /// Starts the server (again) and waits (< 5 s) until it answers.
-    fn run(&mut self) {
+    pub(super) fn run(&mut self) {
         let _ = std::fs::remove_file(self.sock());
         let child = Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
@@ -77,7 +77,7 @@ impl Server {
         }
     }
 
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -549,7 +549,7 @@ fn an_export_reads_its_own_prefix_only_and_not_by_glob() {
     );
 }
 
-fn fp(byte: u8, file: &str) -> crate::store::KeyFingerprint {
+pub(super) fn fp(byte: u8, file: &str) -> crate::store::KeyFingerprint {
     crate::store::KeyFingerprint::of(
         &crate::otp::OtpKey::from_bytes(&[byte; 32]),
         Path::new(file),

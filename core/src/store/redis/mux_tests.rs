@@ -1,0 +1,162 @@
+//! A server's handles on one pipelined connection (`mux.rs`), against a
+//! real `redis-server` (see `tests.rs`): the conformance suite through
+//! it, one connection for many threads, a restart and a stop under it,
+//! and the key check.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::tests::Server;
+use super::RedisStore;
+use crate::store::conformance::{record, run_all, Backend};
+use crate::store::{PhoneRecord, SharedBackend, Store, StoreError};
+
+/// One server's store: every handle (each racing thread's) a handle of
+/// one [`RedisStore::shared`], so all of them go through its one
+/// connection, as smsotp-radiusd's workers do.
+struct OnShared(RedisStore);
+
+impl Backend for OnShared {
+    fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
+        f(&*self.0.handle());
+    }
+}
+
+#[test]
+fn a_servers_handles_conform_through_one_connection() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let n = AtomicU32::new(0);
+    run_all(&|| {
+        let prefix = format!("m{}:", n.fetch_add(1, Ordering::SeqCst));
+        Box::new(OnShared(RedisStore::shared(&server.spec(&prefix))))
+    });
+}
+
+/// How many clients the server has, asked on a connection of its own
+/// (which is one of them).
+fn clients(server: &Server) -> usize {
+    let plain = RedisStore::open(&server.spec("x:")).unwrap();
+    let list: String = plain
+        .run(|c| redis::cmd("CLIENT").arg("LIST").query(c))
+        .unwrap();
+    list.lines().count()
+}
+
+#[test]
+fn many_threads_share_one_connection_and_each_gets_its_own_answers() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let shared = RedisStore::shared(&server.spec("many:"));
+    const THREADS: u8 = 16;
+    const EACH: u8 = 50;
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let shared = &shared;
+            scope.spawn(move || {
+                let h = shared.handle();
+                for i in 0..EACH {
+                    // Each thread its own users and challenges: every
+                    // answer must be the one asked for, never a
+                    // neighbour's from the same batch.
+                    let user = format!("u{t}-{i}");
+                    let mut c = record(i, &user);
+                    c.id.0[15] = t;
+                    h.insert_challenge(&c).unwrap();
+                    let got = h.challenge(&c.id).unwrap().unwrap();
+                    assert_eq!(got.user, user);
+                    assert!(h.consume(&c.id, &c.code_mac, &user).unwrap());
+                    assert!(!h.consume(&c.id, &c.code_mac, &user).unwrap());
+                    assert_eq!(h.challenge(&c.id).unwrap(), None);
+                }
+            });
+        }
+    });
+    // Sixteen handles, one connection (and the one counting).
+    assert_eq!(clients(&server), 2);
+}
+
+#[test]
+fn a_restart_under_the_shared_connection_costs_no_login() {
+    let Some(mut server) = Server::start(&[]) else {
+        return;
+    };
+    let shared = RedisStore::shared(&server.spec("mrestart:"));
+    let h = shared.handle();
+    assert_eq!(h.phone("alice").unwrap(), None);
+    server.stop();
+    server.run();
+    // The kept connection was closed before it answered anything: sent
+    // once more on a new one.
+    assert_eq!(h.locked_until("alice", 1).unwrap(), None);
+    let rec = PhoneRecord {
+        e164: "+12025550143".into(),
+        set_at: 1,
+        set_by: "admin:root".into(),
+    };
+    // A durable write goes on the handle's own connection; the shared
+    // one reads it.
+    h.set_phone("alice", &rec).unwrap();
+    assert_eq!(shared.handle().phone("alice").unwrap(), Some(rec));
+}
+
+#[test]
+fn a_stopped_server_fails_every_waiting_handle_quickly_then_recovers() {
+    let Some(mut server) = Server::start(&[]) else {
+        return;
+    };
+    let mut spec = server.spec("mdown:");
+    spec.timeout = Duration::from_millis(500);
+    spec.connect_timeout = Duration::from_millis(500);
+    let shared = RedisStore::shared(&spec);
+    assert_eq!(shared.handle().locked_until("bob", 1).unwrap(), None);
+    server.stop();
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            let shared = &shared;
+            scope.spawn(move || {
+                let h = shared.handle();
+                for _ in 0..2 {
+                    let e = h.locked_until("bob", 1).unwrap_err();
+                    assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+                }
+            });
+        }
+    });
+    // Sixteen failures, each bounded by the timeouts, not summed up
+    // behind one another for long.
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    server.run();
+    assert_eq!(shared.handle().locked_until("bob", 1).unwrap(), None);
+}
+
+#[test]
+fn another_key_is_refused_on_every_handle_of_a_server() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let spec = server.spec("mkf:");
+    let a = super::tests::fp(1, "/etc/a/otp.key");
+    let b = super::tests::fp(2, "/etc/b/otp.key");
+    RedisStore::open_keyed(&spec, &a).unwrap();
+    let shared = RedisStore::shared(&spec);
+    let before = shared.handle();
+    // The server's start-up check, on a handle, connects now.
+    let e = shared.handle().check_key_fingerprint(&b).unwrap_err();
+    assert!(matches!(e, StoreError::KeyMismatch(_)), "{e}");
+    // Every handle, made before the check or after, fails the same way,
+    // each time, with the whole advice.
+    for h in [before, shared.handle()] {
+        for _ in 0..2 {
+            let e = h.phone("alice").unwrap_err();
+            assert!(matches!(e, StoreError::KeyMismatch(_)), "{e}");
+            assert!(e.to_string().contains("/etc/b/otp.key"), "{e}");
+        }
+    }
+    // The right key: the check passes and the handles work.
+    shared.handle().check_key_fingerprint(&a).unwrap();
+    assert_eq!(shared.handle().phone("alice").unwrap(), None);
+}
