@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::at_once::Early;
 use super::{
     Accept, Answer, ChallengeInfo, Engine, Expired, FlowError, Limit, LoginContext, Reason, Reject,
     Retry, Skip, Start, Step, Verdict,
@@ -20,7 +21,7 @@ use crate::store::ChallengeRecord;
 
 /// How [`Engine::start_with`] names a new challenge.
 #[derive(Debug, Clone, Copy)]
-enum Ids {
+pub(super) enum Ids {
     /// 128 random bits: the challenge id travels to the user (a RADIUS
     /// State, a PAM conversation).
     Random,
@@ -155,7 +156,14 @@ impl Engine {
             Ids::ForRequest(k) => Some(self.key.request_id(&ctx.user, &ctx.service, &k)),
             Ids::Random | Ids::PerLogin => None,
         };
-        let state = self.store.login_state(&ctx.user, now, request.as_ref())?;
+        let (state, lookup) = match self.start_at_once(ctx, ids, now)? {
+            Early::Done(start) => return Ok(start),
+            Early::Read { state, lookup } => (state, lookup),
+        };
+        let state = match state {
+            Some(state) => *state,
+            None => self.store.login_state(&ctx.user, now, request.as_ref())?,
+        };
         self.note_stored_language(&ctx.user, state.language.clone());
         // A copy of a request that already opened its challenge (a NAS's
         // retransmit after this server restarted, or answered by another
@@ -176,7 +184,7 @@ impl Engine {
                 None,
             )));
         }
-        let Some(found) = self.find_phone_given(&ctx.user, state.phone)? else {
+        let Some(found) = self.find_phone_given(&ctx.user, state.phone, lookup)? else {
             return match policy.no_phone {
                 NoPhone::Allow => Ok(Start::Done(self.finish(
                     ctx,
@@ -195,13 +203,7 @@ impl Engine {
             };
         };
         let phone = found.phone;
-        let masked = phone.masked();
-        if self.audit.takes(Level::Debug) {
-            let mut e = self.event(ctx, "phone_found");
-            e.phone = Some(MaskedPhone::of(&phone));
-            e.detail = Some(format!("from {}", found.source));
-            self.log(Level::Debug, &e);
-        }
+        self.note_phone_found(ctx, &phone, &found.source);
         if !phone.allowed(&self.cfg.phone) {
             return Ok(Start::Done(self.finish(
                 ctx,
@@ -209,6 +211,36 @@ impl Engine {
                 Some(MaskedPhone::of(&phone)),
             )));
         }
+        let (rec, code) = self.new_challenge(ctx, ids, &phone, now)?;
+        // The SMS is counted against the limits and the challenge stored in
+        // one transaction, before anything is sent: a store that cannot take
+        // it fails the login before anyone receives a code that could never
+        // work.
+        let decision = self
+            .store
+            .start_challenge_with(&rec, &self.send_limits(ctx, &phone))?;
+        self.after_start(ctx, rec, &phone, code.as_str(), &decision, now)
+    }
+
+    /// The debug line that says where `phone` came from.
+    pub(super) fn note_phone_found(&self, ctx: &LoginContext, phone: &Phone, source: &str) {
+        if self.audit.takes(Level::Debug) {
+            let mut e = self.event(ctx, "phone_found");
+            e.phone = Some(MaskedPhone::of(phone));
+            e.detail = Some(format!("from {source}"));
+            self.log(Level::Debug, &e);
+        }
+    }
+
+    /// A new challenge of `ctx`'s login for a code to `phone`, named as
+    /// `ids` says, with its code.
+    pub(super) fn new_challenge(
+        &self,
+        ctx: &LoginContext,
+        ids: Ids,
+        phone: &Phone,
+        now: Millis,
+    ) -> Result<(ChallengeRecord, otp::Code), FlowError> {
         let id = self.new_id(ctx, ids)?;
         let code = otp::generate(&*self.rng, self.cfg.otp.length, self.cfg.otp.alphabet)?;
         let ttl = self.cfg.otp.ttl;
@@ -217,7 +249,7 @@ impl Engine {
             user: ctx.user.clone(),
             service: ctx.service.clone(),
             code_mac: self.key.mac(&id, &ctx.user, &ctx.service, code.as_str()),
-            phone_masked: masked.clone(),
+            phone_masked: phone.masked(),
             created_at: now,
             sent_at: now,
             expires_at: now + ms(ttl),
@@ -226,14 +258,23 @@ impl Engine {
             step: Step::Code,
             pending_phone: None,
         };
-        // The SMS is counted against the limits and the challenge stored in
-        // one transaction, before anything is sent: a store that cannot take
-        // it fails the login before anyone receives a code that could never
-        // work.
-        let decision = self
-            .store
-            .start_challenge_with(&rec, &self.send_limits(ctx, &phone))?;
-        if let Some(limit) = self.limited(ctx, &decision, &phone, now)? {
+        Ok((rec, code))
+    }
+
+    /// What follows once the store counted the SMS of `rec` (code
+    /// `code`, to `phone`) and stored it, or refused: the refusal, or the
+    /// SMS sent, or what to do when it cannot be.
+    pub(super) fn after_start(
+        &self,
+        ctx: &LoginContext,
+        rec: ChallengeRecord,
+        phone: &Phone,
+        code: &str,
+        decision: &SendDecision,
+        now: Millis,
+    ) -> Result<Start, FlowError> {
+        let id = rec.id;
+        if let Some(limit) = self.limited(ctx, decision, phone, now)? {
             let r = Reject::RateLimited(limit);
             if limit == Limit::DailyBudget && self.backup_usable(&ctx.user)? {
                 // As when no provider can send: a code that costs nothing.
@@ -243,7 +284,7 @@ impl Engine {
                 };
                 self.store.insert_challenge(&rec)?;
                 let mut e = self.event(ctx, "backup_fallback");
-                e.phone = Some(MaskedPhone::of(&phone));
+                e.phone = Some(MaskedPhone::of(phone));
                 e.reason = Some(r.word());
                 e.limit = Some(Limit::DailyBudget.key());
                 e.detail = Some(
@@ -255,10 +296,10 @@ impl Engine {
             return Ok(Start::Done(self.finish(
                 ctx,
                 Verdict::Reject(r),
-                Some(MaskedPhone::of(&phone)),
+                Some(MaskedPhone::of(phone)),
             )));
         }
-        match self.deliver(ctx, &rec.id, &phone, code.as_str(), "sent")? {
+        match self.deliver(ctx, &rec.id, phone, code, "sent")? {
             None => Ok(Start::Challenge(self.info(&rec, now))),
             Some(Verdict::Reject(r @ (Reject::ProviderDown | Reject::SendRefused)))
                 if self.backup_usable(&ctx.user)? =>
@@ -266,7 +307,7 @@ impl Engine {
                 // What backup codes are for: the phone cannot be reached.
                 self.store.set_step(&id, &rec.code_mac, Step::BackupOnly)?;
                 let mut e = self.event(ctx, "backup_fallback");
-                e.phone = Some(MaskedPhone::of(&phone));
+                e.phone = Some(MaskedPhone::of(phone));
                 e.reason = Some(r.word());
                 e.detail = Some("no SMS could be sent; asking for a backup code".into());
                 self.log(Level::Warning, &e);
@@ -279,7 +320,7 @@ impl Engine {
                 Ok(Start::Done(self.finish(
                     ctx,
                     v,
-                    Some(MaskedPhone::of(&phone)),
+                    Some(MaskedPhone::of(phone)),
                 )))
             }
         }

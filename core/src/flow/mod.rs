@@ -18,6 +18,8 @@
 //! [`run`] drives them through an interactive [`Conversation`] (PAM). The
 //! rules live here once: no front end decides anything about codes.
 
+mod at_once;
+use at_once::Lookup;
 mod conversation;
 mod counting;
 mod enroll;
@@ -407,14 +409,16 @@ impl Engine {
     /// The user's number and where it came from: the store (set by an
     /// admin or by enrollment) first, then the configured directories.
     pub fn find_phone(&self, user: &str) -> Result<Option<Found>, FlowError> {
-        self.find_phone_given(user, self.store.phone(user)?)
+        self.find_phone_given(user, self.store.phone(user)?, None)
     }
 
-    /// [`Engine::find_phone`], given what the store holds for `user`.
+    /// [`Engine::find_phone`], given what the store holds for `user`, and
+    /// what the directories said if they were asked already.
     fn find_phone_given(
         &self,
         user: &str,
         stored: Option<crate::store::PhoneRecord>,
+        looked: Option<Lookup>,
     ) -> Result<Option<Found>, FlowError> {
         if let Some(rec) = stored {
             // Stored numbers were validated when set; parse again (cached)
@@ -433,6 +437,12 @@ impl Engine {
                 language: None,
             }));
         }
+        let looked = looked.unwrap_or_else(|| self.look_up(user));
+        self.settle_lookup(user, looked)
+    }
+
+    /// Asks the configured directories for `user`'s number, in order.
+    fn look_up(&self, user: &str) -> Lookup {
         let mut skipped = Vec::new();
         let found = directory::lookup_noting(
             &self.directories,
@@ -441,6 +451,13 @@ impl Engine {
             self.store.number_cache(),
             &mut skipped,
         );
+        Lookup { found, skipped }
+    }
+
+    /// Takes what the directories said as the login's answer: notes the
+    /// language they gave and logs those that were skipped.
+    fn settle_lookup(&self, user: &str, looked: Lookup) -> Result<Option<Found>, FlowError> {
+        let Lookup { found, skipped } = looked;
         if let (Ok(f), Ok(mut memo)) = (&found, self.directory_language.lock()) {
             *memo = Some((user.to_owned(), f.as_ref().and_then(|f| f.language.clone())));
         }
@@ -565,5 +582,7 @@ pub enum OpenError {
     Flow(#[from] FlowError),
 }
 
+#[cfg(test)]
+mod at_once_tests;
 #[cfg(test)]
 mod tests;

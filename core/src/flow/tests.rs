@@ -28,15 +28,15 @@ impl Clock for SharedClock {
     }
 }
 
-struct Harness {
-    engine: Engine,
+pub(super) struct Harness {
+    pub(super) engine: Engine,
     clock: Rc<FixedClock>,
-    sms: FakeSms,
+    pub(super) sms: FakeSms,
     audit: MemorySink,
     _dir: tempfile::TempDir,
 }
 
-const ALICE: &str = "+12025550123";
+pub(super) const ALICE: &str = "+12025550123";
 
 fn harness(extra_toml: &str) -> Harness {
     harness_with(extra_toml, vec![])
@@ -57,7 +57,7 @@ fn harness_dirs(
 }
 
 /// [`harness_dirs`] on `store`.
-fn harness_full(
+pub(super) fn harness_full(
     extra_toml: &str,
     providers: Vec<Box<dyn SmsProvider>>,
     before: Vec<Box<dyn Directory>>,
@@ -116,7 +116,7 @@ fn harness_full(
     }
 }
 
-fn ctx(user: &str, service: &str) -> LoginContext {
+pub(super) fn ctx(user: &str, service: &str) -> LoginContext {
     LoginContext {
         user: user.into(),
         service: service.into(),
@@ -125,24 +125,24 @@ fn ctx(user: &str, service: &str) -> LoginContext {
 }
 
 impl Harness {
-    fn start(&self, c: &LoginContext) -> ChallengeInfo {
+    pub(super) fn start(&self, c: &LoginContext) -> ChallengeInfo {
         match self.engine.start(c).unwrap() {
             Start::Challenge(ch) => ch,
             Start::Done(v) => panic!("expected a challenge, got {v:?}"),
         }
     }
 
-    fn last_code(&self) -> String {
+    pub(super) fn last_code(&self) -> String {
         let sent = self.sms.sent.borrow();
         let (_, text) = sent.last().expect("an SMS was sent");
         text.split(' ').next().unwrap().to_owned()
     }
 
-    fn sent_count(&self) -> usize {
+    pub(super) fn sent_count(&self) -> usize {
         self.sms.sent.borrow().len()
     }
 
-    fn answer(&self, c: &LoginContext, ch: &ChallengeInfo, input: &str) -> Answer {
+    pub(super) fn answer(&self, c: &LoginContext, ch: &ChallengeInfo, input: &str) -> Answer {
         self.engine.answer(c, &ch.id, input).unwrap()
     }
 

@@ -15,7 +15,9 @@ use super::limits::{
     Backoff, BreakerState, BreakerTrip, KeyedWindow, LimitKind, LimitMode, SendDecision, SendLimits,
 };
 use super::migrate::{self, ImportCounts, KindCounts, Lockout, Outcome, Record, Snapshot};
-use super::{BackupHash, ChallengeRecord, PhoneRecord, SendPermit, Step, Store, StoreError};
+use super::{
+    AtOnce, BackupHash, ChallengeRecord, PhoneRecord, SendPermit, Step, Store, StoreError,
+};
 use crate::config::Rate;
 use crate::otp::ChallengeId;
 
@@ -45,6 +47,7 @@ pub(super) const ALL: &[(&str, Test)] = &[
     ("opt_out", opt_out),
     ("language", language),
     ("challenge_binding", challenge_binding),
+    ("start_at_once", start_at_once),
     ("expiry", expiry),
     ("export_and_import", export_and_import),
     (
@@ -418,6 +421,77 @@ pub(super) fn language(make: Make<'_>) {
         assert_eq!(s.login_state("bob", 1_000, None).unwrap().language, None);
         s.set_language("bob", None).unwrap();
         assert_eq!(s.language("alice").unwrap().as_deref(), Some("fr"));
+    });
+}
+
+/// A login whose number was found outside the store starts in one step
+/// when nothing in the store stands in the way, and otherwise writes
+/// nothing and shows what does: a lockout, another registered number,
+/// the request's own challenge.
+pub(super) fn start_at_once(make: Make<'_>) {
+    let b = make();
+    let limits = SendLimits::user_and_global(rate(2, 3600), rate(100, 3600));
+    let lockout = Duration::from_secs(600);
+    on(&*b, |s| {
+        let num = "+12025550143";
+        let started =
+            |c: &ChallengeRecord, request| match s.start_at_once(c, &limits, num, request).unwrap()
+            {
+                AtOnce::Started { decision, language } => (decision.permit(), language),
+                AtOnce::Seen(st) => panic!("not started: {st:?}"),
+            };
+        let seen =
+            |c: &ChallengeRecord, request| match s.start_at_once(c, &limits, num, request).unwrap()
+            {
+                AtOnce::Seen(st) => *st,
+                AtOnce::Started { .. } => panic!("started"),
+            };
+        // Nothing in the way: counted and stored, the language along.
+        s.set_language("alice", Some("fr")).unwrap();
+        let c = record(1, "alice");
+        assert_eq!(started(&c, false), (SendPermit::Granted, Some("fr".into())));
+        assert_eq!(s.challenge(&c.id).unwrap(), Some(c.clone()));
+        // The same number registered in the store is no obstacle.
+        s.set_phone("alice", &phone_rec(num, 5)).unwrap();
+        let c2 = record(2, "alice");
+        assert_eq!(started(&c2, false).0, SendPermit::Granted);
+        // The limits refuse as start_challenge_with does: nothing stored.
+        let c3 = record(3, "alice");
+        assert_eq!(started(&c3, false).0, SendPermit::UserLimit);
+        assert_eq!(s.challenge(&c3.id).unwrap(), None);
+        // Another number in the store wins: seen, nothing written.
+        s.set_phone("bob", &phone_rec("+12025550199", 6)).unwrap();
+        let b1 = record(4, "bob");
+        let st = seen(&b1, false);
+        assert_eq!(st.phone, Some(phone_rec("+12025550199", 6)));
+        assert_eq!((st.locked_until, st.request_challenge), (None, None));
+        assert_eq!(s.challenge(&b1.id).unwrap(), None);
+        assert_eq!(s.sms_window("bob", 1_000, rate(2, 3600)).unwrap().sent, 0);
+        // A lockout: seen with its end, nothing written.
+        for _ in 0..3 {
+            s.record_failure("carol", 500, 3, lockout).unwrap();
+        }
+        let k = record(5, "carol");
+        let st = seen(&k, false);
+        assert_eq!(st.locked_until, Some(600_500));
+        assert_eq!(s.challenge(&k.id).unwrap(), None);
+        assert_eq!(s.sms_window("carol", 1_000, rate(2, 3600)).unwrap().sent, 0);
+        // The request's own challenge, asked about: seen, left as it was.
+        let st = seen(&c, true);
+        assert_eq!(st.request_challenge, Some(c.clone()));
+        assert_eq!(st.language.as_deref(), Some("fr"));
+        assert_eq!(s.sms_window("alice", 1_000, rate(2, 3600)).unwrap().sent, 2);
+        // A request whose id is new starts.
+        s.set_language("dave", None).unwrap();
+        let d = record(6, "dave");
+        assert_eq!(started(&d, true), (SendPermit::Granted, None));
+        // Another login's challenge under the id is a conflict, as for
+        // start_challenge_with.
+        let e = s
+            .start_at_once(&record(6, "erin"), &limits, num, false)
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+        assert_eq!(s.challenge(&d.id).unwrap(), Some(d.clone()));
     });
 }
 

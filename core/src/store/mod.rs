@@ -323,6 +323,26 @@ pub struct LoginState {
     pub language: Option<String>,
 }
 
+/// What [`Store::start_at_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtOnce {
+    /// Nothing stood in the way: the SMS was counted against the limits
+    /// and, if granted, the challenge stored, as
+    /// [`Store::start_challenge_with`] decided; with the user's language
+    /// ([`LoginState::language`]).
+    Started {
+        /// What the limits said.
+        decision: SendDecision,
+        /// The user's language, if set.
+        language: Option<String>,
+    },
+    /// Something the caller must look at first (a lockout, a number
+    /// registered in the store other than the one it found, the
+    /// request's challenge): nothing was written. The state as
+    /// [`Store::login_state`] reads it.
+    Seen(Box<LoginState>),
+}
+
 /// What [`Store::answer_state`] reads: the challenge an answer is for, and
 /// whether its user is locked out.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -369,6 +389,40 @@ pub trait Store {
             },
             language: self.language(user)?,
         })
+    }
+    /// [`Store::login_state`] of `c.user` (with `c.id` as the request's
+    /// challenge when `request`) and, if it shows no lockout, no number
+    /// registered other than `e164` and no such challenge,
+    /// [`Store::start_challenge_with`]: for a caller that found the
+    /// number before reading the store (in a directory). One step where
+    /// the backend can ([`Store::starts_at_once`]); the default does the
+    /// two one after the other, as the caller would.
+    fn start_at_once(
+        &self,
+        c: &ChallengeRecord,
+        limits: &SendLimits,
+        e164: &str,
+        request: bool,
+    ) -> Result<AtOnce, StoreError> {
+        let state = self.login_state(&c.user, c.created_at, request.then_some(&c.id))?;
+        if state.locked_until.is_some()
+            || state.request_challenge.is_some()
+            || state.phone.as_ref().is_some_and(|p| p.e164 != e164)
+        {
+            return Ok(AtOnce::Seen(Box::new(state)));
+        }
+        Ok(AtOnce::Started {
+            decision: self.start_challenge_with(c, limits)?,
+            language: state.language,
+        })
+    }
+    /// Whether [`Store::start_at_once`] is one step where
+    /// [`Store::login_state`] then [`Store::start_challenge_with`] are two
+    /// (a networked store: one round trip fewer). Only then does
+    /// [`crate::flow::Engine::start`] look for the number in the
+    /// directories before it reads the store.
+    fn starts_at_once(&self) -> bool {
+        false
     }
     /// What [`crate::flow::Engine::answer`] judges an answer to challenge
     /// `id` against, when the one-step [`Store::consume_code`] did not

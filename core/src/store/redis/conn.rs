@@ -11,7 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+use redis::{
+    Connection, ConnectionAddr, ConnectionLike, IntoConnectionInfo, RedisConnectionInfo,
+    RedisResult, Value,
+};
 
 use crate::config::{join_host_port, RedisAddr, RedisSpec, SentinelSpec};
 
@@ -214,6 +217,62 @@ impl Conn {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A connection whose pipelines stop reading at the first answer that
+/// fails to come. The crate reads every answer of a pipeline whatever
+/// happened to the one before, each bounded by `store.timeout`, so a
+/// server that stopped answering held a MULTI block of n commands n + 2
+/// times the timeout.
+pub(super) struct Bounded<'a>(pub(super) &'a mut Connection);
+
+impl ConnectionLike for Bounded<'_> {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        self.0.send_packed_command(cmd)?;
+        let mut answers = Vec::with_capacity(offset + count);
+        while answers.len() < offset + count {
+            match self.0.recv_response()? {
+                // RESP3 pushes come between answers; none is asked for.
+                Value::Push { .. } => {}
+                v => answers.push(v),
+            }
+        }
+        pipeline_answers(answers, offset)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.0.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+}
+
+/// A pipeline's answers from `offset` on. Before it: MULTI and QUEUED;
+/// an error there is a command the server refused to queue, and the
+/// block did not run.
+pub(super) fn pipeline_answers(mut answers: Vec<Value>, offset: usize) -> RedisResult<Vec<Value>> {
+    if let Some(Value::ServerError(e)) = answers[..offset]
+        .iter()
+        .find(|v| matches!(v, Value::ServerError(_)))
+    {
+        return Err(e.clone().into());
+    }
+    Ok(answers.split_off(offset))
 }
 
 /// The master's login: `username`/`password_file`, `db`.

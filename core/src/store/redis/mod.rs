@@ -88,7 +88,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Connection, ConnectionLike, RedisResult};
 
@@ -99,7 +99,7 @@ use super::limits::{
 use super::migrate::{Outcome, Record, Snapshot};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
-    AnswerState, BackendError, BackupHash, ChallengeRecord, FailureState, KeyFingerprint,
+    AnswerState, AtOnce, BackendError, BackupHash, ChallengeRecord, FailureState, KeyFingerprint,
     LoginState, PhoneRecord, SmsWindow, Step, Store, StoreError,
 };
 use crate::clock::{ms, Millis};
@@ -116,7 +116,7 @@ mod numbers;
 mod scripts;
 
 pub use conn::{sentinel_view, SentinelAnswer};
-use conn::{Conn, OpenError};
+use conn::{Bounded, Conn, OpenError};
 use mux::{Mux, MuxConn};
 
 /// How long past the caller's expiry the server keeps a challenge or a
@@ -149,7 +149,15 @@ pub struct RedisStore {
     after_batch: OnceLock<AfterBatch>,
     /// Validated numbers seen through this store or its handles.
     numbers: Arc<MemoryNumbers>,
+    /// When a command last failed for want of the server (down, not
+    /// answering): the number cache, only an aid, leaves the server alone
+    /// for [`CACHE_PAUSE`] after, so a login on a store that does not
+    /// answer waits for the store's timeouts once, not once per lookup.
+    unreachable_at: Mutex<Option<Instant>>,
 }
+
+/// See `RedisStore::unreachable_at`.
+const CACHE_PAUSE: Duration = Duration::from_secs(5);
 
 impl SharedBackend for RedisStore {
     fn handle(&self) -> Box<dyn Store> {
@@ -259,6 +267,7 @@ impl RedisStore {
             mux: None,
             after_batch: OnceLock::new(),
             numbers: Arc::default(),
+            unreachable_at: Mutex::new(None),
         }
     }
 
@@ -338,7 +347,7 @@ impl RedisStore {
             OpenError::Redis(e) | OpenError::Answer(e) => self.map_err(&e),
         })?;
         if let Some(key) = key {
-            self.check_key_on(&mut conn.c, &key)?;
+            self.check_key_on(&mut Bounded(&mut conn.c), &key)?;
         }
         Ok(conn)
     }
@@ -356,6 +365,36 @@ impl RedisStore {
         let Some(mux) = &self.mux else {
             return self.run_then(f, |_| false);
         };
+        let r = self.run_shared(mux, &mut f);
+        self.note_reach(&r);
+        r
+    }
+
+    /// Notes whether the server was reached (see `unreachable_at`).
+    fn note_reach<T>(&self, r: &Result<T, StoreError>) {
+        let down = matches!(r, Err(StoreError::Unavailable { .. }));
+        let mut at = self
+            .unreachable_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *at = down.then(Instant::now);
+    }
+
+    /// Whether a command failed for want of the server within
+    /// [`CACHE_PAUSE`].
+    fn recently_unreachable(&self) -> bool {
+        self.unreachable_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < CACHE_PAUSE)
+    }
+
+    /// [`Self::run`] on the connection a server's handles share.
+    fn run_shared<T>(
+        &self,
+        mux: &Arc<Mux>,
+        f: &mut impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
         let mut c = MuxConn {
             mux,
             db: self.spec.db,
@@ -402,6 +441,17 @@ impl RedisStore {
     /// twice or finds a code already used: stricter, never weaker.
     fn run_then<T>(
         &self,
+        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+        durable: impl FnOnce(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        let r = self.run_own(f, durable);
+        self.note_reach(&r);
+        r
+    }
+
+    /// [`Self::run_then`] on this handle's own connection.
+    fn run_own<T>(
+        &self,
         mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
         durable: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
@@ -415,7 +465,7 @@ impl RedisStore {
                 Some(c) => c,
                 None => g.insert(self.connect()?),
             };
-            let r = f(&mut conn.c);
+            let r = f(&mut Bounded(&mut conn.c));
             conn.used();
             r
         };
@@ -423,7 +473,7 @@ impl RedisStore {
             Err(e) if kept && e.is_connection_dropped() && !e.is_timeout() => {
                 *g = None;
                 let conn = g.insert(self.connect()?);
-                let r = f(&mut conn.c);
+                let r = f(&mut Bounded(&mut conn.c));
                 conn.used();
                 r
             }
@@ -1028,6 +1078,66 @@ impl Store for RedisStore {
         self.decision(&r, limits)
     }
 
+    fn start_at_once(
+        &self,
+        ch: &ChallengeRecord,
+        limits: &SendLimits,
+        e164: &str,
+        request: bool,
+    ) -> Result<AtOnce, StoreError> {
+        type Raw = (
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<HashMap<String, Vec<u8>>>,
+            Option<Vec<i64>>,
+        );
+        let now = ch.created_at;
+        let raw: Raw = self.run(|c| {
+            let mut inv = scripts::START_AT_ONCE.prepare_invoke();
+            inv.key(self.fail(&ch.user))
+                .key(self.phone_key(&ch.user))
+                .key(self.language_key(&ch.user))
+                .key(self.ch(&ch.id))
+                .key(self.sends(&ch.user));
+            inv.arg(e164).arg(u8::from(request)).arg(now);
+            self.challenge_args(&mut inv, ch);
+            self.window_args(&mut inv, &ch.user, now, limits);
+            inv.invoke(c)
+        })?;
+        match raw {
+            (1, language, _, _, _, _, _, Some(r)) => Ok(AtOnce::Started {
+                decision: self.decision(&r, limits)?,
+                language,
+            }),
+            (0, until, e, t, b, language, h, _) => {
+                let until: Option<Millis> = until
+                    .map(|u| {
+                        u.parse()
+                            .map_err(|_| self.corrupt("a lockout is not a time"))
+                    })
+                    .transpose()?;
+                Ok(AtOnce::Seen(Box::new(LoginState {
+                    locked_until: until.filter(|&u| u > now),
+                    phone: self.decode_phone((e, t, b))?,
+                    request_challenge: match h {
+                        Some(h) => self.decode_challenge(&ch.id, h)?,
+                        None => None,
+                    },
+                    language,
+                })))
+            }
+            _ => Err(self.corrupt("the start script answered what it never does")),
+        }
+    }
+
+    fn starts_at_once(&self) -> bool {
+        true
+    }
+
     fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
         let h: HashMap<String, Vec<u8>> =
             self.run(|c| redis::cmd("HGETALL").arg(self.ch(id)).query(c))?;
@@ -1361,7 +1471,7 @@ impl Store for RedisStore {
             *g = Some(self.connect()?);
             return Ok(());
         };
-        let checked = self.check_key_on(&mut conn.c, key);
+        let checked = self.check_key_on(&mut Bounded(&mut conn.c), key);
         if checked.is_err() {
             // Not known to be this key's: the next call reconnects and
             // checks again (and fails the same way while they differ).
@@ -1376,6 +1486,6 @@ mod mux_tests;
 #[cfg(test)]
 mod sentinel_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tls_tests;

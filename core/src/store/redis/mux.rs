@@ -274,12 +274,11 @@ impl Mux {
                     }
                 },
             };
-            let bytes: Vec<u8> = wire
-                .iter()
-                .skip(from)
-                .flatten()
-                .flat_map(|s| s.bytes.iter().copied())
-                .collect();
+            let slots = || wire.iter().skip(from).flatten();
+            let mut bytes = Vec::with_capacity(slots().map(|s| s.bytes.len()).sum());
+            for s in slots() {
+                bytes.extend_from_slice(&s.bytes);
+            }
             match c.c.send_packed_command(&bytes) {
                 Ok(()) => {
                     c.used();
@@ -375,16 +374,8 @@ impl ConnectionLike for MuxConn<'_> {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        let mut answers = self.send(cmd, offset + count)?;
-        // Before `offset`: MULTI and QUEUED; an error there is a command
-        // the server refused to queue, and the block did not run.
-        if let Some(Value::ServerError(e)) = answers[..offset]
-            .iter()
-            .find(|v| matches!(v, Value::ServerError(_)))
-        {
-            return Err(e.clone().into());
-        }
-        Ok(answers.split_off(offset))
+        let answers = self.send(cmd, offset + count)?;
+        super::conn::pipeline_answers(answers, offset)
     }
 
     fn get_db(&self) -> i64 {

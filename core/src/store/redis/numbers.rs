@@ -7,11 +7,16 @@ use crate::phone::NumberCache;
 
 /// The hosts' shared cache of validated numbers: memory first, then the
 /// server. A failing cache is only slower, never wrong: errors are
-/// ignored (and a broken connection is reopened by the next call).
+/// ignored (and a broken connection is reopened by the next call), and
+/// for a few seconds after the server did not answer it is not asked
+/// (a login on a store that is down waits for its timeouts once).
 impl NumberCache for RedisStore {
     fn get(&self, key: &str) -> Option<(String, Option<String>)> {
         if let Some(found) = self.numbers.get(key) {
             return Some(found);
+        }
+        if self.recently_unreachable() {
+            return None;
         }
         let text: String = self
             .run(|c| {
@@ -35,6 +40,9 @@ impl NumberCache for RedisStore {
     }
     fn put(&self, key: &str, e164: &str, region: Option<&str>) {
         self.numbers.put(key, e164, region);
+        if self.recently_unreachable() {
+            return;
+        }
         let value = match region {
             Some(r) => format!("{e164} {r}"),
             None => e164.to_owned(),

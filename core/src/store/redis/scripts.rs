@@ -171,6 +171,40 @@ pub(super) static START: LazyLock<Script> = LazyLock::new(|| {
     ])
 });
 
+/// [`START`] for a caller that found the number before reading the
+/// store, with [`super::RedisStore`]'s `login_state` read in the same
+/// step. KEYS: failures, phone, language, challenge, sends, then each
+/// window's. ARGV: the number found, 1 if the challenge id is a
+/// request's (a challenge with it is the caller's to look at), now, the
+/// challenge's (13), then the windows'. Always eight answers: 1,
+/// language, four empty, then `START`'s answer; or, writing nothing, 0,
+/// locked until, the phone's number, set at and set by, language, the
+/// challenge (a flat hash) — when the user is locked out, has another
+/// number in the store, or the request's challenge exists.
+pub(super) static START_AT_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        PUT,
+        WINDOW,
+        "local lu = redis.call('HGET', KEYS[1], 'u')
+         local ph = redis.call('HMGET', KEYS[2], 'e', 't', 'b')
+         local lang = redis.call('GET', KEYS[3])
+         local ch = false
+         if ARGV[2] == '1' then
+           local h = redis.call('HGETALL', KEYS[4])
+           if #h > 0 then ch = h end
+         end
+         if (lu and tonumber(lu) > tonumber(ARGV[3])) or (ph[1] and ph[1] ~= ARGV[1]) or ch then
+           return {0, lu, ph[1], ph[2], ph[3], lang, ch, false}
+         end
+         local C = {}
+         for i = 1, 13 do C[i] = ARGV[3 + i] end
+         if conflict(KEYS[4], C) then return {1, lang, false, false, false, false, false, {3}} end
+         local r = reserve(KEYS[5], tail(6), ARGV, 17)
+         if r[1] == 0 then put(KEYS[4], C) end
+         return {1, lang, false, false, false, false, false, r}",
+    ])
+});
+
 /// KEYS: the breaker's hash, the budget's window. ARGV: now, oldest
 /// bucket counted, 1 to reset (forget both). Returns, as strings, what
 /// the window holds, then the trip in force (at, until, user, spent) or

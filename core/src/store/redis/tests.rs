@@ -84,6 +84,34 @@ impl Server {
         }
     }
 
+    /// How many times the server ran `command` since its counts were
+    /// last reset (`INFO commandstats`), for tests that count steps.
+    pub(crate) fn calls(&self, command: &str) -> u64 {
+        let mut c = redis::Client::open(format!("unix://{}", self.sock().display()))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut c)
+            .unwrap();
+        let head = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&head))
+            .map_or(0, |rest| {
+                rest.split(',').next().unwrap_or("0").parse().unwrap()
+            })
+    }
+
+    /// Resets the server's command counts (`CONFIG RESETSTAT`).
+    pub(crate) fn reset_stats(&self) {
+        let mut c = redis::Client::open(format!("unix://{}", self.sock().display()))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("CONFIG").arg("RESETSTAT").exec(&mut c).unwrap();
+    }
+
     /// A spec for this server, with keys under `prefix`.
     pub(crate) fn spec(&self, prefix: &str) -> RedisSpec {
         RedisSpec {
@@ -333,6 +361,22 @@ fn a_server_that_does_not_answer_times_out() {
         "{e}"
     );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A MULTI block (the login's state, five answers; the key check of a
+    // bound handle's connection, four) waits for the first answer only,
+    // not for each in turn.
+    for s in [
+        RedisStore::lazy(&spec),
+        RedisStore::lazy_keyed(&spec, &fp(1, "/k")),
+    ] {
+        let t = Instant::now();
+        let e = s.login_state("alice", 1, None).unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+    }
     drop(listener);
     // Nothing listens: refused at once.
     spec.db = 1;
