@@ -24,9 +24,11 @@
 # STORE=redis adds smsotp-radiusd on a local redis-server (TCP on
 # 127.0.0.1, appendonly yes + appendfsync everysec, as docs/redis.md
 # recommends) to every round, beside the same server on SQLite, and prints
-# the ratio of the two (target: Redis at least 0.8 of SQLite) and the
-# Redis round trips per login (the server's read events, INFO stats
-# total_reads_processed, over the flows); then one run of three
+# the ratio of the two (target: Redis at least 0.8 of SQLite), the store
+# steps per login (EVALSHA and MULTI calls, INFO commandstats, over the
+# flows) and the Redis reads per login (the server's read events, INFO
+# stats total_reads_processed, over the flows: the workers' commands
+# arrive pipelined, several per read); then one run of three
 # smsotp-radiusd instances on that Redis, each loaded by a radload of its
 # own (three NASes, a third of the flows and of the flows in flight each,
 # users of their own), their flows/s summed.
@@ -534,7 +536,9 @@ if [ "$STORE" = redis ]; then
     echo "smsotp-radiusd on Redis $redis_version (redis-1: 127.0.0.1:$redis_port, appendonly yes, appendfsync everysec; the rows \"redis\" above):"
     echo "    server:  $red_cmd"
     echo "    redis:   $redis_cmd"
-    echo "    Redis round trips per login (server read events / flows), each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f1 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')"
+    awk -v f=$((WARMUP + ROUNDS * FLOWS)) '$1 == "evalsha" || $1 == "multi" { n += $2 } END {
+        if (f > 0) printf "    store steps per login (EVALSHA and MULTI calls / flows, all one-instance runs): %.2f\n", n / f }' "$work/redis.cmdstats"
+    echo "    Redis reads per login (server read events / flows; commands arrive pipelined), each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f1 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')"
     echo "    redis-server time per command (INFO commandstats, all one-instance runs): $(awk '$2 > 1000 { printf "%s %s calls %.1f us; ", $1, $2, $3 }' "$work/redis.cmdstats")"
     echo "    redis-server CPU per 1000 flows, each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f2 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')ms"
     red_ratios=$(r=1; while [ "$r" -le "$ROUNDS" ]; do
@@ -554,7 +558,7 @@ if [ "$STORE" = redis ]; then
             "$(field "$work/redis3-$i.out" rate)" "$(field "$work/redis3-$i.out" completed)" \
             "$(field "$work/redis3-$i.out" request_p99_ms)" "$(field "$work/redis3-$i.out" errors)"
     done
-    echo "    together: $three_rate flows/s; Redis round trips per login $three_trips"
+    echo "    together: $three_rate flows/s; Redis reads per login $three_trips"
     echo "    instance 1: $three_cmd_1"
 fi
 if [ "$ONLY" != freeradius ]; then

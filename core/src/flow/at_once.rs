@@ -78,11 +78,21 @@ impl Engine {
                 state: Some(state),
                 lookup: Some(lookup),
             }),
-            AtOnce::Started { decision, language } => {
+            AtOnce::Started {
+                decision,
+                language,
+                registered,
+            } => {
                 self.note_stored_language(&ctx.user, language);
-                let source = match self.settle_lookup(&ctx.user, lookup)? {
-                    Some(found) => found.source,
-                    None => String::new(),
+                // The usual order takes a registered number from the
+                // store and never asks the directories: so here, down to
+                // the language, when the store has the number they gave.
+                let source = match registered {
+                    Some(rec) => format!("store (set by {})", rec.set_by),
+                    None => match self.settle_lookup(&ctx.user, lookup)? {
+                        Some(found) => found.source,
+                        None => String::new(),
+                    },
                 };
                 self.note_phone_found(ctx, &phone, &source);
                 Ok(Early::Done(self.after_start(

@@ -66,6 +66,22 @@ fn what_the_store_holds_decides_as_in_the_usual_order() {
     s.set_phone("bob", &phone("+12025550142")).unwrap();
     h.start(&ctx("bob", "sshd"));
     assert_eq!(h.sms.sent.borrow().last().unwrap().0, "+12025550142");
+    // The directory's number, registered in the store as well: one step,
+    // and taken as the store's, as the usual order takes it.
+    s.set_phone("alice", &phone(ALICE)).unwrap();
+    h.start(&ctx("alice", "sshd"));
+    assert_eq!(h.sms.sent.borrow().last().unwrap().0, ALICE);
+    let text = h.audit_text();
+    let alice: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("phone_found") && l.contains("alice"))
+        .collect();
+    assert!(
+        alice
+            .last()
+            .is_some_and(|l| l.contains("from store (set by admin:root)")),
+        "{text}"
+    );
     // A user the directory does not know, registered in the store.
     s.set_phone("frank", &phone("+12025550177")).unwrap();
     h.start(&ctx("frank", "sshd"));

@@ -146,7 +146,7 @@ impl Harness {
         self.engine.answer(c, &ch.id, input).unwrap()
     }
 
-    fn audit_text(&self) -> String {
+    pub(super) fn audit_text(&self) -> String {
         self.audit
             .0
             .borrow()

@@ -437,7 +437,9 @@ pub(super) fn start_at_once(make: Make<'_>) {
         let started =
             |c: &ChallengeRecord, request| match s.start_at_once(c, &limits, num, request).unwrap()
             {
-                AtOnce::Started { decision, language } => (decision.permit(), language),
+                AtOnce::Started {
+                    decision, language, ..
+                } => (decision.permit(), language),
                 AtOnce::Seen(st) => panic!("not started: {st:?}"),
             };
         let seen =
@@ -451,10 +453,21 @@ pub(super) fn start_at_once(make: Make<'_>) {
         let c = record(1, "alice");
         assert_eq!(started(&c, false), (SendPermit::Granted, Some("fr".into())));
         assert_eq!(s.challenge(&c.id).unwrap(), Some(c.clone()));
-        // The same number registered in the store is no obstacle.
+        // The same number registered in the store is no obstacle, and
+        // is told.
         s.set_phone("alice", &phone_rec(num, 5)).unwrap();
         let c2 = record(2, "alice");
-        assert_eq!(started(&c2, false).0, SendPermit::Granted);
+        match s.start_at_once(&c2, &limits, num, false).unwrap() {
+            AtOnce::Started {
+                decision,
+                registered,
+                ..
+            } => {
+                assert_eq!(decision.permit(), SendPermit::Granted);
+                assert_eq!(registered, Some(phone_rec(num, 5)));
+            }
+            AtOnce::Seen(st) => panic!("not started: {st:?}"),
+        }
         // The limits refuse as start_challenge_with does: nothing stored.
         let c3 = record(3, "alice");
         assert_eq!(started(&c3, false).0, SendPermit::UserLimit);

@@ -335,6 +335,9 @@ pub enum AtOnce {
         decision: SendDecision,
         /// The user's language, if set.
         language: Option<String>,
+        /// The number registered in the store, if any (the one the
+        /// caller found).
+        registered: Option<PhoneRecord>,
     },
     /// Something the caller must look at first (a lockout, a number
     /// registered in the store other than the one it found, the
@@ -414,6 +417,7 @@ pub trait Store {
         Ok(AtOnce::Started {
             decision: self.start_challenge_with(c, limits)?,
             language: state.language,
+            registered: state.phone,
         })
     }
     /// Whether [`Store::start_at_once`] is one step where

@@ -1109,9 +1109,10 @@ impl Store for RedisStore {
             inv.invoke(c)
         })?;
         match raw {
-            (1, language, _, _, _, _, _, Some(r)) => Ok(AtOnce::Started {
+            (1, language, e, t, b, _, _, Some(r)) => Ok(AtOnce::Started {
                 decision: self.decision(&r, limits)?,
                 language,
+                registered: self.decode_phone((e, t, b))?,
             }),
             (0, until, e, t, b, language, h, _) => {
                 let until: Option<Millis> = until

@@ -177,7 +177,8 @@ pub(super) static START: LazyLock<Script> = LazyLock::new(|| {
 /// window's. ARGV: the number found, 1 if the challenge id is a
 /// request's (a challenge with it is the caller's to look at), now, the
 /// challenge's (13), then the windows'. Always eight answers: 1,
-/// language, four empty, then `START`'s answer; or, writing nothing, 0,
+/// language, the phone's number, set at and set by (if registered), two
+/// empty, then `START`'s answer; or, writing nothing, 0,
 /// locked until, the phone's number, set at and set by, language, the
 /// challenge (a flat hash) — when the user is locked out, has another
 /// number in the store, or the request's challenge exists.
@@ -198,10 +199,10 @@ pub(super) static START_AT_ONCE: LazyLock<Script> = LazyLock::new(|| {
          end
          local C = {}
          for i = 1, 13 do C[i] = ARGV[3 + i] end
-         if conflict(KEYS[4], C) then return {1, lang, false, false, false, false, false, {3}} end
+         if conflict(KEYS[4], C) then return {1, lang, ph[1], ph[2], ph[3], false, false, {3}} end
          local r = reserve(KEYS[5], tail(6), ARGV, 17)
          if r[1] == 0 then put(KEYS[4], C) end
-         return {1, lang, false, false, false, false, false, r}",
+         return {1, lang, ph[1], ph[2], ph[3], false, false, r}",
     ])
 });
 
