@@ -99,8 +99,8 @@ use super::limits::{
 use super::migrate::{Outcome, Record, Snapshot};
 use super::shared::{AfterBatch, Deferred, SharedBackend};
 use super::{
-    AnswerState, AtOnce, BackendError, BackupHash, ChallengeRecord, FailureState, KeyFingerprint,
-    LoginState, PhoneRecord, SmsWindow, Step, Store, StoreError,
+    AnswerState, AtOnce, BackupHash, ChallengeRecord, FailureState, KeyFingerprint, LoginState,
+    PhoneRecord, SmsWindow, Step, Store, StoreError,
 };
 use crate::clock::{ms, Millis};
 use crate::config::{Rate, RedisSpec};
@@ -780,25 +780,18 @@ fn broken(e: &redis::RedisError, conn: &Connection) -> bool {
 
 /// `e` once more, for each of the handles a shared connection failed to
 /// open for (the error type is not `Clone`; what it says is kept).
+/// Opening fails as unavailable, with another code key, or with what is
+/// not Redis's answer.
 fn again(e: &StoreError, location: &str) -> StoreError {
-    let kept = |source: &BackendError| -> BackendError { Box::new(Failed(source.to_string())) };
     match e {
         StoreError::KeyMismatch(m) => StoreError::KeyMismatch(m.clone()),
         StoreError::Corrupt { location, source } => StoreError::Corrupt {
             location: location.clone(),
-            source: kept(source),
-        },
-        StoreError::Busy { location, source } => StoreError::Busy {
-            location: location.clone(),
-            source: kept(source),
-        },
-        StoreError::Conflict { location, source } => StoreError::Conflict {
-            location: location.clone(),
-            source: kept(source),
+            source: Box::new(Failed(source.to_string())),
         },
         StoreError::Unavailable { location, source } => StoreError::Unavailable {
             location: location.clone(),
-            source: kept(source),
+            source: Box::new(Failed(source.to_string())),
         },
         other => StoreError::Unavailable {
             location: location.to_owned(),
