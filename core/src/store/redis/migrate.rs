@@ -12,7 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use redis::{ConnectionLike, Pipeline, RedisResult};
 
-use super::{count, PhoneFields, RedisStore};
+use super::codec::{count, PhoneFields};
+use super::RedisStore;
 use crate::clock::Millis;
 use crate::store::migrate::{
     BackupSet, Existing, LeftBehind, Lockout, OptOut, Outcome, Record, Snapshot, UserLanguage,
