@@ -46,7 +46,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
@@ -138,7 +138,16 @@ impl Mux {
                 let mux = self.clone();
                 thread::Builder::new()
                     .name("redis".into())
-                    .spawn(move || mux.serve())
+                    .spawn(move || {
+                        // A bug here must not leave the workers waiting
+                        // for a thread that is gone: the next command
+                        // starts another.
+                        let served =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mux.serve()));
+                        if served.is_err() {
+                            mux.abandon();
+                        }
+                    })
                     .map_err(|e| Failure::Redis(e.into()))?;
                 s.running = true;
             } else if s.waiting {
@@ -146,12 +155,40 @@ impl Mux {
             }
             s.queue.push_back(slot.clone());
         }
+        // The thread answers within the connect and command timeouts;
+        // this bound holds should it not (a bug), so no worker waits for
+        // ever on a command.
+        let s = &self.connector.spec;
+        let deadline = Instant::now() + s.connect_timeout + 4 * s.timeout;
         loop {
             let outcome = lock(&slot.outcome).take();
-            match outcome {
-                Some(r) => return r,
-                None => thread::park(),
+            if let Some(r) = outcome {
+                return r;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Failure::Redis(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer from the shared Redis connection",
+                ))));
+            }
+            thread::park_timeout(left);
+        }
+    }
+
+    /// After the thread died of a bug: what waits to be sent fails, and
+    /// the next command starts a new thread.
+    fn abandon(&self) {
+        let mut s = lock(&self.state);
+        s.running = false;
+        s.waiting = false;
+        s.conn = None;
+        let why = Failure::Redis(RedisError::from((
+            redis::ErrorKind::Client,
+            "the shared Redis connection's thread failed",
+        )));
+        for slot in s.queue.drain(..) {
+            complete(&slot, Err(why.clone()));
         }
     }
 
