@@ -657,6 +657,18 @@ impl RadclientRun {
     pub fn no_reply(&self) -> bool {
         self.received.is_none()
     }
+
+    /// Asserts the reply was `expected` ("Access-Accept", ...), showing
+    /// radclient's output and `srv`'s log when it was not.
+    pub fn assert_received(&self, expected: &str, srv: &Radiusd) {
+        assert_eq!(
+            self.received.as_deref(),
+            Some(expected),
+            "radclient: expected {expected}\n--- radclient ---\n{}\n{}",
+            self.output,
+            srv.context()
+        );
+    }
 }
 
 /// Runs `radclient -x -t TIMEOUT -r 1 -S SECRET_FILE SERVER COMMAND` with

@@ -245,6 +245,17 @@ fn post_as(port: u16, path: &str, content_type: &str, headers: &[(&str, &str)], 
         .unwrap_or_else(|| panic!("not an HTTP answer: {line:?}"))
 }
 
+/// smsotp-radiusd with `providers`, serving receipts on `listen`, and a
+/// NAS that talks to it.
+fn start_with_receipts(scratch: &Scratch, providers: &str, listen: u16) -> (Radiusd, Nas) {
+    let spec = ServerSpec::new(vec![ClientSpec::new("vpn", "127.0.0.1", SECRET)])
+        .providers(providers)
+        .extra(&format!("[receipts]\nlisten = \"127.0.0.1:{listen}\"\n"));
+    let srv = Radiusd::start(scratch, spec);
+    let nas = Nas::new("127.0.0.1".parse().unwrap(), srv.v4(), SECRET);
+    (srv, nas)
+}
+
 /// A callback as Twilio sends it for message `sid` to `to`.
 fn callback(sid: &str, to: &str, status: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -295,11 +306,7 @@ fn twilio_undelivered_callback_resends_the_same_code_once() {
         ca.display(),
         scratch.outbox().path.display()
     );
-    let spec = ServerSpec::new(vec![ClientSpec::new("vpn", "127.0.0.1", SECRET)])
-        .providers(&providers)
-        .extra(&format!("[receipts]\nlisten = \"127.0.0.1:{listen}\"\n"));
-    let srv = Radiusd::start(&scratch, spec);
-    let nas = Nas::new("127.0.0.1".parse().unwrap(), srv.v4(), SECRET);
+    let (srv, nas) = start_with_receipts(&scratch, &providers, listen);
     let outbox = scratch.outbox();
 
     let login = |user: &str, n: usize| -> (Vec<u8>, String, String) {
@@ -444,11 +451,7 @@ fn generic_failed_report_with_its_token_resends_the_same_code_once() {
         token.display(),
         scratch.outbox().path.display()
     );
-    let spec = ServerSpec::new(vec![ClientSpec::new("vpn", "127.0.0.1", SECRET)])
-        .providers(&providers)
-        .extra(&format!("[receipts]\nlisten = \"127.0.0.1:{listen}\"\n"));
-    let srv = Radiusd::start(&scratch, spec);
-    let nas = Nas::new("127.0.0.1".parse().unwrap(), srv.v4(), SECRET);
+    let (srv, nas) = start_with_receipts(&scratch, &providers, listen);
     let outbox = scratch.outbox();
 
     let req = Request::access(nas.id()).user("alice").password("nas-pw");

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use smsotp_e2e::radiusd::{radclient, ClientSpec, RadclientRun, Radiusd, ServerSpec};
+use smsotp_e2e::radiusd::{radclient, ClientSpec, Radiusd, ServerSpec};
 use smsotp_e2e::{run_tool, Scratch};
 
 const SECRET: &str = "e2e-secret-counters-5b1e";
@@ -32,16 +32,6 @@ fn attrs(user: &str, password: &str, state: Option<&[u8]>) -> String {
         t.push_str(&format!("State = 0x{hex}\n"));
     }
     t
-}
-
-fn received(run: &RadclientRun, expected: &str, srv: &Radiusd) {
-    assert_eq!(
-        run.received.as_deref(),
-        Some(expected),
-        "radclient: expected {expected}\n--- radclient ---\n{}\n{}",
-        run.output,
-        srv.context()
-    );
 }
 
 /// A TCP port free on 127.0.0.1 right now.
@@ -107,13 +97,13 @@ fn status_and_metrics_show_what_radius_logins_sent_and_what_a_limit_refused() {
 
     // alice: challenge, SMS, code, accept.
     let first = srv.radclient("vpn", "auth", &attrs("alice", NAS_PASSWORD, None));
-    received(&first, "Access-Challenge", &srv);
+    first.assert_received("Access-Challenge", &srv);
     let code = outbox.wait_beyond(0, SMS_WAIT).code();
     let second = srv.radclient("vpn", "auth", &attrs("alice", &code, Some(&first.state())));
-    received(&second, "Access-Accept", &srv);
+    second.assert_received("Access-Accept", &srv);
     // dave, same number: refused by the number's limit, nothing sent.
     let refused = srv.radclient("vpn", "auth", &attrs("dave", NAS_PASSWORD, None));
-    received(&refused, "Access-Reject", &srv);
+    refused.assert_received("Access-Reject", &srv);
     assert_eq!(outbox.count(), 1, "no second SMS");
     // From ::1, which no client has: dropped. With the wrong secret:
     // Message-Authenticator does not verify, dropped.
@@ -229,12 +219,12 @@ fn status_and_metrics_show_what_radius_logins_sent_and_what_a_limit_refused() {
     // just before it stops are written when it stops.
     let sent = format!("smsotp_sms_sent_total{{provider=\"{provider}\",country=\"US\"}}");
     let erin = srv.radclient("vpn", "auth", &attrs("erin", NAS_PASSWORD, None));
-    received(&erin, "Access-Challenge", &srv);
+    erin.assert_received("Access-Challenge", &srv);
     outbox.wait_beyond(1, SMS_WAIT);
     let (_, text) = get(metrics_port, "/metrics");
     assert_eq!(sample(&text, &sent), Some(2.0), "{text}");
     let frank = srv.radclient("vpn", "auth", &attrs("frank", NAS_PASSWORD, None));
-    received(&frank, "Access-Challenge", &srv);
+    frank.assert_received("Access-Challenge", &srv);
     outbox.wait_beyond(2, SMS_WAIT);
     let status = srv.terminate(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");

@@ -72,16 +72,6 @@ fn rc_attrs(user: &str, password: Option<&str>, state: Option<&[u8]>) -> String 
     t
 }
 
-fn assert_received(run: &RadclientRun, expected: &str, srv: &Radiusd) {
-    assert_eq!(
-        run.received.as_deref(),
-        Some(expected),
-        "radclient: expected {expected}\n--- radclient ---\n{}\n{}",
-        run.output,
-        srv.context()
-    );
-}
-
 fn assert_no_reply(run: &RadclientRun, what: &str, srv: &Radiusd) {
     assert!(
         run.no_reply() && run.output.contains("No reply from server"),
@@ -286,7 +276,7 @@ fn challenge_right_code_accepts_and_state_is_single_use() {
     let outbox = scratch.outbox();
 
     let first = srv.radclient("vpn", "auth", &rc_attrs("alice", Some(NAS_PASSWORD), None));
-    assert_received(&first, CHALLENGE, &srv);
+    first.assert_received(CHALLENGE, &srv);
     let msg = first.attr("Reply-Message").unwrap_or_default();
     assert!(
         msg.starts_with(&format!("Code sent to {ALICE_MASKED}.")) && msg.contains("3 tries left"),
@@ -309,11 +299,11 @@ fn challenge_right_code_accepts_and_state_is_single_use() {
     let code = sms.code();
 
     let second = srv.radclient("vpn", "auth", &rc_attrs("alice", Some(&code), Some(&state)));
-    assert_received(&second, ACCEPT, &srv);
+    second.assert_received(ACCEPT, &srv);
 
     // The same State again, even with the right code: used up.
     let again = srv.radclient("vpn", "auth", &rc_attrs("alice", Some(&code), Some(&state)));
-    assert_received(&again, REJECT, &srv);
+    again.assert_received(REJECT, &srv);
     assert_eq!(outbox.count(), 1, "no SMS for a used State");
 
     // Our own packets: every reply has Message-Authenticator first (checked
@@ -357,7 +347,7 @@ fn challenge_wrong_codes_count_down_then_reject() {
 
     // With radclient for the first wrong code.
     let r1 = srv.radclient("vpn", "auth", &rc_attrs("alice", Some(&bad), Some(&state)));
-    assert_received(&r1, CHALLENGE, &srv);
+    r1.assert_received(CHALLENGE, &srv);
     assert_eq!(
         r1.attr("Reply-Message"),
         Some("Wrong code, 2 tries left."),
@@ -469,7 +459,7 @@ fn challenge_forged_state_is_rejected_without_sms() {
         "auth",
         &rc_attrs("alice", Some("123456"), Some(&forged)),
     );
-    assert_received(&run, REJECT, &srv);
+    run.assert_received(REJECT, &srv);
     // Also a forged State of another length.
     let nas = srv.nas("127.0.0.1", "vpn");
     let r = follow_up(&srv, &nas, "alice", &random_bytes(5), "123456");
@@ -504,7 +494,7 @@ fn challenge_state_from_another_client_is_rejected() {
         "radclient did not send from 127.0.0.2:\n{}",
         run.output
     );
-    assert_received(&run, REJECT, &srv);
+    run.assert_received(REJECT, &srv);
 
     // The same with our own packets.
     let nas_b = srv.nas("127.0.0.2", "fw");
@@ -537,7 +527,7 @@ fn append_mode_password_then_password_and_code() {
     let (scratch, srv) = start(ServerSpec::new(vec![vpn().append()]));
     let outbox = scratch.outbox();
     let first = srv.radclient("vpn", "auth", &rc_attrs("alice", Some(NAS_PASSWORD), None));
-    assert_received(&first, REJECT, &srv);
+    first.assert_received(REJECT, &srv);
     let msg = first.attr("Reply-Message").unwrap_or_default();
     assert!(
         msg.starts_with(&format!("Code sent to {ALICE_MASKED}")),
@@ -551,7 +541,7 @@ fn append_mode_password_then_password_and_code() {
         "auth",
         &rc_attrs("alice", Some(&format!("{NAS_PASSWORD}{code}")), None),
     );
-    assert_received(&second, ACCEPT, &srv);
+    second.assert_received(ACCEPT, &srv);
     assert_eq!(outbox.count(), 1);
     assert_not_logged(&srv, &scratch, &[&code, NAS_PASSWORD]);
 }
@@ -646,14 +636,14 @@ fn pam_primary_wrong_password_rejects_without_sms() {
     assert_eq!(outbox.count(), 0, "no SMS after a wrong password");
 
     let run = srv.radclient("vpn", "auth", &rc_attrs("alice", Some(PASSWORD), None));
-    assert_received(&run, CHALLENGE, &srv);
+    run.assert_received(CHALLENGE, &srv);
     let code = outbox.wait_beyond(0, SMS_WAIT).code();
     let ok = srv.radclient(
         "vpn",
         "auth",
         &rc_attrs("alice", Some(&code), Some(&run.state())),
     );
-    assert_received(&ok, ACCEPT, &srv);
+    ok.assert_received(ACCEPT, &srv);
     assert_not_logged(&srv, &env.scratch, &[&code, PASSWORD, "not-the-password"]);
 }
 
@@ -829,7 +819,7 @@ fn message_authenticator_missing_bad_or_unknown_client_gets_no_reply() {
     assert_eq!(outbox.count(), 0, "no SMS for any dropped packet");
     // Still serving.
     let run = srv.radclient("vpn", "auth", &rc_attrs("alice", Some(NAS_PASSWORD), None));
-    assert_received(&run, CHALLENGE, &srv);
+    run.assert_received(CHALLENGE, &srv);
 }
 
 /// A client that may leave Message-Authenticator out (pam_radius_auth
@@ -1421,7 +1411,7 @@ fn status_server_and_logins_over_ipv4_and_ipv6() {
     let spec = ServerSpec::new(vec![vpn(), ClientSpec::new("v6", "::1", SECRET_B)]);
     let (scratch, srv) = start(spec);
     let run = srv.radclient("vpn", "status", "Message-Authenticator = 0x00\n");
-    assert_received(&run, ACCEPT, &srv);
+    run.assert_received(ACCEPT, &srv);
     let run6 = smsotp_e2e::radiusd::radclient(
         &srv.v6_text(),
         "status",
@@ -1429,7 +1419,7 @@ fn status_server_and_logins_over_ipv4_and_ipv6() {
         "Message-Authenticator = 0x00\n",
         REPLY_TIMEOUT,
     );
-    assert_received(&run6, ACCEPT, &srv);
+    run6.assert_received(ACCEPT, &srv);
     let nas6 = srv.nas("::1", "v6");
     let r = nas6.exchange(&Request::status(nas6.id()), &|| srv.context());
     assert_code(&r, code::ACCESS_ACCEPT, "Status-Server over IPv6", &srv);
@@ -1482,7 +1472,7 @@ fn proxy_state_is_echoed_in_order() {
         "status",
         "Message-Authenticator = 0x00\nProxy-State = 0x01\nProxy-State = 0x0202\n",
     );
-    assert_received(&run, ACCEPT, &srv);
+    run.assert_received(ACCEPT, &srv);
     assert_eq!(
         run.all("Proxy-State"),
         vec!["0x01", "0x0202"],
