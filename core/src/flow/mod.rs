@@ -28,6 +28,7 @@ mod language;
 mod machine;
 mod outcome;
 mod receipt;
+mod sms_limits;
 pub mod texts;
 
 use std::path::Path;
