@@ -931,6 +931,8 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod mux_tests;
 #[cfg(test)]
+mod replication_tests;
+#[cfg(test)]
 mod sentinel_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -3,6 +3,28 @@
 //! when the server does not know it yet (the `redis` crate's `Script`).
 //! Numbers that decide anything (now, expiries, windows) come from the
 //! caller as arguments: the server's clock is never consulted.
+//!
+//! A challenge lives in the master's memory only. What a script writes to
+//! one goes neither to the append-only file nor to the replicas
+//! (`redis.set_repl(redis.REPL_NONE)`); its deletion goes to both. A
+//! login's challenge is a dozen fields written and deleted within a
+//! minute. Writing them to the file and to every replica more than
+//! doubled what each login cost there: bench-radius's logins wrote 787
+//! bytes of append-only file each, and 334 without the challenge (and
+//! with a window's TTL set once a bucket, see `WINDOW`). A larger file
+//! is also rewritten (a fork of the server) sooner.
+//! Nothing of a challenge has to outlive the master either: a restart or
+//! a failover ends the logins in progress, and their users ask for a new
+//! code. Lockouts, SMS counts, numbers, backup codes, opt-outs and
+//! languages are written everywhere as before.
+//!
+//! A copy can still reach a replica or the file in a snapshot: a
+//! replica's full sync, an append-only file rewrite. So that such a copy
+//! never brings back a code that was used, replaced or tried, every
+//! change to a challenge deletes it there: `unpersist` deletes it
+//! everywhere and writes it again on the master only, before the change.
+//! What a failover or a restart brings back is then at most a challenge
+//! as it was sent, untried, with its own expiry.
 
 use std::sync::LazyLock;
 
@@ -20,21 +42,49 @@ local function eq(a, b)
 end
 ";
 
+/// Scripts that write a challenge start with this. On Redis 6, `set_repl`
+/// needs script effects replication, which `replicate_commands` turns on
+/// (it is the default there, and the only mode from 7.0 on, where the
+/// call does nothing). `unpersist(k)` deletes challenge `k` from the
+/// append-only file and the replicas and keeps it here: after it, this
+/// script's writes stay on this server, so a script calls it just
+/// before its writes to `k`, and writes nothing else after.
+const MEMORY: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local function unpersist(k)
+  local h = redis.call('HGETALL', k)
+  local ttl = redis.call('PTTL', k)
+  redis.call('DEL', k)
+  redis.set_repl(redis.REPL_NONE)
+  if #h > 0 then
+    redis.call('HSET', k, unpack(h))
+    if ttl > 0 then redis.call('PEXPIRE', k, ttl) end
+  end
+end
+";
+
 /// Writes a challenge from ARGV[1..13]: user, service, MAC, masked phone,
 /// created, sent, expires, attempts, resends, step, has pending, pending,
 /// TTL. A challenge of another login with the same id that has not
-/// expired at `created` is a conflict (answer 3).
+/// expired at `created` is a conflict (answer 3). `conflict` also says
+/// whether a challenge is there at all (every challenge has its `u`), so
+/// that `put` deletes the old one only when there is one (everywhere: a
+/// snapshot may hold a copy); most logins write a new id. The new one is
+/// written on the master only (see the module doc). Needs [`MEMORY`].
 const PUT: &str = r"
 local function conflict(k, A)
   local old = redis.call('HMGET', k, 'u', 's', 'e')
-  return old[1] and tonumber(old[3]) > tonumber(A[5]) and (old[1] ~= A[1] or old[2] ~= A[2])
+  if not old[1] then return false, false end
+  return tonumber(old[3]) > tonumber(A[5]) and (old[1] ~= A[1] or old[2] ~= A[2]), true
 end
-local function put(k, A)
-  redis.call('DEL', k)
+local function put(k, A, old)
+  if old then redis.call('DEL', k) end
+  redis.set_repl(redis.REPL_NONE)
   redis.call('HSET', k, 'u', A[1], 's', A[2], 'm', A[3], 'k', A[4], 'c', A[5], 't', A[6],
     'e', A[7], 'a', A[8], 'r', A[9], 'p', A[10])
   if A[11] == '1' then redis.call('HSET', k, 'n', A[12]) end
   redis.call('PEXPIRE', k, A[13])
+  redis.set_repl(redis.REPL_ALL)
 end
 ";
 
@@ -52,7 +102,12 @@ end
 /// monitored in the same codes; after a 2, when the next SMS is allowed;
 /// after a refusal by the budget, 1 if this send tripped the breaker.
 /// Loops run over hash entries (a user's sends, ≤ 61 buckets per window),
-/// never over bytes.
+/// never over bytes. A window's TTL is set when its bucket is new (the
+/// count comes back as just this SMS's): a bucket counts until the
+/// window has passed its start, so the TTL set at its first SMS (the
+/// window from then, or more) covers it, and the newest bucket's covers
+/// the older ones'. One PEXPIRE a bucket, not one an SMS, for the
+/// append-only file to write.
 const WINDOW: &str = r"
 local function reserve(ku, kw, A, o)
   local now = tonumber(A[o])
@@ -127,8 +182,9 @@ local function reserve(ku, kw, A, o)
   redis.call('PEXPIRE', ku, A[o + 8])
   for w = 1, nw do
     local p = o + 10 + 8 * (w - 1)
-    redis.call('HINCRBY', kw[w], A[p + 2], A[p + 6])
-    redis.call('PEXPIRE', kw[w], A[p + 5])
+    if redis.call('HINCRBY', kw[w], A[p + 2], A[p + 6]) == tonumber(A[p + 6]) then
+      redis.call('PEXPIRE', kw[w], A[p + 5])
+    end
   end
   local r = {0}
   for i = 1, #mon do r[#r + 1] = mon[i] end
@@ -152,8 +208,12 @@ pub(super) static RESERVE: LazyLock<Script> =
 /// KEYS: challenge. ARGV: the challenge's (see `PUT`). 0, or 3 (conflict).
 pub(super) static INSERT: LazyLock<Script> = LazyLock::new(|| {
     script(&[
+        MEMORY,
         PUT,
-        "if conflict(KEYS[1], ARGV) then return 3 end put(KEYS[1], ARGV) return 0",
+        "local c, old = conflict(KEYS[1], ARGV)
+         if c then return 3 end
+         put(KEYS[1], ARGV, old)
+         return 0",
     ])
 });
 
@@ -162,11 +222,13 @@ pub(super) static INSERT: LazyLock<Script> = LazyLock::new(|| {
 /// granted. {3}: a conflict.
 pub(super) static START: LazyLock<Script> = LazyLock::new(|| {
     script(&[
+        MEMORY,
         PUT,
         WINDOW,
-        "if conflict(KEYS[1], ARGV) then return {3} end
+        "local c, old = conflict(KEYS[1], ARGV)
+         if c then return {3} end
          local r = reserve(KEYS[2], tail(3), ARGV, 14)
-         if r[1] == 0 then put(KEYS[1], ARGV) end
+         if r[1] == 0 then put(KEYS[1], ARGV, old) end
          return r",
     ])
 });
@@ -184,6 +246,7 @@ pub(super) static START: LazyLock<Script> = LazyLock::new(|| {
 /// number in the store, or the request's challenge exists.
 pub(super) static START_AT_ONCE: LazyLock<Script> = LazyLock::new(|| {
     script(&[
+        MEMORY,
         PUT,
         WINDOW,
         "local lu = redis.call('HGET', KEYS[1], 'u')
@@ -199,9 +262,13 @@ pub(super) static START_AT_ONCE: LazyLock<Script> = LazyLock::new(|| {
          end
          local C = {}
          for i = 1, 13 do C[i] = ARGV[3 + i] end
-         if conflict(KEYS[4], C) then return {1, lang, ph[1], ph[2], ph[3], false, false, {3}} end
+         -- A request's id with no challenge under it (read above) has
+         -- nothing to conflict with or to delete.
+         local c, old = false, false
+         if ARGV[2] ~= '1' then c, old = conflict(KEYS[4], C) end
+         if c then return {1, lang, ph[1], ph[2], ph[3], false, false, {3}} end
          local r = reserve(KEYS[5], tail(6), ARGV, 17)
-         if r[1] == 0 then put(KEYS[4], C) end
+         if r[1] == 0 then put(KEYS[4], C, old) end
          return {1, lang, ph[1], ph[2], ph[3], false, false, r}",
     ])
 });
@@ -264,24 +331,35 @@ return n
 
 /// KEYS: challenge. ARGV: MAC, sent, expires, attempts, resends, TTL.
 pub(super) static REPLACE_CODE: LazyLock<Script> = LazyLock::new(|| {
-    script(&[r"
+    script(&[
+        MEMORY,
+        r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+unpersist(KEYS[1])
 redis.call('HSET', KEYS[1], 'm', ARGV[1], 't', ARGV[2], 'e', ARGV[3], 'a', ARGV[4], 'r', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1
-"])
+",
+    ])
 });
 
 /// KEYS: challenge. Tries left, or -1 if it is gone.
 pub(super) static WRONG_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
-    script(&[r"
+    script(&[
+        MEMORY,
+        r"
 local a = redis.call('HGET', KEYS[1], 'a')
 if not a then return -1 end
 local left = tonumber(a) - 1
 if left < 0 then left = 0 end
-if left == 0 then redis.call('DEL', KEYS[1]) else redis.call('HSET', KEYS[1], 'a', left) end
+if left == 0 then redis.call('DEL', KEYS[1])
+else
+  unpersist(KEYS[1])
+  redis.call('HSET', KEYS[1], 'a', left)
+end
 return left
-"])
+",
+    ])
 });
 
 /// KEYS: challenge, failures. ARGV: MAC.
@@ -329,9 +407,11 @@ return 1
 /// KEYS: challenge. ARGV: MAC, step.
 pub(super) static SET_STEP: LazyLock<Script> = LazyLock::new(|| {
     script(&[
+        MEMORY,
         EQ,
         r"
 if not eq(redis.call('HGET', KEYS[1], 'm'), ARGV[1]) then return 0 end
+unpersist(KEYS[1])
 redis.call('HSET', KEYS[1], 'p', ARGV[2])
 return 1
 ",
@@ -341,13 +421,17 @@ return 1
 /// KEYS: challenge. ARGV: number, MAC, masked number, sent, expires,
 /// attempts, TTL.
 pub(super) static ENROLL_NUMBER: LazyLock<Script> = LazyLock::new(|| {
-    script(&[r"
+    script(&[
+        MEMORY,
+        r"
 if redis.call('HGET', KEYS[1], 'p') ~= '2' then return 0 end
+unpersist(KEYS[1])
 redis.call('HSET', KEYS[1], 'p', '3', 'n', ARGV[1], 'm', ARGV[2], 'k', ARGV[3], 't', ARGV[4],
   'e', ARGV[5], 'a', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
-"])
+",
+    ])
 });
 
 /// KEYS: challenge, failures, phone. ARGV: MAC, user, at, set by.

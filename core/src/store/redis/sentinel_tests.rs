@@ -26,7 +26,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn installed(program: &str) -> bool {
+pub(super) fn installed(program: &str) -> bool {
     let ok = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
@@ -46,12 +46,12 @@ fn installed(program: &str) -> bool {
 pub(crate) struct Node {
     child: Child,
     pub(crate) port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Node {
     /// A redis-server (extra: more `--option value` words).
-    fn server(extra: &[&str]) -> Node {
+    pub(super) fn server(extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new("redis-server")
@@ -96,11 +96,7 @@ impl Node {
     }
 
     fn wait(child: Child, port: u16, dir: tempfile::TempDir) -> Node {
-        let node = Node {
-            child,
-            port,
-            _dir: dir,
-        };
+        let node = Node { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(5);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "port {port} not open in 5 s");
@@ -110,7 +106,7 @@ impl Node {
     }
 
     /// Waits (< 5 s) until a replica of this master is online.
-    fn wait_for_replica(&self) {
+    pub(super) fn wait_for_replica(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self
             .cmd::<String>(&["INFO", "replication"])
@@ -124,7 +120,7 @@ impl Node {
         }
     }
 
-    fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+    pub(super) fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut c = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
             .unwrap()
             .get_connection_with_timeout(Duration::from_secs(2))
@@ -135,6 +131,13 @@ impl Node {
             cmd.arg(*a);
         }
         cmd.query(&mut c).unwrap()
+    }
+}
+
+impl Node {
+    /// Its temp dir (its append-only file is in there).
+    pub(super) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 }
 
