@@ -28,7 +28,9 @@
 # steps per login (EVALSHA and MULTI calls, INFO commandstats, over the
 # flows) and the Redis reads per login (the server's read events, INFO
 # stats total_reads_processed, over the flows: the workers' commands
-# arrive pipelined, several per read); then one run of three
+# arrive pipelined, several per read), the append-only file's growth per
+# login (INFO persistence aof_current_size) and how many times Redis
+# rewrote it (a fork) during the rounds; then one run of three
 # smsotp-radiusd instances on that Redis, each loaded by a radload of its
 # own (three NASes, a third of the flows and of the flows in flight each,
 # users of their own), their flows/s summed.
@@ -342,6 +344,9 @@ if [ "$STORE" = redis ]; then
             "$redis_port" "$1" "$work/redis-otp.key"
     }
     redis_reads() { redis-cli -h 127.0.0.1 -p "$redis_port" info stats | sed -n 's/^total_reads_processed:\([0-9]*\).*/\1/p'; }
+    # The append-only file's size and how many times it was rewritten.
+    redis_aof() { redis-cli -h 127.0.0.1 -p "$redis_port" info persistence | tr -d '\r' |
+        awk -F: '$1 == "aof_current_size" { s = $2 } $1 == "aof_rewrites" { w = $2 } END { printf "%d %d", s, w }'; }
 fi
 
 rss() { grep -E '^(VmRSS|VmHWM)' "/proc/$1/status" | tr -s ' \t' ' ' | tr '\n' ' '; }
@@ -366,11 +371,16 @@ fi
 fr_load() { run_load "freeradius-$1" "$fr_port" "$fr_pid" --fixed-code "$CODE"; }
 sms_load() { run_load "smsotp-$1" "$sms_port" "$sms_pid" --outbox "$sms_dir/outbox.jsonl" --phones "$sms_dir/phones.toml"; }
 red_load() {
-    r0=$(redis_reads) c0=$(cpu_ticks "$redis_pid")
+    r0=$(redis_reads) c0=$(cpu_ticks "$redis_pid") a0=$(redis_aof)
     run_load "redis-$1" "$red_port" "$red_pid" --outbox "$red_dir/outbox.jsonl" --phones "$red_dir/phones.toml"
-    r1=$(redis_reads) c1=$(cpu_ticks "$redis_pid")
-    awk -v r=$((r1 - r0)) -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v f="$(field "$work/redis-$1.out" completed)" 'BEGIN {
-        if (f > 0) printf "%.2f %.1f\n", r / f, c * 1000 / hz * 1000 / f; else print "- -" }' >"$work/redis-$1.trips"
+    r1=$(redis_reads) c1=$(cpu_ticks "$redis_pid") a1=$(redis_aof)
+    # Fields: reads a login, redis-server CPU ms per 1000 flows, AOF
+    # bytes a login ("-" when the file was rewritten meanwhile), rewrites.
+    awk -v r=$((r1 - r0)) -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v f="$(field "$work/redis-$1.out" completed)" \
+        -v a0="$a0" -v a1="$a1" 'BEGIN {
+        split(a0, x, " "); split(a1, y, " "); w = y[2] - x[2]
+        if (w == 0 && f > 0) b = sprintf("%.0f", (y[1] - x[1]) / f); else b = "-"
+        if (f > 0) printf "%.2f %.1f %s %d\n", r / f, c * 1000 / hz * 1000 / f, b, w; else print "- - - 0" }' >"$work/redis-$1.trips"
 }
 [ "$ONLY" = smsotp ] || warm_up freeradius "$fr_port" --fixed-code "$CODE"
 [ "$ONLY" = freeradius ] || warm_up smsotp "$sms_port" --outbox "$sms_dir/outbox.jsonl" --phones "$sms_dir/phones.toml"
@@ -541,6 +551,8 @@ if [ "$STORE" = redis ]; then
     echo "    Redis reads per login (server read events / flows; commands arrive pipelined), each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f1 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')"
     echo "    redis-server time per command (INFO commandstats, all one-instance runs): $(awk '$2 > 1000 { printf "%s %s calls %.1f us; ", $1, $2, $3 }' "$work/redis.cmdstats")"
     echo "    redis-server CPU per 1000 flows, each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f2 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')ms"
+    echo "    AOF bytes per login (INFO persistence aof_current_size growth / flows; - if rewritten), each round: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f3 "$work/redis-$r.trips"; r=$((r + 1)); done | tr '\n' ' ')"
+    echo "    AOF rewrites (each a fork of redis-server) during the rounds: $(r=1; while [ "$r" -le "$ROUNDS" ]; do cut -d' ' -f4 "$work/redis-$r.trips"; r=$((r + 1)); done | awk '{ n += $1 } END { print n + 0 }')"
     red_ratios=$(r=1; while [ "$r" -le "$ROUNDS" ]; do
         awk -v s="$(field "$work/redis-$r.out" rate)" -v q="$(field "$work/smsotp-$r.out" rate)" \
             'BEGIN { if (q > 0 && s > 0) printf "%.4f\n", s / q }'
