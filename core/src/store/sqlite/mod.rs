@@ -15,6 +15,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::{Step, StoreError};
 
+mod migrate;
 mod ops;
 pub mod shared;
 mod sweep;
