@@ -29,6 +29,7 @@ pub mod callback;
 pub(crate) mod config;
 mod presets;
 mod redact;
+mod request_config;
 mod template;
 mod transport;
 
