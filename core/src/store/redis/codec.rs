@@ -1,5 +1,31 @@
 //! How records are keyed and written on the server, and read back: key
 //! names, the scripts' arguments, and what their answers mean.
+//!
+//! Keys, all under `store.key_prefix` (P):
+//! - `P c:<id in hex>`: a challenge, a hash (`u` user, `s` service, `m`
+//!   code MAC, `k` masked phone, `c` created, `t` sent, `e` expires, `a`
+//!   attempts left, `r` resends, `p` step 0-3, `n` pending phone), on
+//!   the master only (`scripts.rs`);
+//! - `P f:<user>`: failures, a hash (`n` count, `u` locked until);
+//! - `P s:<user>`: the user's sends, a hash send time -> SMS at that time;
+//! - `P g:<bucket size>`: the global window, a hash bucket -> SMS in it;
+//! - `P l:<bucket size>:<kind>:<key>`: a keyed window (kind `number`,
+//!   `country` or `source`), a hash bucket -> SMS in it, with a TTL of its
+//!   window;
+//! - `P l:<bucket size>:budget`: the spend budget's window, a hash
+//!   bucket -> cost in it (each SMS adds its cost);
+//! - `P k:budget`: the spend breaker's trip, a hash (`a` at, `u` until,
+//!   `n` user, `s` spent), with a TTL until it ends;
+//! - `P p:<user>`: the registered phone (`e` E.164, `t` set at, `b` set by);
+//! - `P b:<user>`: backup codes, a hash argon2 hash -> 8-byte tag;
+//! - `P o`: opt-outs, a hash user -> "set_at set_by";
+//! - `P n:<cache key>`: a validated phone number ("E.164 region"), the
+//!   hosts' shared [`crate::phone::NumberCache`], kept [`super::NUMBER_TTL_S`] seconds;
+//! - `P d:<day>`: the SMS counters of a UTC day (days since the epoch),
+//!   a hash "provider TAB country TAB counter" -> count, expiring
+//!   [`crate::store::counters::KEEP_DAYS`] days after the day ends;
+//! - `P kf`: the fingerprint of the code key the store was first used
+//!   with (see [`crate::store::Store::check_key_fingerprint`]), no TTL.
 
 use std::collections::HashMap;
 

@@ -5,11 +5,52 @@
 
 use redis::ConnectionLike;
 
+use super::conn::Bounded;
 use super::RedisStore;
 use crate::config::RedisAddr;
 use crate::store::{KeyFingerprint, StoreError};
 
 impl RedisStore {
+    /// [`crate::store::Store::check_key_fingerprint`]: on a shared
+    /// connection, or on the handle's own.
+    pub(super) fn check_key(&self, key: &KeyFingerprint) -> Result<(), StoreError> {
+        if let Some(mux) = &self.mux {
+            *self.key_fp_lock() = Some(key.clone());
+            // A connection the handles share opens with the check; this
+            // checks the one open now (or opens one), so a server refuses
+            // to start at once.
+            let checked = self
+                .run(|c| self.read_key_check(c, key))
+                .and_then(|stored| self.judge_key(key, stored));
+            if checked.is_err() {
+                mux.reset();
+            }
+            return checked;
+        }
+        let mut g = self.lock();
+        {
+            let mut k = self.key_fp_lock();
+            if k.as_ref() == Some(key) && g.is_some() {
+                // Every connection opened since it was set was checked.
+                return Ok(());
+            }
+            *k = Some(key.clone());
+        }
+        let Some(conn) = &mut *g else {
+            // Now, not on first use: a server refuses to start at once.
+            // The connection opens with the check (no round trip more).
+            *g = Some(self.connect()?);
+            return Ok(());
+        };
+        let checked = self.check_key_on(&mut Bounded(&mut conn.c), key);
+        if checked.is_err() {
+            // Not known to be this key's: the next call reconnects and
+            // checks again (and fails the same way while they differ).
+            *g = None;
+        }
+        checked
+    }
+
     /// Where the key fingerprint is kept: `P kf`.
     pub(super) fn kf_key(&self) -> String {
         format!("{}kf", self.spec.key_prefix)

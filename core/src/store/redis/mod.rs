@@ -50,30 +50,8 @@
 //! windows also get a TTL computed from the caller's times plus
 //! [`GRACE_MS`], a safety net so nothing needs a purge job.
 //!
-//! Keys, all under `store.key_prefix` (P):
-//! - `P c:<id in hex>`: a challenge, a hash (`u` user, `s` service, `m`
-//!   code MAC, `k` masked phone, `c` created, `t` sent, `e` expires, `a`
-//!   attempts left, `r` resends, `p` step 0-3, `n` pending phone);
-//! - `P f:<user>`: failures, a hash (`n` count, `u` locked until);
-//! - `P s:<user>`: the user's sends, a hash send time -> SMS at that time;
-//! - `P g:<bucket size>`: the global window, a hash bucket -> SMS in it;
-//! - `P l:<bucket size>:<kind>:<key>`: a keyed window (kind `number`,
-//!   `country` or `source`), a hash bucket -> SMS in it, with a TTL of its
-//!   window;
-//! - `P l:<bucket size>:budget`: the spend budget's window, a hash
-//!   bucket -> cost in it (each SMS adds its cost);
-//! - `P k:budget`: the spend breaker's trip, a hash (`a` at, `u` until,
-//!   `n` user, `s` spent), with a TTL until it ends;
-//! - `P p:<user>`: the registered phone (`e` E.164, `t` set at, `b` set by);
-//! - `P b:<user>`: backup codes, a hash argon2 hash -> 8-byte tag;
-//! - `P o`: opt-outs, a hash user -> "set_at set_by";
-//! - `P n:<cache key>`: a validated phone number ("E.164 region"), the
-//!   hosts' shared [`NumberCache`], kept [`NUMBER_TTL_S`] seconds;
-//! - `P d:<day>`: the SMS counters of a UTC day (days since the epoch),
-//!   a hash "provider TAB country TAB counter" -> count, expiring
-//!   [`counters::KEEP_DAYS`] days after the day ends;
-//! - `P kf`: the fingerprint of the code key the store was first used
-//!   with (see [`Store::check_key_fingerprint`]), no TTL.
+//! The keys, all under `store.key_prefix`, are listed in `codec.rs`,
+//! which names them.
 //!
 //! The key check costs no round trip of its own: once the handle knows
 //! the key (from [`RedisStore::open_keyed`], or
@@ -117,8 +95,8 @@ mod run;
 mod scripts;
 
 use codec::{count, step_num, ttl, PhoneFields};
+use conn::Conn;
 pub use conn::{sentinel_view, SentinelAnswer};
-use conn::{Bounded, Conn};
 use mux::Mux;
 
 /// How long past the caller's expiry the server keeps a challenge or a
@@ -890,41 +868,7 @@ impl Store for RedisStore {
     }
 
     fn check_key_fingerprint(&self, key: &KeyFingerprint) -> Result<(), StoreError> {
-        if let Some(mux) = &self.mux {
-            *self.key_fp_lock() = Some(key.clone());
-            // A connection the handles share opens with the check; this
-            // checks the one open now (or opens one), so a server refuses
-            // to start at once.
-            let checked = self
-                .run(|c| self.read_key_check(c, key))
-                .and_then(|stored| self.judge_key(key, stored));
-            if checked.is_err() {
-                mux.reset();
-            }
-            return checked;
-        }
-        let mut g = self.lock();
-        {
-            let mut k = self.key_fp_lock();
-            if k.as_ref() == Some(key) && g.is_some() {
-                // Every connection opened since it was set was checked.
-                return Ok(());
-            }
-            *k = Some(key.clone());
-        }
-        let Some(conn) = &mut *g else {
-            // Now, not on first use: a server refuses to start at once.
-            // The connection opens with the check (no round trip more).
-            *g = Some(self.connect()?);
-            return Ok(());
-        };
-        let checked = self.check_key_on(&mut Bounded(&mut conn.c), key);
-        if checked.is_err() {
-            // Not known to be this key's: the next call reconnects and
-            // checks again (and fails the same way while they differ).
-            *g = None;
-        }
-        checked
+        self.check_key(key)
     }
 }
 
