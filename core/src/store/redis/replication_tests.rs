@@ -7,26 +7,10 @@
 use std::time::{Duration, Instant};
 
 use super::sentinel_tests::{installed, Node};
+use super::tests::tcp_spec;
 use super::RedisStore;
-use crate::config::{RedisAddr, RedisSpec};
 use crate::store::conformance::{rate, record};
-use crate::store::{ChallengeRecord, SendPermit, Store};
-
-fn direct(port: u16) -> RedisSpec {
-    RedisSpec {
-        url: format!("redis://127.0.0.1:{port}"),
-        addr: RedisAddr::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        },
-        username: None,
-        password_file: None,
-        db: 0,
-        key_prefix: "repl:".into(),
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(2),
-    }
-}
+use crate::store::{SendPermit, Store};
 
 /// A new replica of `master`, synced: it holds a snapshot of the
 /// master's keys as they are now.
@@ -67,10 +51,6 @@ fn has(node: &Node, key: &str) -> bool {
     node.cmd::<i64>(&["EXISTS", key]) == 1
 }
 
-fn with_id(id: u8, user: &str) -> ChallengeRecord {
-    record(id, user)
-}
-
 #[test]
 fn a_challenge_stays_on_the_master_and_its_changes_delete_every_copy() {
     if !installed("redis-server") {
@@ -79,11 +59,11 @@ fn a_challenge_stays_on_the_master_and_its_changes_delete_every_copy() {
     let master = Node::server(&["--appendonly", "yes", "--appendfsync", "always"]);
     let first = Node::server(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
     master.wait_for_replica();
-    let s = RedisStore::open(&direct(master.port)).unwrap();
+    let s = RedisStore::open(&tcp_spec(master.port, "repl:", Duration::from_secs(2))).unwrap();
 
     // A login: its SMS is counted everywhere, its challenge is not
     // written anywhere but on the master.
-    let c = with_id(1, "alice");
+    let c = record(1, "alice");
     let key = s.ch(&c.id);
     let permit = s
         .start_challenge(&c, rate(5, 3600), rate(1000, 3600))
@@ -135,12 +115,12 @@ fn a_challenge_stays_on_the_master_and_its_changes_delete_every_copy() {
 
     // A login with a request's id over a copy left by an old one: the old
     // one is deleted everywhere, the new one written on the master only.
-    let old = with_id(2, "bob");
+    let old = record(2, "bob");
     s.insert_challenge(&old).unwrap();
     let fifth = new_replica(&master);
     let key2 = s.ch(&old.id);
     assert!(has(&fifth, &key2));
-    let mut again = with_id(2, "bob");
+    let mut again = record(2, "bob");
     again.code_mac = [7; 32];
     s.insert_challenge(&again).unwrap();
     settle(&master, &[&fifth]);

@@ -127,6 +127,24 @@ impl Server {
     }
 }
 
+/// A spec for a server on 127.0.0.1:`port` over TCP, keys under
+/// `prefix`, both timeouts `timeout`.
+pub(super) fn tcp_spec(port: u16, prefix: &str, timeout: Duration) -> RedisSpec {
+    RedisSpec {
+        url: format!("redis://127.0.0.1:{port}"),
+        addr: RedisAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        username: None,
+        password_file: None,
+        db: 0,
+        key_prefix: prefix.to_owned(),
+        connect_timeout: timeout,
+        timeout,
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
@@ -337,19 +355,7 @@ fn a_server_that_does_not_answer_times_out() {
     // Accepts and never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut spec = RedisSpec {
-        url: format!("redis://127.0.0.1:{port}"),
-        addr: RedisAddr::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        },
-        username: None,
-        password_file: None,
-        db: 0,
-        key_prefix: "x:".into(),
-        connect_timeout: Duration::from_millis(300),
-        timeout: Duration::from_millis(300),
-    };
+    let mut spec = tcp_spec(port, "x:", Duration::from_millis(300));
     let s = RedisStore::lazy(&spec);
     let t = Instant::now();
     let e = s.phone("alice").unwrap_err();
@@ -533,19 +539,7 @@ fn a_server_that_is_not_redis_is_unavailable() {
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         }
     });
-    let spec = RedisSpec {
-        url: format!("redis://127.0.0.1:{port}"),
-        addr: RedisAddr::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        },
-        username: None,
-        password_file: None,
-        db: 0,
-        key_prefix: "x:".into(),
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(2),
-    };
+    let spec = tcp_spec(port, "x:", Duration::from_secs(2));
     let e = RedisStore::open(&spec).unwrap_err();
     let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
     assert!(matches!(e, StoreError::Unavailable { .. }), "{text}");
