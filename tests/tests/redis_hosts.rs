@@ -561,6 +561,59 @@ fn state_survives_a_redis_restart_with_appendonly() {
     login.finish().assert_success();
 }
 
+/// A login in progress lives in the master's memory only (not in the
+/// append-only file): a Redis restart ends it. The right code for it
+/// afterwards is refused, never let in, and no SMS goes out for it; a new
+/// login works at once. What the file keeps, keeps: the SMS sent before
+/// the restart still count against the user's limit.
+#[test]
+fn a_redis_restart_ends_the_logins_in_progress_and_keeps_the_sms_counts() {
+    let _turn = turn();
+    let Some(mut redis) = RedisServer::start_with(RedisOptions {
+        appendonly: true,
+        ..RedisOptions::default()
+    }) else {
+        return;
+    };
+    let (scratch, srv) = radius_host(
+        &redis.store_toml("e2e:"),
+        &shared_key(),
+        "",
+        "[limits]\nsms_per_user = \"2/1h\"\n",
+    );
+    let outbox = scratch.outbox();
+    let begun = first_round(&srv, "alice");
+    assert_code(&begun, code::ACCESS_CHALLENGE, "before the restart", &srv);
+    let c = outbox.wait_beyond(0, SMS_WAIT).code();
+    // The challenge is on the server now.
+    let keys = redis.command(&["DBSIZE"]).unwrap();
+    assert_ne!(keys, ":0", "nothing stored before the restart");
+
+    redis.stop();
+    redis.restart();
+
+    let late = follow_up(&srv, "alice", &begun.state(), &c);
+    assert_code(
+        &late,
+        code::ACCESS_REJECT,
+        "the right code for a login begun before the restart",
+        &srv,
+    );
+    assert_eq!(outbox.count(), 1, "an SMS for the ended login");
+    // A new login: the second SMS of two in the hour.
+    let r = first_round(&srv, "alice");
+    assert_code(&r, code::ACCESS_CHALLENGE, "a new login", &srv);
+    let c = outbox.wait_beyond(1, SMS_WAIT).code();
+    let ok = follow_up(&srv, "alice", &r.state(), &c);
+    assert_code(&ok, code::ACCESS_ACCEPT, "the new login's code", &srv);
+    // The first SMS was kept in the file: a third is over the limit.
+    let r = first_round(&srv, "alice");
+    assert_code(&r, code::ACCESS_REJECT, "a third SMS in the hour", &srv);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(outbox.count(), 2, "an SMS over the limit");
+    assert!(srv.running());
+}
+
 // ----------------------------------------------------- many hosts, one Redis
 
 /// Three smsotp-radiusd on one Redis: a challenge begun at A takes a wrong
