@@ -20,11 +20,13 @@
 //!
 //! A copy can still reach a replica or the file in a snapshot: a
 //! replica's full sync, an append-only file rewrite. So that such a copy
-//! never brings back a code that was used, replaced or tried, every
+//! does not bring back a code that was used, replaced or tried, every
 //! change to a challenge deletes it there: `unpersist` deletes it
 //! everywhere and writes it again on the master only, before the change.
 //! What a failover or a restart brings back is then at most a challenge
-//! as it was sent, untried, with its own expiry.
+//! as it was sent, untried, with its own expiry (unless the deletion
+//! itself is lost, as any write can be in the last second before a crash
+//! or within the replicas' lag).
 
 use std::sync::LazyLock;
 
