@@ -16,6 +16,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{Step, StoreError};
 
 mod migrate;
+mod numbers;
 mod ops;
 pub mod shared;
 mod sweep;
