@@ -472,16 +472,22 @@ fn burst_of_users_without_a_number(srv: &Radiusd) {
     }
 }
 
+/// A Redis of the test's own with `appendonly yes`, so a stop and a
+/// start keep what the file holds; `None` if redis-server is missing.
+fn redis_with_aof() -> Option<RedisServer> {
+    RedisServer::start_with(RedisOptions {
+        appendonly: true,
+        ..RedisOptions::default()
+    })
+}
+
 /// With `appendonly yes`, what a login and an admin wrote survives Redis
 /// being stopped and started: a lockout, a used backup code (still used),
 /// an unused one (still usable), and a number set with the admin tool.
 #[test]
 fn state_survives_a_redis_restart_with_appendonly() {
     let _turn = turn();
-    let Some(mut redis) = RedisServer::start_with(RedisOptions {
-        appendonly: true,
-        ..RedisOptions::default()
-    }) else {
+    let Some(mut redis) = redis_with_aof() else {
         return;
     };
     let (env, svc) = pam_host(
@@ -569,10 +575,7 @@ fn state_survives_a_redis_restart_with_appendonly() {
 #[test]
 fn a_redis_restart_ends_the_logins_in_progress_and_keeps_the_sms_counts() {
     let _turn = turn();
-    let Some(mut redis) = RedisServer::start_with(RedisOptions {
-        appendonly: true,
-        ..RedisOptions::default()
-    }) else {
+    let Some(mut redis) = redis_with_aof() else {
         return;
     };
     let (scratch, srv) = radius_host(
