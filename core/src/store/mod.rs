@@ -880,5 +880,6 @@ pub mod migrate;
 pub mod redis;
 pub mod shared;
 pub mod sqlite;
+pub mod suspend;
 
 pub use shared::{open_shared, SharedBackend, SharedGuard};

@@ -39,6 +39,22 @@ pub trait SharedBackend: Store + Send + Sync {
     /// batch at once (smsotp-radiusd queues its replies and sends them
     /// together). Set once; later calls are ignored.
     fn after_each_batch(&self, f: AfterBatch);
+    /// Whether its handles' waits can suspend a coroutine rather than
+    /// park their thread (see [`super::suspend`]), so that a server may
+    /// decide many requests per thread: Redis's shared connection. A
+    /// SQLite call waits on nothing but the disk.
+    fn suspends(&self) -> bool {
+        false
+    }
+    /// For a thread that decides many requests in coroutines (see
+    /// [`super::suspend`]): a handle whose calls queue their commands and
+    /// suspend, and the [`Driver`](super::suspend::Driver) that thread
+    /// calls to send them all, and take in the answers, once every
+    /// coroutine waits. `None` where the store has no such thing: the
+    /// thread uses [`SharedBackend::handle`].
+    fn fiber_handle(&self) -> Option<(Box<dyn Store>, Box<dyn super::suspend::Driver>)> {
+        None
+    }
 }
 
 /// Keeps a shared store's background work going (SQLite: its committer

@@ -157,6 +157,23 @@ impl SharedBackend for RedisStore {
     fn after_each_batch(&self, f: AfterBatch) {
         let _ = self.after_batch.set(f);
     }
+    fn suspends(&self) -> bool {
+        self.mux.is_some()
+    }
+    fn fiber_handle(&self) -> Option<(Box<dyn Store>, Box<dyn crate::store::suspend::Driver>)> {
+        self.mux.as_ref()?;
+        // A connection of the thread's own, which it drives itself.
+        let connector = RedisStore {
+            key_fp: self.key_fp.clone(),
+            ..Self::lazy(&self.spec)
+        };
+        let mux = Arc::new(Mux::driven(connector));
+        let mut handle = RedisStore::lazy(&self.spec);
+        handle.numbers = self.numbers.clone();
+        handle.key_fp = self.key_fp.clone();
+        handle.mux = Some(mux.clone());
+        Some((Box::new(handle), Box::new(mux::Driven(mux))))
+    }
 }
 
 impl std::fmt::Debug for RedisStore {

@@ -17,6 +17,14 @@
 //! tried first: handing the lead on cost a wake-up that waited behind
 //! every busy worker, and the connection sat idle meanwhile.)
 //!
+//! A driven mux ([`Mux::driven`]) has no thread: it belongs to one
+//! smsotp-radiusd worker, whose fibers queue their commands and suspend
+//! (`store::suspend`); when all of them wait, the worker itself sends
+//! what is queued in one write and reads the answers ([`Mux::drive`]).
+//! With one thread to a connection, no hand-off costs a wake-up: the
+//! server's answer wakes the worker that reads it. The send lane's
+//! threads, which park, share a mux with a thread as below.
+//!
 //! The thread starts with the first command and ends after
 //! [`IDLE_EXIT`] without one, keeping the connection for the next. Only
 //! [`super::RedisStore::shared`] stores have one: smsotp-radiusd's. The
@@ -65,6 +73,9 @@ pub(super) struct Mux {
     /// Opens connections: a plain store on the same server, sharing the
     /// handles' code key.
     connector: RedisStore,
+    /// Driven by the one thread whose handles use it ([`Mux::drive`]),
+    /// with no thread of its own.
+    driven: bool,
 }
 
 #[derive(Default)]
@@ -116,7 +127,49 @@ impl Mux {
             state: Mutex::default(),
             work: Condvar::new(),
             connector,
+            driven: false,
         }
+    }
+
+    /// A mux for the handles of one thread that drives it itself
+    /// ([`Mux::drive`]): a worker whose fibers queue their commands, then
+    /// sends them all and reads the answers when every fiber waits. No
+    /// thread is started, and no hand-off to one costs a wake-up.
+    pub(super) fn driven(connector: RedisStore) -> Self {
+        Mux {
+            driven: true,
+            ..Mux::new(connector)
+        }
+    }
+
+    /// Sends every command queued in one write and reads their answers,
+    /// on this thread: for a driven mux, called by the thread that owns
+    /// it when its fibers all wait. Returns whether anything was queued.
+    pub(super) fn drive(&self) -> bool {
+        let (mut conn, batch) = {
+            let mut s = lock(&self.state);
+            if s.queue.is_empty() {
+                return false;
+            }
+            let conn = s.conn.take();
+            let conn = if std::mem::take(&mut s.reset) {
+                None
+            } else {
+                conn
+            };
+            (conn, s.queue.drain(..).collect::<Vec<_>>())
+        };
+        let mut resumed = conn.is_some();
+        let mut wire = VecDeque::from([batch]);
+        conn = self.send(conn, &mut wire, 0, &mut resumed);
+        while !wire.is_empty() && conn.is_some() {
+            conn = self.read_oldest(conn, &mut wire, &mut resumed);
+        }
+        let mut s = lock(&self.state);
+        if !std::mem::take(&mut s.reset) {
+            s.conn = conn;
+        }
+        true
     }
 
     /// Sends `bytes` (`replies` answers) in the next batch and waits for
@@ -132,6 +185,33 @@ impl Mux {
             waiter: thread::current(),
             outcome: Mutex::new(None),
         });
+        if self.driven {
+            lock(&self.state).queue.push_back(slot.clone());
+            let mut suspended = false;
+            loop {
+                if let Some(r) = lock(&slot.outcome).take() {
+                    return r;
+                }
+                // A fiber waits for its thread to drive the mux. Outside
+                // the fibers (the engine opening), or when the thread
+                // resumed it unanswered (it drives a newer mux since a
+                // reload), the caller drives it. A drive answers every
+                // slot queued (within the timeouts); one neither queued
+                // nor answered was lost to a bug in a drive.
+                if (suspended || !crate::store::suspend::wait_for(slot.clone()))
+                    && !self.drive()
+                    && lock(&slot.outcome).is_none()
+                {
+                    return Err(no_answer());
+                }
+                suspended = true;
+            }
+        }
+        // The thread answers within the connect and command timeouts;
+        // this bound holds should it not (a bug), so no worker waits for
+        // ever on a command.
+        let s = &self.connector.spec;
+        let deadline = Instant::now() + s.connect_timeout + 4 * s.timeout;
         {
             let mut s = lock(&self.state);
             if !s.running {
@@ -155,11 +235,6 @@ impl Mux {
             }
             s.queue.push_back(slot.clone());
         }
-        // The thread answers within the connect and command timeouts;
-        // this bound holds should it not (a bug), so no worker waits for
-        // ever on a command.
-        let s = &self.connector.spec;
-        let deadline = Instant::now() + s.connect_timeout + 4 * s.timeout;
         loop {
             let outcome = lock(&slot.outcome).take();
             if let Some(r) = outcome {
@@ -167,12 +242,13 @@ impl Mux {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Failure::Redis(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no answer from the shared Redis connection",
-                ))));
+                return Err(no_answer());
             }
-            thread::park_timeout(left);
+            // A coroutine's call (smsotp-radiusd on Redis) suspends, and
+            // its thread decides other requests meanwhile.
+            if !crate::store::suspend::wait_for(slot.clone()) {
+                thread::park_timeout(left);
+            }
         }
     }
 
@@ -241,39 +317,52 @@ impl Mux {
                 let last = wire.len() - 1;
                 conn = self.send(conn, &mut wire, last, &mut resumed);
             }
-            if let Some(oldest) = wire.front() {
-                match conn.as_mut().map(|c| read(c, oldest)) {
-                    Some(Ok(answers)) => {
-                        resumed = false;
-                        let readonly = answers.iter().flatten().any(is_readonly);
-                        for (slot, a) in oldest.iter().zip(answers) {
-                            complete(slot, Ok(a));
-                        }
-                        wire.pop_front();
-                        // A failover made the master a replica: the next
-                        // batch asks the sentinels again, and what is on
-                        // the wire to this one fails now.
-                        if readonly {
-                            let e = RedisError::from((
-                                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                                "the master became a replica (READONLY)",
-                            ));
-                            fail_all(&mut wire, &Failure::Redis(e));
-                            conn = None;
-                        }
-                    }
-                    Some(Err((e, false))) if resumed && dropped(&e) => {
-                        resumed = false;
-                        conn = self.send(None, &mut wire, 0, &mut resumed);
-                    }
-                    Some(Err((e, _))) => {
-                        fail_all(&mut wire, &Failure::Redis(e));
-                        conn = None;
-                    }
-                    // No connection: `send` failed the wire already.
-                    None => {}
-                }
+            if !wire.is_empty() {
+                conn = self.read_oldest(conn, &mut wire, &mut resumed);
             }
+        }
+    }
+
+    /// Reads the answers of the oldest batch on the wire and completes
+    /// its slots; returns the connection if it is still good.
+    fn read_oldest(
+        &self,
+        mut conn: Option<Conn>,
+        wire: &mut VecDeque<Vec<Arc<Slot>>>,
+        resumed: &mut bool,
+    ) -> Option<Conn> {
+        let oldest = wire.front()?;
+        match conn.as_mut().map(|c| read(c, oldest)) {
+            Some(Ok(answers)) => {
+                *resumed = false;
+                let readonly = answers.iter().flatten().any(is_readonly);
+                for (slot, a) in oldest.iter().zip(answers) {
+                    complete(slot, Ok(a));
+                }
+                wire.pop_front();
+                // A failover made the master a replica: the next batch
+                // asks the sentinels again, and what is on the wire to
+                // this one fails now.
+                if readonly {
+                    let e = RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                        "the master became a replica (READONLY)",
+                    ));
+                    fail_all(wire, &Failure::Redis(e));
+                    return None;
+                }
+                conn
+            }
+            Some(Err((e, false))) if *resumed && dropped(&e) => {
+                *resumed = false;
+                self.send(None, wire, 0, resumed)
+            }
+            Some(Err((e, _))) => {
+                fail_all(wire, &Failure::Redis(e));
+                None
+            }
+            // No connection: `send` failed the wire already.
+            None => None,
         }
     }
 
@@ -331,6 +420,23 @@ impl Mux {
     }
 }
 
+/// A slot that got no answer by its deadline.
+fn no_answer() -> Failure {
+    Failure::Redis(RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer from the shared Redis connection",
+    )))
+}
+
+/// What the thread that owns a driven mux calls to drive it.
+pub(super) struct Driven(pub(super) Arc<Mux>);
+
+impl crate::store::suspend::Driver for Driven {
+    fn drive(&self) -> bool {
+        self.0.drive()
+    }
+}
+
 /// Closed by the server (not a timeout: a command that timed out may yet
 /// run).
 fn dropped(e: &RedisError) -> bool {
@@ -366,6 +472,12 @@ fn fail_all(wire: &mut VecDeque<Vec<Arc<Slot>>>, why: &Failure) {
         for slot in &batch {
             complete(slot, Err(why.clone()));
         }
+    }
+}
+
+impl crate::store::suspend::Pending for Slot {
+    fn ready(&self) -> bool {
+        lock(&self.outcome).is_some()
     }
 }
 

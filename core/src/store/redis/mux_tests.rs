@@ -160,3 +160,80 @@ fn another_key_is_refused_on_every_handle_of_a_server() {
     shared.handle().check_key_fingerprint(&a).unwrap();
     assert_eq!(shared.handle().phone("alice").unwrap(), None);
 }
+
+/// A thread's fiber handle used where nothing suspends: each call drives
+/// the handle's own connection itself.
+struct OnFiberHandle(RedisStore);
+
+impl Backend for OnFiberHandle {
+    fn with_handle(&self, f: &mut dyn FnMut(&dyn Store)) {
+        let (h, _driver) = self.0.fiber_handle().unwrap();
+        f(&*h);
+    }
+}
+
+#[test]
+fn a_fiber_handle_conforms_driving_its_own_connection() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let n = AtomicU32::new(0);
+    run_all(&|| {
+        let prefix = format!("f{}:", n.fetch_add(1, Ordering::SeqCst));
+        Box::new(OnFiberHandle(RedisStore::shared(&server.spec(&prefix))))
+    });
+}
+
+/// Stands for smsotp-radiusd's worker: when a call suspends, drives the
+/// handle's connection, as the worker does once all its fibers wait.
+struct DrivingWorker<'a> {
+    driver: &'a dyn crate::store::suspend::Driver,
+    suspended: std::cell::Cell<u32>,
+    drove: std::cell::Cell<u32>,
+}
+
+impl crate::store::suspend::Suspender for DrivingWorker<'_> {
+    fn suspend(&self, until: std::sync::Arc<dyn crate::store::suspend::Pending>) {
+        self.suspended.set(self.suspended.get() + 1);
+        if self.driver.drive() {
+            self.drove.set(self.drove.get() + 1);
+        }
+        assert!(until.ready(), "one drive answers what was queued");
+    }
+}
+
+#[test]
+fn a_suspended_call_waits_for_its_thread_to_drive_the_connection() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let shared = RedisStore::shared(&server.spec("drive:"));
+    let (h, driver) = shared.fiber_handle().unwrap();
+    // Nothing queued: nothing to send.
+    assert!(!driver.drive());
+    let worker = DrivingWorker {
+        driver: &*driver,
+        suspended: Default::default(),
+        drove: Default::default(),
+    };
+    let c = record(1, "alice");
+    crate::store::suspend::with_suspender(&worker, || {
+        h.insert_challenge(&c).unwrap();
+        assert_eq!(h.challenge(&c.id).unwrap().unwrap().user, "alice");
+        assert!(h.consume(&c.id, &c.code_mac, "alice").unwrap());
+        assert!(!h.consume(&c.id, &c.code_mac, "alice").unwrap());
+    });
+    // Every call suspended and went out when the worker drove.
+    assert!(worker.suspended.get() >= 4);
+    assert_eq!(worker.suspended.get(), worker.drove.get());
+    // The fiber handle has a connection of its own, beside the counting
+    // one; the shared connection was never opened.
+    assert_eq!(clients(&server), 2);
+    // A stopped server fails the call within the timeouts, through the
+    // same drive, and the handle recovers when it is back.
+    drop(server);
+    let started = Instant::now();
+    let r = crate::store::suspend::with_suspender(&worker, || h.challenge(&c.id));
+    assert!(matches!(r, Err(StoreError::Unavailable { .. })), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

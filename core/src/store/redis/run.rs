@@ -87,9 +87,9 @@ impl RedisStore {
     ///
     /// A server's handles share one connection instead (`mux.rs`), with
     /// the same rules.
-    pub(super) fn run<T>(
+    pub(super) fn run<T: Send>(
         &self,
-        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T> + Send,
     ) -> Result<T, StoreError> {
         let Some(mux) = &self.mux else {
             return self.run_then(f, |_| false);
@@ -138,9 +138,9 @@ impl RedisStore {
     /// [`Self::run`] on a connection of this handle's own even where the
     /// server's handles share one: for commands that leave state on the
     /// connection between calls (`WATCH`).
-    pub(super) fn run_alone<T>(
+    pub(super) fn run_alone<T: Send>(
         &self,
-        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T> + Send,
     ) -> Result<T, StoreError> {
         self.run_then(f, |_| false)
     }
@@ -149,9 +149,9 @@ impl RedisStore {
     /// unlocks, backup codes, registrations, opt-outs): once it is done,
     /// [`Conn::make_durable`]. What that wait says never turns the write
     /// into an error: the write stands on the master either way.
-    pub(super) fn run_durable<T>(
+    pub(super) fn run_durable<T: Send>(
         &self,
-        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T> + Send,
     ) -> Result<T, StoreError> {
         self.run_then(f, |_| true)
     }
@@ -168,12 +168,17 @@ impl RedisStore {
     /// should it have run all the same (it died after running it, before
     /// answering), running a script twice only counts a send or a failure
     /// twice or finds a code already used: stricter, never weaker.
-    pub(super) fn run_then<T>(
+    ///
+    /// The connection is this handle's own and blocks in its reads, so a
+    /// caller that can be suspended (see `store::suspend`) has it run on a
+    /// thread of its own meanwhile: a `WAIT` for the replicas holds up no
+    /// other request.
+    pub(super) fn run_then<T: Send>(
         &self,
-        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
-        durable: impl FnOnce(&T) -> bool,
+        f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T> + Send,
+        durable: impl FnOnce(&T) -> bool + Send,
     ) -> Result<T, StoreError> {
-        let r = self.run_own(f, durable);
+        let r = crate::store::suspend::off_thread(|| self.run_own(f, durable));
         self.note_reach(&r);
         r
     }
