@@ -19,6 +19,7 @@
 pub mod callback;
 pub mod dedup;
 pub mod dictionary;
+pub mod fibers;
 pub mod handler;
 pub mod http;
 pub mod lane;

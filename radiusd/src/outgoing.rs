@@ -8,7 +8,7 @@
 //! spares the commit thread from being preempted, after each reply, by the
 //! client it has just woken, while the rest of the batch waits.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -29,6 +29,21 @@ pub struct Reply {
 thread_local! {
     /// The replies this thread's batch has queued so far.
     static QUEUED: RefCell<Vec<Reply>> = const { RefCell::new(Vec::new()) };
+    /// Whether [`flush`] waits for [`release`] (see [`hold`]).
+    static HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes this thread's [`flush`]es wait for [`release`]: a worker that
+/// decides many requests in a round (`fibers.rs`) sends their replies
+/// together, as the store's commit thread does.
+pub fn hold() {
+    HELD.with(|h| h.set(true));
+}
+
+/// Ends [`hold`] and sends what was queued meanwhile.
+pub fn release() {
+    HELD.with(|h| h.set(false));
+    flush();
 }
 
 /// Queues `reply` to be sent by this thread's next [`flush`].
@@ -40,6 +55,9 @@ pub fn queue(reply: Reply) {
 /// A reply the system refuses is dropped, as a lost datagram would be: the
 /// client's retransmit gets it again from the duplicate cache.
 pub fn flush() {
+    if HELD.with(Cell::get) {
+        return;
+    }
     let mut replies = QUEUED.with(|q| std::mem::take(&mut *q.borrow_mut()));
     if replies.is_empty() {
         return;

@@ -59,6 +59,12 @@ pub struct Runtime {
     /// there is nothing to wait for, and the worker decides them itself,
     /// sparing the hand-off.
     pub first_rounds_wait: bool,
+    /// Whether a phone lookup can wait on something beyond this host: an
+    /// LDAP directory, or the passwd database behind `gecos` (NSS may ask
+    /// a directory server). A worker with fibers (`fibers.rs`) hands such
+    /// first rounds to the send lane too: a fiber that blocks holds up
+    /// every request of its worker.
+    pub lookups_wait: bool,
     pub generation: u64,
     pub debug: bool,
     /// Where this generation logs: kept open, stderr and audit-file lines
@@ -144,6 +150,10 @@ impl Runtime {
             stderr,
             config.audit.file.clone(),
         ));
+        let lookups_wait = config
+            .directories
+            .iter()
+            .any(|d| !matches!(d, smsotp_core::config::DirectorySpec::File { .. }));
         // Any password check may wait (PAM and LDAP alike).
         let first_rounds_wait = !matches!(radius.primary, PrimarySpec::None)
             || config
@@ -214,6 +224,7 @@ impl Runtime {
                 directories,
                 sms,
                 first_rounds_wait,
+                lookups_wait,
                 generation,
                 debug,
                 sinks,

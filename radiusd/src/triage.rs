@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::Thread;
 use std::time::Duration;
 
 use crate::wire;
@@ -130,6 +131,9 @@ struct State {
     free: Vec<Vec<u8>>,
     /// Workers waiting for work: the reader wakes one only then.
     idle: usize,
+    /// Workers whose fibers all wait on the store (see
+    /// [`Queues::park`]): the reader unparks one when no worker is idle.
+    parked: Vec<Thread>,
     stopping: bool,
 }
 
@@ -143,6 +147,7 @@ impl Queues {
                 new: VecDeque::with_capacity(max),
                 free: Vec::new(),
                 idle: 0,
+                parked: Vec::new(),
                 stopping: false,
             }),
             wake: Condvar::new(),
@@ -182,6 +187,8 @@ impl Queues {
         queue.push_back(d);
         if s.idle > 0 {
             self.wake.notify_one();
+        } else if let Some(t) = s.parked.pop() {
+            t.unpark();
         }
         let reused = s.free.pop();
         drop(s);
@@ -217,6 +224,41 @@ impl Queues {
                 .0;
             s.idle -= 1;
             waited = true;
+        }
+    }
+
+    /// Gives back the buffer of the datagram just decided (if any) and
+    /// takes the next one, answers first, without waiting: for a worker
+    /// with fibers (`fibers.rs`), which waits in [`Queues::park`].
+    pub fn try_next(&self, done: Option<Vec<u8>>) -> Option<Datagram> {
+        let mut s = self.lock();
+        if let Some(buf) = done {
+            s.free.push(buf);
+        }
+        match s.answers.pop_front() {
+            Some(d) => Some(d),
+            None if s.stopping => None,
+            None => s.new.pop_front(),
+        }
+    }
+
+    /// Parks the calling worker, whose fibers all wait on the store,
+    /// until a datagram is queued or it is unparked otherwise (a store
+    /// answer); `park` does the parking, for as long as the fibers allow.
+    /// Returns at once when a datagram waits already.
+    pub fn park(&self, park: impl FnOnce()) {
+        let me = std::thread::current();
+        {
+            let mut s = self.lock();
+            if !s.answers.is_empty() || (!s.stopping && !s.new.is_empty()) {
+                return;
+            }
+            s.parked.push(me.clone());
+        }
+        park();
+        let mut s = self.lock();
+        if let Some(i) = s.parked.iter().position(|t| t.id() == me.id()) {
+            s.parked.swap_remove(i);
         }
     }
 

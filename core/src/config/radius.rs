@@ -199,13 +199,13 @@ pub(super) fn validate(
             )?)),
         },
     };
-    // A worker on a networked store (Redis) spends most of a request
-    // waiting for the server's answers, and more of them keep the CPU
-    // busy meanwhile; their commands share one pipelined connection, and
-    // the more wait, the more go in one write (bench-radius STORE=redis:
-    // 0.29-0.38 server reads per login with 16, 0.16 with 32). On SQLite
-    // they would only queue for its one connection.
-    let default_workers = if store.local_file().is_none() { 32 } else { 4 };
+    // On a networked store (Redis) a worker decides many requests at
+    // once, each in a fiber, and waits for the server's answers on a
+    // connection of its own while its fibers all wait: a few more
+    // workers than cores keep the CPU busy meanwhile (bench-radius
+    // STORE=redis). On SQLite they would only queue for its one
+    // connection.
+    let default_workers = if store.local_file().is_none() { 8 } else { 4 };
     let workers = c.int_in(&r.workers, "radius.workers", 1..=256, default_workers)? as usize;
     let max_pending_sends = c.int_in(
         &r.max_pending_sends,
@@ -413,7 +413,7 @@ mod tests {
         assert_eq!((r.workers, r.max_pending_sends), (4, 256));
         // On a networked store the workers wait on it: more of them.
         let on_redis = format!("{ok}\n[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\n");
-        assert_eq!(parse(&on_redis).unwrap().radius.unwrap().workers, 32);
+        assert_eq!(parse(&on_redis).unwrap().radius.unwrap().workers, 8);
         let set = on_redis.replace("primary = {", "workers = 3\nprimary = {");
         assert_eq!(parse(&set).unwrap().radius.unwrap().workers, 3);
         let r = parse(&ok.replace("primary =", "max_pending_sends = 2\nprimary ="))
