@@ -116,7 +116,8 @@ pub struct RadiusSettings {
     pub listen: Vec<std::net::SocketAddr>,
     /// The first factor (default none: the NAS checked the password).
     pub primary: PrimaryAuth,
-    /// Worker threads, 1 to 256 (default 4; 8 with a Redis store, each deciding up to 32 requests at once).
+    /// Worker threads, 1 to 256 (default 4; 8 with a Redis store, each
+    /// deciding up to 32 requests at once).
     pub workers: usize,
     /// Requests that may send an SMS (a first round, an append-mode login,
     /// an empty-code resend) decided at once, each on a thread of its own
