@@ -125,7 +125,7 @@ impl Fibers {
         self.step(co)
     }
 
-    /// Resumes every fiber whose wait is over (or has lasted [`RECHECK`]),
+    /// Resumes every fiber whose wait is over (or has lasted `RECHECK`),
     /// each until it ends or waits again; calls `ended` for each that
     /// panicked.
     pub fn resume_ready(&mut self, mut ended: impl FnMut(Ended)) {

@@ -42,7 +42,7 @@
 //! their retransmits are safe to decide afresh.
 //!
 //! On a store whose waits suspend (Redis: [`SharedBackend::suspends`]),
-//! a worker decides up to [`FIBERS_PER_WORKER`] requests at once, each in
+//! a worker decides up to `FIBERS_PER_WORKER` (32) requests at once, each in
 //! a fiber (`fibers.rs`), rather than one at a time with its thread
 //! parked on every store step: it takes what is queued, starts each
 //! decision until its store call waits, resumes those whose answers

@@ -457,6 +457,44 @@ fn radiusd_started_while_redis_is_down_comes_up_and_serves_when_it_is_back() {
     assert_code(&ok, code::ACCESS_ACCEPT, "right code", &srv);
 }
 
+/// On Redis each worker decides many requests at once, in fibers, on a
+/// connection of its own: a login begun before a reload (SIGHUP: every
+/// worker opens a new engine and connection) ends after it, a burst of
+/// requests then each get their own answer, and SIGTERM ends the server
+/// cleanly.
+#[test]
+fn radiusd_on_redis_finishes_a_login_across_a_reload_and_stops_cleanly() {
+    let _turn = turn();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (scratch, mut srv) = radius_host(&redis.store_toml("e2e:"), &shared_key(), "", "");
+    let outbox = scratch.outbox();
+    let r = first_round(&srv, "alice");
+    assert_code(&r, code::ACCESS_CHALLENGE, "before the reload", &srv);
+    let c = outbox.wait_beyond(0, SMS_WAIT).code();
+    let mark = srv.log_mark();
+    srv.signal(libc::SIGHUP);
+    assert!(
+        srv.wait_log("reloaded", mark, Duration::from_secs(5))
+            .is_some(),
+        "no 'reloaded' after SIGHUP:\n{}",
+        srv.context()
+    );
+    burst_of_users_without_a_number(&srv);
+    let ok = follow_up(&srv, "alice", &r.state(), &c);
+    assert_code(&ok, code::ACCESS_ACCEPT, "the code after the reload", &srv);
+    // Used: the same code again is refused.
+    let again = follow_up(&srv, "alice", &r.state(), &c);
+    assert_code(&again, code::ACCESS_REJECT, "the code used again", &srv);
+    let status = srv.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "after SIGTERM: {status:?}\n{}",
+        srv.context()
+    );
+}
+
 /// Eight requests at once for users without a number: each is refused
 /// for that reason (the store was read), none as unavailable.
 fn burst_of_users_without_a_number(srv: &Radiusd) {

@@ -13,7 +13,7 @@
 //! as it always did. A call that blocks in a system call rather than
 //! waiting on something it can poll (a handle's own connection:
 //! `WAIT`, `WATCH`) runs on a thread of its own meanwhile
-//! ([`off_thread`]), so that it holds up no other request. Everywhere else
+//! (`off_thread`), so that it holds up no other request. Everywhere else
 //! (the PAM module, the admin tool, SQLite, a server's threads outside the
 //! coroutines) nothing is set and nothing changes.
 

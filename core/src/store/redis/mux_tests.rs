@@ -237,3 +237,31 @@ fn a_suspended_call_waits_for_its_thread_to_drive_the_connection() {
     assert!(matches!(r, Err(StoreError::Unavailable { .. })), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// Stands for a worker that resumes a fiber without driving its
+/// connection: after a reload it drives the new generation's.
+struct NotDriving(std::cell::Cell<u32>);
+
+impl crate::store::suspend::Suspender for NotDriving {
+    fn suspend(&self, _until: std::sync::Arc<dyn crate::store::suspend::Pending>) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn a_call_resumed_unanswered_drives_its_connection_itself() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let shared = RedisStore::shared(&server.spec("orphan:"));
+    let (h, _driver) = shared.fiber_handle().unwrap();
+    let worker = NotDriving(Default::default());
+    let c = record(2, "bob");
+    crate::store::suspend::with_suspender(&worker, || {
+        h.insert_challenge(&c).unwrap();
+        assert_eq!(h.challenge(&c.id).unwrap().unwrap().user, "bob");
+        assert!(h.consume(&c.id, &c.code_mac, "bob").unwrap());
+    });
+    // Each call suspended once, then sent its command itself.
+    assert!(worker.0.get() >= 3, "{}", worker.0.get());
+}
