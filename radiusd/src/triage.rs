@@ -432,4 +432,52 @@ mod tests {
             "woken, not timed out"
         );
     }
+
+    #[test]
+    fn a_worker_with_fibers_takes_without_waiting_answers_first() {
+        let q = Queues::new(4);
+        assert!(q.try_next(None).is_none(), "nothing queued: no wait");
+        assert!(q.push(Kind::New, datagram(1)).is_ok());
+        assert!(q.push(Kind::Answer, datagram(2)).is_ok());
+        let first = q.try_next(None).map(|d| d.bytes()[0]);
+        assert_eq!(first, Some(2), "the answer first");
+        let second = q.try_next(Some(buffer())).map(|d| d.bytes()[0]);
+        assert_eq!(second, Some(1));
+        // Stopping: answers still come, new requests no more.
+        assert!(q.push(Kind::New, datagram(3)).is_ok());
+        assert!(q.push(Kind::Answer, datagram(4)).is_ok());
+        assert_eq!(q.stop(), 1);
+        assert_eq!(q.try_next(None).map(|d| d.bytes()[0]), Some(4));
+        assert!(q.try_next(None).is_none());
+    }
+
+    #[test]
+    fn a_parked_worker_is_woken_by_a_datagram_and_not_parked_when_one_waits() {
+        let q = std::sync::Arc::new(Queues::new(4));
+        // A datagram waiting already: no park at all.
+        assert!(q.push(Kind::New, datagram(1)).is_ok());
+        let mut parked = false;
+        q.park(|| parked = true);
+        assert!(!parked);
+        assert!(q.try_next(None).is_some());
+        // Nothing waiting: parked until the reader queues one.
+        let reader = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                q.push(Kind::New, datagram(2)).is_ok()
+            })
+        };
+        let started = std::time::Instant::now();
+        // Looped: a park may return early (a spurious wake-up), never late.
+        while q.lengths() == (0, 0) && started.elapsed() < Duration::from_secs(30) {
+            q.park(|| std::thread::park_timeout(Duration::from_secs(10)));
+        }
+        assert!(reader.join().unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "woken by the datagram, not the timeout"
+        );
+        assert_eq!(q.try_next(None).map(|d| d.bytes()[0]), Some(2));
+    }
 }
