@@ -74,7 +74,7 @@ use std::time::{Duration, Instant};
 use super::counters::{self, Counted, CounterKey, Counts, Day};
 use super::limits::{BreakerState, KeyedWindow, SendDecision, SendLimits};
 use super::migrate::{Outcome, Record, Snapshot};
-use super::shared::{AfterBatch, Deferred, SharedBackend};
+use super::shared::AfterBatch;
 use super::{
     AnswerState, AtOnce, BackupHash, ChallengeRecord, FailureState, KeyFingerprint, LoginState,
     PhoneRecord, SmsWindow, Step, Store, StoreError,
@@ -93,6 +93,7 @@ mod mux;
 mod numbers;
 mod run;
 mod scripts;
+mod shared;
 
 use codec::{count, step_num, ttl, PhoneFields};
 use conn::Conn;
@@ -110,12 +111,13 @@ pub const NUMBER_TTL_S: u64 = 30 * 24 * 3600;
 
 /// The shared state on a Redis server. Each value is one connection.
 ///
-/// As a [`SharedBackend`] (smsotp-radiusd, from [`RedisStore::shared`])
-/// it runs deferred work at once: a write is done on the server when its
-/// command returns, and as durable as the server's own persistence
-/// settings make it. It and its [`SharedBackend::handle`]s send their
-/// commands on one connection, pipelined (`mux.rs`); a write that waits
-/// to be durable goes on a connection of its handle's own.
+/// As a [`SharedBackend`](crate::store::SharedBackend) (smsotp-radiusd,
+/// from [`RedisStore::shared`]; `shared.rs`) it runs deferred work at
+/// once: a write is done on the server when its command returns, and as
+/// durable as the server's own persistence settings make it. It and its
+/// handles send their commands on one connection, pipelined (`mux.rs`),
+/// and a worker with fibers on one of its own; a write that waits to be
+/// durable goes on a connection of its handle's own.
 pub struct RedisStore {
     spec: RedisSpec,
     conn: Mutex<Option<Conn>>,
@@ -138,43 +140,6 @@ pub struct RedisStore {
 
 /// See `RedisStore::unreachable_at`.
 const CACHE_PAUSE: Duration = Duration::from_secs(5);
-
-impl SharedBackend for RedisStore {
-    fn handle(&self) -> Box<dyn Store> {
-        let mut handle = RedisStore::lazy(&self.spec);
-        handle.numbers = self.numbers.clone();
-        handle.key_fp = self.key_fp.clone();
-        handle.mux = self.mux.clone();
-        Box::new(handle)
-    }
-    fn defer(&self, f: Deferred) {
-        f(Ok(()));
-        if let Some(after) = self.after_batch.get() {
-            after();
-        }
-    }
-    fn flush(&self) {}
-    fn after_each_batch(&self, f: AfterBatch) {
-        let _ = self.after_batch.set(f);
-    }
-    fn suspends(&self) -> bool {
-        self.mux.is_some()
-    }
-    fn fiber_handle(&self) -> Option<(Box<dyn Store>, Box<dyn crate::store::suspend::Driver>)> {
-        self.mux.as_ref()?;
-        // A connection of the thread's own, which it drives itself.
-        let connector = RedisStore {
-            key_fp: self.key_fp.clone(),
-            ..Self::lazy(&self.spec)
-        };
-        let mux = Arc::new(Mux::driven(connector));
-        let mut handle = RedisStore::lazy(&self.spec);
-        handle.numbers = self.numbers.clone();
-        handle.key_fp = self.key_fp.clone();
-        handle.mux = Some(mux.clone());
-        Some((Box::new(handle), Box::new(mux::Driven(mux))))
-    }
-}
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
