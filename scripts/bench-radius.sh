@@ -35,6 +35,10 @@
 # own (three NASes, a third of the flows and of the flows in flight each,
 # users of their own), their flows/s summed.
 #
+# Each run also prints the CPU time of the server and of rsyslogd per
+# 1,000 flows, and the context switches of the whole machine per flow
+# (/proc/stat ctxt; other work on the machine adds to it).
+#
 # Both servers run side by side; each first gets WARMUP flows (2000) that
 # are not counted, as benchmarks do, so neither is measured while its
 # caches fill (smsotp-radiusd also once it has checked its phone list, its
@@ -205,6 +209,9 @@ syslogd_pid() {
     fi
 }
 
+# Context switches of the whole machine since boot.
+ctxt() { awk '$1 == "ctxt" { print $2 }' /proc/stat; }
+
 run_load() { # label port server-pid code-args... ; prints and keeps the output
     label=$1 port=$2 pid=$3
     shift 3
@@ -215,13 +222,17 @@ run_load() { # label port server-pid code-args... ; prints and keeps the output
     logd=$(syslogd_pid)
     [ "$AUDIT" = off ] || [ -n "$logd" ] || die "no syslog daemon is running: the defaults audit to syslog"
     s0=$(cpu_ticks "$pid") l0=$(if [ -n "$logd" ]; then cpu_ticks "$logd"; else echo 0; fi)
+    # And the context switches of the whole machine (server, syslog,
+    # Redis, the load) per flow: waking a thread costs CPU too.
+    x0=$(ctxt)
     "$radload" --label "$label" --target "127.0.0.1:$port" --secret-file "$work/secret" \
         --flows "$FLOWS" --duration "$DURATION" --inflight "$INFLIGHT" --sockets "$SOCKETS" \
         --users "$USERS" --password "$PASSWORD" "$@" | tee "$work/$label.out"
     s1=$(cpu_ticks "$pid") l1=$(if [ -n "$logd" ]; then cpu_ticks "$logd"; else echo 0; fi)
+    x1=$(ctxt)
     flows=$(field "$work/$label.out" completed)
-    awk -v s=$((s1 - s0)) -v l=$((l1 - l0)) -v f="${flows:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN {
-        if (f > 0) printf "%.1f %.1f\n", s * 1000 / hz * 1000 / f, l * 1000 / hz * 1000 / f; else print "- -" }' \
+    awk -v s=$((s1 - s0)) -v l=$((l1 - l0)) -v x=$((x1 - x0)) -v f="${flows:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        if (f > 0) printf "%.1f %.1f %.2f\n", s * 1000 / hz * 1000 / f, l * 1000 / hz * 1000 / f, x / f; else print "- - -" }' \
         >"$work/$label.cpu"
 }
 
@@ -482,8 +493,8 @@ fmt_run() { # label
         "$(field "$out" round1_p99_ms)" "$(field "$out" round2_p99_ms)" \
         "$(field "$out" p50_ms)" "$(field "$out" p99_ms)" "$(field "$out" max_ms)" \
         "$(field "$out" errors)" "$(field "$out" duplicate_states)" "$(cat "$work/$1.load")"
-    printf '%-15s CPU per 1000 flows: server %s ms, rsyslogd %s ms\n' "" \
-        "$(cut -d' ' -f1 "$work/$1.cpu")" "$(cut -d' ' -f2 "$work/$1.cpu")"
+    printf '%-15s CPU per 1000 flows: server %s ms, rsyslogd %s ms; context switches per flow (machine) %s\n' "" \
+        "$(cut -d' ' -f1 "$work/$1.cpu")" "$(cut -d' ' -f2 "$work/$1.cpu")" "$(cut -d' ' -f3 "$work/$1.cpu")"
 }
 # Median of the numbers on stdin, one per line.
 median() {
@@ -503,13 +514,14 @@ medians() { # server
         "$(each_round "$1" round1_p99_ms | median)" "$(each_round "$1" round2_p99_ms | median)" \
         "$(each_round "$1" p50_ms | median)" "$(each_round "$1" p99_ms | median)" \
         "$(each_round "$1" duplicate_states | awk '{ n += $1 } END { print n + 0 }')"
-    r=1 cpu_s="" cpu_l=""
+    r=1 cpu_s="" cpu_l="" cpu_x=""
     while [ "$r" -le "$ROUNDS" ]; do
         cpu_s="$cpu_s $(cut -d' ' -f1 "$work/$1-$r.cpu")" cpu_l="$cpu_l $(cut -d' ' -f2 "$work/$1-$r.cpu")"
+        cpu_x="$cpu_x $(cut -d' ' -f3 "$work/$1-$r.cpu")"
         r=$((r + 1))
     done
-    printf '%-15s CPU per 1000 flows (median): server %s ms, rsyslogd %s ms\n' "" \
-        "$(echo $cpu_s | tr ' ' '\n' | median)" "$(echo $cpu_l | tr ' ' '\n' | median)"
+    printf '%-15s CPU per 1000 flows (median): server %s ms, rsyslogd %s ms; context switches per flow (machine, median) %s\n' "" \
+        "$(echo $cpu_s | tr ' ' '\n' | median)" "$(echo $cpu_l | tr ' ' '\n' | median)" "$(echo $cpu_x | tr ' ' '\n' | median)"
 }
 servers=""
 [ "$ONLY" = smsotp ] || servers="freeradius"
