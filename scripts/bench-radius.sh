@@ -211,6 +211,9 @@ syslogd_pid() {
 
 # Context switches of the whole machine since boot.
 ctxt() { awk '$1 == "ctxt" { print $2 }' /proc/stat; }
+# The whole machine's CPU ticks since boot, all CPUs: busy (user, nice,
+# system, irq, softirq, steal) and idle (idle, iowait).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
 
 run_load() { # label port server-pid code-args... ; prints and keeps the output
     label=$1 port=$2 pid=$3
@@ -225,14 +228,21 @@ run_load() { # label port server-pid code-args... ; prints and keeps the output
     # And the context switches of the whole machine (server, syslog,
     # Redis, the load) per flow: waking a thread costs CPU too.
     x0=$(ctxt)
+    read -r b0 i0 <<EOF_TICKS
+$(machine_ticks)
+EOF_TICKS
     "$radload" --label "$label" --target "127.0.0.1:$port" --secret-file "$work/secret" \
         --flows "$FLOWS" --duration "$DURATION" --inflight "$INFLIGHT" --sockets "$SOCKETS" \
         --users "$USERS" --password "$PASSWORD" "$@" | tee "$work/$label.out"
     s1=$(cpu_ticks "$pid") l1=$(if [ -n "$logd" ]; then cpu_ticks "$logd"; else echo 0; fi)
     x1=$(ctxt)
+    read -r b1 i1 <<EOF_TICKS
+$(machine_ticks)
+EOF_TICKS
     flows=$(field "$work/$label.out" completed)
-    awk -v s=$((s1 - s0)) -v l=$((l1 - l0)) -v x=$((x1 - x0)) -v f="${flows:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN {
-        if (f > 0) printf "%.1f %.1f %.2f\n", s * 1000 / hz * 1000 / f, l * 1000 / hz * 1000 / f, x / f; else print "- - -" }' \
+    awk -v s=$((s1 - s0)) -v l=$((l1 - l0)) -v x=$((x1 - x0)) -v b=$((b1 - b0)) -v i=$((i1 - i0)) \
+        -v f="${flows:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN { t = f > 0 ? 1000 / hz * 1000 / f : 0
+        if (f > 0) printf "%.1f %.1f %.2f %.1f %.1f\n", s * t, l * t, x / f, b * t, i * t; else print "- - - - -" }' \
         >"$work/$label.cpu"
 }
 
@@ -493,8 +503,9 @@ fmt_run() { # label
         "$(field "$out" round1_p99_ms)" "$(field "$out" round2_p99_ms)" \
         "$(field "$out" p50_ms)" "$(field "$out" p99_ms)" "$(field "$out" max_ms)" \
         "$(field "$out" errors)" "$(field "$out" duplicate_states)" "$(cat "$work/$1.load")"
-    printf '%-15s CPU per 1000 flows: server %s ms, rsyslogd %s ms; context switches per flow (machine) %s\n' "" \
-        "$(cut -d' ' -f1 "$work/$1.cpu")" "$(cut -d' ' -f2 "$work/$1.cpu")" "$(cut -d' ' -f3 "$work/$1.cpu")"
+    printf '%-15s CPU per 1000 flows: server %s ms, rsyslogd %s ms; the machine (all CPUs) busy %s ms, idle %s ms; context switches per flow (machine) %s\n' "" \
+        "$(cut -d' ' -f1 "$work/$1.cpu")" "$(cut -d' ' -f2 "$work/$1.cpu")" "$(cut -d' ' -f4 "$work/$1.cpu")" \
+        "$(cut -d' ' -f5 "$work/$1.cpu")" "$(cut -d' ' -f3 "$work/$1.cpu")"
 }
 # Median of the numbers on stdin, one per line.
 median() {
@@ -508,20 +519,22 @@ each_round() { # server key
         r=$((r + 1))
     done
 }
+# Median over the rounds of field N of SERVER's CPU files.
+cpu_median() { # server n
+    r=1
+    while [ "$r" -le "$ROUNDS" ]; do
+        cut -d' ' -f"$2" "$work/$1-$r.cpu"
+        r=$((r + 1))
+    done | median
+}
 medians() { # server
     printf '%-15s %10s flows/s  request p99 %s ms (round one %s, round two %s)  flow p50 %s ms  p99 %s ms  repeated States %s in all\n' \
         "$1" "$(each_round "$1" rate | median)" "$(each_round "$1" request_p99_ms | median)" \
         "$(each_round "$1" round1_p99_ms | median)" "$(each_round "$1" round2_p99_ms | median)" \
         "$(each_round "$1" p50_ms | median)" "$(each_round "$1" p99_ms | median)" \
         "$(each_round "$1" duplicate_states | awk '{ n += $1 } END { print n + 0 }')"
-    r=1 cpu_s="" cpu_l="" cpu_x=""
-    while [ "$r" -le "$ROUNDS" ]; do
-        cpu_s="$cpu_s $(cut -d' ' -f1 "$work/$1-$r.cpu")" cpu_l="$cpu_l $(cut -d' ' -f2 "$work/$1-$r.cpu")"
-        cpu_x="$cpu_x $(cut -d' ' -f3 "$work/$1-$r.cpu")"
-        r=$((r + 1))
-    done
-    printf '%-15s CPU per 1000 flows (median): server %s ms, rsyslogd %s ms; context switches per flow (machine, median) %s\n' "" \
-        "$(echo $cpu_s | tr ' ' '\n' | median)" "$(echo $cpu_l | tr ' ' '\n' | median)" "$(echo $cpu_x | tr ' ' '\n' | median)"
+    printf '%-15s CPU per 1000 flows (median): server %s ms, rsyslogd %s ms; the machine (all CPUs) busy %s ms, idle %s ms; context switches per flow (machine, median) %s\n' "" \
+        "$(cpu_median "$1" 1)" "$(cpu_median "$1" 2)" "$(cpu_median "$1" 4)" "$(cpu_median "$1" 5)" "$(cpu_median "$1" 3)"
 }
 servers=""
 [ "$ONLY" = smsotp ] || servers="freeradius"
@@ -573,6 +586,14 @@ if [ "$STORE" = redis ]; then
     rm_=$(echo "$red_ratios" | median)
     echo "ratio Redis/SQLite flows/s (one smsotp-radiusd each), each round: $(echo $red_ratios)"
     awk -v m="$rm_" 'BEGIN { printf "ratio Redis/SQLite flows/s: %s, the median (target 0.8: %s)\n", m, (m >= 0.8 ? "met" : "MISSED") }'
+    # Where the machine's CPU went: with every CPU busy, flows/s is the
+    # CPUs over what a flow costs the whole machine, so 0.8 of SQLite's
+    # flows/s is a whole-machine cost per flow of at most SQLite's / 0.8.
+    awk -v sb="$(cpu_median smsotp 4)" -v si="$(cpu_median smsotp 5)" -v rb="$(cpu_median redis 4)" \
+        -v ri="$(cpu_median redis 5)" -v rr="$(cpu_median redis 1)" -v sr="$(cpu_median smsotp 1)" 'BEGIN {
+        printf "    the machine (all CPUs) per 1000 flows, medians: SQLite busy %s ms + idle %s ms; Redis busy %s ms + idle %s ms", sb, si, rb, ri
+        printf " (smsotp-radiusd %s ms on SQLite, %s ms on Redis; redis-server in the line above);", sr, rr
+        printf " 0.8 of SQLite'"'"'s flows/s is at most %.1f ms busy + idle per 1000 flows on Redis\n", (sb + si) / 0.8 }'
     [ -z "$ONLY" ] && echo "ratio Redis/FreeRADIUS flows/s (median of the rounds): $(r=1; while [ "$r" -le "$ROUNDS" ]; do
         awk -v s="$(field "$work/redis-$r.out" rate)" -v f="$(field "$work/freeradius-$r.out" rate)" \
             'BEGIN { if (f > 0 && s > 0) printf "%.4f\n", s / f }'; r=$((r + 1)); done | median)"
