@@ -7,6 +7,11 @@
 //! replies rather than one `sendto(2)` each. Besides the system calls, it
 //! spares the commit thread from being preempted, after each reply, by the
 //! client it has just woken, while the rest of the batch waits.
+//!
+//! A decision's log lines go out before its reply ([`log_first`]): on the
+//! commit thread at once (the first reply of a batch writes the lines of
+//! the whole batch), in a worker's held round once for the round, just
+//! before its replies.
 
 use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
@@ -15,6 +20,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use smsotp_core::audit::ServerSinks;
 
 /// The most replies handed to one `sendmmsg` call.
 const CHUNK: usize = 64;
@@ -31,6 +37,8 @@ thread_local! {
     static QUEUED: RefCell<Vec<Reply>> = const { RefCell::new(Vec::new()) };
     /// Whether [`flush`] waits for [`release`] (see [`hold`]).
     static HELD: Cell<bool> = const { Cell::new(false) };
+    /// The log sinks whose lines [`release`] writes before the replies.
+    static LOGS: RefCell<Vec<Arc<ServerSinks>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Makes this thread's [`flush`]es wait for [`release`]: a worker that
@@ -40,10 +48,32 @@ pub fn hold() {
     HELD.with(|h| h.set(true));
 }
 
-/// Ends [`hold`] and sends what was queued meanwhile.
+/// Ends [`hold`]: writes the log lines of the replies queued meanwhile
+/// (see [`log_first`]), then sends those replies.
 pub fn release() {
     HELD.with(|h| h.set(false));
+    let logs = LOGS.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    for sinks in &logs {
+        sinks.flush();
+    }
     flush();
+}
+
+/// Has the log lines gathered in `sinks` written before the reply about
+/// to be queued leaves: now, or, while this thread holds its replies,
+/// once for all of them at [`release`] (one write to stderr and the audit
+/// file for a round rather than one per decision).
+pub fn log_first(sinks: &Arc<ServerSinks>) {
+    if !HELD.with(Cell::get) {
+        sinks.flush();
+        return;
+    }
+    LOGS.with(|l| {
+        let mut l = l.borrow_mut();
+        if !l.iter().any(|s| Arc::ptr_eq(s, sinks)) {
+            l.push(sinks.clone());
+        }
+    });
 }
 
 /// Queues `reply` to be sent by this thread's next [`flush`].
@@ -123,6 +153,61 @@ mod tests {
         let mut buf = [0u8; 64];
         let (n, from) = s.recv_from(&mut buf).unwrap();
         (buf[..n].to_vec(), from)
+    }
+
+    #[test]
+    fn a_held_round_writes_its_log_lines_once_and_before_its_replies() {
+        use smsotp_core::audit::{AuditSink, Event, Level};
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("audit.jsonl");
+        let sinks = Arc::new(ServerSinks::new(
+            "t",
+            false,
+            None,
+            false,
+            Some(file.clone()),
+        ));
+        let lines = || {
+            std::fs::read_to_string(&file)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let (server, client) = (socket(), socket());
+        let to = client.local_addr().unwrap();
+        let decide = |user: &str| {
+            let e = Event {
+                event: "accept",
+                user: user.into(),
+                ..Event::default()
+            };
+            sinks.record(Level::Info, 0, &e);
+            log_first(&sinks);
+            queue(Reply {
+                socket: server.clone(),
+                to,
+                bytes: user.as_bytes().to_vec(),
+            });
+            flush();
+        };
+        hold();
+        decide("alice");
+        decide("bob");
+        // Neither the lines nor the replies left during the round.
+        assert_eq!(lines(), 0, "no line written while the round is held");
+        client.set_nonblocking(true).unwrap();
+        assert!(client.recv_from(&mut [0u8; 8]).is_err());
+        client.set_nonblocking(false).unwrap();
+        release();
+        // By the time the first reply can be read, both lines are written.
+        assert_eq!(received(&client).0, b"alice");
+        assert_eq!(lines(), 2);
+        assert_eq!(received(&client).0, b"bob");
+        // Outside a held round a decision's line is written at once.
+        decide("carol");
+        assert_eq!(lines(), 3);
+        assert_eq!(received(&client).0, b"carol");
+        LOGS.with(|l| assert!(l.borrow().is_empty(), "nothing left for a later round"));
     }
 
     #[test]

@@ -798,7 +798,7 @@ fn decide(shared: &Arc<Shared>, engine: Option<&Engine>, job: Job) {
             }
         };
         // The decision's log line goes out before its reply.
-        job.runtime.sinks.flush();
+        outgoing::log_first(&job.runtime.sinks);
         shared
             .dedup
             .shard(&job.key)
