@@ -58,7 +58,13 @@ pub(super) fn num_step(n: i64) -> Option<Step> {
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 /// A TTL for something that matters until `until`, counted from `from`.
@@ -170,11 +176,7 @@ impl RedisStore {
     }
 
     /// Arguments that write a challenge (see `scripts::PUT`).
-    pub(super) fn challenge_args<'a>(
-        &self,
-        inv: &mut redis::ScriptInvocation<'a>,
-        c: &ChallengeRecord,
-    ) {
+    pub(super) fn challenge_args(&self, inv: &mut scripts::Call<'_>, c: &ChallengeRecord) {
         inv.arg(&c.user)
             .arg(&c.service)
             .arg(&c.code_mac[..])
@@ -192,9 +194,9 @@ impl RedisStore {
 
     /// Keys and arguments of the send-window part of a script (see
     /// `scripts::WINDOW`), after the sends key.
-    pub(super) fn window_args<'a>(
+    pub(super) fn window_args(
         &self,
-        inv: &mut redis::ScriptInvocation<'a>,
+        inv: &mut scripts::Call<'_>,
         user: &str,
         now: Millis,
         l: &SendLimits,

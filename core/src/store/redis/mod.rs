@@ -394,7 +394,7 @@ impl Store for RedisStore {
         limits: &SendLimits,
     ) -> Result<SendDecision, StoreError> {
         let r: Vec<i64> = self.run(|c| {
-            let mut inv = scripts::RESERVE.prepare_invoke();
+            let mut inv = scripts::Call::new(&scripts::RESERVE);
             inv.key(self.sends(user));
             self.window_args(&mut inv, user, now, limits);
             inv.invoke(c)
@@ -461,7 +461,7 @@ impl Store for RedisStore {
 
     fn insert_challenge(&self, ch: &ChallengeRecord) -> Result<(), StoreError> {
         let n: i64 = self.run(|c| {
-            let mut inv = scripts::INSERT.prepare_invoke();
+            let mut inv = scripts::Call::new(&scripts::INSERT);
             inv.key(self.ch(&ch.id));
             self.challenge_args(&mut inv, ch);
             inv.invoke(c)
@@ -475,7 +475,7 @@ impl Store for RedisStore {
         limits: &SendLimits,
     ) -> Result<SendDecision, StoreError> {
         let r: Vec<i64> = self.run(|c| {
-            let mut inv = scripts::START.prepare_invoke();
+            let mut inv = scripts::Call::new(&scripts::START);
             inv.key(self.ch(&ch.id)).key(self.sends(&ch.user));
             self.challenge_args(&mut inv, ch);
             self.window_args(&mut inv, &ch.user, ch.created_at, limits);
@@ -503,7 +503,7 @@ impl Store for RedisStore {
         );
         let now = ch.created_at;
         let raw: Raw = self.run(|c| {
-            let mut inv = scripts::START_AT_ONCE.prepare_invoke();
+            let mut inv = scripts::Call::new(&scripts::START_AT_ONCE);
             inv.key(self.fail(&ch.user))
                 .key(self.phone_key(&ch.user))
                 .key(self.language_key(&ch.user))
@@ -604,7 +604,7 @@ impl Store for RedisStore {
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
         self.run(|c| {
-            scripts::CONSUME_CODE
+            scripts::Call::new(&scripts::CONSUME_CODE)
                 .key(self.ch(id))
                 .key(self.fail(user))
                 .arg(user)

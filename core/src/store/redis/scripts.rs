@@ -30,7 +30,10 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{
+    Arg, Cmd, ConnectionLike, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind,
+    ToRedisArgs,
+};
 
 /// Compares two MACs in time that does not depend on where they differ:
 /// it compares their SHA-1 digests (`redis.sha1hex`, in C), whose common
@@ -201,6 +204,73 @@ end
 
 fn script(parts: &[&str]) -> Script {
     Script::new(&parts.concat())
+}
+
+/// A call of one of these scripts whose keys and arguments are written
+/// straight into two buffers, then into the one command sent: what the
+/// `redis` crate's `ScriptInvocation` does with a vector allocated for
+/// every argument, then copied into the command. For a login's first
+/// script (about 40 arguments) that was a sixth of what smsotp-radiusd
+/// spent per login on Redis, in a `perf` profile under bench-radius.
+pub(super) struct Call<'s> {
+    script: &'s Script,
+    keys: Cmd,
+    args: Cmd,
+}
+
+impl<'s> Call<'s> {
+    pub(super) fn new(script: &'s Script) -> Self {
+        Call {
+            script,
+            keys: Cmd::with_capacity(8, 256),
+            args: Cmd::with_capacity(48, 512),
+        }
+    }
+
+    pub(super) fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        self.keys.arg(key);
+        self
+    }
+
+    pub(super) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.args.arg(arg);
+        self
+    }
+
+    /// `EVALSHA sha numkeys key… arg…`.
+    fn eval_cmd(&self) -> Cmd {
+        let all = || self.keys.args_iter().chain(self.args.args_iter());
+        let bytes: usize = all()
+            .map(|a| match a {
+                Arg::Simple(b) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        let count = self.keys.args_iter().len() + self.args.args_iter().len();
+        let mut cmd = Cmd::with_capacity(3 + count, 64 + bytes);
+        cmd.arg("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(self.keys.args_iter().len());
+        for a in all() {
+            if let Arg::Simple(b) = a {
+                cmd.arg(b);
+            }
+        }
+        cmd
+    }
+
+    /// Runs the script by its hash, loading it first if the server does
+    /// not know it (a new server, a restart, `SCRIPT FLUSH`).
+    pub(super) fn invoke<T: FromRedisValue>(&self, con: &mut dyn ConnectionLike) -> RedisResult<T> {
+        let cmd = self.eval_cmd();
+        match cmd.query(con) {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.script.load(con)?;
+                cmd.query(con)
+            }
+            r => r,
+        }
+    }
 }
 
 /// KEYS: sends, then each window's. ARGV: the windows' (see `WINDOW`).
@@ -464,3 +534,43 @@ if ARGV[2] == '1' then redis.call('DEL', KEYS[3]) end
 return redis.call('HLEN', KEYS[1])
 "])
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_sends_what_the_crate_s_invocation_sends() {
+        let script = Script::new("return {KEYS[1], ARGV[2]}");
+        let mut call = Call::new(&script);
+        // Keys and arguments given in any order: keys first on the wire.
+        call.key("p:c:00ff").arg("alice").key("p:s:alice");
+        call.arg(&b"\x00\xffmac"[..])
+            .arg(-5i64)
+            .arg(7u32)
+            .arg(1u8)
+            .arg("");
+        let mut want = redis::cmd("EVALSHA");
+        want.arg(script.get_hash())
+            .arg(2)
+            .arg("p:c:00ff")
+            .arg("p:s:alice")
+            .arg("alice")
+            .arg(&b"\x00\xffmac"[..])
+            .arg("-5")
+            .arg("7")
+            .arg("1")
+            .arg("");
+        assert_eq!(
+            call.eval_cmd().get_packed_command(),
+            want.get_packed_command()
+        );
+    }
+
+    #[test]
+    fn hex_writes_two_lowercase_digits_a_byte() {
+        use super::super::codec::hex;
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+        assert_eq!(hex(&[]), "");
+    }
+}

@@ -510,6 +510,59 @@ fn login_and_answer_state_read_in_one_step() {
     ));
 }
 
+/// The hot paths call their scripts by hash (`scripts::Call`); a server
+/// that forgot them (a restart, a failover to a replica that never ran
+/// them, `SCRIPT FLUSH`) gets them loaded again, and the call goes on.
+#[test]
+fn scripts_the_server_forgot_are_loaded_again() {
+    use crate::store::conformance::rate;
+    use crate::store::limits::{SendDecision, SendLimits};
+    use crate::store::AtOnce;
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let s = RedisStore::open(&server.spec("flush:")).unwrap();
+    let forget = || {
+        s.run(|c| redis::cmd("SCRIPT").arg("FLUSH").query::<()>(c))
+            .unwrap();
+    };
+    let limits = SendLimits::user_and_global(rate(100, 3600), rate(1000, 3600));
+    let c = record(3, "alice");
+    forget();
+    match s.start_at_once(&c, &limits, "+12025550143", false).unwrap() {
+        AtOnce::Started { decision, .. } => assert_eq!(decision, SendDecision::granted()),
+        other => panic!("{other:?}"),
+    }
+    forget();
+    let taken = s
+        .consume_code(&c.id, "alice", "sshd", &c.code_mac, 2_000)
+        .unwrap();
+    assert_eq!(taken.as_deref(), Some("******0143"));
+    forget();
+    let d = record(4, "bob");
+    assert_eq!(
+        s.start_challenge_with(&d, &limits).unwrap(),
+        SendDecision::granted()
+    );
+    forget();
+    assert_eq!(
+        s.reserve_sends("bob", 3_000, &limits).unwrap(),
+        SendDecision::granted()
+    );
+    forget();
+    s.insert_challenge(&record(5, "carol")).unwrap();
+    assert_eq!(
+        s.challenge(&record(5, "carol").id).unwrap(),
+        Some(record(5, "carol"))
+    );
+    // The code was taken once: a second try finds nothing.
+    assert_eq!(
+        s.consume_code(&c.id, "alice", "sshd", &c.code_mac, 2_000)
+            .unwrap(),
+        None
+    );
+}
+
 #[test]
 fn an_acl_user_logs_in_with_its_password_file() {
     let Some(server) = Server::start(&["--user", "smsotp", "on", ">acl-pw", "~*", "+@all"]) else {
