@@ -210,9 +210,8 @@ fn script(parts: &[&str]) -> Script {
 /// straight into the bytes sent (RESP), then sent as they are: what the
 /// `redis` crate's `ScriptInvocation` does with a vector allocated for
 /// every argument, copied into a command, then encoded. For a login's
-/// first script (about 40 arguments) that was a sixth of what
-/// smsotp-radiusd spent per login on Redis, in a `perf` profile under
-/// bench-radius.
+/// first script (about 40 arguments) that was about a tenth of
+/// smsotp-radiusd's `perf` samples on Redis under load.
 pub(super) struct Call<'s> {
     script: &'s Script,
     keys: Bulk,
