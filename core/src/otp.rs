@@ -103,6 +103,18 @@ pub fn normalise(input: &str, alphabet: Alphabet) -> Option<Zeroizing<String>> {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChallengeId(pub [u8; 16]);
 
+/// `bytes` as two lowercase hex digits each, written into one string (a
+/// `format!` per byte costs a string per byte, on every login's key).
+pub(crate) fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
 impl ChallengeId {
     /// A fresh identifier from `rng` (the OS CSPRNG outside tests).
     pub fn random(rng: &dyn RandomSource) -> Result<Self, RandomError> {
@@ -113,7 +125,7 @@ impl ChallengeId {
 
     /// 32 lowercase hex digits: the store's key for the challenge.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        lower_hex(&self.0)
     }
 
     /// The identifier [`ChallengeId::to_hex`] wrote; `None` for anything
@@ -286,10 +298,7 @@ impl OtpKey {
     /// nothing about the key (a PRF output of a label no code path MACs),
     /// and two different keys share one with odds of 2^-64.
     pub fn fingerprint(&self) -> String {
-        self.mac_labelled("smsotp key fingerprint v1", &[])[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        lower_hex(&self.mac_labelled("smsotp key fingerprint v1", &[])[..8])
     }
 
     /// A MAC for things other than codes (e.g. backup codes' lookup keys).
@@ -459,5 +468,10 @@ mod tests {
         assert_eq!(ChallengeId::from_hex(&id.to_hex()), Some(id));
         assert_eq!(ChallengeId::from_hex("zz"), None);
         assert!(!format!("{id:?}").contains(&id.to_hex()));
+        let id = ChallengeId([
+            0x00, 0x0f, 0xa0, 0xff, 0x5c, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0xab,
+        ]);
+        assert_eq!(id.to_hex(), "000fa0ff5c0102030405060708090aab");
+        assert_eq!(lower_hex(&[]), "");
     }
 }

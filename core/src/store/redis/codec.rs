@@ -57,16 +57,6 @@ pub(super) fn num_step(n: i64) -> Option<Step> {
     })
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
-
 /// A TTL for something that matters until `until`, counted from `from`.
 pub(super) fn ttl(from: Millis, until: Millis) -> Millis {
     until.saturating_sub(from).max(0).saturating_add(GRACE_MS)
@@ -84,7 +74,7 @@ impl RedisStore {
         format!("{}{kind}:{rest}", self.spec.key_prefix)
     }
     pub(super) fn ch(&self, id: &ChallengeId) -> String {
-        self.key("c", &hex(&id.0))
+        self.key("c", &id.to_hex())
     }
     pub(super) fn fail(&self, user: &str) -> String {
         self.key("f", user)

@@ -659,11 +659,4 @@ mod tests {
         assert_eq!(b.buf, b"$1\r\nk\r\n$3\r\nabc\r\n$0\r\n\r\n");
         assert_eq!(b.n, 3);
     }
-
-    #[test]
-    fn hex_writes_two_lowercase_digits_a_byte() {
-        use super::super::codec::hex;
-        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
-        assert_eq!(hex(&[]), "");
-    }
 }
