@@ -586,13 +586,14 @@ if [ "$STORE" = redis ]; then
     rm_=$(echo "$red_ratios" | median)
     echo "ratio Redis/SQLite flows/s (one smsotp-radiusd each), each round: $(echo $red_ratios)"
     awk -v m="$rm_" 'BEGIN { printf "ratio Redis/SQLite flows/s: %s, the median (target 0.8: %s)\n", m, (m >= 0.8 ? "met" : "MISSED") }'
-    # Where the machine's CPU went: with every CPU busy, flows/s is the
-    # CPUs over what a flow costs the whole machine, so 0.8 of SQLite's
-    # flows/s is a whole-machine cost per flow of at most SQLite's / 0.8.
+    # Where the machine's time went. Busy + idle per flow is the CPUs'
+    # time over the flows, so 0.8 of SQLite's flows/s is the same as at
+    # most SQLite's busy + idle / 0.8 per flow on Redis: the line splits
+    # the ratio into what each part of the machine spent.
     awk -v sb="$(cpu_median smsotp 4)" -v si="$(cpu_median smsotp 5)" -v rb="$(cpu_median redis 4)" \
         -v ri="$(cpu_median redis 5)" -v rr="$(cpu_median redis 1)" -v sr="$(cpu_median smsotp 1)" 'BEGIN {
         printf "    the machine (all CPUs) per 1000 flows, medians: SQLite busy %s ms + idle %s ms; Redis busy %s ms + idle %s ms", sb, si, rb, ri
-        printf " (smsotp-radiusd %s ms on SQLite, %s ms on Redis; redis-server in the line above);", sr, rr
+        printf " (smsotp-radiusd %s ms on SQLite, %s ms on Redis; redis-server'"'"'s own above);", sr, rr
         printf " 0.8 of SQLite'"'"'s flows/s is at most %.1f ms busy + idle per 1000 flows on Redis\n", (sb + si) / 0.8 }'
     [ -z "$ONLY" ] && echo "ratio Redis/FreeRADIUS flows/s (median of the rounds): $(r=1; while [ "$r" -le "$ROUNDS" ]; do
         awk -v s="$(field "$work/redis-$r.out" rate)" -v f="$(field "$work/freeradius-$r.out" rate)" \
