@@ -199,7 +199,8 @@ mod tests {
         assert!(client.recv_from(&mut [0u8; 8]).is_err());
         client.set_nonblocking(false).unwrap();
         release();
-        // By the time the first reply can be read, both lines are written.
+        // Both lines are written at release (before its replies, which a
+        // test cannot tell apart from just after), and both replies sent.
         assert_eq!(received(&client).0, b"alice");
         assert_eq!(lines(), 2);
         assert_eq!(received(&client).0, b"bob");
