@@ -215,8 +215,7 @@ impl RedisStore {
             .arg(l.windows.len());
         for w in &l.windows {
             let size = w.bucket_ms();
-            inv.arg(size)
-                .arg((now - ms(w.rate.window)) / size)
+            inv.arg((now - ms(w.rate.window)) / size)
                 .arg(now / size)
                 .arg(w.rate.count.get())
                 .arg(mode(w.mode))

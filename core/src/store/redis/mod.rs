@@ -864,3 +864,5 @@ mod sentinel_tests;
 pub(crate) mod tests;
 #[cfg(test)]
 mod tls_tests;
+#[cfg(test)]
+mod window_tests;
