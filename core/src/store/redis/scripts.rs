@@ -135,7 +135,8 @@ end
 /// the window has passed its start, so the TTL set at its first SMS (the
 /// window from then, or more) covers it, and the newest bucket's covers
 /// the older ones' (and the sum's, in the same hash). One PEXPIRE a
-/// bucket, not one an SMS, for the append-only file to write.
+/// bucket, not one an SMS, for the append-only file to write; this
+/// bucket's count (read with the sum) and the sum go in one HSET.
 const WINDOW: &str = r"
 local SUM, FROM, GONE = '-1e15', '-2e15', '-3e15'
 local function fields(from, to)
@@ -150,28 +151,29 @@ local function sum(k, from, to)
   for i = 1, #c do if c[i] then n = n + tonumber(c[i]) end end
   return n
 end
-local function rebuild(k, oldest, stale)
-  local t, gone = 0, {}
+local function rebuild(k, oldest, stale, cur)
+  local t, c, gone = 0, false, {}
   local all = redis.call('HGETALL', k)
   for i = 1, #all, 2 do
     local b = tonumber(all[i])
     if b and b >= 0 then
       if b <= stale then gone[#gone + 1] = all[i]
       elseif b > oldest then t = t + tonumber(all[i + 1]) end
+      if b == cur then c = tonumber(all[i + 1]) end
     end
   end
   if #gone > 0 then redis.call('HDEL', k, unpack(gone)) end
-  return {t = t, o = oldest, d = stale, dirty = true, exists = #all > 0}
+  return {t = t, o = oldest, d = stale, c = c, dirty = true, exists = #all > 0}
 end
-local function counted(k, oldest, cur)
+local function counted(k, oldest, cur, bucket)
   local stale = cur - 62
-  local f = redis.call('HMGET', k, SUM, FROM, GONE)
+  local f = redis.call('HMGET', k, SUM, FROM, GONE, bucket)
   local t, o, d = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
   local s
   if not (t and o and d) or oldest - o > 64 or stale - d > 64 then
-    s = rebuild(k, oldest, stale)
+    s = rebuild(k, oldest, stale, cur)
   else
-    s = {t = t, o = o, d = d, dirty = false, exists = true}
+    s = {t = t, o = o, d = d, c = tonumber(f[4]), dirty = false, exists = true}
     if oldest > o then
       s.t = s.t - sum(k, o + 1, oldest)
       s.o = oldest
@@ -244,7 +246,7 @@ local function reserve(ku, kw, A, o)
   for w = 1, nw do
     local p = o + 10 + 7 * (w - 1)
     local g
-    g, st[w] = counted(kw[w], tonumber(A[p]), tonumber(A[p + 1]))
+    g, st[w] = counted(kw[w], tonumber(A[p]), tonumber(A[p + 1]), A[p + 1])
     local brk = A[p + 6] == '1' and A[p + 3] == '0'
     if brk then
       local u = redis.call('HGET', kb, 'u')
@@ -266,17 +268,15 @@ local function reserve(ku, kw, A, o)
   for w = 1, nw do
     local p = o + 10 + 7 * (w - 1)
     local cost = tonumber(A[p + 5])
-    if redis.call('HINCRBY', kw[w], A[p + 1], cost) == cost then
-      redis.call('PEXPIRE', kw[w], A[p + 4])
-    end
     local s = st[w]
-    if tonumber(A[p + 1]) <= s.o then cost = 0 end
+    if tonumber(A[p + 1]) > s.o then s.t = s.t + cost end
+    -- This bucket and the sum in one write.
     if s.dirty then
-      s.t = s.t + cost
-      keep(kw[w], s)
-    elseif cost > 0 then
-      redis.call('HINCRBY', kw[w], SUM, cost)
+      redis.call('HSET', kw[w], A[p + 1], (s.c or 0) + cost, SUM, s.t, FROM, s.o, GONE, s.d)
+    else
+      redis.call('HSET', kw[w], A[p + 1], (s.c or 0) + cost, SUM, s.t)
     end
+    if not s.c then redis.call('PEXPIRE', kw[w], A[p + 4]) end
   end
   local r = {0}
   for i = 1, #mon do r[#r + 1] = mon[i] end
