@@ -5,7 +5,8 @@
 # the same number of flows in flight. Prints flows/s and latency of each,
 # the ratio, the p99 of a request (either round: what a NAS waits for)
 # against the 5 ms target, then leaves 10,000 challenges
-# pending in a fresh smsotp-radiusd and prints its VmRSS against 30 MB.
+# pending in a fresh smsotp-radiusd and prints its VmRSS against 30 MB
+# (and how much of it is the program file, how much the rest).
 #
 #   scripts/bench-radius.sh                  # 20,000 flows each, 64 in flight
 #   FLOWS=50000 INFLIGHT=128 scripts/bench-radius.sh
@@ -503,6 +504,11 @@ if [ "$ONLY" != freeradius ]; then
     sleep 1
     rss_pending="$(rss "$sms_pid")"
     rss_pending_kb=$(rss_kb "$sms_pid")
+    # What of it is the program's own file (its code and read-only data)
+    # and what is the heap and the rest, from its mappings.
+    rss_split=$(awk -v bin="$server" '/^[0-9a-f]+-[0-9a-f]+ / { f = ($6 == bin) }
+        /^Rss:/ { if (f) b += $2; else o += $2 }
+        END { printf "the program file %.1f MB, the rest %.1f MB", b / 1024, o / 1024 }' "/proc/$sms_pid/smaps")
     pending_cmd=$sms_cmd
     cp "$sms_dir/stderr.log" "$work/smsotp-pending.stderr"
     stop
@@ -644,7 +650,7 @@ if [ "$ONLY" != freeradius ]; then
     fi
     echo "pending: $(sed -n 's/^  challenges *//p' "$work/pending.out")  errors $(field "$work/pending.out" errors)  (load average before: $(cat "$work/pending.load"))"
     echo "    idle:                  $rss_idle"
-    echo "    with $PENDING pending: $rss_pending"
+    echo "    with $PENDING pending: $rss_pending($rss_split)"
     awk -v k="$rss_pending_kb" -v t="$RSS_TARGET_KB" 'BEGIN {
         printf "VmRSS vs the 30 MB target: %.1f MB (%s)\n", k / 1024, (k <= t ? "met" : "MISSED") }'
     echo "    server:  $pending_cmd"
