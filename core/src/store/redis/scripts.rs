@@ -110,9 +110,10 @@ end
 ///
 /// A window is not summed bucket by bucket on each SMS: a window that
 /// has seen an SMS a minute for an hour holds 62 buckets (60 counted,
-/// two not yet forgotten), and reading and adding 61 of them in Lua took
-/// the server 27.5 µs a `RESERVE` against 7.8 µs with one bucket
-/// (redis-benchmark, INFO commandstats). Beside its buckets, a window's
+/// two not yet forgotten), and reading and adding them in Lua on every
+/// SMS raised redis-server's time per login by about two thirds
+/// (`scripts/bench-radius.sh`, which fills every window with an hour of
+/// sends; `FILL=0` leaves them empty). Beside its buckets, a window's
 /// hash keeps the sum of the buckets after a boundary (field `-1e15`),
 /// that boundary (`-2e15`), and the newest bucket already forgotten
 /// (`-3e15`). An SMS reads those three; when
